@@ -1,0 +1,1 @@
+"""Hydra config groups: agent/ env/ reward/ robot/ mirror the package folders."""

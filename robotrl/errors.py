@@ -1,0 +1,29 @@
+"""Typed errors. Each message names the bad value and what was expected (one line)."""
+
+
+class RobotRLError(Exception):
+    """Base class for errors that the CLI prints as one line instead of a traceback."""
+
+
+class ConfigError(RobotRLError, ValueError):
+    """A config value is unknown, of the wrong type or out of range."""
+
+
+class ObservationError(RobotRLError, ValueError):
+    """An observation does not match the env contract (keys, shape, dtype, channel order)."""
+
+
+class ActionError(RobotRLError, ValueError):
+    """An action has the wrong shape, is not finite, or is outside the action bounds."""
+
+
+class CheckpointError(RobotRLError):
+    """A checkpoint is missing, corrupted, or was written by another agent/config."""
+
+
+class RenderError(RobotRLError, RuntimeError):
+    """The headless OpenGL backend could not be initialised."""
+
+
+class DemoFormatError(RobotRLError, ValueError):
+    """A demonstration file is empty, has missing keys or arrays of the wrong shape."""

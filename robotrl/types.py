@@ -1,0 +1,56 @@
+"""Types shared by envs, replay, agents and the trainer: the contracts between the folders."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+# An observation is a dict with "pixels" (uint8, (3*frame_stack, H, W)) and/or "state" (float32, (S,)).
+Obs = dict[str, np.ndarray]
+Metrics = dict[str, float]
+
+
+class Batch(NamedTuple):
+    """n-step transitions sampled from replay; every tensor has leading batch dim B.
+
+    ``obs``/``next_obs`` are dicts keyed like the env observation ("pixels" uint8 (B, 3k, H, W),
+    "state" float32 (B, S)). ``reward`` is the discounted n-step return sum_{i<m} gamma^i r_{t+i} and
+    ``discount`` is gamma^m times the product of env discounts (0 after a termination), both (B, 1),
+    so the TD target is ``reward + discount * V(next_obs)``.
+    """
+
+    obs: dict[str, torch.Tensor]
+    action: torch.Tensor
+    reward: torch.Tensor
+    discount: torch.Tensor
+    next_obs: dict[str, torch.Tensor]
+
+
+class Trajectories(NamedTuple):
+    """Contiguous sub-trajectories (for world models): obs has H+1 steps, action/reward/terminated H steps.
+
+    Shapes are time-major: obs[k] (H+1, B, ...), action (H, B, A), reward (H, B, 1), terminated (H, B, 1).
+    """
+
+    obs: dict[str, torch.Tensor]
+    action: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What the trainer needs from an agent (the DrQ-v2 duck type, made explicit)."""
+
+    def act(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
+        """Return a float32 action in [-1, 1]^A for one (unbatched) observation."""
+
+    def update(self, replay: Any, step: int) -> Metrics:
+        """Sample from ``replay`` and take gradient steps; return scalar metrics."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: networks, target networks, optimisers (tensors and plain types)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
