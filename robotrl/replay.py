@@ -1,0 +1,657 @@
+"""Replay buffers shared by every agent: n-step transitions (DrQ-v2/DrM), sub-trajectories (TD-MPC2) and a
+demo/online mixture at a scheduled ratio (MoDem).
+
+Frames are stored once: each slot keeps only the newest frame of the stacked observation and the stack is
+rebuilt at sample time, so memory is ~1/k of storing stacks (and ~1/2k of storing obs and next_obs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from robotrl.contract import check_action, check_obs
+from robotrl.errors import CheckpointError, ObservationError
+from robotrl.types import Batch, Episode, Obs, Trajectories
+
+FRAME_CHANNELS = 3
+_FORMAT_VERSION = 1
+# Rejection rounds before falling back to an exact (O(capacity)) validity mask; only reached when almost no
+# slot is a valid start (e.g. long horizons over very short episodes).
+_MAX_REJECTION_ROUNDS = 32
+
+
+class ReplayBuffer:
+    """Circular replay of single frames with per-slot episode bookkeeping; samples n-step transitions and
+    contiguous sub-trajectories, rebuilding frame stacks on the fly.
+
+    Slot layout: an episode of T steps occupies T+1 consecutive slots (obs_0 .. obs_T). Slot t holds the
+    newest frame of obs_t (uint8 (3, H, W)), the state of obs_t (float32), and -- once the step from obs_t
+    has been taken -- its action, reward and terminated flag (``has_action`` marks that). Every slot also
+    stores the absolute index of its episode's first slot (int64), which makes stack rebuilding (pad with
+    the first frame) and same-episode checks plain vectorised numpy. Slots are addressed by absolute,
+    monotonically increasing indices; the physical slot is ``index % capacity`` and the live window is
+    ``[head - capacity, head)``, so an overwritten slot is never read.
+
+    Valid transition start t: t is in the window, has an action, and its frame-stack history is still
+    present (``max(episode_start, t - k + 1)`` is in the window). The n-step horizon is
+    m = min(nstep, actions stored from t in its episode): shorter near an episode end (terminated,
+    truncated, or the end of what has been written so far of the current episode). Everything needed
+    (history, obs_{t+m}) is then in the window and in the same episode.
+
+    Memory per slot (= per transition for long episodes; an episode of T steps uses T+1 slots):
+    ``3*H*W`` (frame) + ``4*S`` (state) + ``4*A`` (action) + 4 (reward) + 1 (terminated) + 1 (has_action)
+    + 8 (episode start) bytes, e.g. 21206 B for 84x84 pixels and A=6 (21.2 GB for 1M slots). Arrays are
+    ``np.empty`` (or sparse memmaps), so pages are only committed as slots are written.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_space: gym.spaces.Dict,
+        action_dim: int,
+        frame_stack: int,
+        nstep: int = 3,
+        discount: float = 0.99,
+        seed: int = 0,
+        storage_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        check_stack: bool = True,
+    ) -> None:
+        """``check_stack``: verify on add() that the stacked pixels match what will be rebuilt (catches
+        envs that break the stacking contract); switch off only for tests feeding unrelated random obs."""
+        _check_config(capacity, observation_space, action_dim, frame_stack, nstep, discount)
+        self.capacity = int(capacity)
+        self.observation_space = observation_space
+        self.action_dim = int(action_dim)
+        self.frame_stack = int(frame_stack)
+        self.nstep = int(nstep)
+        self.discount = float(discount)
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.check_stack = bool(check_stack)
+        self.storage_dir = None if storage_dir is None else Path(storage_dir)
+        self._action_space = gym.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
+        self._rng = np.random.Generator(np.random.PCG64(self.seed))
+        self._arrays = self._allocate()
+        self._head = 0  # absolute index of the next slot to write
+        self._in_episode = False  # an episode is being written step by step (add_first was called)
+        self._num_actions = 0  # slots in the window with has_action (maintained on write/overwrite)
+
+    # ------------------------------------------------------------------ storage
+    def _slot_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Per-slot arrays: name -> (shape of one slot, dtype)."""
+        specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        if "pixels" in self.observation_space.spaces:
+            _, h, w = self.observation_space["pixels"].shape
+            specs["pixels"] = ((FRAME_CHANNELS, h, w), np.dtype(np.uint8))
+        if "state" in self.observation_space.spaces:
+            specs["state"] = (self.observation_space["state"].shape, np.dtype(np.float32))
+        specs["action"] = ((self.action_dim,), np.dtype(np.float32))
+        specs["reward"] = ((), np.dtype(np.float32))
+        specs["terminated"] = ((), np.dtype(bool))
+        specs["has_action"] = ((), np.dtype(bool))
+        specs["episode_start"] = ((), np.dtype(np.int64))
+        return specs
+
+    def _allocate(self) -> dict[str, np.ndarray]:
+        """np.empty (lazy pages) or sparse .npy memmaps in ``storage_dir``; nothing is touched here."""
+        arrays = {}
+        if self.storage_dir is not None:
+            self.storage_dir.mkdir(parents=True, exist_ok=True)
+        for name, (shape, dtype) in self._slot_specs().items():
+            full = (self.capacity, *shape)
+            if self.storage_dir is None:
+                arrays[name] = np.empty(full, dtype)
+            else:
+                path = self.storage_dir / f"{name}.npy"
+                arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=full)
+        return arrays
+
+    @property
+    def nbytes_per_transition(self) -> int:
+        """Bytes of storage per slot (one transition in steady state); see the class docstring."""
+        return int(
+            sum(
+                np.prod(shape, dtype=np.int64) * dtype.itemsize
+                for shape, dtype in self._slot_specs().values()
+            )
+        )
+
+    @property
+    def _oldest(self) -> int:
+        """Absolute index of the oldest slot still in the window."""
+        return max(0, self._head - self.capacity)
+
+    def __len__(self) -> int:
+        """Number of valid transition starts (O(frame_stack): only the window's first k-1 slots can lack
+        their stack history)."""
+        oldest = self._oldest
+        edge = np.arange(oldest, min(oldest + self.frame_stack - 1, self._head), dtype=np.int64)
+        phys = edge % self.capacity
+        missing = self._arrays["has_action"][phys] & (self._arrays["episode_start"][phys] < oldest)
+        return self._num_actions - int(missing.sum())
+
+    # ------------------------------------------------------------------ writing
+    def _write_slots(self, count: int, obs: dict[str, np.ndarray], episode_start: int) -> np.ndarray:
+        """Write ``count`` new obs slots at the head (overwriting the oldest); return physical indices."""
+        absolute = np.arange(self._head, self._head + count, dtype=np.int64)
+        phys = absolute % self.capacity
+        overwritten = absolute >= self.capacity
+        self._num_actions -= int(self._arrays["has_action"][phys[overwritten]].sum())
+        a = self._arrays
+        if "pixels" in a:
+            a["pixels"][phys] = obs["pixels"]
+        if "state" in a:
+            a["state"][phys] = obs["state"]
+        a["action"][phys] = 0.0
+        a["reward"][phys] = 0.0
+        a["terminated"][phys] = False
+        a["has_action"][phys] = False
+        a["episode_start"][phys] = episode_start
+        self._head += count
+        return phys
+
+    def add_first(self, obs: Obs) -> None:
+        """Start an episode with the observation returned by reset (an unfinished previous episode is ended
+        as if truncated: its transitions bootstrap from its last obs)."""
+        check_obs(obs, self.observation_space)
+        if self.check_stack and "pixels" in obs:
+            _check_reset_stack(obs["pixels"])
+        self._write_slots(1, _newest(obs), episode_start=self._head)
+        self._in_episode = True
+
+    def add(self, action: np.ndarray, reward: float, obs: Obs, terminated: bool, truncated: bool) -> None:
+        """Record one env step taken from the last added obs; ``terminated``/``truncated`` end the episode."""
+        if not self._in_episode:
+            raise ValueError(
+                "add() called without an episode in progress; call add_first(obs) after reset first"
+            )
+        action = check_action(action, self._action_space)
+        reward = _check_reward(reward)
+        check_obs(obs, self.observation_space)
+        prev = (self._head - 1) % self.capacity
+        if self.check_stack and "pixels" in obs:
+            self._check_step_stack(obs["pixels"])
+        a = self._arrays
+        a["action"][prev] = action
+        a["reward"][prev] = reward
+        a["terminated"][prev] = bool(terminated)
+        a["has_action"][prev] = True
+        self._num_actions += 1
+        self._write_slots(1, _newest(obs), episode_start=int(a["episode_start"][prev]))
+        if terminated or truncated:
+            self._in_episode = False
+
+    def add_episode(self, episode: Episode) -> None:
+        """Append a whole episode (single frames, see ``Episode``); ends any episode in progress."""
+        obs, num_steps = self._check_episode(episode)
+        start = self._head
+        phys = self._write_slots(num_steps + 1, obs, episode_start=start)[:-1]
+        a = self._arrays
+        a["action"][phys] = episode.action
+        a["reward"][phys] = episode.reward
+        a["terminated"][phys] = episode.terminated
+        a["has_action"][phys] = True
+        self._num_actions += num_steps
+        self._in_episode = False
+
+    def _check_episode(self, episode: Episode) -> tuple[dict[str, np.ndarray], int]:
+        """Validate an Episode against the buffer's spaces; return its obs and its number of steps T."""
+        if set(episode.obs) != set(self.observation_space.spaces):
+            raise ObservationError(
+                f"episode obs keys {sorted(episode.obs)} != expected {sorted(self.observation_space.spaces)}"
+            )
+        num_steps = int(np.asarray(episode.reward).shape[0])
+        expected = {
+            name: ((num_steps + 1, *shape), dtype) for name, (shape, dtype) in self._slot_specs().items()
+        }
+        expected["action"] = ((num_steps, self.action_dim), np.dtype(np.float32))
+        for name, value in [*episode.obs.items(), ("action", episode.action)]:
+            shape, dtype = expected[name]
+            if np.shape(value) != shape or np.asarray(value).dtype != dtype:
+                raise ValueError(
+                    f"episode {name} has shape {np.shape(value)} dtype {np.asarray(value).dtype}, "
+                    f"expected {shape} {dtype} (obs are single frames, T+1 of them)"
+                )
+        if np.shape(episode.terminated) != (num_steps,):
+            raise ValueError(
+                f"episode terminated has shape {np.shape(episode.terminated)}, expected ({num_steps},)"
+            )
+        if num_steps < 1 or num_steps + 1 > self.capacity:
+            raise ValueError(f"episode has {num_steps} steps, expected 1 .. capacity-1 = {self.capacity - 1}")
+        if not np.all(np.isfinite(episode.reward)) or not np.all(np.isfinite(episode.action)):
+            raise ValueError("episode reward/action contain NaN or inf, expected finite values")
+        if np.any(np.abs(episode.action) > 1.0 + 1e-6):
+            raise ValueError(
+                f"episode actions reach {np.abs(episode.action).max():.4f}, expected within [-1, 1]"
+            )
+        if np.any(np.asarray(episode.terminated)[:-1]):
+            raise ValueError(
+                "episode terminated is True before the last step, expected only at the last step"
+            )
+        return dict(episode.obs), num_steps
+
+    def _check_step_stack(self, pixels: np.ndarray) -> None:
+        """The older frames of a step's stack must be the frames we will rebuild (env stacking contract)."""
+        if self.frame_stack == 1:
+            return
+        history = self._stack(np.array([self._head], dtype=np.int64), self._current_episode_start())[0]
+        if not np.array_equal(pixels[:-FRAME_CHANNELS], history[:-FRAME_CHANNELS]):
+            raise ObservationError(
+                "observation['pixels'] older frames do not match the previous observation's newer frames; "
+                "expected a stack ordered oldest -> newest shifted by one frame per step"
+            )
+
+    def _current_episode_start(self) -> np.ndarray:
+        return self._arrays["episode_start"][[(self._head - 1) % self.capacity]]
+
+    # ------------------------------------------------------------------ validity and n-step
+    def _run_length(self, start: np.ndarray, max_len: int) -> np.ndarray:
+        """Number of consecutive stored actions from ``start`` within its episode, capped at ``max_len``.
+
+        Slot t+i is only read when slot t+i-1 has an action of the same episode, which implies t+i was
+        written after it (so it is < head and not overwritten)."""
+        a, cap = self._arrays, self.capacity
+        ep = a["episode_start"][start % cap]
+        length = np.zeros(start.shape, dtype=np.int64)
+        alive = np.ones(start.shape, dtype=bool)
+        for i in range(max_len):
+            phys = (start + i) % cap
+            alive &= a["has_action"][phys] & (a["episode_start"][phys] == ep)
+            length += alive
+        return length
+
+    def _history_ok(self, start: np.ndarray) -> np.ndarray:
+        oldest = self._oldest
+        ep = self._arrays["episode_start"][start % self.capacity]
+        return (start - (self.frame_stack - 1) >= oldest) | (ep >= oldest)
+
+    def _valid(self, start: np.ndarray, horizon: int) -> np.ndarray:
+        """Mask of starts with >= horizon actions ahead in their episode and their stack history present."""
+        return (self._run_length(start, horizon) >= horizon) & self._history_ok(start)
+
+    def _sample_starts(self, batch_size: int, horizon: int) -> np.ndarray:
+        """Uniform over valid starts by rejection (vectorised); exact mask fallback if rejection stalls."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}, expected >= 1")
+        low, high = self._oldest, self._head - 1  # the newest slot never has an action
+        if high <= low:
+            raise ValueError(f"replay has no transitions to sample (len={len(self)}); add episodes first")
+        chosen: list[np.ndarray] = []
+        need = batch_size
+        for _ in range(_MAX_REJECTION_ROUNDS):
+            cand = self._rng.integers(low, high, size=need)
+            cand = cand[self._valid(cand, horizon)]
+            chosen.append(cand)
+            need -= cand.size
+            if need == 0:
+                return np.concatenate(chosen)
+        every = np.arange(low, high, dtype=np.int64)
+        every = every[self._valid(every, horizon)]
+        if every.size == 0:
+            raise ValueError(
+                f"replay has no episode segment with {horizon} steps to sample (len={len(self)})"
+            )
+        chosen.append(every[self._rng.integers(0, every.size, size=need)])
+        return np.concatenate(chosen)
+
+    def _nstep(self, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n-step return, discount gamma^m * (1 - terminated), m) for valid starts."""
+        a, cap = self._arrays, self.capacity
+        m = self._run_length(start, self.nstep)
+        ret = np.zeros(start.shape, dtype=np.float64)
+        scale = np.ones(start.shape, dtype=np.float64)
+        terminal = np.zeros(start.shape, dtype=bool)
+        for i in range(self.nstep):
+            live = i < m
+            phys = (start + i) % cap
+            ret += np.where(live, scale * a["reward"][phys], 0.0)
+            terminal |= live & a["terminated"][phys]
+            scale = np.where(live, scale * self.discount, scale)
+        return ret, scale * ~terminal, m
+
+    # ------------------------------------------------------------------ gathering
+    def _stack(
+        self, index: np.ndarray, episode_start: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Rebuild (..., 3k, H, W) stacks for absolute ``index``: frames max(start, index-k+1) .. index."""
+        offsets = np.arange(-(self.frame_stack - 1), 1, dtype=np.int64)
+        src = np.maximum(index[..., None] + offsets, episode_start[..., None]) % self.capacity
+        frames = self._arrays["pixels"]
+        shape = (*index.shape, self.frame_stack * FRAME_CHANNELS, *frames.shape[2:])
+        if out is None:
+            return frames[src].reshape(shape)
+        np.take(frames, src, axis=0, out=out.reshape(*src.shape, *frames.shape[1:]))
+        return out
+
+    def _empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Output array; page-locked when sampling to CUDA so the host->device copy can be asynchronous."""
+        if self.device.type == "cuda":
+            return torch.empty(shape, dtype=_TORCH_DTYPES[np.dtype(dtype)], pin_memory=True).numpy()
+        return np.empty(shape, dtype)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def _gather_obs(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        """Observation dict (stacked pixels, state) at absolute ``index`` of any shape."""
+        a = self._arrays
+        phys = index % self.capacity
+        obs = {}
+        if "pixels" in a:
+            shape = (*index.shape, *self.observation_space["pixels"].shape)
+            out = self._stack(index, a["episode_start"][phys], self._empty(shape, np.dtype(np.uint8)))
+            obs["pixels"] = self._to_device(out)
+        if "state" in a:
+            obs["state"] = self._to_device(_take(a["state"], phys, self._empty))
+        return obs
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, batch_size: int) -> Batch:
+        """Uniform n-step transitions: pixels uint8 (B, 3k, H, W), reward/discount float32 (B, 1)."""
+        start = self._sample_starts(batch_size, horizon=1)
+        ret, disc, m = self._nstep(start)
+        action = _take(self._arrays["action"], start % self.capacity, self._empty)
+        return Batch(
+            obs=self._gather_obs(start),
+            action=self._to_device(action),
+            reward=self._to_device(ret.astype(np.float32)[:, None]),
+            discount=self._to_device(disc.astype(np.float32)[:, None]),
+            next_obs=self._gather_obs(start + m),
+        )
+
+    def sample_trajectories(self, batch_size: int, horizon: int) -> Trajectories:
+        """Uniform contiguous segments of ``horizon`` steps within one episode, time-major: obs (H+1, B, ...),
+        action (H, B, A), reward (H, B, 1), terminated (H, B, 1) float32 (1.0 where the MDP ended)."""
+        if horizon < 1:
+            raise ValueError(f"horizon={horizon}, expected >= 1")
+        start = self._sample_starts(batch_size, horizon)
+        steps = start[None, :] + np.arange(horizon + 1, dtype=np.int64)[:, None]  # (H+1, B)
+        phys = steps[:-1] % self.capacity
+        a = self._arrays
+        return Trajectories(
+            obs=self._gather_obs(steps),
+            action=self._to_device(_take(a["action"], phys, self._empty)),
+            reward=self._to_device(_take(a["reward"], phys, self._empty)[..., None]),
+            terminated=self._to_device(a["terminated"][phys][..., None].astype(np.float32)),
+        )
+
+    # ------------------------------------------------------------------ state
+    def _config(self) -> dict[str, Any]:
+        spaces = {
+            key: {"shape": list(sub.shape), "dtype": str(sub.dtype)}
+            for key, sub in self.observation_space.spaces.items()
+        }
+        return {
+            "version": _FORMAT_VERSION,
+            "capacity": self.capacity,
+            "action_dim": self.action_dim,
+            "frame_stack": self.frame_stack,
+            "nstep": self.nstep,
+            "discount": self.discount,
+            "spaces": spaces,
+        }
+
+    def _filled(self) -> dict[str, np.ndarray]:
+        """Views of the written physical slots (the whole array once wrapped)."""
+        n = min(self._head, self.capacity)
+        return {name: arr[:n] for name, arr in self._arrays.items()}
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "config": self._config(),
+            "head": self._head,
+            "in_episode": self._in_episode,
+            "num_actions": self._num_actions,
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Full state (contents, positions, RNG). Arrays are CPU torch tensors *aliasing* the live storage
+        (like nn.Module.state_dict): serialise before adding more. Tensors, not numpy arrays, because
+        torch.load(weights_only=True) refuses numpy arrays; np.asarray(tensor) gives numpy back for free."""
+        state = self._meta()
+        state["arrays"] = {name: torch.from_numpy(np.asarray(arr)) for name, arr in self._filled().items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state_dict from a buffer with the same config (CheckpointError otherwise)."""
+        mine, theirs = self._config(), _plain(state.get("config"))
+        if mine != theirs:
+            raise CheckpointError(f"replay state has config {theirs}, expected {mine}")
+        head = int(state["head"])
+        filled = min(head, self.capacity)
+        arrays = state["arrays"]
+        for name, (shape, dtype) in self._slot_specs().items():
+            value = np.asarray(arrays[name]) if name in arrays else None
+            if value is None or value.shape != (filled, *shape) or value.dtype != dtype:
+                got = "missing" if value is None else f"{value.shape} {value.dtype}"
+                raise CheckpointError(
+                    f"replay state array {name!r} is {got}, expected {(filled, *shape)} {dtype}"
+                )
+        for name in self._arrays:
+            self._arrays[name][:filled] = np.asarray(arrays[name])
+        self._head = head
+        self._in_episode = bool(state["in_episode"])
+        self._num_actions = int(state["num_actions"])
+        self._rng.bit_generator.state = state["rng"]
+
+    def save(self, path: str | Path) -> None:
+        """Write an .npz atomically (temp file in the same dir, fsync, os.replace); no pickle involved."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = self._meta()
+        payload = {f"arrays/{name}": arr for name, arr in self._filled().items()}
+        for key, sub in self.observation_space.spaces.items():
+            payload[f"space/{key}/low"] = sub.low
+            payload[f"space/{key}/high"] = sub.high
+        payload["meta"] = np.array(json.dumps(meta, default=str))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        storage_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        check_stack: bool = True,
+    ) -> ReplayBuffer:
+        """Rebuild a buffer saved with ``save``; CheckpointError naming ``path`` if missing/corrupt."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                contents = {key: data[key] for key in data.files}  # reads (and CRC-checks) every member
+            meta = json.loads(str(contents["meta"]))
+            config = meta["config"]
+            spaces = {
+                key: gym.spaces.Box(
+                    contents[f"space/{key}/low"], contents[f"space/{key}/high"], dtype=np.dtype(spec["dtype"])
+                )
+                for key, spec in config["spaces"].items()
+            }
+            buffer = cls(
+                config["capacity"], gym.spaces.Dict(spaces), config["action_dim"], config["frame_stack"],
+                nstep=config["nstep"], discount=config["discount"], storage_dir=storage_dir, device=device,
+                check_stack=check_stack,
+            )  # fmt: skip
+            meta["rng"] = _rng_from_json(meta["rng"])
+            meta["arrays"] = {k.split("/", 1)[1]: v for k, v in contents.items() if k.startswith("arrays/")}
+            buffer.load_state_dict(meta)
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from err
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+            raise CheckpointError(
+                f"{path}: not a readable replay checkpoint ({type(err).__name__}: {err})"
+            ) from err
+        return buffer
+
+
+class MixedReplay:
+    """Each batch: exactly round(ratio(step) * B) samples from ``demos`` (first), the rest from ``main``."""
+
+    def __init__(
+        self, main: ReplayBuffer, demos: ReplayBuffer, ratio: Callable[[int], float] | float
+    ) -> None:
+        same = ("observation_space", "action_dim", "frame_stack", "nstep", "discount", "device")
+        for attr in same:
+            if getattr(main, attr) != getattr(demos, attr):
+                raise ValueError(
+                    f"demos.{attr}={getattr(demos, attr)!r}, expected the same as "
+                    f"main.{attr}={getattr(main, attr)!r}"
+                )
+        self.main = main
+        self.demos = demos
+        self.ratio = ratio
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.demos)
+
+    def num_demo(self, batch_size: int, step: int) -> int:
+        """How many of ``batch_size`` samples come from the demos at ``step``."""
+        ratio = float(self.ratio(step) if callable(self.ratio) else self.ratio)
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"demo ratio at step {step} is {ratio}, expected within [0, 1]")
+        return int(round(ratio * batch_size))
+
+    def sample(self, batch_size: int, step: int = 0) -> Batch:
+        n_demo = self.num_demo(batch_size, step)
+        parts = _parts(self.demos.sample, self.main.sample, n_demo, batch_size)
+        return Batch(*(_cat([p[i] for p in parts], dim=0) for i in range(len(Batch._fields))))
+
+    def sample_trajectories(self, batch_size: int, horizon: int, step: int = 0) -> Trajectories:
+        n_demo = self.num_demo(batch_size, step)
+        demos = partial(self.demos.sample_trajectories, horizon=horizon)
+        main = partial(self.main.sample_trajectories, horizon=horizon)
+        parts = _parts(demos, main, n_demo, batch_size)
+        return Trajectories(*(_cat([p[i] for p in parts], dim=1) for i in range(len(Trajectories._fields))))
+
+
+# ---------------------------------------------------------------------- helpers
+_TORCH_DTYPES = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(bool): torch.bool,
+    np.dtype(np.int64): torch.int64,
+}
+
+
+def _check_config(
+    capacity: int, space: gym.spaces.Dict, action_dim: int, frame_stack: int, nstep: int, discount: float
+) -> None:
+    """Fail at construction, with the offending value, rather than deep inside sampling."""
+    if (
+        not isinstance(space, gym.spaces.Dict)
+        or not set(space.spaces)
+        or not set(space.spaces) <= {"pixels", "state"}
+    ):
+        raise ValueError(f"observation_space must be a Dict with keys 'pixels' and/or 'state', got {space}")
+    if frame_stack < 1:
+        raise ValueError(f"frame_stack={frame_stack}, expected >= 1")
+    if capacity < frame_stack + 1 or capacity < 2:
+        raise ValueError(
+            f"capacity={capacity}, expected >= max(2, frame_stack + 1) = {max(2, frame_stack + 1)}"
+        )
+    if action_dim < 1 or nstep < 1:
+        raise ValueError(f"action_dim={action_dim}, nstep={nstep}, expected both >= 1")
+    if not 0.0 < discount <= 1.0:
+        raise ValueError(f"discount={discount}, expected in (0, 1]")
+    if "pixels" in space.spaces:
+        pix = space["pixels"]
+        if pix.dtype != np.uint8 or len(pix.shape) != 3 or pix.shape[0] != FRAME_CHANNELS * frame_stack:
+            raise ValueError(
+                f"pixels space is {pix.shape} {pix.dtype}, "
+                f"expected uint8 ({FRAME_CHANNELS * frame_stack}, H, W) "
+                f"for frame_stack={frame_stack}"
+            )
+    if "state" in space.spaces:
+        st = space["state"]
+        if st.dtype != np.float32 or len(st.shape) != 1:
+            raise ValueError(f"state space is {st.shape} {st.dtype}, expected float32 (S,)")
+
+
+def _check_reward(reward: Any) -> float:
+    value = np.asarray(reward, dtype=np.float64)
+    if value.size != 1 or not np.isfinite(value).all():
+        raise ValueError(f"reward is {reward!r}, expected a finite scalar")
+    return float(value.reshape(()))
+
+
+def _check_reset_stack(pixels: np.ndarray) -> None:
+    frames = pixels.reshape(-1, FRAME_CHANNELS, *pixels.shape[1:])
+    if not (frames == frames[-1]).all():
+        raise ObservationError(
+            "observation['pixels'] at reset holds different frames, "
+            "expected frame_stack copies of the first frame"
+        )
+
+
+def _newest(obs: Obs) -> dict[str, np.ndarray]:
+    """What a slot stores: the newest frame of the stack and the state."""
+    out = dict(obs)
+    if "pixels" in obs:
+        out["pixels"] = obs["pixels"][-FRAME_CHANNELS:]
+    return out
+
+
+def _take(array: np.ndarray, index: np.ndarray, empty: Callable[..., np.ndarray]) -> np.ndarray:
+    out = empty((*index.shape, *array.shape[1:]), array.dtype)
+    np.take(array, index, axis=0, out=out)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Normalise a config that went through JSON / torch.save (tuples -> lists)."""
+    return json.loads(json.dumps(value)) if value is not None else None
+
+
+def _rng_from_json(state: dict[str, Any]) -> dict[str, Any]:
+    """JSON keeps PCG64's 128-bit ints exactly (Python ints); nothing to convert but make it explicit."""
+    return {**state, "state": {k: int(v) for k, v in state["state"].items()}}
+
+
+def _parts(
+    demo_fn: Callable[[int], Any], main_fn: Callable[[int], Any], n_demo: int, batch_size: int
+) -> list[Any]:
+    parts = []
+    if n_demo > 0:
+        parts.append(demo_fn(n_demo))
+    if batch_size - n_demo > 0:
+        parts.append(main_fn(batch_size - n_demo))
+    return parts
+
+
+def _cat(values: list[Any], dim: int) -> Any:
+    """Concatenate tensors or dicts of tensors (obs) along the batch dim."""
+    if len(values) == 1:
+        return values[0]
+    if isinstance(values[0], dict):
+        return {key: torch.cat([v[key] for v in values], dim=dim) for key in values[0]}
+    return torch.cat(values, dim=dim)
