@@ -1,0 +1,158 @@
+"""Building blocks shared by the pixel agents (DrQ-v2, DrM, ...): augmentation, encoder, policy distribution.
+
+Numerics follow DrQ-v2 (Yarats et al., 2021); the implementations are our own and chosen for CPU speed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import gymnasium as gym
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robotrl.errors import ConfigError
+
+_LINEAR = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^,)]+)\)\s*$")
+
+
+def schedule(spec: str | float, step: int) -> float:
+    """Evaluate a schedule at ``step``: a constant (float or numeric string) or ``linear(init,final,dur)``.
+
+    ``linear`` interpolates from ``init`` at step 0 to ``final`` at ``duration`` and stays there (DrQ-v2's
+    exploration-noise schedule).
+    """
+    if isinstance(spec, int | float):
+        return float(spec)
+    try:
+        return float(spec)
+    except (TypeError, ValueError):
+        pass
+    match = _LINEAR.match(str(spec))
+    if match is None:
+        raise ConfigError(f"schedule {spec!r} is neither a number nor 'linear(init,final,duration)'")
+    init, final, duration = (float(g) for g in match.groups())
+    mix = min(max(step / duration, 0.0), 1.0) if duration > 0 else 1.0
+    return (1.0 - mix) * init + mix * final
+
+
+def weight_init(m: nn.Module) -> None:
+    """Orthogonal init, zero bias; conv layers get the ReLU gain (as DrQ-v2)."""
+    if isinstance(m, nn.Linear):
+        nn.init.orthogonal_(m.weight.data)
+        if m.bias is not None:
+            m.bias.data.zero_()
+    elif isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.orthogonal_(m.weight.data, nn.init.calculate_gain("relu"))
+        if m.bias is not None:
+            m.bias.data.zero_()
+
+
+def sample_shifts(n: int, pad: int, device: torch.device | str, generator: torch.Generator | None = None):
+    """Integer shifts (n, 2) in [0, 2*pad], column 0 along width (x), column 1 along height (y)."""
+    return torch.randint(0, 2 * pad + 1, (n, 2), device=device, generator=generator)
+
+
+def random_shift(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Random-shift augmentation as one integer gather: replicate-pad by ``pad`` then crop back to (H, W).
+
+    Equivalent to DrQ-v2's bilinear ``grid_sample`` version (whose sample points land exactly on pixel
+    centres) but works on uint8 and costs a single indexing pass: the replicate padding is folded into the
+    index by clamping, so no padded copy is made. ``shifts`` is (N, 2) as from :func:`sample_shifts`.
+    """
+    n, _, h, w = x.shape
+    rows = (shifts[:, 1:2] - pad + torch.arange(h, device=x.device)).clamp_(0, h - 1)  # (N, H)
+    cols = (shifts[:, 0:1] - pad + torch.arange(w, device=x.device)).clamp_(0, w - 1)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    # Advanced indexing with the channel slice in the middle puts channels last: (N, H, W, C) -> permute.
+    out = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2)
+
+
+def random_shift_grid_sample(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+    """The reference formulation (replicate pad, bilinear grid_sample at shifted pixel centres), for tests."""
+    n, _, h, w = x.shape
+    assert h == w, "the grid_sample formulation assumes square images"
+    x = F.pad(x.float(), (pad,) * 4, mode="replicate")
+    size = h + 2 * pad
+    eps = 1.0 / size
+    line = torch.linspace(-1.0 + eps, 1.0 - eps, size, device=x.device)[:h]
+    grid = torch.stack(torch.meshgrid(line, line, indexing="xy"), dim=-1)  # (H, W, 2), [..., 0] = x
+    grid = grid[None] + shifts[:, None, None, :].to(x.dtype) * (2.0 / size)
+    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+
+
+class ObsEncoder(nn.Module):
+    """DrQ-v2 conv encoder on "pixels" (4 x conv3x3-32, first stride 2, ReLU), concatenated with "state".
+
+    With only "state" it is the identity. ``channels_last`` runs the convs in NHWC, which oneDNN executes
+    ~1.7x faster on CPU; features are flattened in (C, H, W) order either way so the trunk sees the
+    reference layout. ``repr_dim`` is computed from the input shape (35x35 maps only for 84x84 input).
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, channels: int = 32, channels_last: bool = True):
+        super().__init__()
+        self.has_pixels = "pixels" in observation_space.spaces
+        self.has_state = "state" in observation_space.spaces
+        if not (self.has_pixels or self.has_state):
+            raise ConfigError(f"observation space needs 'pixels' or 'state', got {list(observation_space)}")
+        self.channels_last = channels_last
+        self.repr_dim = 0
+        if self.has_pixels:
+            c, h, w = observation_space["pixels"].shape
+            self.convnet = nn.Sequential(
+                nn.Conv2d(c, channels, 3, stride=2), nn.ReLU(),
+                nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(),
+                nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(),
+                nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(),
+            )  # fmt: skip
+            size_h, size_w = (h - 3) // 2 + 1 - 6, (w - 3) // 2 + 1 - 6
+            if size_h < 1 or size_w < 1:
+                raise ConfigError(f"pixels of shape {(c, h, w)} are too small for the conv encoder (min 17)")
+            self.repr_dim += channels * size_h * size_w
+            self.apply(weight_init)
+            if channels_last:
+                self.convnet.to(memory_format=torch.channels_last)
+        if self.has_state:
+            self.repr_dim += math.prod(observation_space["state"].shape)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``obs["pixels"]`` is float in [0, 255] (already augmented); ``obs["state"]`` float."""
+        parts = []
+        if self.has_pixels:
+            x = obs["pixels"] / 255.0 - 0.5
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            h = self.convnet(x)
+            parts.append(h.reshape(h.shape[0], -1))
+        if self.has_state:
+            parts.append(obs["state"].flatten(1))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+class TruncatedNormal(torch.distributions.Normal):
+    """Normal whose samples are clamped into (low, high) with a straight-through gradient (DrQ-v2's policy).
+
+    ``sample(clip)`` clips the *noise* to [-clip, clip] before adding it to the mean; the gradient flows to
+    the mean as if there were no clamp, which keeps the actor's gradient alive at the action bounds.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, low: float = -1.0, high: float = 1.0,
+                 eps: float = 1e-6):
+        super().__init__(loc, scale, validate_args=False)
+        self.low, self.high, self.eps = low, high, eps
+
+    def _clamp(self, x: torch.Tensor) -> torch.Tensor:
+        clamped = x.clamp(self.low + self.eps, self.high - self.eps)
+        return x - x.detach() + clamped.detach()
+
+    def sample(self, clip: float | None = None, sample_shape: torch.Size = torch.Size(),  # noqa: B008
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
+        noise = noise * self.scale
+        if clip is not None:
+            noise = noise.clamp(-clip, clip)
+        return self._clamp(self.loc + noise)
