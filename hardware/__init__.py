@@ -1,0 +1,1 @@
+"""Hardware abstraction layer (robots behind a safety layer). Not built yet: simulation only for now."""

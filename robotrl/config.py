@@ -1,0 +1,53 @@
+"""Early validation of the composed config: fail before building anything, with the bad key and value named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from robotrl.errors import ConfigError
+
+OBS_TYPES = ("pixels", "state", "pixels_state")
+
+
+def _require(cfg: DictConfig, key: str, kind: type | tuple[type, ...], low: float | None = None,
+             allow_none: bool = False) -> Any:
+    value = cfg
+    for part in key.split("."):
+        if part not in value:
+            raise ConfigError(f"config key {key!r} is missing")
+        value = value[part]
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ConfigError(f"config {key}={value!r} has type {type(value).__name__}, expected {names}")
+    if low is not None and value < low:
+        raise ConfigError(f"config {key}={value!r} is out of range, expected >= {low}")
+    return value
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the training config's types and ranges; raise ConfigError naming the first bad key."""
+    _require(cfg, "seed", int, 0)
+    _require(cfg, "frames", int, 1)
+    _require(cfg, "seed_frames", int, 0)
+    _require(cfg, "eval_every_frames", int, 1)
+    _require(cfg, "eval_episodes", int, 0)
+    _require(cfg, "checkpoint_every_frames", int, 1)
+    _require(cfg, "checkpoint_keep", int, 1)
+    _require(cfg, "torch_threads", int, 1, allow_none=True)
+    _require(cfg, "replay.capacity", int, 1)
+    _require(cfg, "env.image_size", int, 16)
+    _require(cfg, "env.frame_stack", int, 1)
+    _require(cfg, "env.action_repeat", int, 1)
+    _require(cfg, "env.name", str)
+    _require(cfg, "agent.name", str)
+    for flag in ("resume", "save_video", "tensorboard", "checkpoint_replay", "compare_random", "eval_at_start"):
+        _require(cfg, flag, bool)
+    if cfg.env.obs_type not in OBS_TYPES:
+        raise ConfigError(f"config env.obs_type={cfg.env.obs_type!r} is not one of {', '.join(OBS_TYPES)}")
+    device = _require(cfg, "device", str)
+    if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"config device={device!r}, expected auto, cpu, cuda or cuda:N")

@@ -1,0 +1,60 @@
+"""`robotrl eval`: run a checkpointed policy on seeded, randomised initial states and gate on success/return."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from robotrl.agents import make_agent
+from robotrl.checkpoint import atomic_write_text, load_state, resolve_checkpoint
+from robotrl.envs import make_env
+from robotrl.errors import CheckpointError
+from robotrl.rollout import run_episodes, summarize
+from robotrl.trainer import resolve_device
+
+
+def load_policy(checkpoint: Path, device: str = "auto") -> tuple[Any, Any, Path]:
+    """(config, agent, checkpoint dir) restored from a run dir or checkpoint dir."""
+    path = resolve_checkpoint(Path(checkpoint))
+    state = load_state(path)
+    cfg = OmegaConf.create(state["config"])
+    if state["agent_name"] != cfg.agent.name:
+        raise CheckpointError(f"checkpoint {path}: agent {state['agent_name']!r} does not match its config "
+                              f"({cfg.agent.name!r})")
+    env = make_env(cfg.env, seed=int(cfg.seed))
+    agent = make_agent(cfg.agent, env.observation_space, env.action_space, str(resolve_device(device)), cfg.env.name)
+    env.close()
+    agent.load_state_dict(state["agent"])
+    return cfg, agent, path
+
+
+def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: float, min_return: float,
+                        video: bool, out: str | None, device: str) -> dict[str, Any]:
+    """Play ``episodes`` episodes with seeds ``seed .. seed+episodes-1``; write episodes.jsonl, summary.json, mp4.
+
+    ``passed`` in the summary is False when the success rate is below ``min_success`` or the mean return below
+    ``min_return`` (the CLI exits 1 then). A success gate on a task without a success signal is an error.
+    """
+    cfg, agent, path = load_policy(Path(checkpoint), device)
+    out_dir = Path(out) if out else path.parent.parent / "eval" / path.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = make_env(cfg.env, seed=int(cfg.seed))
+    step = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the final, deterministic policy
+    results = run_episodes(env, lambda o: agent.act(o, step, eval_mode=True), range(seed, seed + episodes),
+                           out_dir / "video.mp4" if video else None)
+    env.close()
+    summary = summarize(results)
+    summary.update({"checkpoint": str(path), "env": cfg.env.name, "agent": cfg.agent.name,
+                    "seeds": [seed, seed + episodes - 1], **dict(getattr(env, "robotrl_info", {}))})
+    if min_success >= 0 and summary["success_rate"] is None:
+        raise CheckpointError(f"min_success={min_success} but {cfg.env.name} defines no success signal; "
+                              f"use min_return instead")
+    summary["passed"] = bool(summary["return_mean"] >= min_return
+                             and (min_success < 0 or summary["success_rate"] >= min_success))
+    atomic_write_text(out_dir / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in results))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,90 @@
+"""Learning curves of one or more runs against frames and wall-clock, aggregated over seeds as rliable does.
+
+Runs are grouped by (env, agent) read from each run's ``run.json``; at every evaluation frame the group's score is
+the interquartile mean (IQM) over seeds with a stratified-bootstrap 95% confidence band (rliable). Wall-clock is the
+median over seeds of the elapsed time at that frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def read_eval(run_dir: Path, metric: str = "episode_return") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames, metric values, elapsed seconds) from ``run_dir/eval.csv``."""
+    path = Path(run_dir) / "eval.csv"
+    if not path.exists():
+        raise ValueError(f"{path} does not exist (expected a run directory written by `robotrl train`)")
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(metric, "") != ""]
+    if not rows:
+        raise ValueError(f"{path} has no {metric!r} values")
+    return tuple(np.array([float(r[k]) for r in rows]) for k in ("frame", metric, "elapsed"))  # type: ignore
+
+
+def group_label(run_dir: Path) -> str:
+    info_path = Path(run_dir) / "run.json"
+    if not info_path.exists():
+        return Path(run_dir).name
+    cfg = json.loads(info_path.read_text())["config"]
+    return f"{cfg['agent']['name']} on {cfg['env']['name']}"
+
+
+def iqm_with_ci(scores: np.ndarray, reps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """IQM over runs per frame (``scores``: runs x frames) and its 95% bootstrap CI (2 x frames)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    def iqm_per_frame(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x[..., i]) for i in range(x.shape[-1])])
+
+    data = {"g": scores[:, None, :]}  # rliable wants runs x tasks (x frames)
+    if reps <= 0 or scores.shape[0] < 2:
+        return iqm_per_frame(data["g"]), np.stack([scores.min(0), scores.max(0)])
+    point, interval = rly.get_interval_estimates(data, iqm_per_frame, reps=reps,
+                                                 random_state=np.random.RandomState(seed))
+    return point["g"], interval["g"]
+
+
+def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", reps: int = 2000) -> dict:
+    """Draw IQM curves (frames and wall-clock panels) for runs grouped by (agent, env); return the numbers."""
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = defaultdict(list)
+    for run in run_dirs:
+        groups[group_label(run)].append(read_eval(run, metric))
+    fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
+    numbers = {}
+    for label, runs in groups.items():
+        n = min(len(r[0]) for r in runs)  # align on the evaluations every seed has reached
+        frames = runs[0][0][:n]
+        scores = np.stack([r[1][:n] for r in runs])
+        wall = np.median(np.stack([r[2][:n] for r in runs]), axis=0) / 60
+        point, ci = iqm_with_ci(scores, reps)
+        name = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        for ax, x in ((ax_f, frames), (ax_t, wall)):
+            ax.plot(x, point, label=name)
+            ax.fill_between(x, ci[0], ci[1], alpha=0.25)
+        numbers[label] = {"seeds": len(runs), "frames": frames.tolist(), "iqm": point.tolist(),
+                          "ci_low": ci[0].tolist(), "ci_high": ci[1].tolist()}
+    ax_f.set_xlabel("env frames")
+    ax_t.set_xlabel("wall-clock (min, median over seeds)")
+    for ax in (ax_f, ax_t):
+        ax.set_ylabel(f"eval {metric} (IQM, 95% CI)")
+        ax.grid(alpha=0.3)
+    ax_f.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out)
+    return numbers

@@ -1,0 +1,311 @@
+"""The training loop: act, update, step, store; evaluate, log and checkpoint at episode boundaries.
+
+Checkpoints are only taken between episodes and every episode starts from ``env.reset(seed=...)`` with a seed
+derived from (run seed, episode index), so a resumed run replays exactly what the uninterrupted run would have
+done: same episodes, same replay samples, same gradient steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from robotrl.agents import make_agent
+from robotrl.checkpoint import atomic_write_text, load_state, resolve_checkpoint, save_checkpoint
+from robotrl.config import validate_config
+from robotrl.envs import make_env
+from robotrl.errors import CheckpointError, ConfigError
+from robotrl.logger import Logger
+from robotrl.replay import ReplayBuffer
+from robotrl.rollout import random_policy, run_episodes, summarize
+
+log = logging.getLogger(__name__)
+EVAL_SEED_BASE = 1_000_000  # eval episodes use seeds EVAL_SEED_BASE + i, the same set at every evaluation
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu or device=auto")
+    return device
+
+
+def episode_seed(run_seed: int, episode: int) -> int:
+    """A reset seed for training episode ``episode``: deterministic, and distinct from the eval seeds' range."""
+    return int(np.random.SeedSequence([run_seed, episode]).generate_state(1)[0]) % (2**31 - EVAL_SEED_BASE * 2)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain types, loadable with torch.load(weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_tuplify(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("robotrl", "torch", "mujoco", "dm-control", "metaworld", "gymnasium"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+class Trainer:
+    """Builds env, agent, replay and logger from a config and runs (or resumes) one training run."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, console: Console | None = None):
+        validate_config(cfg)
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.console = console or Console()
+        if cfg.torch_threads:
+            torch.set_num_threads(int(cfg.torch_threads))
+        self.device = resolve_device(cfg.device)
+        ckpt = self._checkpoint_to_resume()
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+        self.env = make_env(cfg.env, seed=cfg.seed)
+        self.eval_env = make_env(cfg.env, seed=cfg.seed)
+        self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
+        self.action_repeat = int(cfg.env.action_repeat)
+        self.agent = make_agent(cfg.agent, self.env.observation_space, self.env.action_space, str(self.device),
+                                cfg.env.name)
+        self.replay = ReplayBuffer(
+            capacity=int(cfg.replay.capacity), observation_space=self.env.observation_space,
+            action_dim=self.env.action_space.shape[0], frame_stack=int(cfg.env.frame_stack),
+            nstep=int(cfg.agent.nstep), discount=float(cfg.agent.discount), seed=int(cfg.seed),
+            storage_dir=cfg.replay.storage_dir, device=str(self.device))
+        self.step = self.episode = 0
+        self.elapsed_before = 0.0
+        self.next_eval_frame = 0 if cfg.eval_at_start else int(cfg.eval_every_frames)
+        self.next_ckpt_frame = int(cfg.checkpoint_every_frames)
+        self.last_eval: dict[str, Any] | None = None
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.logger = Logger(self.run_dir, use_tb=cfg.tensorboard, resume_frame=self.frame if ckpt else None)
+        self._write_run_info()
+
+    @property
+    def frame(self) -> int:
+        return self.step * self.action_repeat
+
+    # ---------------------------------------------------------------- checkpoints
+    def _checkpoint_to_resume(self) -> Path | None:
+        ckpt_root = self.run_dir / "checkpoints"
+        has_ckpt = ckpt_root.is_dir() and any(p.is_dir() for p in ckpt_root.iterdir())
+        if not self.cfg.resume:
+            if has_ckpt:
+                raise ConfigError(f"run dir {self.run_dir} already holds checkpoints; pass resume=true to continue "
+                                  f"it or run_dir=<new dir> to start a new run (nothing was overwritten)")
+            return None
+        if not has_ckpt:
+            raise CheckpointError(f"resume=true but {ckpt_root} holds no checkpoint (expected a previous run here)")
+        return resolve_checkpoint(self.run_dir)
+
+    def save(self) -> Path:
+        state = {
+            "agent_name": self.cfg.agent.name,
+            "agent": self.agent.state_dict(),
+            "counters": {"step": self.step, "episode": self.episode, "next_eval_frame": self.next_eval_frame,
+                         "next_ckpt_frame": self.next_ckpt_frame, "elapsed": self._elapsed()},
+            "rng": get_rng_state(),
+            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "env_info": json.dumps(self.env_info),
+        }
+        replay = self.replay if self.cfg.checkpoint_replay else None
+        path = save_checkpoint(self.run_dir / "checkpoints", f"frame_{self.frame:012d}", state, replay,
+                               keep=int(self.cfg.checkpoint_keep))
+        self.console.print(f"[dim]checkpoint {path}[/dim]")
+        return path
+
+    def _restore(self, path: Path) -> None:
+        state = load_state(path)
+        if state["agent_name"] != self.cfg.agent.name:
+            raise CheckpointError(f"checkpoint {path} was written by agent {state['agent_name']!r}, "
+                                  f"expected {self.cfg.agent.name!r}")
+        self.agent.load_state_dict(state["agent"])
+        if (path / "replay").exists():
+            self.replay = ReplayBuffer.load(path / "replay", device=str(self.device))
+        else:
+            log.warning("checkpoint %s has no replay buffer: resuming with an empty buffer (not exact)", path)
+        counters = state["counters"]
+        self.step, self.episode = int(counters["step"]), int(counters["episode"])
+        self.next_eval_frame, self.next_ckpt_frame = int(counters["next_eval_frame"]), int(counters["next_ckpt_frame"])
+        self.elapsed_before = float(counters["elapsed"])
+        set_rng_state(state["rng"])
+        self.console.print(f"resumed from {path} at frame {self.frame}")
+
+    def _write_run_info(self) -> None:
+        info = {"config": OmegaConf.to_container(self.cfg, resolve=True), "versions": versions(),
+                "env_info": self.env_info, "device": str(self.device)}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "run.json", json.dumps(info, indent=1, default=str))
+
+    # ---------------------------------------------------------------- loop
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._t0
+
+    def _begin_episode(self) -> dict[str, np.ndarray]:
+        obs, _ = self.env.reset(seed=episode_seed(int(self.cfg.seed), self.episode))
+        self.replay.add_first(obs)
+        return obs
+
+    def train(self) -> dict[str, Any]:
+        """Train until ``cfg.frames`` (finishing the current episode); return the final summary."""
+        cfg = self.cfg
+        self._t0 = time.perf_counter()
+        total_steps = int(cfg.frames) // self.action_repeat
+        seed_steps = int(cfg.seed_frames) // self.action_repeat
+        if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
+            self.evaluate()
+        obs = self._begin_episode() if self.step < total_steps else None
+        ep_return, ep_len, ep_success, update_metrics = 0.0, 0, None, []
+        progress, task = self._make_progress(total_steps)
+        with progress:
+            while obs is not None:
+                action = self.agent.act(obs, self.step, eval_mode=False)
+                if self.step >= seed_steps:
+                    update_metrics.append(self.agent.update(self.replay, self.step))
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                self.replay.add(action, reward, obs, terminated, truncated)
+                self.step += 1
+                ep_return, ep_len = ep_return + float(reward), ep_len + 1
+                if "success" in info:
+                    ep_success = bool(ep_success) or bool(info["success"])
+                if not (terminated or truncated):
+                    continue
+                self.episode += 1
+                self._log_train_episode(ep_return, ep_len, ep_success, update_metrics)
+                progress.update(task, completed=min(self.step, total_steps), ret=ep_return)
+                ep_return, ep_len, ep_success, update_metrics = 0.0, 0, None, []
+                if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
+                    self.evaluate()
+                done = self.step >= total_steps
+                if self.frame >= self.next_ckpt_frame or done:
+                    while self.next_ckpt_frame <= self.frame:
+                        self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
+                    self.save()
+                obs = None if done else self._begin_episode()
+        return self.finish()
+
+    def _make_progress(self, total_steps: int) -> tuple[Progress, Any]:
+        """A console progress bar with fps, last episode return and ETA."""
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("steps | {task.fields[fps]:.0f} fps | last return {task.fields[ret]:.1f}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, refresh_per_second=2)
+        task = progress.add_task(f"train {self.cfg.env.name}", total=total_steps, completed=self.step,
+                                 fps=0.0, ret=float("nan"))
+        self._fps_mark = (time.perf_counter(), self.frame)
+        self._progress_task = (progress, task)
+        return progress, task
+
+    def _fps(self) -> float:
+        now, frame = time.perf_counter(), self.frame
+        t0, f0 = self._fps_mark
+        self._fps_mark = (now, frame)
+        return (frame - f0) / max(now - t0, 1e-9)
+
+    def _log_train_episode(self, ep_return: float, ep_len: int, ep_success: bool | None,
+                           update_metrics: list[dict[str, float]]) -> None:
+        fps = self._fps()
+        progress, task = self._progress_task
+        progress.update(task, fps=fps)
+        row: dict[str, Any] = {"step": self.step, "episode": self.episode, "episode_return": ep_return,
+                               "episode_length": ep_len, "fps": fps, "elapsed": self._elapsed()}
+        if ep_success is not None:
+            row["success"] = float(ep_success)
+        if update_metrics:
+            for key in update_metrics[-1]:
+                row[key] = float(np.mean([m[key] for m in update_metrics if key in m]))
+        self.logger.log("train", self.frame, row)
+
+    def evaluate(self) -> dict[str, Any]:
+        """Run ``cfg.eval_episodes`` deterministic-policy episodes on fixed seeds; log, record a video, plot."""
+        cfg = self.cfg
+        seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
+        video = self.run_dir / "videos" / f"eval_{self.frame:012d}.mp4" if cfg.save_video else None
+        results = run_episodes(self.eval_env, lambda o: self.agent.act(o, self.step, eval_mode=True), seeds, video)
+        summary = summarize(results)
+        row = {"step": self.step, "episode": self.episode, "episode_return": summary["return_mean"],
+               "episode_return_std": summary["return_std"], "episode_length": summary["length_mean"],
+               "elapsed": self._elapsed()}
+        if summary["success_rate"] is not None:
+            row["success"] = summary["success_rate"]
+        row.update({k: v for k, v in self.env_info.items() if k.endswith("version")})
+        self.logger.log("eval", self.frame, row)
+        while self.next_eval_frame <= self.frame:
+            self.next_eval_frame += int(cfg.eval_every_frames)
+        self.last_eval = {"frame": self.frame, **summary}
+        success = "" if summary["success_rate"] is None else f", success {summary['success_rate']:.0%}"
+        self.console.print(f"eval @ {self.frame} frames: return {summary['return_mean']:.1f} "
+                           f"± {summary['return_std']:.1f}{success}")
+        self._plot()
+        return summary
+
+    def _plot(self) -> None:
+        from robotrl.plot import plot_runs
+
+        try:
+            plot_runs([self.run_dir], self.run_dir / "curve.png", reps=0)
+        except ValueError as e:  # e.g. no eval rows yet
+            log.debug("no curve: %s", e)
+
+    def finish(self) -> dict[str, Any]:
+        """Compare the final evaluation with a uniform random policy on the same eval seeds; write summary.json."""
+        cfg = self.cfg
+        self.logger.close()
+        summary: dict[str, Any] = {"env": cfg.env.name, "agent": cfg.agent.name, "seed": int(cfg.seed),
+                                   "frames": self.frame, "elapsed_s": self._elapsed(), "final_eval": self.last_eval,
+                                   **{k: v for k, v in self.env_info.items() if k.endswith("version")}}
+        if cfg.compare_random and cfg.eval_episodes > 0:
+            seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
+            random_results = run_episodes(self.eval_env, random_policy(self.env.action_space, int(cfg.seed)), seeds)
+            summary["random_policy"] = summarize(random_results)
+            if self.last_eval is not None:
+                rnd = summary["random_policy"]
+                self.console.print(
+                    f"[bold]final eval return {self.last_eval['return_mean']:.1f} ± {self.last_eval['return_std']:.1f}"
+                    f" vs random policy {rnd['return_mean']:.1f} ± {rnd['return_std']:.1f}[/bold] on {cfg.env.name} "
+                    f"({len(seeds)} episodes each, same seeds, {self.frame} frames)")
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+        self.env.close()
+        self.eval_env.close()
+        return summary

@@ -1,0 +1,33 @@
+"""Test defaults: software EGL rendering, one torch thread (2 shared cores), and a tiny composed config."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+# A tiny but complete DrQ-v2 run: 32x32 pixels, 50-step episodes, small nets.
+TINY_OVERRIDES = [
+    "env=dmc/cartpole_balance", "env.image_size=32", "env.max_episode_steps=100", "env.video_size=32",
+    "frames=400", "seed_frames=100", "eval_every_frames=200", "eval_episodes=1", "checkpoint_every_frames=200",
+    "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_random=false",
+    "agent.batch_size=8", "agent.hidden_dim=32", "agent.feature_dim=16", "agent.num_expl_steps=50",
+]
+
+
+@pytest.fixture
+def compose_cfg():
+    """Compose the real config (configs/config.yaml) with TINY_OVERRIDES plus the test's own overrides."""
+    from hydra import compose, initialize_config_module
+
+    def _compose(*overrides: str, tiny: bool = True):
+        with initialize_config_module("robotrl.configs", version_base="1.3"):
+            return compose("config", overrides=[*(TINY_OVERRIDES if tiny else []), *overrides])
+
+    return _compose
