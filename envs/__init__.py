@@ -1,0 +1,278 @@
+"""Environment factory: every suite behind one observation/action contract (see ``robotrl.contract``).
+
+``make_env(cfg, seed)`` builds a suite's base env and wraps it (``robotrl.envs.wrappers``) so that
+observations are ``{"pixels": uint8 (3*frame_stack, S, S), "state": float32 (D,)}`` (per ``obs_type``),
+actions are float32 in [-1, 1], rewards are summed over ``action_repeat`` and time limits are ``truncated``.
+``max_episode_steps`` counts simulator steps (as the suites do); the agent sees ceil(max / action_repeat).
+
+Suites are dispatched through the explicit ``_SUITES`` table with lazy imports, so building a dm-control
+env never imports Meta-World and vice versa.  ``MUJOCO_GL`` defaults to ``egl`` inside ``make_env`` (not at
+package import), before mujoco or dm_control are imported.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from robotrl.errors import ConfigError
+
+SUITE_NAMES = ("dmc", "metaworld", "gym")
+OBS_TYPES = ("pixels", "state", "pixels_state")
+
+# DrQ-v2 (cfgs/task/{easy,medium,hard}.yaml and the per-task files); every other dm-control task is medium.
+_DRQV2_EASY = frozenset(
+    {
+        "cartpole_balance", "cartpole_balance_sparse", "cartpole_swingup", "ball_in_cup_catch",
+        "finger_spin", "hopper_stand", "pendulum_swingup", "walker_stand", "walker_walk",
+    }
+)  # fmt: skip
+_DRQV2_HARD = frozenset({"humanoid_run", "humanoid_stand", "humanoid_walk"})
+_DRQV2_AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
+    "humanoid_run": {"lr": 8e-5, "feature_dim": 100},
+    "humanoid_stand": {"lr": 8e-5, "feature_dim": 100},
+    "humanoid_walk": {"lr": 8e-5, "feature_dim": 100},
+    "quadruped_run": {"replay_buffer_size": 100000},
+    "walker_run": {"nstep": 1, "batch_size": 512},
+    "walker_walk": {"nstep": 1, "batch_size": 512},
+}
+_BUDGETS = {
+    "easy": (1_100_000, "linear(1.0,0.1,100000)"),
+    "medium": (3_100_000, "linear(1.0,0.1,500000)"),
+    "hard": (30_100_000, "linear(1.0,0.1,2000000)"),
+    "drm_metaworld": (2_100_000, "linear(1.0,0.1,500000)"),  # DrM cfgs/task/metaworld.yaml
+}
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A validated env config (the generic keys with their defaults filled in)."""
+
+    suite: str
+    task: str
+    image_size: int = 84
+    frame_stack: int = 3
+    action_repeat: int = 2
+    obs_type: str = "pixels"
+    camera: Any = None
+    max_episode_steps: int | None = None
+    video_size: int = 128
+    fast_render: bool = True
+    reward_function_version: str = "v2"
+
+    @property
+    def name(self) -> str:
+        return f"{self.suite}/{self.task}"
+
+
+# ---------------------------------------------------------------------------------------------- task lists
+def _dmc_tasks() -> list[str]:
+    from robotrl.envs.dmc import task_table
+
+    return sorted(task_table())
+
+
+def _metaworld_tasks() -> list[str]:
+    from robotrl.envs.metaworld import task_names
+
+    return task_names()
+
+
+def _gym_tasks() -> list[str]:
+    from robotrl.envs.gym_mujoco import GYM_IDS
+
+    return sorted(GYM_IDS)
+
+
+_TASKS: dict[str, Callable[[], list[str]]] = {"dmc": _dmc_tasks, "metaworld": _metaworld_tasks, "gym": _gym_tasks}
+
+
+def list_envs() -> list[str]:
+    """Every valid env name: ``dmc/<domain>_<task>``, ``metaworld/<task>``, ``gym/<snake_case>``."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    return [f"{suite}/{task}" for suite in SUITE_NAMES for task in _TASKS[suite]()]
+
+
+# ------------------------------------------------------------------------------------------- config parsing
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    if hasattr(cfg, "items"):  # OmegaConf DictConfig
+        return dict(cfg.items())
+    raise ConfigError(f"env config must be a mapping, got {type(cfg).__name__}")
+
+
+def _suite_and_task(cfg: dict[str, Any]) -> tuple[str, str]:
+    name = cfg.get("name")
+    suite, task = cfg.get("suite"), cfg.get("task")
+    if name is not None and (suite is None or task is None):
+        if "/" not in str(name):
+            raise ConfigError(f"env name {name!r} must look like '<suite>/<task>', suites: {list(SUITE_NAMES)}")
+        suite, task = str(name).split("/", 1) if suite is None else (suite, str(name).split("/", 1)[1])
+    if suite not in _TASKS:
+        raise ConfigError(f"unknown env suite {suite!r}; valid suites: {list(SUITE_NAMES)}")
+    task = str(task).removesuffix("-v3") if suite == "metaworld" else str(task)
+    valid = _TASKS[suite]()
+    if task not in valid:
+        raise ConfigError(f"unknown {suite} task {task!r}; valid {suite} tasks: {valid}")
+    if name is not None and str(name) != f"{suite}/{task}":
+        raise ConfigError(f"env name {name!r} disagrees with suite/task {suite!r}/{task!r}")
+    return suite, task
+
+
+def _positive_int(cfg: dict[str, Any], key: str, default: int) -> int:
+    value = cfg.get(key)
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"env.{key} must be a positive int, got {value!r}")
+    return value
+
+
+def parse_env_cfg(cfg: Any) -> EnvSpec:
+    """Validate ``cfg`` (dict or DictConfig) and fill in defaults; raise ConfigError on a bad value."""
+    cfg = _as_dict(cfg)
+    suite, task = _suite_and_task(cfg)
+    obs_type = cfg.get("obs_type") or "pixels"
+    if obs_type not in OBS_TYPES:
+        raise ConfigError(f"unknown env.obs_type {obs_type!r}; valid: {list(OBS_TYPES)}")
+    max_steps = cfg.get("max_episode_steps")
+    if max_steps is not None:
+        max_steps = _positive_int(cfg, "max_episode_steps", 1)
+    return EnvSpec(
+        suite=suite,
+        task=task,
+        image_size=_positive_int(cfg, "image_size", 84),
+        frame_stack=_positive_int(cfg, "frame_stack", 3),
+        action_repeat=_positive_int(cfg, "action_repeat", 2),
+        obs_type=obs_type,
+        camera=cfg.get("camera"),
+        max_episode_steps=max_steps,
+        video_size=_positive_int(cfg, "video_size", 128),
+        fast_render=bool(cfg.get("fast_render", True)),
+        reward_function_version=str(cfg.get("reward_function_version") or "v2"),
+    )
+
+
+# ------------------------------------------------------------------------------------------- base envs
+def _make_dmc(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
+    from importlib.metadata import version
+
+    from robotrl.envs.dmc import DMCEnv
+
+    env = DMCEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size)
+    return env, {"dm_control_version": version("dm-control")}
+
+
+def _make_metaworld(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
+    from robotrl.envs import metaworld as mw
+
+    env = mw.MetaWorldEnv(
+        spec.task,
+        seed,
+        camera=spec.camera,
+        max_episode_steps=spec.max_episode_steps,
+        video_size=spec.video_size,
+        image_size=spec.image_size,
+        fast_render=spec.fast_render,
+        reward_function_version=spec.reward_function_version,
+    )
+    extra = {
+        **mw.versions(spec.reward_function_version),
+        "env_name": f"{spec.task}-v3",
+        "fast_render": spec.fast_render,
+        "task_sampling": mw.TASK_SAMPLING,
+    }
+    return env, extra
+
+
+def _make_gym(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
+    from robotrl.envs.gym_mujoco import GYM_IDS, GymMujocoEnv
+
+    env = GymMujocoEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size)
+    return env, {"gym_id": GYM_IDS[spec.task], "gymnasium_version": gym.__version__}
+
+
+_SUITES: dict[str, Callable[[EnvSpec, int], tuple[gym.Env, dict[str, Any]]]] = {
+    "dmc": _make_dmc,
+    "metaworld": _make_metaworld,
+    "gym": _make_gym,
+}
+
+
+def make_env(cfg: Any, seed: int) -> gym.Env:
+    """Build the contract env for ``cfg`` (see module docstring); ``seed`` fixes the first episode onwards.
+
+    Raises ConfigError for an unknown suite/task/obs_type and RenderError if the GL backend cannot start.
+    """
+    from robotrl.envs.rendering import ensure_gl
+    from robotrl.envs.wrappers import ActionRepeat, DictObservation, FrameStack, RobotRLInfo, ValidateAction
+
+    spec = parse_env_cfg(cfg)
+    backend = ensure_gl()  # before mujoco/dm_control are imported: both fix the backend at import
+    base, extra = _SUITES[spec.suite](spec, seed)
+    max_env_steps = spec.max_episode_steps or base.default_max_steps
+    max_agent_steps = math.ceil(max_env_steps / spec.action_repeat)
+    unit = np.ones(base.action_space.shape, np.float32)
+    env: gym.Env = gym.wrappers.RescaleAction(base, -unit, unit)
+    env = ActionRepeat(env, spec.action_repeat)
+    env = gym.wrappers.TimeLimit(env, max_agent_steps)
+    env = DictObservation(env, spec.obs_type, spec.image_size)
+    env = FrameStack(env, spec.frame_stack)
+    env = ValidateAction(env)
+    info = {
+        "name": spec.name,
+        "suite": spec.suite,
+        "task": spec.task,
+        "seed": seed,
+        "obs_type": spec.obs_type,
+        "image_size": spec.image_size,
+        "frame_stack": spec.frame_stack,
+        "action_repeat": spec.action_repeat,
+        "camera": base.camera,
+        "max_episode_steps": max_env_steps,
+        "max_agent_steps": max_agent_steps,
+        "video_size": spec.video_size,
+        "mujoco_gl": backend,
+        **extra,
+    }
+    return RobotRLInfo(env, info)
+
+
+# ------------------------------------------------------------------------------------- per-task yaml files
+def env_config(name: str) -> dict[str, Any]:
+    """The task-specific config for ``name`` (what ``configs/env/<name>.yaml`` holds)."""
+    suite, task = name.split("/", 1)
+    if suite == "dmc":
+        level = "hard" if task in _DRQV2_HARD else "easy" if task in _DRQV2_EASY else "medium"
+    else:
+        level = "drm_metaworld" if suite == "metaworld" else "medium"
+    frames, schedule = _BUDGETS[level]
+    out: dict[str, Any] = {"name": name, "suite": suite, "task": task, "frames": frames}
+    out["stddev_schedule"] = schedule
+    out["difficulty"] = level
+    if task in _DRQV2_AGENT_OVERRIDES and suite == "dmc":
+        out["agent_overrides"] = dict(_DRQV2_AGENT_OVERRIDES[task])
+    return out
+
+
+def write_env_configs(root: str | Path) -> list[Path]:
+    """(Re)generate ``<root>/<suite>/<task>.yaml`` for every name in :func:`list_envs`."""
+    import yaml
+
+    paths = []
+    for name in list_envs():
+        path = Path(root) / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(env_config(name), sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+__all__ = ["EnvSpec", "env_config", "list_envs", "make_env", "parse_env_cfg", "write_env_configs"]

@@ -1,0 +1,97 @@
+"""Gymnasium MuJoCo v5 envs as a robotrl base env (float32 state, ``render_frame(size)`` at any size).
+
+gymnasium's own renderer renders at one size fixed at construction, but robotrl needs two (observation
+pixels and video frames), so frames come from :class:`~robotrl.envs.rendering.FrameRenderer` with the env's
+default camera config.  One deliberate difference from gymnasium: when that config names a ``trackbodyid``
+the camera *tracks* the body (gymnasium leaves it free, so a running agent leaves the picture, which is
+useless for pixel-based control).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from robotrl.envs.rendering import FrameRenderer, free_camera
+
+GYM_IDS: dict[str, str] = {
+    "ant": "Ant-v5",
+    "half_cheetah": "HalfCheetah-v5",
+    "hopper": "Hopper-v5",
+    "humanoid": "Humanoid-v5",
+    "humanoid_standup": "HumanoidStandup-v5",
+    "inverted_pendulum": "InvertedPendulum-v5",
+    "inverted_double_pendulum": "InvertedDoublePendulum-v5",
+    "pusher": "Pusher-v5",
+    "reacher": "Reacher-v5",
+    "swimmer": "Swimmer-v5",
+    "walker2d": "Walker2d-v5",
+}
+
+
+def _camera(raw: Any, camera: int | str | None) -> Any:
+    """A named/numbered model camera, or the env's default free camera (tracking if it names a body)."""
+    if camera is not None:
+        return camera
+    import mujoco
+
+    config = getattr(getattr(raw, "mujoco_renderer", None), "default_cam_config", None) or {}
+    cam = free_camera(raw.model, raw.data, config)
+    if int(config.get("trackbodyid", -1)) >= 0:
+        cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+    return cam
+
+
+class GymMujocoEnv(gym.Env):
+    """One gymnasium MuJoCo v5 env without gymnasium's TimeLimit (robotrl adds its own at agent level)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+
+    def __init__(
+        self,
+        task: str,
+        seed: int,
+        camera: int | str | None = None,
+        max_episode_steps: int | None = None,
+        video_size: int = 128,
+    ) -> None:
+        made = gym.make(GYM_IDS[task], disable_env_checker=True)
+        self.default_max_steps = int(made.spec.max_episode_steps or 1000)
+        self._raw = made.unwrapped
+        self._seed = seed
+        self._renderer: FrameRenderer | None = None
+        self._camera_cfg = camera
+        self.camera = "default" if camera is None else camera
+        self.video_size = video_size
+        self.render_mode = "rgb_array"
+        space = self._raw.action_space
+        self.action_space = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, self._raw.observation_space.shape, np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is None and self._seed is not None:
+            seed, self._seed = self._seed, None  # the make seed determines the first episode
+        obs, info = self._raw.reset(seed=seed)
+        self._seed = None
+        return np.asarray(obs, dtype=np.float32), info
+
+    def step(self, action: np.ndarray):
+        obs, reward, terminated, truncated, info = self._raw.step(np.asarray(action, dtype=np.float64))
+        return np.asarray(obs, dtype=np.float32), float(reward), bool(terminated), bool(truncated), info
+
+    def render_frame(self, size: int) -> np.ndarray:
+        """(size, size, 3) uint8 frame of the current state."""
+        if self._renderer is None:
+            self._renderer = FrameRenderer(self._raw.model, _camera(self._raw, self._camera_cfg))
+        return self._renderer.render(self._raw.data, size)
+
+    def render(self) -> np.ndarray:
+        return self.render_frame(self.video_size)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+        self._raw.close()

@@ -1,0 +1,123 @@
+"""Meta-World v3 tasks as a gymnasium base env that honours ``reset(seed=)``.
+
+Why not ``gym.make("Meta-World/MT1", ...)``: Meta-World's ``reset`` ignores its ``seed`` argument and seeds
+only at construction (machine-facts.md), and MT1 draws each episode's goal from 50 pre-sampled tasks with an
+unseeded wrapper RNG.  Here the raw task class is built directly in the goal-observable, DrM/DrQ-v2 style
+set-up (``_freeze_rand_vec = False``: a fresh object/goal vector per episode) and with Meta-World's own
+``seeded_rand_vec`` switch, which draws that vector from the env's ``np_random``.  ``reset(seed=s)``
+re-seeds that generator, so the seed fully determines the episode's initial state and goal; ``reset()``
+continues the stream, so the same ``make_env(seed)`` gives the same goal sequence.
+
+Rendering uses a fixed camera (default ``corner2``, mounted upside down in the XML -> ``rot90(img, 2)``) through
+:class:`~robotrl.envs.rendering.FrameRenderer`; ``fast_render`` turns off shadows, reflections and offscreen
+multisampling (about 16x faster on llvmpipe; measured in machine-facts.md).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import version
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from robotrl.envs.rendering import FrameRenderer, make_fast
+
+DEFAULT_CAMERA = "corner2"
+DEFAULT_MAX_STEPS = 500
+DEFAULT_REWARD_VERSION = "v2"  # the ``reward_function_version`` every metaworld 3.1.1 v3 task defaults to
+UPSIDE_DOWN_CAMERAS = frozenset({"corner2"})  # measured; other cameras are rendered as MuJoCo gives them
+TASK_SAMPLING = "uniform rand_vec per reset from env.np_random (goal observable, seeded by reset(seed))"
+
+
+@cache
+def task_names() -> list[str]:
+    """The 50 v3 task names without the ``-v3`` suffix, e.g. ``reach``, ``pick-place``."""
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    return sorted(name.removesuffix("-v3") for name in ALL_V3_ENVIRONMENTS)
+
+
+def versions(reward_function_version: str = DEFAULT_REWARD_VERSION) -> dict[str, str]:
+    """Version strings logged with every Meta-World result."""
+    return {"metaworld_version": version("metaworld"), "reward_function_version": reward_function_version}
+
+
+def _make_raw(task: str, size: int, reward_function_version: str) -> Any:
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    raw = ALL_V3_ENVIRONMENTS[f"{task}-v3"](
+        reward_function_version=reward_function_version, width=size, height=size
+    )
+    raw._partially_observable = False  # goal observable: the scripted expert needs obs[36:39]
+    raw.__dict__.pop("sawyer_observation_space", None)  # cached_property: recompute for the new observability
+    raw._set_task_called = True
+    raw._freeze_rand_vec = False
+    raw.seeded_rand_vec = True
+    return raw
+
+
+class MetaWorldEnv(gym.Env):
+    """One Meta-World v3 task; ``info["success"]`` is a bool; ``render_frame(size)`` gives camera pixels."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
+
+    def __init__(
+        self,
+        task: str,
+        seed: int,
+        camera: str | None = None,
+        max_episode_steps: int | None = None,
+        video_size: int = 128,
+        image_size: int = 84,
+        fast_render: bool = True,
+        reward_function_version: str = DEFAULT_REWARD_VERSION,
+    ) -> None:
+        self._raw = _make_raw(task, max(image_size, video_size), reward_function_version)
+        self.default_max_steps = DEFAULT_MAX_STEPS
+        self._raw.max_path_length = max_episode_steps or DEFAULT_MAX_STEPS  # never raise before our TimeLimit
+        self._raw.seed(seed)
+        self.camera = camera or DEFAULT_CAMERA
+        if fast_render:
+            make_fast(self._raw.model)
+        self._renderer = FrameRenderer(
+            self._raw.model, self.camera, fast=fast_render, rotate180=self.camera in UPSIDE_DOWN_CAMERAS
+        )
+        self.video_size = video_size
+        self.render_mode = "rgb_array"
+        self.action_space = gym.spaces.Box(-1.0, 1.0, self._raw.action_space.shape, np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, self._raw.observation_space.shape, np.float32)
+
+    @property
+    def raw(self) -> Any:
+        """The underlying ``SawyerXYZEnv`` (for the scripted expert and tests)."""
+        return self._raw
+
+    @property
+    def goal(self) -> np.ndarray:
+        """The current episode's goal position (``_target_pos``)."""
+        return np.array(self._raw._target_pos, dtype=np.float64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._raw.seed(seed)
+        obs, _ = self._raw.reset()
+        return np.asarray(obs, dtype=np.float32), {"success": False}
+
+    def step(self, action: np.ndarray):
+        obs, reward, terminated, truncated, info = self._raw.step(np.asarray(action, dtype=np.float32))
+        info = {**info, "success": bool(info.get("success", False))}
+        return np.asarray(obs, dtype=np.float32), float(reward), bool(terminated), bool(truncated), info
+
+    def render_frame(self, size: int) -> np.ndarray:
+        """(size, size, 3) uint8 upright frame of the current state from the fixed camera."""
+        return self._renderer.render(self._raw.data, size)
+
+    def render(self) -> np.ndarray:
+        return self.render_frame(self.video_size)
+
+    def close(self) -> None:
+        self._renderer.close()
+        self._raw.close()
