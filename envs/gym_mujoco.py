@@ -13,7 +13,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
 from robotrl.envs.rendering import FrameRenderer, free_camera
 
 GYM_IDS: dict[str, str] = {

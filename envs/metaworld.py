@@ -21,7 +21,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
 from robotrl.envs.rendering import FrameRenderer, make_fast
 
 DEFAULT_CAMERA = "corner2"
@@ -47,9 +46,7 @@ def versions(reward_function_version: str = DEFAULT_REWARD_VERSION) -> dict[str,
 def _make_raw(task: str, size: int, reward_function_version: str) -> Any:
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-    raw = ALL_V3_ENVIRONMENTS[f"{task}-v3"](
-        reward_function_version=reward_function_version, width=size, height=size
-    )
+    raw = ALL_V3_ENVIRONMENTS[f"{task}-v3"](reward_function_version=reward_function_version, width=size, height=size)
     raw._partially_observable = False  # goal observable: the scripted expert needs obs[36:39]
     raw.__dict__.pop("sawyer_observation_space", None)  # cached_property: recompute for the new observability
     raw._set_task_called = True
