@@ -62,8 +62,10 @@ class DMCEnv(gym.Env):
 
         _numpy2_compat()
         domain, task_name = task_table()[task]
-        env_kwargs = {} if max_episode_steps is None else {"time_limit": float("inf")}
-        self._env = suite.load(domain, task_name, task_kwargs={"random": seed}, environment_kwargs=env_kwargs)
+        task_kwargs: dict[str, Any] = {"random": seed}
+        if max_episode_steps is not None:  # our TimeLimit ends episodes; the suite's own limit must not
+            task_kwargs["time_limit"] = float("inf")
+        self._env = suite.load(domain, task_name, task_kwargs=task_kwargs)
         self.default_max_steps = int(getattr(self._env, "_step_limit", 1000))
         self.camera = default_camera(domain) if camera is None else camera
         self.video_size = video_size
