@@ -66,7 +66,8 @@ class DMCEnv(gym.Env):
         if max_episode_steps is not None:  # our TimeLimit ends episodes; the suite's own limit must not
             task_kwargs["time_limit"] = float("inf")
         self._env = suite.load(domain, task_name, task_kwargs=task_kwargs)
-        self.default_max_steps = int(getattr(self._env, "_step_limit", 1000))
+        limit = getattr(self._env, "_step_limit", 1000)
+        self.default_max_steps = int(limit) if np.isfinite(limit) else 1000
         self.camera = default_camera(domain) if camera is None else camera
         self.video_size = video_size
         self.render_mode = "rgb_array"
