@@ -1,0 +1,271 @@
+"""Scripted-expert demonstrations for Meta-World, in the one documented robotrl demo format.
+
+Format (``FORMAT_VERSION = 1``): a directory holding
+
+``meta.json``
+    ``{"format_version": 1, "name", "suite", "task", "seed", "image_size", "frame_stack", "action_repeat",
+    "camera", "fast_render", "max_episode_steps", "metaworld_version", "reward_function_version",
+    "state_dim", "action_dim", "num_episodes", "episode_seeds", "episode_lengths", "episode_returns",
+    "attempts"}``.  ``num_episodes`` is authoritative: episode files beyond it are ignored.
+``episode_000000.npz`` ... ``episode_{num_episodes-1:06d}.npz``
+    ``pixels``  (T+1, 3, H, W) uint8  -- single frames: the newest frame of each stacked observation
+    (``stacked[-3:]``), so frame stacks are rebuilt by the loader/replay and never stored;
+    ``state``   (T+1, S) float32      -- the 39-d Meta-World state;
+    ``action``  (T, A) float32 in [-1, 1] (what the env executed, after clipping the expert);
+    ``reward``  (T,) float32 (summed over the action repeat);
+    ``terminated`` (T,) bool (time-limit ends are not terminations);
+    ``success`` (T,) bool (any success during the step's action repeat).
+
+Only successful episodes (``success.any()``) are saved.  The expert acts once per *agent* step on the
+state observation and its action is repeated ``action_repeat`` times, exactly as an agent's would be, so the
+demos live in the same MDP the agent trains in.  Episode ``i`` of attempt ``j`` is reset with seed
+``seed + j``, so every saved episode can be replayed from ``episode_seeds``.  Every file is written
+atomically (temp file in the same directory, flush, fsync, ``os.replace``) so a crash never leaves a
+half-written episode behind a valid name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from robotrl.errors import ConfigError, DemoFormatError
+from robotrl.types import Episode
+
+FORMAT_VERSION = 1
+META = "meta.json"
+KEYS = ("pixels", "state", "action", "reward", "terminated", "success")
+_DTYPES = {
+    "pixels": np.uint8,
+    "state": np.float32,
+    "action": np.float32,
+    "reward": np.float32,
+    "terminated": np.bool_,
+    "success": np.bool_,
+}
+_NDIM = {"pixels": 4, "state": 2, "action": 2, "reward": 1, "terminated": 1, "success": 1}
+_META_KEYS = ("format_version", "name", "num_episodes", "image_size", "state_dim", "action_dim")
+
+
+def episode_file(index: int) -> str:
+    return f"episode_{index:06d}.npz"
+
+
+# ------------------------------------------------------------------------------------------------- writing
+@contextmanager
+def _atomic(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path``; on success flush, fsync and rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; demos are meant to be shared
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_episode(path: Path, episode: Episode) -> None:
+    """Write one episode atomically in the documented npz layout."""
+    arrays = {"pixels": episode.obs["pixels"], "state": episode.obs["state"], "action": episode.action}
+    arrays.update(reward=episode.reward, terminated=episode.terminated, success=episode.success)
+    with _atomic(path) as f:
+        np.savez_compressed(f, **{k: np.asarray(v, dtype=_DTYPES[k]) for k, v in arrays.items()})
+
+
+def _write_meta(out: Path, meta: dict[str, Any]) -> None:
+    with _atomic(out / META, "w") as f:
+        json.dump(meta, f, indent=2)
+
+
+def _expert(task: str) -> Callable[[np.ndarray], np.ndarray]:
+    from metaworld.policies import ENV_POLICY_MAP
+
+    return ENV_POLICY_MAP[f"{task}-v3"]().get_action
+
+
+def _rollout(env: Any, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> Episode:
+    """One expert episode through the contract env (expert reads state; actions clipped to [-1, 1])."""
+    obs, _ = env.reset(seed=seed)
+    pixels, states = [obs["pixels"][-3:]], [obs["state"]]
+    actions, rewards, terms, successes = [], [], [], []
+    done = False
+    while not done:
+        with warnings.catch_warnings():  # "Constant(s) may be too high": we clip, as the env would
+            warnings.filterwarnings("ignore", message="Constant", category=UserWarning)
+            raw_action = policy(obs["state"].astype(np.float64))
+        action = np.clip(raw_action, -1.0, 1.0).astype(np.float32)
+        obs, reward, terminated, truncated, info = env.step(action)
+        pixels.append(obs["pixels"][-3:])
+        states.append(obs["state"])
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        successes.append(bool(info.get("success", False)))
+        done = terminated or truncated
+    return Episode(
+        obs={"pixels": np.stack(pixels), "state": np.stack(states)},
+        action=np.stack(actions).astype(np.float32),
+        reward=np.asarray(rewards, np.float32),
+        terminated=np.asarray(terms, bool),
+        success=np.asarray(successes, bool),
+    )
+
+
+def generate_demos(
+    env_cfg: Any, num_episodes: int, seed: int, out_dir: str | Path, max_attempts: int | None = None
+) -> Path:
+    """Roll out Meta-World's scripted expert through ``make_env`` and save ``num_episodes`` successes.
+
+    ``obs_type`` is forced to ``pixels_state`` (the expert reads the state, the format stores both).  Raises
+    RuntimeError if fewer than ``num_episodes`` successes come out of ``max_attempts`` (default
+    ``2 * num_episodes + 5``) rollouts; meta.json is then not written, so the directory does not load.
+    """
+    from robotrl.envs import make_env, parse_env_cfg
+
+    cfg = {**dict(env_cfg.items() if hasattr(env_cfg, "items") else env_cfg), "obs_type": "pixels_state"}
+    spec = parse_env_cfg(cfg)
+    if spec.suite != "metaworld":
+        raise ConfigError(f"demos need a Meta-World env (scripted expert), got {spec.name!r}")
+    if num_episodes < 1:
+        raise ConfigError(f"num_episodes must be >= 1, got {num_episodes}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    max_attempts = max_attempts or 2 * num_episodes + 5
+    env, policy = make_env(cfg, seed), _expert(spec.task)
+    saved_seeds, lengths, returns, attempt = [], [], [], 0
+    try:
+        while len(saved_seeds) < num_episodes and attempt < max_attempts:
+            episode = _rollout(env, policy, seed + attempt)
+            if episode.success.any():
+                save_episode(out / episode_file(len(saved_seeds)), episode)
+                saved_seeds.append(seed + attempt)
+                lengths.append(len(episode.action))
+                returns.append(float(episode.reward.sum()))
+            attempt += 1
+        info = dict(env.robotrl_info)
+    finally:
+        env.close()
+    if len(saved_seeds) < num_episodes:
+        raise RuntimeError(
+            f"{spec.name}: only {len(saved_seeds)}/{num_episodes} expert episodes succeeded in {attempt} attempts"
+        )
+    meta = {
+        "format_version": FORMAT_VERSION,
+        **{k: info[k] for k in ("name", "suite", "task", "image_size", "frame_stack", "action_repeat")},
+        **{k: info[k] for k in ("camera", "fast_render", "max_episode_steps")},
+        **{k: info[k] for k in ("metaworld_version", "reward_function_version")},
+        "seed": seed,
+        "state_dim": int(env.observation_space["state"].shape[0]),
+        "action_dim": int(env.action_space.shape[0]),
+        "num_episodes": num_episodes,
+        "episode_seeds": saved_seeds,
+        "episode_lengths": lengths,
+        "episode_returns": returns,
+        "attempts": attempt,
+    }
+    _write_meta(out, meta)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- loading
+def _load_meta(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise DemoFormatError(f"{root}: demo directory not found")
+    path = root / META
+    if not path.is_file():
+        raise DemoFormatError(f"{path}: missing {META} (expected the demo metadata written by generate_demos)")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DemoFormatError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DemoFormatError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    for key in _META_KEYS:
+        if key not in meta:
+            raise DemoFormatError(f"{path}: missing key {key!r} (expected keys {list(_META_KEYS)})")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise DemoFormatError(f"{path}: format_version {meta['format_version']!r}, expected {FORMAT_VERSION}")
+    if not isinstance(meta["num_episodes"], int) or meta["num_episodes"] < 1:
+        raise DemoFormatError(f"{path}: num_episodes is {meta['num_episodes']!r}, expected an int >= 1 (empty)")
+    return meta
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise DemoFormatError(f"{path}: episode file missing")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DemoFormatError(f"{path}: unreadable npz ({type(exc).__name__}: {exc})") from exc
+
+
+def _expected_shapes(meta: dict[str, Any], length: int) -> dict[str, tuple[int, ...]]:
+    size, s, a = meta["image_size"], meta["state_dim"], meta["action_dim"]
+    return {
+        "pixels": (length + 1, 3, size, size),
+        "state": (length + 1, s),
+        "action": (length, a),
+        "reward": (length,),
+        "terminated": (length,),
+        "success": (length,),
+    }
+
+
+def _validate(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    for key in KEYS:
+        if key not in arrays:
+            raise DemoFormatError(f"{path}: missing key {key!r} (expected keys {list(KEYS)})")
+        arr = arrays[key]
+        if arr.dtype != _DTYPES[key]:
+            raise DemoFormatError(f"{path}: {key!r} has dtype {arr.dtype}, expected {np.dtype(_DTYPES[key])}")
+        if arr.ndim != _NDIM[key]:
+            raise DemoFormatError(f"{path}: {key!r} has shape {arr.shape}, expected {_NDIM[key]} dims")
+    length = arrays["action"].shape[0]
+    if length < 1:
+        raise DemoFormatError(f"{path}: 'action' is empty, expected at least one step")
+    for key, shape in _expected_shapes(meta, length).items():
+        if arrays[key].shape != shape:
+            raise DemoFormatError(
+                f"{path}: {key!r} has shape {arrays[key].shape}, expected {shape} (T={length} from 'action')"
+            )
+    action = arrays["action"]
+    if not np.all(np.isfinite(action)) or np.abs(action).max() > 1.0 + 1e-6:
+        raise DemoFormatError(f"{path}: 'action' has values outside [-1, 1] or non-finite values")
+
+
+def load_demos(path: str | Path) -> list[Episode]:
+    """Load and validate a demo directory; any format problem raises DemoFormatError naming file and key."""
+    root = Path(path)
+    meta = _load_meta(root)
+    episodes = []
+    for index in range(meta["num_episodes"]):
+        file = root / episode_file(index)
+        arrays = _read_npz(file)
+        _validate(file, arrays, meta)
+        episodes.append(
+            Episode(
+                obs={"pixels": arrays["pixels"], "state": arrays["state"]},
+                action=arrays["action"],
+                reward=arrays["reward"],
+                terminated=arrays["terminated"],
+                success=arrays["success"],
+            )
+        )
+    return episodes
+
+
+__all__ = ["FORMAT_VERSION", "generate_demos", "load_demos", "save_episode"]
