@@ -42,6 +42,7 @@ def ensure_gl() -> str:
     backend = os.environ["MUJOCO_GL"]
     if backend in _checked:
         return backend
+    _preload_triton()
     try:
         import mujoco
 
@@ -54,6 +55,19 @@ def ensure_gl() -> str:
         raise render_error(backend, f"{type(exc).__name__}: {exc}") from exc
     _checked.add(backend)
     return backend
+
+
+def _preload_triton() -> None:
+    """Import triton (torch's compiler backend) before any GL driver is loaded.
+
+    triton bundles its own LLVM; Mesa's llvmpipe (software EGL/OSMesa) links the system LLVM. Importing triton
+    *after* a Mesa GL context exists segfaults the process (seen here with torch 2.14 + Mesa 22.3: torch.optim
+    imports torch._dynamo, which imports triton). Loading triton first makes both coexist.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
 
 
 def probe_backend(backend: str, timeout: float = 60.0) -> str | None:
