@@ -332,7 +332,7 @@ class ReplayBuffer:
         shape = (*index.shape, self.frame_stack * FRAME_CHANNELS, *frames.shape[2:])
         if out is None:
             return frames[src].reshape(shape)
-        np.take(frames, src, axis=0, out=out.reshape(*src.shape, *frames.shape[1:]))
+        np.take(frames, src, axis=0, out=out.reshape(*src.shape, *frames.shape[1:]), mode="clip")
         return out
 
     def _empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -623,7 +623,7 @@ def _newest(obs: Obs) -> dict[str, np.ndarray]:
 
 def _take(array: np.ndarray, index: np.ndarray, empty: Callable[..., np.ndarray]) -> np.ndarray:
     out = empty((*index.shape, *array.shape[1:]), array.dtype)
-    np.take(array, index, axis=0, out=out)
+    np.take(array, index, axis=0, out=out, mode="clip")  # "raise" would copy via a temp buffer
     return out
 
 
