@@ -22,7 +22,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from robotrl.envs.rendering import preload_triton
 from robotrl.errors import ConfigError
+
+# Any path to dm_control/metaworld goes through this package: load triton's LLVM before a GL driver can load
+# Mesa's (the other order segfaults; see preload_triton).
+preload_triton()
 
 SUITE_NAMES = ("dmc", "metaworld", "gym")
 OBS_TYPES = ("pixels", "state", "pixels_state")

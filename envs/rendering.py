@@ -42,7 +42,6 @@ def ensure_gl() -> str:
     backend = os.environ["MUJOCO_GL"]
     if backend in _checked:
         return backend
-    _preload_triton()
     try:
         import mujoco
 
@@ -57,7 +56,7 @@ def ensure_gl() -> str:
     return backend
 
 
-def _preload_triton() -> None:
+def preload_triton() -> None:
     """Import triton (torch's compiler backend) before any GL driver is loaded.
 
     triton bundles its own LLVM; Mesa's llvmpipe (software EGL/OSMesa) links the system LLVM. Importing triton

@@ -10,6 +10,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import robotrl.envs  # noqa: E402,F401  (loads triton before any GL driver; see envs/rendering.preload_triton)
+
 torch.set_num_threads(1)
 
 # A tiny but complete DrQ-v2 run: 32x32 pixels, 50-step episodes, small nets.
