@@ -161,8 +161,6 @@ class DrQV2Agent:
         check_obs(obs, self.observation_space)
         with torch.inference_mode():
             tensors = {k: torch.as_tensor(np.asarray(v), device=self.device)[None] for k, v in obs.items()}
-            if "pixels" in tensors:
-                tensors["pixels"] = tensors["pixels"].float()
             dist = self.actor(self.encoder(tensors), schedule(self.stddev_schedule, step))
             if eval_mode:
                 action = dist.mean
@@ -174,12 +172,12 @@ class DrQV2Agent:
 
     # ---------------------------------------------------------------- learning
     def _augment(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Move a batch to the device, random-shift the (uint8) pixels, then convert to float."""
+        """Move a batch to the device and random-shift the (uint8) pixels."""
         out = {k: v.to(self.device, non_blocking=True) for k, v in obs.items()}
         if "pixels" in out:
             pixels = out["pixels"]
             shifts = sample_shifts(pixels.shape[0], self.aug_pad, self.device, self.generator)
-            out["pixels"] = random_shift(pixels, self.aug_pad, shifts).float()
+            out["pixels"] = random_shift(pixels, self.aug_pad, shifts)  # uint8; the encoder scales it
         if "state" in out:
             out["state"] = out["state"].float()
         return out
@@ -189,7 +187,6 @@ class DrQV2Agent:
         """TD(n) regression of both Qs to r + gamma^n min(Q1', Q2')(s', a' ~ clipped policy).
 
         Trains the critic and, through it, the encoder.
-
         """
         with torch.no_grad():
             dist = self.actor(next_obs, schedule(self.stddev_schedule, step))
