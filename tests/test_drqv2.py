@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-
 from robotrl.agents import make_agent
 from robotrl.agents.drqv2 import DrQV2Agent
 from robotrl.agents.nets import random_shift, random_shift_grid_sample, sample_shifts, schedule
+
 from robotrl.errors import CheckpointError, ObservationError
 from robotrl.types import Batch
 
@@ -33,10 +33,9 @@ def space(pixels: bool = True, state: bool = False, h: int = H) -> gym.spaces.Di
 
 
 def make(obs_space: gym.spaces.Dict | None = None, **kw) -> DrQV2Agent:
-    args = dict(lr=1e-3, feature_dim=16, hidden_dim=32, critic_target_tau=0.01, num_expl_steps=10,
-                update_every_steps=1, stddev_schedule="linear(1.0,0.1,100)", stddev_clip=0.3, batch_size=B,
-                nstep=3, discount=0.99, seed=0)
-    args.update(kw)
+    args = {"lr": 1e-3, "feature_dim": 16, "hidden_dim": 32, "critic_target_tau": 0.01, "num_expl_steps": 10,
+            "update_every_steps": 1, "stddev_schedule": "linear(1.0,0.1,100)", "stddev_clip": 0.3,
+            "batch_size": B, "nstep": 3, "discount": 0.99, "seed": 0, **kw}
     return DrQV2Agent(obs_space or space(), ACTION, "cpu", **args)
 
 
