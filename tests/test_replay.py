@@ -461,3 +461,23 @@ def test_bad_input_raises_clear_errors() -> None:
     assert len(buf) == 0  # nothing half-written
     with pytest.raises(ValueError, match="frame_stack"):
         ReplayBuffer(10, make_space(3), ACTION_DIM, frame_stack=2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sampling_matches_cpu() -> None:
+    """Pinned, non-blocking host->device copies deliver exactly the CPU batches (uint8 pixels stay uint8)."""
+    rng = np.random.default_rng(12)
+    cpu, ref = make_pair(capacity=40, seed=5)
+    fill_random(cpu, ref, rng, 15, max_len=9)
+    gpu, _ = make_pair(capacity=40, seed=5, device="cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    for _ in range(3):
+        x, y = cpu.sample(32), gpu.sample(32)
+        assert y.obs["pixels"].device.type == "cuda" and y.obs["pixels"].dtype == torch.uint8
+        for a, b in [(x.obs["pixels"], y.obs["pixels"]), (x.next_obs["state"], y.next_obs["state"]),
+                     (x.action, y.action), (x.reward, y.reward), (x.discount, y.discount)]:  # fmt: skip
+            assert torch.equal(a, b.cpu())
+        tx, ty = cpu.sample_trajectories(8, 3), gpu.sample_trajectories(8, 3)
+        assert torch.equal(tx.obs["pixels"], ty.obs["pixels"].cpu()) and torch.equal(tx.reward, ty.reward.cpu())
+    mixed = MixedReplay(gpu, gpu, ratio=0.5)
+    assert mixed.sample(16).obs["pixels"].device.type == "cuda"
