@@ -252,9 +252,8 @@ class Trainer:
                                "episode_length": ep_len, "fps": fps, "elapsed": self._elapsed()}
         if ep_success is not None:
             row["success"] = float(ep_success)
-        if update_metrics:
-            for key in update_metrics[-1]:
-                row[key] = float(np.mean([m[key] for m in update_metrics if key in m]))
+        for key in {k for m in update_metrics for k in m}:  # agents may return {} on steps they skip
+            row[key] = float(np.mean([m[key] for m in update_metrics if key in m]))
         self.logger.log("train", self.frame, row)
 
     def evaluate(self) -> dict[str, Any]:
