@@ -32,7 +32,9 @@ class NaiveStackedReplay(ReplayBuffer):
         specs["pixels"] = (self.observation_space["pixels"].shape, specs["pixels"][1])
         return specs
 
-    def _stack(self, index: np.ndarray, episode_start: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def _stack(
+        self, index: np.ndarray, episode_start: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         if out is None:
             return self._arrays["pixels"][index % self.capacity]
         np.take(self._arrays["pixels"], index % self.capacity, axis=0, out=out, mode="clip")
@@ -89,19 +91,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--horizon", type=int, default=3)
     args = parser.parse_args()
-    print(f"{args.transitions} transitions of random {SIZE}x{SIZE} frames, frame_stack={FRAME_STACK}, "
-          f"A={ACTION_DIM}, episodes of {EPISODE_LEN} steps; batch {args.batch}, horizon {args.horizon}")  # fmt: skip
-    rows = {name: bench(cls, args.transitions, args.batch, args.horizon)
-            for name, cls in [("frame-once", ReplayBuffer), ("naive-stacked", NaiveStackedReplay)]}  # fmt: skip
-    header = f"{'buffer':<14} {'B/transition':>12} {'stored GB':>9} {'fill s':>7} {'n-step b/s':>10} {'traj b/s':>9}"
+    print(
+        f"{args.transitions} transitions of random {SIZE}x{SIZE} frames, frame_stack={FRAME_STACK}, "
+        f"A={ACTION_DIM}, episodes of {EPISODE_LEN} steps; batch {args.batch}, horizon {args.horizon}"
+    )
+    rows = {
+        name: bench(cls, args.transitions, args.batch, args.horizon)
+        for name, cls in [("frame-once", ReplayBuffer), ("naive-stacked", NaiveStackedReplay)]
+    }
+    header = f"{'buffer':<14} {'B/transition':>12} {'stored GB':>9} {'fill s':>7} "
+    header += f"{'n-step b/s':>10} {'traj b/s':>9}"
     print(header)
     for name, r in rows.items():
-        print(f"{name:<14} {r['bytes_per_transition']:>12} {r['stored_gb']:>9.2f} {r['fill_s']:>7.1f} "
-              f"{r['sample_per_s']:>10.1f} {r['traj_per_s']:>9.1f}")  # fmt: skip
+        print(
+            f"{name:<14} {r['bytes_per_transition']:>12} {r['stored_gb']:>9.2f} {r['fill_s']:>7.1f} "
+            f"{r['sample_per_s']:>10.1f} {r['traj_per_s']:>9.1f}"
+        )
     ours, naive = rows["frame-once"], rows["naive-stacked"]
-    print(f"memory naive/frame-once: {naive['bytes_per_transition'] / ours['bytes_per_transition']:.2f}x; "
-          f"speed frame-once/naive: n-step {ours['sample_per_s'] / naive['sample_per_s']:.2f}x, "
-          f"traj {ours['traj_per_s'] / naive['traj_per_s']:.2f}x")  # fmt: skip
+    print(
+        f"memory naive/frame-once: {naive['bytes_per_transition'] / ours['bytes_per_transition']:.2f}x; "
+        f"speed frame-once/naive: n-step {ours['sample_per_s'] / naive['sample_per_s']:.2f}x, "
+        f"traj {ours['traj_per_s'] / naive['traj_per_s']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -102,7 +102,9 @@ class Reference:
         return ret, 0.0 if ends else self.gamma**m, m
 
 
-def run_episode_stepwise(buf: ReplayBuffer, ref: Reference, rng: np.random.Generator, length: int, end: str) -> None:
+def run_episode_stepwise(
+    buf: ReplayBuffer, ref: Reference, rng: np.random.Generator, length: int, end: str
+) -> None:
     """Reset + ``length`` steps through add_first/add with a reference FrameStack; ``end`` in
     terminated/truncated/abandoned (the next add_first starts a new episode without an end flag)."""
     k = ref.frame_stack
@@ -122,7 +124,9 @@ def run_episode_stepwise(buf: ReplayBuffer, ref: Reference, rng: np.random.Gener
         buf.add(act, reward, ref.new_obs(stack, ep, t + 1), terminated, truncated)
 
 
-def add_whole_episode(buf: ReplayBuffer, ref: Reference, rng: np.random.Generator, length: int, term: bool) -> None:
+def add_whole_episode(
+    buf: ReplayBuffer, ref: Reference, rng: np.random.Generator, length: int, term: bool
+) -> None:
     k = ref.frame_stack
     ep = len(ref.episodes)
     rewards = rng.normal(size=length).astype(np.float32)
@@ -175,7 +179,11 @@ def check_trajectories(buf: ReplayBuffer, ref: Reference, batch_size: int, horiz
         return
     traj = buf.sample_trajectories(batch_size, horizon)
     assert traj.obs["pixels"].shape[:2] == (horizon + 1, batch_size)
-    assert traj.action.shape == (horizon, batch_size, ACTION_DIM) and traj.terminated.shape == (horizon, batch_size, 1)
+    assert traj.action.shape == (horizon, batch_size, ACTION_DIM) and traj.terminated.shape == (
+        horizon,
+        batch_size,
+        1,
+    )
     for b in range(batch_size):
         a0 = decode(traj.obs["pixels"][0, b].numpy())[-1]
         assert ref.valid(a0, horizon)
@@ -190,7 +198,9 @@ def check_trajectories(buf: ReplayBuffer, ref: Reference, batch_size: int, horiz
             assert traj.terminated[h, b, 0].item() == float(ep["terminated"] and t == len(ep["rewards"]) - 1)
 
 
-def fill_random(buf: ReplayBuffer, ref: Reference, rng: np.random.Generator, episodes: int, max_len: int) -> None:
+def fill_random(
+    buf: ReplayBuffer, ref: Reference, rng: np.random.Generator, episodes: int, max_len: int
+) -> None:
     for _ in range(episodes):
         kind = rng.choice(["terminated", "truncated", "abandoned", "whole_term", "whole_trunc"])
         length = int(rng.integers(1, max_len + 1))
@@ -201,7 +211,9 @@ def fill_random(buf: ReplayBuffer, ref: Reference, rng: np.random.Generator, epi
 
 
 def make_pair(capacity=23, frame_stack=3, nstep=3, gamma=0.9, seed=0, **kw) -> tuple[ReplayBuffer, Reference]:
-    buf = ReplayBuffer(capacity, make_space(frame_stack), ACTION_DIM, frame_stack, nstep, gamma, seed=seed, **kw)
+    buf = ReplayBuffer(
+        capacity, make_space(frame_stack), ACTION_DIM, frame_stack, nstep, gamma, seed=seed, **kw
+    )
     return buf, Reference(frame_stack, capacity, nstep, gamma)
 
 
@@ -234,7 +246,7 @@ def test_nstep_hand_computation(terminated: bool) -> None:
 
 
 def test_nstep_longer_than_episode_and_in_progress_episode() -> None:
-    """nstep > remaining steps uses the whole remainder; the episode being written is sampled with what exists."""
+    """nstep > remaining steps uses the whole remainder; the episode being written samples what exists."""
     gamma = 0.9
     buf = ReplayBuffer(50, make_space(1, pixels=False), ACTION_DIM, 1, nstep=10, discount=gamma)
     buf.add_first({"state": np.array([0, 0], np.float32)})
@@ -242,7 +254,9 @@ def test_nstep_longer_than_episode_and_in_progress_episode() -> None:
     with pytest.raises(ValueError, match="no transitions"):
         buf.sample(4)
     for t in range(1, 4):
-        buf.add(np.zeros(ACTION_DIM, np.float32), float(t), {"state": np.array([t, 0], np.float32)}, False, False)
+        buf.add(
+            np.zeros(ACTION_DIM, np.float32), float(t), {"state": np.array([t, 0], np.float32)}, False, False
+        )
     assert len(buf) == 3
     batch = buf.sample(100)
     for b in range(100):
@@ -478,6 +492,8 @@ def test_cuda_sampling_matches_cpu() -> None:
                      (x.action, y.action), (x.reward, y.reward), (x.discount, y.discount)]:  # fmt: skip
             assert torch.equal(a, b.cpu())
         tx, ty = cpu.sample_trajectories(8, 3), gpu.sample_trajectories(8, 3)
-        assert torch.equal(tx.obs["pixels"], ty.obs["pixels"].cpu()) and torch.equal(tx.reward, ty.reward.cpu())
+        assert torch.equal(tx.obs["pixels"], ty.obs["pixels"].cpu()) and torch.equal(
+            tx.reward, ty.reward.cpu()
+        )
     mixed = MixedReplay(gpu, gpu, ratio=0.5)
     assert mixed.sample(16).obs["pixels"].device.type == "cuda"
