@@ -13,7 +13,6 @@ package import), before mujoco or dm_control are imported.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
 from robotrl.envs.rendering import preload_triton
+
 from robotrl.errors import ConfigError
 
 # Any path to dm_control/metaworld goes through this package: load triton's LLVM before a GL driver can load
@@ -99,10 +98,17 @@ def _gym_tasks() -> list[str]:
 _TASKS: dict[str, Callable[[], list[str]]] = {"dmc": _dmc_tasks, "metaworld": _metaworld_tasks, "gym": _gym_tasks}
 
 
+def _task_list(suite: str) -> list[str]:
+    """Valid tasks of ``suite``; sets up GL first because listing imports dm_control/mujoco."""
+    from robotrl.envs.rendering import ensure_gl
+
+    ensure_gl()
+    return _TASKS[suite]()
+
+
 def list_envs() -> list[str]:
     """Every valid env name: ``dmc/<domain>_<task>``, ``metaworld/<task>``, ``gym/<snake_case>``."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    return [f"{suite}/{task}" for suite in SUITE_NAMES for task in _TASKS[suite]()]
+    return [f"{suite}/{task}" for suite in SUITE_NAMES for task in _task_list(suite)]
 
 
 # ------------------------------------------------------------------------------------------- config parsing
@@ -124,7 +130,7 @@ def _suite_and_task(cfg: dict[str, Any]) -> tuple[str, str]:
     if suite not in _TASKS:
         raise ConfigError(f"unknown env suite {suite!r}; valid suites: {list(SUITE_NAMES)}")
     task = str(task).removesuffix("-v3") if suite == "metaworld" else str(task)
-    valid = _TASKS[suite]()
+    valid = _task_list(suite)
     if task not in valid:
         raise ConfigError(f"unknown {suite} task {task!r}; valid {suite} tasks: {valid}")
     if name is not None and str(name) != f"{suite}/{task}":
@@ -219,8 +225,8 @@ def make_env(cfg: Any, seed: int) -> gym.Env:
     from robotrl.envs.rendering import ensure_gl
     from robotrl.envs.wrappers import ActionRepeat, DictObservation, FrameStack, RobotRLInfo, ValidateAction
 
-    spec = parse_env_cfg(cfg)
     backend = ensure_gl()  # before mujoco/dm_control are imported: both fix the backend at import
+    spec = parse_env_cfg(cfg)
     base, extra = _SUITES[spec.suite](spec, seed)
     max_env_steps = spec.max_episode_steps or base.default_max_steps
     max_agent_steps = math.ceil(max_env_steps / spec.action_repeat)

@@ -30,17 +30,14 @@ GYM_IDS: dict[str, str] = {
 }
 
 
-def _camera(raw: Any, camera: int | str | None) -> Any:
+def _renderer(raw: Any, camera: int | str | None) -> FrameRenderer:
     """A named/numbered model camera, or the env's default free camera (tracking if it names a body)."""
     if camera is not None:
-        return camera
-    import mujoco
-
+        return FrameRenderer(raw.model, camera)
     config = getattr(getattr(raw, "mujoco_renderer", None), "default_cam_config", None) or {}
+    track = int(config.get("trackbodyid", -1))
     cam = free_camera(raw.model, raw.data, config)
-    if int(config.get("trackbodyid", -1)) >= 0:
-        cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-    return cam
+    return FrameRenderer(raw.model, cam, track_body=track if track >= 0 else None)
 
 
 class GymMujocoEnv(gym.Env):
@@ -84,7 +81,7 @@ class GymMujocoEnv(gym.Env):
     def render_frame(self, size: int) -> np.ndarray:
         """(size, size, 3) uint8 frame of the current state."""
         if self._renderer is None:
-            self._renderer = FrameRenderer(self._raw.model, _camera(self._raw, self._camera_cfg))
+            self._renderer = _renderer(self._raw, self._camera_cfg)
         return self._renderer.render(self._raw.data, size)
 
     def render(self) -> np.ndarray:

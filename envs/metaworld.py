@@ -84,7 +84,10 @@ class MetaWorldEnv(gym.Env):
         self.video_size = video_size
         self.render_mode = "rgb_array"
         self.action_space = gym.spaces.Box(-1.0, 1.0, self._raw.action_space.shape, np.float32)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, self._raw.observation_space.shape, np.float32)
+        bounds = self._raw.sawyer_observation_space  # finite: Meta-World clips its observations to these
+        self.observation_space = gym.spaces.Box(
+            bounds.low.astype(np.float32), bounds.high.astype(np.float32), bounds.shape, np.float32
+        )
 
     @property
     def raw(self) -> Any:

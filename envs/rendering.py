@@ -114,11 +114,22 @@ class FrameRenderer:
     ``camera`` is a camera name, a camera id, or an ``MjvCamera``.  ``fast`` turns shadows and
     reflections off (about 16x faster for Meta-World scenes, see machine-facts.md); call :func:`make_fast`
     on the model as well to drop multisampling.  ``rotate180`` fixes cameras mounted upside down.
+    ``track_body`` points a free ``MjvCamera`` at that body's subtree centre of mass before every frame;
+    MuJoCo's own ``mjCAMERA_TRACKING`` low-pass filters the look-at point, so its frames depend on render
+    history and a seeded reset would not reproduce the same pixels.
     """
 
-    def __init__(self, model: Any, camera: Any, fast: bool = False, rotate180: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        camera: Any,
+        fast: bool = False,
+        rotate180: bool = False,
+        track_body: int | None = None,
+    ) -> None:
         self.model = model
         self.camera = camera
+        self.track_body = track_body
         self.fast = fast
         self.rotate180 = rotate180
         self._renderers: dict[int, Any] = {}
@@ -142,6 +153,8 @@ class FrameRenderer:
     def render(self, data: Any, size: int) -> np.ndarray:
         """Return an (size, size, 3) uint8 frame of ``data`` from the camera."""
         renderer = self._renderer(size)
+        if self.track_body is not None:
+            self.camera.lookat[:] = data.subtree_com[self.track_body]
         renderer.update_scene(data, camera=self.camera)
         img = renderer.render()
         if self.rotate180:

@@ -71,7 +71,7 @@ class DictObservation(gym.ObservationWrapper):
             spaces[PIXELS] = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
         if obs_type in ("state", "pixels_state"):
             state = env.observation_space
-            spaces[STATE] = gym.spaces.Box(-np.inf, np.inf, state.shape, np.float32)
+            spaces[STATE] = gym.spaces.Box(state.low, state.high, state.shape, np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
 
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
