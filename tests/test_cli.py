@@ -1,0 +1,93 @@
+"""The `robotrl` console script: smoke training run, eval gate, envs listing, plots and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_OVERRIDES
+
+ENV = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def robotrl(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robotrl.cli", *args], capture_output=True, text=True, env=ENV,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    proc = robotrl("train", *TINY_OVERRIDES, "frames=600", f"run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc
+
+
+def test_train_smoke(trained_run):
+    run_dir, proc = trained_run
+    for name in ("train.csv", "eval.csv", "curve.png", "summary.json", "checkpoints/latest", ".hydra/config.yaml"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "videos").glob("*.mp4")) and list((run_dir / "tb").glob("events.*"))
+    assert "eval @ 600 frames" in proc.stdout
+
+
+def test_eval_writes_episodes_and_gates(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "eval"
+    proc = robotrl("eval", f"checkpoint={run_dir}", "episodes=2", f"out={out}", "device=cpu")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in lines] == [1_000_000, 1_000_001]
+    assert set(lines[0]) == {"seed", "return", "success", "length"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["return_mean"] == pytest.approx(np.mean([r["return"] for r in lines]))
+    assert (out / "video.mp4").stat().st_size > 0
+    failing = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_return=1e9", "video=false")
+    assert failing.returncode == 1
+    no_success = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_success=0.5")
+    assert no_success.returncode == 2 and "defines no success signal" in no_success.stderr
+
+
+def test_plot_aggregates_seeds(tmp_path):
+    runs = []
+    for seed, scale in enumerate([1.0, 2.0, 3.0, 10.0]):
+        run = tmp_path / f"s{seed}"
+        run.mkdir()
+        with open(run / "eval.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["frame", "episode_return", "elapsed"])
+            w.writerows([[0, 0.0, 0.0], [100, scale * 10, 5.0]])
+        (run / "run.json").write_text(json.dumps({"config": {"agent": {"name": "drqv2"}, "env": {"name": "x"}}}))
+        runs.append(str(run))
+    proc = robotrl("plot", *runs, "--out", str(tmp_path / "c.png"), "--reps", "200")
+    assert proc.returncode == 0, proc.stderr
+    # IQM of {10, 20, 30, 100}: the middle two -> 25.
+    assert "final IQM 25.0" in proc.stdout and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_envs_lists_all_suites():
+    proc = robotrl("envs")
+    names = proc.stdout.split()
+    assert "dmc/cartpole_swingup" in names and "metaworld/reach" in names and "gym/humanoid" in names
+    assert len([n for n in names if n.startswith("metaworld/")]) == 50
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "agent=nope"], "unknown agent 'nope'"),
+    (["train", "env=dmc/cartpol_swingup"], "did you mean dmc/cartpole_swingup"),
+    (["train", "reward=clipp"], "unknown reward 'clipp'"),
+    (["eval", "checkpoint=/nonexistent/run"], "no checkpoint at /nonexistent/run"),
+    (["eval", "episodes=ten", "checkpoint=x"], "episodes='ten', expected a int"),
+    (["fly"], "unknown command 'fly'"),
+])
+def test_bad_input_is_one_line(args, message):
+    proc = robotrl(*args)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
