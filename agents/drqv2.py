@@ -75,6 +75,7 @@ class DrQV2Agent:
     ``nstep`` and ``discount`` are replay settings (the trainer reads them from this config); the agent keeps
     them only to record them in checkpoints. ``compile`` wraps the encoder in ``torch.compile`` (opt-in: it
     costs ~10-20 s of compile time at start). ``aug_pad`` is the random-shift padding (4 in the paper).
+    ``bf16`` runs the conv encoder under bf16 autocast in training updates (off by default: changes numerics).
     ``seed`` seeds the agent's private generator (augmentation, policy noise, exploration actions).
     """
 
@@ -97,6 +98,7 @@ class DrQV2Agent:
         compile: bool = False,
         aug_pad: int = 4,
         channels_last: bool = True,
+        bf16: bool = False,
         seed: int | None = None,
     ):
         if not isinstance(observation_space, gym.spaces.Dict):
@@ -147,7 +149,8 @@ class DrQV2Agent:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.lr)
 
         # Only the encoder is worth compiling: it is ~90% of the FLOPs, the rest is a few GEMMs.
-        self._encode = torch.compile(self.encoder) if compile else self.encoder
+        self._encoder_fn = torch.compile(self.encoder) if compile else self.encoder
+        self.bf16 = bool(bf16)
         self.train()
 
     # ------------------------------------------------------------------ acting
@@ -171,6 +174,13 @@ class DrQV2Agent:
         return action[0].cpu().numpy().astype(np.float32, copy=False)
 
     # ---------------------------------------------------------------- learning
+    def _encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder forward; with ``bf16`` the convs run under bf16 autocast (AMX/AVX512-BF16), features fp32."""
+        if not self.bf16:
+            return self._encoder_fn(obs)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            return self._encoder_fn(obs).float()
+
     def _augment(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Move a batch to the device and random-shift the (uint8) pixels."""
         out = {k: v.to(self.device, non_blocking=True) for k, v in obs.items()}

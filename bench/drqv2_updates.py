@@ -2,7 +2,8 @@
 
 Usage:
   REF_DRQV2=/tmp/drqv2 python bench/drqv2_updates.py [--threads 2] [--blocks 5] [--per-block 3]
-      [--batch 256] [--size 84] [--small 128x64] [--compile] [--no-profile]
+      [--batch 256] [--size 84] [--small 128x64] [--compile] [--bf16]
+      [--no-profile]
 
 Both agents update on the same pre-generated synthetic batches (so batch generation is not timed), with the
 same batch size and thread count; timed blocks alternate ours/reference so that the machine's slow spells hit
@@ -57,11 +58,12 @@ class CyclingReplay:
         return self.np_batches[self.i % len(self.np_batches)]
 
 
-def make_ours(batch: int, size: int, compile: bool = False, frames: int = 9, action_dim: int = 1) -> DrQV2Agent:
+def make_ours(batch: int, size: int, compile: bool = False, bf16: bool = False, frames: int = 9,
+              action_dim: int = 1) -> DrQV2Agent:
     obs_space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (frames, size, size), np.uint8)})
     act_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
     return DrQV2Agent(obs_space, act_space, "cpu", batch_size=batch, nstep=3, discount=0.99, compile=compile,
-                      seed=0, **HPARAMS)
+                      bf16=bf16, seed=0, **HPARAMS)
 
 
 def make_reference(size: int) -> object:
@@ -118,6 +120,9 @@ def compare(args: argparse.Namespace, with_reference: bool = True) -> None:
         comp.update(comp_replay, 1)
         print(f"  torch.compile: first two updates took {time.perf_counter() - t:.1f} s (compile + run)")
         runners["robotrl compiled"] = lambda s: comp.update(comp_replay, s)
+    if args.bf16:
+        bf, bf_replay = make_ours(args.batch, args.size, bf16=True), CyclingReplay(batches)
+        runners["robotrl bf16"] = lambda s: bf.update(bf_replay, s)
     if with_reference and "REF_DRQV2" in os.environ:
         ref, ref_replay = make_reference(args.size), CyclingReplay(batches)
         runners["reference"] = lambda s: ref.update(ref_replay, s)
@@ -149,6 +154,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=84)
     parser.add_argument("--small", default="128x64", help="BATCHxSIZE of the smaller setting ('' to skip)")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd agent")
+    parser.add_argument("--bf16", action="store_true", help="also time the agent with bf16 autocast convs")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
