@@ -39,14 +39,6 @@ _DRQV2_EASY = frozenset(
     }
 )  # fmt: skip
 _DRQV2_HARD = frozenset({"humanoid_run", "humanoid_stand", "humanoid_walk"})
-_DRQV2_AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
-    "humanoid_run": {"lr": 8e-5, "feature_dim": 100},
-    "humanoid_stand": {"lr": 8e-5, "feature_dim": 100},
-    "humanoid_walk": {"lr": 8e-5, "feature_dim": 100},
-    "quadruped_run": {"replay_buffer_size": 100000},
-    "walker_run": {"nstep": 1, "batch_size": 512},
-    "walker_walk": {"nstep": 1, "batch_size": 512},
-}
 _BUDGETS = {
     "easy": (1_100_000, "linear(1.0,0.1,100000)"),
     "medium": (3_100_000, "linear(1.0,0.1,500000)"),
@@ -268,8 +260,6 @@ def env_config(name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "suite": suite, "task": task, "frames": frames}
     out["stddev_schedule"] = schedule
     out["difficulty"] = level
-    if task in _DRQV2_AGENT_OVERRIDES and suite == "dmc":
-        out["agent_overrides"] = dict(_DRQV2_AGENT_OVERRIDES[task])
     return out
 
 

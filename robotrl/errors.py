@@ -27,3 +27,7 @@ class RenderError(RobotRLError, RuntimeError):
 
 class DemoFormatError(RobotRLError, ValueError):
     """A demonstration file is empty, has missing keys or arrays of the wrong shape."""
+
+
+class DivergenceError(RobotRLError):
+    """Training produced a non-finite loss or value; the last checkpoint is kept intact."""

@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from robotrl.agents import make_agent
+from robotrl.agents import agent_config, make_agent
 from robotrl.checkpoint import atomic_write_text, load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import validate_config
 from robotrl.envs import make_env
-from robotrl.errors import CheckpointError, ConfigError
+from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rollout import random_policy, run_episodes, summarize
@@ -106,10 +106,11 @@ class Trainer:
         self.action_repeat = int(cfg.env.action_repeat)
         self.agent = make_agent(cfg.agent, self.env.observation_space, self.env.action_space, str(self.device),
                                 cfg.env.name)
+        agent_hparams = agent_config(cfg.agent, cfg.env.name)  # per-task overrides may change nstep
         self.replay = ReplayBuffer(
             capacity=int(cfg.replay.capacity), observation_space=self.env.observation_space,
             action_dim=self.env.action_space.shape[0], frame_stack=int(cfg.env.frame_stack),
-            nstep=int(cfg.agent.nstep), discount=float(cfg.agent.discount), seed=int(cfg.seed),
+            nstep=int(agent_hparams["nstep"]), discount=float(agent_hparams["discount"]), seed=int(cfg.seed),
             storage_dir=cfg.replay.storage_dir, device=str(self.device))
         self.step = self.episode = 0
         self.elapsed_before = 0.0
@@ -209,6 +210,8 @@ class Trainer:
                 if "success" in info:
                     ep_success = bool(ep_success) or bool(info["success"])
                 if not (terminated or truncated):
+                    if self.step % 100 == 0:
+                        progress.update(task, completed=min(self.step, total_steps))
                     continue
                 self.episode += 1
                 self._log_train_episode(ep_return, ep_len, ep_success, update_metrics)
@@ -248,12 +251,19 @@ class Trainer:
         fps = self._fps()
         progress, task = self._progress_task
         progress.update(task, fps=fps)
+        if not self.console.is_terminal:  # logs and pipes get one plain line per episode instead of a live bar
+            left = max(int(self.cfg.frames) - self.frame, 0)
+            self.console.print(f"frame {self.frame}/{self.cfg.frames} | episode {self.episode} | return "
+                               f"{ep_return:.1f} | {fps:.0f} fps | ETA {left / max(fps, 1e-9) / 60:.1f} min")
         row: dict[str, Any] = {"step": self.step, "episode": self.episode, "episode_return": ep_return,
                                "episode_length": ep_len, "fps": fps, "elapsed": self._elapsed()}
         if ep_success is not None:
             row["success"] = float(ep_success)
         for key in {k for m in update_metrics for k in m}:  # agents may return {} on steps they skip
             row[key] = float(np.mean([m[key] for m in update_metrics if key in m]))
+            if not np.isfinite(row[key]):
+                raise DivergenceError(f"{key} became {row[key]} during episode {self.episode} (frame {self.frame}); "
+                                      f"the last checkpoint in {self.run_dir / 'checkpoints'} is intact")
         self.logger.log("train", self.frame, row)
 
     def evaluate(self) -> dict[str, Any]:

@@ -8,9 +8,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
-
 import robotrl.envs  # noqa: E402,F401  (loads triton before any GL driver; see envs/rendering.preload_triton)
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 

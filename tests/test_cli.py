@@ -91,3 +91,11 @@ def test_bad_input_is_one_line(args, message):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_multirun_sweeps_seeds(tmp_path):
+    proc = robotrl("train", "-m", *TINY_OVERRIDES, "frames=100", "eval_episodes=0", "seed=1,2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for seed in (1, 2):
+        run = tmp_path / "runs" / "dmc" / "cartpole_balance" / "drqv2" / f"seed{seed}"
+        assert (run / "checkpoints" / "latest").exists() and (run / "train.csv").exists()

@@ -236,10 +236,12 @@ def test_make_agent_applies_task_overrides():
     root = OmegaConf.create({"env": {"stddev_schedule": "linear(1.0,0.1,500000)"},
                              "agent": OmegaConf.load(cfg_path)})
     root.agent.hidden_dim = 32  # keep the test fast
-    plain = make_agent(root.agent, space(), ACTION, "cpu", env_name="dmc/walker_walk")
+    plain = make_agent(root.agent, space(), ACTION, "cpu", env_name="dmc/cheetah_run")
     assert isinstance(plain, DrQV2Agent)
     assert plain.lr == pytest.approx(1e-4) and plain.config["feature_dim"] == 50
     assert plain.stddev_schedule == "linear(1.0,0.1,500000)"
     assert (plain.nstep, plain.discount, plain.batch_size, plain.update_every_steps) == (3, 0.99, 256, 2)
+    walker = make_agent(root.agent, space(), ACTION, "cpu", env_name="dmc/walker_walk")
+    assert (walker.nstep, walker.batch_size, walker.lr) == (1, 512, pytest.approx(1e-4))  # drqv2 walker_walk.yaml
     human = make_agent(root.agent, space(), ACTION, "cpu", env_name="dmc/humanoid_run")
     assert human.lr == pytest.approx(8e-5) and human.config["feature_dim"] == 100

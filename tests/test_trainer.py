@@ -13,6 +13,11 @@ from robotrl.errors import CheckpointError, ConfigError
 from robotrl.trainer import Trainer
 
 
+def _rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _train(cfg, run_dir):
     return Trainer(cfg, run_dir).train()
 
@@ -38,9 +43,9 @@ def test_run_writes_everything(compose_cfg, tmp_path):
         assert (tmp_path / name).exists(), name
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (tmp_path / "videos").glob("*.mp4"))  # eval videos of the agent
-    evals = list(csv.DictReader(open(tmp_path / "eval.csv")))
+    evals = _rows(tmp_path / "eval.csv")
     assert [int(r["frame"]) for r in evals] == [0, 200, 400]
-    train_rows = list(csv.DictReader(open(tmp_path / "train.csv")))
+    train_rows = _rows(tmp_path / "train.csv")
     assert "critic_loss" in train_rows[-1] and float(train_rows[-1]["episode_length"]) == 50
     assert summary["frames"] == 400 and summary["random_policy"]["episodes"] == 1
     assert json.loads((tmp_path / "run.json").read_text())["config"]["env"]["name"] == "dmc/cartpole_balance"
@@ -58,7 +63,7 @@ def test_resume_is_exact(compose_cfg, tmp_path):
     assert a.keys() == b.keys() and len(a) > 10
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    rows = [r["frame"] for r in csv.DictReader(open(tmp_path / "split" / "eval.csv"))]
+    rows = [r["frame"] for r in _rows(tmp_path / "split" / "eval.csv")]
     assert rows == ["0", "200", "400"]  # no duplicated rows after resume
 
 
@@ -93,3 +98,15 @@ def test_checkpoint_from_another_agent(compose_cfg, tmp_path):
 def test_bad_config_values(compose_cfg, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         Trainer(compose_cfg(override), tmp_path)
+
+
+def test_divergence_stops_the_run_and_keeps_checkpoints(compose_cfg, tmp_path):
+    from robotrl.errors import DivergenceError
+
+    trainer = Trainer(compose_cfg("frames=400"), tmp_path)
+    original = trainer.agent.update
+    trainer.agent.update = lambda replay, step: (
+        {"critic_loss": float("nan")} if step >= 150 else original(replay, step))
+    with pytest.raises(DivergenceError, match="critic_loss became nan"):
+        trainer.train()
+    assert (tmp_path / "checkpoints" / "frame_000000000200" / "state.pt").exists()
