@@ -27,17 +27,15 @@ half-written episode behind a valid name.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from robotrl.atomic import atomic_write
 from robotrl.errors import ConfigError, DemoFormatError
 from robotrl.types import Episode
 
@@ -61,32 +59,16 @@ def episode_file(index: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- writing
-@contextmanager
-def _atomic(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file next to ``path``; on success flush, fsync and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; demos are meant to be shared
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_episode(path: Path, episode: Episode) -> None:
     """Write one episode atomically in the documented npz layout."""
     arrays = {"pixels": episode.obs["pixels"], "state": episode.obs["state"], "action": episode.action}
     arrays.update(reward=episode.reward, terminated=episode.terminated, success=episode.success)
-    with _atomic(path) as f:
+    with atomic_write(path) as f:
         np.savez_compressed(f, **{k: np.asarray(v, dtype=_DTYPES[k]) for k, v in arrays.items()})
 
 
 def _write_meta(out: Path, meta: dict[str, Any]) -> None:
-    with _atomic(out / META, "w") as f:
+    with atomic_write(out / META, "w") as f:
         json.dump(meta, f, indent=2)
 
 

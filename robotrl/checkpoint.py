@@ -25,18 +25,11 @@ from typing import Any
 
 import torch
 
+from robotrl.atomic import atomic_write_text, fsync_dir
 from robotrl.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(path: Path) -> None:
@@ -44,18 +37,7 @@ def _fsync_tree(path: Path) -> None:
         for name in files:
             with open(Path(root) / name, "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(Path(root))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old or the new content, never a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+        fsync_dir(Path(root))
 
 
 def _sha256(path: Path) -> str:
@@ -84,7 +66,7 @@ def save_checkpoint(ckpt_root: Path, name: str, state: dict[str, Any], replay: A
     if final.exists():  # same name rewritten (e.g. a resumed run reaching the same frame): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(ckpt_root)
+    fsync_dir(ckpt_root)
     atomic_write_text(ckpt_root / "latest", name + "\n")
     _prune(ckpt_root, keep)
     return final

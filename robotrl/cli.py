@@ -174,6 +174,7 @@ COMMANDS = {"eval": evaluate, "envs": envs, "plot": plot, "demos": demos}
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach logs and pipes as they happen
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
         sys.exit(0)

@@ -10,7 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from robotrl.agents import make_agent
-from robotrl.checkpoint import atomic_write_text, load_state, resolve_checkpoint
+from robotrl.atomic import atomic_write_text
+from robotrl.checkpoint import load_state, resolve_checkpoint
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError
 from robotrl.rollout import run_episodes, summarize

@@ -9,6 +9,8 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from robotrl.atomic import atomic_write
+
 
 class CSVWriter:
     """Append rows to one CSV file; the header is fixed by the first row (new keys extend it by rewriting)."""
@@ -34,12 +36,10 @@ class CSVWriter:
             return list(csv.DictReader(f))
 
     def _rewrite(self, rows: list[dict[str, Any]], fields: list[str]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
+        with atomic_write(self.path, "w") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(self.path)
         self.fields = fields
 
     def write(self, row: dict[str, Any]) -> None:
@@ -47,7 +47,7 @@ class CSVWriter:
         if new:
             self._rewrite(self.read(), self.fields + new)
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer = csv.DictWriter(f, fieldnames=self.fields, lineterminator="\n")
             if f.tell() == 0:
                 writer.writeheader()
             writer.writerow(row)

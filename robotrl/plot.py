@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -51,8 +52,10 @@ def iqm_with_ci(scores: np.ndarray, reps: int, seed: int = 0) -> tuple[np.ndarra
         return iqm_per_frame(data["g"]), np.stack([scores.min(0), scores.max(0)])
     from rliable import library as rly
 
-    point, interval = rly.get_interval_estimates(data, iqm_per_frame, reps=reps,
-                                                 random_state=np.random.RandomState(seed))
+    with warnings.catch_warnings():  # rliable passes arch a RandomState, which arch now deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(data, iqm_per_frame, reps=reps,
+                                                     random_state=np.random.RandomState(seed))
     return point["g"], interval["g"]
 
 
@@ -77,8 +80,9 @@ def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", r
                           "ci_low": ci[0].tolist(), "ci_high": ci[1].tolist()}
     ax_f.set_xlabel("env frames")
     ax_t.set_xlabel("wall-clock (min, median over seeds)")
+    several = any(n["seeds"] > 1 for n in numbers.values())
     for ax in (ax_f, ax_t):
-        ax.set_ylabel(f"eval {metric} (IQM, 95% CI)")
+        ax.set_ylabel(f"eval {metric}" + (" (IQM over seeds, 95% CI)" if several else ""))
         ax.grid(alpha=0.3)
     ax_f.legend(fontsize=8)
     fig.tight_layout()

@@ -8,8 +8,6 @@ rebuilt at sample time, so memory is ~1/k of storing stacks (and ~1/2k of storin
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from robotrl.atomic import atomic_write
 from robotrl.contract import check_action, check_obs
 from robotrl.errors import CheckpointError, ObservationError
 from robotrl.types import Batch, Episode, Obs, Trajectories
@@ -460,21 +459,8 @@ class ReplayBuffer:
             payload[f"space/{key}/low"] = sub.low
             payload[f"space/{key}/high"] = sub.high
         payload["meta"] = np.array(json.dumps(meta, default=str))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        with atomic_write(path) as f:
+            np.savez(f, **payload)
 
     @classmethod
     def load(

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from robotrl.agents import agent_config, make_agent
-from robotrl.checkpoint import atomic_write_text, load_state, resolve_checkpoint, save_checkpoint
+from robotrl.atomic import atomic_write_text
+from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import validate_config
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
@@ -45,8 +46,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def episode_seed(run_seed: int, episode: int) -> int:
-    """A reset seed for training episode ``episode``: deterministic, and distinct from the eval seeds' range."""
-    return int(np.random.SeedSequence([run_seed, episode]).generate_state(1)[0]) % (2**31 - EVAL_SEED_BASE * 2)
+    """A reset seed for training episode ``episode``: deterministic, and above the eval seeds' range."""
+    low = 2 * EVAL_SEED_BASE  # eval seeds are EVAL_SEED_BASE + i, i < EVAL_SEED_BASE
+    return low + int(np.random.SeedSequence([run_seed, episode]).generate_state(1)[0]) % (2**31 - 1 - low)
 
 
 def get_rng_state() -> dict[str, Any]:
