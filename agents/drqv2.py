@@ -11,6 +11,10 @@ where it is cheaper with the same numerics (see docs of each method):
   * the target soft update is one fused ``_foreach_lerp_``;
   * all randomness comes from the agent's own generator, saved in ``state_dict`` so a resumed run continues
     bit-identically.
+
+Diagnostic (no effect on training numerics): every ``dormant_every`` updates, ``update`` also returns the actor's
+tau-dormant neuron ratio (``actor_dormant_ratio`` and per layer ``actor_dormant_ratio/<layer>``, see
+:mod:`robotrl.agents.dormant`), measured with one extra no-grad actor forward on the batch's features.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from robotrl.contract import check_obs
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Batch, Metrics, Obs
 
+from .dormant import dormant_ratio
 from .nets import ObsEncoder, TruncatedNormal, random_shift, sample_shifts, schedule, weight_init
 
 NAME = "drqv2"
@@ -75,12 +80,21 @@ class Critic(nn.Module):
 class DrQV2Agent:
     """DrQ-v2 agent; satisfies :class:`robotrl.types.Agent`.
 
+    Subclasses (DrM) change it through four methods: :meth:`stddev` (exploration noise), :meth:`target_value`
+    (the bootstrap value in the TD target), :meth:`before_updates` (runs on the batch's features before the
+    critic and actor steps) and :attr:`agent_name` (the checkpoint tag).
+
     ``nstep`` and ``discount`` are replay settings (the trainer reads them from this config); the agent keeps
     them only to record them in checkpoints. ``compile`` wraps the encoder in ``torch.compile`` (opt-in: it
     costs ~10-20 s of compile time at start). ``aug_pad`` is the random-shift padding (4 in the paper).
     ``bf16`` runs the conv encoder under bf16 autocast in training updates (off by default: changes numerics).
     ``seed`` seeds the agent's private generator (augmentation, policy noise, exploration actions).
+    ``dormant_every``: log the actor's dormant ratio every this many updates (0: never); ``dormant_threshold`` is
+    its tau (0.025 as DrM's actor).
     """
+
+    agent_name = NAME
+    checked_config: tuple[str, ...] = ("feature_dim", "hidden_dim")  # must match to load a checkpoint
 
     def __init__(
         self,
@@ -103,6 +117,8 @@ class DrQV2Agent:
         channels_last: bool = True,
         bf16: bool = False,
         seed: int | None = None,
+        dormant_every: int = 10,
+        dormant_threshold: float = 0.025,
     ):
         if not isinstance(observation_space, gym.spaces.Dict):
             got = type(observation_space).__name__
@@ -121,6 +137,10 @@ class DrQV2Agent:
         self.batch_size = int(batch_size)
         self.nstep, self.discount = int(nstep), float(discount)
         self.aug_pad = int(aug_pad)
+        if int(dormant_every) < 0 or not 0.0 <= float(dormant_threshold) < 1.0:
+            raise ConfigError(f"dormant_every={dormant_every} must be >= 0 and dormant_threshold="
+                              f"{dormant_threshold} in [0, 1)")
+        self.dormant_every, self.dormant_threshold = int(dormant_every), float(dormant_threshold)
         self.config: dict[str, Any] = {
             "lr": self.lr, "feature_dim": int(feature_dim), "hidden_dim": int(hidden_dim),
             "critic_target_tau": self.critic_target_tau, "num_expl_steps": self.num_expl_steps,
@@ -167,7 +187,7 @@ class DrQV2Agent:
         check_obs(obs, self.observation_space)
         with torch.inference_mode():
             tensors = {k: torch.as_tensor(np.asarray(v), device=self.device)[None] for k, v in obs.items()}
-            dist = self.actor(self.encoder(tensors), schedule(self.stddev_schedule, step))
+            dist = self.actor(self.encoder(tensors), self.stddev(step))
             if eval_mode:
                 action = dist.mean
             elif step < self.num_expl_steps:
@@ -175,6 +195,10 @@ class DrQV2Agent:
             else:
                 action = dist.sample(clip=None, generator=self.generator)
         return action[0].cpu().numpy().astype(np.float32, copy=False)
+
+    def stddev(self, step: int) -> float:
+        """Exploration noise std at ``step``: DrQ-v2's ``stddev_schedule``."""
+        return schedule(self.stddev_schedule, step)
 
     # ---------------------------------------------------------------- learning
     def _encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -202,10 +226,7 @@ class DrQV2Agent:
         Trains the critic and, through it, the encoder.
         """
         with torch.no_grad():
-            dist = self.actor(next_obs, schedule(self.stddev_schedule, step))
-            next_action = dist.sample(clip=self.stddev_clip, generator=self.generator)
-            target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            target_q = reward + discount * torch.min(target_q1, target_q2)
+            target_q = reward + discount * self.target_value(next_obs, step)
 
         q1, q2 = self.critic(obs, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
@@ -222,13 +243,20 @@ class DrQV2Agent:
             "critic_q2": q2.mean().item(), "critic_loss": critic_loss.item(),
         }  # fmt: skip
 
+    def target_value(self, next_obs: torch.Tensor, step: int) -> torch.Tensor:
+        """min(Q1', Q2')(s', a') with a' from the clipped-noise policy (called under ``no_grad``)."""
+        dist = self.actor(next_obs, self.stddev(step))
+        next_action = dist.sample(clip=self.stddev_clip, generator=self.generator)
+        target_q1, target_q2 = self.critic_target(next_obs, next_action)
+        return torch.min(target_q1, target_q2)
+
     def update_actor(self, obs: torch.Tensor, step: int) -> Metrics:
         """Deterministic policy gradient through min(Q1, Q2) on detached features.
 
         The critic's parameters are frozen for this backward: the reference computes their gradients and
         throws them away (they are zeroed before the next critic step), so skipping them changes nothing.
         """
-        stddev = schedule(self.stddev_schedule, step)
+        stddev = self.stddev(step)
         dist = self.actor(obs, stddev)
         action = dist.sample(clip=self.stddev_clip, generator=self.generator)
         log_prob = dist.log_prob(action).sum(-1, keepdim=True)
@@ -266,10 +294,22 @@ class DrQV2Agent:
             next_features = self._encode(next_obs)
 
         metrics: Metrics = {"batch_reward": reward.mean().item()}
+        metrics.update(self.before_updates(features.detach(), action, step))
         metrics.update(self.update_critic(features, action, reward, discount, next_features, step))
         metrics.update(self.update_actor(features.detach(), step))
         self.soft_update_target()
         return metrics
+
+    def actor_dormant(self, features: torch.Tensor):
+        """The actor's tau-dormant ratio on a batch of (detached) features (one no-grad actor forward)."""
+        return dormant_ratio(self.actor, features, 1.0, tau=self.dormant_threshold)
+
+    def before_updates(self, features: torch.Tensor, action: torch.Tensor, step: int) -> Metrics:
+        """Hook run before the critic and actor steps; here the dormant-ratio diagnostic every ``dormant_every``
+        updates (reads the actor only: no randomness, no parameter change)."""
+        if self.dormant_every and (step // self.update_every_steps) % self.dormant_every == 0:
+            return self.actor_dormant(features).metrics("actor_dormant_ratio")
+        return {}
 
     @torch.no_grad()
     def soft_update_target(self) -> None:
@@ -281,7 +321,7 @@ class DrQV2Agent:
     def state_dict(self) -> dict[str, Any]:
         """Networks, target, optimisers and RNG state; tensors and plain types only (weights_only-safe)."""
         return {
-            "agent": NAME,
+            "agent": self.agent_name,
             "config": dict(self.config),
             "shapes": {"obs": dict(self.shapes["obs"]), "action": list(self.shapes["action"])},
             "encoder": self.encoder.state_dict(),
@@ -296,12 +336,12 @@ class DrQV2Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore everything from :meth:`state_dict`; CheckpointError if it is another agent or shape."""
-        if not isinstance(state, dict) or state.get("agent") != NAME:
+        if not isinstance(state, dict) or state.get("agent") != self.agent_name:
             name = state.get("agent") if isinstance(state, dict) else type(state).__name__
-            raise CheckpointError(f"checkpoint is for agent {name!r}, expected {NAME!r}")
+            raise CheckpointError(f"checkpoint is for agent {name!r}, expected {self.agent_name!r}")
         if state.get("shapes") != self.shapes:
             raise CheckpointError(f"checkpoint shapes {state.get('shapes')} != this agent's {self.shapes}")
-        for key in ("feature_dim", "hidden_dim"):
+        for key in self.checked_config:
             if state.get("config", {}).get(key) != self.config[key]:
                 raise CheckpointError(
                     f"checkpoint {key}={state.get('config', {}).get(key)} != this agent's {self.config[key]}")
@@ -317,4 +357,5 @@ class DrQV2Agent:
             self.generator.set_state(state["generator"].cpu())
         except (KeyError, RuntimeError, ValueError) as e:
             msg = " ".join(str(e).split())
-            raise CheckpointError(f"cannot load drqv2 checkpoint: {type(e).__name__}: {msg[:300]}") from None
+            raise CheckpointError(
+                f"cannot load {self.agent_name} checkpoint: {type(e).__name__}: {msg[:300]}") from None
