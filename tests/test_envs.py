@@ -73,6 +73,13 @@ def test_check_env_passes_without_warnings(name: str, obs_type: str) -> None:
     assert not messages, messages
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_envs())
+def test_every_env_passes_check_env(name: str) -> None:
+    """All 112 envs, pixels + state (slow: `pytest -m slow -k every_env`)."""
+    test_check_env_passes_without_warnings(name, "pixels_state")
+
+
 @pytest.mark.parametrize("name", ONE_PER_SUITE)
 def test_contract_shapes_and_dtypes(name: str) -> None:
     env = small_env(name, obs_type="pixels_state", frame_stack=4)

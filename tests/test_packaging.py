@@ -34,3 +34,14 @@ def test_wheel_maps_folders_into_robotrl(tmp_path):
         assert f"{package.replace('.', '/')}/__init__.py" in names, package
     assert "robotrl/configs/config.yaml" in names and "robotrl/configs/env/dmc/cartpole_swingup.yaml" in names
     assert "robotrl/configs/agent/drqv2.yaml" in names
+    # Install the wheel itself (not editable) into a fresh target and import it from outside the repo.
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                           str(wheel)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    code = "import robotrl.agents, robotrl.envs, robotrl.configs as c; print(robotrl.envs.__file__, c.__file__)"
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert all(path.startswith(str(target)) for path in proc.stdout.split()), proc.stdout
