@@ -182,6 +182,9 @@ class DrQV2Agent:
         for m in (self.encoder, self.actor, self.critic):
             m.train(training)
 
+    def reset(self) -> None:
+        """Episode start. DrQ-v2 keeps no per-episode state (planners such as TD-MPC2 drop their warm start)."""
+
     def act(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
         """One action for one observation; uniform in [-1, 1] while ``step < num_expl_steps`` (training)."""
         check_obs(obs, self.observation_space)

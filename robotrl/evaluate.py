@@ -46,7 +46,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     env = make_env(cfg.env, seed=int(cfg.seed))
     step = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the final, deterministic policy
     results = run_episodes(env, lambda o: agent.act(o, step, eval_mode=True), range(seed, seed + episodes),
-                           out_dir / "video.mp4" if video else None)
+                           out_dir / "video.mp4" if video else None, on_reset=agent.reset)
     env.close()
     summary = summarize(results)
     summary.update({"checkpoint": str(path), "env": cfg.env.name, "agent": cfg.agent.name,

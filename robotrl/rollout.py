@@ -11,15 +11,19 @@ import imageio.v2 as imageio
 import numpy as np
 
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
+EpisodeStart = Callable[[], None]
 
 
-def run_episode(env: gym.Env, policy: Policy, seed: int, frames: list[np.ndarray] | None = None) -> dict[str, Any]:
+def run_episode(env: gym.Env, policy: Policy, seed: int, frames: list[np.ndarray] | None = None,
+                on_reset: EpisodeStart | None = None) -> dict[str, Any]:
     """Play one episode from ``env.reset(seed=seed)``; append ``env.render()`` frames to ``frames`` if given.
 
     Success is "solved at any step" (info["success"] true at least once), Meta-World's usual definition; it is
     None for tasks that define no success.
     """
     obs, info = env.reset(seed=seed)
+    if on_reset is not None:
+        on_reset()
     total, length, success = 0.0, 0, None
     if frames is not None:
         frames.append(env.render())
@@ -37,12 +41,12 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, frames: list[np.ndarray
 
 
 def run_episodes(env: gym.Env, policy: Policy, seeds: Sequence[int], video_path: Path | None = None,
-                 video_fps: int = 30) -> list[dict[str, Any]]:
+                 video_fps: int = 30, on_reset: EpisodeStart | None = None) -> list[dict[str, Any]]:
     """Play one episode per seed; the first one is recorded to ``video_path`` (mp4) if given."""
     results = []
     for i, seed in enumerate(seeds):
         frames: list[np.ndarray] | None = [] if (video_path is not None and i == 0) else None
-        results.append(run_episode(env, policy, seed, frames))
+        results.append(run_episode(env, policy, seed, frames, on_reset))
         if frames:
             write_video(video_path, frames, video_fps)
     return results

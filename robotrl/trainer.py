@@ -186,6 +186,7 @@ class Trainer:
 
     def _begin_episode(self) -> dict[str, np.ndarray]:
         obs, _ = self.env.reset(seed=episode_seed(int(self.cfg.seed), self.episode))
+        self.agent.reset()
         self.replay.add_first(obs)
         return obs
 
@@ -273,7 +274,8 @@ class Trainer:
         cfg = self.cfg
         seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
         video = self.run_dir / "videos" / f"eval_{self.frame:012d}.mp4" if cfg.save_video else None
-        results = run_episodes(self.eval_env, lambda o: self.agent.act(o, self.step, eval_mode=True), seeds, video)
+        results = run_episodes(self.eval_env, lambda o: self.agent.act(o, self.step, eval_mode=True), seeds, video,
+                               on_reset=self.agent.reset)
         summary = summarize(results)
         row = {"step": self.step, "episode": self.episode, "episode_return": summary["return_mean"],
                "episode_return_std": summary["return_std"], "episode_length": summary["length_mean"],

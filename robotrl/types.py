@@ -44,6 +44,9 @@ class Trajectories(NamedTuple):
 class Agent(Protocol):
     """What the trainer needs from an agent (the DrQ-v2 duck type, made explicit)."""
 
+    def reset(self) -> None:
+        """Called at the start of every episode (training and evaluation) to drop per-episode state."""
+
     def act(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
         """Return a float32 action in [-1, 1]^A for one (unbatched) observation."""
 
