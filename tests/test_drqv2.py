@@ -245,3 +245,21 @@ def test_make_agent_applies_task_overrides():
     assert (walker.nstep, walker.batch_size, walker.lr) == (1, 512, pytest.approx(1e-4))  # drqv2 walker_walk.yaml
     human = make_agent(root.agent, space(), ACTION, "cpu", env_name="dmc/humanoid_run")
     assert human.lr == pytest.approx(8e-5) and human.config["feature_dim"] == 100
+
+
+def test_dormant_ratio_diagnostic_every_n_updates_without_changing_training():
+    torch.manual_seed(0)
+    plain = make(dormant_every=0)
+    torch.manual_seed(0)
+    diag = make(dormant_every=3)
+    replay = FixedReplay(space())
+    for step in range(7):
+        m0, m1 = plain.update(replay, step), diag.update(replay, step)
+        assert "actor_dormant_ratio" not in m0
+        assert ("actor_dormant_ratio" in m1) == (step % 3 == 0)
+        assert {k: v for k, v in m1.items() if not k.startswith("actor_dormant_ratio")} == m0
+    assert 0.0 <= m1["actor_dormant_ratio"] <= 1.0  # step 6
+    assert {"actor_dormant_ratio/trunk.0", "actor_dormant_ratio/policy.4"} <= set(m1)
+    for a, b in zip(plain.critic.parameters(), diag.critic.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(plain.generator.get_state(), diag.generator.get_state())
