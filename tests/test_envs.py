@@ -59,7 +59,7 @@ class CountingEnv(gym.Env):
 # ----------------------------------------------------------------------------------------- gymnasium checker
 @pytest.mark.parametrize("obs_type", OBS_TYPES)
 @pytest.mark.parametrize("name", ONE_PER_SUITE)
-def test_check_env_passes_without_warnings(name: str, obs_type: str) -> None:
+def test_check_env_passes_without_warnings(name: str, obs_type: str, also_expected: tuple[str, ...] = ()) -> None:
     env = small_env(name, obs_type=obs_type)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -68,7 +68,7 @@ def test_check_env_passes_without_warnings(name: str, obs_type: str) -> None:
     # Expected warnings: we check the wrapped contract env on purpose (not env.unwrapped); envs made without
     # gymnasium.make have no spec, so other render modes cannot be re-made (there is only rgb_array); and
     # states are genuinely unbounded (Meta-World's own bounds are infinite for the object dims too).
-    expected = ["not having a spec", "different from the unwrapped version", "infinity"]
+    expected = ["not having a spec", "different from the unwrapped version", "infinity", *also_expected]
     messages = [str(w.message) for w in caught if not any(e in str(w.message) for e in expected)]
     assert not messages, messages
 
@@ -76,8 +76,13 @@ def test_check_env_passes_without_warnings(name: str, obs_type: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_envs())
 def test_every_env_passes_check_env(name: str) -> None:
-    """All 112 envs, pixels + state (slow: `pytest -m slow -k every_env`)."""
-    test_check_env_passes_without_warnings(name, "pixels_state")
+    """All 112 envs, pixels + state (slow: `pytest -m slow -k every_env`).
+
+    Seven Meta-World tasks (assembly, box-close, plate-slide*, soccer) have a fixed goal, so Meta-World's own state
+    bounds are degenerate (low == high) on the goal dims; we keep its bounds and accept that one warning there.
+    """
+    degenerate = ("maximum and minimum values are equal",) if name.startswith("metaworld/") else ()
+    test_check_env_passes_without_warnings(name, "pixels_state", degenerate)
 
 
 @pytest.mark.parametrize("name", ONE_PER_SUITE)
