@@ -50,6 +50,8 @@ def test_eval_writes_episodes_and_gates(trained_run, tmp_path):
     assert (out / "video.mp4").stat().st_size > 0
     failing = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_return=1e9", "video=false")
     assert failing.returncode == 1
+    again = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
+    assert again == lines[0]  # same seed, same checkpoint: the same episode
     no_success = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_success=0.5")
     assert no_success.returncode == 2 and "defines no success signal" in no_success.stderr
 
@@ -99,3 +101,27 @@ def test_multirun_sweeps_seeds(tmp_path):
     for seed in (1, 2):
         run = tmp_path / "runs" / "dmc" / "cartpole_balance" / "drqv2" / f"seed{seed}"
         assert (run / "checkpoints" / "latest").exists() and (run / "train.csv").exists()
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path):
+    """SIGINT mid-run: exit 130 with a hint, the checkpoint on disk is complete, resume=true picks it up."""
+    import signal
+    import time
+
+    from robotrl.checkpoint import load_state, resolve_checkpoint
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "robotrl.cli", "train", *TINY_OVERRIDES, "frames=100000", f"run_dir={run_dir}"]
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "latest").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "resume=true" in stderr
+    step = load_state(resolve_checkpoint(run_dir))["counters"]["step"]
+    assert step > 0
+    resumed = robotrl("train", *TINY_OVERRIDES, f"frames={step * 2 + 100}", f"run_dir={run_dir}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout
