@@ -164,7 +164,8 @@ class Trainer:
                                   f"expected {self.cfg.agent.name!r}")
         self.agent.load_state_dict(state["agent"])
         if (path / "replay").exists():
-            self.replay = ReplayBuffer.load(path / "replay", device=str(self.device))
+            self.replay = ReplayBuffer.load(path / "replay", storage_dir=self.cfg.replay.storage_dir,
+                                            device=str(self.device))
         else:
             log.warning("checkpoint %s has no replay buffer: resuming with an empty buffer (not exact)", path)
         counters = state["counters"]
