@@ -1,0 +1,385 @@
+"""TD-MPC2 (Hansen, Su and Wang, 2024): MPPI planning in the latent space of a SimNorm world model trained with
+latent consistency, two-hot reward and value regression, and a policy prior that guides the planner.
+
+Same algorithm and hyperparameters as nicklashansen/tdmpc2 (``tdmpc2.py``, ``config.yaml``, MODEL_SIZE presets);
+the world model lives in :mod:`robotrl.agents.world_model`, the math in :mod:`robotrl.agents.tdmpc2_math`.
+Differences from the reference, none of which changes the algorithm:
+  * seed phase: the agent acts uniformly at random until its first ``update`` call (the trainer's ``seed_frames``),
+    and that first call runs one update per step collected so far (``pretrain``; the reference runs
+    ``seed_steps`` updates at the same point, tdmpc2/trainer/online_trainer.py);
+  * the final action is drawn from the elites' softmax scores with ``torch.multinomial`` (the reference's
+    Gumbel-max ``gumbel_softmax_sample`` draws from the same categorical distribution);
+  * TD targets, the policy loss and planning evaluate only the two randomly chosen Q members they read (see
+    :mod:`robotrl.agents.world_model`), and the reward/value cross-entropies of all time steps and members are
+    one vectorised expression (the reference loops over t and members);
+  * the plan's observation is not random-shifted (the reference's encoder shifts every input, planning included);
+    training batches are shifted (pad 3) as in the reference;
+  * with both "pixels" and "state" observations the latent is the mean of the two encodings (the reference
+    takes one modality);
+  * every random draw except dropout uses the agent's own generator (dropout uses torch's global generator, which
+    the trainer checkpoints), so a resumed run is bit-identical;
+  * ``plan_bf16`` (opt-in, off by default) plans under bf16 autocast (AMX/AVX512-BF16 CPUs): faster, changes the
+    numerics of the plan only, never of training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robotrl.contract import check_obs
+from robotrl.errors import CheckpointError, ConfigError
+from robotrl.types import Metrics, Obs, Trajectories
+
+from . import tdmpc2_math as tm
+from .nets import random_shift, sample_shifts
+from .world_model import WorldModel, model_dims
+
+NAME = "tdmpc2"
+ARCH_KEYS = ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers", "num_channels", "num_q", "simnorm_dim",
+             "num_bins", "episodic")
+
+
+class TDMPC2Agent:
+    """TD-MPC2 agent; satisfies :class:`robotrl.types.Agent`.
+
+    Architecture: ``model_size`` picks a reference preset (1, 5, 19, 48, 317 M parameters); ``latent_dim``,
+    ``mlp_dim``, ``enc_dim``, ``num_enc_layers``, ``num_q`` override it (``null`` keeps the preset).
+    ``episode_length`` (agent steps) sets the discount by the reference heuristic; ``null`` uses ``discount``.
+    ``nstep`` is the trainer's replay setting (TD-MPC2 samples sub-trajectories and ignores it).
+    MoDem extension points: :meth:`update_from` (one update on a given :class:`Trajectories` batch, e.g. mixed
+    with demos), :meth:`plan` (MPPI from a latent) and the public ``model``/``optim``/``pi_optim``.
+    """
+
+    agent_name = NAME
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Dict,
+        action_space: gym.spaces.Box,
+        device: str,
+        model_size: int | None = 5,
+        latent_dim: int | None = None,
+        mlp_dim: int | None = None,
+        enc_dim: int | None = None,
+        num_enc_layers: int | None = None,
+        num_q: int | None = None,
+        num_channels: int = 32,
+        dropout: float = 0.01,
+        simnorm_dim: int = 8,
+        num_bins: int = 101,
+        vmin: float = -10.0,
+        vmax: float = 10.0,
+        log_std_min: float = -10.0,
+        log_std_max: float = 2.0,
+        episodic: bool = False,
+        batch_size: int = 256,
+        horizon: int = 3,
+        rho: float = 0.5,
+        lr: float = 3e-4,
+        enc_lr_scale: float = 0.3,
+        grad_clip_norm: float = 20.0,
+        tau: float = 0.01,
+        consistency_coef: float = 20.0,
+        reward_coef: float = 0.1,
+        value_coef: float = 0.1,
+        termination_coef: float = 1.0,
+        entropy_coef: float = 1e-4,
+        mpc: bool = True,
+        iterations: int = 6,
+        num_samples: int = 512,
+        num_elites: int = 64,
+        num_pi_trajs: int = 24,
+        min_std: float = 0.05,
+        max_std: float = 2.0,
+        temperature: float = 0.5,
+        episode_length: int | None = None,
+        discount_denom: float = 5,
+        discount_min: float = 0.95,
+        discount_max: float = 0.995,
+        nstep: int = 1,
+        discount: float = 0.99,
+        pretrain: bool = True,
+        aug_pad: int = 3,
+        plan_bf16: bool = False,
+        seed: int | None = None,
+    ):
+        if not isinstance(observation_space, gym.spaces.Dict):
+            raise ConfigError(f"observation_space must be a gymnasium Dict, got {type(observation_space).__name__}")
+        if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+            raise ConfigError(f"action_space must be a 1-D gymnasium Box, got {action_space}")
+        if not 0 < num_elites <= num_samples or not 0 <= num_pi_trajs < num_samples or horizon < 1:
+            raise ConfigError(f"need 0 < num_elites={num_elites} <= num_samples={num_samples}, 0 <= num_pi_trajs="
+                              f"{num_pi_trajs} < num_samples and horizon={horizon} >= 1")
+        self.observation_space, self.action_space = observation_space, action_space
+        self.device = torch.device(device)
+        self.action_dim = int(action_space.shape[0])
+        dims = model_dims(model_size, latent_dim=latent_dim, mlp_dim=mlp_dim, enc_dim=enc_dim,
+                          num_enc_layers=num_enc_layers, num_q=num_q)
+        dims.setdefault("num_q", 5)
+        missing = [k for k in ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers") if k not in dims]
+        if missing:
+            raise ConfigError(f"model_size=null needs explicit {missing}")
+        self.arch = {**{k: int(v) for k, v in dims.items()}, "num_channels": int(num_channels),
+                     "simnorm_dim": int(simnorm_dim), "num_bins": int(num_bins), "episodic": bool(episodic)}
+        self.batch_size, self.horizon, self.rho = int(batch_size), int(horizon), float(rho)
+        self.grad_clip_norm, self.tau = float(grad_clip_norm), float(tau)
+        self.consistency_coef, self.reward_coef = float(consistency_coef), float(reward_coef)
+        self.value_coef, self.termination_coef = float(value_coef), float(termination_coef)
+        self.entropy_coef = float(entropy_coef)
+        self.mpc = bool(mpc)
+        # tdmpc2.py: two more MPPI iterations for large action spaces
+        self.iterations = int(iterations) + 2 * int(self.action_dim >= 20)
+        self.num_samples, self.num_elites, self.num_pi_trajs = int(num_samples), int(num_elites), int(num_pi_trajs)
+        self.min_std, self.max_std, self.temperature = float(min_std), float(max_std), float(temperature)
+        self.discount = (tm.heuristic_discount(int(episode_length), discount_denom, discount_min, discount_max)
+                         if episode_length else float(discount))
+        self.nstep = int(nstep)
+        self.pretrain, self.aug_pad, self.plan_bf16 = bool(pretrain), int(aug_pad), bool(plan_bf16)
+        self.config: dict[str, Any] = {
+            "model_size": model_size, **self.arch, "batch_size": self.batch_size, "horizon": self.horizon,
+            "lr": float(lr), "discount": self.discount, "iterations": self.iterations,
+            "num_samples": self.num_samples,
+        }
+        self.shapes = {
+            "obs": {k: list(s.shape) for k, s in sorted(observation_space.spaces.items())},
+            "action": [self.action_dim],
+        }
+
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ()).item()))
+
+        obs_shapes = {k: tuple(s.shape) for k, s in observation_space.spaces.items()}
+        self.model = WorldModel(obs_shapes, self.action_dim, latent_dim=self.arch["latent_dim"],
+                                mlp_dim=self.arch["mlp_dim"], enc_dim=self.arch["enc_dim"],
+                                num_enc_layers=self.arch["num_enc_layers"], num_channels=num_channels,
+                                num_q=self.arch["num_q"], dropout=dropout, simnorm_dim=simnorm_dim,
+                                num_bins=num_bins, vmin=vmin, vmax=vmax, log_std_min=log_std_min,
+                                log_std_max=log_std_max, episodic=episodic).to(self.device)
+        m = self.model
+        groups = [{"params": list(m._encoder.parameters()), "lr": float(lr) * float(enc_lr_scale)},
+                  {"params": list(m._dynamics.parameters())}, {"params": list(m._reward.parameters())},
+                  {"params": list(m._termination.parameters()) if m._termination is not None else []},
+                  {"params": list(m._Qs.parameters())}]
+        self._model_params = [p for g in groups for p in g["params"]]
+        self.optim = torch.optim.Adam(groups, lr=float(lr))
+        self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=float(lr), eps=1e-5)
+        self.scale = tm.RunningScale(self.tau).to(self.device)
+        self.model.eval()
+        self._num_updates = 0
+        self._prev_mean: torch.Tensor | None = None  # the previous plan (warm start); dropped by reset()
+
+    # ------------------------------------------------------------------ acting
+    def reset(self) -> None:
+        """Episode start: forget the previous plan (the reference's ``t0=True``)."""
+        self._prev_mean = None
+
+    def act(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
+        """Plan one action; uniform in [-1, 1] in training before the first update (the seed phase)."""
+        check_obs(obs, self.observation_space)
+        with torch.inference_mode():
+            if not eval_mode and self._num_updates == 0:
+                a = torch.rand(self.action_dim, device=self.device, generator=self.generator) * 2 - 1
+            else:
+                tensors = {k: torch.as_tensor(np.asarray(v), device=self.device)[None] for k, v in obs.items()}
+                with self._plan_autocast():
+                    z = self.model.encode(tensors)
+                    if self.mpc:
+                        a = self.plan(z, eval_mode)
+                    else:
+                        a, info = self.model.pi(z, self.generator)
+                        a = (info["mean"] if eval_mode else a)[0]
+        return a.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def _plan_autocast(self):
+        if self.plan_bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _estimate_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Discounted H-step model return of each action sequence plus the bootstrap Q (tdmpc2.py)."""
+        m, g = self.model, self.generator
+        ret = torch.zeros(z.shape[0], 1, device=z.device)
+        discount, alive = 1.0, None
+        for t in range(self.horizon):
+            reward = m.two_hot.decode(m.reward(z, actions[t]).float())
+            z = m.next(z, actions[t])
+            ret = ret + discount * (reward if alive is None else alive * reward)
+            discount *= self.discount
+            if m._termination is not None:
+                done = (m.termination(z) > 0.5).float()
+                alive = 1 - done if alive is None else alive * (1 - done)
+        action, _ = m.pi(z, g)
+        q = m.Q(z, action, "avg", generator=g).float()
+        return ret + discount * (q if alive is None else alive * q)
+
+    def plan(self, z: torch.Tensor, eval_mode: bool) -> torch.Tensor:
+        """MPPI from latent ``z`` (1, latent_dim): ``num_pi_trajs`` policy rollouts plus Gaussian samples around a
+        mean warm-started from the previous plan, ``iterations`` rounds of elite re-weighting (tdmpc2.py::_plan).
+        Returns the action (A,); stores the plan's mean for the next call."""
+        H, S, P, A, g = self.horizon, self.num_samples, self.num_pi_trajs, self.action_dim, self.generator
+        m, dev = self.model, z.device
+        actions = torch.empty(H, S, A, device=dev)
+        if P > 0:
+            _z = z.expand(P, -1)
+            for t in range(H):
+                a_pi, _ = m.pi(_z, g)
+                actions[t, :P] = a_pi
+                if t < H - 1:
+                    _z = m.next(_z, a_pi)
+        z = z.expand(S, -1)
+        mean = torch.zeros(H, A, device=dev)
+        std = torch.full((H, A), self.max_std, device=dev)
+        if self._prev_mean is not None:
+            mean[:-1] = self._prev_mean[1:]
+        noise = torch.empty(H, S - P, A, device=dev)
+        for _ in range(self.iterations):
+            noise.normal_(generator=g)
+            torch.clamp(mean[:, None] + std[:, None] * noise, -1, 1, out=actions[:, P:])
+            value = self._estimate_value(z, actions).nan_to_num(0).squeeze(1)
+            elite_value, elite_idx = torch.topk(value, self.num_elites, dim=0)
+            elite_actions = actions[:, elite_idx]
+            score = torch.softmax(self.temperature * elite_value, dim=0)  # = exp(T (v - max)) / sum
+            mean = (score[None, :, None] * elite_actions).sum(1)
+            std = (score[None, :, None] * (elite_actions - mean[:, None]) ** 2).sum(1).sqrt()
+            std = std.clamp(self.min_std, self.max_std)
+        idx = torch.multinomial(score, 1, generator=g)
+        a, a_std = elite_actions[0, idx[0]], std[0]
+        if not eval_mode:
+            a = a + a_std * torch.randn(A, device=dev, generator=g)
+        self._prev_mean = mean.clone()
+        return a.clamp(-1, 1)
+
+    # ---------------------------------------------------------------- learning
+    def update(self, replay: Any, step: int) -> Metrics:
+        """Sample ``batch_size`` sub-trajectories of ``horizon`` steps and update; the first call runs one update
+        per step collected so far (``pretrain``, the reference's update burst at the end of the seed phase)."""
+        n = max(int(step), 1) if (self.pretrain and self._num_updates == 0) else 1
+        metrics: Metrics = {}
+        for _ in range(n):
+            metrics = self.update_from(replay.sample_trajectories(self.batch_size, self.horizon))
+        return metrics
+
+    def _prepare(self, traj: Trajectories) -> dict[str, torch.Tensor]:
+        """Move a batch to the device; random-shift every pixel frame independently (pad ``aug_pad``)."""
+        obs = {k: v.to(self.device, non_blocking=True) for k, v in traj.obs.items()}
+        if "pixels" in obs and self.aug_pad > 0:
+            pix = obs["pixels"]
+            flat = pix.reshape(-1, *pix.shape[-3:])
+            shifts = sample_shifts(flat.shape[0], self.aug_pad, self.device, self.generator)
+            obs["pixels"] = random_shift(flat, self.aug_pad, shifts).reshape(pix.shape)
+        return obs
+
+    def update_from(self, traj: Trajectories) -> Metrics:
+        """One TD-MPC2 update on a batch (obs (H+1, B, ...), action/reward/terminated (H, B, .)); tdmpc2.py::_update."""
+        m, g, H = self.model, self.generator, traj.action.shape[0]
+        obs = self._prepare(traj)
+        action = traj.action.to(self.device, torch.float32)
+        reward = traj.reward.to(self.device, torch.float32)
+        terminated = traj.terminated.to(self.device, torch.float32)
+        rho = self.rho ** torch.arange(H + 1, device=self.device, dtype=torch.float32)
+
+        with torch.no_grad():  # targets, model in eval mode (no dropout)
+            next_z = m.encode({k: v[1:] for k, v in obs.items()})
+            next_a, _ = m.pi(next_z, g)
+            q_next = m.Q(next_z, next_a, "min", target=True, generator=g)
+            td_target = reward + self.discount * (1 - terminated) * q_next
+
+        m.train()
+        z = m.encode({k: v[0] for k, v in obs.items()})
+        zs = [z]
+        for t in range(H):
+            z = m.next(z, action[t])
+            zs.append(z)
+        zs_t = torch.stack(zs)  # (H+1, B, L)
+        consistency = ((zs_t[1:] - next_z) ** 2).mean(dim=(1, 2))  # (H,)
+        consistency_loss = (consistency * rho[:H]).sum() / H
+        qs = m.Q(zs_t[:-1], action, "all")  # (num_q, H, B, bins)
+        reward_pred = m.reward(zs_t[:-1], action)
+        reward_loss = (m.two_hot.soft_ce(reward_pred, reward).mean(dim=(1, 2)) * rho[:H]).sum() / H
+        target_2h = m.two_hot.encode(td_target)  # (H, B, bins), shared by the members
+        value_ce = -(target_2h * F.log_softmax(qs, dim=-1)).sum(-1).mean(-1)  # (num_q, H)
+        value_loss = (value_ce * rho[:H]).sum() / (H * m.num_q)
+        total = (self.consistency_coef * consistency_loss + self.reward_coef * reward_loss
+                 + self.value_coef * value_loss)
+        termination_loss = torch.zeros(())
+        if m._termination is not None:
+            termination_loss = F.binary_cross_entropy_with_logits(m.termination(zs_t[1:], unnormalized=True),
+                                                                  terminated)
+            total = total + self.termination_coef * termination_loss
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._model_params, self.grad_clip_norm)
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+
+        pi_metrics = self._update_pi(zs_t.detach(), rho)
+        m.soft_update_target_Q(self.tau)
+        m.eval()
+        self._num_updates += 1
+        out = {"consistency_loss": consistency_loss, "reward_loss": reward_loss, "value_loss": value_loss,
+               "total_loss": total, "grad_norm": grad_norm, "batch_reward": reward.mean()}
+        if m._termination is not None:
+            out["termination_loss"] = termination_loss
+        return {**{k: float(v.detach()) for k, v in out.items()}, **pi_metrics}
+
+    def _update_pi(self, zs: torch.Tensor, rho: torch.Tensor) -> Metrics:
+        """Maximise scaled Q (mean of two random members, parameters frozen) plus entropy over the latent rollout
+        (tdmpc2.py::update_pi)."""
+        m = self.model
+        action, info = m.pi(zs, self.generator)
+        qs = m.Q(zs, action, "avg", detach=True, generator=self.generator)
+        self.scale.update(qs[0])
+        qs = self.scale(qs)
+        pi_loss = (-(self.entropy_coef * info["scaled_entropy"] + qs).mean(dim=(1, 2)) * rho).mean()
+        pi_loss.backward()
+        pi_grad_norm = torch.nn.utils.clip_grad_norm_(m._pi.parameters(), self.grad_clip_norm)
+        self.pi_optim.step()
+        self.pi_optim.zero_grad(set_to_none=True)
+        return {"pi_loss": float(pi_loss.detach()), "pi_grad_norm": float(pi_grad_norm),
+                "pi_entropy": float(info["entropy"].mean().detach()), "pi_scale": float(self.scale.value)}
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """World model (with target Qs), optimisers, Q scale, generator, update count; weights_only-safe."""
+        return {
+            "agent": self.agent_name,
+            "config": dict(self.config),
+            "shapes": {"obs": dict(self.shapes["obs"]), "action": list(self.shapes["action"])},
+            "model": self.model.state_dict(),
+            "optim": self.optim.state_dict(),
+            "pi_optim": self.pi_optim.state_dict(),
+            "scale": self.scale.state_dict(),
+            "generator": self.generator.get_state(),
+            "num_updates": self._num_updates,
+            "prev_mean": self._prev_mean,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore everything from :meth:`state_dict`; CheckpointError if it is another agent, shape or size."""
+        if not isinstance(state, dict) or state.get("agent") != self.agent_name:
+            name = state.get("agent") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"checkpoint is for agent {name!r}, expected {self.agent_name!r}")
+        if state.get("shapes") != self.shapes:
+            raise CheckpointError(f"checkpoint shapes {state.get('shapes')} != this agent's {self.shapes}")
+        for key in ARCH_KEYS:
+            if state.get("config", {}).get(key) != self.config[key]:
+                raise CheckpointError(
+                    f"checkpoint {key}={state.get('config', {}).get(key)} != this agent's {self.config[key]}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optim.load_state_dict(state["optim"])
+            self.pi_optim.load_state_dict(state["pi_optim"])
+            self.scale.load_state_dict(state["scale"])
+            self.generator.set_state(state["generator"].cpu())
+            self._num_updates = int(state["num_updates"])
+            prev = state.get("prev_mean")
+            self._prev_mean = None if prev is None else prev.to(self.device)
+        except (KeyError, RuntimeError, ValueError) as e:
+            msg = " ".join(str(e).split())
+            raise CheckpointError(
+                f"cannot load {self.agent_name} checkpoint: {type(e).__name__}: {msg[:300]}") from None

@@ -1,0 +1,310 @@
+"""TD-MPC2's implicit world model (Hansen et al., 2024; nicklashansen/tdmpc2 ``common/world_model.py``,
+``common/layers.py``, ``common/init.py``).
+
+Five verbs on a SimNorm latent ``z``: ``encode(obs)``, ``next(z, a)`` (latent dynamics), ``reward(z, a)`` (two-hot
+logits), ``pi(z)`` (squashed Gaussian policy prior) and ``Q(z, a)`` (an ensemble of two-hot value heads with
+dropout, plus its Polyak target); ``termination(z)`` exists only for episodic tasks.
+
+Same layers, sizes and initialisation as the reference; the implementation differs where it is cheaper:
+  * the Q ensemble is one module holding stacked weights (:class:`EnsembleMLP`): the first layer of all members
+    is one GEMM on the shared input, the later layers one batched matmul, instead of ``vmap`` over a
+    tensordict of parameters; when only two members are read (``min``/``avg`` of two random members: TD
+    targets, the policy loss, planning) only those two are computed -- the reference computes all members and
+    then discards the rest;
+  * the pixel encoder is the reference's conv stack (7/5/3/3 kernels, strides 2/2/2/1, ReLU, 32 channels) for
+    any image size: a layer whose input is smaller than its kernel is zero-padded (32x32 test images), and when
+    the flattened conv output is not ``latent_dim`` (the reference asserts 64x64 input, where it is 512) a
+    linear projection to ``latent_dim`` is added before SimNorm; random-shift augmentation (pad 3) is applied by
+    the agent in updates only (the reference also shifts the observation it plans from);
+  * all sampling takes an explicit ``torch.Generator`` so a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import tdmpc2_math as tm
+
+# common/__init__.py::MODEL_SIZE (parameters in millions for a 6-d action, 39-d state task, single task)
+MODEL_SIZE: dict[int, dict[str, int]] = {
+    1: {"enc_dim": 256, "mlp_dim": 384, "latent_dim": 128, "num_enc_layers": 2, "num_q": 2},
+    5: {"enc_dim": 256, "mlp_dim": 512, "latent_dim": 512, "num_enc_layers": 2},
+    19: {"enc_dim": 1024, "mlp_dim": 1024, "latent_dim": 768, "num_enc_layers": 3},
+    48: {"enc_dim": 1792, "mlp_dim": 1792, "latent_dim": 768, "num_enc_layers": 4},
+    317: {"enc_dim": 4096, "mlp_dim": 4096, "latent_dim": 1376, "num_enc_layers": 5, "num_q": 8},
+}
+
+
+def trunc_normal_init(m: nn.Module) -> None:
+    """common/init.py::weight_init: Linear weights ~ trunc_normal(std=0.02) (bounds +-2, i.e. ~100 std), bias 0.
+    Conv layers keep PyTorch's default initialisation, as in the reference."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class SimNorm(nn.Module):
+    """Simplicial normalisation: softmax over consecutive groups of ``dim`` features."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.dim = int(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return F.softmax(x.view(*shape[:-1], -1, self.dim), dim=-1).view(shape)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class NormedLinear(nn.Linear):
+    """Linear -> (dropout) -> LayerNorm -> activation (Mish by default)."""
+
+    def __init__(self, in_features: int, out_features: int, dropout: float = 0.0, act: nn.Module | None = None):
+        super().__init__(in_features, out_features)
+        self.ln = nn.LayerNorm(out_features)
+        self.act = act if act is not None else nn.Mish()
+        self.dropout = nn.Dropout(dropout) if dropout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x)
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return self.act(self.ln(x))
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int, act: nn.Module | None = None, dropout: float = 0.0):
+    """NormedLinear hidden layers (dropout on the first only), then a plain Linear (or NormedLinear with ``act``)."""
+    dims = [in_dim, *hidden, out_dim]
+    layers: list[nn.Module] = [
+        NormedLinear(dims[i], dims[i + 1], dropout=dropout * (i == 0)) for i in range(len(dims) - 2)
+    ]
+    layers.append(NormedLinear(dims[-2], dims[-1], act=act) if act is not None else nn.Linear(dims[-2], dims[-1]))
+    return nn.Sequential(*layers)
+
+
+class EnsembleMLP(nn.Module):
+    """``num`` independent ``mlp(in_dim, hidden, out_dim, dropout=dropout)`` with stacked parameters.
+
+    ``forward(x, members)`` takes one input (N, in_dim) shared by every member and returns (k, N, out_dim) for the
+    ``members`` selected (all by default). Layer i's parameters are ``weight_i`` (num, out, in), ``bias_i``,
+    ``ln_weight_i``, ``ln_bias_i`` (num, out) for hidden layers.
+    """
+
+    def __init__(self, num: int, in_dim: int, hidden: list[int], out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.num, self.dropout = int(num), float(dropout)
+        dims = [in_dim, *hidden, out_dim]
+        self.num_layers = len(dims) - 1
+        for i in range(self.num_layers):
+            w = torch.empty(self.num, dims[i + 1], dims[i])
+            nn.init.trunc_normal_(w, std=0.02)
+            self.register_parameter(f"weight_{i}", nn.Parameter(w))
+            self.register_parameter(f"bias_{i}", nn.Parameter(torch.zeros(self.num, dims[i + 1])))
+            if i < self.num_layers - 1:
+                self.register_parameter(f"ln_weight_{i}", nn.Parameter(torch.ones(self.num, dims[i + 1])))
+                self.register_parameter(f"ln_bias_{i}", nn.Parameter(torch.zeros(self.num, dims[i + 1])))
+
+    def _p(self, name: str, i: int, members: torch.Tensor | None) -> torch.Tensor:
+        p = getattr(self, f"{name}_{i}")
+        return p if members is None else p.index_select(0, members)
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        k = self.num if members is None else members.numel()
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
+        h: torch.Tensor = x
+        for i in range(self.num_layers):
+            w, b = self._p("weight", i, members), self._p("bias", i, members)
+            if i == 0:  # one GEMM for all members on the shared input: (N, k*out) -> (k, N, out)
+                h = F.linear(x, w.reshape(-1, w.shape[-1]), b.reshape(-1))
+                h = h.view(x.shape[0], k, -1).transpose(0, 1)
+            else:  # (k, N, in) @ (k, in, out) + bias
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if i < self.num_layers - 1:
+                if i == 0 and self.dropout and self.training:
+                    h = F.dropout(h, self.dropout, training=True)
+                h = F.layer_norm(h, h.shape[-1:])
+                h = torch.addcmul(self._p("ln_bias", i, members).unsqueeze(1), h,
+                                  self._p("ln_weight", i, members).unsqueeze(1))
+                h = F.mish(h)
+        return h.reshape(k, *lead, h.shape[-1])
+
+
+def conv_encoder(in_shape: tuple[int, ...], num_channels: int, latent_dim: int, simnorm_dim: int) -> nn.Sequential:
+    """The reference conv stack (common/layers.py::conv) on pixels scaled to [-0.5, 0.5], then SimNorm.
+
+    A layer whose input is smaller than its kernel gets zero padding (k-1)//2; a Linear to ``latent_dim`` is
+    inserted when the flattened output differs from it (the reference only supports 64x64, where it is 512).
+    """
+    c, h, w = in_shape
+    layers: list[nn.Module] = []
+    size = min(h, w)
+    for i, (k, s) in enumerate([(7, 2), (5, 2), (3, 2), (3, 1)]):
+        pad = (k - 1) // 2 if size < k else 0
+        layers.append(nn.Conv2d(c if i == 0 else num_channels, num_channels, k, stride=s, padding=pad))
+        size = (size + 2 * pad - k) // s + 1
+        if i < 3:
+            layers.append(nn.ReLU())
+    layers.append(nn.Flatten())
+    with torch.no_grad():
+        flat = nn.Sequential(*layers)(torch.zeros(1, c, h, w)).shape[-1]
+    if flat != latent_dim:
+        layers.append(nn.Linear(flat, latent_dim))
+    layers.append(SimNorm(simnorm_dim))
+    return nn.Sequential(*layers)
+
+
+class WorldModel(nn.Module):
+    """The TD-MPC2 world model for one task; see the module docstring.
+
+    ``obs_shapes`` maps "pixels" (C, H, W) uint8 and/or "state" (S,) to shapes; with both, the latent is the
+    mean of the two SimNorm encodings (an extension: the reference encodes one modality).
+    """
+
+    def __init__(self, obs_shapes: dict[str, tuple[int, ...]], action_dim: int, latent_dim: int = 512,
+                 mlp_dim: int = 512, enc_dim: int = 256, num_enc_layers: int = 2, num_channels: int = 32,
+                 num_q: int = 5, dropout: float = 0.01, simnorm_dim: int = 8, num_bins: int = 101,
+                 vmin: float = -10.0, vmax: float = 10.0, log_std_min: float = -10.0, log_std_max: float = 2.0,
+                 episodic: bool = False):
+        super().__init__()
+        if latent_dim % simnorm_dim:
+            raise ValueError(f"latent_dim={latent_dim} must be a multiple of simnorm_dim={simnorm_dim}")
+        self.action_dim, self.latent_dim, self.num_q = int(action_dim), int(latent_dim), int(num_q)
+        self.two_hot = tm.TwoHot(num_bins, vmin, vmax)
+        self.log_std_min, self.log_std_dif = float(log_std_min), float(log_std_max) - float(log_std_min)
+        out_bins = max(num_bins, 1)
+        za = latent_dim + action_dim
+        self._encoder = nn.ModuleDict()
+        for key, shape in sorted(obs_shapes.items()):
+            if key == "state":
+                self._encoder[key] = mlp(shape[0], max(num_enc_layers - 1, 1) * [enc_dim], latent_dim,
+                                         act=SimNorm(simnorm_dim))
+            elif key == "pixels":
+                self._encoder[key] = conv_encoder(tuple(shape), num_channels, latent_dim, simnorm_dim)
+            else:
+                raise ValueError(f"no encoder for observation key {key!r} (expected 'pixels' and/or 'state')")
+        self._dynamics = mlp(za, 2 * [mlp_dim], latent_dim, act=SimNorm(simnorm_dim))
+        self._reward = mlp(za, 2 * [mlp_dim], out_bins)
+        self._termination = mlp(latent_dim, 2 * [mlp_dim], 1) if episodic else None
+        self._pi = mlp(latent_dim, 2 * [mlp_dim], 2 * action_dim)
+        self._Qs = EnsembleMLP(num_q, za, 2 * [mlp_dim], out_bins, dropout=dropout)
+        self.apply(trunc_normal_init)
+        with torch.no_grad():  # zero-init the reward head and every Q head's last layer (reference __init__)
+            self._reward[-1].weight.zero_()
+            self._Qs.weight_2.zero_()
+        self._target_Qs = EnsembleMLP(num_q, za, 2 * [mlp_dim], out_bins, dropout=dropout)
+        self._target_Qs.load_state_dict(self._Qs.state_dict())
+        self._target_Qs.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> WorldModel:
+        """The target Qs always stay in eval mode (no dropout), as in the reference."""
+        super().train(mode)
+        self._target_Qs.train(False)
+        return self
+
+    @property
+    def total_params(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @torch.no_grad()
+    def soft_update_target_Q(self, tau: float) -> None:
+        torch._foreach_lerp_(list(self._target_Qs.parameters()), list(self._Qs.parameters()), tau)
+
+    # ------------------------------------------------------------------ the five verbs
+    def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """obs["pixels"] uint8 (..., C, H, W) and/or obs["state"] (..., S) -> latent (..., latent_dim)."""
+        zs = []
+        for key, enc in self._encoder.items():
+            x = obs[key]
+            lead = x.shape[: x.ndim - (3 if key == "pixels" else 1)]
+            if key == "pixels":
+                x = x.reshape(-1, *x.shape[-3:]).float().div_(255.0).sub_(0.5)
+            else:
+                x = x.reshape(-1, x.shape[-1]).float()
+            zs.append(enc(x).view(*lead, self.latent_dim))
+        return zs[0] if len(zs) == 1 else torch.stack(zs).mean(0)
+
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self._dynamics(torch.cat([z, a], dim=-1))
+
+    def reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Two-hot logits (..., num_bins) of the one-step reward."""
+        return self._reward(torch.cat([z, a], dim=-1))
+
+    def termination(self, z: torch.Tensor, unnormalized: bool = False) -> torch.Tensor:
+        assert self._termination is not None, "termination head exists only with episodic=True"
+        logits = self._termination(z)
+        return logits if unnormalized else torch.sigmoid(logits)
+
+    def pi(self, z: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sample a squashed-Gaussian action; info holds mean (tanh), log_std, entropy, scaled_entropy
+        (the reference's single-task definitions, common/world_model.py::pi)."""
+        mean, log_std = self._pi(z).chunk(2, dim=-1)
+        log_std = tm.scaled_log_std(log_std, self.log_std_min, self.log_std_dif)
+        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        log_prob = tm.gaussian_logprob(eps, log_std)
+        scaled_log_prob = log_prob * eps.shape[-1]
+        action = mean + eps * log_std.exp()
+        mean, action, log_prob = tm.squash(mean, action, log_prob)
+        entropy_scale = scaled_log_prob / (log_prob + 1e-8)
+        info = {"mean": mean, "log_std": log_std, "entropy": -log_prob, "scaled_entropy": -log_prob * entropy_scale}
+        return action, info
+
+    def Q(self, z: torch.Tensor, a: torch.Tensor, return_type: str = "min", target: bool = False,
+          detach: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``all``: (num_q, ..., num_bins) logits; ``min``/``avg``: (..., 1) value of two random members.
+
+        ``detach`` reads the online parameters without recording their gradient (for the policy loss).
+        """
+        if return_type not in ("min", "avg", "all"):
+            raise ValueError(f"return_type={return_type!r}, expected min, avg or all")
+        za = torch.cat([z, a], dim=-1)
+        net = self._target_Qs if target else self._Qs
+        if return_type == "all":
+            return net(za)
+        members = torch.randperm(self.num_q, device=z.device, generator=generator)[:2]
+        if detach:
+            with _frozen(net):
+                out = net(za, members)
+        else:
+            out = net(za, members)
+        q = self.two_hot.decode(out)
+        return q.min(0).values if return_type == "min" else q.sum(0) / 2
+
+
+class _frozen:
+    """Context: parameters of ``module`` do not require grad (gradients still flow to the inputs)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __enter__(self) -> None:
+        self.module.requires_grad_(False)
+
+    def __exit__(self, *exc: object) -> None:
+        self.module.requires_grad_(True)
+
+
+def count_params(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def model_dims(model_size: int | None, **overrides: Any) -> dict[str, Any]:
+    """Architecture keys for a reference MODEL_SIZE (1, 5, 19, 48, 317) with explicit overrides on top."""
+    dims: dict[str, Any] = {}
+    if model_size is not None:
+        if int(model_size) not in MODEL_SIZE:
+            raise ValueError(f"model_size={model_size}, expected one of {sorted(MODEL_SIZE)}")
+        dims.update(MODEL_SIZE[int(model_size)])
+    dims.update({k: v for k, v in overrides.items() if v is not None})
+    return dims
+
+
+__all__ = ["MODEL_SIZE", "EnsembleMLP", "NormedLinear", "SimNorm", "WorldModel", "conv_encoder", "mlp", "model_dims"]

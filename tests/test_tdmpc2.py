@@ -1,0 +1,262 @@
+"""TD-MPC2: two-hot math, world-model shapes and losses, MPPI on a known reward, checkpoints, trainer runs."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from robotrl.agents import tdmpc2_math as tm
+from robotrl.agents.tdmpc2 import TDMPC2Agent
+from robotrl.agents.world_model import MODEL_SIZE, EnsembleMLP, WorldModel, mlp
+
+from robotrl.errors import CheckpointError
+from robotrl.trainer import Trainer
+from robotrl.types import Trajectories
+
+TINY = {"model_size": 1, "latent_dim": 16, "mlp_dim": 32, "enc_dim": 32, "num_channels": 8, "batch_size": 16,
+        "num_samples": 64, "num_elites": 8, "num_pi_trajs": 4, "iterations": 3, "seed": 0}
+TINY_CFG = [
+    "agent=tdmpc2", "env=dmc/cartpole_balance", "env.image_size=32", "env.max_episode_steps=100",
+    "env.video_size=32", "frames=200", "seed_frames=100", "eval_every_frames=200", "eval_episodes=1",
+    "checkpoint_every_frames=200", "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_random=false",
+    "agent.latent_dim=16", "agent.mlp_dim=32", "agent.enc_dim=32", "agent.num_channels=8", "agent.batch_size=8",
+    "agent.num_samples=32", "agent.num_elites=4", "agent.num_pi_trajs=4", "agent.iterations=2",
+]
+
+
+def _spaces(obs: str, size: int = 32, state_dim: int = 5, action_dim: int = 2):
+    spaces = {}
+    if "pixels" in obs:
+        spaces["pixels"] = gym.spaces.Box(0, 255, (9, size, size), np.uint8)
+    if "state" in obs:
+        spaces["state"] = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
+    return gym.spaces.Dict(spaces), gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+
+
+def _batch(obs_space, horizon: int, batch: int, action_dim: int, seed: int = 0) -> Trajectories:
+    g = torch.Generator().manual_seed(seed)
+    obs = {}
+    for key, space in obs_space.spaces.items():
+        shape = (horizon + 1, batch, *space.shape)
+        obs[key] = (torch.randint(0, 256, shape, generator=g, dtype=torch.uint8) if key == "pixels"
+                    else torch.randn(shape, generator=g))
+    return Trajectories(obs, torch.rand(horizon, batch, action_dim, generator=g) * 2 - 1,
+                        torch.randn(horizon, batch, 1, generator=g), torch.zeros(horizon, batch, 1))
+
+
+# ---------------------------------------------------------------------------------------------------- math
+def test_symlog_two_hot_round_trip():
+    x = torch.tensor([-2000.0, -37.5, -1.0, -0.01, 0.0, 0.3, 1.0, 5.0, 123.4, 5000.0])[:, None]
+    torch.testing.assert_close(tm.symexp(tm.symlog(x)), x)
+    th = tm.TwoHot(101, -10, 10)
+    enc = th.encode(x)
+    assert enc.shape == (10, 101) and torch.allclose(enc.sum(-1), torch.ones(10))
+    assert (enc > 0).sum(-1).max() <= 2  # two-hot
+    # decoding the two-hot probabilities (as logits via log) recovers the value (inside symlog [-10, 10])
+    back = th.decode(torch.log(enc.clamp_min(1e-30)))
+    torch.testing.assert_close(back, x, rtol=1e-4, atol=1e-4)
+    # leading dims and the cross-entropy's minimum at the target
+    y = torch.randn(3, 4, 1) * 5
+    assert th.encode(y).shape == (3, 4, 101)
+    ce_true = th.soft_ce(torch.log(th.encode(y).clamp_min(1e-30)), y)
+    ce_other = th.soft_ce(torch.log(th.encode(y + 1).clamp_min(1e-30)), y)
+    assert ce_true.shape == (3, 4, 1) and (ce_true < ce_other).all()
+
+
+def test_discount_heuristic():
+    assert tm.heuristic_discount(500) == pytest.approx(0.99)
+    assert tm.heuristic_discount(1000) == pytest.approx(0.995)
+    assert tm.heuristic_discount(50) == pytest.approx(0.95)
+
+
+def test_ensemble_matches_separate_mlps():
+    """The stacked ensemble computes exactly what num independent reference MLPs would (dropout off)."""
+    torch.manual_seed(0)
+    ens = EnsembleMLP(3, 7, [16, 16], 5, dropout=0.01).eval()
+    with torch.no_grad():
+        for p in ens.parameters():
+            p.normal_()
+    x = torch.randn(4, 6, 7)
+    out = ens(x)
+    assert out.shape == (3, 4, 6, 5)
+    for e in range(3):
+        ref = mlp(7, [16, 16], 5, dropout=0.01).eval()
+        with torch.no_grad():
+            for i in range(2):
+                ref[i].weight.copy_(getattr(ens, f"weight_{i}")[e])
+                ref[i].bias.copy_(getattr(ens, f"bias_{i}")[e])
+                ref[i].ln.weight.copy_(getattr(ens, f"ln_weight_{i}")[e])
+                ref[i].ln.bias.copy_(getattr(ens, f"ln_bias_{i}")[e])
+            ref[2].weight.copy_(ens.weight_2[e])
+            ref[2].bias.copy_(ens.bias_2[e])
+        torch.testing.assert_close(out[e], ref(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ens(x, torch.tensor([2, 0])), out[[2, 0]])
+
+
+# --------------------------------------------------------------------------------------------- world model
+@pytest.mark.parametrize("obs", ["state", "pixels", "pixels_state"])
+def test_world_model_shapes(obs):
+    obs_space, act_space = _spaces(obs)
+    model = WorldModel({k: s.shape for k, s in obs_space.spaces.items()}, 2, latent_dim=16, mlp_dim=32, enc_dim=32,
+                       num_channels=8, num_q=5)
+    b = _batch(obs_space, 3, 4, 2)
+    z = model.encode(b.obs)
+    assert z.shape == (4, 4, 16)
+    torch.testing.assert_close(z.view(4, 4, 2, 8).sum(-1), torch.ones(4, 4, 2))  # SimNorm groups of 8
+    assert model.next(z[:-1], b.action).shape == (3, 4, 16)
+    assert model.reward(z[:-1], b.action).shape == (3, 4, 101)
+    a, info = model.pi(z)
+    assert a.shape == (4, 4, 2) and a.abs().max() <= 1 and info["mean"].shape == (4, 4, 2)
+    assert model.Q(z[:-1], b.action, "all").shape == (5, 3, 4, 101)
+    assert model.Q(z[:-1], b.action, "min").shape == (3, 4, 1)
+    assert model.Q(z[:-1], b.action, "avg", target=True).shape == (3, 4, 1)
+
+
+def test_model_size_presets():
+    """Parameter counts of the presets on a reference-like task (state 39, action 6): 1M and 5M."""
+    obs_space, act_space = _spaces("state", state_dim=39, action_dim=6)
+    counts = {}
+    for size in (1, 5):
+        agent = TDMPC2Agent(obs_space, act_space, "cpu", model_size=size, seed=0)
+        counts[size] = agent.model.total_params
+    assert 0.9e6 < counts[1] < 1.5e6 and 4.5e6 < counts[5] < 5.5e6, counts
+    assert MODEL_SIZE[48]["mlp_dim"] == 1792
+
+
+@pytest.mark.parametrize("obs", ["state", "pixels"])
+def test_losses_go_down_on_a_fixed_batch(obs):
+    obs_space, act_space = _spaces(obs)
+    agent = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "lr": 1e-3})
+    batch = _batch(obs_space, 3, 16, 2)
+    first = agent.update_from(batch)
+    for _ in range(30):
+        last = agent.update_from(batch)
+    for key in ("consistency_loss", "reward_loss", "value_loss", "pi_loss", "grad_norm"):
+        assert np.isfinite(first[key]) and np.isfinite(last[key]), key
+    assert last["total_loss"] < 0.7 * first["total_loss"], (first, last)
+    assert last["reward_loss"] < first["reward_loss"]
+
+
+# ---------------------------------------------------------------------------------------------------- MPPI
+class _QuadraticModel(torch.nn.Module):
+    """A toy latent world: z never changes, reward = -|a - target|^2 (scalar, no bins), Q = 0, random policy."""
+
+    def __init__(self, target: torch.Tensor):
+        super().__init__()
+        self.target = target
+        self.two_hot = tm.TwoHot(0)
+        self._termination = None
+
+    def encode(self, obs):
+        return obs["state"].float()
+
+    def next(self, z, a):
+        return z
+
+    def reward(self, z, a):
+        return -((a - self.target) ** 2).sum(-1, keepdim=True)
+
+    def pi(self, z, generator=None):
+        a = torch.rand(*z.shape[:-1], self.target.shape[0], generator=generator) * 2 - 1
+        return a, {"mean": a}
+
+    def Q(self, z, a, return_type="min", generator=None, **_):
+        return torch.zeros(*z.shape[:-1], 1)
+
+
+def test_mppi_finds_quadratic_optimum():
+    obs_space, act_space = _spaces("state", action_dim=3)
+    agent = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "num_samples": 512, "num_elites": 64,
+                                                         "num_pi_trajs": 24, "iterations": 6})
+    target = torch.tensor([0.4, -0.7, 0.1])
+    agent.model = _QuadraticModel(target)
+    agent._num_updates = 1
+    obs = {"state": np.zeros(5, np.float32)}
+    actions = [agent.act(obs, 0, eval_mode=True) for _ in range(5)]
+    np.testing.assert_allclose(np.mean(actions, 0), target.numpy(), atol=0.05)
+    assert agent._prev_mean is not None and agent._prev_mean.shape == (3, 3)
+    # the warm-started mean is the optimum at every step of the horizon; reset() drops it
+    np.testing.assert_allclose(agent._prev_mean.numpy(), np.tile(target.numpy(), (3, 1)), atol=0.1)
+    agent.reset()
+    assert agent._prev_mean is None
+    noisy = agent.act(obs, 0, eval_mode=False)  # training adds the final std as noise, still in bounds
+    assert noisy.shape == (3,) and np.abs(noisy).max() <= 1
+
+
+def test_seed_phase_is_random_then_plans():
+    obs_space, act_space = _spaces("state")
+    agent = TDMPC2Agent(obs_space, act_space, "cpu", **TINY)
+    obs = {"state": np.zeros(5, np.float32)}
+    a = agent.act(obs, 0, eval_mode=False)
+    assert agent._prev_mean is None and a.dtype == np.float32  # random: no plan was made
+    agent.act(obs, 0, eval_mode=True)
+    assert agent._prev_mean is not None  # evaluation always plans
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def test_state_dict_round_trip_and_mismatch(tmp_path):
+    obs_space, act_space = _spaces("pixels")
+    a = TDMPC2Agent(obs_space, act_space, "cpu", **TINY)
+    a.update_from(_batch(obs_space, 3, 16, 2))
+    torch.save(a.state_dict(), tmp_path / "a.pt")
+    state = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "seed": 1})
+    b.load_state_dict(state)
+    batch = _batch(obs_space, 3, 16, 2, seed=1)
+    torch.manual_seed(0)
+    ma = a.update_from(batch)
+    torch.manual_seed(0)
+    mb = b.update_from(batch)
+    assert ma == mb  # same generator, same dropout masks: bit-identical continuation
+    obs = {"pixels": np.zeros((9, 32, 32), np.uint8)}
+    np.testing.assert_array_equal(a.act(obs, 0, True), b.act(obs, 0, True))
+    with pytest.raises(CheckpointError, match="expected 'tdmpc2'"):
+        b.load_state_dict({**state, "agent": "drqv2"})
+    c = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "mlp_dim": 48})
+    with pytest.raises(CheckpointError, match="mlp_dim"):
+        c.load_state_dict(state)
+    d = TDMPC2Agent(*_spaces("state"), "cpu", **TINY)
+    with pytest.raises(CheckpointError, match="shapes"):
+        d.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+@pytest.fixture
+def tdmpc2_cfg(compose_cfg):
+    return lambda *overrides: compose_cfg(*TINY_CFG, *overrides, tiny=False)
+
+
+@pytest.mark.parametrize("obs_type", ["state", "pixels"])
+def test_trainer_smoke(tdmpc2_cfg, tmp_path, obs_type):
+    summary = Trainer(tdmpc2_cfg(f"env.obs_type={obs_type}"), tmp_path).train()
+    assert summary["frames"] == 200 and summary["agent"] == "tdmpc2"
+    train_csv = (tmp_path / "train.csv").read_text()
+    assert "consistency_loss" in train_csv and "pi_loss" in train_csv
+    assert (tmp_path / "checkpoints" / "latest").exists() and (tmp_path / "eval.csv").exists()
+
+
+def test_resume_is_exact(tdmpc2_cfg, tmp_path):
+    """300 frames in one go vs 200 + resume to 300: identical parameters, optimiser states and generator."""
+    full = Trainer(tdmpc2_cfg("env.obs_type=state", "frames=300", "eval_every_frames=100"), tmp_path / "full")
+    full.train()
+    Trainer(tdmpc2_cfg("env.obs_type=state", "frames=200", "eval_every_frames=100"), tmp_path / "split").train()
+    resumed = Trainer(tdmpc2_cfg("env.obs_type=state", "frames=300", "eval_every_frames=100", "resume=true"),
+                      tmp_path / "split")
+    assert resumed.step == 100
+    resumed.train()
+    flat_a, flat_b = {}, {}
+
+    def walk(prefix, x, out):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}.{k}", v, out)
+        elif isinstance(x, torch.Tensor):
+            out[prefix] = x
+
+    walk("", full.agent.state_dict(), flat_a)
+    walk("", resumed.agent.state_dict(), flat_b)
+    assert flat_a.keys() == flat_b.keys() and len(flat_a) > 20
+    for key in flat_a:
+        assert torch.equal(flat_a[key], flat_b[key]), key
+    assert full.agent._num_updates == resumed.agent._num_updates > 50
