@@ -260,3 +260,13 @@ def test_resume_is_exact(tdmpc2_cfg, tmp_path):
     for key in flat_a:
         assert torch.equal(flat_a[key], flat_b[key]), key
     assert full.agent._num_updates == resumed.agent._num_updates > 50
+
+
+def test_fast_mish_matches_torch():
+    from robotrl.agents.world_model import mish
+
+    x = (torch.randn(257, 33, dtype=torch.float64) * 8).requires_grad_()
+    torch.testing.assert_close(mish(x), torch.nn.functional.mish(x))
+    torch.autograd.gradcheck(mish, (x[:4, :5].detach().clone().requires_grad_(),))
+    with torch.no_grad():
+        torch.testing.assert_close(mish(x), torch.nn.functional.mish(x))
