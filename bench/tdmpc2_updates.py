@@ -152,17 +152,21 @@ def run_case(name: str, args) -> dict:
         else:
             res["speedup"] = round(res["ref_" + key]["median"] / res[key]["median"], 2)
     if case["mode"] == "plan" and args.bf16:
-        _, step16 = build_ours(case, plan_bf16=True)
-        for _ in range(args.warmup):
-            step16()
-        ts = []
-        for _ in range(args.blocks):
-            t = time.perf_counter()
-            for _ in range(per_block):
-                step16()
-            ts.append(time.perf_counter() - t)
-        res["ms_per_action_bf16"] = _summary(ts, per_block, "plan")
+        res["ms_per_action_bf16"] = _time_bf16_plan(case, args, per_block)
     return res
+
+
+def _time_bf16_plan(case: dict, args, per_block: int) -> dict:
+    _, step16 = build_ours(case, plan_bf16=True)
+    for _ in range(args.warmup):
+        step16()
+    ts = []
+    for _ in range(args.blocks):
+        t = time.perf_counter()
+        for _ in range(per_block):
+            step16()
+        ts.append(time.perf_counter() - t)
+    return _summary(ts, per_block, "plan")
 
 
 def main() -> None:
