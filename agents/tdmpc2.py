@@ -18,13 +18,14 @@ Differences from the reference, none of which changes the algorithm:
     takes one modality);
   * every random draw except dropout uses the agent's own generator (dropout uses torch's global generator, which
     the trainer checkpoints), so a resumed run is bit-identical;
-  * ``plan_bf16`` (opt-in, off by default) plans under bf16 autocast (AMX/AVX512-BF16 CPUs): faster, changes the
-    numerics of the plan only, never of training.
+  * ``plan_bf16`` (opt-in, off by default) plans with a bf16 copy of the world model (AMX/AVX512-BF16 CPUs):
+    faster, changes the numerics of the plan only (returns, elite weights and the plan's mean stay float32),
+    never of training.
 """
 
 from __future__ import annotations
 
-import contextlib
+from copy import deepcopy as copy_module
 from typing import Any
 
 import gymnasium as gym
@@ -173,6 +174,7 @@ class TDMPC2Agent:
         self.model.eval()
         self._num_updates = 0
         self._prev_mean: torch.Tensor | None = None  # the previous plan (warm start); dropped by reset()
+        self._plan_copy: tuple[int, WorldModel] | None = None  # (update count, bf16 model) with plan_bf16
 
     # ------------------------------------------------------------------ acting
     def reset(self) -> None:
@@ -187,24 +189,29 @@ class TDMPC2Agent:
                 a = torch.rand(self.action_dim, device=self.device, generator=self.generator) * 2 - 1
             else:
                 tensors = {k: torch.as_tensor(np.asarray(v), device=self.device)[None] for k, v in obs.items()}
-                with self._plan_autocast():
-                    z = self.model.encode(tensors)
-                    if self.mpc:
-                        a = self.plan(z, eval_mode)
-                    else:
-                        a, info = self.model.pi(z, self.generator)
-                        a = (info["mean"] if eval_mode else a)[0]
+                z = self.model.encode(tensors)
+                if self.mpc:
+                    a = self.plan(z, eval_mode)
+                else:
+                    a, info = self.model.pi(z, self.generator)
+                    a = (info["mean"] if eval_mode else a)[0]
         return a.float().cpu().numpy().astype(np.float32, copy=False)
 
-    def _plan_autocast(self):
-        if self.plan_bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _planning_model(self) -> WorldModel:
+        """The model MPPI rolls out: the world model itself, or with ``plan_bf16`` a bf16 copy refreshed after
+        every update (one ~10 MB copy per env step at model size 5, far cheaper than the plan)."""
+        if not self.plan_bf16:
+            return self.model
+        if self._plan_copy is None or self._plan_copy[0] != self._num_updates:
+            with torch.inference_mode(False):
+                copy = copy_module(self.model).to(torch.bfloat16).eval()
+            self._plan_copy = (self._num_updates, copy)
+        return self._plan_copy[1]
 
     def _estimate_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Discounted H-step model return of each action sequence plus the bootstrap Q (tdmpc2.py)."""
-        m, g = self.model, self.generator
-        ret = torch.zeros(z.shape[0], 1, device=z.device)
+        m, g = self._planning_model(), self.generator
+        ret = torch.zeros(z.shape[0], 1, device=z.device)  # float32 returns, whatever the model's dtype
         discount, alive = 1.0, None
         for t in range(self.horizon):
             reward = m.two_hot.decode(m.reward(z, actions[t]).float())
@@ -215,7 +222,7 @@ class TDMPC2Agent:
                 done = (m.termination(z) > 0.5).float()
                 alive = 1 - done if alive is None else alive * (1 - done)
         action, _ = m.pi(z, g)
-        q = m.Q(z, action, "avg", generator=g).float()
+        q = m.Q(z, action, "avg", generator=g).float()  # (two_hot decodes in the model's dtype)
         return ret + discount * (q if alive is None else alive * q)
 
     def plan(self, z: torch.Tensor, eval_mode: bool) -> torch.Tensor:
@@ -223,8 +230,10 @@ class TDMPC2Agent:
         mean warm-started from the previous plan, ``iterations`` rounds of elite re-weighting (tdmpc2.py::_plan).
         Returns the action (A,); stores the plan's mean for the next call."""
         H, S, P, A, g = self.horizon, self.num_samples, self.num_pi_trajs, self.action_dim, self.generator
-        m, dev = self.model, z.device
-        actions = torch.empty(H, S, A, device=dev)
+        m, dev = self._planning_model(), z.device
+        dtype = torch.bfloat16 if self.plan_bf16 else torch.float32
+        z = z.to(dtype)
+        actions = torch.empty(H, S, A, device=dev, dtype=dtype)
         if P > 0:
             _z = z.expand(P, -1)
             for t in range(H):
@@ -240,10 +249,10 @@ class TDMPC2Agent:
         noise = torch.empty(H, S - P, A, device=dev)
         for _ in range(self.iterations):
             noise.normal_(generator=g)
-            torch.clamp(mean[:, None] + std[:, None] * noise, -1, 1, out=actions[:, P:])
+            actions[:, P:] = (mean[:, None] + std[:, None] * noise).clamp_(-1, 1)
             value = self._estimate_value(z, actions).nan_to_num(0).squeeze(1)
             elite_value, elite_idx = torch.topk(value, self.num_elites, dim=0)
-            elite_actions = actions[:, elite_idx]
+            elite_actions = actions[:, elite_idx].float()
             score = torch.softmax(self.temperature * elite_value, dim=0)  # = exp(T (v - max)) / sum
             mean = (score[None, :, None] * elite_actions).sum(1)
             std = (score[None, :, None] * (elite_actions - mean[:, None]) ** 2).sum(1).sqrt()

@@ -304,7 +304,7 @@ class WorldModel(nn.Module):
                 out = net(za, members)
         else:
             out = net(za, members)
-        q = self.two_hot.decode(out)
+        q = self.two_hot.decode(out.float())
         return q.min(0).values if return_type == "min" else q.sum(0) / 2
 
 

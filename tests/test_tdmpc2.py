@@ -270,3 +270,14 @@ def test_fast_mish_matches_torch():
     torch.autograd.gradcheck(mish, (x[:4, :5].detach().clone().requires_grad_(),))
     with torch.no_grad():
         torch.testing.assert_close(mish(x), torch.nn.functional.mish(x))
+
+
+def test_plan_bf16_runs_and_keeps_training_fp32():
+    obs_space, act_space = _spaces("state")
+    agent = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "plan_bf16": True})
+    a = agent.act({"state": np.zeros(5, np.float32)}, 0, eval_mode=True)
+    assert a.dtype == np.float32 and np.abs(a).max() <= 1 and agent._prev_mean.dtype == torch.float32
+    agent.update_from(_batch(obs_space, 3, 16, 2))
+    assert next(agent.model.parameters()).dtype == torch.float32
+    agent.act({"state": np.zeros(5, np.float32)}, 0, eval_mode=False)
+    assert agent._plan_copy[0] == agent._num_updates  # refreshed after the update
