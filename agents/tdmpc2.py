@@ -54,7 +54,8 @@ class TDMPC2Agent:
     ``episode_length`` (agent steps) sets the discount by the reference heuristic; ``null`` uses ``discount``.
     ``nstep`` is the trainer's replay setting (TD-MPC2 samples sub-trajectories and ignores it).
     MoDem extension points: :meth:`update_from` (one update on a given :class:`Trajectories` batch, e.g. mixed
-    with demos), :meth:`plan` (MPPI from a latent) and the public ``model``/``optim``/``pi_optim``.
+    with demos), :meth:`plan` (MPPI from a latent), :meth:`_terminal_value` (planning's bootstrap value),
+    :meth:`_updates_now` (the first call's burst) and the public ``model``/``optim``/``pi_optim``.
     """
 
     agent_name = NAME
@@ -210,7 +211,7 @@ class TDMPC2Agent:
 
     def _estimate_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Discounted H-step model return of each action sequence plus the bootstrap Q (tdmpc2.py)."""
-        m, g = self._planning_model(), self.generator
+        m = self._planning_model()
         ret = torch.zeros(z.shape[0], 1, device=z.device)  # float32 returns, whatever the model's dtype
         discount, alive = 1.0, None
         for t in range(self.horizon):
@@ -221,9 +222,14 @@ class TDMPC2Agent:
             if m._termination is not None:
                 done = (m.termination(z) > 0.5).float()
                 alive = 1 - done if alive is None else alive * (1 - done)
-        action, _ = m.pi(z, g)
-        q = m.Q(z, action, "avg", generator=g).float()  # (two_hot decodes in the model's dtype)
+        q = self._terminal_value(m, z)
         return ret + discount * (q if alive is None else alive * q)
+
+    def _terminal_value(self, m: WorldModel, z: torch.Tensor) -> torch.Tensor:
+        """Planning's bootstrap value at the end of the horizon: Q of the policy's action, average of two random
+        members (tdmpc2.py); a subclass hook (MoDem-V2's conservative ensemble value)."""
+        action, _ = m.pi(z, self.generator)
+        return m.Q(z, action, "avg", generator=self.generator).float()  # (two_hot decodes in the model's dtype)
 
     def plan(self, z: torch.Tensor, eval_mode: bool) -> torch.Tensor:
         """MPPI from latent ``z`` (1, latent_dim): ``num_pi_trajs`` policy rollouts plus Gaussian samples around a
@@ -268,11 +274,14 @@ class TDMPC2Agent:
     def update(self, replay: Any, step: int) -> Metrics:
         """Sample ``batch_size`` sub-trajectories of ``horizon`` steps and update; the first call runs one update
         per step collected so far (``pretrain``, the reference's update burst at the end of the seed phase)."""
-        n = max(int(step), 1) if (self.pretrain and self._num_updates == 0) else 1
         metrics: Metrics = {}
-        for _ in range(n):
+        for _ in range(self._updates_now(step)):
             metrics = self.update_from(replay.sample_trajectories(self.batch_size, self.horizon))
         return metrics
+
+    def _updates_now(self, step: int) -> int:
+        """Updates for this ``update`` call: ``step`` on the first call with ``pretrain`` (the burst), else 1."""
+        return max(int(step), 1) if (self.pretrain and self._num_updates == 0) else 1
 
     def _prepare(self, traj: Trajectories) -> dict[str, torch.Tensor]:
         """Move a batch to the device; random-shift every pixel frame independently (pad ``aug_pad``)."""

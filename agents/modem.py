@@ -1,0 +1,426 @@
+"""MoDem (Hansen et al., 2023) and MoDem-V2 (Lancaster et al., 2023) on the TD-MPC2 world model and planner.
+
+MoDem accelerates a visual model-based agent with a few demonstrations in three phases
+(facebookresearch/modem ``train.py``, ``algorithm/tdmpc.py``):
+
+1. **policy pretraining**: behaviour cloning of the policy prior *and the encoder* on the demos' (obs, action)
+   pairs -- MSE between the policy's mean action and the demo action on random-shifted pixels, ``bc_steps``
+   Adam steps (reference: 2 x demos x episode length) of ``batch_size`` demo samples. Here it runs lazily in the
+   agent's first ``act`` or ``update`` call (the trainer's first evaluation or first training step), so the
+   trainer is unchanged.
+2. **seeding**: until the first ``update`` (the trainer's ``seed_frames``; reference 5000 agent steps) the agent
+   acts with the BC policy (mean + truncated Gaussian noise ``bc_noise_std``, clipped at ``bc_noise_clip``, the
+   reference's ``pi(z, min_std)``) instead of uniformly at random; the trainer stores those transitions.
+3. **interactive learning**: TD-MPC2 updates on batches mixing the demos into every batch at ratio
+   ``demo_schedule(step)`` (``robotrl.replay.MixedReplay``; reference ``linear(0.5,0.25,50000)`` on Meta-World,
+   ``linear(0.75,0.25,50000)`` on Adroit/DMControl). The first update call runs the seed-phase burst of one
+   update per collected step, its schedule evaluated at ``step + i`` as in the reference.
+
+MoDem-V2 options (each a flag, on in ``configs/agent/modem_v2.yaml``, off in ``modem.yaml``; facebookresearch/
+modemv2 ``algorithm/tdmpc.py::plan`` and its ``scripts/franka/*/modemv2.sh``):
+
+* ``exploration_centering``: MPPI samples around the policy prior's own plan (its mean actions along its latent
+  rollout) with std ``centering_std`` instead of around the previous plan with std ``max_std``, every sample and
+  the executed action kept within ``centering_bound`` of the prior's actions;
+* ``agency_handover``: with probability ``1 - handover_schedule(step)`` the step is taken by the *frozen* BC policy
+  (a copy of the model taken after phase 1) instead of the planner; ``linear(init,final,start,end)`` schedules
+  (reference ``linear(0.0,1.0,5000,105000)``) ramp the planner's share. Applied in evaluation too, as in the
+  reference (the deployed agent is the mixture);
+* ``ensemble_value``: planning bootstraps with a conservative value from all ``num_q`` critics,
+  ``value_min_coef * min + value_mean_coef * mean + value_std_coef * std`` (reference weights 0, 1, -10) instead
+  of the average of two random members.
+
+Deviations from the references (which are built on TD-MPC, not TD-MPC2): TD-MPC2's losses, architecture and
+planner (horizon 3, no prioritised replay, no horizon/std schedules, no MPPI momentum); the env's own reward
+(the references use Meta-World's sparse success reward); MoDem-V2's actor ensemble is not reproduced -- one
+policy prior and TD-MPC2's ``num_q`` critic ensemble; the BC policy is a frozen copy of the whole model rather than
+a separate encoder + actor-critic pair.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from robotrl.contract import check_obs
+from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
+from robotrl.replay import MixedReplay, ReplayBuffer
+from robotrl.types import Episode, Metrics, Obs
+
+from .nets import random_shift, sample_shifts, schedule
+from .tdmpc2 import TDMPC2Agent
+from .world_model import WorldModel
+
+_LINEAR4 = re.compile(r"^\s*linear\(([^,]+),([^,]+),([^,]+),([^,]+)\)\s*$")
+
+
+def step_schedule(spec: str | float, step: int) -> float:
+    """A constant, ``linear(init,final,duration)`` (see :func:`robotrl.agents.nets.schedule`) or
+    ``linear(init,final,start,end)``: ``init`` until ``start``, then linear to ``final`` at ``end`` (MoDem-V2)."""
+    match = _LINEAR4.match(str(spec))
+    if match is None:
+        return schedule(spec, step)
+    init, final, start, end = (float(g) for g in match.groups())
+    if end <= start:
+        raise ConfigError(f"schedule {spec!r}: end must be > start")
+    mix = min(max((step - start) / (end - start), 0.0), 1.0)
+    return (1.0 - mix) * init + mix * final
+
+
+class ModemAgent(TDMPC2Agent):
+    """MoDem on TD-MPC2 (see the module docstring); ``exploration_centering``, ``agency_handover`` and
+    ``ensemble_value`` turn it into MoDem-V2. Every TD-MPC2 hyperparameter is accepted unchanged.
+
+    Demos: ``demos`` is a directory in the robotrl demo format (``robotrl.envs.demos``). With ``demos=null``
+    the agent generates ``num_demos`` Meta-World scripted-expert episodes for ``env`` (the env config) into
+    ``demo_cache`` on first use (reused when already there). ``frame_stack`` must be the env's (the demo replay
+    rebuilds stacks like the main replay).
+    """
+
+    agent_name = "modem"
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Dict,
+        action_space: gym.spaces.Box,
+        device: str,
+        demos: str | None = None,
+        num_demos: int = 5,
+        demo_seed: int = 0,
+        demo_cache: str | None = None,
+        env: dict[str, Any] | None = None,
+        frame_stack: int | None = None,
+        demo_schedule: str | float = "linear(0.75,0.25,50000)",
+        bc_steps: int | None = None,
+        bc_lr: float | None = None,
+        bc_noise_std: float = 0.05,
+        bc_noise_clip: float = 0.3,
+        exploration_centering: bool = False,
+        centering_std: float = 0.1,
+        centering_bound: float = 0.3,
+        agency_handover: bool = False,
+        handover_schedule: str | float = "linear(0.0,1.0,5000,105000)",
+        ensemble_value: bool = False,
+        value_min_coef: float = 0.0,
+        value_mean_coef: float = 1.0,
+        value_std_coef: float = -10.0,
+        **tdmpc2: Any,
+    ):
+        super().__init__(observation_space, action_space, device, **tdmpc2)
+        self._seed = None if tdmpc2.get("seed") is None else int(tdmpc2["seed"])
+        self.demos_path = None if demos is None else str(demos)
+        self.num_demos, self.demo_seed = int(num_demos), int(demo_seed)
+        self.demo_cache = None if demo_cache is None else str(demo_cache)
+        self.env_cfg = None if env is None else dict(env)
+        if frame_stack is None:
+            frame_stack = observation_space["pixels"].shape[0] // 3 if "pixels" in observation_space.spaces else 1
+        self.frame_stack = int(frame_stack)
+        self.replay_nstep, self.replay_discount = int(tdmpc2.get("nstep", 1)), float(tdmpc2.get("discount", 0.99))
+        self.demo_schedule = demo_schedule
+        self.demo_ratio(0)  # validates the spec now
+        self.bc_steps = None if bc_steps is None else int(bc_steps)
+        self.bc_lr = float(bc_lr if bc_lr is not None else tdmpc2.get("lr", 3e-4))
+        self.bc_noise_std, self.bc_noise_clip = float(bc_noise_std), float(bc_noise_clip)
+        self.exploration_centering = bool(exploration_centering)
+        self.centering_std, self.centering_bound = float(centering_std), float(centering_bound)
+        self.agency_handover = bool(agency_handover)
+        self.handover_schedule = handover_schedule
+        self.handover_prob(0)
+        self.ensemble_value = bool(ensemble_value)
+        self.value_coefs = (float(value_min_coef), float(value_mean_coef), float(value_std_coef))
+        if self.num_demos < 1 or self.bc_noise_std < 0 or self.centering_std <= 0 or self.centering_bound <= 0:
+            raise ConfigError(f"need num_demos={num_demos} >= 1, bc_noise_std={bc_noise_std} >= 0, "
+                              f"centering_std={centering_std} > 0 and centering_bound={centering_bound} > 0")
+        if self.ensemble_value and self.model.num_q < 2 and value_std_coef != 0:
+            raise ConfigError("ensemble_value with value_std_coef != 0 needs num_q >= 2")
+        self.config.update(exploration_centering=self.exploration_centering, agency_handover=self.agency_handover,
+                           ensemble_value=self.ensemble_value, num_demos=self.num_demos)
+        self.demo_replay: ReplayBuffer | None = None
+        self._pending_demo_rng: dict[str, Any] | None = None
+        self.bc_done = False
+        self.bc_metrics: Metrics = {}
+        # frozen BC policy for agency handover (a copy of the model after phase 1)
+        self.bc_model: WorldModel | None = None
+
+    # ------------------------------------------------------------------ schedules
+    def demo_ratio(self, step: int) -> float:
+        """Share of each batch drawn from the demos at agent step ``step``."""
+        ratio = step_schedule(self.demo_schedule, step)
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f"demo_schedule {self.demo_schedule!r} gives {ratio} at step {step}, expected [0, 1]")
+        return ratio
+
+    def handover_prob(self, step: int) -> float:
+        """Probability that the planner (not the frozen BC policy) acts at ``step`` (1 without handover)."""
+        if not self.agency_handover:
+            return 1.0
+        p = step_schedule(self.handover_schedule, step)
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"handover_schedule {self.handover_schedule!r} gives {p} at step {step}, "
+                              "expected [0, 1]")
+        return p
+
+    # ------------------------------------------------------------------ demos
+    def _demo_dir(self) -> Path:
+        if self.demos_path is not None:
+            return Path(self.demos_path)
+        if self.env_cfg is None or self.demo_cache is None:
+            raise ConfigError("demos=null needs the env config and demo_cache to generate demos; pass demos=<dir>")
+        out = Path(self.demo_cache)
+        if not (out / "meta.json").is_file():
+            from robotrl.envs import parse_env_cfg
+            from robotrl.envs.demos import generate_demos
+
+            suite = parse_env_cfg(self.env_cfg).suite
+            if suite != "metaworld":
+                raise ConfigError(f"demos=null generates scripted demos for Meta-World only; env suite is {suite!r}: "
+                                  "pass agent.demos=<dir with demos in the robotrl format>")
+            generate_demos(self.env_cfg, self.num_demos, self.demo_seed, out)
+        return out
+
+    def load_demos(self) -> list[Episode]:
+        """Load (or generate, see the class docstring) the demos and check them against this agent's spaces;
+        DemoFormatError for a bad file or a shape that does not fit the env."""
+        from robotrl.envs.demos import load_demos
+
+        root = self._demo_dir()
+        episodes = load_demos(root)
+        if self.demos_path is None:
+            episodes = episodes[: self.num_demos]
+        keys = sorted(self.observation_space.spaces)
+        out = []
+        for i, ep in enumerate(episodes):
+            obs = {}
+            for key in keys:
+                want = self.observation_space[key].shape
+                have = ep.obs[key].shape[1:]
+                if key == "pixels":
+                    want = (3, *want[1:])
+                if tuple(have) != tuple(want):
+                    raise DemoFormatError(f"{root}: episode {i} {key!r} frames are {tuple(have)}, this env needs "
+                                          f"{tuple(want)} (regenerate the demos with the env's image size/state)")
+                obs[key] = ep.obs[key]
+            if ep.action.shape[1] != self.action_dim:
+                raise DemoFormatError(f"{root}: episode {i} actions have dim {ep.action.shape[1]}, "
+                                      f"this env needs {self.action_dim}")
+            out.append(Episode(obs, ep.action, ep.reward, ep.terminated, ep.success))
+        return out
+
+    def _ensure_demos(self) -> ReplayBuffer:
+        if self.demo_replay is None:
+            episodes = self.load_demos()
+            capacity = sum(len(ep.action) + 1 for ep in episodes) + 1
+            buf = ReplayBuffer(capacity, self.observation_space, self.action_dim, self.frame_stack,
+                               nstep=self.replay_nstep, discount=self.replay_discount,
+                               seed=self.demo_seed if self._seed is None else self._seed,
+                               device=self.device)
+            for ep in episodes:
+                buf.add_episode(ep)
+            if self._pending_demo_rng is not None:
+                buf._rng.bit_generator.state = self._pending_demo_rng
+                self._pending_demo_rng = None
+            self.demo_replay = buf
+        return self.demo_replay
+
+    def mixed_replay(self, replay: ReplayBuffer) -> MixedReplay:
+        """The trainer's replay with the demos mixed in at ``demo_schedule``."""
+        demos = self._ensure_demos()
+        if replay.frame_stack != demos.frame_stack:
+            raise ConfigError(f"agent frame_stack={demos.frame_stack} != the replay's {replay.frame_stack}; set "
+                              "agent.frame_stack to env.frame_stack (configs/agent/modem.yaml interpolates it)")
+        return MixedReplay(replay, demos, self.demo_ratio)
+
+    # ------------------------------------------------------------------ phase 1: behaviour cloning
+    def _ensure_pretrained(self) -> None:
+        if not self.bc_done:
+            self.pretrain_bc()
+
+    def pretrain_bc(self) -> Metrics:
+        """Phase 1: behaviour cloning of encoder + policy prior on the demos (modem algorithm/tdmpc.py::init_bc).
+
+        Adam (``bc_lr``) on encoder and policy parameters, MSE between the policy's mean action on random-shifted
+        obs and the demo action, gradients clipped at ``grad_clip_norm``. Returns the first/last losses."""
+        demos = self._ensure_demos()
+        steps = self.bc_steps if self.bc_steps is not None else 2 * len(demos)
+        m = self.model
+        params = [*m._encoder.parameters(), *m._pi.parameters()]
+        optim = torch.optim.Adam(params, lr=self.bc_lr)
+        losses = []
+        m.train()
+        for _ in range(steps):
+            traj = demos.sample_trajectories(self.batch_size, 1)
+            obs = {k: v[0].to(self.device) for k, v in traj.obs.items()}
+            if "pixels" in obs and self.aug_pad > 0:
+                shifts = sample_shifts(obs["pixels"].shape[0], self.aug_pad, self.device, self.generator)
+                obs["pixels"] = random_shift(obs["pixels"], self.aug_pad, shifts)
+            _, info = m.pi(m.encode(obs), self.generator)
+            loss = ((info["mean"] - traj.action[0].to(self.device)) ** 2).mean()
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+            optim.step()
+            losses.append(float(loss.detach()))
+        m.eval()
+        self.bc_done = True
+        if self.agency_handover:
+            self.bc_model = deepcopy(self.model).requires_grad_(False).eval()
+        self.bc_metrics = {"bc_steps": float(steps), "bc_loss_first": losses[0] if losses else float("nan"),
+                           "bc_loss_last": losses[-1] if losses else float("nan")}
+        return self.bc_metrics
+
+    @torch.no_grad()
+    def bc_action(self, obs: Obs, eval_mode: bool, frozen: bool = False) -> np.ndarray:
+        """The BC policy's action: its mean, plus clipped Gaussian noise when training (the reference's
+        ``pi(z, min_std)``); ``frozen`` uses the copy taken after phase 1 (agency handover)."""
+        m = self.bc_model if (frozen and self.bc_model is not None) else self.model
+        tensors = {k: torch.as_tensor(np.asarray(v), device=self.device)[None] for k, v in obs.items()}
+        _, info = m.pi(m.encode(tensors), self.generator)
+        a = info["mean"][0]
+        if not eval_mode and self.bc_noise_std > 0:
+            noise = torch.randn(a.shape, device=self.device, generator=self.generator) * self.bc_noise_std
+            a = a + noise.clamp(-self.bc_noise_clip, self.bc_noise_clip)
+        return a.clamp(-1, 1).float().cpu().numpy().astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------ acting (phase 2 and handover)
+    def act(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
+        """BC policy in the seed phase (phase 2); afterwards the planner, or with agency handover the frozen BC
+        policy with probability ``1 - handover_prob(step)``."""
+        self._ensure_pretrained()
+        if not eval_mode and self._num_updates == 0:
+            check_obs(obs, self.observation_space)
+            return self.bc_action(obs, eval_mode)
+        if self.agency_handover:
+            check_obs(obs, self.observation_space)
+            u = float(torch.rand((), device=self.device, generator=self.generator))
+            if u >= self.handover_prob(step):
+                self._prev_mean = None  # the planner's warm start is stale after a BC step
+                return self.bc_action(obs, eval_mode, frozen=True)
+        return super().act(obs, step, eval_mode)
+
+    def plan(self, z: torch.Tensor, eval_mode: bool) -> torch.Tensor:
+        """TD-MPC2's MPPI, or with ``exploration_centering`` MPPI around the policy prior's plan, bounded."""
+        if not self.exploration_centering:
+            return super().plan(z, eval_mode)
+        H, S, A, g = self.horizon, self.num_samples, self.action_dim, self.generator
+        m, dev = self._planning_model(), z.device
+        dtype = torch.bfloat16 if self.plan_bf16 else torch.float32
+        z = z.to(dtype)
+        prior = torch.empty(H, A, device=dev)
+        _z = z
+        for t in range(H):  # the policy prior's own plan: its mean action along its latent rollout
+            _, info = m.pi(_z, g)
+            prior[t] = info["mean"][0].float()
+            if t < H - 1:
+                _z = m.next(_z, info["mean"])
+        low = (prior - self.centering_bound).clamp(-1, 1)[:, None]
+        high = (prior + self.centering_bound).clamp(-1, 1)[:, None]
+        mean, std = prior.clone(), torch.full((H, A), self.centering_std, device=dev)
+        z = z.expand(S, -1)
+        noise = torch.empty(H, S, A, device=dev)
+        for _ in range(self.iterations):
+            noise.normal_(generator=g)
+            actions = torch.maximum(torch.minimum(mean[:, None] + std[:, None] * noise, high), low)
+            actions[:, 0] = prior  # the prior itself is always a candidate
+            value = self._estimate_value(z, actions.to(dtype)).nan_to_num(0).squeeze(1)
+            elite_value, elite_idx = torch.topk(value, self.num_elites, dim=0)
+            elite_actions = actions[:, elite_idx]
+            score = torch.softmax(self.temperature * elite_value, dim=0)
+            mean = (score[None, :, None] * elite_actions).sum(1)
+            std = (score[None, :, None] * (elite_actions - mean[:, None]) ** 2).sum(1).sqrt()
+            std = std.clamp(self.min_std, self.max_std)
+        idx = torch.multinomial(score, 1, generator=g)
+        a = elite_actions[0, idx[0]]
+        if not eval_mode:
+            a = a + std[0] * torch.randn(A, device=dev, generator=g)
+        self._prev_mean = mean.clone()
+        return torch.maximum(torch.minimum(a, high[0, 0]), low[0, 0])
+
+    def _terminal_value(self, m: WorldModel, z: torch.Tensor) -> torch.Tensor:
+        if not self.ensemble_value:
+            return super()._terminal_value(m, z)
+        action, _ = m.pi(z, self.generator)
+        qs = m.two_hot.decode(m.Q(z, action, "all").float())  # (num_q, N, 1)
+        c_min, c_mean, c_std = self.value_coefs
+        value = c_mean * qs.mean(0)
+        if c_min:
+            value = value + c_min * qs.min(0).values
+        if c_std:
+            value = value + c_std * qs.std(0)
+        return value
+
+    # ------------------------------------------------------------------ learning (phase 3)
+    def update(self, replay: Any, step: int) -> Metrics:
+        """TD-MPC2 updates on batches with ``round(demo_ratio * batch_size)`` demo sub-trajectories."""
+        self._ensure_pretrained()
+        mixed = self.mixed_replay(replay)
+        n = self._updates_now(step)
+        burst = n > 1
+        metrics: Metrics = {}
+        s = int(step)
+        for i in range(n):
+            s = int(step) + i if burst else int(step)
+            metrics = self.update_from(mixed.sample_trajectories(self.batch_size, self.horizon, step=s))
+        metrics["demo_ratio"] = self.demo_ratio(s)
+        metrics["demo_batch_size"] = float(mixed.num_demo(self.batch_size, s))
+        if self.agency_handover:
+            metrics["handover_prob"] = self.handover_prob(int(step))
+        if burst:
+            metrics.update(self.bc_metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        rng = self.demo_replay._rng.bit_generator.state if self.demo_replay is not None else self._pending_demo_rng
+        state.update(bc_done=self.bc_done, bc_metrics=dict(self.bc_metrics),
+                     demo_rng=None if rng is None else json.dumps(rng),
+                     bc_model=None if self.bc_model is None else self.bc_model.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("exploration_centering", "agency_handover", "ensemble_value"):
+            if not isinstance(state, dict) or state.get("agent") != self.agent_name:
+                break  # TDMPC2Agent.load_state_dict names the other agent
+            if state.get("config", {}).get(key, self.config[key]) != self.config[key]:
+                raise CheckpointError(f"checkpoint {key}={state['config'][key]} != this agent's {self.config[key]}")
+        super().load_state_dict(state)
+        try:
+            self.bc_done = bool(state["bc_done"])
+            self.bc_metrics = {k: float(v) for k, v in state.get("bc_metrics", {}).items()}
+            rng = state.get("demo_rng")
+            rng = None if rng is None else json.loads(rng)
+            if self.demo_replay is not None and rng is not None:
+                self.demo_replay._rng.bit_generator.state = rng
+            else:
+                self._pending_demo_rng = rng
+            if state.get("bc_model") is not None:
+                self.bc_model = deepcopy(self.model).requires_grad_(False).eval()
+                self.bc_model.load_state_dict(state["bc_model"])
+            else:
+                self.bc_model = None
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"cannot load {self.agent_name} checkpoint: {type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:300]}") from None
+
+
+class ModemV2Agent(ModemAgent):
+    """MoDem-V2: :class:`ModemAgent` with exploration centering, agency handover and the conservative ensemble
+    value on by default (each can be switched off for ablations)."""
+
+    agent_name = "modem_v2"
+
+    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box, device: str,
+                 exploration_centering: bool = True, agency_handover: bool = True, ensemble_value: bool = True,
+                 **kwargs: Any):
+        super().__init__(observation_space, action_space, device, exploration_centering=exploration_centering,
+                         agency_handover=agency_handover, ensemble_value=ensemble_value, **kwargs)
+
+
+__all__ = ["ModemAgent", "ModemV2Agent", "step_schedule"]

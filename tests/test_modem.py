@@ -1,0 +1,288 @@
+"""MoDem / MoDem-V2: BC pretraining, demo oversampling, handover schedule, exploration centering, the ensemble value,
+checkpoints (exact resume through the trainer), the agent's handling of bad demo files and a trainer smoke run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from robotrl.agents.modem import ModemAgent, ModemV2Agent, step_schedule
+from robotrl.envs import make_env
+from robotrl.envs.demos import episode_file, generate_demos
+
+from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
+from robotrl.replay import ReplayBuffer
+from robotrl.trainer import Trainer
+
+ENV = {"name": "metaworld/reach", "image_size": 32, "video_size": 32, "max_episode_steps": 120}
+TINY = {"model_size": 1, "latent_dim": 32, "mlp_dim": 64, "enc_dim": 64, "num_channels": 8, "batch_size": 64,
+        "num_samples": 64, "num_elites": 8, "num_pi_trajs": 4, "iterations": 2, "seed": 0, "frame_stack": 3}
+TINY_CFG = [
+    "env=metaworld/reach", "env.image_size=32", "env.max_episode_steps=120", "env.video_size=32",
+    "env.obs_type=state", "frames=240", "seed_frames=120", "eval_every_frames=240", "eval_episodes=1",
+    "checkpoint_every_frames=120", "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_random=false",
+    "agent.latent_dim=16", "agent.mlp_dim=32", "agent.enc_dim=32", "agent.num_channels=8", "agent.batch_size=8",
+    "agent.num_samples=32", "agent.num_elites=4", "agent.num_pi_trajs=4", "agent.iterations=2",
+    "agent.bc_steps=20", "agent.num_demos=2", "agent.model_size=1",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_demos(ENV, num_episodes=2, seed=3, out_dir=tmp_path_factory.mktemp("modem") / "reach")
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = make_env({**ENV, "obs_type": "state"}, seed=0)
+    yield e
+    e.close()
+
+
+def _agent(env, demo_dir, cls=ModemAgent, **kw):
+    return cls(env.observation_space, env.action_space, "cpu", demos=str(demo_dir), **{**TINY, **kw})
+
+
+# -------------------------------------------------------------------------------------------- phase 1: BC
+def test_bc_reaches_high_success_on_the_demos_own_states(env, demo_dir):
+    agent = _agent(env, demo_dir, bc_steps=800, bc_lr=1e-3)
+    metrics = agent.pretrain_bc()
+    assert metrics["bc_loss_last"] < 0.05 * metrics["bc_loss_first"]
+    # the BC policy reproduces the demo actions on the demo states ...
+    demos = agent.load_demos()
+    states = torch.as_tensor(np.concatenate([ep.obs["state"][:-1] for ep in demos]))
+    actions = np.concatenate([ep.action for ep in demos])
+    with torch.no_grad():
+        _, info = agent.model.pi(agent.model.encode({"state": states}))
+    assert float(((info["mean"].numpy() - actions) ** 2).mean()) < 2e-3
+    # ... and solves the demos' own episodes (same reset seeds) when it acts alone
+    for seed in json.loads((demo_dir / "meta.json").read_text())["episode_seeds"]:
+        obs, _ = env.reset(seed=seed)
+        done, success = False, False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(agent.bc_action(obs, eval_mode=True))
+            done, success = terminated or truncated, success or bool(info["success"])
+        assert success, seed
+
+
+def test_seed_phase_acts_with_the_bc_policy(env, demo_dir):
+    agent = _agent(env, demo_dir, bc_steps=5)
+    obs, _ = env.reset(seed=0)
+    a = agent.act(obs, 0, eval_mode=False)  # runs phase 1 first
+    assert agent.bc_done and agent._prev_mean is None  # no plan: the BC policy acted
+    mean = agent.bc_action(obs, eval_mode=True)
+    assert np.abs(a - mean).max() <= agent.bc_noise_clip + 1e-6 and not np.array_equal(a, mean)
+
+
+# ------------------------------------------------------------------------------------ phase 3: oversampling
+def test_demo_oversampling_ratio_is_exact_per_batch(env, demo_dir):
+    agent = _agent(env, demo_dir, bc_steps=1, batch_size=16, demo_schedule="linear(0.5,0.25,50000)")
+    agent._num_updates = 1  # past the burst: one update per call
+    replay = ReplayBuffer(500, env.observation_space, agent.action_dim, 3, nstep=1, discount=0.99)
+    obs, _ = env.reset(seed=5)
+    replay.add_first(obs)
+    for _ in range(30):
+        action = env.action_space.sample()
+        obs, r, te, tr, _ = env.step(action)
+        replay.add(action, r, obs, te, tr)
+    agent._ensure_pretrained()
+    calls: dict[str, list[int]] = {"demo": [], "main": []}
+
+    def spy(name, orig):
+        def sample_trajectories(batch_size, horizon):
+            calls[name].append(batch_size)
+            return orig(batch_size, horizon)
+
+        return sample_trajectories
+
+    for name, buf in (("demo", agent.demo_replay), ("main", replay)):
+        buf.sample_trajectories = spy(name, buf.sample_trajectories)
+    for step, n_demo in ((0, 8), (25_000, 6), (50_000, 4), (90_000, 4)):
+        calls["demo"].clear()
+        calls["main"].clear()
+        metrics = agent.update(replay, step)
+        assert calls == {"demo": [n_demo], "main": [16 - n_demo]}, step
+        assert metrics["demo_batch_size"] == n_demo and metrics["demo_ratio"] == pytest.approx(n_demo / 16)
+
+
+def test_first_update_is_a_burst_with_the_schedule_at_step_plus_i(env, demo_dir):
+    agent = _agent(env, demo_dir, bc_steps=1, batch_size=8, demo_schedule="linear(1.0,0.0,10)")
+    agent._ensure_demos()
+    ratios = []
+    orig = agent.mixed_replay
+
+    def spy(replay):
+        mixed = orig(replay)
+        sample = mixed.sample_trajectories
+
+        def sample_trajectories(batch_size, horizon, step):
+            ratios.append(mixed.num_demo(batch_size, step))
+            return sample(batch_size, horizon, step)
+
+        mixed.sample_trajectories = sample_trajectories
+        return mixed
+
+    agent.mixed_replay = spy
+    replay = ReplayBuffer(500, env.observation_space, agent.action_dim, 3, nstep=1)
+    for ep in agent.load_demos():
+        replay.add_episode(ep)
+    agent.update(replay, 5)
+    assert agent._num_updates == 5 and ratios == [4, 3, 2, 2, 1]  # round(8 * (1 - (5 + i) / 10))
+
+
+# ------------------------------------------------------------------------------------------- MoDem-V2 options
+def test_handover_schedule_values():
+    spec = "linear(0.0,1.0,5000,105000)"
+    for step, p in ((0, 0.0), (5000, 0.0), (30_000, 0.25), (55_000, 0.5), (105_000, 1.0), (300_000, 1.0)):
+        assert step_schedule(spec, step) == pytest.approx(p)
+    assert step_schedule("linear(0.75,0.25,50000)", 25_000) == pytest.approx(0.5)  # 3-argument form
+    with pytest.raises(ConfigError):
+        step_schedule("linear(0,1,10,5)", 0)
+
+
+def test_agency_handover_picks_bc_or_planner(env, demo_dir):
+    obs, _ = env.reset(seed=1)
+    bc = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule=0.0)
+    a = bc.act(obs, 10, eval_mode=True)
+    np.testing.assert_array_equal(a, bc.bc_action(obs, eval_mode=True, frozen=True))
+    assert bc._prev_mean is None and bc.bc_model is not None
+    planner = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule=1.0)
+    planner.act(obs, 10, eval_mode=True)
+    assert planner._prev_mean is not None
+    # the frozen BC copy does not move with the online model
+    half = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule="linear(0.0,1.0,0,100)")
+    half._ensure_pretrained()
+    with torch.no_grad():
+        for p in half.model._pi.parameters():
+            p.add_(1.0)
+    assert not torch.equal(half.bc_model._pi[0].weight, half.model._pi[0].weight)
+    planned = sum(half.act(obs, 50, eval_mode=True) is not None and half._prev_mean is not None for _ in range(200))
+    assert 70 < planned < 130  # p = 0.5
+
+
+def test_exploration_centering_stays_within_the_bound(env, demo_dir):
+    agent = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, agency_handover=False, centering_bound=0.05)
+    agent._ensure_pretrained()
+    agent._num_updates = 1
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        with torch.no_grad():
+            _, info = agent.model.pi(agent.model.encode({"state": torch.as_tensor(obs["state"])[None]}))
+        prior = info["mean"][0].numpy()
+        for eval_mode in (True, False):
+            a = agent.act(obs, 10, eval_mode)
+            assert np.abs(a - prior).max() <= 0.05 + 1e-5
+    wide = _agent(env, demo_dir, ModemAgent, bc_steps=5)  # MoDem: no bound
+    wide._num_updates = 1
+    gaps = [np.abs(wide.act(obs, 10, False) - wide.bc_action(obs, True)).max() for _ in range(5)]
+    assert max(gaps) > 0.05
+
+
+def test_ensemble_value_is_conservative(env, demo_dir):
+    agent = _agent(env, demo_dir, ModemV2Agent, bc_steps=1)
+    with torch.no_grad():
+        for p in agent.model._Qs.parameters():
+            p.normal_(0, 0.5)
+        z = agent.model.encode({"state": torch.randn(7, 39)})
+        state = agent.generator.get_state()
+        value = agent._terminal_value(agent.model, z)
+        agent.generator.set_state(state)
+        action, _ = agent.model.pi(z, agent.generator)
+        qs = agent.model.two_hot.decode(agent.model.Q(z, action, "all"))
+    torch.testing.assert_close(value, qs.mean(0) - 10 * qs.std(0))
+    assert (value <= qs.mean(0)).all()
+
+
+# ------------------------------------------------------------------------------------------------ demo files
+def test_bad_demo_files_give_a_clear_error_from_the_agent(env, demo_dir, tmp_path):
+    root = tmp_path / "bad"
+    shutil.copytree(demo_dir, root)
+    with np.load(root / episode_file(0)) as data:
+        arrays = {k: data[k] for k in data.files if k != "action"}
+    np.savez(root / episode_file(0), **arrays)  # missing key (the loader's cases are in test_demos.py)
+    agent = _agent(env, root)
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(DemoFormatError, match="'action'"):
+        agent.act(obs, 0, eval_mode=False)
+    with pytest.raises(DemoFormatError, match="not found"):
+        _agent(env, tmp_path / "nowhere").act(obs, 0, eval_mode=True)
+    pix_env = make_env({**ENV, "image_size": 48}, seed=0)  # demos are 32x32
+    pix = ModemAgent(pix_env.observation_space, pix_env.action_space, "cpu", demos=str(demo_dir), **TINY)
+    with pytest.raises(DemoFormatError, match=r"'pixels' frames are \(3, 32, 32\), this env needs \(3, 48, 48\)"):
+        pix.load_demos()
+    pix_env.close()
+    dmc = ModemAgent(env.observation_space, env.action_space, "cpu", env={"name": "dmc/cartpole_swingup"},
+                     demo_cache=str(tmp_path / "gen"), **TINY)
+    with pytest.raises(ConfigError, match="Meta-World only"):
+        dmc.load_demos()
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def test_state_dict_round_trip(env, demo_dir, tmp_path):
+    a = _agent(env, demo_dir, ModemV2Agent, bc_steps=3)
+    obs, _ = env.reset(seed=0)
+    a.act(obs, 0, eval_mode=False)
+    torch.save(a.state_dict(), tmp_path / "a.pt")
+    b = _agent(env, demo_dir, ModemV2Agent, bc_steps=3, seed=1)
+    b.load_state_dict(torch.load(tmp_path / "a.pt", weights_only=True))
+    assert b.bc_done and b.bc_model is not None
+    for x, y in zip(a.act(obs, 50, False), b.act(obs, 50, False), strict=True):
+        assert x == y
+    a._ensure_demos()
+    b._ensure_demos()
+    assert a.demo_replay._rng.bit_generator.state == b.demo_replay._rng.bit_generator.state
+    with pytest.raises(CheckpointError, match="expected 'modem'"):
+        _agent(env, demo_dir).load_state_dict(a.state_dict())
+
+
+@pytest.fixture
+def modem_cfg(compose_cfg, demo_dir):
+    return lambda *o: compose_cfg("agent=modem", *TINY_CFG, f"agent.demos={demo_dir}", *o, tiny=False)
+
+
+def test_resume_is_exact(modem_cfg, tmp_path):
+    """360 frames in one go vs 240 + resume to 360: identical parameters, optimiser states and generators."""
+    full = Trainer(modem_cfg("frames=360"), tmp_path / "full")
+    full.train()
+    Trainer(modem_cfg("frames=240"), tmp_path / "split").train()
+    resumed = Trainer(modem_cfg("frames=360", "resume=true"), tmp_path / "split")
+    assert resumed.step == 120
+    resumed.train()
+    sa, sb = full.agent.state_dict(), resumed.agent.state_dict()
+    flat_a, flat_b = {}, {}
+
+    def walk(prefix, x, out):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}.{k}", v, out)
+        elif isinstance(x, torch.Tensor):
+            out[prefix] = x
+
+    walk("", sa, flat_a)
+    walk("", sb, flat_b)
+    assert flat_a.keys() == flat_b.keys() and len(flat_a) > 20
+    for key in flat_a:
+        assert torch.equal(flat_a[key], flat_b[key]), key
+    assert sa["demo_rng"] == sb["demo_rng"] and full.agent._num_updates == resumed.agent._num_updates > 60
+
+
+def test_trainer_smoke_generates_demos(compose_cfg, tmp_path):
+    """agent=modem on metaworld/reach (state) with demos=null: demos are generated into the run dir."""
+    cfg = compose_cfg("agent=modem", *TINY_CFG, f"run_dir={tmp_path}", tiny=False)
+    summary = Trainer(cfg, tmp_path).train()
+    assert summary["frames"] == 240 and summary["agent"] == "modem"
+    assert json.loads((tmp_path / "demos" / "meta.json").read_text())["num_episodes"] == 2
+    train_csv = (tmp_path / "train.csv").read_text()
+    assert "demo_batch_size" in train_csv and "bc_loss_last" in train_csv and "consistency_loss" in train_csv
+    assert (tmp_path / "checkpoints" / "latest").exists() and (tmp_path / "eval.csv").exists()
+
+
+def test_trainer_smoke_modem_v2_pixels(compose_cfg, demo_dir, tmp_path):
+    cfg = compose_cfg("agent=modem_v2", *TINY_CFG, "env.obs_type=pixels", f"agent.demos={demo_dir}",
+                      "agent.handover_schedule='linear(0.0,1.0,0,240)'", tiny=False)
+    summary = Trainer(cfg, tmp_path).train()
+    assert summary["agent"] == "modem_v2" and "handover_prob" in (tmp_path / "train.csv").read_text()
