@@ -50,7 +50,11 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     env.close()
     summary = summarize(results)
     summary.update({"checkpoint": str(path), "env": cfg.env.name, "agent": cfg.agent.name,
-                    "seeds": [seed, seed + episodes - 1], **dict(getattr(env, "robotrl_info", {}))})
+                    "seeds": [seed, seed + episodes - 1], **dict(getattr(env, "robotrl_info", {})),
+                    # the policy may have been trained on a model reward (reward=clip ...); eval always plays the
+                    # env's own reward, so return_mean is the ground-truth return
+                    "trained_reward": str(OmegaConf.select(cfg, "reward.name", default="env")),
+                    "return_is": "ground_truth"})
     if min_success >= 0 and summary["success_rate"] is None:
         raise CheckpointError(f"min_success={min_success} but {cfg.env.name} defines no success signal; "
                               f"use min_return instead")

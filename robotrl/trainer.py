@@ -30,9 +30,11 @@ from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
+from robotrl.rewards import is_env_reward, make_reward, wrap_env
 from robotrl.rollout import random_policy, run_episodes, summarize
 
 log = logging.getLogger(__name__)
+REWARD_INFO_KEYS = ("model_reward", "gt_reward")  # set by robotrl.rewards.RewardWrapper
 EVAL_SEED_BASE = 1_000_000  # eval episodes use seeds EVAL_SEED_BASE + i, the same set at every evaluation
 
 
@@ -102,7 +104,10 @@ class Trainer:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-        self.env = make_env(cfg.env, seed=cfg.seed)
+        # reward=<model>: built before any env (a missing-weights error comes first) under a forked RNG; only the
+        # training env gets it, so evaluation returns stay ground-truth returns
+        self.reward_model = make_reward(cfg.reward)
+        self.env = wrap_env(make_env(cfg.env, seed=cfg.seed), cfg.reward, self.reward_model)
         self.eval_env = make_env(cfg.env, seed=cfg.seed)
         self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
         self.action_repeat = int(cfg.env.action_repeat)
@@ -200,7 +205,7 @@ class Trainer:
         if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
             self.evaluate()
         obs = self._begin_episode() if self.step < total_steps else None
-        ep_return, ep_len, ep_success, update_metrics = 0.0, 0, None, []
+        ep_return, ep_len, ep_success, update_metrics, ep_rewards = 0.0, 0, None, [], {}
         progress, task = self._make_progress(total_steps)
         with progress:
             while obs is not None:
@@ -213,14 +218,17 @@ class Trainer:
                 ep_return, ep_len = ep_return + float(reward), ep_len + 1
                 if "success" in info:
                     ep_success = bool(ep_success) or bool(info["success"])
+                for key in REWARD_INFO_KEYS:  # reward=<model>: model vs ground-truth reward, summed per episode
+                    if key in info:
+                        ep_rewards[key] = ep_rewards.get(key, 0.0) + float(info[key])
                 if not (terminated or truncated):
                     if self.step % 100 == 0:
                         progress.update(task, completed=min(self.step, total_steps))
                     continue
                 self.episode += 1
-                self._log_train_episode(ep_return, ep_len, ep_success, update_metrics)
+                self._log_train_episode(ep_return, ep_len, ep_success, update_metrics, ep_rewards)
                 progress.update(task, completed=min(self.step, total_steps), ret=ep_return)
-                ep_return, ep_len, ep_success, update_metrics = 0.0, 0, None, []
+                ep_return, ep_len, ep_success, update_metrics, ep_rewards = 0.0, 0, None, [], {}
                 if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
                     self.evaluate()
                 done = self.step >= total_steps
@@ -251,7 +259,7 @@ class Trainer:
         return (frame - f0) / max(now - t0, 1e-9)
 
     def _log_train_episode(self, ep_return: float, ep_len: int, ep_success: bool | None,
-                           update_metrics: list[dict[str, float]]) -> None:
+                           update_metrics: list[dict[str, float]], ep_rewards: dict[str, float] | None = None) -> None:
         fps = self._fps()
         progress, task = self._progress_task
         progress.update(task, fps=fps)
@@ -263,6 +271,7 @@ class Trainer:
                                "episode_length": ep_len, "fps": fps, "elapsed": self._elapsed()}
         if ep_success is not None:
             row["success"] = float(ep_success)
+        row.update(ep_rewards or {})  # model_reward / gt_reward: episode sums (episode_return is what the agent got)
         for key in {k for m in update_metrics for k in m}:  # agents may return {} on steps they skip
             row[key] = float(np.mean([m[key] for m in update_metrics if key in m]))
             if not np.isfinite(row[key]):
@@ -289,7 +298,8 @@ class Trainer:
             self.next_eval_frame += int(cfg.eval_every_frames)
         self.last_eval = {"frame": self.frame, **summary}
         success = "" if summary["success_rate"] is None else f", success {summary['success_rate']:.0%}"
-        self.console.print(f"eval @ {self.frame} frames: return {summary['return_mean']:.1f} "
+        gt = "" if is_env_reward(cfg.reward) else "ground-truth "  # eval env has the env's own reward
+        self.console.print(f"eval @ {self.frame} frames: {gt}return {summary['return_mean']:.1f} "
                            f"± {summary['return_std']:.1f}{success}")
         self._plot()
         return summary

@@ -1,0 +1,179 @@
+"""The reward-model interface, frame validation, an embedding cache and the gymnasium wrapper.
+
+A reward model maps a batch of RGB frames to one float per frame::
+
+    model(frames: uint8 [B, H, W, 3] (numpy or torch), info: list[dict] | None) -> np.ndarray float32 [B]
+
+and may predict success (``predict_success(frames, info) -> bool [B]``). :class:`RewardWrapper` puts a model on a
+contract env (``robotrl.envs.make_env``): it renders one dedicated RGB frame per agent step (``render_size``, not the
+agent's small channels-first pixels), replaces or blends the env reward, and keeps the ground truth in ``info``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, SupportsFloat, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from robotrl.errors import ConfigError, ObservationError
+
+log = logging.getLogger(__name__)
+MODES = ("replace", "blend")
+
+
+@runtime_checkable
+class RewardModel(Protocol):
+    """Batched frames -> rewards. ``predict_success`` is optional (check with ``hasattr``)."""
+
+    def __call__(self, frames: np.ndarray | torch.Tensor, info: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
+        """uint8 [B, H, W, 3] RGB frames (and per-frame env info, or None) -> float32 [B] rewards."""
+
+
+def check_frames(frames: Any, info: Sequence[Any] | None = None) -> tuple[int, int, int]:
+    """Raise ObservationError (one line) unless ``frames`` is uint8 [B, H, W, 3] with B >= 1; return (B, H, W).
+
+    uint8 already bounds the values to [0, 255]; float frames (e.g. [0, 1] images) are rejected with their range
+    named, rather than silently rescaled. ``info``, if given, must hold one dict per frame.
+    """
+    if not isinstance(frames, np.ndarray | torch.Tensor):
+        raise ObservationError(f"reward frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+    shape = tuple(frames.shape)
+    is_uint8 = frames.dtype == (torch.uint8 if isinstance(frames, torch.Tensor) else np.uint8)
+    if not is_uint8:
+        rng = ""
+        if frames.numel() if isinstance(frames, torch.Tensor) else frames.size:
+            lo, hi = float(frames.min()), float(frames.max())
+            rng = f" with values in [{lo:.3g}, {hi:.3g}]"
+            if hi <= 1.0 and lo >= 0.0:
+                rng += " (looks like [0, 1] floats: multiply by 255 and cast to uint8)"
+        raise ObservationError(f"reward frames have dtype {frames.dtype}{rng}, expected uint8 RGB in [0, 255]")
+    if len(shape) != 4:
+        hint = " (a single frame: add a batch axis, frames[None])" if len(shape) == 3 else ""
+        raise ObservationError(f"reward frames have shape {shape}, expected 4-D [B, H, W, 3]{hint}")
+    if shape[-1] != 3:
+        hint = " (looks channels-first; expected channels-last [B, H, W, 3])" if shape[1] == 3 else ""
+        raise ObservationError(f"reward frames have shape {shape}, expected last dim 3 (RGB){hint}")
+    if shape[0] < 1 or shape[1] < 1 or shape[2] < 1:
+        raise ObservationError(f"reward frames have shape {shape}, expected a non-empty batch of non-empty images")
+    if info is not None and len(info) != shape[0]:
+        raise ObservationError(f"reward info has {len(info)} entries for {shape[0]} frames, expected one per frame")
+    return shape[0], shape[1], shape[2]
+
+
+class EmbeddingCache:
+    """A small LRU cache of tensors keyed by strings/tuples (text prompts) or arrays (goal images, by content hash).
+
+    ``hits``/``misses`` count lookups so tests and benches can see it working.
+    """
+
+    def __init__(self, maxsize: int = 256):
+        self.maxsize = int(maxsize)
+        self._data: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(value: Any) -> Hashable:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray):
+            return ("array", value.shape, str(value.dtype), hashlib.sha1(np.ascontiguousarray(value)).hexdigest())
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+
+    def get(self, value: Any, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        key = self.key(value)
+        if key in self._data:
+            self.hits += 1
+            self._data.move_to_end(key)
+            return self._data[key]
+        self.misses += 1
+        out = compute()
+        self._data[key] = out
+        if len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+        return out
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def render_rgb(env: gym.Env, size: int | None) -> np.ndarray:
+    """One (size, size, 3) uint8 RGB frame of ``env``'s current state (``env.render()`` when size is None).
+
+    robotrl's base envs expose ``render_frame(size)`` (the suite's camera at any resolution), so the reward model
+    sees a dedicated image at the resolution it wants instead of the agent's small, stacked, channels-first pixels.
+    """
+    base = env.unwrapped
+    if size is not None and hasattr(base, "render_frame"):
+        return np.ascontiguousarray(base.render_frame(int(size)))
+    return np.ascontiguousarray(env.render())
+
+
+class RewardWrapper(gym.Wrapper):
+    """Replace (``mode="replace"``: r = weight * model) or blend (``mode="blend"``: r = gt + weight * model) the env
+    reward with a reward model's output on a rendered RGB frame.
+
+    Every step's ``info`` gets ``gt_reward`` (the env's reward, summed over action repeat), ``model_reward`` (the
+    model's raw reward for the frame after the step) and keeps the env's ``success``; a model with
+    ``predict_success`` adds ``model_success`` (and ends the episode on it when ``terminate_on_success``).
+    The simple path computes B=1 per step; :meth:`relabel` computes rewards for a stored batch of frames
+    (replay-time relabelling) in chunks of the model's ``batch_size``.
+    """
+
+    def __init__(self, env: gym.Env, model: RewardModel, mode: str = "replace", weight: float = 1.0,
+                 render_size: int | None = 224, terminate_on_success: bool = False, name: str = "model"):
+        super().__init__(env)
+        if mode not in MODES:
+            raise ConfigError(f"reward.mode={mode!r} is not one of {', '.join(MODES)}")
+        if render_size is not None and (isinstance(render_size, bool) or int(render_size) < 1):
+            raise ConfigError(f"reward.render_size={render_size!r}, expected a positive int or null (env.render())")
+        self.predicts_success = bool(getattr(model, "predicts_success", hasattr(model, "predict_success")))
+        if terminate_on_success and not self.predicts_success:
+            raise ConfigError(f"reward.terminate_on_success=true but reward model {name!r} predicts no success")
+        self.model, self.mode, self.weight = model, mode, float(weight)
+        self.render_size = None if render_size is None else int(render_size)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.batch_size = int(getattr(model, "batch_size", 64))  # relabelling chunk
+        info = dict(getattr(env, "robotrl_info", {}))
+        self.robotrl_info = {**info, "reward": name, "reward_mode": mode, "reward_weight": self.weight}
+        self.metadata = {**env.metadata, "robotrl": self.robotrl_info}
+
+    def render_frame(self) -> np.ndarray:
+        return render_rgb(self.env, self.render_size)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, gt, terminated, truncated, info = self.env.step(action)
+        frames = self.render_frame()[None]
+        info = dict(info)
+        model_reward = float(self.model(frames, [info])[0])
+        info["gt_reward"], info["model_reward"] = float(gt), model_reward
+        if self.predicts_success:
+            info["model_success"] = bool(self.model.predict_success(frames, [info])[0])
+            if self.terminate_on_success and info["model_success"]:
+                terminated = True
+        reward = self.weight * model_reward if self.mode == "replace" else float(gt) + self.weight * model_reward
+        return obs, reward, terminated, truncated, info
+
+    def relabel(self, frames: np.ndarray | torch.Tensor, gt_reward: np.ndarray | None = None) -> np.ndarray:
+        """Rewards for a batch of stored frames uint8 [N, H, W, 3] (replay-time relabelling), float32 [N].
+
+        Computed in chunks of the model's ``batch_size``, combined with ``gt_reward`` [N] as :meth:`step` does.
+        """
+        n, _, _ = check_frames(frames)
+        out = np.concatenate([np.asarray(self.model(frames[i:i + self.batch_size], None), np.float32)
+                              for i in range(0, n, self.batch_size)])
+        if self.mode == "replace":
+            return (self.weight * out).astype(np.float32)
+        if gt_reward is None:
+            raise ValueError("relabel in mode='blend' needs gt_reward (one per frame)")
+        return (np.asarray(gt_reward, np.float32).reshape(n) + self.weight * out).astype(np.float32)
