@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Batch, Metrics, Obs
@@ -339,15 +340,7 @@ class DrQV2Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore everything from :meth:`state_dict`; CheckpointError if it is another agent or shape."""
-        if not isinstance(state, dict) or state.get("agent") != self.agent_name:
-            name = state.get("agent") if isinstance(state, dict) else type(state).__name__
-            raise CheckpointError(f"checkpoint is for agent {name!r}, expected {self.agent_name!r}")
-        if state.get("shapes") != self.shapes:
-            raise CheckpointError(f"checkpoint shapes {state.get('shapes')} != this agent's {self.shapes}")
-        for key in self.checked_config:
-            if state.get("config", {}).get(key) != self.config[key]:
-                raise CheckpointError(
-                    f"checkpoint {key}={state.get('config', {}).get(key)} != this agent's {self.config[key]}")
+        check_agent_state(state, self.agent_name, self.shapes, self.config, self.checked_config)
         try:
             self.encoder.load_state_dict(state["encoder"])
             self.actor.load_state_dict(state["actor"])

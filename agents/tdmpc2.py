@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Metrics, Obs, Trajectories
@@ -59,6 +60,7 @@ class TDMPC2Agent:
     """
 
     agent_name = NAME
+    checked_config: tuple[str, ...] = ARCH_KEYS  # must match to load a checkpoint
 
     def __init__(
         self,
@@ -379,15 +381,7 @@ class TDMPC2Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore everything from :meth:`state_dict`; CheckpointError if it is another agent, shape or size."""
-        if not isinstance(state, dict) or state.get("agent") != self.agent_name:
-            name = state.get("agent") if isinstance(state, dict) else type(state).__name__
-            raise CheckpointError(f"checkpoint is for agent {name!r}, expected {self.agent_name!r}")
-        if state.get("shapes") != self.shapes:
-            raise CheckpointError(f"checkpoint shapes {state.get('shapes')} != this agent's {self.shapes}")
-        for key in ARCH_KEYS:
-            if state.get("config", {}).get(key) != self.config[key]:
-                raise CheckpointError(
-                    f"checkpoint {key}={state.get('config', {}).get(key)} != this agent's {self.config[key]}")
+        check_agent_state(state, self.agent_name, self.shapes, self.config, self.checked_config)
         try:
             self.model.load_state_dict(state["model"])
             self.optim.load_state_dict(state["optim"])

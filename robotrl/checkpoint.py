@@ -139,3 +139,18 @@ def resolve_checkpoint(path: Path) -> Path:
             log.warning("newest checkpoint is unusable (%s); falling back to %s", errors[0], candidate)
         return candidate
     raise CheckpointError(f"no valid checkpoint in {root}: {errors[0]}")
+
+
+def check_agent_state(state: Any, agent_name: str, shapes: dict[str, Any], config: dict[str, Any],
+                      keys: tuple[str, ...]) -> None:
+    """Raise CheckpointError (one line) unless ``state`` is an agent state dict of ``agent_name`` with the same
+    observation/action ``shapes`` and the same values of the architecture ``keys`` in ``config``."""
+    if not isinstance(state, dict) or state.get("agent") != agent_name:
+        name = state.get("agent") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint is for agent {name!r}, expected {agent_name!r}")
+    if state.get("shapes") != shapes:
+        raise CheckpointError(f"checkpoint shapes {state.get('shapes')} != this agent's {shapes}")
+    saved = state.get("config", {})
+    for key in keys:
+        if saved.get(key) != config[key]:
+            raise CheckpointError(f"checkpoint {key}={saved.get(key)} != this agent's {config[key]}")
