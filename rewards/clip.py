@@ -129,8 +129,11 @@ def load_open_clip(model_name: str, pretrained: str | None, cache_dir: str | Non
         pretrained_cfg = open_clip.get_pretrained_cfg(model_name, str(pretrained))
         if not pretrained_cfg:
             tags = open_clip.list_pretrained_tags_by_model(model_name)
-            raise ConfigError(f"reward.pretrained={pretrained!r} is neither a file nor an open_clip tag of "
-                              f"{model_name!r} (tags: {tags}); " + _how_to_provide(model_name, pretrained, None))
+            missing = f"reward.pretrained={pretrained!r} is neither a file nor an open_clip tag of {model_name!r} " \
+                      f"(tags: {tags})"
+            if not allow_random_weights:
+                raise ConfigError(f"{missing}; " + _how_to_provide(model_name, pretrained, None))
+    if pretrained_cfg:
         kwargs["force_preprocess_cfg"] = {k: pretrained_cfg[k] for k in
                                           ("mean", "std", "interpolation", "resize_mode") if k in pretrained_cfg}
         kwargs["force_quick_gelu"] = bool(pretrained_cfg.get("quick_gelu", False))
