@@ -78,8 +78,11 @@ def _train_task(cfg) -> None:
         print(f"robotrl: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"robotrl: interrupted; the last checkpoint in {run_dir / 'checkpoints'} is intact, "
-              f"continue with resume=true run_dir={run_dir}", file=sys.stderr)
+        if (run_dir / "checkpoints" / "latest").exists():
+            hint = f"the last checkpoint in {run_dir / 'checkpoints'} is intact, continue with resume=true"
+        else:
+            hint = "no checkpoint was written yet, so there is nothing to resume; start again with"
+        print(f"robotrl: interrupted; {hint} run_dir={run_dir}", file=sys.stderr)
         sys.exit(130)
 
 
