@@ -12,6 +12,7 @@ import logging
 import platform
 import random
 import time
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,26 @@ from robotrl.rollout import random_policy, run_episodes, summarize
 log = logging.getLogger(__name__)
 REWARD_INFO_KEYS = ("model_reward", "gt_reward")  # set by robotrl.rewards.RewardWrapper
 EVAL_SEED_BASE = 1_000_000  # eval episodes use seeds EVAL_SEED_BASE + i, the same set at every evaluation
+
+
+@dataclass
+class EpisodeStats:
+    """What one training episode accumulates for its train.csv row."""
+
+    ret: float = 0.0
+    length: int = 0
+    success: bool | None = None  # None: the task defines no success
+    updates: list[dict[str, float]] = field(default_factory=list)  # the agent's update metrics
+    rewards: dict[str, float] = field(default_factory=dict)  # reward=<model>: model vs ground truth, summed
+
+    def add_step(self, reward: float, info: dict[str, Any]) -> None:
+        self.ret += float(reward)
+        self.length += 1
+        if "success" in info:
+            self.success = bool(self.success) or bool(info["success"])
+        for key in REWARD_INFO_KEYS:
+            if key in info:
+                self.rewards[key] = self.rewards.get(key, 0.0) + float(info[key])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -205,30 +226,25 @@ class Trainer:
         if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
             self.evaluate()
         obs = self._begin_episode() if self.step < total_steps else None
-        ep_return, ep_len, ep_success, update_metrics, ep_rewards = 0.0, 0, None, [], {}
+        stats = EpisodeStats()
         progress, task = self._make_progress(total_steps)
         with progress:
             while obs is not None:
                 action = self.agent.act(obs, self.step, eval_mode=False)
                 if self.step >= seed_steps:
-                    update_metrics.append(self.agent.update(self.replay, self.step))
+                    stats.updates.append(self.agent.update(self.replay, self.step))
                 obs, reward, terminated, truncated, info = self.env.step(action)
                 self.replay.add(action, reward, obs, terminated, truncated)
                 self.step += 1
-                ep_return, ep_len = ep_return + float(reward), ep_len + 1
-                if "success" in info:
-                    ep_success = bool(ep_success) or bool(info["success"])
-                for key in REWARD_INFO_KEYS:  # reward=<model>: model vs ground-truth reward, summed per episode
-                    if key in info:
-                        ep_rewards[key] = ep_rewards.get(key, 0.0) + float(info[key])
+                stats.add_step(reward, info)
                 if not (terminated or truncated):
                     if self.step % 100 == 0:
                         progress.update(task, completed=min(self.step, total_steps))
                     continue
                 self.episode += 1
-                self._log_train_episode(ep_return, ep_len, ep_success, update_metrics, ep_rewards)
-                progress.update(task, completed=min(self.step, total_steps), ret=ep_return)
-                ep_return, ep_len, ep_success, update_metrics, ep_rewards = 0.0, 0, None, [], {}
+                self._log_train_episode(stats)
+                progress.update(task, completed=min(self.step, total_steps), ret=stats.ret)
+                stats = EpisodeStats()
                 if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
                     self.evaluate()
                 done = self.step >= total_steps
@@ -258,22 +274,21 @@ class Trainer:
         self._fps_mark = (now, frame)
         return (frame - f0) / max(now - t0, 1e-9)
 
-    def _log_train_episode(self, ep_return: float, ep_len: int, ep_success: bool | None,
-                           update_metrics: list[dict[str, float]], ep_rewards: dict[str, float] | None = None) -> None:
+    def _log_train_episode(self, stats: EpisodeStats) -> None:
         fps = self._fps()
         progress, task = self._progress_task
         progress.update(task, fps=fps)
         if not self.console.is_terminal:  # logs and pipes get one plain line per episode instead of a live bar
             left = max(int(self.cfg.frames) - self.frame, 0)
             self.console.print(f"frame {self.frame}/{self.cfg.frames} | episode {self.episode} | return "
-                               f"{ep_return:.1f} | {fps:.0f} fps | ETA {left / max(fps, 1e-9) / 60:.1f} min")
-        row: dict[str, Any] = {"step": self.step, "episode": self.episode, "episode_return": ep_return,
-                               "episode_length": ep_len, "fps": fps, "elapsed": self._elapsed()}
-        if ep_success is not None:
-            row["success"] = float(ep_success)
-        row.update(ep_rewards or {})  # model_reward / gt_reward: episode sums (episode_return is what the agent got)
-        for key in {k for m in update_metrics for k in m}:  # agents may return {} on steps they skip
-            row[key] = float(np.mean([m[key] for m in update_metrics if key in m]))
+                               f"{stats.ret:.1f} | {fps:.0f} fps | ETA {left / max(fps, 1e-9) / 60:.1f} min")
+        row: dict[str, Any] = {"step": self.step, "episode": self.episode, "episode_return": stats.ret,
+                               "episode_length": stats.length, "fps": fps, "elapsed": self._elapsed()}
+        if stats.success is not None:
+            row["success"] = float(stats.success)
+        row.update(stats.rewards)  # model_reward / gt_reward sums (episode_return is what the agent was given)
+        for key in {k for m in stats.updates for k in m}:  # agents may return {} on steps they skip
+            row[key] = float(np.mean([m[key] for m in stats.updates if key in m]))
             if not np.isfinite(row[key]):
                 raise DivergenceError(f"{key} became {row[key]} during episode {self.episode} (frame {self.frame}); "
                                       f"the last checkpoint in {self.run_dir / 'checkpoints'} is intact")
