@@ -125,3 +125,15 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path):
     resumed = robotrl("train", *TINY_OVERRIDES, f"frames={step * 2 + 100}", f"run_dir={run_dir}", "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout
+
+
+def test_demos_command_writes_loadable_demos(tmp_path):
+    from robotrl.envs.demos import load_demos
+
+    out = tmp_path / "demos"
+    proc = robotrl("demos", "env=metaworld/reach", "episodes=1", "image_size=32", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (episode,) = load_demos(out)
+    assert episode.obs["pixels"].shape[1:] == (3, 32, 32) and episode.success.any()
+    wrong_suite = robotrl("demos", "env=dmc/cartpole_swingup")
+    assert wrong_suite.returncode == 2 and "Meta-World" in wrong_suite.stderr
