@@ -32,3 +32,18 @@ def compose_cfg():
             return compose("config", overrides=[*(TINY_OVERRIDES if tiny else []), *overrides])
 
     return _compose
+
+
+def flat_tensors(state, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor in a nested state dict, keyed by its dotted path."""
+    if isinstance(state, dict):
+        return {k: v for key, sub in state.items() for k, v in flat_tensors(sub, f"{prefix}.{key}").items()}
+    return {prefix: state} if isinstance(state, torch.Tensor) else {}
+
+
+def assert_same_tensors(state_a, state_b, min_count: int = 10) -> None:
+    """Two agent state dicts hold the same tensors, bit for bit (the exact-resume check)."""
+    a, b = flat_tensors(state_a), flat_tensors(state_b)
+    assert a.keys() == b.keys() and len(a) > min_count, (sorted(a), sorted(b))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

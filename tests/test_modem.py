@@ -17,6 +17,7 @@ from robotrl.envs.demos import episode_file, generate_demos
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
 from robotrl.replay import ReplayBuffer
 from robotrl.trainer import Trainer
+from tests.conftest import assert_same_tensors
 
 ENV = {"name": "metaworld/reach", "image_size": 32, "video_size": 32, "max_episode_steps": 120}
 TINY = {"model_size": 1, "latent_dim": 32, "mlp_dim": 64, "enc_dim": 64, "num_channels": 8, "batch_size": 64,
@@ -253,20 +254,7 @@ def test_resume_is_exact(modem_cfg, tmp_path):
     assert resumed.step == 120
     resumed.train()
     sa, sb = full.agent.state_dict(), resumed.agent.state_dict()
-    flat_a, flat_b = {}, {}
-
-    def walk(prefix, x, out):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}", v, out)
-        elif isinstance(x, torch.Tensor):
-            out[prefix] = x
-
-    walk("", sa, flat_a)
-    walk("", sb, flat_b)
-    assert flat_a.keys() == flat_b.keys() and len(flat_a) > 20
-    for key in flat_a:
-        assert torch.equal(flat_a[key], flat_b[key]), key
+    assert_same_tensors(sa, sb, min_count=20)
     assert sa["demo_rng"] == sb["demo_rng"] and full.agent._num_updates == resumed.agent._num_updates > 60
 
 

@@ -6,11 +6,11 @@ import csv
 import json
 
 import pytest
-import torch
 from omegaconf import open_dict
 
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.trainer import Trainer
+from tests.conftest import assert_same_tensors
 
 
 def _rows(path) -> list[dict[str, str]]:
@@ -20,20 +20,6 @@ def _rows(path) -> list[dict[str, str]]:
 
 def _train(cfg, run_dir):
     return Trainer(cfg, run_dir).train()
-
-
-def _params(trainer_or_state) -> dict[str, torch.Tensor]:
-    flat = {}
-
-    def walk(prefix, x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(x, torch.Tensor):
-            flat[prefix] = x
-
-    walk("", trainer_or_state)
-    return flat
 
 
 def test_run_writes_everything(compose_cfg, tmp_path):
@@ -59,10 +45,7 @@ def test_resume_is_exact(compose_cfg, tmp_path):
     resumed = Trainer(compose_cfg("frames=400", "resume=true"), tmp_path / "split")
     assert resumed.step == 100
     resumed.train()
-    a, b = _params(full.agent.state_dict()), _params(resumed.agent.state_dict())
-    assert a.keys() == b.keys() and len(a) > 10
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_tensors(full.agent.state_dict(), resumed.agent.state_dict())
     rows = [r["frame"] for r in _rows(tmp_path / "split" / "eval.csv")]
     assert rows == ["0", "200", "400"]  # no duplicated rows after resume
 
