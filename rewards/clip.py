@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from robotrl.rewards.base import EmbeddingCache, check_frames
 
+from robotrl.config import resolve_device
 from robotrl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -168,15 +169,6 @@ def load_open_clip(model_name: str, pretrained: str | None, cache_dir: str | Non
 
 
 # ------------------------------------------------------------------------------------------------ the model
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"reward.device={device!r} but CUDA is not available; use cpu or auto")
-    return dev
-
-
 class CLIPReward:
     """VLM-RM reward: ``1 - 1/2 ||(x - g) P||^2`` on CLIP embeddings (see the module docstring).
 
@@ -208,7 +200,7 @@ class CLIPReward:
             baseline_prompts, "baseline")
         self.alpha, self.batch_size = float(alpha), int(batch_size)
         self.success_threshold = None if success_threshold is None else float(success_threshold)
-        self.device = _resolve_device(str(device))
+        self.device = resolve_device(str(device), key="reward.device")
         if precision == "auto":
             bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
             precision = "fp32" if self.device.type == "cpu" else "bf16" if bf16 else "fp16"

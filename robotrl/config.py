@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from robotrl.errors import ConfigError
@@ -51,3 +52,13 @@ def validate_config(cfg: DictConfig) -> None:
     device = _require(cfg, "device", str)
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"config device={device!r}, expected auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(name: str, key: str = "device") -> torch.device:
+    """``auto`` -> cuda if available else cpu; a cuda device without CUDA is a ConfigError naming ``key``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={name!r} but CUDA is not available; use {key}=cpu or {key}=auto")
+    return device

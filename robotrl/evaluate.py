@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 from robotrl.agents import make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint
+from robotrl.config import resolve_device
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError
 from robotrl.rollout import run_episodes, summarize
-from robotrl.trainer import resolve_device
 
 
 def load_policy(checkpoint: Path, device: str = "auto") -> tuple[Any, Any, Path]:

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from robotrl.agents import agent_config, make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
-from robotrl.config import validate_config
+from robotrl.config import resolve_device, validate_config
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.logger import Logger
@@ -57,15 +57,6 @@ class EpisodeStats:
         for key in REWARD_INFO_KEYS:
             if key in info:
                 self.rewards[key] = self.rewards.get(key, 0.0) + float(info[key])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu or device=auto")
-    return device
 
 
 def episode_seed(run_seed: int, episode: int) -> int:
