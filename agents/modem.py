@@ -40,7 +40,6 @@ a separate encoder + actor-critic pair.
 from __future__ import annotations
 
 import json
-import re
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -57,21 +56,6 @@ from robotrl.types import Episode, Metrics, Obs
 from .nets import random_shift, sample_shifts, schedule
 from .tdmpc2 import TDMPC2Agent
 from .world_model import WorldModel
-
-_LINEAR4 = re.compile(r"^\s*linear\(([^,]+),([^,]+),([^,]+),([^,]+)\)\s*$")
-
-
-def step_schedule(spec: str | float, step: int) -> float:
-    """A constant, ``linear(init,final,duration)`` (see :func:`robotrl.agents.nets.schedule`) or
-    ``linear(init,final,start,end)``: ``init`` until ``start``, then linear to ``final`` at ``end`` (MoDem-V2)."""
-    match = _LINEAR4.match(str(spec))
-    if match is None:
-        return schedule(spec, step)
-    init, final, start, end = (float(g) for g in match.groups())
-    if end <= start:
-        raise ConfigError(f"schedule {spec!r}: end must be > start")
-    mix = min(max((step - start) / (end - start), 0.0), 1.0)
-    return (1.0 - mix) * init + mix * final
 
 
 class ModemAgent(TDMPC2Agent):
@@ -154,7 +138,7 @@ class ModemAgent(TDMPC2Agent):
     # ------------------------------------------------------------------ schedules
     def demo_ratio(self, step: int) -> float:
         """Share of each batch drawn from the demos at agent step ``step``."""
-        ratio = step_schedule(self.demo_schedule, step)
+        ratio = schedule(self.demo_schedule, step)
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"demo_schedule {self.demo_schedule!r} gives {ratio} at step {step}, expected [0, 1]")
         return ratio
@@ -163,7 +147,7 @@ class ModemAgent(TDMPC2Agent):
         """Probability that the planner (not the frozen BC policy) acts at ``step`` (1 without handover)."""
         if not self.agency_handover:
             return 1.0
-        p = step_schedule(self.handover_schedule, step)
+        p = schedule(self.handover_schedule, step)
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"handover_schedule {self.handover_schedule!r} gives {p} at step {step}, "
                               "expected [0, 1]")
@@ -420,4 +404,4 @@ class ModemV2Agent(ModemAgent):
                          agency_handover=agency_handover, ensemble_value=ensemble_value, **kwargs)
 
 
-__all__ = ["ModemAgent", "ModemV2Agent", "step_schedule"]
+__all__ = ["ModemAgent", "ModemV2Agent"]

@@ -15,14 +15,16 @@ from torch import nn
 
 from robotrl.errors import ConfigError
 
-_LINEAR = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^,)]+)\)\s*$")
+_LINEAR = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^,)]+)(?:,\s*([^,)]+))?\)\s*$")
 
 
 def schedule(spec: str | float, step: int) -> float:
-    """Evaluate a schedule at ``step``: a constant (float or numeric string) or ``linear(init,final,dur)``.
+    """Evaluate a schedule at ``step``: a constant (float or numeric string), ``linear(init,final,duration)``
+    or ``linear(init,final,start,end)``.
 
-    ``linear`` interpolates from ``init`` at step 0 to ``final`` at ``duration`` and stays there (DrQ-v2's
-    exploration-noise schedule).
+    ``linear(init,final,duration)`` goes from ``init`` at step 0 to ``final`` at ``duration`` and stays there
+    (DrQ-v2's exploration-noise schedule); the 4-argument form holds ``init`` until ``start`` and reaches ``final``
+    at ``end`` (MoDem-V2's agency handover).
     """
     if isinstance(spec, int | float):
         return float(spec)
@@ -32,9 +34,14 @@ def schedule(spec: str | float, step: int) -> float:
         pass
     match = _LINEAR.match(str(spec))
     if match is None:
-        raise ConfigError(f"schedule {spec!r} is neither a number nor 'linear(init,final,duration)'")
-    init, final, duration = (float(g) for g in match.groups())
-    mix = min(max(step / duration, 0.0), 1.0) if duration > 0 else 1.0
+        raise ConfigError(f"schedule {spec!r} is neither a number nor 'linear(init,final,duration)' "
+                          f"or 'linear(init,final,start,end)'")
+    values = [float(g) for g in match.groups() if g is not None]
+    init, final = values[:2]
+    start, end = (0.0, values[2]) if len(values) == 3 else values[2:]
+    if len(values) == 4 and end <= start:
+        raise ConfigError(f"schedule {spec!r}: end must be > start")
+    mix = min(max((step - start) / (end - start), 0.0), 1.0) if end > start else 1.0
     return (1.0 - mix) * init + mix * final
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from robotrl.agents.modem import ModemAgent, ModemV2Agent, step_schedule
+from robotrl.agents.modem import ModemAgent, ModemV2Agent
+from robotrl.agents.nets import schedule
 from robotrl.envs import make_env
 from robotrl.envs.demos import episode_file, generate_demos
 
@@ -139,10 +140,10 @@ def test_first_update_is_a_burst_with_the_schedule_at_step_plus_i(env, demo_dir)
 def test_handover_schedule_values():
     spec = "linear(0.0,1.0,5000,105000)"
     for step, p in ((0, 0.0), (5000, 0.0), (30_000, 0.25), (55_000, 0.5), (105_000, 1.0), (300_000, 1.0)):
-        assert step_schedule(spec, step) == pytest.approx(p)
-    assert step_schedule("linear(0.75,0.25,50000)", 25_000) == pytest.approx(0.5)  # 3-argument form
+        assert schedule(spec, step) == pytest.approx(p)
+    assert schedule("linear(0.75,0.25,50000)", 25_000) == pytest.approx(0.5)  # 3-argument form
     with pytest.raises(ConfigError):
-        step_schedule("linear(0,1,10,5)", 0)
+        schedule("linear(0,1,10,5)", 0)
 
 
 def test_agency_handover_picks_bc_or_planner(env, demo_dir):
