@@ -13,7 +13,14 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from robotrl.rewards.base import EmbeddingCache, RewardModel, RewardWrapper, check_frames, render_rgb
+from robotrl.rewards.base import (
+    EmbeddingCache,
+    RewardModel,
+    RewardVectorWrapper,
+    RewardWrapper,
+    check_frames,
+    render_rgb,
+)
 
 from robotrl.errors import ConfigError
 
@@ -72,5 +79,5 @@ def wrap_env(env: gym.Env, cfg: Any, model: RewardModel | None = None) -> gym.En
                          name=str(cfg.get("name", "model")))
 
 
-__all__ = ["EmbeddingCache", "RewardModel", "RewardWrapper", "check_frames", "is_env_reward", "make_reward",
-           "render_rgb", "wrap_env"]
+__all__ = ["EmbeddingCache", "RewardModel", "RewardVectorWrapper", "RewardWrapper", "check_frames", "is_env_reward",
+           "make_reward", "render_rgb", "wrap_env"]

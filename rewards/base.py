@@ -119,6 +119,20 @@ def render_rgb(env: gym.Env, size: int | None) -> np.ndarray:
     return np.ascontiguousarray(env.render())
 
 
+def _check_wrapper_args(model: RewardModel, mode: str, render_size: int | None, terminate_on_success: bool,
+                        name: str) -> bool:
+    """Validate the wrapper settings shared by RewardWrapper and RewardVectorWrapper; True if the model predicts
+    success."""
+    if mode not in MODES:
+        raise ConfigError(f"reward.mode={mode!r} is not one of {', '.join(MODES)}")
+    if render_size is not None and (isinstance(render_size, bool) or int(render_size) < 1):
+        raise ConfigError(f"reward.render_size={render_size!r}, expected a positive int or null (env.render())")
+    predicts_success = bool(getattr(model, "predicts_success", hasattr(model, "predict_success")))
+    if terminate_on_success and not predicts_success:
+        raise ConfigError(f"reward.terminate_on_success=true but reward model {name!r} predicts no success")
+    return predicts_success
+
+
 class RewardWrapper(gym.Wrapper):
     """Replace (``mode="replace"``: r = weight * model) or blend (``mode="blend"``: r = gt + weight * model) the env
     reward with a reward model's output on a rendered RGB frame.
@@ -133,13 +147,7 @@ class RewardWrapper(gym.Wrapper):
     def __init__(self, env: gym.Env, model: RewardModel, mode: str = "replace", weight: float = 1.0,
                  render_size: int | None = 224, terminate_on_success: bool = False, name: str = "model"):
         super().__init__(env)
-        if mode not in MODES:
-            raise ConfigError(f"reward.mode={mode!r} is not one of {', '.join(MODES)}")
-        if render_size is not None and (isinstance(render_size, bool) or int(render_size) < 1):
-            raise ConfigError(f"reward.render_size={render_size!r}, expected a positive int or null (env.render())")
-        self.predicts_success = bool(getattr(model, "predicts_success", hasattr(model, "predict_success")))
-        if terminate_on_success and not self.predicts_success:
-            raise ConfigError(f"reward.terminate_on_success=true but reward model {name!r} predicts no success")
+        self.predicts_success = _check_wrapper_args(model, mode, render_size, terminate_on_success, name)
         self.model, self.mode, self.weight = model, mode, float(weight)
         self.render_size = None if render_size is None else int(render_size)
         self.terminate_on_success = bool(terminate_on_success)
@@ -177,3 +185,48 @@ class RewardWrapper(gym.Wrapper):
         if gt_reward is None:
             raise ValueError("relabel in mode='blend' needs gt_reward (one per frame)")
         return (np.asarray(gt_reward, np.float32).reshape(n) + self.weight * out).astype(np.float32)
+
+
+class RewardVectorWrapper(gym.vector.VectorWrapper):
+    """:class:`RewardWrapper` for a gymnasium vector env of robotrl contract envs: one batched model call per
+    vector step (B = ``num_envs`` frames) instead of one call per sub-env.
+
+    ``infos`` get ``gt_reward`` and ``model_reward`` arrays [num_envs]. Works with ``autoreset_mode`` NEXT_STEP
+    (gymnasium's default) or DISABLED: the step that resets a finished sub-env has reward 0 and is not scored.
+    SAME_STEP is refused, because its frame after a terminal step shows the next episode's first state.
+    The model gets ``info=None`` (vector infos are dicts of arrays, not one dict per frame).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, model: RewardModel, mode: str = "replace", weight: float = 1.0,
+                 render_size: int | None = 224, name: str = "model"):
+        super().__init__(env)
+        _check_wrapper_args(model, mode, render_size, False, name)
+        autoreset = str(getattr(env.metadata.get("autoreset_mode"), "value", env.metadata.get("autoreset_mode")))
+        if autoreset not in ("NextStep", "Disabled"):
+            raise ConfigError(f"RewardVectorWrapper needs autoreset_mode NEXT_STEP or DISABLED, got {autoreset!r}")
+        self.model, self.mode, self.weight, self.name = model, mode, float(weight), name
+        self.render_size = None if render_size is None else int(render_size)
+        self._resetting = np.zeros(env.num_envs, bool)  # sub-envs whose next step is an autoreset
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._resetting[:] = False
+        return self.env.reset(**kwargs)
+
+    def render_frames(self) -> np.ndarray:
+        """uint8 [num_envs, size, size, 3]: every sub-env's current state, as :func:`render_rgb` renders it."""
+        if self.render_size is None:
+            return np.stack(self.env.call("render"))
+        return np.stack(self.env.call("render_frame", self.render_size))
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        obs, gt, terminated, truncated, infos = self.env.step(actions)
+        gt = np.asarray(gt, np.float32)
+        scored = ~self._resetting
+        model_reward = np.zeros(self.num_envs, np.float32)
+        if scored.any():
+            frames = self.render_frames()[scored]
+            model_reward[scored] = np.asarray(self.model(frames, None), np.float32)
+        reward = self.weight * model_reward if self.mode == "replace" else gt + self.weight * model_reward
+        self._resetting = np.logical_or(terminated, truncated)
+        infos = {**infos, "gt_reward": gt, "model_reward": model_reward}
+        return obs, reward.astype(np.float32), terminated, truncated, infos

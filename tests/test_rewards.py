@@ -209,6 +209,54 @@ def test_wrapper_blend_and_bad_mode(clip):
         RewardWrapper(_env(), clip, terminate_on_success=True)
 
 
+class CountingModel:
+    """A cheap deterministic reward (mean red intensity) that counts its calls and batch sizes."""
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def __call__(self, frames, info=None):
+        check_frames(frames, info)
+        self.batches.append(len(frames))
+        return frames[..., 0].mean(axis=(1, 2)).astype(np.float32) / 255.0
+
+
+def test_vector_wrapper_batches_and_matches_the_single_env_wrapper():
+    import gymnasium as gym
+    from robotrl.rewards import RewardVectorWrapper
+
+    n, steps = 3, 12  # max_episode_steps=20 with action_repeat 2: the episodes end at step 10, step 11 resets
+    model = CountingModel()
+    venv = RewardVectorWrapper(gym.vector.SyncVectorEnv([_env for _ in range(n)]), model, mode="blend", weight=0.5,
+                               render_size=32)
+    singles = [RewardWrapper(_env(), CountingModel(), mode="blend", weight=0.5, render_size=32) for _ in range(n)]
+    venv.reset(seed=[11, 12, 13])
+    for i, env in enumerate(singles):
+        env.reset(seed=11 + i)
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, n, *singles[0].action_space.shape)).astype(np.float32)
+    done, episode = np.zeros(n, bool), np.zeros(n, int)
+    for t in range(steps):
+        _, reward, terminated, truncated, infos = venv.step(actions[t])
+        assert model.batches[-1] == n or done.all()  # one model call for all sub-envs
+        for i, env in enumerate(singles):
+            if done[i]:  # NEXT_STEP autoreset: this step only reset sub-env i; nothing to score
+                assert reward[i] == 0.0 and infos["model_reward"][i] == 0.0
+                episode[i] += 1
+            elif episode[i] == 0:  # the first episodes: exactly what the single-env wrapper gives
+                _, r, *_, info = env.step(actions[t, i])
+                assert reward[i] == pytest.approx(r, abs=1e-6)
+                assert infos["model_reward"][i] == pytest.approx(info["model_reward"], abs=1e-6)
+                assert infos["gt_reward"][i] == pytest.approx(info["gt_reward"], abs=1e-6)
+            else:  # the autoreset episodes are scored again, on their own frames
+                expected = CountingModel()(venv.render_frames()[i:i + 1])[0]
+                assert infos["model_reward"][i] == pytest.approx(expected, abs=1e-6) and expected > 0
+        done = np.logical_or(terminated, truncated)
+    assert episode.min() == 1
+    same_step = gym.vector.SyncVectorEnv([_env], autoreset_mode="SameStep")
+    with pytest.raises(ConfigError, match="autoreset_mode"):
+        RewardVectorWrapper(same_step, model)
+
+
 # ------------------------------------------------------------------------------------------ the trainer
 def test_trainer_logs_model_and_ground_truth_reward(compose_cfg, tmp_path):
     from robotrl.trainer import Trainer
