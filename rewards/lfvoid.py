@@ -398,13 +398,16 @@ class LfVoidReward:
         device: ``auto`` | ``cpu`` | ``cuda[:N]``.
     """
 
-    def __init__(self, goals: str, ensemble_size: int = 5, image_size: int = 64, channels: int = 32,
+    def __init__(self, goals: str | None = None, ensemble_size: int = 5, image_size: int = 64, channels: int = 32,
                  lr: float = 3e-4, train_batch_size: int = 64, updates_per_call: int = 1, update_every: int = 2,
                  min_negatives: int = 64, buffer_size: int = 5000, shift_pad: int = 4, bootstrap: bool = True,
                  reward_type: str = "prob", success_threshold: float | None = None, batch_size: int = 64,
                  seed: int = 0, device: str = "cpu"):
         self._validate_args(ensemble_size, image_size, train_batch_size, updates_per_call, update_every,
                             buffer_size, shift_pad, reward_type, min_negatives)
+        if not goals:
+            raise ConfigError("reward.goals is null, expected a goal set: make one with `robotrl goals generate "
+                              "env=<suite>/<task> instruction=\"...\" out=DIR` and pass reward.goals=DIR")
         self.goal_path = str(goals)
         goal_set = load_goal_set(goals)
         self.goal_meta = goal_set.meta
