@@ -41,7 +41,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -691,13 +691,16 @@ def reward_eval_main(args: list[str]) -> int:
     check_group_choices([f"env={opts['env']}", f"reward={','.join(reward_names)}"])
     if not opts["env"].startswith("metaworld/"):
         raise ConfigError(f"reward-eval needs a Meta-World env (it rolls out the scripted expert), got {opts['env']!r}")
+    settings = Settings(episodes=opts["episodes"], seed=opts["seed"], max_steps=opts["max_steps"],
+                        noise=_floats(opts["noise"], "noise"), render_size=opts["render_size"] or 64,
+                        gamma=opts["gamma"])
+    settings.validate()  # before any model is built
     base = [f"env={opts['env']}", f"env.max_episode_steps={opts['max_steps']}"]
     env_over = [a for a in passthrough if a.startswith("env.")]
     cfg = _compose([*base, *env_over, "env.obs_type=state"])  # the expert reads the state; no agent pixels needed
     models, model_size = build_models(reward_names, base, passthrough)
-    settings = Settings(episodes=opts["episodes"], seed=opts["seed"], max_steps=opts["max_steps"],
-                        noise=_floats(opts["noise"], "noise"), render_size=opts["render_size"] or model_size or 64,
-                        gamma=opts["gamma"])
+    if not opts["render_size"] and model_size:
+        settings = replace(settings, render_size=model_size)
     out = Path(opts["out"] or f"reward_eval/{opts['env'].replace('/', '-')}")
     report = run_report(cfg.env, models, settings, out, extra={"command": ["robotrl", "reward-eval", *args]})
     print(format_summary(report))
