@@ -28,13 +28,19 @@ modemv2 ``algorithm/tdmpc.py::plan`` and its ``scripts/franka/*/modemv2.sh``):
   reference (the deployed agent is the mixture);
 * ``ensemble_value``: planning bootstraps with a conservative value from all ``num_q`` critics,
   ``value_min_coef * min + value_mean_coef * mean + value_std_coef * std`` (reference weights 0, 1, -10) instead
-  of the average of two random members.
+  of the average of two random members;
+* actor ensemble (``num_pi`` > 1, the reference's ``ensemble_size``: 5 learned actor-critics beside the BC one):
+  ``num_pi`` policy priors, all initialised from the BC policy after phase 1, each trained to maximise the critics
+  on its own draw of two members; MPPI's policy trajectories are split evenly among them, and the ensemble value
+  takes, for each critic, its value of the best actor's action (the reference's max over the other actors'
+  actions) before the min/mean/std combination.
 
 Deviations from the references (which are built on TD-MPC, not TD-MPC2): TD-MPC2's losses, architecture and
 planner (horizon 3, no prioritised replay, no horizon/std schedules, no MPPI momentum); the env's own reward
-(the references use Meta-World's sparse success reward); MoDem-V2's actor ensemble is not reproduced -- one
-policy prior and TD-MPC2's ``num_q`` critic ensemble; the BC policy is a frozen copy of the whole model rather than
-a separate encoder + actor-critic pair.
+(the references use Meta-World's sparse success reward); MoDem-V2's actor-critic pairs are approximated by
+``num_pi`` actors over TD-MPC2's shared ``num_q`` critic ensemble (each reference actor has its own twin Q); the TD
+target bootstraps with actor 0; the BC policy is a frozen copy of the whole model rather than a separate encoder +
+actor-critic pair.
 """
 
 from __future__ import annotations
@@ -253,6 +259,9 @@ class ModemAgent(TDMPC2Agent):
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
             optim.step()
             losses.append(float(loss.detach()))
+        with torch.no_grad():  # every actor of an ensemble starts from the BC policy (modemv2 post_bc_load)
+            for net in m._pi_ensemble:
+                net.load_state_dict(m._pi.state_dict())
         m.eval()
         self.bc_done = True
         if self.agency_handover:
@@ -331,8 +340,11 @@ class ModemAgent(TDMPC2Agent):
     def _terminal_value(self, m: WorldModel, z: torch.Tensor) -> torch.Tensor:
         if not self.ensemble_value:
             return super()._terminal_value(m, z)
-        action, _ = m.pi(z, self.generator)
-        qs = m.two_hot.decode(m.Q(z, action, "all").float())  # (num_q, N, 1)
+        qs = None
+        for k in range(m.num_pi):  # with an actor ensemble: each critic's value of the best actor's action
+            action, _ = m.pi(z, self.generator, member=k)
+            q = m.two_hot.decode(m.Q(z, action, "all").float())  # (num_q, N, 1)
+            qs = q if qs is None else torch.maximum(qs, q)
         c_min, c_mean, c_std = self.value_coefs
         value = c_mean * qs.mean(0)
         if c_min:
@@ -392,16 +404,16 @@ class ModemAgent(TDMPC2Agent):
 
 
 class ModemV2Agent(ModemAgent):
-    """MoDem-V2: :class:`ModemAgent` with exploration centering, agency handover and the conservative ensemble
-    value on by default (each can be switched off for ablations)."""
+    """MoDem-V2: :class:`ModemAgent` with exploration centering, agency handover, the conservative ensemble
+    value and an actor ensemble of ``num_pi=5`` on by default (each can be switched off for ablations)."""
 
     agent_name = "modem_v2"
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box, device: str,
                  exploration_centering: bool = True, agency_handover: bool = True, ensemble_value: bool = True,
-                 **kwargs: Any):
+                 num_pi: int = 5, **kwargs: Any):
         super().__init__(observation_space, action_space, device, exploration_centering=exploration_centering,
-                         agency_handover=agency_handover, ensemble_value=ensemble_value, **kwargs)
+                         agency_handover=agency_handover, ensemble_value=ensemble_value, num_pi=num_pi, **kwargs)
 
 
 __all__ = ["ModemAgent", "ModemV2Agent"]

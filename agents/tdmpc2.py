@@ -44,7 +44,14 @@ from .world_model import WorldModel, model_dims
 
 NAME = "tdmpc2"
 ARCH_KEYS = ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers", "num_channels", "num_q", "simnorm_dim",
-             "num_bins", "episodic")
+             "num_bins", "episodic", "num_pi")
+
+
+def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges cutting ``n`` items into ``parts`` contiguous shares differing by at most one (empty shares
+    when n < parts)."""
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 class TDMPC2Agent:
@@ -82,6 +89,7 @@ class TDMPC2Agent:
         log_std_min: float = -10.0,
         log_std_max: float = 2.0,
         episodic: bool = False,
+        num_pi: int = 1,
         batch_size: int = 256,
         horizon: int = 3,
         rho: float = 0.5,
@@ -117,6 +125,8 @@ class TDMPC2Agent:
             raise ConfigError(f"observation_space must be a gymnasium Dict, got {type(observation_space).__name__}")
         if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
             raise ConfigError(f"action_space must be a 1-D gymnasium Box, got {action_space}")
+        if num_pi < 1:
+            raise ConfigError(f"num_pi={num_pi}, expected >= 1 policy priors (1: TD-MPC2; > 1: an actor ensemble)")
         if not 0 < num_elites <= num_samples or not 0 <= num_pi_trajs < num_samples or horizon < 1:
             raise ConfigError(f"need 0 < num_elites={num_elites} <= num_samples={num_samples}, 0 <= num_pi_trajs="
                               f"{num_pi_trajs} < num_samples and horizon={horizon} >= 1")
@@ -130,7 +140,8 @@ class TDMPC2Agent:
         if missing:
             raise ConfigError(f"model_size=null needs explicit {missing}")
         self.arch = {**{k: int(v) for k, v in dims.items()}, "num_channels": int(num_channels),
-                     "simnorm_dim": int(simnorm_dim), "num_bins": int(num_bins), "episodic": bool(episodic)}
+                     "simnorm_dim": int(simnorm_dim), "num_bins": int(num_bins), "episodic": bool(episodic),
+                     "num_pi": int(num_pi)}
         self.batch_size, self.horizon, self.rho = int(batch_size), int(horizon), float(rho)
         self.grad_clip_norm, self.tau = float(grad_clip_norm), float(tau)
         self.consistency_coef, self.reward_coef = float(consistency_coef), float(reward_coef)
@@ -164,7 +175,7 @@ class TDMPC2Agent:
                                 num_enc_layers=self.arch["num_enc_layers"], num_channels=num_channels,
                                 num_q=self.arch["num_q"], dropout=dropout, simnorm_dim=simnorm_dim,
                                 num_bins=num_bins, vmin=vmin, vmax=vmax, log_std_min=log_std_min,
-                                log_std_max=log_std_max, episodic=episodic).to(self.device)
+                                log_std_max=log_std_max, episodic=episodic, num_pi=num_pi).to(self.device)
         m = self.model
         groups = [{"params": list(m._encoder.parameters()), "lr": float(lr) * float(enc_lr_scale)},
                   {"params": list(m._dynamics.parameters())}, {"params": list(m._reward.parameters())},
@@ -172,7 +183,7 @@ class TDMPC2Agent:
                   {"params": list(m._Qs.parameters())}]
         self._model_params = [p for g in groups for p in g["params"]]
         self.optim = torch.optim.Adam(groups, lr=float(lr))
-        self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=float(lr), eps=1e-5)
+        self.pi_optim = torch.optim.Adam([p for net in m.pi_nets() for p in net.parameters()], lr=float(lr), eps=1e-5)
         self.scale = tm.RunningScale(self.tau).to(self.device)
         self.model.eval()
         self._num_updates = 0
@@ -242,11 +253,13 @@ class TDMPC2Agent:
         dtype = torch.bfloat16 if self.plan_bf16 else torch.float32
         z = z.to(dtype)
         actions = torch.empty(H, S, A, device=dev, dtype=dtype)
-        if P > 0:
-            _z = z.expand(P, -1)
+        for k, (lo, hi) in enumerate(split_evenly(P, m.num_pi)):  # each policy prior rolls out its share
+            if hi == lo:
+                continue
+            _z = z.expand(hi - lo, -1)
             for t in range(H):
-                a_pi, _ = m.pi(_z, g)
-                actions[t, :P] = a_pi
+                a_pi, _ = m.pi(_z, g, member=k)
+                actions[t, lo:hi] = a_pi
                 if t < H - 1:
                     _z = m.next(_z, a_pi)
         z = z.expand(S, -1)
@@ -349,19 +362,25 @@ class TDMPC2Agent:
 
     def _update_pi(self, zs: torch.Tensor, rho: torch.Tensor) -> Metrics:
         """Maximise scaled Q (mean of two random members, parameters frozen) plus entropy over the latent rollout
-        (tdmpc2.py::update_pi)."""
-        m = self.model
-        action, info = m.pi(zs, self.generator)
-        qs = m.Q(zs, action, "avg", detach=True, generator=self.generator)
-        self.scale.update(qs[0])
-        qs = self.scale(qs)
-        pi_loss = (-(self.entropy_coef * info["scaled_entropy"] + qs).mean(dim=(1, 2)) * rho).mean()
+        (tdmpc2.py::update_pi); with an actor ensemble (``num_pi`` > 1) every policy prior does so on its own
+        draw of two Q members, gradients clipped per policy as the MoDem-V2 reference does per actor."""
+        m, losses, entropies = self.model, [], []
+        for k in range(m.num_pi):
+            action, info = m.pi(zs, self.generator, member=k)
+            qs = m.Q(zs, action, "avg", detach=True, generator=self.generator)
+            if k == 0:  # the Q scale follows the first prior, as with a single policy
+                self.scale.update(qs[0])
+            qs = self.scale(qs)
+            losses.append((-(self.entropy_coef * info["scaled_entropy"] + qs).mean(dim=(1, 2)) * rho).mean())
+            entropies.append(info["entropy"].mean().detach())
+        pi_loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         pi_loss.backward()
-        pi_grad_norm = torch.nn.utils.clip_grad_norm_(m._pi.parameters(), self.grad_clip_norm)
+        pi_grad_norm = max(float(torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip_norm))
+                           for net in m.pi_nets())
         self.pi_optim.step()
         self.pi_optim.zero_grad(set_to_none=True)
-        return {"pi_loss": float(pi_loss.detach()), "pi_grad_norm": float(pi_grad_norm),
-                "pi_entropy": float(info["entropy"].mean().detach()), "pi_scale": float(self.scale.value)}
+        return {"pi_loss": float(pi_loss.detach()) / m.num_pi, "pi_grad_norm": pi_grad_norm,
+                "pi_entropy": float(torch.stack(entropies).mean()), "pi_scale": float(self.scale.value)}
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -201,11 +201,14 @@ class WorldModel(nn.Module):
                  mlp_dim: int = 512, enc_dim: int = 256, num_enc_layers: int = 2, num_channels: int = 32,
                  num_q: int = 5, dropout: float = 0.01, simnorm_dim: int = 8, num_bins: int = 101,
                  vmin: float = -10.0, vmax: float = 10.0, log_std_min: float = -10.0, log_std_max: float = 2.0,
-                 episodic: bool = False):
+                 episodic: bool = False, num_pi: int = 1):
         super().__init__()
         if latent_dim % simnorm_dim:
             raise ValueError(f"latent_dim={latent_dim} must be a multiple of simnorm_dim={simnorm_dim}")
+        if num_pi < 1:
+            raise ValueError(f"num_pi={num_pi}, expected >= 1 policy priors")
         self.action_dim, self.latent_dim, self.num_q = int(action_dim), int(latent_dim), int(num_q)
+        self.num_pi = int(num_pi)
         self.two_hot = tm.TwoHot(num_bins, vmin, vmax)
         self.log_std_min, self.log_std_dif = float(log_std_min), float(log_std_max) - float(log_std_min)
         out_bins = max(num_bins, 1)
@@ -223,6 +226,8 @@ class WorldModel(nn.Module):
         self._reward = mlp(za, 2 * [mlp_dim], out_bins)
         self._termination = mlp(latent_dim, 2 * [mlp_dim], 1) if episodic else None
         self._pi = mlp(latent_dim, 2 * [mlp_dim], 2 * action_dim)
+        # MoDem-V2's actor ensemble: policy priors 1..num_pi-1 (member 0 is ``_pi``, so num_pi=1 is TD-MPC2 exactly)
+        self._pi_ensemble = nn.ModuleList(mlp(latent_dim, 2 * [mlp_dim], 2 * action_dim) for _ in range(num_pi - 1))
         self._Qs = EnsembleMLP(num_q, za, 2 * [mlp_dim], out_bins, dropout=dropout)
         self.apply(trunc_normal_init)
         with torch.no_grad():  # zero-init the reward head and every Q head's last layer (reference __init__)
@@ -272,10 +277,16 @@ class WorldModel(nn.Module):
         logits = self._termination(z)
         return logits if unnormalized else torch.sigmoid(logits)
 
-    def pi(self, z: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Sample a squashed-Gaussian action; info holds mean (tanh), log_std, entropy, scaled_entropy
-        (the reference's single-task definitions, common/world_model.py::pi)."""
-        mean, log_std = self._pi(z).chunk(2, dim=-1)
+    def pi_nets(self) -> list[nn.Module]:
+        """The policy prior networks, member 0 first."""
+        return [self._pi, *self._pi_ensemble]
+
+    def pi(self, z: torch.Tensor, generator: torch.Generator | None = None,
+           member: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sample a squashed-Gaussian action from policy prior ``member``; info holds mean (tanh), log_std, entropy,
+        scaled_entropy (the reference's single-task definitions, common/world_model.py::pi)."""
+        net = self._pi if member == 0 else self._pi_ensemble[member - 1]
+        mean, log_std = net(z).chunk(2, dim=-1)
         log_std = tm.scaled_log_std(log_std, self.log_std_min, self.log_std_dif)
         eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
         log_prob = tm.gaussian_logprob(eps, log_std)

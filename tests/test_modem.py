@@ -12,6 +12,7 @@ import pytest
 import torch
 from robotrl.agents.modem import ModemAgent, ModemV2Agent
 from robotrl.agents.nets import schedule
+from robotrl.agents.tdmpc2 import split_evenly
 from robotrl.envs import make_env
 from robotrl.envs.demos import episode_file, generate_demos
 
@@ -184,19 +185,52 @@ def test_exploration_centering_stays_within_the_bound(env, demo_dir):
     assert max(gaps) > 0.05
 
 
-def test_ensemble_value_is_conservative(env, demo_dir):
-    agent = _agent(env, demo_dir, ModemV2Agent, bc_steps=1)
+@pytest.mark.parametrize("num_pi", [1, 3])
+def test_ensemble_value_is_conservative(env, demo_dir, num_pi):
+    agent = _agent(env, demo_dir, ModemV2Agent, bc_steps=1, num_pi=num_pi)
+    m = agent.model
     with torch.no_grad():
-        for p in agent.model._Qs.parameters():
+        for p in [*m._Qs.parameters(), *(p for net in m.pi_nets() for p in net.parameters())]:
             p.normal_(0, 0.5)
-        z = agent.model.encode({"state": torch.randn(7, 39)})
+        z = m.encode({"state": torch.randn(7, 39)})
         state = agent.generator.get_state()
-        value = agent._terminal_value(agent.model, z)
-        agent.generator.set_state(state)
-        action, _ = agent.model.pi(z, agent.generator)
-        qs = agent.model.two_hot.decode(agent.model.Q(z, action, "all"))
+        value = agent._terminal_value(m, z)
+        agent.generator.set_state(state)  # by hand: each critic's value of the best actor's action, then combined
+        per_actor = torch.stack([m.two_hot.decode(m.Q(z, m.pi(z, agent.generator, member=k)[0], "all"))
+                                 for k in range(num_pi)])  # (num_pi, num_q, 7, 1)
+        qs = per_actor.max(0).values
     torch.testing.assert_close(value, qs.mean(0) - 10 * qs.std(0))
     assert (value <= qs.mean(0)).all()
+    if num_pi > 1:  # the actors disagree, and the max over them is what each critic sees
+        assert (per_actor.max(0).values > per_actor[0]).any()
+
+
+def test_split_evenly():
+    assert split_evenly(24, 5) == [(0, 5), (5, 10), (10, 14), (14, 19), (19, 24)]
+    assert split_evenly(24, 1) == [(0, 24)]
+    assert split_evenly(2, 3) == [(0, 1), (1, 1), (1, 2)]
+
+
+def test_actor_ensemble_starts_from_bc_then_each_actor_learns(env, demo_dir):
+    agent = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, num_pi=3)
+    m = agent.model
+    agent.pretrain_bc()
+    bc = [p.clone() for p in m._pi.parameters()]
+    for net in m.pi_nets()[1:]:  # every actor is the BC policy after phase 1 (modemv2 post_bc_load)
+        for p, q in zip(net.parameters(), bc, strict=True):
+            assert torch.equal(p, q)
+    demos = agent._ensure_demos()
+    metrics = agent.update_from(demos.sample_trajectories(16, agent.horizon))
+    assert np.isfinite(metrics["pi_loss"]) and metrics["pi_grad_norm"] > 0
+    after = [torch.cat([p.flatten() for p in net.parameters()]) for net in m.pi_nets()]
+    start = torch.cat([p.flatten() for p in bc])
+    assert all(not torch.equal(a, start) for a in after)  # each actor took its own step ...
+    assert not torch.equal(after[1], after[2])  # ... on its own draw of critics and noise
+    obs, _ = env.reset(seed=0)
+    a = agent.act(obs, 10**6, eval_mode=False)  # planning with the policy trajectories split among the actors
+    assert a.shape == env.action_space.shape and np.abs(a).max() <= 1
+    with pytest.raises(ConfigError, match="num_pi=0"):
+        _agent(env, demo_dir, ModemV2Agent, num_pi=0)
 
 
 # ------------------------------------------------------------------------------------------------ demo files

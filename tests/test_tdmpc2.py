@@ -148,6 +148,7 @@ class _QuadraticModel(torch.nn.Module):
         self.target = target
         self.two_hot = tm.TwoHot(0)
         self._termination = None
+        self.num_pi = 1
 
     def encode(self, obs):
         return obs["state"].float()
@@ -158,7 +159,7 @@ class _QuadraticModel(torch.nn.Module):
     def reward(self, z, a):
         return -((a - self.target) ** 2).sum(-1, keepdim=True)
 
-    def pi(self, z, generator=None):
+    def pi(self, z, generator=None, member=0):
         a = torch.rand(*z.shape[:-1], self.target.shape[0], generator=generator) * 2 - 1
         return a, {"mean": a}
 
