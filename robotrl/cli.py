@@ -6,6 +6,10 @@
     robotrl envs [SUITE]                     list every env name
     robotrl plot RUN_DIR... [--out PNG] [--metric episode_return]
     robotrl demos env=metaworld/reach [episodes=5 seed=0 out=DIR image_size=84 ...]
+    robotrl goals generate env=metaworld/<task> instruction="..." [source=diffusion|demos|images n=8 out=DIR ...]
+                                             LfVoid goal images (a diffusers editing model, or offline sources)
+    robotrl reward-eval env=metaworld/<task> reward=clip,kagi [episodes=... out=DIR]
+                                             reward quality report: expert/noisy/near-miss/random rollouts
 """
 
 from __future__ import annotations
@@ -172,7 +176,19 @@ def demos(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"eval": evaluate, "envs": envs, "plot": plot, "demos": demos}
+def goals(args: list[str]) -> int:
+    from robotrl.rewards.lfvoid import goals_main
+
+    return goals_main(args)
+
+
+def reward_eval(args: list[str]) -> int:
+    from robotrl.reward_eval import reward_eval_main
+
+    return reward_eval_main(args)
+
+
+COMMANDS = {"eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals, "reward-eval": reward_eval}
 
 
 def main(argv: list[str] | None = None) -> None:
