@@ -238,7 +238,7 @@ class Settings:
     max_steps: int = 120
     noise: tuple[float, ...] = (0.1, 0.5)
     render_size: int = 64
-    near_miss_margins: tuple[int, ...] = (1, 2, 4, 8, 16)
+    near_miss_margins: tuple[int, ...] = tuple(range(1, 21))  # agent steps; probes are cheap (no rendering)
     gamma: float = 0.99
     epic_samples: int = 64
 
@@ -511,6 +511,19 @@ def policy_summary(rollouts: Sequence[Rollout]) -> dict[str, Any]:
     return out
 
 
+def episode_table(rollouts: Sequence[Rollout], rewards: Mapping[str, list[np.ndarray]]) -> list[dict[str, Any]]:
+    """One row per episode (policy, seed, success, first success step, return and final reward per reward model), so
+    any metric can be recomputed from the JSON alone."""
+    rows = []
+    for k, ep in enumerate(rollouts):
+        ok = ep.success.any()
+        rows.append({"policy": ep.policy, "seed": ep.seed, "length": ep.length, "success": bool(ok),
+                     "first_success": int(np.argmax(ep.success)) if ok else None, "stop_step": ep.stop_step,
+                     "return": {name: float(r[k].sum()) for name, r in rewards.items()},
+                     "final": {name: float(r[k][-1]) for name, r in rewards.items()}})
+    return rows
+
+
 # ================================================================================================ report
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
@@ -571,6 +584,7 @@ def run_report(env_cfg: Any, models: Mapping[str, Any], settings: Settings, out_
                          "scored": "online (bind)" if name in bound else "offline (batched)"}
     report = {"env": spec.name, "task": spec.task, "env_info": env_info, "settings": asdict(settings),
               "policies": policy_summary(rollouts), "rollout_notes": notes, "metrics": metrics,
+              "episodes": episode_table(rollouts, rewards),
               "versions": package_versions(), **dict(extra or {})}
     report = _json_safe(report)
     if out_dir is not None:
