@@ -219,11 +219,10 @@ def load_edit_pipeline(model: str = DEFAULT_MODEL, cache_dir: str | None = None,
     is_local = local.is_dir()
     offline = not is_local and not _hub_reachable()
     dev = resolve_device(str(device), key="device")
-    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    half = {"torch_dtype": torch.float16} if dev.type == "cuda" else {}  # fp32 (the default) on CPU
     try:
         pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            str(local) if is_local else model, cache_dir=cache_dir, local_files_only=is_local or offline,
-            torch_dtype=dtype)
+            str(local) if is_local else model, cache_dir=cache_dir, local_files_only=is_local or offline, **half)
     except (OSError, ValueError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         where = "not in the local cache and the hub is unreachable (offline)" if offline else first
