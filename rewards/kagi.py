@@ -121,10 +121,11 @@ def _positive(raw: Mapping[str, Any], key: str, default: float, where: str) -> f
 
 
 def _parse_keypoints(raw: Any, dim: int, where: str) -> dict[str, tuple[float, ...] | None]:
+    given = raw
     if isinstance(raw, Sequence) and not isinstance(raw, str):
         raw = dict.fromkeys(raw)
     if not isinstance(raw, Mapping) or not raw:
-        raise _fail(where, f"keypoints={raw!r}, expected a non-empty list of names or a mapping name -> coordinates")
+        raise _fail(where, f"keypoints={given!r}, expected a non-empty list of names or a mapping name -> coordinates")
     return {str(k): None if v is None else _coords(v, dim, where, f"keypoints.{k}") for k, v in raw.items()}
 
 
@@ -421,7 +422,8 @@ class TemplateTracker:
 
     Pure numpy (OpenCV is not installed here). Each point keeps the patch around it from the first frame and is
     searched for within ``search`` pixels of its last position, which is enough for the few-pixel motions between
-    control steps. Integer-pixel accuracy; points near the border are clamped to the image.
+    control steps; the score peak is refined to sub-pixel precision with a parabola. Points are clamped to the
+    image.
     """
 
     def __init__(self, patch: int = 7, search: int = 6):
@@ -430,6 +432,8 @@ class TemplateTracker:
         self.half, self.search = int(patch), int(search)
         self.points: dict[str, np.ndarray] = {}
         self.templates: dict[str, np.ndarray] = {}
+        self.subpixel: dict[str, np.ndarray] = {}
+        self.anchor: dict[str, np.ndarray] = {}
 
     @staticmethod
     def _gray(frame: np.ndarray) -> np.ndarray:
@@ -444,11 +448,12 @@ class TemplateTracker:
         """Start tracking ``points`` (name -> (x, y) pixels) in ``frame`` uint8 [H, W, 3]."""
         img = self._gray(frame)
         h, w = img.shape
-        self.points, self.templates = {}, {}
+        self.points, self.templates, self.subpixel, self.anchor = {}, {}, {}, {}
         for name, (x, y) in points.items():
             cx, cy = int(np.clip(x, 0, w - 1)), int(np.clip(y, 0, h - 1))
             self.points[name] = np.array([cx, cy])
             self.templates[name] = self._patch(img, cx, cy, self.half)
+            self.anchor[name] = np.array([x - cx - 0.5, y - cy - 0.5])  # the point within the template's centre pixel
 
     def update(self, frame: np.ndarray) -> dict[str, np.ndarray]:
         """The tracked points in the next frame, name -> (x, y) pixel centres (float64)."""
@@ -466,7 +471,17 @@ class TemplateTracker:
             dy, dx = np.unravel_index(int(np.argmax(score)), score.shape)
             new = np.array([cx + dx - self.search, cy + dy - self.search])
             self.points[name] = np.clip(new, 0, [w - 1, h - 1])
-        return {name: p.astype(np.float64) + 0.5 for name, p in self.points.items()}
+            self.subpixel[name] = np.array([_peak_offset(score[dy, :], dx), _peak_offset(score[:, dx], dy)])
+        return {name: p + 0.5 + self.subpixel[name] + self.anchor[name] for name, p in self.points.items()}
+
+
+def _peak_offset(scores: np.ndarray, i: int) -> float:
+    """Sub-pixel offset of a 1-D score peak at ``i`` from the parabola through its neighbours (0 at the border)."""
+    if i == 0 or i == len(scores) - 1:
+        return 0.0
+    left, mid, right = scores[i - 1], scores[i], scores[i + 1]
+    curvature = left - 2 * mid + right
+    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
 
 
 def _ncc(windows: np.ndarray, template: np.ndarray) -> np.ndarray:
@@ -538,6 +553,7 @@ class KAGIReward:
         self.batch_size = int(batch_size)
         self.tracker = TemplateTracker(tracker_patch, tracker_search)
         self.sim: MetaWorldKeypoints | None = None
+        self._tracked: tuple[np.ndarray, list[_Frame]] | None = None
         if self.plan is not None:
             self._check_space(self.plan)
 
@@ -574,6 +590,7 @@ class KAGIReward:
             self._start(np.asarray(frame)[None] if np.asarray(frame).ndim == 3 else np.asarray(frame))
         else:
             self.tracker.points = {}
+        self._tracked = None
 
     def _start(self, frames: np.ndarray) -> None:
         first = frames[0].cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames[0])
@@ -669,7 +686,13 @@ class KAGIReward:
         if self.plan is None or (self._mode() == "tracker" and not self.tracker.points):
             self._start(frames)
         assert self.plan is not None
-        return self.plan, self._keypoints(frames, info, h, w)
+        if self._mode() != "tracker":
+            return self.plan, self._keypoints(frames, info, h, w)
+        # The wrapper asks for the reward and then the success of the same frame: track it only once.
+        array = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+        if self._tracked is None or not np.array_equal(self._tracked[0], array):
+            self._tracked = (array.copy(), self._keypoints(frames, info, h, w))
+        return self.plan, self._tracked[1]
 
     def __call__(self, frames: np.ndarray | torch.Tensor, info: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
         """uint8 [B, H, W, 3] frames (+ per-frame info) -> float32 [B] rewards in [0, 1]."""
@@ -680,7 +703,7 @@ class KAGIReward:
                         info: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
         """bool [B]: the last waypoint reached within ``reach_radius`` (and the object within ``goal_radius``).
 
-        With a tracker this advances it by the same frames again, so call it only with simulator or info keypoints.
+        With a tracker, the frames just rewarded are not tracked a second time (their keypoints are reused).
         """
         plan, kps = self._prepare(frames, info)
         return np.array([self._success(kp, plan) for kp in kps], bool)
