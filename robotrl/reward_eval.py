@@ -22,7 +22,8 @@ success, and a uniform random policy), records a rendered RGB frame, the simulat
     reward threshold that maximises F1 on half of the episodes (even positions in seed-major order) and is scored on
     the other half (``success_f1_source`` says which).
 ``near_miss``
-    mean final-step reward of near-miss episodes vs successful expert episodes (same seeds), the gap in units of the
+    mean final-step reward of near-miss episodes vs expert episodes that end in success (same seeds; an expert that
+    succeeded but lost it again, e.g. pushed the puck past the goal, is left out), the gap in units of the
     model's reward std over all steps (> 0: the model ranks success above the near-miss) and the fraction of seeds
     whose expert final reward beats its near-miss final reward. Over-rewarded near-misses show up here.
 
@@ -459,7 +460,7 @@ def reward_metrics(rewards: Sequence[np.ndarray], rollouts: Sequence[Rollout], s
     out.update(_success_detection(rewards, labels, rollouts, success_pred))
     std = float(flat.std())
     expert_final = {ep.seed: float(r[-1]) for ep, r in zip(rollouts, rewards, strict=True)
-                    if ep.policy == "expert" and ep.success.any()}
+                    if ep.policy == "expert" and ep.success[-1]}
     near_final = {ep.seed: float(r[-1]) for ep, r in zip(rollouts, rewards, strict=True) if ep.policy == "near_miss"}
     out["near_miss"] = near_miss_gap(expert_final, near_final, std)
     out["per_policy"] = _per_policy(rewards, rollouts, flat)

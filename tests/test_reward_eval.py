@@ -139,6 +139,8 @@ def test_reward_metrics_of_the_ground_truth_are_perfect_and_of_its_negation_wors
     assert neg["success_f1_source"].startswith("reward >= threshold")
     pred = re.reward_metrics([ep.gt_reward for ep in eps], eps, settings, [ep.success for ep in eps])
     assert pred["success_f1"] == 1.0 and pred["success_f1_source"].startswith("predict_success")
+    eps[3].success[-1] = False  # the seed-1 expert succeeded but lost it again: not a success to compare with
+    assert re.reward_metrics([ep.gt_reward for ep in eps], eps, settings)["near_miss"]["pairs"] == 1
 
 
 # ------------------------------------------------------------------------------------------------ Meta-World
