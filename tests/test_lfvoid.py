@@ -347,3 +347,24 @@ def test_image_folder_goals(tmp_path: Path):
         lfvoid.image_goals(folder)
     with pytest.raises(ConfigError, match="needs images="):
         lfvoid.goals_main(["generate", "source=images"])
+
+
+def test_demo_goals_from_metaworld_expert_drive_the_reward_wrapper(compose_cfg, tmp_path: Path):
+    """Real Meta-World expert demos -> goal set -> reward=lfvoid_demo_goals on the env through RewardWrapper."""
+    from robotrl.envs import make_env
+    from robotrl.rewards import wrap_env
+
+    assert lfvoid.goals_main(["generate", "env=metaworld/reach", "source=demos", "n=1", f"out={tmp_path}"]) == 0
+    goal_set = load_goal_set(tmp_path)
+    assert goal_set.goals.shape == (1, 84, 84, 3) and goal_set.sources.shape == (1, 84, 84, 3)
+    cfg = compose_cfg("env=metaworld/reach", "reward=lfvoid_demo_goals", f"reward.goals={tmp_path}",
+                      "reward.min_negatives=8", "reward.update_every=1", tiny=False)
+    env = wrap_env(make_env(cfg.env, 0), cfg.reward)
+    try:
+        env.reset(seed=0)
+        for _ in range(12):
+            _, reward, _, _, info = env.step(env.action_space.sample())
+            assert reward == info["model_reward"] and 0.0 <= reward <= 1.0 and "gt_reward" in info
+        assert env.model.updates == 12 - 8 + 1
+    finally:
+        env.close()
