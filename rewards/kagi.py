@@ -29,7 +29,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,8 @@ def parse_plan(raw: Any, where: str = "<inline>") -> KeypointPlan:
         n = len(path_raw) if isinstance(path_raw, Sequence) and not isinstance(path_raw, str) else path_raw
         raise _fail(where, f"path has {n!r} waypoints (empty or too short), expected a list of at least 2")
     path = tuple(_parse_waypoint(p, i, names, dim, where) for i, p in enumerate(path_raw))
+    if all(w.anchor is None for w in path) and all(w.offset == path[0].offset for w in path):
+        raise _fail(where, f"path has zero length (every waypoint at {list(path[0].offset)}), expected distinct points")
     final, scale = _parse_final_stage(raw.get("final_stage"), names, where)
     return KeypointPlan(
         name=str(raw.get("task", where)), instruction=str(raw.get("instruction", "")), space=space,
@@ -293,6 +295,9 @@ class VLMKeypointProposer:
         if not isinstance(path, list) or not path:
             raise KeypointProposalError(f"VLM answer path={path!r}, expected a non-empty list of candidate numbers")
         steps = [_candidate(p, len(points), f"path[{i}]") for i, p in enumerate(path)]
+        if all(i == chosen[self.gripper] for i in steps):
+            raise KeypointProposalError(f"VLM answer path={path!r} never leaves the gripper's candidate "
+                                        f"{chosen[self.gripper] + 1}, expected a path that moves")
         raw = {
             "task": "vlm", "instruction": instruction, "space": "image", "gripper": self.gripper,
             "keypoints": {n: points[i].tolist() for n, i in chosen.items()},
@@ -511,10 +516,16 @@ def polyline_progress(point: np.ndarray, waypoints: np.ndarray) -> tuple[float, 
 
 @dataclass
 class _Frame:
-    """One frame's keypoints: ``dense`` in the reward's space, ``native`` in the plan's own coordinates."""
+    """One frame: the gripper and the resolved path in the space the dense reward is measured in, and the
+    keypoints in the plan's own coordinates (for the object-to-goal stage and success)."""
 
-    dense: dict[str, np.ndarray]
-    native: dict[str, np.ndarray] = field(default_factory=dict)
+    gripper: np.ndarray
+    path: np.ndarray
+    native: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, native: dict[str, np.ndarray], plan: KeypointPlan) -> _Frame:
+        return cls(native[plan.gripper], plan.waypoints(native), native)
 
 
 class KAGIReward:
@@ -634,32 +645,40 @@ class KAGIReward:
         missing = sorted(plan.required() - set(raw))
         if missing:
             raise ObservationError(f"info['keypoints'] lacks {missing}, expected names {sorted(plan.required())}")
-        pts = {k: np.asarray(v, np.float64).reshape(plan.dim) for k, v in raw.items() if k in plan.required()}
-        return _Frame(pts, pts)
+        try:
+            pts = {k: np.asarray(v, np.float64).reshape(plan.dim) for k, v in raw.items() if k in plan.required()}
+        except ValueError as e:
+            raise ObservationError(f"info['keypoints'] has coordinates that are not {plan.dim}-D "
+                                   f"({plan.space} space): {dict(raw)!r}"[:300]) from e
+        return _Frame.of(pts, plan)
 
     def _from_sim(self, plan: KeypointPlan, h: int, w: int) -> _Frame:
+        """World plans: measured in 3-D, or with ``space=image`` the gripper and the path resolved in 3-D are
+        projected into the frame. Image plans (e.g. VLM-proposed): the simulator's keypoints are projected."""
         assert self.sim is not None
         world = self.sim.world()
         missing = sorted(plan.required() - set(world))
         if missing:
             raise ConfigError(f"kagi plan {plan.name!r} uses keypoints {missing} the simulator does not provide "
                               f"(it has {sorted(world)})")
+        if plan.space == "image":
+            names = sorted(world)
+            pixels = self.sim.to_image(np.stack([world[k] for k in names]), w, h)
+            return _Frame.of(dict(zip(names, pixels, strict=True)), plan)
         if (self.space or plan.space) == "world":
-            return _Frame(world, world)
-        dense = {plan.gripper: self.sim.to_image(world[plan.gripper][None], w, h)[0]}
-        dense["_path"] = self.sim.to_image(plan.waypoints(world), w, h)
-        return _Frame(dense, world)
+            return _Frame.of(world, plan)
+        gripper = self.sim.to_image(world[plan.gripper][None], w, h)[0]
+        return _Frame(gripper, self.sim.to_image(plan.waypoints(world), w, h), world)
 
     def _from_tracker(self, frame: Any, plan: KeypointPlan) -> _Frame:
         frame = frame.cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
         pts = {k: np.asarray(v, np.float64) for k, v in plan.keypoints.items() if v is not None}
         pts.update(self.tracker.update(frame))
-        return _Frame(pts, pts)
+        return _Frame.of(pts, plan)
 
     # ---------------------------------------------------------------------------------------- reward
     def _dense(self, kp: _Frame, plan: KeypointPlan) -> float:
-        path = kp.dense["_path"] if "_path" in kp.dense else plan.waypoints(kp.dense)
-        s, d, length = polyline_progress(kp.dense[plan.gripper], path)
+        s, d, length = polyline_progress(kp.gripper, kp.path)
         if length <= 1e-9:
             raise ObservationError(f"kagi plan {plan.name!r}: the waypoint path has zero length in this frame")
         along = float(np.clip(s / length - self.deviation_weight * d / length, 0.0, 1.0))

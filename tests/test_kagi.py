@@ -64,6 +64,7 @@ def test_packaged_plans_cover_the_required_tasks():
     ({"keypoints": []}, "keypoints=[], expected a non-empty list"),
     ({"reach_radius": -1}, "reach_radius=-1, expected a positive number"),
     ({"path": [{"at": "home"}, {"at": [0, 0, 0], "offset": [0, 0, 1]}]}, "absolute 'at' and an offset"),
+    ({"path": [{"at": [0, 0, 1]}, {"at": [0, 0, 1]}]}, "path has zero length (every waypoint at [0.0, 0.0, 1.0])"),
 ])
 def test_plan_validation_errors_are_one_line_and_name_the_value(change, needle):
     with pytest.raises(ConfigError) as exc:
@@ -165,6 +166,7 @@ def test_vlm_prompt_and_good_answer():
     ('{"gripper": 1, "object": 2, "goal": 3, "path": []}', "path=[], expected a non-empty list"),
     ('{"gripper": 1, "object": 2, "goal": 3, "path": ["left"]}', "path[0]='left'"),
     ('{"gripper": 1.5, "object": 2, "goal": 3, "path": [2]}', "gripper=1.5"),
+    ('{"gripper": 1, "object": 2, "goal": 3, "path": [1]}', "never leaves the gripper's candidate 1"),
 ])
 def test_vlm_malformed_answers(answer, needle):
     with pytest.raises(KeypointProposalError) as exc:
@@ -382,5 +384,41 @@ def test_reward_config_builds_through_make_reward(compose_cfg):
         env.reset(seed=0)
         _, reward, _, _, info = env.step(np.zeros(4, np.float32))
         assert 0.0 <= reward <= 1.0 and reward == info["model_reward"] and "gt_reward" in info
+    finally:
+        env.close()
+
+
+class NearestCandidateVLM:
+    """A stand-in VLM that 'sees' the true keypoint pixels and answers with the nearest numbered candidates."""
+
+    def __init__(self, pixels: dict[str, np.ndarray], step: int):
+        self.pixels, self.step = pixels, step
+
+    def __call__(self, image: np.ndarray, prompt: str) -> str:
+        points = grid_candidates(image.shape[1], image.shape[0], self.step)
+        pick = {k: int(np.argmin(np.linalg.norm(points - v, axis=1))) + 1 for k, v in self.pixels.items()}
+        return json.dumps({**pick, "path": [pick["goal"]]})
+
+
+def test_vlm_image_plan_with_simulator_keypoints_rises_along_the_expert():
+    """A plan proposed on the rendered image (pixels) is followed by the simulator's projected gripper."""
+    from metaworld.policies import ENV_POLICY_MAP
+    from robotrl.rewards.base import RewardWrapper
+
+    env = make_metaworld("reach")
+    try:
+        env.reset(seed=2)
+        loc = MetaWorldKeypoints(env)
+        world = loc.world()
+        pixels = {k: loc.to_image(world[k][None], 128, 128)[0] for k in ("gripper", "object", "goal")}
+        model = KAGIReward(source="vlm", vlm=NearestCandidateVLM(pixels, 6), instruction="reach the goal",
+                           grid_step=6).bind(env)
+        wrapped = RewardWrapper(env, model, render_size=128)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rewards, success, _ = rollout(wrapped, ENV_POLICY_MAP["reach-v3"]().get_action, 2, 60)
+        done = success.index(True)
+        assert model.plan is not None and model.plan.space == "image"
+        assert spearmanr(np.arange(done + 1), rewards[:done + 1]).statistic > 0.8 and rewards[done] > 0.6, rewards
     finally:
         env.close()
