@@ -210,6 +210,7 @@ def load_edit_pipeline(model: str = DEFAULT_MODEL, cache_dir: str | None = None,
     ``cache_dir`` / HF_HOME, so a missing model fails in one line instead of retrying downloads. fp16 on CUDA.
     """
     from diffusers import StableDiffusionInstructPix2PixPipeline
+    from diffusers.utils import is_accelerate_available
 
     model = str(model)
     local = Path(model).expanduser()
@@ -222,7 +223,8 @@ def load_edit_pipeline(model: str = DEFAULT_MODEL, cache_dir: str | None = None,
     half = {"torch_dtype": torch.float16} if dev.type == "cuda" else {}  # fp32 (the default) on CPU
     try:
         pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-            str(local) if is_local else model, cache_dir=cache_dir, local_files_only=is_local or offline, **half)
+            str(local) if is_local else model, cache_dir=cache_dir, local_files_only=is_local or offline,
+            low_cpu_mem_usage=is_accelerate_available(), **half)  # explicit: no multi-line warning without it
     except (OSError, ValueError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         where = "not in the local cache and the hub is unreachable (offline)" if offline else first
