@@ -42,7 +42,9 @@ from robotrl.errors import ConfigError, ObservationError, RobotRLError
 SPACES = ("world", "image")
 DIMS = {"world": 3, "image": 2}
 LOCATORS = ("auto", "info", "sim", "tracker")
-PLAN_DIR = ("reward", "kagi")  # packaged plans: robotrl.configs/reward/kagi/<name>.yaml
+PLAN_DIR = ("reward", "kagi")  # packaged plans: robotrl.configs/reward/kagi/<name>.yaml (reward configs with `plan`)
+PLAN_KEYS = frozenset({"task", "instruction", "space", "keypoints", "gripper", "path", "final_stage", "reach_radius",
+                       "goal_radius"})
 VLMCallable = Callable[[np.ndarray, str], str]
 
 
@@ -162,6 +164,9 @@ def parse_plan(raw: Any, where: str = "<inline>") -> KeypointPlan:
     """
     if not isinstance(raw, Mapping):
         raise _fail(where, f"expected a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - PLAN_KEYS)
+    if unknown:
+        raise _fail(where, f"unknown keys {unknown}, expected some of {sorted(PLAN_KEYS)}")
     space = raw.get("space", "world")
     if space not in SPACES:
         raise _fail(where, f"space={space!r}, expected one of {', '.join(SPACES)}")
@@ -201,7 +206,8 @@ def plan_path(name: str) -> Path:
 
 
 def load_plan(source: str | Path | Mapping[str, Any]) -> KeypointPlan:
-    """A plan from a mapping, a yaml/json file, or the name of a packaged plan (a Meta-World task)."""
+    """A plan from a mapping, a yaml/json file (a bare plan or a reward config with a ``plan`` key), or the name of
+    a packaged plan (a Meta-World task)."""
     if isinstance(source, Mapping):
         return parse_plan(source)
     path = plan_path(str(source))
@@ -213,8 +219,10 @@ def load_plan(source: str | Path | Mapping[str, Any]) -> KeypointPlan:
             import yaml
 
             raw = yaml.safe_load(text)
-    except ValueError as e:  # yaml.YAMLError subclasses Exception only; json.JSONDecodeError is a ValueError
+    except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: report the file in one line
         raise _fail(str(path), f"unreadable ({' '.join(str(e).split())[:200]})") from e
+    if isinstance(raw, Mapping) and isinstance(raw.get("plan"), Mapping):
+        raw = raw["plan"]  # a reward config (configs/reward/kagi/<task>.yaml) holding the plan
     return parse_plan(raw, str(path))
 
 

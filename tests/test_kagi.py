@@ -65,6 +65,7 @@ def test_packaged_plans_cover_the_required_tasks():
     ({"reach_radius": -1}, "reach_radius=-1, expected a positive number"),
     ({"path": [{"at": "home"}, {"at": [0, 0, 0], "offset": [0, 0, 1]}]}, "absolute 'at' and an offset"),
     ({"path": [{"at": [0, 0, 1]}, {"at": [0, 0, 1]}]}, "path has zero length (every waypoint at [0.0, 0.0, 1.0])"),
+    ({"final_stag": None}, "unknown keys ['final_stag']"),
 ])
 def test_plan_validation_errors_are_one_line_and_name_the_value(change, needle):
     with pytest.raises(ConfigError) as exc:
@@ -76,6 +77,12 @@ def test_plan_validation_errors_are_one_line_and_name_the_value(change, needle):
 def test_plan_files_yaml_json_and_unknown_names(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps(PUSH))
     assert load_plan(str(tmp_path / "p.json")).final_stage == ("object", "goal")
+    (tmp_path / "cfg.yaml").write_text("_target_: robotrl.rewards.kagi.KAGIReward\nplan:\n  " + json.dumps(PUSH))
+    assert load_plan(str(tmp_path / "cfg.yaml")).name == "push"
+    (tmp_path / "broken.yaml").write_text("task: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: unreadable") as exc:
+        load_plan(str(tmp_path / "broken.yaml"))
+    one_line(exc)
     (tmp_path / "bad.yaml").write_text("task: x\npath: []\nkeypoints: [gripper]\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: path has 0 waypoints"):
         load_plan(str(tmp_path / "bad.yaml"))
@@ -368,6 +375,15 @@ def test_sim_keypoints_cannot_relabel_stored_batches():
             model(np.zeros((2, 8, 8, 3), np.uint8))
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("task", [p.stem for p in sorted(PLAN_DIR.glob("*.yaml"))])
+def test_each_task_file_is_a_complete_reward_config(compose_cfg, task):
+    from robotrl.rewards import make_reward
+
+    cfg = compose_cfg("env=metaworld/reach", f"reward=kagi/{task}")
+    model = make_reward(cfg.reward)
+    assert isinstance(model, KAGIReward) and model.plan.name == task and cfg.reward.name == "kagi"
 
 
 def test_reward_config_builds_through_make_reward(compose_cfg):
