@@ -170,6 +170,24 @@ def test_near_miss_episodes_stop_short_of_success(compose_cfg):
         env.close()
 
 
+@pytest.mark.parametrize("task", ["push", "button-press-topdown"])
+def test_near_miss_on_contact_tasks(compose_cfg, task):
+    """Pushing and pressing: the stopped expert leaves the puck short of the goal / the button not fully pressed."""
+    from robotrl.envs import make_env
+
+    env = make_env(_env_cfg(compose_cfg, task, max_steps=100).env, 0)
+    try:
+        expert = re.expert_policy(task)
+        ep = re.rollout(env, expert, 0, "expert", None)
+        first = int(np.argmax(ep.success))
+        assert ep.success.any() and ep.success[-1]
+        near = re.near_miss_rollout(env, expert, 0, first, tuple(range(1, 21)), None)
+        assert near is not None and not near.success.any() and first - 20 < near.stop_step <= first
+        np.testing.assert_array_equal(near.actions[:near.stop_step], ep.actions[:near.stop_step])
+    finally:
+        env.close()
+
+
 class SimDistance:
     """A KAGI-like model: reads the bound simulator (hand-to-goal distance), predicts success within 5 cm."""
 
