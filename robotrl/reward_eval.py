@@ -660,7 +660,8 @@ def plot_report(report: Mapping[str, Any], rewards: Mapping[str, list[np.ndarray
 # ================================================================================================ CLI
 REPORT_DEFAULTS: dict[str, Any] = {"env": None, "reward": "env", "episodes": 4, "seed": 0, "max_steps": 120,
                                    "render_size": 0, "noise": "0.1,0.5", "gamma": 0.99, "out": None}
-PASSTHROUGH = ("env.", "reward.", "device=")
+# render_size=0: the largest reward.render_size of the models asked for (64 if none). max_steps: simulator steps.
+PASSTHROUGH = ("env.", "reward.", "device=")  # handed to hydra's compose (e.g. env.camera=corner, reward.alpha=0.5)
 
 
 def _floats(text: str, key: str) -> tuple[float, ...]:
