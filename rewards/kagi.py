@@ -539,11 +539,14 @@ class _Frame:
 class KAGIReward:
     """KAGI's dense keypoint reward, in [0, 1]:
 
-    ``r = (1 - final_weight) * clip(s / L - deviation_weight * d / L, 0, 1) + final_weight * stage2``
+    ``r = (1 - final_weight) * along + final_weight * stage2``, ``along = (1 + clip((s - deviation_weight * d) / L,
+    -1, 1)) / 2``
 
     with ``s`` the arc length of the gripper's projection on the waypoint path, ``d`` its distance to the path and
-    ``L`` the path length (so the shaping is unit-free), and ``stage2 = clip(1 - |object - goal| / goal_scale, 0, 1)``
-    for plans with a ``final_stage`` (``final_weight`` is 0 without one). ``predict_success``: the gripper is within
+    ``L`` the path length (so the shaping is unit-free): 0.5 at the start of the path, 1 at its end, falling to 0 a
+    path length or two away from it (so a wandering gripper still gets a gradient back to the path instead of a flat
+    0), and ``stage2 = clip(1 - |object - goal| / goal_scale, 0, 1)`` for plans with a ``final_stage``
+    (``final_weight`` is 0 without one). ``predict_success``: the gripper is within
     ``reach_radius`` of the last waypoint and the object within ``goal_radius`` of the goal (the paper's sparse
     success signal, from geometry here instead of a learned classifier).
 
@@ -689,7 +692,7 @@ class KAGIReward:
         s, d, length = polyline_progress(kp.gripper, kp.path)
         if length <= 1e-9:
             raise ObservationError(f"kagi plan {plan.name!r}: the waypoint path has zero length in this frame")
-        along = float(np.clip(s / length - self.deviation_weight * d / length, 0.0, 1.0))
+        along = 0.5 + 0.5 * float(np.clip((s - self.deviation_weight * d) / length, -1.0, 1.0))
         if plan.final_stage is None:
             return along
         return (1.0 - self.final_weight) * along + self.final_weight * self._stage2(kp.native, plan)

@@ -108,7 +108,8 @@ def test_reward_from_info_keypoints_is_monotone_and_batched():
     frames = np.zeros((len(info), 8, 8, 3), np.uint8)
     r = model(frames, info)
     assert r.dtype == np.float32 and r.shape == (5,)
-    assert np.all(np.diff(r) > 0) and r[0] == pytest.approx(0.5 * (1 - 0.2 / 0.3)) and r[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(r) > 0) and r[-1] == pytest.approx(1.0)
+    assert r[0] == pytest.approx(0.5 * 0.5 + 0.5 * (1 - 0.2 / 0.3))  # at the path's start, object 0.2 from the goal
     assert model.predict_success(frames, info).tolist() == [False, False, False, False, True]
     with pytest.raises(ObservationError, match=r"lacks \['goal'\]"):
         model(frames[:1], [{"keypoints": {"gripper": home, "home": home, "object": obj}}])
@@ -225,10 +226,11 @@ def test_vlm_plan_with_tracker_rewards_a_blob_moving_to_the_goal():
         rewards.append(float(model(frame)[0]))
         success.append(bool(model.predict_success(frame)[0]))
     assert len(vlm.calls) == 1
-    assert spearmanr(np.arange(len(rewards)), rewards).statistic > 0.95 and rewards[0] < 0.05 < 0.9 < rewards[-1]
+    assert spearmanr(np.arange(len(rewards)), rewards).statistic > 0.95
+    assert abs(rewards[0] - 0.5) < 0.05 and rewards[-1] > 0.95  # 0.5 at the path's start, 1 at its end
     assert success[-1] and not any(success[:-3])
     model.reset(frames[0][0])  # a new episode: a new proposal, the tracker restarts at the gripper
-    assert len(vlm.calls) == 2 and model(frames[1])[0] < 0.1
+    assert len(vlm.calls) == 2 and model(frames[1])[0] < 0.6
 
 
 # ------------------------------------------------------------------------------------------ projection
@@ -360,7 +362,8 @@ def test_reward_rises_along_the_scripted_expert(task, space):
                 assert rewards[done] > 0.7 and model_success[done + 5] and not model_success[0]
                 random_policy = RandomPolicy(seed)
                 random_rewards, _, _ = rollout(wrapped, random_policy, seed, done + 1)
-                assert rewards[done] > max(random_rewards) + 0.3, (rewards[done], max(random_rewards))
+                assert rewards[done] > max(random_rewards) + 0.1, (rewards[done], max(random_rewards))
+                assert np.mean(rewards[:done + 1]) > np.mean(random_rewards) + 0.1
     finally:
         wrapped.close()
 
