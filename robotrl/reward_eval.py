@@ -672,25 +672,45 @@ def _floats(text: str, key: str) -> tuple[float, ...]:
 
 
 def _compose(overrides: list[str]) -> Any:
+    """hydra's compose, with its multi-line composition errors turned into one ConfigError line."""
     from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
 
-    with initialize_config_module("robotrl.configs", version_base="1.3"):
-        return compose("config", overrides=overrides)
+    try:
+        with initialize_config_module("robotrl.configs", version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except HydraException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot compose the config with overrides {overrides}: {first}") from None
 
 
 def build_models(reward_names: Sequence[str], base: list[str], passthrough: list[str]) -> tuple[dict[str, Any], int]:
     """Reward models by config name (``env`` is skipped: it is always the reference row) and the largest render
-    size they ask for (``reward.render_size``, default 224)."""
+    size they ask for (``reward.render_size``, default 224).
+
+    A ``reward.KEY=...`` override goes to every listed reward whose config has KEY (so ``reward=clip,kagi
+    reward.alpha=0.5`` sets CLIP's alpha only); one that fits none of them is an error, not silently dropped.
+    """
     from robotrl.rewards import is_env_reward, make_reward
 
+    reward_over = [a for a in passthrough if a.startswith("reward.")]
+    other = [a for a in passthrough if not a.startswith("reward.")]
     models: dict[str, Any] = {}
+    used: set[str] = set()
     size = 0
     for name in reward_names:
-        cfg = _compose([*base, f"reward={name}", *passthrough])
+        cfg = _compose([*base, f"reward={name}", *other])
+        mine = [a for a in reward_over if a.partition("=")[0].split(".")[1] in cfg.reward]
+        used.update(mine)
+        if mine:
+            cfg = _compose([*base, f"reward={name}", *other, *mine])
         if is_env_reward(cfg.reward):
             continue
         models[name] = make_reward(cfg.reward)
         size = max(size, int(cfg.reward.get("render_size") or 224))
+    unused = [a for a in reward_over if a not in used]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)}: no such key in the config of reward {', '.join(reward_names)}")
     return models, size
 
 
