@@ -564,6 +564,9 @@ class KAGIReward:
                  grid_step: int = 16, tracker_patch: int = 7, tracker_search: int = 6, batch_size: int = 64):
         if locator not in LOCATORS:
             raise ConfigError(f"reward.locator={locator!r}, expected one of {', '.join(LOCATORS)}")
+        if space not in (None, *SPACES) or (source == "vlm" and space == "world"):
+            raise ConfigError(f"reward.space={space!r}, expected null (the plan's space), world or image "
+                              "(image only with source=vlm: its plans are in pixels)")
         if not 0.0 <= float(final_weight) <= 1.0 or float(deviation_weight) < 0.0:
             raise ConfigError(f"reward final_weight={final_weight!r} (expected in [0, 1]), "
                               f"deviation_weight={deviation_weight!r} (expected >= 0)")
@@ -609,7 +612,9 @@ class KAGIReward:
         if isinstance(self.source, VLMKeypointProposer):
             self.plan = None
         if frame is not None:
-            self._start(np.asarray(frame)[None] if np.asarray(frame).ndim == 3 else np.asarray(frame))
+            frames = frame[None] if frame.ndim == 3 else frame
+            check_frames(frames)
+            self._start(frames)
         else:
             self.tracker.points = {}
         self._tracked = None

@@ -115,6 +115,21 @@ def test_reward_from_info_keypoints_is_monotone_and_batched():
         model(frames[:1], [{"keypoints": {"gripper": home, "home": home, "object": obj}}])
 
 
+def test_reward_falls_off_the_path_and_past_its_end():
+    model = KAGIReward(plan={"keypoints": ["gripper", "home", "goal"], "path": [{"at": "home"}, {"at": "goal"}]})
+    home, goal = np.zeros(3), np.array([0.0, 0.4, 0.0])
+
+    def reward(gripper):
+        info = [{"keypoints": {"gripper": np.asarray(gripper, float), "home": home, "goal": goal}}]
+        return float(model(np.zeros((1, 4, 4, 3), np.uint8), info)[0])
+
+    assert reward(home) == pytest.approx(0.5) and reward(goal) == pytest.approx(1.0)
+    assert reward([0, 0.2, 0]) == pytest.approx(0.75)
+    assert reward([0, 0.2, 0]) > reward([0.1, 0.2, 0]) > reward([0.3, 0.2, 0])  # off the path: lower
+    assert reward([0, 0.6, 0]) == pytest.approx(0.75)  # overshooting by 0.2 costs as much as stopping 0.2 short
+    assert reward([0, -0.4, 0]) == pytest.approx(0.0) and reward([5.0, 0, 0]) == 0.0  # floored at 0 far away
+
+
 def test_bad_frames_and_missing_keypoints():
     model = KAGIReward(plan="reach")
     with pytest.raises(ObservationError, match="dtype float32"):
@@ -133,6 +148,13 @@ def test_config_errors():
         KAGIReward(plan="reach", locator="gps")
     with pytest.raises(ConfigError, match="source='llm', expected offline or vlm"):
         KAGIReward(plan="reach", source="llm")
+    with pytest.raises(ConfigError, match="reward.space='pixels'"):
+        KAGIReward(plan="reach", space="pixels")
+    with pytest.raises(ConfigError, match="reward.space='world'.*image only with source=vlm"):
+        KAGIReward(source="vlm", space="world")
+    with pytest.raises(ConfigError, match="reward.space='world' for a image-space plan"):
+        KAGIReward(plan={"space": "image", "keypoints": ["gripper"], "path": [{"at": [0, 0]}, {"at": [1, 1]}]},
+                   space="world")
     with pytest.raises(ConfigError, match="reward.vlm='nomodule', expected an import path"):
         KAGIReward(source="vlm", vlm="nomodule")
 
