@@ -123,14 +123,7 @@ class Trainer:
         self.eval_env = make_env(cfg.env, seed=cfg.seed)
         self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
         self.action_repeat = int(cfg.env.action_repeat)
-        self.agent = make_agent(cfg.agent, self.env.observation_space, self.env.action_space, str(self.device),
-                                cfg.env.name)
-        agent_hparams = agent_config(cfg.agent, cfg.env.name)  # per-task overrides may change nstep
-        self.replay = ReplayBuffer(
-            capacity=int(cfg.replay.capacity), observation_space=self.env.observation_space,
-            action_dim=self.env.action_space.shape[0], frame_stack=int(cfg.env.frame_stack),
-            nstep=int(agent_hparams["nstep"]), discount=float(agent_hparams["discount"]), seed=int(cfg.seed),
-            storage_dir=cfg.replay.storage_dir, device=str(self.device))
+        self._build_agent()
         self.step = self.episode = 0
         self.elapsed_before = 0.0
         self.next_eval_frame = 0 if cfg.eval_at_start else int(cfg.eval_every_frames)
@@ -140,6 +133,18 @@ class Trainer:
             self._restore(ckpt)
         self.logger = Logger(self.run_dir, use_tb=cfg.tensorboard, resume_frame=self.frame if ckpt else None)
         self._write_run_info()
+
+    def _build_agent(self) -> None:
+        """``self.agent`` and its ``self.replay`` (the SB3 runner overrides this: SB3 brings its own buffers)."""
+        cfg = self.cfg
+        self.agent = make_agent(cfg.agent, self.env.observation_space, self.env.action_space, str(self.device),
+                                cfg.env.name)
+        agent_hparams = agent_config(cfg.agent, cfg.env.name)  # per-task overrides may change nstep
+        self.replay = ReplayBuffer(
+            capacity=int(cfg.replay.capacity), observation_space=self.env.observation_space,
+            action_dim=self.env.action_space.shape[0], frame_stack=int(cfg.env.frame_stack),
+            nstep=int(agent_hparams["nstep"]), discount=float(agent_hparams["discount"]), seed=int(cfg.seed),
+            storage_dir=cfg.replay.storage_dir, device=str(self.device))
 
     @property
     def frame(self) -> int:
@@ -180,17 +185,21 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} was written by agent {state['agent_name']!r}, "
                                   f"expected {self.cfg.agent.name!r}")
         self.agent.load_state_dict(state["agent"])
-        if (path / "replay").exists():
-            self.replay = ReplayBuffer.load(path / "replay", storage_dir=self.cfg.replay.storage_dir,
-                                            device=str(self.device))
-        else:
-            log.warning("checkpoint %s has no replay buffer: resuming with an empty buffer (not exact)", path)
+        self._restore_replay(path)
         counters = state["counters"]
         self.step, self.episode = int(counters["step"]), int(counters["episode"])
         self.next_eval_frame, self.next_ckpt_frame = int(counters["next_eval_frame"]), int(counters["next_ckpt_frame"])
         self.elapsed_before = float(counters["elapsed"])
         set_rng_state(state["rng"])
         self.console.print(f"resumed from {path} at frame {self.frame}")
+
+    def _restore_replay(self, path: Path) -> None:
+        """Load the checkpoint's replay buffer (SB3's runner overrides this: SB3 has its own buffer format)."""
+        if (path / "replay").exists():
+            self.replay = ReplayBuffer.load(path / "replay", storage_dir=self.cfg.replay.storage_dir,
+                                            device=str(self.device))
+        else:
+            log.warning("checkpoint %s has no replay buffer: resuming with an empty buffer (not exact)", path)
 
     def _write_run_info(self) -> None:
         info = {"config": OmegaConf.to_container(self.cfg, resolve=True), "versions": versions(),
@@ -232,19 +241,26 @@ class Trainer:
                     if self.step % 100 == 0:
                         progress.update(task, completed=min(self.step, total_steps))
                     continue
-                self.episode += 1
-                self._log_train_episode(stats)
-                progress.update(task, completed=min(self.step, total_steps), ret=stats.ret)
+                done = self._end_episode(stats, total_steps)
                 stats = EpisodeStats()
-                if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
-                    self.evaluate()
-                done = self.step >= total_steps
-                if self.frame >= self.next_ckpt_frame or done:
-                    while self.next_ckpt_frame <= self.frame:
-                        self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
-                    self.save()
                 obs = None if done else self._begin_episode()
         return self.finish()
+
+    def _end_episode(self, stats: EpisodeStats, total_steps: int) -> bool:
+        """Count and log the finished episode, evaluate and checkpoint when due; True when training is done."""
+        cfg = self.cfg
+        self.episode += 1
+        self._log_train_episode(stats)
+        progress, task = self._progress_task
+        progress.update(task, completed=min(self.step, total_steps), ret=stats.ret)
+        if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
+            self.evaluate()
+        done = self.step >= total_steps
+        if self.frame >= self.next_ckpt_frame or done:
+            while self.next_ckpt_frame <= self.frame:
+                self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
+            self.save()
+        return done
 
     def _make_progress(self, total_steps: int) -> tuple[Progress, Any]:
         """A console progress bar with fps, last episode return and ETA."""
