@@ -326,17 +326,21 @@ class VLMKeypointProposer:
 
 
 def _answer_json(answer: str) -> dict[str, Any]:
-    """The first JSON object in the answer (VLMs wrap it in prose or ```json fences)."""
-    match = re.search(r"\{.*\}", answer, re.DOTALL)
-    if match is None:
-        raise KeypointProposalError(f"VLM answer has no JSON object: {' '.join(answer.split())[:120]!r}")
-    try:
-        data = json.loads(match.group(0))
-    except ValueError as e:
-        raise KeypointProposalError(f"VLM answer JSON is malformed ({e}): {match.group(0)[:120]!r}") from e
-    if not isinstance(data, dict):
-        raise KeypointProposalError(f"VLM answer JSON is a {type(data).__name__}, expected an object")
-    return data
+    """The first JSON object in the answer (VLMs wrap it in prose or ```json fences, sometimes with braces in the
+    prose after it, so each ``{`` is tried in turn rather than matching the outermost braces)."""
+    decoder, first_error = json.JSONDecoder(), None
+    for match in re.finditer(r"\{", answer):
+        try:
+            data, _ = decoder.raw_decode(answer, match.start())
+        except ValueError as e:
+            first_error = first_error or e
+            continue
+        if isinstance(data, dict):
+            return data
+    text = " ".join(answer.split())[:120]
+    if first_error is None:
+        raise KeypointProposalError(f"VLM answer has no JSON object: {text!r}")
+    raise KeypointProposalError(f"VLM answer JSON is malformed ({first_error}): {text!r}")
 
 
 def _candidate(value: Any, n: int, what: str) -> int:

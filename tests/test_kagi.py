@@ -160,7 +160,8 @@ def test_config_errors():
 
 
 # ------------------------------------------------------------------------------------------------ VLM
-GOOD_ANSWER = 'Sure.\n```json\n{"gripper": 1, "object": "4", "goal": 16, "path": [4, 16]}\n```\n'
+GOOD_ANSWER = ('Sure.\n```json\n{"gripper": 1, "object": "4", "goal": 16, "path": [4, 16]}\n```\n'
+               "(the {gripper} first goes to the object)")
 
 
 class FakeVLM:
