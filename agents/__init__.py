@@ -30,6 +30,18 @@ def agent_config(agent_cfg: DictConfig | dict, env_name: str | None = None) -> d
     return cfg
 
 
+SB3_TARGET = "robotrl.agents.sb3.SB3Agent"
+
+
+def is_sb3_agent(agent_cfg: Any) -> bool:
+    """True for a Stable-Baselines3 agent config (``agent=sb3_sac|sb3_ppo``): SB3 runs its own learning loop, so
+    the trainer hands the run to ``robotrl.agents.sb3.SB3Trainer`` (checked without importing SB3)."""
+    if agent_cfg is None:
+        return False
+    target = agent_cfg.get("_target_") if isinstance(agent_cfg, dict | DictConfig) else None
+    return target == SB3_TARGET
+
+
 def make_agent(agent_cfg: DictConfig | dict, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box,
                device: str, env_name: str | None = None) -> Agent:
     """Instantiate ``agent_cfg._target_`` (after :func:`agent_config`) with the spaces and device."""

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from robotrl.agents import agent_config, make_agent
+from robotrl.agents import agent_config, is_sb3_agent, make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, validate_config
@@ -103,6 +103,15 @@ def versions() -> dict[str, str]:
 
 class Trainer:
     """Builds env, agent, replay and logger from a config and runs (or resumes) one training run."""
+
+    def __new__(cls, cfg: DictConfig, *args: Any, **kwargs: Any) -> Trainer:
+        """``agent=sb3_*`` gets :class:`robotrl.agents.sb3.SB3Trainer`: Stable-Baselines3 runs its own learning loop
+        inside this trainer's envs, reward layer, logging, evaluation and checkpoints."""
+        if cls is Trainer and is_sb3_agent(OmegaConf.select(cfg, "agent")):
+            from robotrl.agents.sb3 import SB3Trainer
+
+            cls = SB3Trainer
+        return super().__new__(cls)
 
     def __init__(self, cfg: DictConfig, run_dir: Path, console: Console | None = None):
         validate_config(cfg)
