@@ -406,7 +406,7 @@ class MetaWorldKeypoints:
     """Keypoints of a Meta-World task read from the simulator: ``gripper`` (the TCP between the fingers),
     ``home`` (the hand's reset position, where every path starts), ``object`` and ``goal``.
 
-    ``image(width, height)`` projects them into the reward's rendered frames (the env's fixed camera, with the
+    ``to_image(points, width, height)`` projects points into the reward's rendered frames (the env's fixed camera, with the
     180-degree flip robotrl applies to upside-down cameras), so image-space plans match the pixels.
     """
 
@@ -451,6 +451,7 @@ class TemplateTracker:
         self.templates: dict[str, np.ndarray] = {}
         self.subpixel: dict[str, np.ndarray] = {}
         self.anchor: dict[str, np.ndarray] = {}
+        self.shape: tuple[int, int] = (0, 0)
 
     @staticmethod
     def _gray(frame: np.ndarray) -> np.ndarray:
@@ -465,6 +466,7 @@ class TemplateTracker:
         """Start tracking ``points`` (name -> (x, y) pixels) in ``frame`` uint8 [H, W, 3]."""
         img = self._gray(frame)
         h, w = img.shape
+        self.shape = (h, w)
         self.points, self.templates, self.subpixel, self.anchor = {}, {}, {}, {}
         for name, (x, y) in points.items():
             cx, cy = int(np.clip(x, 0, w - 1)), int(np.clip(y, 0, h - 1))
@@ -480,6 +482,8 @@ class TemplateTracker:
 
         img = self._gray(frame)
         h, w = img.shape
+        if (h, w) != self.shape:
+            raise ObservationError(f"tracker frame is {h}x{w}, expected {self.shape[0]}x{self.shape[1]} as at init")
         size = 2 * self.half + 1
         for name, (cx, cy) in self.points.items():
             region = self._patch(img, cx, cy, self.half + self.search)

@@ -232,6 +232,8 @@ def test_tracker_follows_a_moving_blob():
         pts = tracker.update(blob_frame([centre, still], [(255, 0, 0), (0, 255, 0)], noise_seed=t))
         errors.append(np.linalg.norm(pts["gripper"] - centre))
         assert np.linalg.norm(pts["goal"] - still) <= 1.0
+    with pytest.raises(ObservationError, match="tracker frame is 32x32, expected 64x64"):
+        tracker.update(np.zeros((32, 32, 3), np.uint8))
     assert max(errors) <= 0.5, errors  # sub-pixel all the way (~50 px travelled), no drift
     assert np.mean(errors) <= 0.2, errors
 
