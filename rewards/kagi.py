@@ -406,8 +406,8 @@ class MetaWorldKeypoints:
     """Keypoints of a Meta-World task read from the simulator: ``gripper`` (the TCP between the fingers),
     ``home`` (the hand's reset position, where every path starts), ``object`` and ``goal``.
 
-    ``to_image(points, width, height)`` projects points into the reward's rendered frames (the env's fixed camera, with the
-    180-degree flip robotrl applies to upside-down cameras), so image-space plans match the pixels.
+    ``to_image(points, width, height)`` projects points into the reward's rendered frames (the env's fixed camera,
+    with the 180-degree flip robotrl applies to upside-down cameras), so image-space plans match the pixels.
     """
 
     def __init__(self, env: Any):
