@@ -431,7 +431,7 @@ class SB3Trainer(Trainer):
             raise ConfigError(f"replay.capacity={self.cfg.replay.capacity} needs {need / 2**30:.1f} GiB for SB3's "
                               f"replay buffer (observation and next observation stored in full, {per_step} bytes "
                               f"per step), more than this machine's {memory / 2**30:.1f} GiB; lower "
-                              f"replay.capacity")
+                              f"replay.capacity (at most {memory // per_step} fit in memory)")
 
     def _restore_replay(self, path: Path) -> None:
         if self.replay is None:

@@ -147,6 +147,7 @@ def test_reward_model_is_applied(sb3_cfg, tmp_path):
     ("agent.algorithm=DQN", "agent.algorithm='DQN' is not one of SAC, PPO"),
     ("agent.train_freq=4", "agent.train_freq=4: robotrl checkpoints at episode ends"),
     ("agent.learning_rate=fast", "SB3 SAC rejected the agent config"),
+    ("replay.capacity=1000000000000", "replay.capacity=1000000000000 needs .* GiB for SB3's replay buffer"),
 ])
 def test_bad_agent_config(sb3_cfg, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as error:
