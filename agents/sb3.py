@@ -23,6 +23,14 @@ numpy's global RNG) and SAC's replay buffer. So:
 - PPO resumes its networks, optimiser, counters and RNGs, but not the partial rollout collected since its last
   update (episode ends rarely coincide with rollout ends): the resumed run starts a fresh rollout, so its updates
   fall on other steps than the uninterrupted run's. Those frames still count; the run is not bit-identical.
+
+Observations: always SB3's ``MultiInputPolicy`` over robotrl's dict observation, with :class:`ObsExtractor`
+(``state`` as is, ``pixels`` through ``agent.cnn``: SB3's NatureCNN from 36x36, or DrQ-v2's encoder from 16x16;
+SB3 scales the uint8 channels-first frames to [0, 1]). SB3's replay stores observation and next observation in
+full, so pixel SAC needs ~127 KB per transition at 84x84 with 3 stacked frames: a ``replay.capacity`` that cannot
+fit in memory is refused up front. Threads: the trainer's ``torch_threads`` applies (SB3 does not change it).
+Not supported: VecNormalize, learning-rate schedules (SB3 arguments are plain numbers from the config), several
+envs in parallel (one env, as the trainer).
 """
 
 from __future__ import annotations
