@@ -650,8 +650,11 @@ class KAGIReward:
                    h: int, w: int) -> list[_Frame]:
         plan = self.plan
         assert plan is not None
-        if info is not None and all("keypoints" in i for i in info):
-            return [self._from_info(i["keypoints"], plan) for i in info]
+        has = [] if info is None else ["keypoints" in i for i in info]
+        if has and all(has):
+            return [self._from_info(i["keypoints"], plan) for i in info]  # type: ignore[union-attr]
+        if any(has):
+            raise ObservationError(f"info['keypoints'] is in {sum(has)} of {len(has)} entries, expected all or none")
         mode = self._mode()
         if mode == "sim" and self.sim is not None:
             if len(frames) != 1:

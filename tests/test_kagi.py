@@ -111,6 +111,8 @@ def test_reward_from_info_keypoints_is_monotone_and_batched():
     assert np.all(np.diff(r) > 0) and r[-1] == pytest.approx(1.0)
     assert r[0] == pytest.approx(0.5 * 0.5 + 0.5 * (1 - 0.2 / 0.3))  # at the path's start, object 0.2 from the goal
     assert model.predict_success(frames, info).tolist() == [False, False, False, False, True]
+    with pytest.raises(ObservationError, match=r"info\['keypoints'\] is in 1 of 2 entries, expected all or none"):
+        model(frames[:2], [info[0], {}])
     with pytest.raises(ObservationError, match=r"lacks \['goal'\]"):
         model(frames[:1], [{"keypoints": {"gripper": home, "home": home, "object": obj}}])
 
