@@ -4,7 +4,10 @@ A reward model maps a batch of RGB frames to one float per frame::
 
     model(frames: uint8 [B, H, W, 3] (numpy or torch), info: list[dict] | None) -> np.ndarray float32 [B]
 
-and may predict success (``predict_success(frames, info) -> bool [B]``). :class:`RewardWrapper` puts a model on a
+and may predict success (``predict_success(frames, info) -> bool [B]``). Optional hooks the wrapper and trainer
+use when a model has them: ``bind(env)`` (models that read the simulator, e.g. KAGI's keypoints), ``reset(frame)``
+(per-episode state, called with the first frame of every episode), ``state_dict()``/``load_state_dict()`` (models
+that learn online, e.g. LfVoid's discriminators: saved in the run's checkpoints). :class:`RewardWrapper` puts a model on a
 contract env (``robotrl.envs.make_env``): it renders one dedicated RGB frame per agent step (``render_size``, not the
 agent's small channels-first pixels), replaces or blends the env reward, and keeps the ground truth in ``info``.
 """
@@ -149,6 +152,9 @@ class RewardWrapper(gym.Wrapper):
         super().__init__(env)
         self.predicts_success = _check_wrapper_args(model, mode, render_size, terminate_on_success, name)
         self.model, self.mode, self.weight = model, mode, float(weight)
+        bind = getattr(model, "bind", None)
+        if callable(bind):  # models that read the simulator (KAGI's keypoints) need the env they reward
+            bind(env)
         self.render_size = None if render_size is None else int(render_size)
         self.terminate_on_success = bool(terminate_on_success)
         self.batch_size = int(getattr(model, "batch_size", 64))  # relabelling chunk
@@ -158,6 +164,13 @@ class RewardWrapper(gym.Wrapper):
 
     def render_frame(self) -> np.ndarray:
         return render_rgb(self.env, self.render_size)
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        hook = getattr(self.model, "reset", None)
+        if callable(hook):  # per-episode model state (KAGI: a new VLM proposal, the tracker) starts on this frame
+            hook(self.render_frame())
+        return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, gt, terminated, truncated, info = self.env.step(action)
