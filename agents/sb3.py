@@ -210,7 +210,9 @@ class SB3Agent:
         if algorithm not in ALGORITHMS:
             raise ConfigError(f"agent.algorithm={algorithm!r} is not one of {', '.join(ALGORITHMS)}")
         cls = ALGORITHMS[algorithm]
-        algorithm_kwargs = {k: _plain(v) for k, v in algorithm_kwargs.items()}
+        # YAML has no tuples; SB3 wants one for train_freq=(1, "episode") and no list elsewhere at this level
+        algorithm_kwargs = {k: tuple(v) if isinstance(v, list) else v
+                            for k, v in ((k, _plain(v)) for k, v in algorithm_kwargs.items())}
         _check_kwargs(algorithm, cls, algorithm_kwargs)
         policy_kwargs = dict(_plain(policy_kwargs) or {})
         if "features_extractor_class" in policy_kwargs or "features_extractor_kwargs" in policy_kwargs:
