@@ -7,9 +7,12 @@ A reward model maps a batch of RGB frames to one float per frame::
 and may predict success (``predict_success(frames, info) -> bool [B]``). Optional hooks the wrapper and trainer
 use when a model has them: ``bind(env)`` (models that read the simulator, e.g. KAGI's keypoints), ``reset(frame)``
 (per-episode state, called with the first frame of every episode), ``state_dict()``/``load_state_dict()`` (models
-that learn online, e.g. LfVoid's discriminators: saved in the run's checkpoints). :class:`RewardWrapper` puts a model on a
-contract env (``robotrl.envs.make_env``): it renders one dedicated RGB frame per agent step (``render_size``, not the
-agent's small channels-first pixels), replaces or blends the env reward, and keeps the ground truth in ``info``.
+that learn online, e.g. LfVoid's discriminators: saved in the run's checkpoints).
+
+:class:`RewardWrapper` puts a model on a contract env (``robotrl.envs.make_env``): it renders one dedicated RGB
+frame per agent step (``render_size``, not the agent's small channels-first pixels), replaces or blends the env
+reward, and keeps the ground truth in ``info``. :class:`RewardVectorWrapper` does the same for a vector env with
+one batched model call per step.
 """
 
 from __future__ import annotations

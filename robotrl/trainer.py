@@ -182,6 +182,8 @@ class Trainer:
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
             "env_info": json.dumps(self.env_info),
         }
+        if hasattr(self.reward_model, "state_dict"):  # reward models that learn online (LfVoid's discriminators)
+            state["reward_model"] = self.reward_model.state_dict()
         replay = self.replay if self.cfg.checkpoint_replay else None
         path = save_checkpoint(self.run_dir / "checkpoints", f"frame_{self.frame:012d}", state, replay,
                                keep=int(self.cfg.checkpoint_keep))
@@ -194,6 +196,11 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} was written by agent {state['agent_name']!r}, "
                                   f"expected {self.cfg.agent.name!r}")
         self.agent.load_state_dict(state["agent"])
+        if "reward_model" in state:
+            if not hasattr(self.reward_model, "load_state_dict"):
+                raise CheckpointError(f"checkpoint {path} holds a learned reward model's state, but reward="
+                                      f"{self.cfg.reward.get('name')!r} has none to load it into")
+            self.reward_model.load_state_dict(state["reward_model"])
         self._restore_replay(path)
         counters = state["counters"]
         self.step, self.episode = int(counters["step"]), int(counters["episode"])

@@ -368,3 +368,23 @@ def test_demo_goals_from_metaworld_expert_drive_the_reward_wrapper(compose_cfg, 
         assert env.model.updates == 12 - 8 + 1
     finally:
         env.close()
+
+
+def test_trainer_checkpoints_the_discriminators_and_resumes_exactly(compose_cfg, red_goals: Path, tmp_path: Path):
+    """The reward model learns during training, so exact resume needs its state: 400 frames in one go equals
+    200 + resume to 400, for the agent and for the discriminator ensemble."""
+    from robotrl.trainer import Trainer
+    from tests.conftest import assert_same_tensors
+
+    reward = ["reward=lfvoid", f"reward.goals={red_goals}", "reward.render_size=32", "reward.image_size=32",
+              "reward.ensemble_size=2", "reward.channels=8", "reward.min_negatives=16", "reward.update_every=4",
+              "reward.train_batch_size=16", "reward.buffer_size=512", "save_video=false", "tensorboard=false"]
+    full = Trainer(compose_cfg(*reward, "frames=400"), tmp_path / "full")
+    full.train()
+    Trainer(compose_cfg(*reward, "frames=200"), tmp_path / "split").train()
+    resumed = Trainer(compose_cfg(*reward, "frames=400", "resume=true"), tmp_path / "split")
+    assert resumed.reward_model.updates > 0  # restored from the checkpoint, not a fresh model
+    resumed.train()
+    assert_same_tensors(full.agent.state_dict(), resumed.agent.state_dict())
+    assert_same_tensors(full.reward_model.state_dict(), resumed.reward_model.state_dict(), min_count=5)
+    assert full.reward_model.updates == resumed.reward_model.updates
