@@ -37,7 +37,8 @@ def group_label(run_dir: Path) -> str:
     if not info_path.exists():
         return Path(run_dir).name
     cfg = json.loads(info_path.read_text())["config"]
-    return f"{cfg['agent']['name']} on {cfg['env']['name']}"
+    reward = (cfg.get("reward") or {}).get("name", "env")
+    return f"{cfg['agent']['name']} on {cfg['env']['name']}" + ("" if reward == "env" else f", reward={reward}")
 
 
 def iqm_with_ci(scores: np.ndarray, reps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
