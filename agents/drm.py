@@ -23,11 +23,14 @@ measured on every update's batch before the critic step (XuGW-Kevin/DrM ``agents
 With all three off, DrM's updates are DrQ-v2's bit for bit (``tests/test_drm.py``). Everything else (encoder,
 actor, critic, augmentation, optimisers, n-step TD, target soft update) is :class:`DrQV2Agent`'s.
 
-Deviations from the reference: the Meta-World critic of ``agents/drm_mw.py`` (Dropout(0.01) + LayerNorm in the Q
-heads) is not reproduced (the DrQ-v2 critic is used everywhere); the reference's Meta-World trainer schedules the
-replay's n-step/discount (``train_mw.py``), which the replay here does not; the awaken condition is the DMC
-agent's (``step > num_expl_steps``; ``drm_mw.py`` drops it). The value network's update computes min(Q1, Q2)
-without critic gradients (the reference computes and discards them).
+Meta-World (``task_overrides`` in ``configs/agent/drm.yaml``) follows ``agents/drm_mw.py`` + ``train_mw.py``: the
+critic's Q heads get Dropout(0.01) + LayerNorm (``critic_dropout``), lambda is constant, the awaken step needs no
+``num_expl_steps`` first (``awaken_after_expl_steps: false``), and n-step 10 with discount 0.97: ``train_mw.py``
+builds its replay with ``floor(nstep + nstep_alpha)`` = 10 and ``discount - discount_alpha - discount_beta`` = 0.97
+and defines, but never calls, the schedules that would decay them, so those constants are what the reference ran.
+
+Deviation from the reference: the value network's update computes min(Q1, Q2) without critic gradients (the
+reference computes and discards them).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class DrMAgent(DrQV2Agent):
     """
 
     agent_name = NAME
-    checked_config = ("feature_dim", "hidden_dim", "expectile_exploitation")
+    checked_config = ("feature_dim", "hidden_dim", "critic_dropout", "expectile_exploitation")
 
     def __init__(
         self,
@@ -91,6 +94,7 @@ class DrMAgent(DrQV2Agent):
         max_perturb_factor: float = 1.0,
         perturb_rate: float = 2.0,
         awaken_exploration: bool = True,
+        awaken_after_expl_steps: bool = True,
         expectile_exploitation: bool = True,
         expectile: float = 0.9,
         target_lambda: float = 0.6,
@@ -116,6 +120,7 @@ class DrMAgent(DrQV2Agent):
         self.min_perturb_factor, self.max_perturb_factor = float(min_perturb_factor), float(max_perturb_factor)
         self.perturb_rate = float(perturb_rate)
         self.awaken_exploration = bool(awaken_exploration)
+        self.awaken_after_expl_steps = bool(awaken_after_expl_steps)
         self.expectile_exploitation = bool(expectile_exploitation)
         self.expectile = float(expectile)
         self.target_lambda, self.lambda_temp = float(target_lambda), float(lambda_temp)
@@ -125,6 +130,7 @@ class DrMAgent(DrQV2Agent):
             "dormant_temp": self.dormant_temp, "perturb": self.perturb, "perturb_interval": self.perturb_interval,
             "min_perturb_factor": self.min_perturb_factor, "max_perturb_factor": self.max_perturb_factor,
             "perturb_rate": self.perturb_rate, "awaken_exploration": self.awaken_exploration,
+            "awaken_after_expl_steps": self.awaken_after_expl_steps,
             "expectile_exploitation": self.expectile_exploitation, "expectile": self.expectile,
             "target_lambda": self.target_lambda, "lambda_temp": self.lambda_temp,
             "lambda_schedule": self.lambda_schedule,
@@ -200,7 +206,8 @@ class DrMAgent(DrQV2Agent):
         """Dormant ratio (every update), awaken step, then the value network's expectile step."""
         stats = self.actor_dormant(features)
         self.dormant_ratio = stats.ratio
-        if self.awaken_step is None and step > self.num_expl_steps and self.dormant_ratio < self.target_dormant_ratio:
+        past_expl = step > self.num_expl_steps or not self.awaken_after_expl_steps
+        if self.awaken_step is None and past_expl and self.dormant_ratio < self.target_dormant_ratio:
             self.awaken_step = int(step)
         metrics = stats.metrics("actor_dormant_ratio")
         metrics["drm_lambda"] = self.lambda_

@@ -57,18 +57,21 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """Shared trunk, then two independent Q MLPs on [features, action] (clipped double Q)."""
+    """Shared trunk, then two independent Q MLPs on [features, action] (clipped double Q).
 
-    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int):
+    ``dropout`` > 0 gives every hidden layer of the Q heads Dropout(dropout) + LayerNorm before its ReLU: the
+    Meta-World critic of XuGW-Kevin/DrM ``agents/drm_mw.py`` (0.01 there); 0 is DrQ-v2's critic."""
+
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, dropout: float = 0.0):
         super().__init__()
         self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
 
+        def hidden(in_dim: int) -> list[nn.Module]:
+            regularise = [nn.Dropout(dropout), nn.LayerNorm(hidden_dim)] if dropout > 0 else []
+            return [nn.Linear(in_dim, hidden_dim), *regularise, nn.ReLU(inplace=True)]
+
         def q_head() -> nn.Sequential:
-            return nn.Sequential(
-                nn.Linear(feature_dim + action_dim, hidden_dim), nn.ReLU(inplace=True),
-                nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
-                nn.Linear(hidden_dim, 1),
-            )  # fmt: skip
+            return nn.Sequential(*hidden(feature_dim + action_dim), *hidden(hidden_dim), nn.Linear(hidden_dim, 1))
 
         self.Q1, self.Q2 = q_head(), q_head()
         self.apply(weight_init)
@@ -95,7 +98,7 @@ class DrQV2Agent:
     """
 
     agent_name = NAME
-    checked_config: tuple[str, ...] = ("feature_dim", "hidden_dim")  # must match to load a checkpoint
+    checked_config: tuple[str, ...] = ("feature_dim", "hidden_dim", "critic_dropout")  # must match to load
 
     def __init__(
         self,
@@ -120,6 +123,7 @@ class DrQV2Agent:
         seed: int | None = None,
         dormant_every: int = 10,
         dormant_threshold: float = 0.025,
+        critic_dropout: float = 0.0,
     ):
         if not isinstance(observation_space, gym.spaces.Dict):
             got = type(observation_space).__name__
@@ -142,12 +146,14 @@ class DrQV2Agent:
             raise ConfigError(f"dormant_every={dormant_every} must be >= 0 and dormant_threshold="
                               f"{dormant_threshold} in [0, 1)")
         self.dormant_every, self.dormant_threshold = int(dormant_every), float(dormant_threshold)
+        if not 0.0 <= float(critic_dropout) < 1.0:
+            raise ConfigError(f"critic_dropout={critic_dropout}, expected a probability in [0, 1)")
         self.config: dict[str, Any] = {
             "lr": self.lr, "feature_dim": int(feature_dim), "hidden_dim": int(hidden_dim),
             "critic_target_tau": self.critic_target_tau, "num_expl_steps": self.num_expl_steps,
             "update_every_steps": self.update_every_steps, "stddev_schedule": stddev_schedule,
             "stddev_clip": self.stddev_clip, "batch_size": self.batch_size, "nstep": self.nstep,
-            "discount": self.discount, "aug_pad": self.aug_pad,
+            "discount": self.discount, "aug_pad": self.aug_pad, "critic_dropout": float(critic_dropout),
         }  # fmt: skip
         self.shapes = {
             "obs": {k: list(s.shape) for k, s in sorted(observation_space.spaces.items())},
@@ -161,8 +167,8 @@ class DrQV2Agent:
         self.encoder = ObsEncoder(observation_space, channels_last=channels_last).to(self.device)
         repr_dim = self.encoder.repr_dim
         self.actor = Actor(repr_dim, action_dim, feature_dim, hidden_dim).to(self.device)
-        self.critic = Critic(repr_dim, action_dim, feature_dim, hidden_dim).to(self.device)
-        self.critic_target = Critic(repr_dim, action_dim, feature_dim, hidden_dim).to(self.device)
+        self.critic = Critic(repr_dim, action_dim, feature_dim, hidden_dim, critic_dropout).to(self.device)
+        self.critic_target = Critic(repr_dim, action_dim, feature_dim, hidden_dim, critic_dropout).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         for p in self.critic_target.parameters():
             p.requires_grad_(False)

@@ -197,6 +197,26 @@ def test_awaken_step_is_the_first_update_after_exploration_below_target():
     for step in range(6):
         agent.update(replay, step)
     assert agent.awaken_step == 4
+    mw = make_drm(num_expl_steps=3, target_dormant_ratio=1.01, perturb=False, awaken_after_expl_steps=False)
+    mw.update(replay, 0)  # drm_mw.py: awake at the first update below target, exploration steps or not
+    assert mw.awaken_step == 0
+
+
+def test_metaworld_critic_has_dropout_and_layernorm_and_learns():
+    agent = make_drm(critic_dropout=0.01, perturb=False)
+    head = agent.critic.Q1
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["Linear", "Dropout", "LayerNorm", "ReLU", "Linear", "Dropout", "LayerNorm", "ReLU", "Linear"]
+    assert head[1].p == 0.01 and agent.critic_target.Q2[5].p == 0.01
+    plain = [type(m).__name__ for m in make_drm(perturb=False).critic.Q1]
+    assert plain == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]  # DrQ-v2's critic by default
+    replay = FixedReplay(space())
+    losses = [agent.update(replay, step)["critic_loss"] for step in range(3, 60)]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    with pytest.raises(CheckpointError, match="critic_dropout"):  # another architecture: refused on load
+        make_drm(perturb=False).load_state_dict(_roundtrip(agent.state_dict()))
+    with pytest.raises(ConfigError, match="critic_dropout=1.5"):
+        make_drm(critic_dropout=1.5)
 
 
 def test_value_network_expectile_loss():
@@ -288,6 +308,8 @@ def test_make_agent_reads_drm_yaml_with_task_overrides():
     assert make_agent(root.agent, space(), ACTION, "cpu", env_name="dmc/dog_trot").max_perturb_factor == 0.9
     mw = make_agent(root.agent, space(), ACTION, "cpu", env_name="metaworld/assembly")
     assert (mw.max_perturb_factor, mw.target_lambda, mw.lambda_schedule) == (0.95, 0.5, "constant")
+    assert (mw.config["critic_dropout"], mw.awaken_after_expl_steps, mw.nstep, mw.discount) == (0.01, False, 10, 0.97)
+    assert plain.config["critic_dropout"] == 0.0 and plain.awaken_after_expl_steps and plain.nstep == 3
     sweep = make_agent(root.agent, space(), ACTION, "cpu", env_name="metaworld/sweep-into")
     assert (sweep.max_perturb_factor, sweep.target_lambda) == (0.9, 0.6)
     obs = random_obs(space(), np.random.default_rng(0))
