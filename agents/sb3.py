@@ -59,7 +59,7 @@ from torch import nn
 
 from robotrl.checkpoint import check_agent_state
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.trainer import EpisodeStats, Trainer, episode_seed
+from robotrl.trainer import EpisodeStats, GracefulInterrupt, Trainer, episode_seed
 
 from . import agent_config
 
@@ -365,6 +365,7 @@ class _EpisodeCallback(BaseCallback):
         self.stats = EpisodeStats()
         self.finished = False  # an episode ended at or after cfg.frames and its checkpoint is written
         self._episode_over = False
+        self.interrupt: GracefulInterrupt | None = None
 
     def _on_rollout_start(self) -> None:
         self._collect_metrics()
@@ -375,6 +376,8 @@ class _EpisodeCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.finished:
             return False
+        if self.interrupt is not None:
+            self.interrupt.check()  # Ctrl-C, raised here between env steps (see robotrl.trainer.GracefulInterrupt)
         trainer = self.trainer
         trainer.step += 1
         self.stats.add_step(float(self.locals["rewards"][0]), self.locals["infos"][0])
@@ -464,7 +467,8 @@ class SB3Trainer(Trainer):
             self.seeded_env.next_episode = self.episode
             # room for the last episode to end past total_steps (+1: the dropped step, see _EpisodeCallback)
             budget = total_steps - self.step + int(self.env_info["max_agent_steps"]) + 1
-            with progress:
+            with progress, GracefulInterrupt() as interrupt:
+                callback.interrupt = interrupt
                 self.agent.learn(budget, callback)
             if not callback.finished:
                 raise RuntimeError(f"SB3 stopped at step {self.step} before an episode ended at or after step "

@@ -11,6 +11,8 @@ import json
 import logging
 import platform
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -63,6 +65,39 @@ def episode_seed(run_seed: int, episode: int) -> int:
     """A reset seed for training episode ``episode``: deterministic, and above the eval seeds' range."""
     low = 2 * EVAL_SEED_BASE  # eval seeds are EVAL_SEED_BASE + i, i < EVAL_SEED_BASE
     return low + int(np.random.SeedSequence([run_seed, episode]).generate_state(1)[0]) % (2**31 - 1 - low)
+
+
+class GracefulInterrupt:
+    """Ctrl-C (SIGINT) during training, delivered at a safe point.
+
+    The first Ctrl-C only sets a flag; :meth:`check`, called between env steps, raises KeyboardInterrupt there. So
+    the interrupt never lands inside a library's internals (a tensorboard writer's lock, the GL context, a
+    checkpoint being written), which can hang the process at exit or leave state half-written. A second Ctrl-C
+    interrupts immediately. Outside the main thread (no signal handlers there) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> GracefulInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -244,8 +279,9 @@ class Trainer:
         obs = self._begin_episode() if self.step < total_steps else None
         stats = EpisodeStats()
         progress, task = self._make_progress(total_steps)
-        with progress:
+        with progress, GracefulInterrupt() as interrupt:
             while obs is not None:
+                interrupt.check()
                 action = self.agent.act(obs, self.step, eval_mode=False)
                 if self.step >= seed_steps:
                     stats.updates.append(self.agent.update(self.replay, self.step))

@@ -93,3 +93,20 @@ def test_divergence_stops_the_run_and_keeps_checkpoints(compose_cfg, tmp_path):
     with pytest.raises(DivergenceError, match="critic_loss became nan"):
         trainer.train()
     assert (tmp_path / "checkpoints" / "frame_000000000200" / "state.pt").exists()
+
+
+def test_ctrl_c_is_raised_at_the_next_safe_point_and_a_second_one_at_once():
+    import os
+    import signal
+
+    from robotrl.trainer import GracefulInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with GracefulInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread: only sets the flag
+        assert interrupt.requested
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C does not wait for a safe point
+            os.kill(os.getpid(), signal.SIGINT)  # (Python runs the handler right after the kill returns)
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back
