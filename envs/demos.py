@@ -72,10 +72,18 @@ def _write_meta(out: Path, meta: dict[str, Any]) -> None:
         json.dump(meta, f, indent=2)
 
 
-def _expert(task: str) -> Callable[[np.ndarray], np.ndarray]:
+def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Meta-World's scripted expert for ``task`` on the 39-d state: float32 actions clipped to [-1, 1]."""
     from metaworld.policies import ENV_POLICY_MAP
 
-    return ENV_POLICY_MAP[f"{task}-v3"]().get_action
+    get_action = ENV_POLICY_MAP[f"{task}-v3"]().get_action
+
+    def act(state: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():  # "Constant(s) may be too high": we clip, as the env would
+            warnings.filterwarnings("ignore", message="Constant", category=UserWarning)
+            return np.clip(get_action(np.asarray(state, np.float64)), -1.0, 1.0).astype(np.float32)
+
+    return act
 
 
 def _rollout(env: Any, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> Episode:
@@ -85,10 +93,7 @@ def _rollout(env: Any, policy: Callable[[np.ndarray], np.ndarray], seed: int) ->
     actions, rewards, terms, successes = [], [], [], []
     done = False
     while not done:
-        with warnings.catch_warnings():  # "Constant(s) may be too high": we clip, as the env would
-            warnings.filterwarnings("ignore", message="Constant", category=UserWarning)
-            raw_action = policy(obs["state"].astype(np.float64))
-        action = np.clip(raw_action, -1.0, 1.0).astype(np.float32)
+        action = policy(obs["state"])
         obs, reward, terminated, truncated, info = env.step(action)
         pixels.append(obs["pixels"][-3:])
         states.append(obs["state"])
@@ -126,7 +131,7 @@ def generate_demos(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     max_attempts = max_attempts or 2 * num_episodes + 5
-    env, policy = make_env(cfg, seed), _expert(spec.task)
+    env, policy = make_env(cfg, seed), expert_policy(spec.task)
     saved_seeds, lengths, returns, attempt = [], [], [], 0
     try:
         while len(saved_seeds) < num_episodes and attempt < max_attempts:

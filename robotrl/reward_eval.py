@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -263,14 +262,12 @@ class Settings:
 
 def expert_policy(task: str) -> Policy:
     """Meta-World's scripted expert on the 39-d state (robotrl.envs.demos), clipped to [-1, 1] as the demos are."""
-    from robotrl.envs.demos import _expert
+    from robotrl.envs.demos import expert_policy as demo_expert
 
-    get_action = _expert(task)
+    get_action = demo_expert(task)
 
     def act(state: np.ndarray, t: int) -> np.ndarray:
-        with warnings.catch_warnings():  # "Constant(s) may be too high": we clip, as the env would
-            warnings.filterwarnings("ignore", message="Constant", category=UserWarning)
-            return np.clip(get_action(np.asarray(state, np.float64)), -1.0, 1.0).astype(np.float32)
+        return get_action(state)
 
     return act
 
