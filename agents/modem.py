@@ -340,11 +340,9 @@ class ModemAgent(TDMPC2Agent):
     def _terminal_value(self, m: WorldModel, z: torch.Tensor) -> torch.Tensor:
         if not self.ensemble_value:
             return super()._terminal_value(m, z)
-        qs = None
-        for k in range(m.num_pi):  # with an actor ensemble: each critic's value of the best actor's action
-            action, _ = m.pi(z, self.generator, member=k)
-            q = m.two_hot.decode(m.Q(z, action, "all").float())  # (num_q, N, 1)
-            qs = q if qs is None else torch.maximum(qs, q)
+        # each critic's value of the best actor's action (one actor without an ensemble): (num_q, N, 1)
+        qs = torch.stack([m.two_hot.decode(m.Q(z, m.pi(z, self.generator, member=k)[0], "all").float())
+                          for k in range(m.num_pi)]).max(0).values
         c_min, c_mean, c_std = self.value_coefs
         value = c_mean * qs.mean(0)
         if c_min:

@@ -373,7 +373,7 @@ class TDMPC2Agent:
             qs = self.scale(qs)
             losses.append((-(self.entropy_coef * info["scaled_entropy"] + qs).mean(dim=(1, 2)) * rho).mean())
             entropies.append(info["entropy"].mean().detach())
-        pi_loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        pi_loss = torch.stack(losses).sum()
         pi_loss.backward()
         pi_grad_norm = max(float(torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip_norm))
                            for net in m.pi_nets())
