@@ -139,14 +139,16 @@ def plot(args: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     parser.add_argument("--metric", default="episode_return")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI)")
+    parser.add_argument("--source", choices=["eval", "train"], default="eval",
+                        help="eval.csv (evaluations) or train.csv (per training episode, e.g. actor_dormant_ratio)")
     ns = parser.parse_args(args)
     try:
-        numbers = plot_runs(ns.runs, ns.out, ns.metric, ns.reps)
+        numbers = plot_runs(ns.runs, ns.out, ns.metric, ns.reps, ns.source)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for label, n in numbers.items():
-        print(f"{label}: {n['seeds']} seeds, final IQM {n['iqm'][-1]:.1f} "
-              f"[{n['ci_low'][-1]:.1f}, {n['ci_high'][-1]:.1f}] at {n['frames'][-1]:.0f} frames")
+        print(f"{label}: {n['seeds']} seeds, final IQM {n['iqm'][-1]:.4g} "
+              f"[{n['ci_low'][-1]:.4g}, {n['ci_high'][-1]:.4g}] at {n['frames'][-1]:.0f} frames")
     print(f"wrote {ns.out}")
     return 0
 

@@ -2,7 +2,9 @@
 
 Runs are grouped by (env, agent) read from each run's ``run.json``; at every evaluation frame the group's score is
 the interquartile mean (IQM) over seeds with a stratified-bootstrap 95% confidence band (rliable). Wall-clock is the
-median over seeds of the elapsed time at that frame.
+median over seeds of the elapsed time at that frame. ``source="train"`` plots a training-time metric instead (one
+``train.csv`` row per episode, e.g. ``actor_dormant_ratio``); seeds whose episodes end at different frames are
+linearly interpolated onto the first run's frames.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+SOURCES = ("eval", "train")
 
-def read_eval(run_dir: Path, metric: str = "episode_return") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frames, metric values, elapsed seconds) from ``run_dir/eval.csv``."""
-    path = Path(run_dir) / "eval.csv"
+
+def read_eval(run_dir: Path, metric: str = "episode_return",
+              source: str = "eval") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames, metric values, elapsed seconds) from ``run_dir/eval.csv`` (or ``train.csv`` with source="train")."""
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r}, expected one of {SOURCES}")
+    path = Path(run_dir) / f"{source}.csv"
     if not path.exists():
         raise ValueError(f"{path} does not exist (expected a run directory written by `robotrl train`)")
     with open(path, newline="") as f:
@@ -60,18 +67,27 @@ def iqm_with_ci(scores: np.ndarray, reps: int, seed: int = 0) -> tuple[np.ndarra
     return point["g"], interval["g"]
 
 
-def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", reps: int = 2000) -> dict:
+def align_runs(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames, runs x frames values, runs x frames elapsed) on the first run's frames that every run covers,
+    other runs interpolated linearly (identity for evaluations, which happen at the same frames in every seed)."""
+    lo, hi = max(r[0][0] for r in runs), min(r[0][-1] for r in runs)
+    frames = runs[0][0][(runs[0][0] >= lo) & (runs[0][0] <= hi)]
+    values = np.stack([np.interp(frames, r[0], r[1]) for r in runs])
+    elapsed = np.stack([np.interp(frames, r[0], r[2]) for r in runs])
+    return frames, values, elapsed
+
+
+def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", reps: int = 2000,
+              source: str = "eval") -> dict:
     """Draw IQM curves (frames and wall-clock panels) for runs grouped by (agent, env); return the numbers."""
     groups: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = defaultdict(list)
     for run in run_dirs:
-        groups[group_label(run)].append(read_eval(run, metric))
+        groups[group_label(run)].append(read_eval(run, metric, source))
     fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
     numbers = {}
     for label, runs in groups.items():
-        n = min(len(r[0]) for r in runs)  # align on the evaluations every seed has reached
-        frames = runs[0][0][:n]
-        scores = np.stack([r[1][:n] for r in runs])
-        wall = np.median(np.stack([r[2][:n] for r in runs]), axis=0) / 60
+        frames, scores, elapsed = align_runs(runs)
+        wall = np.median(elapsed, axis=0) / 60
         point, ci = iqm_with_ci(scores, reps)
         name = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
         for ax, x in ((ax_f, frames), (ax_t, wall)):
@@ -83,7 +99,7 @@ def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", r
     ax_t.set_xlabel("wall-clock (min, median over seeds)")
     several = any(n["seeds"] > 1 for n in numbers.values())
     for ax in (ax_f, ax_t):
-        ax.set_ylabel(f"eval {metric}" + (" (IQM over seeds, 95% CI)" if several else ""))
+        ax.set_ylabel(f"{source} {metric}" + (" (IQM over seeds, 95% CI)" if several else ""))
         ax.grid(alpha=0.3)
     ax_f.legend(fontsize=8)
     fig.tight_layout()

@@ -70,7 +70,29 @@ def test_plot_aggregates_seeds(tmp_path):
     proc = robotrl("plot", *runs, "--out", str(tmp_path / "c.png"), "--reps", "200")
     assert proc.returncode == 0, proc.stderr
     # IQM of {10, 20, 30, 100}: the middle two -> 25.
-    assert "final IQM 25.0" in proc.stdout and (tmp_path / "c.png").stat().st_size > 0
+    assert "final IQM 25 " in proc.stdout and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_plot_train_metric_interpolates_seeds(tmp_path):
+    """--source train: per-episode rows at different frames per seed are interpolated onto the first run's frames."""
+    rows = {"a": [(0, 0.0), (100, 1.0), (200, 2.0)], "b": [(0, 0.0), (50, 1.0), (150, 3.0), (250, 5.0)]}
+    runs = []
+    for name, points in rows.items():
+        run = tmp_path / name
+        run.mkdir()
+        with open(run / "train.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["frame", "actor_dormant_ratio", "elapsed"])
+            w.writerows([[frame, value, frame / 10] for frame, value in points])
+        (run / "run.json").write_text(json.dumps({"config": {"agent": {"name": "drm"}, "env": {"name": "x"}}}))
+        runs.append(str(run))
+    proc = robotrl("plot", *runs, "--source", "train", "--metric", "actor_dormant_ratio", "--reps", "0",
+                   "--out", str(tmp_path / "d.png"))
+    assert proc.returncode == 0, proc.stderr
+    # run b at frame 200 is 4.0 by interpolation; the mean of two seeds (IQM trims nothing) is 3.
+    assert "final IQM 3 [2, 4] at 200 frames" in proc.stdout and (tmp_path / "d.png").stat().st_size > 0
+    missing = robotrl("plot", runs[0], "--source", "train", "--metric", "nope", "--out", str(tmp_path / "e.png"))
+    assert missing.returncode == 2 and "has no 'nope' values" in missing.stderr
 
 
 def test_envs_lists_all_suites():
