@@ -36,7 +36,8 @@ modemv2 ``algorithm/tdmpc.py::plan`` and its ``scripts/franka/*/modemv2.sh``):
   actions) before the min/mean/std combination.
 
 Deviations from the references (which are built on TD-MPC, not TD-MPC2): TD-MPC2's losses, architecture and
-planner (horizon 3, no prioritised replay, no horizon/std schedules, no MPPI momentum); the env's own reward
+planner (horizon 3, no prioritised replay, no std schedule, no MPPI momentum; the reference's planning-horizon
+schedule is an option, ``plan_horizon_schedule``, off by default); the env's own reward
 (the references use Meta-World's sparse success reward); MoDem-V2's actor-critic pairs are approximated by
 ``num_pi`` actors over TD-MPC2's shared ``num_q`` critic ensemble (each reference actor has its own twin Q); the TD
 target bootstraps with actor 0; the BC policy is a frozen copy of the whole model rather than a separate encoder +
@@ -103,6 +104,7 @@ class ModemAgent(TDMPC2Agent):
         value_min_coef: float = 0.0,
         value_mean_coef: float = 1.0,
         value_std_coef: float = -10.0,
+        plan_horizon_schedule: str | float | None = None,
         **tdmpc2: Any,
     ):
         super().__init__(observation_space, action_space, device, **tdmpc2)
@@ -125,6 +127,8 @@ class ModemAgent(TDMPC2Agent):
         self.agency_handover = bool(agency_handover)
         self.handover_schedule = handover_schedule
         self.handover_prob(0)
+        self.plan_horizon_schedule = plan_horizon_schedule
+        self.planning_horizon(0)  # validates the spec now
         self.ensemble_value = bool(ensemble_value)
         self.value_coefs = (float(value_min_coef), float(value_mean_coef), float(value_std_coef))
         if self.num_demos < 1 or self.bc_noise_std < 0 or self.centering_std <= 0 or self.centering_bound <= 0:
@@ -158,6 +162,17 @@ class ModemAgent(TDMPC2Agent):
             raise ConfigError(f"handover_schedule {self.handover_schedule!r} gives {p} at step {step}, "
                               "expected [0, 1]")
         return p
+
+    def planning_horizon(self, step: int) -> int:
+        """MPPI's horizon at ``step``: ``int(plan_horizon_schedule(step))`` capped at the model's ``horizon`` (the
+        reference's ``horizon_schedule``: short plans while the model is fit on little data); fixed without one."""
+        if self.plan_horizon_schedule is None:
+            return self.horizon
+        h = int(schedule(self.plan_horizon_schedule, step))
+        if h < 1:
+            raise ConfigError(f"plan_horizon_schedule {self.plan_horizon_schedule!r} gives {h} at step {step}, "
+                              "expected >= 1")
+        return min(self.horizon, h)
 
     # ------------------------------------------------------------------ demos
     def _demo_dir(self) -> Path:
@@ -299,11 +314,11 @@ class ModemAgent(TDMPC2Agent):
                 return self.bc_action(obs, eval_mode, frozen=True)
         return super().act(obs, step, eval_mode)
 
-    def plan(self, z: torch.Tensor, eval_mode: bool) -> torch.Tensor:
+    def plan(self, z: torch.Tensor, eval_mode: bool, horizon: int | None = None) -> torch.Tensor:
         """TD-MPC2's MPPI, or with ``exploration_centering`` MPPI around the policy prior's plan, bounded."""
         if not self.exploration_centering:
-            return super().plan(z, eval_mode)
-        H, S, A, g = self.horizon, self.num_samples, self.action_dim, self.generator
+            return super().plan(z, eval_mode, horizon)
+        H, S, A, g = horizon or self.horizon, self.num_samples, self.action_dim, self.generator
         m, dev = self._planning_model(), z.device
         dtype = torch.bfloat16 if self.plan_bf16 else torch.float32
         z = z.to(dtype)

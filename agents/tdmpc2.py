@@ -205,11 +205,15 @@ class TDMPC2Agent:
                 tensors = {k: torch.as_tensor(np.asarray(v), device=self.device)[None] for k, v in obs.items()}
                 z = self.model.encode(tensors)
                 if self.mpc:
-                    a = self.plan(z, eval_mode)
+                    a = self.plan(z, eval_mode, horizon=self.planning_horizon(step))
                 else:
                     a, info = self.model.pi(z, self.generator)
                     a = (info["mean"] if eval_mode else a)[0]
         return a.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def planning_horizon(self, step: int) -> int:
+        """MPPI's horizon at agent step ``step``: the model's ``horizon`` (a hook for MoDem's schedule)."""
+        return self.horizon
 
     def _planning_model(self) -> WorldModel:
         """The model MPPI rolls out: the world model itself, or with ``plan_bf16`` a bf16 copy refreshed after
@@ -227,7 +231,7 @@ class TDMPC2Agent:
         m = self._planning_model()
         ret = torch.zeros(z.shape[0], 1, device=z.device)  # float32 returns, whatever the model's dtype
         discount, alive = 1.0, None
-        for t in range(self.horizon):
+        for t in range(actions.shape[0]):
             reward = m.two_hot.decode(m.reward(z, actions[t]).float())
             z = m.next(z, actions[t])
             ret = ret + discount * (reward if alive is None else alive * reward)
@@ -244,11 +248,11 @@ class TDMPC2Agent:
         action, _ = m.pi(z, self.generator)
         return m.Q(z, action, "avg", generator=self.generator).float()  # (two_hot decodes in the model's dtype)
 
-    def plan(self, z: torch.Tensor, eval_mode: bool) -> torch.Tensor:
+    def plan(self, z: torch.Tensor, eval_mode: bool, horizon: int | None = None) -> torch.Tensor:
         """MPPI from latent ``z`` (1, latent_dim): ``num_pi_trajs`` policy rollouts plus Gaussian samples around a
-        mean warm-started from the previous plan, ``iterations`` rounds of elite re-weighting (tdmpc2.py::_plan).
-        Returns the action (A,); stores the plan's mean for the next call."""
-        H, S, P, A, g = self.horizon, self.num_samples, self.num_pi_trajs, self.action_dim, self.generator
+        mean warm-started from the previous plan, ``iterations`` rounds of elite re-weighting (tdmpc2.py::_plan),
+        over ``horizon`` steps (default: the model's). Returns the action (A,); stores the plan's mean."""
+        H, S, P, A, g = horizon or self.horizon, self.num_samples, self.num_pi_trajs, self.action_dim, self.generator
         m, dev = self._planning_model(), z.device
         dtype = torch.bfloat16 if self.plan_bf16 else torch.float32
         z = z.to(dtype)
@@ -265,8 +269,9 @@ class TDMPC2Agent:
         z = z.expand(S, -1)
         mean = torch.zeros(H, A, device=dev)
         std = torch.full((H, A), self.max_std, device=dev)
-        if self._prev_mean is not None:
-            mean[:-1] = self._prev_mean[1:]
+        if self._prev_mean is not None:  # shifted by one step; the overlap only if the horizon changed
+            k = min(H, self._prev_mean.shape[0]) - 1
+            mean[:k] = self._prev_mean[1:k + 1]
         noise = torch.empty(H, S - P, A, device=dev)
         for _ in range(self.iterations):
             noise.normal_(generator=g)

@@ -147,6 +147,24 @@ def test_handover_schedule_values():
         schedule("linear(0,1,10,5)", 0)
 
 
+@pytest.mark.parametrize("centering", [False, True])
+def test_plan_horizon_schedule_grows_the_plan_and_keeps_the_warm_start(env, demo_dir, centering):
+    """The reference's horizon_schedule: MPPI plans over int(schedule(step)) steps, capped at the model's horizon;
+    the warm start keeps the overlap when the horizon changes between two calls."""
+    agent = _agent(env, demo_dir, bc_steps=5, horizon=3, plan_horizon_schedule="linear(1,5,100)",
+                   exploration_centering=centering)
+    assert [agent.planning_horizon(s) for s in (0, 24, 25, 50, 75, 100, 10_000)] == [1, 1, 2, 3, 3, 3, 3]
+    assert _agent(env, demo_dir, bc_steps=5).planning_horizon(0) == 3  # no schedule: the model's horizon
+    agent._ensure_pretrained()
+    agent._num_updates = 1
+    obs, _ = env.reset(seed=0)
+    for step, horizon in ((0, 1), (0, 1), (30, 2), (60, 3), (60, 3)):
+        a = agent.act(obs, step, eval_mode=False)
+        assert agent._prev_mean.shape == (horizon, agent.action_dim) and np.all(np.abs(a) <= 1)
+    with pytest.raises(ConfigError, match="expected >= 1"):
+        _agent(env, demo_dir, plan_horizon_schedule="linear(0,3,100)")
+
+
 def test_agency_handover_picks_bc_or_planner(env, demo_dir):
     obs, _ = env.reset(seed=1)
     bc = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule=0.0)
