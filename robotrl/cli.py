@@ -132,14 +132,14 @@ def envs(args: list[str]) -> int:
 def plot(args: list[str]) -> int:
     import argparse
 
-    from robotrl.plot import plot_runs
+    from robotrl.plot import SOURCES, plot_runs
 
     parser = argparse.ArgumentParser(prog="robotrl plot", description="IQM learning curves over seeds (rliable)")
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     parser.add_argument("--metric", default="episode_return")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI)")
-    parser.add_argument("--source", choices=["eval", "train"], default="eval",
+    parser.add_argument("--source", choices=SOURCES, default="eval",
                         help="eval.csv (evaluations) or train.csv (per training episode, e.g. actor_dormant_ratio)")
     ns = parser.parse_args(args)
     try:
