@@ -7,6 +7,7 @@
 # The paper's gaps appear after 0.5-3M frames on Dog, Manipulator and the hard Meta-World tasks: a GPU job.
 # FRAMES unset uses each env config's own budget (the papers' frames).
 set -euo pipefail
+source "$(dirname "$0")/jobs.sh"
 envs=${ENVS:-"dmc/dog_walk metaworld/coffee-push"}
 agents=${AGENTS:-"drm drqv2"}
 seeds=${SEEDS:-"1 2 3"}
@@ -23,17 +24,14 @@ run_one() {  # env agent seed [overrides...]
         > "$dir/stdout.log" 2>&1
 }
 status=0
-pids=()
 for env_name in $envs; do
     for seed in $seeds; do
         for agent in $agents; do
-            run_one "$env_name" "$agent" "$seed" "$@" &
-            pids+=($!)
-            while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do sleep 5; done
+            launch run_one "$env_name" "$agent" "$seed" "$@"
         done
     done
 done
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+wait_all || status=1
 if [ "${PLOT:-1}" = 1 ]; then
     for env_name in $envs; do
         runs=()

@@ -8,6 +8,7 @@
 # Defaults are sized for 2 CPU cores (state observations, model size 1, 3 eval episodes every 5k frames);
 # on a GPU pass e.g. device=cuda agent.model_size=5 env.obs_type=pixels FRAMES=100000 SEEDS="1 2 3".
 set -euo pipefail
+source "$(dirname "$0")/jobs.sh"
 tasks=${TASKS:-"button-press-topdown push"}
 agents=${AGENTS:-"modem tdmpc2"}
 frames=${FRAMES:-20000}
@@ -26,17 +27,14 @@ run_one() {  # task agent seed [overrides...]
         "$@" > "$dir/stdout.log" 2>&1
 }
 status=0
-pids=()
 for task in $tasks; do
     for seed in $seeds; do
         for agent in $agents; do
-            run_one "$task" "$agent" "$seed" "$@" &
-            pids+=($!)
-            while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do sleep 5; done
+            launch run_one "$task" "$agent" "$seed" "$@"
         done
     done
 done
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+wait_all || status=1
 if [ "${PLOT:-1}" = 1 ]; then
     for task in $tasks; do
         runs=()

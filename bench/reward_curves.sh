@@ -7,6 +7,7 @@
 # lfvoid_demo_goals needs a goal set: made first with `robotrl goals generate ... source=demos` (true success frames
 # of the scripted expert: an upper bound for LfVoid, not its diffusion-edited goals -- no weights here).
 set -euo pipefail
+source "$(dirname "$0")/jobs.sh"
 env_name=${ENV:-metaworld/reach}
 frames=${FRAMES:-50000}
 seeds=${SEEDS:-"1 2 3"}
@@ -32,15 +33,12 @@ run_one() {  # reward seed [overrides...]
         save_video=false compare_random=false "${extra[@]}" "$@" > "$dir/stdout.log" 2>&1
 }
 status=0
-pids=()
 for reward in $rewards; do
     for seed in $seeds; do
-        run_one "$reward" "$seed" "$@" &
-        pids+=($!)
-        while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do sleep 5; done
+        launch run_one "$reward" "$seed" "$@"
     done
 done
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+wait_all || status=1
 if [ "${PLOT:-1}" = 1 ]; then
     runs=()
     for reward in $rewards; do runs+=("$out/$reward"/seed*); done
