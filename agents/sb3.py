@@ -51,6 +51,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from stable_baselines3.common.utils import get_device
@@ -240,6 +241,8 @@ class SB3Agent:
                              verbose=0, **run, **algorithm_kwargs)
         except (ValueError, TypeError, AssertionError) as e:  # SB3 validates values with all three
             raise ConfigError(f"SB3 {algorithm} rejected the agent config: {e}".splitlines()[0][:400]) from e
+        # robotrl logs SB3's train/* values itself; SB3's default logger would make a /tmp/SB3-<date> folder per learn()
+        self.model.set_logger(Logger(folder=None, output_formats=[]))
         if self.off_policy and self.model.train_freq.frequency != 1:
             raise ConfigError(f"agent.train_freq={algorithm_kwargs.get('train_freq')!r}: robotrl checkpoints at "
                               f"episode ends, which must be SB3 rollout ends; use train_freq 1 (step) or "

@@ -55,9 +55,10 @@ def _register_model_cfg(model_name: str, model_cfg: dict[str, Any]) -> None:
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in model_cfg]
     if missing:
         raise ConfigError(f"reward.model_cfg for {model_name!r} lacks {missing} (an open_clip model config)")
-    folder = Path(tempfile.mkdtemp(prefix="robotrl_open_clip_cfg_"))
-    (folder / f"{model_name}.json").write_text(json.dumps(model_cfg))
-    open_clip.add_model_config(folder)
+    # open_clip reads the json once into its registry (later rescans merge), so the folder need not outlive the call
+    with tempfile.TemporaryDirectory(prefix="robotrl_open_clip_cfg_") as folder:
+        (Path(folder) / f"{model_name}.json").write_text(json.dumps(model_cfg))
+        open_clip.add_model_config(folder)
 
 
 def _hub_reachable(timeout: float = 2.0) -> bool:

@@ -43,6 +43,15 @@ def _text(model: CLIPReward, prompts) -> torch.Tensor:
         return F.normalize(model.model.encode_text(model.tokenizer(list(prompts))).float(), dim=-1).mean(0)
 
 
+def test_custom_model_cfg_leaves_no_temp_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tiny_clip(model_name="robotrl-tiny-clip-tmpcheck")
+    tiny_clip(model_name="robotrl-tiny-clip-tmpcheck")  # registered once, still resolvable after its folder went
+    assert not list(tmp_path.glob("robotrl_open_clip_cfg_*"))
+
+
 # ------------------------------------------------------------------------------------------ the VLM-RM formula
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
 def test_projection_matches_hand_computation(clip, alpha):

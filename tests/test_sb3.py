@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -43,9 +44,12 @@ def _rows(path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("agent", sorted(AGENTS))
-def test_state_run_writes_everything(sb3_cfg, tmp_path, agent):
+def test_state_run_writes_everything(sb3_cfg, tmp_path, agent, monkeypatch):
     from robotrl.agents.sb3 import SB3Trainer
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # SB3's default logger would leave SB3-<date> here
     trainer = Trainer(sb3_cfg(agent), tmp_path)
     assert isinstance(trainer, SB3Trainer)
     summary = trainer.train()
@@ -61,6 +65,7 @@ def test_state_run_writes_everything(sb3_cfg, tmp_path, agent):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "frame_000000000200", "frame_000000000400", "latest"]
     assert (tmp_path / "checkpoints" / "frame_000000000400" / "replay").exists() == (agent == "sb3_sac")
+    assert not list(scratch.glob("SB3-*"))
 
 
 def test_sac_resume_is_exact(sb3_cfg, tmp_path):
