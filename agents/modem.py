@@ -114,7 +114,8 @@ class ModemAgent(TDMPC2Agent):
         self.demo_cache = None if demo_cache is None else str(demo_cache)
         self.env_cfg = None if env is None else dict(env)
         if frame_stack is None:
-            frame_stack = observation_space["pixels"].shape[0] // 3 if "pixels" in observation_space.spaces else 1
+            frame_stack = 1 if "pixels" not in observation_space.spaces else (
+                observation_space["pixels"].shape[0] // (3 * (tdmpc2.get("pixel_views") or 1)))
         self.frame_stack = int(frame_stack)
         self.replay_nstep, self.replay_discount = int(tdmpc2.get("nstep", 1)), float(tdmpc2.get("discount", 0.99))
         self.demo_schedule = demo_schedule
@@ -198,7 +199,8 @@ class ModemAgent(TDMPC2Agent):
         from robotrl.envs.demos import load_demos
 
         root = self._demo_dir()
-        episodes = load_demos(root)
+        obs_type = (self.env_cfg or {}).get("obs_type") or "pixels"
+        episodes = load_demos(root, proprio=obs_type in ("proprio", "pixels_proprio"))
         if self.demos_path is None:
             episodes = episodes[: self.num_demos]
         keys = sorted(self.observation_space.spaces)
@@ -208,8 +210,8 @@ class ModemAgent(TDMPC2Agent):
             for key in keys:
                 want = self.observation_space[key].shape
                 have = ep.obs[key].shape[1:]
-                if key == "pixels":
-                    want = (3, *want[1:])
+                if key == "pixels":  # single frames (every camera view), stacks are rebuilt by the replay
+                    want = (want[0] // self.frame_stack, *want[1:])
                 if tuple(have) != tuple(want):
                     raise DemoFormatError(f"{root}: episode {i} {key!r} frames are {tuple(have)}, this env needs "
                                           f"{tuple(want)} (regenerate the demos with the env's image size/state)")

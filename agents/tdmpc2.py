@@ -44,7 +44,7 @@ from .world_model import WorldModel, model_dims
 
 NAME = "tdmpc2"
 ARCH_KEYS = ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers", "num_channels", "num_q", "simnorm_dim",
-             "num_bins", "episodic", "num_pi")
+             "num_bins", "episodic", "num_pi", "pixel_views")
 
 
 def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
@@ -90,6 +90,7 @@ class TDMPC2Agent:
         log_std_max: float = 2.0,
         episodic: bool = False,
         num_pi: int = 1,
+        pixel_views: int | None = None,
         batch_size: int = 256,
         horizon: int = 3,
         rho: float = 0.5,
@@ -127,6 +128,10 @@ class TDMPC2Agent:
             raise ConfigError(f"action_space must be a 1-D gymnasium Box, got {action_space}")
         if num_pi < 1:
             raise ConfigError(f"num_pi={num_pi}, expected >= 1 policy priors (1: TD-MPC2; > 1: an actor ensemble)")
+        if pixel_views is not None and ("pixels" not in observation_space.spaces or pixel_views < 1
+                                        or observation_space["pixels"].shape[0] % (3 * pixel_views)):
+            raise ConfigError(f"pixel_views={pixel_views} does not fit the observation space {observation_space} "
+                              f"(expected pixels with a multiple of 3 * pixel_views channels, or pixel_views=null)")
         if not 0 < num_elites <= num_samples or not 0 <= num_pi_trajs < num_samples or horizon < 1:
             raise ConfigError(f"need 0 < num_elites={num_elites} <= num_samples={num_samples}, 0 <= num_pi_trajs="
                               f"{num_pi_trajs} < num_samples and horizon={horizon} >= 1")
@@ -141,7 +146,7 @@ class TDMPC2Agent:
             raise ConfigError(f"model_size=null needs explicit {missing}")
         self.arch = {**{k: int(v) for k, v in dims.items()}, "num_channels": int(num_channels),
                      "simnorm_dim": int(simnorm_dim), "num_bins": int(num_bins), "episodic": bool(episodic),
-                     "num_pi": int(num_pi)}
+                     "num_pi": int(num_pi), "pixel_views": int(pixel_views or 1)}
         self.batch_size, self.horizon, self.rho = int(batch_size), int(horizon), float(rho)
         self.grad_clip_norm, self.tau = float(grad_clip_norm), float(tau)
         self.consistency_coef, self.reward_coef = float(consistency_coef), float(reward_coef)
@@ -175,7 +180,8 @@ class TDMPC2Agent:
                                 num_enc_layers=self.arch["num_enc_layers"], num_channels=num_channels,
                                 num_q=self.arch["num_q"], dropout=dropout, simnorm_dim=simnorm_dim,
                                 num_bins=num_bins, vmin=vmin, vmax=vmax, log_std_min=log_std_min,
-                                log_std_max=log_std_max, episodic=episodic, num_pi=num_pi).to(self.device)
+                                log_std_max=log_std_max, episodic=episodic, num_pi=num_pi,
+                                pixel_views=pixel_views).to(self.device)
         m = self.model
         groups = [{"params": list(m._encoder.parameters()), "lr": float(lr) * float(enc_lr_scale)},
                   {"params": list(m._dynamics.parameters())}, {"params": list(m._reward.parameters())},
@@ -405,6 +411,8 @@ class TDMPC2Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore everything from :meth:`state_dict`; CheckpointError if it is another agent, shape or size."""
+        if isinstance(state, dict) and isinstance(state.get("config"), dict):  # saved before pixel_views existed
+            state = {**state, "config": {"pixel_views": 1, **state["config"]}}
         check_agent_state(state, self.agent_name, self.shapes, self.config, self.checked_config)
         try:
             self.model.load_state_dict(state["model"])

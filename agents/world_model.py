@@ -190,18 +190,46 @@ def conv_encoder(in_shape: tuple[int, ...], num_channels: int, latent_dim: int, 
     return nn.Sequential(*layers)
 
 
+class MultiViewEncoder(nn.Module):
+    """MoDem-V2's multi-camera encoder (facebookresearch/modemv2 ``algorithm/tdmpc.py::h``): one conv stack per
+    camera view on that view's frame stack, the views' features summed, then SimNorm.
+
+    Input pixels hold ``views`` RGB images per frame, frames stacked oldest -> newest (the env contract):
+    (N, 3 * views * frame_stack, H, W).
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], views: int, num_channels: int, latent_dim: int, simnorm_dim: int):
+        super().__init__()
+        c, h, w = in_shape
+        if views < 1 or c % (3 * views):
+            raise ValueError(f"pixels have {c} channels, expected a multiple of 3 * pixel_views={views}")
+        self.views, self.stack = int(views), c // (3 * views)
+        per_view = (3 * self.stack, h, w)
+        self.encoders = nn.ModuleList(conv_encoder(per_view, num_channels, latent_dim, simnorm_dim)[:-1]
+                                      for _ in range(self.views))
+        self.simnorm = SimNorm(simnorm_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        frames = x.view(n, self.stack, self.views, 3, h, w)
+        feats = sum(enc(frames[:, :, v].reshape(n, 3 * self.stack, h, w)) for v, enc in enumerate(self.encoders))
+        return self.simnorm(feats)
+
+
 class WorldModel(nn.Module):
     """The TD-MPC2 world model for one task; see the module docstring.
 
     ``obs_shapes`` maps "pixels" (C, H, W) uint8 and/or "state" (S,) to shapes; with both, the latent is the
-    mean of the two SimNorm encodings (an extension: the reference encodes one modality).
+    mean of the two SimNorm encodings (an extension: the reference encodes one modality). ``pixel_views`` > 1
+    encodes each camera view with its own conv stack (:class:`MultiViewEncoder`); ``None`` or 1 runs one conv
+    stack over all channels.
     """
 
     def __init__(self, obs_shapes: dict[str, tuple[int, ...]], action_dim: int, latent_dim: int = 512,
                  mlp_dim: int = 512, enc_dim: int = 256, num_enc_layers: int = 2, num_channels: int = 32,
                  num_q: int = 5, dropout: float = 0.01, simnorm_dim: int = 8, num_bins: int = 101,
                  vmin: float = -10.0, vmax: float = 10.0, log_std_min: float = -10.0, log_std_max: float = 2.0,
-                 episodic: bool = False, num_pi: int = 1):
+                 episodic: bool = False, num_pi: int = 1, pixel_views: int | None = None):
         super().__init__()
         if latent_dim % simnorm_dim:
             raise ValueError(f"latent_dim={latent_dim} must be a multiple of simnorm_dim={simnorm_dim}")
@@ -218,6 +246,9 @@ class WorldModel(nn.Module):
             if key == "state":
                 self._encoder[key] = mlp(shape[0], max(num_enc_layers - 1, 1) * [enc_dim], latent_dim,
                                          act=SimNorm(simnorm_dim))
+            elif key == "pixels" and (pixel_views or 1) > 1:
+                self._encoder[key] = MultiViewEncoder(tuple(shape), int(pixel_views), num_channels, latent_dim,
+                                                      simnorm_dim)
             elif key == "pixels":
                 self._encoder[key] = conv_encoder(tuple(shape), num_channels, latent_dim, simnorm_dim)
             else:
@@ -347,4 +378,5 @@ def model_dims(model_size: int | None, **overrides: Any) -> dict[str, Any]:
     return dims
 
 
-__all__ = ["MODEL_SIZE", "EnsembleMLP", "NormedLinear", "SimNorm", "WorldModel", "conv_encoder", "mlp", "model_dims"]
+__all__ = ["MODEL_SIZE", "EnsembleMLP", "MultiViewEncoder", "NormedLinear", "SimNorm", "WorldModel", "conv_encoder",
+           "mlp", "model_dims"]

@@ -1,7 +1,8 @@
 """Environment factory: every suite behind one observation/action contract (see ``robotrl.contract``).
 
 ``make_env(cfg, seed)`` builds a suite's base env and wraps it (``robotrl.envs.wrappers``) so that
-observations are ``{"pixels": uint8 (3*frame_stack, S, S), "state": float32 (D,)}`` (per ``obs_type``),
+observations are ``{"pixels": uint8 (3*views*frame_stack, S, S), "state": float32 (D,)}`` (per ``obs_type``;
+``env.camera`` may list several cameras, and ``*_proprio`` types put the robot's proprioception in "state"),
 actions are float32 in [-1, 1], rewards are summed over ``action_repeat`` and time limits are ``truncated``.
 ``max_episode_steps`` counts simulator steps (as the suites do); the agent sees ceil(max / action_repeat).
 
@@ -22,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 from robotrl.envs.rendering import preload_triton
 
+from robotrl.contract import OBS_TYPES
 from robotrl.errors import ConfigError
 
 # Any path to dm_control/metaworld goes through this package: load triton's LLVM before a GL driver can load
@@ -29,7 +31,7 @@ from robotrl.errors import ConfigError
 preload_triton()
 
 SUITE_NAMES = ("dmc", "metaworld", "gym")
-OBS_TYPES = ("pixels", "state", "pixels_state")
+PROPRIO_SUITES = ("metaworld",)  # suites whose base env defines ``proprio_index`` (which state entries are the robot's)
 
 # DrQ-v2 (cfgs/task/{easy,medium,hard}.yaml and the per-task files); every other dm-control task is medium.
 _DRQV2_EASY = frozenset(
@@ -66,6 +68,11 @@ class EnvSpec:
     @property
     def name(self) -> str:
         return f"{self.suite}/{self.task}"
+
+    @property
+    def num_views(self) -> int:
+        """Camera views per pixel frame (``camera`` may be a list)."""
+        return len(self.camera) if isinstance(self.camera, tuple) else 1
 
 
 # ---------------------------------------------------------------------------------------------- task lists
@@ -138,6 +145,17 @@ def _positive_int(cfg: dict[str, Any], key: str, default: int) -> int:
     return value
 
 
+def _camera(value: Any) -> Any:
+    """One camera (name, id or None for the suite's default) or a non-empty list of them (a tuple: hashable)."""
+    if value is None or isinstance(value, (str, int)) and not isinstance(value, bool):
+        return value
+    if hasattr(value, "__iter__") and not isinstance(value, (str, bytes, Mapping)):
+        cams = tuple(value)
+        if cams and all(c is None or isinstance(c, (str, int)) and not isinstance(c, bool) for c in cams):
+            return cams[0] if len(cams) == 1 else cams
+    raise ConfigError(f"env.camera={value!r}, expected a camera name/id or a non-empty list of them")
+
+
 def parse_env_cfg(cfg: Any) -> EnvSpec:
     """Validate ``cfg`` (dict or DictConfig) and fill in defaults; raise ConfigError on a bad value."""
     cfg = _as_dict(cfg)
@@ -145,6 +163,9 @@ def parse_env_cfg(cfg: Any) -> EnvSpec:
     obs_type = cfg.get("obs_type") or "pixels"
     if obs_type not in OBS_TYPES:
         raise ConfigError(f"unknown env.obs_type {obs_type!r}; valid: {list(OBS_TYPES)}")
+    if obs_type in ("proprio", "pixels_proprio") and suite not in PROPRIO_SUITES:
+        raise ConfigError(f"env.obs_type={obs_type!r}: proprioception is defined for suites {list(PROPRIO_SUITES)}, "
+                          f"not {suite!r}; use obs_type state or pixels_state")
     max_steps = cfg.get("max_episode_steps")
     if max_steps is not None:
         max_steps = _positive_int(cfg, "max_episode_steps", 1)
@@ -155,7 +176,7 @@ def parse_env_cfg(cfg: Any) -> EnvSpec:
         frame_stack=_positive_int(cfg, "frame_stack", 3),
         action_repeat=_positive_int(cfg, "action_repeat", 2),
         obs_type=obs_type,
-        camera=cfg.get("camera"),
+        camera=_camera(cfg.get("camera")),
         max_episode_steps=max_steps,
         video_size=_positive_int(cfg, "video_size", 128),
         fast_render=bool(cfg.get("fast_render", True)),
@@ -239,6 +260,7 @@ def make_env(cfg: Any, seed: int) -> gym.Env:
         "frame_stack": spec.frame_stack,
         "action_repeat": spec.action_repeat,
         "camera": base.camera,
+        "cameras": list(base.cameras),
         "max_episode_steps": max_env_steps,
         "max_agent_steps": max_agent_steps,
         "video_size": spec.video_size,

@@ -4,12 +4,14 @@ Format (``FORMAT_VERSION = 1``): a directory holding
 
 ``meta.json``
     ``{"format_version": 1, "name", "suite", "task", "seed", "image_size", "frame_stack", "action_repeat",
-    "camera", "fast_render", "max_episode_steps", "metaworld_version", "reward_function_version",
-    "state_dim", "action_dim", "num_episodes", "episode_seeds", "episode_lengths", "episode_returns",
-    "attempts"}``.  ``num_episodes`` is authoritative: episode files beyond it are ignored.
+    "camera", "cameras", "fast_render", "max_episode_steps", "metaworld_version", "reward_function_version",
+    "state_dim", "proprio_index", "action_dim", "num_episodes", "episode_seeds", "episode_lengths",
+    "episode_returns", "attempts"}``.  ``num_episodes`` is authoritative: episode files beyond it are ignored.
+    ``cameras`` (optional, default ``[camera]``) lists the views of each frame; ``proprio_index`` (optional) says
+    which state entries are the robot's proprioception (``load_demos(path, proprio=True)`` keeps only those).
 ``episode_000000.npz`` ... ``episode_{num_episodes-1:06d}.npz``
-    ``pixels``  (T+1, 3, H, W) uint8  -- single frames: the newest frame of each stacked observation
-    (``stacked[-3:]``), so frame stacks are rebuilt by the loader/replay and never stored;
+    ``pixels``  (T+1, 3 * views, H, W) uint8 -- single frames: the newest frame of each stacked observation
+    (``stacked[-3 * views:]``), so frame stacks are rebuilt by the loader/replay and never stored;
     ``state``   (T+1, S) float32      -- the 39-d Meta-World state;
     ``action``  (T, A) float32 in [-1, 1] (what the env executed, after clipping the expert);
     ``reward``  (T,) float32 (summed over the action repeat);
@@ -88,14 +90,15 @@ def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
 
 def _rollout(env: Any, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> Episode:
     """One expert episode through the contract env (expert reads state; actions clipped to [-1, 1])."""
+    channels = env.observation_space["pixels"].shape[0] // env.robotrl_info["frame_stack"]  # 3 per camera view
     obs, _ = env.reset(seed=seed)
-    pixels, states = [obs["pixels"][-3:]], [obs["state"]]
+    pixels, states = [obs["pixels"][-channels:]], [obs["state"]]
     actions, rewards, terms, successes = [], [], [], []
     done = False
     while not done:
         action = policy(obs["state"])
         obs, reward, terminated, truncated, info = env.step(action)
-        pixels.append(obs["pixels"][-3:])
+        pixels.append(obs["pixels"][-channels:])
         states.append(obs["state"])
         actions.append(action)
         rewards.append(reward)
@@ -143,6 +146,7 @@ def generate_demos(
                 returns.append(float(episode.reward.sum()))
             attempt += 1
         info = dict(env.robotrl_info)
+        proprio_index = getattr(env.unwrapped, "proprio_index", None)
     finally:
         env.close()
     if len(saved_seeds) < num_episodes:
@@ -152,10 +156,11 @@ def generate_demos(
     meta = {
         "format_version": FORMAT_VERSION,
         **{k: info[k] for k in ("name", "suite", "task", "image_size", "frame_stack", "action_repeat")},
-        **{k: info[k] for k in ("camera", "fast_render", "max_episode_steps")},
+        **{k: info[k] for k in ("camera", "cameras", "fast_render", "max_episode_steps")},
         **{k: info[k] for k in ("metaworld_version", "reward_function_version")},
         "seed": seed,
         "state_dim": int(env.observation_space["state"].shape[0]),
+        **({} if proprio_index is None else {"proprio_index": [int(i) for i in proprio_index]}),
         "action_dim": int(env.action_space.shape[0]),
         "num_episodes": num_episodes,
         "episode_seeds": saved_seeds,
@@ -202,8 +207,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _expected_shapes(meta: dict[str, Any], length: int) -> dict[str, tuple[int, ...]]:
     size, s, a = meta["image_size"], meta["state_dim"], meta["action_dim"]
+    views = len(meta.get("cameras") or [meta.get("camera")])
     return {
-        "pixels": (length + 1, 3, size, size),
+        "pixels": (length + 1, 3 * views, size, size),
         "state": (length + 1, s),
         "action": (length, a),
         "reward": (length,),
@@ -234,10 +240,24 @@ def _validate(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -
         raise DemoFormatError(f"{path}: 'action' has values outside [-1, 1] or non-finite values")
 
 
-def load_demos(path: str | Path) -> list[Episode]:
-    """Load and validate a demo directory; any format problem raises DemoFormatError naming file and key."""
+def _proprio_index(root: Path, meta: dict[str, Any]) -> np.ndarray:
+    index = meta.get("proprio_index")
+    if not isinstance(index, list) or not index or not all(
+        isinstance(i, int) and 0 <= i < meta["state_dim"] for i in index
+    ):
+        raise DemoFormatError(f"{root / META}: proprio_index is {index!r}, expected a non-empty list of state "
+                              f"indices < state_dim={meta['state_dim']} (regenerate the demos with this robotrl)")
+    return np.asarray(index, dtype=np.int64)
+
+
+def load_demos(path: str | Path, proprio: bool = False) -> list[Episode]:
+    """Load and validate a demo directory; any format problem raises DemoFormatError naming file and key.
+
+    ``proprio``: "state" keeps only the entries ``meta["proprio_index"]`` (for ``*_proprio`` observation types).
+    """
     root = Path(path)
     meta = _load_meta(root)
+    keep = _proprio_index(root, meta) if proprio else None
     episodes = []
     for index in range(meta["num_episodes"]):
         file = root / episode_file(index)
@@ -245,7 +265,8 @@ def load_demos(path: str | Path) -> list[Episode]:
         _validate(file, arrays, meta)
         episodes.append(
             Episode(
-                obs={"pixels": arrays["pixels"], "state": arrays["state"]},
+                obs={"pixels": arrays["pixels"],
+                     "state": arrays["state"] if keep is None else arrays["state"][:, keep]},
                 action=arrays["action"],
                 reward=arrays["reward"],
                 terminated=arrays["terminated"],

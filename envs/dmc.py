@@ -13,6 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from robotrl.envs.rendering import camera_tuple, tile_views
 
 DEFAULT_VIDEO_SIZE = 128
 
@@ -54,7 +55,7 @@ class DMCEnv(gym.Env):
         self,
         task: str,
         seed: int,
-        camera: int | str | None = None,
+        camera: int | str | list[int | str] | None = None,
         max_episode_steps: int | None = None,
         video_size: int = DEFAULT_VIDEO_SIZE,
     ) -> None:
@@ -68,7 +69,8 @@ class DMCEnv(gym.Env):
         self._env = suite.load(domain, task_name, task_kwargs=task_kwargs)
         limit = getattr(self._env, "_step_limit", 1000)
         self.default_max_steps = int(limit) if np.isfinite(limit) else 1000
-        self.camera = default_camera(domain) if camera is None else camera
+        self.cameras = camera_tuple(camera, default_camera(domain))
+        self.camera = self.cameras[0]
         self.video_size = video_size
         self.render_mode = "rgb_array"
         spec = self._env.action_spec()
@@ -95,12 +97,12 @@ class DMCEnv(gym.Env):
         truncated = bool(time_step.last() and not terminated)
         return _flatten(time_step.observation), float(time_step.reward or 0.0), terminated, truncated, {}
 
-    def render_frame(self, size: int) -> np.ndarray:
-        """(size, size, 3) uint8 frame of the current state from the configured camera."""
-        return self._env.physics.render(height=size, width=size, camera_id=self.camera)
+    def render_frame(self, size: int, view: int = 0) -> np.ndarray:
+        """(size, size, 3) uint8 frame of the current state from camera ``cameras[view]``."""
+        return self._env.physics.render(height=size, width=size, camera_id=self.cameras[view])
 
     def render(self) -> np.ndarray:
-        return self.render_frame(self.video_size)
+        return tile_views(self, self.video_size)
 
     def close(self) -> None:
         self._env.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from robotrl.envs.rendering import FrameRenderer, free_camera
+from robotrl.envs.rendering import FrameRenderer, camera_tuple, free_camera, tile_views
 
 GYM_IDS: dict[str, str] = {
     "ant": "Ant-v5",
@@ -49,7 +49,7 @@ class GymMujocoEnv(gym.Env):
         self,
         task: str,
         seed: int,
-        camera: int | str | None = None,
+        camera: int | str | list[int | str] | None = None,
         max_episode_steps: int | None = None,
         video_size: int = 128,
     ) -> None:
@@ -57,9 +57,10 @@ class GymMujocoEnv(gym.Env):
         self.default_max_steps = int(made.spec.max_episode_steps or 1000)
         self._raw = made.unwrapped
         self._seed = seed
-        self._renderer: FrameRenderer | None = None
-        self._camera_cfg = camera
-        self.camera = "default" if camera is None else camera
+        self._renderers: list[FrameRenderer] = []
+        self._camera_cfg = camera_tuple(camera, None)  # None: the env's default (possibly tracking) camera
+        self.cameras = tuple("default" if cam is None else cam for cam in self._camera_cfg)
+        self.camera = self.cameras[0]
         self.video_size = video_size
         self.render_mode = "rgb_array"
         space = self._raw.action_space
@@ -78,16 +79,16 @@ class GymMujocoEnv(gym.Env):
         obs, reward, terminated, truncated, info = self._raw.step(np.asarray(action, dtype=np.float64))
         return np.asarray(obs, dtype=np.float32), float(reward), bool(terminated), bool(truncated), info
 
-    def render_frame(self, size: int) -> np.ndarray:
-        """(size, size, 3) uint8 frame of the current state."""
-        if self._renderer is None:
-            self._renderer = _renderer(self._raw, self._camera_cfg)
-        return self._renderer.render(self._raw.data, size)
+    def render_frame(self, size: int, view: int = 0) -> np.ndarray:
+        """(size, size, 3) uint8 frame of the current state from camera ``cameras[view]``."""
+        if not self._renderers:
+            self._renderers = [_renderer(self._raw, cam) for cam in self._camera_cfg]
+        return self._renderers[view].render(self._raw.data, size)
 
     def render(self) -> np.ndarray:
-        return self.render_frame(self.video_size)
+        return tile_views(self, self.video_size)
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
+        for renderer in self._renderers:
+            renderer.close()
         self._raw.close()

@@ -8,9 +8,11 @@ set-up (``_freeze_rand_vec = False``: a fresh object/goal vector per episode) an
 re-seeds that generator, so the seed fully determines the episode's initial state and goal; ``reset()``
 continues the stream, so the same ``make_env(seed)`` gives the same goal sequence.
 
-Rendering uses a fixed camera (default ``corner2``, mounted upside down in the XML -> ``rot90(img, 2)``) through
-:class:`~robotrl.envs.rendering.FrameRenderer`; ``fast_render`` turns off shadows, reflections and offscreen
-multisampling (about 16x faster on llvmpipe; measured in machine-facts.md).
+Rendering uses fixed cameras (default ``corner2``, mounted upside down in the XML -> ``rot90(img, 2)``; a list
+gives several views, e.g. MoDem-V2's two cameras) through :class:`~robotrl.envs.rendering.FrameRenderer`;
+``fast_render`` turns off shadows, reflections and offscreen multisampling (about 16x faster on llvmpipe; measured
+in machine-facts.md).  Proprioception (``PROPRIO_INDEX``) is MoDem's Meta-World choice (facebookresearch/modem
+``tasks/metaworld.py``): hand position and gripper opening now and one frame earlier, 8 of the 39 state entries.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from robotrl.envs.rendering import FrameRenderer, make_fast
+from robotrl.envs.rendering import FrameRenderer, camera_tuple, make_fast, tile_views
 
 DEFAULT_CAMERA = "corner2"
 DEFAULT_MAX_STEPS = 500
 DEFAULT_REWARD_VERSION = "v2"  # the ``reward_function_version`` every metaworld 3.1.1 v3 task defaults to
 UPSIDE_DOWN_CAMERAS = frozenset({"corner2"})  # measured; other cameras are rendered as MuJoCo gives them
+PROPRIO_INDEX = np.r_[0:4, 18:22]  # hand xyz + gripper, and the same four of the previous frame (obs[18:22])
 TASK_SAMPLING = "uniform rand_vec per reset from env.np_random (goal observable, seeded by reset(seed))"
 
 
@@ -64,7 +67,7 @@ class MetaWorldEnv(gym.Env):
         self,
         task: str,
         seed: int,
-        camera: str | None = None,
+        camera: str | list[str] | tuple[str, ...] | None = None,
         max_episode_steps: int | None = None,
         video_size: int = 128,
         image_size: int = 84,
@@ -75,12 +78,15 @@ class MetaWorldEnv(gym.Env):
         self.default_max_steps = DEFAULT_MAX_STEPS
         self._raw.max_path_length = max_episode_steps or DEFAULT_MAX_STEPS  # never raise before our TimeLimit
         self._raw.seed(seed)
-        self.camera = camera or DEFAULT_CAMERA
+        self.cameras = camera_tuple(camera, DEFAULT_CAMERA)
+        self.camera = self.cameras[0]
+        self.proprio_index = PROPRIO_INDEX
         if fast_render:
             make_fast(self._raw.model)
-        self._renderer = FrameRenderer(
-            self._raw.model, self.camera, fast=fast_render, rotate180=self.camera in UPSIDE_DOWN_CAMERAS
-        )
+        self._renderers = [
+            FrameRenderer(self._raw.model, cam, fast=fast_render, rotate180=cam in UPSIDE_DOWN_CAMERAS)
+            for cam in self.cameras
+        ]
         self.video_size = video_size
         self.render_mode = "rgb_array"
         self.action_space = gym.spaces.Box(-1.0, 1.0, self._raw.action_space.shape, np.float32)
@@ -111,13 +117,14 @@ class MetaWorldEnv(gym.Env):
         info = {**info, "success": bool(info.get("success", False))}
         return np.asarray(obs, dtype=np.float32), float(reward), bool(terminated), bool(truncated), info
 
-    def render_frame(self, size: int) -> np.ndarray:
-        """(size, size, 3) uint8 upright frame of the current state from the fixed camera."""
-        return self._renderer.render(self._raw.data, size)
+    def render_frame(self, size: int, view: int = 0) -> np.ndarray:
+        """(size, size, 3) uint8 upright frame of the current state from camera ``cameras[view]``."""
+        return self._renderers[view].render(self._raw.data, size)
 
     def render(self) -> np.ndarray:
-        return self.render_frame(self.video_size)
+        return tile_views(self, self.video_size)
 
     def close(self) -> None:
-        self._renderer.close()
+        for renderer in self._renderers:
+            renderer.close()
         self._raw.close()

@@ -103,6 +103,24 @@ def free_camera(model: Any, data: Any, config: dict[str, Any] | None) -> Any:
     return cam
 
 
+def camera_tuple(camera: Any, default: Any) -> tuple[Any, ...]:
+    """``env.camera`` as the tuple of views a base env renders: one camera (name/id), a list of them, or None
+    (``default``)."""
+    if camera is None:
+        return (default,)
+    if isinstance(camera, (list, tuple)):
+        if not camera:
+            raise ValueError("env.camera is an empty list, expected at least one camera")
+        return tuple(default if cam is None else cam for cam in camera)
+    return (camera,)
+
+
+def tile_views(env: Any, size: int) -> np.ndarray:
+    """A video frame of every camera view of a base env side by side: (size, size * views, 3)."""
+    views = [env.render_frame(size, view) for view in range(len(env.cameras))]
+    return views[0] if len(views) == 1 else np.concatenate(views, axis=1)
+
+
 def make_fast(model: Any) -> None:
     """Turn off offscreen multisampling (must happen before any GL context is made for ``model``)."""
     model.vis.quality.offsamples = 0

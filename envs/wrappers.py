@@ -6,8 +6,8 @@ The stack built by :func:`robotrl.envs.make_env` is, innermost first::
     -> gymnasium.wrappers.RescaleAction  (agent actions in [-1, 1])
     -> ActionRepeat                      (sums rewards, ORs ``info["success"]``)
     -> gymnasium.wrappers.TimeLimit      (agent-step limit -> ``truncated``)
-    -> DictObservation                   ({"pixels": (3, H, W), "state": (S,)})
-    -> FrameStack                        (pixels (3k, H, W), oldest -> newest)
+    -> DictObservation                   ({"pixels": (3 * views, H, W), "state": (S,) or proprioception})
+    -> FrameStack                        (pixels (3 * views * k, H, W), oldest -> newest)
     -> ValidateAction                    (robotrl.contract.check_action -> ActionError)
 
 FrameStack is written here because gymnasium's ``FrameStackObservation`` stacks on a new leading axis
@@ -23,10 +23,9 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from robotrl.contract import check_action
+from robotrl.contract import OBS_TYPES, check_action
 
 PIXELS, STATE = "pixels", "state"
-OBS_TYPES = ("pixels", "state", "pixels_state")
 
 
 class ActionRepeat(gym.Wrapper):
@@ -58,29 +57,48 @@ class ActionRepeat(gym.Wrapper):
 class DictObservation(gym.ObservationWrapper):
     """Replace the base env's state vector by the contract dict ("pixels" single frame and/or "state").
 
-    Pixels come from ``env.unwrapped.render_frame(image_size)`` so rendering happens once per agent step,
-    after the action repeat.
+    Pixels come from ``env.unwrapped.render_frame(image_size, view)`` so rendering happens once per agent step,
+    after the action repeat; with several cameras (``env.unwrapped.cameras``) the views are concatenated along
+    channels in camera order.  ``*_proprio`` observation types keep the entries ``env.unwrapped.proprio_index``
+    of the state (the robot's own joints/gripper), so the agent sees no object or goal positions.
     """
 
     def __init__(self, env: gym.Env, obs_type: str, image_size: int) -> None:
         super().__init__(env)
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"obs_type={obs_type!r}, expected one of {list(OBS_TYPES)}")
         self.obs_type = obs_type
         self.image_size = image_size
+        base = env.unwrapped
+        self.num_views = len(getattr(base, "cameras", (None,)))
+        self.proprio_index: np.ndarray | None = None
+        if obs_type in ("proprio", "pixels_proprio"):
+            if getattr(base, "proprio_index", None) is None:
+                raise ValueError(f"obs_type={obs_type!r} but {type(base).__name__} defines no proprio_index")
+            self.proprio_index = np.asarray(base.proprio_index)
         spaces: dict[str, gym.spaces.Box] = {}
-        if obs_type in ("pixels", "pixels_state"):
-            spaces[PIXELS] = gym.spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
-        if obs_type in ("state", "pixels_state"):
+        keys = OBS_TYPES[obs_type]
+        if PIXELS in keys:
+            spaces[PIXELS] = gym.spaces.Box(0, 255, (3 * self.num_views, image_size, image_size), np.uint8)
+        if STATE in keys:
             state = env.observation_space
-            spaces[STATE] = gym.spaces.Box(state.low, state.high, state.shape, np.float32)
+            low, high = state.low, state.high
+            if self.proprio_index is not None:
+                low, high = low[self.proprio_index], high[self.proprio_index]
+            spaces[STATE] = gym.spaces.Box(low, high, low.shape, np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
 
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         if PIXELS in self.observation_space.spaces:
-            frame = self.env.unwrapped.render_frame(self.image_size)
+            base = self.env.unwrapped
+            views = [base.render_frame(self.image_size, v) if self.num_views > 1 else base.render_frame(self.image_size)
+                     for v in range(self.num_views)]
+            frame = views[0] if len(views) == 1 else np.concatenate(views, axis=2)
             out[PIXELS] = np.ascontiguousarray(frame.transpose(2, 0, 1))
         if STATE in self.observation_space.spaces:
-            out[STATE] = np.asarray(observation, dtype=np.float32)
+            state = np.asarray(observation, dtype=np.float32)
+            out[STATE] = state if self.proprio_index is None else state[self.proprio_index]
         return out
 
 

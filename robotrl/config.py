@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
+from robotrl.contract import OBS_TYPES
 from robotrl.errors import ConfigError
-
-OBS_TYPES = ("pixels", "state", "pixels_state")
 
 
 def _require(cfg: DictConfig, key: str, kind: type | tuple[type, ...], low: float | None = None,
@@ -49,6 +48,13 @@ def validate_config(cfg: DictConfig) -> None:
         _require(cfg, flag, bool)
     if cfg.env.obs_type not in OBS_TYPES:
         raise ConfigError(f"config env.obs_type={cfg.env.obs_type!r} is not one of {', '.join(OBS_TYPES)}")
+    views = cfg.agent.get("pixel_views")
+    if views is not None:
+        camera = cfg.env.get("camera")
+        num_cameras = len(camera) if isinstance(camera, (list, tuple, ListConfig)) else 1
+        if views != num_cameras:
+            raise ConfigError(f"config agent.pixel_views={views} but env.camera={camera} gives {num_cameras} "
+                              f"view(s); set agent.pixel_views={num_cameras} or null")
     device = _require(cfg, "device", str)
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"config device={device!r}, expected auto, cpu, cuda or cuda:N")

@@ -1,9 +1,11 @@
 """The observation/action contract shared by every env, replay buffer and agent.
 
 Observation: a dict with
-  - "pixels": uint8 (3 * frame_stack, H, W), channels first, frames stacked oldest -> newest along channels;
-    at reset the stack holds frame_stack copies of the first frame;
-  - "state": float32 (S,), proprioception (or the full low-dimensional state for state-only runs).
+  - "pixels": uint8 (3 * views * frame_stack, H, W), channels first, frames stacked oldest -> newest along
+    channels; one frame is the RGB image of each camera view in order (3 * views channels); at reset the stack
+    holds frame_stack copies of the first frame;
+  - "state": float32 (S,): the simulator's full low-dimensional state (``obs_type`` ``state``/``pixels_state``)
+    or the robot's proprioception only (``proprio``/``pixels_proprio``; LeRobot's ``observation.state``).
 Action: float32 (A,) in [-1, 1].
 """
 
@@ -13,6 +15,15 @@ import gymnasium as gym
 import numpy as np
 
 from robotrl.errors import ActionError, ObservationError
+
+# env.obs_type -> the observation keys it gives; "state" holds proprioception for the *_proprio types
+OBS_TYPES: dict[str, tuple[str, ...]] = {
+    "pixels": ("pixels",),
+    "state": ("state",),
+    "pixels_state": ("pixels", "state"),
+    "proprio": ("state",),
+    "pixels_proprio": ("pixels", "state"),
+}
 
 
 def check_obs(obs: dict, space: gym.spaces.Dict) -> None:

@@ -23,7 +23,7 @@ from robotrl.contract import check_action, check_obs
 from robotrl.errors import CheckpointError, ObservationError
 from robotrl.types import Batch, Episode, Obs, Trajectories
 
-FRAME_CHANNELS = 3
+FRAME_CHANNELS = 3  # per camera view; a frame holds 3 * views channels (the stack's channels / frame_stack)
 _FORMAT_VERSION = 1
 # Rejection rounds before falling back to an exact (O(capacity)) validity mask; only reached when almost no
 # slot is a valid start (e.g. long horizons over very short episodes).
@@ -74,6 +74,8 @@ class ReplayBuffer:
         self.observation_space = observation_space
         self.action_dim = int(action_dim)
         self.frame_stack = int(frame_stack)
+        pixels = observation_space.spaces.get("pixels")
+        self.frame_channels = 0 if pixels is None else pixels.shape[0] // self.frame_stack  # stored per slot
         self.nstep = int(nstep)
         self.discount = float(discount)
         self.seed = int(seed)
@@ -93,7 +95,7 @@ class ReplayBuffer:
         specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         if "pixels" in self.observation_space.spaces:
             _, h, w = self.observation_space["pixels"].shape
-            specs["pixels"] = ((FRAME_CHANNELS, h, w), np.dtype(np.uint8))
+            specs["pixels"] = ((self.frame_channels, h, w), np.dtype(np.uint8))
         if "state" in self.observation_space.spaces:
             specs["state"] = (self.observation_space["state"].shape, np.dtype(np.float32))
         specs["action"] = ((self.action_dim,), np.dtype(np.float32))
@@ -166,8 +168,8 @@ class ReplayBuffer:
         as if truncated: its transitions bootstrap from its last obs)."""
         check_obs(obs, self.observation_space)
         if self.check_stack and "pixels" in obs:
-            _check_reset_stack(obs["pixels"])
-        self._write_slots(1, _newest(obs), episode_start=self._head)
+            _check_reset_stack(obs["pixels"], self.frame_channels)
+        self._write_slots(1, _newest(obs, self.frame_channels), episode_start=self._head)
         self._in_episode = True
 
     def add(self, action: np.ndarray, reward: float, obs: Obs, terminated: bool, truncated: bool) -> None:
@@ -188,7 +190,7 @@ class ReplayBuffer:
         a["terminated"][prev] = bool(terminated)
         a["has_action"][prev] = True
         self._num_actions += 1
-        self._write_slots(1, _newest(obs), episode_start=int(a["episode_start"][prev]))
+        self._write_slots(1, _newest(obs, self.frame_channels), episode_start=int(a["episode_start"][prev]))
         if terminated or truncated:
             self._in_episode = False
 
@@ -246,7 +248,7 @@ class ReplayBuffer:
         if self.frame_stack == 1:
             return
         history = self._stack(np.array([self._head], dtype=np.int64), self._current_episode_start())[0]
-        if not np.array_equal(pixels[:-FRAME_CHANNELS], history[:-FRAME_CHANNELS]):
+        if not np.array_equal(pixels[: -self.frame_channels], history[: -self.frame_channels]):
             raise ObservationError(
                 "observation['pixels'] older frames do not match the previous observation's newer frames; "
                 "expected a stack ordered oldest -> newest shifted by one frame per step"
@@ -328,7 +330,7 @@ class ReplayBuffer:
         offsets = np.arange(-(self.frame_stack - 1), 1, dtype=np.int64)
         src = np.maximum(index[..., None] + offsets, episode_start[..., None]) % self.capacity
         frames = self._arrays["pixels"]
-        shape = (*index.shape, self.frame_stack * FRAME_CHANNELS, *frames.shape[2:])
+        shape = (*index.shape, self.frame_stack * self.frame_channels, *frames.shape[2:])
         if out is None:
             return frames[src].reshape(shape)
         np.take(frames, src, axis=0, out=out.reshape(*src.shape, *frames.shape[1:]), mode="clip")
@@ -571,10 +573,10 @@ def _check_config(
         raise ValueError(f"discount={discount}, expected in (0, 1]")
     if "pixels" in space.spaces:
         pix = space["pixels"]
-        if pix.dtype != np.uint8 or len(pix.shape) != 3 or pix.shape[0] != FRAME_CHANNELS * frame_stack:
+        if pix.dtype != np.uint8 or len(pix.shape) != 3 or pix.shape[0] % (FRAME_CHANNELS * frame_stack):
             raise ValueError(
                 f"pixels space is {pix.shape} {pix.dtype}, "
-                f"expected uint8 ({FRAME_CHANNELS * frame_stack}, H, W) "
+                f"expected uint8 ({FRAME_CHANNELS} * views * {frame_stack}, H, W) "
                 f"for frame_stack={frame_stack}"
             )
     if "state" in space.spaces:
@@ -590,8 +592,8 @@ def _check_reward(reward: Any) -> float:
     return float(value.reshape(()))
 
 
-def _check_reset_stack(pixels: np.ndarray) -> None:
-    frames = pixels.reshape(-1, FRAME_CHANNELS, *pixels.shape[1:])
+def _check_reset_stack(pixels: np.ndarray, frame_channels: int) -> None:
+    frames = pixels.reshape(-1, frame_channels, *pixels.shape[1:])
     if not (frames == frames[-1]).all():
         raise ObservationError(
             "observation['pixels'] at reset holds different frames, "
@@ -599,11 +601,11 @@ def _check_reset_stack(pixels: np.ndarray) -> None:
         )
 
 
-def _newest(obs: Obs) -> dict[str, np.ndarray]:
-    """What a slot stores: the newest frame of the stack and the state."""
+def _newest(obs: Obs, frame_channels: int) -> dict[str, np.ndarray]:
+    """What a slot stores: the newest frame of the stack (every view) and the state."""
     out = dict(obs)
     if "pixels" in obs:
-        out["pixels"] = obs["pixels"][-FRAME_CHANNELS:]
+        out["pixels"] = obs["pixels"][-frame_channels:]
     return out
 
 

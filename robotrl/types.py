@@ -62,8 +62,8 @@ class Agent(Protocol):
 class Episode(NamedTuple):
     """One episode as stored on disk (demos) and added to replay in one go.
 
-    ``obs["pixels"]`` holds single frames (T+1, 3, H, W) uint8 -- the newest frame of each stacked
-    observation, i.e. ``stacked[-3:]`` -- so frame stacks are rebuilt, never stored; ``obs["state"]`` is
+    ``obs["pixels"]`` holds single frames (T+1, 3 * views, H, W) uint8 -- the newest frame of each stacked
+    observation, i.e. ``stacked[-3 * views:]`` -- so frame stacks are rebuilt, never stored; ``obs["state"]`` is
     (T+1, S) float32. ``action`` (T, A) float32 in [-1, 1], ``reward`` (T,) float32, ``terminated`` (T,) bool
     (True only where the MDP ended; a time-limit end is not a termination), ``success`` (T,) bool.
     """

@@ -120,3 +120,25 @@ def test_bad_demo_files_raise(case: str, demo_dir: Path, tmp_path: Path) -> None
         load_demos(root)
     message = str(err.value)
     assert needle in message and str(root) in message and "\n" not in message
+
+
+def test_two_cameras_and_proprioception(tmp_path: Path) -> None:
+    """Demos of a two-camera env store both views per frame; ``proprio=True`` keeps the robot's own state entries."""
+    from robotrl.envs.metaworld import PROPRIO_INDEX
+
+    cfg = {**CFG, "camera": ["corner2", "corner3"], "obs_type": "pixels_proprio"}
+    root = generate_demos(cfg, num_episodes=1, seed=3, out_dir=tmp_path / "two")
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["cameras"] == ["corner2", "corner3"] and meta["proprio_index"] == PROPRIO_INDEX.tolist()
+    full, = load_demos(root)
+    prop, = load_demos(root, proprio=True)
+    t = len(full.action)
+    assert full.obs["pixels"].shape == (t + 1, 6, 32, 32) and full.obs["state"].shape == (t + 1, 39)
+    np.testing.assert_array_equal(prop.obs["state"], full.obs["state"][:, PROPRIO_INDEX])
+    # the same seed through a one-camera env gives view 0 of those frames (the expert's episode is the same)
+    one, = load_demos(generate_demos(CFG, num_episodes=1, seed=3, out_dir=tmp_path / "one"))
+    np.testing.assert_array_equal(one.obs["pixels"], full.obs["pixels"][:, :3])
+    del meta["proprio_index"]
+    (root / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DemoFormatError, match="proprio_index"):
+        load_demos(root, proprio=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from gymnasium.utils.env_checker import check_env
-from robotrl.envs import OBS_TYPES, list_envs, make_env
+from robotrl.envs import list_envs, make_env
 from robotrl.envs.wrappers import ActionRepeat, DictObservation, FrameStack
 
 from robotrl.contract import check_obs
@@ -57,7 +57,7 @@ class CountingEnv(gym.Env):
 
 
 # ----------------------------------------------------------------------------------------- gymnasium checker
-@pytest.mark.parametrize("obs_type", OBS_TYPES)
+@pytest.mark.parametrize("obs_type", ["pixels", "state", "pixels_state"])
 @pytest.mark.parametrize("name", ONE_PER_SUITE)
 def test_check_env_passes_without_warnings(name: str, obs_type: str, also_expected: tuple[str, ...] = ()) -> None:
     env = small_env(name, obs_type=obs_type)
@@ -273,3 +273,61 @@ def test_make_env_raises_render_error_in_fresh_process() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RENDER_ERROR")]
     assert len(lines) == 1 and "MUJOCO_GL=nonsense" in lines[0], out.stdout + out.stderr
+
+
+# ------------------------------------------------------------------------------ camera views, proprioception
+@pytest.mark.parametrize("name, cameras", [("metaworld/reach", ["corner2", "corner3"]),
+                                           ("dmc/cartpole_swingup", [0, 1]), ("gym/hopper", [None, 0])])
+def test_several_cameras_stack_views_per_frame(name, cameras) -> None:
+    env = small_env(name, obs_type="pixels", camera=cameras, frame_stack=2)
+    solo = [small_env(name, obs_type="pixels", camera=cam, frame_stack=1) for cam in cameras]
+    assert env.observation_space["pixels"].shape == (2 * 3 * len(cameras), 32, 32)
+    assert env.robotrl_info["cameras"] == [("default" if c is None else c) for c in cameras]
+    obs, _ = env.reset(seed=3)
+    singles = [e.reset(seed=3)[0]["pixels"] for e in solo]
+    action = env.action_space.sample()
+    obs, *_ = env.step(action)
+    singles = [e.step(action)[0]["pixels"] for e in solo]
+    check_obs(obs, env.observation_space)
+    newest = obs["pixels"][-3 * len(cameras):]  # the newest frame: every view in camera order
+    for view, single in enumerate(singles):
+        np.testing.assert_array_equal(newest[3 * view: 3 * view + 3], single)
+    assert not np.array_equal(singles[0], singles[1])  # really two viewpoints
+    assert env.render().shape == (48, 48 * len(cameras), 3)  # videos tile the views
+    for e in (env, *solo):
+        e.close()
+
+
+def test_metaworld_proprio_is_hand_and_gripper_now_and_before() -> None:
+    from robotrl.envs.metaworld import PROPRIO_INDEX
+
+    full = small_env("metaworld/pick-place", obs_type="state")
+    prop = small_env("metaworld/pick-place", obs_type="pixels_proprio")
+    assert prop.observation_space["state"].shape == (8,) and set(prop.observation_space) == {"pixels", "state"}
+    a, _ = full.reset(seed=5)
+    b, _ = prop.reset(seed=5)
+    np.testing.assert_array_equal(b["state"], a["state"][PROPRIO_INDEX])
+    for _ in range(3):
+        action = full.action_space.sample()
+        a, *_ = full.step(action)
+        b, *_ = prop.step(action)
+    np.testing.assert_array_equal(b["state"], a["state"][PROPRIO_INDEX])
+    np.testing.assert_array_equal(b["state"][:4], a["state"][:4])  # hand xyz + gripper
+    assert not np.array_equal(b["state"][:3], b["state"][4:7])  # the hand moved since the previous frame
+    check_env_state = small_env("metaworld/reach", obs_type="proprio")
+    assert set(check_env_state.observation_space) == {"state"}
+    for e in (full, prop, check_env_state):
+        e.close()
+    test_check_env_passes_without_warnings("metaworld/reach", "pixels_proprio")
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"name": "dmc/cartpole_swingup", "obs_type": "pixels_proprio"}, "proprioception is defined for suites"),
+    ({"name": "gym/hopper", "obs_type": "proprio"}, "proprioception is defined for suites"),
+    ({"name": "metaworld/reach", "camera": []}, "env.camera"),
+    ({"name": "metaworld/reach", "camera": {"a": 1}}, "env.camera"),
+    ({"name": "metaworld/reach", "camera": [True]}, "env.camera"),
+])
+def test_bad_camera_or_proprio_config(cfg, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_env({**SMALL, **cfg}, seed=0)

@@ -327,3 +327,40 @@ def test_trainer_smoke_modem_v2_pixels(compose_cfg, demo_dir, tmp_path):
                       "agent.handover_schedule='linear(0.0,1.0,0,240)'", tiny=False)
     summary = Trainer(cfg, tmp_path).train()
     assert summary["agent"] == "modem_v2" and "handover_prob" in (tmp_path / "train.csv").read_text()
+
+
+def test_trainer_smoke_two_cameras_and_proprio(compose_cfg, tmp_path):
+    """MoDem-V2's sensor setting: two camera views (one conv stack each) + proprioception, demos generated to fit."""
+    cams = "env.camera=[corner2,corner3]"
+    cfg = compose_cfg("agent=modem_v2", *TINY_CFG, "env.obs_type=pixels_proprio", cams, "agent.pixel_views=2",
+                      f"run_dir={tmp_path}", "agent.handover_schedule='linear(0.0,1.0,0,240)'", tiny=False)
+    trainer = Trainer(cfg, tmp_path)
+    assert trainer.agent.model._encoder["pixels"].views == 2
+    assert trainer.agent.observation_space["state"].shape == (8,)
+    summary = trainer.train()
+    assert summary["frames"] == 240 and summary["agent"] == "modem_v2"
+    demo, = trainer.agent.load_demos()[:1]
+    assert demo.obs["pixels"].shape[1:] == (6, 32, 32) and demo.obs["state"].shape[1:] == (8,)
+    with pytest.raises(ConfigError, match="pixel_views=3"):
+        Trainer(compose_cfg("agent=modem_v2", *TINY_CFG, "env.obs_type=pixels_proprio", cams, "agent.pixel_views=3",
+                            tiny=False), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("experiment, views, demos", [("modem_paper", 1, 5), ("modem_v2_paper", 2, 10)])
+def test_paper_experiment_configs_build(compose_cfg, experiment, views, demos):
+    """configs/experiment/modem*_paper.yaml compose, validate, and give the papers' sensors: 224x224 pixels with
+    frame stack 2 from ``views`` cameras plus 8-d proprioception."""
+    from robotrl.agents import make_agent
+
+    from robotrl.config import validate_config
+
+    cfg = compose_cfg(f"experiment={experiment}", "env=metaworld/reach", "device=cpu", tiny=False)
+    validate_config(cfg)
+    env = make_env(cfg.env, seed=0)
+    space = env.observation_space
+    assert space["pixels"].shape == (3 * views * 2, 224, 224) and space["state"].shape == (8,)
+    agent = make_agent(cfg.agent, space, env.action_space, "cpu", env_name=cfg.env.name)
+    assert agent.num_demos == demos and agent.arch["pixel_views"] == views
+    obs, _ = env.reset(seed=0)
+    assert agent.model.encode({k: torch.as_tensor(v)[None] for k, v in obs.items()}).shape == (1, 512)
+    env.close()

@@ -512,3 +512,33 @@ def test_cuda_sampling_matches_cpu() -> None:
         )
     mixed = MixedReplay(gpu, gpu, ratio=0.5)
     assert mixed.sample(16).obs["pixels"].device.type == "cuda"
+
+
+def test_several_camera_views_per_frame_rebuild_exactly() -> None:
+    """Frames of 3 * views channels (two cameras): every rebuilt stack is an observation the env really gave."""
+    from robotrl.envs import make_env
+
+    env = make_env({"name": "metaworld/reach", "image_size": 16, "camera": ["corner2", "corner3"], "frame_stack": 3,
+                    "max_episode_steps": 16}, seed=0)
+    buf = ReplayBuffer(100, env.observation_space, env.action_space.shape[0], frame_stack=3, seed=0)
+    assert buf.frame_channels == 6
+    seen = set()
+    for episode in range(2):
+        obs, _ = env.reset(seed=episode)
+        buf.add_first(obs)
+        seen.add(obs["pixels"].tobytes())
+        done = False
+        while not done:
+            action = env.action_space.sample()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            buf.add(action, reward, obs, terminated, truncated)  # check_stack verifies the 6-channel layout too
+            seen.add(obs["pixels"].tobytes())
+            done = terminated or truncated
+    env.close()
+    traj = buf.sample_trajectories(32, 3)
+    stacks = traj.obs["pixels"].numpy().reshape(-1, 18, 16, 16)
+    assert all(s.tobytes() in seen for s in stacks)
+    assert len({s.tobytes() for s in stacks}) > 10
+    with pytest.raises(ValueError, match="views"):
+        ReplayBuffer(100, gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (8, 4, 4), np.uint8)}), ACTION_DIM,
+                     frame_stack=3)

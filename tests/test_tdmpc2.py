@@ -10,7 +10,7 @@ from robotrl.agents import tdmpc2_math as tm
 from robotrl.agents.tdmpc2 import TDMPC2Agent
 from robotrl.agents.world_model import MODEL_SIZE, EnsembleMLP, WorldModel, mlp
 
-from robotrl.errors import CheckpointError
+from robotrl.errors import CheckpointError, ConfigError
 from robotrl.trainer import Trainer
 from robotrl.types import Trajectories
 from tests.conftest import assert_same_tensors
@@ -112,6 +112,36 @@ def test_world_model_shapes(obs):
     assert model.Q(z[:-1], b.action, "all").shape == (5, 3, 4, 101)
     assert model.Q(z[:-1], b.action, "min").shape == (3, 4, 1)
     assert model.Q(z[:-1], b.action, "avg", target=True).shape == (3, 4, 1)
+
+
+def test_multi_view_encoder_keeps_each_view_in_its_own_conv_stack():
+    """MoDem-V2's per-camera encoders: 2 views x frame stack 3 = 18 channels laid out per frame as [view0, view1];
+    changing view 1 only changes the output through view 1's stack, and the sum of the two stacks is the latent."""
+    obs_shapes = {"pixels": (18, 32, 32)}
+    model = WorldModel(obs_shapes, 2, latent_dim=16, mlp_dim=32, enc_dim=32, num_channels=8, pixel_views=2)
+    enc = model._encoder["pixels"]
+    assert len(enc.encoders) == 2 and enc.stack == 3
+    x = torch.randint(0, 256, (4, 18, 32, 32), dtype=torch.uint8)
+    frames = x.float().div(255).sub(0.5).view(4, 3, 2, 3, 32, 32)  # (N, frame, view, rgb, H, W)
+    per_view = [enc.encoders[v](frames[:, :, v].reshape(4, 9, 32, 32)) for v in range(2)]
+    torch.testing.assert_close(model.encode({"pixels": x}), enc.simnorm(per_view[0] + per_view[1]))
+    y = x.clone().view(4, 3, 2, 3, 32, 32)
+    y[:, :, 1] = 255 - y[:, :, 1]  # only view 1 changes
+    y = y.view(4, 18, 32, 32)
+    assert not torch.allclose(model.encode({"pixels": y}), model.encode({"pixels": x}))
+    one = WorldModel(obs_shapes, 2, latent_dim=16, mlp_dim=32, enc_dim=32, num_channels=8)
+    assert not hasattr(one._encoder["pixels"], "encoders")  # pixel_views=None: one stack over all channels
+    obs_space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (18, 32, 32), np.uint8)})
+    act_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    with pytest.raises(ConfigError, match="pixel_views=4"):
+        TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "pixel_views": 4})
+    a = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "pixel_views": 2})
+    b = TDMPC2Agent(obs_space, act_space, "cpu", **TINY)
+    with pytest.raises(CheckpointError, match="pixel_views"):
+        b.load_state_dict(a.state_dict())
+    old = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "seed": 3}).state_dict()
+    old["config"] = {k: v for k, v in old["config"].items() if k != "pixel_views"}  # saved before the key existed
+    b.load_state_dict(old)
 
 
 def test_model_size_presets():
