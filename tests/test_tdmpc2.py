@@ -291,6 +291,21 @@ def test_fast_mish_matches_torch():
         torch.testing.assert_close(mish(x), torch.nn.functional.mish(x))
 
 
+def test_simnorm_matches_grouped_softmax():
+    from robotrl.agents.world_model import SimNorm
+
+    norm = SimNorm(8)
+    x = (torch.randn(3, 57, 64, dtype=torch.float64) * 30).requires_grad_()  # large logits: max-subtraction
+    want = torch.nn.functional.softmax(x.view(3, 57, 8, 8), dim=-1).view(3, 57, 64)
+    torch.testing.assert_close(norm(x), want)
+    torch.autograd.gradcheck(norm, (x[:1, :3].detach().clone().requires_grad_(),))
+    with torch.inference_mode():
+        xb = x.detach().bfloat16()
+        got = norm(xb)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, torch.nn.functional.softmax(xb.view(3, 57, 8, 8), -1).view(3, 57, 64))
+
+
 def test_plan_bf16_runs_and_keeps_training_fp32():
     obs_space, act_space = _spaces("state")
     agent = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "plan_bf16": True})
