@@ -3,6 +3,7 @@
 Usage:
   REF_TDMPC2=<tdmpc2 checkout> REF_PYTHON=<python with tensordict 0.8.3, hydra-core, omegaconf, torch> \
       .venv/bin/python bench/tdmpc2_updates.py [--cases state1,state5,rgb5,plan5] [--threads 2] [--blocks 5]
+      [--compile] [--ref-compile] [--bf16]
 
 Each case builds robotrl's ``TDMPC2Agent`` here and the reference agent in a worker process (through
 ``/work/shared/bench/ref_tdmpc2_updates.py``, override with REF_HARNESS), then alternates timed blocks
@@ -11,7 +12,9 @@ min/max of the blocks and the ratio ours/reference (updates/s) or reference/ours
 Without REF_TDMPC2 only robotrl is timed. Batches are synthetic and laid out like the reference's buffer
 (obs (H+1, B, ...), state 24-d or uint8 9x64x64, action 6-d), batch 256, horizon 3; sampling cost is excluded.
 Planning runs at the paper's settings (512 samples, 6 iterations, 64 elites, 24 policy trajectories, horizon 3),
-batch size 1, eval mode, warm-started.
+batch size 1, eval mode, warm-started. ``--compile`` times robotrl with ``compile=True`` (fused LayerNorm + Mish
+kernels), ``--ref-compile`` the reference with its own ``compile=True`` (torch.compile of its whole ``_update`` and
+``_plan``); compilation happens in the warm-up steps, outside the timed blocks.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ _WORKER = r"""
 import importlib.util, sys, time, types, torch
 spec = importlib.util.spec_from_file_location("ref_harness", sys.argv[1])
 h = importlib.util.module_from_spec(spec); spec.loader.exec_module(h)
-mode, obs, size, threads = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+mode, obs, size, threads, comp = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
 ref = h._ref_dir(); sys.path.insert(0, ref); torch.set_num_threads(threads); torch.manual_seed(0)
-args = types.SimpleNamespace(obs=obs, model_size=size, batch=256, horizon=3, compile=False, action_dim=6, obs_dim=24)
+args = types.SimpleNamespace(obs=obs, model_size=size, batch=256, horizon=3, compile=comp, action_dim=6, obs_dim=24)
 cfg = h.build_cfg(args, ref); agent = h.build_agent(cfg)
 if mode == "update":
     buf = h.FakeBuffer(cfg); step = lambda: agent.update(buf)
@@ -80,7 +83,7 @@ class _FakeReplay:
         return b
 
 
-def build_ours(case: dict, plan_bf16: bool = False):
+def build_ours(case: dict, plan_bf16: bool = False, compile: bool = False):
     from robotrl.agents.tdmpc2 import TDMPC2Agent
 
     if case["obs"] == "rgb":
@@ -89,7 +92,7 @@ def build_ours(case: dict, plan_bf16: bool = False):
         space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)})
     agent = TDMPC2Agent(space, gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32), "cpu",
                         model_size=case["model_size"], batch_size=BATCH, horizon=HORIZON, seed=0,
-                        plan_bf16=plan_bf16, episode_length=1000)
+                        plan_bf16=plan_bf16, episode_length=1000, compile=compile)
     agent._num_updates = 1  # past the seed phase: no pretraining burst, act() plans
     if case["mode"] == "update":
         replay = _FakeReplay(case["obs"])
@@ -107,14 +110,16 @@ def _summary(times: list[float], per_block: int, mode: str) -> dict:
 def run_case(name: str, args) -> dict:
     case = CASES[name]
     per_block = args.per_block or case["per_block"]
-    agent, step = build_ours(case)
-    res = {"case": name, **case, "per_block": per_block, "threads": args.threads, "params": agent.model.total_params}
+    agent, step = build_ours(case, compile=args.compile)
+    res = {"case": name, **case, "per_block": per_block, "threads": args.threads, "params": agent.model.total_params,
+           "compile": args.compile, "ref_compile": args.ref_compile}
     worker = None
     if os.environ.get("REF_TDMPC2") and not args.no_ref:
         harness = os.environ.get("REF_HARNESS", "/work/shared/bench/ref_tdmpc2_updates.py")
         py = os.environ.get("REF_PYTHON", sys.executable)
-        worker = subprocess.Popen([py, "-c", _WORKER, harness, case["mode"], case["obs"], str(case["model_size"]),
-                                   str(args.threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cmd = [py, "-c", _WORKER, harness, case["mode"], case["obs"], str(case["model_size"]), str(args.threads),
+               str(int(args.ref_compile))]
+        worker = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                   env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         line = ["?"]
         while line and line[0] != "ready":  # the reference prints its episode length and discount first
@@ -157,7 +162,7 @@ def run_case(name: str, args) -> dict:
 
 
 def _time_bf16_plan(case: dict, args, per_block: int) -> dict:
-    _, step16 = build_ours(case, plan_bf16=True)
+    _, step16 = build_ours(case, plan_bf16=True, compile=args.compile)
     for _ in range(args.warmup):
         step16()
     ts = []
@@ -178,6 +183,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-ref", action="store_true")
     p.add_argument("--bf16", action="store_true", help="also time planning with plan_bf16=True (opt-in)")
+    p.add_argument("--compile", action="store_true", help="robotrl with compile=True (opt-in fused kernels)")
+    p.add_argument("--ref-compile", action="store_true", help="the reference with its compile=True")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.cases.split(","):
