@@ -55,7 +55,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from robotrl.contract import check_obs
+from robotrl.contract import PROPRIO_OBS_TYPES, check_obs
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
 from robotrl.replay import MixedReplay, ReplayBuffer
 from robotrl.types import Episode, Metrics, Obs
@@ -200,7 +200,7 @@ class ModemAgent(TDMPC2Agent):
 
         root = self._demo_dir()
         obs_type = (self.env_cfg or {}).get("obs_type") or "pixels"
-        episodes = load_demos(root, proprio=obs_type in ("proprio", "pixels_proprio"))
+        episodes = load_demos(root, proprio=obs_type in PROPRIO_OBS_TYPES)
         if self.demos_path is None:
             episodes = episodes[: self.num_demos]
         keys = sorted(self.observation_space.spaces)

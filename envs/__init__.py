@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 from robotrl.envs.rendering import preload_triton
 
-from robotrl.contract import OBS_TYPES
+from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
 
 # Any path to dm_control/metaworld goes through this package: load triton's LLVM before a GL driver can load
@@ -163,7 +163,7 @@ def parse_env_cfg(cfg: Any) -> EnvSpec:
     obs_type = cfg.get("obs_type") or "pixels"
     if obs_type not in OBS_TYPES:
         raise ConfigError(f"unknown env.obs_type {obs_type!r}; valid: {list(OBS_TYPES)}")
-    if obs_type in ("proprio", "pixels_proprio") and suite not in PROPRIO_SUITES:
+    if obs_type in PROPRIO_OBS_TYPES and suite not in PROPRIO_SUITES:
         raise ConfigError(f"env.obs_type={obs_type!r}: proprioception is defined for suites {list(PROPRIO_SUITES)}, "
                           f"not {suite!r}; use obs_type state or pixels_state")
     max_steps = cfg.get("max_episode_steps")

@@ -23,7 +23,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from robotrl.contract import OBS_TYPES, check_action
+from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES, check_action
 
 PIXELS, STATE = "pixels", "state"
 
@@ -72,7 +72,7 @@ class DictObservation(gym.ObservationWrapper):
         base = env.unwrapped
         self.num_views = len(getattr(base, "cameras", (None,)))
         self.proprio_index: np.ndarray | None = None
-        if obs_type in ("proprio", "pixels_proprio"):
+        if obs_type in PROPRIO_OBS_TYPES:
             if getattr(base, "proprio_index", None) is None:
                 raise ValueError(f"obs_type={obs_type!r} but {type(base).__name__} defines no proprio_index")
             self.proprio_index = np.asarray(base.proprio_index)
@@ -92,9 +92,10 @@ class DictObservation(gym.ObservationWrapper):
         out: dict[str, np.ndarray] = {}
         if PIXELS in self.observation_space.spaces:
             base = self.env.unwrapped
-            views = [base.render_frame(self.image_size, v) if self.num_views > 1 else base.render_frame(self.image_size)
-                     for v in range(self.num_views)]
-            frame = views[0] if len(views) == 1 else np.concatenate(views, axis=2)
+            if self.num_views == 1:
+                frame = base.render_frame(self.image_size)
+            else:
+                frame = np.concatenate([base.render_frame(self.image_size, v) for v in range(self.num_views)], axis=2)
             out[PIXELS] = np.ascontiguousarray(frame.transpose(2, 0, 1))
         if STATE in self.observation_space.spaces:
             state = np.asarray(observation, dtype=np.float32)

@@ -24,6 +24,7 @@ OBS_TYPES: dict[str, tuple[str, ...]] = {
     "proprio": ("state",),
     "pixels_proprio": ("pixels", "state"),
 }
+PROPRIO_OBS_TYPES = ("proprio", "pixels_proprio")
 
 
 def check_obs(obs: dict, space: gym.spaces.Dict) -> None:
