@@ -259,7 +259,7 @@ class ModemAgent(TDMPC2Agent):
         demos = self._ensure_demos()
         steps = self.bc_steps if self.bc_steps is not None else 2 * len(demos)
         m = self.model
-        params = [*m._encoder.parameters(), *m._pi.parameters()]
+        params = [*m.encoder_parameters(), *m._pi.parameters()]
         optim = torch.optim.Adam(params, lr=self.bc_lr)
         losses = []
         m.train()

@@ -14,8 +14,8 @@ Differences from the reference, none of which changes the algorithm:
     one vectorised expression (the reference loops over t and members);
   * the plan's observation is not random-shifted (the reference's encoder shifts every input, planning included);
     training batches are shifted (pad 3) as in the reference;
-  * with both "pixels" and "state" observations the latent is the mean of the two encodings (the reference
-    takes one modality);
+  * with both "pixels" and "state" observations the encoder is MoDem's fusion (conv features + state-MLP
+    features -> fuse MLP -> SimNorm; the TD-MPC2 reference takes one modality);
   * every random draw except dropout uses the agent's own generator (dropout uses torch's global generator, which
     the trainer checkpoints), so a resumed run is bit-identical;
   * ``plan_bf16`` (opt-in, off by default) plans with a bf16 copy of the world model (AMX/AVX512-BF16 CPUs):
@@ -48,7 +48,7 @@ from .world_model import WorldModel, model_dims
 
 NAME = "tdmpc2"
 ARCH_KEYS = ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers", "num_channels", "num_q", "simnorm_dim",
-             "num_bins", "episodic", "num_pi", "pixel_views")
+             "num_bins", "episodic", "num_pi", "pixel_views", "obs_fusion")
 
 
 def _check_compiler(device: torch.device) -> None:
@@ -161,7 +161,8 @@ class TDMPC2Agent:
             raise ConfigError(f"model_size=null needs explicit {missing}")
         self.arch = {**{k: int(v) for k, v in dims.items()}, "num_channels": int(num_channels),
                      "simnorm_dim": int(simnorm_dim), "num_bins": int(num_bins), "episodic": bool(episodic),
-                     "num_pi": int(num_pi), "pixel_views": int(pixel_views or 1)}
+                     "num_pi": int(num_pi), "pixel_views": int(pixel_views or 1),
+                     "obs_fusion": "sum_mlp" if len(observation_space.spaces) > 1 else "none"}
         self.batch_size, self.horizon, self.rho = int(batch_size), int(horizon), float(rho)
         self.grad_clip_norm, self.tau = float(grad_clip_norm), float(tau)
         self.consistency_coef, self.reward_coef = float(consistency_coef), float(reward_coef)
@@ -202,7 +203,7 @@ class TDMPC2Agent:
             _check_compiler(self.device)
             self.model.compile_kernels()
         m = self.model
-        groups = [{"params": list(m._encoder.parameters()), "lr": float(lr) * float(enc_lr_scale)},
+        groups = [{"params": m.encoder_parameters(), "lr": float(lr) * float(enc_lr_scale)},
                   {"params": list(m._dynamics.parameters())}, {"params": list(m._reward.parameters())},
                   {"params": list(m._termination.parameters()) if m._termination is not None else []},
                   {"params": list(m._Qs.parameters())}]
@@ -432,8 +433,9 @@ class TDMPC2Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore everything from :meth:`state_dict`; CheckpointError if it is another agent, shape or size."""
-        if isinstance(state, dict) and isinstance(state.get("config"), dict):  # saved before pixel_views existed
-            state = {**state, "config": {"pixel_views": 1, **state["config"]}}
+        if isinstance(state, dict) and isinstance(state.get("config"), dict):  # saved before these keys existed
+            old_fusion = "mean" if self.config["obs_fusion"] == "sum_mlp" else "none"  # pixels+state was averaged
+            state = {**state, "config": {"pixel_views": 1, "obs_fusion": old_fusion, **state["config"]}}
         check_agent_state(state, self.agent_name, self.shapes, self.config, self.checked_config)
         try:
             self.model.load_state_dict(state["model"])

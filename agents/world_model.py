@@ -258,13 +258,15 @@ def conv_encoder(in_shape: tuple[int, ...], num_channels: int, latent_dim: int, 
 
 class MultiViewEncoder(nn.Module):
     """MoDem-V2's multi-camera encoder (facebookresearch/modemv2 ``algorithm/tdmpc.py::h``): one conv stack per
-    camera view on that view's frame stack, the views' features summed, then SimNorm.
+    camera view on that view's frame stack, the views' features summed, then SimNorm (or, with ``simnorm=False``,
+    the summed features for :class:`WorldModel`'s modality fusion).
 
     Input pixels hold ``views`` RGB images per frame, frames stacked oldest -> newest (the env contract):
     (N, 3 * views * frame_stack, H, W).
     """
 
-    def __init__(self, in_shape: tuple[int, ...], views: int, num_channels: int, latent_dim: int, simnorm_dim: int):
+    def __init__(self, in_shape: tuple[int, ...], views: int, num_channels: int, latent_dim: int, simnorm_dim: int,
+                 simnorm: bool = True):
         super().__init__()
         c, h, w = in_shape
         if views < 1 or c % (3 * views):
@@ -273,7 +275,7 @@ class MultiViewEncoder(nn.Module):
         per_view = (3 * self.stack, h, w)
         self.encoders = nn.ModuleList(conv_encoder(per_view, num_channels, latent_dim, simnorm_dim)[:-1]
                                       for _ in range(self.views))
-        self.simnorm = SimNorm(simnorm_dim)
+        self.simnorm = SimNorm(simnorm_dim) if simnorm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -285,10 +287,11 @@ class MultiViewEncoder(nn.Module):
 class WorldModel(nn.Module):
     """The TD-MPC2 world model for one task; see the module docstring.
 
-    ``obs_shapes`` maps "pixels" (C, H, W) uint8 and/or "state" (S,) to shapes; with both, the latent is the
-    mean of the two SimNorm encodings (an extension: the reference encodes one modality). ``pixel_views`` > 1
-    encodes each camera view with its own conv stack (:class:`MultiViewEncoder`); ``None`` or 1 runs one conv
-    stack over all channels.
+    ``obs_shapes`` maps "pixels" (C, H, W) uint8 and/or "state" (S,) to shapes. With one modality the encoder is
+    TD-MPC2's. With both, it is MoDem's and MoDem-V2's fusion (``TOLD.h``): the conv features (summed over views)
+    plus the state MLP's features, through a fuse MLP (latent -> enc_dim -> latent) and then SimNorm; in
+    TD-MPC2's layers (LayerNorm + Mish) where MoDem's used ELU. ``pixel_views`` > 1 encodes each camera view
+    with its own conv stack (:class:`MultiViewEncoder`); ``None`` or 1 runs one conv stack over all channels.
     """
 
     def __init__(self, obs_shapes: dict[str, tuple[int, ...]], action_dim: int, latent_dim: int = 512,
@@ -308,17 +311,20 @@ class WorldModel(nn.Module):
         out_bins = max(num_bins, 1)
         za = latent_dim + action_dim
         self._encoder = nn.ModuleDict()
+        fused = len(obs_shapes) > 1  # each encoder's features go unnormalised into the fuse MLP
         for key, shape in sorted(obs_shapes.items()):
             if key == "state":
                 self._encoder[key] = mlp(shape[0], max(num_enc_layers - 1, 1) * [enc_dim], latent_dim,
-                                         act=SimNorm(simnorm_dim))
+                                         act=None if fused else SimNorm(simnorm_dim))
             elif key == "pixels" and (pixel_views or 1) > 1:
                 self._encoder[key] = MultiViewEncoder(tuple(shape), int(pixel_views), num_channels, latent_dim,
-                                                      simnorm_dim)
+                                                      simnorm_dim, simnorm=not fused)
             elif key == "pixels":
-                self._encoder[key] = conv_encoder(tuple(shape), num_channels, latent_dim, simnorm_dim)
+                stack = conv_encoder(tuple(shape), num_channels, latent_dim, simnorm_dim)
+                self._encoder[key] = stack[:-1] if fused else stack
             else:
                 raise ValueError(f"no encoder for observation key {key!r} (expected 'pixels' and/or 'state')")
+        self._fuse = mlp(latent_dim, [enc_dim], latent_dim, act=SimNorm(simnorm_dim)) if fused else None
         self._dynamics = mlp(za, 2 * [mlp_dim], latent_dim, act=SimNorm(simnorm_dim))
         self._reward = mlp(za, 2 * [mlp_dim], out_bins)
         self._termination = mlp(latent_dim, 2 * [mlp_dim], 1) if episodic else None
@@ -349,6 +355,11 @@ class WorldModel(nn.Module):
             elif isinstance(module, NormedLinear) and isinstance(module.act, Mish):
                 module.fused = compiled_ln_mish("linear")
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Everything ``encode`` learns: the per-modality encoders and, with two modalities, the fuse MLP."""
+        fuse = [] if self._fuse is None else list(self._fuse.parameters())
+        return [*self._encoder.parameters(), *fuse]
+
     @property
     def total_params(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -360,7 +371,7 @@ class WorldModel(nn.Module):
     # ------------------------------------------------------------------ the five verbs
     def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """obs["pixels"] uint8 (..., C, H, W) and/or obs["state"] (..., S) -> latent (..., latent_dim)."""
-        zs = []
+        feats = []
         for key, enc in self._encoder.items():
             x = obs[key]
             lead = x.shape[: x.ndim - (3 if key == "pixels" else 1)]
@@ -368,8 +379,9 @@ class WorldModel(nn.Module):
                 x = x.reshape(-1, *x.shape[-3:]).float().div_(255.0).sub_(0.5)
             else:
                 x = x.reshape(-1, x.shape[-1]).float()
-            zs.append(enc(x).view(*lead, self.latent_dim))
-        return zs[0] if len(zs) == 1 else torch.stack(zs).mean(0)
+            feats.append(enc(x))
+        z = feats[0] if self._fuse is None else self._fuse(sum(feats))
+        return z.view(*lead, self.latent_dim)
 
     def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self._dynamics(torch.cat([z, a], dim=-1))

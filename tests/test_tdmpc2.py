@@ -8,7 +8,7 @@ import pytest
 import torch
 from robotrl.agents import tdmpc2_math as tm
 from robotrl.agents.tdmpc2 import TDMPC2Agent
-from robotrl.agents.world_model import MODEL_SIZE, EnsembleMLP, WorldModel, mlp
+from robotrl.agents.world_model import MODEL_SIZE, EnsembleMLP, SimNorm, WorldModel, mlp
 
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.trainer import Trainer
@@ -142,6 +142,34 @@ def test_multi_view_encoder_keeps_each_view_in_its_own_conv_stack():
     old = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "seed": 3}).state_dict()
     old["config"] = {k: v for k, v in old["config"].items() if k != "pixel_views"}  # saved before the key existed
     b.load_state_dict(old)
+
+
+def test_pixels_and_state_are_fused_as_in_modem():
+    """MoDem's TOLD.h: conv features (summed over views) + state-MLP features -> fuse MLP -> SimNorm; each modality
+    moves the latent; a checkpoint from the earlier averaging encoder is refused by name, not by a missing key."""
+    obs_space, act_space = _spaces("pixels_state")
+    model = WorldModel({k: s.shape for k, s in obs_space.spaces.items()}, 2, latent_dim=16, mlp_dim=32, enc_dim=32,
+                       num_channels=8)
+    b = _batch(obs_space, 0, 4, 2).obs
+    pix, state = b["pixels"][0], b["state"][0]
+    pix_feat = model._encoder["pixels"](pix.float().div(255).sub(0.5))
+    state_feat = model._encoder["state"](state)
+    assert pix_feat.shape == state_feat.shape == (4, 16)
+    torch.testing.assert_close(model.encode({"pixels": pix, "state": state}), model._fuse(pix_feat + state_feat))
+    assert isinstance(model._fuse[-1].act, SimNorm)
+    z = model.encode({"pixels": pix, "state": state})
+    assert not torch.allclose(model.encode({"pixels": pix, "state": state + 1}), z)
+    assert not torch.allclose(model.encode({"pixels": 255 - pix, "state": state}), z)
+    agent = TDMPC2Agent(obs_space, act_space, "cpu", **TINY)
+    assert agent.config["obs_fusion"] == "sum_mlp"
+    optimised = [id(p) for opt in (agent.optim, agent.pi_optim) for g in opt.param_groups for p in g["params"]]
+    trainable = {id(p) for p in agent.model.parameters() if p.requires_grad}
+    assert len(optimised) == len(set(optimised)) and set(optimised) == trainable  # the fuse MLP is trained too
+    old = agent.state_dict()
+    old["config"] = {k: v for k, v in old["config"].items() if k != "obs_fusion"}  # saved by the averaging encoder
+    with pytest.raises(CheckpointError, match="obs_fusion"):
+        agent.load_state_dict(old)
+    assert TDMPC2Agent(*_spaces("state"), "cpu", **TINY).config["obs_fusion"] == "none"
 
 
 def test_model_size_presets():
