@@ -24,13 +24,7 @@ run_one() {  # env agent seed [overrides...]
         > "$dir/stdout.log" 2>&1
 }
 status=0
-for env_name in $envs; do
-    for seed in $seeds; do
-        for agent in $agents; do
-            launch run_one "$env_name" "$agent" "$seed" "$@"
-        done
-    done
-done
+launch_grid run_one "$envs" "$seeds" "$agents" "$@"
 wait_all || status=1
 if [ "${PLOT:-1}" = 1 ]; then
     for env_name in $envs; do

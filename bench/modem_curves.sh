@@ -27,13 +27,7 @@ run_one() {  # task agent seed [overrides...]
         "$@" > "$dir/stdout.log" 2>&1
 }
 status=0
-for task in $tasks; do
-    for seed in $seeds; do
-        for agent in $agents; do
-            launch run_one "$task" "$agent" "$seed" "$@"
-        done
-    done
-done
+launch_grid run_one "$tasks" "$seeds" "$agents" "$@"
 wait_all || status=1
 if [ "${PLOT:-1}" = 1 ]; then
     for task in $tasks; do
