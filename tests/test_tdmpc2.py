@@ -353,16 +353,21 @@ def test_compiled_kernels_match_eager_and_train():
     fused = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "compile": True})
     fused.model.load_state_dict(eager.model.state_dict())
     assert fused.model._dynamics[0].fused is not None and fused.model._Qs.fused is not None
-    assert fused.model._dynamics[-1].fused is None  # the SimNorm layer keeps its own activation
+    # the SimNorm layers keep their own activation: inductor's kernel for softmax over groups of 8 was ~2x slower
+    assert fused.model._dynamics[-1].fused is None and fused.model._encoder["state"][-1].fused is None
     batch = _batch(obs_space, 3, 16, 2)
-    grads = []
+    grads, latents = [], []
     for agent in (eager, fused):
         z = agent.model.encode({k: v[0] for k, v in batch.obs.items()})
-        out = agent.model.next(z, batch.action[0]).sum() + agent.model.Q(z, batch.action[0], "all").square().sum()
+        z_next = agent.model.next(z, batch.action[0])
+        out = z_next.square().sum() + agent.model.Q(z, batch.action[0], "all").square().sum()
         out.backward()
         grads.append({n: p.grad.clone() for n, p in agent.model.named_parameters() if p.grad is not None})
+        latents.append(z_next.detach())
         agent.model.zero_grad()
-    assert grads[0].keys() == grads[1].keys()
+    torch.testing.assert_close(latents[1], latents[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(latents[1].view(16, -1, 8).sum(-1), torch.ones(16, 2))  # still SimNorm groups
+    assert grads[0].keys() == grads[1].keys() and "_encoder.state.1.ln.weight" in grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-3, atol=1e-5)
     metrics = fused.update_from(batch)
