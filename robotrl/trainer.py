@@ -253,7 +253,9 @@ class Trainer:
             log.warning("checkpoint %s has no replay buffer: resuming with an empty buffer (not exact)", path)
 
     def _write_run_info(self) -> None:
-        info = {"config": OmegaConf.to_container(self.cfg, resolve=True), "versions": versions(),
+        # "agent": the hyperparameters the agent was built with, i.e. config.agent after its per-task overrides
+        info = {"config": OmegaConf.to_container(self.cfg, resolve=True),
+                "agent": agent_config(self.cfg.agent, self.cfg.env.name), "versions": versions(),
                 "env_info": self.env_info, "device": str(self.device)}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "run.json", json.dumps(info, indent=1, default=str))

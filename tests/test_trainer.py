@@ -34,7 +34,9 @@ def test_run_writes_everything(compose_cfg, tmp_path):
     train_rows = _rows(tmp_path / "train.csv")
     assert "critic_loss" in train_rows[-1] and float(train_rows[-1]["episode_length"]) == 50
     assert summary["frames"] == 400 and summary["random_policy"]["episodes"] == 1
-    assert json.loads((tmp_path / "run.json").read_text())["config"]["env"]["name"] == "dmc/cartpole_balance"
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["config"]["env"]["name"] == "dmc/cartpole_balance"
+    assert info["agent"]["nstep"] == 3 and "task_overrides" not in info["agent"]  # the hyperparameters it ran with
 
 
 def test_resume_is_exact(compose_cfg, tmp_path):
