@@ -167,7 +167,7 @@ class SafetyLayer(Robot):
             if self.inner.state is not RobotState.DISCONNECTED:
                 self._disconnect_inner()
             if self._executor is not None:
-                self._executor.shutdown(wait=False)
+                self._executor.shutdown(wait=True)  # idle (a stuck one was dropped in _call): returns at once
                 self._executor = None
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join(timeout=1.0)
@@ -179,11 +179,21 @@ class SafetyLayer(Robot):
             if self._executor is not None:
                 self._call("disconnect", self.inner.disconnect)
             else:
-                thread = threading.Thread(target=self.inner.disconnect, name="robot-disconnect", daemon=True)
+                errors: list[Exception] = []
+
+                def run() -> None:
+                    try:
+                        self.inner.disconnect()
+                    except Exception as exc:
+                        errors.append(exc)
+
+                thread = threading.Thread(target=run, name="robot-disconnect", daemon=True)
                 thread.start()
                 thread.join(timeout=self.limits.driver_timeout_ms / 1000)
                 if thread.is_alive():
                     raise DriverError(f"{self.inner.name}: disconnect timed out")
+                if errors:
+                    raise errors[0]
         except Exception as exc:
             self._event("disconnect_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             self.inner._state = RobotState.DISCONNECTED  # we will not talk to it again either way
@@ -314,9 +324,9 @@ class SafetyLayer(Robot):
             return
         self._overruns_in_row += 1
         self._event("overrun", logging.INFO, period_ms=round(period * 1e3, 2), nominal_ms=round(nominal * 1e3, 2))
-        if self._overruns_in_row >= self.limits.max_consecutive_overruns:
-            self._hold_now("rate_fault", f"{self._overruns_in_row} overruns in a row")
-            raise ControlRateError(f"{self.name}: control loop overran {self._overruns_in_row} periods in a row "
+        if (in_row := self._overruns_in_row) >= self.limits.max_consecutive_overruns:
+            self._hold_now("rate_fault", f"{in_row} overruns in a row")  # (the hold resets the counter)
+            raise ControlRateError(f"{self.name}: control loop overran {in_row} periods in a row "
                                    f"(last {period * 1e3:.1f} ms, nominal {nominal * 1e3:.1f} ms); arm holds")
 
     def _axis_names(self, mode: ActionMode) -> tuple[str, ...]:
