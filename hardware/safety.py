@@ -376,7 +376,7 @@ class SafetyLayer(Robot):
         return Action(action.mode, target - current, gripper)
 
     def _report(self, kind: str, names: tuple[str, ...], requested: np.ndarray, applied: np.ndarray, what: str) -> None:
-        changed = np.flatnonzero(~np.isclose(requested, applied, rtol=0.0, atol=1e-12))
+        changed = np.flatnonzero(np.abs(requested - applied) > 1e-12)
         if not changed.size:
             return
         if self.limits.on_limit == "reject":
