@@ -20,6 +20,7 @@ from robotrl.errors import ConfigError
 _ROBOTS: dict[str, tuple[str, str]] = {
     "mock": ("robotrl.hardware.mock", "MockRobot"),
     "sim": ("robotrl.hardware.sim", "SimRobot"),
+    "so101": ("robotrl.hardware.so101", "SO101Robot"),
 }
 
 
@@ -58,4 +59,6 @@ def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
         raise ConfigError("robot=none has no hardware; choose one of robot=" + "|".join(robot_names()))
     cls = robot_class(name)
     limits = parse_limits(cfg.pop("limits", {}) or {}, cls.vendor_limits)  # before the driver exists
-    return SafetyLayer(cls.from_config(cfg), limits, **safety_kwargs)
+    driver = cls.from_config(cfg)
+    driver.validate_limits(limits)
+    return SafetyLayer(driver, limits, **safety_kwargs)

@@ -140,8 +140,8 @@ class JointState:
 
     joint_pos: np.ndarray  # (n,) rad
     joint_vel: np.ndarray  # (n,) rad/s
-    ee_pos: np.ndarray  # (3,) m
-    ee_quat: np.ndarray  # (4,) w x y z
+    ee_pos: np.ndarray | None  # (3,) m; None for an arm whose kinematics this layer does not model (so101)
+    ee_quat: np.ndarray | None  # (4,) w x y z; None likewise
     gripper_width: float  # m between the fingers
     timestamp: float  # monotonic s when it was read
     joint_target: np.ndarray | None = None  # (n,) rad: the controller's current commanded target, if it reports one
@@ -260,6 +260,10 @@ class Robot(abc.ABC):
         self._require({RobotState.READY, RobotState.MOVING, RobotState.HOLD}, "hold")
         self._driver_call("hold", self._hold)
         self._transition(RobotState.HOLD)
+
+    def validate_limits(self, limits: Any) -> None:  # noqa: B027 (optional hook: most robots have nothing to add)
+        """Check configured :class:`~robotrl.hardware.limits.SafetyLimits` against what only this instance knows
+        (e.g. a calibration file's ranges); raise ConfigError. Runs before connect. Default: nothing to check."""
 
     def mark_fault(self) -> None:
         """Declare the robot faulted from outside (a supervisor whose driver call timed out); only disconnect

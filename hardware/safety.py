@@ -139,7 +139,8 @@ class SafetyLayer(Robot):
         """Commanded targets := what the driver reports (its own target if it has one, else the measured pose)."""
         state: JointState = self._call("read state", self.inner.get_state)
         self._target_q = np.array(state.joint_target if state.joint_target is not None else state.joint_pos, float)
-        self._target_ee = np.array(state.ee_target if state.ee_target is not None else state.ee_pos, float)
+        ee = state.ee_target if state.ee_target is not None else state.ee_pos
+        self._target_ee = np.array(ee, float) if ee is not None else np.full(3, np.nan)  # no ee mode without a pose
         self._last_cmd_t = None
         self._overruns_in_row = 0
 
@@ -299,10 +300,12 @@ class SafetyLayer(Robot):
             self._check_shape_and_finite(action)
             safe = self._limit(action, now)
             sent: Action = self._call("send", self.inner.send_action, safe)
+            # Track what the driver actually sent (it may round to servo steps or clip to its own range): tracking
+            # the request instead lets rounding errors accumulate past the limits (found on the emulated SO-101 bus).
             if safe.mode is ActionMode.JOINT_DELTA:
-                self._target_q = self._target_q + safe.delta
+                self._target_q = self._target_q + sent.delta
             else:
-                self._target_ee = self._target_ee + safe.delta
+                self._target_ee = self._target_ee + sent.delta
             self._last_cmd_t = now
             return sent
 
