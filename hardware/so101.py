@@ -92,11 +92,13 @@ def _sign_magnitude(value: int, bit: int) -> int:
 class FeetechBus:
     """The few bus operations the arm needs, each raising ``ConnectionError`` on any communication failure."""
 
-    def __init__(self, port: str, baudrate: int, ids: tuple[int, ...]) -> None:
+    def __init__(self, port: str, baudrate: int, ids: tuple[int, ...], packet_timeout_ms: float | None = None) -> None:
         import scservo_sdk as scs  # the vendor SDK, imported only when an SO-101 connects
 
         self.scs, self.ids = scs, ids
         self.port = scs.PortHandler(port)
+        if packet_timeout_ms is not None:  # as LeRobot patches it: the SDK's ~35 ms suits hardware, not emulators
+            self.port.setPacketTimeout = lambda _length: self.port.setPacketTimeoutMillis(packet_timeout_ms)
         self.packets = scs.PacketHandler(0)  # protocol 0: STS/SMS, little-endian
         if not self.port.openPort():
             raise ConnectionError(f"cannot open serial port {port}")
@@ -159,18 +161,21 @@ class SO101Robot(Robot):
         baudrate: int = 1_000_000,
         disable_torque_on_disconnect: bool = True,
         home_rad: tuple[float, ...] = (0.0,) * 5,
+        packet_timeout_ms: float | None = None,
     ) -> None:
         super().__init__()
         self.port_name, self.calibration, self.baudrate = port, calibration, baudrate
         self.disable_torque_on_disconnect = disable_torque_on_disconnect
         self.home_rad = np.asarray(home_rad, dtype=np.float64)
+        self.packet_timeout_ms = packet_timeout_ms
         self.ids = tuple(calibration[m].id for m in MOTORS)
         self.bus: FeetechBus | None = None
         self._goal_raw: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> SO101Robot:
-        valid = {"port", "calibration_file", "baudrate", "disable_torque_on_disconnect", "home_rad"}
+        valid = {"port", "calibration_file", "baudrate", "disable_torque_on_disconnect", "home_rad",
+                 "packet_timeout_ms"}
         unknown = sorted(set(cfg) - valid)
         if unknown:
             raise ConfigError(f"unknown key robot.{unknown[0]} for robot=so101; valid: {sorted(valid)}")
@@ -180,8 +185,11 @@ class SO101Robot(Robot):
         home = tuple(cfg.get("home_rad") or (0.0,) * 5)
         if len(home) != 5:
             raise ConfigError(f"robot.home_rad has {len(home)} values, expected 5 ({list(ARM_JOINTS)})")
+        timeout = cfg.get("packet_timeout_ms")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ConfigError(f"robot.packet_timeout_ms={timeout!r}, expected null (the SDK's) or a number > 0")
         return cls(cfg["port"], load_calibration(cfg["calibration_file"]), int(cfg.get("baudrate", 1_000_000)),
-                   bool(cfg.get("disable_torque_on_disconnect", True)), home)
+                   bool(cfg.get("disable_torque_on_disconnect", True)), home, timeout)
 
     def validate_limits(self, limits: Any) -> None:
         """Configured joint limits must lie inside each joint's calibrated range."""
@@ -217,7 +225,7 @@ class SO101Robot(Robot):
 
     # ------------------------------------------------------------------------------------------ hooks
     def _connect(self) -> None:
-        self.bus = FeetechBus(self.port_name, self.baudrate, self.ids)
+        self.bus = FeetechBus(self.port_name, self.baudrate, self.ids, self.packet_timeout_ms)
         try:
             for motor, motor_id in zip(MOTORS, self.ids, strict=True):
                 model = self.bus.ping(motor_id)

@@ -154,8 +154,9 @@ def so101_cfg(port: str, cal: str, **limits: Any) -> dict[str, Any]:
         "name": "so101",
         "port": port,
         "calibration_file": cal,
+        "packet_timeout_ms": 150,  # a Python emulator on a shared CPU can take longer than the SDK's ~35 ms
         "limits": {
-            "control_hz": 20, "watchdog_ms": 1000, "driver_timeout_ms": 1000, "on_limit": "clip",
+            "control_hz": 20, "watchdog_ms": 1000, "driver_timeout_ms": 3000, "on_limit": "clip",
             "joint_lower": -1.2, "joint_upper": 1.2, "joint_max_step": 0.05, "joint_max_velocity": 2.0,
             "ee_max_step": 0.01, "ee_max_velocity": 0.5, **limits,
         },
