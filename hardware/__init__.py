@@ -1,1 +1,64 @@
-"""Hardware abstraction layer (robots behind a safety layer). Not built yet: simulation only for now."""
+"""Hardware layer: robots behind a safety layer (``robot=`` config group).
+
+``make_robot(cfg)`` validates the config's ``limits:`` against the robot's vendor limits *before* anything is
+built or connected, builds the driver registered under ``cfg.name`` (vendor SDKs are imported only then), and
+wraps it in :class:`~robotrl.hardware.safety.SafetyLayer`. ``robot=none`` means no hardware.
+
+Adding an arm: one class (a :class:`~robotrl.hardware.robot.Robot` subclass with ``from_config``) registered in
+``_ROBOTS`` below, and one ``configs/robot/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from robotrl.errors import ConfigError
+
+# name -> (module, class); imported lazily so that an arm's SDK is only needed when that arm is used.
+_ROBOTS: dict[str, tuple[str, str]] = {
+    "mock": ("robotrl.hardware.mock", "MockRobot"),
+    "sim": ("robotrl.hardware.sim", "SimRobot"),
+    "so101": ("robotrl.hardware.so101", "SO101Robot"),
+}
+
+
+def robot_names() -> list[str]:
+    """Registered robot names (``robot=<name>``), besides ``none``."""
+    return sorted(_ROBOTS)
+
+
+def robot_class(name: str) -> Any:
+    """The Robot subclass registered as ``name`` (imports its module)."""
+    if name not in _ROBOTS:
+        raise ConfigError(f"unknown robot {name!r}; valid robots: {robot_names()}")
+    module, cls = _ROBOTS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    if hasattr(cfg, "items"):  # OmegaConf DictConfig
+        return dict(cfg.items())
+    raise ConfigError(f"robot config must be a mapping, got {type(cfg).__name__}")
+
+
+def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
+    """Build ``SafetyLayer(driver, limits)`` from a ``robot=`` config; nothing connects until ``connect()``/``with``.
+
+    Raises ConfigError (one line, naming the field) for an unknown robot, unknown keys or invalid limits.
+    """
+    from robotrl.hardware.limits import parse_limits
+    from robotrl.hardware.safety import SafetyLayer
+
+    cfg = _as_dict(cfg)
+    name = cfg.pop("name", None)
+    if name in (None, "none"):
+        raise ConfigError("robot=none has no hardware; choose one of robot=" + "|".join(robot_names()))
+    cls = robot_class(name)
+    limits = parse_limits(cfg.pop("limits", {}) or {}, cls.vendor_limits)  # before the driver exists
+    driver = cls.from_config(cfg)
+    driver.validate_limits(limits)
+    return SafetyLayer(driver, limits, **safety_kwargs)

@@ -1,0 +1,130 @@
+"""Safety limits from a robot's config, validated on load (before anything connects).
+
+Every check raises :class:`~robotrl.errors.ConfigError` naming the field (``robot.limits.<key>[i]``), the bad value
+and what was expected: lower < upper, every value finite, joint and workspace limits inside the vendor's limits,
+velocities at most the vendor's (Polymetis' practice: configure inside the vendor limits so that the vendor's own
+reflexes stay a last line of defence, not the everyday one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from robotrl.hardware.robot import VendorLimits
+
+from robotrl.errors import ConfigError
+
+ON_LIMIT = ("clip", "reject")
+JOINT_MARGIN_RAD = 0.1  # default joint limits: vendor limits minus this (Polymetis franka_hardware.yaml uses 0.1)
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Validated limits for :class:`~robotrl.hardware.safety.SafetyLayer` (arrays are float64)."""
+
+    control_hz: float  # nominal control rate; the rate monitor flags periods > overrun_factor / control_hz
+    watchdog_ms: float  # no fresh command within this -> HOLD
+    driver_timeout_ms: float  # a driver call taking longer -> FAULT (typed DriverError)
+    on_limit: str  # "clip" (SERL's box clip; default) or "reject" (hold and raise)
+    workspace_lower: np.ndarray  # (3,) m
+    workspace_upper: np.ndarray  # (3,) m
+    ee_max_step: float  # m per command
+    ee_max_velocity: float  # m/s
+    joint_lower: np.ndarray  # (n,) rad
+    joint_upper: np.ndarray  # (n,) rad
+    joint_max_step: float  # rad per command
+    joint_max_velocity: np.ndarray  # (n,) rad/s
+    overrun_factor: float = 2.0  # a period longer than this many nominal periods is an overrun
+    max_consecutive_overruns: int = 5  # this many in a row -> HOLD and an error (the loop cannot keep up)
+
+
+def _mapping(cfg: Any, where: str) -> dict[str, Any]:
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    if hasattr(cfg, "items"):  # OmegaConf DictConfig
+        return dict(cfg.items())
+    raise ConfigError(f"{where} must be a mapping, got {type(cfg).__name__}")
+
+
+def _positive(cfg: dict[str, Any], key: str, where: str) -> float:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where}.{key}={value!r}, expected a finite number > 0")
+    return float(value)
+
+
+def _vector(cfg: dict[str, Any], key: str, where: str, n: int, default: Any = None) -> np.ndarray:
+    value = cfg.get(key)
+    value = default if value is None else value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value] * n
+    try:
+        arr = np.asarray(list(value), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.{key}={value!r}, expected a list of {n} numbers") from None
+    if arr.shape != (n,):
+        raise ConfigError(f"{where}.{key} has {arr.size} values, expected {n}")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise ConfigError(f"{where}.{key}[{bad[0]}]={arr[bad[0]]} is not finite")
+    return arr
+
+
+def _check_range(name: str, lower: np.ndarray, upper: np.ndarray, vlow: Any, vhigh: Any, unit: str) -> None:
+    vlow, vhigh = np.asarray(vlow, np.float64), np.asarray(vhigh, np.float64)
+    for i, (lo, hi) in enumerate(zip(lower, upper, strict=True)):
+        if not lo < hi:
+            raise ConfigError(f"{name}_lower[{i}]={lo} must be < {name}_upper[{i}]={hi} {unit}")
+        if lo < vlow[i] or hi > vhigh[i]:
+            raise ConfigError(
+                f"{name}[{i}] range [{lo}, {hi}] {unit} is outside the vendor range [{vlow[i]}, {vhigh[i]}] {unit}"
+            )
+
+
+def parse_limits(cfg: Any, vendor: VendorLimits, where: str = "robot.limits") -> SafetyLimits:
+    """Validate ``cfg`` (the ``limits:`` mapping of a robot config) against ``vendor``; raise ConfigError."""
+    cfg = _mapping(cfg, where)
+    known = {f.name for f in fields(SafetyLimits)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]}; valid keys: {sorted(known)}")
+    n = len(vendor.joint_lower)
+    on_limit = cfg.get("on_limit", "clip")
+    if on_limit not in ON_LIMIT:
+        raise ConfigError(f"{where}.on_limit={on_limit!r}, expected one of {list(ON_LIMIT)}")
+    ws_lo = _vector(cfg, "workspace_lower", where, 3, vendor.workspace_lower)
+    ws_hi = _vector(cfg, "workspace_upper", where, 3, vendor.workspace_upper)
+    _check_range(f"{where}.workspace", ws_lo, ws_hi, vendor.workspace_lower, vendor.workspace_upper, "m")
+    j_lo = _vector(cfg, "joint_lower", where, n, [v + JOINT_MARGIN_RAD for v in vendor.joint_lower])
+    j_hi = _vector(cfg, "joint_upper", where, n, [v - JOINT_MARGIN_RAD for v in vendor.joint_upper])
+    _check_range(f"{where}.joint", j_lo, j_hi, vendor.joint_lower, vendor.joint_upper, "rad")
+    j_vel = _vector(cfg, "joint_max_velocity", where, n, [0.5 * v for v in vendor.joint_max_velocity])
+    for i, (v, vmax) in enumerate(zip(j_vel, vendor.joint_max_velocity, strict=True)):
+        if not 0 < v <= vmax:
+            raise ConfigError(f"{where}.joint_max_velocity[{i}]={v} rad/s, expected in (0, {vmax}] (vendor limit)")
+    ee_vel = _positive(cfg, "ee_max_velocity", where)
+    if ee_vel > vendor.ee_max_velocity:
+        raise ConfigError(f"{where}.ee_max_velocity={ee_vel} m/s exceeds the vendor limit {vendor.ee_max_velocity}")
+    overruns = cfg.get("max_consecutive_overruns", 5)
+    if isinstance(overruns, bool) or not isinstance(overruns, int) or overruns < 1:
+        raise ConfigError(f"{where}.max_consecutive_overruns={overruns!r}, expected an int >= 1")
+    return SafetyLimits(
+        control_hz=_positive(cfg, "control_hz", where),
+        watchdog_ms=_positive(cfg, "watchdog_ms", where),
+        driver_timeout_ms=_positive(cfg, "driver_timeout_ms", where),
+        on_limit=on_limit,
+        workspace_lower=ws_lo,
+        workspace_upper=ws_hi,
+        ee_max_step=_positive(cfg, "ee_max_step", where),
+        ee_max_velocity=ee_vel,
+        joint_lower=j_lo,
+        joint_upper=j_hi,
+        joint_max_step=_positive(cfg, "joint_max_step", where),
+        joint_max_velocity=j_vel,
+        overrun_factor=_positive({"overrun_factor": cfg.get("overrun_factor", 2.0)}, "overrun_factor", where),
+        max_consecutive_overruns=overruns,
+    )

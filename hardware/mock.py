@@ -1,0 +1,126 @@
+"""``robot=mock``: an in-memory arm without kinematics (LeRobot's ``mock_robot``), for tests and dry runs.
+
+Joint-delta commands move the joint targets, end-effector-delta commands move the end-effector target; the
+measured state follows the last target exactly (plus injected noise). It records nothing itself: tests wrap its
+hooks to see exactly what the driver received.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from robotrl.hardware.faults import FaultInjector, Faults
+from robotrl.hardware.robot import (
+    Action,
+    ActionMode,
+    Camera,
+    Frame,
+    JointState,
+    Robot,
+    VendorLimits,
+    monotonic,
+)
+
+from robotrl.errors import ConfigError
+
+N_JOINTS = 6
+
+
+class MockCamera(Camera):
+    """Frames whose pixels all equal the number of frames produced so far (mod 256), so a test can tell them apart."""
+
+    def __init__(self, name: str, size: int, injector: FaultInjector) -> None:
+        self.name, self.height, self.width = name, size, size
+        self._injector = injector
+        self._count = 0
+        self._last: Frame | None = None
+
+    def connect(self) -> None:
+        self._count = 0
+        self._last = None
+
+    def read(self) -> Frame:
+        if self._last is not None and self._injector.drop_frame():
+            return self._last
+        self._count += 1
+        self._last = Frame(np.full((self.height, self.width, 3), self._count % 256, np.uint8), monotonic())
+        return self._last
+
+    def disconnect(self) -> None:
+        self._last = None
+
+
+class MockRobot(Robot):
+    """A 6-joint arm whose measured state is its commanded target."""
+
+    name = "mock"
+    joint_names: ClassVar[tuple[str, ...]] = tuple(f"joint{i}" for i in range(N_JOINTS))
+    action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.JOINT_DELTA, ActionMode.EE_DELTA)
+    vendor_limits = VendorLimits(
+        joint_lower=(-3.0,) * N_JOINTS,
+        joint_upper=(3.0,) * N_JOINTS,
+        joint_max_velocity=(2.0,) * N_JOINTS,
+        workspace_lower=(-1.0, -1.0, 0.0),
+        workspace_upper=(1.0, 1.0, 1.0),
+        ee_max_velocity=2.0,
+    )
+    home_joints = np.zeros(N_JOINTS)
+    home_ee = np.array([0.0, 0.5, 0.3])
+
+    def __init__(self, cameras: tuple[str, ...] = ("front",), image_size: int = 64, faults: Faults | None = None):
+        super().__init__()
+        self.injector = FaultInjector(faults)
+        self.cameras = [MockCamera(name, image_size, self.injector) for name in cameras]
+        self.q = self.home_joints.copy()
+        self.ee = self.home_ee.copy()
+        self.gripper = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> MockRobot:
+        unknown = sorted(set(cfg) - {"cameras", "image_size", "faults"})
+        if unknown:
+            raise ConfigError(f"unknown key robot.{unknown[0]} for robot=mock; valid: cameras, image_size, faults")
+        return cls(tuple(cfg.get("cameras", ("front",))), int(cfg.get("image_size", 64)),
+                   Faults.from_config(cfg.get("faults")))
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cameras)
+
+    def _connect(self) -> None:
+        for cam in self.cameras:
+            cam.connect()
+
+    def _read_state(self) -> JointState:
+        self.injector.on_read()
+        return JointState(
+            joint_pos=self.q + self.injector.noise(self.q.shape),
+            joint_vel=np.zeros_like(self.q),
+            ee_pos=self.ee + self.injector.noise((3,)),
+            ee_quat=np.array([1.0, 0.0, 0.0, 0.0]),
+            gripper_width=0.08 * (1.0 - self.gripper),
+            timestamp=monotonic(),
+        )
+
+    def _read_frames(self) -> dict[str, Frame]:
+        return {cam.name: cam.read() for cam in self.cameras}
+
+    def _send(self, action: Action) -> Action:
+        self.injector.on_send()
+        if action.mode is ActionMode.JOINT_DELTA:
+            self.q = self.q + action.delta
+        else:
+            self.ee = self.ee + action.delta
+        self.gripper = action.gripper
+        return action
+
+    def _hold(self) -> None:
+        pass  # the measured state already is the target
+
+    def _home(self) -> None:
+        self.q, self.ee = self.home_joints.copy(), self.home_ee.copy()
+
+    def _disconnect(self) -> None:
+        for cam in self.cameras:
+            cam.disconnect()

@@ -1,0 +1,146 @@
+"""``robot=sim``: the Meta-World Sawyer arm in MuJoCo behind the :class:`~robotrl.hardware.robot.Robot` interface.
+
+The scene is built through ``robotrl.envs.make_env`` (the envs plug-in's public API), so the cameras render
+exactly the pixels a policy was trained on (same camera, image size, fast-render settings, upside-down fix).
+Control is Meta-World's: an end-effector delta moves the mocap target (clipped to the task's mocap box, the sim's
+"vendor" limit), the gripper command drives the two finger actuators, and one ``send`` runs ``frame_skip``
+physics steps (12.5 ms). Joint states are read from MuJoCo's ``qpos``/``qvel``. Latency, observation noise,
+dropped frames and driver faults (raise, disconnect, stall) are injected through :class:`Faults`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from robotrl.hardware.faults import FaultInjector, Faults
+from robotrl.hardware.robot import Action, ActionMode, Frame, JointState, Robot, VendorLimits, monotonic
+
+from robotrl.errors import ConfigError
+
+SAWYER_JOINTS = tuple(f"right_j{i}" for i in range(7))
+# Joint ranges from Meta-World's Sawyer XML (model.jnt_range, measured); velocities from Rethink's Sawyer URDF.
+SAWYER_VENDOR = VendorLimits(
+    joint_lower=(-3.0503, -3.8, -3.0426, -3.0439, -2.9761, -2.9761, -4.7124),
+    joint_upper=(3.0503, -0.5, 3.0426, 3.0439, 2.9761, 2.9761, 4.7124),
+    joint_max_velocity=(1.74, 1.328, 1.957, 1.957, 3.485, 3.02, 4.545),
+    workspace_lower=(-0.5, 0.4, 0.05),  # the widest Meta-World mocap box (reach-v3's hand_low/high)
+    workspace_upper=(0.5, 1.0, 0.5),
+    ee_max_velocity=1.0,  # Meta-World's own maximum is 0.01 m per 12.5 ms step = 0.8 m/s
+)
+METAWORLD_ACTION_SCALE_M = 0.01  # SawyerXYZEnv.action_scale: metres per unit of a [-1, 1] policy action
+MOCAP_QUAT = np.array([1.0, 0.0, 1.0, 0.0])  # the gripper orientation Meta-World fixes every step
+HOME_STEPS = 50  # Meta-World's _reset_hand: 50 control steps towards hand_init_pos
+
+
+class SimRobot(Robot):
+    """A Meta-World task's Sawyer arm; ``cameras`` are the env's camera names (default Meta-World's ``corner2``)."""
+
+    name = "sim"
+    joint_names: ClassVar[tuple[str, ...]] = SAWYER_JOINTS
+    action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.EE_DELTA,)
+    vendor_limits = SAWYER_VENDOR
+
+    def __init__(
+        self,
+        task: str = "reach",
+        cameras: tuple[str, ...] = ("corner2",),
+        image_size: int = 84,
+        seed: int = 0,
+        faults: Faults | None = None,
+    ) -> None:
+        super().__init__()
+        self.task, self.cameras, self.image_size, self.seed = task, tuple(cameras), image_size, seed
+        self.injector = FaultInjector(faults)
+        self._env: Any = None
+        self._base: Any = None
+        self._last_frames: dict[str, Frame] = {}
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> SimRobot:
+        valid = {"task", "cameras", "image_size", "seed", "faults"}
+        unknown = sorted(set(cfg) - valid)
+        if unknown:
+            raise ConfigError(f"unknown key robot.{unknown[0]} for robot=sim; valid: {sorted(valid)}")
+        cameras = cfg.get("cameras", ("corner2",))
+        cameras = (cameras,) if isinstance(cameras, str) else tuple(cameras)
+        size = cfg.get("image_size", 84)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"robot.image_size={size!r}, expected a positive int")
+        return cls(str(cfg.get("task", "reach")), cameras, size, int(cfg.get("seed", 0)),
+                   Faults.from_config(cfg.get("faults")))
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return self.cameras
+
+    @property
+    def raw(self) -> Any:
+        """Meta-World's ``SawyerXYZEnv`` (MuJoCo ``model``/``data``), for tests."""
+        return self._base.raw
+
+    # ------------------------------------------------------------------------------------------ hooks
+    def _connect(self) -> None:
+        from robotrl.envs import make_env
+
+        cfg = {"name": f"metaworld/{self.task}", "image_size": self.image_size, "camera": list(self.cameras)}
+        self._env = make_env(cfg, self.seed)
+        self._base = self._env.unwrapped
+        self._base.reset(seed=self.seed)
+        self._last_frames = {}
+        for view in range(len(self.cameras)):  # create the GL contexts now: the first frame takes ~1 s, too slow
+            self._base.render_frame(self.image_size, view)  # for a control step's driver timeout
+
+    def _read_state(self) -> JointState:
+        self.injector.on_read()
+        raw = self._base.raw
+        data = raw.data
+        q = np.array(data.qpos[:7])
+        hand = data.body("hand")
+        width = float(np.linalg.norm(data.body("rightclaw").xpos - data.body("leftclaw").xpos))
+        return JointState(
+            joint_pos=q + self.injector.noise(q.shape),
+            joint_vel=np.array(data.qvel[:7]),
+            ee_pos=np.array(hand.xpos) + self.injector.noise((3,)),
+            ee_quat=np.array(hand.xquat),
+            gripper_width=width,
+            timestamp=monotonic(),
+            ee_target=np.array(data.mocap_pos[0]),
+        )
+
+    def _read_frames(self) -> dict[str, Frame]:
+        frames = {}
+        for view, cam in enumerate(self.cameras):
+            if cam in self._last_frames and self.injector.drop_frame():
+                frames[cam] = self._last_frames[cam]  # no new frame: the old one, with its old timestamp
+            else:
+                frames[cam] = Frame(self._base.render_frame(self.image_size, view), monotonic())
+        self._last_frames = frames
+        return frames
+
+    def _send(self, action: Action) -> Action:
+        self.injector.on_send()
+        raw = self._base.raw
+        before = np.array(raw.data.mocap_pos[0])
+        target = np.clip(before + action.delta, raw.mocap_low, raw.mocap_high)  # as SawyerXYZEnv.set_xyz_action
+        raw.data.mocap_pos[0] = target
+        raw.data.mocap_quat[0] = MOCAP_QUAT
+        effort = 2.0 * action.gripper - 1.0  # [0 open, 1 closed] -> Meta-World's [-1, 1] finger command
+        raw.do_simulation([effort, -effort], n_frames=raw.frame_skip)
+        return Action(action.mode, target - before, action.gripper)
+
+    def _hold(self) -> None:
+        # Position control: the mocap target stays where it is, so the arm settles there. Nothing is stepped.
+        pass
+
+    def _home(self) -> None:
+        raw = self._base.raw
+        for _ in range(HOME_STEPS):
+            raw.data.mocap_pos[0] = raw.hand_init_pos
+            raw.data.mocap_quat[0] = MOCAP_QUAT
+            raw.do_simulation([-1.0, 1.0], n_frames=raw.frame_skip)
+
+    def _disconnect(self) -> None:
+        if self._env is not None:
+            self._env.close()
+        self._env = self._base = None
