@@ -20,7 +20,7 @@ run_one() {  # env agent seed [overrides...]
     if [ -n "${FRAMES:-}" ]; then frames=(frames="$FRAMES"); fi
     mkdir -p "$dir"
     OMP_NUM_THREADS=1 $robotrl train agent="$agent" env="$env_name" seed="$seed" "${frames[@]}" run_dir="$dir" \
-        resume="${RESUME:-false}" torch_threads="${TORCH_THREADS:-1}" compare_random=false "$@" \
+        resume="${RESUME:-false}" torch_threads="${TORCH_THREADS:-1}" compare_baselines=false "$@" \
         > "$dir/stdout.log" 2>&1
 }
 status=0

@@ -23,7 +23,7 @@ run_one() {  # task agent seed [overrides...]
     if [ "$agent" != tdmpc2 ]; then demos=(agent.num_demos="${NUM_DEMOS:-5}"); fi
     OMP_NUM_THREADS=1 $robotrl train agent="$agent" env="metaworld/$task" env.obs_type=state agent.model_size=1 \
         "${demos[@]}" seed="$seed" frames="$frames" run_dir="$dir" resume="${RESUME:-false}" \
-        torch_threads=1 device=cpu eval_every_frames=5000 eval_episodes=3 save_video=false compare_random=false \
+        torch_threads=1 device=cpu eval_every_frames=5000 eval_episodes=3 save_video=false compare_baselines=false \
         "$@" > "$dir/stdout.log" 2>&1
 }
 status=0

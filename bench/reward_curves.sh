@@ -30,7 +30,7 @@ run_one() {  # reward seed [overrides...]
     mkdir -p "$dir"
     OMP_NUM_THREADS=1 $robotrl train agent="$agent" env="$env_name" env.obs_type=state reward="$reward" \
         seed="$seed" frames="$frames" run_dir="$dir" resume="${RESUME:-false}" torch_threads=1 device=cpu \
-        save_video=false compare_random=false "${extra[@]}" "$@" > "$dir/stdout.log" 2>&1
+        save_video=false compare_baselines=false "${extra[@]}" "$@" > "$dir/stdout.log" 2>&1
 }
 status=0
 for reward in $rewards; do

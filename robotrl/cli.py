@@ -2,7 +2,8 @@
 
     robotrl train [hydra overrides]          e.g. agent=drqv2 env=dmc/cartpole_swingup seed=1; -m for sweeps
     robotrl train                            (no arguments) the embedded CPU quickstart: experiment=quickstart
-    robotrl eval checkpoint=PATH [episodes=10 seed=1000000 min_success=0.8 min_return=... video=true out=DIR]
+    robotrl eval checkpoint=PATH [episodes=10 seed=1000000 min_success=0.8 min_return=... video=true out=DIR
+                                             baselines=true]
     robotrl envs [SUITE]                     list every env name
     robotrl plot RUN_DIR... [--out PNG] [--metric episode_return]
     robotrl demos env=metaworld/reach [episodes=5 seed=0 out=DIR image_size=84 ...]
@@ -103,7 +104,8 @@ def train(args: list[str]) -> None:
 
 # ------------------------------------------------------------------------------------------------ eval
 EVAL_DEFAULTS: dict[str, Any] = {"checkpoint": None, "episodes": 10, "seed": 1_000_000, "min_success": -1.0,
-                                 "min_return": float("-inf"), "video": True, "out": None, "device": "auto"}
+                                 "min_return": float("-inf"), "video": True, "out": None, "device": "auto",
+                                 "baselines": True}
 
 
 def evaluate(args: list[str]) -> int:
@@ -115,6 +117,10 @@ def evaluate(args: list[str]) -> int:
         raise ConfigError("robotrl eval needs checkpoint=PATH (a run dir, its checkpoints/ dir or one checkpoint)")
     summary = evaluate_checkpoint(**opts)
     print(json.dumps(summary, indent=1))
+    if "vs_baselines" in summary and not summary["vs_baselines"]["beats_all"]:
+        print(f"robotrl: warning: the policy's return ({summary['return_mean']:.1f}) is not clearly above "
+              f"{', '.join(summary['vs_baselines']['not_beaten'])} on the same seeds (see \"baselines\"): it may "
+              f"be saturated or stuck, not learning", file=sys.stderr)
     return 0 if summary["passed"] else 1
 
 

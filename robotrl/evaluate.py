@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from robotrl.agents import make_agent
 from robotrl.atomic import atomic_write_text
+from robotrl.baselines import compare, trivial_baselines
 from robotrl.checkpoint import load_state, resolve_checkpoint
 from robotrl.config import resolve_device
 from robotrl.envs import make_env
@@ -34,9 +35,11 @@ def load_policy(checkpoint: Path, device: str = "auto") -> tuple[Any, Any, Path]
 
 
 def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: float, min_return: float,
-                        video: bool, out: str | None, device: str) -> dict[str, Any]:
+                        video: bool, out: str | None, device: str, baselines: bool = True) -> dict[str, Any]:
     """Play ``episodes`` episodes with seeds ``seed .. seed+episodes-1``; write episodes.jsonl, summary.json, mp4.
 
+    With ``baselines``, uniform random and constant-action policies play the same seeds (``summary["baselines"]``)
+    and ``summary["vs_baselines"]`` says which of them the policy beats (:mod:`robotrl.baselines`).
     ``passed`` in the summary is False when the success rate is below ``min_success`` or the mean return below
     ``min_return`` (the CLI exits 1 then). A success gate on a task without a success signal is an error.
     """
@@ -47,8 +50,11 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     step = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the final, deterministic policy
     results = run_episodes(env, lambda o: agent.act(o, step, eval_mode=True), range(seed, seed + episodes),
                            out_dir / "video.mp4" if video else None, on_reset=agent.reset)
-    env.close()
     summary = summarize(results)
+    if baselines:
+        summary["baselines"] = trivial_baselines(env, range(seed, seed + episodes), seed)
+        summary["vs_baselines"] = compare(summary, {k: summary["baselines"][k] for k in ("random", "constant")})
+    env.close()
     summary.update({"checkpoint": str(path), "env": cfg.env.name, "agent": cfg.agent.name,
                     "seeds": [seed, seed + episodes - 1], **dict(getattr(env, "robotrl_info", {})),
                     # the policy may have been trained on a model reward (reward=clip ...); eval always plays the

@@ -27,14 +27,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from robotrl.agents import agent_config, is_sb3_agent, make_agent
 from robotrl.atomic import atomic_write_text
+from robotrl.baselines import compare, comparison_table, trivial_baselines
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
-from robotrl.config import resolve_device, validate_config
+from robotrl.config import resolve_device, resolve_threads, validate_config
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
-from robotrl.rollout import random_policy, run_episodes, summarize
+from robotrl.rollout import run_episodes, summarize
 
 log = logging.getLogger(__name__)
 REWARD_INFO_KEYS = ("model_reward", "gt_reward")  # set by robotrl.rewards.RewardWrapper
@@ -152,8 +153,10 @@ class Trainer:
         validate_config(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.console = console or Console()
-        if cfg.torch_threads:
-            torch.set_num_threads(int(cfg.torch_threads))
+        threads, why = resolve_threads(cfg.torch_threads)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.console.print(f"torch threads: {torch.get_num_threads()} ({why})", highlight=False)
         self.device = resolve_device(cfg.device)
         ckpt = self._checkpoint_to_resume()
         random.seed(cfg.seed)
@@ -173,6 +176,7 @@ class Trainer:
         self.next_eval_frame = 0 if cfg.eval_at_start else int(cfg.eval_every_frames)
         self.next_ckpt_frame = int(cfg.checkpoint_every_frames)
         self.last_eval: dict[str, Any] | None = None
+        self.first_eval: dict[str, Any] | None = None  # a trivial baseline too: the untrained policy
         if ckpt is not None:
             self._restore(ckpt)
         self.logger = Logger(self.run_dir, use_tb=cfg.tensorboard, resume_frame=self.frame if ckpt else None)
@@ -212,7 +216,8 @@ class Trainer:
             "agent_name": self.cfg.agent.name,
             "agent": self.agent.state_dict(),
             "counters": {"step": self.step, "episode": self.episode, "next_eval_frame": self.next_eval_frame,
-                         "next_ckpt_frame": self.next_ckpt_frame, "elapsed": self._elapsed()},
+                         "next_ckpt_frame": self.next_ckpt_frame, "elapsed": self._elapsed(),
+                         "first_eval": json.dumps(self.first_eval)},
             "rng": get_rng_state(),
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
             "env_info": json.dumps(self.env_info),
@@ -241,6 +246,7 @@ class Trainer:
         self.step, self.episode = int(counters["step"]), int(counters["episode"])
         self.next_eval_frame, self.next_ckpt_frame = int(counters["next_eval_frame"]), int(counters["next_ckpt_frame"])
         self.elapsed_before = float(counters["elapsed"])
+        self.first_eval = json.loads(counters.get("first_eval", "null"))
         set_rng_state(state["rng"])
         self.console.print(f"resumed from {path} at frame {self.frame}")
 
@@ -373,6 +379,8 @@ class Trainer:
         while self.next_eval_frame <= self.frame:
             self.next_eval_frame += int(cfg.eval_every_frames)
         self.last_eval = {"frame": self.frame, **summary}
+        if self.first_eval is None:
+            self.first_eval = self.last_eval
         success = "" if summary["success_rate"] is None else f", success {summary['success_rate']:.0%}"
         gt = "" if is_env_reward(cfg.reward) else "ground-truth "  # eval env has the env's own reward
         self.console.print(f"eval @ {self.frame} frames: {gt}return {summary['return_mean']:.1f} "
@@ -389,23 +397,44 @@ class Trainer:
             log.debug("no curve: %s", e)
 
     def finish(self) -> dict[str, Any]:
-        """Compare the final evaluation with a uniform random policy on the same eval seeds; write summary.json."""
+        """Compare the final evaluation with trivial policies on the same eval seeds; write summary.json."""
         cfg = self.cfg
         self.logger.close()
         summary: dict[str, Any] = {"env": cfg.env.name, "agent": cfg.agent.name, "seed": int(cfg.seed),
                                    "frames": self.frame, "elapsed_s": self._elapsed(), "final_eval": self.last_eval,
+                                   "first_eval": self.first_eval,
                                    **{k: v for k, v in self.env_info.items() if k.endswith("version")}}
-        if cfg.compare_random and cfg.eval_episodes > 0:
-            seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
-            random_results = run_episodes(self.eval_env, random_policy(self.env.action_space, int(cfg.seed)), seeds)
-            summary["random_policy"] = summarize(random_results)
-            if self.last_eval is not None:
-                rnd = summary["random_policy"]
-                self.console.print(
-                    f"[bold]final eval return {self.last_eval['return_mean']:.1f} ± {self.last_eval['return_std']:.1f}"
-                    f" vs random policy {rnd['return_mean']:.1f} ± {rnd['return_std']:.1f}[/bold] on {cfg.env.name} "
-                    f"({len(seeds)} episodes each, same seeds, {self.frame} frames)")
+        if cfg.compare_baselines and cfg.eval_episodes > 0:
+            summary.update(self._compare_with_baselines())
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         self.env.close()
         self.eval_env.close()
         return summary
+
+    def _compare_with_baselines(self) -> dict[str, Any]:
+        """Random, best-constant and first-eval baselines beside the final eval; warn when it beats none of them."""
+        cfg = self.cfg
+        seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
+        self.console.print(f"evaluating trivial policies on the same {len(seeds)} eval seeds "
+                           f"(random, constant actions)...")
+        baselines = trivial_baselines(self.eval_env, seeds, int(cfg.seed))
+        out: dict[str, Any] = {"baselines": baselines}
+        if self.last_eval is None:
+            return out
+        against = {"random": baselines["random"], "constant": baselines["constant"]}
+        if self.first_eval is not None and self.first_eval["frame"] != self.last_eval["frame"]:
+            against["first_eval"] = self.first_eval
+        verdict = compare(self.last_eval, against)
+        out["vs_baselines"] = verdict
+        self.console.print(f"[bold]final eval on {cfg.env.name} at {self.frame} frames, {len(seeds)} episodes each, "
+                           f"same seeds:[/bold]", soft_wrap=True)
+        self.console.print(comparison_table(self.last_eval, against, label="trained agent"), soft_wrap=True,
+                           highlight=False)
+        if verdict["beats_all"]:
+            self.console.print("the trained agent beats every trivial policy (by > 2 standard errors)")
+        else:
+            message = (f"the final eval is not clearly above {', '.join(verdict['not_beaten'])}: the policy may be "
+                       f"saturated or stuck, not learning")
+            log.warning(message)
+            self.console.print(f"[bold yellow]WARNING: {message}[/bold yellow]", soft_wrap=True)
+        return out

@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 TINY_OVERRIDES = [
     "env=dmc/cartpole_balance", "env.image_size=32", "env.max_episode_steps=100", "env.video_size=32",
     "frames=400", "seed_frames=100", "eval_every_frames=200", "eval_episodes=1", "checkpoint_every_frames=200",
-    "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_random=false",
+    "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_baselines=false",
     "agent.batch_size=8", "agent.hidden_dim=32", "agent.feature_dim=16", "agent.num_expl_steps=50",
 ]
 

@@ -27,7 +27,7 @@ TINY = {"model_size": 1, "latent_dim": 32, "mlp_dim": 64, "enc_dim": 64, "num_ch
 TINY_CFG = [
     "env=metaworld/reach", "env.image_size=32", "env.max_episode_steps=120", "env.video_size=32",
     "env.obs_type=state", "frames=240", "seed_frames=120", "eval_every_frames=240", "eval_episodes=1",
-    "checkpoint_every_frames=120", "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_random=false",
+    "checkpoint_every_frames=120", "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_baselines=false",
     "agent.latent_dim=16", "agent.mlp_dim=32", "agent.enc_dim=32", "agent.num_channels=8", "agent.batch_size=8",
     "agent.num_samples=32", "agent.num_elites=4", "agent.num_pi_trajs=4", "agent.iterations=2",
     "agent.bc_steps=20", "agent.num_demos=2", "agent.model_size=1",

@@ -20,7 +20,7 @@ from tests.conftest import assert_same_tensors
 SB3_TINY = [
     "env=dmc/cartpole_balance", "env.obs_type=state", "env.max_episode_steps=100", "env.video_size=32",
     "frames=400", "seed_frames=100", "eval_every_frames=200", "eval_episodes=1", "checkpoint_every_frames=200",
-    "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_random=false", "save_video=false",
+    "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_baselines=false", "save_video=false",
 ]
 AGENTS = {
     "sb3_sac": ["agent=sb3_sac", "agent.batch_size=32", "agent.policy_kwargs.net_arch=[64,64]"],
@@ -182,8 +182,8 @@ def test_sac_learns_inverted_pendulum(sb3_cfg, tmp_path):
     """
     cfg = sb3_cfg("sb3_sac", "env=gym/inverted_pendulum", "env.action_repeat=1", "env.max_episode_steps=null",
                   "frames=3000", "seed_frames=500", "eval_every_frames=3000", "eval_episodes=3",
-                  "eval_at_start=false", "compare_random=true", "replay.capacity=10000", "tensorboard=false",
+                  "eval_at_start=false", "compare_baselines=true", "replay.capacity=10000", "tensorboard=false",
                   "agent.batch_size=256")
     summary = Trainer(cfg, tmp_path).train()
-    final, random = summary["final_eval"]["return_mean"], summary["random_policy"]["return_mean"]
+    final, random = summary["final_eval"]["return_mean"], summary["baselines"]["random"]["return_mean"]
     assert final > max(50.0, 5 * random), (final, random)

@@ -20,7 +20,7 @@ TINY = {"model_size": 1, "latent_dim": 16, "mlp_dim": 32, "enc_dim": 32, "num_ch
 TINY_CFG = [
     "agent=tdmpc2", "env=dmc/cartpole_balance", "env.image_size=32", "env.max_episode_steps=100",
     "env.video_size=32", "frames=200", "seed_frames=100", "eval_every_frames=200", "eval_episodes=1",
-    "checkpoint_every_frames=200", "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_random=false",
+    "checkpoint_every_frames=200", "replay.capacity=2000", "torch_threads=1", "device=cpu", "compare_baselines=false",
     "agent.latent_dim=16", "agent.mlp_dim=32", "agent.enc_dim=32", "agent.num_channels=8", "agent.batch_size=8",
     "agent.num_samples=32", "agent.num_elites=4", "agent.num_pi_trajs=4", "agent.iterations=2",
 ]

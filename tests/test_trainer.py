@@ -23,7 +23,7 @@ def _train(cfg, run_dir):
 
 
 def test_run_writes_everything(compose_cfg, tmp_path):
-    cfg = compose_cfg("compare_random=true")
+    cfg = compose_cfg("compare_baselines=true")
     summary = _train(cfg, tmp_path)
     for name in ("train.csv", "eval.csv", "run.json", "summary.json", "curve.png", "checkpoints/latest"):
         assert (tmp_path / name).exists(), name
@@ -33,7 +33,7 @@ def test_run_writes_everything(compose_cfg, tmp_path):
     assert [int(r["frame"]) for r in evals] == [0, 200, 400]
     train_rows = _rows(tmp_path / "train.csv")
     assert "critic_loss" in train_rows[-1] and float(train_rows[-1]["episode_length"]) == 50
-    assert summary["frames"] == 400 and summary["random_policy"]["episodes"] == 1
+    assert summary["frames"] == 400 and summary["baselines"]["random"]["episodes"] == 1
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["config"]["env"]["name"] == "dmc/cartpole_balance"
     assert info["agent"]["nstep"] == 3 and "task_overrides" not in info["agent"]  # the hyperparameters it ran with

@@ -1,0 +1,79 @@
+"""Trivial-policy baselines: a saturated or constant policy is never reported as learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from robotrl.envs import make_env
+
+from robotrl.baselines import beats, compare, constant_policy, trivial_baselines
+from robotrl.config import resolve_threads, validate_config
+from robotrl.errors import ConfigError
+from robotrl.rollout import run_episodes, summarize
+from robotrl.trainer import Trainer
+
+
+def _summary(mean: float, std: float, episodes: int = 5, success: float | None = None) -> dict:
+    return {"return_mean": mean, "return_std": std, "episodes": episodes, "success_rate": success}
+
+
+def test_beats_needs_a_margin_of_two_standard_errors():
+    base = _summary(100.0, 10.0)
+    assert not beats(_summary(100.0, 10.0), base)  # the same policy
+    assert not beats(_summary(110.0, 10.0), base)  # 10 above, 2 SE = 2*sqrt(2*100/5) = 12.6
+    assert beats(_summary(115.0, 10.0), base)
+    assert not beats(_summary(200.0, 1.0, success=0.2), _summary(100.0, 1.0, success=0.4))  # lower success
+
+
+def test_compare_names_what_is_not_beaten():
+    verdict = compare(_summary(75.3, 0.6), {"random": _summary(25.0, 6.4), "constant": _summary(75.3, 0.6)})
+    assert verdict == {"beats": {"random": True, "constant": False}, "beats_all": False, "not_beaten": ["constant"]}
+
+
+def test_saturated_policy_on_cartpole_swingup_is_caught(compose_cfg):
+    """The issue's case: an actor stuck at +1 scores far above random on cartpole_swingup -- and equals constant +1."""
+    cfg = compose_cfg("env=dmc/cartpole_swingup", "env.obs_type=state", "env.max_episode_steps=200")
+    env = make_env(cfg.env, seed=1)
+    seeds = [1_000_000, 1_000_001, 1_000_002]
+    saturated = summarize(run_episodes(env, lambda obs: np.ones(1, np.float32), seeds))
+    baselines = trivial_baselines(env, seeds, seed=1)
+    env.close()
+    assert set(baselines["constant_grid"]) == {"-1.0", "-0.5", "0.0", "0.5", "1.0"}
+    assert beats(saturated, baselines["random"])  # what the old summary showed: "learning"
+    verdict = compare(saturated, {k: baselines[k] for k in ("random", "constant")})
+    assert verdict["not_beaten"] == ["constant"], (saturated, baselines)
+
+
+def test_constant_policy_is_constant():
+    import gymnasium as gym
+
+    policy = constant_policy(gym.spaces.Box(-1, 1, (3,), np.float32), -0.5)
+    assert np.array_equal(policy({}), np.full(3, -0.5, np.float32)) and policy({}).dtype == np.float32
+
+
+def test_run_summary_has_baselines_and_a_verdict(compose_cfg, tmp_path, capsys):
+    summary = Trainer(compose_cfg("compare_baselines=true", "eval_episodes=2"), tmp_path).train()
+    assert summary["first_eval"]["frame"] == 0 and summary["final_eval"]["frame"] == 400
+    assert {"random", "constant", "constant_grid"} <= set(summary["baselines"])
+    verdict = summary["vs_baselines"]
+    assert set(verdict["beats"]) == {"random", "constant", "first_eval"}
+    out = capsys.readouterr().out
+    assert "constant" in out and "first eval" in out and "trained agent" in out
+    assert ("WARNING" in out) == (not verdict["beats_all"])
+
+
+def test_threads_auto_uses_the_free_cores(monkeypatch):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert resolve_threads("auto")[0] == cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))
+    threads, why = resolve_threads("auto")
+    assert threads == 1 and "busy" in why
+    assert resolve_threads(3) == (3, "set by torch_threads")
+
+
+def test_bad_thread_setting_is_a_config_error(compose_cfg):
+    with pytest.raises(ConfigError, match="torch_threads"):
+        validate_config(compose_cfg("torch_threads=many"))
