@@ -115,6 +115,9 @@ def evaluate(args: list[str]) -> int:
         raise ConfigError("robotrl eval needs checkpoint=PATH (a run dir, its checkpoints/ dir or one checkpoint)")
     summary = evaluate_checkpoint(**opts)
     print(json.dumps(summary, indent=1))
+    print(f"wrote {summary['out']}/summary.json, episodes.jsonl" + (", video.mp4" if opts["video"] else ""))
+    if not summary["passed"]:
+        print(f"robotrl eval: below the gate: {'; '.join(summary['failed_gates'])}", file=sys.stderr)
     return 0 if summary["passed"] else 1
 
 

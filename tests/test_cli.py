@@ -46,10 +46,13 @@ def test_eval_writes_episodes_and_gates(trained_run, tmp_path):
     assert [r["seed"] for r in lines] == [1_000_000, 1_000_001]
     assert set(lines[0]) == {"seed", "return", "success", "length"}
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_seeds"] == [1_000_000, 1_000_001] and summary["train_seed"] == 1 and "seed" not in summary
+    assert f"wrote {out}/summary.json" in proc.stdout
     assert summary["return_mean"] == pytest.approx(np.mean([r["return"] for r in lines]))
     assert (out / "video.mp4").stat().st_size > 0
     failing = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_return=1e9", "video=false")
     assert failing.returncode == 1
+    assert "below the gate: return_mean" in failing.stderr and "< min_return 1e+09" in failing.stderr
     again = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert again == lines[0]  # same seed, same checkpoint: the same episode
     no_success = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_success=0.5")
@@ -108,6 +111,7 @@ def test_envs_lists_all_suites():
     (["train", "reward=clipp"], "unknown reward 'clipp'"),
     (["eval", "checkpoint=/nonexistent/run"], "no checkpoint at /nonexistent/run"),
     (["eval", "episodes=ten", "checkpoint=x"], "episodes='ten', expected a int"),
+    (["eval", "episodes=0", "checkpoint=x"], "episodes=0, expected >= 1"),
     (["fly"], "unknown command 'fly'"),
 ])
 def test_bad_input_is_one_line(args, message):
