@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import numpy as np
 
 from robotrl.atomic import atomic_write
 from robotrl.errors import ConfigError, DemoFormatError
+from robotrl.npz import read_npz
 from robotrl.types import Episode
 
 FORMAT_VERSION = 1
@@ -196,13 +196,7 @@ def _load_meta(root: Path) -> dict[str, Any]:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise DemoFormatError(f"{path}: episode file missing")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DemoFormatError(f"{path}: unreadable npz ({type(exc).__name__}: {exc})") from exc
+    return read_npz(path, DemoFormatError, "demo episode file")
 
 
 def _expected_shapes(meta: dict[str, Any], length: int) -> dict[str, tuple[int, ...]]:

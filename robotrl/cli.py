@@ -150,7 +150,7 @@ def plot(args: list[str]) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for label, n in numbers.items():
-        print(f"{label}: {n['seeds']} seeds, final IQM {n['iqm'][-1]:.4g} "
+        print(f"{label}: {n['count']}, final IQM {n['iqm'][-1]:.4g} "
               f"[{n['ci_low'][-1]:.4g}, {n['ci_high'][-1]:.4g}] at {n['frames'][-1]:.0f} frames")
     print(f"wrote {ns.out}")
     return 0

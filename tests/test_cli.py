@@ -68,12 +68,27 @@ def test_plot_aggregates_seeds(tmp_path):
             w = csv.writer(f)
             w.writerow(["frame", "episode_return", "elapsed"])
             w.writerows([[0, 0.0, 0.0], [100, scale * 10, 5.0]])
-        (run / "run.json").write_text(json.dumps({"config": {"agent": {"name": "drqv2"}, "env": {"name": "x"}}}))
+        run_info = {"config": {"seed": seed, "agent": {"name": "drqv2"}, "env": {"name": "x"}}}
+        (run / "run.json").write_text(json.dumps(run_info))
         runs.append(str(run))
     proc = robotrl("plot", *runs, "--out", str(tmp_path / "c.png"), "--reps", "200")
     assert proc.returncode == 0, proc.stderr
     # IQM of {10, 20, 30, 100}: the middle two -> 25.
-    assert "final IQM 25 " in proc.stdout and (tmp_path / "c.png").stat().st_size > 0
+    assert "4 seeds, final IQM 25 " in proc.stdout and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_plot_counts_repeated_seeds_as_runs(tmp_path):
+    """Three runs of seed 1 are not "3 seeds"."""
+    runs = []
+    for i in range(3):
+        run = tmp_path / f"r{i}"
+        run.mkdir()
+        (run / "eval.csv").write_text(f"frame,episode_return,elapsed\n0,0,0\n100,{i},5\n")
+        (run / "run.json").write_text(json.dumps({"config": {"seed": 1, "agent": {"name": "a"}, "env": {"name": "x"}}}))
+        runs.append(str(run))
+    proc = robotrl("plot", *runs, "--out", str(tmp_path / "c.png"), "--reps", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 runs, 1 distinct seed (1, 1, 1)" in proc.stdout and "3 seeds" not in proc.stdout
 
 
 def test_plot_train_metric_interpolates_seeds(tmp_path):
