@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -70,33 +71,51 @@ def parse_kv(args: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ train
+_TRAIN_PLAN: Any = None  # robotrl.lifecycle.TrainPlan of a single (non-multirun) `robotrl train`
+
+
 def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from robotrl.lifecycle import remove_failed_start, resume_command
     from robotrl.trainer import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         Trainer(cfg, run_dir).train()
     except RobotRLError as e:
+        if _TRAIN_PLAN is not None and not (run_dir / "run.json").exists():  # failed before training started
+            remove_failed_start(_TRAIN_PLAN)
         print(f"robotrl: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         if (run_dir / "checkpoints" / "latest").exists():
-            hint = f"the last checkpoint in {run_dir / 'checkpoints'} is intact, continue with resume=true"
+            hint = f"the last checkpoint is intact; continue this run with: {resume_command(run_dir)}"
+        elif _TRAIN_PLAN is not None:
+            again = shlex.join(["robotrl", "train", *_TRAIN_PLAN.overrides])
+            hint = f"no checkpoint was written yet; start this run again from scratch with: {again}"
         else:
-            hint = "no checkpoint was written yet, so there is nothing to resume; start again with"
-        print(f"robotrl: interrupted; {hint} run_dir={run_dir}", file=sys.stderr)
+            hint = f"no checkpoint was written yet in {run_dir}; the same command starts it again from scratch"
+        print(f"robotrl: interrupted; {hint}", file=sys.stderr)
         sys.exit(130)
 
 
 def train(args: list[str]) -> None:
     import hydra
 
+    from robotrl.lifecycle import plan_train
+
+    global _TRAIN_PLAN
     check_group_choices(args)
     if not args:
         print("robotrl train: no arguments, running the embedded CPU quickstart (experiment=quickstart)")
         args = ["experiment=quickstart"]
+    if not any(a.startswith(("-", "hydra.")) for a in args):  # multirun/hydra flags: the Trainer checks each job
+        _TRAIN_PLAN = plan_train(args)  # refuses a start before Hydra writes anything in the run dir
+        if _TRAIN_PLAN.complete:
+            print(_TRAIN_PLAN.complete)
+            return
+        args = _TRAIN_PLAN.overrides
     sys.argv = ["robotrl train", *args]
     hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(_train_task)()
 

@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 import random
+import shutil
 import signal
 import threading
 import time
@@ -175,6 +176,8 @@ class Trainer:
         self.last_eval: dict[str, Any] | None = None
         if ckpt is not None:
             self._restore(ckpt)
+        else:
+            self._clear_stale_outputs()
         self.logger = Logger(self.run_dir, use_tb=cfg.tensorboard, resume_frame=self.frame if ckpt else None)
         self._write_run_info()
 
@@ -197,7 +200,7 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def _checkpoint_to_resume(self) -> Path | None:
         ckpt_root = self.run_dir / "checkpoints"
-        has_ckpt = ckpt_root.is_dir() and any(p.is_dir() for p in ckpt_root.iterdir())
+        has_ckpt = ckpt_root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in ckpt_root.iterdir())
         if not self.cfg.resume:
             if has_ckpt:
                 raise ConfigError(f"run dir {self.run_dir} already holds checkpoints; pass resume=true to continue "
@@ -206,6 +209,19 @@ class Trainer:
         if not has_ckpt:
             raise CheckpointError(f"resume=true but {ckpt_root} holds no checkpoint (expected a previous run here)")
         return resolve_checkpoint(self.run_dir)
+
+    STALE_OUTPUTS = ("train.csv", "eval.csv", "tb", "videos", "curve.png", "summary.json", "checkpoints")
+
+    def _clear_stale_outputs(self) -> None:
+        """A start with no checkpoint to resume begins its logs clean: an earlier start in this dir that was stopped
+        before its first checkpoint left rows, events and videos that this run would otherwise append to (its
+        ``checkpoints/`` can only hold an interrupted save's temp dir here)."""
+        for name in self.STALE_OUTPUTS:
+            path = self.run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     def save(self) -> Path:
         state = {
@@ -307,9 +323,10 @@ class Trainer:
         self._log_train_episode(stats)
         progress, task = self._progress_task
         progress.update(task, completed=min(self.step, total_steps), ret=stats.ret)
-        if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
-            self.evaluate()
         done = self.step >= total_steps
+        final_eval_missing = done and (self.last_eval is None or self.last_eval["frame"] != self.frame)
+        if (self.frame >= self.next_eval_frame or final_eval_missing) and cfg.eval_episodes > 0:
+            self.evaluate()  # always at the end too: the final eval is of the final policy, not an earlier one
         if self.frame >= self.next_ckpt_frame or done:
             while self.next_ckpt_frame <= self.frame:
                 self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
