@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -160,12 +161,33 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
-    assert "resume=true" in stderr
+    command = stderr.strip().splitlines()[-1].split("continue this run with: ")[1]
+    assert command == f"robotrl train resume=true run_dir={run_dir}", stderr[-2000:]
     step = load_state(resolve_checkpoint(run_dir))["counters"]["step"]
     assert step > 0
-    resumed = robotrl("train", *TINY_OVERRIDES, f"frames={step * 2 + 100}", f"run_dir={run_dir}", "resume=true")
+    # the printed command, as is: it needs none of the original overrides (the run's own config is used)
+    resumed = robotrl(*shlex.split(command)[1:], f"frames={step * 2 + 100}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout
+
+
+def test_ctrl_c_before_the_first_checkpoint_prints_the_same_command(tmp_path):
+    """No checkpoint yet: the hint is the command that starts this run again (not a run_dir= with other settings)."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    overrides = [*TINY_OVERRIDES, "frames=100000", "checkpoint_every_frames=100000", f"run_dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", *overrides], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "train.csv").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    command = stderr.strip().splitlines()[-1].split("start this run again from scratch with: ")[1]
+    assert shlex.split(command) == ["robotrl", "train", *overrides]
 
 
 def test_demos_command_writes_loadable_demos(tmp_path):
