@@ -38,6 +38,7 @@ import numpy as np
 
 from robotrl.atomic import atomic_write
 from robotrl.errors import ConfigError, DemoFormatError
+from robotrl.heartbeat import Heartbeat
 from robotrl.npz import read_npz
 from robotrl.types import Episode
 
@@ -136,8 +137,10 @@ def generate_demos(
     max_attempts = max_attempts or 2 * num_episodes + 5
     env, policy = make_env(cfg, seed), expert_policy(spec.task)
     saved_seeds, lengths, returns, attempt = [], [], [], 0
+    beat = Heartbeat(f"demos {spec.name}")
     try:
         while len(saved_seeds) < num_episodes and attempt < max_attempts:
+            beat.tick(lambda n=attempt: f"{len(saved_seeds)}/{num_episodes} successful episodes saved ({n} rolled out)")
             episode = _rollout(env, policy, seed + attempt)
             if episode.success.any():
                 save_episode(out / episode_file(len(saved_seeds)), episode)

@@ -32,6 +32,7 @@ from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, validate_config
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
+from robotrl.heartbeat import Heartbeat
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
@@ -137,6 +138,18 @@ def versions() -> dict[str, str]:
     return out
 
 
+def make_progress(console: Console, total_steps: int, completed: int = 0) -> tuple[Progress, Any]:
+    """The live training bar (agent steps done/total, frames per second, last episode return, elapsed, ETA). It fits
+    80 columns at a 1.1M-frame run's counts and 10+ hour times; the env name is printed once before it."""
+    progress = Progress(
+        TextColumn("[bold]train"), BarColumn(bar_width=10), MofNCompleteColumn(),  # agent steps
+        TextColumn("{task.fields[fps]:>5.0f} fps ret {task.fields[ret]:<7.1f}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(compact=True),
+        console=console, refresh_per_second=2)
+    task = progress.add_task("train", total=total_steps, completed=completed, fps=0.0, ret=float("nan"))
+    return progress, task
+
+
 class Trainer:
     """Builds env, agent, replay and logger from a config and runs (or resumes) one training run."""
 
@@ -152,7 +165,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, console: Console | None = None):
         validate_config(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.console = console or Console()
+        self.console = console or Console(soft_wrap=True)  # piped output: paths are never hard-wrapped mid-path
         if cfg.torch_threads:
             torch.set_num_threads(int(cfg.torch_threads))
         self.device = resolve_device(cfg.device)
@@ -335,13 +348,8 @@ class Trainer:
 
     def _make_progress(self, total_steps: int) -> tuple[Progress, Any]:
         """A console progress bar with fps, last episode return and ETA."""
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("steps | {task.fields[fps]:.0f} fps | last return {task.fields[ret]:.1f}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self.console, refresh_per_second=2)
-        task = progress.add_task(f"train {self.cfg.env.name}", total=total_steps, completed=self.step,
-                                 fps=0.0, ret=float("nan"))
+        self.console.print(f"training {self.cfg.env.name} for {self.cfg.frames} frames ({total_steps} agent steps)")
+        progress, task = make_progress(self.console, total_steps, self.step)
         self._fps_mark = (time.perf_counter(), self.frame)
         self._progress_task = (progress, task)
         return progress, task
@@ -377,8 +385,19 @@ class Trainer:
         cfg = self.cfg
         seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
         video = self.run_dir / "videos" / f"eval_{self.frame:012d}.mp4" if cfg.save_video else None
-        results = run_episodes(self.eval_env, lambda o: self.agent.act(o, self.step, eval_mode=True), seeds, video,
-                               on_reset=self.agent.reset)
+        beat = Heartbeat(f"eval @ {self.frame} frames", write=self.console.print)  # 10 episodes can take minutes
+        where = {"episode": 0, "step": 0}
+
+        def on_reset() -> None:
+            where["episode"], where["step"] = where["episode"] + 1, 0
+            self.agent.reset()
+
+        def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+            where["step"] += 1
+            beat.tick(lambda: f"episode {where['episode']}/{len(seeds)}, step {where['step']}")
+            return self.agent.act(obs, self.step, eval_mode=True)
+
+        results = run_episodes(self.eval_env, policy, seeds, video, on_reset=on_reset)
         summary = summarize(results)
         row = {"step": self.step, "episode": self.episode, "episode_return": summary["return_mean"],
                "episode_return_std": summary["return_std"], "episode_length": summary["length_mean"],

@@ -26,9 +26,11 @@ def _frames(path) -> list[int]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A tiny run of 400 frames started with overrides that the default config does not have (32 px ...)."""
-    run_dir = tmp_path_factory.mktemp("life") / "run"
+    run_dir = tmp_path_factory.mktemp("life") / "a-run-dir-name-long-enough-that-its-checkpoint-paths-pass-80-columns"
     proc = robotrl("train", *TINY_OVERRIDES, "frames=200", f"run_dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # piped output (rich assumes 80 columns) keeps each path on one line, so it can be copied
+    assert f"checkpoint {run_dir}/checkpoints/frame_000000000200\n" in proc.stdout, proc.stdout
     return run_dir
 
 
@@ -95,3 +97,48 @@ def test_final_eval_is_at_the_final_frame(compose_cfg, tmp_path):
 def test_run_dir_names_a_non_default_reward(compose_cfg, reward, tag):
     cfg = compose_cfg(f"reward={reward}", "env=metaworld/reach", tiny=False)
     assert cfg.run_dir == f"runs/metaworld/reach/{tag}/seed1"
+
+
+def test_progress_bar_fits_80_columns():
+    """At a 1.1M-frame run's counts, 5-digit fps, a 4-digit negative return and 11 hours elapsed."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from robotrl.trainer import make_progress
+
+    out = io.StringIO()
+    progress, task = make_progress(Console(file=out, width=80, force_terminal=True, color_system=None), 550_000)
+    with progress:
+        progress._tasks[task].start_time -= 40_000
+        progress.update(task, completed=273_456, fps=12345.0, ret=-1234.5)
+        progress.refresh()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    line = [line for line in text.replace("\r", "\n").splitlines() if line.startswith("train")][-1]
+    assert "273456/550000" in line and "12345 fps" in line and "-1234.5" in line and "11:06:40" in line, line
+    assert "…" not in line and len(line) + 3 <= 80, line  # +3: an ETA of hours (H:MM:SS instead of MM:SS)
+
+
+def test_slow_phases_print_progress(compose_cfg, tmp_path, monkeypatch):
+    """Evaluation (and every Heartbeat user) prints progress lines instead of running silently."""
+    import io
+
+    from rich.console import Console
+
+    import robotrl.heartbeat
+
+    monkeypatch.setattr(robotrl.heartbeat, "EVERY_S", 0.0)  # every tick prints: what a >5 s phase shows
+    out = io.StringIO()
+    Trainer(compose_cfg("frames=100", "eval_every_frames=10000"), tmp_path, console=Console(file=out)).train()
+    assert "eval @ 0 frames: episode 1/1, step 1 (" in out.getvalue()
+
+
+def test_heartbeat_is_quiet_within_its_interval(capsys):
+    from robotrl.heartbeat import Heartbeat
+
+    quiet, loud = Heartbeat("slow", every=3600), Heartbeat("slow", every=0)
+    quiet.tick(lambda: "step 3/10")
+    assert capsys.readouterr().out == ""
+    loud.tick(lambda: "step 3/10")
+    assert capsys.readouterr().out.startswith("slow: step 3/10 (")
