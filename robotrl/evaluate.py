@@ -15,6 +15,7 @@ from robotrl.checkpoint import load_state, resolve_checkpoint
 from robotrl.config import resolve_device
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.heartbeat import Heartbeat
 from robotrl.rollout import run_episodes, summarize
 
 
@@ -47,8 +48,16 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_env(cfg.env, seed=int(cfg.seed))
     step = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the final, deterministic policy
-    results = run_episodes(env, lambda o: agent.act(o, step, eval_mode=True), range(seed, seed + episodes),
-                           out_dir / "video.mp4" if video else None, on_reset=agent.reset)
+    beat = Heartbeat(f"eval {cfg.env.name}")
+    played = {"steps": 0}
+
+    def policy(obs: dict[str, Any]) -> Any:
+        played["steps"] += 1
+        beat.tick(lambda: f"{played['steps']} steps of {episodes} episodes")
+        return agent.act(obs, step, eval_mode=True)
+
+    results = run_episodes(env, policy, range(seed, seed + episodes), out_dir / "video.mp4" if video else None,
+                           on_reset=agent.reset)
     env.close()
     summary = summarize(results)
     env_info = dict(getattr(env, "robotrl_info", {}))

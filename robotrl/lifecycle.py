@@ -47,10 +47,19 @@ def merge_overrides(saved: list[str], new: list[str]) -> list[str]:
 
 
 def compose_train_config(overrides: list[str]) -> DictConfig:
+    """The training config for ``overrides``, with ``run_dir`` resolved; a bad override is a one-line ConfigError."""
     from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    with initialize_config_module("robotrl.configs", version_base="1.3"):
-        return compose("config", overrides=overrides)
+    try:
+        with initialize_config_module("robotrl.configs", version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        cfg.run_dir  # noqa: B018  (resolves its interpolations here, where errors become one line)
+    except (HydraException, OmegaConfBaseException) as e:
+        message = " ".join(str(e).split())  # Hydra's messages span lines (hint, grammar link)
+        raise ConfigError(f"bad override in {' '.join(overrides)!r}: {message}") from None
+    return cfg
 
 
 def has_checkpoint(run_dir: Path) -> bool:

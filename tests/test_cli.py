@@ -125,6 +125,7 @@ def test_envs_lists_all_suites():
     (["train", "agent=nope"], "unknown agent 'nope'"),
     (["train", "env=dmc/cartpol_swingup"], "did you mean dmc/cartpole_swingup"),
     (["train", "reward=clipp"], "unknown reward 'clipp'"),
+    (["train", "foo=1"], "Could not override 'foo'. To append to your config use +foo=1"),
     (["eval", "checkpoint=/nonexistent/run"], "no checkpoint at /nonexistent/run"),
     (["eval", "episodes=ten", "checkpoint=x"], "episodes='ten', expected a int"),
     (["eval", "episodes=0", "checkpoint=x"], "episodes=0, expected >= 1"),
