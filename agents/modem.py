@@ -57,6 +57,7 @@ import torch
 
 from robotrl.contract import PROPRIO_OBS_TYPES, check_obs
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
+from robotrl.heartbeat import Heartbeat
 from robotrl.replay import MixedReplay, ReplayBuffer
 from robotrl.types import Episode, Metrics, Obs
 
@@ -263,7 +264,9 @@ class ModemAgent(TDMPC2Agent):
         optim = torch.optim.Adam(params, lr=self.bc_lr)
         losses = []
         m.train()
-        for _ in range(steps):
+        beat = Heartbeat("MoDem BC pretraining")  # minutes on CPU before the first env step
+        for i in range(steps):
+            beat.tick(lambda i=i: f"step {i}/{steps}" + (f", loss {losses[-1]:.4g}" if losses else ""))
             traj = demos.sample_trajectories(self.batch_size, 1)
             obs = {k: v[0].to(self.device) for k, v in traj.obs.items()}
             if "pixels" in obs and self.aug_pad > 0:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ import numpy as np
 
 from robotrl.atomic import atomic_write
 from robotrl.errors import ConfigError, DemoFormatError
+from robotrl.heartbeat import Heartbeat
+from robotrl.npz import read_npz
 from robotrl.types import Episode
 
 FORMAT_VERSION = 1
@@ -136,8 +137,10 @@ def generate_demos(
     max_attempts = max_attempts or 2 * num_episodes + 5
     env, policy = make_env(cfg, seed), expert_policy(spec.task)
     saved_seeds, lengths, returns, attempt = [], [], [], 0
+    beat = Heartbeat(f"demos {spec.name}")
     try:
         while len(saved_seeds) < num_episodes and attempt < max_attempts:
+            beat.tick(lambda n=attempt: f"{len(saved_seeds)}/{num_episodes} successful episodes saved ({n} rolled out)")
             episode = _rollout(env, policy, seed + attempt)
             if episode.success.any():
                 save_episode(out / episode_file(len(saved_seeds)), episode)
@@ -196,13 +199,7 @@ def _load_meta(root: Path) -> dict[str, Any]:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise DemoFormatError(f"{path}: episode file missing")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DemoFormatError(f"{path}: unreadable npz ({type(exc).__name__}: {exc})") from exc
+    return read_npz(path, DemoFormatError, "demo episode file")
 
 
 def _expected_shapes(meta: dict[str, Any], length: int) -> dict[str, tuple[int, ...]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from robotrl.envs.rendering import camera_tuple, tile_views
+from robotrl.envs.rendering import camera_tuple, check_cameras, tile_views
 
 DEFAULT_VIDEO_SIZE = 128
 
@@ -70,6 +70,7 @@ class DMCEnv(gym.Env):
         limit = getattr(self._env, "_step_limit", 1000)
         self.default_max_steps = int(limit) if np.isfinite(limit) else 1000
         self.cameras = camera_tuple(camera, default_camera(domain))
+        check_cameras(self._env.physics.model.ptr, self.cameras, f"dmc/{task}", allow_free=True)
         self.camera = self.cameras[0]
         self.video_size = video_size
         self.render_mode = "rgb_array"

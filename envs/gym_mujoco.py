@@ -13,7 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from robotrl.envs.rendering import FrameRenderer, camera_tuple, free_camera, tile_views
+from robotrl.envs.rendering import FrameRenderer, camera_tuple, check_cameras, free_camera, tile_views
 
 GYM_IDS: dict[str, str] = {
     "ant": "Ant-v5",
@@ -59,6 +59,7 @@ class GymMujocoEnv(gym.Env):
         self._seed = seed
         self._renderers: list[FrameRenderer] = []
         self._camera_cfg = camera_tuple(camera, None)  # None: the env's default (possibly tracking) camera
+        check_cameras(self._raw.model, self._camera_cfg, f"gym/{task}")
         self.cameras = tuple("default" if cam is None else cam for cam in self._camera_cfg)
         self.camera = self.cameras[0]
         self.video_size = video_size

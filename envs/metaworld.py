@@ -23,7 +23,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from robotrl.envs.rendering import FrameRenderer, camera_tuple, make_fast, tile_views
+from robotrl.envs.rendering import FrameRenderer, camera_tuple, check_cameras, make_fast, tile_views
 
 DEFAULT_CAMERA = "corner2"
 DEFAULT_MAX_STEPS = 500
@@ -79,6 +79,7 @@ class MetaWorldEnv(gym.Env):
         self._raw.max_path_length = max_episode_steps or DEFAULT_MAX_STEPS  # never raise before our TimeLimit
         self._raw.seed(seed)
         self.cameras = camera_tuple(camera, DEFAULT_CAMERA)
+        check_cameras(self._raw.model, self.cameras, f"metaworld/{task}")
         self.camera = self.cameras[0]
         self.proprio_index = PROPRIO_INDEX
         if fast_render:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from robotrl.errors import RenderError
+from robotrl.errors import ConfigError, RenderError
 
 DEFAULT_BACKEND = "egl"
 _FIX = (
@@ -113,6 +113,29 @@ def camera_tuple(camera: Any, default: Any) -> tuple[Any, ...]:
             raise ValueError("env.camera is an empty list, expected at least one camera")
         return tuple(default if cam is None else cam for cam in camera)
     return (camera,)
+
+
+def check_cameras(model: Any, cameras: tuple[Any, ...], env_name: str, allow_free: bool = False) -> None:
+    """Raise a one-line ConfigError unless every camera name/id in ``cameras`` exists in the MuJoCo ``model``.
+
+    Called when an env is built, so a typo fails at once instead of at the first rendered frame (where MuJoCo
+    raises deep inside a renderer, after the run has started). ``None`` (the suite's default) is always valid;
+    ``allow_free`` also accepts id -1 (dm_control's free camera).
+    """
+    import mujoco
+
+    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) or str(i) for i in range(model.ncam)]
+    for cam in cameras:
+        if cam is None:
+            continue
+        if isinstance(cam, str) and not cam.lstrip("-").isdigit():
+            valid = cam in names
+        else:
+            valid = (-1 if allow_free else 0) <= int(cam) < model.ncam
+        if not valid:
+            ids = f"ids {'-1..' if allow_free else '0..'}{model.ncam - 1}"
+            raise ConfigError(f"env.camera={cam!r} is not a camera of {env_name}; expected one of "
+                              f"{', '.join(names) or 'none'} (or {ids})")
 
 
 def tile_views(env: Any, size: int) -> np.ndarray:

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from robotrl.rewards.clip import _hub_reachable
 from robotrl.atomic import atomic_write
 from robotrl.config import resolve_device
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.npz import read_npz
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,7 @@ def _goal_path(path: str | Path) -> Path:
 def load_goal_set(path: str | Path) -> GoalSet:
     """Load and validate a goal set (the npz or its directory); any problem is a one-line ConfigError."""
     p = _goal_path(path)
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ConfigError(f"goal set {p}: unreadable npz ({type(e).__name__}: {e})") from e
+    arrays = read_npz(p, ConfigError, "goal set")
     missing = [k for k in GOAL_KEYS if k not in arrays]
     if missing:
         raise ConfigError(f"goal set {p}: missing key(s) {missing}, expected keys {list(GOAL_KEYS)}")
@@ -328,15 +324,14 @@ def image_goals(path: str | Path) -> np.ndarray:
 
 
 def _has_key(path: Path, key: str) -> bool:
-    with np.load(path, allow_pickle=False) as data:
-        return key in data.files
+    return key in read_npz(path, ConfigError, "goal npz")
 
 
 def _npz_goals(path: Path) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as data:
-        if "goals" not in data.files:
-            raise ConfigError(f"{path}: no 'goals' array (keys {data.files}), expected uint8 [N, H, W, 3] goals")
-        return _check_images(data["goals"], f"{path}: 'goals'")
+    data = read_npz(path, ConfigError, "goal npz")
+    if "goals" not in data:
+        raise ConfigError(f"{path}: no 'goals' array (keys {list(data)}), expected uint8 [N, H, W, 3] goals")
+    return _check_images(data["goals"], f"{path}: 'goals'")
 
 
 # ------------------------------------------------------------------------------------------------ discriminator

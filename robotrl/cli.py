@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -71,33 +72,51 @@ def parse_kv(args: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ train
+_TRAIN_PLAN: Any = None  # robotrl.lifecycle.TrainPlan of a single (non-multirun) `robotrl train`
+
+
 def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from robotrl.lifecycle import remove_failed_start, resume_command
     from robotrl.trainer import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         Trainer(cfg, run_dir).train()
     except RobotRLError as e:
+        if _TRAIN_PLAN is not None and not (run_dir / "run.json").exists():  # failed before training started
+            remove_failed_start(_TRAIN_PLAN)
         print(f"robotrl: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         if (run_dir / "checkpoints" / "latest").exists():
-            hint = f"the last checkpoint in {run_dir / 'checkpoints'} is intact, continue with resume=true"
+            hint = f"the last checkpoint is intact; continue this run with: {resume_command(run_dir)}"
+        elif _TRAIN_PLAN is not None:
+            again = shlex.join(["robotrl", "train", *_TRAIN_PLAN.overrides])
+            hint = f"no checkpoint was written yet; start this run again from scratch with: {again}"
         else:
-            hint = "no checkpoint was written yet, so there is nothing to resume; start again with"
-        print(f"robotrl: interrupted; {hint} run_dir={run_dir}", file=sys.stderr)
+            hint = f"no checkpoint was written yet in {run_dir}; the same command starts it again from scratch"
+        print(f"robotrl: interrupted; {hint}", file=sys.stderr)
         sys.exit(130)
 
 
 def train(args: list[str]) -> None:
     import hydra
 
+    from robotrl.lifecycle import plan_train
+
+    global _TRAIN_PLAN
     check_group_choices(args)
     if not args:
         print("robotrl train: no arguments, running the embedded CPU quickstart (experiment=quickstart)")
         args = ["experiment=quickstart"]
+    if not any(a.startswith(("-", "hydra.")) for a in args):  # multirun/hydra flags: the Trainer checks each job
+        _TRAIN_PLAN = plan_train(args)  # refuses a start before Hydra writes anything in the run dir
+        if _TRAIN_PLAN.complete:
+            print(_TRAIN_PLAN.complete)
+            return
+        args = _TRAIN_PLAN.overrides
     sys.argv = ["robotrl train", *args]
     hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(_train_task)()
 
@@ -117,10 +136,13 @@ def evaluate(args: list[str]) -> int:
         raise ConfigError("robotrl eval needs checkpoint=PATH (a run dir, its checkpoints/ dir or one checkpoint)")
     summary = evaluate_checkpoint(**opts)
     print(json.dumps(summary, indent=1))
+    print(f"wrote {summary['out']}/summary.json, episodes.jsonl" + (", video.mp4" if opts["video"] else ""))
     if "vs_baselines" in summary and not summary["vs_baselines"]["beats_all"]:
         print(f"robotrl: warning: the policy's return ({summary['return_mean']:.1f}) is not clearly above "
               f"{', '.join(summary['vs_baselines']['not_beaten'])} on the same seeds (see \"baselines\"): it may "
               f"be saturated or stuck, not learning", file=sys.stderr)
+    if not summary["passed"]:
+        print(f"robotrl eval: below the gate: {'; '.join(summary['failed_gates'])}", file=sys.stderr)
     return 0 if summary["passed"] else 1
 
 
@@ -153,7 +175,7 @@ def plot(args: list[str]) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for label, n in numbers.items():
-        print(f"{label}: {n['seeds']} seeds, final IQM {n['iqm'][-1]:.4g} "
+        print(f"{label}: {n['count']}, final IQM {n['iqm'][-1]:.4g} "
               f"[{n['ci_low'][-1]:.4g}, {n['ci_high'][-1]:.4g}] at {n['frames'][-1]:.0f} frames")
     print(f"wrote {ns.out}")
     return 0

@@ -6,10 +6,20 @@ import os
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from robotrl.contract import OBS_TYPES
 from robotrl.errors import ConfigError
+
+
+def run_tag(agent: str, reward: str) -> str:
+    """The ``<agent>`` part of a run dir name, ``<agent>-<reward>`` when the reward is not the env's own, so that
+    ``reward=kagi`` runs do not land in (and collide with) the env-reward run's directory."""
+    return agent if reward in ("env", None) else f"{agent}-{reward}"
+
+
+# configs/config.yaml names run dirs runs/<env>/${run_tag:...}/seed<N>; importing robotrl.config registers it
+OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)
 
 
 def _require(cfg: DictConfig, key: str, kind: type | tuple[type, ...], low: float | None = None,

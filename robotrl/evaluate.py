@@ -15,7 +15,8 @@ from robotrl.baselines import compare, trivial_baselines
 from robotrl.checkpoint import load_state, resolve_checkpoint
 from robotrl.config import resolve_device
 from robotrl.envs import make_env
-from robotrl.errors import CheckpointError
+from robotrl.errors import CheckpointError, ConfigError
+from robotrl.heartbeat import Heartbeat
 from robotrl.rollout import run_episodes, summarize
 
 
@@ -43,20 +44,33 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     ``passed`` in the summary is False when the success rate is below ``min_success`` or the mean return below
     ``min_return`` (the CLI exits 1 then). A success gate on a task without a success signal is an error.
     """
+    if episodes < 1:  # a mean over no episodes is NaN, which summary.json (strict JSON) cannot hold
+        raise ConfigError(f"episodes={episodes}, expected >= 1")
     cfg, agent, path = load_policy(Path(checkpoint), device)
     out_dir = Path(out) if out else path.parent.parent / "eval" / path.name
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_env(cfg.env, seed=int(cfg.seed))
     step = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the final, deterministic policy
-    results = run_episodes(env, lambda o: agent.act(o, step, eval_mode=True), range(seed, seed + episodes),
-                           out_dir / "video.mp4" if video else None, on_reset=agent.reset)
+    beat = Heartbeat(f"eval {cfg.env.name}")
+    played = {"steps": 0}
+
+    def policy(obs: dict[str, Any]) -> Any:
+        played["steps"] += 1
+        beat.tick(lambda: f"{played['steps']} steps of {episodes} episodes")
+        return agent.act(obs, step, eval_mode=True)
+
+    results = run_episodes(env, policy, range(seed, seed + episodes), out_dir / "video.mp4" if video else None,
+                           on_reset=agent.reset)
     summary = summarize(results)
     if baselines:
         summary["baselines"] = trivial_baselines(env, range(seed, seed + episodes), seed)
         summary["vs_baselines"] = compare(summary, {k: summary["baselines"][k] for k in ("random", "constant")})
     env.close()
+    env_info = dict(getattr(env, "robotrl_info", {}))
+    # the env info's "seed" is the training run's seed; next to the eval seeds it read as one of them
+    env_info["train_seed"] = env_info.pop("seed", None)
     summary.update({"checkpoint": str(path), "env": cfg.env.name, "agent": cfg.agent.name,
-                    "seeds": [seed, seed + episodes - 1], **dict(getattr(env, "robotrl_info", {})),
+                    "eval_seeds": [seed, seed + episodes - 1], **env_info,
                     # the policy may have been trained on a model reward (reward=clip ...); eval always plays the
                     # env's own reward, so return_mean is the ground-truth return
                     "trained_reward": str(OmegaConf.select(cfg, "reward.name", default="env")),
@@ -64,8 +78,14 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     if min_success >= 0 and summary["success_rate"] is None:
         raise CheckpointError(f"min_success={min_success} but {cfg.env.name} defines no success signal; "
                               f"use min_return instead")
-    summary["passed"] = bool(summary["return_mean"] >= min_return
-                             and (min_success < 0 or summary["success_rate"] >= min_success))
+    failures = []
+    if summary["return_mean"] < min_return:
+        failures.append(f"return_mean {summary['return_mean']:.4g} < min_return {min_return:g}")
+    if min_success >= 0 and summary["success_rate"] < min_success:
+        failures.append(f"success_rate {summary['success_rate']:.4g} < min_success {min_success:g}")
+    summary["passed"] = not failures
+    summary["failed_gates"] = failures
+    summary["out"] = str(out_dir)
     atomic_write_text(out_dir / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in results))
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     return summary

@@ -39,6 +39,22 @@ def read_eval(run_dir: Path, metric: str = "episode_return",
     return tuple(np.array([float(r[k]) for r in rows]) for k in ("frame", metric, "elapsed"))  # type: ignore
 
 
+def run_seed(run_dir: Path) -> int | None:
+    """The run's seed from its ``run.json`` (None when there is none)."""
+    info_path = Path(run_dir) / "run.json"
+    if not info_path.exists():
+        return None
+    return json.loads(info_path.read_text())["config"].get("seed")
+
+
+def count_text(seeds: list[int | None]) -> str:
+    """"3 seeds" only when the runs have 3 different seeds; repeated seeds are runs, not seeds."""
+    n, distinct = len(seeds), len(set(seeds))
+    if None in seeds or distinct == n:
+        return f"{n} seed{'s' if n > 1 else ''}" if None not in seeds else f"{n} run{'s' if n > 1 else ''}"
+    return f"{n} runs, {distinct} distinct seed{'s' if distinct > 1 else ''} ({', '.join(map(str, seeds))})"
+
+
 def group_label(run_dir: Path) -> str:
     info_path = Path(run_dir) / "run.json"
     if not info_path.exists():
@@ -81,20 +97,22 @@ def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", r
               source: str = "eval") -> dict:
     """Draw IQM curves (frames and wall-clock panels) for runs grouped by (agent, env); return the numbers."""
     groups: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = defaultdict(list)
+    seeds: dict[str, list[int | None]] = defaultdict(list)
     for run in run_dirs:
         groups[group_label(run)].append(read_eval(run, metric, source))
+        seeds[group_label(run)].append(run_seed(run))
     fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
     numbers = {}
     for label, runs in groups.items():
         frames, scores, elapsed = align_runs(runs)
         wall = np.median(elapsed, axis=0) / 60
         point, ci = iqm_with_ci(scores, reps)
-        name = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        name = f"{label} ({count_text(seeds[label])})"
         for ax, x in ((ax_f, frames), (ax_t, wall)):
             ax.plot(x, point, label=name)
             ax.fill_between(x, ci[0], ci[1], alpha=0.25)
-        numbers[label] = {"seeds": len(runs), "frames": frames.tolist(), "iqm": point.tolist(),
-                          "ci_low": ci[0].tolist(), "ci_high": ci[1].tolist()}
+        numbers[label] = {"seeds": len(runs), "count": count_text(seeds[label]), "frames": frames.tolist(),
+                          "iqm": point.tolist(), "ci_low": ci[0].tolist(), "ci_high": ci[1].tolist()}
     ax_f.set_xlabel("env frames")
     ax_t.set_xlabel("wall-clock (min, median over seeds)")
     several = any(n["seeds"] > 1 for n in numbers.values())

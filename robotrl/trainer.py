@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 import random
+import shutil
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, resolve_threads, validate_config
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
+from robotrl.heartbeat import Heartbeat
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
@@ -137,6 +139,18 @@ def versions() -> dict[str, str]:
     return out
 
 
+def make_progress(console: Console, total_steps: int, completed: int = 0) -> tuple[Progress, Any]:
+    """The live training bar (agent steps done/total, frames per second, last episode return, elapsed, ETA). It fits
+    80 columns at a 1.1M-frame run's counts and 10+ hour times; the env name is printed once before it."""
+    progress = Progress(
+        TextColumn("[bold]train"), BarColumn(bar_width=10), MofNCompleteColumn(),  # agent steps
+        TextColumn("{task.fields[fps]:>5.0f} fps ret {task.fields[ret]:<7.1f}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(compact=True),
+        console=console, refresh_per_second=2)
+    task = progress.add_task("train", total=total_steps, completed=completed, fps=0.0, ret=float("nan"))
+    return progress, task
+
+
 class Trainer:
     """Builds env, agent, replay and logger from a config and runs (or resumes) one training run."""
 
@@ -152,7 +166,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, console: Console | None = None):
         validate_config(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.console = console or Console()
+        self.console = console or Console(soft_wrap=True)  # piped output: paths are never hard-wrapped mid-path
         threads, why = resolve_threads(cfg.torch_threads)
         if threads is not None:
             torch.set_num_threads(threads)
@@ -179,6 +193,8 @@ class Trainer:
         self.first_eval: dict[str, Any] | None = None  # a trivial baseline too: the untrained policy
         if ckpt is not None:
             self._restore(ckpt)
+        else:
+            self._clear_stale_outputs()
         self.logger = Logger(self.run_dir, use_tb=cfg.tensorboard, resume_frame=self.frame if ckpt else None)
         self._write_run_info()
 
@@ -201,7 +217,7 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def _checkpoint_to_resume(self) -> Path | None:
         ckpt_root = self.run_dir / "checkpoints"
-        has_ckpt = ckpt_root.is_dir() and any(p.is_dir() for p in ckpt_root.iterdir())
+        has_ckpt = ckpt_root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in ckpt_root.iterdir())
         if not self.cfg.resume:
             if has_ckpt:
                 raise ConfigError(f"run dir {self.run_dir} already holds checkpoints; pass resume=true to continue "
@@ -210,6 +226,19 @@ class Trainer:
         if not has_ckpt:
             raise CheckpointError(f"resume=true but {ckpt_root} holds no checkpoint (expected a previous run here)")
         return resolve_checkpoint(self.run_dir)
+
+    STALE_OUTPUTS = ("train.csv", "eval.csv", "tb", "videos", "curve.png", "summary.json", "checkpoints")
+
+    def _clear_stale_outputs(self) -> None:
+        """A start with no checkpoint to resume begins its logs clean: an earlier start in this dir that was stopped
+        before its first checkpoint left rows, events and videos that this run would otherwise append to (its
+        ``checkpoints/`` can only hold an interrupted save's temp dir here)."""
+        for name in self.STALE_OUTPUTS:
+            path = self.run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     def save(self) -> Path:
         state = {
@@ -313,9 +342,10 @@ class Trainer:
         self._log_train_episode(stats)
         progress, task = self._progress_task
         progress.update(task, completed=min(self.step, total_steps), ret=stats.ret)
-        if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
-            self.evaluate()
         done = self.step >= total_steps
+        final_eval_missing = done and (self.last_eval is None or self.last_eval["frame"] != self.frame)
+        if (self.frame >= self.next_eval_frame or final_eval_missing) and cfg.eval_episodes > 0:
+            self.evaluate()  # always at the end too: the final eval is of the final policy, not an earlier one
         if self.frame >= self.next_ckpt_frame or done:
             while self.next_ckpt_frame <= self.frame:
                 self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
@@ -324,13 +354,8 @@ class Trainer:
 
     def _make_progress(self, total_steps: int) -> tuple[Progress, Any]:
         """A console progress bar with fps, last episode return and ETA."""
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("steps | {task.fields[fps]:.0f} fps | last return {task.fields[ret]:.1f}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self.console, refresh_per_second=2)
-        task = progress.add_task(f"train {self.cfg.env.name}", total=total_steps, completed=self.step,
-                                 fps=0.0, ret=float("nan"))
+        self.console.print(f"training {self.cfg.env.name} for {self.cfg.frames} frames ({total_steps} agent steps)")
+        progress, task = make_progress(self.console, total_steps, self.step)
         self._fps_mark = (time.perf_counter(), self.frame)
         self._progress_task = (progress, task)
         return progress, task
@@ -366,8 +391,19 @@ class Trainer:
         cfg = self.cfg
         seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
         video = self.run_dir / "videos" / f"eval_{self.frame:012d}.mp4" if cfg.save_video else None
-        results = run_episodes(self.eval_env, lambda o: self.agent.act(o, self.step, eval_mode=True), seeds, video,
-                               on_reset=self.agent.reset)
+        beat = Heartbeat(f"eval @ {self.frame} frames", write=self.console.print)  # 10 episodes can take minutes
+        where = {"episode": 0, "step": 0}
+
+        def on_reset() -> None:
+            where["episode"], where["step"] = where["episode"] + 1, 0
+            self.agent.reset()
+
+        def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+            where["step"] += 1
+            beat.tick(lambda: f"episode {where['episode']}/{len(seeds)}, step {where['step']}")
+            return self.agent.act(obs, self.step, eval_mode=True)
+
+        results = run_episodes(self.eval_env, policy, seeds, video, on_reset=on_reset)
         summary = summarize(results)
         row = {"step": self.step, "episode": self.episode, "episode_return": summary["return_mean"],
                "episode_return_std": summary["return_std"], "episode_length": summary["length_mean"],

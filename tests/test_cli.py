@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -46,10 +47,13 @@ def test_eval_writes_episodes_and_gates(trained_run, tmp_path):
     assert [r["seed"] for r in lines] == [1_000_000, 1_000_001]
     assert set(lines[0]) == {"seed", "return", "success", "length"}
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_seeds"] == [1_000_000, 1_000_001] and summary["train_seed"] == 1 and "seed" not in summary
+    assert f"wrote {out}/summary.json" in proc.stdout
     assert summary["return_mean"] == pytest.approx(np.mean([r["return"] for r in lines]))
     assert (out / "video.mp4").stat().st_size > 0
     failing = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_return=1e9", "video=false")
     assert failing.returncode == 1
+    assert "below the gate: return_mean" in failing.stderr and "< min_return 1e+09" in failing.stderr
     again = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert again == lines[0]  # same seed, same checkpoint: the same episode
     no_success = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_success=0.5")
@@ -65,12 +69,27 @@ def test_plot_aggregates_seeds(tmp_path):
             w = csv.writer(f)
             w.writerow(["frame", "episode_return", "elapsed"])
             w.writerows([[0, 0.0, 0.0], [100, scale * 10, 5.0]])
-        (run / "run.json").write_text(json.dumps({"config": {"agent": {"name": "drqv2"}, "env": {"name": "x"}}}))
+        run_info = {"config": {"seed": seed, "agent": {"name": "drqv2"}, "env": {"name": "x"}}}
+        (run / "run.json").write_text(json.dumps(run_info))
         runs.append(str(run))
     proc = robotrl("plot", *runs, "--out", str(tmp_path / "c.png"), "--reps", "200")
     assert proc.returncode == 0, proc.stderr
     # IQM of {10, 20, 30, 100}: the middle two -> 25.
-    assert "final IQM 25 " in proc.stdout and (tmp_path / "c.png").stat().st_size > 0
+    assert "4 seeds, final IQM 25 " in proc.stdout and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_plot_counts_repeated_seeds_as_runs(tmp_path):
+    """Three runs of seed 1 are not "3 seeds"."""
+    runs = []
+    for i in range(3):
+        run = tmp_path / f"r{i}"
+        run.mkdir()
+        (run / "eval.csv").write_text(f"frame,episode_return,elapsed\n0,0,0\n100,{i},5\n")
+        (run / "run.json").write_text(json.dumps({"config": {"seed": 1, "agent": {"name": "a"}, "env": {"name": "x"}}}))
+        runs.append(str(run))
+    proc = robotrl("plot", *runs, "--out", str(tmp_path / "c.png"), "--reps", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 runs, 1 distinct seed (1, 1, 1)" in proc.stdout and "3 seeds" not in proc.stdout
 
 
 def test_plot_train_metric_interpolates_seeds(tmp_path):
@@ -106,8 +125,10 @@ def test_envs_lists_all_suites():
     (["train", "agent=nope"], "unknown agent 'nope'"),
     (["train", "env=dmc/cartpol_swingup"], "did you mean dmc/cartpole_swingup"),
     (["train", "reward=clipp"], "unknown reward 'clipp'"),
+    (["train", "foo=1"], "Could not override 'foo'. To append to your config use +foo=1"),
     (["eval", "checkpoint=/nonexistent/run"], "no checkpoint at /nonexistent/run"),
     (["eval", "episodes=ten", "checkpoint=x"], "episodes='ten', expected a int"),
+    (["eval", "episodes=0", "checkpoint=x"], "episodes=0, expected >= 1"),
     (["fly"], "unknown command 'fly'"),
 ])
 def test_bad_input_is_one_line(args, message):
@@ -141,12 +162,33 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
-    assert "resume=true" in stderr
+    command = stderr.strip().splitlines()[-1].split("continue this run with: ")[1]
+    assert command == f"robotrl train resume=true run_dir={run_dir}", stderr[-2000:]
     step = load_state(resolve_checkpoint(run_dir))["counters"]["step"]
     assert step > 0
-    resumed = robotrl("train", *TINY_OVERRIDES, f"frames={step * 2 + 100}", f"run_dir={run_dir}", "resume=true")
+    # the printed command, as is: it needs none of the original overrides (the run's own config is used)
+    resumed = robotrl(*shlex.split(command)[1:], f"frames={step * 2 + 100}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout
+
+
+def test_ctrl_c_before_the_first_checkpoint_prints_the_same_command(tmp_path):
+    """No checkpoint yet: the hint is the command that starts this run again (not a run_dir= with other settings)."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    overrides = [*TINY_OVERRIDES, "frames=100000", "checkpoint_every_frames=100000", f"run_dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", *overrides], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "train.csv").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    command = stderr.strip().splitlines()[-1].split("start this run again from scratch with: ")[1]
+    assert shlex.split(command) == ["robotrl", "train", *overrides]
 
 
 def test_demos_command_writes_loadable_demos(tmp_path):

@@ -331,3 +331,12 @@ def test_metaworld_proprio_is_hand_and_gripper_now_and_before() -> None:
 def test_bad_camera_or_proprio_config(cfg, message) -> None:
     with pytest.raises(ConfigError, match=message):
         make_env({**SMALL, **cfg}, seed=0)
+
+
+@pytest.mark.parametrize(("name", "camera"), [("dmc/cartpole_swingup", "nope"), ("dmc/cartpole_swingup", 7),
+                                              ("metaworld/reach", ["corner2", "nope"]), ("gym/hopper", "nope")])
+def test_unknown_camera_fails_at_construction(name, camera):
+    """A camera typo is a one-line ConfigError naming the valid cameras when the env is built, before any render."""
+    with pytest.raises(ConfigError, match=r"env.camera='?nope'?|env.camera=7") as err:
+        make_env({"name": name, "camera": camera, "image_size": 32}, seed=0)
+    assert "\n" not in str(err.value) and "expected one of" in str(err.value)

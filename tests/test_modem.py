@@ -73,6 +73,18 @@ def test_bc_reaches_high_success_on_the_demos_own_states(env, demo_dir):
         assert success, seed
 
 
+def test_bc_pretraining_and_demo_generation_print_progress(env, tmp_path, monkeypatch, capsys):
+    """Both phases take minutes on a CPU; they print progress lines (here at every tick) instead of staying silent."""
+    import robotrl.heartbeat
+
+    monkeypatch.setattr(robotrl.heartbeat, "EVERY_S", 0.0)
+    generate_demos(ENV, num_episodes=1, seed=3, out_dir=tmp_path / "demos")
+    _agent(env, tmp_path / "demos", bc_steps=3).pretrain_bc()
+    out = capsys.readouterr().out
+    assert "demos metaworld/reach: 0/1 successful episodes saved (0 rolled out) (" in out
+    assert "MoDem BC pretraining: step 2/3, loss " in out
+
+
 def test_seed_phase_acts_with_the_bc_policy(env, demo_dir):
     agent = _agent(env, demo_dir, bc_steps=5)
     obs, _ = env.reset(seed=0)

@@ -1,0 +1,156 @@
+"""The run directory's lifecycle around `robotrl train`, decided before Hydra writes anything.
+
+- ``resume=true`` composes from the run's own saved overrides (``<run>/.hydra/overrides.yaml``), so
+  ``robotrl train resume=true run_dir=DIR`` continues the run that is there (``experiment=quickstart`` included)
+  whatever the original command was; overrides given now win (``frames=...`` trains longer).
+- A start where checkpoints exist is refused before Hydra creates or rewrites anything in the run dir.
+- ``resume=true`` on a run whose checkpoint already reached ``frames`` says it is complete and changes nothing.
+- A start that fails before training leaves no ``.hydra/`` or empty log behind in a run dir it created.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+import robotrl.config  # noqa: F401  (registers the resolvers that run_dir uses)
+from robotrl.checkpoint import resolve_checkpoint
+from robotrl.errors import CheckpointError, ConfigError
+
+_FRAME_NAME = re.compile(r"frame_(\d+)$")
+
+
+@dataclass
+class TrainPlan:
+    """What `robotrl train` runs: the Hydra overrides and run dir, or a message when there is nothing to do."""
+
+    overrides: list[str]
+    run_dir: Path
+    created: Path | None  # the topmost dir this command will create (None: the run dir exists already)
+    complete: str | None = None  # set when resume=true found the run already finished: print it, run nothing
+
+
+def override_key(item: str) -> str:
+    return item.lstrip("+~").partition("=")[0]
+
+
+def merge_overrides(saved: list[str], new: list[str]) -> list[str]:
+    """``saved`` with every key that ``new`` sets replaced by ``new``'s value (``new`` wins)."""
+    keys = {override_key(item) for item in new}
+    return [item for item in saved if override_key(item) not in keys] + list(new)
+
+
+def compose_train_config(overrides: list[str]) -> DictConfig:
+    """The training config for ``overrides``, with ``run_dir`` resolved; a bad override is a one-line ConfigError."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_module("robotrl.configs", version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        cfg.run_dir  # noqa: B018  (resolves its interpolations here, where errors become one line)
+    except (HydraException, OmegaConfBaseException) as e:
+        message = " ".join(str(e).split())  # Hydra's messages span lines (hint, grammar link)
+        raise ConfigError(f"bad override in {' '.join(overrides)!r}: {message}") from None
+    return cfg
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """True when ``run_dir/checkpoints`` holds a checkpoint dir (``.tmp-*`` dirs of an interrupted save don't count)."""
+    root = Path(run_dir) / "checkpoints"
+    return root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
+
+
+def saved_overrides(run_dir: Path) -> list[str] | None:
+    """The overrides the run in ``run_dir`` was composed from (None if it has no ``.hydra/overrides.yaml``)."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    saved = yaml.safe_load(path.read_text()) or []
+    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
+        raise ConfigError(f"{path} is not a list of overrides (expected Hydra's overrides.yaml)")
+    return saved
+
+
+def checkpoint_frame(run_dir: Path) -> int:
+    """The env frame of the checkpoint a resume would load (from its name, ``frame_<N>``)."""
+    path = resolve_checkpoint(Path(run_dir))
+    match = _FRAME_NAME.search(path.name)
+    if match is None:
+        from robotrl.checkpoint import load_state
+
+        state = load_state(path)
+        cfg = yaml.safe_load(state["config"])
+        return int(state["counters"]["step"]) * int(cfg["env"]["action_repeat"])
+    return int(match.group(1))
+
+
+def wants_resume(overrides: list[str]) -> bool:
+    values = [item.partition("=")[2].lower() for item in overrides if override_key(item) == "resume"]
+    return bool(values) and values[-1] == "true"
+
+
+def resume_command(run_dir: Path, extra: str = "") -> str:
+    return f"robotrl train resume=true run_dir={shlex.quote(str(run_dir))}{extra}"
+
+
+def _first_missing(path: Path) -> Path | None:
+    missing = None
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            break
+        missing = parent
+    return missing
+
+
+def plan_train(overrides: list[str]) -> TrainPlan:
+    """Decide what `robotrl train OVERRIDES` does; raise a one-line error for a refused start (nothing written)."""
+    cfg = compose_train_config(overrides)
+    run_dir = Path(cfg.run_dir).absolute()
+    if not wants_resume(overrides):
+        if has_checkpoint(run_dir):
+            raise ConfigError(f"run dir {run_dir} already holds checkpoints; continue it with "
+                              f"`{resume_command(run_dir)}` or pass run_dir=<new dir> to start a new run "
+                              f"(nothing was changed)")
+        return TrainPlan(overrides, run_dir, _first_missing(run_dir))
+    saved = saved_overrides(run_dir)
+    if saved is not None:  # the run's own composition; what is given now wins (e.g. frames=... to train longer)
+        overrides = merge_overrides([o for o in saved if override_key(o) not in ("resume", "run_dir")],
+                                    [*overrides, f"run_dir={run_dir}"])
+        cfg = compose_train_config(overrides)
+    if not has_checkpoint(run_dir):
+        raise CheckpointError(f"resume=true but {run_dir / 'checkpoints'} holds no checkpoint; nothing to resume "
+                              f"(without resume=true the same command starts the run from scratch)")
+    frame = checkpoint_frame(run_dir)
+    action_repeat = int(cfg.env.action_repeat)
+    last_frame = int(cfg.frames) // action_repeat * action_repeat  # training stops at step frames // action_repeat
+    plan = TrainPlan(overrides, run_dir, None)
+    if frame >= last_frame:
+        plan.complete = (f"run {run_dir} is complete: its last checkpoint is at frame {frame} of frames={cfg.frames}; "
+                         f"nothing was changed. To train longer: {resume_command(run_dir, ' frames=<more>')}")
+    return plan
+
+
+def remove_failed_start(plan: TrainPlan) -> None:
+    """After a start that failed before training: remove what Hydra wrote (``.hydra/``, empty logs) and the run
+    dir itself (and the parents it created) if nothing else is in it. A run dir that existed is left alone."""
+    run_dir = plan.run_dir
+    if plan.created is None or not run_dir.is_dir():
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    for log_file in run_dir.glob("*.log"):
+        if log_file.stat().st_size == 0:
+            log_file.unlink()
+    for path in [run_dir, *run_dir.parents]:  # the run dir, then the parents this command created, while empty
+        if not path.is_dir() or any(path.iterdir()):
+            break
+        path.rmdir()
+        if path == plan.created:
+            break

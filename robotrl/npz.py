@@ -1,0 +1,30 @@
+"""Read ``.npz`` archives with one-line errors: a file that is not an npz is named as such, not as a pickle."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from robotrl.errors import RobotRLError
+
+
+def read_npz(path: Path, error: type[RobotRLError], what: str = "npz archive") -> dict[str, np.ndarray]:
+    """All arrays of the npz at ``path``; any problem raises ``error`` with one line naming the file.
+
+    numpy reads a non-zip file as a pickled array and, with ``allow_pickle=False``, says "Cannot load file
+    containing pickled data", which misleads when the file is simply text; check for the zip format first.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} missing (expected a .npz file)")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(16)
+        raise error(f"{path} is not a {what}: expected a .npz (zip) file, it starts with {head!r}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise error(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
