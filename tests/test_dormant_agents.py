@@ -45,7 +45,7 @@ def test_tdmpc2_dormant_ratio_counts_silenced_neurons_of_prior_and_q_members(num
     mlp_dim, num_q = agent.arch["mlp_dim"], agent.arch["num_q"]
     prefix = "0." if num_pi > 1 else ""
     assert set(actor.per_layer) == {f"{k}.{i}" if num_pi > 1 else str(i) for k in range(num_pi) for i in range(3)}
-    with torch.no_grad():  # silence 5 neurons of the first prior's layer 0 and 3 of the last Q member's layer 1 (Mish(0) = 0)
+    with torch.no_grad():  # silence 5 neurons of prior 0's layer 0, 3 of the last Q member's layer 1: Mish(0) = 0
         agent.model._pi[0].ln.weight[:5] = 0
         agent.model._pi[0].ln.bias[:5] = 0
         agent.model._Qs.ln_weight_1[-1, :3] = 0
