@@ -394,8 +394,8 @@ class TDMPC2Agent:
         pi_metrics = self._update_pi(zs_t.detach(), rho)
         m.soft_update_target_Q(self.tau)
         m.eval()
-        if self.dormant_every and self._num_updates % self.dormant_every == 0:
-            pi_metrics.update(self.dormant_metrics(zs_t.detach()))
+        if self.dormant_every and self._num_updates % self.dormant_every == 0:  # on the batch's first latents
+            pi_metrics.update(self.dormant_metrics(zs_t[0].detach()))
         self._num_updates += 1
         out = {"consistency_loss": consistency_loss, "reward_loss": reward_loss, "value_loss": value_loss,
                "total_loss": total, "grad_norm": grad_norm, "batch_reward": reward.mean()}
