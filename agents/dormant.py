@@ -16,7 +16,7 @@ ties, e.g. an all-zero layer, which ``<=`` reports as fully dormant and ``<`` as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +44,50 @@ def _neuron_axis(module: nn.Module) -> int:
     return 1 if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) else -1
 
 
+def stats_from_scores(scores: Sequence[tuple[str, torch.Tensor]], tau: float = 0.025) -> DormantStats:
+    """Count tau-dormant neurons from per-neuron scores ``mean_batch |activation|``, one ``(name, scores)`` per layer.
+
+    A layer's scores are ``(..., neurons)``: leading axes are independent copies of the layer (ensemble members),
+    each normalised by its own mean, and all their neurons count for that layer. One host sync for all layers.
+    """
+    if not scores:
+        raise ValueError("no layer to measure")
+    counts = torch.stack([(s <= tau * s.mean(dim=-1, keepdim=True)).sum() for _, s in scores])
+    dormant = [int(c) for c in counts.tolist()]
+    sizes = [s.numel() for _, s in scores]
+    per_layer = {name: d / n for (name, _), d, n in zip(scores, dormant, sizes, strict=True)}
+    total = sum(sizes)
+    return DormantStats(sum(dormant) / total, per_layer, sum(dormant), total)
+
+
+def neuron_scores(out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """``mean_batch |out|`` per neuron (a conv layer's neurons are its output channels, averaged over space too)."""
+    axis = _neuron_axis(layer) % out.dim()
+    return out.abs().mean(dim=[d for d in range(out.dim()) if d != axis])
+
+
+@torch.no_grad()
+def layers_dormant_ratio(layers: Sequence[tuple[str, nn.Module]], forward: Callable[[], object],
+                         tau: float = 0.025) -> DormantStats:
+    """Hook the named ``layers``, run ``forward()`` once under ``no_grad``, count their tau-dormant neurons.
+
+    Each layer's output is read after the whole forward (in-place activations that follow it are included, see the
+    module docstring). Every layer must run in ``forward``; a layer that runs twice is measured on its last call.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out))
+               for name, m in layers]
+    try:
+        forward()
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [name for name, _ in layers if name not in outputs]
+    if missing:
+        raise ValueError(f"layers {missing} did not run in the measured forward")
+    return stats_from_scores([(name, neuron_scores(outputs[name], m)) for name, m in layers], tau)
+
+
 @torch.no_grad()
 def dormant_ratio(module: nn.Module, *inputs: object, tau: float = 0.025,
                   layer_types: Sequence[type[nn.Module]] = (nn.Linear,), **kwargs: object) -> DormantStats:
@@ -57,25 +101,15 @@ def dormant_ratio(module: nn.Module, *inputs: object, tau: float = 0.025,
     layers = [(name, m) for name, m in module.named_modules() if isinstance(m, tuple(layer_types))]
     if not layers:
         raise ValueError(f"{type(module).__name__} has no {[t.__name__ for t in layer_types]} layer to measure")
-    outputs: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out))
-               for name, m in layers]
-    try:
-        module(*inputs, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    counts, sizes = [], []
-    for name, m in layers:  # read after the forward: in-place activations after a layer are included
-        out = outputs[name]
-        axis = _neuron_axis(m) % out.dim()
-        score = out.abs().mean(dim=[d for d in range(out.dim()) if d != axis])  # (neurons,)
-        counts.append((score <= tau * score.mean()).sum())
-        sizes.append(score.numel())
-    dormant = [int(c) for c in torch.stack(counts).tolist()]  # one sync for all layers
-    per_layer = {name: d / n for (name, _), d, n in zip(layers, dormant, sizes, strict=True)}
-    total = sum(sizes)
-    return DormantStats(sum(dormant) / total, per_layer, sum(dormant), total)
+    return layers_dormant_ratio(layers, lambda: module(*inputs, **kwargs), tau)
+
+
+def merge_stats(parts: Sequence[tuple[str, DormantStats]]) -> DormantStats:
+    """One DormantStats over several networks (e.g. an actor ensemble): layers prefixed ``<name>.``, overall ratio
+    over all their neurons."""
+    dormant, total = sum(s.dormant for _, s in parts), sum(s.total for _, s in parts)
+    per_layer = {f"{name}.{layer}" if name else layer: r for name, s in parts for layer, r in s.per_layer.items()}
+    return DormantStats(dormant / total, per_layer, dormant, total)
 
 
 @torch.no_grad()

@@ -29,6 +29,8 @@ Observations: always SB3's ``MultiInputPolicy`` over robotrl's dict observation,
 SB3 scales the uint8 channels-first frames to [0, 1]). SB3's replay stores observation and next observation in
 full, so pixel SAC needs ~127 KB per transition at 84x84 with 3 stacked frames: a ``replay.capacity`` that cannot
 fit in memory is refused up front. Threads: the trainer's ``torch_threads`` applies (SB3 does not change it).
+Diagnostic: the actor's and critic's dormant ratio every ``dormant_every`` SB3 ``train()`` calls
+(:mod:`robotrl.agents.sb3_dormant`), in ``train.csv`` as for the other agents.
 Not supported: VecNormalize, learning-rate schedules (SB3 arguments are plain numbers from the config), several
 envs in parallel (one env, as the trainer).
 """
@@ -50,7 +52,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
@@ -63,6 +65,7 @@ from robotrl.errors import CheckpointError, ConfigError
 from robotrl.trainer import EpisodeStats, GracefulInterrupt, Trainer, episode_seed
 
 from . import agent_config
+from .sb3_dormant import DormantCallback
 
 log = logging.getLogger(__name__)
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"SAC": SAC, "PPO": PPO}
@@ -207,7 +210,8 @@ class SB3Agent:
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box, device: str,
                  algorithm: str, cnn: str = "nature", cnn_features_dim: int = 256,
                  policy_kwargs: Mapping[str, Any] | None = None, train_env: gym.Env | None = None,
-                 run_kwargs: Mapping[str, Any] | None = None, **algorithm_kwargs: Any) -> None:
+                 run_kwargs: Mapping[str, Any] | None = None, dormant_every: int = 10,
+                 dormant_threshold: float = 0.025, **algorithm_kwargs: Any) -> None:
         if algorithm not in ALGORITHMS:
             raise ConfigError(f"agent.algorithm={algorithm!r} is not one of {', '.join(ALGORITHMS)}")
         cls = ALGORITHMS[algorithm]
@@ -220,6 +224,8 @@ class SB3Agent:
             raise ConfigError("agent.policy_kwargs sets the features extractor; robotrl's is ObsExtractor, "
                               "configured by agent.cnn and agent.cnn_features_dim")
         check_cnn(observation_space, cnn)
+        self.dormant = DormantCallback(dormant_every, dormant_threshold,
+                                       seed=int((run_kwargs or {}).get("seed") or 0))  # diagnostic, sb3_dormant.py
         self.algorithm, self.name = algorithm, f"sb3_{algorithm.lower()}"
         self.off_policy = issubclass(cls, OffPolicyAlgorithm)
         self._arch = {"algorithm": algorithm, "cnn": cnn, "cnn_features_dim": int(cnn_features_dim),
@@ -262,7 +268,8 @@ class SB3Agent:
 
     def learn(self, steps: int, callback: BaseCallback) -> None:
         """Run SB3's own loop for up to ``steps`` more agent steps (the callback stops it at an episode end)."""
-        self.model.learn(steps, callback=callback, log_interval=None, reset_num_timesteps=False)
+        callbacks = CallbackList([callback, self.dormant]) if self.dormant.every else callback
+        self.model.learn(steps, callback=callbacks, log_interval=None, reset_num_timesteps=False)
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers, SAC's entropy coefficient, counters and the action space's RNG (tensors/plain)."""

@@ -36,6 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
@@ -43,6 +44,7 @@ from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Metrics, Obs, Trajectories
 
 from . import tdmpc2_math as tm
+from .dormant import DormantStats, layers_dormant_ratio, merge_stats, stats_from_scores
 from .nets import random_shift, sample_shifts
 from .world_model import WorldModel, model_dims
 
@@ -135,6 +137,8 @@ class TDMPC2Agent:
         aug_pad: int = 3,
         plan_bf16: bool = False,
         compile: bool = False,
+        dormant_every: int = 10,
+        dormant_threshold: float = 0.025,
         seed: int | None = None,
     ):
         if not isinstance(observation_space, gym.spaces.Dict):
@@ -147,6 +151,10 @@ class TDMPC2Agent:
                                         or observation_space["pixels"].shape[0] % (3 * pixel_views)):
             raise ConfigError(f"pixel_views={pixel_views} does not fit the observation space {observation_space} "
                               f"(expected pixels with a multiple of 3 * pixel_views channels, or pixel_views=null)")
+        if int(dormant_every) < 0 or not 0.0 <= float(dormant_threshold) < 1.0:
+            raise ConfigError(f"dormant_every={dormant_every} must be >= 0 and dormant_threshold="
+                              f"{dormant_threshold} in [0, 1)")
+        self.dormant_every, self.dormant_threshold = int(dormant_every), float(dormant_threshold)
         if not 0 < num_elites <= num_samples or not 0 <= num_pi_trajs < num_samples or horizon < 1:
             raise ConfigError(f"need 0 < num_elites={num_elites} <= num_samples={num_samples}, 0 <= num_pi_trajs="
                               f"{num_pi_trajs} < num_samples and horizon={horizon} >= 1")
@@ -386,6 +394,8 @@ class TDMPC2Agent:
         pi_metrics = self._update_pi(zs_t.detach(), rho)
         m.soft_update_target_Q(self.tau)
         m.eval()
+        if self.dormant_every and self._num_updates % self.dormant_every == 0:  # on the batch's first latents
+            pi_metrics.update(self.dormant_metrics(zs_t[0].detach()))
         self._num_updates += 1
         out = {"consistency_loss": consistency_loss, "reward_loss": reward_loss, "value_loss": value_loss,
                "total_loss": total, "grad_norm": grad_norm, "batch_reward": reward.mean()}
@@ -414,6 +424,32 @@ class TDMPC2Agent:
         self.pi_optim.zero_grad(set_to_none=True)
         return {"pi_loss": float(pi_loss.detach()) / m.num_pi, "pi_grad_norm": pi_grad_norm,
                 "pi_entropy": float(torch.stack(entropies).mean()), "pi_scale": float(self.scale.value)}
+
+    @torch.no_grad()
+    def dormant_stats(self, z: torch.Tensor) -> tuple[DormantStats, DormantStats]:
+        """(policy priors, Q ensemble) tau-dormant ratios on latents ``z`` (..., L): one no-grad forward of every
+        prior, then of every Q member on (z, the first prior's mean action). Uses no random draw.
+
+        Layers are measured after their LayerNorm + Mish (hidden) or as output logits (last layer), as for DrQ-v2.
+        """
+        m, tau = self.model, self.dormant_threshold
+        nets, parts, head = m.pi_nets(), [], None
+        for k, net in enumerate(nets):
+            layers = [(name, layer) for name, layer in net.named_modules() if isinstance(layer, nn.Linear)]
+            out: dict[str, torch.Tensor] = {}
+            parts.append((str(k) if len(nets) > 1 else "",
+                          layers_dormant_ratio(layers, lambda net=net, out=out: out.setdefault("y", net(z)), tau)))
+            head = out["y"] if head is None else head
+        action = torch.tanh(head.chunk(2, dim=-1)[0])
+        record: list[torch.Tensor] = []
+        m._Qs(torch.cat([z, action], dim=-1), record=record)
+        q_scores = [(f"layer{i}", h.abs().mean(dim=1)) for i, h in enumerate(record)]  # (num_q, neurons) each
+        return merge_stats(parts), stats_from_scores(q_scores, tau)
+
+    def dormant_metrics(self, z: torch.Tensor) -> Metrics:
+        """``actor_dormant_ratio[/<layer>]`` and ``critic_dormant_ratio[/layer<i>]`` (see :meth:`dormant_stats`)."""
+        actor, critic = self.dormant_stats(z)
+        return {**actor.metrics("actor_dormant_ratio"), **critic.metrics("critic_dormant_ratio")}
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

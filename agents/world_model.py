@@ -208,7 +208,10 @@ class EnsembleMLP(nn.Module):
         p = getattr(self, f"{name}_{i}")
         return p if members is None else p.index_select(0, members)
 
-    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None,
+                record: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``record`` (a list) receives every layer's output (k, N, out), after its activation for hidden layers
+        (the dormant-ratio diagnostic)."""
         k = self.num if members is None else members.numel()
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
@@ -229,6 +232,8 @@ class EnsembleMLP(nn.Module):
                     h = self.fused(h, ln_w, ln_b)
                 else:
                     h = mish(torch.addcmul(ln_b, F.layer_norm(h, h.shape[-1:]), ln_w))
+            if record is not None:
+                record.append(h)
         return h.reshape(k, *lead, h.shape[-1])
 
 

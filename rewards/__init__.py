@@ -24,7 +24,8 @@ from robotrl.rewards.base import (
 
 from robotrl.errors import ConfigError
 
-WRAPPER_KEYS = ("name", "mode", "weight", "render_size", "terminate_on_success")
+WRAPPER_KEYS = ("name", "mode", "weight", "render_size", "terminate_on_success", "timeout_s",
+                "max_consecutive_failures")
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
@@ -76,7 +77,8 @@ def wrap_env(env: gym.Env, cfg: Any, model: RewardModel | None = None) -> gym.En
     return RewardWrapper(env, model, mode=cfg.get("mode", "replace"), weight=float(cfg.get("weight", 1.0)),
                          render_size=cfg.get("render_size", 224),
                          terminate_on_success=bool(cfg.get("terminate_on_success", False)),
-                         name=str(cfg.get("name", "model")))
+                         name=str(cfg.get("name", "model")), timeout_s=cfg.get("timeout_s"),
+                         max_consecutive_failures=cfg.get("max_consecutive_failures", 10))
 
 
 __all__ = ["EmbeddingCache", "RewardModel", "RewardVectorWrapper", "RewardWrapper", "check_frames", "is_env_reward",

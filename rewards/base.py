@@ -13,24 +13,35 @@ that learn online, e.g. LfVoid's discriminators: saved in the run's checkpoints)
 frame per agent step (``render_size``, not the agent's small channels-first pixels), replaces or blends the env
 reward, and keeps the ground truth in ``info``. :class:`RewardVectorWrapper` does the same for a vector env with
 one batched model call per step.
+
+A failing model never corrupts a run (:class:`GuardedModel`): a call that raises, returns a non-finite or
+wrongly shaped reward, or takes longer than ``reward.timeout_s``, flags the step (``info["reward_invalid"] = True``,
+``info["reward_error"]`` says why), uses a model reward of ``INVALID_MODEL_REWARD`` (0.0) for it, and never predicts
+success on it (so ``terminate_on_success`` cannot end the episode there); training continues.
+``reward.max_consecutive_failures`` failures in a row stop the run with a one-line :class:`RewardModelError`
+naming the model. The trainer counts flagged steps per episode in ``train.csv`` (``reward_invalid``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
 from typing import Any, Protocol, SupportsFloat, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from robotrl.errors import ConfigError, ObservationError
+from robotrl.errors import ConfigError, ObservationError, RewardModelError
 
 log = logging.getLogger(__name__)
 MODES = ("replace", "blend")
+INVALID_MODEL_REWARD = 0.0  # the model reward a flagged (failed) step gets
 
 
 @runtime_checkable
@@ -125,6 +136,98 @@ def render_rgb(env: gym.Env, size: int | None) -> np.ndarray:
     return np.ascontiguousarray(env.render())
 
 
+class _Worker:
+    """One daemon thread running reward-model calls, so a call can be abandoned after ``timeout_s`` (a hung model
+    then blocks neither the training loop nor the interpreter's exit, unlike a ThreadPoolExecutor's worker)."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = torch.get_num_threads()  # the run's torch_threads; a new thread may not inherit it
+        threading.Thread(target=self._run, name=f"reward-model-{name}", daemon=True).start()
+
+    def _run(self) -> None:
+        torch.set_num_threads(self._threads)
+        while True:
+            fn, args, future = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as e:  # noqa: BLE001 -- handed to the caller through the future
+                    future.set_exception(e)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._jobs.put((fn, args, future))
+        return future
+
+
+class GuardedModel:
+    """Calls a reward model under the failure policy of the module docstring.
+
+    :meth:`evaluate` returns ``(rewards float32 [B], success bool [B] | None, error)``: on success ``error`` is None;
+    on a failure the rewards are ``INVALID_MODEL_REWARD``, success (if predicted) all False, and ``error`` is a short
+    reason. ``timeout_s`` (None: no limit) runs calls on a worker thread; while a timed-out call is still running,
+    later steps fail at once rather than queue behind it. ``max_consecutive_failures`` failures in a row raise
+    :class:`RewardModelError`.
+    """
+
+    def __init__(self, model: RewardModel, name: str, predicts_success: bool, timeout_s: float | None = None,
+                 max_consecutive_failures: int = 10) -> None:
+        if timeout_s is not None and (isinstance(timeout_s, bool) or not float(timeout_s) > 0):
+            raise ConfigError(f"reward.timeout_s={timeout_s!r}, expected a positive number of seconds or null")
+        if isinstance(max_consecutive_failures, bool) or int(max_consecutive_failures) < 1:
+            raise ConfigError(f"reward.max_consecutive_failures={max_consecutive_failures!r}, expected an int >= 1")
+        self.model, self.name, self.predicts_success = model, name, predicts_success
+        self.timeout_s = None if timeout_s is None else float(timeout_s)
+        self.max_consecutive_failures = int(max_consecutive_failures)
+        self.consecutive_failures = self.failures = 0
+        self._worker = _Worker(name) if self.timeout_s is not None else None
+        self._running: Future | None = None  # a call that timed out and has not returned yet
+
+    def _call(self, frames: np.ndarray, info: Sequence[dict[str, Any]] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        rewards = np.asarray(self.model(frames, info), np.float32)
+        success = None
+        if self.predicts_success:
+            success = np.asarray(self.model.predict_success(frames, info), bool)
+        return rewards, success
+
+    def _run(self, frames: np.ndarray, info: Sequence[dict[str, Any]] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._worker is None:
+            return self._call(frames, info)
+        if self._running is not None and not self._running.done():
+            raise TimeoutError(f"a call that exceeded reward.timeout_s={self.timeout_s:g} is still running")
+        future = self._worker.submit(self._call, frames, info)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except TimeoutError:
+            self._running = future
+            raise TimeoutError(f"took longer than reward.timeout_s={self.timeout_s:g}") from None
+
+    def evaluate(self, frames: np.ndarray,
+                 info: Sequence[dict[str, Any]] | None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+        n = len(frames)
+        try:
+            rewards, success = self._run(frames, info)
+            if rewards.shape != (n,) or (success is not None and success.shape != (n,)):
+                raise ValueError(f"returned shape {rewards.shape} for {n} frames, expected ({n},)")
+            if not np.isfinite(rewards).all():
+                raise ValueError(f"returned non-finite rewards {rewards[~np.isfinite(rewards)][:3].tolist()}")
+        except Exception as e:  # noqa: BLE001 -- any model failure is flagged, counted, and stops the run at N
+            error = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            self.failures += 1
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.max_consecutive_failures:
+                raise RewardModelError(
+                    f"reward model {self.name!r} failed {self.consecutive_failures} consecutive steps "
+                    f"(reward.max_consecutive_failures={self.max_consecutive_failures}); last: {error}") from e
+            log.warning("reward model %r failed (%d in a row): %s; step flagged reward_invalid", self.name,
+                        self.consecutive_failures, error)
+            invalid_success = np.zeros(n, bool) if self.predicts_success else None
+            return np.full(n, INVALID_MODEL_REWARD, np.float32), invalid_success, error
+        self.consecutive_failures = 0
+        return rewards, success, None
+
+
 def _check_wrapper_args(model: RewardModel, mode: str, render_size: int | None, terminate_on_success: bool,
                         name: str) -> bool:
     """Validate the wrapper settings shared by RewardWrapper and RewardVectorWrapper; True if the model predicts
@@ -145,15 +248,19 @@ class RewardWrapper(gym.Wrapper):
 
     Every step's ``info`` gets ``gt_reward`` (the env's reward, summed over action repeat), ``model_reward`` (the
     model's raw reward for the frame after the step) and keeps the env's ``success``; a model with
-    ``predict_success`` adds ``model_success`` (and ends the episode on it when ``terminate_on_success``).
+    ``predict_success`` adds ``model_success`` (and ends the episode on it when ``terminate_on_success``);
+    ``reward_invalid`` flags a step whose model call failed (``timeout_s``, ``max_consecutive_failures``: see
+    :class:`GuardedModel`).
     The simple path computes B=1 per step; :meth:`relabel` computes rewards for a stored batch of frames
     (replay-time relabelling) in chunks of the model's ``batch_size``.
     """
 
     def __init__(self, env: gym.Env, model: RewardModel, mode: str = "replace", weight: float = 1.0,
-                 render_size: int | None = 224, terminate_on_success: bool = False, name: str = "model"):
+                 render_size: int | None = 224, terminate_on_success: bool = False, name: str = "model",
+                 timeout_s: float | None = None, max_consecutive_failures: int = 10):
         super().__init__(env)
         self.predicts_success = _check_wrapper_args(model, mode, render_size, terminate_on_success, name)
+        self.guard = GuardedModel(model, name, self.predicts_success, timeout_s, max_consecutive_failures)
         self.model, self.mode, self.weight = model, mode, float(weight)
         bind = getattr(model, "bind", None)
         if callable(bind):  # models that read the simulator (KAGI's keypoints) need the env they reward
@@ -179,10 +286,14 @@ class RewardWrapper(gym.Wrapper):
         obs, gt, terminated, truncated, info = self.env.step(action)
         frames = self.render_frame()[None]
         info = dict(info)
-        model_reward = float(self.model(frames, [info])[0])
+        rewards, success, error = self.guard.evaluate(frames, [info])
+        model_reward = float(rewards[0])
         info["gt_reward"], info["model_reward"] = float(gt), model_reward
-        if self.predicts_success:
-            info["model_success"] = bool(self.model.predict_success(frames, [info])[0])
+        info["reward_invalid"] = error is not None
+        if error is not None:
+            info["reward_error"] = error
+        if success is not None:  # all False on a failed step: a failure never ends an episode as a success
+            info["model_success"] = bool(success[0])
             if self.terminate_on_success and info["model_success"]:
                 terminated = True
         reward = self.weight * model_reward if self.mode == "replace" else float(gt) + self.weight * model_reward
@@ -207,16 +318,19 @@ class RewardVectorWrapper(gym.vector.VectorWrapper):
     """:class:`RewardWrapper` for a gymnasium vector env of robotrl contract envs: one batched model call per
     vector step (B = ``num_envs`` frames) instead of one call per sub-env.
 
-    ``infos`` get ``gt_reward`` and ``model_reward`` arrays [num_envs]. Works with ``autoreset_mode`` NEXT_STEP
+    ``infos`` get ``gt_reward``, ``model_reward`` and ``reward_invalid`` arrays [num_envs] (failures as in
+    :class:`RewardWrapper`). Works with ``autoreset_mode`` NEXT_STEP
     (gymnasium's default) or DISABLED: the step that resets a finished sub-env has reward 0 and is not scored.
     SAME_STEP is refused, because its frame after a terminal step shows the next episode's first state.
     The model gets ``info=None`` (vector infos are dicts of arrays, not one dict per frame).
     """
 
     def __init__(self, env: gym.vector.VectorEnv, model: RewardModel, mode: str = "replace", weight: float = 1.0,
-                 render_size: int | None = 224, name: str = "model"):
+                 render_size: int | None = 224, name: str = "model", timeout_s: float | None = None,
+                 max_consecutive_failures: int = 10):
         super().__init__(env)
         _check_wrapper_args(model, mode, render_size, False, name)
+        self.guard = GuardedModel(model, name, False, timeout_s, max_consecutive_failures)
         autoreset = str(getattr(env.metadata.get("autoreset_mode"), "value", env.metadata.get("autoreset_mode")))
         if autoreset not in ("NextStep", "Disabled"):
             raise ConfigError(f"RewardVectorWrapper needs autoreset_mode NEXT_STEP or DISABLED, got {autoreset!r}")
@@ -239,10 +353,12 @@ class RewardVectorWrapper(gym.vector.VectorWrapper):
         gt = np.asarray(gt, np.float32)
         scored = ~self._resetting
         model_reward = np.zeros(self.num_envs, np.float32)
+        invalid = np.zeros(self.num_envs, bool)
         if scored.any():
             frames = self.render_frames()[scored]
-            model_reward[scored] = np.asarray(self.model(frames, None), np.float32)
+            model_reward[scored], _, error = self.guard.evaluate(frames, None)
+            invalid[scored] = error is not None  # one batched call: a failure flags every scored sub-env
         reward = self.weight * model_reward if self.mode == "replace" else gt + self.weight * model_reward
         self._resetting = np.logical_or(terminated, truncated)
-        infos = {**infos, "gt_reward": gt, "model_reward": model_reward}
+        infos = {**infos, "gt_reward": gt, "model_reward": model_reward, "reward_invalid": invalid}
         return obs, reward.astype(np.float32), terminated, truncated, infos

@@ -11,8 +11,16 @@ the component of x - g along d. This follows the paper's Section 3 and the refer
 ``CLIPReward.compute_projection``/``forward`` and ``embed_prompts`` (prompt embeddings are normalised, then averaged,
 not renormalised) in ``src/vlmrm/reward_model.py`` of AlignmentResearch/vlmrm. Since P is symmetric,
 ``(x - g) P = (1 - alpha)(x - g) + alpha ((x - g) . u) u`` with u = d / ||d||, which is what is computed (no D x D
-matrix). Preprocessing is the model's own open_clip eval transform (resize + centre crop + mean/std from its
-preprocess config), done batched in torch on the model's device.
+matrix). Preprocessing is batched in torch on the model's device, with the mean/std of the model's open_clip
+preprocess config and one of two resizes (``resize_mode``):
+
+* ``crop``: open_clip's eval transform: resize the short side to the model's input size, then centre-crop;
+* ``squash``: resize the whole frame to the input size, aspect ratio not kept, as vlmrm does
+  (``vlmrm/contrib/open_clip/transform.py``: ``Resize((s, s), bicubic)`` then a no-op ``CenterCrop``).
+
+They agree on square frames; on a 400x600 frame ``crop`` drops the sides and ``squash`` keeps them squeezed, so the
+rewards (and the ranking of frames) differ. Both clamp the resized pixels to [0, 255] (bicubic overshoots; vlmrm
+does not clamp, which is the only difference from its transform, a few 1e-3 at sharp edges).
 
 Weights: ``pretrained`` is an open_clip tag (resolved from the local Hugging Face cache, ``cache_dir`` or HF_HOME,
 before any download is tried) or a local checkpoint file. Without weights this fails with one line saying how to
@@ -41,6 +49,7 @@ from robotrl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+RESIZE_MODES = {"crop": "shortest", "squash": "squash"}  # reward.resize_mode -> open_clip's name for it
 _INTERP = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "random": "bicubic"}
 
 
@@ -183,6 +192,8 @@ class CLIPReward:
         device: ``auto`` | ``cpu`` | ``cuda[:N]``. precision: ``auto`` (fp32 on CPU, bf16 -- or fp16 without bf16
             support -- on GPU), ``fp32``, ``fp16``, ``bf16`` (autocast; embeddings and rewards are float32).
         model_cfg: an open_clip model config dict registered as ``model_name`` (tiny test models).
+        resize_mode: ``crop`` (short side to the input size, centre crop: open_clip's eval transform) or ``squash``
+            (whole frame to the input size: vlmrm's); null: the model's own open_clip preprocess setting.
         cache_embeddings: keep text/goal embeddings (off only to measure what the cache saves).
         batch_size: frames per forward pass. success_threshold: reward at/above which ``predict_success`` is True.
     """
@@ -192,7 +203,9 @@ class CLIPReward:
                  baseline_prompts: Sequence[str] = ("a humanoid robot",), alpha: float = 0.5,
                  allow_random_weights: bool = False, device: str = "auto", precision: str = "auto",
                  model_cfg: dict[str, Any] | None = None, cache_embeddings: bool = True, batch_size: int = 64,
-                 success_threshold: float | None = None):
+                 success_threshold: float | None = None, resize_mode: str | None = "crop"):
+        if resize_mode is not None and resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"reward.resize_mode={resize_mode!r}, expected one of {', '.join(RESIZE_MODES)} or null")
         if not 0.0 <= float(alpha) <= 1.0:
             raise ConfigError(f"reward.alpha={alpha!r} is out of range, expected 0 <= alpha <= 1")
         if precision not in PRECISIONS:
@@ -212,7 +225,10 @@ class CLIPReward:
         model, self.tokenizer, self.weights = load_open_clip(self.model_name, pretrained, cache_dir,
                                                              bool(allow_random_weights))
         self.model = model.to(self.device)
-        self._init_preprocess(getattr(self.model.visual, "preprocess_cfg", {}))
+        preprocess_cfg = dict(getattr(self.model.visual, "preprocess_cfg", {}))
+        if resize_mode is not None:
+            preprocess_cfg["resize_mode"] = RESIZE_MODES[resize_mode]
+        self._init_preprocess(preprocess_cfg)
         self.cache_embeddings = bool(cache_embeddings)
         self.text_cache = EmbeddingCache()
         self.goal_image_cache = EmbeddingCache()
@@ -249,8 +265,8 @@ class CLIPReward:
                              **({} if self.interpolation == "nearest" else {"align_corners": False}))
 
     def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 [B, H, W, 3] -> normalised float32 [B, 3, S, S] on the model's device, as open_clip's eval
-        transform does per PIL image (resize per ``resize_mode``, centre crop, mean/std), but batched."""
+        """uint8 [B, H, W, 3] -> normalised float32 [B, 3, S, S] on the model's device: resize per ``resize_mode``
+        (crop: as open_clip's eval transform does per PIL image; squash: as vlmrm's), clamp to [0, 255], mean/std."""
         check_frames(frames)
         if isinstance(frames, np.ndarray):  # renderers may return flipped views (negative strides)
             frames = torch.from_numpy(np.ascontiguousarray(frames))

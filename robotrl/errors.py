@@ -31,3 +31,7 @@ class DemoFormatError(RobotRLError, ValueError):
 
 class DivergenceError(RobotRLError):
     """Training produced a non-finite loss or value; the last checkpoint is kept intact."""
+
+
+class RewardModelError(RobotRLError, RuntimeError):
+    """A reward model failed (raised, returned NaN/inf, or timed out) on too many consecutive steps."""

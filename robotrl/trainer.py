@@ -40,7 +40,7 @@ from robotrl.rewards import is_env_reward, make_reward, wrap_env
 from robotrl.rollout import run_episodes, summarize
 
 log = logging.getLogger(__name__)
-REWARD_INFO_KEYS = ("model_reward", "gt_reward")  # set by robotrl.rewards.RewardWrapper
+REWARD_INFO_KEYS = ("model_reward", "gt_reward", "reward_invalid")  # from RewardWrapper; flagged steps are counted
 EVAL_SEED_BASE = 1_000_000  # eval episodes use seeds EVAL_SEED_BASE + i, the same set at every evaluation
 
 

@@ -104,18 +104,62 @@ def test_no_cache_gives_the_same_rewards(clip):
 
 
 def test_preprocessing_matches_open_clip_pil_transform(clip):
-    """Batched torch resize/crop/normalise vs open_clip's own eval transform applied per PIL image."""
+    """resize_mode=crop: batched torch resize/crop/normalise vs open_clip's own eval transform per PIL image."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from PIL import Image
 
+    assert clip.resize_mode == "shortest"  # the constructor's default resize_mode="crop"
     transform = image_transform_v2(PreprocessCfg(**clip.model.visual.preprocess_cfg), is_train=False)
-    for h, w in ((64, 64), (100, 120), (128, 96)):
+    for h, w in ((64, 64), (100, 120), (128, 96), (40, 60)):
         batch = frames(2, h, w, seed=h)
         ours = clip.preprocess(batch)
         ref = torch.stack([transform(Image.fromarray(f)) for f in batch])
         assert ours.shape == ref.shape == (2, 3, 64, 64)
         # PIL rounds the resized image to uint8 (<= 0.5/255/std ~ 0.008) and its bicubic filter differs slightly
         assert (ours - ref).abs().mean() < 0.02, (h, w)
+
+
+def vlmrm_transform(size: int):
+    """vlmrm's own preprocessing (vlmrm/contrib/open_clip/transform.py) on uint8 channels-first tensors, plus the
+    [0, 1] clamp after resizing that robotrl adds in both modes."""
+    from torchvision import transforms as T
+
+    return T.Compose([lambda x: x.float() / 255.0,
+                      T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+                      lambda x: x.clamp(0.0, 1.0), T.CenterCrop(size),
+                      T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+
+
+def test_squash_preprocessing_matches_vlmrm_transform():
+    squash = tiny_clip(resize_mode="squash")
+    transform = vlmrm_transform(64)
+    for h, w in ((64, 64), (40, 60), (160, 96)):
+        batch = frames(3, h, w, seed=h + w)
+        ref = transform(torch.from_numpy(batch).permute(0, 3, 1, 2))
+        ours = squash.preprocess(batch)
+        assert ours.shape == ref.shape == (3, 3, 64, 64)
+        torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
+
+
+def test_resize_modes_agree_on_square_frames_only(clip):
+    squash = tiny_clip(alpha=0.5, resize_mode="squash")
+    square, wide = frames(4, 96, 96, seed=1), frames(4, 40, 60, seed=2)
+    np.testing.assert_allclose(squash(square), clip(square), atol=1e-6)
+    assert (squash.preprocess(wide) - clip.preprocess(wide)).abs().max() > 0.5  # different pixels, not rounding
+    with pytest.raises(ConfigError, match="reward.resize_mode='stretch'"):
+        tiny_clip(resize_mode="stretch")
+
+
+def test_resize_clamps_bicubic_overshoot(clip):
+    """A sharp black/white edge overshoots [0, 255] under bicubic resizing: clamped in both modes."""
+    edge = np.zeros((1, 50, 70, 3), np.uint8)
+    edge[:, :, 35:] = 255
+    lo, hi = clip._shift.flatten(), (255 * clip._scale + clip._shift).flatten()  # normalised 0 and 255
+    for model in (clip, tiny_clip(resize_mode="squash")):
+        x = model.preprocess(edge)[0]
+        for c in range(3):
+            assert x[c].min() >= lo[c] - 1e-5 and x[c].max() <= hi[c] + 1e-5
+            assert torch.isclose(x[c].min(), lo[c], atol=1e-5) and torch.isclose(x[c].max(), hi[c], atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
