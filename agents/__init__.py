@@ -35,7 +35,7 @@ SB3_TARGET = "robotrl.agents.sb3.SB3Agent"
 
 def is_sb3_agent(agent_cfg: Any) -> bool:
     """True for a Stable-Baselines3 agent config (``agent=sb3_sac|sb3_ppo``): SB3 runs its own learning loop, so
-    the trainer hands the run to ``robotrl.agents.sb3.SB3Trainer`` (checked without importing SB3)."""
+    the trainer hands the run to ``robotrl.workflows.sb3_train.SB3Trainer`` (checked without importing SB3)."""
     if agent_cfg is None:
         return False
     target = agent_cfg.get("_target_") if isinstance(agent_cfg, dict | DictConfig) else None

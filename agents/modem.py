@@ -55,12 +55,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from robotrl.augment import random_shift, sample_shifts
 from robotrl.contract import PROPRIO_OBS_TYPES, check_obs
+from robotrl.demos import load_demos as load_demo_dir
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
 from robotrl.replay import MixedReplay, ReplayBuffer
 from robotrl.types import Episode, Metrics, Obs
 
-from .nets import random_shift, sample_shifts, schedule
+from .nets import schedule
 from .tdmpc2 import TDMPC2Agent
 from .world_model import WorldModel
 
@@ -196,11 +198,9 @@ class ModemAgent(TDMPC2Agent):
     def load_demos(self) -> list[Episode]:
         """Load (or generate, see the class docstring) the demos and check them against this agent's spaces;
         DemoFormatError for a bad file or a shape that does not fit the env."""
-        from robotrl.envs.demos import load_demos
-
         root = self._demo_dir()
         obs_type = (self.env_cfg or {}).get("obs_type") or "pixels"
-        episodes = load_demos(root, proprio=obs_type in PROPRIO_OBS_TYPES)
+        episodes = load_demo_dir(root, proprio=obs_type in PROPRIO_OBS_TYPES)
         if self.demos_path is None:
             episodes = episodes[: self.num_demos]
         keys = sorted(self.observation_space.spaces)

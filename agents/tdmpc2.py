@@ -37,13 +37,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Metrics, Obs, Trajectories
 
 from . import tdmpc2_math as tm
-from .nets import random_shift, sample_shifts
 from .world_model import WorldModel, model_dims
 
 NAME = "tdmpc2"

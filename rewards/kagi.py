@@ -416,10 +416,8 @@ class MetaWorldKeypoints:
         if raw is None or not hasattr(raw, "tcp_center"):
             raise ConfigError(f"KAGIReward.bind: {type(base).__name__} is not a Meta-World env (no .raw.tcp_center); "
                               "simulator keypoints are implemented for Meta-World only")
-        from robotrl.envs.metaworld import UPSIDE_DOWN_CAMERAS
-
         self.raw, self.camera = raw, base.camera
-        self.rotate180 = self.camera in UPSIDE_DOWN_CAMERAS
+        self.rotate180 = bool(base.rotated_views[0])  # the env's first view is the one the reward is shown
 
     def world(self) -> dict[str, np.ndarray]:
         raw = self.raw

@@ -14,66 +14,20 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from robotrl.errors import ConfigError, RobotRLError
-
-GROUPS = ("agent", "env", "reward", "robot", "experiment")
-
-
-def config_dir() -> Path:
-    return Path(str(resources.files("robotrl.configs")))
-
-
-def group_options(group: str) -> list[str]:
-    root = config_dir() / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-
-
-def check_group_choices(overrides: list[str]) -> None:
-    """Fail early, in one line, on `group=name` overrides naming a config that does not exist."""
-    for item in overrides:
-        key, sep, value = item.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS or value in ("", "null"):
-            continue
-        valid = group_options(key)
-        for name in value.split(","):
-            if name not in valid:
-                close = difflib.get_close_matches(name, valid, n=3)
-                hint = f"did you mean {', '.join(close)}? " if close else ""
-                raise ConfigError(f"unknown {key} {name!r}; {hint}valid {key} names: {', '.join(valid)}")
-
-
-def parse_kv(args: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Parse key=value arguments into ``defaults``' keys, converting to the default's type."""
-    out = dict(defaults)
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in defaults:
-            raise ConfigError(f"unexpected argument {arg!r}; expected key=value with key in {', '.join(defaults)}")
-        kind = type(defaults[key]) if defaults[key] is not None else str
-        if kind is bool:
-            if value.lower() not in ("true", "false"):
-                raise ConfigError(f"{key}={value!r}, expected true or false")
-            out[key] = value.lower() == "true"
-        else:
-            try:
-                out[key] = kind(value)
-            except ValueError:
-                raise ConfigError(f"{key}={value!r}, expected a {kind.__name__}") from None
-    return out
+from robotrl.overrides import check_group_choices, parse_kv
 
 
 # ------------------------------------------------------------------------------------------------ train
 def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from robotrl.trainer import Trainer
+    from robotrl.workflows.train import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -108,7 +62,7 @@ EVAL_DEFAULTS: dict[str, Any] = {"checkpoint": None, "episodes": 10, "seed": 1_0
 
 def evaluate(args: list[str]) -> int:
     """Evaluate a checkpoint on seeded episodes; exit code 1 if below ``min_success``/``min_return``."""
-    from robotrl.evaluate import evaluate_checkpoint
+    from robotrl.workflows.evaluate import evaluate_checkpoint
 
     opts = parse_kv(args, EVAL_DEFAULTS)
     if opts["checkpoint"] is None:
@@ -132,7 +86,7 @@ def envs(args: list[str]) -> int:
 def plot(args: list[str]) -> int:
     import argparse
 
-    from robotrl.plot import SOURCES, plot_runs
+    from robotrl.workflows.plot import SOURCES, plot_runs
 
     parser = argparse.ArgumentParser(prog="robotrl plot", description="IQM learning curves over seeds (rliable)")
     parser.add_argument("runs", nargs="+", type=Path)
@@ -179,13 +133,13 @@ def demos(args: list[str]) -> int:
 
 
 def goals(args: list[str]) -> int:
-    from robotrl.rewards.lfvoid import goals_main
+    from robotrl.workflows.goals import goals_main
 
     return goals_main(args)
 
 
 def reward_eval(args: list[str]) -> int:
-    from robotrl.reward_eval import reward_eval_main
+    from robotrl.workflows.reward_eval import reward_eval_main
 
     return reward_eval_main(args)
 

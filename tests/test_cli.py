@@ -150,7 +150,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path):
 
 
 def test_demos_command_writes_loadable_demos(tmp_path):
-    from robotrl.envs.demos import load_demos
+    from robotrl.demos import load_demos
 
     out = tmp_path / "demos"
     proc = robotrl("demos", "env=metaworld/reach", "episodes=1", "image_size=32", f"out={out}")

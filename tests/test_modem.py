@@ -14,11 +14,12 @@ from robotrl.agents.modem import ModemAgent, ModemV2Agent
 from robotrl.agents.nets import schedule
 from robotrl.agents.tdmpc2 import split_evenly
 from robotrl.envs import make_env
-from robotrl.envs.demos import episode_file, generate_demos
+from robotrl.envs.demos import generate_demos
 
+from robotrl.demos import episode_file
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
 from robotrl.replay import ReplayBuffer
-from robotrl.trainer import Trainer
+from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
 ENV = {"name": "metaworld/reach", "image_size": 32, "video_size": 32, "max_episode_steps": 120}

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from robotrl import reward_eval as re
 from robotrl.errors import ConfigError
+from robotrl.workflows import reward_eval as re
 
 GAMMA = 0.9
 

@@ -15,7 +15,7 @@ from robotrl.checkpoint import load_state, resolve_checkpoint
 from robotrl.config import resolve_device
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError
-from robotrl.rollout import run_episodes, summarize
+from robotrl.workflows.rollout import run_episodes, summarize
 
 
 def load_policy(checkpoint: Path, device: str = "auto") -> tuple[Any, Any, Path]:

@@ -34,7 +34,7 @@ from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
-from robotrl.rollout import random_policy, run_episodes, summarize
+from robotrl.workflows.rollout import random_policy, run_episodes, summarize
 
 log = logging.getLogger(__name__)
 REWARD_INFO_KEYS = ("model_reward", "gt_reward")  # set by robotrl.rewards.RewardWrapper
@@ -140,10 +140,10 @@ class Trainer:
     """Builds env, agent, replay and logger from a config and runs (or resumes) one training run."""
 
     def __new__(cls, cfg: DictConfig, *args: Any, **kwargs: Any) -> Trainer:
-        """``agent=sb3_*`` gets :class:`robotrl.agents.sb3.SB3Trainer`: Stable-Baselines3 runs its own learning loop
-        inside this trainer's envs, reward layer, logging, evaluation and checkpoints."""
+        """``agent=sb3_*`` gets :class:`robotrl.workflows.sb3_train.SB3Trainer`: Stable-Baselines3 runs its own
+        learning loop inside this trainer's envs, reward layer, logging, evaluation and checkpoints."""
         if cls is Trainer and is_sb3_agent(OmegaConf.select(cfg, "agent")):
-            from robotrl.agents.sb3 import SB3Trainer
+            from robotrl.workflows.sb3_train import SB3Trainer
 
             cls = SB3Trainer
         return super().__new__(cls)
@@ -381,7 +381,7 @@ class Trainer:
         return summary
 
     def _plot(self) -> None:
-        from robotrl.plot import plot_runs
+        from robotrl.workflows.plot import plot_runs
 
         try:
             plot_runs([self.run_dir], self.run_dir / "curve.png", reps=0)
