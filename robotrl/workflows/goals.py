@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.errors import ConfigError
-from robotrl.overrides import check_group_choices, parse_kv
+from robotrl.overrides import check_group_choices, compose_config
 from robotrl.rewards.base import render_rgb
 from robotrl.rewards.lfvoid import load_goal_set, save_goal_set
 from robotrl.rewards.lfvoid_goals import (
@@ -64,15 +64,12 @@ GOALS_DEFAULTS: dict[str, Any] = {
 
 def _env_cfg(opts: dict[str, Any]) -> Any:
     """The composed ``env`` config for ``env=<suite>/<task>`` (same path as ``robotrl train``)."""
-    from hydra import compose, initialize_config_module
-
     if not opts["env"]:
         raise ConfigError(f"robotrl goals generate source={opts['source']} needs env=<suite>/<task>; usage: "
                           + GOALS_USAGE)
     check_group_choices([f"env={opts['env']}"])
     overrides = [f"env={opts['env']}"] + ([f"env.camera={opts['camera']}"] if opts["camera"] else [])
-    with initialize_config_module("robotrl.configs", version_base="1.3"):
-        return compose("config", overrides=overrides).env
+    return compose_config(overrides).env
 
 
 def _generate_diffusion(opts: dict[str, Any], out: Path) -> Path:
@@ -109,11 +106,9 @@ def _generate_offline(opts: dict[str, Any], out: Path) -> Path:
     return save_goal_set(out, goals, sources, meta)
 
 
-def goals_main(args: list[str]) -> int:
-    """``robotrl goals generate key=value ...``: write a goal set (see :data:`GOALS_USAGE`); 0 on success."""
-    if not args or args[0] != "generate":
-        raise ConfigError(f"robotrl goals needs the subcommand 'generate', got {args[:1]}; usage: {GOALS_USAGE}")
-    opts = parse_kv(args[1:], GOALS_DEFAULTS)
+def generate_goal_set(opts: dict[str, Any]) -> Path:
+    """``robotrl goals generate``: write a goal set from ``opts`` (the keys of :data:`GOALS_DEFAULTS`, parsed by
+    the CLI), print where, and return the npz path."""
     if opts["source"] not in SOURCES:
         raise ConfigError(f"source={opts['source']!r} is not one of {', '.join(SOURCES)}")
     name = (opts["env"] or "images").replace("/", "-")
@@ -122,4 +117,4 @@ def goals_main(args: list[str]) -> int:
     goal_set = load_goal_set(path)
     print(f"wrote {len(goal_set.goals)} goal images {goal_set.goals.shape[1:]} ({opts['source']}) to {path} "
           f"(PNGs in {path.parent / 'png'})")
-    return 0
+    return path

@@ -36,7 +36,7 @@ rollouts and such models are scored online, one frame at a time, during the roll
 all other models score the stored frames afterwards in batches of their ``batch_size``.
 """
 
-from robotrl.workflows.reward_eval.command import format_summary, reward_eval_main
+from robotrl.workflows.reward_eval.command import REPORT_DEFAULTS, format_summary, run_reward_eval
 from robotrl.workflows.reward_eval.metrics import (
     best_threshold,
     canonicalize,
@@ -59,4 +59,4 @@ from robotrl.workflows.reward_eval.rollouts import (
 
 __all__ = ["Rollout", "Settings", "best_threshold", "canonicalize", "collect", "epic_distance", "episode_kendall_tau",
            "expert_policy", "f1_score", "format_summary", "near_miss_gap", "near_miss_rollout", "pearson_distance",
-           "reward_eval_main", "reward_metrics", "rollout", "run_report", "value_order_correlation"]
+           "REPORT_DEFAULTS", "reward_metrics", "run_reward_eval", "rollout", "run_report", "value_order_correlation"]

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from robotrl.errors import ConfigError
-from robotrl.overrides import check_group_choices, parse_kv
+from robotrl.overrides import check_group_choices, compose_config
 from robotrl.workflows.reward_eval.report import run_report
 from robotrl.workflows.reward_eval.rollouts import Settings
 
-# ================================================================================================ CLI
+# ------------------------------------------------------------------------------------------------ options
 REPORT_DEFAULTS: dict[str, Any] = {"env": None, "reward": "env", "episodes": 4, "seed": 0, "max_steps": 120,
                                    "render_size": 0, "noise": "0.1,0.5", "gamma": 0.99, "out": None}
 # render_size=0: the largest reward.render_size of the models asked for (64 if none). max_steps: simulator steps.
@@ -24,19 +24,6 @@ def _floats(text: str, key: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ConfigError(f"{key}={text!r}, expected comma-separated numbers (e.g. 0.1,0.5)") from None
-
-
-def _compose(overrides: list[str]) -> Any:
-    """hydra's compose, with its multi-line composition errors turned into one ConfigError line."""
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-
-    try:
-        with initialize_config_module("robotrl.configs", version_base="1.3"):
-            return compose("config", overrides=overrides)
-    except HydraException as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot compose the config with overrides {overrides}: {first}") from None
 
 
 def build_models(reward_names: Sequence[str], base: list[str], passthrough: list[str]) -> tuple[dict[str, Any], int]:
@@ -54,11 +41,11 @@ def build_models(reward_names: Sequence[str], base: list[str], passthrough: list
     used: set[str] = set()
     size = 0
     for name in reward_names:
-        cfg = _compose([*base, f"reward={name}", *other])
+        cfg = compose_config([*base, f"reward={name}", *other])
         mine = [a for a in reward_over if a.partition("=")[0].split(".")[1] in cfg.reward]
         used.update(mine)
         if mine:
-            cfg = _compose([*base, f"reward={name}", *other, *mine])
+            cfg = compose_config([*base, f"reward={name}", *other, *mine])
         if is_env_reward(cfg.reward):
             continue
         models[name] = make_reward(cfg.reward)
@@ -69,11 +56,10 @@ def build_models(reward_names: Sequence[str], base: list[str], passthrough: list
     return models, size
 
 
-def reward_eval_main(args: list[str]) -> int:
-    """``robotrl reward-eval env=metaworld/<task> reward=a[,b] [episodes= seed= max_steps= render_size= noise=
-    gamma= out=DIR] [env.*=... reward.*=... device=...]``: write report.json and report.png, print a summary."""
-    passthrough = [a for a in args if a.startswith(PASSTHROUGH)]
-    opts = parse_kv([a for a in args if not a.startswith(PASSTHROUGH)], REPORT_DEFAULTS)
+def run_reward_eval(opts: dict[str, Any], passthrough: list[str], command: list[str]) -> dict[str, Any]:
+    """``robotrl reward-eval``: ``opts`` has the keys of :data:`REPORT_DEFAULTS`, ``passthrough`` the ``env.*``,
+    ``reward.*`` and ``device=`` overrides (both parsed by the CLI), ``command`` is recorded in the report.
+    Writes report.json and report.png, prints a summary and returns the report."""
     if opts["env"] is None:
         raise ConfigError("robotrl reward-eval needs env=metaworld/<task> (see `robotrl envs metaworld`)")
     reward_names = [r for r in str(opts["reward"]).split(",") if r]
@@ -86,15 +72,15 @@ def reward_eval_main(args: list[str]) -> int:
     settings.validate()  # before any model is built
     base = [f"env={opts['env']}", f"env.max_episode_steps={opts['max_steps']}"]
     env_over = [a for a in passthrough if a.startswith("env.")]
-    cfg = _compose([*base, *env_over, "env.obs_type=state"])  # the expert reads the state; no agent pixels needed
+    cfg = compose_config([*base, *env_over, "env.obs_type=state"])  # the expert reads the state, no agent pixels
     models, model_size = build_models(reward_names, base, passthrough)
     if not opts["render_size"] and model_size:
         settings = replace(settings, render_size=model_size)
     out = Path(opts["out"] or f"reward_eval/{opts['env'].replace('/', '-')}")
-    report = run_report(cfg.env, models, settings, out, extra={"command": ["robotrl", "reward-eval", *args]})
+    report = run_report(cfg.env, models, settings, out, extra={"command": command})
     print(format_summary(report))
     print(f"wrote {out / 'report.json'} and {out / 'report.png'}")
-    return 0
+    return report
 
 
 def format_summary(report: Mapping[str, Any]) -> str:
