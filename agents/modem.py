@@ -59,7 +59,8 @@ from robotrl.augment import random_shift, sample_shifts
 from robotrl.contract import PROPRIO_OBS_TYPES, check_obs
 from robotrl.demos import load_demos as load_demo_dir
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
-from robotrl.replay import MixedReplay, ReplayBuffer
+from robotrl.mixed_replay import MixedReplay
+from robotrl.replay import ReplayBuffer
 from robotrl.types import Episode, Metrics, Obs
 
 from .nets import schedule
