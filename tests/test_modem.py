@@ -19,6 +19,7 @@ from robotrl.envs.demos import generate_demos
 from robotrl.demos import episode_file
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
 from robotrl.replay import ReplayBuffer
+from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
@@ -271,10 +272,12 @@ def test_bad_demo_files_give_a_clear_error_from_the_agent(env, demo_dir, tmp_pat
     with pytest.raises(DemoFormatError, match=r"'pixels' frames are \(3, 32, 32\), this env needs \(3, 48, 48\)"):
         pix.load_demos()
     pix_env.close()
-    dmc = ModemAgent(env.observation_space, env.action_space, "cpu", env={"name": "dmc/cartpole_swingup"},
-                     demo_cache=str(tmp_path / "gen"), **TINY)
-    with pytest.raises(ConfigError, match="Meta-World only"):
-        dmc.load_demos()
+    with pytest.raises(ConfigError, match="Meta-World only"):  # the workflow generates demos, for Meta-World only
+        ensure_demos({"demos": None, "demo_cache": str(tmp_path / "gen")}, {"name": "dmc/cartpole_swingup"})
+    assert ensure_demos({"demos": str(demo_dir), "demo_cache": str(tmp_path / "gen")}, ENV) is None
+    empty = ModemAgent(env.observation_space, env.action_space, "cpu", demo_cache=str(tmp_path / "gen"), **TINY)
+    with pytest.raises(ConfigError, match="no demos in demo_cache="):  # the agent only reads them
+        empty.load_demos()
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints

@@ -15,6 +15,7 @@ from robotrl.checkpoint import load_state, resolve_checkpoint
 from robotrl.config import resolve_device
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError
+from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.rollout import run_episodes, summarize
 
 
@@ -27,6 +28,7 @@ def load_policy(checkpoint: Path, device: str = "auto") -> tuple[Any, Any, Path]
         raise CheckpointError(f"checkpoint {path}: agent {state['agent_name']!r} does not match its config "
                               f"({cfg.agent.name!r})")
     env = make_env(cfg.env, seed=int(cfg.seed))
+    ensure_demos(cfg.agent, cfg.env)  # MoDem's demo cache, regenerated if the run dir moved without it
     agent = make_agent(cfg.agent, env.observation_space, env.action_space, str(resolve_device(device)), cfg.env.name)
     env.close()
     agent.load_state_dict(state["agent"])

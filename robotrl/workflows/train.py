@@ -34,6 +34,7 @@ from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
+from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.rollout import random_policy, run_episodes, summarize
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ class Trainer:
     def _build_agent(self) -> None:
         """``self.agent`` and its ``self.replay`` (the SB3 runner overrides this: SB3 brings its own buffers)."""
         cfg = self.cfg
+        ensure_demos(cfg.agent, cfg.env)  # agents that learn from demos (MoDem) read them, the workflow makes them
         self.agent = make_agent(cfg.agent, self.env.observation_space, self.env.action_space, str(self.device),
                                 cfg.env.name)
         agent_hparams = agent_config(cfg.agent, cfg.env.name)  # per-task overrides may change nstep
