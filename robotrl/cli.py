@@ -20,12 +20,13 @@ This is the only module that parses a command line: it turns arguments into type
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from robotrl.errors import ConfigError, RobotRLError
 from robotrl.overrides import GROUPS, check_group_choices, check_overrides, config_dir, group_options, parse_kv
@@ -218,25 +219,18 @@ def envs(args: list[str]) -> int:
     return 0
 
 
-class _Parser:
-    """argparse with robotrl's error style: one line, ConfigError (exit 2 in main)."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with robotrl's error style: one ConfigError line (exit 2 in main) instead of usage + message."""
 
-    @staticmethod
-    def make(**kwargs: Any) -> Any:
-        import argparse
-
-        class Parser(argparse.ArgumentParser):
-            def error(self, message: str) -> None:  # argparse prints usage and exits 2; we raise one line
-                raise ConfigError(f"{self.prog}: {message}")
-
-        return Parser(**kwargs)
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
 
 
 def plot(args: list[str]) -> int:
     from robotrl.workflows.plot import SOURCES, plot_runs
 
-    parser = _Parser.make(prog="robotrl plot", description="IQM learning curves over seeds (rliable)",
-                          epilog="example: robotrl plot runs/dmc/cartpole_swingup/drqv2/seed* --out curves.png")
+    parser = OneLineParser(prog="robotrl plot", description="IQM learning curves over seeds (rliable)",
+                            epilog="example: robotrl plot runs/dmc/cartpole_swingup/drqv2/seed* --out curves.png")
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     parser.add_argument("--metric", default="episode_return")
