@@ -7,8 +7,10 @@ from typing import Any
 
 import gymnasium as gym
 import hydra.utils
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from robotrl.errors import ConfigError, RobotRLError
 from robotrl.types import Agent
 
 
@@ -35,7 +37,7 @@ SB3_TARGET = "robotrl.agents.sb3.SB3Agent"
 
 def is_sb3_agent(agent_cfg: Any) -> bool:
     """True for a Stable-Baselines3 agent config (``agent=sb3_sac|sb3_ppo``): SB3 runs its own learning loop, so
-    the trainer hands the run to ``robotrl.agents.sb3.SB3Trainer`` (checked without importing SB3)."""
+    the trainer hands the run to ``robotrl.workflows.sb3_train.SB3Trainer`` (checked without importing SB3)."""
     if agent_cfg is None:
         return False
     target = agent_cfg.get("_target_") if isinstance(agent_cfg, dict | DictConfig) else None
@@ -46,6 +48,15 @@ def make_agent(agent_cfg: DictConfig | dict, observation_space: gym.spaces.Dict,
                device: str, env_name: str | None = None) -> Agent:
     """Instantiate ``agent_cfg._target_`` (after :func:`agent_config`) with the spaces and device."""
     cfg = agent_config(agent_cfg, env_name)
-    cfg.pop("name", None)
-    return hydra.utils.instantiate(cfg, observation_space=observation_space, action_space=action_space,
-                                   device=device)
+    name = cfg.pop("name", None)
+    try:
+        return hydra.utils.instantiate(cfg, observation_space=observation_space, action_space=action_space,
+                                       device=device)
+    except InstantiationException as e:
+        # hydra wraps whatever the constructor raised; surface bad config values as robotrl's one-line errors
+        cause = e.__cause__
+        if isinstance(cause, RobotRLError):
+            raise cause from None
+        if isinstance(cause, ValueError) or (isinstance(cause, TypeError) and "keyword argument" in str(cause)):
+            raise ConfigError(f"agent={name}: {cause}") from None
+        raise

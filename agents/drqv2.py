@@ -27,13 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Batch, Metrics, Obs
 
 from .dormant import dormant_ratio
-from .nets import ObsEncoder, TruncatedNormal, random_shift, sample_shifts, schedule, weight_init
+from .nets import ObsEncoder, TruncatedNormal, schedule, weight_init
 
 NAME = "drqv2"
 

@@ -12,7 +12,7 @@ MoDem accelerates a visual model-based agent with a few demonstrations in three 
    acts with the BC policy (mean + truncated Gaussian noise ``bc_noise_std``, clipped at ``bc_noise_clip``, the
    reference's ``pi(z, min_std)``) instead of uniformly at random; the trainer stores those transitions.
 3. **interactive learning**: TD-MPC2 updates on batches mixing the demos into every batch at ratio
-   ``demo_schedule(step)`` (``robotrl.replay.MixedReplay``; reference ``linear(0.5,0.25,50000)`` on Meta-World,
+   ``demo_schedule(step)`` (``robotrl.mixed_replay.MixedReplay``; reference ``linear(0.5,0.25,50000)`` on Meta-World,
    ``linear(0.75,0.25,50000)`` on Adroit/DMControl). The first update call runs the seed-phase burst of one
    update per collected step, its schedule evaluated at ``step + i`` as in the reference.
 
@@ -55,13 +55,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from robotrl.augment import random_shift, sample_shifts
 from robotrl.contract import PROPRIO_OBS_TYPES, check_obs
+from robotrl.demos import META
+from robotrl.demos import load_demos as load_demo_dir
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
 from robotrl.heartbeat import Heartbeat
-from robotrl.replay import MixedReplay, ReplayBuffer
+from robotrl.mixed_replay import MixedReplay
+from robotrl.replay import ReplayBuffer
 from robotrl.types import Episode, Metrics, Obs
 
-from .nets import random_shift, sample_shifts, schedule
+from .nets import schedule
 from .tdmpc2 import TDMPC2Agent
 from .world_model import WorldModel
 
@@ -70,10 +74,10 @@ class ModemAgent(TDMPC2Agent):
     """MoDem on TD-MPC2 (see the module docstring); ``exploration_centering``, ``agency_handover`` and
     ``ensemble_value`` turn it into MoDem-V2. Every TD-MPC2 hyperparameter is accepted unchanged.
 
-    Demos: ``demos`` is a directory in the robotrl demo format (``robotrl.envs.demos``). With ``demos=null``
-    the agent generates ``num_demos`` Meta-World scripted-expert episodes for ``env`` (the env config) into
-    ``demo_cache`` on first use (reused when already there). ``frame_stack`` must be the env's (the demo replay
-    rebuilds stacks like the main replay).
+    Demos: ``demos`` is a directory in the robotrl demo format (:mod:`robotrl.demos`). With ``demos=null`` the
+    agent reads ``demo_cache``, where the training workflow (:func:`robotrl.workflows.demos.ensure_demos`) has
+    generated ``num_demos`` Meta-World scripted-expert episodes for ``env`` before building the agent.
+    ``frame_stack`` must be the env's (the demo replay rebuilds stacks like the main replay).
     """
 
     agent_name = "modem"
@@ -180,28 +184,22 @@ class ModemAgent(TDMPC2Agent):
     def _demo_dir(self) -> Path:
         if self.demos_path is not None:
             return Path(self.demos_path)
-        if self.env_cfg is None or self.demo_cache is None:
-            raise ConfigError("demos=null needs the env config and demo_cache to generate demos; pass demos=<dir>")
+        if self.demo_cache is None:
+            raise ConfigError("demos=null needs demo_cache (where the training workflow generates demos); "
+                              "pass demos=<dir>")
         out = Path(self.demo_cache)
-        if not (out / "meta.json").is_file():
-            from robotrl.envs import parse_env_cfg
-            from robotrl.envs.demos import generate_demos
-
-            suite = parse_env_cfg(self.env_cfg).suite
-            if suite != "metaworld":
-                raise ConfigError(f"demos=null generates scripted demos for Meta-World only; env suite is {suite!r}: "
-                                  "pass agent.demos=<dir with demos in the robotrl format>")
-            generate_demos(self.env_cfg, self.num_demos, self.demo_seed, out)
+        if not (out / META).is_file():
+            raise ConfigError(f"demos=null and no demos in demo_cache={str(out)!r}: `robotrl train` generates "
+                              "Meta-World demos there before building the agent (robotrl.workflows.demos), or pass "
+                              "demos=<dir> (e.g. from `robotrl demos`)")
         return out
 
     def load_demos(self) -> list[Episode]:
         """Load (or generate, see the class docstring) the demos and check them against this agent's spaces;
         DemoFormatError for a bad file or a shape that does not fit the env."""
-        from robotrl.envs.demos import load_demos
-
         root = self._demo_dir()
         obs_type = (self.env_cfg or {}).get("obs_type") or "pixels"
-        episodes = load_demos(root, proprio=obs_type in PROPRIO_OBS_TYPES)
+        episodes = load_demo_dir(root, proprio=obs_type in PROPRIO_OBS_TYPES)
         if self.demos_path is None:
             episodes = episodes[: self.num_demos]
         keys = sorted(self.observation_space.spaces)

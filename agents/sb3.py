@@ -1,21 +1,20 @@
 """Stable-Baselines3 agents (``agent=sb3_sac``, ``agent=sb3_ppo``) on robotrl's envs, rewards, logs and checkpoints.
 
 SB3 owns its learning loop (SAC: off-policy with SB3's replay buffer; PPO: on-policy rollouts), so these agents do
-not fit the trainer's ``act -> update -> step`` loop. :class:`SB3Trainer` is the :class:`~robotrl.trainer.Trainer`
-with that loop replaced by ``model.learn(callback=...)``; everything around it is the trainer's own code: the env
-factory and reward layer (``reward=clip`` ...), ``train.csv``/``eval.csv``/TensorBoard rows, seeded ground-truth
-evaluation with videos, atomic checkpoints, ``resume=true`` and ``robotrl eval`` (:class:`SB3Agent` implements the
-``Agent`` protocol's ``act``/``state_dict``/``load_state_dict``, so ``make_agent`` rebuilds it for evaluation).
+not fit the trainer's ``act -> update -> step`` loop: the training workflow runs them with
+:class:`robotrl.workflows.sb3_train.SB3Trainer` (``model.learn(callback=...)`` inside the trainer's run lifecycle).
+:class:`SB3Agent` implements the ``Agent`` protocol's ``act``/``state_dict``/``load_state_dict``, so ``make_agent``
+rebuilds it for ``robotrl eval``; this module holds the agent, its observation extractor and env adapters only.
 
 Counting: SB3 timesteps are agent steps; frames are steps x ``env.action_repeat`` as in the trainer.
 ``replay.capacity`` is SAC's ``buffer_size`` and ``seed_frames // action_repeat`` its ``learning_starts`` (one knob
 each, shared with the other agents); PPO has neither.
 
 Resume. Episode ``i`` resets with ``episode_seed(seed, i)`` (SB3's own reset seeds are replaced, see
-:class:`EpisodeSeeds`) and checkpoints are taken only at episode ends, as in the trainer. A checkpoint holds SB3's
-networks and optimisers (``get_parameters``), SAC's entropy coefficient, SB3's counters, the action space's RNG
-(SAC's warm-up actions), the global python/numpy/torch RNGs (SB3 samples actions with torch and replay indices with
-numpy's global RNG) and SAC's replay buffer. So:
+:class:`robotrl.workflows.sb3_train.EpisodeSeeds`) and checkpoints are taken only at episode ends, as in the
+trainer. A checkpoint holds SB3's networks and optimisers (``get_parameters``), SAC's entropy coefficient,
+SB3's counters, the action space's RNG (SAC's warm-up actions), the global python/numpy/torch RNGs (SB3 samples
+actions with torch and replay indices with numpy's global RNG) and SAC's replay buffer. So:
 
 - SAC resumes exactly: the checkpoint is written after SB3 stored the episode's last transition and took that
   step's gradient update (at the next rollout start), and the next episode starts from the same seeded reset.
@@ -40,10 +39,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -62,9 +58,7 @@ from torch import nn
 
 from robotrl.checkpoint import check_agent_state
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.trainer import EpisodeStats, GracefulInterrupt, Trainer, episode_seed
 
-from . import agent_config
 from .sb3_dormant import DormantCallback
 
 log = logging.getLogger(__name__)
@@ -154,25 +148,6 @@ def check_cnn(observation_space: gym.spaces.Dict, cnn: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ env
-class EpisodeSeeds(gym.Wrapper):
-    """Reset training episode ``i`` with ``episode_seed(run_seed, i)``, as the trainer does, ignoring SB3's seeds.
-
-    SB3's VecEnv passes its own seed to the first reset and none afterwards; robotrl derives every episode's seed
-    from (run seed, episode index) so that a resumed run replays the episodes the uninterrupted run would have.
-    ``next_episode`` is set from the trainer's episode counter before ``learn``.
-    """
-
-    def __init__(self, env: gym.Env, run_seed: int) -> None:
-        super().__init__(env)
-        self.run_seed = run_seed
-        self.next_episode = 0
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        obs, info = self.env.reset(seed=episode_seed(self.run_seed, self.next_episode), options=options)
-        self.next_episode += 1
-        return obs, info
-
-
 class _SpacesEnv(gym.Env):
     """An env with only spaces: SB3 builds a model from an env, and ``robotrl eval`` needs only the policy."""
 
@@ -306,181 +281,3 @@ def _getattr(obj: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-# ------------------------------------------------------------------------------------------------ replay
-class SB3Replay:
-    """SB3's replay buffer in a robotrl checkpoint: the filled rows of each array as ``.npy``, plus its cursor.
-
-    Saved through :func:`robotrl.checkpoint.save_checkpoint` (``save(dir)``) so the checkpoint stays one atomic
-    directory with a manifest, and loaded without pickle.
-    """
-
-    def __init__(self, buffer: Any) -> None:
-        self.buffer = buffer
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        buf, arrays = self.buffer, {}
-        for name in ("observations", "next_observations"):
-            value = getattr(buf, name)
-            if isinstance(value, dict):
-                arrays.update({f"{name}.{key}": arr for key, arr in value.items()})
-            else:
-                arrays[name] = value
-        arrays.update({name: getattr(buf, name) for name in ("actions", "rewards", "dones", "timeouts")})
-        return arrays
-
-    def _filled(self) -> int:
-        return self.buffer.buffer_size if self.buffer.full else self.buffer.pos
-
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True)
-        n = self._filled()
-        for name, arr in self._arrays().items():
-            np.save(path / f"{name}.npy", arr[:n])
-        meta = {"pos": int(self.buffer.pos), "full": bool(self.buffer.full),
-                "buffer_size": int(self.buffer.buffer_size)}
-        (path / "meta.json").write_text(json.dumps(meta))
-
-    def load(self, path: Path) -> None:
-        meta = json.loads((path / "meta.json").read_text())
-        if meta["buffer_size"] != self.buffer.buffer_size:
-            raise CheckpointError(f"checkpoint replay {path} has capacity {meta['buffer_size']}, this run "
-                                  f"replay.capacity={self.buffer.buffer_size}; resume with the same capacity")
-        self.buffer.pos, self.buffer.full = int(meta["pos"]), bool(meta["full"])
-        n = self._filled()
-        for name, arr in self._arrays().items():
-            data = np.load(path / f"{name}.npy", mmap_mode="r")
-            if data.shape != arr[:n].shape or data.dtype != arr.dtype:
-                raise CheckpointError(f"checkpoint replay array {path / name}.npy is {data.dtype}{data.shape}, "
-                                      f"expected {arr.dtype}{arr[:n].shape}")
-            arr[:n] = data
-
-
-# ------------------------------------------------------------------------------------------------ trainer
-class _EpisodeCallback(BaseCallback):
-    """Drives the trainer's per-episode work from inside SB3's ``learn``: train.csv rows, evaluation, checkpoints.
-
-    Off-policy, SB3 stores a step's transition and trains on it after ``on_step``; the episode-end work therefore
-    waits for the next ``on_rollout_start`` (train_freq 1), when replay and networks include the last step, so
-    the checkpoint is exact. SB3 can only be stopped from ``on_step``, i.e. once it has taken the next env step:
-    that step is dropped (never stored or trained on) and the checkpoint was written before it.
-    On-policy (PPO), the work happens at the episode's last step and training stops there.
-    """
-
-    def __init__(self, trainer: SB3Trainer, total_steps: int) -> None:
-        super().__init__()
-        self.trainer, self.total_steps = trainer, total_steps
-        self.off_policy = trainer.agent.off_policy
-        self.stats = EpisodeStats()
-        self.finished = False  # an episode ended at or after cfg.frames and its checkpoint is written
-        self._episode_over = False
-        self.interrupt: GracefulInterrupt | None = None
-
-    def _on_rollout_start(self) -> None:
-        self._collect_metrics()
-        if self._episode_over:
-            self._episode_over = False
-            self._end_episode()
-
-    def _on_step(self) -> bool:
-        if self.finished:
-            return False
-        if self.interrupt is not None:
-            self.interrupt.check()  # Ctrl-C, raised here between env steps (see robotrl.trainer.GracefulInterrupt)
-        trainer = self.trainer
-        trainer.step += 1
-        self.stats.add_step(float(self.locals["rewards"][0]), self.locals["infos"][0])
-        if not self.locals["dones"][0]:
-            if trainer.step % 100 == 0:
-                progress, task = trainer._progress_task
-                progress.update(task, completed=min(trainer.step, self.total_steps))
-            return True
-        if self.off_policy:
-            self._episode_over = True
-            return True
-        self._end_episode()
-        return not self.finished
-
-    def _end_episode(self) -> None:
-        self.finished = self.trainer._end_episode(self.stats, self.total_steps)
-        self.stats = EpisodeStats()
-
-    def _collect_metrics(self) -> None:
-        """Move SB3's ``train/*`` values (recorded by its last ``train()``) into the episode's update metrics."""
-        logger = self.model.logger
-        keys = [k for k in logger.name_to_value if k.startswith("train/")]
-        metrics = {k.removeprefix("train/"): float(logger.name_to_value[k]) for k in keys
-                   if k.removeprefix("train/") not in SKIP_METRICS}
-        for key in keys:
-            for table in (logger.name_to_value, logger.name_to_count, logger.name_to_excluded):
-                table.pop(key, None)
-        if metrics:
-            self.stats.updates.append(metrics)
-
-
-class SB3Trainer(Trainer):
-    """The trainer with SB3's ``learn`` as its loop (``Trainer(cfg)`` returns one for ``agent=sb3_*``)."""
-
-    agent: SB3Agent
-
-    def _build_agent(self) -> None:
-        cfg = self.cfg
-        hparams = agent_config(cfg.agent, cfg.env.name)
-        for key in ("name", "_target_"):
-            hparams.pop(key, None)
-        self.seeded_env = EpisodeSeeds(self.env, int(cfg.seed))
-        run_kwargs = {"seed": int(cfg.seed), "buffer_size": int(cfg.replay.capacity),
-                      "learning_starts": int(cfg.seed_frames) // self.action_repeat}
-        if cfg.replay.storage_dir is not None:
-            raise ConfigError(f"replay.storage_dir={cfg.replay.storage_dir!r}: SB3 agents keep SB3's replay "
-                              f"buffer in memory; use replay.storage_dir=null")
-        self._check_replay_memory(hparams)
-        self.agent = SB3Agent(self.env.observation_space, self.env.action_space, str(self.device),
-                              train_env=self.seeded_env, run_kwargs=run_kwargs, **hparams)
-        buffer = getattr(self.agent.model, "replay_buffer", None)
-        self.replay = SB3Replay(buffer) if buffer is not None else None  # type: ignore[assignment]
-
-    def _check_replay_memory(self, hparams: dict[str, Any]) -> None:
-        """SB3 stores obs and next_obs in full (no frame sharing): refuse a capacity that cannot fit in memory."""
-        cls = ALGORITHMS.get(hparams.get("algorithm", ""))
-        if cls is None or not issubclass(cls, OffPolicyAlgorithm):
-            return  # on-policy: a rollout buffer of n_steps, no replay (an unknown algorithm fails in SB3Agent)
-        space = self.env.observation_space
-        per_step = 2 * sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in space.spaces.values())
-        need = int(self.cfg.replay.capacity) * per_step
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # numpy allocates lazily: fail now
-        if need > memory:
-            raise ConfigError(f"replay.capacity={self.cfg.replay.capacity} needs {need / 2**30:.1f} GiB for SB3's "
-                              f"replay buffer (observation and next observation stored in full, {per_step} bytes "
-                              f"per step), more than this machine's {memory / 2**30:.1f} GiB; lower "
-                              f"replay.capacity (at most {memory // per_step} fit in memory)")
-
-    def _restore_replay(self, path: Path) -> None:
-        if self.replay is None:
-            return  # on-policy: no replay; the partial rollout is not checkpointed (see module docstring)
-        if (path / "replay").exists():
-            self.replay.load(path / "replay")  # type: ignore[attr-defined]
-        else:
-            log.warning("checkpoint %s has no replay buffer: resuming with an empty buffer (not exact)", path)
-
-    def train(self) -> dict[str, Any]:
-        """Train until the first episode end at or after ``cfg.frames``; return the final summary."""
-        cfg = self.cfg
-        self._t0 = time.perf_counter()
-        total_steps = int(cfg.frames) // self.action_repeat
-        if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
-            self.evaluate()
-        if self.step < total_steps:
-            progress, _ = self._make_progress(total_steps)
-            callback = _EpisodeCallback(self, total_steps)
-            self.seeded_env.next_episode = self.episode
-            # room for the last episode to end past total_steps (+1: the dropped step, see _EpisodeCallback)
-            budget = total_steps - self.step + int(self.env_info["max_agent_steps"]) + 1
-            with progress, GracefulInterrupt() as interrupt:
-                callback.interrupt = interrupt
-                self.agent.learn(budget, callback)
-            if not callback.finished:
-                raise RuntimeError(f"SB3 stopped at step {self.step} before an episode ended at or after step "
-                                   f"{total_steps} (budget {budget} steps)")
-        return self.finish()

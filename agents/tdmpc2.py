@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.errors import CheckpointError, ConfigError
@@ -45,7 +46,6 @@ from robotrl.types import Metrics, Obs, Trajectories
 
 from . import tdmpc2_math as tm
 from .dormant import DormantStats, layers_dormant_ratio, merge_stats, stats_from_scores
-from .nets import random_shift, sample_shifts
 from .world_model import WorldModel, model_dims
 
 NAME = "tdmpc2"

@@ -1,7 +1,8 @@
 """Trivial-policy baselines for the tasks of docs/results.md, on the trainer's eval seeds.
 
 Every learning result sits beside what a policy that learned nothing scores on the same seeded episodes: uniform
-random actions and each constant action of a small grid (robotrl.baselines). The policies ignore observations, so
+random actions and each constant action of a small grid (robotrl.workflows.baselines).
+The policies ignore observations, so
 the env is built with ``obs_type=state`` (same seeded initial states and rewards, no rendering cost).
 
     MUJOCO_GL=egl python bench/trivial_baselines.py dmc/cartpole_swingup:5 metaworld/push:3 [--out FILE.json]
@@ -18,8 +19,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from robotrl.envs import make_env
 
-from robotrl.baselines import trivial_baselines
-from robotrl.trainer import EVAL_SEED_BASE
+from robotrl.workflows.baselines import trivial_baselines
+from robotrl.workflows.train import EVAL_SEED_BASE
 
 
 def baselines_for(env_name: str, episodes: int, seed: int = 1) -> dict:

@@ -82,11 +82,13 @@ class MetaWorldEnv(gym.Env):
         check_cameras(self._raw.model, self.cameras, f"metaworld/{task}")
         self.camera = self.cameras[0]
         self.proprio_index = PROPRIO_INDEX
+        # per view: rendered turned by 180 degrees (reward models that project 3-D points into frames need it)
+        self.rotated_views = tuple(cam in UPSIDE_DOWN_CAMERAS for cam in self.cameras)
         if fast_render:
             make_fast(self._raw.model)
         self._renderers = [
-            FrameRenderer(self._raw.model, cam, fast=fast_render, rotate180=cam in UPSIDE_DOWN_CAMERAS)
-            for cam in self.cameras
+            FrameRenderer(self._raw.model, cam, fast=fast_render, rotate180=rotated)
+            for cam, rotated in zip(self.cameras, self.rotated_views, strict=True)
         ]
         self.video_size = video_size
         self.render_mode = "rgb_array"

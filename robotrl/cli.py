@@ -1,6 +1,6 @@
-"""`robotrl` command line: train (hydra), eval, envs, plot, demos.
+"""`robotrl` command line: train (hydra), eval, envs, plot, demos, goals, reward-eval.
 
-    robotrl train [hydra overrides]          e.g. agent=drqv2 env=dmc/cartpole_swingup seed=1; -m for sweeps
+    robotrl train [key=value ...]            e.g. agent=drqv2 env=dmc/cartpole_swingup seed=1; -m for sweeps
     robotrl train                            (no arguments) the embedded CPU quickstart: experiment=quickstart
     robotrl eval checkpoint=PATH [episodes=10 seed=1000000 min_success=0.8 min_return=... video=true out=DIR
                                              baselines=true]
@@ -11,67 +11,128 @@
                                              LfVoid goal images (a diffusers editing model, or offline sources)
     robotrl reward-eval env=metaworld/<task> reward=clip,kagi [episodes=... out=DIR]
                                              reward quality report: expert/noisy/near-miss/random rollouts
+
+`robotrl <command> --help` lists a command's keys with their defaults and examples. Bad input exits with code 2 and
+one line `robotrl: error: ...`; a failed `eval` gate exits with 1.
+
+This is the only module that parses a command line: it turns arguments into typed options and calls a workflow
+(`robotrl.workflows.*`).
 """
 
 from __future__ import annotations
 
-import difflib
+import argparse
 import json
+import re
 import shlex
 import sys
-from importlib import resources
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from robotrl.errors import ConfigError, RobotRLError
+from robotrl.overrides import GROUPS, check_group_choices, check_overrides, config_dir, group_options, parse_kv
 
-GROUPS = ("agent", "env", "reward", "robot", "experiment")
-
-
-def config_dir() -> Path:
-    return Path(str(resources.files("robotrl.configs")))
+HELP_FLAGS = ("-h", "--help")
 
 
-def group_options(group: str) -> list[str]:
-    root = config_dir() / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+def wants_help(args: list[str]) -> bool:
+    return any(a in HELP_FLAGS for a in args)
 
 
-def check_group_choices(overrides: list[str]) -> None:
-    """Fail early, in one line, on `group=name` overrides naming a config that does not exist."""
-    for item in overrides:
-        key, sep, value = item.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS or value in ("", "null"):
-            continue
-        valid = group_options(key)
-        for name in value.split(","):
-            if name not in valid:
-                close = difflib.get_close_matches(name, valid, n=3)
-                hint = f"did you mean {', '.join(close)}? " if close else ""
-                raise ConfigError(f"unknown {key} {name!r}; {hint}valid {key} names: {', '.join(valid)}")
+def key_help(usage: str, about: str, defaults: dict[str, Any], docs: dict[str, str], examples: list[str]) -> str:
+    """Help text of a key=value command: usage, what it does, every key with its default, examples."""
+    missing = set(defaults) - set(docs)
+    assert not missing, f"undocumented keys {missing}"  # a key added without help is a bug caught by the tests
+    width = max(len(f"{k}={_fmt(v)}") for k, v in defaults.items()) + 2
+    keys = [f"  {f'{k}={_fmt(v)}':<{width}}{docs[k]}" for k, v in defaults.items()]
+    return "\n".join([f"usage: {usage}", "", about, "", "keys (key=value, shown with their defaults):", *keys, "",
+                      "examples:", *(f"  {e}" for e in examples)])
 
 
-def parse_kv(args: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Parse key=value arguments into ``defaults``' keys, converting to the default's type."""
-    out = dict(defaults)
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in defaults:
-            raise ConfigError(f"unexpected argument {arg!r}; expected key=value with key in {', '.join(defaults)}")
-        kind = type(defaults[key]) if defaults[key] is not None else str
-        if kind is bool:
-            if value.lower() not in ("true", "false"):
-                raise ConfigError(f"{key}={value!r}, expected true or false")
-            out[key] = value.lower() == "true"
-        else:
-            try:
-                out[key] = kind(value)
-            except ValueError:
-                raise ConfigError(f"{key}={value!r}, expected a {kind.__name__}") from None
-    return out
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 # ------------------------------------------------------------------------------------------------ train
+TRAIN_EXAMPLES = [
+    "robotrl train                                       # the CPU quickstart (experiment=quickstart)",
+    "robotrl train agent=drqv2 env=dmc/walker_walk seed=1 # paper settings for the task",
+    "robotrl train env=metaworld/reach env.image_size=64 agent.batch_size=128 torch_threads=1",
+    "robotrl train -m env=dmc/cartpole_swingup seed=1,2,3  # hydra multirun: one run per seed",
+    "robotrl train env=dmc/walker_walk seed=1 resume=true # continue from the last checkpoint",
+    "robotrl train agent=drm --cfg job                    # print the composed config (every key) and exit",
+]
+
+
+def _yaml_comments() -> dict[str, str]:
+    """``key`` / ``section.key`` -> its trailing comment in configs/config.yaml (the keys' documentation)."""
+    comments, section = {}, None
+    for line in (config_dir() / "config.yaml").read_text().splitlines():
+        match = re.match(r"^(\s*)([A-Za-z_]\w*):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
+        if not match:
+            continue
+        indent, key, value, comment = match.groups()
+        if not indent:
+            section = key if not value else None
+            name = key
+        elif section in ("env", "replay"):
+            name = f"{section}.{key}"
+        else:
+            continue
+        comments[name] = comment or ""
+    return comments
+
+
+def _group_line(group: str, default: Any) -> str:
+    names = group_options(group)
+    if group == "env":
+        counts = Counter(n.split("/")[0] for n in names)
+        choices = ", ".join(f"{suite}/<task> ({n})" for suite, n in sorted(counts.items()))
+        choices += "; `robotrl envs` lists them"
+    else:
+        choices = ", ".join(n for n in names if "/" not in n)  # reward/kagi/<plan>.yaml are KAGI plans, not rewards
+    return f"  {group:<12}{choices} (default {_fmt(default)})"
+
+
+def train_help() -> str:
+    """``robotrl train --help``: the config groups and their choices, the main keys with defaults, examples."""
+    from omegaconf import OmegaConf
+
+    from robotrl.overrides import compose_config
+
+    defaults: dict[str, Any] = {}
+    for item in OmegaConf.load(config_dir() / "config.yaml").defaults:
+        if not isinstance(item, str):
+            defaults.update(OmegaConf.to_container(item))
+    raw = OmegaConf.to_container(compose_config([]), resolve=False)  # keeps ${...} interpolations as written
+    keys = []
+    for name, comment in _yaml_comments().items():
+        section, _, key = name.rpartition(".")
+        node = raw.get(section, {}) if section else raw
+        if name in GROUPS or key not in node or isinstance(node[key], dict):
+            continue  # groups are listed above; `defaults`, `hydra`, `replay` are not keys to set
+        keys.append((f"{name}={_fmt(node[key])}", comment))
+    width = min(max(len(k) for k, _ in keys), 30) + 2
+    keys = [f"  {k:<{width}}{c}".rstrip() for k, c in keys]
+    return "\n".join([
+        "usage: robotrl train [group=choice ...] [key=value ...] [-m] [hydra flags]", "",
+        "Train an agent on an env (hydra config: configs/config.yaml plus one file per group choice). With no",
+        "arguments it runs the embedded CPU quickstart (experiment=quickstart).", "",
+        "groups (group=choice):", *(_group_line(g, defaults.get(g)) for g in GROUPS), "",
+        "main keys (key=value, shown with their defaults):", *keys,
+        "  agent.<key>=...  the agent's hyperparameters (e.g. agent.lr, agent.batch_size; see --cfg job)",
+        "  reward.<key>=... the reward model's settings (e.g. reward.alpha for reward=clip)", "",
+        "examples:", *(f"  {e}" for e in TRAIN_EXAMPLES), "",
+        "hydra flags: -m/--multirun (sweeps over a,b,c values), --cfg job (print the config), --hydra-help.",
+        "Unknown keys and values of the wrong type stop the run before anything is built (exit code 2).",
+    ])
+
+
 _TRAIN_PLAN: Any = None  # robotrl.lifecycle.TrainPlan of a single (non-multirun) `robotrl train`
 
 
@@ -79,7 +140,7 @@ def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from robotrl.lifecycle import remove_failed_start, resume_command
-    from robotrl.trainer import Trainer
+    from robotrl.workflows.train import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -101,35 +162,58 @@ def _train_task(cfg) -> None:
         sys.exit(130)
 
 
-def train(args: list[str]) -> None:
+def train(args: list[str]) -> int:
     import hydra
 
     from robotrl.lifecycle import plan_train
 
     global _TRAIN_PLAN
-    check_group_choices(args)
+    if wants_help(args):
+        print(train_help())
+        return 0
     if not args:
         print("robotrl train: no arguments, running the embedded CPU quickstart (experiment=quickstart)")
         args = ["experiment=quickstart"]
+    # hydra's own flags (-m, --cfg job, ...) pass through; every key=value is checked here, in one line
+    check_overrides([a for a in args if "=" in a and not a.startswith("-")])
     if not any(a.startswith(("-", "hydra.")) for a in args):  # multirun/hydra flags: the Trainer checks each job
         _TRAIN_PLAN = plan_train(args)  # refuses a start before Hydra writes anything in the run dir
         if _TRAIN_PLAN.complete:
             print(_TRAIN_PLAN.complete)
-            return
+            return 0
         args = _TRAIN_PLAN.overrides
     sys.argv = ["robotrl train", *args]
     hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(_train_task)()
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------ eval
 EVAL_DEFAULTS: dict[str, Any] = {"checkpoint": None, "episodes": 10, "seed": 1_000_000, "min_success": -1.0,
                                  "min_return": float("-inf"), "video": True, "out": None, "device": "auto",
                                  "baselines": True}
+EVAL_DOCS = {
+    "checkpoint": "a run dir, its checkpoints/ dir or one checkpoint dir (required)",
+    "episodes": "evaluation episodes; episode i resets with seed + i",
+    "seed": "first episode's seed (the trainer's eval seeds start at 1000000)",
+    "min_success": "exit 1 if the success rate is below this (tasks with a success signal only)",
+    "min_return": "exit 1 if the mean return is below this",
+    "video": "write an mp4 of the first episode",
+    "baselines": "also play uniform random and constant actions on the same seeds, and warn if they are not beaten",
+    "out": "output dir for episodes.jsonl, summary.json, video.mp4 (default <checkpoint>/eval)",
+    "device": "auto | cpu | cuda | cuda:N",
+}
 
 
 def evaluate(args: list[str]) -> int:
     """Evaluate a checkpoint on seeded episodes; exit code 1 if below ``min_success``/``min_return``."""
-    from robotrl.evaluate import evaluate_checkpoint
+    if wants_help(args):
+        print(key_help("robotrl eval checkpoint=PATH [key=value ...]",
+                       "Play a checkpoint's policy on seeded episodes and gate on success rate or return.",
+                       EVAL_DEFAULTS, EVAL_DOCS,
+                       ["robotrl eval checkpoint=runs/metaworld/reach/drqv2/seed3 episodes=20 min_success=0.8",
+                        "robotrl eval checkpoint=runs/dmc/walker_walk/drqv2/seed1 min_return=900 video=false"]))
+        return 0
+    from robotrl.workflows.evaluate import evaluate_checkpoint
 
     opts = parse_kv(args, EVAL_DEFAULTS)
     if opts["checkpoint"] is None:
@@ -147,29 +231,45 @@ def evaluate(args: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ others
+SUITES = ("dmc", "metaworld", "gym")
+
+
 def envs(args: list[str]) -> int:
+    if wants_help(args):
+        print("usage: robotrl envs [SUITE ...]\n\nList the env names (the choices of env=), all suites or only "
+              f"SUITE ({', '.join(SUITES)}).\n\nexamples:\n  robotrl envs\n  robotrl envs metaworld")
+        return 0
     from robotrl.envs import list_envs
 
     names = [n for n in list_envs() if not args or n.split("/")[0] in args]
     if not names:
-        raise ConfigError(f"unknown suite {args}; expected one of dmc, metaworld, gym")
+        raise ConfigError(f"unknown suite {args}; expected one of {', '.join(SUITES)}")
     print("\n".join(names))
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with robotrl's error style: one ConfigError line (exit 2 in main) instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
+
+
 def plot(args: list[str]) -> int:
-    import argparse
+    from robotrl.workflows.plot import SOURCES, plot_runs
 
-    from robotrl.plot import SOURCES, plot_runs
-
-    parser = argparse.ArgumentParser(prog="robotrl plot", description="IQM learning curves over seeds (rliable)")
+    parser = OneLineParser(prog="robotrl plot", description="IQM learning curves over seeds (rliable)",
+                            epilog="example: robotrl plot runs/dmc/cartpole_swingup/drqv2/seed* --out curves.png")
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     parser.add_argument("--metric", default="episode_return")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI)")
     parser.add_argument("--source", choices=SOURCES, default="eval",
                         help="eval.csv (evaluations) or train.csv (per training episode, e.g. actor_dormant_ratio)")
-    ns = parser.parse_args(args)
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit as e:  # --help printed its text
+        return int(e.code or 0)
     try:
         numbers = plot_runs(ns.runs, ns.out, ns.metric, ns.reps, ns.source)
     except ValueError as e:
@@ -183,57 +283,132 @@ def plot(args: list[str]) -> int:
 
 DEMO_DEFAULTS: dict[str, Any] = {"env": None, "episodes": 5, "seed": 0, "out": None, "image_size": 84,
                                  "frame_stack": 3, "action_repeat": 2, "camera": None}
+DEMO_DOCS = {
+    "env": "metaworld/<task> (required; `robotrl envs metaworld` lists them)",
+    "episodes": "successful episodes to save (failed attempts are retried with the next seed)",
+    "seed": "first attempt's reset seed (attempt j uses seed + j)",
+    "out": "output dir (default demos/<suite>-<task>)",
+    "image_size": "pixel size of the saved frames (env.image_size)",
+    "frame_stack": "env.frame_stack recorded in meta.json (frames are stored once, stacks rebuilt on load)",
+    "action_repeat": "env.action_repeat: the expert acts once per agent step",
+    "camera": "env.camera (null: the suite's default)",
+}
 
 
 def demos(args: list[str]) -> int:
-    from hydra import compose, initialize_config_module
-
+    if wants_help(args):
+        print(key_help("robotrl demos env=metaworld/<task> [key=value ...]",
+                       "Write Meta-World scripted-expert demonstrations in robotrl's demo format.",
+                       DEMO_DEFAULTS, DEMO_DOCS, ["robotrl demos env=metaworld/reach episodes=5",
+                                                  "robotrl demos env=metaworld/push image_size=64 out=demos/push"]))
+        return 0
     from robotrl.envs.demos import generate_demos
+    from robotrl.overrides import compose_config
 
     opts = parse_kv(args, DEMO_DEFAULTS)
     if opts["env"] is None:
         raise ConfigError("robotrl demos needs env=metaworld/<task> (see `robotrl envs metaworld`)")
     check_group_choices([f"env={opts['env']}"])
     overrides = [f"env={opts['env']}"] + [f"env.{k}={opts[k]}" for k in ("image_size", "frame_stack",
-                                                                          "action_repeat") ]
+                                                                          "action_repeat")]
     if opts["camera"]:
         overrides.append(f"env.camera={opts['camera']}")
-    with initialize_config_module("robotrl.configs", version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     out = Path(opts["out"] or f"demos/{opts['env'].replace('/', '-')}")
     path = generate_demos(cfg.env, opts["episodes"], opts["seed"], out)
     print(f"wrote {opts['episodes']} successful demos to {path}")
     return 0
 
 
-def goals(args: list[str]) -> int:
-    from robotrl.rewards.lfvoid import goals_main
+GOALS_DOCS = {
+    "env": "<suite>/<task> whose initial frames are edited (source=diffusion) or whose expert makes demos",
+    "instruction": "the goal edit, e.g. \"open the drawer\" (required for source=diffusion)",
+    "n": "number of goal images (initial frames, or demos to generate)",
+    "seed": "reset seed of the first frame / demo (frame i uses seed + i)",
+    "out": "output dir for goals.npz and png/ (default goals/<env>-<source>)",
+    "source": "diffusion (LfVoid) | demos (expert success frames) | images (a folder or npz): not LfVoid",
+    "model": "diffusers InstructPix2Pix pipeline: a local dir or a Hugging Face repo id in the local cache",
+    "cache_dir": "Hugging Face cache dir to look the model up in (default HF_HOME)",
+    "steps": "diffusion steps",
+    "image_guidance_scale": "how closely the edit follows the source frame",
+    "guidance_scale": "how closely the edit follows the instruction",
+    "resolution": "edit resolution (a multiple of 8); goals are resized back to size",
+    "size": "rendered frame size (pixels)",
+    "device": "auto | cpu | cuda | cuda:N",
+    "demos": "source=demos: an existing demo dir (default: generate n demos into out/demos)",
+    "images": "source=images: a folder of PNG/JPEG files or an npz with 'goals'",
+    "frames_per_demo": "source=demos: last successful frames taken from each demo",
+    "camera": "env.camera for rendering (null: the suite's default)",
+}
 
-    return goals_main(args)
+
+def goals(args: list[str]) -> int:
+    """``robotrl goals generate key=value ...``: write an LfVoid goal set."""
+    from robotrl.workflows.goals import GOALS_DEFAULTS, GOALS_USAGE, generate_goal_set
+
+    if wants_help(args):
+        print(key_help("robotrl goals generate [key=value ...]",
+                       "Make LfVoid goal images: edit an env's real initial frames with a text instruction through a "
+                       "diffusers editing model,\nor take goals from scripted-expert demos / an image folder "
+                       "(offline sources, not the paper's method).", GOALS_DEFAULTS, GOALS_DOCS,
+                       ["robotrl goals generate env=metaworld/drawer-open instruction=\"open the drawer\" n=8 "
+                        "out=goals/drawer",
+                        "robotrl goals generate env=metaworld/reach source=demos n=4",
+                        "robotrl goals generate source=images images=my_goals/ out=goals/mine"]))
+        return 0
+    if not args or args[0] != "generate":
+        raise ConfigError(f"robotrl goals needs the subcommand 'generate', got {args[:1]}; usage: {GOALS_USAGE}")
+    generate_goal_set(parse_kv(args[1:], GOALS_DEFAULTS))
+    return 0
+
+
+REPORT_DOCS = {
+    "env": "metaworld/<task> (required: the scripted expert needs Meta-World)",
+    "reward": "comma-separated reward configs to score (env, the simulator's reward, is always the reference row)",
+    "episodes": "episodes per policy (expert, noisy, near-miss, random)",
+    "seed": "first reset seed",
+    "max_steps": "simulator steps per episode",
+    "render_size": "frame size shown to the models (0: the largest reward.render_size asked for, else 64)",
+    "noise": "comma-separated action-noise stddevs of the noisy experts",
+    "gamma": "discount of the EPIC canonicalisation",
+    "out": "output dir for report.json and report.png (default reward_eval/<env>)",
+}
 
 
 def reward_eval(args: list[str]) -> int:
-    from robotrl.reward_eval import reward_eval_main
+    """``robotrl reward-eval``: the reward quality report."""
+    from robotrl.workflows.reward_eval.command import PASSTHROUGH, REPORT_DEFAULTS, run_reward_eval
 
-    return reward_eval_main(args)
+    if wants_help(args):
+        text = key_help("robotrl reward-eval env=metaworld/<task> reward=a[,b] [key=value ...] [env.*=... "
+                        "reward.*=... device=...]",
+                        "Score reward models on rollouts of known quality (scripted expert, noisy experts, near-miss, "
+                        "random):\nvalue-order Spearman, Kendall tau, EPIC distance, success F1, near-miss gap.",
+                        REPORT_DEFAULTS, REPORT_DOCS,
+                        ["robotrl reward-eval env=metaworld/push reward=kagi,clip_tiny episodes=20 out=reports/push",
+                         "robotrl reward-eval env=metaworld/reach reward=clip_tiny reward.alpha=0.5 env.camera=corner"])
+        print(text + "\n\nenv.KEY=..., reward.KEY=... and device=... are passed to the composed configs.")
+        return 0
+    passthrough = [a for a in args if a.startswith(PASSTHROUGH)]
+    opts = parse_kv([a for a in args if not a.startswith(PASSTHROUGH)], REPORT_DEFAULTS)
+    run_reward_eval(opts, passthrough, ["robotrl", "reward-eval", *args])
+    return 0
 
 
-COMMANDS = {"eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals, "reward-eval": reward_eval}
+COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals,
+            "reward-eval": reward_eval}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     sys.stdout.reconfigure(line_buffering=True)  # progress lines reach logs and pipes as they happen
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in (*HELP_FLAGS, "help"):
         print(__doc__)
         sys.exit(0)
     command, args = argv[0], argv[1:]
     try:
-        if command == "train":
-            train(args)
-            return
         if command not in COMMANDS:
-            raise ConfigError(f"unknown command {command!r}; expected one of train, {', '.join(COMMANDS)}")
+            raise ConfigError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
         sys.exit(COMMANDS[command](args))
     except RobotRLError as e:
         print(f"robotrl: error: {e}", file=sys.stderr)

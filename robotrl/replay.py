@@ -1,5 +1,5 @@
-"""Replay buffers shared by every agent: n-step transitions (DrQ-v2/DrM), sub-trajectories (TD-MPC2) and a
-demo/online mixture at a scheduled ratio (MoDem).
+"""The replay buffer shared by every agent: n-step transitions (DrQ-v2/DrM) and sub-trajectories (TD-MPC2); the
+demo/online mixture at a scheduled ratio (MoDem) is :class:`robotrl.mixed_replay.MixedReplay`.
 
 Frames are stored once: each slot keeps only the newest frame of the stacked observation and the stack is
 rebuilt at sample time, so memory is ~1/k of storing stacks (and ~1/2k of storing obs and next_obs).
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -502,46 +501,6 @@ class ReplayBuffer:
         return buffer
 
 
-class MixedReplay:
-    """Each batch: exactly round(ratio(step) * B) samples from ``demos`` (first), the rest from ``main``."""
-
-    def __init__(
-        self, main: ReplayBuffer, demos: ReplayBuffer, ratio: Callable[[int], float] | float
-    ) -> None:
-        same = ("observation_space", "action_dim", "frame_stack", "nstep", "discount", "device")
-        for attr in same:
-            if getattr(main, attr) != getattr(demos, attr):
-                raise ValueError(
-                    f"demos.{attr}={getattr(demos, attr)!r}, expected the same as "
-                    f"main.{attr}={getattr(main, attr)!r}"
-                )
-        self.main = main
-        self.demos = demos
-        self.ratio = ratio
-
-    def __len__(self) -> int:
-        return len(self.main) + len(self.demos)
-
-    def num_demo(self, batch_size: int, step: int) -> int:
-        """How many of ``batch_size`` samples come from the demos at ``step``."""
-        ratio = float(self.ratio(step) if callable(self.ratio) else self.ratio)
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"demo ratio at step {step} is {ratio}, expected within [0, 1]")
-        return int(round(ratio * batch_size))
-
-    def sample(self, batch_size: int, step: int = 0) -> Batch:
-        n_demo = self.num_demo(batch_size, step)
-        parts = _parts(self.demos.sample, self.main.sample, n_demo, batch_size)
-        return Batch(*(_cat([p[i] for p in parts], dim=0) for i in range(len(Batch._fields))))
-
-    def sample_trajectories(self, batch_size: int, horizon: int, step: int = 0) -> Trajectories:
-        n_demo = self.num_demo(batch_size, step)
-        demos = partial(self.demos.sample_trajectories, horizon=horizon)
-        main = partial(self.main.sample_trajectories, horizon=horizon)
-        parts = _parts(demos, main, n_demo, batch_size)
-        return Trajectories(*(_cat([p[i] for p in parts], dim=1) for i in range(len(Trajectories._fields))))
-
-
 # ---------------------------------------------------------------------- helpers
 _TORCH_DTYPES = {
     np.dtype(np.uint8): torch.uint8,
@@ -623,23 +582,3 @@ def _plain(value: Any) -> Any:
 def _rng_from_json(state: dict[str, Any]) -> dict[str, Any]:
     """JSON keeps PCG64's 128-bit ints exactly (Python ints); nothing to convert but make it explicit."""
     return {**state, "state": {k: int(v) for k, v in state["state"].items()}}
-
-
-def _parts(
-    demo_fn: Callable[[int], Any], main_fn: Callable[[int], Any], n_demo: int, batch_size: int
-) -> list[Any]:
-    parts = []
-    if n_demo > 0:
-        parts.append(demo_fn(n_demo))
-    if batch_size - n_demo > 0:
-        parts.append(main_fn(batch_size - n_demo))
-    return parts
-
-
-def _cat(values: list[Any], dim: int) -> Any:
-    """Concatenate tensors or dicts of tensors (obs) along the batch dim."""
-    if len(values) == 1:
-        return values[0]
-    if isinstance(values[0], dict):
-        return {key: torch.cat([v[key] for v in values], dim=dim) for key in values[0]}
-    return torch.cat(values, dim=dim)

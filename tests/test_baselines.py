@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from robotrl.envs import make_env
 
-from robotrl.baselines import beats, compare, constant_policy, trivial_baselines
 from robotrl.config import resolve_threads, validate_config
 from robotrl.errors import ConfigError
-from robotrl.rollout import run_episodes, summarize
-from robotrl.trainer import Trainer
+from robotrl.workflows.baselines import beats, compare, constant_policy, trivial_baselines
+from robotrl.workflows.rollout import run_episodes, summarize
+from robotrl.workflows.train import Trainer
 
 
 def _summary(mean: float, std: float, episodes: int = 5, success: float | None = None) -> dict:

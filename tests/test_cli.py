@@ -192,7 +192,7 @@ def test_ctrl_c_before_the_first_checkpoint_prints_the_same_command(tmp_path):
 
 
 def test_demos_command_writes_loadable_demos(tmp_path):
-    from robotrl.envs.demos import load_demos
+    from robotrl.demos import load_demos
 
     out = tmp_path / "demos"
     proc = robotrl("demos", "env=metaworld/reach", "episodes=1", "image_size=32", f"out={out}")
@@ -201,3 +201,103 @@ def test_demos_command_writes_loadable_demos(tmp_path):
     assert episode.obs["pixels"].shape[1:] == (3, 32, 32) and episode.success.any()
     wrong_suite = robotrl("demos", "env=dmc/cartpole_swingup")
     assert wrong_suite.returncode == 2 and "Meta-World" in wrong_suite.stderr
+
+
+# ------------------------------------------------------------------------------------------------ --help, errors
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """``robotrl.cli.main`` in-process: (exit code, stdout, stderr)."""
+    from robotrl.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize(("command", "defaults"), [
+    (["eval"], "EVAL_DEFAULTS"), (["demos"], "DEMO_DEFAULTS"), (["goals"], "GOALS_DEFAULTS"),
+    (["goals", "generate"], "GOALS_DEFAULTS"), (["reward-eval"], "REPORT_DEFAULTS"),
+])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_key_value_commands_answer_help(capsys, command, defaults, flag):
+    from robotrl import cli
+    from robotrl.workflows import goals
+    from robotrl.workflows.reward_eval import command as reward_eval
+
+    keys = {"EVAL_DEFAULTS": cli.EVAL_DEFAULTS, "DEMO_DEFAULTS": cli.DEMO_DEFAULTS,
+            "GOALS_DEFAULTS": goals.GOALS_DEFAULTS, "REPORT_DEFAULTS": reward_eval.REPORT_DEFAULTS}[defaults]
+    code, out, err = run_main(capsys, *command, flag)
+    assert code == 0 and not err
+    assert out.startswith(f"usage: robotrl {command[0]}") and "examples:\n  robotrl " in out
+    for key, value in keys.items():  # every key with its default, as it is typed on the command line
+        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        assert f"  {key}={shown} " in out, key
+
+
+def test_envs_and_plot_answer_help(capsys):
+    code, out, _ = run_main(capsys, "envs", "--help")
+    assert code == 0 and "usage: robotrl envs" in out and "robotrl envs metaworld" in out
+    code, out, _ = run_main(capsys, "plot", "-h")
+    assert code == 0 and "usage: robotrl plot" in out and "--metric" in out and "example:" in out
+
+
+def test_train_help_lists_groups_choices_and_keys(capsys):
+    code, out, err = run_main(capsys, "train", "--help")
+    assert code == 0 and not err and "powered by Hydra" not in out
+    groups = dict(line.split(None, 1) for line in out.split("groups (group=choice):\n")[1].split("\n\n")[0]
+                  .splitlines())
+    assert set(groups) == {"agent", "env", "reward", "robot", "experiment"}
+    assert "dmc/<task> (51), gym/<task> (11), metaworld/<task> (50); `robotrl envs` lists them" in groups["env"]
+    assert "drm, drqv2, modem, modem_v2, sb3_ppo, sb3_sac, tdmpc2 (default drqv2)" in groups["agent"]
+    assert "kagi" in groups["reward"] and "quickstart" in groups["experiment"]
+    for key in ("seed=1", "torch_threads=null", "frames=${env.frames}", "env.image_size=84", "replay.capacity=1000000",
+                "resume=false", "env.obs_type=pixels"):
+        assert f"  {key} " in out or f"  {key}\n" in out, key
+    assert "examples:\n  robotrl train" in out and "-m/--multirun" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["foo=1"], "unknown config key 'foo'; valid keys at the top level: agent, checkpoint_every_frames"),
+    (["env.imagesize=64"], "unknown config key 'env.imagesize'; did you mean env.image_size? valid keys under env: "
+                           "action_repeat, camera"),
+    (["agent=drm", "agent.batchsize=3"], "unknown config key 'agent.batchsize'; did you mean agent.batch_size?"),
+    (["agent.batch_size=abc"], "agent.batch_size='abc', expected an integer (default 256)"),
+    (["agent.lr=fast"], "agent.lr='fast', expected a number (default 0.0001)"),
+    (["eval_at_start=1"], "eval_at_start=1, expected true or false (default true)"),
+    (["-m", "seed=1,2,x"], "seed='x', expected an integer (default 1)"),
+    (["env=metaworld/reach", "env.frames=lots"], "env.frames='lots', expected an integer"),
+    (["a b=1"], "cannot parse the overrides"),
+])
+def test_train_config_errors_are_one_robotrl_line_exit_2(capsys, args, message):
+    code, _, err = run_main(capsys, "train", *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("robotrl: error: ") and message in lines[0], lines[0]
+
+
+def test_valid_overrides_pass_the_check():
+    from robotrl.overrides import check_overrides
+
+    check_overrides(["agent=drm", "agent.lr=3e-4", "seed=1,2", "+foo=1", "env.camera=[corner2,corner3]",
+                     "torch_threads=1", "agent.batch_size=128", "hydra.verbose=true", "~env.camera",
+                     "env=metaworld/reach,metaworld/push", "agent.lr=1e-4,3e-4"])
+
+
+def test_agent_constructor_errors_are_config_errors():
+    """hydra wraps what a constructor raises (exit 1, multi-line); make_agent gives robotrl's one line instead."""
+    import gymnasium as gym
+    from robotrl.agents import make_agent
+
+    from robotrl.errors import ConfigError
+    from robotrl.overrides import compose_config
+
+    obs = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (9, 32, 32), np.uint8)})
+    act = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    cfg = compose_config(["+agent.foo=1"]).agent
+    with pytest.raises(ConfigError, match="agent=drqv2: .*unexpected keyword argument 'foo'"):
+        make_agent(cfg, obs, act, "cpu", "dmc/cartpole_swingup")
+
+
+def test_plot_bad_flag_is_one_line(capsys):
+    code, _, err = run_main(capsys, "plot", "--bogus", "runs/x")
+    assert code == 2 and err.strip().startswith("robotrl: error: robotrl plot: unrecognized arguments: --bogus")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robotrl.envs.demos import episode_file, generate_demos, load_demos, save_episode
+from robotrl.envs.demos import generate_demos
 
+from robotrl.demos import episode_file, load_demos, save_episode
 from robotrl.errors import ConfigError, DemoFormatError
 from robotrl.types import Episode
 

@@ -12,7 +12,7 @@ from robotrl.agents.sb3_dormant import measured_layers
 from robotrl.agents.tdmpc2 import TDMPC2Agent
 from torch import nn
 
-from robotrl.trainer import Trainer
+from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 from tests.test_sb3 import AGENTS, SB3_TINY
 from tests.test_tdmpc2 import TINY, TINY_CFG, _batch, _spaces

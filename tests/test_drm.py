@@ -19,7 +19,7 @@ from robotrl.agents.nets import schedule
 from torch import nn
 
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.trainer import Trainer
+from robotrl.workflows.train import Trainer
 from tests.test_drqv2 import ACTION, B, FixedReplay, random_obs, space
 
 torch.set_num_threads(1)

@@ -11,8 +11,9 @@ import torch
 from omegaconf import OmegaConf
 from robotrl.agents import make_agent
 from robotrl.agents.drqv2 import DrQV2Agent
-from robotrl.agents.nets import random_shift, random_shift_grid_sample, sample_shifts, schedule
+from robotrl.agents.nets import schedule
 
+from robotrl.augment import random_shift, random_shift_grid_sample, sample_shifts
 from robotrl.errors import CheckpointError, ObservationError
 from robotrl.types import Batch
 

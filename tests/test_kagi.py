@@ -9,17 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robotrl.rewards.kagi import (
-    KAGIReward,
+from robotrl.rewards.kagi import KAGIReward, MetaWorldKeypoints, TemplateTracker, polyline_progress, project_points
+from robotrl.rewards.kagi_plan import (
     KeypointProposalError,
-    MetaWorldKeypoints,
-    TemplateTracker,
     VLMKeypointProposer,
     grid_candidates,
     load_plan,
     parse_plan,
-    polyline_progress,
-    project_points,
 )
 from scipy.stats import spearmanr
 

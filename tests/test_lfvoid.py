@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from robotrl.rewards import lfvoid
-from robotrl.rewards.lfvoid import EditSettings, LfVoidReward, load_goal_set, save_goal_set
+from robotrl.rewards import lfvoid_goals
+from robotrl.rewards.lfvoid import LfVoidReward, load_goal_set, save_goal_set
+from robotrl.rewards.lfvoid_goals import EditSettings
 
+from robotrl import cli
 from robotrl.errors import CheckpointError, ConfigError, ObservationError
+from robotrl.workflows import goals as goals_workflow
 
 RED, BLUE = (230, 30, 30), (30, 30, 230)
 # diffusers' Euler scheduler calls np.array on a tensor without copy= (numpy 2 deprecation, not ours)
@@ -236,9 +239,9 @@ TINY_SETTINGS = EditSettings(num_inference_steps=2, resolution=16, seed=0)
 
 
 def test_generate_goals_end_to_end_from_env_frames(tiny_pipeline_dir: Path, tmp_path: Path):
-    frames = lfvoid.initial_frames({"name": "dmc/cartpole_balance"}, n=2, seed=0, size=24)
+    frames = goals_workflow.initial_frames({"name": "dmc/cartpole_balance"}, n=2, seed=0, size=24)
     assert frames.shape == (2, 24, 24, 3) and frames.dtype == np.uint8
-    path = lfvoid.generate_goals(frames, "make the pole red", tmp_path / "out", model=str(tiny_pipeline_dir),
+    path = lfvoid_goals.generate_goals(frames, "make the pole red", tmp_path / "out", model=str(tiny_pipeline_dir),
                                  device="cpu", settings=TINY_SETTINGS, extra_meta={"env": "dmc/cartpole_balance"})
     assert path == tmp_path / "out" / "goals.npz"
     with np.load(path, allow_pickle=False) as data:
@@ -258,53 +261,54 @@ def test_generate_goals_end_to_end_from_env_frames(tiny_pipeline_dir: Path, tmp_
 
 
 def test_goal_generation_is_deterministic_given_a_seed(tiny_pipeline_dir: Path):
-    pipe = lfvoid.load_edit_pipeline(str(tiny_pipeline_dir), device="cpu")
+    pipe = lfvoid_goals.load_edit_pipeline(str(tiny_pipeline_dir), device="cpu")
     frames = squares(RED, 3, seed=0, size=16)
-    a = lfvoid.edit_frames(pipe, frames, "paint it blue", TINY_SETTINGS)
-    b = lfvoid.edit_frames(pipe, frames, "paint it blue", TINY_SETTINGS)
-    c = lfvoid.edit_frames(pipe, frames, "paint it blue", EditSettings(num_inference_steps=2, resolution=16, seed=1))
+    a = lfvoid_goals.edit_frames(pipe, frames, "paint it blue", TINY_SETTINGS)
+    b = lfvoid_goals.edit_frames(pipe, frames, "paint it blue", TINY_SETTINGS)
+    other_seed = EditSettings(num_inference_steps=2, resolution=16, seed=1)
+    c = lfvoid_goals.edit_frames(pipe, frames, "paint it blue", other_seed)
     assert a.shape == frames.shape and a.dtype == np.uint8
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    first = lfvoid.edit_frames(pipe, frames[:1], "paint it blue", TINY_SETTINGS)
+    first = lfvoid_goals.edit_frames(pipe, frames[:1], "paint it blue", TINY_SETTINGS)
     assert np.array_equal(first, a[:1])  # frame i is sampled with seed + i, whatever else is edited
 
 
 def test_goals_cli_diffusion(tiny_pipeline_dir: Path, tmp_path: Path, capsys):
-    rc = lfvoid.goals_main(["generate", "env=dmc/cartpole_balance", "instruction=raise the pole", "n=2", "seed=3",
-                            f"model={tiny_pipeline_dir}", "steps=2", "resolution=16", "size=16", "device=cpu",
-                            f"out={tmp_path / 'cli'}"])
+    rc = cli.goals(["generate", "env=dmc/cartpole_balance", "instruction=raise the pole", "n=2",
+                                    "seed=3", f"model={tiny_pipeline_dir}", "steps=2", "resolution=16", "size=16",
+                                    "device=cpu", f"out={tmp_path / 'cli'}"])
     assert rc == 0 and "wrote 2 goal images" in capsys.readouterr().out
     goal_set = load_goal_set(tmp_path / "cli")
     assert goal_set.goals.shape == (2, 16, 16, 3) and goal_set.meta["env_seed"] == 3
     assert goal_set.meta["settings"]["num_inference_steps"] == 2
     with pytest.raises(ConfigError, match="instruction"):
-        lfvoid.goals_main(["generate", "env=dmc/cartpole_balance", f"model={tiny_pipeline_dir}"])
+        cli.goals(["generate", "env=dmc/cartpole_balance", f"model={tiny_pipeline_dir}"])
     with pytest.raises(ConfigError, match="subcommand 'generate'"):
-        lfvoid.goals_main(["make"])
+        cli.goals(["make"])
     with pytest.raises(ConfigError, match="source='video'"):
-        lfvoid.goals_main(["generate", "source=video"])
+        cli.goals(["generate", "source=video"])
     with pytest.raises(ConfigError, match="resolution=12"):
-        lfvoid.goals_main(["generate", "env=dmc/cartpole_balance", "instruction=x", "resolution=12"])
+        cli.goals(["generate", "env=dmc/cartpole_balance", "instruction=x", "resolution=12"])
 
 
 def test_missing_weights_is_one_line_naming_the_model(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(lfvoid, "_hub_reachable", lambda *a, **k: False)  # offline: never touch the network
+    monkeypatch.setattr(lfvoid_goals, "_hub_reachable", lambda *a, **k: False)  # offline: never touch the network
     with pytest.raises(ConfigError) as info:
-        lfvoid.load_edit_pipeline("timbrooks/instruct-pix2pix", cache_dir=str(tmp_path / "empty_cache"), device="cpu")
+        lfvoid_goals.load_edit_pipeline("timbrooks/instruct-pix2pix", cache_dir=str(tmp_path / "empty_cache"),
+                                        device="cpu")
     message = str(info.value)
     assert "\n" not in message and "'timbrooks/instruct-pix2pix'" in message
     assert "offline" in message and "Hugging Face cache" in message and "model=/path/to/pipeline_dir" in message
     with pytest.raises(ConfigError, match=r"path '/no/such/pipeline' is not a directory"):
-        lfvoid.load_edit_pipeline("/no/such/pipeline", device="cpu")
+        lfvoid_goals.load_edit_pipeline("/no/such/pipeline", device="cpu")
     with pytest.raises(ConfigError, match="'timbrooks/instruct-pix2pix'"):  # the CLI fails before rendering anything
-        lfvoid.goals_main(["generate", "env=dmc/cartpole_balance", "instruction=x", f"cache_dir={tmp_path}"])
+        cli.goals(["generate", "env=dmc/cartpole_balance", "instruction=x", f"cache_dir={tmp_path}"])
 
 
 # ------------------------------------------------------------------------------------------------ offline sources
 def _fake_demos(root: Path, lengths: list[int], success_from: list[int], size: int = 16) -> Path:
     """A demo directory in robotrl's format; pixel value = time step, so the chosen frames are identifiable."""
-    from robotrl.envs.demos import FORMAT_VERSION, episode_file, save_episode
-
+    from robotrl.demos import FORMAT_VERSION, episode_file, save_episode
     from robotrl.types import Episode
 
     root.mkdir(parents=True)
@@ -323,11 +327,11 @@ def _fake_demos(root: Path, lengths: list[int], success_from: list[int], size: i
 
 def test_demo_goals_take_frames_after_success(tmp_path: Path, capsys):
     demos = _fake_demos(tmp_path / "demos", lengths=[10, 6], success_from=[4, 5])
-    goals, sources = lfvoid.demo_goals(demos, frames_per_demo=2)
+    goals, sources = lfvoid_goals.demo_goals(demos, frames_per_demo=2)
     assert goals.shape == (3, 16, 16, 3) and sources.shape == (2, 16, 16, 3)
     # episode 0 succeeds from step 4 (frames 5..10): its last 2; episode 1 only at its last step (frame 6)
     assert [int(g[0, 0, 0]) for g in goals] == [9, 10, 6] and int(sources.max()) == 0
-    rc = lfvoid.goals_main(["generate", "source=demos", f"demos={demos}", f"out={tmp_path / 'g'}"])
+    rc = cli.goals(["generate", "source=demos", f"demos={demos}", f"out={tmp_path / 'g'}"])
     assert rc == 0
     goal_set = load_goal_set(tmp_path / "g")
     assert goal_set.goals.shape == (2, 16, 16, 3) and "NOT LfVoid" in goal_set.meta["note"]
@@ -340,14 +344,14 @@ def test_image_folder_goals(tmp_path: Path):
     folder.mkdir()
     for i, image in enumerate(squares(RED, 3, seed=0)):
         Image.fromarray(image).save(folder / f"{i}.png")
-    assert lfvoid.goals_main(["generate", "source=images", f"images={folder}", f"out={tmp_path / 'g'}"]) == 0
+    assert cli.goals(["generate", "source=images", f"images={folder}", f"out={tmp_path / 'g'}"]) == 0
     goal_set = load_goal_set(tmp_path / "g")
     assert np.array_equal(goal_set.goals, squares(RED, 3, seed=0)) and goal_set.sources.shape[0] == 0
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "9.png")
     with pytest.raises(ConfigError, match="several sizes"):
-        lfvoid.image_goals(folder)
+        lfvoid_goals.image_goals(folder)
     with pytest.raises(ConfigError, match="needs images="):
-        lfvoid.goals_main(["generate", "source=images"])
+        cli.goals(["generate", "source=images"])
 
 
 def test_demo_goals_from_metaworld_expert_drive_the_reward_wrapper(compose_cfg, tmp_path: Path):
@@ -355,7 +359,7 @@ def test_demo_goals_from_metaworld_expert_drive_the_reward_wrapper(compose_cfg, 
     from robotrl.envs import make_env
     from robotrl.rewards import wrap_env
 
-    assert lfvoid.goals_main(["generate", "env=metaworld/reach", "source=demos", "n=1", f"out={tmp_path}"]) == 0
+    assert cli.goals(["generate", "env=metaworld/reach", "source=demos", "n=1", f"out={tmp_path}"]) == 0
     goal_set = load_goal_set(tmp_path)
     assert goal_set.goals.shape == (1, 84, 84, 3) and goal_set.sources.shape == (1, 84, 84, 3)
     cfg = compose_cfg("env=metaworld/reach", "reward=lfvoid_demo_goals", f"reward.goals={tmp_path}",
@@ -374,7 +378,7 @@ def test_demo_goals_from_metaworld_expert_drive_the_reward_wrapper(compose_cfg, 
 def test_trainer_checkpoints_the_discriminators_and_resumes_exactly(compose_cfg, red_goals: Path, tmp_path: Path):
     """The reward model learns during training, so exact resume needs its state: 400 frames in one go equals
     200 + resume to 400, for the agent and for the discriminator ensemble."""
-    from robotrl.trainer import Trainer
+    from robotrl.workflows.train import Trainer
     from tests.conftest import assert_same_tensors
 
     reward = ["reward=lfvoid", f"reward.goals={red_goals}", "reward.render_size=32", "reward.image_size=32",

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from robotrl.trainer import Trainer
+from robotrl.workflows.train import Trainer
 from tests.conftest import TINY_OVERRIDES
 from tests.test_cli import robotrl
 
@@ -106,7 +106,7 @@ def test_progress_bar_fits_80_columns():
 
     from rich.console import Console
 
-    from robotrl.trainer import make_progress
+    from robotrl.workflows.train import make_progress
 
     out = io.StringIO()
     progress, task = make_progress(Console(file=out, width=80, force_terminal=True, color_system=None), 550_000)

@@ -14,11 +14,13 @@ from robotrl.agents.modem import ModemAgent, ModemV2Agent
 from robotrl.agents.nets import schedule
 from robotrl.agents.tdmpc2 import split_evenly
 from robotrl.envs import make_env
-from robotrl.envs.demos import episode_file, generate_demos
+from robotrl.envs.demos import generate_demos
 
+from robotrl.demos import episode_file
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
 from robotrl.replay import ReplayBuffer
-from robotrl.trainer import Trainer
+from robotrl.workflows.demos import ensure_demos
+from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
 ENV = {"name": "metaworld/reach", "image_size": 32, "video_size": 32, "max_episode_steps": 120}
@@ -282,10 +284,12 @@ def test_bad_demo_files_give_a_clear_error_from_the_agent(env, demo_dir, tmp_pat
     with pytest.raises(DemoFormatError, match=r"'pixels' frames are \(3, 32, 32\), this env needs \(3, 48, 48\)"):
         pix.load_demos()
     pix_env.close()
-    dmc = ModemAgent(env.observation_space, env.action_space, "cpu", env={"name": "dmc/cartpole_swingup"},
-                     demo_cache=str(tmp_path / "gen"), **TINY)
-    with pytest.raises(ConfigError, match="Meta-World only"):
-        dmc.load_demos()
+    with pytest.raises(ConfigError, match="Meta-World only"):  # the workflow generates demos, for Meta-World only
+        ensure_demos({"demos": None, "demo_cache": str(tmp_path / "gen")}, {"name": "dmc/cartpole_swingup"})
+    assert ensure_demos({"demos": str(demo_dir), "demo_cache": str(tmp_path / "gen")}, ENV) is None
+    empty = ModemAgent(env.observation_space, env.action_space, "cpu", demo_cache=str(tmp_path / "gen"), **TINY)
+    with pytest.raises(ConfigError, match="no demos in demo_cache="):  # the agent only reads them
+        empty.load_demos()
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints

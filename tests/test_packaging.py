@@ -6,7 +6,9 @@ import subprocess
 import sys
 import zipfile
 
-SUBPACKAGES = ("robotrl.envs", "robotrl.agents", "robotrl.rewards", "robotrl.hardware", "robotrl.configs")
+SUBPACKAGES = ("robotrl.workflows", "robotrl.workflows.reward_eval", "robotrl.envs", "robotrl.agents",
+               "robotrl.rewards",
+               "robotrl.hardware", "robotrl.configs")
 
 
 def test_import_from_outside_the_repo(tmp_path):

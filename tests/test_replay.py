@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from robotrl.errors import ActionError, CheckpointError, ObservationError
-from robotrl.replay import MixedReplay, ReplayBuffer
+from robotrl.mixed_replay import MixedReplay
+from robotrl.replay import ReplayBuffer
 from robotrl.types import Episode
 
 H = W = 2

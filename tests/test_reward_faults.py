@@ -140,7 +140,7 @@ def test_vector_wrapper_flags_the_failed_batch():
 
 
 def test_trainer_counts_flagged_steps_and_stops_after_n_consecutive_failures(compose_cfg, tmp_path):
-    from robotrl.trainer import Trainer
+    from robotrl.workflows.train import Trainer
 
     args = ("reward=clip_tiny", "frames=200", "save_video=false", "tensorboard=false", "reward.timeout_s=null")
     Trainer(compose_cfg(*args, f"reward._target_={__name__}.FailsOnOddCalls"), tmp_path / "flaky").train()

@@ -312,7 +312,7 @@ def test_vector_wrapper_batches_and_matches_the_single_env_wrapper():
 
 # ------------------------------------------------------------------------------------------ the trainer
 def test_trainer_logs_model_and_ground_truth_reward(compose_cfg, tmp_path):
-    from robotrl.trainer import Trainer
+    from robotrl.workflows.train import Trainer
 
     summary = Trainer(compose_cfg("reward=clip_tiny", "frames=200", "save_video=false", "tensorboard=false"),
                       tmp_path).train()
@@ -325,7 +325,7 @@ def test_trainer_logs_model_and_ground_truth_reward(compose_cfg, tmp_path):
 
 
 def test_trainer_fails_fast_without_weights(compose_cfg, tmp_path, monkeypatch):
-    from robotrl.trainer import Trainer
+    from robotrl.workflows.train import Trainer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

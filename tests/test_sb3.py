@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from robotrl.errors import ConfigError
-from robotrl.trainer import Trainer
+from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
 # 50-step episodes (100 frames at action repeat 2) on state observations; seed_frames = SAC's learning_starts.
@@ -45,7 +45,7 @@ def _rows(path) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("agent", sorted(AGENTS))
 def test_state_run_writes_everything(sb3_cfg, tmp_path, agent, monkeypatch):
-    from robotrl.agents.sb3 import SB3Trainer
+    from robotrl.workflows.sb3_train import SB3Trainer
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()

@@ -11,8 +11,8 @@ from robotrl.agents.tdmpc2 import TDMPC2Agent
 from robotrl.agents.world_model import MODEL_SIZE, EnsembleMLP, SimNorm, WorldModel, mlp
 
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.trainer import Trainer
 from robotrl.types import Trajectories
+from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
 TINY = {"model_size": 1, "latent_dim": 16, "mlp_dim": 32, "enc_dim": 32, "num_channels": 8, "batch_size": 16,

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import open_dict
 
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.trainer import Trainer
+from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
 
@@ -101,7 +101,7 @@ def test_ctrl_c_is_raised_at_the_next_safe_point_and_a_second_one_at_once():
     import os
     import signal
 
-    from robotrl.trainer import GracefulInterrupt
+    from robotrl.workflows.train import GracefulInterrupt
 
     before = signal.getsignal(signal.SIGINT)
     with GracefulInterrupt() as interrupt:

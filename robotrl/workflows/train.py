@@ -28,7 +28,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from robotrl.agents import agent_config, is_sb3_agent, make_agent
 from robotrl.atomic import atomic_write_text
-from robotrl.baselines import compare, comparison_table, trivial_baselines
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, resolve_threads, validate_config
 from robotrl.envs import make_env
@@ -37,7 +36,9 @@ from robotrl.heartbeat import Heartbeat
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
-from robotrl.rollout import run_episodes, summarize
+from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines
+from robotrl.workflows.demos import ensure_demos
+from robotrl.workflows.rollout import run_episodes, summarize
 
 log = logging.getLogger(__name__)
 REWARD_INFO_KEYS = ("model_reward", "gt_reward", "reward_invalid")  # from RewardWrapper; flagged steps are counted
@@ -155,10 +156,10 @@ class Trainer:
     """Builds env, agent, replay and logger from a config and runs (or resumes) one training run."""
 
     def __new__(cls, cfg: DictConfig, *args: Any, **kwargs: Any) -> Trainer:
-        """``agent=sb3_*`` gets :class:`robotrl.agents.sb3.SB3Trainer`: Stable-Baselines3 runs its own learning loop
-        inside this trainer's envs, reward layer, logging, evaluation and checkpoints."""
+        """``agent=sb3_*`` gets :class:`robotrl.workflows.sb3_train.SB3Trainer`: Stable-Baselines3 runs its own
+        learning loop inside this trainer's envs, reward layer, logging, evaluation and checkpoints."""
         if cls is Trainer and is_sb3_agent(OmegaConf.select(cfg, "agent")):
-            from robotrl.agents.sb3 import SB3Trainer
+            from robotrl.workflows.sb3_train import SB3Trainer
 
             cls = SB3Trainer
         return super().__new__(cls)
@@ -201,6 +202,7 @@ class Trainer:
     def _build_agent(self) -> None:
         """``self.agent`` and its ``self.replay`` (the SB3 runner overrides this: SB3 brings its own buffers)."""
         cfg = self.cfg
+        ensure_demos(cfg.agent, cfg.env)  # agents that learn from demos (MoDem) read them, the workflow makes them
         self.agent = make_agent(cfg.agent, self.env.observation_space, self.env.action_space, str(self.device),
                                 cfg.env.name)
         agent_hparams = agent_config(cfg.agent, cfg.env.name)  # per-task overrides may change nstep
@@ -425,7 +427,7 @@ class Trainer:
         return summary
 
     def _plot(self) -> None:
-        from robotrl.plot import plot_runs
+        from robotrl.workflows.plot import plot_runs
 
         try:
             plot_runs([self.run_dir], self.run_dir / "curve.png", reps=0)

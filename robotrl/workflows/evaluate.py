@@ -11,13 +11,14 @@ from omegaconf import OmegaConf
 
 from robotrl.agents import make_agent
 from robotrl.atomic import atomic_write_text
-from robotrl.baselines import compare, trivial_baselines
 from robotrl.checkpoint import load_state, resolve_checkpoint
 from robotrl.config import resolve_device
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.heartbeat import Heartbeat
-from robotrl.rollout import run_episodes, summarize
+from robotrl.workflows.baselines import compare, trivial_baselines
+from robotrl.workflows.demos import ensure_demos
+from robotrl.workflows.rollout import run_episodes, summarize
 
 
 def load_policy(checkpoint: Path, device: str = "auto") -> tuple[Any, Any, Path]:
@@ -29,6 +30,7 @@ def load_policy(checkpoint: Path, device: str = "auto") -> tuple[Any, Any, Path]
         raise CheckpointError(f"checkpoint {path}: agent {state['agent_name']!r} does not match its config "
                               f"({cfg.agent.name!r})")
     env = make_env(cfg.env, seed=int(cfg.seed))
+    ensure_demos(cfg.agent, cfg.env)  # MoDem's demo cache, regenerated if the run dir moved without it
     agent = make_agent(cfg.agent, env.observation_space, env.action_space, str(resolve_device(device)), cfg.env.name)
     env.close()
     agent.load_state_dict(state["agent"])
@@ -40,7 +42,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     """Play ``episodes`` episodes with seeds ``seed .. seed+episodes-1``; write episodes.jsonl, summary.json, mp4.
 
     With ``baselines``, uniform random and constant-action policies play the same seeds (``summary["baselines"]``)
-    and ``summary["vs_baselines"]`` says which of them the policy beats (:mod:`robotrl.baselines`).
+    and ``summary["vs_baselines"]`` says which of them the policy beats (:mod:`robotrl.workflows.baselines`).
     ``passed`` in the summary is False when the success rate is below ``min_success`` or the mean return below
     ``min_return`` (the CLI exits 1 then). A success gate on a task without a success signal is an error.
     """

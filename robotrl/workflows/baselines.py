@@ -19,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from robotrl.rollout import Policy, random_policy, run_episodes, summarize
+from robotrl.workflows.rollout import Policy, random_policy, run_episodes, summarize
 
 CONSTANT_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)  # each value on every action dimension at once
 
@@ -35,7 +35,7 @@ def trivial_baselines(env: gym.Env, seeds: Sequence[int], seed: int, grid: Seque
     """Evaluate uniform random actions and each constant action of ``grid`` on ``seeds``.
 
     Returns ``{"random": summary, "constant": summary of the best constant (with its "value"),
-    "constant_grid": {value: mean return}}``, summaries as :func:`robotrl.rollout.summarize` gives them.
+    "constant_grid": {value: mean return}}``, summaries as :func:`robotrl.workflows.rollout.summarize` gives them.
     """
     def play(policy: Policy) -> dict[str, Any]:
         results = run_episodes(env, policy, seeds)

@@ -1,0 +1,120 @@
+"""``robotrl goals generate``: make an LfVoid goal set from an env's real initial frames (diffusion editing) or
+from offline sources (scripted-expert demos, an image folder).
+
+The workflow renders the env (:func:`initial_frames`), generates demos when asked, and hands the frames to the goal
+sources in :mod:`robotrl.rewards.lfvoid_goals`; the goal set format is :mod:`robotrl.rewards.lfvoid`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robotrl.errors import ConfigError
+from robotrl.overrides import check_group_choices, compose_config
+from robotrl.rewards.base import render_rgb
+from robotrl.rewards.lfvoid import load_goal_set, save_goal_set
+from robotrl.rewards.lfvoid_goals import (
+    DEFAULT_MODEL,
+    SOURCES,
+    EditSettings,
+    demo_goals,
+    generate_goals,
+    image_goals,
+    load_edit_pipeline,
+)
+
+
+# ------------------------------------------------------------------------------------------------ real frames
+def initial_frames(env_cfg: Any, n: int, seed: int, size: int) -> np.ndarray:
+    """uint8 [n, size, size, 3]: the env's initial observation after ``reset(seed=seed + i)``, rendered RGB.
+
+    These are the "real initial observations" LfVoid edits; they are rendered with the same camera
+    (``render_rgb``) that :class:`~robotrl.rewards.base.RewardWrapper` later shows the reward model.
+    """
+    from robotrl.envs import make_env
+
+    if int(n) < 1:
+        raise ConfigError(f"n={n!r} initial frames requested, expected n >= 1")
+    env = make_env(env_cfg, seed)
+    try:
+        frames = []
+        for i in range(int(n)):
+            env.reset(seed=int(seed) + i)
+            frames.append(render_rgb(env, int(size)))
+    finally:
+        env.close()
+    return np.stack(frames).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ command
+GOALS_USAGE = ("robotrl goals generate env=metaworld/<task> instruction=\"...\" [n=8 seed=0 out=DIR "
+               "model=timbrooks/instruct-pix2pix steps=100 image_guidance_scale=1.5 guidance_scale=7.5 "
+               "resolution=512 size=256 cache_dir=DIR device=auto] | source=demos [demos=DIR frames_per_demo=1] | "
+               "source=images images=DIR_OR_NPZ")
+GOALS_DEFAULTS: dict[str, Any] = {
+    "env": None, "instruction": None, "n": 8, "seed": 0, "out": None, "source": "diffusion",
+    "model": DEFAULT_MODEL, "cache_dir": None, "steps": 100, "image_guidance_scale": 1.5, "guidance_scale": 7.5,
+    "resolution": 512, "size": 256, "device": "auto", "demos": None, "images": None, "frames_per_demo": 1,
+    "camera": None,
+}
+
+
+def _env_cfg(opts: dict[str, Any]) -> Any:
+    """The composed ``env`` config for ``env=<suite>/<task>`` (same path as ``robotrl train``)."""
+    if not opts["env"]:
+        raise ConfigError(f"robotrl goals generate source={opts['source']} needs env=<suite>/<task>; usage: "
+                          + GOALS_USAGE)
+    check_group_choices([f"env={opts['env']}"])
+    overrides = [f"env={opts['env']}"] + ([f"env.camera={opts['camera']}"] if opts["camera"] else [])
+    return compose_config(overrides).env
+
+
+def _generate_diffusion(opts: dict[str, Any], out: Path) -> Path:
+    if not opts["instruction"]:
+        raise ConfigError("robotrl goals generate source=diffusion needs instruction=\"...\" (the goal edit)")
+    env_cfg = _env_cfg(opts)
+    settings = EditSettings(opts["steps"], opts["image_guidance_scale"], opts["guidance_scale"], opts["seed"],
+                            opts["resolution"])
+    settings.validate()
+    pipe = load_edit_pipeline(opts["model"], opts["cache_dir"], opts["device"])  # fail before rendering
+    frames = initial_frames(env_cfg, opts["n"], opts["seed"], opts["size"])
+    return generate_goals(frames, opts["instruction"], out, pipeline=pipe, model=opts["model"], settings=settings,
+                          extra_meta={"env": opts["env"], "env_seed": opts["seed"], "render_size": opts["size"]})
+
+
+def _generate_offline(opts: dict[str, Any], out: Path) -> Path:
+    note = "NOT LfVoid: true goal observations, an upper-bound/ablation goal source"
+    meta: dict[str, Any] = {"source": opts["source"], "instruction": opts["instruction"], "note": note}
+    if opts["source"] == "images":
+        if not opts["images"]:
+            raise ConfigError("robotrl goals generate source=images needs images=DIR (PNG/JPEG files) or FILE.npz")
+        goals = image_goals(opts["images"])
+        sources = np.zeros((0, *goals.shape[1:]), np.uint8)
+        meta.update(method="user-supplied goal images", images=str(opts["images"]))
+        return save_goal_set(out, goals, sources, meta)
+    demo_dir = opts["demos"]
+    if not demo_dir:
+        from robotrl.envs.demos import generate_demos
+
+        demo_dir = generate_demos(_env_cfg(opts), opts["n"], opts["seed"], out / "demos")
+    goals, sources = demo_goals(demo_dir, opts["frames_per_demo"])
+    meta.update(method="final successful frames of scripted-expert demos", demos=str(demo_dir), env=opts["env"],
+                frames_per_demo=opts["frames_per_demo"])
+    return save_goal_set(out, goals, sources, meta)
+
+
+def generate_goal_set(opts: dict[str, Any]) -> Path:
+    """``robotrl goals generate``: write a goal set from ``opts`` (the keys of :data:`GOALS_DEFAULTS`, parsed by
+    the CLI), print where, and return the npz path."""
+    if opts["source"] not in SOURCES:
+        raise ConfigError(f"source={opts['source']!r} is not one of {', '.join(SOURCES)}")
+    name = (opts["env"] or "images").replace("/", "-")
+    out = Path(opts["out"] or f"goals/{name}-{opts['source']}")
+    path = _generate_diffusion(opts, out) if opts["source"] == "diffusion" else _generate_offline(opts, out)
+    goal_set = load_goal_set(path)
+    print(f"wrote {len(goal_set.goals)} goal images {goal_set.goals.shape[1:]} ({opts['source']}) to {path} "
+          f"(PNGs in {path.parent / 'png'})")
+    return path
