@@ -91,6 +91,7 @@ class SafetyLayer(Robot):
         self._estopped = False
         self._overruns_in_row = 0
         self._last_cmd_t: float | None = None
+        self._last_mode: ActionMode | None = None  # mode of the last command sent (a switch re-reads the targets)
         self._target_q = np.zeros(len(robot.joint_names))
         self._target_ee = np.zeros(3)
         self._frame_times: dict[str, float] = {}
@@ -137,11 +138,9 @@ class SafetyLayer(Robot):
 
     def _sync_targets(self) -> None:
         """Commanded targets := what the driver reports (its own target if it has one, else the measured pose)."""
-        state: JointState = self._call("read state", self.inner.get_state)
-        self._target_q = np.array(state.joint_target if state.joint_target is not None else state.joint_pos, float)
-        ee = state.ee_target if state.ee_target is not None else state.ee_pos
-        self._target_ee = np.array(ee, float) if ee is not None else np.full(3, np.nan)  # no ee mode without a pose
+        self._read_targets()
         self._last_cmd_t = None
+        self._last_mode = None
         self._overruns_in_row = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -298,6 +297,8 @@ class SafetyLayer(Robot):
             now = self._clock()
             self._monitor_rate(now)
             self._check_shape_and_finite(action)
+            if self._last_mode is not None and action.mode is not self._last_mode:
+                self._read_targets()  # the new mode's target moved with the old mode's commands
             safe = self._limit(action, now)
             sent: Action = self._call("send", self.inner.send_action, safe)
             # Track what the driver actually sent (it may round to servo steps or clip to its own range): tracking
@@ -307,7 +308,16 @@ class SafetyLayer(Robot):
             else:
                 self._target_ee = self._target_ee + sent.delta
             self._last_cmd_t = now
+            self._last_mode = safe.mode
             return sent
+
+    def _read_targets(self) -> None:
+        """Targets := the driver's own commanded targets if it reports them, else the measured pose. A driver that
+        streams one mode reports the measured pose for the other (FrankaRobot), so a mode switch re-reads them."""
+        state: JointState = self._call("read state", self.inner.get_state)
+        self._target_q = np.array(state.joint_target if state.joint_target is not None else state.joint_pos, float)
+        ee = state.ee_target if state.ee_target is not None else state.ee_pos
+        self._target_ee = np.array(ee, float) if ee is not None else np.full(3, np.nan)  # no ee mode without a pose
 
     def _check_commandable(self) -> None:
         if self._estopped:
