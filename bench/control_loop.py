@@ -18,7 +18,7 @@ load hits all alike; per-command medians, the overhead over bare, the ratio and 
 control period are printed.
 
 Run: ``MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python bench/control_loop.py [--seconds 4] [--rates 10,20,50]
-[--policies drqv2,tdmpc2] [--blocks 5] [--threads 1]``; prints one JSON line per case.
+[--policies drqv2,tdmpc2] [--blocks 5] [--threads 1] [--max-steps N] [--no-cost]``; one JSON line per case.
 """
 
 from __future__ import annotations
@@ -67,14 +67,14 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q))
 
 
-def run_loop(name: str, agent: Any, hz: float, seconds: float) -> dict[str, Any]:
+def run_loop(name: str, agent: Any, hz: float, seconds: float, max_steps: int) -> dict[str, Any]:
     from robotrl.hardware import make_robot
     from robotrl.hardware.robot import ee_action_from_policy
     from robotrl.hardware.sim import METAWORLD_ACTION_SCALE_M
 
     robot = make_robot(sim_cfg(hz))
-    period, n = 1.0 / hz, int(seconds * hz)
-    starts, late, act_s = [], [], []
+    period, n = 1.0 / hz, min(int(seconds * hz), max_steps)
+    starts, late, obs_s, act_s, send_s = [], [], [], [], []
     with robot:
         cam = robot.camera_names[0]
         frames: deque[np.ndarray] = deque(maxlen=3)
@@ -93,7 +93,9 @@ def run_loop(name: str, agent: Any, hz: float, seconds: float) -> dict[str, Any]
             starts.append(now)
             late.append(max(0.0, now - deadline))
             deadline = max(deadline + period, now)  # re-anchor after an overrun
+            t0 = time.perf_counter()
             obs = robot.get_observation()
+            obs_s.append(time.perf_counter() - t0)
             frames.append(obs.frames[cam].image.transpose(2, 0, 1))
             t0 = time.perf_counter()
             with torch.no_grad():
@@ -102,13 +104,16 @@ def run_loop(name: str, agent: Any, hz: float, seconds: float) -> dict[str, Any]
             # A random-weight policy outputs a near-constant direction, which would walk the arm into a joint limit
             # (HOLD): alternate its sign so the arm stays near its start; the policy still computes every action.
             action[:3] *= ACTION_SHRINK * (1 if step % 2 == 0 else -1)
+            t0 = time.perf_counter()
             robot.send_action(ee_action_from_policy(action, METAWORLD_ACTION_SCALE_M))
+            send_s.append(time.perf_counter() - t0)
         overruns = robot.counts["overrun"]
     periods = np.diff(starts).tolist()
     return {"case": "loop", "policy": name, "hz": hz, "steps": n, "period_ms": round(period * 1e3, 2),
             "period_p50_ms": round(pct(periods, 50), 2), "period_p99_ms": round(pct(periods, 99), 2),
             "lateness_p50_ms": round(pct(late, 50), 2), "lateness_p99_ms": round(pct(late, 99), 2),
-            "act_p50_ms": round(pct(act_s, 50), 2), "act_p99_ms": round(pct(act_s, 99), 2), "overruns": overruns}
+            "observe_p50_ms": round(pct(obs_s, 50), 2), "act_p50_ms": round(pct(act_s, 50), 2),
+            "act_p99_ms": round(pct(act_s, 99), 2), "send_p50_ms": round(pct(send_s, 50), 2), "overruns": overruns}
 
 
 class ExecutorHandoff:
@@ -189,14 +194,17 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--per-block", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=10**6, help="cap on steps per case (slow policies)")
+    parser.add_argument("--no-cost", action="store_true", help="skip the safety-cost case")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rates = [float(r) for r in args.rates.split(",")]
-    print(json.dumps(safety_cost(args.blocks, args.per_block, rates)), flush=True)
+    if not args.no_cost:
+        print(json.dumps(safety_cost(args.blocks, args.per_block, rates)), flush=True)
     for name in [p for p in args.policies.split(",") if p]:
         agent, _env = make_policy(name)
         for hz in rates:
-            print(json.dumps(run_loop(name, agent, hz, args.seconds)), flush=True)
+            print(json.dumps(run_loop(name, agent, hz, args.seconds, args.max_steps)), flush=True)
 
 
 if __name__ == "__main__":
