@@ -18,6 +18,7 @@ from robotrl.errors import ConfigError
 
 # name -> (module, class); imported lazily so that an arm's SDK is only needed when that arm is used.
 _ROBOTS: dict[str, tuple[str, str]] = {
+    "franka": ("robotrl.hardware.franka", "FrankaRobot"),
     "mock": ("robotrl.hardware.mock", "MockRobot"),
     "sim": ("robotrl.hardware.sim", "SimRobot"),
     "so101": ("robotrl.hardware.so101", "SO101Robot"),

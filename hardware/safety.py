@@ -22,8 +22,9 @@ plus the ``robotrl.hardware.safety`` logger) with the joint/axis it concerned.
 
 from __future__ import annotations
 
-import concurrent.futures
+import _thread
 import logging
+import queue
 import signal
 import threading
 from collections import Counter, deque
@@ -51,6 +52,51 @@ log = logging.getLogger(__name__)
 AXES = ("x", "y", "z")
 COMMANDABLE = frozenset({RobotState.READY, RobotState.MOVING})
 CONNECTED = frozenset({RobotState.READY, RobotState.MOVING, RobotState.HOLD})
+
+
+class DriverCallTimeout(Exception):
+    """A call on the :class:`DriverThread` did not return in time (distinct from a TimeoutError the driver raises)."""
+
+
+class DriverThread:
+    """One thread that runs every driver call, so that a hung call can be abandoned after a timeout.
+
+    Cheaper than a one-worker ``ThreadPoolExecutor`` (no Future, no Condition per call): a request goes through a
+    C ``SimpleQueue`` and the reply wakes the caller through one raw lock (measured in bench/control_loop.py).
+    """
+
+    def __init__(self, name: str = "robot-driver") -> None:
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (request := self._requests.get()) is not None:
+            fn, args, reply, done = request
+            try:
+                reply.append((True, fn(*args)))
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                reply.append((False, exc))
+            done.release()
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+        """``fn(*args)`` on this thread; raises DriverCallTimeout after ``timeout`` s (the call keeps running there)."""
+        done = _thread.allocate_lock()
+        done.acquire()
+        reply: list[tuple[bool, Any]] = []
+        self._requests.put((fn, args, reply, done))
+        if not done.acquire(timeout=timeout):
+            raise DriverCallTimeout
+        ok, value = reply[0]
+        if ok:
+            return value
+        raise value
+
+    def close(self, wait: bool) -> None:
+        """Let the thread exit after its current call (``wait``: join it)."""
+        self._requests.put(None)
+        if wait:
+            self._thread.join()
 
 
 class ControlRateError(RobotError):
@@ -85,12 +131,13 @@ class SafetyLayer(Robot):
         self.hold_reason: str | None = None
         self._clock = clock
         self._lock = threading.RLock()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: DriverThread | None = None
         self._watchdog: threading.Thread | None = None
         self._stop_watchdog = threading.Event()
         self._estopped = False
         self._overruns_in_row = 0
         self._last_cmd_t: float | None = None
+        self._last_mode: ActionMode | None = None  # mode of the last command sent (a switch re-reads the targets)
         self._target_q = np.zeros(len(robot.joint_names))
         self._target_ee = np.zeros(3)
         self._frame_times: dict[str, float] = {}
@@ -119,14 +166,13 @@ class SafetyLayer(Robot):
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         """Run ``fn`` on the driver thread; a timeout marks the robot FAULT and raises DriverError."""
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="robot-driver")
+            self._executor = DriverThread()
         timeout = self.limits.driver_timeout_ms / 1000 if timeout is None else timeout
-        future = self._executor.submit(fn, *args)
         try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
+            return self._executor.call(fn, args, timeout)
+        except DriverCallTimeout:
             self.inner.mark_fault()
-            self._executor.shutdown(wait=False)  # its thread is stuck in the driver; never submit to it again
+            self._executor.close(wait=False)  # its thread is stuck in the driver; never submit to it again
             self._executor = None
             self._event("driver_timeout", logging.ERROR, call=what, timeout_ms=timeout * 1000)
             raise DriverError(f"{self.inner.name}: {what} did not return within {timeout * 1000:.0f} ms; "
@@ -137,11 +183,9 @@ class SafetyLayer(Robot):
 
     def _sync_targets(self) -> None:
         """Commanded targets := what the driver reports (its own target if it has one, else the measured pose)."""
-        state: JointState = self._call("read state", self.inner.get_state)
-        self._target_q = np.array(state.joint_target if state.joint_target is not None else state.joint_pos, float)
-        ee = state.ee_target if state.ee_target is not None else state.ee_pos
-        self._target_ee = np.array(ee, float) if ee is not None else np.full(3, np.nan)  # no ee mode without a pose
+        self._read_targets()
         self._last_cmd_t = None
+        self._last_mode = None
         self._overruns_in_row = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -168,7 +212,7 @@ class SafetyLayer(Robot):
             if self.inner.state is not RobotState.DISCONNECTED:
                 self._disconnect_inner()
             if self._executor is not None:
-                self._executor.shutdown(wait=True)  # idle (a stuck one was dropped in _call): returns at once
+                self._executor.close(wait=True)  # idle (a stuck one was dropped in _call): returns at once
                 self._executor = None
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join(timeout=1.0)
@@ -298,6 +342,8 @@ class SafetyLayer(Robot):
             now = self._clock()
             self._monitor_rate(now)
             self._check_shape_and_finite(action)
+            if self._last_mode is not None and action.mode is not self._last_mode:
+                self._read_targets()  # the new mode's target moved with the old mode's commands
             safe = self._limit(action, now)
             sent: Action = self._call("send", self.inner.send_action, safe)
             # Track what the driver actually sent (it may round to servo steps or clip to its own range): tracking
@@ -307,7 +353,16 @@ class SafetyLayer(Robot):
             else:
                 self._target_ee = self._target_ee + sent.delta
             self._last_cmd_t = now
+            self._last_mode = safe.mode
             return sent
+
+    def _read_targets(self) -> None:
+        """Targets := the driver's own commanded targets if it reports them, else the measured pose. A driver that
+        streams one mode reports the measured pose for the other (FrankaRobot), so a mode switch re-reads them."""
+        state: JointState = self._call("read state", self.inner.get_state)
+        self._target_q = np.array(state.joint_target if state.joint_target is not None else state.joint_pos, float)
+        ee = state.ee_target if state.ee_target is not None else state.ee_pos
+        self._target_ee = np.array(ee, float) if ee is not None else np.full(3, np.nan)  # no ee mode without a pose
 
     def _check_commandable(self) -> None:
         if self._estopped:

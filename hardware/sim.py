@@ -22,7 +22,9 @@ SAWYER_JOINTS = tuple(f"right_j{i}" for i in range(7))
 # Joint ranges from Meta-World's Sawyer XML (model.jnt_range, measured); velocities from Rethink's Sawyer URDF.
 SAWYER_VENDOR = VendorLimits(
     joint_lower=(-3.0503, -3.8, -3.0426, -3.0439, -2.9761, -2.9761, -4.7124),
-    joint_upper=(3.0503, -0.5, 3.0426, 3.0439, 2.9761, 2.9761, 4.7124),
+    # right_j1: the XML's -0.5 + 0.02: MuJoCo's joint limits are soft and Meta-World's arm settles at -0.4988 under
+    # zero actions (measured on reach), which held robot=sim within a second with the XML value as the bound.
+    joint_upper=(3.0503, -0.48, 3.0426, 3.0439, 2.9761, 2.9761, 4.7124),
     joint_max_velocity=(1.74, 1.328, 1.957, 1.957, 3.485, 3.02, 4.545),
     workspace_lower=(-0.5, 0.4, 0.05),  # the widest Meta-World mocap box (reach-v3's hand_low/high)
     workspace_upper=(0.5, 1.0, 0.5),

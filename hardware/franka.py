@@ -1,0 +1,249 @@
+"""``robot=franka``: a Franka FR3 (or Panda) through ``franky-control`` (import name ``franky``; ``pip install
+robotrl[franka]``; imported only when this robot connects), the maintained Python client over libfranka's protocol.
+
+Commands are streamed as franky asynchronous motions: every ``send`` starts a new absolute ``JointMotion`` (joint
+deltas) or ``CartesianMotion`` (end-effector deltas, orientation held at the pose of the last connect/hold/home)
+towards the *commanded* target plus the delta, and franky's motion generator preempts the previous one and
+replans within the dynamics limits (``relative_dynamics_factor`` scales them). Switching between joint and
+end-effector mode stops the running motion first (franky preempts only within one control mode) and rebases the new
+mode's target on the measured pose. The gripper (franky's ``Gripper``, a separate server) gets an asynchronous
+``move`` to ``(1 - command) * max_width`` when the command changed by more than ``gripper_deadband_m`` and its
+previous move has finished.
+
+Any franky exception (network loss, a reflex stored by the control thread and re-raised by ``poll_motion``) raises
+out of the hook, so the base class puts the robot in FAULT; ``SafetyLayer`` then writes nothing more.
+
+Tested against ``franky-sim`` (a MuJoCo FR3 speaking the libfranka protocol on loopback); franky-sim enforces no
+joint, velocity or torque limits, so on it the safety layer is the only line of defence, as the tests require.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+import numpy as np
+from robotrl.hardware.robot import Action, ActionMode, JointState, Robot, VendorLimits, monotonic
+
+from robotrl.errors import ConfigError
+
+JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
+# Franka's "Robot and interface specifications" for FR3 (frankaemika.github.io/docs/control_parameters.html):
+# joint position limits q_min/q_max in rad, joint velocity limits dq_max in rad/s, end-effector translation velocity
+# 3.0 m/s. The workspace box is the arm's 855 mm reach around the base (a nominal bound, not a datasheet value).
+FR3_Q_MIN = (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159)
+FR3_Q_MAX = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
+FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
+READY_POSE = (0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398)  # libfranka's examples' start pose
+REALTIME = ("enforce", "ignore")
+GRIPPER_WAIT_S = 30.0  # a released connection waits this long for a running gripper move to end
+RELEASE_WAIT_S = 45.0  # connect waits this long for the previous connection to close
+_CLOSING: dict[str, threading.Thread] = {}  # hostname -> the thread closing its last connection
+
+
+def _franky() -> Any:
+    try:
+        import franky
+    except ImportError as exc:  # one line, naming the fix
+        raise ConfigError(f"robot=franka needs franky-control: pip install 'robotrl[franka]' ({exc})") from None
+    return franky
+
+
+class FrankaRobot(Robot):
+    """A Franka FR3 / Panda arm over the network (FCI), with an optional Franka Hand."""
+
+    name = "franka"
+    joint_names: ClassVar[tuple[str, ...]] = JOINTS
+    action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.JOINT_DELTA, ActionMode.EE_DELTA)
+    vendor_limits = VendorLimits(
+        joint_lower=FR3_Q_MIN,
+        joint_upper=FR3_Q_MAX,
+        joint_max_velocity=FR3_DQ_MAX,
+        workspace_lower=(-0.855, -0.855, -0.36),
+        workspace_upper=(0.855, 0.855, 1.19),
+        ee_max_velocity=3.0,
+    )
+
+    def __init__(
+        self,
+        hostname: str,
+        realtime: str = "enforce",
+        relative_dynamics_factor: float = 0.1,
+        gripper: bool = True,
+        gripper_speed_mps: float = 0.05,
+        gripper_deadband_m: float = 0.002,
+        home_rad: tuple[float, ...] = READY_POSE,
+    ) -> None:
+        super().__init__()
+        self.hostname, self.realtime = hostname, realtime
+        self.relative_dynamics_factor = relative_dynamics_factor
+        self.use_gripper = gripper
+        self.gripper_speed_mps, self.gripper_deadband_m = gripper_speed_mps, gripper_deadband_m
+        self.home_rad = np.asarray(home_rad, dtype=np.float64)
+        self.arm: Any = None  # franky.Robot (tests wrap it to record what was sent)
+        self.gripper: Any = None  # franky.Gripper
+        self.franky: Any = None
+        self._q_cmd = np.zeros(7)
+        self._ee_cmd = np.zeros(3)
+        self._quat_cmd = np.array([1.0, 0.0, 0.0, 0.0])  # franky's Affine quaternion order: x y z w
+        self._mode: ActionMode | None = None  # the control mode of the running motion
+        self._gripper_cmd: float | None = None  # last width sent (m)
+        self._gripper_future: Any = None
+        self._max_width = 0.08
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> FrankaRobot:
+        valid = {"hostname", "realtime", "relative_dynamics_factor", "gripper", "gripper_speed_mps",
+                 "gripper_deadband_m", "home_rad"}
+        unknown = sorted(set(cfg) - valid)
+        if unknown:
+            raise ConfigError(f"unknown key robot.{unknown[0]} for robot=franka; valid: {sorted(valid)}")
+        host = cfg.get("hostname")
+        if not isinstance(host, str) or host in ("", "???"):
+            raise ConfigError(f"robot.hostname={host!r}: robot=franka needs the FCI address (robot.hostname=...)")
+        realtime = cfg.get("realtime", "enforce")
+        if realtime not in REALTIME:
+            raise ConfigError(f"robot.realtime={realtime!r}, expected one of {list(REALTIME)} "
+                              "(ignore: no RT kernel, e.g. franky-sim)")
+        rdf = cfg.get("relative_dynamics_factor", 0.1)
+        if isinstance(rdf, bool) or not isinstance(rdf, (int, float)) or not 0 < rdf <= 1:
+            raise ConfigError(f"robot.relative_dynamics_factor={rdf!r}, expected a number in (0, 1]")
+        for key, default in (("gripper_speed_mps", 0.05), ("gripper_deadband_m", 0.002)):
+            value = cfg.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"robot.{key}={value!r}, expected a number > 0")
+        home = tuple(float(v) for v in (cfg.get("home_rad") or READY_POSE))
+        if len(home) != 7:
+            raise ConfigError(f"robot.home_rad has {len(home)} values, expected 7 ({list(JOINTS)})")
+        return cls(host, realtime, float(rdf), bool(cfg.get("gripper", True)),
+                   float(cfg.get("gripper_speed_mps", 0.05)), float(cfg.get("gripper_deadband_m", 0.002)), home)
+
+    def validate_limits(self, limits: Any) -> None:
+        """The home pose must lie inside the configured joint limits (reset_to_home moves there unchecked)."""
+        bad = np.flatnonzero((self.home_rad < limits.joint_lower) | (self.home_rad > limits.joint_upper))
+        if bad.size:
+            i = int(bad[0])
+            raise ConfigError(f"robot.home_rad[{i}]={self.home_rad[i]} ({JOINTS[i]}) is outside the configured joint "
+                              f"limits [{limits.joint_lower[i]:.4f}, {limits.joint_upper[i]:.4f}] rad")
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _measured(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(q, dq, ee position, ee quaternion x y z w) from one consistent robot state."""
+        s = self.arm.state
+        ee = s.O_T_EE
+        return (np.array(s.q, dtype=np.float64), np.array(s.dq, dtype=np.float64),
+                np.array(ee.translation, dtype=np.float64), np.array(ee.quaternion, dtype=np.float64))
+
+    def _rebase(self) -> None:
+        """Commanded targets := the measured pose (after connect, stop or home)."""
+        q, _, ee, quat = self._measured()
+        self._q_cmd, self._ee_cmd, self._quat_cmd = q, ee, quat
+
+    def _stop_motion(self) -> None:
+        """Stop the running motion with franky's stop motion of its control mode (a blocking move, which replaces
+        the running one; ``Robot.stop()`` would make the running motion raise "preempted") and forget the mode."""
+        if self._mode is ActionMode.EE_DELTA:
+            self.arm.move(self.franky.CartesianStopMotion())
+        elif self._mode is ActionMode.JOINT_DELTA:
+            self.arm.move(self.franky.JointStopMotion())
+        self._mode = None
+
+    # ------------------------------------------------------------------------------------------ hooks
+    def _connect(self) -> None:
+        closing = _CLOSING.get(self.hostname)  # libfranka takes one client: the last one must be closed first
+        if closing is not None:
+            closing.join(RELEASE_WAIT_S)
+        self.franky = _franky()
+        modes = self.franky.RealtimeConfig
+        realtime = modes.Ignore if self.realtime == "ignore" else modes.Enforce
+        self.arm = self.franky.Robot(self.hostname, realtime_config=realtime)
+        if self.arm.has_errors:  # never clear a reflex silently: a human looks at the arm first
+            raise ConnectionError("the arm reports errors; check it, then call recover_from_errors() (franky)")
+        self.arm.relative_dynamics_factor = self.relative_dynamics_factor
+        if self.use_gripper:
+            self.gripper = self.franky.Gripper(self.hostname)
+            self._max_width = float(self.gripper.max_width)
+        self._rebase()
+        self._mode = None
+
+    def _read_state(self) -> JointState:
+        q, dq, ee, quat = self._measured()
+        return JointState(
+            joint_pos=q,
+            joint_vel=dq,
+            ee_pos=ee,
+            ee_quat=np.array([quat[3], quat[0], quat[1], quat[2]]),  # our convention: w x y z
+            gripper_width=float(self.gripper.width) if self.gripper is not None else 0.0,
+            timestamp=monotonic(),
+            # The mode not being streamed follows the measurement, so a mode switch starts from where the arm is.
+            joint_target=self._q_cmd.copy() if self._mode is not ActionMode.EE_DELTA else q,
+            ee_target=self._ee_cmd.copy() if self._mode is not ActionMode.JOINT_DELTA else ee,
+        )
+
+    def _send(self, action: Action) -> Action:
+        fr = self.franky
+        if self._mode is not None and self._mode is not action.mode:  # franky preempts within one mode only
+            self._stop_motion()
+            self._rebase()
+        if action.mode is ActionMode.JOINT_DELTA:
+            target = self._q_cmd + action.delta
+            motion = fr.JointMotion(target, fr.ReferenceType.Absolute, return_when_finished=False)
+        else:
+            target = self._ee_cmd + action.delta
+            motion = fr.CartesianMotion(fr.Affine(target, self._quat_cmd), fr.ReferenceType.Absolute,
+                                        return_when_finished=False)
+        self.arm.poll_motion()  # re-raises what the control thread stored (reflex, lost link) before we add more
+        self.arm.move(motion, asynchronous=True)
+        if action.mode is ActionMode.JOINT_DELTA:
+            self._q_cmd = target
+        else:
+            self._ee_cmd = target
+        self._mode = action.mode
+        return Action(action.mode, action.delta.copy(), self._send_gripper(action.gripper))
+
+    def _send_gripper(self, command: float) -> float:
+        """Start a gripper move if the command changed enough and the last move is done; returns the command (in
+        [0, 1]) the gripper is actually moving to."""
+        if self.gripper is None:
+            return command
+        width = (1.0 - command) * self._max_width
+        busy = self._gripper_future is not None and not self._gripper_future.wait(0)
+        if not busy and (self._gripper_cmd is None or abs(width - self._gripper_cmd) > self.gripper_deadband_m):
+            self._gripper_future = self.gripper.move_async(width, self.gripper_speed_mps)
+            self._gripper_cmd = width
+        if self._gripper_cmd is None:
+            return command
+        return 1.0 - self._gripper_cmd / self._max_width
+
+    def _hold(self) -> None:
+        self._stop_motion()
+        self._rebase()
+
+    def _home(self) -> None:
+        self._stop_motion()
+        self.arm.move(self.franky.JointMotion(self.home_rad, self.franky.ReferenceType.Absolute))
+        self._rebase()
+
+    def _disconnect(self) -> None:
+        try:
+            if self.arm is not None:
+                self._stop_motion()
+        finally:
+            arm, gripper, future = self.arm, self.gripper, self._gripper_future
+            self.arm = self.gripper = self._gripper_future = None
+            self._mode = None
+            # franky closes the connection when the objects are freed, which took 3-10 s on franky-sim after a
+            # gripper move (0.1 s without), and a gripper freed while a move is running segfaults (a move to a
+            # fully open or closed hand takes 5-7 s there): free them on a thread of their own; connect() waits.
+            closing = threading.Thread(target=_release, args=([future, gripper, arm],), name="franka-release",
+                                       daemon=True)
+            _CLOSING[self.hostname] = closing
+            closing.start()
+
+
+def _release(objects: list[Any]) -> None:
+    """Wait for a running gripper move, then drop franky's objects in order (the future before its gripper)."""
+    if objects[0] is not None:
+        objects[0].wait(GRIPPER_WAIT_S)
+    while objects:
+        objects.pop(0)
