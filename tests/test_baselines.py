@@ -85,3 +85,18 @@ def test_quickstart_composes_as_the_readme_describes(compose_cfg):
     validate_config(cfg)
     assert cfg.env.name == "dmc/cartpole_balance" and cfg.env.image_size == 48 and cfg.agent.name == "drqv2"
     assert cfg.agent.bf16 is True and cfg.torch_threads == "auto" and cfg.compare_baselines is True
+
+
+@pytest.mark.parametrize("env_name", ["dmc/cartpole_balance", "metaworld/reach"])
+def test_state_env_plays_the_same_episodes_as_the_pixel_env(compose_cfg, env_name):
+    """The baselines run on an obs_type=state copy of the env (no rendering): same seeds -> same returns."""
+    cfg = compose_cfg(f"env={env_name}", "env.max_episode_steps=40")
+    seeds = [1_000_000, 1_000_001]
+    pixel_env = make_env(cfg.env, seed=1)
+    on_pixels = trivial_baselines(pixel_env, seeds, seed=1, grid=(0.5,))
+    pixel_env.close()
+    from robotrl.workflows.baselines import trivial_baselines_for
+
+    on_state = trivial_baselines_for(cfg.env, seeds, seed=1)
+    assert on_state["random"] == on_pixels["random"]
+    assert on_state["constant_grid"]["0.5"] == on_pixels["constant_grid"]["0.5"]

@@ -51,6 +51,25 @@ def trivial_baselines(env: gym.Env, seeds: Sequence[int], seed: int, grid: Seque
     return out
 
 
+def trivial_baselines_for(env_cfg: Any, seeds: Sequence[int], seed: int) -> dict[str, Any]:
+    """:func:`trivial_baselines` on a fresh copy of the env built with ``obs_type=state``.
+
+    Trivial policies ignore observations, and the seeded initial states, dynamics and rewards do not depend on the
+    observation type, so the state env plays the same episodes as the pixel env without rendering a frame (on a
+    2-core CPU the rendering was most of the baselines' cost).
+    """
+    from omegaconf import OmegaConf
+
+    from robotrl.envs import make_env
+
+    state_cfg = OmegaConf.merge(env_cfg, {"obs_type": "state"})
+    env = make_env(state_cfg, seed=seed)
+    try:
+        return trivial_baselines(env, seeds, seed)
+    finally:
+        env.close()
+
+
 def beats(agent: dict[str, Any], baseline: dict[str, Any]) -> bool:
     """True when ``agent``'s mean return is above ``baseline``'s by more than two standard errors of the difference
     (and its success rate, where the task has one, is not lower). Both are :func:`summarize` outputs."""

@@ -16,7 +16,7 @@ from robotrl.config import resolve_device
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.heartbeat import Heartbeat
-from robotrl.workflows.baselines import compare, trivial_baselines
+from robotrl.workflows.baselines import compare, trivial_baselines_for
 from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.rollout import run_episodes, summarize
 
@@ -65,7 +65,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
                            on_reset=agent.reset)
     summary = summarize(results)
     if baselines:
-        summary["baselines"] = trivial_baselines(env, range(seed, seed + episodes), seed)
+        summary["baselines"] = trivial_baselines_for(cfg.env, range(seed, seed + episodes), seed)
         summary["vs_baselines"] = compare(summary, {k: summary["baselines"][k] for k in ("random", "constant")})
     env.close()
     env_info = dict(getattr(env, "robotrl_info", {}))

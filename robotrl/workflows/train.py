@@ -36,7 +36,7 @@ from robotrl.heartbeat import Heartbeat
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
-from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines
+from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines_for
 from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.rollout import run_episodes, summarize
 
@@ -455,7 +455,7 @@ class Trainer:
         seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
         self.console.print(f"evaluating trivial policies on the same {len(seeds)} eval seeds "
                            f"(random, constant actions)...")
-        baselines = trivial_baselines(self.eval_env, seeds, int(cfg.seed))
+        baselines = trivial_baselines_for(cfg.env, seeds, int(cfg.seed))
         out: dict[str, Any] = {"baselines": baselines}
         if self.last_eval is None:
             return out
