@@ -10,6 +10,8 @@
                                              LfVoid goal images (a diffusers editing model, or offline sources)
     robotrl reward-eval env=metaworld/<task> reward=clip,kagi [episodes=... out=DIR]
                                              reward quality report: expert/noisy/near-miss/random rollouts
+    robotrl deploy checkpoint=PATH robot=sim [hz=20 episodes=1 steps=N dry_run=false record=DIR robot.KEY=VALUE]
+                                             run a policy on a robot through the safety layer (--help: details)
 """
 
 from __future__ import annotations
@@ -190,7 +192,22 @@ def reward_eval(args: list[str]) -> int:
     return reward_eval_main(args)
 
 
-COMMANDS = {"eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals, "reward-eval": reward_eval}
+def deploy(args: list[str]) -> int:
+    """Run a policy on a robot; ``robot.KEY=VALUE`` arguments override the robot config."""
+    from robotrl.deploy import DEPLOY_DEFAULTS, DEPLOY_HELP
+    from robotrl.deploy import deploy as run_deploy
+
+    if any(a in ("-h", "--help") for a in args):
+        print(DEPLOY_HELP)
+        return 0
+    robot = {a.split("=", 1)[0].removeprefix("robot."): a.partition("=")[2] for a in args if a.startswith("robot.")}
+    opts = parse_kv([a for a in args if not a.startswith("robot.")], DEPLOY_DEFAULTS)
+    print(json.dumps(run_deploy(**opts, robot_overrides=robot), indent=1))
+    return 0
+
+
+COMMANDS = {"eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals, "reward-eval": reward_eval,
+            "deploy": deploy}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,479 @@
+"""`robotrl deploy`: run a trained policy on a robot through the safety layer, at a fixed control rate.
+
+The observation pipeline is the training run's, read from the checkpoint's config: the camera(s), image size and
+frame stack of ``cfg.env``; every policy action is sent ``action_repeat`` times (one send per control tick), as
+the training env repeated it; a normalized action becomes an end-effector delta with Meta-World's action scale
+(``robotrl.hardware.robot.ee_action_from_policy``). Before the arm moves, :func:`check_compatible` refuses in one
+line (ConfigError) a robot that cannot produce that observation (missing camera, wrong frame size, a state the
+robot cannot measure) or take that action (dimension, mode).
+
+Per agent step the loop logs the policy's action, what the safety layer actually sent, and whether a human
+operator had taken over (``intervention``); ``dry_run`` computes and logs actions but sends nothing. Episodes are
+recorded in the robotrl demo format (``robotrl.envs.demos``, so MoDem can train from them) with one extra
+per-step array ``intervention`` (T,) bool marking the operator's segments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from robotrl.atomic import atomic_write, atomic_write_text
+from robotrl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# What a deployable policy's actions mean, per training suite: Meta-World's 4-d (dx, dy, dz, gripper) in [-1, 1],
+# 0.01 m per unit (SawyerXYZEnv.action_scale). dm-control / gym actions are joint torques of other bodies.
+ARM_SUITES = {"metaworld": {"action_dim": 4, "metres_per_unit": 0.01}}
+PIXEL_KEYS = ("pixels",)
+RECORD_FORMAT = "robotrl deploy recording (robotrl demo format v1 + intervention)"
+
+
+# ------------------------------------------------------------------------------------------------ operator
+class Operator(Protocol):
+    """A human-intervention hook: called every agent step with the observation the policy sees.
+
+    Return None to let the policy drive, or an action in the policy's units ([-1, 1]^A) to take over for this
+    step; the first non-None after None is a take-over, the first None after that a hand-back.
+    """
+
+    def __call__(self, step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None: ...
+
+
+@dataclass
+class ScriptedOperator:
+    """Takes over during the agent steps ``[start, end)`` of each ``(start, end, action)`` segment (tests, demos)."""
+
+    segments: list[tuple[int, int, Any]]
+
+    def __call__(self, step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        for start, end, action in self.segments:
+            if start <= step < end:
+                return np.asarray(action, dtype=np.float32)
+        return None
+
+
+def load_operator(spec: str) -> Operator:
+    """``module:attr``: a callable returning an :class:`Operator` (e.g. a keyboard or spacemouse reader)."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"operator={spec!r}, expected 'module:function' returning an Operator")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"operator={spec!r} cannot be imported ({type(exc).__name__}: {exc})") from None
+    return factory()
+
+
+# ------------------------------------------------------------------------------------------------ spec
+@dataclass(frozen=True)
+class PolicySpec:
+    """What the policy was trained with (from the checkpoint's ``cfg.env``)."""
+
+    env_name: str
+    suite: str
+    task: str
+    obs_type: str
+    cameras: tuple[str, ...]
+    image_size: int
+    frame_stack: int
+    action_repeat: int
+    action_dim: int
+    metres_per_unit: float
+    max_agent_steps: int
+
+    @classmethod
+    def from_config(cls, cfg: Any, action_dim: int) -> PolicySpec:
+        from robotrl.envs import parse_env_cfg
+
+        spec = parse_env_cfg(cfg.env)
+        if spec.suite not in ARM_SUITES:
+            raise ConfigError(f"checkpoint policy was trained on {spec.name}, whose actions are not arm commands; "
+                              f"deploy runs policies of suites {sorted(ARM_SUITES)}")
+        from robotrl.envs.metaworld import DEFAULT_CAMERA, DEFAULT_MAX_STEPS
+        from robotrl.envs.rendering import camera_tuple
+
+        max_env_steps = spec.max_episode_steps or DEFAULT_MAX_STEPS
+        return cls(spec.name, spec.suite, spec.task, spec.obs_type, tuple(camera_tuple(spec.camera, DEFAULT_CAMERA)),
+                   spec.image_size, spec.frame_stack, spec.action_repeat, action_dim,
+                   ARM_SUITES[spec.suite]["metres_per_unit"], math.ceil(max_env_steps / spec.action_repeat))
+
+    @property
+    def uses_pixels(self) -> bool:
+        return self.obs_type.startswith("pixels")
+
+    @property
+    def uses_state(self) -> bool:
+        return self.obs_type != "pixels"
+
+
+def robot_config(robot: str, spec: PolicySpec, hz: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``configs/robot/<robot>.yaml`` + ``robot.key=value`` overrides; ``robot=sim`` renders the policy's scene,
+    cameras and image size unless overridden; ``hz`` sets ``limits.control_hz`` (the rate monitor's nominal)."""
+    from robotrl.hardware import robot_names
+
+    path = Path(str(resources.files("robotrl.configs"))) / "robot" / f"{robot}.yaml"
+    if robot not in robot_names() or not path.is_file():
+        raise ConfigError(f"unknown robot {robot!r}; valid robots: {', '.join(robot_names())}")
+    base = OmegaConf.load(path)
+    if robot == "sim":
+        base.merge_with({"task": spec.task, "cameras": list(spec.cameras), "image_size": spec.image_size})
+    try:  # `robot.cameras=[top]` etc. from the command line: values parsed as hydra/OmegaConf does
+        base.merge_with(OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
+    except Exception as exc:
+        raise ConfigError(f"bad robot override {overrides}: {exc}") from None
+    cfg: dict[str, Any] = OmegaConf.to_container(base, resolve=True)  # type: ignore[assignment]
+    if hz is not None:
+        cfg.setdefault("limits", {})["control_hz"] = hz
+    return cfg
+
+
+def check_compatible(spec: PolicySpec, robot: Any) -> None:
+    """Refuse (ConfigError, one line) a robot that cannot produce the policy's observation or take its action."""
+    from robotrl.hardware.robot import ActionMode
+
+    if spec.action_dim != ARM_SUITES[spec.suite]["action_dim"]:
+        raise ConfigError(f"policy outputs {spec.action_dim}-d actions, expected "
+                          f"{ARM_SUITES[spec.suite]['action_dim']} (dx, dy, dz, gripper) for a {spec.suite} policy")
+    if ActionMode.EE_DELTA not in robot.action_modes:
+        raise ConfigError(f"robot={robot.inner.name} takes {[m.value for m in robot.action_modes]} actions, but the "
+                          f"policy outputs ee_delta (dx, dy, dz, gripper)")
+    if spec.uses_state:
+        # Meta-World's state holds object and goal positions (no robot measures them); its proprioception is the
+        # tool-centre point and finger opening, which the Robot interface does not report yet.
+        raise ConfigError(f"policy observes env.obs_type={spec.obs_type!r}, which robot={robot.inner.name} cannot "
+                          "measure; deploy runs pixel policies (obs_type=pixels)")
+    missing = [c for c in spec.cameras if c not in robot.camera_names]
+    if missing:
+        raise ConfigError(f"policy needs camera {missing[0]!r} but robot={robot.inner.name} has cameras "
+                          f"{list(robot.camera_names)}")
+
+
+def check_frames(spec: PolicySpec, frames: dict[str, Any], robot_name: str) -> None:
+    """The first observation's frames must be the policy's image size (no silent resize: crops/fov would differ)."""
+    want = (spec.image_size, spec.image_size, 3)
+    for cam in spec.cameras:
+        shape = tuple(np.asarray(frames[cam].image).shape)
+        if shape != want:
+            raise ConfigError(f"robot={robot_name} camera {cam!r} gives {shape} frames, policy expects {want} "
+                              f"(set the camera's resolution to env.image_size={spec.image_size})")
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+class ObservationPipeline:
+    """Robot observations -> the training env's observation: per frame the views concatenated along channels
+    in camera order (3 * views, H, W), the last ``frame_stack`` frames stacked oldest first, padded at reset."""
+
+    def __init__(self, spec: PolicySpec) -> None:
+        self.spec = spec
+        self._frames: deque[np.ndarray] = deque(maxlen=spec.frame_stack)
+
+    def frame(self, observation: Any) -> np.ndarray:
+        views = [np.asarray(observation.frames[c].image, np.uint8).transpose(2, 0, 1) for c in self.spec.cameras]
+        return np.ascontiguousarray(np.concatenate(views, axis=0))
+
+    def reset(self, observation: Any) -> dict[str, np.ndarray]:
+        frame = self.frame(observation)
+        self._frames.clear()
+        self._frames.extend([frame] * self.spec.frame_stack)
+        return {"pixels": np.concatenate(list(self._frames), axis=0)}
+
+    def step(self, observation: Any) -> dict[str, np.ndarray]:
+        self._frames.append(self.frame(observation))
+        return {"pixels": np.concatenate(list(self._frames), axis=0)}
+
+
+def measured_state(observation: Any) -> np.ndarray:
+    """What a recording stores as ``state``: joint positions (rad), end-effector xyz (m), gripper width (m)."""
+    s = observation.state
+    ee = np.full(3, np.nan) if s.ee_pos is None else np.asarray(s.ee_pos)
+    return np.concatenate([np.asarray(s.joint_pos), ee, [s.gripper_width]]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ recording
+@dataclass
+class EpisodeRecord:
+    """One episode's arrays in the demo format, plus the operator flag."""
+
+    pixels: list[np.ndarray] = field(default_factory=list)
+    state: list[np.ndarray] = field(default_factory=list)
+    action: list[np.ndarray] = field(default_factory=list)
+    intervention: list[bool] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        t = len(self.action)
+        return {
+            "pixels": np.stack(self.pixels).astype(np.uint8),
+            "state": np.stack(self.state).astype(np.float32),
+            "action": np.stack(self.action).astype(np.float32),
+            "reward": np.zeros(t, np.float32),  # a robot has no reward signal; documented in meta.json
+            "terminated": np.zeros(t, bool),
+            "success": np.zeros(t, bool),
+            "intervention": np.asarray(self.intervention, bool),
+        }
+
+
+def write_recording(out: Path, spec: PolicySpec, episodes: list[EpisodeRecord], robot: Any,
+                    extra: dict[str, Any]) -> Path:
+    """Write ``episodes`` as a demo directory (episode npz files, then meta.json last, all atomic)."""
+    from robotrl.envs.demos import FORMAT_VERSION, episode_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    lengths = []
+    for i, ep in enumerate(episodes):
+        with atomic_write(out / episode_file(i)) as f:
+            np.savez_compressed(f, **ep.arrays())
+        lengths.append(len(ep.action))
+    state_names = [f"{j}.pos" for j in robot.joint_names] + ["ee.x", "ee.y", "ee.z", "gripper.width"]
+    meta = {
+        "format_version": FORMAT_VERSION, "format": RECORD_FORMAT, "name": spec.env_name, "suite": spec.suite,
+        "task": spec.task, "image_size": spec.image_size, "frame_stack": spec.frame_stack,
+        "action_repeat": spec.action_repeat, "camera": spec.cameras[0], "cameras": list(spec.cameras),
+        "state_dim": len(state_names), "state_names": state_names, "action_dim": spec.action_dim,
+        "action_units": f"[-1, 1]: dx dy dz x {spec.metres_per_unit} m, gripper (+1 closed)",
+        "reward": "none: robots have no reward signal, stored as 0", "robot": robot.inner.name,
+        "num_episodes": len(episodes), "episode_lengths": lengths,
+        "episode_interventions": [int(np.sum(ep.intervention)) for ep in episodes], **extra,
+    }
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclass
+class DeployResult:
+    """Filled in as the loop runs, so that what happened before an exception is still logged."""
+
+    episodes: int = 0  # episodes started
+    sends: int = 0  # commands the safety layer passed to the driver
+    interventions: int = 0  # agent steps driven by the operator
+    periods_ms: list[float] = field(default_factory=list)  # time between consecutive commands
+    events: list[dict[str, Any]] = field(default_factory=list)  # operator take-over / hand-back
+    log: list[dict[str, Any]] = field(default_factory=list)  # one row per agent step
+    records: list[EpisodeRecord] = field(default_factory=list)  # one per episode, when recording
+
+
+class Rate:
+    """Fixed-rate ticks on ``time.monotonic``: ``wait()`` returns at the next tick; after an overrun the schedule
+    restarts from now (no burst of catch-up commands after a stall)."""
+
+    def __init__(self, hz: float) -> None:
+        self.period = 1.0 / hz
+        self.last: float | None = None
+
+    def wait(self) -> float:
+        """Block until one period after the previous tick; returns this tick's time."""
+        now = time.monotonic()
+        if self.last is not None and now < self.last + self.period:
+            time.sleep(self.last + self.period - now)
+            now = self.last + self.period  # on the grid, whatever the sleep's own jitter
+        self.last = now
+        return now
+
+    def mark(self) -> float:
+        """Start the schedule at now (a command sent as soon as it was computed)."""
+        self.last = time.monotonic()
+        return self.last
+
+
+def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, steps: int, hz: float,
+               dry_run: bool = False, operator: Operator | None = None, on_reset: Callable[[], None] | None = None,
+               record: bool = False, result: DeployResult | None = None) -> DeployResult:
+    """Run ``episodes`` episodes of ``steps`` agent steps on a connected SafetyLayer ``robot``.
+
+    With ``record`` each episode is kept as an :class:`EpisodeRecord` (``result.records``, the one in progress
+    included). Exceptions propagate: the caller's ``with robot`` block then holds and disconnects the arm.
+    """
+    from robotrl.hardware.robot import ee_action_from_policy
+
+    result = DeployResult() if result is None else result
+    pipeline = ObservationPipeline(spec)
+    rows, events, periods = result.log, result.events, result.periods_ms
+    for episode in range(episodes):
+        result.episodes += 1
+        if not dry_run:  # homing moves the arm: a dry run sends nothing at all
+            robot.reset_to_home()
+        observation = robot.get_observation()
+        if episode == 0:
+            check_frames(spec, observation.frames, robot.inner.name)
+        obs = pipeline.reset(observation)
+        if on_reset is not None:
+            on_reset()
+        rec = EpisodeRecord() if record else None
+        if rec is not None:
+            result.records.append(rec)
+            rec.pixels.append(obs["pixels"][-3 * len(spec.cameras):])
+            rec.state.append(measured_state(observation))
+        taken_over = False
+        rate, last_send = Rate(hz), None
+        for step in range(steps):
+            t0 = time.monotonic()
+            action = np.asarray(policy(obs), dtype=np.float32)
+            human = operator(step, obs) if operator is not None else None
+            if (human is not None) != taken_over:
+                taken_over = human is not None
+                kind = "take_over" if taken_over else "hand_back"
+                events.append({"kind": kind, "episode": episode, "step": step, "t": t0})
+                log.info("operator %s at episode %d step %d", kind, episode, step)
+            command = np.asarray(human, np.float32) if taken_over else action
+            result.interventions += int(taken_over)
+            sent_units = []
+            # Sends of one action repeat are one period apart (the training env's physics steps per action); the
+            # first follows inference at once, and the next observation is read one period after the last send.
+            for repeat in range(spec.action_repeat):
+                send_t = rate.wait() if repeat else rate.mark()
+                if last_send is not None:
+                    periods.append((send_t - last_send) * 1000)
+                last_send = send_t
+                if not dry_run:
+                    sent = robot.send_action(ee_action_from_policy(command, spec.metres_per_unit))
+                    result.sends += 1
+                    # What reached the driver, back in policy units (the safety layer may have clipped it).
+                    sent_units.append(np.append(sent.delta / spec.metres_per_unit, 2.0 * sent.gripper - 1.0))
+            rate.wait()
+            sent_mean = np.mean(sent_units, axis=0) if sent_units else None
+            observation = robot.get_observation()
+            obs = pipeline.step(observation)
+            rows.append({"episode": episode, "step": step, "policy_action": action.tolist(),
+                         "sent_action": None if dry_run else [u.tolist() for u in sent_units],
+                         "intervention": taken_over,
+                         "step_ms": round((time.monotonic() - t0) * 1000, 3)})
+            log.info("episode %d step %d action %s%s%s", episode, step, np.round(command, 4).tolist(),
+                     " (operator)" if taken_over else "", " (dry run: not sent)" if dry_run else "")
+            if rec is not None:
+                rec.pixels.append(obs["pixels"][-3 * len(spec.cameras):])
+                rec.state.append(measured_state(observation))
+                # Recorded in [-1, 1] as the demo format requires; the clip only matters for a human's raw input.
+                # (the mean over the action repeat: the step's net displacement per send, what the arm executed)
+                rec.action.append(np.clip(command if dry_run else sent_mean, -1.0, 1.0))
+                rec.intervention.append(taken_over)
+        if taken_over:
+            events.append({"kind": "hand_back", "episode": episode, "step": steps, "t": time.monotonic()})
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def _number(key: str, value: Any, kind: type) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r}, expected a positive {kind.__name__}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"{key}={value!r}, expected a positive {kind.__name__}")
+    return number
+
+
+def deploy(checkpoint: str, robot: str = "sim", hz: float | None = None, episodes: int = 1, steps: int | None = None,
+           dry_run: bool = False, record: str | None = None, out: str | None = None, device: str = "cpu",
+           operator: Operator | str | None = None, robot_overrides: dict[str, Any] | None = None,
+           policy: Policy | None = None) -> dict[str, Any]:
+    """Load the checkpoint, build ``robot`` behind the safety layer, check compatibility, run; returns a summary.
+
+    Writes ``<out>/steps.jsonl`` (one row per agent step), ``<out>/events.jsonl`` (safety and operator events)
+    and ``<out>/summary.json``; ``record`` gets the episodes in the demo format. ``policy`` replaces the
+    checkpoint's own agent (the remote policy client) while keeping its observation/action spec.
+    """
+    from robotrl.evaluate import load_policy
+    from robotrl.hardware import make_robot
+
+    hz = None if hz is None else _number("hz", hz, float)
+    steps = None if steps is None else _number("steps", steps, int)
+    if episodes < 1:
+        raise ConfigError(f"episodes={episodes}, expected >= 1")
+    if not logging.getLogger().handlers:  # the CLI: per-step actions and safety events on stderr
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg, agent, path = load_policy(Path(checkpoint), device)
+    spec = PolicySpec.from_config(cfg, int(agent.action_space.shape[0]))
+    steps = spec.max_agent_steps if steps is None else steps
+    if isinstance(operator, str):
+        operator = load_operator(operator)
+    layer = make_robot(robot_config(robot, spec, hz, robot_overrides or {}))
+    check_compatible(spec, layer)
+    rate_hz = float(layer.limits.control_hz)
+    if policy is None:
+        big = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the deterministic policy
+
+        def policy(o: dict[str, np.ndarray]) -> np.ndarray:
+            return agent.act(o, big, eval_mode=True)
+
+    result = DeployResult()
+    out_dir = Path(out) if out else path.parent.parent / "deploy" / f"{robot}-{time.strftime('%Y%m%d-%H%M%S')}"
+    error: BaseException | None = None
+    try:
+        with layer:
+            run_deploy(layer, spec, policy, episodes, steps, rate_hz, dry_run, operator,
+                       getattr(agent, "reset", None), record=bool(record), result=result)
+    except BaseException as exc:  # Ctrl-C included: the arm already holds and is disconnected; log, then re-raise
+        error = exc
+        raise
+    finally:
+        summary = _write_logs(out_dir, result, layer, error, {
+            "checkpoint": str(path), "env": spec.env_name, "agent": str(cfg.agent.name), "robot": robot,
+            "dry_run": dry_run, "hz": rate_hz})
+        complete = [r for r in result.records if len(r.action)]  # an episode cut short is kept, marked in meta
+        if record and complete:
+            write_recording(Path(record), spec, complete, layer, {"checkpoint": str(path), "dry_run": dry_run,
+                                                                  "hz": rate_hz, "error": summary["error"]})
+            summary["record"] = str(record)
+            atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def _write_logs(out_dir: Path, result: DeployResult, layer: Any, error: BaseException | None,
+                info: dict[str, Any]) -> dict[str, Any]:
+    """steps.jsonl, events.jsonl (operator + safety events, in time order) and summary.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events = sorted(result.events + [{**e, "source": "safety"} for e in layer.events], key=lambda e: e["t"])
+    atomic_write_text(out_dir / "steps.jsonl", "".join(json.dumps(r) + "\n" for r in result.log))
+    atomic_write_text(out_dir / "events.jsonl", "".join(json.dumps(e, default=str) + "\n" for e in events))
+    periods = np.asarray(result.periods_ms) if result.periods_ms else np.zeros(1)
+    summary = {
+        **info, "episodes": result.episodes, "steps": len(result.log), "sends": result.sends,
+        "intervention_steps": result.interventions,
+        "period_ms_p50": float(np.percentile(periods, 50)), "period_ms_p99": float(np.percentile(periods, 99)),
+        "safety_counts": dict(layer.counts), "final_state": layer.state.value, "out": str(out_dir),
+        "error": None if error is None else f"{type(error).__name__}: {error}",
+    }
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+
+DEPLOY_HELP = """usage: robotrl deploy checkpoint=PATH robot=NAME [options] [robot.KEY=VALUE ...]
+
+Run a trained policy on a robot (configs/robot/NAME.yaml) behind the safety layer, at a fixed control rate, with
+the observation pipeline of its training run (camera, image size, frame stack, action repeat, action scale).
+
+  checkpoint=PATH   run dir, its checkpoints/ dir, or one checkpoint (required)
+  robot=NAME        sim | mock | so101 | ... (default sim: the Meta-World Sawyer rendering the training camera)
+  hz=F              control rate of the commands (default: the robot's limits.control_hz)
+  episodes=N        episodes, each starting from the robot's home pose (default 1)
+  steps=N           agent steps per episode (default: the training episode length)
+  dry_run=BOOL      compute and log actions, send nothing (default false)
+  record=DIR        record the episodes in the robotrl demo format (+ per-step `intervention` flag)
+  out=DIR           where steps.jsonl, events.jsonl and summary.json go (default <run>/deploy/<robot>-<time>)
+  operator=MOD:FN   human-intervention hook: FN() returns a callable (step, obs) -> action or None
+  device=DEV        torch device for the policy (default cpu)
+  robot.KEY=VALUE   override the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject
+"""
+
+DEPLOY_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robot": "sim", "hz": None, "episodes": 1, "steps": None,
+                                   "dry_run": False, "record": None, "out": None, "operator": None, "device": "cpu"}
+
