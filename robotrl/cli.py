@@ -12,6 +12,8 @@
                                              reward quality report: expert/noisy/near-miss/random rollouts
     robotrl deploy checkpoint=PATH robot=sim [hz=20 episodes=1 steps=N dry_run=false record=DIR robot.KEY=VALUE]
                                              run a policy on a robot through the safety layer (--help: details)
+    robotrl serve checkpoint=PATH [host=127.0.0.1 port=50051 token=... max_message_bytes=4194304 device=auto]
+                                             gRPC policy server for `robotrl deploy server=HOST:PORT`
 """
 
 from __future__ import annotations
@@ -206,8 +208,15 @@ def deploy(args: list[str]) -> int:
     return 0
 
 
+def serve(args: list[str]) -> int:
+    from robotrl.policy_server import SERVE_DEFAULTS, run_server
+
+    run_server(**parse_kv(args, SERVE_DEFAULTS))
+    return 0
+
+
 COMMANDS = {"eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals, "reward-eval": reward_eval,
-            "deploy": deploy}
+            "deploy": deploy, "serve": serve}
 
 
 def main(argv: list[str] | None = None) -> None:

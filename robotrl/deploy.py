@@ -380,53 +380,53 @@ def _number(key: str, value: Any, kind: type) -> Any:
     return number
 
 
-def deploy(checkpoint: str, robot: str = "sim", hz: float | None = None, episodes: int = 1, steps: int | None = None,
+def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, episodes: int = 1, steps: Any = None,
            dry_run: bool = False, record: str | None = None, out: str | None = None, device: str = "cpu",
            operator: Operator | str | None = None, robot_overrides: dict[str, Any] | None = None,
-           policy: Policy | None = None) -> dict[str, Any]:
-    """Load the checkpoint, build ``robot`` behind the safety layer, check compatibility, run; returns a summary.
+           server: str | None = None, token: str | None = None, policy_timeout_s: float = 2.0) -> dict[str, Any]:
+    """Load the policy, build ``robot`` behind the safety layer, check compatibility, run; returns a summary.
 
-    Writes ``<out>/steps.jsonl`` (one row per agent step), ``<out>/events.jsonl`` (safety and operator events)
-    and ``<out>/summary.json``; ``record`` gets the episodes in the demo format. ``policy`` replaces the
-    checkpoint's own agent (the remote policy client) while keeping its observation/action spec.
+    The policy is the checkpoint's agent, or with ``server=host:port`` a remote :mod:`robotrl.policy_server`
+    (token from ``token`` or ``$ROBOTRL_POLICY_TOKEN``), whose checkpoint config gives the pipeline. Writes
+    ``<out>/steps.jsonl`` (one row per agent step), ``<out>/events.jsonl`` (safety, operator and policy-server
+    events) and ``<out>/summary.json``, also when the run ends in an error; ``record`` gets the episodes in the
+    demo format.
     """
-    from robotrl.evaluate import load_policy
-    from robotrl.hardware import make_robot
-
     hz = None if hz is None else _number("hz", hz, float)
     steps = None if steps is None else _number("steps", steps, int)
     if episodes < 1:
         raise ConfigError(f"episodes={episodes}, expected >= 1")
+    if (checkpoint is None) == (server is None):
+        raise ConfigError("robotrl deploy needs checkpoint=PATH (local policy) or server=HOST:PORT (remote), not both")
     if not logging.getLogger().handlers:  # the CLI: per-step actions and safety events on stderr
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg, agent, path = load_policy(Path(checkpoint), device)
-    spec = PolicySpec.from_config(cfg, int(agent.action_space.shape[0]))
+    source = _remote_policy(server, token, policy_timeout_s) if server else _local_policy(checkpoint, device)
+    cfg, action_dim, policy, on_reset, path, policy_events = source
+    spec = PolicySpec.from_config(cfg, action_dim)
     steps = spec.max_agent_steps if steps is None else steps
     if isinstance(operator, str):
         operator = load_operator(operator)
+    from robotrl.hardware import make_robot
+
     layer = make_robot(robot_config(robot, spec, hz, robot_overrides or {}))
     check_compatible(spec, layer)
     rate_hz = float(layer.limits.control_hz)
-    if policy is None:
-        big = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the deterministic policy
-
-        def policy(o: dict[str, np.ndarray]) -> np.ndarray:
-            return agent.act(o, big, eval_mode=True)
-
     result = DeployResult()
-    out_dir = Path(out) if out else path.parent.parent / "deploy" / f"{robot}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path("deploy") if server else path.parent.parent / "deploy"
+    out_dir = Path(out) if out else base / f"{robot}-{time.strftime('%Y%m%d-%H%M%S')}"
     error: BaseException | None = None
     try:
         with layer:
-            run_deploy(layer, spec, policy, episodes, steps, rate_hz, dry_run, operator,
-                       getattr(agent, "reset", None), record=bool(record), result=result)
+            run_deploy(layer, spec, policy, episodes, steps, rate_hz, dry_run, operator, on_reset,
+                       record=bool(record), result=result)
     except BaseException as exc:  # Ctrl-C included: the arm already holds and is disconnected; log, then re-raise
         error = exc
         raise
     finally:
+        result.events.extend(policy_events)
         summary = _write_logs(out_dir, result, layer, error, {
-            "checkpoint": str(path), "env": spec.env_name, "agent": str(cfg.agent.name), "robot": robot,
-            "dry_run": dry_run, "hz": rate_hz})
+            "checkpoint": str(path), "policy": f"remote {server}" if server else "local", "env": spec.env_name,
+            "agent": str(cfg.agent.name), "robot": robot, "dry_run": dry_run, "hz": rate_hz})
         complete = [r for r in result.records if len(r.action)]  # an episode cut short is kept, marked in meta
         if record and complete:
             write_recording(Path(record), spec, complete, layer, {"checkpoint": str(path), "dry_run": dry_run,
@@ -434,6 +434,31 @@ def deploy(checkpoint: str, robot: str = "sim", hz: float | None = None, episode
             summary["record"] = str(record)
             atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+def _local_policy(checkpoint: Any, device: str) -> tuple[Any, int, Policy, Any, Path, list[dict[str, Any]]]:
+    from robotrl.evaluate import load_policy
+
+    cfg, agent, path = load_policy(Path(checkpoint), device)
+    big = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the deterministic policy
+
+    def policy(o: dict[str, np.ndarray]) -> np.ndarray:
+        return agent.act(o, big, eval_mode=True)
+
+    return cfg, int(agent.action_space.shape[0]), policy, getattr(agent, "reset", None), path, []
+
+
+def _remote_policy(server: str, token: str | None, timeout_s: float) -> tuple[Any, int, Policy, Any, Path,
+                                                                              list[dict[str, Any]]]:
+    import os
+
+    from robotrl.policy_server import AsyncPolicyClient, PolicyClient
+
+    client = AsyncPolicyClient(PolicyClient(server, token or os.environ.get("ROBOTRL_POLICY_TOKEN", ""),
+                                            timeout_s=timeout_s))
+    remote = client.client.spec()
+    cfg = OmegaConf.create({"env": remote["env"], "agent": {"name": remote["agent"]}})
+    return cfg, int(remote["action_dim"]), client, client.reset, Path(remote["checkpoint"]), client.events
 
 
 def _write_logs(out_dir: Path, result: DeployResult, layer: Any, error: BaseException | None,
@@ -461,7 +486,8 @@ DEPLOY_HELP = """usage: robotrl deploy checkpoint=PATH robot=NAME [options] [rob
 Run a trained policy on a robot (configs/robot/NAME.yaml) behind the safety layer, at a fixed control rate, with
 the observation pipeline of its training run (camera, image size, frame stack, action repeat, action scale).
 
-  checkpoint=PATH   run dir, its checkpoints/ dir, or one checkpoint (required)
+  checkpoint=PATH   run dir, its checkpoints/ dir, or one checkpoint
+  server=HOST:PORT  or: a remote policy (`robotrl serve`), token from token=... or $ROBOTRL_POLICY_TOKEN
   robot=NAME        sim | mock | so101 | ... (default sim: the Meta-World Sawyer rendering the training camera)
   hz=F              control rate of the commands (default: the robot's limits.control_hz)
   episodes=N        episodes, each starting from the robot's home pose (default 1)
@@ -475,5 +501,6 @@ the observation pipeline of its training run (camera, image size, frame stack, a
 """
 
 DEPLOY_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robot": "sim", "hz": None, "episodes": 1, "steps": None,
-                                   "dry_run": False, "record": None, "out": None, "operator": None, "device": "cpu"}
+                                   "dry_run": False, "record": None, "out": None, "operator": None, "device": "cpu",
+                                   "server": None, "token": None}
 
