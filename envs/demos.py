@@ -16,7 +16,8 @@ Format (``FORMAT_VERSION = 1``): a directory holding
     ``action``  (T, A) float32 in [-1, 1] (what the env executed, after clipping the expert);
     ``reward``  (T,) float32 (summed over the action repeat);
     ``terminated`` (T,) bool (time-limit ends are not terminations);
-    ``success`` (T,) bool (any success during the step's action repeat).
+    ``success`` (T,) bool (any success during the step's action repeat);
+    ``intervention`` (T,) bool, optional (written by ``robotrl deploy record=``): steps a human operator drove.
 
 Only successful episodes (``success.any()``) are saved.  The expert acts once per *agent* step on the
 state observation and its action is repeated ``action_repeat`` times, exactly as an agent's would be, so the

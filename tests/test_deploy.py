@@ -105,6 +105,7 @@ def test_incompatible_robots_are_refused_in_one_line(run_dir, tmp_path, monkeypa
 
 
 @pytest.mark.parametrize(("env", "message"), [
+    ({"name": "metaworld/reach", "obs_type": "state"}, "obs_type='state', which robot=sim cannot measure"),
     ({"name": "metaworld/reach", "obs_type": "pixels_state"}, "obs_type='pixels_state', which robot=sim cannot"),
     ({"name": "metaworld/reach", "obs_type": "pixels_proprio"}, "obs_type='pixels_proprio', which robot=sim"),
     ({"name": "dmc/cartpole_balance"}, "trained on dmc/cartpole_balance, whose actions are not arm commands"),
