@@ -423,6 +423,8 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
         error = exc
         raise
     finally:
+        if server:
+            policy.client.close()  # type: ignore[attr-defined]
         result.events.extend(policy_events)
         summary = _write_logs(out_dir, result, layer, error, {
             "checkpoint": str(path), "policy": f"remote {server}" if server else "local", "env": spec.env_name,
