@@ -22,3 +22,8 @@ def train_reach_policy(run_dir: Path, *overrides: str) -> Path:
         cfg = compose("config", overrides=[*REACH_OVERRIDES, *overrides])
     Trainer(cfg, run_dir).train()
     return run_dir
+
+
+# Tests share 2 CPU cores with other jobs: a policy step can take > 200 ms there, which the sim config's watchdog
+# (rightly) treats as a dead loop. Tests that are not about the watchdog give it 2 s.
+SLOW_CPU = {"limits.watchdog_ms": 2000}

@@ -12,7 +12,7 @@ from robotrl.hardware.robot import ActionMode
 
 from robotrl.deploy import ScriptedOperator, deploy
 from robotrl.errors import ConfigError
-from tests.deploy_helpers import train_reach_policy
+from tests.deploy_helpers import SLOW_CPU, train_reach_policy
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def count_driver_sends(monkeypatch) -> list[object]:
 
 def test_policy_drives_the_sim_arm_at_the_training_pipeline(run_dir, tmp_path, monkeypatch):
     received = count_driver_sends(monkeypatch)
-    summary = deploy(str(run_dir), robot="sim", hz=50, steps=6, out=str(tmp_path / "out"),
+    summary = deploy(str(run_dir), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=6,
+                     out=str(tmp_path / "out"),
                      record=str(tmp_path / "rec"))
     # action_repeat=2 (the training config): each of the 6 policy actions is sent twice
     assert summary["steps"] == 6 and summary["sends"] == 12 == len(received)
@@ -63,7 +64,8 @@ def test_dry_run_sends_nothing(run_dir, tmp_path, monkeypatch):
 
     homed = []
     monkeypatch.setattr(SimRobot, "_home", lambda self: homed.append(1))
-    summary = deploy(str(run_dir), robot="sim", hz=50, steps=5, dry_run=True, out=str(tmp_path / "out"))
+    summary = deploy(str(run_dir), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=5, dry_run=True,
+                     out=str(tmp_path / "out"))
     assert received == [] and homed == [] and summary["sends"] == 0
     rows = [json.loads(line) for line in (tmp_path / "out" / "steps.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and all(r["sent_action"] is None and len(r["policy_action"]) == 4 for r in rows)
@@ -72,7 +74,8 @@ def test_dry_run_sends_nothing(run_dir, tmp_path, monkeypatch):
 def test_operator_segments_are_recorded_as_interventions(run_dir, tmp_path, monkeypatch):
     received = count_driver_sends(monkeypatch)
     push = [0.0, 0.0, 0.5, -1.0]  # the operator lifts the hand by 5 mm per step, gripper open
-    summary = deploy(str(run_dir), robot="sim", hz=50, steps=8, out=str(tmp_path / "out"),
+    summary = deploy(str(run_dir), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=8,
+                     out=str(tmp_path / "out"),
                      record=str(tmp_path / "rec"), operator=ScriptedOperator([(2, 5, push)]))
     flags = np.load(tmp_path / "rec" / "episode_000000.npz")["intervention"]
     assert flags.tolist() == [False, False, True, True, True, False, False, False]

@@ -27,7 +27,7 @@ from robotrl.policy_server import (  # noqa: E402
     encode,
     served_checkpoint,
 )
-from tests.deploy_helpers import train_reach_policy  # noqa: E402
+from tests.deploy_helpers import SLOW_CPU, train_reach_policy  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -108,8 +108,9 @@ def test_abuse_is_refused_and_the_server_keeps_serving(server):
 
 
 def test_deploy_through_the_server_matches_local_deploy(run_dir, server, tmp_path):
-    local = deploy(str(run_dir), hz=50, steps=5, out=str(tmp_path / "local"))
-    remote = deploy(server=server.address, token=TOKEN, hz=50, steps=5, out=str(tmp_path / "remote"))
+    local = deploy(str(run_dir), hz=50, robot_overrides=SLOW_CPU, steps=5, out=str(tmp_path / "local"))
+    remote = deploy(server=server.address, token=TOKEN, hz=50, robot_overrides=SLOW_CPU, steps=5,
+                    out=str(tmp_path / "remote"))
     assert remote["policy"] == f"remote {server.address}" and remote["sends"] == local["sends"] == 10
 
     def actions(name):
@@ -141,7 +142,8 @@ def test_server_killed_mid_episode_holds_the_arm_through_the_watchdog(served, tm
     assert kinds.index("watchdog") < kinds.index("server_lost") < kinds.index("shutdown")
     assert kinds[-1] == "disconnect"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["steps"] == 4 and summary["error"].startswith("PolicyServerError")
+    # the 4th reply may or may not leave before the server stops
+    assert summary["steps"] in (3, 4) and summary["error"].startswith("PolicyServerError")
     assert summary["final_state"] == "disconnected"
 
 
