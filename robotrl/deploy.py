@@ -32,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from robotrl.atomic import atomic_write, atomic_write_text
+from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 # What a deployable policy's actions mean, per training suite: Meta-World's 4-d (dx, dy, dz, gripper) in [-1, 1],
 # 0.01 m per unit (SawyerXYZEnv.action_scale). dm-control / gym actions are joint torques of other bodies.
 ARM_SUITES = {"metaworld": {"action_dim": 4, "metres_per_unit": 0.01}}
+# Meta-World's proprioception (_get_curr_obs_combined_no_goal): hand xyz (m), finger distance / 0.1 m clipped to
+# [0, 1]; the *_proprio obs types see it for this env step and the previous one (obs[0:4] and obs[18:22]).
+GRIPPER_NORM_M = 0.1
 PIXEL_KEYS = ("pixels",)
 RECORD_FORMAT = "robotrl deploy recording (robotrl demo format v1 + intervention)"
 
@@ -114,11 +118,11 @@ class PolicySpec:
 
     @property
     def uses_pixels(self) -> bool:
-        return self.obs_type.startswith("pixels")
+        return "pixels" in OBS_TYPES[self.obs_type]
 
     @property
-    def uses_state(self) -> bool:
-        return self.obs_type != "pixels"
+    def uses_proprio(self) -> bool:
+        return self.obs_type in PROPRIO_OBS_TYPES
 
 
 def robot_config(robot: str, spec: PolicySpec, hz: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -152,21 +156,25 @@ def check_compatible(spec: PolicySpec, robot: Any) -> None:
     if ActionMode.EE_DELTA not in robot.action_modes:
         raise ConfigError(f"robot={robot.inner.name} takes {[m.value for m in robot.action_modes]} actions, but the "
                           f"policy outputs ee_delta (dx, dy, dz, gripper)")
-    if spec.uses_state:
-        # Meta-World's state holds object and goal positions (no robot measures them); its proprioception is the
-        # tool-centre point and finger opening, which the Robot interface does not report yet.
-        raise ConfigError(f"policy observes env.obs_type={spec.obs_type!r}, which robot={robot.inner.name} cannot "
-                          "measure; deploy runs pixel policies (obs_type=pixels)")
-    missing = [c for c in spec.cameras if c not in robot.camera_names]
+    if "state" in OBS_TYPES[spec.obs_type] and not spec.uses_proprio:
+        # Meta-World's full state holds object and goal positions: no robot measures them.
+        raise ConfigError(f"policy observes env.obs_type={spec.obs_type!r} (object and goal positions), which "
+                          f"robot={robot.inner.name} cannot measure; deploy runs pixels and *_proprio policies")
+    missing = [c for c in spec.cameras if c not in robot.camera_names] if spec.uses_pixels else []
     if missing:
         raise ConfigError(f"policy needs camera {missing[0]!r} but robot={robot.inner.name} has cameras "
                           f"{list(robot.camera_names)}")
 
 
-def check_frames(spec: PolicySpec, frames: dict[str, Any], robot_name: str) -> None:
-    """The first observation's frames must be the policy's image size (no silent resize: crops/fov would differ)."""
+def check_frames(spec: PolicySpec, observation: Any, robot_name: str) -> None:
+    """The first observation must fit: frames of the policy's image size (no silent resize: crop and field of view
+    would differ), an end-effector position for proprioception."""
+    if spec.uses_proprio and observation.state.ee_pos is None:
+        raise ConfigError(f"robot={robot_name} reports no end-effector position, which the policy's "
+                          f"env.obs_type={spec.obs_type!r} needs")
+    frames = observation.frames
     want = (spec.image_size, spec.image_size, 3)
-    for cam in spec.cameras:
+    for cam in spec.cameras if spec.uses_pixels else ():
         shape = tuple(np.asarray(frames[cam].image).shape)
         if shape != want:
             raise ConfigError(f"robot={robot_name} camera {cam!r} gives {shape} frames, policy expects {want} "
@@ -174,34 +182,63 @@ def check_frames(spec: PolicySpec, frames: dict[str, Any], robot_name: str) -> N
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
+def proprio(state: Any) -> np.ndarray:
+    """Meta-World's 4-d proprioception from a measured JointState: hand xyz (m), finger opening in [0, 1] (NaN
+    xyz for an arm that reports no end-effector position; a proprio policy refuses such an arm)."""
+    opening = np.clip(state.gripper_width / GRIPPER_NORM_M, 0.0, 1.0)
+    ee = np.full(3, np.nan) if state.ee_pos is None else np.asarray(state.ee_pos, np.float64)
+    return np.append(ee, opening).astype(np.float32)
+
+
 class ObservationPipeline:
     """Robot observations -> the training env's observation: per frame the views concatenated along channels
-    in camera order (3 * views, H, W), the last ``frame_stack`` frames stacked oldest first, padded at reset."""
+    in camera order (3 * views, H, W), the last ``frame_stack`` frames stacked oldest first, padded at reset; for
+    ``*_proprio`` policies a "state" of this env step's proprioception and the previous env step's (the arm as it
+    was before the last send of the action repeat, :meth:`between_sends`), as Meta-World's ``obs[0:4], obs[18:22]``.
+    """
 
     def __init__(self, spec: PolicySpec) -> None:
         self.spec = spec
         self._frames: deque[np.ndarray] = deque(maxlen=spec.frame_stack)
+        self._prev: np.ndarray | None = None
+        self.proprio = np.zeros(8, np.float32)  # the last observation's 8-d proprioception (recorded as state)
 
     def frame(self, observation: Any) -> np.ndarray:
         views = [np.asarray(observation.frames[c].image, np.uint8).transpose(2, 0, 1) for c in self.spec.cameras]
         return np.ascontiguousarray(np.concatenate(views, axis=0))
 
+    def between_sends(self, state: Any) -> None:
+        """The arm's state read between two sends of one action repeat (the last one read becomes "previous")."""
+        self._prev = proprio(state)
+
+    def _obs(self, observation: Any) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if self.spec.uses_pixels:
+            out["pixels"] = np.concatenate(list(self._frames), axis=0)
+        current = proprio(observation.state)
+        self.proprio = np.concatenate([current, current if self._prev is None else self._prev])
+        self._prev = current  # with action_repeat 1 the previous env step is the previous agent step
+        if self.spec.uses_proprio:
+            out["state"] = self.proprio
+        return out
+
     def reset(self, observation: Any) -> dict[str, np.ndarray]:
-        frame = self.frame(observation)
         self._frames.clear()
-        self._frames.extend([frame] * self.spec.frame_stack)
-        return {"pixels": np.concatenate(list(self._frames), axis=0)}
+        self._prev = None  # at reset Meta-World's previous proprioception is the current one
+        if self.spec.uses_pixels:
+            self._frames.extend([self.frame(observation)] * self.spec.frame_stack)
+        return self._obs(observation)
 
     def step(self, observation: Any) -> dict[str, np.ndarray]:
-        self._frames.append(self.frame(observation))
-        return {"pixels": np.concatenate(list(self._frames), axis=0)}
+        if self.spec.uses_pixels:
+            self._frames.append(self.frame(observation))
+        return self._obs(observation)
 
 
-def measured_state(observation: Any) -> np.ndarray:
-    """What a recording stores as ``state``: joint positions (rad), end-effector xyz (m), gripper width (m)."""
-    s = observation.state
-    ee = np.full(3, np.nan) if s.ee_pos is None else np.asarray(s.ee_pos)
-    return np.concatenate([np.asarray(s.joint_pos), ee, [s.gripper_width]]).astype(np.float32)
+def measured_state(observation: Any, pipeline: ObservationPipeline) -> np.ndarray:
+    """What a recording stores as ``state``: Meta-World's 8-d proprioception (this env step, previous env step;
+    ``proprio_index`` 0..7 in meta.json, so ``*_proprio`` agents load it), then joint positions (rad)."""
+    return np.concatenate([pipeline.proprio, np.asarray(observation.state.joint_pos, np.float32)]).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ recording
@@ -238,12 +275,14 @@ def write_recording(out: Path, spec: PolicySpec, episodes: list[EpisodeRecord], 
         with atomic_write(out / episode_file(i)) as f:
             np.savez_compressed(f, **ep.arrays())
         lengths.append(len(ep.action))
-    state_names = [f"{j}.pos" for j in robot.joint_names] + ["ee.x", "ee.y", "ee.z", "gripper.width"]
+    proprio_names = ["ee.x", "ee.y", "ee.z", "gripper.opening"]
+    state_names = proprio_names + [f"prev.{n}" for n in proprio_names] + [f"{j}.pos" for j in robot.joint_names]
     meta = {
         "format_version": FORMAT_VERSION, "format": RECORD_FORMAT, "name": spec.env_name, "suite": spec.suite,
         "task": spec.task, "image_size": spec.image_size, "frame_stack": spec.frame_stack,
         "action_repeat": spec.action_repeat, "camera": spec.cameras[0], "cameras": list(spec.cameras),
-        "state_dim": len(state_names), "state_names": state_names, "action_dim": spec.action_dim,
+        "state_dim": len(state_names), "state_names": state_names, "proprio_index": list(range(8)),
+        "action_dim": spec.action_dim,
         "action_units": f"[-1, 1]: dx dy dz x {spec.metres_per_unit} m, gripper (+1 closed)",
         "reward": "none: robots have no reward signal, stored as 0", "robot": robot.inner.name,
         "num_episodes": len(episodes), "episode_lengths": lengths,
@@ -312,15 +351,15 @@ def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, step
             robot.reset_to_home()
         observation = robot.get_observation()
         if episode == 0:
-            check_frames(spec, observation.frames, robot.inner.name)
+            check_frames(spec, observation, robot.inner.name)
         obs = pipeline.reset(observation)
         if on_reset is not None:
             on_reset()
         rec = EpisodeRecord() if record else None
         if rec is not None:
             result.records.append(rec)
-            rec.pixels.append(obs["pixels"][-3 * len(spec.cameras):])
-            rec.state.append(measured_state(observation))
+            rec.pixels.append(pipeline.frame(observation))
+            rec.state.append(measured_state(observation, pipeline))
         taken_over = False
         rate, last_send = Rate(hz), None
         for step in range(steps):
@@ -339,6 +378,8 @@ def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, step
             # first follows inference at once, and the next observation is read one period after the last send.
             for repeat in range(spec.action_repeat):
                 send_t = rate.wait() if repeat else rate.mark()
+                if repeat and not dry_run:  # the arm after the previous send: "previous" proprioception
+                    pipeline.between_sends(robot.get_state())
                 if last_send is not None:
                     periods.append((send_t - last_send) * 1000)
                 last_send = send_t
@@ -358,8 +399,8 @@ def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, step
             log.info("episode %d step %d action %s%s%s", episode, step, np.round(command, 4).tolist(),
                      " (operator)" if taken_over else "", " (dry run: not sent)" if dry_run else "")
             if rec is not None:
-                rec.pixels.append(obs["pixels"][-3 * len(spec.cameras):])
-                rec.state.append(measured_state(observation))
+                rec.pixels.append(pipeline.frame(observation))
+                rec.state.append(measured_state(observation, pipeline))
                 # Recorded in [-1, 1] as the demo format requires; the clip only matters for a human's raw input.
                 # (the mean over the action repeat: the step's net displacement per send, what the arm executed)
                 rec.action.append(np.clip(command if dry_run else sent_mean, -1.0, 1.0))
@@ -410,6 +451,10 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
 
     layer = make_robot(robot_config(robot, spec, hz, robot_overrides or {}))
     check_compatible(spec, layer)
+    missing = [c for c in spec.cameras if c not in layer.camera_names]
+    if record and missing:  # a proprio-only policy needs no camera, but the demo format stores frames
+        raise ConfigError(f"record= stores camera {missing[0]!r} frames, but robot={robot} has cameras "
+                          f"{list(layer.camera_names)}")
     rate_hz = float(layer.limits.control_hz)
     result = DeployResult()
     base = Path("deploy") if server else path.parent.parent / "deploy"
