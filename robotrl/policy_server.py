@@ -202,7 +202,9 @@ class PolicyServer:
         self._server.stop(grace)
 
     def wait(self) -> None:
-        self._server.wait_for_termination()
+        """Block until the server stops; short timed waits so that Ctrl-C reaches the main thread."""
+        while self._server.wait_for_termination(timeout=0.5):  # True: timed out, still serving
+            pass
 
     def _authorize(self, context: Any) -> None:
         grpc = _grpc()
