@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import mujoco
 import numpy as np
 from robotrl.hardware.faults import FaultInjector, Faults
 from robotrl.hardware.robot import Action, ActionMode, Frame, JointState, Robot, VendorLimits, monotonic
@@ -20,6 +21,9 @@ from robotrl.errors import ConfigError
 
 SAWYER_JOINTS = tuple(f"right_j{i}" for i in range(7))
 # Joint ranges from Meta-World's Sawyer XML (model.jnt_range, measured); velocities from Rethink's Sawyer URDF.
+# Except right_j1's upper end: the XML's -0.5 rad is a soft MuJoCo stop the arm rests against in ordinary Meta-World
+# motion (the redundant elbow drifts onto it within ~20 steps of moving the hand; measured up to -0.4976 rad), so
+# the measured-joint check needs the stop's real reach (-0.48 rad below).
 SAWYER_VENDOR = VendorLimits(
     joint_lower=(-3.0503, -3.8, -3.0426, -3.0439, -2.9761, -2.9761, -4.7124),
     # right_j1: the XML's -0.5 + 0.02: MuJoCo's joint limits are soft and Meta-World's arm settles at -0.4988 under
@@ -32,7 +36,6 @@ SAWYER_VENDOR = VendorLimits(
 )
 METAWORLD_ACTION_SCALE_M = 0.01  # SawyerXYZEnv.action_scale: metres per unit of a [-1, 1] policy action
 MOCAP_QUAT = np.array([1.0, 0.0, 1.0, 0.0])  # the gripper orientation Meta-World fixes every step
-HOME_STEPS = 50  # Meta-World's _reset_hand: 50 control steps towards hand_init_pos
 
 
 class SimRobot(Robot):
@@ -57,6 +60,8 @@ class SimRobot(Robot):
         self._env: Any = None
         self._base: Any = None
         self._last_frames: dict[str, Frame] = {}
+        self._home_q = np.zeros(9)
+        self._home_mocap = np.zeros(3)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> SimRobot:
@@ -89,6 +94,8 @@ class SimRobot(Robot):
         self._env = make_env(cfg, self.seed)
         self._base = self._env.unwrapped
         self._base.reset(seed=self.seed)
+        self._home_q = np.array(self._base.raw.data.qpos[:9])  # 7 arm joints + 2 fingers after Meta-World's reset
+        self._home_mocap = np.array(self._base.raw.data.mocap_pos[0])
         self._last_frames = {}
         for view in range(len(self.cameras)):  # create the GL contexts now: the first frame takes ~1 s, too slow
             self._base.render_frame(self.image_size, view)  # for a control step's driver timeout
@@ -136,11 +143,16 @@ class SimRobot(Robot):
         pass
 
     def _home(self) -> None:
+        # Back to the arm configuration Meta-World's reset leaves (joints and fingers; objects stay where they are),
+        # with the mocap target on the hand. Not by driving the hand there: the 7-joint arm is redundant and under a
+        # fixed mocap target its elbow keeps drifting (right_j1 -0.576 -> -0.499 rad in 50 steps, onto its -0.5
+        # stop and outside the safety limits), found by `robotrl deploy`'s first observation after homing.
         raw = self._base.raw
-        for _ in range(HOME_STEPS):
-            raw.data.mocap_pos[0] = raw.hand_init_pos
-            raw.data.mocap_quat[0] = MOCAP_QUAT
-            raw.do_simulation([-1.0, 1.0], n_frames=raw.frame_skip)
+        raw.data.qpos[:9] = self._home_q
+        raw.data.qvel[:9] = 0.0
+        raw.data.mocap_pos[0] = self._home_mocap
+        raw.data.mocap_quat[0] = MOCAP_QUAT
+        mujoco.mj_forward(raw.model, raw.data)
 
     def _disconnect(self) -> None:
         if self._env is not None:

@@ -11,6 +11,11 @@
                                              LfVoid goal images (a diffusers editing model, or offline sources)
     robotrl reward-eval env=metaworld/<task> reward=clip,kagi [episodes=... out=DIR]
                                              reward quality report: expert/noisy/near-miss/random rollouts
+    robotrl deploy checkpoint=PATH robot=sim [hz=20 episodes=1 steps=N dry_run=false record=DIR robot.KEY=VALUE]
+                                             run a policy on a robot through the safety layer (--help: details)
+    robotrl serve checkpoint=PATH [host=127.0.0.1 port=50051 token=... max_message_bytes=4194304 device=auto]
+                                             gRPC policy server for `robotrl deploy server=HOST:PORT`
+
 
 `robotrl <command> --help` lists a command's keys with their defaults and examples. Bad input exits with code 2 and
 one line `robotrl: error: ...`; a failed `eval` gate exits with 1.
@@ -395,8 +400,48 @@ def reward_eval(args: list[str]) -> int:
     return 0
 
 
+def deploy(args: list[str]) -> int:
+    """Run a policy on a robot; ``robot.KEY=VALUE`` arguments override the robot config."""
+    from robotrl.workflows.deploy import DEPLOY_DEFAULTS, DEPLOY_HELP
+    from robotrl.workflows.deploy import deploy as run_deploy
+
+    if wants_help(args):
+        print(DEPLOY_HELP)
+        return 0
+    robot = {a.split("=", 1)[0].removeprefix("robot."): a.partition("=")[2] for a in args if a.startswith("robot.")}
+    opts = parse_kv([a for a in args if not a.startswith("robot.")], DEPLOY_DEFAULTS)
+    print(json.dumps(run_deploy(**opts, robot_overrides=robot), indent=1))
+    return 0
+
+
+SERVE_DOCS = {
+    "checkpoint": "a run dir, its checkpoints/ dir or one checkpoint dir (required)",
+    "host": "address to bind (loopback unless you mean to expose it)",
+    "port": "TCP port",
+    "token": "shared secret clients must send (default $ROBOTRL_POLICY_TOKEN)",
+    "max_message_bytes": "largest request/response accepted, both ways",
+    "device": "auto | cpu | cuda | cuda:N",
+}
+
+
+def serve(args: list[str]) -> int:
+    """``robotrl serve``: a gRPC policy server for ``robotrl deploy server=HOST:PORT``."""
+    from robotrl.workflows.policy_server import SERVE_DEFAULTS, run_server
+
+    if wants_help(args):
+        print(key_help("robotrl serve checkpoint=PATH [key=value ...]",
+                       "Serve a checkpointed policy over gRPC (action chunks for `robotrl deploy server=HOST:PORT`).",
+                       SERVE_DEFAULTS, {k: SERVE_DOCS.get(k, "") for k in SERVE_DEFAULTS},
+                       ["ROBOTRL_POLICY_TOKEN=secret robotrl serve checkpoint=runs/metaworld/reach/drqv2/seed1",
+                        "robotrl deploy checkpoint=runs/metaworld/reach/drqv2/seed1 robot=sim server=127.0.0.1:50051 "
+                        "token=secret"]))
+        return 0
+    run_server(**parse_kv(args, SERVE_DEFAULTS))
+    return 0
+
+
 COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals,
-            "reward-eval": reward_eval}
+            "reward-eval": reward_eval, "deploy": deploy, "serve": serve}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,8 @@ Format (``FORMAT_VERSION = 1``): a directory holding
     ``action``  (T, A) float32 in [-1, 1] (what the env executed, after clipping the expert);
     ``reward``  (T,) float32 (summed over the action repeat);
     ``terminated`` (T,) bool (time-limit ends are not terminations);
-    ``success`` (T,) bool (any success during the step's action repeat).
+    ``success`` (T,) bool (any success during the step's action repeat);
+    ``intervention`` (T,) bool, optional (written by ``robotrl deploy record=``): steps a human operator drove.
 
 Every file is written atomically (temp file in the same directory, flush, fsync, ``os.replace``) so a crash never
 leaves a half-written episode behind a valid name. Core (no env import): agents and reward models read demos through

@@ -1,0 +1,553 @@
+"""`robotrl deploy`: run a trained policy on a robot through the safety layer, at a fixed control rate.
+
+The observation pipeline is the training run's, read from the checkpoint's config: the camera(s), image size and
+frame stack of ``cfg.env``; every policy action is sent ``action_repeat`` times (one send per control tick), as
+the training env repeated it; a normalized action becomes an end-effector delta with Meta-World's action scale
+(``robotrl.hardware.robot.ee_action_from_policy``). Before the arm moves, :func:`check_compatible` refuses in one
+line (ConfigError) a robot that cannot produce that observation (missing camera, wrong frame size, a state the
+robot cannot measure) or take that action (dimension, mode).
+
+Per agent step the loop logs the policy's action, what the safety layer actually sent, and whether a human
+operator had taken over (``intervention``); ``dry_run`` computes and logs actions but sends nothing. Episodes are
+recorded in the robotrl demo format (``robotrl.envs.demos``, so MoDem can train from them) with one extra
+per-step array ``intervention`` (T,) bool marking the operator's segments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from robotrl.atomic import atomic_write, atomic_write_text
+from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
+from robotrl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# What a deployable policy's actions mean, per training suite: Meta-World's 4-d (dx, dy, dz, gripper) in [-1, 1],
+# 0.01 m per unit (SawyerXYZEnv.action_scale). dm-control / gym actions are joint torques of other bodies.
+ARM_SUITES = {"metaworld": {"action_dim": 4, "metres_per_unit": 0.01}}
+# Meta-World's proprioception (_get_curr_obs_combined_no_goal): hand xyz (m), finger distance / 0.1 m clipped to
+# [0, 1]; the *_proprio obs types see it for this env step and the previous one (obs[0:4] and obs[18:22]).
+GRIPPER_NORM_M = 0.1
+PIXEL_KEYS = ("pixels",)
+RECORD_FORMAT = "robotrl deploy recording (robotrl demo format v1 + intervention)"
+
+
+# ------------------------------------------------------------------------------------------------ operator
+class Operator(Protocol):
+    """A human-intervention hook: called every agent step with the observation the policy sees.
+
+    Return None to let the policy drive, or an action in the policy's units ([-1, 1]^A) to take over for this
+    step; the first non-None after None is a take-over, the first None after that a hand-back.
+    """
+
+    def __call__(self, step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None: ...
+
+
+@dataclass
+class ScriptedOperator:
+    """Takes over during the agent steps ``[start, end)`` of each ``(start, end, action)`` segment (tests, demos)."""
+
+    segments: list[tuple[int, int, Any]]
+
+    def __call__(self, step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        for start, end, action in self.segments:
+            if start <= step < end:
+                return np.asarray(action, dtype=np.float32)
+        return None
+
+
+def load_operator(spec: str) -> Operator:
+    """``module:attr``: a callable returning an :class:`Operator` (e.g. a keyboard or spacemouse reader)."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"operator={spec!r}, expected 'module:function' returning an Operator")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"operator={spec!r} cannot be imported ({type(exc).__name__}: {exc})") from None
+    return factory()
+
+
+# ------------------------------------------------------------------------------------------------ spec
+@dataclass(frozen=True)
+class PolicySpec:
+    """What the policy was trained with (from the checkpoint's ``cfg.env``)."""
+
+    env_name: str
+    suite: str
+    task: str
+    obs_type: str
+    cameras: tuple[str, ...]
+    image_size: int
+    frame_stack: int
+    action_repeat: int
+    action_dim: int
+    metres_per_unit: float
+    max_agent_steps: int
+
+    @classmethod
+    def from_config(cls, cfg: Any, action_dim: int) -> PolicySpec:
+        from robotrl.envs import parse_env_cfg
+
+        spec = parse_env_cfg(cfg.env)
+        if spec.suite not in ARM_SUITES:
+            raise ConfigError(f"checkpoint policy was trained on {spec.name}, whose actions are not arm commands; "
+                              f"deploy runs policies of suites {sorted(ARM_SUITES)}")
+        from robotrl.envs.metaworld import DEFAULT_CAMERA, DEFAULT_MAX_STEPS
+        from robotrl.envs.rendering import camera_tuple
+
+        max_env_steps = spec.max_episode_steps or DEFAULT_MAX_STEPS
+        return cls(spec.name, spec.suite, spec.task, spec.obs_type, tuple(camera_tuple(spec.camera, DEFAULT_CAMERA)),
+                   spec.image_size, spec.frame_stack, spec.action_repeat, action_dim,
+                   ARM_SUITES[spec.suite]["metres_per_unit"], math.ceil(max_env_steps / spec.action_repeat))
+
+    @property
+    def uses_pixels(self) -> bool:
+        return "pixels" in OBS_TYPES[self.obs_type]
+
+    @property
+    def uses_proprio(self) -> bool:
+        return self.obs_type in PROPRIO_OBS_TYPES
+
+
+def robot_config(robot: str, spec: PolicySpec, hz: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``configs/robot/<robot>.yaml`` + ``robot.key=value`` overrides; ``robot=sim`` renders the policy's scene,
+    cameras and image size unless overridden; ``hz`` sets ``limits.control_hz`` (the rate monitor's nominal)."""
+    from robotrl.hardware import robot_names
+
+    path = Path(str(resources.files("robotrl.configs"))) / "robot" / f"{robot}.yaml"
+    if robot not in robot_names() or not path.is_file():
+        raise ConfigError(f"unknown robot {robot!r}; valid robots: {', '.join(robot_names())}")
+    base = OmegaConf.load(path)
+    if robot == "sim":
+        base.merge_with({"task": spec.task, "cameras": list(spec.cameras), "image_size": spec.image_size})
+    try:  # `robot.cameras=[top]` etc. from the command line: values parsed as hydra/OmegaConf does
+        base.merge_with(OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
+    except Exception as exc:
+        raise ConfigError(f"bad robot override {overrides}: {exc}") from None
+    cfg: dict[str, Any] = OmegaConf.to_container(base, resolve=True)  # type: ignore[assignment]
+    if hz is not None:
+        cfg.setdefault("limits", {})["control_hz"] = hz
+    return cfg
+
+
+def check_compatible(spec: PolicySpec, robot: Any) -> None:
+    """Refuse (ConfigError, one line) a robot that cannot produce the policy's observation or take its action."""
+    from robotrl.hardware.robot import ActionMode
+
+    if spec.action_dim != ARM_SUITES[spec.suite]["action_dim"]:
+        raise ConfigError(f"policy outputs {spec.action_dim}-d actions, expected "
+                          f"{ARM_SUITES[spec.suite]['action_dim']} (dx, dy, dz, gripper) for a {spec.suite} policy")
+    if ActionMode.EE_DELTA not in robot.action_modes:
+        raise ConfigError(f"robot={robot.inner.name} takes {[m.value for m in robot.action_modes]} actions, but the "
+                          f"policy outputs ee_delta (dx, dy, dz, gripper)")
+    if "state" in OBS_TYPES[spec.obs_type] and not spec.uses_proprio:
+        # Meta-World's full state holds object and goal positions: no robot measures them.
+        raise ConfigError(f"policy observes env.obs_type={spec.obs_type!r} (object and goal positions), which "
+                          f"robot={robot.inner.name} cannot measure; deploy runs pixels and *_proprio policies")
+    missing = [c for c in spec.cameras if c not in robot.camera_names] if spec.uses_pixels else []
+    if missing:
+        raise ConfigError(f"policy needs camera {missing[0]!r} but robot={robot.inner.name} has cameras "
+                          f"{list(robot.camera_names)}")
+
+
+def check_frames(spec: PolicySpec, observation: Any, robot_name: str) -> None:
+    """The first observation must fit: frames of the policy's image size (no silent resize: crop and field of view
+    would differ), an end-effector position for proprioception."""
+    if spec.uses_proprio and observation.state.ee_pos is None:
+        raise ConfigError(f"robot={robot_name} reports no end-effector position, which the policy's "
+                          f"env.obs_type={spec.obs_type!r} needs")
+    frames = observation.frames
+    want = (spec.image_size, spec.image_size, 3)
+    for cam in spec.cameras if spec.uses_pixels else ():
+        shape = tuple(np.asarray(frames[cam].image).shape)
+        if shape != want:
+            raise ConfigError(f"robot={robot_name} camera {cam!r} gives {shape} frames, policy expects {want} "
+                              f"(set the camera's resolution to env.image_size={spec.image_size})")
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+def proprio(state: Any) -> np.ndarray:
+    """Meta-World's 4-d proprioception from a measured JointState: hand xyz (m), finger opening in [0, 1] (NaN
+    xyz for an arm that reports no end-effector position; a proprio policy refuses such an arm)."""
+    opening = np.clip(state.gripper_width / GRIPPER_NORM_M, 0.0, 1.0)
+    ee = np.full(3, np.nan) if state.ee_pos is None else np.asarray(state.ee_pos, np.float64)
+    return np.append(ee, opening).astype(np.float32)
+
+
+class ObservationPipeline:
+    """Robot observations -> the training env's observation: per frame the views concatenated along channels
+    in camera order (3 * views, H, W), the last ``frame_stack`` frames stacked oldest first, padded at reset; for
+    ``*_proprio`` policies a "state" of this env step's proprioception and the previous env step's (the arm as it
+    was before the last send of the action repeat, :meth:`between_sends`), as Meta-World's ``obs[0:4], obs[18:22]``.
+    """
+
+    def __init__(self, spec: PolicySpec) -> None:
+        self.spec = spec
+        self._frames: deque[np.ndarray] = deque(maxlen=spec.frame_stack)
+        self._prev: np.ndarray | None = None
+        self.proprio = np.zeros(8, np.float32)  # the last observation's 8-d proprioception (recorded as state)
+
+    def frame(self, observation: Any) -> np.ndarray:
+        views = [np.asarray(observation.frames[c].image, np.uint8).transpose(2, 0, 1) for c in self.spec.cameras]
+        return np.ascontiguousarray(np.concatenate(views, axis=0))
+
+    def between_sends(self, state: Any) -> None:
+        """The arm's state read between two sends of one action repeat (the last one read becomes "previous")."""
+        self._prev = proprio(state)
+
+    def _obs(self, observation: Any) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if self.spec.uses_pixels:
+            out["pixels"] = np.concatenate(list(self._frames), axis=0)
+        current = proprio(observation.state)
+        self.proprio = np.concatenate([current, current if self._prev is None else self._prev])
+        self._prev = current  # with action_repeat 1 the previous env step is the previous agent step
+        if self.spec.uses_proprio:
+            out["state"] = self.proprio
+        return out
+
+    def reset(self, observation: Any) -> dict[str, np.ndarray]:
+        self._frames.clear()
+        self._prev = None  # at reset Meta-World's previous proprioception is the current one
+        if self.spec.uses_pixels:
+            self._frames.extend([self.frame(observation)] * self.spec.frame_stack)
+        return self._obs(observation)
+
+    def step(self, observation: Any) -> dict[str, np.ndarray]:
+        if self.spec.uses_pixels:
+            self._frames.append(self.frame(observation))
+        return self._obs(observation)
+
+
+def measured_state(observation: Any, pipeline: ObservationPipeline) -> np.ndarray:
+    """What a recording stores as ``state``: Meta-World's 8-d proprioception (this env step, previous env step;
+    ``proprio_index`` 0..7 in meta.json, so ``*_proprio`` agents load it), then joint positions (rad)."""
+    return np.concatenate([pipeline.proprio, np.asarray(observation.state.joint_pos, np.float32)]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ recording
+@dataclass
+class EpisodeRecord:
+    """One episode's arrays in the demo format, plus the operator flag."""
+
+    pixels: list[np.ndarray] = field(default_factory=list)
+    state: list[np.ndarray] = field(default_factory=list)
+    action: list[np.ndarray] = field(default_factory=list)
+    intervention: list[bool] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        t = len(self.action)
+        return {
+            "pixels": np.stack(self.pixels).astype(np.uint8),
+            "state": np.stack(self.state).astype(np.float32),
+            "action": np.stack(self.action).astype(np.float32),
+            "reward": np.zeros(t, np.float32),  # a robot has no reward signal; documented in meta.json
+            "terminated": np.zeros(t, bool),
+            "success": np.zeros(t, bool),
+            "intervention": np.asarray(self.intervention, bool),
+        }
+
+
+def write_recording(out: Path, spec: PolicySpec, episodes: list[EpisodeRecord], robot: Any,
+                    extra: dict[str, Any]) -> Path:
+    """Write ``episodes`` as a demo directory (episode npz files, then meta.json last, all atomic)."""
+    from robotrl.demos import FORMAT_VERSION, episode_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    lengths = []
+    for i, ep in enumerate(episodes):
+        with atomic_write(out / episode_file(i)) as f:
+            np.savez_compressed(f, **ep.arrays())
+        lengths.append(len(ep.action))
+    proprio_names = ["ee.x", "ee.y", "ee.z", "gripper.opening"]
+    state_names = proprio_names + [f"prev.{n}" for n in proprio_names] + [f"{j}.pos" for j in robot.joint_names]
+    meta = {
+        "format_version": FORMAT_VERSION, "format": RECORD_FORMAT, "name": spec.env_name, "suite": spec.suite,
+        "task": spec.task, "image_size": spec.image_size, "frame_stack": spec.frame_stack,
+        "action_repeat": spec.action_repeat, "camera": spec.cameras[0], "cameras": list(spec.cameras),
+        "state_dim": len(state_names), "state_names": state_names, "proprio_index": list(range(8)),
+        "action_dim": spec.action_dim,
+        "action_units": f"[-1, 1]: dx dy dz x {spec.metres_per_unit} m, gripper (+1 closed)",
+        "reward": "none: robots have no reward signal, stored as 0", "robot": robot.inner.name,
+        "num_episodes": len(episodes), "episode_lengths": lengths,
+        "episode_interventions": [int(np.sum(ep.intervention)) for ep in episodes], **extra,
+    }
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclass
+class DeployResult:
+    """Filled in as the loop runs, so that what happened before an exception is still logged."""
+
+    episodes: int = 0  # episodes started
+    sends: int = 0  # commands the safety layer passed to the driver
+    interventions: int = 0  # agent steps driven by the operator
+    periods_ms: list[float] = field(default_factory=list)  # time between consecutive commands
+    events: list[dict[str, Any]] = field(default_factory=list)  # operator take-over / hand-back
+    log: list[dict[str, Any]] = field(default_factory=list)  # one row per agent step
+    records: list[EpisodeRecord] = field(default_factory=list)  # one per episode, when recording
+
+
+class Rate:
+    """Fixed-rate ticks on ``time.monotonic``: ``wait()`` returns at the next tick; after an overrun the schedule
+    restarts from now (no burst of catch-up commands after a stall)."""
+
+    def __init__(self, hz: float) -> None:
+        self.period = 1.0 / hz
+        self.last: float | None = None
+
+    def wait(self) -> float:
+        """Block until one period after the previous tick; returns this tick's time."""
+        now = time.monotonic()
+        if self.last is not None and now < self.last + self.period:
+            time.sleep(self.last + self.period - now)
+            now = self.last + self.period  # on the grid, whatever the sleep's own jitter
+        self.last = now
+        return now
+
+    def mark(self) -> float:
+        """Start the schedule at now (a command sent as soon as it was computed)."""
+        self.last = time.monotonic()
+        return self.last
+
+
+def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, steps: int, hz: float,
+               dry_run: bool = False, operator: Operator | None = None, on_reset: Callable[[], None] | None = None,
+               record: bool = False, result: DeployResult | None = None) -> DeployResult:
+    """Run ``episodes`` episodes of ``steps`` agent steps on a connected SafetyLayer ``robot``.
+
+    With ``record`` each episode is kept as an :class:`EpisodeRecord` (``result.records``, the one in progress
+    included). Exceptions propagate: the caller's ``with robot`` block then holds and disconnects the arm.
+    """
+    from robotrl.hardware.robot import ee_action_from_policy
+
+    result = DeployResult() if result is None else result
+    pipeline = ObservationPipeline(spec)
+    rows, events, periods = result.log, result.events, result.periods_ms
+    for episode in range(episodes):
+        result.episodes += 1
+        if not dry_run:  # homing moves the arm: a dry run sends nothing at all
+            robot.reset_to_home()
+        observation = robot.get_observation()
+        if episode == 0:
+            check_frames(spec, observation, robot.inner.name)
+        obs = pipeline.reset(observation)
+        if on_reset is not None:
+            on_reset()
+        rec = EpisodeRecord() if record else None
+        if rec is not None:
+            result.records.append(rec)
+            rec.pixels.append(pipeline.frame(observation))
+            rec.state.append(measured_state(observation, pipeline))
+        taken_over = False
+        rate, last_send = Rate(hz), None
+        for step in range(steps):
+            t0 = time.monotonic()
+            action = np.asarray(policy(obs), dtype=np.float32)
+            human = operator(step, obs) if operator is not None else None
+            if (human is not None) != taken_over:
+                taken_over = human is not None
+                kind = "take_over" if taken_over else "hand_back"
+                events.append({"kind": kind, "episode": episode, "step": step, "t": t0})
+                log.info("operator %s at episode %d step %d", kind, episode, step)
+            command = np.asarray(human, np.float32) if taken_over else action
+            result.interventions += int(taken_over)
+            sent_units = []
+            # Sends of one action repeat are one period apart (the training env's physics steps per action); the
+            # first follows inference at once, and the next observation is read one period after the last send.
+            for repeat in range(spec.action_repeat):
+                send_t = rate.wait() if repeat else rate.mark()
+                if repeat and not dry_run:  # the arm after the previous send: "previous" proprioception
+                    pipeline.between_sends(robot.get_state())
+                if last_send is not None:
+                    periods.append((send_t - last_send) * 1000)
+                last_send = send_t
+                if not dry_run:
+                    sent = robot.send_action(ee_action_from_policy(command, spec.metres_per_unit))
+                    result.sends += 1
+                    # What reached the driver, back in policy units (the safety layer may have clipped it).
+                    sent_units.append(np.append(sent.delta / spec.metres_per_unit, 2.0 * sent.gripper - 1.0))
+            rate.wait()
+            sent_mean = np.mean(sent_units, axis=0) if sent_units else None
+            observation = robot.get_observation()
+            obs = pipeline.step(observation)
+            rows.append({"episode": episode, "step": step, "policy_action": action.tolist(),
+                         "sent_action": None if dry_run else [u.tolist() for u in sent_units],
+                         "intervention": taken_over,
+                         "step_ms": round((time.monotonic() - t0) * 1000, 3)})
+            log.info("episode %d step %d action %s%s%s", episode, step, np.round(command, 4).tolist(),
+                     " (operator)" if taken_over else "", " (dry run: not sent)" if dry_run else "")
+            if rec is not None:
+                rec.pixels.append(pipeline.frame(observation))
+                rec.state.append(measured_state(observation, pipeline))
+                # Recorded in [-1, 1] as the demo format requires; the clip only matters for a human's raw input.
+                # (the mean over the action repeat: the step's net displacement per send, what the arm executed)
+                rec.action.append(np.clip(command if dry_run else sent_mean, -1.0, 1.0))
+                rec.intervention.append(taken_over)
+        if taken_over:
+            events.append({"kind": "hand_back", "episode": episode, "step": steps, "t": time.monotonic()})
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def _number(key: str, value: Any, kind: type) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r}, expected a positive {kind.__name__}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"{key}={value!r}, expected a positive {kind.__name__}")
+    return number
+
+
+def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, episodes: int = 1, steps: Any = None,
+           dry_run: bool = False, record: str | None = None, out: str | None = None, device: str = "cpu",
+           operator: Operator | str | None = None, robot_overrides: dict[str, Any] | None = None,
+           server: str | None = None, token: str | None = None, policy_timeout_s: float = 2.0) -> dict[str, Any]:
+    """Load the policy, build ``robot`` behind the safety layer, check compatibility, run; returns a summary.
+
+    The policy is the checkpoint's agent, or with ``server=host:port`` a remote :mod:`robotrl.workflows.policy_server`
+    (token from ``token`` or ``$ROBOTRL_POLICY_TOKEN``), whose checkpoint config gives the pipeline. Writes
+    ``<out>/steps.jsonl`` (one row per agent step), ``<out>/events.jsonl`` (safety, operator and policy-server
+    events) and ``<out>/summary.json``, also when the run ends in an error; ``record`` gets the episodes in the
+    demo format.
+    """
+    hz = None if hz is None else _number("hz", hz, float)
+    steps = None if steps is None else _number("steps", steps, int)
+    if episodes < 1:
+        raise ConfigError(f"episodes={episodes}, expected >= 1")
+    if (checkpoint is None) == (server is None):
+        raise ConfigError("robotrl deploy needs checkpoint=PATH (local policy) or server=HOST:PORT (remote), not both")
+    if not logging.getLogger().handlers:  # the CLI: per-step actions and safety events on stderr
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    source = _remote_policy(server, token, policy_timeout_s) if server else _local_policy(checkpoint, device)
+    cfg, action_dim, policy, on_reset, path, policy_events = source
+    spec = PolicySpec.from_config(cfg, action_dim)
+    steps = spec.max_agent_steps if steps is None else steps
+    if isinstance(operator, str):
+        operator = load_operator(operator)
+    from robotrl.hardware import make_robot
+
+    layer = make_robot(robot_config(robot, spec, hz, robot_overrides or {}))
+    check_compatible(spec, layer)
+    missing = [c for c in spec.cameras if c not in layer.camera_names]
+    if record and missing:  # a proprio-only policy needs no camera, but the demo format stores frames
+        raise ConfigError(f"record= stores camera {missing[0]!r} frames, but robot={robot} has cameras "
+                          f"{list(layer.camera_names)}")
+    rate_hz = float(layer.limits.control_hz)
+    result = DeployResult()
+    base = Path("deploy") if server else path.parent.parent / "deploy"
+    out_dir = Path(out) if out else base / f"{robot}-{time.strftime('%Y%m%d-%H%M%S')}"
+    error: BaseException | None = None
+    try:
+        with layer:
+            run_deploy(layer, spec, policy, episodes, steps, rate_hz, dry_run, operator, on_reset,
+                       record=bool(record), result=result)
+    except BaseException as exc:  # Ctrl-C included: the arm already holds and is disconnected; log, then re-raise
+        error = exc
+        raise
+    finally:
+        if server:
+            policy.client.close()  # type: ignore[attr-defined]
+        result.events.extend(policy_events)
+        summary = _write_logs(out_dir, result, layer, error, {
+            "checkpoint": str(path), "policy": f"remote {server}" if server else "local", "env": spec.env_name,
+            "agent": str(cfg.agent.name), "robot": robot, "dry_run": dry_run, "hz": rate_hz})
+        complete = [r for r in result.records if len(r.action)]  # an episode cut short is kept, marked in meta
+        if record and complete:
+            write_recording(Path(record), spec, complete, layer, {"checkpoint": str(path), "dry_run": dry_run,
+                                                                  "hz": rate_hz, "error": summary["error"]})
+            summary["record"] = str(record)
+            atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def _local_policy(checkpoint: Any, device: str) -> tuple[Any, int, Policy, Any, Path, list[dict[str, Any]]]:
+    from robotrl.workflows.evaluate import load_policy
+
+    cfg, agent, path = load_policy(Path(checkpoint), device)
+    big = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the deterministic policy
+
+    def policy(o: dict[str, np.ndarray]) -> np.ndarray:
+        return agent.act(o, big, eval_mode=True)
+
+    return cfg, int(agent.action_space.shape[0]), policy, getattr(agent, "reset", None), path, []
+
+
+def _remote_policy(server: str, token: str | None, timeout_s: float) -> tuple[Any, int, Policy, Any, Path,
+                                                                              list[dict[str, Any]]]:
+    import os
+
+    from robotrl.workflows.policy_server import AsyncPolicyClient, PolicyClient
+
+    client = AsyncPolicyClient(PolicyClient(server, token or os.environ.get("ROBOTRL_POLICY_TOKEN", ""),
+                                            timeout_s=timeout_s))
+    remote = client.client.spec()
+    cfg = OmegaConf.create({"env": remote["env"], "agent": {"name": remote["agent"]}})
+    return cfg, int(remote["action_dim"]), client, client.reset, Path(remote["checkpoint"]), client.events
+
+
+def _write_logs(out_dir: Path, result: DeployResult, layer: Any, error: BaseException | None,
+                info: dict[str, Any]) -> dict[str, Any]:
+    """steps.jsonl, events.jsonl (operator + safety events, in time order) and summary.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events = sorted(result.events + [{**e, "source": "safety"} for e in layer.events], key=lambda e: e["t"])
+    atomic_write_text(out_dir / "steps.jsonl", "".join(json.dumps(r) + "\n" for r in result.log))
+    atomic_write_text(out_dir / "events.jsonl", "".join(json.dumps(e, default=str) + "\n" for e in events))
+    periods = np.asarray(result.periods_ms) if result.periods_ms else np.zeros(1)
+    summary = {
+        **info, "episodes": result.episodes, "steps": len(result.log), "sends": result.sends,
+        "intervention_steps": result.interventions,
+        "period_ms_p50": float(np.percentile(periods, 50)), "period_ms_p99": float(np.percentile(periods, 99)),
+        "safety_counts": dict(layer.counts), "final_state": layer.state.value, "out": str(out_dir),
+        "error": None if error is None else f"{type(error).__name__}: {error}",
+    }
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+
+DEPLOY_HELP = """usage: robotrl deploy checkpoint=PATH robot=NAME [options] [robot.KEY=VALUE ...]
+
+Run a trained policy on a robot (configs/robot/NAME.yaml) behind the safety layer, at a fixed control rate, with
+the observation pipeline of its training run (camera, image size, frame stack, action repeat, action scale).
+
+  checkpoint=PATH   run dir, its checkpoints/ dir, or one checkpoint
+  server=HOST:PORT  or: a remote policy (`robotrl serve`), token from token=... or $ROBOTRL_POLICY_TOKEN
+  robot=NAME        sim | mock | so101 | ... (default sim: the Meta-World Sawyer rendering the training camera)
+  hz=F              control rate of the commands (default: the robot's limits.control_hz)
+  episodes=N        episodes, each starting from the robot's home pose (default 1)
+  steps=N           agent steps per episode (default: the training episode length)
+  dry_run=BOOL      compute and log actions, send nothing (default false)
+  record=DIR        record the episodes in the robotrl demo format (+ per-step `intervention` flag)
+  out=DIR           where steps.jsonl, events.jsonl and summary.json go (default <run>/deploy/<robot>-<time>)
+  operator=MOD:FN   human-intervention hook: FN() returns a callable (step, obs) -> action or None
+  device=DEV        torch device for the policy (default cpu)
+  robot.KEY=VALUE   override the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject
+"""
+
+DEPLOY_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robot": "sim", "hz": None, "episodes": 1, "steps": None,
+                                   "dry_run": False, "record": None, "out": None, "operator": None, "device": "cpu",
+                                   "server": None, "token": None}
+
