@@ -5,67 +5,28 @@ enforces no limits of its own, so every clip asserted here is the safety layer's
 from __future__ import annotations
 
 import importlib.util
-import os
-import random
-import signal
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from robotrl.hardware import make_robot
-from robotrl.hardware.robot import Action, DriverError, EStopError, RobotState, RobotStateError
+from robotrl.hardware.robot import Action, ActionMode, DriverError, EStopError, RobotState, RobotStateError
 
 from robotrl.errors import ConfigError
+from tests.franky_helpers import FrankySim
 
 franky = pytest.importorskip("franky", reason="robot=franka needs the franka extra (franky-control)")
 if importlib.util.find_spec("franky_sim") is None:  # not imported here: the server runs in its own process
     pytest.skip("the robot=franka tests need franky-sim (in the dev extra)", allow_module_level=True)
 
 HZ = 20.0
-START_TIMEOUT_S = 60.0
-
-
-class FrankySim:
-    """``franky-sim`` (headless MuJoCo) in a subprocess on a random 127.x.y.z address (port 1337 robot, 1338
-    gripper), so parallel test runs on one machine do not collide."""
-
-    def __init__(self) -> None:
-        self.host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
-        exe = Path(sys.executable).with_name("franky-sim")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "franky_sim.run_server"]
-        self.proc = subprocess.Popen([*cmd, "--simulator", "mujoco", "--hostname", self.host],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "MUJOCO_GL": "egl"})
-        self.output: list[str] = []
-        ready = threading.Event()
-
-        def pump() -> None:  # keep draining stdout so the server never blocks on a full pipe
-            for line in self.proc.stdout:
-                self.output.append(line)
-                if "Connect to the server" in line:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(START_TIMEOUT_S):
-            self.kill()
-            pytest.fail(f"franky-sim did not start within {START_TIMEOUT_S} s: {''.join(self.output)[-2000:]}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def sim():
-    server = FrankySim()
-    yield server
-    server.kill()
+    with FrankySim() as server:  # killed at teardown, and by the kernel if this process dies first
+        yield server
 
 
 class Recorder:
@@ -251,8 +212,7 @@ def test_estop_mid_motion_stops_and_refuses_until_rearmed(sim):
 
 
 def test_killed_server_faults_the_robot_and_nothing_more_is_written():
-    server = FrankySim()  # its own: this test kills it
-    try:
+    with FrankySim() as server:  # its own: this test kills it
         safe, log = connect(server.host, driver_timeout_ms=1500)
         stream(safe, [Action.joints(np.full(7, 0.01), gripper=0.5)] * 2)
         server.kill()
@@ -271,5 +231,61 @@ def test_killed_server_faults_the_robot_and_nothing_more_is_written():
         assert [e for e in log[n:] if e[0] == "joint"] == sent_after  # FAULT: nothing more reaches franky
         safe.disconnect()
         assert safe.state is RobotState.DISCONNECTED and safe.events[-1]["kind"] == "disconnect"
-    finally:
-        server.kill()
+
+
+# ------------------------------------------------------------------------------------------------ deploy on franky-sim
+@pytest.fixture(scope="module")
+def proprio_run(tmp_path_factory):
+    """A tiny DrQ-v2 trained on Meta-World reach with env.obs_type=proprio: hand xyz + gripper, now and one env
+    step before, which an arm without cameras can produce."""
+    from tests.deploy_helpers import train_reach_policy
+
+    return train_reach_policy(tmp_path_factory.mktemp("reach-proprio"), "env.obs_type=proprio")
+
+
+def test_deploy_episode_on_franky_sim(proprio_run, tmp_path, monkeypatch):
+    """`robotrl deploy robot=franka` end to end: the franky client under the safety layer drives franky-sim.
+
+    Meta-World's action scale is 0.01 m per unit per send; franka.yaml's caps (1 cm per command, 0.25 m/s) admit
+    that at 20 Hz, so the test tightens them (3 mm per command, 0.05 m/s) and makes the operator push full scale
+    for two agent steps: the safety layer must clip what reaches franky, axis by axis."""
+    import json
+
+    from robotrl.hardware.franka import FrankaRobot
+
+    from robotrl.workflows.deploy import ScriptedOperator, deploy
+
+    received: list[Action] = []  # what the safety layer passed to the franky driver
+    original = FrankaRobot._send
+    monkeypatch.setattr(FrankaRobot, "_send", lambda self, a: (received.append(a), original(self, a))[1])
+    cap = 0.003  # m per command (ee_max_step); ee_max_velocity 0.05 m/s x 50 ms is 2.5 mm
+    steps, push = 6, [1.0, -1.0, -1.0, 0.0]
+    with FrankySim() as server:
+        overrides = {"hostname": server.host, "realtime": "ignore", "relative_dynamics_factor": 0.3,
+                     "home_rad": [0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785],  # franky-sim's initial pose: a short home
+                     "limits.watchdog_ms": 2000, "limits.driver_timeout_ms": 3000,  # 2 shared cores
+                     "limits.ee_max_step": cap, "limits.ee_max_velocity": 0.05}
+        summary = deploy(str(proprio_run), robot="franka", hz=HZ, steps=steps, robot_overrides=overrides,
+                         operator=ScriptedOperator([(2, 4, push)]), out=str(tmp_path / "out"))
+    assert summary["error"] is None and summary["robot"] == "franka"
+    assert summary["steps"] == steps and summary["sends"] == 2 * steps == len(received)  # action_repeat 2
+    assert summary["final_state"] == "disconnected" and summary["intervention_steps"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "out" / "steps.jsonl").read_text().splitlines()]
+    sent = np.array([r["sent_action"] for r in rows]).reshape(2 * steps, 4)  # policy units, as logged
+    deltas = np.array([a.delta for a in received])
+    assert all(a.mode is ActionMode.EE_DELTA for a in received)
+    np.testing.assert_allclose(sent[:, :3] * 0.01, deltas, atol=1e-9)  # the log is exactly what franky got
+    assert np.all(np.abs(deltas) <= cap + 1e-9)  # nothing above the cap reached the driver
+    # The operator's full-scale push (1 cm per send) arrives as exactly the cap on every axis.
+    # The operator's full-scale push (1 cm per send; agent steps 2-3 = sends 4-7) arrives clipped to the same cap on
+    # every axis, in the pushed direction: ee_max_velocity x the measured period (~2.5 mm at 20 Hz; the sends are on
+    # a fixed grid, so one that went out late leaves the next a shorter period), at most ee_max_step.
+    pushed = deltas[4:8] * np.sign(push[:3])
+    assert np.all((pushed > 0) & (pushed <= cap + 1e-9)), pushed
+    np.testing.assert_allclose(pushed, np.repeat(pushed[:, :1], 3, axis=1), atol=1e-12)
+    events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    clipped = [e for e in events if e["kind"] == "ee_step"]
+    assert {e["axis"] for e in clipped} == {"x", "y", "z"} and len(clipped) >= 12  # 4 sends x 3 axes
+    assert summary["safety_counts"]["ee_step"] == len(clipped)
+    kinds = [e["kind"] for e in events if e.get("source") == "safety"]
+    assert kinds[:2] == ["connect", "home"] and kinds[-2:] == ["stop", "disconnect"]  # held, then disconnected
