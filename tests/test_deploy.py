@@ -188,3 +188,82 @@ def test_proprio_pipeline_matches_the_training_env():
         np.testing.assert_allclose(got["state"], want["state"], atol=2e-3)
         assert got["pixels"].shape == want["pixels"].shape
     assert np.abs(expected[-1]["state"][:3] - expected[0]["state"][:3]).max() > 0.01  # the hand did move
+
+
+def test_estop_key_on_a_terminal_holds_the_arm_and_ends_the_run(run_dir, tmp_path, monkeypatch):
+    """stdin is a pseudo-terminal (an operator's keyboard, no real one): `e` + Enter typed mid-episode e-stops
+    the arm through the safety layer; other input is ignored; nothing is sent after it and nothing re-arms."""
+    import os
+    import pty
+    import sys
+
+    from robotrl.hardware.robot import EStopError
+
+    master, slave = pty.openpty()
+    monkeypatch.setattr(sys, "stdin", os.fdopen(slave, "r"))
+    received = count_driver_sends(monkeypatch)
+    typed: dict[str, int] = {}
+
+    def operator(step, obs):  # types on the keyboard at agent steps 1 and 3, never takes over
+        if step == 1:
+            os.write(master, b"x\n")
+        elif step == 3 and "e" not in typed:
+            typed["e"] = len(received)
+            os.write(master, b"e\n")
+
+    try:
+        with pytest.raises(EStopError, match="e-stop engaged"):
+            deploy(str(run_dir), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=50, out=str(tmp_path / "out"),
+                   operator=operator)  # estop_key=auto: on, stdin is a terminal
+    finally:
+        sys.stdin.close()
+        os.close(master)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["final_state"] == "disconnected" and "EStopError" in summary["error"]
+    events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    estops = [e for e in events if e["kind"] == "estop"]
+    assert len(estops) == 1 and estops[0]["detail"] == "key 'e' on stdin"
+    # Every command that reached the driver went before the e-stop; none after, and no re-arm or resume.
+    assert typed["e"] <= len(received) == summary["sends"] == estops[0]["step"] < 100
+    after = [e["kind"] for e in events[events.index(estops[0]) + 1:]]
+    assert "rearm" not in after and "resume" not in after and after[-1] == "disconnect"
+
+
+def test_estop_key_setting():
+    import io
+    import os
+
+    from robotrl.workflows.deploy import wants_estop_key
+
+    r, w = os.pipe()
+    with os.fdopen(r, "r") as pipe:
+        assert wants_estop_key(None, pipe) is False and wants_estop_key("auto", pipe) is False  # not a terminal
+        assert wants_estop_key("true", pipe) is True and wants_estop_key(False, pipe) is False
+    os.close(w)
+    assert wants_estop_key("auto", io.StringIO()) is False  # replaced stdin (no fd)
+    with pytest.raises(ConfigError, match="estop_key='sometimes', expected true, false or auto"):
+        wants_estop_key("sometimes", io.StringIO())
+
+
+def test_estop_key_reads_a_pipe_until_it_closes():
+    """estop_key=true with stdin a pipe (a supervisor process): `e` e-stops, end of input ends the thread."""
+    import os
+
+    from robotrl.workflows.deploy import KeyEStop
+
+    class Layer:
+        def __init__(self):
+            self.reasons = []
+
+        def estop(self, reason):
+            self.reasons.append(reason)
+
+    r, w = os.pipe()
+    layer = Layer()
+    with os.fdopen(r, "r") as pipe:
+        key = KeyEStop(layer, pipe).start()
+        os.write(w, b"hello\n  E \n")
+        assert key.pressed.wait(5.0) and layer.reasons == ["key 'e' on stdin"]
+        os.close(w)
+        key._thread.join(5.0)
+        assert not key._thread.is_alive()

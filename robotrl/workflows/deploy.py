@@ -19,13 +19,17 @@ import importlib
 import json
 import logging
 import math
+import os
+import select
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 import torch
@@ -292,6 +296,74 @@ def write_recording(out: Path, spec: PolicySpec, episodes: list[EpisodeRecord], 
     return out
 
 
+# ------------------------------------------------------------------------------------------------ key e-stop
+ESTOP_KEY = "e"
+
+
+class KeyEStop:
+    """The operator's e-stop key: a daemon thread reads lines from ``stream`` (stdin) and calls ``layer.estop()`` on
+    a line ``e`` (``e`` + Enter; any case, surrounding blanks ignored). It never re-arms: the loop's next command
+    raises EStopError, the arm holds and disconnects, and the run ends; moving again is a new, explicit run.
+
+    The fd is polled with ``select`` so :meth:`stop` ends the thread (a blocked ``readline`` could not be woken);
+    end of input (a closed pipe) ends it too.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, layer: Any, stream: IO[str]) -> None:
+        self.layer = layer
+        self.fd = stream.fileno()
+        self.pressed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="deploy-estop-key", daemon=True)
+
+    def start(self) -> KeyEStop:
+        log.info("e-stop: type %s + Enter to stop the arm (it holds; a new run re-arms)", ESTOP_KEY)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        pending = b""
+        while not self._stop.is_set():
+            try:
+                readable, _, _ = select.select([self.fd], [], [], self.POLL_S)
+                if not readable:
+                    continue
+                chunk = os.read(self.fd, 1024)
+            except OSError:  # the terminal went away: nothing more to read
+                return
+            if not chunk:  # end of input
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip().lower() == ESTOP_KEY.encode():
+                    self.pressed.set()
+                    self.layer.estop(f"key '{ESTOP_KEY}' on stdin")
+                elif line.strip():
+                    text = line.strip().decode(errors="replace")
+                    log.warning("stdin: %r ignored; type %s + Enter for the e-stop", text, ESTOP_KEY)
+
+
+def wants_estop_key(value: Any, stream: IO[str]) -> bool:
+    """``estop_key``: true / false, or auto (None): on when ``stream`` is a terminal (an operator at the keyboard)."""
+    if value is None or (isinstance(value, str) and value.lower() == "auto"):
+        try:
+            return stream.isatty()
+        except (AttributeError, ValueError):  # replaced or closed stdin (pytest capture, a daemon)
+            return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"estop_key={value!r}, expected true, false or auto (on when stdin is a terminal)")
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -424,14 +496,16 @@ def _number(key: str, value: Any, kind: type) -> Any:
 def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, episodes: int = 1, steps: Any = None,
            dry_run: bool = False, record: str | None = None, out: str | None = None, device: str = "cpu",
            operator: Operator | str | None = None, robot_overrides: dict[str, Any] | None = None,
-           server: str | None = None, token: str | None = None, policy_timeout_s: float = 2.0) -> dict[str, Any]:
+           server: str | None = None, token: str | None = None, policy_timeout_s: float = 2.0,
+           estop_key: bool | str | None = None) -> dict[str, Any]:
     """Load the policy, build ``robot`` behind the safety layer, check compatibility, run; returns a summary.
 
     The policy is the checkpoint's agent, or with ``server=host:port`` a remote :mod:`robotrl.workflows.policy_server`
     (token from ``token`` or ``$ROBOTRL_POLICY_TOKEN``), whose checkpoint config gives the pipeline. Writes
     ``<out>/steps.jsonl`` (one row per agent step), ``<out>/events.jsonl`` (safety, operator and policy-server
     events) and ``<out>/summary.json``, also when the run ends in an error; ``record`` gets the episodes in the
-    demo format.
+    demo format. With ``estop_key`` (default: when stdin is a terminal) ``e`` + Enter on stdin is an e-stop
+    (:class:`KeyEStop`); the run then ends with EStopError, the arm held and disconnected.
     """
     hz = None if hz is None else _number("hz", hz, float)
     steps = None if steps is None else _number("steps", steps, int)
@@ -455,19 +529,24 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     if record and missing:  # a proprio-only policy needs no camera, but the demo format stores frames
         raise ConfigError(f"record= stores camera {missing[0]!r} frames, but robot={robot} has cameras "
                           f"{list(layer.camera_names)}")
+    key_estop = wants_estop_key(estop_key, sys.stdin)
     rate_hz = float(layer.limits.control_hz)
     result = DeployResult()
     base = Path("deploy") if server else path.parent.parent / "deploy"
     out_dir = Path(out) if out else base / f"{robot}-{time.strftime('%Y%m%d-%H%M%S')}"
     error: BaseException | None = None
+    key = None
     try:
         with layer:
+            key = KeyEStop(layer, sys.stdin).start() if key_estop else None
             run_deploy(layer, spec, policy, episodes, steps, rate_hz, dry_run, operator, on_reset,
                        record=bool(record), result=result)
     except BaseException as exc:  # Ctrl-C included: the arm already holds and is disconnected; log, then re-raise
         error = exc
         raise
     finally:
+        if key is not None:
+            key.stop()
         if server:
             policy.client.close()  # type: ignore[attr-defined]
         result.events.extend(policy_events)
@@ -544,10 +623,13 @@ the observation pipeline of its training run (camera, image size, frame stack, a
   out=DIR           where steps.jsonl, events.jsonl and summary.json go (default <run>/deploy/<robot>-<time>)
   operator=MOD:FN   human-intervention hook: FN() returns a callable (step, obs) -> action or None
   device=DEV        torch device for the policy (default cpu)
+  estop_key=WHEN    auto | true | false (default auto: on when stdin is a terminal): typing e + Enter is a
+                    software e-stop; the arm holds, the run ends with an error, and it does not re-arm (a new run
+                    does). Ctrl-C also holds the arm, then disconnects it.
   robot.KEY=VALUE   override the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject
 """
 
 DEPLOY_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robot": "sim", "hz": None, "episodes": 1, "steps": None,
                                    "dry_run": False, "record": None, "out": None, "operator": None, "device": "cpu",
-                                   "server": None, "token": None}
+                                   "server": None, "token": None, "estop_key": "auto"}
 
