@@ -145,13 +145,22 @@ class ServedPolicy:
 
 def served_checkpoint(checkpoint: str | Path, device: str = "cpu") -> ServedPolicy:
     """A checkpoint's agent as a :class:`ServedPolicy` (one deterministic action per observation)."""
-    import torch
     from omegaconf import OmegaConf
 
-    from robotrl.contract import check_obs
     from robotrl.workflows.evaluate import load_policy
 
     cfg, agent, path = load_policy(Path(checkpoint), device)
+    return served_agent(agent, {"env": OmegaConf.to_container(cfg.env, resolve=True), "agent": str(cfg.agent.name),
+                                "checkpoint": str(path)})
+
+
+def served_agent(agent: Any, spec: dict[str, Any]) -> ServedPolicy:
+    """A loaded agent as a :class:`ServedPolicy`; ``spec`` gets its action dim (bench/policy_server.py serves a
+    random-weight agent through this)."""
+    import torch
+
+    from robotrl.contract import check_obs
+
     big = int(torch.iinfo(torch.int64).max)  # past every exploration schedule, as `robotrl eval`
     lock = threading.Lock()  # one agent, several gRPC worker threads
 
@@ -161,8 +170,7 @@ def served_checkpoint(checkpoint: str | Path, device: str = "cpu") -> ServedPoli
                 agent.reset()
             return np.asarray(agent.act(obs, big, eval_mode=True), np.float32)[None]
 
-    spec = {"env": OmegaConf.to_container(cfg.env, resolve=True), "action_dim": int(agent.action_space.shape[0]),
-            "agent": str(cfg.agent.name), "checkpoint": str(path)}
+    spec = {**spec, "action_dim": int(agent.action_space.shape[0])}
     return ServedPolicy(spec, lambda obs: check_obs(obs, agent.observation_space), act)
 
 
