@@ -511,6 +511,7 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     steps = None if steps is None else _number("steps", steps, int)
     if episodes < 1:
         raise ConfigError(f"episodes={episodes}, expected >= 1")
+    key_estop = wants_estop_key(estop_key, sys.stdin)
     if (checkpoint is None) == (server is None):
         raise ConfigError("robotrl deploy needs checkpoint=PATH (local policy) or server=HOST:PORT (remote), not both")
     if not logging.getLogger().handlers:  # the CLI: per-step actions and safety events on stderr
@@ -529,7 +530,6 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     if record and missing:  # a proprio-only policy needs no camera, but the demo format stores frames
         raise ConfigError(f"record= stores camera {missing[0]!r} frames, but robot={robot} has cameras "
                           f"{list(layer.camera_names)}")
-    key_estop = wants_estop_key(estop_key, sys.stdin)
     rate_hz = float(layer.limits.control_hz)
     result = DeployResult()
     base = Path("deploy") if server else path.parent.parent / "deploy"
