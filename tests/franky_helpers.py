@@ -29,7 +29,10 @@ class FrankySim:
     gripper), so parallel test runs on one machine do not collide. Use as a context manager (or call ``kill``)."""
 
     def __init__(self) -> None:
-        self.host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+        # SystemRandom, not the random module: trainers and tests seed that one, and two runs drawing the same
+        # address would talk to each other's server.
+        rng = random.SystemRandom()
+        self.host = f"127.{rng.randint(1, 254)}.{rng.randint(1, 254)}.{rng.randint(1, 254)}"
         exe = Path(sys.executable).with_name("franky-sim")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "franky_sim.run_server"]
         self.proc = subprocess.Popen([*cmd, "--simulator", "mujoco", "--hostname", self.host],
