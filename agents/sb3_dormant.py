@@ -40,7 +40,7 @@ def measured_layers(parts: dict[str, nn.Module]) -> list[tuple[str, nn.Module]]:
             if isinstance(seq, nn.Sequential):
                 children = list(seq)
                 for a, b in zip(children[:-1], children[1:], strict=True):
-                    if isinstance(a, nn.Linear) and not isinstance(b, nn.Linear) and not any(b.parameters()):
+                    if isinstance(a, nn.Linear) and not isinstance(b, nn.Linear) and next(b.parameters(), None) is None:
                         after[a] = b
         layers += [(f"{prefix}.{name}" if name else prefix, after.get(m, m))
                    for name, m in part.named_modules() if isinstance(m, nn.Linear)]

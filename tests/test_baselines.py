@@ -80,10 +80,10 @@ def test_bad_thread_setting_is_a_config_error(compose_cfg):
 
 
 def test_quickstart_composes_as_the_readme_describes(compose_cfg):
-    """The embedded default run: DrQ-v2 on cartpole_balance from 48x48 pixels, bf16 encoder, free-core threads."""
+    """The embedded default run: DrQ-v2 on cheetah_run from 48x48 pixels, bf16 encoder, free-core threads."""
     cfg = compose_cfg("experiment=quickstart", tiny=False)
     validate_config(cfg)
-    assert cfg.env.name == "dmc/cartpole_balance" and cfg.env.image_size == 48 and cfg.agent.name == "drqv2"
+    assert cfg.env.name == "dmc/cheetah_run" and cfg.env.image_size == 48 and cfg.agent.name == "drqv2"
     assert cfg.agent.bf16 is True and cfg.torch_threads == "auto" and cfg.compare_baselines is True
 
 

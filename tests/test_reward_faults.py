@@ -152,7 +152,7 @@ def test_trainer_counts_flagged_steps_and_stops_after_n_consecutive_failures(com
 
     trainer = Trainer(compose_cfg(*args, f"reward._target_={__name__}.AlwaysFails",
                                   "reward.max_consecutive_failures=4"), tmp_path / "broken")
-    with pytest.raises(RewardModelError, match="reward model 'clip' failed 4 consecutive steps.*out of memory"):
+    with pytest.raises(RewardModelError, match="reward model 'clip_tiny' failed 4 consecutive steps.*out of memory"):
         trainer.train()
 
 
