@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 from robotrl.envs.rendering import preload_triton
 
+from robotrl.config import config_dict
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
 
@@ -111,14 +112,6 @@ def list_envs() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- config parsing
-def _as_dict(cfg: Any) -> dict[str, Any]:
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    if hasattr(cfg, "items"):  # OmegaConf DictConfig
-        return dict(cfg.items())
-    raise ConfigError(f"env config must be a mapping, got {type(cfg).__name__}")
-
-
 def _suite_and_task(cfg: dict[str, Any]) -> tuple[str, str]:
     name = cfg.get("name")
     suite, task = cfg.get("suite"), cfg.get("task")
@@ -158,7 +151,7 @@ def _camera(value: Any) -> Any:
 
 def parse_env_cfg(cfg: Any) -> EnvSpec:
     """Validate ``cfg`` (dict or DictConfig) and fill in defaults; raise ConfigError on a bad value."""
-    cfg = _as_dict(cfg)
+    cfg = config_dict(cfg, "env config")
     suite, task = _suite_and_task(cfg)
     obs_type = cfg.get("obs_type") or "pixels"
     if obs_type not in OBS_TYPES:

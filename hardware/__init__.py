@@ -11,9 +11,9 @@ Adding an arm: one class (a :class:`~robotrl.hardware.robot.Robot` subclass with
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
 from typing import Any
 
+from robotrl.config import config_dict
 from robotrl.errors import ConfigError
 
 # name -> (module, class); imported lazily so that an arm's SDK is only needed when that arm is used.
@@ -38,14 +38,6 @@ def robot_class(name: str) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-def _as_dict(cfg: Any) -> dict[str, Any]:
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    if hasattr(cfg, "items"):  # OmegaConf DictConfig
-        return dict(cfg.items())
-    raise ConfigError(f"robot config must be a mapping, got {type(cfg).__name__}")
-
-
 def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
     """Build ``SafetyLayer(driver, limits)`` from a ``robot=`` config; nothing connects until ``connect()``/``with``.
 
@@ -54,7 +46,7 @@ def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
     from robotrl.hardware.limits import parse_limits
     from robotrl.hardware.safety import SafetyLayer
 
-    cfg = _as_dict(cfg)
+    cfg = config_dict(cfg, "robot config")
     name = cfg.pop("name", None)
     if name in (None, "none"):
         raise ConfigError("robot=none has no hardware; choose one of robot=" + "|".join(robot_names()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -98,3 +99,13 @@ def resolve_threads(setting: int | str | None) -> tuple[int | None, str]:
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     threads = max(1, min(cores, round(cores - busy)))
     return threads, f"auto: {cores} cores, {busy:.1f} busy (1-min load average)"
+
+
+def config_dict(cfg: Any, what: str) -> dict[str, Any]:
+    """A plug-in's config (a dict or an OmegaConf DictConfig) as a plain dict; anything else is a ConfigError naming
+    ``what`` (e.g. "env config")."""
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    if hasattr(cfg, "items"):  # OmegaConf DictConfig
+        return dict(cfg.items())
+    raise ConfigError(f"{what} must be a mapping, got {type(cfg).__name__}")

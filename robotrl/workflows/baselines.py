@@ -13,7 +13,7 @@ the noise to beat). For tasks with a success signal the success rate must also b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -30,18 +30,15 @@ def constant_policy(action_space: gym.spaces.Box, value: float) -> Policy:
     return lambda obs: action
 
 
-def trivial_baselines(env: gym.Env, seeds: Sequence[int], seed: int, grid: Sequence[float] = CONSTANT_GRID,
-                      on_episode: Callable[[], None] | None = None) -> dict[str, Any]:
+def trivial_baselines(env: gym.Env, seeds: Sequence[int], seed: int,
+                      grid: Sequence[float] = CONSTANT_GRID) -> dict[str, Any]:
     """Evaluate uniform random actions and each constant action of ``grid`` on ``seeds``.
 
     Returns ``{"random": summary, "constant": summary of the best constant (with its "value"),
     "constant_grid": {value: mean return}}``, summaries as :func:`robotrl.workflows.rollout.summarize` gives them.
     """
     def play(policy: Policy) -> dict[str, Any]:
-        results = run_episodes(env, policy, seeds)
-        if on_episode is not None:
-            on_episode()
-        return summarize(results)
+        return summarize(run_episodes(env, policy, seeds))
 
     out: dict[str, Any] = {"random": play(random_policy(env.action_space, seed))}
     grid_summaries = {float(v): play(constant_policy(env.action_space, v)) for v in grid}
