@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# MoDem vs TD-MPC2 from pixels+proprio on the lent H100: 3 seeds each, 6 runs sharing the GPU, for as long as fits.
+set -u
+T0=$(date +%s)
+for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
+[ -f /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json ] && \
+  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+python3 -m pip install -q --no-index --no-deps --no-compile .whl/*.whl || exit 3
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 4
+export MUJOCO_GL=egl PYTHONUNBUFFERED=1
+python3 -c "import torch, mujoco, metaworld, gymnasium; print(torch.__version__, torch.cuda.get_device_name(), mujoco.__version__, gymnasium.__version__)"
+echo "setup took $(( $(date +%s) - T0 )) s"
+TASKS=button-press-topdown AGENTS="modem tdmpc2" FRAMES=100000 SEEDS="1 2 3" JOBS=6 OUT_DIR=runs PLOT=0 \
+  ROBOTRL="python3 -m robotrl.cli" bash bench/modem_curves.sh device=cuda agent.model_size=5 \
+  env.obs_type=pixels_proprio env.image_size=84 env.frame_stack=2 agent.batch_size=256 eval_every_frames=4000 \
+  eval_episodes=5 checkpoint_every_frames=1000000 > $OUT/grid.log 2>&1 &
+RUN_S=${RUN_S:-420}
+for i in 1 2 3; do sleep $(( RUN_S / 4 )); nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv >> $OUT/smi.txt; uptime >> $OUT/smi.txt; done
+sleep $(( RUN_S / 4 ))
+pkill -INT -f "robotrl.cli train"; sleep 25; pkill -KILL -f "robotrl.cli train"
+for f in runs/*/*/seed*/stdout.log; do echo "== $f"; tail -n 4 "$f"; done
+tar czf $OUT/runs.tgz --exclude=demos --exclude=tb --exclude='*.pt' --exclude='*.npz' --exclude='*.mp4' runs
+echo "total $(( $(date +%s) - T0 )) s"
