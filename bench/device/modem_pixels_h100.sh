@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# MoDem vs TD-MPC2 from pixels+proprio on the lent H100: 3 seeds each, 6 runs sharing the GPU, for as long as fits.
+# MoDem vs TD-MPC2 from pixels+proprio on a lent H100: 3 seeds each, 6 runs sharing the GPU, for RUN_S seconds.
+# Run from the repo root on the device machine with two carried folders prepared here (both git-ignored):
+#   .whl: py3.12 wheels of mujoco==3.3.0 metaworld==3.1.1 gymnasium==1.4.0 hydra-core==1.3.8 omegaconf==2.3.1
+#         antlr4-python3-runtime==4.9.3 glfw PyOpenGL farama-notifications (pip download --no-deps --python-version 3.12)
+#   .gl:  the Debian EGL/GL loader packages (libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2), see the device notes.
+# Writes grid.log, smi.txt (GPU utilisation) and runs.tgz (CSVs, no checkpoints) to $OUT.
 set -u
 T0=$(date +%s)
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
