@@ -6,6 +6,7 @@
                                              baselines=true]
     robotrl envs [SUITE]                     list every env name
     robotrl plot RUN_DIR... [--out PNG] [--metric episode_return]
+    robotrl report SWEEP_DIR... [--out DIR]   per task and agent: IQM + 95% CI over seeds, frames, wall-clock (MD + PNG)
     robotrl demos env=metaworld/reach [episodes=5 seed=0 out=DIR image_size=84 ...]
     robotrl goals generate env=metaworld/<task> instruction="..." [source=diffusion|demos|images n=8 out=DIR ...]
                                              LfVoid goal images (a diffusers editing model, or offline sources)
@@ -286,6 +287,31 @@ def plot(args: list[str]) -> int:
     return 0
 
 
+def report(args: list[str]) -> int:
+    """``robotrl report SWEEP_DIR...``: Markdown + PNG summary of a sweep's runs."""
+    from robotrl.workflows.report import write_report
+
+    parser = OneLineParser(prog="robotrl report",
+                            description="One table per task over the runs found under SWEEP_DIR (multirun dirs or run "
+                                        "dirs): per agent, the IQM over seeds of the final eval return and success "
+                                        "with 95% bootstrap CIs (rliable), frames and wall-clock; plus plots.",
+                            epilog="example: robotrl train -m seed=1,2,3 hydra/launcher=slurm && robotrl report runs")
+    parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (default SWEEP_DIR/report)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI)")
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit as e:  # --help printed its text
+        return int(e.code or 0)
+    result = write_report(ns.sweep_dirs, ns.out, ns.reps)
+    for row in result["groups"]:
+        ret = row["return"]
+        print(f"{row['env']} / {row['agent']}: {row['runs']} runs, final return IQM {ret['iqm']:.4g} "
+              f"[{ret['ci_low']:.4g}, {ret['ci_high']:.4g}]")
+    print(f"wrote {result['out']}/report.md, report.json, final.png, curves_*.png")
+    return 0
+
+
 DEMO_DEFAULTS: dict[str, Any] = {"env": None, "episodes": 5, "seed": 0, "out": None, "image_size": 84,
                                  "frame_stack": 3, "action_repeat": 2, "camera": None}
 DEMO_DOCS = {
@@ -440,7 +466,8 @@ def serve(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals,
+COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "report": report, "demos": demos,
+            "goals": goals,
             "reward-eval": reward_eval, "deploy": deploy, "serve": serve}
 
 
