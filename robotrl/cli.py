@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -36,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
-from robotrl.errors import ConfigError, RobotRLError
+from robotrl.errors import ConfigError, RobotRLError, SweepJobError
 from robotrl.overrides import GROUPS, check_group_choices, check_overrides, config_dir, group_options, parse_kv
 
 HELP_FLAGS = ("-h", "--help")
@@ -144,14 +145,21 @@ _TRAIN_PLAN: Any = None  # robotrl.lifecycle.TrainPlan of a single (non-multirun
 
 def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from robotrl.lifecycle import remove_failed_start, resume_command
     from robotrl.workflows.train import Trainer
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         Trainer(cfg, run_dir).train()
     except RobotRLError as e:
+        if hydra_cfg.mode == RunMode.MULTIRUN and not str(hydra_cfg.launcher._target_).endswith("BasicLauncher"):
+            # this sweep job runs in another process or on another host (submitit, Ray): its error goes back to
+            # `robotrl train` in the job's result and is printed there in one line; the job's own log gets it too
+            print(f"robotrl: error: {e}", file=sys.stderr)
+            raise SweepJobError(f"sweep job #{hydra_cfg.job.num} ({run_dir}): {e}") from None
         if _TRAIN_PLAN is not None and not (run_dir / "run.json").exists():  # failed before training started
             remove_failed_start(_TRAIN_PLAN)
         print(f"robotrl: error: {e}", file=sys.stderr)
@@ -189,8 +197,35 @@ def train(args: list[str]) -> int:
             return 0
         args = _TRAIN_PLAN.overrides
     sys.argv = ["robotrl train", *args]
-    hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(_train_task)()
+    # Hydra prints a job's exception as a traceback and exits 1; with HYDRA_FULL_ERROR it re-raises it instead, so a
+    # RobotRLError of a sweep job (in this process, a submitit job or a Ray task) reaches main()'s one-line handler
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(_train_task)()
+    except Exception as e:
+        failure = _launcher_failure(e)
+        if failure is None:
+            raise
+        raise failure from e
+    finally:
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
     return 0
+
+
+def _launcher_failure(error: Exception) -> SweepJobError | None:
+    """A job that died without a result (killed, out of memory, past its time limit) under the submitit or Ray
+    launcher, as one line; None for any other exception."""
+    engine = type(error).__module__.split(".")[0]
+    if engine not in ("submitit", "ray"):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    where = "hydra.sweep.dir/.submitit/<job id>/ (stderr, stdout)" if engine == "submitit" else "Ray's driver output"
+    return SweepJobError(f"a sweep job failed under the {engine} launcher: {type(error).__name__}: "
+                         f"{lines[0] if lines else 'no message'}; its log: {where}")
 
 
 # ------------------------------------------------------------------------------------------------ eval
