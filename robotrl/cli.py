@@ -196,6 +196,8 @@ def train(args: list[str]) -> int:
             print(_TRAIN_PLAN.complete)
             return 0
         args = _TRAIN_PLAN.overrides
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 alone writes the run dir's .hydra/
+        args = [*args, "hydra.output_subdir=null"]
     sys.argv = ["robotrl train", *args]
     # Hydra prints a job's exception as a traceback and exits 1; with HYDRA_FULL_ERROR it re-raises it instead, so a
     # RobotRLError of a sweep job (in this process, a submitit job or a Ray task) reaches main()'s one-line handler

@@ -130,6 +130,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def destroy() -> None:
+def destroy_process_group() -> None:
+    """Leave the process group (no-op when there is none)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -3,8 +3,11 @@ as one process on the concatenated batch, for a plain model and for TD-MPC2."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -35,7 +38,7 @@ def spawn(fn, out_dir, *args) -> list[dict[str, torch.Tensor]]:
 
 
 def _init_and_run(rank: int, port: int, fn, out_dir: str, args) -> None:
-    from robotrl.distributed import destroy, init_distributed
+    from robotrl.distributed import destroy_process_group, init_distributed
 
     torch.set_num_threads(1)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
@@ -45,7 +48,7 @@ def _init_and_run(rank: int, port: int, fn, out_dir: str, args) -> None:
     try:
         torch.save(fn(rank, *args), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
-        destroy()
+        destroy_process_group()
 
 
 def shard(x: torch.Tensor, rank: int | None, dim: int = 0) -> torch.Tensor:
@@ -150,3 +153,45 @@ def test_tdmpc2_ddp_update_equals_one_process_on_the_concatenated_batch(tmp_path
         torch.testing.assert_close(ranks[0][key], value, rtol=1e-4, atol=1e-5, msg=key)
     half = tdmpc2_step(0)
     assert not torch.allclose(half["model._dynamics.0.weight"], reference["model._dynamics.0.weight"])
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+def test_rank_config(compose_cfg):
+    from robotrl.distributed import DistContext
+    from robotrl.errors import ConfigError
+    from robotrl.workflows.train import rank_config
+
+    cfg = compose_cfg("agent=tdmpc2", "seed=5", tiny=False)
+    assert rank_config(cfg, DistContext()) is cfg  # one process: unchanged
+    main, other = rank_config(cfg, DistContext(0, 2, 0, "gloo")), rank_config(cfg, DistContext(1, 2, 1, "gloo"))
+    assert (main.seed, main.eval_episodes, main.save_video) == (5, cfg.eval_episodes, cfg.save_video)
+    assert (other.seed, other.eval_episodes, other.save_video, other.tensorboard) == (6, 0, False, False)
+    assert cfg.seed == 5  # the caller's config is not modified
+    with pytest.raises(ConfigError, match="gym/hopper: data-parallel training needs episodes of one fixed length"):
+        rank_config(compose_cfg("agent=tdmpc2", "env=gym/hopper", tiny=False), DistContext(0, 2, 0, "gloo"))
+
+
+def torchrun(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+            "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{free_port()}", "-m", "robotrl.cli", "train",
+            *overrides]
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+
+@pytest.mark.slow
+def test_torchrun_trains_tdmpc2_on_two_gloo_ranks(tmp_path):
+    from tests.test_tdmpc2 import TINY_CFG
+
+    run_dir = tmp_path / "run"
+    proc = torchrun(tmp_path, *TINY_CFG, "frames=300", "agent.dormant_every=0", f"run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["distributed"] == {"world_size": 2, "backend": "gloo"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["seed"] == 1 and summary["frames"] >= 300
+    assert proc.stdout.count("training dmc/cartpole_balance") == 1  # rank 0 alone prints
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [".hydra"]
+    # an agent without a data-parallel learner: one line, exit 2 (from each rank), nothing trained
+    bad = torchrun(tmp_path, *TINY_CFG[1:], "agent=drqv2", f"run_dir={tmp_path / 'bad'}")
+    assert bad.returncode != 0 and "robotrl: error: agent=drqv2 has no data-parallel learner" in bad.stderr
