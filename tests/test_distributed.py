@@ -193,5 +193,7 @@ def test_torchrun_trains_tdmpc2_on_two_gloo_ranks(tmp_path):
     assert proc.stdout.count("training dmc/cartpole_balance") == 1  # rank 0 alone prints
     assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [".hydra"]
     # an agent without a data-parallel learner: one line, exit 2 (from each rank), nothing trained
-    bad = torchrun(tmp_path, *TINY_CFG[1:], "agent=drqv2", f"run_dir={tmp_path / 'bad'}")
+    from tests.conftest import TINY_OVERRIDES
+
+    bad = torchrun(tmp_path, *TINY_OVERRIDES, f"run_dir={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "robotrl: error: agent=drqv2 has no data-parallel learner" in bad.stderr
