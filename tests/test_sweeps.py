@@ -90,3 +90,17 @@ def test_ray_local_sweep_then_report(tmp_path):
                    cwd=tmp_path)
     check_sweep_and_report(tmp_path, proc)
     assert "Ray Launcher is launching 2 jobs" in proc.stdout + proc.stderr
+
+
+def test_a_job_that_died_is_one_line_naming_the_launcher_and_its_log():
+    pytest.importorskip("submitit")
+    from submitit.core.utils import FailedJobError
+
+    from robotrl.cli import _launcher_failure
+    from robotrl.errors import SweepJobError
+
+    error = _launcher_failure(FailedJobError("Job (task=0) failed during processing with trace:\n----\nTraceback ..."))
+    assert isinstance(error, SweepJobError) and "\n" not in str(error)
+    assert str(error).startswith("a sweep job failed under the submitit launcher: FailedJobError: Job (task=0) failed")
+    assert ".submitit/<job id>/" in str(error)
+    assert _launcher_failure(ValueError("a bug")) is None  # anything else keeps its traceback
