@@ -71,6 +71,7 @@ TRAIN_EXAMPLES = [
     "robotrl train agent=drqv2 env=dmc/walker_walk seed=1 # paper settings for the task",
     "robotrl train env=metaworld/reach env.image_size=64 agent.batch_size=128 torch_threads=1",
     "robotrl train -m env=dmc/cartpole_swingup seed=1,2,3  # hydra multirun: one run per seed",
+    "robotrl train -m seed=1,2,3 hydra/launcher=slurm    # one SLURM job per seed; then: robotrl report runs",
     "robotrl train env=dmc/walker_walk seed=1 resume=true # continue from the last checkpoint",
     "robotrl train agent=drm --cfg job                    # print the composed config (every key) and exit",
 ]
@@ -136,6 +137,8 @@ def train_help() -> str:
         "  reward.<key>=... the reward model's settings (e.g. reward.alpha for reward=clip)", "",
         "examples:", *(f"  {e}" for e in TRAIN_EXAMPLES), "",
         "hydra flags: -m/--multirun (sweeps over a,b,c values), --cfg job (print the config), --hydra-help.",
+        "Launchers for -m: hydra/launcher=slurm|slurm_cpu|submitit_local|ray_local|ray_cluster (configs/hydra/launcher).",
+        "Several GPUs for one run: torchrun --standalone --nproc_per_node=N -m robotrl.cli train agent=tdmpc2 ...",
         "Unknown keys and values of the wrong type stop the run before anything is built (exit code 2).",
     ])
 
