@@ -137,7 +137,7 @@ def train_help() -> str:
         "  reward.<key>=... the reward model's settings (e.g. reward.alpha for reward=clip)", "",
         "examples:", *(f"  {e}" for e in TRAIN_EXAMPLES), "",
         "hydra flags: -m/--multirun (sweeps over a,b,c values), --cfg job (print the config), --hydra-help.",
-        "Launchers for -m: hydra/launcher=slurm|slurm_cpu|submitit_local|ray_local|ray_cluster (configs/hydra/launcher).",
+        "Launchers for -m: hydra/launcher=slurm|slurm_cpu|submitit_local|ray_local|ray_cluster (resources per job).",
         "Several GPUs for one run: torchrun --standalone --nproc_per_node=N -m robotrl.cli train agent=tdmpc2 ...",
         "Unknown keys and values of the wrong type stop the run before anything is built (exit code 2).",
     ])
