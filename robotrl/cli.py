@@ -199,7 +199,8 @@ def train(args: list[str]) -> int:
             print(_TRAIN_PLAN.complete)
             return 0
         args = _TRAIN_PLAN.overrides
-    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 alone writes the run dir's .hydra/
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0:
+        # torchrun: rank 0 alone writes the run dir's .hydra/
         args = [*args, "hydra.output_subdir=null"]
     sys.argv = ["robotrl train", *args]
     # Hydra prints a job's exception as a traceback and exits 1; with HYDRA_FULL_ERROR it re-raises it instead, so a
@@ -507,8 +508,7 @@ def serve(args: list[str]) -> int:
 
 
 COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "report": report, "demos": demos,
-            "goals": goals,
-            "reward-eval": reward_eval, "deploy": deploy, "serve": serve}
+            "goals": goals, "reward-eval": reward_eval, "deploy": deploy, "serve": serve}
 
 
 def main(argv: list[str] | None = None) -> None:
