@@ -210,6 +210,11 @@ def train(args: list[str]) -> int:
     try:
         hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(_train_task)()
     except Exception as e:
+        from hydra.errors import HydraException
+
+        if isinstance(e, HydraException):  # e.g. hydra/launcher=<unknown>: Hydra's message, on one line
+            message = " ".join(str(e).split("Config search path")[0].split())
+            raise ConfigError(f"hydra: {message}") from None
         failure = _launcher_failure(e)
         if failure is None:
             raise

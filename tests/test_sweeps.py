@@ -104,3 +104,11 @@ def test_a_job_that_died_is_one_line_naming_the_launcher_and_its_log():
     assert str(error).startswith("a sweep job failed under the submitit launcher: FailedJobError: Job (task=0) failed")
     assert ".submitit/<job id>/" in str(error)
     assert _launcher_failure(ValueError("a bug")) is None  # anything else keeps its traceback
+
+
+def test_unknown_launcher_is_one_line(tmp_path):
+    proc = robotrl("train", "-m", "seed=1,2", "hydra/launcher=slurmm", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Could not find 'hydra/launcher/slurmm'" in lines[0], proc.stderr
+    assert "slurm slurm_cpu" in lines[0] and not (tmp_path / "runs").exists()
