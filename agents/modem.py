@@ -59,6 +59,7 @@ from robotrl.augment import random_shift, sample_shifts
 from robotrl.contract import PROPRIO_OBS_TYPES, check_obs
 from robotrl.demos import META
 from robotrl.demos import load_demos as load_demo_dir
+from robotrl.distributed import all_reduce_gradients
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
 from robotrl.heartbeat import Heartbeat
 from robotrl.mixed_replay import MixedReplay
@@ -274,6 +275,7 @@ class ModemAgent(TDMPC2Agent):
             loss = ((info["mean"] - traj.action[0].to(self.device)) ** 2).mean()
             optim.zero_grad(set_to_none=True)
             loss.backward()
+            all_reduce_gradients(params)  # under torchrun: every rank's demo batch (no-op in one process)
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
             optim.step()
             losses.append(float(loss.detach()))

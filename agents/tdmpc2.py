@@ -41,6 +41,7 @@ from torch import nn
 from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
+from robotrl.distributed import all_gather_cat, all_reduce_gradients
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Metrics, Obs, Trajectories
 
@@ -83,6 +84,7 @@ class TDMPC2Agent:
     """
 
     agent_name = NAME
+    supports_distributed = True  # torchrun data parallelism: gradients averaged over ranks (robotrl.distributed)
     checked_config: tuple[str, ...] = ARCH_KEYS  # must match to load a checkpoint
 
     def __init__(
@@ -387,6 +389,7 @@ class TDMPC2Agent:
                                                                   terminated)
             total = total + self.termination_coef * termination_loss
         total.backward()
+        all_reduce_gradients(self._model_params)  # under torchrun: the gradient of the loss over every rank's batch
         grad_norm = torch.nn.utils.clip_grad_norm_(self._model_params, self.grad_clip_norm)
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)
@@ -411,13 +414,14 @@ class TDMPC2Agent:
         for k in range(m.num_pi):
             action, info = m.pi(zs, self.generator, member=k)
             qs = m.Q(zs, action, "avg", detach=True, generator=self.generator)
-            if k == 0:  # the Q scale follows the first prior, as with a single policy
-                self.scale.update(qs[0])
+            if k == 0:  # the Q scale follows the first prior, as with a single policy (percentiles of all ranks)
+                self.scale.update(all_gather_cat(qs[0]))
             qs = self.scale(qs)
             losses.append((-(self.entropy_coef * info["scaled_entropy"] + qs).mean(dim=(1, 2)) * rho).mean())
             entropies.append(info["entropy"].mean().detach())
         pi_loss = torch.stack(losses).sum()
         pi_loss.backward()
+        all_reduce_gradients(p for net in m.pi_nets() for p in net.parameters())
         pi_grad_norm = max(float(torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip_norm))
                            for net in m.pi_nets())
         self.pi_optim.step()

@@ -6,6 +6,7 @@
                                              baselines=true]
     robotrl envs [SUITE]                     list every env name
     robotrl plot RUN_DIR... [--out PNG] [--metric episode_return]
+    robotrl report SWEEP_DIR... [--out DIR]   per task and agent: IQM + 95% CI over seeds, frames, wall-clock (MD + PNG)
     robotrl demos env=metaworld/reach [episodes=5 seed=0 out=DIR image_size=84 ...]
     robotrl goals generate env=metaworld/<task> instruction="..." [source=diffusion|demos|images n=8 out=DIR ...]
                                              LfVoid goal images (a diffusers editing model, or offline sources)
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -35,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
-from robotrl.errors import ConfigError, RobotRLError
+from robotrl.errors import ConfigError, RobotRLError, SweepJobError
 from robotrl.overrides import GROUPS, check_group_choices, check_overrides, config_dir, group_options, parse_kv
 
 HELP_FLAGS = ("-h", "--help")
@@ -69,6 +71,7 @@ TRAIN_EXAMPLES = [
     "robotrl train agent=drqv2 env=dmc/walker_walk seed=1 # paper settings for the task",
     "robotrl train env=metaworld/reach env.image_size=64 agent.batch_size=128 torch_threads=1",
     "robotrl train -m env=dmc/cartpole_swingup seed=1,2,3  # hydra multirun: one run per seed",
+    "robotrl train -m seed=1,2,3 hydra/launcher=slurm    # one SLURM job per seed; then: robotrl report runs",
     "robotrl train env=dmc/walker_walk seed=1 resume=true # continue from the last checkpoint",
     "robotrl train agent=drm --cfg job                    # print the composed config (every key) and exit",
 ]
@@ -134,6 +137,8 @@ def train_help() -> str:
         "  reward.<key>=... the reward model's settings (e.g. reward.alpha for reward=clip)", "",
         "examples:", *(f"  {e}" for e in TRAIN_EXAMPLES), "",
         "hydra flags: -m/--multirun (sweeps over a,b,c values), --cfg job (print the config), --hydra-help.",
+        "Launchers for -m: hydra/launcher=slurm|slurm_cpu|submitit_local|ray_local|ray_cluster (resources per job).",
+        "Several GPUs for one run: torchrun --standalone --nproc_per_node=N -m robotrl.cli train agent=tdmpc2 ...",
         "Unknown keys and values of the wrong type stop the run before anything is built (exit code 2).",
     ])
 
@@ -143,14 +148,21 @@ _TRAIN_PLAN: Any = None  # robotrl.lifecycle.TrainPlan of a single (non-multirun
 
 def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from robotrl.lifecycle import remove_failed_start, resume_command
     from robotrl.workflows.train import Trainer
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         Trainer(cfg, run_dir).train()
     except RobotRLError as e:
+        if hydra_cfg.mode == RunMode.MULTIRUN and not str(hydra_cfg.launcher._target_).endswith("BasicLauncher"):
+            # this sweep job runs in another process or on another host (submitit, Ray): its error goes back to
+            # `robotrl train` in the job's result and is printed there in one line; the job's own log gets it too
+            print(f"robotrl: error: {e}", file=sys.stderr)
+            raise SweepJobError(f"sweep job #{hydra_cfg.job.num} ({run_dir}): {e}") from None
         if _TRAIN_PLAN is not None and not (run_dir / "run.json").exists():  # failed before training started
             remove_failed_start(_TRAIN_PLAN)
         print(f"robotrl: error: {e}", file=sys.stderr)
@@ -187,9 +199,44 @@ def train(args: list[str]) -> int:
             print(_TRAIN_PLAN.complete)
             return 0
         args = _TRAIN_PLAN.overrides
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0:
+        # torchrun: rank 0 alone writes the run dir's .hydra/
+        args = [*args, "hydra.output_subdir=null"]
     sys.argv = ["robotrl train", *args]
-    hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(_train_task)()
+    # Hydra prints a job's exception as a traceback and exits 1; with HYDRA_FULL_ERROR it re-raises it instead, so a
+    # RobotRLError of a sweep job (in this process, a submitit job or a Ray task) reaches main()'s one-line handler
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(_train_task)()
+    except Exception as e:
+        from hydra.errors import HydraException
+
+        if isinstance(e, HydraException):  # e.g. hydra/launcher=<unknown>: Hydra's message, on one line
+            message = " ".join(str(e).split("Config search path")[0].split())
+            raise ConfigError(f"hydra: {message}") from None
+        failure = _launcher_failure(e)
+        if failure is None:
+            raise
+        raise failure from e
+    finally:
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
     return 0
+
+
+def _launcher_failure(error: Exception) -> SweepJobError | None:
+    """A job that died without a result (killed, out of memory, past its time limit) under the submitit or Ray
+    launcher, as one line; None for any other exception."""
+    engine = type(error).__module__.split(".")[0]
+    if engine not in ("submitit", "ray"):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    where = "hydra.sweep.dir/.submitit/<job id>/ (stderr, stdout)" if engine == "submitit" else "Ray's driver output"
+    return SweepJobError(f"a sweep job failed under the {engine} launcher: {type(error).__name__}: "
+                         f"{lines[0] if lines else 'no message'}; its log: {where}")
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -283,6 +330,31 @@ def plot(args: list[str]) -> int:
         print(f"{label}: {n['count']}, final IQM {n['iqm'][-1]:.4g} "
               f"[{n['ci_low'][-1]:.4g}, {n['ci_high'][-1]:.4g}] at {n['frames'][-1]:.0f} frames")
     print(f"wrote {ns.out}")
+    return 0
+
+
+def report(args: list[str]) -> int:
+    """``robotrl report SWEEP_DIR...``: Markdown + PNG summary of a sweep's runs."""
+    from robotrl.workflows.report import write_report
+
+    parser = OneLineParser(prog="robotrl report",
+                            description="One table per task over the runs found under SWEEP_DIR (multirun dirs or run "
+                                        "dirs): per agent, the IQM over seeds of the final eval return and success "
+                                        "with 95% bootstrap CIs (rliable), frames and wall-clock; plus plots.",
+                            epilog="example: robotrl train -m seed=1,2,3 hydra/launcher=slurm && robotrl report runs")
+    parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (default SWEEP_DIR/report)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI)")
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit as e:  # --help printed its text
+        return int(e.code or 0)
+    result = write_report(ns.sweep_dirs, ns.out, ns.reps)
+    for row in result["groups"]:
+        ret = row["return"]
+        print(f"{row['env']} / {row['agent']}: {row['runs']} runs, final return IQM {ret['iqm']:.4g} "
+              f"[{ret['ci_low']:.4g}, {ret['ci_high']:.4g}]")
+    print(f"wrote {result['out']}/report.md, report.json, final.png, curves_*.png")
     return 0
 
 
@@ -440,8 +512,8 @@ def serve(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "demos": demos, "goals": goals,
-            "reward-eval": reward_eval, "deploy": deploy, "serve": serve}
+COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "report": report, "demos": demos,
+            "goals": goals, "reward-eval": reward_eval, "deploy": deploy, "serve": serve}
 
 
 def main(argv: list[str] | None = None) -> None:

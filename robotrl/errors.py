@@ -35,3 +35,7 @@ class DivergenceError(RobotRLError):
 
 class RewardModelError(RobotRLError, RuntimeError):
     """A reward model failed (raised, returned NaN/inf, or timed out) on too many consecutive steps."""
+
+
+class SweepJobError(RobotRLError):
+    """A job of a multirun sweep (basic, submitit or Ray launcher) failed; names the job's run dir or its log."""

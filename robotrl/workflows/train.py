@@ -7,12 +7,14 @@ done: same episodes, same replay samples, same gradient steps.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
 import random
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -30,6 +32,7 @@ from robotrl.agents import agent_config, is_sb3_agent, make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, resolve_threads, validate_config
+from robotrl.distributed import DistContext, broadcast_module, destroy_process_group, init_distributed
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.heartbeat import Heartbeat
@@ -63,6 +66,23 @@ class EpisodeStats:
         for key in REWARD_INFO_KEYS:
             if key in info:
                 self.rewards[key] = self.rewards.get(key, 0.0) + float(info[key])
+
+
+def rank_config(cfg: DictConfig, ctx: DistContext) -> DictConfig:
+    """The config of rank ``ctx.rank`` of a torchrun job: its own data (seed + rank: env, replay sampling and
+    exploration), and on ranks > 0 no evaluation, video, TensorBoard or baselines. Unchanged in one process."""
+    if not ctx.enabled:
+        return cfg
+    if cfg.env.get("suite") == "gym":  # every rank must update the same number of times (one all-reduce each)
+        raise ConfigError(f"env={cfg.env.name}: data-parallel training needs episodes of one fixed length on every "
+                          f"rank (dmc, metaworld); gym MuJoCo episodes end early when the robot falls")
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.seed = int(cfg.seed) + ctx.rank
+        if not ctx.is_main:
+            cfg.eval_episodes, cfg.eval_at_start, cfg.save_video = 0, False, False
+            cfg.tensorboard, cfg.compare_baselines, cfg.checkpoint_replay = False, False, False
+    return cfg
 
 
 def episode_seed(run_seed: int, episode: int) -> int:
@@ -166,14 +186,23 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, console: Console | None = None):
         validate_config(cfg)
+        self.dist = init_distributed(str(resolve_device(cfg.device)))  # rank 0 of 1 unless started by torchrun
+        cfg = rank_config(cfg, self.dist)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.console = console or Console(soft_wrap=True)  # piped output: paths are never hard-wrapped mid-path
+        if not self.dist.is_main:
+            self.console = Console(quiet=True)  # rank 0 alone prints, logs, evaluates and checkpoints
         threads, why = resolve_threads(cfg.torch_threads)
         if threads is not None:
             torch.set_num_threads(threads)
         self.console.print(f"torch threads: {torch.get_num_threads()} ({why})", highlight=False)
         self.device = resolve_device(cfg.device)
-        ckpt = self._checkpoint_to_resume()
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        ckpt = self._checkpoint_to_resume()  # every rank resumes from the run's (rank 0's) checkpoint
+        if not self.dist.is_main:  # other ranks write their logs and checkpoints nowhere that lasts
+            self._scratch = tempfile.TemporaryDirectory(prefix=f"robotrl-rank{self.dist.rank}-")
+            self.run_dir = Path(self._scratch.name)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -186,6 +215,8 @@ class Trainer:
         self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
         self.action_repeat = int(cfg.env.action_repeat)
         self._build_agent()
+        if self.dist.enabled:
+            self._join_data_parallel()
         self.step = self.episode = 0
         self.elapsed_before = 0.0
         self.next_eval_frame = 0 if cfg.eval_at_start else int(cfg.eval_every_frames)
@@ -211,6 +242,15 @@ class Trainer:
             action_dim=self.env.action_space.shape[0], frame_stack=int(cfg.env.frame_stack),
             nstep=int(agent_hparams["nstep"]), discount=float(agent_hparams["discount"]), seed=int(cfg.seed),
             storage_dir=cfg.replay.storage_dir, device=str(self.device))
+
+    def _join_data_parallel(self) -> None:
+        """Under torchrun: an agent that averages its gradients over ranks, starting from rank 0's weights."""
+        if not getattr(self.agent, "supports_distributed", False):
+            raise ConfigError(f"agent={self.cfg.agent.name} has no data-parallel learner (supports_distributed); "
+                              f"under torchrun use agent=tdmpc2, modem or modem_v2, or run without torchrun")
+        for module in vars(self.agent).values():
+            if isinstance(module, torch.nn.Module):
+                broadcast_module(module)
 
     @property
     def frame(self) -> int:
@@ -242,7 +282,9 @@ class Trainer:
             elif path.exists():
                 path.unlink()
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        if not self.dist.is_main:
+            return None  # rank 0's checkpoint holds the (identical) model; a resume starts every rank from it
         state = {
             "agent_name": self.cfg.agent.name,
             "agent": self.agent.state_dict(),
@@ -293,7 +335,8 @@ class Trainer:
         # "agent": the hyperparameters the agent was built with, i.e. config.agent after its per-task overrides
         info = {"config": OmegaConf.to_container(self.cfg, resolve=True),
                 "agent": agent_config(self.cfg.agent, self.cfg.env.name), "versions": versions(),
-                "env_info": self.env_info, "device": str(self.device)}
+                "env_info": self.env_info, "device": str(self.device),
+                "distributed": {"world_size": self.dist.world_size, "backend": self.dist.backend}}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "run.json", json.dumps(info, indent=1, default=str))
 
@@ -444,9 +487,14 @@ class Trainer:
                                    **{k: v for k, v in self.env_info.items() if k.endswith("version")}}
         if cfg.compare_baselines and cfg.eval_episodes > 0:
             summary.update(self._compare_with_baselines())
+        if self.dist.enabled:
+            summary["world_size"] = self.dist.world_size
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         self.env.close()
         self.eval_env.close()
+        if not self.dist.is_main:
+            self._scratch.cleanup()
+        destroy_process_group()
         return summary
 
     def _compare_with_baselines(self) -> dict[str, Any]:

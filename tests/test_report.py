@@ -1,0 +1,112 @@
+"""`robotrl report`: run discovery, IQM + bootstrap CI over seeds (checked against hand-computed numbers), outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robotrl.errors import ConfigError
+from robotrl.workflows.report import find_runs, iqm_ci, read_run, write_report
+
+
+def make_run(run_dir: Path, env: str, agent: str, seed: int, final_return: float, success: float | None = None,
+             frames: int = 1000, elapsed_s: float = 120.0, complete: bool = True, reward: str = "env") -> Path:
+    """A run dir as `robotrl train` writes it: run.json, eval.csv (two evaluations) and, when complete, summary.json."""
+    run_dir.mkdir(parents=True)
+    config = {"seed": seed, "env": {"name": env}, "agent": {"name": agent}, "reward": {"name": reward}}
+    (run_dir / "run.json").write_text(json.dumps({"config": config}))
+    fields = ["frame", "step", "episode_return", "elapsed"] + (["success"] if success is not None else [])
+    with open(run_dir / "eval.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        for frame, ret, t, succ in ((0, 0.0, 0.0, 0.0), (frames, final_return, elapsed_s, success)):
+            writer.writerow({"frame": frame, "step": frame // 2, "episode_return": ret, "elapsed": t,
+                             **({"success": succ} if success is not None else {})})
+    if complete:
+        final = {"return_mean": final_return, "success_rate": success}
+        (run_dir / "summary.json").write_text(json.dumps({"frames": frames, "elapsed_s": elapsed_s,
+                                                          "final_eval": final}))
+    return run_dir
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """A multirun dir: two tasks, two agents, 4 and 5 seeds, one Meta-World task with success, one run unfinished."""
+    root = tmp_path / "runs"
+    for seed, ret, succ in zip((1, 2, 3, 4), (0.0, 10.0, 20.0, 100.0), (0.0, 0.5, 0.5, 1.0), strict=True):
+        make_run(root / "metaworld/reach/drqv2" / f"seed{seed}", "metaworld/reach", "drqv2", seed, ret, succ,
+                 frames=1000 + seed, elapsed_s=60.0 * seed)
+    for seed, ret in zip((1, 2, 3, 4, 5), (1.0, 2.0, 3.0, 4.0, 100.0), strict=True):
+        make_run(root / "dmc/walker_walk/drm" / f"seed{seed}", "dmc/walker_walk", "drm", seed, ret,
+                 complete=seed != 5)
+    make_run(root / ".submitit/123/seed9", "dmc/walker_walk", "drm", 9, 1e6)  # hidden: not a run of the sweep
+    return root
+
+
+def test_iqm_matches_hand_computed_values():
+    # IQM = mean of the middle half: [0, 10, 20, 100] -> (10 + 20) / 2; [1, 2, 3, 4, 100] trims one each side -> 3
+    assert iqm_ci([100.0, 0.0, 20.0, 10.0], reps=0)[0] == pytest.approx(15.0)
+    assert iqm_ci([1.0, 2.0, 3.0, 4.0, 100.0], reps=0)[0] == pytest.approx(3.0)
+    point, low, high = iqm_ci([7.0, 7.0, 7.0], reps=200)
+    assert (point, low, high) == pytest.approx((7.0, 7.0, 7.0))
+    assert np.isnan(iqm_ci([5.0], reps=200)[1])  # one seed: no CI, not a fake zero-width one
+
+
+def test_bootstrap_ci_matches_a_plain_percentile_bootstrap():
+    from scipy.stats import trim_mean
+
+    values = np.array([3.0, 8.0, 1.0, 9.0, 4.0, 12.0, 6.0, 2.0, 30.0, 5.0])
+    _, low, high = iqm_ci(values, reps=2000, seed=1)
+    rng = np.random.default_rng(0)
+    boot = trim_mean(values[rng.integers(0, len(values), (20000, len(values)))], 0.25, axis=1)
+    ref_low, ref_high = np.percentile(boot, [2.5, 97.5])
+    # IQMs of 10 values move in steps of 1/6; the mean's CI ([4, 13.5] here, pulled up by the 30) is far outside
+    assert low == pytest.approx(ref_low, abs=0.75) and high == pytest.approx(ref_high, abs=0.75)
+    assert low < high
+
+
+def test_find_runs_skips_hidden_dirs_and_accepts_run_dirs(sweep):
+    runs = find_runs([sweep])
+    assert len(runs) == 9 and not any(".submitit" in str(r) for r in runs)
+    one = sweep / "dmc/walker_walk/drm/seed1"
+    assert find_runs([one]) == [one]
+    with pytest.raises(ConfigError, match="is not a directory"):
+        find_runs([sweep.parent / "missing"])
+
+
+def test_unfinished_run_is_read_from_eval_csv(sweep):
+    result = read_run(sweep / "dmc/walker_walk/drm/seed5")
+    assert not result.complete and result.final_return == 100.0 and result.frames == 1000
+
+
+def test_report_tables_and_files(sweep, tmp_path):
+    report = write_report([sweep], tmp_path / "out", reps=500)
+    groups = {(g["env"], g["agent"]): g for g in report["groups"]}
+    reach = groups[("metaworld/reach", "drqv2")]
+    assert reach["return"]["iqm"] == pytest.approx(15.0)
+    assert reach["success"]["iqm"] == pytest.approx(0.5)
+    assert 0.0 <= reach["return"]["ci_low"] <= 15.0 <= reach["return"]["ci_high"] <= 100.0
+    assert reach["frames"] == {"median": 1002.5, "min": 1001, "max": 1004}
+    assert reach["wall_clock_min"]["median"] == pytest.approx(2.5)  # 60 s x seeds 1..4 -> median 150 s
+    walker = groups[("dmc/walker_walk", "drm")]
+    assert walker["return"]["iqm"] == pytest.approx(3.0) and walker["success"] is None
+    assert walker["incomplete"] == 1 and walker["seeds"] == [1, 2, 3, 4, 5]
+    text = (tmp_path / "out/report.md").read_text()
+    assert "## metaworld/reach" in text and "## dmc/walker_walk" in text
+    assert "| drqv2 | 1, 2, 3, 4 | 15 [" in text and "(1 incomplete)" in text
+    for name in ("final.png", "curves_metaworld-reach.png", "curves_dmc-walker_walk.png", "report.json"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_cli_report_errors_are_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "robotrl.cli", "report", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("robotrl: error: no runs under"), proc.stderr
