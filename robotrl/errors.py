@@ -35,3 +35,7 @@ class DivergenceError(RobotRLError):
 
 class RewardModelError(RobotRLError, RuntimeError):
     """A reward model failed (raised, returned NaN/inf, or timed out) on too many consecutive steps."""
+
+
+class EnvWorkerError(RobotRLError, RuntimeError):
+    """Vector-env workers kept crashing or hanging (``env.max_worker_restarts`` exceeded)."""
