@@ -78,3 +78,78 @@ def test_vector_resume_is_exact(compose_cfg, tmp_path):
 def test_sb3_agents_refuse_num_envs(compose_cfg, tmp_path):
     with pytest.raises(ConfigError, match="env.num_envs=2: Stable-Baselines3"):
         Trainer(compose_cfg("agent=sb3_sac", "env.num_envs=2", "env.obs_type=state", tiny=False), tmp_path)
+
+
+def _obs_batch(obs_space, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (rng.integers(0, 255, (n, *s.shape)).astype(np.uint8) if s.dtype == np.uint8
+                else rng.standard_normal((n, *s.shape)).astype(np.float32)) for k, s in obs_space.spaces.items()}
+
+
+def test_drqv2_act_batch_matches_act_in_eval_mode():
+    from .test_drqv2 import make, space
+
+    obs_space = space()
+    agent = make(obs_space)
+    obs = _obs_batch(obs_space, 3)
+    batch = agent.act_batch(obs, step=0, eval_mode=True)
+    assert batch.shape == (3, 2) and batch.dtype == np.float32
+    single = np.stack([agent.act({k: v[i] for k, v in obs.items()}, 0, True) for i in range(3)])
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+    train = agent.act_batch(obs, step=10**7, eval_mode=False)  # sampled: one draw per env
+    assert train.shape == (3, 2) and not np.allclose(train[0], train[1])
+
+
+def test_tdmpc2_act_batch_keeps_one_warm_start_per_env():
+    """act_batch over 2 envs == planning each env in turn with its own previous plan, and reset_env(i) drops only
+    env i's plan."""
+    from robotrl.agents.tdmpc2 import TDMPC2Agent
+
+    from .test_tdmpc2 import TINY, _spaces
+
+    obs_space, act_space = _spaces("state")
+    batched, single = (TDMPC2Agent(obs_space, act_space, "cpu", **TINY) for _ in range(2))
+    single.load_state_dict(batched.state_dict())
+    obs = [_obs_batch(obs_space, 2, seed) for seed in (1, 2)]
+    plans = {0: None, 1: None}
+    for o in obs:
+        got = batched.act_batch(o, step=0, eval_mode=True)
+        for i in range(2):
+            single._prev_mean = plans[i]
+            want = single.act({k: v[i] for k, v in o.items()}, 0, True)
+            plans[i] = single._prev_mean
+            np.testing.assert_array_equal(got[i], want)
+    assert set(batched._prev_means) == {0, 1}
+    batched.reset_env(0)
+    assert set(batched._prev_means) == {1}
+
+
+@pytest.mark.slow  # ~1 min: spawns workers, one of them twice
+def test_killed_worker_during_training_discards_counts_and_replays_its_episode(compose_cfg, tmp_path):
+    import os
+    import signal
+
+    cfg = compose_cfg(*VEC, "frames=200", "eval_episodes=1", "eval_at_start=false")
+    trainer = Trainer(cfg, tmp_path)
+    act_batch, calls = trainer.agent.act_batch, {"n": 0}
+
+    def killing_act_batch(obs, step, eval_mode):
+        calls["n"] += 1
+        if calls["n"] == 10 and not eval_mode:
+            os.kill(trainer.vector_env.processes[1].pid, signal.SIGKILL)
+        return act_batch(obs, step, eval_mode)
+
+    trainer.agent.act_batch = killing_act_batch
+    trainer.train()
+    assert trainer.discarded_episodes == 1 and trainer.discarded_steps == 9
+    assert trainer.vector_env.restarts == 1
+    episodes = _stored_episodes(trainer.replay)
+    assert all(len(ep["action"]) == 50 for ep in episodes)  # no partial episode reached the replay
+    env = make_env(cfg.env, seed=0)
+    firsts = []
+    for k in range(len(episodes)):
+        obs, _ = env.reset(seed=episode_seed(int(cfg.seed), k))
+        firsts.append(obs["pixels"][-3:])
+    assert sorted(next(k for k, f in enumerate(firsts) if np.array_equal(f, ep["pixels"][0])) for ep in episodes) \
+        == list(range(len(episodes)))  # episode 1 was played again from its seed: indices 0..E-1, none lost
+    assert _rows(tmp_path / "train.csv")[-1]["discarded_episodes"] == "1.0"
