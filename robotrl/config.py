@@ -68,6 +68,9 @@ def validate_config(cfg: DictConfig) -> None:
         if views != num_cameras:
             raise ConfigError(f"config agent.pixel_views={views} but env.camera={camera} gives {num_cameras} "
                               f"view(s); set agent.pixel_views={num_cameras} or null")
+    collector = cfg.get("collector", "local")
+    if collector not in ("local", "ray"):
+        raise ConfigError(f"config collector={collector!r}, expected local or ray")
     device = _require(cfg, "device", str)
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"config device={device!r}, expected auto, cpu, cuda or cuda:N")

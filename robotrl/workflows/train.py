@@ -167,6 +167,13 @@ class Trainer:
             from robotrl.workflows.sb3_train import SB3Trainer
 
             cls = SB3Trainer
+        elif cls is Trainer and OmegaConf.select(cfg, "collector") == "ray":
+            if num_envs > 1:
+                raise ConfigError(f"env.num_envs={num_envs} with collector=ray: each Ray actor runs one env; "
+                                  f"scale with ray.num_actors instead")
+            from robotrl.workflows.ray_collector import RayTrainer
+
+            cls = RayTrainer
         elif cls is Trainer and num_envs > 1:
             from robotrl.workflows.vector_train import VectorTrainer
 
