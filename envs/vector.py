@@ -46,7 +46,13 @@ def num_envs_of(cfg: Any) -> int:
 
 def _build(cfg: dict[str, Any], seed: int) -> Any:
     """Worker-side env builder (a module-level function: picklable for the spawn context)."""
+    import signal
+
     from robotrl.envs import make_env
+
+    # Ctrl-C reaches the whole process group: the trainer stops at its next safe point and closes the workers;
+    # a worker dying of the same SIGINT first would be taken for a crash and restarted
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     return make_env(cfg, seed)
 

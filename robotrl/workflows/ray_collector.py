@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from robotrl.errors import ConfigError
+from robotrl.errors import ConfigError, EnvWorkerError
 from robotrl.types import Episode
 from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, Trainer, episode_seed
 
@@ -205,7 +205,8 @@ class RayTrainer(Trainer):
         from ray.util.queue import Queue
 
         s = self.settings
-        if not ray.is_initialized():
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
             ray.init(address=s.get("address"), num_cpus=s.get("num_cpus"), include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
         self.ray = ray
@@ -218,8 +219,14 @@ class RayTrainer(Trainer):
     def _new_actor(self, index: int, incarnation: int) -> Any:
         return self._actor_cls.remote(self._plain_cfg, index, incarnation, self.queue, int(self.settings["chunk_size"]))
 
-    def _restart_actor(self, index: int) -> None:
-        """A dead actor: discard its partial episode (counted) and start a fresh one; the learner is untouched."""
+    def _restart_actor(self, index: int, error: Exception) -> None:
+        """A failed actor: discard its partial episode (counted) and start a fresh one; the learner is untouched.
+        More than ``ray.max_actor_restarts`` failures stop the run with a one-line error."""
+        if self.actor_restarts >= int(self.settings.get("max_actor_restarts", 10)):
+            raise EnvWorkerError(f"Ray rollout actors failed {self.actor_restarts + 1} times (ray.max_actor_restarts="
+                                 f"{self.settings.get('max_actor_restarts', 10)}); last: actor {index}: "
+                                 f"{' '.join(str(error).split())[:300]}")
+        self.ray.kill(self.actors[index], no_restart=True)  # a live actor whose env raised: start clean
         episode, steps = self.assembler.drop_actor(index)
         self.discarded_episodes += episode is not None
         self.discarded_steps += steps
@@ -287,8 +294,8 @@ class RayTrainer(Trainer):
                 del self._busy[index]
                 try:
                     self.ray.get(future)
-                except self.ray.exceptions.RayActorError:
-                    self._restart_actor(index)
+                except self.ray.exceptions.RayError as e:  # the actor died, or its env/agent raised
+                    self._restart_actor(index, e)
                 if self._reissue:
                     self._assign(index, self._reissue.pop(0))
                 elif not draining:
@@ -349,4 +356,6 @@ class RayTrainer(Trainer):
         summary = super().finish()
         for actor in getattr(self, "actors", []):
             self.ray.kill(actor)
+        if getattr(self, "_owns_ray", False):
+            self.ray.shutdown()
         return summary
