@@ -88,6 +88,7 @@ def test_vector_env_matches_sequential_envs(suite):
         assert all(np.array_equal(a, b) for a, b in zip(seen, expected_obs[k], strict=True))
 
 
+@pytest.mark.slow  # ~17 s here; the default suite kills a worker in the hang test below
 def test_killed_worker_is_restarted_and_its_episode_replayed():
     """SIGKILL one worker mid-episode: the step reports it restarted (truncated, reward 0), the evaluation plays
     that episode again from its seed and every result equals the sequential one."""

@@ -33,16 +33,18 @@ def _stored_episodes(replay) -> list[dict[str, np.ndarray]]:
     return out
 
 
+@pytest.mark.slow  # ~40 s here: 4 env worker processes; the parts have fast tests (streams, act_batch, vector env)
 def test_vector_training_stores_each_env_episode_whole(compose_cfg, tmp_path):
     """Every episode in the replay is exactly the episode one env plays from that episode's seed with the stored
-    actions (no step of another env in between), the episodes are the run's first ones, and eval runs 2 in
-    parallel."""
-    cfg = compose_cfg(*VEC, "eval_at_start=false", "eval_every_frames=300")
+    actions (no step of another env in between), the episodes are the run's first ones, and the final eval runs."""
+    cfg = compose_cfg(*VEC, "eval_at_start=false", "env.max_episode_steps=40", "frames=120", "seed_frames=40",
+                      "eval_every_frames=80", "checkpoint_every_frames=1000")
     trainer = Trainer(cfg, tmp_path)
     assert isinstance(trainer, VectorTrainer)
     trainer.train()
     episodes = _stored_episodes(trainer.replay)
-    assert len(episodes) == 4 and trainer.episode == 4  # 400 frames = 200 steps = 4 episodes of 50
+    # 120 frames = 60 steps: 2 episodes of 20 per env, the 2nd pair ends past 60 (training stops at episode ends)
+    assert len(episodes) == 4 and trainer.episode == 4 and trainer.step == 80
     env = make_env(cfg.env, seed=0)
     matched = set()
     for ep in episodes:
@@ -58,7 +60,7 @@ def test_vector_training_stores_each_env_episode_whole(compose_cfg, tmp_path):
             break
     assert matched == {0, 1, 2, 3}
     evals = _rows(tmp_path / "eval.csv")
-    assert [int(r["frame"]) for r in evals] == [400]  # due at 300: the envs drained at the end of the episodes
+    assert [int(r["frame"]) for r in evals] == [80, 160]  # due at 80: both envs drained there, then the end
     train = _rows(tmp_path / "train.csv")
     assert [r["discarded_episodes"] for r in train] == ["0.0"] * 4
     assert (tmp_path / "videos").is_dir() and list((tmp_path / "videos").glob("*.mp4"))
@@ -78,6 +80,43 @@ def test_vector_resume_is_exact(compose_cfg, tmp_path):
 def test_sb3_agents_refuse_num_envs(compose_cfg, tmp_path):
     with pytest.raises(ConfigError, match="env.num_envs=2: Stable-Baselines3"):
         Trainer(compose_cfg("agent=sb3_sac", "env.num_envs=2", "env.obs_type=state", tiny=False), tmp_path)
+
+
+def test_episode_streams_keep_interleaved_episodes_apart():
+    """Two envs' steps arrive interleaved; the replay gets each episode whole at its end, so every n-step
+    transition stays inside one env's episode; a discarded stream never reaches the replay."""
+    import gymnasium as gym
+
+    from robotrl.replay import EpisodeStreams, ReplayBuffer
+
+    space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)})
+    replay = ReplayBuffer(100, space, action_dim=1, frame_stack=1, nstep=3, discount=1.0, seed=0)
+    streams = EpisodeStreams(replay, 3)
+
+    def obs(env, t):
+        return {"state": np.array([env, t], np.float32)}
+
+    for env in range(3):
+        streams.begin(env, obs(env, 0))
+    for t in range(1, 6):  # env 0: 5 steps, env 1: 3 steps (terminates), env 2: discarded after 4
+        for env in range(3):
+            if env == 1 and t > 3 or env == 2 and t > 4:
+                continue
+            added = streams.add(env, np.array([env / 10], np.float32), float(10 * env + t), obs(env, t),
+                                terminated=env == 1 and t == 3, truncated=env == 0 and t == 5)
+            assert added == (env == 1 and t == 3 or env == 0 and t == 5)
+    assert streams.discard(2) == 4 and streams.pending == 0
+    assert len(replay) == 8  # 3 + 5 transitions; env 2's 4 never stored
+    batch = replay.sample(64)
+    env_of = batch.obs["state"][:, 0].numpy()
+    assert np.array_equal(env_of, batch.next_obs["state"][:, 0].numpy())  # never across streams
+    assert set(env_of.tolist()) == {0.0, 1.0}
+    t0, t1 = batch.obs["state"][:, 1].numpy(), batch.next_obs["state"][:, 1].numpy()
+    m = t1 - t0  # steps bootstrapped over: 3, or fewer at an episode's end
+    expected = np.array([sum(10 * e + k for k in range(int(a) + 1, int(b) + 1))
+                         for e, a, b in zip(env_of, t0, t1, strict=True)])
+    np.testing.assert_allclose(batch.reward.numpy().ravel(), expected)
+    assert np.all((m == 3) | (t1 == np.where(env_of == 0, 5, 3)))
 
 
 def _obs_batch(obs_space, n: int, seed: int = 0) -> dict[str, np.ndarray]:
