@@ -192,3 +192,19 @@ def test_killed_worker_during_training_discards_counts_and_replays_its_episode(c
     assert sorted(next(k for k, f in enumerate(firsts) if np.array_equal(f, ep["pixels"][0])) for ep in episodes) \
         == list(range(len(episodes)))  # episode 1 was played again from its seed: indices 0..E-1, none lost
     assert _rows(tmp_path / "train.csv")[-1]["discarded_episodes"] == "1.0"
+
+
+@pytest.mark.slow  # ~1 min: env workers plus a tiny CLIP
+def test_vector_training_with_a_reward_model_scores_every_env(compose_cfg, tmp_path):
+    """reward=<model> with env.num_envs=2: RewardVectorWrapper scores both envs in one batched call per step; the
+    agent gets the model reward, train.csv keeps the ground truth beside it."""
+    cfg = compose_cfg(*VEC, "reward=clip_tiny", "eval_at_start=false", "env.max_episode_steps=40", "frames=80",
+                      "seed_frames=40", "eval_episodes=1", "save_video=false", "tensorboard=false")
+    trainer = Trainer(cfg, tmp_path)
+    assert type(trainer.env).__name__ == "RewardVectorWrapper"
+    trainer.train()
+    rows = _rows(tmp_path / "train.csv")
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row["episode_return"]) == pytest.approx(float(row["model_reward"]), rel=1e-4)
+        assert float(row["gt_reward"]) != float(row["model_reward"]) and float(row["reward_invalid"]) == 0
