@@ -103,3 +103,35 @@ def test_ray_run_survives_a_killed_actor(compose_cfg, tmp_path):
         assert _rows(tmp_path / "train.csv")[-1]["discarded_episodes"] == "1.0"
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow  # two local-Ray runs (~2-3 min on 2 cores)
+def test_ray_run_resumes_the_learner_exactly(compose_cfg, tmp_path):
+    """The checkpoint of a collector=ray run holds the learner's exact state (taken with no episode in flight);
+    resume=true starts from it and continues with the next episode indices, none repeated or skipped."""
+    pytest.importorskip("ray")
+    from robotrl.envs import make_env
+
+    from robotrl.workflows.train import Trainer, episode_seed
+
+    from .conftest import assert_same_tensors
+    from .test_vector_train import _stored_episodes
+
+    ray_args = ["collector=ray", "ray.num_actors=2", "ray.num_cpus=2", "ray.chunk_size=25", "eval_at_start=false"]
+    first = Trainer(compose_cfg(*ray_args, "frames=200"), tmp_path)
+    first.train()
+    # episodes in flight when the end is due finish first: 2 or 3 whole episodes of 50 steps, nothing partial
+    assert first.episode in (2, 3) and first.step == 50 * first.episode
+    assert len(_stored_episodes(first.replay)) == first.episode
+    resumed = Trainer(compose_cfg(*ray_args, "frames=400", "resume=true"), tmp_path)
+    assert resumed.step == first.step and resumed.episode == first.episode
+    assert_same_tensors(first.agent.state_dict(), resumed.agent.state_dict())
+    assert len(resumed.replay) == len(first.replay)
+    resumed.train()
+    assert resumed.episode > first.episode and resumed.step == 50 * resumed.episode
+    stored = _stored_episodes(resumed.replay)
+    assert len(stored) == resumed.episode and all(len(ep["action"]) == 50 for ep in stored)
+    env = make_env(resumed.cfg.env, seed=0)
+    seeds = [env.reset(seed=episode_seed(int(resumed.cfg.seed), k))[0]["pixels"][-3:] for k in range(len(stored))]
+    got = sorted(next(k for k, f in enumerate(seeds) if np.array_equal(f, ep["pixels"][0])) for ep in stored)
+    assert got == list(range(len(stored)))  # episode indices 0..E-1 across the resume: none repeated or skipped
