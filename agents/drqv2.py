@@ -207,6 +207,24 @@ class DrQV2Agent:
                 action = dist.sample(clip=None, generator=self.generator)
         return action[0].cpu().numpy().astype(np.float32, copy=False)
 
+    def act_batch(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
+        """Actions (N, A) for a batch of N observations (``env.num_envs``): one forward pass, same rules as act."""
+        for i in range(len(next(iter(obs.values())))):
+            check_obs({k: v[i] for k, v in obs.items()}, self.observation_space)
+        with torch.inference_mode():
+            tensors = {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in obs.items()}
+            dist = self.actor(self.encoder(tensors), self.stddev(step))
+            if eval_mode:
+                action = dist.mean
+            elif step < self.num_expl_steps:
+                action = torch.empty_like(dist.mean).uniform_(-1.0, 1.0, generator=self.generator)
+            else:
+                action = dist.sample(clip=None, generator=self.generator)
+        return action.cpu().numpy().astype(np.float32, copy=False)
+
+    def reset_env(self, index: int) -> None:
+        """Episode start in batch slot ``index``; nothing to drop (see reset)."""
+
     def stddev(self, step: int) -> float:
         """Exploration noise std at ``step``: DrQ-v2's ``stddev_schedule``."""
         return schedule(self.stddev_schedule, step)

@@ -226,6 +226,7 @@ class TDMPC2Agent:
         self.model.eval()
         self._num_updates = 0
         self._prev_mean: torch.Tensor | None = None  # the previous plan (warm start); dropped by reset()
+        self._prev_means: dict[int, torch.Tensor | None] = {}  # per batch slot with act_batch (env.num_envs > 1)
         self._plan_copy: tuple[int, WorldModel] | None = None  # (update count, bf16 model) with plan_bf16
 
     # ------------------------------------------------------------------ acting
@@ -248,6 +249,21 @@ class TDMPC2Agent:
                     a, info = self.model.pi(z, self.generator)
                     a = (info["mean"] if eval_mode else a)[0]
         return a.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def act_batch(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
+        """Actions (N, A) for N observations (``env.num_envs``): MPPI plans each one in turn (every batch slot keeps
+        its own warm start, dropped by ``reset_env``), through :meth:`act` so subclasses' acting rules hold."""
+        prev_means, actions = self._prev_means, []
+        for i in range(len(next(iter(obs.values())))):
+            self._prev_mean = prev_means.get(i)
+            actions.append(self.act({k: v[i] for k, v in obs.items()}, step, eval_mode))
+            prev_means[i] = self._prev_mean
+        self._prev_mean = None
+        return np.stack(actions)
+
+    def reset_env(self, index: int) -> None:
+        """Episode start in batch slot ``index``: forget that slot's previous plan."""
+        self._prev_means.pop(index, None)
 
     def planning_horizon(self, step: int) -> int:
         """MPPI's horizon at agent step ``step``: the model's ``horizon`` (a hook for MoDem's schedule)."""

@@ -81,5 +81,22 @@ def wrap_env(env: gym.Env, cfg: Any, model: RewardModel | None = None) -> gym.En
                          max_consecutive_failures=cfg.get("max_consecutive_failures", 10))
 
 
+def wrap_vector_env(env: gym.vector.VectorEnv, cfg: Any, model: RewardModel | None = None) -> gym.vector.VectorEnv:
+    """:func:`wrap_env` for a vector env of contract envs: a :class:`RewardVectorWrapper` (one batched model call
+    per vector step); unchanged for ``reward=env``."""
+    cfg = _plain(cfg)
+    if is_env_reward(cfg):
+        return env
+    if bool(cfg.get("terminate_on_success", False)):
+        raise ConfigError("reward.terminate_on_success=true is not supported with env.num_envs > 1 "
+                          "(RewardVectorWrapper never ends episodes); use env.num_envs=1")
+    model = model if model is not None else make_reward(cfg)
+    return RewardVectorWrapper(env, model, mode=cfg.get("mode", "replace"), weight=float(cfg.get("weight", 1.0)),
+                               render_size=cfg.get("render_size", 224), name=str(cfg.get("name", "model")),
+                               timeout_s=cfg.get("timeout_s"),
+                               max_consecutive_failures=cfg.get("max_consecutive_failures", 10))
+
+
 __all__ = ["EmbeddingCache", "RewardModel", "RewardVectorWrapper", "RewardWrapper", "check_frames", "is_env_reward",
-           "make_reward", "render_rgb", "wrap_env"]
+           "make_reward", "render_rgb", "wrap_env",
+           "wrap_vector_env"]

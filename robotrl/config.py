@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from robotrl.contract import OBS_TYPES
 from robotrl.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where it is used: env worker processes import this module and never need it
+    import torch
 
 
 def run_tag(agent: str, reward: str) -> str:
@@ -68,6 +70,9 @@ def validate_config(cfg: DictConfig) -> None:
         if views != num_cameras:
             raise ConfigError(f"config agent.pixel_views={views} but env.camera={camera} gives {num_cameras} "
                               f"view(s); set agent.pixel_views={num_cameras} or null")
+    collector = cfg.get("collector", "local")
+    if collector not in ("local", "ray"):
+        raise ConfigError(f"config collector={collector!r}, expected local or ray")
     device = _require(cfg, "device", str)
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"config device={device!r}, expected auto, cpu, cuda or cuda:N")
@@ -75,6 +80,8 @@ def validate_config(cfg: DictConfig) -> None:
 
 def resolve_device(name: str, key: str = "device") -> torch.device:
     """``auto`` -> cuda if available else cpu; a cuda device without CUDA is a ConfigError naming ``key``."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -92,6 +99,8 @@ def resolve_threads(setting: int | str | None) -> tuple[int | None, str]:
     ``None`` keeps torch's own default; an int is used as given.
     """
     if setting is None:
+        import torch
+
         return None, f"torch default ({torch.get_num_threads()})"
     if setting != "auto":
         return int(setting), "set by torch_threads"

@@ -39,3 +39,7 @@ class RewardModelError(RobotRLError, RuntimeError):
 
 class SweepJobError(RobotRLError):
     """A job of a multirun sweep (basic, submitit or Ray launcher) failed; names the job's run dir or its log."""
+
+
+class EnvWorkerError(RobotRLError, RuntimeError):
+    """Vector-env workers kept crashing or hanging (``env.max_worker_restarts`` exceeded)."""

@@ -34,6 +34,7 @@ from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, resolve_threads, validate_config
 from robotrl.distributed import DistContext, broadcast_module, destroy_process_group, init_distributed
 from robotrl.envs import make_env
+from robotrl.envs.vector import num_envs_of
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.heartbeat import Heartbeat
 from robotrl.logger import Logger
@@ -178,10 +179,25 @@ class Trainer:
     def __new__(cls, cfg: DictConfig, *args: Any, **kwargs: Any) -> Trainer:
         """``agent=sb3_*`` gets :class:`robotrl.workflows.sb3_train.SB3Trainer`: Stable-Baselines3 runs its own
         learning loop inside this trainer's envs, reward layer, logging, evaluation and checkpoints."""
+        num_envs = num_envs_of(OmegaConf.select(cfg, "env") or {})
         if cls is Trainer and is_sb3_agent(OmegaConf.select(cfg, "agent")):
+            if num_envs > 1:
+                raise ConfigError(f"env.num_envs={num_envs}: Stable-Baselines3 agents run SB3's own loop on one "
+                                  f"env here; use env.num_envs=1 with agent={OmegaConf.select(cfg, 'agent.name')}")
             from robotrl.workflows.sb3_train import SB3Trainer
 
             cls = SB3Trainer
+        elif cls is Trainer and OmegaConf.select(cfg, "collector") == "ray":
+            if num_envs > 1:
+                raise ConfigError(f"env.num_envs={num_envs} with collector=ray: each Ray actor runs one env; "
+                                  f"scale with ray.num_actors instead")
+            from robotrl.workflows.ray_collector import RayTrainer
+
+            cls = RayTrainer
+        elif cls is Trainer and num_envs > 1:
+            from robotrl.workflows.vector_train import VectorTrainer
+
+            cls = VectorTrainer
         return super().__new__(cls)
 
     def __init__(self, cfg: DictConfig, run_dir: Path, console: Console | None = None):
@@ -210,9 +226,7 @@ class Trainer:
         # reward=<model>: built before any env (a missing-weights error comes first) under a forked RNG; only the
         # training env gets it, so evaluation returns stay ground-truth returns
         self.reward_model = make_reward(cfg.reward)
-        self.env = wrap_env(make_env(cfg.env, seed=cfg.seed), cfg.reward, self.reward_model)
-        self.eval_env = make_env(cfg.env, seed=cfg.seed)
-        self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
+        self._build_envs()
         self.action_repeat = int(cfg.env.action_repeat)
         self._build_agent()
         if self.dist.enabled:
@@ -230,16 +244,33 @@ class Trainer:
         self.logger = Logger(self.run_dir, use_tb=cfg.tensorboard, resume_frame=self.frame if ckpt else None)
         self._write_run_info()
 
+    def _build_envs(self) -> None:
+        """``self.env`` (with the reward layer), ``self.eval_env`` and ``self.env_info`` (the vector trainer
+        overrides this: ``env.num_envs`` envs in worker processes)."""
+        cfg = self.cfg
+        self.env = wrap_env(make_env(cfg.env, seed=cfg.seed), cfg.reward, self.reward_model)
+        self.eval_env = make_env(cfg.env, seed=cfg.seed)
+        self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
+
+    @property
+    def observation_space(self) -> Any:
+        """One env's observation space (a vector env's ``single_observation_space``)."""
+        return getattr(self.env, "single_observation_space", self.env.observation_space)
+
+    @property
+    def action_space(self) -> Any:
+        return getattr(self.env, "single_action_space", self.env.action_space)
+
     def _build_agent(self) -> None:
         """``self.agent`` and its ``self.replay`` (the SB3 runner overrides this: SB3 brings its own buffers)."""
         cfg = self.cfg
         ensure_demos(cfg.agent, cfg.env)  # agents that learn from demos (MoDem) read them, the workflow makes them
-        self.agent = make_agent(cfg.agent, self.env.observation_space, self.env.action_space, str(self.device),
+        self.agent = make_agent(cfg.agent, self.observation_space, self.action_space, str(self.device),
                                 cfg.env.name)
         agent_hparams = agent_config(cfg.agent, cfg.env.name)  # per-task overrides may change nstep
         self.replay = ReplayBuffer(
-            capacity=int(cfg.replay.capacity), observation_space=self.env.observation_space,
-            action_dim=self.env.action_space.shape[0], frame_stack=int(cfg.env.frame_stack),
+            capacity=int(cfg.replay.capacity), observation_space=self.observation_space,
+            action_dim=self.action_space.shape[0], frame_stack=int(cfg.env.frame_stack),
             nstep=int(agent_hparams["nstep"]), discount=float(agent_hparams["discount"]), seed=int(cfg.seed),
             storage_dir=cfg.replay.storage_dir, device=str(self.device))
 
@@ -290,7 +321,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "counters": {"step": self.step, "episode": self.episode, "next_eval_frame": self.next_eval_frame,
                          "next_ckpt_frame": self.next_ckpt_frame, "elapsed": self._elapsed(),
-                         "first_eval": json.dumps(self.first_eval)},
+                         "first_eval": json.dumps(self.first_eval), **self._extra_counters()},
             "rng": get_rng_state(),
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
             "env_info": json.dumps(self.env_info),
@@ -320,8 +351,16 @@ class Trainer:
         self.next_eval_frame, self.next_ckpt_frame = int(counters["next_eval_frame"]), int(counters["next_ckpt_frame"])
         self.elapsed_before = float(counters["elapsed"])
         self.first_eval = json.loads(counters.get("first_eval", "null"))
+        self._restore_extra_counters(counters)
         set_rng_state(state["rng"])
         self.console.print(f"resumed from {path} at frame {self.frame}")
+
+    def _extra_counters(self) -> dict[str, Any]:
+        """More counters for the checkpoint (plain types; the vector trainer's discarded-episode counts)."""
+        return {}
+
+    def _restore_extra_counters(self, counters: dict[str, Any]) -> None:
+        """Read back what :meth:`_extra_counters` saved."""
 
     def _restore_replay(self, path: Path) -> None:
         """Load the checkpoint's replay buffer (SB3's runner overrides this: SB3 has its own buffer format)."""
@@ -448,7 +487,7 @@ class Trainer:
             beat.tick(lambda: f"episode {where['episode']}/{len(seeds)}, step {where['step']}")
             return self.agent.act(obs, self.step, eval_mode=True)
 
-        results = run_episodes(self.eval_env, policy, seeds, video, on_reset=on_reset)
+        results = self._run_eval_episodes(seeds, video, policy, on_reset)
         summary = summarize(results)
         row = {"step": self.step, "episode": self.episode, "episode_return": summary["return_mean"],
                "episode_return_std": summary["return_std"], "episode_length": summary["length_mean"],
@@ -468,6 +507,10 @@ class Trainer:
                            f"± {summary['return_std']:.1f}{success}")
         self._plot()
         return summary
+
+    def _run_eval_episodes(self, seeds: list[int], video: Path | None, policy: Any, on_reset: Any) -> list[dict]:
+        """One result per eval seed (the vector trainer plays them in parallel)."""
+        return run_episodes(self.eval_env, policy, seeds, video, on_reset=on_reset)
 
     def _plot(self) -> None:
         from robotrl.workflows.plot import plot_runs
