@@ -375,6 +375,7 @@ def test_demo_goals_from_metaworld_expert_drive_the_reward_wrapper(compose_cfg, 
         env.close()
 
 
+@pytest.mark.slow  # ~60 s on 2 cores; exact resume of the Trainer is in the default suite via test_trainer/test_tdmpc2
 def test_trainer_checkpoints_the_discriminators_and_resumes_exactly(compose_cfg, red_goals: Path, tmp_path: Path):
     """The reward model learns during training, so exact resume needs its state: 400 frames in one go equals
     200 + resume to 400, for the agent and for the discriminator ensemble."""

@@ -315,6 +315,7 @@ def modem_cfg(compose_cfg, demo_dir):
     return lambda *o: compose_cfg("agent=modem", *TINY_CFG, f"agent.demos={demo_dir}", *o, tiny=False)
 
 
+@pytest.mark.slow  # ~25 s; MoDem-V2's exact resume on robot=sim runs in the default suite
 def test_resume_is_exact(modem_cfg, tmp_path):
     """360 frames in one go vs 240 + resume to 360: identical parameters, optimiser states and generators."""
     full = Trainer(modem_cfg("frames=360"), tmp_path / "full")
@@ -346,6 +347,7 @@ def test_trainer_smoke_modem_v2_pixels(compose_cfg, demo_dir, tmp_path):
     assert summary["agent"] == "modem_v2" and "handover_prob" in (tmp_path / "train.csv").read_text()
 
 
+@pytest.mark.slow  # ~22 s; the pixels MoDem-V2 smoke stays in the default suite
 def test_trainer_smoke_two_cameras_and_proprio(compose_cfg, tmp_path):
     """MoDem-V2's sensor setting: two camera views (one conv stack each) + proprioception, demos generated to fit."""
     cams = "env.camera=[corner2,corner3]"
