@@ -30,18 +30,19 @@ from robotrl.agents import agent_config, is_sb3_agent, make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, resolve_threads, validate_config
-from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.heartbeat import Heartbeat
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
-from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines_for
+from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines, trivial_baselines_for
 from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.rollout import run_episodes, summarize
+from robotrl.workflows.run_env import make_run_env, uses_robot
 
 log = logging.getLogger(__name__)
 REWARD_INFO_KEYS = ("model_reward", "gt_reward", "reward_invalid")  # from RewardWrapper; flagged steps are counted
+ROBOT_INFO_KEYS = ("interventions",)  # from RobotEnv: safety-layer interventions per step, summed per episode
 EVAL_SEED_BASE = 1_000_000  # eval episodes use seeds EVAL_SEED_BASE + i, the same set at every evaluation
 
 
@@ -54,6 +55,8 @@ class EpisodeStats:
     success: bool | None = None  # None: the task defines no success
     updates: list[dict[str, float]] = field(default_factory=list)  # the agent's update metrics
     rewards: dict[str, float] = field(default_factory=dict)  # reward=<model>: model vs ground truth, summed
+    robot: dict[str, float] = field(default_factory=dict)  # robot=<arm>: interventions, overruns, safety stop
+    steps: list[tuple[Any, int]] = field(default_factory=list)  # (action, step) kept for updates at the episode end
 
     def add_step(self, reward: float, info: dict[str, Any]) -> None:
         self.ret += float(reward)
@@ -63,6 +66,23 @@ class EpisodeStats:
         for key in REWARD_INFO_KEYS:
             if key in info:
                 self.rewards[key] = self.rewards.get(key, 0.0) + float(info[key])
+        for key in ROBOT_INFO_KEYS:
+            if key in info:
+                self.robot[key] = self.robot.get(key, 0.0) + float(info[key])
+        if "overrun_ms" in info:
+            self.robot["overruns"] = self.robot.get("overruns", 0.0) + 1.0
+        if "safety_stop" in info:
+            self.robot["safety_stop"] = 1.0
+
+
+def _update_at(cfg: DictConfig, on_robot: bool) -> str:
+    """``update_at``: ``step`` (an update before every env step) or ``episode_end`` (the same updates after the
+    episode: an arm cannot wait mid-motion for a gradient step, its control rate and watchdog would stop it);
+    ``auto`` picks ``episode_end`` on a robot."""
+    value = str(OmegaConf.select(cfg, "update_at", default="auto"))
+    if value not in ("auto", "step", "episode_end"):
+        raise ConfigError(f"update_at={value!r}, expected auto, step or episode_end")
+    return ("episode_end" if on_robot else "step") if value == "auto" else value
 
 
 def episode_seed(run_seed: int, episode: int) -> int:
@@ -181,8 +201,12 @@ class Trainer:
         # reward=<model>: built before any env (a missing-weights error comes first) under a forked RNG; only the
         # training env gets it, so evaluation returns stay ground-truth returns
         self.reward_model = make_reward(cfg.reward)
-        self.env = wrap_env(make_env(cfg.env, seed=cfg.seed), cfg.reward, self.reward_model)
-        self.eval_env = make_env(cfg.env, seed=cfg.seed)
+        self.on_robot = uses_robot(cfg)
+        base_env = make_run_env(cfg, seed=cfg.seed)
+        self.env = wrap_env(base_env, cfg.reward, self.reward_model)
+        # One arm: evaluation runs on the same RobotEnv between training episodes (without the reward model)
+        self.eval_env = base_env if self.on_robot else make_run_env(cfg, seed=cfg.seed)
+        self.update_at = _update_at(cfg, self.on_robot)
         self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
         self.action_repeat = int(cfg.env.action_repeat)
         self._build_agent()
@@ -323,7 +347,10 @@ class Trainer:
                 interrupt.check()
                 action = self.agent.act(obs, self.step, eval_mode=False)
                 if self.step >= seed_steps:
-                    stats.updates.append(self.agent.update(self.replay, self.step))
+                    if self.update_at == "step":
+                        stats.updates.append(self.agent.update(self.replay, self.step))
+                    else:  # on an arm: the same updates, after the episode, while the arm holds
+                        stats.steps.append(self.step)
                 obs, reward, terminated, truncated, info = self.env.step(action)
                 self.replay.add(action, reward, obs, terminated, truncated)
                 self.step += 1
@@ -340,6 +367,8 @@ class Trainer:
     def _end_episode(self, stats: EpisodeStats, total_steps: int) -> bool:
         """Count and log the finished episode, evaluate and checkpoint when due; True when training is done."""
         cfg = self.cfg
+        for step in stats.steps:  # update_at=episode_end: one update per agent step of the episode, in order
+            stats.updates.append(self.agent.update(self.replay, step))
         self.episode += 1
         self._log_train_episode(stats)
         progress, task = self._progress_task
@@ -381,6 +410,8 @@ class Trainer:
         if stats.success is not None:
             row["success"] = float(stats.success)
         row.update(stats.rewards)  # model_reward / gt_reward sums (episode_return is what the agent was given)
+        if self.on_robot:
+            row.update({"interventions": 0.0, "overruns": 0.0, "safety_stop": 0.0, **stats.robot})
         for key in {k for m in stats.updates for k in m}:  # agents may return {} on steps they skip
             row[key] = float(np.mean([m[key] for m in stats.updates if key in m]))
             if not np.isfinite(row[key]):
@@ -405,13 +436,18 @@ class Trainer:
             beat.tick(lambda: f"episode {where['episode']}/{len(seeds)}, step {where['step']}")
             return self.agent.act(obs, self.step, eval_mode=True)
 
+        robot_events = self._robot_interventions()
         results = run_episodes(self.eval_env, policy, seeds, video, on_reset=on_reset)
         summary = summarize(results)
+        if self.on_robot:
+            summary["interventions_per_episode"] = (self._robot_interventions() - robot_events) / max(len(seeds), 1)
         row = {"step": self.step, "episode": self.episode, "episode_return": summary["return_mean"],
                "episode_return_std": summary["return_std"], "episode_length": summary["length_mean"],
                "elapsed": self._elapsed()}
         if summary["success_rate"] is not None:
             row["success"] = summary["success_rate"]
+        if self.on_robot:
+            row["interventions_per_episode"] = summary["interventions_per_episode"]
         row.update({k: v for k, v in self.env_info.items() if k.endswith("version")})
         self.logger.log("eval", self.frame, row)
         while self.next_eval_frame <= self.frame:
@@ -425,6 +461,12 @@ class Trainer:
                            f"± {summary['return_std']:.1f}{success}")
         self._plot()
         return summary
+
+    def _robot_interventions(self) -> int:
+        """Safety-layer interventions on the run's arm so far (0 without one)."""
+        if not self.on_robot:
+            return 0
+        return self.eval_env.intervention_total()
 
     def _plot(self) -> None:
         from robotrl.workflows.plot import plot_runs
@@ -446,7 +488,8 @@ class Trainer:
             summary.update(self._compare_with_baselines())
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         self.env.close()
-        self.eval_env.close()
+        if self.eval_env is not self.env.unwrapped:
+            self.eval_env.close()
         return summary
 
     def _compare_with_baselines(self) -> dict[str, Any]:
@@ -455,7 +498,10 @@ class Trainer:
         seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
         self.console.print(f"evaluating trivial policies on the same {len(seeds)} eval seeds "
                            f"(random, constant actions)...")
-        baselines = trivial_baselines_for(cfg.env, seeds, int(cfg.seed))
+        if self.on_robot:  # the same arm and seeds (no simulator copy of a robot to play them on)
+            baselines = trivial_baselines(self.eval_env, seeds, int(cfg.seed))
+        else:
+            baselines = trivial_baselines_for(cfg.env, seeds, int(cfg.seed))
         out: dict[str, Any] = {"baselines": baselines}
         if self.last_eval is None:
             return out
