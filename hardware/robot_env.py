@@ -242,7 +242,8 @@ class RobotEnv(gym.Env):
         try:
             for repeat in range(self.action_repeat):
                 since = self._wait_period()
-                if repeat == 0 and since > self.robot.limits.overrun_factor * self.period:
+                # (not the episode's first step: the reset's homing and first frame are not the agent's time)
+                if repeat == 0 and self._steps and since > self.robot.limits.overrun_factor * self.period:
                     info["overrun_ms"] = round(since * 1e3, 2)  # the agent's compute time included
                     self.stats.overruns += 1
                 if repeat:  # the arm after the previous send: Meta-World's "previous" proprioception
