@@ -174,3 +174,10 @@ def test_modem_v2_trains_online_on_the_sim_arm_and_resumes_exactly(compose_cfg, 
     assert resumed.step == 20
     resumed.train()
     assert_same_tensors(full.agent.state_dict(), resumed.agent.state_dict())
+
+
+def test_env_reward_on_an_arm_without_one_is_refused(compose_cfg, tmp_path):
+    from robotrl.workflows.train import Trainer
+
+    with pytest.raises(ConfigError, match="robot=mock gives no reward"):
+        Trainer(compose_cfg("robot=mock", "env=metaworld/reach", "env.obs_type=proprio"), tmp_path)

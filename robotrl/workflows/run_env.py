@@ -61,9 +61,22 @@ def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float 
     return env
 
 
+def check_robot_reward(cfg: Any) -> None:
+    """``reward=env`` on an arm whose driver gives no ground truth (every real arm) would train on a reward of 0:
+    refuse it in one line, before anything connects."""
+    from robotrl.hardware import robot_class
+    from robotrl.rewards import is_env_reward
+
+    name = OmegaConf.select(cfg, "robot.name")
+    if is_env_reward(cfg.get("reward")) and not hasattr(robot_class(name), "ground_truth"):
+        raise ConfigError(f"robot={name} gives no reward (only robot=sim's simulator does); choose a reward model, "
+                          f"e.g. reward=success_classifier reward.demos=DIR or reward=kagi")
+
+
 def make_run_env(cfg: Any, seed: int) -> gym.Env:
     """The training/eval env of a run config: a robot's when ``robot=`` names one, else the simulator's."""
     if uses_robot(cfg):
+        check_robot_reward(cfg)
         noise = OmegaConf.select(cfg, "robot_env.home_noise_m", default=0.0) if OmegaConf.is_config(cfg) else 0.0
         return make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise)
     from robotrl.envs import make_env
