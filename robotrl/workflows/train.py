@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -226,7 +226,10 @@ class Trainer:
     def _build_agent(self) -> None:
         """``self.agent`` and its ``self.replay`` (the SB3 runner overrides this: SB3 brings its own buffers)."""
         cfg = self.cfg
-        ensure_demos(cfg.agent, cfg.env)  # agents that learn from demos (MoDem) read them, the workflow makes them
+        demo_dir = ensure_demos(cfg.agent, cfg.env)  # agents that learn from demos (MoDem) read them; made here
+        if demo_dir is not None and cfg.agent.get("demos") is not None and str(demo_dir) != str(cfg.agent.demos):
+            with open_dict(cfg):  # a LeRobotDataset, imported into the demo format: the agent reads the import
+                cfg.agent.demos = str(demo_dir)
         self.agent = make_agent(cfg.agent, self.env.observation_space, self.env.action_space, str(self.device),
                                 cfg.env.name)
         agent_hparams = agent_config(cfg.agent, cfg.env.name)  # per-task overrides may change nstep
