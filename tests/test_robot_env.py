@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -174,6 +175,32 @@ def test_modem_v2_trains_online_on_the_sim_arm_and_resumes_exactly(compose_cfg, 
     assert resumed.step == 20
     resumed.train()
     assert_same_tensors(full.agent.state_dict(), resumed.agent.state_dict())
+
+
+@pytest.mark.slow
+def test_sim2real_report_of_a_trained_policy(compose_cfg, demo_dir, tmp_path):
+    """`robotrl sim2real`: a checkpoint's policy on robot=sim vs the in-memory mock arm, same seeds (~20 s)."""
+    from robotrl.workflows.sim2real import sim2real
+    from robotrl.workflows.train import Trainer
+    from tests.test_modem import TINY_CFG
+
+    cfg = compose_cfg("agent=modem_v2", *TINY_CFG, f"agent.demos={demo_dir}", *ROBOT_TRAIN, "frames=20", tiny=False)
+    Trainer(cfg, tmp_path / "full").train()
+    slow = {"limits.watchdog_ms": "5000", "limits.overrun_factor": "1000"}
+    report = sim2real(str(tmp_path / "full"), robots="sim,mock", episodes=1, steps=3, out=str(tmp_path / "gap"),
+                      robot_overrides={"sim": slow, "mock": slow})
+    assert json.loads((tmp_path / "gap" / "gap.json").read_text())["robots"]["mock"]["episodes"][0]["steps"] == 3
+    assert report["robots"]["sim"]["success_rate"] is not None and report["robots"]["mock"]["success_rate"] is None
+
+
+def test_sim2real_cli_errors(capsys):
+    from robotrl.cli import main
+
+    for args, message in ((["checkpoint=x", "robots=sim"], "name at least two robots"),
+                          (["checkpoint=x", "franka.hostname=1.2.3.4"], "franka.hostname: 'franka' is not one of")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sim2real", "robots=sim,mock", *args] if "robots=sim" not in args else ["sim2real", *args])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_env_reward_on_an_arm_without_one_is_refused(compose_cfg, tmp_path):
