@@ -26,6 +26,11 @@ the agent's own compute time between steps counts; a step whose first send comes
 ``overrun_factor`` periods is an overrun (``info["overrun_ms"]``, counted in :attr:`RobotEnv.stats`; the safety
 layer also logs it and holds the arm after too many in a row).
 
+Human interventions (SERL's): an ``operator`` callable ``(step, obs) -> action or None`` is asked before every
+step; an action it returns replaces the policy's for that step (``info["intervention"] = True`` and
+``info["executed_action"]``, what the arm was sent: replay stores that, the trainer keeps the segments as demos);
+take-over and hand-back are logged.
+
 Reset: ``reset_to_home`` (``robot=sim`` also restores its scene), then a randomised start: the hand moves by an
 offset drawn uniformly from ``[-home_noise_m, home_noise_m]^3`` with the reset seed, through the safety layer.
 Rewards: a real arm has none (0.0; ``reward=`` models provide one). A simulated arm that exposes
@@ -117,7 +122,8 @@ class RobotEnv(gym.Env):
 
     def __init__(self, robot: Any, *, obs_type: str = "pixels", image_size: int = 84, frame_stack: int = 3,
                  action_repeat: int = 2, max_agent_steps: int = 100, home_noise_m: float = 0.0,
-                 metres_per_unit: float = METAWORLD_METRES_PER_UNIT, info: dict[str, Any] | None = None) -> None:
+                 metres_per_unit: float = METAWORLD_METRES_PER_UNIT, info: dict[str, Any] | None = None,
+                 operator: Any = None) -> None:
         if obs_type not in ROBOT_OBS_TYPES:
             raise ConfigError(f"env.obs_type={obs_type!r} on a robot: expected one of {list(ROBOT_OBS_TYPES)} "
                               f"(an arm measures no object or goal state)")
@@ -154,6 +160,9 @@ class RobotEnv(gym.Env):
         self.stats = EpisodeSafety()
         self.last_episode: EpisodeSafety | None = None
         self._ground_truth = getattr(robot.inner, "ground_truth", None)  # simulated arms only
+        self.operator = operator
+        self._obs_now: dict[str, np.ndarray] | None = None
+        self._taken_over = False
 
     # ------------------------------------------------------------------------------------------ observations
     def _frame(self, observation: Observation) -> np.ndarray:
@@ -208,7 +217,9 @@ class RobotEnv(gym.Env):
             frame = self._frame(observation)
             self._frames.clear()
             self._frames.extend([frame] * self.frame_stack)
-        return self._obs(observation), {"success": False} if self._ground_truth else {}
+        self._taken_over = False
+        self._obs_now = self._obs(observation)
+        return self._obs_now, {"success": False} if self._ground_truth else {}
 
     def _random_start(self) -> None:
         """Move the hand by a seeded uniform offset, in steps the safety layer allows, at the control rate."""
@@ -237,6 +248,13 @@ class RobotEnv(gym.Env):
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         action = check_action(action, self.action_space)
         info: dict[str, Any] = {}
+        human = None if self.operator is None else self.operator(self._steps, self._obs_now)
+        if (human is not None) != self._taken_over:
+            self._taken_over = human is not None
+            log.info("operator %s at step %d", "takes over" if self._taken_over else "hands back", self._steps)
+        if human is not None:  # a person's command: in [-1, 1] like the policy's (a raw device may overshoot)
+            action = np.clip(np.asarray(human, np.float32).reshape(self.action_space.shape), -1.0, 1.0)
+            info.update(intervention=True, executed_action=action)
         reward, success = 0.0, False
         observation = None
         try:
@@ -271,7 +289,7 @@ class RobotEnv(gym.Env):
         self.stats.interventions += info["interventions"]
         if "pixels" in self.keys:
             self._frames.append(self._frame(observation))
-        obs = self._obs(observation)
+        obs = self._obs_now = self._obs(observation)
         if self._ground_truth is not None:
             info["success"] = bool(success)
         truncated = "safety_stop" in info or self._steps >= self.max_agent_steps

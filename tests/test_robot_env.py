@@ -153,14 +153,27 @@ def demo_dir(tmp_path_factory):
     return generate_demos(env, num_episodes=2, seed=3, out_dir=tmp_path_factory.mktemp("robot") / "reach")
 
 
+PUSH = [0.0, 0.0, 1.0, 1.0]
+
+
+def push_operator():
+    """A person who takes over at agent steps 2-4 of every episode (robot_env.operator=tests.test_robot_env:...)."""
+    from robotrl.workflows.deploy import ScriptedOperator
+
+    return ScriptedOperator([(2, 5, PUSH)])
+
+
 def test_modem_v2_trains_online_on_the_sim_arm_and_resumes_exactly(compose_cfg, demo_dir, tmp_path):
-    """`robotrl train agent=modem_v2 robot=sim`: 3 episodes in one go vs 2 + resume; identical parameters. (No
-    evaluations: on the one arm they would run between the same episodes in both runs, but cost test time.)"""
+    """`robotrl train agent=modem_v2 robot=sim` with a person taking over 3 steps per episode: 3 episodes in one go
+    vs 2 + resume; identical parameters. (No evaluations: on the one arm they would run between the same episodes
+    in both runs, but cost test time.)"""
+    from robotrl.demos import load_demos
     from robotrl.workflows.train import Trainer
     from tests.test_modem import TINY_CFG
 
     def cfg(*o):
-        return compose_cfg("agent=modem_v2", *TINY_CFG, f"agent.demos={demo_dir}", *ROBOT_TRAIN, *o, tiny=False)
+        return compose_cfg("agent=modem_v2", *TINY_CFG, f"agent.demos={demo_dir}", *ROBOT_TRAIN,
+                           "robot_env.operator=tests.test_robot_env:push_operator", *o, tiny=False)
 
     full = Trainer(cfg(), tmp_path / "full")
     assert full.update_at == "episode_end" and full.eval_env is full.env.unwrapped
@@ -169,6 +182,13 @@ def test_modem_v2_trains_online_on_the_sim_arm_and_resumes_exactly(compose_cfg, 
     rows = (tmp_path / "full" / "train.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert {"interventions", "overruns", "safety_stop", "value_loss"} <= set(header) and len(rows) == 4
+    assert [float(r.split(",")[header.index("operator_steps")]) for r in rows[1:]] == [3.0, 3.0, 3.0]
+    # what the arm executed is what the replay holds; the operator's segments are demos, on disk and in the agent
+    segments = load_demos(tmp_path / "full" / "interventions")
+    assert len(segments) == 3 and all(np.array_equal(s.action, np.tile(PUSH, (3, 1))) for s in segments)
+    assert len(full.agent.extra_demos) == 3
+    only_demos = sum(len(e.action) for e in full.agent.load_demos())  # transitions of the demos alone
+    assert len(full.agent.demo_replay) == only_demos + 3 * 3, (len(full.agent.demo_replay), only_demos)
     first = Trainer(cfg("frames=40"), tmp_path / "split")
     first.train()
     resumed = Trainer(cfg("resume=true"), tmp_path / "split")

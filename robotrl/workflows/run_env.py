@@ -7,7 +7,8 @@ This choice lives in a workflow because it needs both plug-in kinds (``robotrl.e
 On a robot the ``env`` config still names the task (``env=metaworld/reach``: its demos, per-task agent settings and
 run directory) and gives the observation pipeline (``image_size``, ``frame_stack``, ``action_repeat``,
 ``obs_type``, ``camera``, ``max_episode_steps`` in env steps, default Meta-World's 500); ``robot=sim`` renders that
-task's scene with that camera. ``robot_env.home_noise_m`` is the randomised start.
+task's scene with that camera. ``robot_env.home_noise_m`` is the randomised start, ``robot_env.operator``
+(``module:function`` returning an Operator) a person who may take over.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def robot_config_for_env(robot_cfg: Any, env_spec: Any) -> dict[str, Any]:
     return robot
 
 
-def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float = 0.0) -> Any:
+def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float = 0.0, operator: Any = None) -> Any:
     """A connected :class:`RobotEnv` over ``make_robot(robot_cfg)`` (the arm behind its safety layer)."""
     from robotrl.envs import parse_env_cfg
     from robotrl.hardware import make_robot
@@ -56,7 +57,7 @@ def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float 
             "frame_stack": spec.frame_stack, "action_repeat": spec.action_repeat, "max_episode_steps": max_env_steps}
     env = RobotEnv(robot, obs_type=spec.obs_type, image_size=spec.image_size, frame_stack=spec.frame_stack,
                    action_repeat=spec.action_repeat, max_agent_steps=math.ceil(max_env_steps / spec.action_repeat),
-                   home_noise_m=float(home_noise_m), info=info)
+                   home_noise_m=float(home_noise_m), info=info, operator=operator)
     robot.connect()
     return env
 
@@ -77,8 +78,14 @@ def make_run_env(cfg: Any, seed: int) -> gym.Env:
     """The training/eval env of a run config: a robot's when ``robot=`` names one, else the simulator's."""
     if uses_robot(cfg):
         check_robot_reward(cfg)
-        noise = OmegaConf.select(cfg, "robot_env.home_noise_m", default=0.0) if OmegaConf.is_config(cfg) else 0.0
-        return make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise)
+        noise = OmegaConf.select(cfg, "robot_env.home_noise_m", default=0.0)
+        spec = OmegaConf.select(cfg, "robot_env.operator", default=None)
+        operator = None
+        if spec:  # e.g. a spacemouse or keyboard reader: robotrl.workflows.deploy's Operator protocol
+            from robotrl.workflows.deploy import load_operator
+
+            operator = load_operator(str(spec))
+        return make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise, operator=operator)
     from robotrl.envs import make_env
 
     return make_env(cfg.env, seed=seed)

@@ -7,6 +7,7 @@ done: same episodes, same replay samples, same gradient steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
@@ -37,6 +38,7 @@ from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
 from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines, trivial_baselines_for
 from robotrl.workflows.demos import ensure_demos
+from robotrl.workflows.interventions import InterventionRecorder
 from robotrl.workflows.rollout import run_episodes, summarize
 from robotrl.workflows.run_env import make_run_env, uses_robot
 
@@ -69,6 +71,8 @@ class EpisodeStats:
         for key in ROBOT_INFO_KEYS:
             if key in info:
                 self.robot[key] = self.robot.get(key, 0.0) + float(info[key])
+        if info.get("intervention"):
+            self.robot["operator_steps"] = self.robot.get("operator_steps", 0.0) + 1.0
         if "overrun_ms" in info:
             self.robot["overruns"] = self.robot.get("overruns", 0.0) + 1.0
         if "safety_stop" in info:
@@ -207,6 +211,10 @@ class Trainer:
         # One arm: evaluation runs on the same RobotEnv between training episodes (without the reward model)
         self.eval_env = base_env if self.on_robot else make_run_env(cfg, seed=cfg.seed)
         self.update_at = _update_at(cfg, self.on_robot)
+        self.interventions = None
+        if self.on_robot:
+            self.interventions = InterventionRecorder(self.run_dir / "interventions", base_env.observation_space,
+                                                      int(cfg.env.frame_stack), str(cfg.env.name))
         self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
         self.action_repeat = int(cfg.env.action_repeat)
         self._build_agent()
@@ -256,7 +264,8 @@ class Trainer:
             raise CheckpointError(f"resume=true but {ckpt_root} holds no checkpoint (expected a previous run here)")
         return resolve_checkpoint(self.run_dir)
 
-    STALE_OUTPUTS = ("train.csv", "eval.csv", "tb", "videos", "curve.png", "summary.json", "checkpoints")
+    STALE_OUTPUTS = ("train.csv", "eval.csv", "tb", "videos", "curve.png", "summary.json", "checkpoints",
+                     "interventions")
 
     def _clear_stale_outputs(self) -> None:
         """A start with no checkpoint to resume begins its logs clean: an earlier start in this dir that was stopped
@@ -306,6 +315,8 @@ class Trainer:
         self.elapsed_before = float(counters["elapsed"])
         self.first_eval = json.loads(counters.get("first_eval", "null"))
         set_rng_state(state["rng"])
+        if self.interventions is not None:  # the operator segments the agent had as demos at this checkpoint
+            self._add_demos(self.interventions.load(self.episode))
         self.console.print(f"resumed from {path} at frame {self.frame}")
 
     def _restore_replay(self, path: Path) -> None:
@@ -332,7 +343,14 @@ class Trainer:
         obs, _ = self.env.reset(seed=episode_seed(int(self.cfg.seed), self.episode))
         self.agent.reset()
         self.replay.add_first(obs)
+        if self.interventions is not None:
+            self.interventions.begin(obs)
         return obs
+
+    def _add_demos(self, episodes: list[Any]) -> None:
+        """Operator segments as demos, for agents that keep demos (MoDem); others learn from them in the replay."""
+        if episodes and hasattr(self.agent, "add_demos"):
+            self.agent.add_demos(episodes)
 
     def train(self) -> dict[str, Any]:
         """Train until ``cfg.frames`` (finishing the current episode); return the final summary."""
@@ -355,7 +373,10 @@ class Trainer:
                     else:  # on an arm: the same updates, after the episode, while the arm holds
                         stats.steps.append(self.step)
                 obs, reward, terminated, truncated, info = self.env.step(action)
+                action = info.get("executed_action", action)  # a person took over: store what the arm did
                 self.replay.add(action, reward, obs, terminated, truncated)
+                if self.interventions is not None:
+                    self.interventions.step(action, reward, obs, terminated, info)
                 self.step += 1
                 stats.add_step(reward, info)
                 if not (terminated or truncated):
@@ -370,6 +391,8 @@ class Trainer:
     def _end_episode(self, stats: EpisodeStats, total_steps: int) -> bool:
         """Count and log the finished episode, evaluate and checkpoint when due; True when training is done."""
         cfg = self.cfg
+        if self.interventions is not None:  # before the episode's updates (episode_end): they may use them
+            self._add_demos(self.interventions.finish(self.episode))
         for step in stats.steps:  # update_at=episode_end: one update per agent step of the episode, in order
             stats.updates.append(self.agent.update(self.replay, step))
         self.episode += 1
@@ -414,7 +437,8 @@ class Trainer:
             row["success"] = float(stats.success)
         row.update(stats.rewards)  # model_reward / gt_reward sums (episode_return is what the agent was given)
         if self.on_robot:
-            row.update({"interventions": 0.0, "overruns": 0.0, "safety_stop": 0.0, **stats.robot})
+            row.update({"interventions": 0.0, "overruns": 0.0, "safety_stop": 0.0, "operator_steps": 0.0,
+                        **stats.robot})
         for key in {k for m in stats.updates for k in m}:  # agents may return {} on steps they skip
             row[key] = float(np.mean([m[key] for m in stats.updates if key in m]))
             if not np.isfinite(row[key]):
@@ -440,7 +464,8 @@ class Trainer:
             return self.agent.act(obs, self.step, eval_mode=True)
 
         robot_events = self._robot_interventions()
-        results = run_episodes(self.eval_env, policy, seeds, video, on_reset=on_reset)
+        with self._policy_only():
+            results = run_episodes(self.eval_env, policy, seeds, video, on_reset=on_reset)
         summary = summarize(results)
         if self.on_robot:
             summary["interventions_per_episode"] = (self._robot_interventions() - robot_events) / max(len(seeds), 1)
@@ -464,6 +489,18 @@ class Trainer:
                            f"± {summary['return_std']:.1f}{success}")
         self._plot()
         return summary
+
+    @contextlib.contextmanager
+    def _policy_only(self) -> Any:
+        """Evaluations and baselines measure the policy alone: no operator takes over meanwhile."""
+        operator = getattr(self.eval_env, "operator", None)
+        if operator is not None:
+            self.eval_env.operator = None
+        try:
+            yield
+        finally:
+            if operator is not None:
+                self.eval_env.operator = operator
 
     def _robot_interventions(self) -> int:
         """Safety-layer interventions on the run's arm so far (0 without one)."""
@@ -502,7 +539,8 @@ class Trainer:
         self.console.print(f"evaluating trivial policies on the same {len(seeds)} eval seeds "
                            f"(random, constant actions)...")
         if self.on_robot:  # the same arm and seeds (no simulator copy of a robot to play them on)
-            baselines = trivial_baselines(self.eval_env, seeds, int(cfg.seed))
+            with self._policy_only():
+                baselines = trivial_baselines(self.eval_env, seeds, int(cfg.seed))
         else:
             baselines = trivial_baselines_for(cfg.env, seeds, int(cfg.seed))
         out: dict[str, Any] = {"baselines": baselines}
