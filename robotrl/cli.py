@@ -379,6 +379,8 @@ REPORT_DOCS = {
     "noise": "comma-separated action-noise stddevs of the noisy experts",
     "gamma": "discount of the EPIC canonicalisation",
     "out": "output dir for report.json and report.png (default reward_eval/<env>)",
+    "recordings": "comma-separated recorded episode dirs (demo format, e.g. robot runs): score those instead of "
+                  "simulator rollouts",
 }
 
 

@@ -123,3 +123,21 @@ def test_separates_held_out_metaworld_frames(tmp_path):
     frames, labels = held_out(held)
     quality = separation(model.probability(frames), labels)
     assert quality["auc"] > 0.95, quality
+
+
+def test_reward_quality_report_on_recordings(data, tmp_path, capsys):
+    """`robotrl reward-eval recordings=...`: the report on recorded episodes (no simulator), here the detector's."""
+    from robotrl.cli import main
+
+    demos, held = data
+    main_args = ["reward-eval", f"recordings={held},{demos}", "env=metaworld/reach", "reward=success_classifier",
+                 f"reward.demos={demos}", "reward.image_size=32", "reward.steps=150", f"out={tmp_path}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(main_args)
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "report.json").read_text())
+    metrics = report["metrics"]["success_classifier"]
+    assert report["groups"]["held_out"]["episodes"] == 3 and report["groups"]["demos"]["episodes"] == 4
+    assert metrics["success_f1"] > 0.8 and metrics["success_f1_source"].startswith("predict_success")
+    assert metrics["value_order"]["rho"] > 0.5  # the sparse reward rises towards success on these recordings
+    assert "no EPIC distance" in report["note"] and "success F1" in capsys.readouterr().out
