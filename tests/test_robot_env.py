@@ -19,7 +19,9 @@ from tests.conftest import assert_same_tensors
 SIM = Path(__file__).resolve().parents[1] / "configs" / "robot" / "sim.yaml"
 ENV = {"name": "metaworld/reach", "image_size": 32, "frame_stack": 2, "action_repeat": 2,
        "obs_type": "pixels_proprio", "max_episode_steps": 20}
-FAST = {"control_hz": 100, "ee_max_velocity": 1.0}  # 10 ms periods; the velocity cap equals ee_max_step still
+# 10 ms periods (the velocity cap still equals ee_max_step); a 2 s watchdog and 5 s driver timeout: the test machine
+# is shared, and a 200 ms stall there would hold the arm in tests that are not about the watchdog
+FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "watchdog_ms": 2000, "driver_timeout_ms": 5000}
 
 
 def _env(env=None, home_noise_m=0.0, **limits):
@@ -139,7 +141,7 @@ def test_bad_robot_env_config(env_over, message):
 ROBOT_TRAIN = [
     "robot=sim", "robot.limits.control_hz=100", "robot.limits.ee_max_velocity=1.0",
     # the test machine is shared: a slow update must not end episodes by the rate monitor or the watchdog here
-    "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000",
+    "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000", "robot.limits.driver_timeout_ms=5000",
     "env.obs_type=proprio", "env.max_episode_steps=20", "frames=60", "seed_frames=20", "eval_episodes=0",
     "checkpoint_every_frames=20",
 ]
