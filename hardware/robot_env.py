@@ -4,7 +4,7 @@ Why it lives in ``hardware/`` and not in ``envs/``: ``robot=sim`` already builds
 ``robotrl.envs.make_env`` (the one allowed hardware -> envs edge), so an ``envs -> hardware`` import would make the
 two plug-in kinds depend on each other. ``RobotEnv`` needs only the core contract (``robotrl.contract``) and the
 hardware layer's own ``Robot`` / ``SafetyLayer``; the workflows, which may see every plug-in, pick it when
-``robot=`` names an arm (``robotrl.workflows.envs.make_run_env``), and everything downstream of an env (agents,
+``robot=`` names an arm (``robotrl.workflows.run_env.make_run_env``), and everything downstream of an env (agents,
 reward wrappers, replay, checkpoints, evaluation) sees a plain ``gymnasium.Env``.
 
 The contract, as ``make_env``'s: observations ``{"pixels": uint8 (3 * views * frame_stack, H, W), "state": float32
