@@ -249,3 +249,13 @@ def test_demos_from_a_lerobot_dataset(compose_cfg, demo_dir, tmp_path):
     assert imported == tmp_path / "reach-lerobot-robotrl32" and len(load_demos(imported)) == 2
     np.testing.assert_array_equal(load_demos(imported)[0].action, load_demos(demo_dir)[0].action)
     assert trainer.train()["frames"] == 20
+
+
+def test_update_at_choices():
+    from robotrl.workflows.train import _update_at
+
+    assert _update_at(OmegaConf.create({"update_at": "auto"}), on_robot=True) == "episode_end"
+    assert _update_at(OmegaConf.create({"update_at": "auto"}), on_robot=False) == "step"
+    assert _update_at(OmegaConf.create({"update_at": "step"}), on_robot=True) == "step"
+    with pytest.raises(ConfigError, match="update_at='sometimes', expected auto, step or episode_end"):
+        _update_at(OmegaConf.create({"update_at": "sometimes"}), on_robot=False)
