@@ -18,8 +18,8 @@ Safety: every command goes through the :class:`~robotrl.hardware.safety.SafetyLa
 that ends in HOLD (a rejected action, e-stop, watchdog, measured joint limit, rate fault) ends the episode with
 ``truncated=True`` and ``info["safety_stop"]`` = the reason, logged as a warning; clipped commands (the layer's
 default) continue and are counted as ``info["interventions"]``. A driver fault (``DriverError``) is not an
-episode end: it propagates and the run stops. An episode end puts the arm in HOLD on purpose, so the time the
-learner spends between episodes never trips the watchdog.
+episode end: it propagates and the run stops. An episode end and a reset put the arm in HOLD on purpose (the first
+step resumes it), so the time the learner spends between episodes or over its first action never trips the watchdog.
 
 Control rate: sends are at least one period (``1 / limits.control_hz``) apart, measured from the previous send, so
 the agent's own compute time between steps counts; a step whose first send comes later than
@@ -163,6 +163,7 @@ class RobotEnv(gym.Env):
         self.operator = operator
         self._obs_now: dict[str, np.ndarray] | None = None
         self._taken_over = False
+        self._resume_on_step = False
 
     # ------------------------------------------------------------------------------------------ observations
     def _frame(self, observation: Observation) -> np.ndarray:
@@ -219,6 +220,10 @@ class RobotEnv(gym.Env):
             self._frames.extend([frame] * self.frame_stack)
         self._taken_over = False
         self._obs_now = self._obs(observation)
+        # Hold until the first step: the agent may take long over its first action (MoDem's BC pretraining, the
+        # first planning call), and a moving arm waiting that long is what the watchdog stops.
+        self.robot.hold()
+        self._resume_on_step = True
         return self._obs_now, {"success": False} if self._ground_truth else {}
 
     def _random_start(self) -> None:
@@ -258,6 +263,9 @@ class RobotEnv(gym.Env):
         reward, success = 0.0, False
         observation = None
         try:
+            if self._resume_on_step:  # out of the hold reset() left the arm in (an e-stop meanwhile raises here)
+                self._resume_on_step = False
+                self.robot.resume()
             for repeat in range(self.action_repeat):
                 since = self._wait_period()
                 # (not the episode's first step: the reset's homing and first frame are not the agent's time)
