@@ -146,6 +146,7 @@ class ModemAgent(TDMPC2Agent):
         self.config.update(exploration_centering=self.exploration_centering, agency_handover=self.agency_handover,
                            ensemble_value=self.ensemble_value, num_demos=self.num_demos)
         self.demo_replay: ReplayBuffer | None = None
+        self.extra_demos: list[Episode] = []  # added during training (a person's interventions on the arm)
         self._pending_demo_rng: dict[str, Any] | None = None
         self.bc_done = False
         self.bc_metrics: Metrics = {}
@@ -222,9 +223,21 @@ class ModemAgent(TDMPC2Agent):
             out.append(Episode(obs, ep.action, ep.reward, ep.terminated, ep.success))
         return out
 
+    def add_demos(self, episodes: list[Episode]) -> None:
+        """More demonstrations during training (SERL-style: the segments a person drove the arm), appended to the demo
+        buffer, which is rebuilt with room for them; its sampling RNG carries on. Episodes are in this agent's
+        observation format (single frames, as the replay stores them)."""
+        if not episodes:
+            return
+        old = self._ensure_demos()
+        self.extra_demos.extend(episodes)
+        self.demo_replay = None
+        self._pending_demo_rng = old._rng.bit_generator.state
+        self._ensure_demos()
+
     def _ensure_demos(self) -> ReplayBuffer:
         if self.demo_replay is None:
-            episodes = self.load_demos()
+            episodes = self.load_demos() + self.extra_demos
             capacity = sum(len(ep.action) + 1 for ep in episodes) + 1
             buf = ReplayBuffer(capacity, self.observation_space, self.action_dim, self.frame_stack,
                                nstep=self.replay_nstep, discount=self.replay_discount,

@@ -53,9 +53,11 @@ class SimRobot(Robot):
         image_size: int = 84,
         seed: int = 0,
         faults: Faults | None = None,
+        reset_scene: bool = False,
     ) -> None:
         super().__init__()
         self.task, self.cameras, self.image_size, self.seed = task, tuple(cameras), image_size, seed
+        self.reset_scene = reset_scene  # homing also puts the objects back (RobotEnv's episodes; deploy leaves them)
         self.injector = FaultInjector(faults)
         self._env: Any = None
         self._base: Any = None
@@ -65,7 +67,7 @@ class SimRobot(Robot):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> SimRobot:
-        valid = {"task", "cameras", "image_size", "seed", "faults"}
+        valid = {"task", "cameras", "image_size", "seed", "faults", "reset_scene"}
         unknown = sorted(set(cfg) - valid)
         if unknown:
             raise ConfigError(f"unknown key robot.{unknown[0]} for robot=sim; valid: {sorted(valid)}")
@@ -75,7 +77,7 @@ class SimRobot(Robot):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"robot.image_size={size!r}, expected a positive int")
         return cls(str(cfg.get("task", "reach")), cameras, size, int(cfg.get("seed", 0)),
-                   Faults.from_config(cfg.get("faults")))
+                   Faults.from_config(cfg.get("faults")), bool(cfg.get("reset_scene", False)))
 
     @property
     def camera_names(self) -> tuple[str, ...]:
@@ -147,12 +149,21 @@ class SimRobot(Robot):
         # with the mocap target on the hand. Not by driving the hand there: the 7-joint arm is redundant and under a
         # fixed mocap target its elbow keeps drifting (right_j1 -0.576 -> -0.499 rad in 50 steps, onto its -0.5
         # stop and outside the safety limits), found by `robotrl deploy`'s first observation after homing.
+        if self.reset_scene:  # Meta-World's seeded reset: objects and goal where they started (a human's job on a
+            self._base.reset(seed=self.seed)  # real arm); the arm is set to the home joints below either way
         raw = self._base.raw
         raw.data.qpos[:9] = self._home_q
         raw.data.qvel[:9] = 0.0
         raw.data.mocap_pos[0] = self._home_mocap
         raw.data.mocap_quat[0] = MOCAP_QUAT
         mujoco.mj_forward(raw.model, raw.data)
+
+    def ground_truth(self, action: Any) -> tuple[float, bool]:
+        """Meta-World's reward and success for the scene's true state after the last send (a simulator's
+        privilege: ``RobotEnv`` reports them on ``robot=sim`` only; ``action`` is the policy's [-1, 1]^4)."""
+        raw = self._base.raw
+        reward, info = raw.evaluate_state(raw._get_obs(), np.asarray(action, np.float32))
+        return float(reward), bool(info.get("success", False))
 
     def _disconnect(self) -> None:
         if self._env is not None:

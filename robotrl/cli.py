@@ -16,6 +16,8 @@
                                              run a policy on a robot through the safety layer (--help: details)
     robotrl serve checkpoint=PATH [host=127.0.0.1 port=50051 token=... max_message_bytes=4194304 device=auto]
                                              gRPC policy server for `robotrl deploy server=HOST:PORT`
+    robotrl sim2real checkpoint=PATH [robots=sim,franka ROBOT.KEY=VALUE episodes=3 ...]
+                                             sim-to-real gap report: one policy, same seeds, several robots
 
 
 `robotrl <command> --help` lists a command's keys with their defaults and examples. Bad input exits with code 2 and
@@ -449,6 +451,8 @@ REPORT_DOCS = {
     "noise": "comma-separated action-noise stddevs of the noisy experts",
     "gamma": "discount of the EPIC canonicalisation",
     "out": "output dir for report.json and report.png (default reward_eval/<env>)",
+    "recordings": "comma-separated recorded episode dirs (demo format, e.g. robot runs): score those instead of "
+                  "simulator rollouts",
 }
 
 
@@ -486,6 +490,35 @@ def deploy(args: list[str]) -> int:
     return 0
 
 
+def sim2real(args: list[str]) -> int:
+    """``robotrl sim2real``: one policy and the same seeds on several robots, side by side."""
+    from robotrl.workflows.sim2real import GAP_DEFAULTS, GAP_DOCS
+    from robotrl.workflows.sim2real import sim2real as run_sim2real
+
+    if wants_help(args):
+        print(key_help("robotrl sim2real checkpoint=RUN [robots=sim,franka] [ROBOT.KEY=VALUE ...] [key=value ...]",
+                       "The sim-to-real gap report: success, action statistics, hand motion, safety interventions "
+                       "and\ntiming per robot, through RobotEnv, from the same reset seeds. ROBOT.KEY=VALUE overrides "
+                       "configs/robot/ROBOT.yaml.", GAP_DEFAULTS, GAP_DOCS,
+                       ["robotrl sim2real checkpoint=runs/metaworld/reach/drqv2/seed1 robots=sim,franka "
+                        "franka.hostname=172.16.0.2 episodes=5"]))
+        return 0
+    plain = [a for a in args if "." not in a.split("=", 1)[0]]
+    opts = parse_kv(plain, GAP_DEFAULTS)
+    names = {n.strip() for n in str(opts["robots"]).split(",")}
+    overrides: dict[str, dict[str, str]] = {}
+    for arg in args:
+        key, _, value = arg.partition("=")
+        robot, dot, rest = key.partition(".")
+        if not dot:
+            continue
+        if robot not in names:
+            raise ConfigError(f"{key}: {robot!r} is not one of robots={opts['robots']} (override as ROBOT.KEY=VALUE)")
+        overrides.setdefault(robot, {})[rest] = value
+    run_sim2real(**opts, robot_overrides=overrides)
+    return 0
+
+
 SERVE_DOCS = {
     "checkpoint": "a run dir, its checkpoints/ dir or one checkpoint dir (required)",
     "host": "address to bind (loopback unless you mean to expose it)",
@@ -513,7 +546,7 @@ def serve(args: list[str]) -> int:
 
 
 COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "report": report, "demos": demos,
-            "goals": goals, "reward-eval": reward_eval, "deploy": deploy, "serve": serve}
+            "goals": goals, "reward-eval": reward_eval, "deploy": deploy, "serve": serve, "sim2real": sim2real}
 
 
 def main(argv: list[str] | None = None) -> None:

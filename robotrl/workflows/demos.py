@@ -2,7 +2,9 @@
 
 An agent configured with ``demos: null`` and a ``demo_cache`` directory (``configs/agent/modem*.yaml``) reads its
 demos from that directory; :func:`ensure_demos` fills it with Meta-World scripted-expert episodes first (reused when
-already there), so agents never import the env plug-in to make their own data.
+already there), so agents never import the env plug-in to make their own data. ``agent.demos=<LeRobotDataset v3.0>``
+(teleoperation recorded with LeRobot, or exported by ``robotrl.lerobot_dataset``) is imported once into the robotrl
+demo format at the env's image size (:func:`lerobot_demo_dir`), and the agent reads that.
 """
 
 from __future__ import annotations
@@ -17,10 +19,31 @@ from robotrl.envs.demos import generate_demos
 from robotrl.errors import ConfigError
 
 
+def is_lerobot_dataset(path: str | Path) -> bool:
+    """A LeRobotDataset v3.0 directory (``meta/info.json``) rather than a robotrl demo directory (``meta.json``)."""
+    return (Path(path) / "meta" / "info.json").is_file() and not (Path(path) / META).is_file()
+
+
+def lerobot_demo_dir(dataset: str | Path, env_cfg: Any) -> Path:
+    """Import a LeRobotDataset once into ``<dataset>-robotrl<image_size>/`` (reused when there); frames are
+    centre-cropped and resized to ``env.image_size``. Actions must already be in [-1, 1] (robotrl exports are);
+    ``robotrl.lerobot_dataset.import_lerobot`` with ``action_bounds`` converts any other dataset first."""
+    from robotrl.lerobot_dataset import import_lerobot
+
+    size = int(parse_env_cfg(env_cfg).image_size)
+    out = Path(f"{str(dataset).rstrip('/')}-robotrl{size}")
+    if (out / META).is_file():
+        return out
+    return import_lerobot(dataset, out, image_size=size)
+
+
 def ensure_demos(agent_cfg: Any, env_cfg: Any) -> Path | None:
-    """Generate the demos an agent config asks for (``demos: null`` + ``demo_cache``) unless they exist; return
-    the demo directory, or None when the agent needs no generated demos."""
+    """Generate the demos an agent config asks for (``demos: null`` + ``demo_cache``) unless they exist, or import
+    ``demos=<LeRobotDataset>``; return the demo directory, or None when the agent needs nothing made for it (the
+    caller points ``agent.demos`` at a returned directory that differs from it)."""
     hparams = agent_config(agent_cfg, env_cfg.get("name"))
+    if hparams.get("demos") is not None and is_lerobot_dataset(hparams["demos"]):
+        return lerobot_demo_dir(hparams["demos"], env_cfg)
     if "demo_cache" not in hparams or hparams.get("demos") is not None:
         return None
     if hparams["demo_cache"] is None:

@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
+from robotrl.hardware.robot_env import GRIPPER_NORM_M, Rate, proprio  # noqa: F401 (GRIPPER_NORM_M: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 ARM_SUITES = {"metaworld": {"action_dim": 4, "metres_per_unit": 0.01}}
 # Meta-World's proprioception (_get_curr_obs_combined_no_goal): hand xyz (m), finger distance / 0.1 m clipped to
 # [0, 1]; the *_proprio obs types see it for this env step and the previous one (obs[0:4] and obs[18:22]).
-GRIPPER_NORM_M = 0.1
+# proprio() and Rate are shared with RobotEnv (robotrl.hardware.robot_env), which trains on the same observations.
 PIXEL_KEYS = ("pixels",)
 RECORD_FORMAT = "robotrl deploy recording (robotrl demo format v1 + intervention)"
 
@@ -186,14 +187,6 @@ def check_frames(spec: PolicySpec, observation: Any, robot_name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
-def proprio(state: Any) -> np.ndarray:
-    """Meta-World's 4-d proprioception from a measured JointState: hand xyz (m), finger opening in [0, 1] (NaN
-    xyz for an arm that reports no end-effector position; a proprio policy refuses such an arm)."""
-    opening = np.clip(state.gripper_width / GRIPPER_NORM_M, 0.0, 1.0)
-    ee = np.full(3, np.nan) if state.ee_pos is None else np.asarray(state.ee_pos, np.float64)
-    return np.append(ee, opening).astype(np.float32)
-
-
 class ObservationPipeline:
     """Robot observations -> the training env's observation: per frame the views concatenated along channels
     in camera order (3 * views, H, W), the last ``frame_stack`` frames stacked oldest first, padded at reset; for
@@ -379,29 +372,6 @@ class DeployResult:
     events: list[dict[str, Any]] = field(default_factory=list)  # operator take-over / hand-back
     log: list[dict[str, Any]] = field(default_factory=list)  # one row per agent step
     records: list[EpisodeRecord] = field(default_factory=list)  # one per episode, when recording
-
-
-class Rate:
-    """Fixed-rate ticks on ``time.monotonic``: ``wait()`` returns at the next tick; after an overrun the schedule
-    restarts from now (no burst of catch-up commands after a stall)."""
-
-    def __init__(self, hz: float) -> None:
-        self.period = 1.0 / hz
-        self.last: float | None = None
-
-    def wait(self) -> float:
-        """Block until one period after the previous tick; returns this tick's time."""
-        now = time.monotonic()
-        if self.last is not None and now < self.last + self.period:
-            time.sleep(self.last + self.period - now)
-            now = self.last + self.period  # on the grid, whatever the sleep's own jitter
-        self.last = now
-        return now
-
-    def mark(self) -> float:
-        """Start the schedule at now (a command sent as soon as it was computed)."""
-        self.last = time.monotonic()
-        return self.last
 
 
 def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, steps: int, hz: float,

@@ -7,6 +7,7 @@ done: same episodes, same replay samples, same gradient steps.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -33,19 +34,21 @@ from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, resolve_threads, validate_config
 from robotrl.distributed import DistContext, broadcast_module, destroy_process_group, init_distributed
-from robotrl.envs import make_env
 from robotrl.envs.vector import num_envs_of
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.heartbeat import Heartbeat
 from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
-from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines_for
+from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines, trivial_baselines_for
 from robotrl.workflows.demos import ensure_demos
+from robotrl.workflows.interventions import InterventionRecorder
 from robotrl.workflows.rollout import run_episodes, summarize
+from robotrl.workflows.run_env import make_run_env, uses_robot
 
 log = logging.getLogger(__name__)
 REWARD_INFO_KEYS = ("model_reward", "gt_reward", "reward_invalid")  # from RewardWrapper; flagged steps are counted
+ROBOT_INFO_KEYS = ("interventions",)  # from RobotEnv: safety-layer interventions per step, summed per episode
 EVAL_SEED_BASE = 1_000_000  # eval episodes use seeds EVAL_SEED_BASE + i, the same set at every evaluation
 
 
@@ -58,6 +61,8 @@ class EpisodeStats:
     success: bool | None = None  # None: the task defines no success
     updates: list[dict[str, float]] = field(default_factory=list)  # the agent's update metrics
     rewards: dict[str, float] = field(default_factory=dict)  # reward=<model>: model vs ground truth, summed
+    robot: dict[str, float] = field(default_factory=dict)  # robot=<arm>: interventions, overruns, safety stop
+    steps: list[tuple[Any, int]] = field(default_factory=list)  # (action, step) kept for updates at the episode end
 
     def add_step(self, reward: float, info: dict[str, Any]) -> None:
         self.ret += float(reward)
@@ -67,6 +72,25 @@ class EpisodeStats:
         for key in REWARD_INFO_KEYS:
             if key in info:
                 self.rewards[key] = self.rewards.get(key, 0.0) + float(info[key])
+        for key in ROBOT_INFO_KEYS:
+            if key in info:
+                self.robot[key] = self.robot.get(key, 0.0) + float(info[key])
+        if info.get("intervention"):
+            self.robot["operator_steps"] = self.robot.get("operator_steps", 0.0) + 1.0
+        if "overrun_ms" in info:
+            self.robot["overruns"] = self.robot.get("overruns", 0.0) + 1.0
+        if "safety_stop" in info:
+            self.robot["safety_stop"] = 1.0
+
+
+def _update_at(cfg: DictConfig, on_robot: bool) -> str:
+    """``update_at``: ``step`` (an update before every env step) or ``episode_end`` (the same updates after the
+    episode: an arm cannot wait mid-motion for a gradient step, its control rate and watchdog would stop it);
+    ``auto`` picks ``episode_end`` on a robot."""
+    value = str(OmegaConf.select(cfg, "update_at", default="auto"))
+    if value not in ("auto", "step", "episode_end"):
+        raise ConfigError(f"update_at={value!r}, expected auto, step or episode_end")
+    return ("episode_end" if on_robot else "step") if value == "auto" else value
 
 
 def rank_config(cfg: DictConfig, ctx: DistContext) -> DictConfig:
@@ -74,6 +98,9 @@ def rank_config(cfg: DictConfig, ctx: DistContext) -> DictConfig:
     exploration), and on ranks > 0 no evaluation, video, TensorBoard or baselines. Unchanged in one process."""
     if not ctx.enabled:
         return cfg
+    if uses_robot(cfg):  # every rank would drive the same arm
+        raise ConfigError(f"robot={cfg.robot.name}: data-parallel training (torchrun) would drive one arm from "
+                          f"every rank; run one process on an arm")
     if cfg.env.get("suite") == "gym":  # every rank must update the same number of times (one all-reduce each)
         raise ConfigError(f"env={cfg.env.name}: data-parallel training needs episodes of one fixed length on every "
                           f"rank (dmc, metaworld); gym MuJoCo episodes end early when the robot falls")
@@ -180,6 +207,10 @@ class Trainer:
         """``agent=sb3_*`` gets :class:`robotrl.workflows.sb3_train.SB3Trainer`: Stable-Baselines3 runs its own
         learning loop inside this trainer's envs, reward layer, logging, evaluation and checkpoints."""
         num_envs = num_envs_of(OmegaConf.select(cfg, "env") or {})
+        if cls is Trainer and uses_robot(cfg) and (num_envs > 1 or OmegaConf.select(cfg, "collector") == "ray"):
+            raise ConfigError(f"robot={OmegaConf.select(cfg, 'robot.name')} drives one arm from this process; use "
+                              f"env.num_envs=1 collector=local with it (got env.num_envs={num_envs}, "
+                              f"collector={OmegaConf.select(cfg, 'collector')})")
         if cls is Trainer and is_sb3_agent(OmegaConf.select(cfg, "agent")):
             if num_envs > 1:
                 raise ConfigError(f"env.num_envs={num_envs}: Stable-Baselines3 agents run SB3's own loop on one "
@@ -226,6 +257,9 @@ class Trainer:
         # reward=<model>: built before any env (a missing-weights error comes first) under a forked RNG; only the
         # training env gets it, so evaluation returns stay ground-truth returns
         self.reward_model = make_reward(cfg.reward)
+        self.on_robot = uses_robot(cfg)
+        self.update_at = _update_at(cfg, self.on_robot)
+        self.interventions: InterventionRecorder | None = None
         self._build_envs()
         self.action_repeat = int(cfg.env.action_repeat)
         self._build_agent()
@@ -248,8 +282,13 @@ class Trainer:
         """``self.env`` (with the reward layer), ``self.eval_env`` and ``self.env_info`` (the vector trainer
         overrides this: ``env.num_envs`` envs in worker processes)."""
         cfg = self.cfg
-        self.env = wrap_env(make_env(cfg.env, seed=cfg.seed), cfg.reward, self.reward_model)
-        self.eval_env = make_env(cfg.env, seed=cfg.seed)
+        base_env = make_run_env(cfg, seed=cfg.seed)
+        self.env = wrap_env(base_env, cfg.reward, self.reward_model)
+        # One arm: evaluation runs on the same RobotEnv between training episodes (without the reward model)
+        self.eval_env = base_env if self.on_robot else make_run_env(cfg, seed=cfg.seed)
+        if self.on_robot:
+            self.interventions = InterventionRecorder(self.run_dir / "interventions", base_env.observation_space,
+                                                      int(cfg.env.frame_stack), str(cfg.env.name))
         self.env_info: dict[str, Any] = dict(getattr(self.env, "robotrl_info", {}))
 
     @property
@@ -264,7 +303,10 @@ class Trainer:
     def _build_agent(self) -> None:
         """``self.agent`` and its ``self.replay`` (the SB3 runner overrides this: SB3 brings its own buffers)."""
         cfg = self.cfg
-        ensure_demos(cfg.agent, cfg.env)  # agents that learn from demos (MoDem) read them, the workflow makes them
+        demo_dir = ensure_demos(cfg.agent, cfg.env)  # agents that learn from demos (MoDem) read them; made here
+        if demo_dir is not None and cfg.agent.get("demos") is not None and str(demo_dir) != str(cfg.agent.demos):
+            with open_dict(cfg):  # a LeRobotDataset, imported into the demo format: the agent reads the import
+                cfg.agent.demos = str(demo_dir)
         self.agent = make_agent(cfg.agent, self.observation_space, self.action_space, str(self.device),
                                 cfg.env.name)
         agent_hparams = agent_config(cfg.agent, cfg.env.name)  # per-task overrides may change nstep
@@ -300,7 +342,8 @@ class Trainer:
             raise CheckpointError(f"resume=true but {ckpt_root} holds no checkpoint (expected a previous run here)")
         return resolve_checkpoint(self.run_dir)
 
-    STALE_OUTPUTS = ("train.csv", "eval.csv", "tb", "videos", "curve.png", "summary.json", "checkpoints")
+    STALE_OUTPUTS = ("train.csv", "eval.csv", "tb", "videos", "curve.png", "summary.json", "checkpoints",
+                     "interventions")
 
     def _clear_stale_outputs(self) -> None:
         """A start with no checkpoint to resume begins its logs clean: an earlier start in this dir that was stopped
@@ -353,6 +396,8 @@ class Trainer:
         self.first_eval = json.loads(counters.get("first_eval", "null"))
         self._restore_extra_counters(counters)
         set_rng_state(state["rng"])
+        if self.interventions is not None:  # the operator segments the agent had as demos at this checkpoint
+            self._add_demos(self.interventions.load(self.episode))
         self.console.print(f"resumed from {path} at frame {self.frame}")
 
     def _extra_counters(self) -> dict[str, Any]:
@@ -387,7 +432,14 @@ class Trainer:
         obs, _ = self.env.reset(seed=episode_seed(int(self.cfg.seed), self.episode))
         self.agent.reset()
         self.replay.add_first(obs)
+        if self.interventions is not None:
+            self.interventions.begin(obs)
         return obs
+
+    def _add_demos(self, episodes: list[Any]) -> None:
+        """Operator segments as demos, for agents that keep demos (MoDem); others learn from them in the replay."""
+        if episodes and hasattr(self.agent, "add_demos"):
+            self.agent.add_demos(episodes)
 
     def train(self) -> dict[str, Any]:
         """Train until ``cfg.frames`` (finishing the current episode); return the final summary."""
@@ -405,9 +457,15 @@ class Trainer:
                 interrupt.check()
                 action = self.agent.act(obs, self.step, eval_mode=False)
                 if self.step >= seed_steps:
-                    stats.updates.append(self.agent.update(self.replay, self.step))
+                    if self.update_at == "step":
+                        stats.updates.append(self.agent.update(self.replay, self.step))
+                    else:  # on an arm: the same updates, after the episode, while the arm holds
+                        stats.steps.append(self.step)
                 obs, reward, terminated, truncated, info = self.env.step(action)
+                action = info.get("executed_action", action)  # a person took over: store what the arm did
                 self.replay.add(action, reward, obs, terminated, truncated)
+                if self.interventions is not None:
+                    self.interventions.step(action, reward, obs, terminated, info)
                 self.step += 1
                 stats.add_step(reward, info)
                 if not (terminated or truncated):
@@ -422,6 +480,10 @@ class Trainer:
     def _end_episode(self, stats: EpisodeStats, total_steps: int) -> bool:
         """Count and log the finished episode, evaluate and checkpoint when due; True when training is done."""
         cfg = self.cfg
+        if self.interventions is not None:  # before the episode's updates (episode_end): they may use them
+            self._add_demos(self.interventions.finish(self.episode))
+        for step in stats.steps:  # update_at=episode_end: one update per agent step of the episode, in order
+            stats.updates.append(self.agent.update(self.replay, step))
         self.episode += 1
         self._log_train_episode(stats)
         progress, task = self._progress_task
@@ -463,6 +525,9 @@ class Trainer:
         if stats.success is not None:
             row["success"] = float(stats.success)
         row.update(stats.rewards)  # model_reward / gt_reward sums (episode_return is what the agent was given)
+        if self.on_robot:
+            row.update({"interventions": 0.0, "overruns": 0.0, "safety_stop": 0.0, "operator_steps": 0.0,
+                        **stats.robot})
         for key in {k for m in stats.updates for k in m}:  # agents may return {} on steps they skip
             row[key] = float(np.mean([m[key] for m in stats.updates if key in m]))
             if not np.isfinite(row[key]):
@@ -487,13 +552,19 @@ class Trainer:
             beat.tick(lambda: f"episode {where['episode']}/{len(seeds)}, step {where['step']}")
             return self.agent.act(obs, self.step, eval_mode=True)
 
-        results = self._run_eval_episodes(seeds, video, policy, on_reset)
+        robot_events = self._robot_interventions()
+        with self._policy_only():
+            results = self._run_eval_episodes(seeds, video, policy, on_reset)
         summary = summarize(results)
+        if self.on_robot:
+            summary["interventions_per_episode"] = (self._robot_interventions() - robot_events) / max(len(seeds), 1)
         row = {"step": self.step, "episode": self.episode, "episode_return": summary["return_mean"],
                "episode_return_std": summary["return_std"], "episode_length": summary["length_mean"],
                "elapsed": self._elapsed()}
         if summary["success_rate"] is not None:
             row["success"] = summary["success_rate"]
+        if self.on_robot:
+            row["interventions_per_episode"] = summary["interventions_per_episode"]
         row.update({k: v for k, v in self.env_info.items() if k.endswith("version")})
         self.logger.log("eval", self.frame, row)
         while self.next_eval_frame <= self.frame:
@@ -511,6 +582,24 @@ class Trainer:
     def _run_eval_episodes(self, seeds: list[int], video: Path | None, policy: Any, on_reset: Any) -> list[dict]:
         """One result per eval seed (the vector trainer plays them in parallel)."""
         return run_episodes(self.eval_env, policy, seeds, video, on_reset=on_reset)
+
+    @contextlib.contextmanager
+    def _policy_only(self) -> Any:
+        """Evaluations and baselines measure the policy alone: no operator takes over meanwhile."""
+        operator = getattr(self.eval_env, "operator", None)
+        if operator is not None:
+            self.eval_env.operator = None
+        try:
+            yield
+        finally:
+            if operator is not None:
+                self.eval_env.operator = operator
+
+    def _robot_interventions(self) -> int:
+        """Safety-layer interventions on the run's arm so far (0 without one)."""
+        if not self.on_robot:
+            return 0
+        return self.eval_env.intervention_total()
 
     def _plot(self) -> None:
         from robotrl.workflows.plot import plot_runs
@@ -534,7 +623,8 @@ class Trainer:
             summary["world_size"] = self.dist.world_size
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         self.env.close()
-        self.eval_env.close()
+        if self.eval_env is not self.env.unwrapped:
+            self.eval_env.close()
         if not self.dist.is_main:
             self._scratch.cleanup()
         destroy_process_group()
@@ -546,7 +636,11 @@ class Trainer:
         seeds = [EVAL_SEED_BASE + i for i in range(int(cfg.eval_episodes))]
         self.console.print(f"evaluating trivial policies on the same {len(seeds)} eval seeds "
                            f"(random, constant actions)...")
-        baselines = trivial_baselines_for(cfg.env, seeds, int(cfg.seed))
+        if self.on_robot:  # the same arm and seeds (no simulator copy of a robot to play them on)
+            with self._policy_only():
+                baselines = trivial_baselines(self.eval_env, seeds, int(cfg.seed))
+        else:
+            baselines = trivial_baselines_for(cfg.env, seeds, int(cfg.seed))
         out: dict[str, Any] = {"baselines": baselines}
         if self.last_eval is None:
             return out

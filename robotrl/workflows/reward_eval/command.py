@@ -14,7 +14,8 @@ from robotrl.workflows.reward_eval.rollouts import Settings
 
 # ------------------------------------------------------------------------------------------------ options
 REPORT_DEFAULTS: dict[str, Any] = {"env": None, "reward": "env", "episodes": 4, "seed": 0, "max_steps": 120,
-                                   "render_size": 0, "noise": "0.1,0.5", "gamma": 0.99, "out": None}
+                                   "render_size": 0, "noise": "0.1,0.5", "gamma": 0.99, "out": None,
+                                   "recordings": None}
 # render_size=0: the largest reward.render_size of the models asked for (64 if none). max_steps: simulator steps.
 PASSTHROUGH = ("env.", "reward.", "device=")  # handed to hydra's compose (e.g. env.camera=corner, reward.alpha=0.5)
 
@@ -60,6 +61,8 @@ def run_reward_eval(opts: dict[str, Any], passthrough: list[str], command: list[
     """``robotrl reward-eval``: ``opts`` has the keys of :data:`REPORT_DEFAULTS`, ``passthrough`` the ``env.*``,
     ``reward.*`` and ``device=`` overrides (both parsed by the CLI), ``command`` is recorded in the report.
     Writes report.json and report.png, prints a summary and returns the report."""
+    if opts["recordings"]:
+        return _recorded(opts, passthrough, command)
     if opts["env"] is None:
         raise ConfigError("robotrl reward-eval needs env=metaworld/<task> (see `robotrl envs metaworld`)")
     reward_names = [r for r in str(opts["reward"]).split(",") if r]
@@ -80,6 +83,32 @@ def run_reward_eval(opts: dict[str, Any], passthrough: list[str], command: list[
     report = run_report(cfg.env, models, settings, out, extra={"command": command})
     print(format_summary(report))
     print(f"wrote {out / 'report.json'} and {out / 'report.png'}")
+    return report
+
+
+def _recorded(opts: dict[str, Any], passthrough: list[str], command: list[str]) -> dict[str, Any]:
+    """``recordings=DIR[,DIR]``: the report on recorded (robot) episodes; ``env=`` (default: the first recording's
+    task) only composes the reward configs (e.g. KAGI's plan name)."""
+    import json
+
+    from robotrl.workflows.reward_eval.recorded import recorded_report
+
+    dirs = [d for d in str(opts["recordings"]).split(",") if d]
+    env = opts["env"]
+    if env is None:
+        meta = Path(dirs[0]) / "meta.json"
+        env = json.loads(meta.read_text()).get("name") if meta.is_file() else None
+    if not env or "/" not in str(env):
+        raise ConfigError("recordings=...: pass env=<suite>/<task> (the recordings' meta.json names no task)")
+    reward_names = [r for r in str(opts["reward"]).split(",") if r]
+    models, _ = build_models(reward_names, [f"env={env}"], passthrough)
+    out = Path(opts["out"] or f"reward_eval/recordings-{Path(dirs[0]).name}")
+    report = recorded_report(models, dirs, out, extra={"command": command, "env": env})
+    for name, m in report["metrics"].items():
+        groups = ", ".join(f"{g} {v['mean_normalised']:.2f}" for g, v in m["per_recording"].items())
+        print(f"{name}: value order {m['value_order']['rho']}, success F1 {m['success_f1']}, "
+              f"mean normalised reward per recording: {groups}")
+    print(f"wrote {out / 'report.json'}")
     return report
 
 

@@ -1,0 +1,320 @@
+"""``RobotEnv``: the robotrl env contract over any :class:`~robotrl.hardware.robot.Robot` behind its safety layer.
+
+Why it lives in ``hardware/`` and not in ``envs/``: ``robot=sim`` already builds its MuJoCo scene through
+``robotrl.envs.make_env`` (the one allowed hardware -> envs edge), so an ``envs -> hardware`` import would make the
+two plug-in kinds depend on each other. ``RobotEnv`` needs only the core contract (``robotrl.contract``) and the
+hardware layer's own ``Robot`` / ``SafetyLayer``; the workflows, which may see every plug-in, pick it when
+``robot=`` names an arm (``robotrl.workflows.run_env.make_run_env``), and everything downstream of an env (agents,
+reward wrappers, replay, checkpoints, evaluation) sees a plain ``gymnasium.Env``.
+
+The contract, as ``make_env``'s: observations ``{"pixels": uint8 (3 * views * frame_stack, H, W), "state": float32
+(8,)}`` per ``obs_type`` (``pixels``, ``proprio``, ``pixels_proprio``; ``state``/``pixels_state`` are refused: no
+arm measures object or goal positions), the state being Meta-World's 8-d proprioception (hand xyz, finger
+opening, and the same for the previous env step, as ``robotrl deploy`` computes it); actions float32 in [-1, 1]^4 =
+(dx, dy, dz, gripper) at ``metres_per_unit`` (Meta-World's 0.01 m), each sent ``action_repeat`` times one control
+period apart; ``truncated`` at ``max_agent_steps``; ``info["success"]`` when a detector gives one.
+
+Safety: every command goes through the :class:`~robotrl.hardware.safety.SafetyLayer`. A command it refuses or
+that ends in HOLD (a rejected action, e-stop, watchdog, measured joint limit, rate fault) ends the episode with
+``truncated=True`` and ``info["safety_stop"]`` = the reason, logged as a warning; clipped commands (the layer's
+default) continue and are counted as ``info["interventions"]``. A driver fault (``DriverError``) is not an
+episode end: it propagates and the run stops. An episode end and a reset put the arm in HOLD on purpose (the first
+step resumes it), so the time the learner spends between episodes or over its first action never trips the watchdog.
+
+Control rate: sends are at least one period (``1 / limits.control_hz``) apart, measured from the previous send, so
+the agent's own compute time between steps counts; a step whose first send comes later than
+``overrun_factor`` periods is an overrun (``info["overrun_ms"]``, counted in :attr:`RobotEnv.stats`; the safety
+layer also logs it and holds the arm after too many in a row).
+
+Human interventions (SERL's): an ``operator`` callable ``(step, obs) -> action or None`` is asked before every
+step; an action it returns replaces the policy's for that step (``info["intervention"] = True`` and
+``info["executed_action"]``, what the arm was sent: replay stores that, the trainer keeps the segments as demos);
+take-over and hand-back are logged.
+
+Reset: ``reset_to_home`` (``robot=sim`` also restores its scene), then a randomised start: the hand moves by an
+offset drawn uniformly from ``[-home_noise_m, home_noise_m]^3`` with the reset seed, through the safety layer.
+Rewards: a real arm has none (0.0; ``reward=`` models provide one). A simulated arm that exposes
+``ground_truth(action) -> (reward, success)`` (``robot=sim``: Meta-World's reward and success on the true scene
+state) gives them, for CI runs and ground-truth evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from robotrl.hardware.robot import (
+    ActionMode,
+    EStopError,
+    Observation,
+    RobotState,
+    RobotStateError,
+    UnsafeActionError,
+    ee_action_from_policy,
+)
+from robotrl.hardware.safety import ControlRateError
+
+from robotrl.contract import OBS_TYPES, check_action
+from robotrl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+GRIPPER_NORM_M = 0.1  # Meta-World's finger distance normalisation: opening = clip(width / 0.1 m, 0, 1)
+METAWORLD_METRES_PER_UNIT = 0.01  # SawyerXYZEnv.action_scale
+ROBOT_OBS_TYPES = ("pixels", "proprio", "pixels_proprio")
+# Safety-layer events that are interventions (the layer changed or stopped what the policy asked for).
+INTERVENTIONS = frozenset({"ee_step", "workspace", "joint_step", "joint_limit", "gripper", "joint_limit_measured",
+                           "watchdog", "estop", "rate_fault", "nonfinite", "bad_action"})
+SAFETY_STOPS = (UnsafeActionError, EStopError, ControlRateError, RobotStateError)
+
+
+def proprio(state: Any) -> np.ndarray:
+    """Meta-World's 4-d proprioception from a measured JointState: hand xyz (m), finger opening in [0, 1] (NaN
+    xyz for an arm that reports no end-effector position; a proprio policy refuses such an arm)."""
+    opening = np.clip(state.gripper_width / GRIPPER_NORM_M, 0.0, 1.0)
+    ee = np.full(3, np.nan) if state.ee_pos is None else np.asarray(state.ee_pos, np.float64)
+    return np.append(ee, opening).astype(np.float32)
+
+
+class Rate:
+    """Fixed-rate ticks on ``time.monotonic``: ``wait()`` returns at the next tick; after an overrun the schedule
+    restarts from now (no burst of catch-up commands after a stall)."""
+
+    def __init__(self, hz: float) -> None:
+        self.period = 1.0 / hz
+        self.last: float | None = None
+
+    def wait(self) -> float:
+        """Block until one period after the previous tick; returns this tick's time."""
+        now = time.monotonic()
+        if self.last is not None and now < self.last + self.period:
+            time.sleep(self.last + self.period - now)
+            now = self.last + self.period  # on the grid, whatever the sleep's own jitter
+        self.last = now
+        return now
+
+    def mark(self) -> float:
+        """Start the schedule at now (a command sent as soon as it was computed)."""
+        self.last = time.monotonic()
+        return self.last
+
+
+@dataclass
+class EpisodeSafety:
+    """Safety and timing counts of one episode (``RobotEnv.stats``; the last finished one in ``last_episode``)."""
+
+    steps: int = 0
+    interventions: int = 0  # safety-layer events that changed or stopped a command
+    overruns: int = 0  # agent steps whose first send came later than overrun_factor periods
+    stop: str | None = None  # why the safety layer ended the episode, if it did
+    events: list[dict[str, Any]] = field(default_factory=list)  # the intervention events themselves
+
+
+class RobotEnv(gym.Env):
+    """The env contract over a connected (or connectable) SafetyLayer ``robot``; see the module docstring."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, robot: Any, *, obs_type: str = "pixels", image_size: int = 84, frame_stack: int = 3,
+                 action_repeat: int = 2, max_agent_steps: int = 100, home_noise_m: float = 0.0,
+                 metres_per_unit: float = METAWORLD_METRES_PER_UNIT, info: dict[str, Any] | None = None,
+                 operator: Any = None) -> None:
+        if obs_type not in ROBOT_OBS_TYPES:
+            raise ConfigError(f"env.obs_type={obs_type!r} on a robot: expected one of {list(ROBOT_OBS_TYPES)} "
+                              f"(an arm measures no object or goal state)")
+        if ActionMode.EE_DELTA not in robot.action_modes:
+            raise ConfigError(f"robot={robot.inner.name} takes no end-effector actions; RobotEnv drives the hand "
+                              f"in (dx, dy, dz, gripper) as Meta-World policies do")
+        if home_noise_m < 0 or not np.isfinite(home_noise_m):
+            raise ConfigError(f"robot home_noise_m={home_noise_m!r}, expected a finite number >= 0 (metres)")
+        self.robot = robot
+        self.obs_type, self.keys = obs_type, OBS_TYPES[obs_type]
+        self.image_size, self.frame_stack, self.action_repeat = image_size, frame_stack, action_repeat
+        self.max_agent_steps, self.home_noise_m, self.metres_per_unit = max_agent_steps, home_noise_m, metres_per_unit
+        self.cameras = tuple(robot.camera_names)
+        if "pixels" in self.keys and not self.cameras:
+            raise ConfigError(f"env.obs_type={obs_type!r} needs a camera; robot={robot.inner.name} has none "
+                              f"(use env.obs_type=proprio)")
+        spaces: dict[str, gym.Space] = {}
+        if "pixels" in self.keys:
+            channels = 3 * len(self.cameras) * frame_stack
+            spaces["pixels"] = gym.spaces.Box(0, 255, (channels, image_size, image_size), np.uint8)
+        if "state" in self.keys:
+            spaces["state"] = gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.robotrl_info = {**(info or {}), "robot": robot.inner.name, "obs_type": obs_type,
+                             "cameras": list(self.cameras), "max_agent_steps": max_agent_steps}
+        self.period = 1.0 / float(robot.limits.control_hz)
+        self._frames: deque[np.ndarray] = deque(maxlen=frame_stack)
+        self._prev: np.ndarray | None = None
+        self._last_send: float | None = None
+        self._last_frame: np.ndarray | None = None
+        self._steps = 0
+        self._events_seen = 0
+        self.stats = EpisodeSafety()
+        self.last_episode: EpisodeSafety | None = None
+        self._ground_truth = getattr(robot.inner, "ground_truth", None)  # simulated arms only
+        self.operator = operator
+        self._obs_now: dict[str, np.ndarray] | None = None
+        self._taken_over = False
+        self._resume_on_step = False
+
+    # ------------------------------------------------------------------------------------------ observations
+    def _frame(self, observation: Observation) -> np.ndarray:
+        views = []
+        for cam in self.cameras:
+            image = np.asarray(observation.frames[cam].image, np.uint8)
+            if image.shape != (self.image_size, self.image_size, 3):
+                raise ConfigError(f"camera {cam!r} gives frames of shape {image.shape}, expected "
+                                  f"({self.image_size}, {self.image_size}, 3) (env.image_size)")
+            views.append(image.transpose(2, 0, 1))
+        self._last_frame = np.concatenate([v.transpose(1, 2, 0) for v in views], axis=1)
+        return np.ascontiguousarray(np.concatenate(views, axis=0))
+
+    def _obs(self, observation: Observation) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if "pixels" in self.keys:
+            out["pixels"] = np.concatenate(list(self._frames), axis=0)
+        current = proprio(observation.state)
+        if "state" in self.keys:
+            out["state"] = np.concatenate([current, current if self._prev is None else self._prev])
+        self._prev = current
+        return out
+
+    # ------------------------------------------------------------------------------------------ safety bookkeeping
+    def _new_interventions(self) -> int:
+        events = self.robot.events
+        new = [e for e in events[self._events_seen:] if e["kind"] in INTERVENTIONS]
+        self._events_seen = len(events)
+        self.stats.events.extend(new)
+        return len(new)
+
+    def _end_episode(self) -> None:
+        """Hold the arm deliberately (the learner may now take a while) and close the episode's counts."""
+        if self.robot.state in (RobotState.READY, RobotState.MOVING):
+            self.robot.hold()
+        self._new_interventions()
+        self.last_episode = self.stats
+
+    # ------------------------------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if self.robot.state is RobotState.DISCONNECTED:
+            self.robot.connect()
+        self.robot.reset_to_home()  # also from HOLD after a safety stop; an engaged e-stop raises (a human re-arms)
+        self._events_seen = len(self.robot.events)
+        self.stats = EpisodeSafety()
+        self._steps, self._last_send, self._prev = 0, None, None
+        if self.home_noise_m > 0:
+            self._random_start()
+        observation = self.robot.get_observation()
+        if "pixels" in self.keys:
+            frame = self._frame(observation)
+            self._frames.clear()
+            self._frames.extend([frame] * self.frame_stack)
+        self._taken_over = False
+        self._obs_now = self._obs(observation)
+        # Hold until the first step: the agent may take long over its first action (MoDem's BC pretraining, the
+        # first planning call), and a moving arm waiting that long is what the watchdog stops.
+        self.robot.hold()
+        self._resume_on_step = True
+        return self._obs_now, {"success": False} if self._ground_truth else {}
+
+    def _random_start(self) -> None:
+        """Move the hand by a seeded uniform offset, in steps the safety layer allows, at the control rate."""
+        offset = self.np_random.uniform(-self.home_noise_m, self.home_noise_m, 3)
+        n = max(1, int(np.ceil(np.abs(offset).max() / float(self.robot.limits.ee_max_step))))
+        for _ in range(n):
+            self._wait_period()
+            self.robot.send_action(ee_action_from_policy(np.append(offset / n / self.metres_per_unit, -1.0),
+                                                         self.metres_per_unit))
+            self._last_send = time.monotonic()
+        self._new_interventions()  # a start offset clipped at the workspace box is not the policy's doing
+        self.stats = EpisodeSafety()
+
+    def _wait_period(self) -> float:
+        """Sleep until one period after the previous send returned (so the safety layer's velocity limit always
+        sees at least one period: the same clipping, run to run); returns the lateness in s (0 when on time)."""
+        now = time.monotonic()
+        if self._last_send is None:
+            return 0.0
+        due = self._last_send + self.period
+        if now < due:
+            time.sleep(due - now)
+            return 0.0
+        return now - self._last_send
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        action = check_action(action, self.action_space)
+        info: dict[str, Any] = {}
+        human = None if self.operator is None else self.operator(self._steps, self._obs_now)
+        if (human is not None) != self._taken_over:
+            self._taken_over = human is not None
+            log.info("operator %s at step %d", "takes over" if self._taken_over else "hands back", self._steps)
+        if human is not None:  # a person's command: in [-1, 1] like the policy's (a raw device may overshoot)
+            action = np.clip(np.asarray(human, np.float32).reshape(self.action_space.shape), -1.0, 1.0)
+            info.update(intervention=True, executed_action=action)
+        reward, success = 0.0, False
+        observation = None
+        try:
+            if self._resume_on_step:  # out of the hold reset() left the arm in (an e-stop meanwhile raises here)
+                self._resume_on_step = False
+                self.robot.resume()
+            for repeat in range(self.action_repeat):
+                since = self._wait_period()
+                # (not the episode's first step: the reset's homing and first frame are not the agent's time)
+                if repeat == 0 and self._steps and since > self.robot.limits.overrun_factor * self.period:
+                    info["overrun_ms"] = round(since * 1e3, 2)  # the agent's compute time included
+                    self.stats.overruns += 1
+                if repeat:  # the arm after the previous send: Meta-World's "previous" proprioception
+                    self._prev = proprio(self.robot.get_state())
+                self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit))
+                self._last_send = time.monotonic()
+                if self._ground_truth is not None:
+                    r, s = self._ground_truth(action)
+                    reward, success = reward + r, success or s
+                if self.robot.state is RobotState.HOLD:  # e.g. the watchdog fired during a long step
+                    raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
+            self._wait_period()  # the observation one period after the last send, as the sim's env step
+            observation = self.robot.get_observation()
+            if self.robot.state is RobotState.HOLD:  # the measurement itself held the arm (joint limit)
+                raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
+        except SAFETY_STOPS as exc:
+            self.stats.stop = self.robot.hold_reason or str(exc)
+            info["safety_stop"] = self.stats.stop
+            log.warning("episode ended by the safety layer at step %d: %s", self._steps + 1, self.stats.stop)
+            if observation is None:
+                observation = self.robot.get_observation()
+        self._steps += 1
+        self.stats.steps = self._steps
+        info["interventions"] = self._new_interventions()
+        self.stats.interventions += info["interventions"]
+        if "pixels" in self.keys:
+            self._frames.append(self._frame(observation))
+        obs = self._obs_now = self._obs(observation)
+        if self._ground_truth is not None:
+            info["success"] = bool(success)
+        truncated = "safety_stop" in info or self._steps >= self.max_agent_steps
+        if truncated:
+            self._end_episode()
+        return obs, float(reward), False, truncated, info
+
+    def intervention_total(self) -> int:
+        """Safety-layer interventions on this arm since it was built (all episodes, start moves included)."""
+        return sum(e["kind"] in INTERVENTIONS for e in self.robot.events)
+
+    def render(self) -> np.ndarray:
+        """The newest camera frame(s) side by side (H, W * views, 3), for eval videos."""
+        if self._last_frame is None:
+            return np.zeros((self.image_size, self.image_size * max(len(self.cameras), 1), 3), np.uint8)
+        return self._last_frame
+
+    def close(self) -> None:
+        """Hold and disconnect the arm (idempotent)."""
+        self.robot.disconnect()

@@ -1,0 +1,103 @@
+"""A person's interventions during training on an arm, kept as demonstrations (SERL / HIL-SERL's intervention data).
+
+:class:`~robotrl.hardware.robot_env.RobotEnv` lets an operator take over (``robot_env.operator``); the trainer stores
+what the arm executed in its replay, and this recorder turns each contiguous operator-driven segment of a training
+episode into a demo :class:`~robotrl.types.Episode`: saved under ``<run>/interventions/`` in the robotrl demo format
+(``meta.json`` lists the training episode of each segment) and handed to the agent (``agent.add_demos``, MoDem's
+demo buffer). A resumed run re-adds the segments of the episodes before its checkpoint, in order, so it continues
+exactly; segments saved after that checkpoint (by a run that then crashed) are overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from robotrl.atomic import atomic_write_text
+from robotrl.demos import FORMAT_VERSION, META, episode_file, load_demos, save_episode
+from robotrl.types import Episode
+
+
+class InterventionRecorder:
+    """Collects one training episode's steps; :meth:`finish` returns (and saves) its operator-driven segments."""
+
+    def __init__(self, out: Path, observation_space: gym.spaces.Dict, frame_stack: int, name: str) -> None:
+        self.out, self.space, self.name = Path(out), observation_space, name
+        self.keys = sorted(observation_space.spaces)
+        self.frame_channels = observation_space["pixels"].shape[0] // frame_stack if "pixels" in self.keys else 0
+        self._train_episodes: list[int] = []
+        self._steps: list[dict[str, Any]] = []
+        self._obs: list[dict[str, np.ndarray]] = []
+
+    def _single(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The observation as the replay stores it: the newest frame only (stacks are rebuilt)."""
+        out = {k: np.array(obs[k]) for k in self.keys}
+        if "pixels" in out:
+            out["pixels"] = out["pixels"][-self.frame_channels:]
+        return out
+
+    def begin(self, obs: dict[str, np.ndarray]) -> None:
+        self._obs, self._steps = [self._single(obs)], []
+
+    def step(self, action: np.ndarray, reward: float, obs: dict[str, np.ndarray], terminated: bool,
+             info: dict[str, Any]) -> None:
+        self._obs.append(self._single(obs))
+        self._steps.append({"action": np.asarray(action, np.float32), "reward": float(reward),
+                            "terminated": bool(terminated), "success": bool(info.get("success", False)),
+                            "intervention": bool(info.get("intervention", False))})
+
+    def finish(self, train_episode: int) -> list[Episode]:
+        """The finished episode's operator segments as Episodes (obs ``t .. t + k``), saved before returning."""
+        flags = [s["intervention"] for s in self._steps]
+        segments, t = [], 0
+        while t < len(flags):
+            if not flags[t]:
+                t += 1
+                continue
+            end = t
+            while end < len(flags) and flags[end]:
+                end += 1
+            steps = self._steps[t:end]
+            obs = {k: np.stack([o[k] for o in self._obs[t:end + 1]]) for k in self.keys}
+            segments.append(Episode(obs, np.stack([s["action"] for s in steps]),
+                                    np.array([s["reward"] for s in steps], np.float32),
+                                    np.array([s["terminated"] for s in steps]),
+                                    np.array([s["success"] for s in steps])))
+            t = end
+        for segment in segments:
+            self._save(segment, train_episode)
+        return segments
+
+    # ------------------------------------------------------------------------------------------ on disk
+    def _save(self, episode: Episode, train_episode: int) -> None:
+        """One segment in the demo format (pixels: the frames, or a 1x1 placeholder for a proprio-only env)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        n = len(episode.action) + 1
+        pixels = episode.obs.get("pixels", np.zeros((n, 3, 1, 1), np.uint8))
+        state = episode.obs.get("state", np.zeros((n, 1), np.float32))
+        index = len(self._train_episodes)
+        save_episode(self.out / episode_file(index), Episode({"pixels": pixels, "state": state}, episode.action,
+                                                             episode.reward, episode.terminated, episode.success))
+        self._train_episodes.append(int(train_episode))
+        views = max(pixels.shape[1] // 3, 1)
+        meta = {"format_version": FORMAT_VERSION, "name": self.name, "num_episodes": len(self._train_episodes),
+                "image_size": int(pixels.shape[-1]), "state_dim": int(state.shape[1]),
+                "action_dim": int(episode.action.shape[1]), "cameras": [f"view{i}" for i in range(views)],
+                "proprio_index": list(range(int(state.shape[1]))), "train_episodes": self._train_episodes,
+                "source": "operator interventions during training (robotrl.workflows.interventions)"}
+        atomic_write_text(self.out / META, json.dumps(meta, indent=1))
+
+    def load(self, before_episode: int) -> list[Episode]:
+        """The saved segments of training episodes ``< before_episode`` (a resumed run's), in the agent's format."""
+        if not (self.out / META).is_file():
+            return []
+        meta = json.loads((self.out / META).read_text())
+        keep = [e for e in meta["train_episodes"] if e < before_episode]
+        self._train_episodes = list(keep)
+        episodes = load_demos(self.out)[: len(keep)]
+        return [Episode({k: ep.obs[k] for k in self.keys}, ep.action, ep.reward, ep.terminated, ep.success)
+                for ep in episodes]

@@ -1,0 +1,91 @@
+"""The env a run acts in: ``make_env`` for a simulator, :class:`~robotrl.hardware.robot_env.RobotEnv` for ``robot=``.
+
+This choice lives in a workflow because it needs both plug-in kinds (``robotrl.envs`` for the task's settings and
+``robotrl.hardware`` for the arm) and plug-ins may not import each other (``docs/architecture.md``, "Layers";
+``robot=sim`` already builds its scene through ``make_env``, so ``envs -> hardware`` would be a cycle).
+
+On a robot the ``env`` config still names the task (``env=metaworld/reach``: its demos, per-task agent settings and
+run directory) and gives the observation pipeline (``image_size``, ``frame_stack``, ``action_repeat``,
+``obs_type``, ``camera``, ``max_episode_steps`` in env steps, default Meta-World's 500); ``robot=sim`` renders that
+task's scene with that camera. ``robot_env.home_noise_m`` is the randomised start, ``robot_env.operator``
+(``module:function`` returning an Operator) a person who may take over.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+from omegaconf import OmegaConf
+
+from robotrl.config import config_dict
+from robotrl.errors import ConfigError
+
+DEFAULT_MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length (env steps)
+
+
+def uses_robot(cfg: Any) -> bool:
+    """True when the run's ``robot=`` names an arm (not ``none``)."""
+    name = OmegaConf.select(cfg, "robot.name") if OmegaConf.is_config(cfg) else (cfg.get("robot") or {}).get("name")
+    return name not in (None, "none")
+
+
+def robot_config_for_env(robot_cfg: Any, env_spec: Any) -> dict[str, Any]:
+    """The robot config with what the env settings fix: ``robot=sim`` shows the env's task through its camera(s) at
+    its image size and resets its scene at every home."""
+    robot = config_dict(robot_cfg, "robot config")
+    if robot.get("name") == "sim":
+        if env_spec.suite != "metaworld":
+            raise ConfigError(f"robot=sim is a Meta-World scene; env={env_spec.name} is not (use env=metaworld/<task>)")
+        camera = env_spec.camera
+        cameras = list(camera) if isinstance(camera, tuple) else ["corner2" if camera is None else camera]
+        robot.update(task=env_spec.task, cameras=cameras, image_size=env_spec.image_size, reset_scene=True)
+    return robot
+
+
+def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float = 0.0, operator: Any = None) -> Any:
+    """A connected :class:`RobotEnv` over ``make_robot(robot_cfg)`` (the arm behind its safety layer)."""
+    from robotrl.envs import parse_env_cfg
+    from robotrl.hardware import make_robot
+    from robotrl.hardware.robot_env import RobotEnv
+
+    spec = parse_env_cfg(env_cfg)
+    robot = make_robot(robot_config_for_env(robot_cfg, spec))
+    max_env_steps = spec.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
+    info = {"name": spec.name, "suite": "robot", "task": spec.task, "seed": seed, "image_size": spec.image_size,
+            "frame_stack": spec.frame_stack, "action_repeat": spec.action_repeat, "max_episode_steps": max_env_steps}
+    env = RobotEnv(robot, obs_type=spec.obs_type, image_size=spec.image_size, frame_stack=spec.frame_stack,
+                   action_repeat=spec.action_repeat, max_agent_steps=math.ceil(max_env_steps / spec.action_repeat),
+                   home_noise_m=float(home_noise_m), info=info, operator=operator)
+    robot.connect()
+    return env
+
+
+def check_robot_reward(cfg: Any) -> None:
+    """``reward=env`` on an arm whose driver gives no ground truth (every real arm) would train on a reward of 0:
+    refuse it in one line, before anything connects."""
+    from robotrl.hardware import robot_class
+    from robotrl.rewards import is_env_reward
+
+    name = OmegaConf.select(cfg, "robot.name")
+    if is_env_reward(cfg.get("reward")) and not hasattr(robot_class(name), "ground_truth"):
+        raise ConfigError(f"robot={name} gives no reward (only robot=sim's simulator does); choose a reward model, "
+                          f"e.g. reward=success_classifier reward.demos=DIR or reward=kagi")
+
+
+def make_run_env(cfg: Any, seed: int) -> gym.Env:
+    """The training/eval env of a run config: a robot's when ``robot=`` names one, else the simulator's."""
+    if uses_robot(cfg):
+        check_robot_reward(cfg)
+        noise = OmegaConf.select(cfg, "robot_env.home_noise_m", default=0.0)
+        spec = OmegaConf.select(cfg, "robot_env.operator", default=None)
+        operator = None
+        if spec:  # e.g. a spacemouse or keyboard reader: robotrl.workflows.deploy's Operator protocol
+            from robotrl.workflows.deploy import load_operator
+
+            operator = load_operator(str(spec))
+        return make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise, operator=operator)
+    from robotrl.envs import make_env
+
+    return make_env(cfg.env, seed=seed)

@@ -1,0 +1,165 @@
+"""``robotrl sim2real``: the same policy and seeds on several robots, side by side (the sim-to-real gap report).
+
+Each robot runs ``episodes`` episodes through :class:`~robotrl.hardware.robot_env.RobotEnv` (the env the policy
+trains in on an arm: safety layer, control rate, randomised home start from the same seeds) and gets one column:
+success rate (where the robot has a detector: ``robot=sim``'s simulator), return (likewise), the policy's action
+statistics (per-dimension mean and std), the hand's measured displacement per agent step, safety-layer
+interventions and safety stops per episode, overruns and the agent-step period. ``gap`` holds each robot's
+differences from the first one (the reference, normally ``sim``).
+
+    robotrl sim2real checkpoint=runs/metaworld/reach/drqv2/seed1 robots=sim,franka franka.hostname=172.16.0.2
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+
+from robotrl.atomic import atomic_write_text
+from robotrl.errors import ConfigError
+from robotrl.workflows.run_env import make_robot_env
+
+GAP_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robots": "sim,franka", "episodes": 3, "seed": 0, "steps": None,
+                                "home_noise_m": 0.02, "out": None, "device": "cpu"}
+GAP_DOCS = {
+    "checkpoint": "a trained run dir (its env settings and policy); a franka without cameras needs a proprio policy",
+    "robots": "comma-separated robot configs (configs/robot/<name>.yaml); the first is the reference",
+    "episodes": "episodes per robot, reset seeds seed .. seed + episodes - 1 on every robot",
+    "seed": "first reset seed",
+    "steps": "agent steps per episode (default: the training env's episode length)",
+    "home_noise_m": "randomised start: hand offset uniform in [-x, x]^3 m, per reset seed (the same on every robot)",
+    "out": "directory for gap.json (default: <checkpoint>/sim2real)",
+    "device": "auto | cpu | cuda",
+}
+Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def robot_config(name: str, overrides: dict[str, str]) -> dict[str, Any]:
+    """``configs/robot/<name>.yaml`` with ``<name>.KEY=VALUE`` overrides (values parsed as yaml)."""
+    path = resources.files("robotrl.configs") / "robot" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"robots: unknown robot {name!r} (no configs/robot/{name}.yaml)")
+    cfg = OmegaConf.create(yaml.safe_load(path.read_text()))
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=False)
+    return OmegaConf.to_container(cfg)  # type: ignore[return-value]
+
+
+def run_robot(env: Any, policy: Policy, seeds: list[int], on_reset: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Episodes on one RobotEnv; returns the robot's column of the report."""
+    actions, hand_steps, periods, episodes = [], [], [], []
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        if on_reset is not None:
+            on_reset()
+        ret, success, done = 0.0, None, False
+        hand = np.asarray(env.robot.get_state().ee_pos, float)
+        while not done:
+            t0 = time.monotonic()
+            action = np.asarray(policy(obs), np.float32)
+            obs, reward, terminated, truncated, info = env.step(action)
+            periods.append(time.monotonic() - t0)
+            now = np.asarray(env.robot.get_state().ee_pos, float)
+            hand_steps.append(float(np.linalg.norm(now - hand)))
+            hand = now
+            actions.append(action)
+            ret += float(reward)
+            if "success" in info:
+                success = bool(success) or bool(info["success"])
+            done = terminated or truncated
+        safety = env.last_episode
+        episodes.append({"seed": seed, "return": ret, "success": success, "steps": safety.steps,
+                         "interventions": safety.interventions, "overruns": safety.overruns,
+                         "safety_stop": safety.stop})
+    acts = np.array(actions)
+    successes = [e["success"] for e in episodes if e["success"] is not None]
+    has_reward = getattr(env, "_ground_truth", None) is not None
+    return {
+        "episodes": episodes,
+        "success_rate": float(np.mean(successes)) if successes else None,
+        "return_mean": float(np.mean([e["return"] for e in episodes])) if has_reward else None,
+        "action_mean": acts.mean(axis=0).round(4).tolist(),
+        "action_std": acts.std(axis=0).round(4).tolist(),
+        "hand_step_mm": round(float(np.mean(hand_steps)) * 1e3, 3),
+        "interventions_per_episode": float(np.mean([e["interventions"] for e in episodes])),
+        "safety_stops": sum(e["safety_stop"] is not None for e in episodes),
+        "overruns_per_episode": float(np.mean([e["overruns"] for e in episodes])),
+        "step_ms": round(float(np.mean(periods)) * 1e3, 2),
+    }
+
+
+def gap_report(policy: Policy, env_cfg: Any, robots: dict[str, dict[str, Any]], seeds: list[int],
+               home_noise_m: float = 0.02, on_reset: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run ``policy`` on every robot (in order, one connected at a time) and compare each with the first."""
+    columns: dict[str, Any] = {}
+    for name, cfg in robots.items():
+        env = make_robot_env(cfg, env_cfg, seed=seeds[0], home_noise_m=home_noise_m)
+        try:
+            columns[name] = run_robot(env, policy, seeds, on_reset)
+        finally:
+            env.close()
+    reference, *others = list(columns)
+    ref = columns[reference]
+    gap = {}
+    for name in others:
+        col = columns[name]
+        gap[name] = {
+            "action_mean": (np.subtract(col["action_mean"], ref["action_mean"])).round(4).tolist(),
+            "action_std": (np.subtract(col["action_std"], ref["action_std"])).round(4).tolist(),
+            "hand_step_mm": round(col["hand_step_mm"] - ref["hand_step_mm"], 3),
+            "interventions_per_episode": col["interventions_per_episode"] - ref["interventions_per_episode"],
+            "success_rate": None if col["success_rate"] is None or ref["success_rate"] is None
+            else col["success_rate"] - ref["success_rate"],
+        }
+    return {"seeds": seeds, "reference": reference, "robots": columns, "gap": gap}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report's columns as a plain-text table."""
+    rows = ["success_rate", "return_mean", "action_mean", "action_std", "hand_step_mm", "interventions_per_episode",
+            "safety_stops", "overruns_per_episode", "step_ms"]
+    names = list(report["robots"])
+    lines = [f"{'':28}" + "".join(f"{n:>34}" for n in names)]
+    for row in rows:
+        cells = [report["robots"][n][row] for n in names]
+        lines.append(f"{row:28}" + "".join(f"{'n/a' if c is None else str(c):>34}" for c in cells))
+    return "\n".join(lines)
+
+
+def sim2real(checkpoint: str | None = None, robots: str = "sim,franka", episodes: int = 3, seed: int = 0,
+             steps: int | None = None, home_noise_m: float = 0.02, out: str | None = None, device: str = "cpu",
+             robot_overrides: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """``robotrl sim2real``: load the checkpoint's policy and env settings, run the report, write ``gap.json``."""
+    from robotrl.workflows.evaluate import load_policy
+
+    if checkpoint is None:
+        raise ConfigError("robotrl sim2real needs checkpoint=<run dir>")
+    names = [n.strip() for n in str(robots).split(",") if n.strip()]
+    if len(names) < 2:
+        raise ConfigError(f"robots={robots!r}: name at least two robots to compare, e.g. robots=sim,franka")
+    episodes = int(episodes)
+    if episodes < 1:
+        raise ConfigError(f"episodes={episodes}, expected >= 1")
+    cfg, agent, path = load_policy(Path(checkpoint), device)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    if steps is not None:
+        env_cfg["max_episode_steps"] = int(steps) * int(env_cfg.get("action_repeat", 1))
+    big = 2**62  # past every exploration schedule: the deterministic policy
+    configs = {n: robot_config(n, (robot_overrides or {}).get(n, {})) for n in names}
+    report = gap_report(lambda o: agent.act(o, big, eval_mode=True), env_cfg, configs,
+                        list(range(int(seed), int(seed) + episodes)), float(home_noise_m),
+                        getattr(agent, "reset", None))
+    report["checkpoint"] = str(path)
+    out_dir = Path(out) if out else Path(checkpoint) / "sim2real"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "gap.json", json.dumps(report, indent=1))
+    print(table(report))
+    return report
