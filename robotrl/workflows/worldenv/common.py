@@ -333,10 +333,10 @@ def train_loop(name: str, folder: Path, module: torch.nn.Module, opt: torch.opti
         opt.step()
         metrics = {"loss": loss.item(), **metrics}
         beat.tick(lambda s=step, m=metrics: f"step {s}/{steps} " + " ".join(f"{k}={v:.4g}" for k, v in m.items()))
+        if snapshot_every and step % snapshot_every == 0:
+            save_ckpt(folder / "snapshots" / f"step_{step:07d}.pt", payload_fn())
         if step % every == 0 or step == steps:
             append_csv(log, {"step": step, **metrics})
-            if snapshot_every and step % snapshot_every == 0:
-                save_ckpt(folder / "snapshots" / f"step_{step:07d}.pt", payload_fn())
             save_ckpt(state_path, {"kind": f"{name}-state", "model": module.state_dict(), "opt": opt.state_dict(),
                                    "step": step, "rng": rng_state()})
     if log.is_file():
