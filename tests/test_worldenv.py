@@ -324,3 +324,17 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     before = (out / "vla" / "train.csv").read_text()
     train_vla(out, TINY)
     assert (out / "vla" / "train.csv").read_text() == before
+
+
+def test_reward_reflector_config_builds_from_a_checkpoint(tmp_path):
+    from robotrl.rewards import make_reward
+
+    from robotrl.overrides import compose_config
+
+    path = tmp_path / "reflector.pt"
+    torch.save(save_payload(tiny_reflector(), TINY_CLIP, 16), path)
+    cfg = compose_config(["reward=reflector", f"reward.checkpoint={path}", "reward.instruction=close the drawer",
+                          "device=cpu"])
+    model = make_reward(cfg.reward)
+    frames = np.zeros((2, SIZE, SIZE, 3), np.uint8)
+    assert model(frames).shape == (2,)
