@@ -5,7 +5,12 @@ and the world model's prediction quality (PSNR, SSIM vs ground truth) over the r
     MUJOCO_GL=egl .venv/bin/python bench/worldenv.py --run runs/worldenv/s1 [--steps 200 --blocks 3 --horizon 30]
 
 ``--run`` is a ``robotrl worldenv`` directory with model/model.pt and reflector/reflector.pt (its collected
-episodes are the ground truth). Prints a JSON report (and writes it with --out).
+episodes are the ground truth). Without ``--run``, only the speed is measured, with randomly initialised networks of
+configs/worldenv/default.yaml's sizes at ``--size`` pixels (speed does not depend on the weights):
+
+    MUJOCO_GL=egl .venv/bin/python bench/worldenv.py --size 64
+
+Prints a JSON report (and writes it with --out).
 """
 
 from __future__ import annotations
@@ -94,6 +99,20 @@ def speed(cfg, model, reflector, steps: int, blocks: int) -> dict:
             "note": "sim: Meta-World, action_repeat, one rendered frame per agent step; world: model + reflector"}
 
 
+def random_pieces(size: int, device: torch.device):
+    """The default config at ``size`` pixels with untrained world model and reflector (speed only)."""
+    from robotrl.rewards.reflector import CLIPReflector, build_clip
+
+    from robotrl.workflows.worldenv.common import clip_cfg, default_config
+    from robotrl.workflows.worldenv.train import build_model
+
+    cfg = default_config()
+    cfg.image_size = size
+    clip, tok, _ = build_clip(**clip_cfg(cfg))
+    reflector = CLIPReflector(clip, tok, int(cfg.reflector.hidden)).to(device)
+    return cfg, build_model(cfg, device, 8, 4).eval(), reflector
+
+
 def main() -> None:
     from robotrl.rewards.reflector import load_reflector
 
@@ -101,7 +120,8 @@ def main() -> None:
     from robotrl.workflows.worldenv.train import load_model
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", default=None)
+    ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--horizon", type=int, default=30)
@@ -110,13 +130,18 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    out = Path(a.run)
-    cfg = load_config(out)
     device = torch.device(a.device)
-    model = load_model(out / "model" / "model.pt", device)
-    reflector = load_reflector(out / "reflector" / "reflector.pt", device)
-    report = {"device": str(device), "threads": a.threads, "image_size": int(cfg.image_size),
-              "speed": speed(cfg, model, reflector, a.steps, a.blocks), "quality": quality(out, cfg, model, a.horizon)}
+    if a.run:
+        out = Path(a.run)
+        cfg = load_config(out)
+        model = load_model(out / "model" / "model.pt", device)
+        reflector = load_reflector(out / "reflector" / "reflector.pt", device)
+    else:
+        cfg, model, reflector = random_pieces(a.size, device)
+    report = {"device": str(device), "threads": a.threads, "image_size": int(cfg.image_size), "trained": bool(a.run),
+              "speed": speed(cfg, model, reflector, a.steps, a.blocks)}
+    if a.run:
+        report["quality"] = quality(out, cfg, model, a.horizon)
     text = json.dumps(report, indent=1)
     print(text)
     if a.out:
