@@ -89,13 +89,29 @@ def speed(cfg, model, reflector, steps: int, blocks: int) -> dict:
                 env.reset()
         return steps / (time.perf_counter() - t0)
 
-    res = {"sim": [], "world": []}
+    frames0, prop0 = initial_states(cfg, task, list(range(16)), model.context)
+
+    def run_batched() -> float:
+        """Post-training's path: 16 rollouts at once through model + reflector; env steps/s summed over the batch."""
+        state = model.init(frames0, prop0)
+        t0 = time.perf_counter()
+        n = max(1, steps // 16)
+        for _ in range(n):
+            state, frame, _ = model.step(state, rng.uniform(-1, 1, (16, 4)).astype(np.float32))
+            reflector.score(frame.transpose(0, 2, 3, 1), [cfg.instructions[task]] * 16)
+        return 16 * n / (time.perf_counter() - t0)
+
+    res = {"sim": [], "world": [], "world_batch16": []}
     for _ in range(blocks):  # interleaved, so both sides see the same machine load
         res["sim"].append(run(sim))
         res["world"].append(run(wenv))
+        res["world_batch16"].append(run_batched())
     ratio = [w / s for w, s in zip(res["world"], res["sim"], strict=True)]
+    ratio16 = [w / s for w, s in zip(res["world_batch16"], res["sim"], strict=True)]
     return {"task": task, "steps_per_block": steps, "sim_steps_per_s": res["sim"], "world_steps_per_s": res["world"],
+            "world_batch16_steps_per_s": res["world_batch16"],
             "ratio_world_over_sim_median": float(np.median(ratio)), "ratio_min_max": [min(ratio), max(ratio)],
+            "ratio_batch16_over_sim_median": float(np.median(ratio16)), "ratio16_min_max": [min(ratio16), max(ratio16)],
             "note": "sim: Meta-World, action_repeat, one rendered frame per agent step; world: model + reflector"}
 
 
