@@ -318,7 +318,7 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     assert {"success", "length", "reflector_length"} <= set(report["after"]["mean"])
     fid = fidelity(out, TINY)
     saved = json.loads((out / "fidelity" / "report.json").read_text())
-    assert saved["n_policies"] == 4 * 2 == len(saved["policies"])  # 2 snapshots + final BC + post-trained
+    assert saved["n_policies"] == 3 * 2 == len(saved["policies"])  # snapshot at 10 + final BC (20) + post-trained
     assert saved["valid"] == fid["valid"] and "pearson" in saved
     # every stage resumes: a rerun of train-vla finds its state.pt at the last step and changes nothing
     before = (out / "vla" / "train.csv").read_text()

@@ -333,7 +333,7 @@ def train_loop(name: str, folder: Path, module: torch.nn.Module, opt: torch.opti
         opt.step()
         metrics = {"loss": loss.item(), **metrics}
         beat.tick(lambda s=step, m=metrics: f"step {s}/{steps} " + " ".join(f"{k}={v:.4g}" for k, v in m.items()))
-        if snapshot_every and step % snapshot_every == 0:
+        if snapshot_every and step % snapshot_every == 0 and step < steps:  # the last one is the final checkpoint
             save_ckpt(folder / "snapshots" / f"step_{step:07d}.pt", payload_fn())
         if step % every == 0 or step == steps:
             append_csv(log, {"step": step, **metrics})
