@@ -338,3 +338,31 @@ def test_reward_reflector_config_builds_from_a_checkpoint(tmp_path):
     model = make_reward(cfg.reward)
     frames = np.zeros((2, SIZE, SIZE, 3), np.uint8)
     assert model(frames).shape == (2,)
+
+
+def test_stage_training_resumes_exactly_after_an_interrupt(tmp_path):
+    """A stage killed mid-way (Ctrl-C) keeps its last state.pt; the rerun ends with the uninterrupted run's weights."""
+    from robotrl.workflows.worldenv.common import train_loop
+
+    def run(folder, crash_at=None):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 1)
+        opt = torch.optim.Adam(net.parameters(), 1e-2)
+
+        def loss_fn(step):
+            if step == crash_at:
+                raise KeyboardInterrupt
+            x = torch.randn(8, 3)  # the global RNG: restored from state.pt on resume
+            return ((net(x) - x.sum(1, keepdim=True)) ** 2).mean(), {}
+
+        train_loop("toy", folder, net, opt, 6, loss_fn, lambda: {}, every=2)
+        return net
+
+    ref = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", crash_at=5)
+    torch.manual_seed(123)  # a different process state: only state.pt decides what happens next
+    resumed = run(tmp_path / "b")
+    torch.testing.assert_close(resumed.weight, ref.weight)
+    steps = [line.split(",")[0] for line in (tmp_path / "b" / "train.csv").read_text().splitlines()[1:]]
+    assert steps == ["2", "4", "6"]  # no duplicate rows after the resume
