@@ -46,13 +46,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def quality(out: Path, cfg, model, horizon: int) -> dict:
     """PSNR/SSIM at each step 1..horizon of open-loop rollouts with the recorded actions from the recorded start."""
-    from robotrl.workflows.worldenv.common import load_data
-    from robotrl.workflows.worldenv.train import padded
+    from robotrl.workflows.worldenv.common import load_ckpt
+    from robotrl.workflows.worldenv.train import model_sequences
 
-    data = load_data(out, ["noisy", "policy"], cfg.tasks)  # non-expert episodes: varied, incl. failures
+    every = int(load_ckpt(out / "model" / "model.pt", "world_model").get("holdout_every", 0))
     c = model.context
-    seqs = [padded(ep, pidx, c) for _, _, ep, pidx in data]
-    seqs = [s for s in seqs if len(s[0]) >= c + horizon]
+    # the episodes the model never saw when it holds some out; otherwise (older runs) all of them, said so
+    seqs = model_sequences(out, cfg, c, c + horizon, "val" if every else "train", every)
     frames = np.stack([s[0][:c + horizon] for s in seqs])
     actions = np.stack([s[1][c - 1:c - 1 + horizon] for s in seqs])
     prop = np.stack([s[2][c - 1] for s in seqs])
@@ -65,7 +65,7 @@ def quality(out: Path, cfg, model, horizon: int) -> dict:
         p = torch.as_tensor(pred).float() / 255
         rows.append({"step": t + 1, "psnr": psnr(p, truth).mean().item(), "ssim": ssim(p, truth).mean().item(),
                      "copy_psnr": psnr(last, truth).mean().item(), "copy_ssim": ssim(last, truth).mean().item()})
-    return {"episodes": len(seqs), "per_step": rows}
+    return {"episodes": len(seqs), "held_out": bool(every), "per_step": rows}
 
 
 def speed(cfg, model, reflector, steps: int, blocks: int) -> dict:

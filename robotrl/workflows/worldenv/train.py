@@ -107,12 +107,19 @@ def sequence_batch(seqs: list, length: int, batch: int, rng: np.random.Generator
             torch.as_tensor(np.stack(props), device=device))
 
 
-def model_sequences(out: Path, cfg: Any, context: int, length: int) -> list:
+def model_sequences(out: Path, cfg: Any, context: int, length: int, split: str = "train",
+                    holdout_every: int | None = None) -> list:
+    """Padded (frames, actions, proprio) of the collected episodes of ``split``: ``val`` is every
+    ``holdout_every``-th episode (in load order), ``train`` the rest (all of them when ``holdout_every`` is 0)."""
+    every = int(cfg.model.holdout_every if holdout_every is None else holdout_every)
     data = load_data(out, tasks=cfg.tasks)
-    seqs = [padded(ep, pidx, context) for _, _, ep, pidx in data]
+    held = [bool(every) and i % every == every - 1 for i in range(len(data))]
+    seqs = [padded(ep, pidx, context) for (_, _, ep, pidx), h in zip(data, held, strict=True)
+            if h == (split == "val")]
     seqs = [s for s in seqs if len(s[0]) >= length]
     if not seqs:
-        raise ConfigError(f"no episode has {length} frames (context + horizon); lower model.horizon")
+        raise ConfigError(f"no {split} episode has {length} frames (context + horizon); lower model.horizon or "
+                          f"collect more episodes")
     return seqs
 
 
@@ -133,7 +140,7 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
 
     metrics = train_loop("model", out / "model", model, opt, int(m.steps), loss_fn, lambda: {}, every=25)
     save_ckpt(out / "model" / "model.pt", {"kind": "world_model", "config": model.config,
-                                           "model": model.state_dict()})
+                                           "holdout_every": int(m.holdout_every), "model": model.state_dict()})
     print(f"model: trained, final pixel MSE {metrics.get('pixel', float('nan')):.4f} -> {out / 'model' / 'model.pt'}")
     return metrics
 
