@@ -1,4 +1,5 @@
-"""`robotrl` command line: train (hydra), eval, envs, plot, demos, goals, reward-eval.
+"""`robotrl` command line: train (hydra), eval, envs, plot, report, demos, goals, reward-eval, deploy, serve,
+sim2real, worldenv.
 
     robotrl train [key=value ...]            e.g. agent=drqv2 env=dmc/cartpole_swingup seed=1; -m for sweeps
     robotrl train                            (no arguments) the embedded CPU quickstart: experiment=quickstart
@@ -14,6 +15,8 @@
                                              reward quality report: expert/noisy/near-miss/random rollouts
     robotrl deploy checkpoint=PATH robot=sim [hz=20 episodes=1 steps=N dry_run=false record=DIR robot.KEY=VALUE]
                                              run a policy on a robot through the safety layer (--help: details)
+    robotrl worldenv collect|train-vla|train-model|train-reflector|post-train|fidelity out=DIR [key=value ...]
+                                             World-Env: a VLA post-trained inside a learned video world model
     robotrl serve checkpoint=PATH [host=127.0.0.1 port=50051 token=... max_message_bytes=4194304 device=auto]
                                              gRPC policy server for `robotrl deploy server=HOST:PORT`
     robotrl sim2real checkpoint=PATH [robots=sim,franka ROBOT.KEY=VALUE episodes=3 ...]
@@ -545,8 +548,68 @@ def serve(args: list[str]) -> int:
     return 0
 
 
+WORLDENV_STAGES = {
+    "collect": ("collect", "collect", "Meta-World data with instructions: expert demos, noisy demos, BC-VLA rollouts"),
+    "train-vla": ("train", "train_vla", "behaviour-clone the VLA on the expert demos of all tasks"),
+    "train-model": ("train", "train_model", "train the latent action-conditioned video world model"),
+    "train-reflector": ("train", "train_reflector", "train the CLIP reflector on simulator success labels"),
+    "post-train": ("post_train", "post_train", "RL of the VLA inside WorldEnv, then simulator eval before/after"),
+    "fidelity": ("fidelity", "fidelity", "WorldEnv vs simulator success over a policy set; the r >= 0.8 gate"),
+}
+
+
+def _worldenv_help() -> str:
+    from robotrl.workflows.worldenv.common import default_config
+
+    cfg = default_config()
+    keys = []
+    for key, value in cfg.items():
+        if key == "instructions":
+            keys.append(f"  instructions.<task>=...   ({len(value)} tasks: {', '.join(value)})")
+        elif hasattr(value, "items"):
+            keys += [f"  {key}.{k}={_fmt(v)}" for k, v in value.items() if not hasattr(v, "items")]
+        else:
+            plain = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
+            keys.append(f"  {key}={_fmt(plain)}")
+    stages = [f"  {name:<16}{about}" for name, (_, _, about) in WORLDENV_STAGES.items()]
+    return "\n".join([
+        "usage: robotrl worldenv STAGE out=DIR [key=value ...]", "",
+        "World-Env (arXiv 2509.24948) at toy scale: every stage reads and writes under out=DIR, keeps the settings in",
+        "DIR/config.yaml (later stages reuse them) and resumes from its checkpoint when run again. Order:",
+        "collect, train-vla, collect (adds the VLA's rollouts), train-model, train-reflector, post-train, fidelity.",
+        "", "stages:", *stages, "", "keys (configs/worldenv/default.yaml; key=value or section.key=value):", *keys, "",
+        "examples:",
+        "  robotrl worldenv collect out=runs/worldenv/s1 seed=1 tasks=[reach,drawer-close,button-press-topdown]",
+        "  robotrl worldenv train-vla out=runs/worldenv/s1 vla.steps=2000",
+        "  robotrl worldenv post-train out=runs/worldenv/s1 device=cuda",
+        "  robotrl worldenv fidelity out=runs/worldenv/s1"])
+
+
+def worldenv(args: list[str]) -> int:
+    """``robotrl worldenv STAGE out=DIR key=value ...``."""
+    import importlib
+
+    if not args or wants_help(args):
+        print(_worldenv_help())
+        return 0
+    stage, rest = args[0], args[1:]
+    if stage not in WORLDENV_STAGES:
+        raise ConfigError(f"unknown worldenv stage {stage!r}; expected one of {', '.join(WORLDENV_STAGES)}")
+    outs = [a.partition("=")[2] for a in rest if a.startswith("out=")]
+    if len(outs) != 1 or not outs[0]:
+        raise ConfigError(f"robotrl worldenv {stage} needs exactly one out=DIR (the World-Env run directory)")
+    bad = [a for a in rest if "=" not in a]
+    if bad:
+        raise ConfigError(f"unexpected argument {bad[0]!r}; expected key=value (see robotrl worldenv --help)")
+    module, func, _ = WORLDENV_STAGES[stage]
+    run = getattr(importlib.import_module(f"robotrl.workflows.worldenv.{module}"), func)
+    run(outs[0], [a for a in rest if not a.startswith("out=")])
+    return 0
+
+
 COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "report": report, "demos": demos,
-            "goals": goals, "reward-eval": reward_eval, "deploy": deploy, "serve": serve, "sim2real": sim2real}
+            "goals": goals, "reward-eval": reward_eval, "deploy": deploy, "serve": serve, "sim2real": sim2real,
+            "worldenv": worldenv}
 
 
 def main(argv: list[str] | None = None) -> None:

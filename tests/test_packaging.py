@@ -6,7 +6,8 @@ import subprocess
 import sys
 import zipfile
 
-SUBPACKAGES = ("robotrl.workflows", "robotrl.workflows.reward_eval", "robotrl.envs", "robotrl.agents",
+SUBPACKAGES = ("robotrl.workflows", "robotrl.workflows.reward_eval", "robotrl.workflows.worldenv",
+               "robotrl.envs", "robotrl.agents",
                "robotrl.rewards",
                "robotrl.hardware", "robotrl.configs")
 

@@ -1,0 +1,142 @@
+"""``robotrl worldenv fidelity``: does success inside ``WorldEnv`` predict success in the simulator?
+
+For every policy of the set -- the BC snapshots (``vla/snapshots/``), the final BC policy, the post-trained one
+(if any), each with gaussian action noise of every ``fidelity.noise`` level -- it measures success in the simulator
+and in ``WorldEnv`` from the same initial states (``fidelity.episodes`` per task, the simulator's reset frames), then
+reports Pearson and Spearman correlation over policies with bootstrap 95% CIs (resampling policies), a scatter plot,
+and the gate: a post-training result counts as valid only where Pearson r >= ``fidelity.min_r`` (0.8; WorldGym
+reports r ~ 0.78). Too few policies or a constant success vector gives r = NaN and valid = false, never a pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robotrl.atomic import atomic_write
+from robotrl.heartbeat import Heartbeat
+from robotrl.workflows.worldenv.common import (
+    VLAActor,
+    load_config,
+    load_vla,
+    make_sim,
+    setup_torch,
+    sim_rollout,
+    write_json,
+)
+from robotrl.workflows.worldenv.post_train import initial_states
+from robotrl.workflows.worldenv.train import load_model
+
+FIDELITY_SEED = 3_000_000
+
+
+def policy_files(out: Path) -> list[Path]:
+    files = sorted((out / "vla" / "snapshots").glob("step_*.pt")) + [out / "vla" / "vla.pt"]
+    post = out / "post" / "policy.pt"
+    return [f for f in files if f.is_file()] + ([post] if post.is_file() else [])
+
+
+def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """Pearson and Spearman of paired success rates with percentile bootstrap 95% CIs (NaN where undefined)."""
+    from scipy import stats
+
+    def both(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+            return float("nan"), float("nan")
+        return float(stats.pearsonr(a, b)[0]), float(stats.spearmanr(a, b)[0])
+
+    r, rho = both(x, y)
+    rng = np.random.default_rng(seed)
+    boots = np.array([both(x[i], y[i]) for i in (rng.integers(len(x), size=len(x)) for _ in range(n_boot))])
+    ci = {}
+    for j, name in enumerate(("pearson", "spearman")):
+        v = boots[:, j][np.isfinite(boots[:, j])] if len(boots) else np.array([])
+        ci[name] = [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [None, None]
+    return {"pearson": r, "spearman": rho, "pearson_ci95": ci["pearson"], "spearman_ci95": ci["spearman"],
+            "n_policies": len(x)}
+
+
+def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
+    from robotrl.envs.metaworld import PROPRIO_INDEX
+    from robotrl.envs.world_env import WorldEnv
+    from robotrl.rewards.reflector import load_reflector
+
+    out = Path(out)
+    cfg = load_config(out, overrides)
+    device = setup_torch(cfg)
+    f = cfg.fidelity
+    model = load_model(out / "model" / "model.pt", device)
+    reflector = load_reflector(out / "reflector" / "reflector.pt", device)
+    n = int(f.episodes)
+    seeds = {t: [FIDELITY_SEED + 1000 * i + j for j in range(n)] for i, t in enumerate(cfg.tasks)}
+    starts = {t: initial_states(cfg, t, seeds[t], model.context) for t in cfg.tasks}
+    horizon = int(cfg.max_episode_steps) // int(cfg.action_repeat)
+    rows = []
+    beat = Heartbeat("fidelity")
+    for path in policy_files(out):
+        policy, text = load_vla(path, device)
+        policy.eval()
+        for noise in f.noise:
+            sim, world = [], []
+            for task in cfg.tasks:
+                instr = cfg.instructions[task]
+                env = make_sim(cfg, task, seeds[task][0])
+                wenv = WorldEnv(model, reflector, *starts[task], instr, max_steps=horizon)
+                try:
+                    for j, s in enumerate(seeds[task]):
+                        beat.tick(lambda p=path.name, z=noise, t=task: f"{p} noise {z} {t}")
+                        ep, _ = sim_rollout(env, VLAActor(policy, text, instr, PROPRIO_INDEX, noise=float(noise),
+                                                          seed=s), s)
+                        sim.append(bool(ep.success.any()))
+                        world.append(_world_episode(wenv, VLAActor(policy, text, instr, PROPRIO_INDEX,
+                                                                   noise=float(noise), seed=s), j))
+                finally:
+                    env.close()
+            rows.append({"policy": str(path.relative_to(out)), "noise": float(noise),
+                         "sim_success": float(np.mean(sim)), "world_success": float(np.mean(world))})
+            print(f"fidelity: {rows[-1]}")
+    x = np.array([r["sim_success"] for r in rows])
+    y = np.array([r["world_success"] for r in rows])
+    corr = correlations(x, y, int(f.bootstrap), int(cfg.seed))
+    valid = bool(np.isfinite(corr["pearson"]) and corr["pearson"] >= float(f.min_r))
+    report = {"policies": rows, **corr, "min_r": float(f.min_r), "valid": valid,
+              "episodes_per_task": n, "tasks": list(cfg.tasks),
+              "verdict": (f"valid: Pearson r {corr['pearson']:.3f} >= {f.min_r}" if valid else
+                          f"NOT valid: Pearson r {corr['pearson']:.3f} < {f.min_r} (or undefined); post-training "
+                          f"results in this world model are not evidence")}
+    (out / "fidelity").mkdir(parents=True, exist_ok=True)
+    write_json(out / "fidelity" / "report.json", report)
+    _scatter(x, y, report, out / "fidelity" / "scatter.png")
+    print(f"fidelity: {report['verdict']}; Spearman {corr['spearman']:.3f} over {len(rows)} policies -> "
+          f"{out / 'fidelity' / 'report.json'}")
+    return report
+
+
+def _world_episode(env: Any, actor: Any, index: int) -> bool:
+    """One ``WorldEnv`` episode from initial state ``index``; True when the reflector ended it (success)."""
+    obs, _ = env.reset(options={"index": index})
+    while True:
+        for action in actor(obs, proprio=obs["state"]):
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                return bool(terminated)
+
+
+def _scatter(x: np.ndarray, y: np.ndarray, report: dict[str, Any], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(x, y)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("simulator success")
+    ax.set_ylabel("WorldEnv success")
+    ax.set_title(f"Pearson {report['pearson']:.2f}, Spearman {report['spearman']:.2f}", fontsize=9)
+    fig.tight_layout()
+    with atomic_write(png) as fh:
+        fig.savefig(fh, format="png", dpi=90)
+    plt.close(fig)

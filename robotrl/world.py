@@ -1,0 +1,66 @@
+"""The interfaces between a learned world model, a reflector and ``WorldEnv`` (core, so envs/agents/rewards and
+the World-Env workflows can all name them without importing each other).
+
+A **world model** predicts frames (and the robot's proprioception) from past frames and actions, batched::
+
+    state = model.init(frames uint8 [B, context, 3, H, W], proprio float32 [B, P])
+    state, frame uint8 [B, 3, H, W], proprio float32 [B, P] = model.step(state, action float32 [B, A])
+
+A **reflector** judges frames against an instruction: ``score(frames uint8 [B, H, W, 3], instructions) -> float32
+[B]`` in [0, 1] (probability of success), with ``threshold`` above which the task counts as done. The CLIP reflector
+is ``robotrl.rewards.reflector.CLIPReflector``; a larger VLM only needs these two members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from robotrl.errors import ConfigError, ObservationError
+
+
+@runtime_checkable
+class WorldModel(Protocol):
+    image_size: int
+    action_dim: int
+    proprio_dim: int
+    context: int
+
+    def init(self, frames: np.ndarray, proprio: np.ndarray) -> Any:
+        """Initial rollout state from ``context`` real frames per batch entry and the current proprioception."""
+
+    def step(self, state: Any, action: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        """Advance every batch entry by one action: (state, frame uint8 [B, 3, H, W], proprio [B, P])."""
+
+
+@runtime_checkable
+class Reflector(Protocol):
+    threshold: float
+
+    def score(self, frames: np.ndarray, instructions: Sequence[str]) -> np.ndarray:
+        """Success probability in [0, 1] per frame (uint8 [B, H, W, 3]) and its instruction."""
+
+
+def check_instruction(instruction: Any, known: Sequence[str] | None = None) -> str:
+    """The instruction, stripped, or a one-line ConfigError (empty, not text, or not one of ``known``)."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ConfigError(f"instruction={instruction!r}, expected a non-empty text such as 'open the drawer'")
+    text = instruction.strip()
+    if known is not None and text not in known:
+        raise ConfigError(f"instruction={text!r} is not one this model was trained on; expected one of {list(known)}")
+    return text
+
+
+def check_frames_chw(frames: Any, size: int, name: str = "frames") -> np.ndarray:
+    """``frames`` as uint8 [..., 3, size, size] (channels first) or a one-line ObservationError."""
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8:
+        raise ObservationError(f"{name} have dtype {arr.dtype}, expected uint8 RGB in [0, 255]")
+    if arr.ndim < 3 or arr.shape[-3:] != (3, size, size):
+        raise ObservationError(f"{name} have shape {arr.shape}, expected [..., 3, {size}, {size}] (channels first)")
+    return arr
+
+
+__all__ = ["Reflector", "WorldModel", "check_frames_chw", "check_instruction"]

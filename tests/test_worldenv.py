@@ -1,0 +1,368 @@
+"""World-Env: world-model rollouts, WorldEnv's contract and termination, the reflector, post-training pieces,
+the fidelity statistics, bad-input errors, and (slow) the whole loop from demos to a fidelity report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from robotrl.agents.video_world_model import VideoWorldModel
+from robotrl.envs.world_env import WorldEnv
+from robotrl.rewards.reflector import CLIPReflector, ReflectorReward, build_clip, load_reflector, save_payload
+
+from robotrl.errors import ActionError, CheckpointError, ConfigError, ObservationError
+from robotrl.workflows.worldenv.fidelity import correlations
+from robotrl.workflows.worldenv.post_train import imagine, ppo_loss, rloo
+
+SIZE = 32
+TINY_CLIP = {"model_name": "robotrl-tiny-clip", "pretrained": None, "allow_random_weights": True, "cache_dir": None,
+             "model_cfg": {"embed_dim": 32,
+                           "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
+                                          "patch_size": 16},
+                           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                                        "layers": 2}}}
+
+
+def tiny_model(seed: int = 0) -> VideoWorldModel:
+    torch.manual_seed(seed)
+    return VideoWorldModel(SIZE, 4, 8, context=2, latent_channels=4, block_channels=(8, 16), hidden=16).eval()
+
+
+def tiny_reflector(threshold: float = 0.5) -> CLIPReflector:
+    torch.manual_seed(0)
+    clip, tok, _ = build_clip(**TINY_CLIP)
+    return CLIPReflector(clip, tok, hidden=16, threshold=threshold)
+
+
+def starts(n: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (n, 2, 3, SIZE, SIZE), dtype=np.uint8),
+            rng.standard_normal((n, 8)).astype(np.float32))
+
+
+class ScriptedReflector:
+    """Scores 0.1 until ``success_at`` calls, then 0.9."""
+
+    threshold = 0.5
+
+    def __init__(self, success_at: int):
+        self.calls, self.success_at = 0, success_at
+
+    def score(self, frames, instructions):
+        self.calls += 1
+        return np.full(len(frames), 0.9 if self.calls >= self.success_at else 0.1, np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ world model
+def test_world_model_rollout_shapes_and_determinism():
+    frames, prop = starts(3)
+    actions = np.random.default_rng(1).uniform(-1, 1, (5, 3, 4)).astype(np.float32)
+
+    def roll(model):
+        state, out = model.init(frames, prop), []
+        for a in actions:
+            state, f, p = model.step(state, a)
+            assert f.shape == (3, 3, SIZE, SIZE) and f.dtype == np.uint8
+            assert p.shape == (3, 8) and p.dtype == np.float32
+            out.append(f)
+        return np.stack(out)
+
+    a, b, c = roll(tiny_model(0)), roll(tiny_model(0)), roll(tiny_model(1))
+    np.testing.assert_array_equal(a, b)  # same seed, same rollout
+    assert not np.array_equal(a, c)      # another seed, another model
+
+
+def test_world_model_learns_on_a_fixed_batch():
+    model = tiny_model().train()
+    rng = np.random.default_rng(0)
+    frames = torch.as_tensor(rng.integers(0, 256, (2, 5, 3, SIZE, SIZE), dtype=np.uint8))
+    actions = torch.as_tensor(rng.uniform(-1, 1, (2, 4, 4)).astype(np.float32))
+    prop = torch.as_tensor(rng.standard_normal((2, 5, 8)).astype(np.float32))
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    first = None
+    for _ in range(15):
+        loss, metrics = model.loss(frames, actions, prop, 1e-6)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert set(metrics) == {"recon", "latent", "pixel", "proprio"}
+    assert loss.item() < 0.8 * first
+
+
+def test_world_model_rejects_bad_frames():
+    model = tiny_model()
+    frames, prop = starts(2)
+    with pytest.raises(ObservationError, match="uint8"):
+        model.init(frames.astype(np.float32), prop)
+    with pytest.raises(ObservationError, match="context frames"):
+        model.init(frames[:, :1], prop)
+    with pytest.raises(ObservationError, match="channels first"):
+        model.init(frames.transpose(0, 1, 3, 4, 2), prop)
+
+
+# ------------------------------------------------------------------------------------------------ WorldEnv
+def test_world_env_passes_gymnasium_and_sb3_checkers():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = WorldEnv(tiny_model(), tiny_reflector(), *starts(3), "reach the red goal position", max_steps=5)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+    obs, info = env.reset(seed=3)
+    assert obs["pixels"].shape == (3, SIZE, SIZE) and obs["state"].shape == (8,)
+    obs2, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(obs["pixels"], obs2["pixels"])
+    with pytest.raises(ActionError):
+        env.step(np.full(4, 2.0, np.float32))
+    assert env.render().shape == (SIZE, SIZE, 3)
+
+
+def test_reflector_termination_ends_the_episode():
+    env = WorldEnv(tiny_model(), ScriptedReflector(success_at=3), *starts(2), "close the drawer", max_steps=10)
+    env.reset(seed=0)
+    outcomes = [env.step(np.zeros(4, np.float32)) for _ in range(3)]
+    assert [o[2] for o in outcomes] == [False, False, True]  # terminated exactly when the score passes 0.5
+    assert outcomes[-1][4]["success"] and outcomes[-1][1] == pytest.approx(0.9)
+    assert not outcomes[-1][3]
+    # without reflector termination the same episode runs to the time limit
+    env = WorldEnv(tiny_model(), ScriptedReflector(success_at=3), *starts(2), "close the drawer", max_steps=4,
+                   terminate_on_success=False)
+    env.reset(seed=0)
+    ends = [env.step(np.zeros(4, np.float32))[2:4] for _ in range(4)]
+    assert ends == [(False, False)] * 3 + [(False, True)]
+
+
+def test_world_env_bad_inputs_are_one_line_errors():
+    frames, prop = starts(2)
+    model, refl = tiny_model(), ScriptedReflector(1)
+    for bad in ("", "   ", None, 3):
+        with pytest.raises(ConfigError, match="instruction"):
+            WorldEnv(model, refl, frames, prop, bad)
+    with pytest.raises(ObservationError, match="initial frames"):
+        WorldEnv(model, refl, frames[:, :, :, :16], prop, "x")
+    with pytest.raises(ObservationError, match="proprio"):
+        WorldEnv(model, refl, frames, prop[:1], "x")
+    env = WorldEnv(model, refl, frames, prop, "x")
+    with pytest.raises(ConfigError, match="index=5"):
+        env.reset(options={"index": 5})
+    for exc in (ConfigError, ObservationError):
+        try:
+            WorldEnv(model, refl, frames.astype(np.int64), prop, "") if exc is ConfigError else \
+                WorldEnv(model, refl, frames.astype(np.int64), prop, "x")
+        except exc as e:
+            assert "\n" not in str(e)
+
+
+# ------------------------------------------------------------------------------------------------ reflector
+def test_reflector_scores_learns_and_round_trips(tmp_path):
+    refl = tiny_reflector()
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    frames[2:] = 255 - frames[2:] // 4  # two bright "success" frames
+    y = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    opt = torch.optim.Adam([p for p in refl.parameters() if p.requires_grad], 1e-3)
+    instr = ["press the button"] * 4
+    for _ in range(40):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(refl.logits(torch.as_tensor(frames), instr), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    scores = refl.score(frames, instr)
+    assert scores.shape == (4,) and scores.dtype == np.float32
+    assert scores[2:].min() > 0.5 > scores[:2].max()
+    path = tmp_path / "reflector.pt"
+    torch.save(save_payload(refl, TINY_CLIP, 16), path)
+    np.testing.assert_allclose(load_reflector(path).score(frames, instr), scores, atol=1e-5)
+    reward = ReflectorReward(str(path), "press the button", device="cpu")  # reward=reflector
+    np.testing.assert_allclose(reward(frames), scores, atol=1e-5)
+    assert reward.predict_success(frames).tolist() == [False, False, True, True]
+    with pytest.raises(ObservationError, match="float"):
+        refl.score(frames.astype(np.float32) / 255, instr)
+    with pytest.raises(ConfigError, match="one per frame"):
+        refl.score(frames, instr[:1])
+    with pytest.raises(ConfigError, match="instruction"):
+        refl.score(frames, [""] * 4)
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path):
+    from robotrl.workflows.worldenv.common import load_ckpt, load_vla
+
+    with pytest.raises(CheckpointError, match="not found"):
+        load_reflector(tmp_path / "missing.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_reflector(broken)
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_vla(broken, torch.device("cpu"))
+    other = tmp_path / "other.pt"
+    torch.save({"kind": "world_model"}, other)
+    with pytest.raises(CheckpointError, match="expected a 'vla' one"):
+        load_ckpt(other, "vla")
+    with pytest.raises(CheckpointError, match="not a reflector"):
+        load_reflector(other)
+
+
+# ------------------------------------------------------------------------------------------------ VLA + post-train
+def tiny_vla():
+    from robotrl.agents.vla import VLAPolicy
+
+    torch.manual_seed(0)
+    clip, tok, _ = build_clip(**TINY_CLIP)
+    return VLAPolicy(clip.visual, 64, 32, 32, 8, 4, chunk=2, hidden=32), clip, tok
+
+
+def test_vla_bc_fits_a_fixed_batch_and_rejects_bad_input():
+    policy, _, _ = tiny_vla()
+    rng = np.random.default_rng(0)
+    frames = torch.as_tensor(rng.integers(0, 256, (6, 3, SIZE, SIZE), dtype=np.uint8))
+    text, prop = torch.randn(6, 32), torch.randn(6, 8)
+    chunks = torch.as_tensor(rng.uniform(-0.8, 0.8, (6, 2, 4)).astype(np.float32))
+    mask = torch.ones(6, 2)
+    opt = torch.optim.Adam(policy.parameters(), 1e-3)
+    first = policy.bc_loss(frames, text, prop, chunks, mask).item()
+    for _ in range(60):
+        loss = policy.bc_loss(frames, text, prop, chunks, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    with pytest.raises(ObservationError, match="uint8"):
+        policy(frames.float(), text, prop)
+
+
+def test_vla_actor_rejects_unknown_instruction():
+    from robotrl.workflows.worldenv.common import VLAActor
+
+    policy, _, _ = tiny_vla()
+    with pytest.raises(ConfigError, match="not one this model was trained on"):
+        VLAActor(policy, {"open the drawer": torch.zeros(32)}, "fly to the moon", np.arange(8))
+
+
+def test_rloo_advantages():
+    adv = rloo(np.array([1.0, 0.0, 0.0, 0.5, 0.5, 0.5]), 3)
+    np.testing.assert_allclose(adv, [1.0, -0.5, -0.5, 0.0, 0.0, 0.0])
+
+
+def test_imagined_rollouts_and_ppo_gradient():
+    policy, _, _ = tiny_vla()
+    frames, prop = starts(4)
+    text = torch.randn(4, 32)
+    rec = imagine(policy, tiny_model(), ScriptedReflector(success_at=2), text, ["x"] * 4, frames, prop, horizon=5)
+    assert rec["success"].all() and (rec["length"] == 2).all()  # the reflector ended every rollout at step 2
+    assert len(rec["frames"]) == 1 and rec["sample"][0].shape == (4, 2, 4)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    loss = ppo_loss(policy, rec, text, adv, 0.1)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.0, abs=1e-5)  # ratio 1 at the sampling policy, advantages sum to 0
+    assert policy.log_scale.grad is not None and policy.log_scale.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------ fidelity
+def test_fidelity_correlations_and_gate_inputs():
+    x = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    good = correlations(x, x * 0.9 + 0.05, 200, 0)
+    assert good["pearson"] == pytest.approx(1.0) and good["spearman"] == pytest.approx(1.0)
+    assert good["pearson_ci95"][0] == pytest.approx(1.0)
+    bad = correlations(x, x[::-1], 200, 0)
+    assert bad["pearson"] == pytest.approx(-1.0)
+    flat = correlations(x, np.zeros(6), 50, 0)  # WorldEnv never succeeds: undefined, not a pass
+    assert np.isnan(flat["pearson"]) and flat["pearson_ci95"] == [None, None]
+
+
+def test_cli_worldenv_errors_are_one_line(tmp_path, capsys):
+    from robotrl.cli import main
+
+    for argv, needle in ((["worldenv", "fly"], "unknown worldenv stage"),
+                         (["worldenv", "collect"], "out=DIR"),
+                         (["worldenv", "collect", f"out={tmp_path}", "vla.nokey=1"], "nokey"),
+                         (["worldenv", "collect", f"out={tmp_path}", "tasks=[fly]"], "fly"),
+                         (["worldenv", "fidelity", f"out={tmp_path}"], "checkpoint not found")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("robotrl: error:") and needle in err and "\n" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["worldenv", "--help"])
+    assert e.value.code == 0 and "post-train" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+TINY = ["image_size=32", "max_episode_steps=40", "tasks=[reach]", "device=cpu", "collect.demos_per_task=2",
+        "collect.noisy_per_task=2", "collect.policy_per_task=1", "vla.steps=20", "vla.snapshot_every=10",
+        "vla.batch_size=8", "model.steps=4", "model.batch_size=2", "model.horizon=3", "model.block_channels=[8,16]",
+        "model.hidden=16", "reflector.steps=4", "reflector.batch_size=8", "post_train.iterations=2",
+        "post_train.group=3", "post_train.horizon=6", "eval.episodes=2", "fidelity.episodes=1",
+        "fidelity.noise=[0.0,1.0]", "fidelity.bootstrap=50"]
+
+
+@pytest.mark.slow
+def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_path):
+    from robotrl.workflows.worldenv.collect import collect
+    from robotrl.workflows.worldenv.fidelity import fidelity
+    from robotrl.workflows.worldenv.post_train import post_train
+    from robotrl.workflows.worldenv.train import train_model, train_reflector, train_vla
+
+    out = tmp_path / "we"
+    collect(out, TINY)
+    train_vla(out, TINY)
+    lines = collect(out, TINY)
+    assert any(line.startswith("policy/reach: 1 episodes") for line in lines)
+    train_model(out, TINY)
+    train_reflector(out, TINY)
+    report = post_train(out, TINY)
+    assert (out / "post" / "policy.pt").is_file() and set(report) >= {"before", "after"}
+    assert {"success", "length", "reflector_length"} <= set(report["after"]["mean"])
+    fid = fidelity(out, TINY)
+    saved = json.loads((out / "fidelity" / "report.json").read_text())
+    assert saved["n_policies"] == 3 * 2 == len(saved["policies"])  # snapshot at 10 + final BC (20) + post-trained
+    assert saved["valid"] == fid["valid"] and "pearson" in saved
+    # every stage resumes: a rerun of train-vla finds its state.pt at the last step and changes nothing
+    before = (out / "vla" / "train.csv").read_text()
+    train_vla(out, TINY)
+    assert (out / "vla" / "train.csv").read_text() == before
+
+
+def test_reward_reflector_config_builds_from_a_checkpoint(tmp_path):
+    from robotrl.rewards import make_reward
+
+    from robotrl.overrides import compose_config
+
+    path = tmp_path / "reflector.pt"
+    torch.save(save_payload(tiny_reflector(), TINY_CLIP, 16), path)
+    cfg = compose_config(["reward=reflector", f"reward.checkpoint={path}", "reward.instruction=close the drawer",
+                          "device=cpu"])
+    model = make_reward(cfg.reward)
+    frames = np.zeros((2, SIZE, SIZE, 3), np.uint8)
+    assert model(frames).shape == (2,)
+
+
+def test_stage_training_resumes_exactly_after_an_interrupt(tmp_path):
+    """A stage killed mid-way (Ctrl-C) keeps its last state.pt; the rerun ends with the uninterrupted run's weights."""
+    from robotrl.workflows.worldenv.common import train_loop
+
+    def run(folder, crash_at=None):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 1)
+        opt = torch.optim.Adam(net.parameters(), 1e-2)
+
+        def loss_fn(step):
+            if step == crash_at:
+                raise KeyboardInterrupt
+            x = torch.randn(8, 3)  # the global RNG: restored from state.pt on resume
+            return ((net(x) - x.sum(1, keepdim=True)) ** 2).mean(), {}
+
+        train_loop("toy", folder, net, opt, 6, loss_fn, lambda: {}, every=2)
+        return net
+
+    ref = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", crash_at=5)
+    torch.manual_seed(123)  # a different process state: only state.pt decides what happens next
+    resumed = run(tmp_path / "b")
+    torch.testing.assert_close(resumed.weight, ref.weight)
+    steps = [line.split(",")[0] for line in (tmp_path / "b" / "train.csv").read_text().splitlines()[1:]]
+    assert steps == ["2", "4", "6"]  # no duplicate rows after the resume
