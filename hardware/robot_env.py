@@ -167,6 +167,7 @@ class RobotEnv(gym.Env):
 
     # ------------------------------------------------------------------------------------------ observations
     def _frame(self, observation: Observation) -> np.ndarray:
+        """The newest pixels (3 * views, H, W) for the frame stack; the camera images must be env.image_size."""
         views = []
         for cam in self.cameras:
             image = np.asarray(observation.frames[cam].image, np.uint8)
@@ -174,8 +175,14 @@ class RobotEnv(gym.Env):
                 raise ConfigError(f"camera {cam!r} gives frames of shape {image.shape}, expected "
                                   f"({self.image_size}, {self.image_size}, 3) (env.image_size)")
             views.append(image.transpose(2, 0, 1))
-        self._last_frame = np.concatenate([v.transpose(1, 2, 0) for v in views], axis=1)
         return np.ascontiguousarray(np.concatenate(views, axis=0))
+
+    def _keep_frame(self, observation: Observation) -> None:
+        """Keep the camera image(s) for :meth:`render` whatever ``obs_type`` is: reward models read frames
+        (``reward=success_classifier``, ``reward=kagi``) also when the agent sees only proprioception."""
+        if self.cameras:
+            self._last_frame = np.concatenate(
+                [np.asarray(observation.frames[cam].image, np.uint8) for cam in self.cameras], axis=1)
 
     def _obs(self, observation: Observation) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -214,6 +221,7 @@ class RobotEnv(gym.Env):
         if self.home_noise_m > 0:
             self._random_start()
         observation = self.robot.get_observation()
+        self._keep_frame(observation)
         if "pixels" in self.keys:
             frame = self._frame(observation)
             self._frames.clear()
@@ -295,6 +303,7 @@ class RobotEnv(gym.Env):
         self.stats.steps = self._steps
         info["interventions"] = self._new_interventions()
         self.stats.interventions += info["interventions"]
+        self._keep_frame(observation)
         if "pixels" in self.keys:
             self._frames.append(self._frame(observation))
         obs = self._obs_now = self._obs(observation)
@@ -310,7 +319,8 @@ class RobotEnv(gym.Env):
         return sum(e["kind"] in INTERVENTIONS for e in self.robot.events)
 
     def render(self) -> np.ndarray:
-        """The newest camera frame(s) side by side (H, W * views, 3), for eval videos."""
+        """The newest camera frame(s) side by side (H, W * views, 3), for eval videos and reward models (black
+        before the first observation, and always on an arm without cameras)."""
         if self._last_frame is None:
             return np.zeros((self.image_size, self.image_size * max(len(self.cameras), 1), 3), np.uint8)
         return self._last_frame

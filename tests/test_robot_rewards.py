@@ -1,0 +1,123 @@
+"""Rewards without a simulator on the arm: the success classifier and KAGI's template tracker on RobotEnv frames
+(robot=sim: Meta-World reach behind the Robot interface and the safety layer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from robotrl.demos import FORMAT_VERSION, episode_file, save_episode
+from robotrl.types import Episode
+from robotrl.workflows.run_env import make_robot_env
+
+SIM = Path(__file__).resolve().parents[1] / "configs" / "robot" / "sim.yaml"
+SIZE = 48
+ENV = {"name": "metaworld/reach", "image_size": SIZE, "frame_stack": 1, "action_repeat": 2,
+       "obs_type": "pixels_proprio", "max_episode_steps": 120}
+# 10 ms periods, a 2 s watchdog and 5 s driver timeout: the test machine is shared (see tests/test_robot_env.py)
+FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "watchdog_ms": 2000, "driver_timeout_ms": 5000,
+        "overrun_factor": 50}
+
+
+def robot_cfg() -> dict:
+    robot = OmegaConf.to_container(OmegaConf.load(SIM))
+    robot["limits"].update(FAST)
+    return robot
+
+
+def arm(obs_type: str = "pixels_proprio"):
+    return make_robot_env(robot_cfg(), {**ENV, "obs_type": obs_type}, seed=0, home_noise_m=0.02)
+
+
+def expert_episode(env, seed: int, expert) -> tuple[Episode, list[np.ndarray]]:
+    """One episode of Meta-World's scripted expert driving ``env`` (it reads the simulator's state, as a
+    teleoperator sees the scene), and the reward frames ``env.render()`` gave after reset and after each step."""
+    obs, _ = env.reset(seed=seed)
+    pixels, state, actions, success, renders = [obs.get("pixels")], [obs["state"]], [], [], [env.render().copy()]
+    done = False
+    while not done:
+        action = expert(env.unwrapped.robot.inner.raw._get_obs())
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        pixels.append(obs.get("pixels"))
+        state.append(obs["state"])
+        actions.append(action)
+        success.append(info["success"])
+        renders.append(env.render().copy())
+    n = len(actions)
+    pix = np.stack(pixels) if pixels[0] is not None else None
+    episode = Episode({"pixels": pix, "state": np.stack(state)}, np.stack(actions), np.zeros(n, np.float32),
+                      np.zeros(n, bool), np.array(success))
+    return episode, renders
+
+
+def write_demo_dir(out: Path, episodes: list[Episode]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for i, ep in enumerate(episodes):
+        save_episode(out / episode_file(i), ep)
+    meta = {"format_version": FORMAT_VERSION, "name": "metaworld/reach", "num_episodes": len(episodes),
+            "image_size": SIZE, "state_dim": 8, "action_dim": 4, "camera": "corner2", "cameras": ["corner2"],
+            "frame_stack": 1, "action_repeat": 2, "source": "scripted expert on robot=sim through RobotEnv"}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return out
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """3 solved expert episodes recorded through RobotEnv (pixels + proprio, 48 px), and the arm's scene."""
+    from robotrl.envs.demos import expert_policy
+
+    env = arm()
+    expert = expert_policy("reach")
+    try:
+        episodes = [expert_episode(env, seed, expert)[0] for seed in (11, 12, 13)]
+    finally:
+        env.close()
+    assert all(ep.success[-1] for ep in episodes)  # the expert solves reach on the arm
+    return write_demo_dir(tmp_path_factory.mktemp("arm") / "demos", episodes)
+
+
+def test_robot_env_keeps_camera_frames_for_rewards_with_proprio_observations():
+    """A proprio-only agent's reward model still sees the arm's camera (was: a black frame on every step)."""
+    env = arm("proprio")
+    try:
+        obs, _ = env.reset(seed=1)
+        assert set(obs) == {"state"}
+        first = env.render()
+        assert first.shape == (SIZE, SIZE, 3) and first.std() > 10  # a rendered scene, not zeros
+        env.step(np.array([1.0, 0.0, 0.0, -1.0], np.float32))
+        assert np.abs(env.render().astype(int) - first).sum() > 0  # the newest frame: the hand moved
+    finally:
+        env.close()
+
+
+def test_success_classifier_fires_on_a_solved_proprio_episode(recorded):
+    """docs/results.md "Learning on the sim arm": the classifier trained on the demos' final frames gave 0 on every
+    training frame of solved episodes. Cause: the agents saw proprioception only, and RobotEnv.render() (the reward
+    frame) was black unless pixels were observed. Here an expert episode on a proprio-only arm, scored by the
+    reward wrapper as training scores it, must fire at its end and not at its start."""
+    from robotrl.envs.demos import expert_policy
+    from robotrl.rewards import wrap_env
+    from robotrl.rewards.success_classifier import SuccessClassifier
+
+    model = SuccessClassifier(demos=str(recorded), image_size=SIZE, steps=150, final_frames=5, initial_frames=10)
+    env = wrap_env(arm("proprio"), {"_target_": "x", "name": "success_classifier", "render_size": None}, model)
+    expert = expert_policy("reach")
+    try:
+        env.reset(seed=21)
+        fired, solved = [], []
+        done = False
+        while not done:
+            _, _, terminated, truncated, info = env.step(expert(env.unwrapped.robot.inner.raw._get_obs()))
+            done = terminated or truncated
+            fired.append(info["model_success"])
+            solved.append(info["success"])
+    finally:
+        env.close()
+    assert solved[-1], "the expert did not solve this episode"
+    assert sum(fired[-5:]) >= 3, f"the classifier fired on {sum(fired[-5:])} of the last 5 solved frames"
+    assert not any(fired[:5]), "the classifier fired at the episode's start"
