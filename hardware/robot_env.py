@@ -314,6 +314,12 @@ class RobotEnv(gym.Env):
             self._end_episode()
         return obs, float(reward), False, truncated, info
 
+    @property
+    def scene(self) -> Any:
+        """The simulator behind a simulated arm (``robot=sim``: its Meta-World env), None on a real arm: what reward
+        models may read to annotate a first frame (KAGI's keypoints), never the agent's observation."""
+        return getattr(self.robot.inner, "scene", None)
+
     def intervention_total(self) -> int:
         """Safety-layer interventions on this arm since it was built (all episodes, start moves included)."""
         return sum(e["kind"] in INTERVENTIONS for e in self.robot.events)

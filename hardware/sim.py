@@ -84,6 +84,12 @@ class SimRobot(Robot):
         return self.cameras
 
     @property
+    def scene(self) -> Any:
+        """The robotrl Meta-World env this arm lives in (``raw``, ``camera``, ``rotated_views``), None before
+        connect: ``RobotEnv.scene`` for reward models that annotate a first frame from the simulator."""
+        return self._base
+
+    @property
     def raw(self) -> Any:
         """Meta-World's ``SawyerXYZEnv`` (MuJoCo ``model``/``data``), for tests."""
         return self._base.raw

@@ -40,6 +40,7 @@ from robotrl.rewards.kagi_plan import (
     VLMCallable,
     VLMKeypointProposer,
     import_callable,
+    parse_plan,
 )
 
 from robotrl.errors import ConfigError, ObservationError
@@ -108,6 +109,59 @@ class MetaWorldKeypoints:
         if self.rotate180:
             uv = np.array([width, height], np.float64) - uv
         return uv
+
+    def pixels_per_metre(self, point: np.ndarray, height: int) -> float:
+        """Image pixels per metre of world distance across the view at ``point`` (focal length / depth)."""
+        pos, rot, fovy = camera_pose(self.raw.model, self.raw.data, self.camera)
+        depth = -float(((np.asarray(point, np.float64) - pos) @ rot)[2])
+        return 0.5 * height / math.tan(math.radians(fovy) / 2) / depth
+
+
+def image_plan(plan: KeypointPlan, locator: MetaWorldKeypoints, width: int, height: int) -> dict[str, Any]:
+    """A world-space plan as an image-space plan (a mapping for :func:`parse_plan`, or a yaml file) on a ``width`` x
+    ``height`` frame of ``locator``'s camera, for the scene as it is now.
+
+    This is what a person (or KAGI's VLM) marks on an episode's first frame; a simulated arm (``robot=sim``) can
+    project it from its simulator instead. Keypoints and absolute waypoints are projected; an anchored waypoint's world
+    offset becomes the pixel offset it has in this frame; ``reach_radius``, ``goal_radius`` and the goal scale become
+    pixels at the points they apply to. Every keypoint but the gripper and the final stage's object is ``static``
+    (the tracker follows only what moves).
+    """
+    if plan.space != "world":
+        raise ConfigError(f"kagi plan {plan.name!r} is already in {plan.space} space; only world plans are projected")
+    world = locator.world()
+    missing = sorted(plan.required() - set(world))
+    if missing:
+        raise ConfigError(f"kagi plan {plan.name!r} uses keypoints {missing} the simulator does not provide "
+                          f"(it has {sorted(world)})")
+
+    def px(point: np.ndarray) -> np.ndarray:
+        return locator.to_image(np.asarray(point, np.float64)[None], width, height)[0]
+
+    points = {k: px(world[k]) for k in sorted(plan.required())}
+    path: list[dict[str, Any]] = []
+    for w in plan.path:
+        target = px(w.resolve(world))
+        path.append({"at": _rounded(target)} if w.anchor is None else
+                    {"at": w.anchor, "offset": _rounded(target - points[w.anchor])})
+    end = plan.waypoints(world)[-1]
+    raw: dict[str, Any] = {
+        "task": plan.name, "instruction": plan.instruction, "space": "image", "gripper": plan.gripper,
+        "keypoints": {k: _rounded(v) for k, v in points.items()}, "path": path, "image_size": [width, height],
+        "reach_radius": round(plan.reach_radius * locator.pixels_per_metre(end, height), 3)}
+    moving = {plan.gripper}
+    if plan.final_stage is not None:
+        obj, goal = plan.final_stage
+        scale = locator.pixels_per_metre(world[goal], height)
+        moving.add(obj)
+        raw["final_stage"] = {"object": obj, "goal": goal, "scale": round(plan.goal_scale * scale, 3)}
+        raw["goal_radius"] = round(plan.goal_radius * scale, 3)
+    raw["static"] = sorted(set(points) - moving)
+    return raw
+
+
+def _rounded(v: np.ndarray) -> list[float]:
+    return [round(float(x), 3) for x in v]
 
 
 class TemplateTracker:
@@ -262,6 +316,9 @@ class KAGIReward:
         self.batch_size = int(batch_size)
         self.tracker = TemplateTracker(tracker_patch, tracker_search)
         self.sim: MetaWorldKeypoints | None = None
+        # A world plan on an arm's frames is projected into image space at every episode start (image_plan).
+        self.world_plan = self.plan if self.plan is not None and self.plan.space == "world" else None
+        self.on_arm = False  # bound to a RobotEnv: keypoints come from its camera frames
         self._tracked: tuple[np.ndarray, list[_Frame]] | None = None
         if self.plan is not None:
             self._check_space(self.plan)
@@ -287,14 +344,32 @@ class KAGIReward:
     # ----------------------------------------------------------------------------------------- set-up
     def bind(self, env: Any) -> KAGIReward:
         """Read keypoints from ``env``'s simulator at every call (``RewardWrapper`` calls the model right after
-        ``env.step``, so the simulator state is the one the frame shows)."""
-        self.sim = MetaWorldKeypoints(env)
+        ``env.step``, so the simulator state is the one the frame shows).
+
+        On an arm (``RobotEnv``, which has a ``scene``: the simulator of a simulated arm, None on a real one) the
+        default locator is the template tracker on its camera frames; a world plan is then projected into the first
+        frame of each episode from ``robot=sim``'s simulator (:func:`image_plan`), and a real arm needs an
+        image-space plan (a file annotated on its camera, or ``source=vlm``).
+        """
+        base = env.unwrapped
+        if not hasattr(base, "scene"):
+            self.sim = MetaWorldKeypoints(env)
+            return self
+        self.on_arm = True
+        self.sim = None if base.scene is None else MetaWorldKeypoints(base.scene)
+        if self.sim is None and (self._mode() == "sim" or (self._mode() == "tracker" and self.world_plan)):
+            name = getattr(getattr(base, "robot", None), "name", "this arm")
+            raise ConfigError(f"kagi on robot {name!r}: no simulator gives keypoints; use an image-space plan "
+                              f"annotated on its camera (reward.plan=FILE, reward.locator=tracker) or "
+                              f"reward.source=vlm")
         return self
 
     def reset(self, frame: np.ndarray | None = None) -> None:
         """Start a new episode: a VLM source proposes a new plan from ``frame``; the tracker restarts on it."""
         if isinstance(self.source, VLMKeypointProposer):
             self.plan = None
+        elif self.world_plan is not None:
+            self.plan = self.world_plan  # projected again on this episode's first frame (image_plan)
         if frame is not None:
             frames = frame[None] if frame.ndim == 3 else frame
             check_frames(frames)
@@ -311,7 +386,16 @@ class KAGIReward:
             self.plan = self.source.propose(first, self.instruction)
             self._check_space(self.plan)
         if self._mode() == "tracker":
-            fixed = {k: v for k, v in self.plan.keypoints.items() if v is not None}
+            h, w = first.shape[:2]
+            if self.plan.space == "world" and self.sim is not None:
+                # (a frame of several views is side by side: the plan is on the first, square one)
+                raw = {**image_plan(self.plan, self.sim, h, h), "image_size": [w, h]}
+                self.plan = parse_plan(raw, f"{self.plan.name} (first frame)")
+            if self.plan.image_size is not None and self.plan.image_size != (w, h):
+                raise ConfigError(f"kagi plan {self.plan.name!r} is annotated on {self.plan.image_size[0]}x"
+                                  f"{self.plan.image_size[1]} frames; the reward's frames are {w}x{h} (record or "
+                                  f"annotate at the frames' size)")
+            fixed = {k: v for k, v in self.plan.keypoints.items() if v is not None and k not in self.plan.static}
             if self.plan.space != "image" or not fixed:
                 raise ConfigError("kagi locator=tracker needs an image-space plan with keypoint coordinates")
             self.tracker.init(first, fixed)
@@ -319,6 +403,8 @@ class KAGIReward:
     def _mode(self) -> str:
         if self.locator != "auto":
             return self.locator
+        if self.on_arm:
+            return "tracker"
         return "sim" if self.sim is not None else "info"
 
     # ------------------------------------------------------------------------------------- keypoints

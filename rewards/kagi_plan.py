@@ -28,7 +28,7 @@ DIMS = {"world": 3, "image": 2}
 LOCATORS = ("auto", "info", "sim", "tracker")
 PLAN_DIR = ("reward", "kagi")  # packaged plans: robotrl.configs/reward/kagi/<name>.yaml (reward configs with `plan`)
 PLAN_KEYS = frozenset({"task", "instruction", "space", "keypoints", "gripper", "path", "final_stage", "reach_radius",
-                       "goal_radius"})
+                       "goal_radius", "static", "image_size"})
 VLMCallable = Callable[[np.ndarray, str], str]
 
 
@@ -56,6 +56,9 @@ class KeypointPlan:
     ``keypoints`` maps each name to fixed coordinates (e.g. proposed on an image, used to start a tracker) or None
     (located at run time, e.g. from the simulator). ``final_stage`` = (object, goal) keypoint names: after the path,
     the object should reach the goal; ``goal_scale`` is the object-goal distance that counts as no progress.
+    ``static``: keypoints a tracker does not follow (fixed points of the scene: the start, a goal marked on the
+    table), so the arm passing over them cannot drag them along. ``image_size`` = (width, height) of the frames an
+    image plan's pixel coordinates were annotated on (None: not recorded), checked against the frames it rewards.
     """
 
     name: str
@@ -68,6 +71,8 @@ class KeypointPlan:
     goal_scale: float = 1.0
     reach_radius: float = 0.03
     goal_radius: float = 0.05
+    static: tuple[str, ...] = ()
+    image_size: tuple[int, int] | None = None
 
     @property
     def dim(self) -> int:
@@ -167,12 +172,33 @@ def parse_plan(raw: Any, where: str = "<inline>") -> KeypointPlan:
     if all(w.anchor is None for w in path) and all(w.offset == path[0].offset for w in path):
         raise _fail(where, f"path has zero length (every waypoint at {list(path[0].offset)}), expected distinct points")
     final, scale = _parse_final_stage(raw.get("final_stage"), names, where)
+    static = _parse_static(raw.get("static"), names, gripper, where)
     return KeypointPlan(
         name=str(raw.get("task", where)), instruction=str(raw.get("instruction", "")), space=space,
         keypoints=names, path=path, gripper=gripper, final_stage=final, goal_scale=scale,
         reach_radius=_positive(raw, "reach_radius", 0.03 if space == "world" else 3.0, where),
         goal_radius=_positive(raw, "goal_radius", 0.05 if space == "world" else 5.0, where),
+        static=static, image_size=_parse_image_size(raw.get("image_size"), space, where),
     )
+
+
+def _parse_static(raw: Any, names: Mapping[str, Any], gripper: str, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or any(n not in names or n == gripper for n in raw):
+        raise _fail(where, f"static={raw!r}, expected a list of keypoint names other than the gripper "
+                           f"(known: {', '.join(names)})")
+    return tuple(str(n) for n in raw)
+
+
+def _parse_image_size(raw: Any, space: str, where: str) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    ok = (isinstance(raw, Sequence) and not isinstance(raw, str) and len(raw) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw))
+    if not ok or space != "image":
+        raise _fail(where, f"image_size={raw!r}, expected [width, height] in pixels (positive ints) on an image plan")
+    return int(raw[0]), int(raw[1])
 
 
 def plan_path(name: str) -> Path:

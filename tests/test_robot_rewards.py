@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from robotrl.demos import FORMAT_VERSION, episode_file, save_episode
+from robotrl.demos import FORMAT_VERSION, episode_file, load_demos, save_episode
+from robotrl.errors import ConfigError
 from robotrl.types import Episode
 from robotrl.workflows.run_env import make_robot_env
 
 SIM = Path(__file__).resolve().parents[1] / "configs" / "robot" / "sim.yaml"
-SIZE = 48
+SIZE = 84  # the template tracker follows the gripper to ~1 px at 84 px (at 48 px it drifts by several)
 ENV = {"name": "metaworld/reach", "image_size": SIZE, "frame_stack": 1, "action_repeat": 2,
-       "obs_type": "pixels_proprio", "max_episode_steps": 120}
+       "obs_type": "pixels_proprio", "max_episode_steps": 80}
 # 10 ms periods, a 2 s watchdog and 5 s driver timeout: the test machine is shared (see tests/test_robot_env.py)
 FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "watchdog_ms": 2000, "driver_timeout_ms": 5000,
         "overrun_factor": 50}
@@ -68,17 +69,29 @@ def write_demo_dir(out: Path, episodes: list[Episode]) -> Path:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """3 solved expert episodes recorded through RobotEnv (pixels + proprio, 48 px), and the arm's scene."""
+    """2 solved expert episodes recorded through RobotEnv (pixels + proprio, 84 px), and an image-space KAGI plan
+    for reach on the arm's camera (``kagi_plan.yaml``: what a person would annotate on a first frame; here projected
+    from the sim's scene at the first episode's start)."""
+    import yaml
     from robotrl.envs.demos import expert_policy
+    from robotrl.rewards.kagi import MetaWorldKeypoints, image_plan
+    from robotrl.rewards.kagi_plan import load_plan
 
     env = arm()
     expert = expert_policy("reach")
+    out = tmp_path_factory.mktemp("arm")
     try:
-        episodes = [expert_episode(env, seed, expert)[0] for seed in (11, 12, 13)]
+        episodes = []
+        for seed in (11, 12):
+            episodes.append(expert_episode(env, seed, expert)[0])
+            if seed == 11:
+                env.reset(seed=seed)
+                plan = image_plan(load_plan("reach"), MetaWorldKeypoints(env.unwrapped.scene), SIZE, SIZE)
+                (out / "kagi_plan.yaml").write_text(yaml.safe_dump(plan))
     finally:
         env.close()
     assert all(ep.success[-1] for ep in episodes)  # the expert solves reach on the arm
-    return write_demo_dir(tmp_path_factory.mktemp("arm") / "demos", episodes)
+    return write_demo_dir(out / "demos", episodes)
 
 
 def test_robot_env_keeps_camera_frames_for_rewards_with_proprio_observations():
@@ -104,7 +117,7 @@ def test_success_classifier_fires_on_a_solved_proprio_episode(recorded):
     from robotrl.rewards import wrap_env
     from robotrl.rewards.success_classifier import SuccessClassifier
 
-    model = SuccessClassifier(demos=str(recorded), image_size=SIZE, steps=150, final_frames=5, initial_frames=10)
+    model = SuccessClassifier(demos=str(recorded), image_size=32, steps=100, final_frames=5, initial_frames=10)
     env = wrap_env(arm("proprio"), {"_target_": "x", "name": "success_classifier", "render_size": None}, model)
     expert = expert_policy("reach")
     try:
@@ -121,3 +134,26 @@ def test_success_classifier_fires_on_a_solved_proprio_episode(recorded):
     assert solved[-1], "the expert did not solve this episode"
     assert sum(fired[-5:]) >= 3, f"the classifier fired on {sum(fired[-5:])} of the last 5 solved frames"
     assert not any(fired[:5]), "the classifier fired at the episode's start"
+
+
+def test_kagi_tracker_reward_rises_along_recorded_arm_episodes(recorded, tmp_path):
+    """`robotrl reward-eval recordings=DIR reward=kagi reward.plan=PLAN reward.locator=tracker`: KAGI from the arm's
+    camera frames alone (no simulator), the tracker restarted on each episode's first frame."""
+    from robotrl.rewards.kagi import KAGIReward
+
+    from robotrl.workflows.reward_eval.recorded import recorded_report
+
+    plan = recorded.parent / "kagi_plan.yaml"
+    model = KAGIReward(plan=str(plan), locator="tracker")
+    report = recorded_report({"kagi": model}, [recorded], tmp_path)
+    metrics = report["metrics"]["kagi"]
+    assert model.sim is None and metrics["value_order"]["episodes"] == 2
+    assert metrics["value_order"]["rho"] > 0.8, metrics["value_order"]
+    for ep in load_demos(recorded):
+        model.reset(ep.obs["pixels"][0, :3].transpose(1, 2, 0))
+        r = model(np.ascontiguousarray(ep.obs["pixels"][1:, :3].transpose(0, 2, 3, 1)))
+        assert r[-5:].mean() > r[:5].mean() + 0.2, r.round(2)
+    # frames of another size than the plan's annotation: one line, not a silently wrong reward
+    small = np.zeros((1, 48, 48, 3), np.uint8)
+    with pytest.raises(ConfigError, match="annotated on 84x84 frames; the reward's frames are 48x48"):
+        KAGIReward(plan=str(plan), locator="tracker")(small)

@@ -6,7 +6,8 @@ post-step frame (first camera view) offline. Metrics that need only the recordin
 the value-order Spearman (does the reward rise towards success), success detection (F1 of ``predict_success``, or of
 a threshold tuned on half of the episodes), and per-group mean return, final and normalised reward (a reward should
 rank the successful group above the others). EPIC distance and episode ranking against a simulator reward are not:
-recordings have none.
+recordings have none. A model with per-episode state (``reset(frame)``: KAGI's template tracker) is reset on each
+episode's first (pre-step) frame and scores that episode's frames in order.
 """
 
 from __future__ import annotations
@@ -34,13 +35,27 @@ def load_recordings(dirs: Sequence[str | Path]) -> list[Rollout]:
         if not (path / "meta.json").is_file():
             raise ConfigError(f"recordings: {str(path)!r} is not a recording in the demo format (no meta.json)")
         for i, ep in enumerate(load_demos(path)):
-            frames = np.ascontiguousarray(ep.obs["pixels"][1:, :3].transpose(0, 2, 3, 1))  # after each step
+            rgb = np.ascontiguousarray(ep.obs["pixels"][:, :3].transpose(0, 2, 3, 1))  # first camera view
             n = len(ep.action)
             rollouts.append(Rollout(path.name, i, ep.action, np.asarray(ep.reward, np.float64), ep.success,
-                                    [{} for _ in range(n)], frames))
+                                    [{} for _ in range(n)], rgb[1:], first_frame=rgb[0]))
     if not rollouts:
         raise ConfigError(f"recordings={list(map(str, dirs))} hold no episodes")
     return rollouts
+
+
+def score_recordings(model: Any, rollouts: Sequence[Rollout]) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """:func:`score_offline`, or for a model with per-episode state (``reset(frame)``) episode by episode: reset on
+    the episode's first frame, then its frames in order (in batches of the model's ``batch_size``)."""
+    if not callable(getattr(model, "reset", None)):
+        return score_offline(model, rollouts)
+    rewards, oks = [], []
+    for ep in rollouts:
+        model.reset(ep.first_frame)
+        r, ok = score_offline(model, [ep])
+        rewards += r
+        oks += ok or []
+    return rewards, (oks if hasattr(model, "predict_success") else None)
 
 
 def recorded_report(models: Mapping[str, Any], dirs: Sequence[str | Path], out_dir: str | Path | None = None,
@@ -52,7 +67,7 @@ def recorded_report(models: Mapping[str, Any], dirs: Sequence[str | Path], out_d
     labels = np.concatenate([ep.success for ep in rollouts])
     metrics: dict[str, Any] = {}
     for name, model in models.items():
-        rewards, oks = score_offline(model, rollouts)
+        rewards, oks = score_recordings(model, rollouts)
         metrics[name] = {"value_order": value_order_correlation(rewards, [ep.success for ep in rollouts]),
                          **_success_detection(rewards, labels, rollouts, oks),
                          "per_recording": _per_policy(rewards, rollouts, np.concatenate(rewards))}

@@ -30,6 +30,7 @@ class Rollout:
     online: dict[str, np.ndarray] = field(default_factory=dict)          # bound models' rewards (T,)
     online_success: dict[str, np.ndarray] = field(default_factory=dict)  # bound models' predict_success (T,)
     stop_step: int | None = None             # near-miss: first step whose action was replaced by "stop"
+    first_frame: np.ndarray | None = None    # (H, W, 3) the frame before the first step (recordings), for reset()
 
     @property
     def length(self) -> int:
