@@ -157,3 +157,45 @@ def test_kagi_tracker_reward_rises_along_recorded_arm_episodes(recorded, tmp_pat
     small = np.zeros((1, 48, 48, 3), np.uint8)
     with pytest.raises(ConfigError, match="annotated on 84x84 frames; the reward's frames are 48x48"):
         KAGIReward(plan=str(plan), locator="tracker")(small)
+
+
+def test_train_on_the_sim_arm_with_the_kagi_reward(compose_cfg, tmp_path):
+    """`robotrl train robot=sim reward=kagi`: the packaged world plan for reach, projected on each episode's first
+    camera frame, then the template tracker; the agent is trained on that reward, never the simulator's."""
+    import csv
+
+    from robotrl.workflows.train import Trainer
+
+    cfg = compose_cfg(
+        "env=metaworld/reach", "robot=sim", "reward=kagi", "robot.limits.control_hz=100",
+        "robot.limits.ee_max_velocity=1.0", "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000",
+        "robot.limits.driver_timeout_ms=5000", "env.image_size=84", "env.max_episode_steps=40", "frames=80",
+        "seed_frames=40", "eval_episodes=0", "checkpoint_every_frames=40", "torch_threads=1", "device=cpu",
+        "compare_baselines=false", "save_video=false", "tensorboard=false", "agent.batch_size=8",
+        "agent.hidden_dim=32", "agent.feature_dim=16", "replay.capacity=1000", tiny=False)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.train()
+    model = trainer.reward_model
+    assert model.on_arm and model._mode() == "tracker" and model.plan.space == "image"
+    assert model.plan.static == ("goal", "home") and set(model.tracker.points) == {"gripper"}
+    rows = list(csv.DictReader((tmp_path / "run" / "train.csv").open()))
+    assert len(rows) == 2
+    for row in rows:  # 20 agent steps, each rewarded in [0, 1] by KAGI; the episode return is that reward
+        assert 0.0 < float(row["model_reward"]) < 20.0 and float(row["reward_invalid"]) == 0.0
+        assert float(row["episode_return"]) == pytest.approx(float(row["model_reward"]))
+        assert float(row["gt_reward"]) != pytest.approx(float(row["model_reward"]))
+
+
+def test_kagi_on_a_real_arm_needs_an_image_plan(recorded):
+    """A real arm has no simulator to project a world plan with: refused in one line at bind (before training);
+    an image-space plan annotated on its camera is fine."""
+    from types import SimpleNamespace
+
+    from robotrl.rewards.kagi import KAGIReward
+
+    real = SimpleNamespace(unwrapped=SimpleNamespace(scene=None, robot=SimpleNamespace(name="franka")))
+    for kwargs in ({}, {"locator": "sim"}, {"locator": "tracker"}):
+        with pytest.raises(ConfigError, match="kagi on robot 'franka': no simulator gives keypoints"):
+            KAGIReward(plan="reach", **kwargs).bind(real)
+    model = KAGIReward(plan=str(recorded.parent / "kagi_plan.yaml")).bind(real)
+    assert model._mode() == "tracker"
