@@ -395,6 +395,11 @@ class KAGIReward:
                 raise ConfigError(f"kagi plan {self.plan.name!r} is annotated on {self.plan.image_size[0]}x"
                                   f"{self.plan.image_size[1]} frames; the reward's frames are {w}x{h} (record or "
                                   f"annotate at the frames' size)")
+            if self.plan.space == "world":
+                raise ConfigError(f"kagi locator=tracker with the world-space plan {self.plan.name!r} and no "
+                                  f"simulator: give an image-space plan annotated on the camera's first frame "
+                                  f"(reward.plan=FILE; robotrl.rewards.kagi.image_plan projects one on robot=sim) "
+                                  f"or reward.source=vlm")
             fixed = {k: v for k, v in self.plan.keypoints.items() if v is not None and k not in self.plan.static}
             if self.plan.space != "image" or not fixed:
                 raise ConfigError("kagi locator=tracker needs an image-space plan with keypoint coordinates")
