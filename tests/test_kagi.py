@@ -62,6 +62,9 @@ def test_packaged_plans_cover_the_required_tasks():
     ({"path": [{"at": "home"}, {"at": [0, 0, 0], "offset": [0, 0, 1]}]}, "absolute 'at' and an offset"),
     ({"path": [{"at": [0, 0, 1]}, {"at": [0, 0, 1]}]}, "path has zero length (every waypoint at [0.0, 0.0, 1.0])"),
     ({"final_stag": None}, "unknown keys ['final_stag']"),
+    ({"static": ["gripper"]}, "static=['gripper'], expected a list of keypoint names other than the gripper"),
+    ({"static": ["table"]}, "static=['table'], expected a list of keypoint names"),
+    ({"image_size": [84, 84]}, "image_size=[84, 84], expected [width, height] in pixels (positive ints) on an image"),
 ])
 def test_plan_validation_errors_are_one_line_and_name_the_value(change, needle):
     with pytest.raises(ConfigError) as exc:
