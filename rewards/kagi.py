@@ -358,7 +358,7 @@ class KAGIReward:
         self.on_arm = True
         self.sim = None if base.scene is None else MetaWorldKeypoints(base.scene)
         if self.sim is None and (self._mode() == "sim" or (self._mode() == "tracker" and self.world_plan)):
-            name = getattr(getattr(base, "robot", None), "name", "this arm")
+            name = getattr(base, "robotrl_info", {}).get("robot", "?")
             raise ConfigError(f"kagi on robot {name!r}: no simulator gives keypoints; use an image-space plan "
                               f"annotated on its camera (reward.plan=FILE, reward.locator=tracker) or "
                               f"reward.source=vlm")

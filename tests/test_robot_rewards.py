@@ -193,7 +193,7 @@ def test_kagi_on_a_real_arm_needs_an_image_plan(recorded):
 
     from robotrl.rewards.kagi import KAGIReward
 
-    real = SimpleNamespace(unwrapped=SimpleNamespace(scene=None, robot=SimpleNamespace(name="franka")))
+    real = SimpleNamespace(unwrapped=SimpleNamespace(scene=None, robotrl_info={"robot": "franka"}))
     for kwargs in ({}, {"locator": "sim"}, {"locator": "tracker"}):
         with pytest.raises(ConfigError, match="kagi on robot 'franka': no simulator gives keypoints"):
             KAGIReward(plan="reach", **kwargs).bind(real)
