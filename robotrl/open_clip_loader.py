@@ -89,9 +89,11 @@ def how_to_provide(model_name: str, pretrained: Any, pretrained_cfg: dict[str, A
             f"for smoke tests (random weights, meaningless outputs)")
 
 
-def load_open_clip(model_name: str, pretrained: str | None, cache_dir: str | None = None,
-                   allow_random_weights: bool = False, key: str = "reward") -> tuple[torch.nn.Module, Any, str]:
-    """(model in eval mode on cpu, tokenizer, description of the weights loaded) or a one-line ConfigError."""
+def resolve_weights(model_name: str, pretrained: str | None, cache_dir: str | None = None,
+                    allow_random_weights: bool = False, key: str = "reward",
+                    ) -> tuple[str | None, dict[str, Any], dict[str, Any] | None]:
+    """(weights file or tag to load, open_clip kwargs, the tag's pretrained config) without building the model, or
+    the one-line ConfigError that loading would raise (so a workflow can fail before minutes of other work)."""
     import open_clip
 
     schema = model_name.startswith(("hf-hub:", "local-dir:"))
@@ -132,6 +134,16 @@ def load_open_clip(model_name: str, pretrained: str | None, cache_dir: str | Non
                               + how_to_provide(model_name, pretrained, pretrained_cfg, key))
         log.warning("%s model %s: %s; using RANDOM weights (%s.allow_random_weights=true): its outputs are "
                     "meaningless, for smoke tests only", key, model_name, missing, key)
+    return weights, kwargs, pretrained_cfg
+
+
+def load_open_clip(model_name: str, pretrained: str | None, cache_dir: str | None = None,
+                   allow_random_weights: bool = False, key: str = "reward") -> tuple[torch.nn.Module, Any, str]:
+    """(model in eval mode on cpu, tokenizer, description of the weights loaded) or a one-line ConfigError."""
+    import open_clip
+
+    weights, kwargs, pretrained_cfg = resolve_weights(model_name, pretrained, cache_dir, allow_random_weights, key)
+    schema = model_name.startswith(("hf-hub:", "local-dir:"))
     try:
         if schema:
             model = open_clip.create_model(model_name, **kwargs)
@@ -157,11 +169,19 @@ def build_clip(model_name: str, pretrained: str | None, model_cfg: dict | None =
     return load_open_clip(model_name, pretrained, cache_dir, allow_random_weights, key)
 
 
+def check_clip_weights(model_name: str, pretrained: str | None, model_cfg: dict | None = None,
+                       cache_dir: str | None = None, allow_random_weights: bool = False, key: str = "reward") -> None:
+    """Raise the one-line ConfigError :func:`build_clip` would raise for missing weights, without building it."""
+    if model_cfg:
+        register_model_cfg(model_name, dict(model_cfg), key)
+    resolve_weights(model_name, pretrained, cache_dir, allow_random_weights, key)
+
+
 def vision_size(clip: torch.nn.Module) -> int:
     """The square input size of an open_clip model's vision tower."""
     size = clip.visual.image_size
     return int(size[0] if isinstance(size, tuple | list) else size)
 
 
-__all__ = ["build_clip", "cached_weights", "how_to_provide", "hub_reachable", "load_open_clip", "register_model_cfg",
-           "vision_size"]
+__all__ = ["build_clip", "cached_weights", "check_clip_weights", "how_to_provide", "hub_reachable", "load_open_clip",
+           "register_model_cfg", "resolve_weights", "vision_size"]

@@ -154,3 +154,14 @@ def test_make_agent_and_demo_generation_check_inputs_before_any_demo(tmp_path):
                         "obs_type": "pixels_state"}, env.observation_space, env.action_space, "cpu")
     finally:
         env.close()
+
+
+def test_train_without_clip_weights_fails_before_generating_demos(compose_cfg, tmp_path, monkeypatch):
+    """The default agent=vla (ViT-B-32, laion2b tag) offline with no cached weights: one line, no demos made."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cfg = compose_cfg("agent=vla", "env=metaworld/reach", "env.obs_type=pixels_proprio", "device=cpu",
+                      f"run_dir={tmp_path / 'run'}", tiny=False)
+    with pytest.raises(ConfigError, match="no weights for agent.clip model 'ViT-B-32'.*agent.clip.pretrained=") as e:
+        Trainer(cfg, tmp_path / "run")
+    assert "\n" not in str(e.value) and not (tmp_path / "run" / "demos").exists()

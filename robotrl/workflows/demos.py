@@ -67,6 +67,7 @@ def ensure_task_demos(hparams: dict[str, Any], env_cfg: Any) -> Path | None:
     ``hparams["tasks"]`` (null: the env's own task) generated into ``demo_cache/<task>/`` at the env's settings
     (image size, frame stack, action repeat, camera, episode length); tasks already there are reused."""
     from robotrl.agents.vla import resolve_instructions, resolve_tasks
+    from robotrl.open_clip_loader import check_clip_weights
 
     if hparams.get("demos") is not None:
         return None
@@ -75,7 +76,11 @@ def ensure_task_demos(hparams: dict[str, Any], env_cfg: Any) -> Path | None:
     env = dict(OmegaConf.to_container(env_cfg, resolve=True) if isinstance(env_cfg, DictConfig) else env_cfg)
     spec = parse_env_cfg(env)
     tasks = resolve_tasks(hparams.get("tasks"), spec.task)
-    resolve_instructions(tasks, hparams.get("instructions"))  # a bad instruction fails before minutes of demos
+    resolve_instructions(tasks, hparams.get("instructions"))  # bad instructions or weights fail before the demos
+    clip = hparams.get("clip")
+    if isinstance(clip, dict) and not clip.get("allow_random_weights"):
+        check_clip_weights(clip.get("model_name", ""), clip.get("pretrained"), clip.get("model_cfg"),
+                           clip.get("cache_dir"), key="agent.clip")
     if spec.suite != "metaworld":
         raise ConfigError(f"agent.demos=null generates scripted demos for Meta-World only; env suite is "
                           f"{spec.suite!r}: pass agent.demos=<dir with <task>/ demo folders>")
