@@ -179,6 +179,13 @@ def _plain(value: Any) -> Any:
 VLA_OBS_TYPES = ("pixels", "pixels_proprio")
 
 
+def check_obs_type(obs_type: Any) -> None:
+    """One-line ConfigError unless ``env.obs_type`` is one the VLA reads (no privileged object state)."""
+    if obs_type not in VLA_OBS_TYPES:
+        raise ConfigError(f"agent=vla needs env.obs_type pixels (image + instruction) or pixels_proprio (image + "
+                          f"instruction + proprioception), got {obs_type!r}")
+
+
 class VLAAgent:
     """``agent=vla``: the VLA trained by **pure behaviour cloning** on demos inside ``robotrl train`` (no RL: the
     env's rewards and the replay buffer the trainer fills are never learned from; the trainer's env steps only pace
@@ -208,9 +215,7 @@ class VLAAgent:
                  seed: int = 0, nstep: int = 1, discount: float = 0.99):
         del nstep, discount  # the trainer's replay settings; a BC agent never reads the replay
         clip, instructions, tasks = _plain(clip), _plain(instructions), _plain(tasks)  # hydra hands DictConfigs
-        if obs_type not in VLA_OBS_TYPES:
-            raise ConfigError(f"agent=vla needs env.obs_type pixels (image + instruction) or pixels_proprio (image + "
-                              f"instruction + proprioception), got {obs_type!r}")
+        check_obs_type(obs_type)
         if "pixels" not in observation_space.spaces or (obs_type == "pixels_proprio") != (
                 "state" in observation_space.spaces):
             raise ConfigError(f"agent=vla: observation space {list(observation_space.spaces)} does not match "
@@ -346,5 +351,5 @@ class VLAAgent:
         self.policy.eval()
 
 
-__all__ = ["VLAAgent", "VLAPolicy", "bc_batch", "build_vla", "clip_pixels", "resolve_instructions", "resolve_tasks",
+__all__ = ["VLAAgent", "VLAPolicy", "bc_batch", "build_vla", "check_obs_type", "clip_pixels", "resolve_instructions", "resolve_tasks",
            "text_embeddings"]

@@ -66,7 +66,7 @@ def ensure_task_demos(hparams: dict[str, Any], env_cfg: Any) -> Path | None:
     """Multi-task demos (``agent=vla``): with ``demos: null``, ``num_demos`` scripted-expert episodes of every task in
     ``hparams["tasks"]`` (null: the env's own task) generated into ``demo_cache/<task>/`` at the env's settings
     (image size, frame stack, action repeat, camera, episode length); tasks already there are reused."""
-    from robotrl.agents.vla import resolve_instructions, resolve_tasks
+    from robotrl.agents.vla import check_obs_type, resolve_instructions, resolve_tasks
     from robotrl.open_clip_loader import check_clip_weights
 
     if hparams.get("demos") is not None:
@@ -76,6 +76,7 @@ def ensure_task_demos(hparams: dict[str, Any], env_cfg: Any) -> Path | None:
     env = dict(OmegaConf.to_container(env_cfg, resolve=True) if isinstance(env_cfg, DictConfig) else env_cfg)
     spec = parse_env_cfg(env)
     tasks = resolve_tasks(hparams.get("tasks"), spec.task)
+    check_obs_type(spec.obs_type)
     resolve_instructions(tasks, hparams.get("instructions"))  # bad instructions or weights fail before the demos
     clip = hparams.get("clip")
     if isinstance(clip, dict) and not clip.get("allow_random_weights"):
