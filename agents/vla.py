@@ -351,5 +351,5 @@ class VLAAgent:
         self.policy.eval()
 
 
-__all__ = ["VLAAgent", "VLAPolicy", "bc_batch", "build_vla", "check_obs_type", "clip_pixels", "resolve_instructions", "resolve_tasks",
-           "text_embeddings"]
+__all__ = ["VLAAgent", "VLAPolicy", "bc_batch", "build_vla", "check_obs_type", "clip_pixels", "resolve_instructions",
+           "resolve_tasks", "text_embeddings"]
