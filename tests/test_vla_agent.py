@@ -146,6 +146,8 @@ def test_make_agent_and_demo_generation_check_inputs_before_any_demo(tmp_path):
     dmc = {"name": "dmc/cartpole_swingup"}
     with pytest.raises(ConfigError, match="Meta-World only"):
         ensure_demos({"tasks": ["reach"], "demos": None, "demo_cache": str(tmp_path)}, dmc)
+    with pytest.raises(ConfigError, match="needs env.obs_type pixels .* got 'state'"):
+        ensure_demos({"tasks": ["reach"], "demos": None, "demo_cache": str(tmp_path)}, {**ENV, "obs_type": "state"})
     assert not any(tmp_path.iterdir())
     env = make_env({**ENV, "obs_type": "pixels_state"}, seed=0)
     try:
