@@ -246,7 +246,7 @@ class VLAAgent:
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=float(lr), weight_decay=float(weight_decay))
         self.rng = np.random.default_rng(int(seed))
         self.num_updates = 0
-        self.data: list[tuple[str, Any, None]] | None = None
+        self.data: list[tuple[str, Any, np.ndarray | None]] | None = None
         self._plan: list[np.ndarray] = []
 
     # ------------------------------------------------------------------ demos
@@ -262,8 +262,9 @@ class VLAAgent:
                               "demos); or pass agent.demos=<dir>")
         return Path(self.demo_cache) / task
 
-    def load_demos(self) -> list[tuple[str, Any, None]]:
-        """(instruction, episode, None) for every demo of every task, checked against this agent's spaces."""
+    def load_demos(self) -> list[tuple[str, Any, np.ndarray | None]]:
+        """(instruction, episode, proprio index) for every demo of every task, checked against this agent's
+        spaces (the index selects nothing for obs_type pixels; None: the whole proprio ``state``)."""
         from robotrl.demos import load_demos
 
         data = []
@@ -280,10 +281,11 @@ class VLAAgent:
                                   f"{ep.obs['state'].shape[1]}, actions {ep.action.shape[1]}; the env has frames "
                                   f"{self.pixel_shape}, proprio {self.policy.proprio_dim}, actions "
                                   f"{self.policy.action_dim} (regenerate them at the env's settings)")
-            data += [(self.instructions[task], e, None) for e in episodes]
+            keep = None if self.policy.proprio_dim else np.zeros(0, np.int64)  # obs_type pixels: no proprio
+            data += [(self.instructions[task], e, keep) for e in episodes]
         return data
 
-    def _ensure_data(self) -> list[tuple[str, Any, None]]:
+    def _ensure_data(self) -> list[tuple[str, Any, np.ndarray | None]]:
         if self.data is None:
             self.data = self.load_demos()
             if self.policy.proprio_dim:

@@ -84,6 +84,19 @@ def test_act_executes_chunks_and_replans_after_reset(env, demo_root):
     assert len(calls) == 3
 
 
+def test_pixels_only_obs_type_learns_and_acts(demo_root):
+    """env.obs_type=pixels: image + instruction only (the demos' state is not read)."""
+    env = make_env({**ENV, "obs_type": "pixels"}, seed=0)
+    try:
+        agent = VLAAgent(env.observation_space, env.action_space, "cpu", **{**TINY, "obs_type": "pixels",
+                                                                            "task": "reach", "demos": str(demo_root)})
+        assert agent.policy.proprio_dim == 0 and np.isfinite(agent.update(None, 0)["bc_loss"])
+        obs, _ = env.reset(seed=0)
+        assert agent.act(obs, 0, eval_mode=True).shape == (4,)
+    finally:
+        env.close()
+
+
 def test_state_dict_round_trip(env, demo_root, tmp_path):
     a = _agent(env, demo_root)
     a.update(None, 0)

@@ -89,5 +89,10 @@ def ensure_task_demos(hparams: dict[str, Any], env_cfg: Any) -> Path | None:
     for task in tasks:
         if not (root / task / META).is_file():
             task_env = {**env, "name": f"metaworld/{task}", "suite": "metaworld", "task": task}
-            generate_demos(task_env, int(hparams.get("num_demos", 5)), int(hparams.get("demo_seed", 0)), root / task)
+            try:
+                generate_demos(task_env, int(hparams.get("num_demos", 5)), int(hparams.get("demo_seed", 0)),
+                               root / task)
+            except RuntimeError as e:  # too few expert successes: a setting, not a crash
+                raise ConfigError(f"{e} (env.max_episode_steps={env.get('max_episode_steps')} may be too short for "
+                                  f"this task; or pass agent.demos=<dir>)") from None
     return root
