@@ -69,6 +69,15 @@ class VLAPolicy(nn.Module):
         out = self.head(torch.cat([feat, text, p], dim=-1))
         return torch.tanh(out).view(-1, self.chunk, self.action_dim)
 
+    @torch.no_grad()
+    def plan(self, frame: np.ndarray, text: torch.Tensor, proprio: np.ndarray) -> torch.Tensor:
+        """The mean action chunk [chunk, A] for one observation: ``frame`` uint8 [3, H, W] (the newest frame),
+        ``text`` the instruction's embedding [D], ``proprio`` [P] (empty for a pixels-only policy)."""
+        device = self.p_mean.device
+        frames = torch.as_tensor(np.asarray(frame), device=device)[None]
+        p = torch.as_tensor(np.asarray(proprio, np.float32), device=device)[None]
+        return self(frames, text.to(device)[None], p)[0]
+
     def dist(self, frames: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor) -> Laplace:
         return Laplace(self(frames, text, proprio), self.log_scale.exp().expand(frames.shape[0], -1, -1))
 
@@ -301,11 +310,9 @@ class VLAAgent:
         """The next action of the current chunk (the chunk's mean actions; the same in training and evaluation,
         since nothing collected is learned from); a new chunk from this observation once the last is used up."""
         if not self._plan:
-            frames = torch.as_tensor(obs["pixels"][-3:], device=self.device)[None]
             proprio = obs["state"] if self.policy.proprio_dim else np.zeros(0, np.float32)
-            p = torch.as_tensor(np.asarray(proprio, np.float32), device=self.device)[None]
-            text = self.text[self.instruction].to(self.device)[None]
-            self._plan = list(self.policy(frames, text, p)[0].cpu().numpy().astype(np.float32))
+            chunk = self.policy.plan(obs["pixels"][-3:], self.text[self.instruction], proprio)
+            self._plan = list(chunk.cpu().numpy().astype(np.float32))
         return np.clip(self._plan.pop(0), -1.0, 1.0)
 
     # ------------------------------------------------------------------ learning

@@ -16,7 +16,9 @@ from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
 TASKS = ["reach", "drawer-close"]
-TINY_CLIP = {"model_name": "robotrl-tiny-clip", "pretrained": None, "allow_random_weights": True, "cache_dir": None,
+# its own name: open_clip keeps one config per name per process, and configs/reward/clip_tiny.yaml (64 px) owns
+# robotrl-tiny-clip
+TINY_CLIP = {"model_name": "robotrl-vla-clip32", "pretrained": None, "allow_random_weights": True, "cache_dir": None,
              "model_cfg": {"embed_dim": 32,
                            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
                                           "patch_size": 8},
@@ -30,7 +32,7 @@ TRAIN_CFG = [
     "env.obs_type=pixels_proprio", "env.frame_stack=2", "seed_frames=0", "eval_every_frames=120",
     "eval_episodes=1", "eval_at_start=false", "checkpoint_every_frames=60", "replay.capacity=1000", "torch_threads=1",
     "device=cpu", "compare_baselines=false", "save_video=false", "tensorboard=false", "agent.num_demos=2",
-    "agent.batch_size=8", "agent.hidden=64", "agent.clip.model_name=robotrl-tiny-clip", "agent.clip.pretrained=null",
+    "agent.batch_size=8", "agent.hidden=64", "agent.clip.model_name=robotrl-vla-clip32", "agent.clip.pretrained=null",
     "agent.clip.allow_random_weights=true", f"agent.tasks=[{','.join(TASKS)}]",
     "+agent.clip.model_cfg={embed_dim: 32, vision_cfg: {image_size: 32, layers: 1, width: 32, head_width: 16, "
     "patch_size: 8}, text_cfg: {context_length: 77, vocab_size: 49408, width: 32, heads: 2, layers: 1}}",

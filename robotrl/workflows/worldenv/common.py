@@ -245,17 +245,15 @@ class VLAActor:
         self.policy, self.sample, self.noise = policy, sample, noise
         check_instruction(instruction, list(text))
         self.device = next(policy.parameters()).device
-        self.text = text[instruction].to(self.device)[None]
+        self.text = text[instruction]
         self.pidx = proprio_index
         self.gen = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
 
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], proprio: np.ndarray | None = None) -> np.ndarray:
-        frames = torch.as_tensor(obs["pixels"][-3:], device=self.device)[None]
         p = obs["state"][self.pidx] if proprio is None else proprio
-        p = torch.as_tensor(np.asarray(p, np.float32), device=self.device)[None]
-        mean = self.policy(frames, self.text, p)[0]
+        mean = self.policy.plan(obs["pixels"][-3:], self.text, p)  # as agent=vla plans
         if self.sample:
             scale = self.policy.log_scale.exp()
             u = torch.rand(mean.shape, generator=self.gen).to(self.device) - 0.5  # Laplace by inverse CDF
