@@ -203,7 +203,7 @@ class VLAAgent:
     Observations: ``env.obs_type`` pixels (image + instruction) or pixels_proprio (image + instruction +
     proprioception); the newest frame of the stack is what the policy sees. ``act`` returns the next action of
     the current chunk and re-plans when the chunk is used up; ``reset`` (every episode) drops the rest of a chunk.
-    The env's task is acted on with its instruction (``tasks[0]``).
+    The env's task (``task``) is acted on with its instruction, also when it is not one of the demo ``tasks``.
 
     Demos: per task in ``tasks`` (default: the env's own task; ``mt10`` or a list of Meta-World tasks: one policy
     on all of them at once, each with its instruction from ``instructions`` over configs/worldenv/default.yaml),
@@ -238,8 +238,9 @@ class VLAAgent:
         self.device = torch.device(device)
         self.obs_type = obs_type
         self.tasks = resolve_tasks(tasks, task)
-        self.instructions = resolve_instructions(self.tasks, instructions)
-        self.instruction = self.instructions[self.tasks[0]]  # what the env's task is acted on with
+        acting_task = str(task) if task else self.tasks[0]  # the env's task, acted on with its instruction
+        self.instructions = resolve_instructions(list(dict.fromkeys([*self.tasks, acting_task])), instructions)
+        self.instruction = self.instructions[acting_task]
         self.demos, self.demo_cache, self.num_demos = demos, demo_cache, int(num_demos)
         self.chunk, self.batch_size = int(chunk), int(batch_size)
         self.bc_steps = None if bc_steps is None else int(bc_steps)

@@ -64,6 +64,8 @@ def _agent(env, demo_root, **kw) -> VLAAgent:
 def test_bc_loss_falls_on_the_demos_of_all_tasks(env, demo_root):
     agent = _agent(env, demo_root, updates_per_step=10, bc_steps=80, lr=1e-3)
     assert len({instr for instr, _, _ in agent._ensure_data()}) == 2  # one instruction per task
+    assert agent.instruction == "reach the red goal position"  # the env's task
+    assert _agent(env, demo_root, tasks=TASKS[::-1]).instruction == agent.instruction
     torch.manual_seed(1)
     held = [agent.bc_loss().item() for _ in range(5)]  # loss before training, same sampler
     metrics = [agent.update(None, i) for i in range(8)]
