@@ -106,7 +106,7 @@ def test_state_dict_round_trip(env, demo_root, tmp_path):
     a.update(None, 0)
     torch.save(a.state_dict(), tmp_path / "a.pt")
     b = _agent(env, demo_root, seed=5)
-    b.load_state_dict(torch.load(tmp_path / "a.pt", weights_only=False))
+    b.load_state_dict(torch.load(tmp_path / "a.pt", weights_only=True))
     assert_same_tensors(a.state_dict(), b.state_dict())
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(a.act(obs, 0, True), b.act(obs, 0, True))
