@@ -29,15 +29,9 @@ provide them, unless ``allow_random_weights`` (smoke tests only: the rewards are
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -46,6 +40,7 @@ from robotrl.rewards.base import EmbeddingCache, check_frames
 
 from robotrl.config import resolve_device
 from robotrl.errors import ConfigError
+from robotrl.open_clip_loader import cached_weights, hub_reachable, load_open_clip, register_model_cfg
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -53,129 +48,11 @@ RESIZE_MODES = {"crop": "shortest", "squash": "squash"}  # reward.resize_mode ->
 _INTERP = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "random": "bicubic"}
 
 
-# ------------------------------------------------------------------------------------------------ loading
-def _register_model_cfg(model_name: str, model_cfg: dict[str, Any]) -> None:
-    """Register a custom open_clip architecture (e.g. a tiny test model) under ``model_name``."""
-    import open_clip
-
-    if model_name in open_clip.list_models() and open_clip.get_model_config(model_name) != model_cfg:
-        raise ConfigError(f"reward.model_cfg would redefine open_clip's built-in model {model_name!r}; "
-                          f"give the custom architecture another reward.model_name")
-    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in model_cfg]
-    if missing:
-        raise ConfigError(f"reward.model_cfg for {model_name!r} lacks {missing} (an open_clip model config)")
-    # open_clip reads the json once into its registry (later rescans merge), so the folder need not outlive the call
-    with tempfile.TemporaryDirectory(prefix="robotrl_open_clip_cfg_") as folder:
-        (Path(folder) / f"{model_name}.json").write_text(json.dumps(model_cfg))
-        open_clip.add_model_config(folder)
-
-
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    """False offline (HF_HUB_OFFLINE or no route to the hub): open_clip's own download retries for ~50 s."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _cached_weights(pretrained_cfg: dict[str, Any], cache_dir: str | None) -> str | None:
-    """The local file open_clip would download for a tag, if it is already cached (HF cache or url cache)."""
-    if "file" in pretrained_cfg and os.path.isfile(pretrained_cfg["file"]):
-        return pretrained_cfg["file"]
-    hub = pretrained_cfg.get("hf_hub", "")
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo_id, filename = os.path.split(hub)
-        filename = filename or "open_clip_pytorch_model.bin"
-        candidates = [filename]
-        if filename.endswith(".bin"):  # open_clip prefers the safetensors alternative
-            candidates.insert(0, filename.replace("pytorch_model.bin", "model.safetensors"))
-        for name in candidates:
-            path = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
-            if isinstance(path, str) and os.path.isfile(path):
-                return path
-    url = pretrained_cfg.get("url", "")
-    if url:
-        root = cache_dir or os.path.expanduser("~/.cache/clip")
-        path = os.path.join(root, os.path.basename(url))
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _how_to_provide(model_name: str, pretrained: Any, pretrained_cfg: dict[str, Any] | None) -> str:
-    where = ""
-    if pretrained_cfg and pretrained_cfg.get("hf_hub"):
-        where = f" (Hugging Face repo {pretrained_cfg['hf_hub'].rstrip('/')})"
-    return (f"provide weights for open_clip model {model_name!r}, pretrained={pretrained!r}{where}: "
-            f"reward.pretrained=/path/to/open_clip_model.safetensors (a local checkpoint), or pre-download the tag "
-            f"into the Hugging Face cache (HF_HOME, or reward.cache_dir=<dir>), or reward.allow_random_weights=true "
-            f"for smoke tests (random weights, meaningless rewards)")
-
-
-def load_open_clip(model_name: str, pretrained: str | None, cache_dir: str | None = None,
-                   allow_random_weights: bool = False) -> tuple[torch.nn.Module, Any, str]:
-    """(model in eval mode on cpu, tokenizer, description of the weights loaded) or a one-line ConfigError."""
-    import open_clip
-
-    schema = model_name.startswith(("hf-hub:", "local-dir:"))
-    if not schema and model_name not in open_clip.list_models():
-        raise ConfigError(f"unknown open_clip model reward.model_name={model_name!r}; open_clip.list_models() has "
-                          f"e.g. ViT-B-32, ViT-L-14, ViT-H-14, ViT-bigG-14 (or pass reward.model_cfg)")
-    kwargs: dict[str, Any] = {}
-    weights, missing = None, None
-    pretrained_cfg: dict[str, Any] | None = None
-    if schema:
-        weights, kwargs = None, {"pretrained": pretrained, "cache_dir": cache_dir}
-    elif not pretrained:
-        missing = "reward.pretrained is null"
-    elif os.path.isfile(str(pretrained)):
-        weights = str(pretrained)
-    else:
-        pretrained_cfg = open_clip.get_pretrained_cfg(model_name, str(pretrained))
-        if not pretrained_cfg:
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            missing = f"reward.pretrained={pretrained!r} is neither a file nor an open_clip tag of {model_name!r} " \
-                      f"(tags: {tags})"
-            if not allow_random_weights:
-                raise ConfigError(f"{missing}; " + _how_to_provide(model_name, pretrained, None))
-    if pretrained_cfg:
-        kwargs["force_preprocess_cfg"] = {k: pretrained_cfg[k] for k in
-                                          ("mean", "std", "interpolation", "resize_mode") if k in pretrained_cfg}
-        kwargs["force_quick_gelu"] = bool(pretrained_cfg.get("quick_gelu", False))
-        weights = _cached_weights(pretrained_cfg, cache_dir)
-        if weights is None:
-            if _hub_reachable():
-                weights = str(pretrained)  # let open_clip download the tag
-                kwargs["cache_dir"] = cache_dir
-            else:
-                missing = "not in the local cache and the hub is unreachable (offline)"
-    if missing is not None:
-        if not allow_random_weights:
-            raise ConfigError(f"no weights for reward model {model_name!r}: {missing}; "
-                              + _how_to_provide(model_name, pretrained, pretrained_cfg))
-        log.warning("reward model %s: %s; using RANDOM weights (reward.allow_random_weights=true): the rewards are "
-                    "meaningless, for smoke tests only", model_name, missing)
-    try:
-        if schema:
-            model = open_clip.create_model(model_name, **kwargs)
-        else:
-            model = open_clip.create_model(model_name, pretrained=weights, **kwargs)
-    except (RuntimeError, FileNotFoundError, OSError) as e:
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        if not allow_random_weights or weights is None:
-            raise ConfigError(f"could not load weights for reward model {model_name!r} ({first}); "
-                              + _how_to_provide(model_name, pretrained, pretrained_cfg)) from e
-        log.warning("reward model %s: %s; using RANDOM weights (reward.allow_random_weights=true)", model_name, first)
-        kwargs.pop("cache_dir", None)
-        model, weights = open_clip.create_model(model_name, pretrained=None, **kwargs), None
-    model.eval().requires_grad_(False)
-    return model, open_clip.get_tokenizer(model_name), str(weights) if weights else "random"
+# the loader lives in the core (robotrl.open_clip_loader) so that agent=vla builds its backbone the same way; the
+# old private names stay importable from here
+_register_model_cfg = register_model_cfg
+_hub_reachable = hub_reachable
+_cached_weights = cached_weights
 
 
 # ------------------------------------------------------------------------------------------------ the model

@@ -21,25 +21,11 @@ from robotrl.rewards.base import check_frames
 
 from robotrl.config import resolve_device
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.open_clip_loader import build_clip, vision_size
 from robotrl.world import check_instruction
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def build_clip(model_name: str, pretrained: str | None, model_cfg: dict | None = None, cache_dir: str | None = None,
-               allow_random_weights: bool = False) -> tuple[nn.Module, Any, str]:
-    """(open_clip model, tokenizer, what weights were loaded) through the reward layer's loader and its errors."""
-    from robotrl.rewards.clip import _register_model_cfg, load_open_clip
-
-    if model_cfg:
-        _register_model_cfg(model_name, dict(model_cfg))
-    return load_open_clip(model_name, pretrained, cache_dir, allow_random_weights)
-
-
-def vision_size(clip: nn.Module) -> int:
-    size = clip.visual.image_size
-    return int(size[0] if isinstance(size, tuple | list) else size)
 
 
 class CLIPReflector(nn.Module):

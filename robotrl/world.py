@@ -20,6 +20,19 @@ import numpy as np
 
 from robotrl.errors import ConfigError, ObservationError
 
+MT10 = ("reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close", "button-press-topdown",
+        "peg-insert-side", "window-open", "window-close")
+
+
+def default_instructions() -> dict[str, str]:
+    """Task -> instruction for MT10, from ``configs/worldenv/default.yaml`` (Meta-World has none; these are ours),
+    shared by the World-Env stages and ``agent=vla``."""
+    from omegaconf import OmegaConf
+
+    from robotrl.overrides import config_dir
+
+    return dict(OmegaConf.to_container(OmegaConf.load(config_dir() / "worldenv" / "default.yaml").instructions))
+
 
 @runtime_checkable
 class WorldModel(Protocol):
@@ -63,4 +76,4 @@ def check_frames_chw(frames: Any, size: int, name: str = "frames") -> np.ndarray
     return arr
 
 
-__all__ = ["Reflector", "WorldModel", "check_frames_chw", "check_instruction"]
+__all__ = ["MT10", "Reflector", "WorldModel", "check_frames_chw", "check_instruction", "default_instructions"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from robotrl.agents import agent_config
 from robotrl.demos import META
 from robotrl.envs import parse_env_cfg
@@ -42,6 +44,8 @@ def ensure_demos(agent_cfg: Any, env_cfg: Any) -> Path | None:
     ``demos=<LeRobotDataset>``; return the demo directory, or None when the agent needs nothing made for it (the
     caller points ``agent.demos`` at a returned directory that differs from it)."""
     hparams = agent_config(agent_cfg, env_cfg.get("name"))
+    if "tasks" in hparams:  # agent=vla: demos of several tasks, one folder each
+        return ensure_task_demos(hparams, env_cfg)
     if hparams.get("demos") is not None and is_lerobot_dataset(hparams["demos"]):
         return lerobot_demo_dir(hparams["demos"], env_cfg)
     if "demo_cache" not in hparams or hparams.get("demos") is not None:
@@ -56,3 +60,39 @@ def ensure_demos(agent_cfg: Any, env_cfg: Any) -> Path | None:
         raise ConfigError(f"demos=null generates scripted demos for Meta-World only; env suite is {suite!r}: "
                           "pass agent.demos=<dir with demos in the robotrl format>")
     return generate_demos(env_cfg, int(hparams.get("num_demos", 5)), int(hparams.get("demo_seed", 0)), out)
+
+
+def ensure_task_demos(hparams: dict[str, Any], env_cfg: Any) -> Path | None:
+    """Multi-task demos (``agent=vla``): with ``demos: null``, ``num_demos`` scripted-expert episodes of every task in
+    ``hparams["tasks"]`` (null: the env's own task) generated into ``demo_cache/<task>/`` at the env's settings
+    (image size, frame stack, action repeat, camera, episode length); tasks already there are reused."""
+    from robotrl.agents.vla import check_obs_type, resolve_instructions, resolve_tasks
+    from robotrl.open_clip_loader import check_clip_weights
+
+    if hparams.get("demos") is not None:
+        return None
+    if hparams.get("demo_cache") is None:
+        raise ConfigError("agent.demos=null needs agent.demo_cache to generate demos into; pass agent.demos=<dir>")
+    env = dict(OmegaConf.to_container(env_cfg, resolve=True) if isinstance(env_cfg, DictConfig) else env_cfg)
+    spec = parse_env_cfg(env)
+    tasks = resolve_tasks(hparams.get("tasks"), spec.task)
+    check_obs_type(spec.obs_type)
+    resolve_instructions(tasks, hparams.get("instructions"))  # bad instructions or weights fail before the demos
+    clip = hparams.get("clip")
+    if isinstance(clip, dict) and not clip.get("allow_random_weights"):
+        check_clip_weights(clip.get("model_name", ""), clip.get("pretrained"), clip.get("model_cfg"),
+                           clip.get("cache_dir"), key="agent.clip")
+    if spec.suite != "metaworld":
+        raise ConfigError(f"agent.demos=null generates scripted demos for Meta-World only; env suite is "
+                          f"{spec.suite!r}: pass agent.demos=<dir with <task>/ demo folders>")
+    root = Path(hparams["demo_cache"])
+    for task in tasks:
+        if not (root / task / META).is_file():
+            task_env = {**env, "name": f"metaworld/{task}", "suite": "metaworld", "task": task}
+            try:
+                generate_demos(task_env, int(hparams.get("num_demos", 5)), int(hparams.get("demo_seed", 0)),
+                               root / task)
+            except RuntimeError as e:  # too few expert successes: a setting, not a crash
+                raise ConfigError(f"{e} (env.max_episode_steps={env.get('max_episode_steps')} may be too short for "
+                                  f"this task; or pass agent.demos=<dir>)") from None
+    return root

@@ -20,10 +20,9 @@ from robotrl.errors import CheckpointError, ConfigError
 from robotrl.heartbeat import Heartbeat
 from robotrl.overrides import config_dir
 from robotrl.types import Episode
+from robotrl.world import MT10
 
 KINDS = ("expert", "noisy", "policy")  # data/<kind>/<task>/ in the demo format, "instruction" in meta.json
-MT10 = ("reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close", "button-press-topdown",
-        "peg-insert-side", "window-open", "window-close")
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -202,23 +201,19 @@ def write_json(path: Path, obj: Any) -> None:
 
 # ------------------------------------------------------------------------------------------------ VLA
 def build_vla(cfg: Any, device: torch.device, proprio_dim: int, action_dim: int):
-    """(VLA policy, its CLIP model) on ``device``; the CLIP loader is the reward layer's (one-line weight errors)."""
-    from robotrl.agents.vla import VLAPolicy
-    from robotrl.rewards.reflector import build_clip, vision_size
+    """(VLA policy, its CLIP model, tokenizer) on ``device`` (built as ``agent=vla`` builds it)."""
+    from robotrl.agents.vla import build_vla as build
 
-    clip, tokenizer, _ = build_clip(**clip_cfg(cfg))
-    text_dim = int(clip.text_projection.shape[1])
-    feat_dim = int(clip.visual.output_dim)
-    policy = VLAPolicy(clip.visual, vision_size(clip), feat_dim, text_dim, proprio_dim, action_dim,
-                       int(cfg.vla.chunk), int(cfg.vla.hidden), float(cfg.vla.init_log_scale))
+    v = cfg.vla
+    policy, clip, tokenizer, _ = build(clip_cfg(cfg), proprio_dim, action_dim, int(v.chunk), int(v.hidden),
+                                       float(v.init_log_scale))
     return policy.to(device), clip.to(device), tokenizer
 
 
 def text_embeddings(clip: Any, tokenizer: Any, instructions: Sequence[str]) -> dict[str, torch.Tensor]:
-    device = next(clip.parameters()).device
-    with torch.no_grad():
-        emb = torch.nn.functional.normalize(clip.encode_text(tokenizer(list(instructions)).to(device)).float(), dim=-1)
-    return {t: e.cpu() for t, e in zip(instructions, emb, strict=True)}
+    from robotrl.agents.vla import text_embeddings as embed
+
+    return embed(clip, tokenizer, instructions)
 
 
 def vla_payload(cfg: Any, policy: Any, text: dict[str, torch.Tensor], **extra: Any) -> dict[str, Any]:
@@ -250,17 +245,15 @@ class VLAActor:
         self.policy, self.sample, self.noise = policy, sample, noise
         check_instruction(instruction, list(text))
         self.device = next(policy.parameters()).device
-        self.text = text[instruction].to(self.device)[None]
+        self.text = text[instruction]
         self.pidx = proprio_index
         self.gen = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
 
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], proprio: np.ndarray | None = None) -> np.ndarray:
-        frames = torch.as_tensor(obs["pixels"][-3:], device=self.device)[None]
         p = obs["state"][self.pidx] if proprio is None else proprio
-        p = torch.as_tensor(np.asarray(p, np.float32), device=self.device)[None]
-        mean = self.policy(frames, self.text, p)[0]
+        mean = self.policy.plan(obs["pixels"][-3:], self.text, p)  # as agent=vla plans
         if self.sample:
             scale = self.policy.log_scale.exp()
             u = torch.rand(mean.shape, generator=self.gen).to(self.device) - 0.5  # Laplace by inverse CDF

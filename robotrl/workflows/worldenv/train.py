@@ -35,20 +35,11 @@ from robotrl.workflows.worldenv.common import (
 # ------------------------------------------------------------------------------------------------ VLA
 def bc_batch(data: list, text: dict[str, torch.Tensor], chunk: int, batch: int, rng: np.random.Generator,
              device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(frames, text, proprio, action chunks, mask) for ``batch`` random steps of ``data``."""
-    frames, texts, props, chunks, masks = [], [], [], [], []
-    for i in rng.integers(len(data), size=batch):
-        _, instr, ep, pidx = data[i]
-        t = int(rng.integers(len(ep.action)))
-        a = ep.action[t:t + chunk]
-        pad = chunk - len(a)
-        frames.append(ep.obs["pixels"][t])
-        texts.append(text[instr])
-        props.append(ep.obs["state"][t][pidx])
-        chunks.append(np.concatenate([a, np.zeros((pad, a.shape[1]), np.float32)]))
-        masks.append(np.r_[np.ones(len(a)), np.zeros(pad)])
-    as_t = lambda x, dt=torch.float32: torch.as_tensor(np.stack(x), dtype=dt, device=device)  # noqa: E731
-    return (as_t(frames, torch.uint8), torch.stack(texts).to(device), as_t(props), as_t(chunks), as_t(masks))
+    """(frames, text, proprio, action chunks, mask) for ``batch`` random steps of ``load_data``'s episodes (the
+    sampler of ``agent=vla``)."""
+    from robotrl.agents.vla import bc_batch as sample
+
+    return sample([(instr, ep, pidx) for _, instr, ep, pidx in data], text, chunk, batch, rng, device)
 
 
 def train_vla(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
