@@ -172,6 +172,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path):
     assert "resumed from" in resumed.stdout
 
 
+@pytest.mark.slow  # ~18 s; test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues runs the printed command
 def test_ctrl_c_before_the_first_checkpoint_prints_the_same_command(tmp_path):
     """No checkpoint yet: the hint is the command that starts this run again (not a run_dir= with other settings)."""
     import signal

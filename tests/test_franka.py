@@ -243,6 +243,7 @@ def proprio_run(tmp_path_factory):
     return train_reach_policy(tmp_path_factory.mktemp("reach-proprio"), "env.obs_type=proprio")
 
 
+@pytest.mark.slow  # ~26 s; franky-sim episodes with resets stay in the default suite (test_robot_env_franka.py)
 def test_deploy_episode_on_franky_sim(proprio_run, tmp_path, monkeypatch):
     """`robotrl deploy robot=franka` end to end: the franky client under the safety layer drives franky-sim.
 

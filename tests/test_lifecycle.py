@@ -34,6 +34,7 @@ def finished_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # ~50 s with its fixture; resume from the CLI stays in the default suite (test_cli)
 def test_resume_reads_the_runs_own_config(finished_run):
     """`resume=true run_dir=DIR` alone continues the run: its saved overrides (32 px, tiny nets) are used, only
     what is given now (frames) changes. Composed from the defaults instead, the 84 px agent would not load."""
@@ -71,6 +72,7 @@ def test_failed_start_leaves_nothing_and_bad_camera_is_one_line(tmp_path):
     assert not (tmp_path / "new").exists()  # no .hydra/, no empty cli.log, no empty parents
 
 
+@pytest.mark.slow  # ~23 s of training
 def test_restart_without_checkpoint_starts_logs_clean(compose_cfg, tmp_path):
     """A run stopped before its first checkpoint, started again: one row per frame, one eval at 0, one event file."""
     Trainer(compose_cfg("frames=200", "checkpoint_every_frames=100000"), tmp_path).train()

@@ -296,6 +296,7 @@ def test_trainer_smoke(tdmpc2_cfg, tmp_path, obs_type):
     assert (tmp_path / "checkpoints" / "latest").exists() and (tmp_path / "eval.csv").exists()
 
 
+@pytest.mark.slow  # ~36 s; the TD-MPC2 family's exact resume stays in the default suite (MoDem-V2 on robot=sim)
 def test_resume_is_exact(tdmpc2_cfg, tmp_path):
     """300 frames in one go vs 200 + resume to 300: identical parameters, optimiser states and generator."""
     full = Trainer(tdmpc2_cfg("env.obs_type=state", "frames=300", "eval_every_frames=100"), tmp_path / "full")
