@@ -194,7 +194,7 @@ def test_killed_worker_during_training_discards_counts_and_replays_its_episode(c
     assert _rows(tmp_path / "train.csv")[-1]["discarded_episodes"] == "1.0"
 
 
-@pytest.mark.slow  # ~1 min: env workers plus a tiny CLIP
+# default suite (~9 s): the one test that runs the vector training loop end to end by default
 def test_vector_training_with_a_reward_model_scores_every_env(compose_cfg, tmp_path):
     """reward=<model> with env.num_envs=2: RewardVectorWrapper scores both envs in one batched call per step; the
     agent gets the model reward, train.csv keeps the ground truth beside it."""

@@ -19,7 +19,6 @@ arrive depends on timing.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from robotrl.errors import ConfigError, EnvWorkerError
 from robotrl.types import Episode
-from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, Trainer, episode_seed
+from robotrl.workflows.segments import SegmentedTrainer
+from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, episode_seed
 
 STEP_KEYS = ("action", "reward", "terminated", "truncated", "success")
 
@@ -183,7 +183,7 @@ def _import_ray() -> Any:
 
 
 # ------------------------------------------------------------------------------------------ the learner
-class RayTrainer(Trainer):
+class RayTrainer(SegmentedTrainer):
     """:class:`Trainer` whose episodes are played by Ray actors (see the module docstring)."""
 
     def _build_envs(self) -> None:
@@ -191,13 +191,6 @@ class RayTrainer(Trainer):
         self.settings = ray_settings(self.cfg)
         self.discarded_episodes = self.discarded_steps = 0
         self.actor_restarts = 0
-
-    def _extra_counters(self) -> dict[str, Any]:
-        return {"discarded_episodes": self.discarded_episodes, "discarded_steps": self.discarded_steps}
-
-    def _restore_extra_counters(self, counters: dict[str, Any]) -> None:
-        self.discarded_episodes = int(counters.get("discarded_episodes", 0))
-        self.discarded_steps = int(counters.get("discarded_steps", 0))
 
     # ---------------------------------------------------------------- actors
     def _start_ray(self) -> None:
@@ -250,25 +243,8 @@ class RayTrainer(Trainer):
         return self._weights_ref[1]
 
     # ---------------------------------------------------------------- loop
-    def train(self) -> dict[str, Any]:
-        cfg = self.cfg
-        self._t0 = time.perf_counter()
-        total_steps = int(cfg.frames) // self.action_repeat
-        seed_steps = int(cfg.seed_frames) // self.action_repeat
+    def _before_segments(self) -> None:
         self._start_ray()
-        if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
-            self.evaluate()
-        progress, task = self._make_progress(total_steps)
-        done = self.step >= total_steps
-        with progress, GracefulInterrupt() as interrupt:
-            while not done:
-                self._run_segment(total_steps, seed_steps, interrupt)
-                done = self._between_segments(total_steps)
-        return self.finish()
-
-    def _due(self, total_steps: int) -> bool:
-        eval_due = self.frame >= self.next_eval_frame and self.cfg.eval_episodes > 0
-        return eval_due or self.frame >= self.next_ckpt_frame or self.step >= total_steps
 
     def _run_segment(self, total_steps: int, seed_steps: int, interrupt: GracefulInterrupt) -> None:
         """Keep every actor busy until a drain: then wait for the episodes in flight, none left half-received."""
@@ -339,18 +315,6 @@ class RayTrainer(Trainer):
             self.episode += 1
             self._log_train_episode(stats)
             progress.update(task, ret=stats.ret)
-
-    def _between_segments(self, total_steps: int) -> bool:
-        cfg = self.cfg
-        done = self.step >= total_steps
-        final_eval_missing = done and (self.last_eval is None or self.last_eval["frame"] != self.frame)
-        if (self.frame >= self.next_eval_frame or final_eval_missing) and cfg.eval_episodes > 0:
-            self.evaluate()
-        if self.frame >= self.next_ckpt_frame or done:
-            while self.next_ckpt_frame <= self.frame:
-                self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
-            self.save()
-        return done
 
     def finish(self) -> dict[str, Any]:
         summary = super().finish()

@@ -17,7 +17,6 @@ from the same seed.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ from robotrl.heartbeat import Heartbeat
 from robotrl.replay import EpisodeStreams
 from robotrl.rewards import wrap_vector_env
 from robotrl.workflows.rollout import run_episodes_vector
-from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, Trainer, episode_seed
+from robotrl.workflows.segments import SegmentedTrainer
+from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, episode_seed
 
 
 def info_at(infos: dict[str, Any], i: int) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def info_at(infos: dict[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
-class VectorTrainer(Trainer):
+class VectorTrainer(SegmentedTrainer):
     """:class:`Trainer` over ``env.num_envs`` envs in worker processes (see the module docstring)."""
 
     def _build_envs(self) -> None:
@@ -63,39 +63,14 @@ class VectorTrainer(Trainer):
             raise ConfigError(f"agent={self.cfg.agent.name} cannot act on a batch of observations (no act_batch); "
                               f"use env.num_envs=1 with it")
 
-    def _extra_counters(self) -> dict[str, Any]:
-        return {"discarded_episodes": self.discarded_episodes, "discarded_steps": self.discarded_steps}
-
-    def _restore_extra_counters(self, counters: dict[str, Any]) -> None:
-        self.discarded_episodes = int(counters.get("discarded_episodes", 0))
-        self.discarded_steps = int(counters.get("discarded_steps", 0))
-
     def _reset_agent_slot(self, index: int) -> None:
         reset_env = getattr(self.agent, "reset_env", None)
         if reset_env is not None:
             reset_env(index)
 
     # ---------------------------------------------------------------- loop
-    def train(self) -> dict[str, Any]:
-        cfg = self.cfg
-        self._t0 = time.perf_counter()
-        total_steps = int(cfg.frames) // self.action_repeat
-        seed_steps = int(cfg.seed_frames) // self.action_repeat
+    def _before_segments(self) -> None:
         self.streams = EpisodeStreams(self.replay, self.num_envs)  # after a resume replaced self.replay
-        if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
-            self.evaluate()
-        progress, task = self._make_progress(total_steps)
-        done = self.step >= total_steps
-        with progress, GracefulInterrupt() as interrupt:
-            while not done:
-                self._run_segment(total_steps, seed_steps, interrupt)
-                done = self._between_segments(total_steps)
-        return self.finish()
-
-    def _due(self, total_steps: int) -> bool:
-        """An evaluation, a checkpoint or the end is due: the segment drains."""
-        eval_due = self.frame >= self.next_eval_frame and self.cfg.eval_episodes > 0
-        return eval_due or self.frame >= self.next_ckpt_frame or self.step >= total_steps
 
     def _run_segment(self, total_steps: int, seed_steps: int, interrupt: GracefulInterrupt) -> None:
         """Play episodes on every env until a drain empties them all (see the module docstring)."""
@@ -170,19 +145,6 @@ class VectorTrainer(Trainer):
         self.discarded_episodes += 1
         self.console.print(f"[yellow]env worker {i} was restarted: episode {self._episode_of[i]} discarded "
                            f"({self.discarded_episodes} so far) and played again from its seed[/yellow]")
-
-    def _between_segments(self, total_steps: int) -> bool:
-        """No episode in progress: evaluate and checkpoint when due; True when training is done."""
-        cfg = self.cfg
-        done = self.step >= total_steps
-        final_eval_missing = done and (self.last_eval is None or self.last_eval["frame"] != self.frame)
-        if (self.frame >= self.next_eval_frame or final_eval_missing) and cfg.eval_episodes > 0:
-            self.evaluate()
-        if self.frame >= self.next_ckpt_frame or done:
-            while self.next_ckpt_frame <= self.frame:
-                self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
-            self.save()
-        return done
 
     def _log_train_episode(self, stats: EpisodeStats) -> None:
         # the cumulative counts ride in the row's extra columns (where reward=<model> puts its sums)
