@@ -195,17 +195,7 @@ class DrQV2Agent:
 
     def act(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
         """One action for one observation; uniform in [-1, 1] while ``step < num_expl_steps`` (training)."""
-        check_obs(obs, self.observation_space)
-        with torch.inference_mode():
-            tensors = {k: torch.as_tensor(np.asarray(v), device=self.device)[None] for k, v in obs.items()}
-            dist = self.actor(self.encoder(tensors), self.stddev(step))
-            if eval_mode:
-                action = dist.mean
-            elif step < self.num_expl_steps:
-                action = torch.empty_like(dist.mean).uniform_(-1.0, 1.0, generator=self.generator)
-            else:
-                action = dist.sample(clip=None, generator=self.generator)
-        return action[0].cpu().numpy().astype(np.float32, copy=False)
+        return self.act_batch({k: np.asarray(v)[None] for k, v in obs.items()}, step, eval_mode)[0]
 
     def act_batch(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
         """Actions (N, A) for a batch of N observations (``env.num_envs``): one forward pass, same rules as act."""
