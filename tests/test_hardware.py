@@ -226,7 +226,8 @@ def test_property_never_outside_limits_over_10k_random_actions(mode):
     random control periods, never take the mock arm's commanded target out of its box or past its step/velocity
     limits."""
     rng = np.random.default_rng(0)
-    layer = make_robot(robot_cfg("mock"), clock=(clock := FakeClock()))
+    # limits are the subject here, not timing: a loaded CI machine must not trip the 500 ms driver timeout
+    layer = make_robot(robot_cfg("mock", limits={"driver_timeout_ms": 30_000}), clock=(clock := FakeClock()))
     calls = record(layer)
     n = 3 if mode is ActionMode.EE_DELTA else 6
     with layer:
