@@ -21,8 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from robotrl.errors import ObservationError
-from robotrl.world import check_frames_chw
+from robotrl.world import check_context
 
 
 class FiLMBlock(nn.Module):
@@ -147,14 +146,7 @@ class VideoWorldModel(nn.Module):
     # -------------------------------------------------------------------------------------- WorldModel
     @torch.no_grad()
     def init(self, frames: np.ndarray, proprio: np.ndarray) -> dict[str, torch.Tensor]:
-        frames = check_frames_chw(frames, self.image_size, "world-model initial frames")
-        if frames.ndim != 5 or frames.shape[1] != self.context:
-            raise ObservationError(f"world-model initial frames have shape {frames.shape}, expected "
-                                   f"[B, {self.context}, 3, {self.image_size}, {self.image_size}] (context frames)")
-        proprio = np.asarray(proprio, np.float32)
-        if proprio.shape != (frames.shape[0], self.proprio_dim):
-            raise ObservationError(f"world-model proprio has shape {proprio.shape}, expected "
-                                   f"({frames.shape[0]}, {self.proprio_dim})")
+        frames, proprio = check_context(frames, proprio, self.image_size, self.context, self.proprio_dim, "world-model")
         x = torch.as_tensor(frames, device=self.device)
         z, _ = self.encode(x.flatten(0, 1))
         p = (torch.as_tensor(proprio, device=self.device) - self.p_mean) / self.p_std

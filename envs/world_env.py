@@ -18,8 +18,8 @@ import gymnasium as gym
 import numpy as np
 
 from robotrl.contract import check_action
-from robotrl.errors import ConfigError, ObservationError
-from robotrl.world import Reflector, WorldModel, check_frames_chw, check_instruction
+from robotrl.errors import ConfigError
+from robotrl.world import Reflector, WorldModel, check_context, check_instruction
 
 
 class WorldEnv(gym.Env):
@@ -32,14 +32,7 @@ class WorldEnv(gym.Env):
         self.model, self.reflector = model, reflector
         self.instruction = check_instruction(instruction)
         size, c = model.image_size, model.context
-        frames = check_frames_chw(initial_frames, size, "WorldEnv initial frames")
-        if frames.ndim != 5 or frames.shape[1] != c or frames.shape[0] < 1:
-            raise ObservationError(f"WorldEnv initial frames have shape {frames.shape}, expected [N>=1, {c}, 3, "
-                                   f"{size}, {size}] (N starts of {c} context frames)")
-        proprio = np.asarray(initial_proprio, np.float32)
-        if proprio.shape != (frames.shape[0], model.proprio_dim):
-            raise ObservationError(f"WorldEnv initial proprio has shape {proprio.shape}, expected "
-                                   f"({frames.shape[0]}, {model.proprio_dim})")
+        frames, proprio = check_context(initial_frames, initial_proprio, size, c, model.proprio_dim, "WorldEnv")
         if max_steps < 1 or frame_stack < 1:
             raise ConfigError(f"WorldEnv max_steps={max_steps}, frame_stack={frame_stack}, expected both >= 1")
         self.initial_frames, self.initial_proprio = frames, proprio

@@ -76,4 +76,19 @@ def check_frames_chw(frames: Any, size: int, name: str = "frames") -> np.ndarray
     return arr
 
 
+def check_context(frames: Any, proprio: Any, size: int, context: int, proprio_dim: int,
+                  name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Episode starts for a world model: uint8 frames [N>=1, context, 3, size, size] and float32 proprio
+    [N, proprio_dim], or a one-line ObservationError naming ``name``."""
+    frames = check_frames_chw(frames, size, f"{name} initial frames")
+    if frames.ndim != 5 or frames.shape[1] != context or frames.shape[0] < 1:
+        raise ObservationError(f"{name} initial frames have shape {frames.shape}, expected [N>=1, {context}, 3, "
+                               f"{size}, {size}] (N starts of {context} context frames)")
+    proprio = np.asarray(proprio, np.float32)
+    if proprio.shape != (frames.shape[0], proprio_dim):
+        raise ObservationError(f"{name} initial proprio has shape {proprio.shape}, expected "
+                               f"({frames.shape[0]}, {proprio_dim})")
+    return frames, proprio
+
+
 __all__ = ["MT10", "Reflector", "WorldModel", "check_frames_chw", "check_instruction", "default_instructions"]
