@@ -2,8 +2,9 @@
 
 ``reset`` starts from real initial frames (``context`` frames + proprioception recorded in the simulator, one set
 drawn per seed, or ``options={"index": i}``); ``step`` predicts the next frame with the world model; the reward is
-the reflector's success probability on that frame and the episode terminates when it exceeds the reflector's
-threshold (``terminate_on_success``) or is truncated after ``max_steps``. It satisfies the env contract
+the reflector's success probability on that frame and the episode terminates when the score has exceeded the
+reflector's threshold on ``reflector.consecutive`` frames in a row (``terminate_on_success``) or is truncated after
+``max_steps``. It satisfies the env contract
 (``pixels`` uint8 ``(3 * frame_stack, H, W)``, ``state`` = the robot's proprioception, float32 actions in [-1, 1],
 ``info["success"]``), so any of our agents can train in it. The model and the reflector are handed in
 (:class:`robotrl.world.WorldModel`, :class:`robotrl.world.Reflector`): this module imports neither agents nor rewards.
@@ -19,7 +20,7 @@ import numpy as np
 
 from robotrl.contract import check_action
 from robotrl.errors import ConfigError
-from robotrl.world import Reflector, WorldModel, check_context, check_instruction
+from robotrl.world import Reflector, WorldModel, check_context, check_instruction, success_streak
 
 
 class WorldEnv(gym.Env):
@@ -47,6 +48,7 @@ class WorldEnv(gym.Env):
         self._frames: deque[np.ndarray] = deque(maxlen=frame_stack)
         self._state: Any = None
         self._t = 0
+        self._streak = np.zeros(1, np.int64)
 
     def _obs(self, proprio: np.ndarray) -> dict[str, np.ndarray]:
         return {"pixels": np.concatenate(list(self._frames), axis=0), "state": proprio.astype(np.float32)}
@@ -65,6 +67,7 @@ class WorldEnv(gym.Env):
         for _ in range(self.frame_stack):
             self._frames.append(frames[-1])
         self._t = 0
+        self._streak[:] = 0
         return self._obs(proprio), {"index": int(index), "success": False}
 
     def step(self, action: np.ndarray):
@@ -75,7 +78,8 @@ class WorldEnv(gym.Env):
         self._frames.append(frame[0])
         self._t += 1
         score = float(self.reflector.score(frame.transpose(0, 2, 3, 1), [self.instruction])[0])
-        success = score > self.reflector.threshold
+        self._streak, done = success_streak(self.reflector, self._streak, np.array([score]))
+        success = bool(done[0])
         terminated = bool(success and self.terminate_on_success)
         truncated = bool(self._t >= self.max_steps and not terminated)
         return self._obs(proprio[0]), score, terminated, truncated, {"success": success, "reflector_score": score}

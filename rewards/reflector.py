@@ -32,11 +32,14 @@ class CLIPReflector(nn.Module):
     """CLIP image features x instruction text features -> success logit."""
 
     def __init__(self, clip: nn.Module, tokenizer: Any, hidden: int = 128, threshold: float = 0.5,
-                 finetune_visual: bool = True):
+                 finetune_visual: bool = True, consecutive: int = 1):
         super().__init__()
         if not 0.0 < threshold < 1.0:
             raise ConfigError(f"reflector threshold={threshold!r}, expected a probability in (0, 1)")
+        if int(consecutive) < 1:
+            raise ConfigError(f"reflector consecutive={consecutive!r}, expected frames in a row >= 1")
         self.clip, self.tokenizer, self.threshold = clip, tokenizer, float(threshold)
+        self.consecutive = int(consecutive)  # frames above threshold in a row that end an episode (robotrl.world)
         self.finetune_visual = finetune_visual
         for p in self.clip.parameters():
             p.requires_grad_(False)
@@ -105,7 +108,8 @@ class ReflectorReward:
 def save_payload(reflector: CLIPReflector, clip_cfg: dict[str, Any], hidden: int) -> dict[str, Any]:
     """What a reflector checkpoint holds: weights, the CLIP config to rebuild it, head size, threshold."""
     return {"kind": "reflector", "clip_cfg": clip_cfg, "hidden": hidden, "threshold": reflector.threshold,
-            "finetune_visual": reflector.finetune_visual, "model": reflector.state_dict()}
+            "consecutive": reflector.consecutive, "finetune_visual": reflector.finetune_visual,
+            "model": reflector.state_dict()}
 
 
 def load_reflector(path: str | Path, device: torch.device | str = "cpu") -> CLIPReflector:
@@ -125,7 +129,8 @@ def load_reflector(path: str | Path, device: torch.device | str = "cpu") -> CLIP
     cfg = dict(payload["clip_cfg"])
     cfg["allow_random_weights"] = True  # every weight is overwritten by the checkpoint just below
     clip, tok, _ = build_clip(**cfg)
-    reflector = CLIPReflector(clip, tok, payload["hidden"], payload["threshold"], payload["finetune_visual"])
+    reflector = CLIPReflector(clip, tok, payload["hidden"], payload["threshold"], payload["finetune_visual"],
+                              payload.get("consecutive", 1))  # checkpoints before `consecutive` ended on one frame
     reflector.load_state_dict(payload["model"])
     return reflector.to(device)
 

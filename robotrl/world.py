@@ -7,8 +7,9 @@ A **world model** predicts frames (and the robot's proprioception) from past fra
     state, frame uint8 [B, 3, H, W], proprio float32 [B, P] = model.step(state, action float32 [B, A])
 
 A **reflector** judges frames against an instruction: ``score(frames uint8 [B, H, W, 3], instructions) -> float32
-[B]`` in [0, 1] (probability of success), with ``threshold`` above which the task counts as done. The CLIP reflector
-is ``robotrl.rewards.reflector.CLIPReflector``; a larger VLM only needs these two members.
+[B]`` in [0, 1] (probability of success), with ``threshold`` above which a frame looks done; the task counts as done
+after ``consecutive`` such frames in a row (optional, 1 when absent: one blurry frame of a world model is too weak
+evidence). The CLIP reflector is ``robotrl.rewards.reflector.CLIPReflector``; a larger VLM only needs these members.
 """
 
 from __future__ import annotations
@@ -56,6 +57,25 @@ class Reflector(Protocol):
         """Success probability in [0, 1] per frame (uint8 [B, H, W, 3]) and its instruction."""
 
 
+def success_streak(reflector: Reflector, streak: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the reflector's termination rule for a batch: (frames above threshold in a row so far, done),
+    done where the streak reaches the reflector's ``consecutive`` (1 when it has none)."""
+    streak = np.where(np.asarray(scores) > reflector.threshold, streak + 1, 0)
+    return streak, streak >= int(getattr(reflector, "consecutive", 1))
+
+
+def fired_steps(scores: np.ndarray, threshold: float, consecutive: int) -> np.ndarray:
+    """Per step of one episode's scores: has the rule "``consecutive`` scores above ``threshold`` in a row" fired by
+    this step (True from the firing step on)."""
+    streak, fired = 0, np.zeros(len(scores), bool)
+    for t, above in enumerate(np.asarray(scores) > threshold):
+        streak = streak + 1 if above else 0
+        if streak >= consecutive:
+            fired[t:] = True
+            break
+    return fired
+
+
 def check_instruction(instruction: Any, known: Sequence[str] | None = None) -> str:
     """The instruction, stripped, or a one-line ConfigError (empty, not text, or not one of ``known``)."""
     if not isinstance(instruction, str) or not instruction.strip():
@@ -91,4 +111,5 @@ def check_context(frames: Any, proprio: Any, size: int, context: int, proprio_di
     return frames, proprio
 
 
-__all__ = ["MT10", "Reflector", "WorldModel", "check_frames_chw", "check_instruction", "default_instructions"]
+__all__ = ["MT10", "Reflector", "WorldModel", "check_frames_chw", "check_instruction", "default_instructions",
+           "fired_steps", "success_streak"]

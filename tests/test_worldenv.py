@@ -13,8 +13,10 @@ from robotrl.envs.world_env import WorldEnv
 from robotrl.rewards.reflector import CLIPReflector, ReflectorReward, build_clip, load_reflector, save_payload
 
 from robotrl.errors import ActionError, CheckpointError, ConfigError, ObservationError
+from robotrl.workflows.worldenv.common import TrivialActor
 from robotrl.workflows.worldenv.fidelity import correlations
 from robotrl.workflows.worldenv.post_train import imagine, ppo_loss, rloo
+from robotrl.world import fired_steps
 
 SIZE = 32
 TINY_CLIP = {"model_name": "robotrl-tiny-clip", "pretrained": None, "allow_random_weights": True, "cache_dir": None,
@@ -47,12 +49,13 @@ class ScriptedReflector:
 
     threshold = 0.5
 
-    def __init__(self, success_at: int):
-        self.calls, self.success_at = 0, success_at
+    def __init__(self, success_at: int, consecutive: int = 1, blip_at: int | None = None):
+        self.calls, self.success_at, self.consecutive, self.blip_at = 0, success_at, consecutive, blip_at
 
     def score(self, frames, instructions):
         self.calls += 1
-        return np.full(len(frames), 0.9 if self.calls >= self.success_at else 0.1, np.float32)
+        high = self.calls >= self.success_at or self.calls == self.blip_at
+        return np.full(len(frames), 0.9 if high else 0.1, np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ world model
@@ -133,6 +136,59 @@ def test_reflector_termination_ends_the_episode():
     env.reset(seed=0)
     ends = [env.step(np.zeros(4, np.float32))[2:4] for _ in range(4)]
     assert ends == [(False, False)] * 3 + [(False, True)]
+
+
+def test_reflector_termination_needs_its_consecutive_frames():
+    # one frame above threshold at step 2 (a world model's blurry false positive) ends nothing; 3 in a row from 5 do
+    env = WorldEnv(tiny_model(), ScriptedReflector(success_at=5, consecutive=3, blip_at=2), *starts(2), "x",
+                   max_steps=20)
+    env.reset(seed=0)
+    ends = [env.step(np.zeros(4, np.float32)) for _ in range(7)]
+    assert [o[2] for o in ends] == [False] * 6 + [True] and [o[4]["success"] for o in ends][:6] == [False] * 6
+    env.reset(seed=0)  # the streak starts again at reset
+    assert not env.step(np.zeros(4, np.float32))[2]
+    assert fired_steps(np.array([0.9, 0.1, 0.9, 0.9, 0.1]), 0.5, 2).tolist() == [False, False, False, True, True]
+    assert not fired_steps(np.array([0.9, 0.1, 0.9]), 0.5, 2).any()
+    # batched rollouts in the world model follow the same rule
+    policy, _, _ = tiny_vla()
+    frames, prop = starts(2)
+    rec = imagine(policy, tiny_model(), ScriptedReflector(success_at=3, consecutive=2), torch.randn(2, 32), ["x"] * 2,
+                  frames, prop, horizon=8)
+    assert rec["success"].all() and (rec["length"] == 4).all()
+
+
+def test_trivial_actors_and_their_errors():
+    rand = TrivialActor("random", 4, 3, seed=7)
+    chunk = rand({})
+    assert chunk.shape == (3, 4) and chunk.dtype == np.float32 and np.abs(chunk).max() <= 1 and chunk.std() > 0.1
+    np.testing.assert_array_equal(TrivialActor("random", 4, 3, seed=7)({}), chunk)  # seeded
+    assert not TrivialActor("zero", 4, 3)({}).any()
+    with pytest.raises(ConfigError, match="'wiggle'.*random"):
+        TrivialActor("wiggle", 4, 3)
+
+
+def test_world_model_replays_of_recorded_episodes():
+    from robotrl.types import Episode
+    from robotrl.workflows.worldenv.train import replay_in_model
+
+    rng = np.random.default_rng(0)
+
+    def episode(T):
+        return Episode(obs={"pixels": rng.integers(0, 256, (T + 1, 3, SIZE, SIZE), dtype=np.uint8),
+                            "state": rng.standard_normal((T + 1, 8)).astype(np.float32)},
+                       action=rng.uniform(-1, 1, (T, 4)).astype(np.float32), reward=np.zeros(T, np.float32),
+                       terminated=np.zeros(T, bool), success=np.zeros(T, bool))
+
+    data = [("t", "x", episode(T), np.arange(8)) for T in (5, 3, 5)]
+    model = tiny_model()
+    replays = replay_in_model(model, data)
+    assert [r.shape for r in replays] == [(5, SIZE, SIZE, 3), (3, SIZE, SIZE, 3), (5, SIZE, SIZE, 3)]
+    # batched by length, but each replay is that episode's own open-loop rollout
+    ep = data[1][2]
+    state = model.init(np.repeat(ep.obs["pixels"][:1], 2, 0)[None], ep.obs["state"][:1])
+    for t in range(3):
+        state, frame, _ = model.step(state, ep.action[t][None])
+    np.testing.assert_array_equal(replays[1][-1], frame[0].transpose(1, 2, 0))
 
 
 def test_world_env_bad_inputs_are_one_line_errors():
@@ -292,11 +348,11 @@ def test_cli_worldenv_errors_are_one_line(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ end to end
 TINY = ["image_size=32", "max_episode_steps=40", "tasks=[reach]", "device=cpu", "collect.demos_per_task=2",
-        "collect.noisy_per_task=2", "collect.policy_per_task=1", "vla.steps=20", "vla.snapshot_every=10",
-        "vla.batch_size=8", "model.steps=4", "model.batch_size=2", "model.horizon=3", "model.block_channels=[8,16]",
-        "model.hidden=16", "reflector.steps=4", "reflector.batch_size=8", "post_train.iterations=2",
-        "post_train.group=3", "post_train.horizon=6", "eval.episodes=2", "fidelity.episodes=1",
-        "fidelity.noise=[0.0,1.0]", "fidelity.bootstrap=50"]
+        "collect.noisy_per_task=2", "collect.policy_per_task=1", "collect.random_per_task=1", "vla.steps=20",
+        "vla.snapshot_every=10", "vla.batch_size=8", "model.steps=4", "model.batch_size=2", "model.horizon=3",
+        "model.block_channels=[8,16]", "model.hidden=16", "reflector.steps=4", "reflector.batch_size=8",
+        "post_train.iterations=2", "post_train.group=3", "post_train.horizon=6", "eval.episodes=2",
+        "fidelity.episodes=1", "fidelity.noise=[0.0,1.0]", "fidelity.bootstrap=50"]
 
 
 @pytest.mark.slow
@@ -311,14 +367,21 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     train_vla(out, TINY)
     lines = collect(out, TINY)
     assert any(line.startswith("policy/reach: 1 episodes") for line in lines)
+    assert any(line.startswith("random/reach: ") for line in lines)
     train_model(out, TINY)
     train_reflector(out, TINY)
     report = post_train(out, TINY)
     assert (out / "post" / "policy.pt").is_file() and set(report) >= {"before", "after"}
     assert {"success", "length", "reflector_length"} <= set(report["after"]["mean"])
+    assert set(report["trivial"]) == {"random", "zero"} and "success" in report["trivial"]["zero"]["mean"]
+    refl = json.loads((out / "reflector" / "report.json").read_text())
+    assert refl["episodes"]["source"] == "imagined" and 1 <= refl["consecutive"] <= 10
+    assert load_reflector(out / "reflector" / "reflector.pt").consecutive == refl["consecutive"]
     fid = fidelity(out, TINY)
     saved = json.loads((out / "fidelity" / "report.json").read_text())
-    assert saved["n_policies"] == 3 * 2 == len(saved["policies"])  # snapshot at 10 + final BC (20) + post-trained
+    # snapshot at 10 + final BC (20) + post-trained, at 2 noise levels, + random and zero actions
+    assert saved["n_policies"] == 3 * 2 + 2 == len(saved["policies"])
+    assert [p["policy"] for p in saved["policies"][-2:]] == ["random", "zero"]
     assert saved["valid"] == fid["valid"] and "pearson" in saved
     # every stage resumes: a rerun of train-vla finds its state.pt at the last step and changes nothing
     before = (out / "vla" / "train.csv").read_text()

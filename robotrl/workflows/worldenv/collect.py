@@ -6,7 +6,9 @@ Per task, in robotrl's demo format with the task's instruction in ``meta.json``:
 * ``data/noisy/<task>``: the expert with gaussian action noise, kept whatever the outcome (failures for the world
   model and the reflector);
 * ``data/policy/<task>``: rollouts of the BC VLA with its Laplace noise (World-Env's exploration data), collected
-  once ``vla/vla.pt`` exists (run collect again after train-vla).
+  once ``vla/vla.pt`` exists (run collect again after train-vla);
+* ``data/random/<task>``: uniform random actions (the trivial policy: failures from the start state, and actions the
+  demos never take, for the world model).
 
 A folder with a ``meta.json`` is complete and skipped, so an interrupted collect resumes where it stopped.
 """
@@ -23,7 +25,15 @@ from robotrl.atomic import atomic_write_text
 from robotrl.demos import FORMAT_VERSION, episode_file, save_episode
 from robotrl.errors import ConfigError
 from robotrl.heartbeat import Heartbeat
-from robotrl.workflows.worldenv.common import VLAActor, load_config, load_vla, make_sim, setup_torch, sim_rollout
+from robotrl.workflows.worldenv.common import (
+    TrivialActor,
+    VLAActor,
+    load_config,
+    load_vla,
+    make_sim,
+    setup_torch,
+    sim_rollout,
+)
 
 
 def _meta(env: Any, task: str, instruction: str, kind: str, seeds: list[int], episodes: list[Any]) -> dict[str, Any]:
@@ -97,6 +107,9 @@ def collect(out: str | Path, overrides: list[str] = ()) -> list[str]:
         if c.noisy_per_task:
             lines.append(_collect(cfg, out, task, "noisy", int(c.noisy_per_task),
                                   lambda s: expert_for(s, float(c.noise_std)), base + 1000))
+        if c.random_per_task:
+            lines.append(_collect(cfg, out, task, "random", int(c.random_per_task),
+                                  lambda s: TrivialActor("random", 4, 1, seed=s), base + 3000))
         if c.policy_per_task:
             if policy is None:
                 lines.append(f"policy/{task}: skipped, no {vla_path} yet (run train-vla, then collect again)")

@@ -22,7 +22,7 @@ from robotrl.overrides import config_dir
 from robotrl.types import Episode
 from robotrl.world import MT10
 
-KINDS = ("expert", "noisy", "policy")  # data/<kind>/<task>/ in the demo format, "instruction" in meta.json
+KINDS = ("expert", "noisy", "policy", "random")  # data/<kind>/<task>/ in the demo format, "instruction" in meta.json
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -262,6 +262,24 @@ class VLAActor:
         if self.noise:
             chunk = chunk + self.noise * self.rng.standard_normal(chunk.shape)
         return np.clip(chunk, -1.0, 1.0).astype(np.float32)
+
+
+class TrivialActor:
+    """The baselines beside every World-Env success number: ``random`` (uniform actions in [-1, 1], seeded) or
+    ``zero`` (the arm holds still), one chunk of ``chunk`` actions per call like a VLA."""
+
+    KINDS = ("random", "zero")
+
+    def __init__(self, kind: str, action_dim: int, chunk: int, seed: int = 0):
+        if kind not in self.KINDS:
+            raise ConfigError(f"trivial policy {kind!r}, expected one of {list(self.KINDS)}")
+        self.kind, self.shape = kind, (chunk, action_dim)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray], proprio: np.ndarray | None = None) -> np.ndarray:
+        if self.kind == "zero":
+            return np.zeros(self.shape, np.float32)
+        return self.rng.uniform(-1.0, 1.0, self.shape).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ rollouts

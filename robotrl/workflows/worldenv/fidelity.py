@@ -1,15 +1,17 @@
 """``robotrl worldenv fidelity``: does success inside ``WorldEnv`` predict success in the simulator?
 
 For every policy of the set -- the BC snapshots (``vla/snapshots/``), the final BC policy, the post-trained one
-(if any), each with gaussian action noise of every ``fidelity.noise`` level -- it measures success in the simulator
-and in ``WorldEnv`` from the same initial states (``fidelity.episodes`` per task, the simulator's reset frames), then
-reports Pearson and Spearman correlation over policies with bootstrap 95% CIs (resampling policies), a scatter plot,
-and the gate: a post-training result counts as valid only where Pearson r >= ``fidelity.min_r`` (0.8; WorldGym
-reports r ~ 0.78). Too few policies or a constant success vector gives r = NaN and valid = false, never a pass.
+(if any), each with gaussian action noise of every ``fidelity.noise`` level, and the trivial policies of
+``fidelity.trivial`` (random and zero actions: a faithful world model says they fail too) -- it measures success in
+the simulator and in ``WorldEnv`` from the same initial states (``fidelity.episodes`` per task, the simulator's reset
+frames), then reports Pearson and Spearman correlation over policies with bootstrap 95% CIs (resampling policies), a
+scatter plot, and the gate: a post-training result counts as valid only where Pearson r >= ``fidelity.min_r`` (0.8;
+WorldGym reports r ~ 0.78). Too few policies or a constant success vector gives r = NaN and valid = false, never a pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 from robotrl.atomic import atomic_write
 from robotrl.heartbeat import Heartbeat
 from robotrl.workflows.worldenv.common import (
+    TrivialActor,
     VLAActor,
     load_config,
     load_vla,
@@ -36,6 +39,24 @@ def policy_files(out: Path) -> list[Path]:
     files = sorted((out / "vla" / "snapshots").glob("step_*.pt")) + [out / "vla" / "vla.pt"]
     post = out / "post" / "policy.pt"
     return [f for f in files if f.is_file()] + ([post] if post.is_file() else [])
+
+
+def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, Callable[[str, int], Any]]]:
+    """(name, action noise, ``make_actor(task, seed)``) for every policy the gate compares: each VLA checkpoint at
+    each noise level, then the trivial policies."""
+    from robotrl.envs.metaworld import PROPRIO_INDEX
+
+    action_dim = chunk = 0
+    for path in policy_files(out):
+        policy, text = load_vla(path, device)
+        policy.eval()
+        action_dim, chunk = policy.action_dim, policy.chunk
+        for noise in cfg.fidelity.noise:
+            yield str(path.relative_to(out)), float(noise), (
+                lambda task, s, p=policy, t=text, z=float(noise):
+                VLAActor(p, t, cfg.instructions[task], PROPRIO_INDEX, noise=z, seed=s))
+    for kind in cfg.fidelity.trivial:
+        yield kind, 0.0, lambda task, s, k=kind: TrivialActor(k, action_dim, chunk, seed=s)
 
 
 def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
@@ -59,7 +80,6 @@ def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[s
 
 
 def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
-    from robotrl.envs.metaworld import PROPRIO_INDEX
     from robotrl.envs.world_env import WorldEnv
     from robotrl.rewards.reflector import load_reflector
 
@@ -75,28 +95,22 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     horizon = int(cfg.max_episode_steps) // int(cfg.action_repeat)
     rows = []
     beat = Heartbeat("fidelity")
-    for path in policy_files(out):
-        policy, text = load_vla(path, device)
-        policy.eval()
-        for noise in f.noise:
-            sim, world = [], []
-            for task in cfg.tasks:
-                instr = cfg.instructions[task]
-                env = make_sim(cfg, task, seeds[task][0])
-                wenv = WorldEnv(model, reflector, *starts[task], instr, max_steps=horizon)
-                try:
-                    for j, s in enumerate(seeds[task]):
-                        beat.tick(lambda p=path.name, z=noise, t=task: f"{p} noise {z} {t}")
-                        ep, _ = sim_rollout(env, VLAActor(policy, text, instr, PROPRIO_INDEX, noise=float(noise),
-                                                          seed=s), s)
-                        sim.append(bool(ep.success.any()))
-                        world.append(_world_episode(wenv, VLAActor(policy, text, instr, PROPRIO_INDEX,
-                                                                   noise=float(noise), seed=s), j))
-                finally:
-                    env.close()
-            rows.append({"policy": str(path.relative_to(out)), "noise": float(noise),
-                         "sim_success": float(np.mean(sim)), "world_success": float(np.mean(world))})
-            print(f"fidelity: {rows[-1]}")
+    for name, noise, make_actor in policy_set(out, cfg, device):
+        sim, world = [], []
+        for task in cfg.tasks:
+            env = make_sim(cfg, task, seeds[task][0])
+            wenv = WorldEnv(model, reflector, *starts[task], cfg.instructions[task], max_steps=horizon)
+            try:
+                for j, s in enumerate(seeds[task]):
+                    beat.tick(lambda p=name, z=noise, t=task: f"{p} noise {z} {t}")
+                    ep, _ = sim_rollout(env, make_actor(task, s), s)
+                    sim.append(bool(ep.success.any()))
+                    world.append(_world_episode(wenv, make_actor(task, s), j))
+            finally:
+                env.close()
+        rows.append({"policy": name, "noise": noise, "sim_success": float(np.mean(sim)),
+                     "world_success": float(np.mean(world))})
+        print(f"fidelity: {rows[-1]}")
     x = np.array([r["sim_success"] for r in rows])
     y = np.array([r["world_success"] for r in rows])
     corr = correlations(x, y, int(f.bootstrap), int(cfg.seed))

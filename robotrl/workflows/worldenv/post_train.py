@@ -13,6 +13,7 @@ episode length with the simulator's success termination and with the reflector's
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 
 from robotrl.heartbeat import Heartbeat
 from robotrl.workflows.worldenv.common import (
+    TrivialActor,
     VLAActor,
     append_csv,
     load_ckpt,
@@ -38,6 +40,7 @@ from robotrl.workflows.worldenv.common import (
     write_json,
 )
 from robotrl.workflows.worldenv.train import bc_batch, load_model
+from robotrl.world import fired_steps, success_streak
 
 TRAIN_SEED = 2_000_000  # initial states for post-training; evaluation uses eval.eval_seed + i (disjoint)
 
@@ -66,7 +69,7 @@ def imagine(policy: Any, model: Any, reflector: Any, text: torch.Tensor, instruc
     B = len(frames0)
     state = model.init(frames0, proprio0)
     frame, prop = frames0[:, -1], proprio0
-    alive, success = np.ones(B, bool), np.zeros(B, bool)
+    alive, success, streak = np.ones(B, bool), np.zeros(B, bool), np.zeros(B, np.int64)
     best, length = np.zeros(B, np.float32), np.full(B, horizon)
     rec: dict[str, list] = {"frames": [], "proprio": [], "sample": [], "logp": [], "alive": []}
     t = 0
@@ -87,7 +90,8 @@ def imagine(policy: Any, model: Any, reflector: Any, text: torch.Tensor, instruc
             state, frame, prop = model.step(state, actions[:, k])
             score = reflector.score(frame.transpose(0, 2, 3, 1), instructions)
             best = np.where(alive, np.maximum(best, score), best)
-            done = alive & (score > reflector.threshold)
+            streak, done = success_streak(reflector, streak, score)
+            done &= alive
             success |= done
             length[done] = t + 1
             alive &= ~done
@@ -116,13 +120,12 @@ def ppo_loss(policy: Any, rec: dict[str, Any], text: torch.Tensor, adv: torch.Te
     return torch.cat(losses).mean()
 
 
-def sim_eval(cfg: Any, policy: Any, text: dict[str, torch.Tensor], reflector: Any = None,
+def sim_eval(cfg: Any, make_actor: Callable[[str, int], Any], reflector: Any = None,
              episodes: int | None = None) -> dict[str, Any]:
-    """The policy's chunk means in the simulator on seeds ``eval_seed + i``, per task: success (any step), success
-    at the final step, length to the simulator's success, and with the reflector's termination its length and the
-    simulator success up to it (the episodes are deterministic, so the reflector-stopped one is a prefix)."""
-    from robotrl.envs.metaworld import PROPRIO_INDEX
-
+    """An actor (``make_actor(task, episode)``) in the simulator on seeds ``eval_seed + i``, per task: success (any
+    step), success at the final step, length to the simulator's success, and with the reflector's termination its
+    length and the simulator success up to it (the episodes are deterministic, so the reflector-stopped one is a
+    prefix)."""
     n = int(episodes or cfg.eval.episodes)
     per_task: dict[str, Any] = {}
     beat = Heartbeat("sim eval")
@@ -133,8 +136,7 @@ def sim_eval(cfg: Any, policy: Any, text: dict[str, torch.Tensor], reflector: An
         try:
             for i in range(n):
                 beat.tick(lambda t=task, i=i: f"{t} episode {i + 1}/{n}")
-                actor = VLAActor(policy, text, instr, PROPRIO_INDEX)
-                ep, _ = sim_rollout(env, actor, int(cfg.eval.eval_seed) + i)
+                ep, _ = sim_rollout(env, make_actor(task, i), int(cfg.eval.eval_seed) + i)
                 T = len(ep.action)
                 first = int(np.argmax(ep.success)) + 1 if ep.success.any() else T
                 row = {"success": bool(ep.success.any()), "success_final": bool(ep.success[-1]), "length": first}
@@ -142,8 +144,8 @@ def sim_eval(cfg: Any, policy: Any, text: dict[str, torch.Tensor], reflector: An
                     frames = ep.obs["pixels"][1:].transpose(0, 2, 3, 1)
                     scores = np.concatenate([reflector.score(frames[j:j + 128], [instr] * len(frames[j:j + 128]))
                                              for j in range(0, T, 128)])
-                    stop = int(np.argmax(scores > reflector.threshold)) + 1 if (scores > reflector.threshold).any() \
-                        else T
+                    done = fired_steps(scores, reflector.threshold, int(getattr(reflector, "consecutive", 1)))
+                    stop = int(np.argmax(done)) + 1 if done.any() else T
                     row.update(reflector_length=stop, reflector_success=bool(ep.success[:stop].any()))
                 rows.append(row)
         finally:
@@ -152,6 +154,18 @@ def sim_eval(cfg: Any, policy: Any, text: dict[str, torch.Tensor], reflector: An
     keys = next(iter(per_task.values())).keys()
     return {"tasks": per_task, "mean": {k: float(np.mean([v[k] for v in per_task.values()])) for k in keys},
             "episodes_per_task": n}
+
+
+def vla_actors(cfg: Any, policy: Any, text: dict[str, torch.Tensor]) -> Callable[[str, int], Any]:
+    """``make_actor`` for ``sim_eval``: the policy's chunk means."""
+    from robotrl.envs.metaworld import PROPRIO_INDEX
+
+    return lambda task, i: VLAActor(policy, text, cfg.instructions[task], PROPRIO_INDEX)
+
+
+def trivial_actors(cfg: Any, kind: str, action_dim: int, chunk: int) -> Callable[[str, int], Any]:
+    """``make_actor`` for ``sim_eval``: a random or zero-action baseline, seeded per episode."""
+    return lambda task, i: TrivialActor(kind, action_dim, chunk, seed=int(cfg.eval.eval_seed) + i)
 
 
 def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
@@ -216,11 +230,16 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     payload.update(model=policy.state_dict(), post_trained=True)
     save_ckpt(folder / "policy.pt", payload)
     policy.eval()
-    report = {"before": sim_eval(cfg, bc_policy, text, reflector), "after": sim_eval(cfg, policy, text, reflector),
+    # the trivial policies on the same seeds: a BC number means little if holding still scores the same
+    trivial = {k: sim_eval(cfg, trivial_actors(cfg, k, policy.action_dim, policy.chunk), reflector)
+               for k in cfg.eval.trivial}
+    report = {"before": sim_eval(cfg, vla_actors(cfg, bc_policy, text), reflector),
+              "after": sim_eval(cfg, vla_actors(cfg, policy, text), reflector), "trivial": trivial,
               "iterations": int(pt.iterations), "seed": int(cfg.seed), "tasks": list(cfg.tasks)}
     write_json(folder / "report.json", report)
     b, a = report["before"]["mean"], report["after"]["mean"]
     print(f"post-train: simulator success {b['success']:.3f} (BC) -> {a['success']:.3f} (post-trained); "
           f"length {b['length']:.1f} -> {a['length']:.1f}, with reflector termination "
-          f"{b['reflector_length']:.1f} -> {a['reflector_length']:.1f}; {folder / 'report.json'}")
+          f"{b['reflector_length']:.1f} -> {a['reflector_length']:.1f}; trivial policies "
+          + ", ".join(f"{k} {v['mean']['success']:.3f}" for k, v in trivial.items()) + f"; {folder / 'report.json'}")
     return report

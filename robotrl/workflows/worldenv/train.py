@@ -5,7 +5,10 @@
 * World model: AutoencoderKL latents + action-conditioned latent dynamics on all collected data
   (expert + noisy + policy rollouts), ``model.horizon`` autoregressive steps per sequence.
 * Reflector: CLIP + head, BCE on per-frame simulator success labels, balanced positives/negatives, plus
-  frames paired with another task's instruction as negatives (so the instruction matters).
+  frames paired with another task's instruction as negatives (so the instruction matters); a share of each batch
+  (``reflector.imagined``) is the world model's open-loop replays of the same episodes with the simulator's labels,
+  since inside ``WorldEnv`` it judges the model's frames; ``reflector.consecutive`` (frames above threshold in a row
+  that end an episode) is chosen on held-out replayed episodes.
 Each resumes from its ``state.pt``; the final checkpoint (``vla/vla.pt``, ``model/model.pt``,
 ``reflector/reflector.pt``) is written at the end.
 """
@@ -30,6 +33,7 @@ from robotrl.workflows.worldenv.common import (
     vla_payload,
     write_json,
 )
+from robotrl.world import fired_steps
 
 
 # ------------------------------------------------------------------------------------------------ VLA
@@ -161,6 +165,33 @@ def frame_labels(data: list) -> tuple[np.ndarray, np.ndarray, list[str], np.ndar
     return np.concatenate(frames), np.concatenate(labels), instr, np.concatenate(episode)
 
 
+def replay_in_model(model: Any, data: list) -> list[np.ndarray]:
+    """Open-loop replays of every collected episode in the world model: from its first frame, its recorded actions;
+    per episode the predicted frame after each action (uint8 [T, H, W, 3], aligned with ``ep.success``). These are
+    the frames the reflector judges inside ``WorldEnv``, so it trains and is calibrated on them too."""
+    c, replays = model.context, [None] * len(data)
+    by_length: dict[int, list[int]] = {}
+    for i, (_, _, ep, _) in enumerate(data):
+        by_length.setdefault(len(ep.action), []).append(i)
+    for T, idx in by_length.items():
+        for j in range(0, len(idx), 32):
+            group = idx[j:j + 32]
+            seqs = [padded(data[i][2], data[i][3], c) for i in group]
+            state = model.init(np.stack([f[:c] for f, _, _ in seqs]), np.stack([p[c - 1] for _, _, p in seqs]))
+            frames = []
+            for t in range(T):
+                state, frame, _ = model.step(state, np.stack([a[c - 1 + t] for _, a, _ in seqs]))
+                frames.append(frame.transpose(0, 2, 3, 1))
+            for k, i in enumerate(group):
+                replays[i] = np.stack([f[k] for f in frames])
+    return replays
+
+
+def balanced(idx: dict[bool, np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` indices, half from the successes and half from the failures."""
+    return np.r_[rng.choice(idx[True], n // 2), rng.choice(idx[False], n - n // 2)]
+
+
 def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     from robotrl.rewards.reflector import CLIPReflector, build_clip, save_payload
     from robotrl.workflows.worldenv.common import clip_cfg
@@ -169,42 +200,90 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
     cfg = load_config(out, overrides)
     device = setup_torch(cfg)
     r = cfg.reflector
-    frames, labels, instr, episode = frame_labels(load_data(out, tasks=cfg.tasks))
-    val = episode % 5 == 4  # every 5th episode held out
-    train_idx = {b: np.flatnonzero(~val & (labels == b)) for b in (True, False)}
-    if not len(train_idx[True]) or not len(train_idx[False]):
-        raise ConfigError(f"reflector needs successful and failed frames; got {len(train_idx[True])} successes and "
-                         f"{len(train_idx[False])} failures in the training episodes")
+    data = load_data(out, tasks=cfg.tasks)
+    frames, labels, instr, episode = frame_labels(data)
+    pools = {"real": (frames, labels, instr, episode)}
+    share = float(r.imagined)
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"reflector.imagined={share!r}, expected the share of world-model frames in [0, 1]")
+    if str(r.consecutive) != "auto" and not (str(r.consecutive).isdigit() and int(r.consecutive) >= 1):
+        raise ConfigError(f"reflector.consecutive={r.consecutive!r}, expected auto or frames in a row >= 1")
+    if share > 0:  # the world model's frames of the same episodes, labelled by the simulator's success
+        replays = replay_in_model(load_model(out / "model" / "model.pt", device), data)
+        pools["imagined"] = (np.concatenate(replays), np.concatenate([ep.success for _, _, ep, _ in data]),
+                             [text for (_, text, ep, _) in data for _ in ep.success],
+                             np.concatenate([np.full(len(ep.success), e) for e, (_, _, ep, _) in enumerate(data)]))
+    sizes = {"imagined": round(int(r.batch_size) * share)} if share > 0 else {}
+    sizes["real"] = int(r.batch_size) - sizes.get("imagined", 0)
+    train_idx = {}
+    for name, (_, y, _, e) in pools.items():
+        train_idx[name] = {b: np.flatnonzero((e % 5 != 4) & (y == b)) for b in (True, False)}  # every 5th held out
+        if not len(train_idx[name][True]) or not len(train_idx[name][False]):
+            raise ConfigError(f"reflector needs successful and failed frames; got {len(train_idx[name][True])} "
+                              f"successes and {len(train_idx[name][False])} failures in the training episodes")
     clip, tokenizer, weights = build_clip(**clip_cfg(cfg))
     reflector = CLIPReflector(clip, tokenizer, int(r.hidden), float(r.threshold), bool(r.finetune_visual)).to(device)
     tasks_instr = [cfg.instructions[t] for t in cfg.tasks]
     params = [p for p in reflector.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=float(r.lr))
     rng = np.random.default_rng(int(cfg.seed))
-    bs = int(r.batch_size)
 
     def loss_fn(step: int):
-        idx = np.r_[rng.choice(train_idx[True], bs // 2), rng.choice(train_idx[False], bs - bs // 2)]
-        y = labels[idx].astype(np.float32)
-        texts = [instr[i] for i in idx]
+        x, y, texts = [], [], []
+        for name, n in sizes.items():
+            f, lab, ins, _ = pools[name]
+            idx = balanced(train_idx[name], n, rng)
+            x.append(f[idx])
+            y.append(lab[idx].astype(np.float32))
+            texts += [ins[i] for i in idx]
+        y = np.concatenate(y)
         if len(tasks_instr) > 1:  # a quarter: another task's instruction, so never a success
-            for j in rng.choice(len(idx), len(idx) // 4, replace=False):
+            for j in rng.choice(len(y), len(y) // 4, replace=False):
                 texts[j] = rng.choice([t for t in tasks_instr if t != texts[j]])
                 y[j] = 0.0
-        x = torch.as_tensor(frames[idx], device=device)
-        logits = reflector.logits(x, texts)
+        logits = reflector.logits(torch.as_tensor(np.concatenate(x), device=device), texts)
         y_t = torch.as_tensor(y, device=device)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y_t)
         return loss, {"acc": ((logits > 0).float() == y_t).float().mean().item()}
 
     train_loop("reflector", out / "reflector", reflector, opt, int(r.steps), loss_fn, lambda: {}, every=25)
-    report = reflector_report(reflector, frames[val], labels[val], [instr[i] for i in np.flatnonzero(val)])
+    report = reflector_report(reflector, frames[episode % 5 == 4], labels[episode % 5 == 4],
+                              [instr[i] for i in np.flatnonzero(episode % 5 == 4)])
+    judged = "imagined" if share > 0 else "real"  # WorldEnv judges the model's frames when there are some
+    f, y, ins, e = pools[judged]
+    episodes = [np.flatnonzero(e == k) for k in np.unique(e[e % 5 == 4])]
+    if share > 0:
+        report["imagined"] = reflector_report(reflector, f[e % 5 == 4], y[e % 5 == 4],
+                                              [ins[i] for i in np.flatnonzero(e % 5 == 4)])
+    report["episodes"] = episode_agreement(reflector, [(f[i], y[i], ins[i[0]]) for i in episodes], judged)
+    reflector.consecutive = (report["episodes"]["best_consecutive"] if str(r.consecutive) == "auto"
+                             else int(r.consecutive))
+    report["consecutive"] = reflector.consecutive
     report["weights"] = weights
     save_ckpt(out / "reflector" / "reflector.pt", save_payload(reflector, clip_cfg(cfg), int(r.hidden)))
     write_json(out / "reflector" / "report.json", report)
+    ep = report["episodes"]["by_consecutive"][str(reflector.consecutive)]
     print(f"reflector: held-out accuracy {report['accuracy']:.3f}, false-positive rate {report['fpr']:.3f} "
-          f"({report['n']} frames) -> {out / 'reflector' / 'reflector.pt'}")
+          f"({report['n']} frames); on held-out {judged} episodes ({ep['n']}) the episode's success agrees with the "
+          f"simulator's in {ep['accuracy']:.2f} with {reflector.consecutive} frame(s) in a row -> "
+          f"{out / 'reflector' / 'reflector.pt'}")
     return report
+
+
+def episode_agreement(reflector: Any, episodes: list, source: str, max_consecutive: int = 10) -> dict[str, Any]:
+    """Does the reflector's termination rule (k frames above threshold in a row, k = 1..``max_consecutive``) call an
+    episode a success exactly when the simulator did? The k with the best agreement is ``best_consecutive``."""
+    scores = [np.concatenate([reflector.score(f[i:i + 256], [text] * len(f[i:i + 256]))
+                              for i in range(0, len(f), 256)]) for f, _, text in episodes]
+    truth = np.array([bool(y.any()) for _, y, _ in episodes])
+    by_k = {}
+    for k in range(1, max_consecutive + 1):
+        said = np.array([fired_steps(s, reflector.threshold, k).any() for s in scores], bool)
+        by_k[str(k)] = {"n": len(episodes), "accuracy": float(np.mean(said == truth)) if len(truth) else float("nan"),
+                        "said_success": float(np.mean(said)) if len(said) else float("nan"),
+                        "sim_success": float(np.mean(truth)) if len(truth) else float("nan")}
+    best = max(range(1, max_consecutive + 1), key=lambda k: (np.nan_to_num(by_k[str(k)]["accuracy"], nan=-1), -k))
+    return {"source": source, "by_consecutive": by_k, "best_consecutive": best}
 
 
 def reflector_report(reflector: Any, frames: np.ndarray, labels: np.ndarray, instr: list[str]) -> dict[str, Any]:
