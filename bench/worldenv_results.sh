@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The World-Env results of docs/results.md: 3 Meta-World tasks x 3 seeds at 32x32 on the 2-core CPU machine, niced.
+# The World-Env results of docs/results.md: 3 Meta-World tasks x 3 seeds at 32x32 on the 2-core CPU machine, niced
+# (the three seeds ran side by side).
 #   MUJOCO_GL=egl bash bench/worldenv_results.sh [seeds...]     (default: 1 2 3); runs/worldenv/seed<N>/
 set -euo pipefail
 SETTINGS="image_size=32 max_episode_steps=150 device=cpu torch_threads=1 tasks=[reach,drawer-close,button-press-topdown]
