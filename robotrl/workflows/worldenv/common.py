@@ -312,6 +312,28 @@ def sim_rollout(env: Any, act_chunk: Callable[[dict[str, np.ndarray]], np.ndarra
 
 
 # ------------------------------------------------------------------------------------------------ training loop
+def resume_state(name: str, state_path: Path, log: Path, module: torch.nn.Module, opt: torch.optim.Optimizer,
+                 counter: str) -> int:
+    """Restore model, optimiser and RNG from ``state_path`` when it exists and drop the log rows written after it;
+    the ``counter`` (step or iteration) to continue from, 0 for a fresh start."""
+    if not state_path.is_file():
+        return 0
+    state = load_ckpt(state_path, f"{name}-state")
+    module.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    set_rng_state(state["rng"])
+    start = int(state[counter])
+    truncate_csv(log, counter, start)
+    return start
+
+
+def save_state(name: str, state_path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, counter: str,
+               value: int) -> None:
+    """What ``resume_state`` reads back: model, optimiser, the counter and every RNG."""
+    save_ckpt(state_path, {"kind": f"{name}-state", "model": module.state_dict(), "opt": opt.state_dict(),
+                           counter: value, "rng": rng_state()})
+
+
 def train_loop(name: str, folder: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, steps: int,
                loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
                payload_fn: Callable[[], dict[str, Any]], every: int = 100,
@@ -323,14 +345,8 @@ def train_loop(name: str, folder: Path, module: torch.nn.Module, opt: torch.opti
 
     folder.mkdir(parents=True, exist_ok=True)
     state_path, log = folder / "state.pt", folder / "train.csv"
-    start = 0
-    if state_path.is_file():
-        state = load_ckpt(state_path, f"{name}-state")
-        module.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"])
-        start = int(state["step"])
-        truncate_csv(log, "step", start)
+    start = resume_state(name, state_path, log, module, opt, "step")
+    if start:
         print(f"{name}: resuming at step {start}/{steps} from {state_path}")
     beat = Heartbeat(name)
     metrics: dict[str, float] = {}
@@ -348,8 +364,7 @@ def train_loop(name: str, folder: Path, module: torch.nn.Module, opt: torch.opti
             save_ckpt(folder / "snapshots" / f"step_{step:07d}.pt", payload_fn())
         if step % every == 0 or step == steps:
             append_csv(log, {"step": step, **metrics})
-            save_ckpt(state_path, {"kind": f"{name}-state", "model": module.state_dict(), "opt": opt.state_dict(),
-                                   "step": step, "rng": rng_state()})
+            save_state(name, state_path, module, opt, "step", step)
     if log.is_file():
         plot_csv(log, "step", [k for k in metrics if k != "loss"] or ["loss"], folder / "curve.png")
     return metrics

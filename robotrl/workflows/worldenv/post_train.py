@@ -31,12 +31,11 @@ from robotrl.workflows.worldenv.common import (
     load_vla,
     make_sim,
     plot_csv,
-    rng_state,
+    resume_state,
     save_ckpt,
-    set_rng_state,
+    save_state,
     setup_torch,
     sim_rollout,
-    truncate_csv,
     write_json,
 )
 from robotrl.workflows.worldenv.train import bc_batch, load_model
@@ -188,14 +187,8 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     folder = out / "post"
     folder.mkdir(parents=True, exist_ok=True)
     state_path, log = folder / "state.pt", folder / "train.csv"
-    start = 0
-    if state_path.is_file():
-        s = load_ckpt(state_path, "post-state")
-        policy.load_state_dict(s["model"])
-        opt.load_state_dict(s["opt"])
-        set_rng_state(s["rng"])
-        start = int(s["iteration"])
-        truncate_csv(log, "iteration", start)
+    start = resume_state("post", state_path, log, policy, opt, "iteration")
+    if start:
         print(f"post-train: resuming at iteration {start}/{pt.iterations}")
     rng = np.random.default_rng(int(cfg.seed) + start)
     G = int(pt.group)
@@ -222,8 +215,7 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
                "ppo_loss": rl.item(), "bc_loss": bc.item(), "log_scale": policy.log_scale.mean().item()}
         append_csv(log, row)
         beat.tick(lambda r=row: " ".join(f"{k}={v:.4g}" for k, v in r.items()))
-        save_ckpt(state_path, {"kind": "post-state", "model": policy.state_dict(), "opt": opt.state_dict(),
-                               "iteration": it, "rng": rng_state()})
+        save_state("post", state_path, policy, opt, "iteration", it)
     if log.is_file():
         plot_csv(log, "iteration", ["world_success", "world_best_score"], folder / "curve.png")
     payload = load_ckpt(out / "vla" / "vla.pt", "vla")
