@@ -356,7 +356,7 @@ TINY = ["image_size=32", "max_episode_steps=40", "tasks=[reach]", "device=cpu", 
 
 
 @pytest.mark.slow
-def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_path):
+def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_path, capsys):
     from robotrl.workflows.worldenv.collect import collect
     from robotrl.workflows.worldenv.fidelity import fidelity
     from robotrl.workflows.worldenv.post_train import post_train
@@ -382,6 +382,14 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     # snapshot at 10 + final BC (20) + post-trained, at 2 noise levels, + random and zero actions
     assert saved["n_policies"] == 3 * 2 + 2 == len(saved["policies"])
     assert [p["policy"] for p in saved["policies"][-2:]] == ["random", "zero"]
+    # an interrupted gate resumes: rows already measured are kept, the missing one is measured again
+    rows = json.loads((out / "fidelity" / "rows.json").read_text())
+    rows["rows"] = rows["rows"][:-1]
+    (out / "fidelity" / "rows.json").write_text(json.dumps(rows))
+    capsys.readouterr()
+    again = fidelity(out, TINY)
+    assert capsys.readouterr().out.count("already measured") == 3 * 2 + 1
+    assert again["policies"] == fid["policies"]
     assert saved["valid"] == fid["valid"] and "pearson" in saved
     # every stage resumes: a rerun of train-vla finds its state.pt at the last step and changes nothing
     before = (out / "vla" / "train.csv").read_text()

@@ -7,10 +7,14 @@ the simulator and in ``WorldEnv`` from the same initial states (``fidelity.episo
 frames), then reports Pearson and Spearman correlation over policies with bootstrap 95% CIs (resampling policies), a
 scatter plot, and the gate: a post-training result counts as valid only where Pearson r >= ``fidelity.min_r`` (0.8;
 WorldGym reports r ~ 0.78). Too few policies or a constant success vector gives r = NaN and valid = false, never a pass.
+Each policy's row is saved to ``fidelity/rows.json`` as soon as it is measured; a rerun with the same model, reflector,
+policy checkpoints and settings keeps those rows and measures only the rest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,9 +45,13 @@ def policy_files(out: Path) -> list[Path]:
     return [f for f in files if f.is_file()] + ([post] if post.is_file() else [])
 
 
-def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, Callable[[str, int], Any]]]:
-    """(name, action noise, ``make_actor(task, seed)``) for every policy the gate compares: each VLA checkpoint at
-    each noise level, then the trivial policies."""
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, str, Callable[[str, int], Any]]]:
+    """(name, action noise, digest of its checkpoint, ``make_actor(task, seed)``) for every policy the gate compares:
+    each VLA checkpoint at each noise level, then the trivial policies."""
     from robotrl.envs.metaworld import PROPRIO_INDEX
 
     action_dim = chunk = 0
@@ -52,11 +60,11 @@ def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, C
         policy.eval()
         action_dim, chunk = policy.action_dim, policy.chunk
         for noise in cfg.fidelity.noise:
-            yield str(path.relative_to(out)), float(noise), (
+            yield str(path.relative_to(out)), float(noise), file_digest(path), (
                 lambda task, s, p=policy, t=text, z=float(noise):
                 VLAActor(p, t, cfg.instructions[task], PROPRIO_INDEX, noise=z, seed=s))
     for kind in cfg.fidelity.trivial:
-        yield kind, 0.0, lambda task, s, k=kind: TrivialActor(k, action_dim, chunk, seed=s)
+        yield kind, 0.0, kind, lambda task, s, k=kind: TrivialActor(k, action_dim, chunk, seed=s)
 
 
 def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
@@ -93,9 +101,22 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     seeds = {t: [FIDELITY_SEED + 1000 * i + j for j in range(n)] for i, t in enumerate(cfg.tasks)}
     starts = {t: initial_states(cfg, t, seeds[t], model.context) for t in cfg.tasks}
     horizon = int(cfg.max_episode_steps) // int(cfg.action_repeat)
+    # rows measured by an interrupted run with the same model, reflector and settings are kept (resume)
+    rows_path = out / "fidelity" / "rows.json"
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    key = {"model": file_digest(out / "model" / "model.pt"), "reflector": file_digest(out / "reflector" /
+           "reflector.pt"), "episodes": n, "tasks": list(cfg.tasks), "max_episode_steps": int(cfg.max_episode_steps)}
+    done = {}
+    if rows_path.is_file():
+        saved = json.loads(rows_path.read_text())
+        done = {(r["policy"], r["noise"], r["digest"]): r for r in saved["rows"]} if saved.get("key") == key else {}
     rows = []
     beat = Heartbeat("fidelity")
-    for name, noise, make_actor in policy_set(out, cfg, device):
+    for name, noise, digest, make_actor in policy_set(out, cfg, device):
+        if (name, noise, digest) in done:
+            rows.append(done[(name, noise, digest)])
+            print(f"fidelity: {name} noise {noise} already measured")
+            continue
         sim, world = [], []
         for task in cfg.tasks:
             env = make_sim(cfg, task, seeds[task][0])
@@ -108,8 +129,9 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
                     world.append(_world_episode(wenv, make_actor(task, s), j))
             finally:
                 env.close()
-        rows.append({"policy": name, "noise": noise, "sim_success": float(np.mean(sim)),
+        rows.append({"policy": name, "noise": noise, "digest": digest, "sim_success": float(np.mean(sim)),
                      "world_success": float(np.mean(world))})
+        write_json(rows_path, {"key": key, "rows": rows})
         print(f"fidelity: {rows[-1]}")
     x = np.array([r["sim_success"] for r in rows])
     y = np.array([r["world_success"] for r in rows])
@@ -120,7 +142,6 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
               "verdict": (f"valid: Pearson r {corr['pearson']:.3f} >= {f.min_r}" if valid else
                           f"NOT valid: Pearson r {corr['pearson']:.3f} < {f.min_r} (or undefined); post-training "
                           f"results in this world model are not evidence")}
-    (out / "fidelity").mkdir(parents=True, exist_ok=True)
     write_json(out / "fidelity" / "report.json", report)
     _scatter(x, y, report, out / "fidelity" / "scatter.png")
     print(f"fidelity: {report['verdict']}; Spearman {corr['spearman']:.3f} over {len(rows)} policies -> "
