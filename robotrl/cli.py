@@ -379,14 +379,14 @@ DEMO_DOCS = {
     "camera": "env.camera (null: the suite's default); libero_dataset: agentview and/or robot0_eye_in_hand, "
               "comma-separated",
     "libero_dataset": "convert LIBERO's own <task>_demo.hdf5 (downloaded separately) instead of running an expert; "
-                      "image_size defaults to LIBERO's 128 (robotrl.libero_dataset)",
+                      "image_size defaults to the file's (LIBERO's 128) (robotrl.libero_dataset)",
     "image_convention": "libero_dataset: opengl | opencv, overrides the file's macros_image_convention",
 }
 
 
 def _libero_demos(args: list[str], opts: dict[str, Any]) -> int:
     """``robotrl demos libero_dataset=PATH``: LIBERO's demo file -> robotrl's demo format (with its instruction)."""
-    from robotrl.libero_dataset import NATIVE_SIZE, import_libero, task_name
+    from robotrl.libero_dataset import import_libero, task_name
 
     given = {a.partition("=")[0] for a in args}
     unused = sorted(given & {"env", "seed", "frame_stack", "action_repeat"})
@@ -395,7 +395,7 @@ def _libero_demos(args: list[str], opts: dict[str, Any]) -> int:
     path = Path(opts["libero_dataset"])
     out = Path(opts["out"] or f"demos/libero-{task_name(path)}")
     meta = import_libero(path, out, cameras=opts["camera"].split(",") if opts["camera"] else None,
-                         image_size=opts["image_size"] if "image_size" in given else NATIVE_SIZE,
+                         image_size=opts["image_size"] if "image_size" in given else None,
                          episodes=opts["episodes"] if "episodes" in given else None,
                          image_convention=opts["image_convention"])
     print(f"wrote {meta['num_episodes']} LIBERO demos of {meta['task']!r} ({meta['instruction']!r}) to {out}")

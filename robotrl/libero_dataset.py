@@ -34,7 +34,6 @@ from robotrl.types import Episode
 CAMERA_KEYS = {"agentview": "agentview_rgb", "robot0_eye_in_hand": "eye_in_hand_rgb"}
 PROPRIO_KEYS = ("ee_states", "gripper_states", "joint_states")  # 6 + 2 + 7 = 15 entries
 IMAGE_CONVENTIONS = ("opengl", "opencv")
-NATIVE_SIZE = 128  # LIBERO's datasets are rendered at 128x128
 
 
 def _h5py() -> Any:
@@ -89,7 +88,7 @@ def _array(group: Any, key: str, where: str) -> np.ndarray:
     return np.asarray(group[key][()])
 
 
-def _frames(obs: Any, camera: str, where: str, size: int, flip: bool) -> np.ndarray:
+def _frames(obs: Any, camera: str, where: str, size: int | None, flip: bool) -> np.ndarray:
     frames = _array(obs, CAMERA_KEYS[camera], where)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise DemoFormatError(f"{where}: {CAMERA_KEYS[camera]} is {frames.dtype} {frames.shape}, "
@@ -99,14 +98,14 @@ def _frames(obs: Any, camera: str, where: str, size: int, flip: bool) -> np.ndar
     h, w = frames.shape[1:3]
     if h != w:
         raise DemoFormatError(f"{where}: {CAMERA_KEYS[camera]} frames are {h}x{w}, expected square frames")
-    if size != h:
+    if size is not None and size != h:
         from PIL import Image
 
         frames = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
     return np.ascontiguousarray(frames.transpose(0, 3, 1, 2))  # channels first
 
 
-def _episode(demo: Any, where: str, cameras: list[str], size: int, flip: bool) -> Episode:
+def _episode(demo: Any, where: str, cameras: list[str], size: int | None, flip: bool) -> Episode:
     """One LIBERO demo as a robotrl episode (see the module docstring for the alignment)."""
     obs = demo.get("obs")
     if obs is None:
@@ -118,7 +117,10 @@ def _episode(demo: Any, where: str, cameras: list[str], size: int, flip: bool) -
     if actions.ndim != 2 or not np.all(np.isfinite(actions)) or np.abs(actions).max() > 1.0 + 1e-6:
         raise DemoFormatError(f"{where}: actions {actions.shape} span [{np.nanmin(actions):.4g}, "
                               f"{np.nanmax(actions):.4g}], expected finite (T, A) in [-1, 1]")
-    pixels = np.concatenate([_frames(obs, cam, where, size, flip) for cam in cameras], axis=1)
+    views = [_frames(obs, cam, where, size, flip) for cam in cameras]
+    if len({v.shape for v in views}) > 1:
+        raise DemoFormatError(f"{where}: camera frames differ in shape {[v.shape for v in views]}; pass image_size=N")
+    pixels = np.concatenate(views, axis=1)
     if len(pixels) != length:
         raise DemoFormatError(f"{where}: {len(pixels)} frames, expected {length} (one per action)")
     per_step = {key: _array(obs, key, where) for key in PROPRIO_KEYS}
@@ -138,11 +140,12 @@ def _episode(demo: Any, where: str, cameras: list[str], size: int, flip: bool) -
 
 
 def import_libero(dataset: str | Path, out_dir: str | Path, cameras: list[str] | None = None,
-                  image_size: int = NATIVE_SIZE, episodes: int | None = None,
+                  image_size: int | None = None, episodes: int | None = None,
                   image_convention: str | None = None) -> dict[str, Any]:
     """Convert one LIBERO task file to a robotrl demo directory; returns its ``meta.json`` content.
 
     ``cameras``: LIBERO camera names (default ``["agentview"]``; ``robot0_eye_in_hand`` adds the wrist view);
+    ``image_size``: resize frames to this size (default: keep the file's, 128 in LIBERO's release);
     ``episodes``: convert only the first N demos; ``image_convention``: override the file's
     ``macros_image_convention``.  Refuses an ``out_dir`` that already holds demos; every file is written atomically
     and ``meta.json`` last, so an interrupted conversion leaves a directory that does not load.
@@ -153,8 +156,8 @@ def import_libero(dataset: str | Path, out_dir: str | Path, cameras: list[str] |
     bad = [c for c in cameras if c not in CAMERA_KEYS]
     if bad or not cameras:
         raise ConfigError(f"camera={bad or cameras}, expected LIBERO cameras from {list(CAMERA_KEYS)}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"image_size={image_size!r}, expected a positive int")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size={image_size!r}, expected a positive int (or null: the file's size)")
     if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
         raise ConfigError(f"episodes={episodes!r}, expected a positive int (or null: all demos)")
     if not path.is_file():
@@ -184,10 +187,11 @@ def import_libero(dataset: str | Path, out_dir: str | Path, cameras: list[str] |
             returns.append(float(episode.reward.sum()))
             successes += bool(episode.success.any())
             state_dim, action_dim = episode.obs["state"].shape[1], episode.action.shape[1]
+            size = episode.obs["pixels"].shape[-1]
     task = task_name(path)
     meta = {
         "format_version": FORMAT_VERSION, "name": f"libero/{task}", "suite": "libero", "task": task,
-        "image_size": image_size, "frame_stack": 1, "action_repeat": 1, "camera": cameras[0], "cameras": cameras,
+        "image_size": int(size), "frame_stack": 1, "action_repeat": 1, "camera": cameras[0], "cameras": cameras,
         "max_episode_steps": None, "seed": None, "state_dim": int(state_dim), "proprio_index": list(range(state_dim)),
         "action_dim": int(action_dim), "num_episodes": len(keys), "episode_seeds": None,
         "episode_lengths": lengths, "episode_returns": returns, "attempts": len(keys),
