@@ -173,3 +173,10 @@ def test_cli_converts_and_reports_errors_in_one_line(libero_file, tmp_path):
     assert ep.obs["pixels"].shape == (6, 6, 8, 8)  # image_size not given: the file's size
     bad = cli(f"libero_dataset={path}", "env=metaworld/reach", f"out={tmp_path / 'x'}")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "env= does not apply" in bad.stderr
+
+
+def test_missing_h5py_names_the_extra(libero_file, tmp_path, monkeypatch):
+    path, _ = libero_file
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'robotrl\[libero\]'"):
+        import_libero(path, tmp_path / "out")
