@@ -179,15 +179,19 @@ def import_libero(dataset: str | Path, out_dir: str | Path, cameras: list[str] |
             raise ConfigError(f"episodes={episodes}, but {path} holds {len(keys)} demos")
         keys = keys[:episodes]
         out.mkdir(parents=True, exist_ok=True)
-        lengths, returns, successes = [], [], 0
+        lengths, returns, successes, shapes = [], [], 0, None
         for index, key in enumerate(keys):
             episode = _episode(data[key], f"{path}:data/{key}", cameras, image_size, flip)
+            got = (episode.obs["pixels"].shape[1:], episode.obs["state"].shape[1], episode.action.shape[1])
+            if shapes is not None and got != shapes:  # meta.json holds one frame size, state and action dim
+                raise DemoFormatError(f"{path}:data/{key}: (frame, state dim, action dim) {got} differ from "
+                                      f"{keys[0]}'s {shapes}; pass image_size=N if only the frame size differs")
+            shapes = got
             save_episode(out / episode_file(index), episode)
             lengths.append(len(episode.action))
             returns.append(float(episode.reward.sum()))
             successes += bool(episode.success.any())
-            state_dim, action_dim = episode.obs["state"].shape[1], episode.action.shape[1]
-            size = episode.obs["pixels"].shape[-1]
+    (_, _, size), state_dim, action_dim = shapes
     task = task_name(path)
     meta = {
         "format_version": FORMAT_VERSION, "name": f"libero/{task}", "suite": "libero", "task": task,

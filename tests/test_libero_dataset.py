@@ -180,3 +180,14 @@ def test_missing_h5py_names_the_extra(libero_file, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'robotrl\[libero\]'"):
         import_libero(path, tmp_path / "out")
+
+
+def test_demos_of_different_frame_sizes_need_image_size(libero_file, tmp_path):
+    path, _ = libero_file
+    with h5py.File(path, "a") as f:
+        del f["data/demo_1/obs/agentview_rgb"]
+        f["data/demo_1/obs"].create_dataset("agentview_rgb", data=np.zeros((4, 6, 6, 3), np.uint8))
+    with pytest.raises(DemoFormatError, match="pass image_size=N"):
+        import_libero(path, tmp_path / "out")
+    meta = import_libero(path, tmp_path / "resized", image_size=8)
+    assert meta["image_size"] == 8 and len(load_demos(tmp_path / "resized")) == 2
