@@ -9,6 +9,7 @@ sim2real, worldenv.
     robotrl plot RUN_DIR... [--out PNG] [--metric episode_return]
     robotrl report SWEEP_DIR... [--out DIR]   per task and agent: IQM + 95% CI over seeds, frames, wall-clock (MD + PNG)
     robotrl demos env=metaworld/reach [episodes=5 seed=0 out=DIR image_size=84 ...]
+    robotrl demos libero_dataset=PATH/<task>_demo.hdf5 out=DIR [image_size=128 camera=agentview ...]
     robotrl goals generate env=metaworld/<task> instruction="..." [source=diffusion|demos|images n=8 out=DIR ...]
                                              LfVoid goal images (a diffusers editing model, or offline sources)
     robotrl reward-eval env=metaworld/<task> reward=clip,kagi [episodes=... out=DIR]
@@ -364,30 +365,61 @@ def report(args: list[str]) -> int:
 
 
 DEMO_DEFAULTS: dict[str, Any] = {"env": None, "episodes": 5, "seed": 0, "out": None, "image_size": 84,
-                                 "frame_stack": 3, "action_repeat": 2, "camera": None}
+                                 "frame_stack": 3, "action_repeat": 2, "camera": None, "libero_dataset": None,
+                                 "image_convention": None}
 DEMO_DOCS = {
-    "env": "metaworld/<task> (required; `robotrl envs metaworld` lists them)",
-    "episodes": "successful episodes to save (failed attempts are retried with the next seed)",
+    "env": "metaworld/<task> (required unless libero_dataset=; `robotrl envs metaworld` lists them)",
+    "episodes": "successful episodes to save (failed attempts are retried with the next seed); "
+                "libero_dataset: the first N demos (default all)",
     "seed": "first attempt's reset seed (attempt j uses seed + j)",
     "out": "output dir (default demos/<suite>-<task>)",
     "image_size": "pixel size of the saved frames (env.image_size)",
     "frame_stack": "env.frame_stack recorded in meta.json (frames are stored once, stacks rebuilt on load)",
     "action_repeat": "env.action_repeat: the expert acts once per agent step",
-    "camera": "env.camera (null: the suite's default)",
+    "camera": "env.camera (null: the suite's default); libero_dataset: agentview and/or robot0_eye_in_hand, "
+              "comma-separated",
+    "libero_dataset": "convert LIBERO's own <task>_demo.hdf5 (downloaded separately) instead of running an expert; "
+                      "image_size defaults to the file's (LIBERO's 128) (robotrl.libero_dataset)",
+    "image_convention": "libero_dataset: opengl | opencv, overrides the file's macros_image_convention",
 }
+
+
+def _libero_demos(args: list[str], opts: dict[str, Any]) -> int:
+    """``robotrl demos libero_dataset=PATH``: LIBERO's demo file -> robotrl's demo format (with its instruction)."""
+    from robotrl.libero_dataset import import_libero, task_name
+
+    given = {a.partition("=")[0] for a in args}
+    unused = sorted(given & {"env", "seed", "frame_stack", "action_repeat"})
+    if unused:
+        raise ConfigError(f"libero_dataset= converts recorded demos; {', '.join(unused)}= does not apply to it")
+    path = Path(opts["libero_dataset"])
+    out = Path(opts["out"] or f"demos/libero-{task_name(path)}")
+    meta = import_libero(path, out, cameras=opts["camera"].split(",") if opts["camera"] else None,
+                         image_size=opts["image_size"] if "image_size" in given else None,
+                         episodes=opts["episodes"] if "episodes" in given else None,
+                         image_convention=opts["image_convention"])
+    print(f"wrote {meta['num_episodes']} LIBERO demos of {meta['task']!r} ({meta['instruction']!r}) to {out}")
+    return 0
 
 
 def demos(args: list[str]) -> int:
     if wants_help(args):
-        print(key_help("robotrl demos env=metaworld/<task> [key=value ...]",
-                       "Write Meta-World scripted-expert demonstrations in robotrl's demo format.",
+        print(key_help("robotrl demos env=metaworld/<task> | libero_dataset=FILE [key=value ...]",
+                       "Write Meta-World scripted-expert demonstrations, or convert LIBERO's own demo file, "
+                       "in robotrl's demo format.",
                        DEMO_DEFAULTS, DEMO_DOCS, ["robotrl demos env=metaworld/reach episodes=5",
-                                                  "robotrl demos env=metaworld/push image_size=64 out=demos/push"]))
+                                                  "robotrl demos env=metaworld/push image_size=64 out=demos/push",
+                                                  "robotrl demos libero_dataset=libero_goal/"
+                                                  "open_the_middle_drawer_of_the_cabinet_demo.hdf5 out=demos/drawer"]))
         return 0
     from robotrl.envs.demos import generate_demos
     from robotrl.overrides import compose_config
 
     opts = parse_kv(args, DEMO_DEFAULTS)
+    if opts["libero_dataset"] is not None:
+        return _libero_demos(args, opts)
+    if opts["image_convention"] is not None:
+        raise ConfigError("image_convention= applies only to libero_dataset=")
     if opts["env"] is None:
         raise ConfigError("robotrl demos needs env=metaworld/<task> (see `robotrl envs metaworld`)")
     check_group_choices([f"env={opts['env']}"])
