@@ -27,10 +27,12 @@ are one-line errors here instead of a prompt or a MuJoCo traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -101,6 +103,14 @@ def load_libero() -> LiberoAPI:
         assets_dir=str(Path(libero_root.__file__).parent / "assets"),
         versions={"libero_version": version("libero"), "robosuite_version": version("robosuite")},
     )
+
+
+def list_tasks(api: LiberoAPI | None = None) -> list[str]:
+    """``libero/<benchmark>/<task name>`` for every task of :data:`BENCHMARKS` (needs the libero package)."""
+    api = api or load_libero()
+    with contextlib.redirect_stdout(sys.stderr):  # LIBERO prints "[info] using task orders ..." per benchmark
+        return [f"libero/{b}/{name}" for b in BENCHMARKS if b in api.benchmarks
+                for name in api.benchmarks[b]().get_task_names()]
 
 
 def split_task(task: str) -> tuple[str, str]:

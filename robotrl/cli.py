@@ -295,13 +295,19 @@ SUITES = ("dmc", "metaworld", "gym")
 def envs(args: list[str]) -> int:
     if wants_help(args):
         print("usage: robotrl envs [SUITE ...]\n\nList the env names (the choices of env=), all suites or only "
-              f"SUITE ({', '.join(SUITES)}).\n\nexamples:\n  robotrl envs\n  robotrl envs metaworld")
+              f"SUITE ({', '.join(SUITES)}, or libero: the optional LIBERO suite's tasks, env=libero "
+              "env.benchmark=B env.task=T; needs pip install 'robotrl[libero]')."
+              "\n\nexamples:\n  robotrl envs\n  robotrl envs metaworld\n  robotrl envs libero")
         return 0
     from robotrl.envs import list_envs
 
-    names = [n for n in list_envs() if not args or n.split("/")[0] in args]
+    names = [n for n in list_envs() if not args or n.split("/")[0] in args] if set(args) != {"libero"} else []
+    if "libero" in args:
+        from robotrl.envs.libero import list_tasks
+
+        names += list_tasks()
     if not names:
-        raise ConfigError(f"unknown suite {args}; expected one of {', '.join(SUITES)}")
+        raise ConfigError(f"unknown suite {args}; expected one of {', '.join(SUITES)}, libero")
     print("\n".join(names))
     return 0
 
