@@ -105,9 +105,11 @@ def _yaml_comments() -> dict[str, str]:
 def _group_line(group: str, default: Any) -> str:
     names = group_options(group)
     if group == "env":
-        counts = Counter(n.split("/")[0] for n in names)
+        counts = Counter(n.split("/")[0] for n in names if "/" in n)
         choices = ", ".join(f"{suite}/<task> ({n})" for suite, n in sorted(counts.items()))
         choices += "; `robotrl envs` lists them"
+        if "libero" in names:  # one config for the optional suite: the task is chosen by keys
+            choices += "; libero (optional: env.benchmark, env.task; `robotrl envs libero`)"
     else:
         choices = ", ".join(n for n in names if "/" not in n)  # reward/kagi/<plan>.yaml are KAGI plans, not rewards
     return f"  {group:<12}{choices} (default {_fmt(default)})"
