@@ -31,8 +31,10 @@ from robotrl.errors import ConfigError
 # Mesa's (the other order segfaults; see preload_triton).
 preload_triton()
 
-SUITE_NAMES = ("dmc", "metaworld", "gym")
-PROPRIO_SUITES = ("metaworld",)  # suites whose base env defines ``proprio_index`` (which state entries are the robot's)
+SUITE_NAMES = ("dmc", "metaworld", "gym")  # the suites of list_envs(); their packages are always installed
+OPTIONAL_SUITES = ("libero",)  # `pip install 'robotrl[libero]'`; tasks are `<benchmark>/<task>` (env=libero)
+PROPRIO_SUITES = ("metaworld", "libero")  # suites whose base env defines ``proprio_index`` (the robot's own entries)
+PROPRIO_ONLY_SUITES = ("libero",)  # suites whose state is only proprioception (no obs_type state/pixels_state)
 
 # DrQ-v2 (cfgs/task/{easy,medium,hard}.yaml and the per-task files); every other dm-control task is medium.
 _DRQV2_EASY = frozenset(
@@ -112,15 +114,32 @@ def list_envs() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- config parsing
+def _libero_task(cfg: dict[str, Any], task: Any) -> str:
+    """``<benchmark>/<task>`` from ``env.benchmark`` + ``env.task`` (index or name), or a task already in that form;
+    the benchmark is checked here, the task when the env is built (its list needs the libero package)."""
+    from robotrl.envs.libero import split_task
+
+    benchmark = cfg.get("benchmark")
+    if benchmark is not None and task is not None and "/" not in str(task):
+        task = f"{benchmark}/{task}"
+    return "/".join(split_task(str(task)))
+
+
 def _suite_and_task(cfg: dict[str, Any]) -> tuple[str, str]:
     name = cfg.get("name")
     suite, task = cfg.get("suite"), cfg.get("task")
+    if suite == "libero" or (suite is None and str(name).startswith("libero/")):
+        task = _libero_task(cfg, task if task is not None else str(name).partition("/")[2])
+        if name is not None and str(name) != f"libero/{task}":
+            raise ConfigError(f"env name {name!r} disagrees with benchmark/task {task!r} (expected 'libero/{task}')")
+        return "libero", task
     if name is not None and (suite is None or task is None):
         if "/" not in str(name):
-            raise ConfigError(f"env name {name!r} must look like '<suite>/<task>', suites: {list(SUITE_NAMES)}")
+            raise ConfigError(f"env name {name!r} must look like '<suite>/<task>', suites: "
+                              f"{list(SUITE_NAMES + OPTIONAL_SUITES)}")
         suite, task = str(name).split("/", 1) if suite is None else (suite, str(name).split("/", 1)[1])
     if suite not in _TASKS:
-        raise ConfigError(f"unknown env suite {suite!r}; valid suites: {list(SUITE_NAMES)}")
+        raise ConfigError(f"unknown env suite {suite!r}; valid suites: {list(SUITE_NAMES + OPTIONAL_SUITES)}")
     task = str(task).removesuffix("-v3") if suite == "metaworld" else str(task)
     valid = _task_list(suite)
     if task not in valid:
@@ -159,6 +178,9 @@ def parse_env_cfg(cfg: Any) -> EnvSpec:
     if obs_type in PROPRIO_OBS_TYPES and suite not in PROPRIO_SUITES:
         raise ConfigError(f"env.obs_type={obs_type!r}: proprioception is defined for suites {list(PROPRIO_SUITES)}, "
                           f"not {suite!r}; use obs_type state or pixels_state")
+    if suite in PROPRIO_ONLY_SUITES and obs_type not in ("pixels", *PROPRIO_OBS_TYPES):
+        raise ConfigError(f"env.obs_type={obs_type!r}: {suite}'s state is the robot's proprioception only; use "
+                          f"obs_type pixels, proprio or pixels_proprio")
     max_steps = cfg.get("max_episode_steps")
     if max_steps is not None:
         max_steps = _positive_int(cfg, "max_episode_steps", 1)
@@ -216,10 +238,21 @@ def _make_gym(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
     return env, {"gym_id": GYM_IDS[spec.task], "gymnasium_version": gym.__version__}
 
 
+def _make_libero(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
+    from robotrl.envs.libero import LiberoEnv, load_libero
+
+    api = load_libero()
+    env = LiberoEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size, api=api)
+    extra = {"benchmark": env.benchmark, "task_id": env.task_id, "task_name": env.task_name,
+             "instruction": env.instruction, "init_states": len(env.init_states), **api.versions}
+    return env, extra
+
+
 _SUITES: dict[str, Callable[[EnvSpec, int], tuple[gym.Env, dict[str, Any]]]] = {
     "dmc": _make_dmc,
     "metaworld": _make_metaworld,
     "gym": _make_gym,
+    "libero": _make_libero,
 }
 
 

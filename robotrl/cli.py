@@ -105,9 +105,11 @@ def _yaml_comments() -> dict[str, str]:
 def _group_line(group: str, default: Any) -> str:
     names = group_options(group)
     if group == "env":
-        counts = Counter(n.split("/")[0] for n in names)
+        counts = Counter(n.split("/")[0] for n in names if "/" in n)
         choices = ", ".join(f"{suite}/<task> ({n})" for suite, n in sorted(counts.items()))
         choices += "; `robotrl envs` lists them"
+        if "libero" in names:  # one config for the optional suite: the task is chosen by keys
+            choices += "; libero (optional: env.benchmark, env.task; `robotrl envs libero`)"
     else:
         choices = ", ".join(n for n in names if "/" not in n)  # reward/kagi/<plan>.yaml are KAGI plans, not rewards
     return f"  {group:<12}{choices} (default {_fmt(default)})"
@@ -295,13 +297,19 @@ SUITES = ("dmc", "metaworld", "gym")
 def envs(args: list[str]) -> int:
     if wants_help(args):
         print("usage: robotrl envs [SUITE ...]\n\nList the env names (the choices of env=), all suites or only "
-              f"SUITE ({', '.join(SUITES)}).\n\nexamples:\n  robotrl envs\n  robotrl envs metaworld")
+              f"SUITE ({', '.join(SUITES)}, or libero: the optional LIBERO suite's tasks, env=libero "
+              "env.benchmark=B env.task=T; needs pip install 'robotrl[libero]')."
+              "\n\nexamples:\n  robotrl envs\n  robotrl envs metaworld\n  robotrl envs libero")
         return 0
     from robotrl.envs import list_envs
 
-    names = [n for n in list_envs() if not args or n.split("/")[0] in args]
+    names = [n for n in list_envs() if not args or n.split("/")[0] in args] if set(args) != {"libero"} else []
+    if "libero" in args:
+        from robotrl.envs.libero import list_tasks
+
+        names += list_tasks()
     if not names:
-        raise ConfigError(f"unknown suite {args}; expected one of {', '.join(SUITES)}")
+        raise ConfigError(f"unknown suite {args}; expected one of {', '.join(SUITES)}, libero")
     print("\n".join(names))
     return 0
 

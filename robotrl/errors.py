@@ -43,3 +43,7 @@ class SweepJobError(RobotRLError):
 
 class EnvWorkerError(RobotRLError, RuntimeError):
     """Vector-env workers kept crashing or hanging (``env.max_worker_restarts`` exceeded)."""
+
+
+class AssetError(RobotRLError, RuntimeError):
+    """A simulator's scene/object assets (meshes, textures, scene XML) are missing; names the file and the fix."""

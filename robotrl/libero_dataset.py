@@ -93,12 +93,22 @@ def _frames(obs: Any, camera: str, where: str, size: int | None, flip: bool) -> 
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise DemoFormatError(f"{where}: {CAMERA_KEYS[camera]} is {frames.dtype} {frames.shape}, "
                               "expected uint8 (T, H, W, 3)")
-    if flip:  # opengl: row 0 is the bottom of the image
-        frames = frames[:, ::-1]
     h, w = frames.shape[1:3]
     if h != w:
         raise DemoFormatError(f"{where}: {CAMERA_KEYS[camera]} frames are {h}x{w}, expected square frames")
-    if size is not None and size != h:
+    return upright_frames(frames, flip, size)
+
+
+def upright_frames(frames: np.ndarray, flip: bool, size: int | None = None) -> np.ndarray:
+    """Square (T, H, W, 3) uint8 camera images -> (T, 3, S, S) channels first with row 0 at the top.
+
+    ``flip``: the images are stored bottom-up (robosuite's ``opengl`` image convention); ``size``: resize with
+    PIL bilinear (None keeps H).  The converter and the LIBERO env (``robotrl.envs.libero``) both go through this
+    function, so a demo frame and an env observation of the same simulator image are the same array.
+    """
+    if flip:  # opengl: row 0 is the bottom of the image
+        frames = frames[:, ::-1]
+    if size is not None and size != frames.shape[1]:
         from PIL import Image
 
         frames = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
@@ -207,4 +217,4 @@ def import_libero(dataset: str | Path, out_dir: str | Path, cameras: list[str] |
     return meta
 
 
-__all__ = ["CAMERA_KEYS", "import_libero", "task_name"]
+__all__ = ["CAMERA_KEYS", "PROPRIO_KEYS", "import_libero", "task_name", "upright_frames"]

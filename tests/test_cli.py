@@ -249,6 +249,7 @@ def test_train_help_lists_groups_choices_and_keys(capsys):
                   .splitlines())
     assert set(groups) == {"agent", "env", "reward", "robot", "experiment"}
     assert "dmc/<task> (51), gym/<task> (11), metaworld/<task> (50); `robotrl envs` lists them" in groups["env"]
+    assert "; libero (optional: env.benchmark, env.task" in groups["env"]
     assert "drm, drqv2, modem, modem_v2, sb3_ppo, sb3_sac, tdmpc2, vla (default drqv2)" in groups["agent"]
     assert "kagi" in groups["reward"] and "quickstart" in groups["experiment"]
     for key in ("seed=1", "torch_threads=auto", "frames=${env.frames}", "env.image_size=84", "replay.capacity=1000000",
