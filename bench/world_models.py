@@ -34,7 +34,8 @@ REPORT_STEPS = (1, 5, 10, 20)
 
 
 def load_models(runs: list[Path], denoise_steps: list[int], device: torch.device) -> list[dict]:
-    """One entry per model to compare: name, run dir, config, loaded model (diffusion ones once per step count)."""
+    """One entry per model to compare: name (the run dir's name, + ``-ddimN`` for diffusion), run dir, config,
+    loaded model (a diffusion model once per DDIM step count)."""
     from robotrl.workflows.worldenv.common import load_ckpt, load_config
     from robotrl.workflows.worldenv.train import load_model
 
@@ -44,7 +45,7 @@ def load_models(runs: list[Path], denoise_steps: list[int], device: torch.device
         dynamics = load_ckpt(run / "model" / "model.pt", "world_model")["config"].get("dynamics", "latent")
         for steps in denoise_steps if dynamics == "diffusion" else [None]:
             model = load_model(run / "model" / "model.pt", device, steps)
-            name = dynamics if steps is None else f"diffusion-ddim{steps}"
+            name = f"{run.name}" if steps is None else f"{run.name}-ddim{steps}"
             entries.append({"name": name, "run": run, "cfg": cfg, "model": model, "dynamics": dynamics})
     return entries
 
@@ -134,9 +135,9 @@ def main() -> None:
     for e in entries:
         t0 = time.perf_counter()
         q = quality(e["run"], e["cfg"], e["model"], a.horizon)
-        dyn = e["model"].dynamics if e["dynamics"] == "latent" else e["model"].denoiser
         report["models"][e["name"]] = {
-            "run": str(e["run"]), "params": n_params(e["model"]), "dynamics_params": n_params(dyn),
+            "run": str(e["run"]), "params": n_params(e["model"]),
+            "dynamics_params": n_params(e["model"]) - n_params(e["model"].vae),  # all but the shared autoencoder
             "image_size": e["model"].image_size, "quality": q, "quality_s": time.perf_counter() - t0,
             "at_steps": {str(r["step"]): r for r in q["per_step"] if r["step"] in REPORT_STEPS}}
         print(f"{e['name']}: quality over {q['episodes']} held-out episodes in {time.perf_counter() - t0:.0f} s",
@@ -161,17 +162,17 @@ def main() -> None:
             train_s[str(run)].append((time.perf_counter() - t0) / a.train_steps)
         print(f"speed block {b + 1}/{a.blocks} done", flush=True)
 
-    ref = entries[0]["name"]
+    ref = report["reference"] = entries[0]["name"]
     ref_train = float(np.median(train_s[str(entries[0]["run"])]))
     for e in entries:
         r = report["models"][e["name"]]
         r["speed_steps_per_s"] = speed[e["name"]]
         r["speed_median"] = {k: float(np.median(v)) for k, v in speed[e["name"]].items()}
-        r["speed_ratio_to_" + ref] = {k: float(np.median(v)) / float(np.median(speed[ref][k]))
+        r["speed_ratio_to_reference"] = {k: float(np.median(v)) / float(np.median(speed[ref][k]))
                                       for k, v in speed[e["name"]].items()}
         r["train_s_per_step"] = train_s[str(e["run"])]
         r["train_s_per_step_median"] = float(np.median(train_s[str(e["run"])]))
-        r["train_ratio_to_" + ref] = r["train_s_per_step_median"] / ref_train
+        r["train_ratio_to_reference"] = r["train_s_per_step_median"] / ref_train
         r["train_batch"] = trainers[e["run"]][1]
     text = json.dumps(report, indent=1)
     print(text)
