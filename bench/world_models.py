@@ -50,6 +50,24 @@ def load_models(runs: list[Path], denoise_steps: list[int], device: torch.device
     return entries
 
 
+@torch.no_grad()
+def autoencoder_floor(entry: dict, horizon: int) -> dict[str, float]:
+    """PSNR / SSIM of the autoencoder alone (encode + decode of the true frames) on the frames ``quality`` scores:
+    the ceiling of any dynamics on that latent."""
+    from worldenv import psnr, ssim
+
+    from robotrl.workflows.worldenv.common import load_ckpt
+    from robotrl.workflows.worldenv.train import model_sequences
+
+    model, c = entry["model"], entry["model"].context
+    every = int(load_ckpt(entry["run"] / "model" / "model.pt", "world_model").get("holdout_every", 0))
+    seqs = model_sequences(entry["run"], entry["cfg"], c, c + horizon, "val" if every else "train", every)
+    truth = torch.as_tensor(np.concatenate([s[0][c:c + horizon] for s in seqs]))
+    recon = torch.cat([model.to_uint8(model.decode(model.encode(x)[0])) for x in truth.split(64)])
+    a, b = recon.float() / 255, truth.float() / 255
+    return {"psnr": psnr(a, b).mean().item(), "ssim": ssim(a, b).mean().item(), "frames": len(truth)}
+
+
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -138,7 +156,8 @@ def main() -> None:
         report["models"][e["name"]] = {
             "run": str(e["run"]), "params": n_params(e["model"]),
             "dynamics_params": n_params(e["model"]) - n_params(e["model"].vae),  # all but the shared autoencoder
-            "image_size": e["model"].image_size, "quality": q, "quality_s": time.perf_counter() - t0,
+            "image_size": e["model"].image_size, "autoencoder_floor": autoencoder_floor(e, a.horizon),
+            "quality": q, "quality_s": time.perf_counter() - t0,
             "at_steps": {str(r["step"]): r for r in q["per_step"] if r["step"] in REPORT_STEPS}}
         print(f"{e['name']}: quality over {q['episodes']} held-out episodes in {time.perf_counter() - t0:.0f} s",
               flush=True)
