@@ -11,7 +11,8 @@
 * **Proprio**: a deterministic MLP head (last latent pooled, action, proprio -> next proprio's change).
 * **Training**: teacher-forced pairs (the true context -> the true next latent) from every step of a sequence;
   the denoiser sees detached latents, so only reconstruction + KL shape the autoencoder (the latent-diffusion
-  recipe). Unlike the deterministic model it never trains on its own predictions.
+  recipe). Unlike the deterministic model it never trains on its own predictions; ``context_noise`` > 0 noises
+  its context latents in training instead (the usual anti-drift augmentation).
 
 Each rollout frame costs ``denoise_steps`` U-Net passes instead of one FiLM-net pass.
 """
@@ -32,12 +33,14 @@ class DiffusionWorldModel(LatentVAEModel):
 
     def __init__(self, image_size: int, action_dim: int, proprio_dim: int, context: int = 2,
                  latent_channels: int = 4, block_channels: tuple[int, ...] = (16, 32, 32), hidden: int = 64,
-                 denoise_steps: int = 4, seed: int = 0, device: str | torch.device = "cpu"):
+                 denoise_steps: int = 4, seed: int = 0, context_noise: float = 0.0,
+                 device: str | torch.device = "cpu"):
         super().__init__(image_size, action_dim, proprio_dim, context, latent_channels, block_channels, hidden)
         from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-        self.config.update({"dynamics": "diffusion", "denoise_steps": denoise_steps, "seed": seed})
-        self.denoise_steps = denoise_steps
+        self.config.update({"dynamics": "diffusion", "denoise_steps": denoise_steps, "seed": seed,
+                            "context_noise": context_noise})
+        self.denoise_steps, self.context_noise = denoise_steps, context_noise
         emb = 4 * hidden  # UNet2DModel's timestep-embedding width for block_out_channels[0] == hidden
         self.cond = nn.Sequential(nn.Linear(action_dim + proprio_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
         # two resolutions, no attention: a couple of blocks is what a 2-core CPU affords per denoising pass
@@ -64,6 +67,15 @@ class DiffusionWorldModel(LatentVAEModel):
         [N, context, C, h, w] and the conditioning embedding [N, 4 * hidden]."""
         x = torch.cat([noisy, window.flatten(1, 2)], dim=1)
         return self.denoiser(x, t, class_labels=cond).sample
+
+    def corrupt(self, window: torch.Tensor) -> torch.Tensor:
+        """In training, gaussian noise on the context latents, of std U(0, ``context_noise``) x the change's RMS per
+        item: the errors the model's own rollouts put in its context, so it learns to pull back from them (the
+        anti-drift augmentation of GameNGen-style diffusion world models; off at 0)."""
+        if not self.training or self.context_noise <= 0:
+            return window
+        level = torch.rand(len(window), 1, 1, 1, 1, device=window.device) * self.context_noise * self.delta_scale
+        return window + level * torch.randn_like(window)
 
     def next_proprio(self, window: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         pooled = window[:, -1].mean(dim=(2, 3))
@@ -93,7 +105,7 @@ class DiffusionWorldModel(LatentVAEModel):
         noisy = self.train_scheduler.add_noise(x0, noise, t)
         target = self.train_scheduler.get_velocity(x0, noise, t)
         cond = self.cond(torch.cat([act, cur_p], dim=-1))
-        denoise = F.mse_loss(self.denoise(noisy, t, window, cond), target)
+        denoise = F.mse_loss(self.denoise(noisy, t, self.corrupt(window), cond), target)
         prop_loss = F.mse_loss(self.next_proprio(window, act, cur_p), next_p)
         loss = recon + kl_weight * kl.mean() + denoise + prop_loss
         return loss, {"recon": recon.item(), "denoise": denoise.item(), "proprio": prop_loss.item()}

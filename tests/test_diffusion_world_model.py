@@ -89,6 +89,19 @@ def test_diffusion_denoiser_learns_a_predictable_change():
     assert last_m["denoise"] < 0.85 * first_m["denoise"]  # predicting no change scores 1.0 in v-prediction
 
 
+def test_context_noise_only_in_training():
+    window = torch.randn(3, 2, 4, 16, 16)
+    model = tiny()
+    model.context_noise = 2.0
+    assert model.corrupt(window) is window  # eval: rollouts see their own context unchanged
+    model.train()
+    noisy = model.corrupt(window)
+    assert noisy.shape == window.shape and not torch.equal(noisy, window)
+    assert (noisy - window).abs().max() < 2.0 * 6  # std at most context_noise x delta_scale (1 here)
+    model.context_noise = 0.0
+    assert model.corrupt(window) is window
+
+
 def test_checkpoint_round_trip_and_old_checkpoints_load_as_latent(tmp_path):
     model = tiny(seed=5, steps=2)
     model.delta_scale.fill_(0.3)  # a trained buffer must come back too
@@ -120,7 +133,8 @@ def test_build_model_picks_the_dynamics_and_rejects_bad_values(tmp_path):
     cfg.model.dynamics = "diffusion"
     assert isinstance(build_model(cfg, torch.device("cpu"), 8, 4), DiffusionWorldModel)
     for key, value, needle in (("dynamics", "transformer", "model.dynamics='transformer', expected one of"),
-                               ("denoise_steps", 0, "model.denoise_steps=0, expected an integer >= 1")):
+                               ("denoise_steps", 0, "model.denoise_steps=0, expected an integer >= 1"),
+                               ("context_noise", -1.0, "model.context_noise=-1.0, expected a number >= 0")):
         bad = OmegaConf.merge(cfg, {"model": {key: value}})
         with pytest.raises(ConfigError, match=needle) as e:
             build_model(bad, torch.device("cpu"), 8, 4)

@@ -93,7 +93,10 @@ def build_model(cfg: Any, device: torch.device, pdim: int, adim: int):
         steps = m.get("denoise_steps", 4)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ConfigError(f"model.denoise_steps={steps!r}, expected an integer >= 1 (DDIM steps per frame)")
-        extra = {"denoise_steps": steps, "seed": int(cfg.seed)}
+        noise = m.get("context_noise", 0.0)
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or noise < 0:
+            raise ConfigError(f"model.context_noise={noise!r}, expected a number >= 0 (0: off)")
+        extra = {"denoise_steps": steps, "seed": int(cfg.seed), "context_noise": float(noise)}
     return cls(int(cfg.image_size), adim, pdim, int(m.context), int(m.latent_channels), tuple(m.block_channels),
                int(m.hidden), device=device, **extra)
 
