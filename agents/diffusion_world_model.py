@@ -5,9 +5,11 @@
   ``context`` past latents concatenated on the channels and the action + normalised proprio as its class embedding
   (added to the timestep embedding). v-prediction on a ``DDPMScheduler`` (cosine schedule) in training;
   ``DDIMScheduler`` with ``denoise_steps`` steps ("trailing" spacing, so the first step starts from pure noise) at
-  rollout, with the sampling noise from the model's own seeded ``torch.Generator`` (a fresh model with the same
-  ``seed`` gives the same rollouts). The change is divided by ``delta_scale``, a running RMS of the training changes
-  (as Stable Diffusion's latent scaling factor), so the unit-variance noise is on the scale of the signal.
+  rollout, with the sampling noise from a ``torch.Generator`` that ``init`` seeds from the model's ``seed`` and the
+  start (frames + proprio): the same start and actions give the same rollout, as a seeded simulator does (and as
+  gymnasium's determinism check of ``WorldEnv`` asks); the entries of a batch draw different noise. The change is
+  divided by ``delta_scale``, a running RMS of the training changes (as Stable Diffusion's latent scaling factor),
+  so the unit-variance noise is on the scale of the signal.
 * **Proprio**: a deterministic MLP head (last latent pooled, action, proprio -> next proprio's change).
 * **Training**: teacher-forced pairs (the true context -> the true next latent) from every step of a sequence;
   the denoiser sees detached latents, so only reconstruction + KL shape the autoencoder (the latent-diffusion
@@ -19,6 +21,7 @@ Each rollout frame costs ``denoise_steps`` U-Net passes instead of one FiLM-net 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -57,7 +60,7 @@ class DiffusionWorldModel(LatentVAEModel):
         self.sampler = DDIMScheduler.from_config(self.train_scheduler.config, timestep_spacing="trailing")
         self.register_buffer("delta_scale", torch.ones(()))
         self.register_buffer("scale_updates", torch.zeros((), dtype=torch.long))
-        self.generator = torch.Generator().manual_seed(seed)  # CPU generator: the same noise on any device
+        self.seed = seed
         self.device = torch.device(device)
         self.to(self.device)
 
@@ -112,11 +115,21 @@ class DiffusionWorldModel(LatentVAEModel):
 
     # -------------------------------------------------------------------------------------- WorldModel
     @torch.no_grad()
-    def sample(self, window: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """The next latent [B, C, h, w]: ``denoise_steps`` DDIM steps (eta 0) from seeded noise."""
+    def init(self, frames: np.ndarray, proprio: np.ndarray) -> dict[str, Any]:
+        state = super().init(frames, proprio)
+        digest = hashlib.blake2b(np.asarray(frames).tobytes() + np.asarray(proprio, np.float32).tobytes(),
+                                 digest_size=8, key=str(self.seed).encode()).digest()
+        # a CPU generator: the same noise on any device
+        state["generator"] = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+        return state
+
+    @torch.no_grad()
+    def sample(self, window: torch.Tensor, action: torch.Tensor, proprio: torch.Tensor,
+               generator: torch.Generator) -> torch.Tensor:
+        """The next latent [B, C, h, w]: ``denoise_steps`` DDIM steps (eta 0) from the generator's noise."""
         last = window[:, -1]
         cond = self.cond(torch.cat([action, proprio], dim=-1))
-        x = torch.randn(last.shape, generator=self.generator).to(last.device)
+        x = torch.randn(last.shape, generator=generator).to(last.device)
         self.sampler.set_timesteps(self.denoise_steps, device=last.device)
         for t in self.sampler.timesteps:
             v = self.denoise(x, t.expand(len(x)), window, cond)
@@ -127,7 +140,7 @@ class DiffusionWorldModel(LatentVAEModel):
     def step(self, state: dict[str, Any], action: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         a = torch.as_tensor(np.asarray(action, np.float32), device=self.device)
         window, p = state["window"], state["proprio"]
-        return self.emit(state, self.sample(window, a, p), self.next_proprio(window, a, p))
+        return self.emit(state, self.sample(window, a, p, state["generator"]), self.next_proprio(window, a, p))
 
 
 __all__ = ["DiffusionWorldModel"]

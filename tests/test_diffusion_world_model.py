@@ -18,7 +18,7 @@ from robotrl.workflows.worldenv.train import build_model, load_model, train_mode
 SIZE = 32
 
 
-def tiny(seed: int = 0, weights: int = 0, steps: int = 3) -> DiffusionWorldModel:
+def tiny(seed: int = 0, weights: int = 0, steps: int = 2) -> DiffusionWorldModel:
     torch.manual_seed(weights)
     return DiffusionWorldModel(SIZE, 4, 8, context=2, latent_channels=4, block_channels=(8, 16), hidden=16,
                                denoise_steps=steps, seed=seed).eval()
@@ -49,7 +49,24 @@ def test_diffusion_rollout_shapes_and_determinism_per_seed():
     other, other_props = roll(tiny(seed=1))  # same weights, other sampling noise
     np.testing.assert_array_equal(frames, again)
     assert not np.array_equal(frames, other)
+    model = tiny(seed=0)
+    np.testing.assert_array_equal(roll(model)[0], roll(model)[0])  # the start seeds the noise, not a call count
+    assert not np.array_equal(frames[:, 0], frames[:, 1])  # batch entries draw different noise (and starts)
     np.testing.assert_array_equal(props[0], other_props[0])  # the proprio head is deterministic given the context
+
+
+def test_world_env_on_the_diffusion_model_passes_gymnasiums_checker():
+    from gymnasium.utils.env_checker import check_env
+    from robotrl.envs.world_env import WorldEnv
+
+    class ConstantReflector:
+        threshold = 0.5
+
+        def score(self, frames, instructions):
+            return np.full(len(frames), 0.1, np.float32)
+
+    env = WorldEnv(tiny(steps=2), ConstantReflector(), *starts(3), "reach the red goal position", max_steps=5)
+    check_env(env, skip_render_check=True)  # includes: same seed + same action -> same observation
 
 
 def moving_squares(n: int = 2, steps: int = 5) -> torch.Tensor:
@@ -103,12 +120,12 @@ def test_context_noise_only_in_training():
 
 
 def test_checkpoint_round_trip_and_old_checkpoints_load_as_latent(tmp_path):
-    model = tiny(seed=5, steps=2)
+    model = tiny(seed=5, steps=3)
     model.delta_scale.fill_(0.3)  # a trained buffer must come back too
     path = tmp_path / "model.pt"
     save_ckpt(path, {"kind": "world_model", "config": model.config, "model": model.state_dict()})
     loaded = load_model(path, torch.device("cpu"))
-    assert isinstance(loaded, DiffusionWorldModel) and loaded.denoise_steps == 2
+    assert isinstance(loaded, DiffusionWorldModel) and loaded.denoise_steps == 3
     assert float(loaded.delta_scale) == pytest.approx(0.3)
     np.testing.assert_array_equal(roll(loaded)[0], roll(model)[0])  # same weights and sampling seed
     assert load_model(path, torch.device("cpu"), denoise_steps=6).denoise_steps == 6
