@@ -6,6 +6,8 @@
   proprioception by FiLM, predicting the next latent's change and the next proprioception. It is deterministic
   regression, not a diffusion denoiser: one forward pass per frame instead of tens of denoising passes, which is
   what makes RL inside the model affordable on CPU (World-Env's EVAC is a video diffusion U-Net).
+  ``model.dynamics=diffusion`` swaps in a latent denoiser on the same autoencoder
+  (:mod:`robotrl.agents.diffusion_world_model`; ``docs/results.md`` "Which world model" compares the two).
 * **Training**: teacher-forced first step, then ``horizon`` autoregressive steps on its own predicted latents, with
   latent, pixel and proprio losses on every step (so it learns to correct its own drift).
 
@@ -67,30 +69,28 @@ class LatentDynamics(nn.Module):
         return next_latent, next_proprio
 
 
-class VideoWorldModel(nn.Module):
-    """AutoencoderKL latents + FiLM latent dynamics; a :class:`robotrl.world.WorldModel`."""
+class LatentVAEModel(nn.Module):
+    """The part every latent world model shares: diffusers' ``AutoencoderKL``, the proprio normaliser, pixel
+    conversions and ``init`` (the context frames encoded to latents). Subclasses add the dynamics and ``step``."""
 
     def __init__(self, image_size: int, action_dim: int, proprio_dim: int, context: int = 2,
-                 latent_channels: int = 4, block_channels: tuple[int, ...] = (16, 32, 32), hidden: int = 64,
-                 device: str | torch.device = "cpu"):
+                 latent_channels: int = 4, block_channels: tuple[int, ...] = (16, 32, 32), hidden: int = 64):
         super().__init__()
         from diffusers import AutoencoderKL
 
         self.image_size, self.action_dim, self.proprio_dim, self.context = image_size, action_dim, proprio_dim, context
-        self.config = {"image_size": image_size, "action_dim": action_dim, "proprio_dim": proprio_dim,
-                       "context": context, "latent_channels": latent_channels,
-                       "block_channels": list(block_channels), "hidden": hidden}
+        self.config: dict[str, Any] = {"image_size": image_size, "action_dim": action_dim, "proprio_dim": proprio_dim,
+                                       "context": context, "latent_channels": latent_channels,
+                                       "block_channels": list(block_channels), "hidden": hidden}
         n = len(block_channels)
+        self.latent_size = image_size // 2 ** (n - 1)  # AutoencoderKL downsamples once per block but the last
         self.vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
                                  up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(block_channels),
                                  layers_per_block=1, latent_channels=latent_channels,
                                  norm_num_groups=min(32, min(block_channels)), sample_size=image_size)
-        self.dynamics = LatentDynamics(latent_channels, context, action_dim, proprio_dim, hidden)
         # proprio is normalised with statistics of the training data (set by fit_normaliser)
         self.register_buffer("p_mean", torch.zeros(proprio_dim))
         self.register_buffer("p_std", torch.ones(proprio_dim))
-        self.device = torch.device(device)
-        self.to(self.device)
 
     # -------------------------------------------------------------------------------------- pieces
     def fit_normaliser(self, proprio: np.ndarray) -> None:
@@ -114,17 +114,50 @@ class VideoWorldModel(nn.Module):
         """latent [N, C, h, w] -> frames in [-1, 1]."""
         return self.vae.decode(latents).sample
 
+    def vae_losses(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """uint8 [B, T, 3, H, W] -> (reconstruction MSE of a posterior sample, KL per frame, mean latents
+        [B, T, C, h, w])."""
+        flat = frames.flatten(0, 1)
+        dist = self.vae.encode(self.to_unit(flat)).latent_dist
+        recon = F.mse_loss(self.decode(dist.sample()), self.to_unit(flat))
+        return recon, dist.kl(), dist.mean.view(*frames.shape[:2], *dist.mean.shape[1:])
+
+    @torch.no_grad()
+    def init(self, frames: np.ndarray, proprio: np.ndarray) -> dict[str, Any]:
+        frames, proprio = check_context(frames, proprio, self.image_size, self.context, self.proprio_dim, "world-model")
+        x = torch.as_tensor(frames, device=self.p_mean.device)
+        z, _ = self.encode(x.flatten(0, 1))
+        p = (torch.as_tensor(proprio, device=self.p_mean.device) - self.p_mean) / self.p_std
+        return {"window": z.view(*x.shape[:2], *z.shape[1:]), "proprio": p}
+
+    def emit(self, state: dict[str, Any], next_latent: torch.Tensor,
+             next_proprio: torch.Tensor) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        """The ``step`` result: the window slid by one latent, the decoded frame and the proprio in world units."""
+        window = torch.cat([state["window"][:, 1:], next_latent[:, None]], dim=1)
+        frame = self.to_uint8(self.decode(next_latent)).cpu().numpy()
+        proprio = (next_proprio * self.p_std + self.p_mean).cpu().numpy().astype(np.float32)
+        return {**state, "window": window, "proprio": next_proprio}, frame, proprio
+
+
+class VideoWorldModel(LatentVAEModel):
+    """AutoencoderKL latents + FiLM latent dynamics (deterministic, ``model.dynamics=latent``); a
+    :class:`robotrl.world.WorldModel`."""
+
+    def __init__(self, image_size: int, action_dim: int, proprio_dim: int, context: int = 2,
+                 latent_channels: int = 4, block_channels: tuple[int, ...] = (16, 32, 32), hidden: int = 64,
+                 device: str | torch.device = "cpu"):
+        super().__init__(image_size, action_dim, proprio_dim, context, latent_channels, block_channels, hidden)
+        self.dynamics = LatentDynamics(latent_channels, context, action_dim, proprio_dim, hidden)
+        self.device = torch.device(device)
+        self.to(self.device)
+
     # -------------------------------------------------------------------------------------- training
     def loss(self, frames: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor, kl_weight: float):
         """frames uint8 [B, T+1, 3, H, W] (the first ``context`` are history), actions [B, T, A] aligned so that
         actions[:, t] leads from frame t to t+1, proprio [B, T+1, P]. Returns (loss, metrics)."""
-        B, T1 = frames.shape[:2]
+        T1 = frames.shape[1]
         c = self.context
-        flat = frames.flatten(0, 1)
-        dist = self.vae.encode(self.to_unit(flat)).latent_dist
-        recon = F.mse_loss(self.decode(dist.sample()), self.to_unit(flat))
-        kl = dist.kl()
-        z = dist.mean.view(B, T1, *dist.mean.shape[1:])
+        recon, kl, z = self.vae_losses(frames)
         p = (proprio - self.p_mean) / self.p_std
         window, cur_p = z[:, :c], p[:, c - 1]
         lat_loss = pix_loss = prop_loss = 0.0
@@ -145,21 +178,10 @@ class VideoWorldModel(nn.Module):
 
     # -------------------------------------------------------------------------------------- WorldModel
     @torch.no_grad()
-    def init(self, frames: np.ndarray, proprio: np.ndarray) -> dict[str, torch.Tensor]:
-        frames, proprio = check_context(frames, proprio, self.image_size, self.context, self.proprio_dim, "world-model")
-        x = torch.as_tensor(frames, device=self.device)
-        z, _ = self.encode(x.flatten(0, 1))
-        p = (torch.as_tensor(proprio, device=self.device) - self.p_mean) / self.p_std
-        return {"window": z.view(*x.shape[:2], *z.shape[1:]), "proprio": p}
-
-    @torch.no_grad()
-    def step(self, state: dict[str, torch.Tensor], action: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    def step(self, state: dict[str, Any], action: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         a = torch.as_tensor(np.asarray(action, np.float32), device=self.device)
         nz, p = self.dynamics(state["window"], a, state["proprio"])
-        window = torch.cat([state["window"][:, 1:], nz[:, None]], dim=1)
-        frame = self.to_uint8(self.decode(nz)).cpu().numpy()
-        proprio = (p * self.p_std + self.p_mean).cpu().numpy().astype(np.float32)
-        return {"window": window, "proprio": p}, frame, proprio
+        return self.emit(state, nz, p)
 
 
-__all__ = ["VideoWorldModel"]
+__all__ = ["LatentVAEModel", "VideoWorldModel"]

@@ -71,12 +71,38 @@ def train_vla(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ world model
-def build_model(cfg: Any, device: torch.device, pdim: int, adim: int):
-    from robotrl.agents.video_world_model import VideoWorldModel
+DYNAMICS = ("latent", "diffusion")
 
+
+def model_class(dynamics: Any):
+    """The world-model class of ``model.dynamics`` (``latent``: deterministic FiLM net, ``diffusion``: latent
+    denoiser), or a one-line ConfigError."""
+    if dynamics == "latent":
+        from robotrl.agents.video_world_model import VideoWorldModel
+
+        return VideoWorldModel
+    if dynamics == "diffusion":
+        from robotrl.agents.diffusion_world_model import DiffusionWorldModel
+
+        return DiffusionWorldModel
+    raise ConfigError(f"model.dynamics={dynamics!r}, expected one of {list(DYNAMICS)}")
+
+
+def build_model(cfg: Any, device: torch.device, pdim: int, adim: int):
     m = cfg.model
-    return VideoWorldModel(int(cfg.image_size), adim, pdim, int(m.context), int(m.latent_channels),
-                           tuple(m.block_channels), int(m.hidden), device)
+    dynamics = m.get("dynamics", "latent")
+    cls = model_class(dynamics)
+    extra: dict[str, Any] = {}
+    if dynamics == "diffusion":
+        steps = m.get("denoise_steps", 4)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ConfigError(f"model.denoise_steps={steps!r}, expected an integer >= 1 (DDIM steps per frame)")
+        noise = m.get("context_noise", 0.0)
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or noise < 0:
+            raise ConfigError(f"model.context_noise={noise!r}, expected a number >= 0 (0: off)")
+        extra = {"denoise_steps": steps, "seed": int(cfg.seed), "context_noise": float(noise)}
+    return cls(int(cfg.image_size), adim, pdim, int(m.context), int(m.latent_channels), tuple(m.block_channels),
+               int(m.hidden), device=device, **extra)
 
 
 def padded(ep: Any, pidx: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,6 +149,7 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     cfg = load_config(out, overrides)
     device = setup_torch(cfg)
     m = cfg.model
+    model_class(m.dynamics)  # a bad value fails before the data are loaded
     length = int(m.context) + int(m.horizon)
     seqs = model_sequences(out, cfg, int(m.context), length)
     model = build_model(cfg, device, seqs[0][2].shape[1], seqs[0][1].shape[1])
@@ -136,18 +163,25 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     metrics = train_loop("model", out / "model", model, opt, int(m.steps), loss_fn, lambda: {}, every=25)
     save_ckpt(out / "model" / "model.pt", {"kind": "world_model", "config": model.config,
                                            "holdout_every": int(m.holdout_every), "model": model.state_dict()})
-    print(f"model: trained, final pixel MSE {metrics.get('pixel', float('nan')):.4f} -> {out / 'model' / 'model.pt'}")
+    final = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    print(f"model: trained ({m.dynamics}), final {final} -> {out / 'model' / 'model.pt'}")
     return metrics
 
 
-def load_model(path: Path, device: torch.device):
-    from robotrl.agents.video_world_model import VideoWorldModel
+def load_model(path: Path, device: torch.device, denoise_steps: int | None = None):
+    """The world model of a ``model.pt`` (checkpoints from before ``model.dynamics`` are ``latent`` ones);
+    ``denoise_steps`` overrides a diffusion model's DDIM steps (the sampler needs no retraining)."""
     from robotrl.workflows.worldenv.common import load_ckpt
 
     payload = load_ckpt(path, "world_model")
     c = dict(payload["config"])
-    model = VideoWorldModel(c.pop("image_size"), c.pop("action_dim"), c.pop("proprio_dim"), device=device,
-                            **{**c, "block_channels": tuple(c["block_channels"])})
+    cls = model_class(c.pop("dynamics", "latent"))
+    if denoise_steps is not None:
+        if "denoise_steps" not in c:
+            raise ConfigError(f"denoise_steps={denoise_steps} given for {path}, a deterministic (latent) world model")
+        c["denoise_steps"] = denoise_steps
+    model = cls(c.pop("image_size"), c.pop("action_dim"), c.pop("proprio_dim"), device=device,
+                **{**c, "block_channels": tuple(c["block_channels"])})
     model.load_state_dict(payload["model"])
     return model.eval()
 
