@@ -191,6 +191,40 @@ def test_world_model_replays_of_recorded_episodes():
     np.testing.assert_array_equal(replays[1][-1], frame[0].transpose(1, 2, 0))
 
 
+def test_action_report_tells_a_model_that_follows_actions_from_one_that_ignores_them():
+    from robotrl.workflows.worldenv.train import action_report
+
+    class Integrator:  # proprio += action; frames brighten with the first action dim; optionally deaf to actions
+        context, p_std = 2, torch.ones(4)
+
+        def __init__(self, deaf):
+            self.deaf = deaf
+
+        def init(self, frames, proprio):
+            return {"p": proprio.copy(), "f": frames[:, -1].astype(np.float32)}
+
+        def step(self, state, action):
+            a = np.zeros_like(action) if self.deaf else action
+            p, f = state["p"] + a, state["f"] + 20 * a[:, :1, None, None]
+            return {"p": p, "f": f}, np.clip(f, 0, 255).astype(np.uint8), p
+
+    rng = np.random.default_rng(0)
+    seqs = []
+    for _ in range(3):
+        a = rng.uniform(-1, 1, (12, 4)).astype(np.float32)
+        p = np.concatenate([np.zeros((1, 4)), np.cumsum(a[1:], 0)]).astype(np.float32)  # a[c-1:] drive p[c-1:]
+        p = np.concatenate([p[:1], p])
+        f = np.full((13, 3, 4, 4), 100, np.float32)
+        f[2:] += 20 * np.cumsum(a[1:, 0])[:, None, None, None]
+        seqs.append((np.clip(f, 0, 255).astype(np.uint8), a, p))
+    good = action_report(Integrator(deaf=False), seqs, 30)
+    assert good["horizon"] == 11 and good["n"] == 3
+    assert good["proprio_mse"]["recorded"] < 1e-6 < good["proprio_mse"]["other_episode"]
+    assert good["frame_mse"]["recorded"] < 1e-4 < good["frame_mse"]["zero"]
+    deaf = action_report(Integrator(deaf=True), seqs, 30)
+    assert deaf["proprio_mse"]["recorded"] == deaf["proprio_mse"]["other_episode"] == deaf["proprio_mse"]["zero"]
+
+
 def test_world_env_bad_inputs_are_one_line_errors():
     frames, prop = starts(2)
     model, refl = tiny_model(), ScriptedReflector(1)
@@ -419,14 +453,16 @@ def test_stage_training_resumes_exactly_after_an_interrupt(tmp_path):
         torch.manual_seed(0)
         net = torch.nn.Linear(3, 1)
         opt = torch.optim.Adam(net.parameters(), 1e-2)
+        sampler = np.random.default_rng(0)  # a stage's own batch sampler, made afresh by every run
 
         def loss_fn(step):
             if step == crash_at:
                 raise KeyboardInterrupt
             x = torch.randn(8, 3)  # the global RNG: restored from state.pt on resume
+            x = x * float(sampler.uniform(0.5, 2.0))  # the sampler: restored too
             return ((net(x) - x.sum(1, keepdim=True)) ** 2).mean(), {}
 
-        train_loop("toy", folder, net, opt, 6, loss_fn, lambda: {}, every=2)
+        train_loop("toy", folder, net, opt, 6, loss_fn, lambda: {}, every=2, generator=sampler)
         return net
 
     ref = run(tmp_path / "a")

@@ -313,39 +313,44 @@ def sim_rollout(env: Any, act_chunk: Callable[[dict[str, np.ndarray]], np.ndarra
 
 # ------------------------------------------------------------------------------------------------ training loop
 def resume_state(name: str, state_path: Path, log: Path, module: torch.nn.Module, opt: torch.optim.Optimizer,
-                 counter: str) -> int:
-    """Restore model, optimiser and RNG from ``state_path`` when it exists and drop the log rows written after it;
-    the ``counter`` (step or iteration) to continue from, 0 for a fresh start."""
+                 counter: str, generator: np.random.Generator | None = None) -> int:
+    """Restore model, optimiser, the global RNGs and the stage's own ``generator`` (its batch sampler) from
+    ``state_path`` when it exists and drop the log rows written after it; the ``counter`` (step or iteration) to
+    continue from, 0 for a fresh start."""
     if not state_path.is_file():
         return 0
     state = load_ckpt(state_path, f"{name}-state")
     module.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     set_rng_state(state["rng"])
+    if generator is not None and "generator" in state:  # states written before it was saved restart the sampler
+        generator.bit_generator.state = state["generator"]
     start = int(state[counter])
     truncate_csv(log, counter, start)
     return start
 
 
 def save_state(name: str, state_path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, counter: str,
-               value: int) -> None:
+               value: int, generator: np.random.Generator | None = None) -> None:
     """What ``resume_state`` reads back: model, optimiser, the counter and every RNG."""
     save_ckpt(state_path, {"kind": f"{name}-state", "model": module.state_dict(), "opt": opt.state_dict(),
-                           counter: value, "rng": rng_state()})
+                           counter: value, "rng": rng_state(),
+                           **({"generator": generator.bit_generator.state} if generator is not None else {})})
 
 
 def train_loop(name: str, folder: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, steps: int,
                loss_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]],
                payload_fn: Callable[[], dict[str, Any]], every: int = 100,
-               snapshot_every: int = 0) -> dict[str, float]:
+               snapshot_every: int = 0, generator: np.random.Generator | None = None) -> dict[str, float]:
     """Gradient steps with progress lines, ``train.csv``, ``curve.png`` and a resumable ``state.pt`` (model,
-    optimiser, step, RNG) every ``every`` steps; ``payload_fn()`` (the stage's final checkpoint) is written at the
-    end, and to ``snapshots/step_N.pt`` every ``snapshot_every`` steps. Rerunning continues from ``state.pt``."""
+    optimiser, step, RNGs including ``generator``, the stage's batch sampler) every ``every`` steps;
+    ``payload_fn()`` (the stage's final checkpoint) is written at the end, and to ``snapshots/step_N.pt`` every
+    ``snapshot_every`` steps. Rerunning continues from ``state.pt`` as if never stopped."""
     from robotrl.errors import DivergenceError
 
     folder.mkdir(parents=True, exist_ok=True)
     state_path, log = folder / "state.pt", folder / "train.csv"
-    start = resume_state(name, state_path, log, module, opt, "step")
+    start = resume_state(name, state_path, log, module, opt, "step", generator)
     if start:
         print(f"{name}: resuming at step {start}/{steps} from {state_path}")
     beat = Heartbeat(name)
@@ -364,7 +369,7 @@ def train_loop(name: str, folder: Path, module: torch.nn.Module, opt: torch.opti
             save_ckpt(folder / "snapshots" / f"step_{step:07d}.pt", payload_fn())
         if step % every == 0 or step == steps:
             append_csv(log, {"step": step, **metrics})
-            save_state(name, state_path, module, opt, "step", step)
+            save_state(name, state_path, module, opt, "step", step, generator)
     if log.is_file():
         plot_csv(log, "step", [k for k in metrics if k != "loss"] or ["loss"], folder / "curve.png")
     return metrics

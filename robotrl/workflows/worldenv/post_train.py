@@ -187,10 +187,10 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     folder = out / "post"
     folder.mkdir(parents=True, exist_ok=True)
     state_path, log = folder / "state.pt", folder / "train.csv"
-    start = resume_state("post", state_path, log, policy, opt, "iteration")
+    rng = np.random.default_rng(int(cfg.seed))
+    start = resume_state("post", state_path, log, policy, opt, "iteration", rng)
     if start:
         print(f"post-train: resuming at iteration {start}/{pt.iterations}")
-    rng = np.random.default_rng(int(cfg.seed) + start)
     G = int(pt.group)
     beat = Heartbeat("post-train")
     for it in range(start + 1, int(pt.iterations) + 1):
@@ -215,7 +215,7 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
                "ppo_loss": rl.item(), "bc_loss": bc.item(), "log_scale": policy.log_scale.mean().item()}
         append_csv(log, row)
         beat.tick(lambda r=row: " ".join(f"{k}={v:.4g}" for k, v in r.items()))
-        save_state("post", state_path, policy, opt, "iteration", it)
+        save_state("post", state_path, policy, opt, "iteration", it, rng)
     if log.is_file():
         plot_csv(log, "iteration", ["world_success", "world_best_score"], folder / "curve.png")
     payload = load_ckpt(out / "vla" / "vla.pt", "vla")

@@ -64,7 +64,8 @@ def train_vla(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
         return policy.bc_loss(f, t, p, a, m), {}
 
     metrics = train_loop("vla", out / "vla", policy, opt, int(c.steps), loss_fn,
-                         lambda: vla_payload(cfg, policy, text), every=50, snapshot_every=int(c.snapshot_every))
+                         lambda: vla_payload(cfg, policy, text), every=50, snapshot_every=int(c.snapshot_every),
+                         generator=rng)
     save_ckpt(out / "vla" / "vla.pt", vla_payload(cfg, policy, text))
     print(f"vla: BC done, final L1 {metrics.get('loss', float('nan')):.4f} -> {out / 'vla' / 'vla.pt'}")
     return metrics
@@ -160,12 +161,45 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     def loss_fn(step: int):
         return model.loss(*sequence_batch(seqs, length, int(m.batch_size), rng, device), float(m.kl_weight))
 
-    metrics = train_loop("model", out / "model", model, opt, int(m.steps), loss_fn, lambda: {}, every=25)
+    metrics = train_loop("model", out / "model", model, opt, int(m.steps), loss_fn, lambda: {}, every=25,
+                         generator=rng)
     save_ckpt(out / "model" / "model.pt", {"kind": "world_model", "config": model.config,
                                            "holdout_every": int(m.holdout_every), "model": model.state_dict()})
     final = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     print(f"model: trained ({m.dynamics}), final {final} -> {out / 'model' / 'model.pt'}")
+    split = "val" if int(m.holdout_every) else "train"
+    report = action_report(model.eval(), model_sequences(out, cfg, model.context, model.context + 1, split), 30)
+    write_json(out / "model" / "report.json", {"episodes": split, **report})
+    r = report["proprio_mse"]
+    print(f"model: on {report['n']} {split} episodes, {report['horizon']}-step open-loop proprio error (normalised) "
+          f"{r['recorded']:.3f} with the recorded actions, {r['other_episode']:.3f} with another episode's, "
+          f"{r['zero']:.3f} with zero actions (equal errors: the model ignores the actions) -> "
+          f"{out / 'model' / 'report.json'}")
     return metrics
+
+
+def action_report(model: Any, seqs: list, horizon: int) -> dict[str, Any]:
+    """Does the world model follow the actions? Open-loop rollouts from each episode's start with its recorded
+    actions, with another episode's actions and with zero actions: frame and proprio errors against the recorded
+    episode, averaged over ``horizon`` steps (capped by the shortest episode). A model that ignores actions scores
+    the same with all three."""
+    c = model.context
+    horizon = min(horizon, min(len(f) for f, _, _ in seqs) - c)
+    frames = np.stack([f[:c + horizon] for f, _, _ in seqs])
+    actions = np.stack([a[c - 1:c - 1 + horizon] for _, a, _ in seqs])
+    props = np.stack([p[c - 1:c + horizon] for _, _, p in seqs])
+    std = model.p_std.cpu().numpy()
+    out: dict[str, Any] = {"n": len(seqs), "horizon": horizon, "frame_mse": {}, "proprio_mse": {}}
+    for name, acts in (("recorded", actions), ("other_episode", np.roll(actions, 1, axis=0)),
+                       ("zero", np.zeros_like(actions))):
+        state = model.init(frames[:, :c], props[:, 0])
+        f_err, p_err = [], []
+        for t in range(horizon):
+            state, frame, prop = model.step(state, acts[:, t])
+            f_err.append(np.mean((frame.astype(np.float32) - frames[:, c + t]) ** 2) / 255.0**2)
+            p_err.append(np.mean(((prop - props[:, t + 1]) / std) ** 2))
+        out["frame_mse"][name], out["proprio_mse"][name] = float(np.mean(f_err)), float(np.mean(p_err))
+    return out
 
 
 def load_model(path: Path, device: torch.device, denoise_steps: int | None = None):
@@ -280,7 +314,8 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y_t)
         return loss, {"acc": ((logits > 0).float() == y_t).float().mean().item()}
 
-    train_loop("reflector", out / "reflector", reflector, opt, int(r.steps), loss_fn, lambda: {}, every=25)
+    train_loop("reflector", out / "reflector", reflector, opt, int(r.steps), loss_fn, lambda: {}, every=25,
+               generator=rng)
     report = reflector_report(reflector, frames[episode % 5 == 4], labels[episode % 5 == 4],
                               [instr[i] for i in np.flatnonzero(episode % 5 == 4)])
     judged = "imagined" if share > 0 else "real"  # WorldEnv judges the model's frames when there are some
