@@ -173,7 +173,7 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     r = report["proprio_mse"]
     print(f"model: on {report['n']} {split} episodes, {report['horizon']}-step open-loop proprio error (normalised) "
           f"{r['recorded']:.3f} with the recorded actions, {r['other_episode']:.3f} with another episode's, "
-          f"{r['zero']:.3f} with zero actions (equal errors: the model ignores the actions) -> "
+          f"{r['zero']:.3f} with zero actions (a model that ignores the actions scores the same on all three) -> "
           f"{out / 'model' / 'report.json'}")
     return metrics
 
