@@ -26,8 +26,9 @@ def main(runs: list[Path]) -> None:
     reports = [load(r) for r in runs]
     print("| seed | reflector held-out acc / FPR (real frames) | on replayed frames | frames in a row | episode "
           "verdicts agreeing (held-out replays) | sim success BC -> post-trained | random / zero actions | length BC / "
-          "post (reflector-terminated) | fidelity Pearson r [95% CI] | Spearman | WorldEnv success range |")
-    print("|" + "---|" * 11)
+          "post (reflector-terminated) | fidelity Pearson r [95% CI], learned policies (the gate) | Spearman | "
+          "r with random + zero actions | WorldEnv success range |")
+    print("|" + "---|" * 12)
     for run, rep in zip(runs, reports, strict=True):
         refl, post, fid = rep["reflector"], rep["post"], rep["fidelity"]
         im = refl.get("imagined", {})
@@ -44,7 +45,8 @@ def main(runs: list[Path]) -> None:
               f"{a['success']:.2f} | {triv.get('random', {}).get('mean', {}).get('success', float('nan')):.2f} / "
               f"{triv.get('zero', {}).get('mean', {}).get('success', float('nan')):.2f} | {b['length']:.1f} / "
               f"{a['length']:.1f} ({b['reflector_length']:.1f} / {a['reflector_length']:.1f}) | "
-              f"{fid['pearson']:.2f} {ci_s} | {fid['spearman']:.2f} | {min(ws):.2f}-{max(ws):.2f} |")
+              f"{fid['pearson']:.2f} {ci_s} | {fid['spearman']:.2f} | "
+              f"{fid.get('with_trivial', {}).get('pearson', float('nan')):.2f} | {min(ws):.2f}-{max(ws):.2f} |")
     print()
     print("| policy | simulator success per seed | IQM [95% CI] over seeds |")
     print("|---|---|---|")
