@@ -20,7 +20,14 @@ import numpy as np
 
 from robotrl.contract import check_action
 from robotrl.errors import ConfigError
-from robotrl.world import Reflector, WorldModel, check_context, check_instruction, success_streak
+from robotrl.world import (
+    Reflector,
+    WorldModel,
+    check_context,
+    check_instruction,
+    success_streak,
+    termination_rule,
+)
 
 
 class WorldEnv(gym.Env):
@@ -78,7 +85,7 @@ class WorldEnv(gym.Env):
         self._frames.append(frame[0])
         self._t += 1
         score = float(self.reflector.score(frame.transpose(0, 2, 3, 1), [self.instruction])[0])
-        self._streak, done = success_streak(self.reflector, self._streak, np.array([score]))
+        self._streak, done = success_streak(self._streak, np.array([score]), *termination_rule(self.reflector))
         success = bool(done[0])
         terminated = bool(success and self.terminate_on_success)
         truncated = bool(self._t >= self.max_steps and not terminated)

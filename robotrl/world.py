@@ -57,20 +57,26 @@ class Reflector(Protocol):
         """Success probability in [0, 1] per frame (uint8 [B, H, W, 3]) and its instruction."""
 
 
-def success_streak(reflector: Reflector, streak: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One step of the reflector's termination rule for a batch: (frames above threshold in a row so far, done),
-    done where the streak reaches the reflector's ``consecutive`` (1 when it has none)."""
-    streak = np.where(np.asarray(scores) > reflector.threshold, streak + 1, 0)
-    return streak, streak >= int(getattr(reflector, "consecutive", 1))
+def termination_rule(reflector: Reflector) -> tuple[float, int]:
+    """(threshold, frames above it in a row that end an episode) of a reflector; 1 frame when it says nothing."""
+    return float(reflector.threshold), int(getattr(reflector, "consecutive", 1))
+
+
+def success_streak(streak: np.ndarray, scores: np.ndarray, threshold: float,
+                   consecutive: int) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the termination rule for a batch: (frames above ``threshold`` in a row so far, done where that
+    streak reaches ``consecutive``)."""
+    streak = np.where(np.asarray(scores) > threshold, streak + 1, 0)
+    return streak, streak >= consecutive
 
 
 def fired_steps(scores: np.ndarray, threshold: float, consecutive: int) -> np.ndarray:
-    """Per step of one episode's scores: has the rule "``consecutive`` scores above ``threshold`` in a row" fired by
-    this step (True from the firing step on)."""
-    streak, fired = 0, np.zeros(len(scores), bool)
-    for t, above in enumerate(np.asarray(scores) > threshold):
-        streak = streak + 1 if above else 0
-        if streak >= consecutive:
+    """Per step of one episode's scores: has the termination rule fired by this step (True from the firing step
+    on)."""
+    streak, fired = np.zeros((), np.int64), np.zeros(len(scores), bool)
+    for t, score in enumerate(np.asarray(scores)):
+        streak, done = success_streak(streak, score, threshold, consecutive)
+        if done:
             fired[t:] = True
             break
     return fired
@@ -112,4 +118,4 @@ def check_context(frames: Any, proprio: Any, size: int, context: int, proprio_di
 
 
 __all__ = ["MT10", "Reflector", "WorldModel", "check_frames_chw", "check_instruction", "default_instructions",
-           "fired_steps", "success_streak"]
+           "fired_steps", "success_streak", "termination_rule"]

@@ -264,6 +264,12 @@ class VLAActor:
         return np.clip(chunk, -1.0, 1.0).astype(np.float32)
 
 
+def score_frames(reflector: Any, frames: np.ndarray, instructions: Sequence[str], batch: int = 256) -> np.ndarray:
+    """A reflector's scores of any number of frames (uint8 [N, H, W, 3]), ``batch`` at a time."""
+    return np.concatenate([reflector.score(frames[i:i + batch], instructions[i:i + batch])
+                           for i in range(0, len(frames), batch)]) if len(frames) else np.zeros(0, np.float32)
+
+
 class TrivialActor:
     """The baselines beside every World-Env success number: ``random`` (uniform actions in [-1, 1], seeded) or
     ``zero`` (the arm holds still), one chunk of ``chunk`` actions per call like a VLA."""

@@ -34,12 +34,13 @@ from robotrl.workflows.worldenv.common import (
     resume_state,
     save_ckpt,
     save_state,
+    score_frames,
     setup_torch,
     sim_rollout,
     write_json,
 )
 from robotrl.workflows.worldenv.train import bc_batch, load_model
-from robotrl.world import fired_steps, success_streak
+from robotrl.world import fired_steps, success_streak, termination_rule
 
 TRAIN_SEED = 2_000_000  # initial states for post-training; evaluation uses eval.eval_seed + i (disjoint)
 
@@ -89,7 +90,7 @@ def imagine(policy: Any, model: Any, reflector: Any, text: torch.Tensor, instruc
             state, frame, prop = model.step(state, actions[:, k])
             score = reflector.score(frame.transpose(0, 2, 3, 1), instructions)
             best = np.where(alive, np.maximum(best, score), best)
-            streak, done = success_streak(reflector, streak, score)
+            streak, done = success_streak(streak, score, *termination_rule(reflector))
             done &= alive
             success |= done
             length[done] = t + 1
@@ -141,9 +142,7 @@ def sim_eval(cfg: Any, make_actor: Callable[[str, int], Any], reflector: Any = N
                 row = {"success": bool(ep.success.any()), "success_final": bool(ep.success[-1]), "length": first}
                 if reflector is not None:
                     frames = ep.obs["pixels"][1:].transpose(0, 2, 3, 1)
-                    scores = np.concatenate([reflector.score(frames[j:j + 128], [instr] * len(frames[j:j + 128]))
-                                             for j in range(0, T, 128)])
-                    done = fired_steps(scores, reflector.threshold, int(getattr(reflector, "consecutive", 1)))
+                    done = fired_steps(score_frames(reflector, frames, [instr] * T), *termination_rule(reflector))
                     stop = int(np.argmax(done)) + 1 if done.any() else T
                     row.update(reflector_length=stop, reflector_success=bool(ep.success[:stop].any()))
                 rows.append(row)

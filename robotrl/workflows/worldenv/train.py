@@ -27,6 +27,7 @@ from robotrl.workflows.worldenv.common import (
     load_config,
     load_data,
     save_ckpt,
+    score_frames,
     setup_torch,
     text_embeddings,
     train_loop,
@@ -130,11 +131,12 @@ def sequence_batch(seqs: list, length: int, batch: int, rng: np.random.Generator
 
 
 def model_sequences(out: Path, cfg: Any, context: int, length: int, split: str = "train",
-                    holdout_every: int | None = None) -> list:
+                    holdout_every: int | None = None, data: list | None = None) -> list:
     """Padded (frames, actions, proprio) of the collected episodes of ``split``: ``val`` is every
-    ``holdout_every``-th episode (in load order), ``train`` the rest (all of them when ``holdout_every`` is 0)."""
+    ``holdout_every``-th episode (in load order), ``train`` the rest (all of them when ``holdout_every`` is 0).
+    ``data`` is ``load_data``'s episodes when the caller has them already."""
     every = int(cfg.model.holdout_every if holdout_every is None else holdout_every)
-    data = load_data(out, tasks=cfg.tasks)
+    data = load_data(out, tasks=cfg.tasks) if data is None else data
     held = [bool(every) and i % every == every - 1 for i in range(len(data))]
     seqs = [padded(ep, pidx, context) for (_, _, ep, pidx), h in zip(data, held, strict=True)
             if h == (split == "val")]
@@ -152,7 +154,8 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     m = cfg.model
     model_class(m.dynamics)  # a bad value fails before the data are loaded
     length = int(m.context) + int(m.horizon)
-    seqs = model_sequences(out, cfg, int(m.context), length)
+    data = load_data(out, tasks=cfg.tasks)  # once: training sequences and the action report's held-out ones
+    seqs = model_sequences(out, cfg, int(m.context), length, data=data)
     model = build_model(cfg, device, seqs[0][2].shape[1], seqs[0][1].shape[1])
     model.fit_normaliser(np.concatenate([s[2] for s in seqs]))
     opt = torch.optim.AdamW(model.parameters(), lr=float(m.lr), weight_decay=1e-5)
@@ -168,7 +171,8 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     final = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     print(f"model: trained ({m.dynamics}), final {final} -> {out / 'model' / 'model.pt'}")
     split = "val" if int(m.holdout_every) else "train"
-    report = action_report(model.eval(), model_sequences(out, cfg, model.context, model.context + 1, split), 30)
+    report = action_report(model.eval(), model_sequences(out, cfg, model.context, model.context + 1, split,
+                                                         data=data), 30)
     write_json(out / "model" / "report.json", {"episodes": split, **report})
     r = report["proprio_mse"]
     print(f"model: on {report['n']} {split} episodes, {report['horizon']}-step open-loop proprio error (normalised) "
@@ -255,6 +259,11 @@ def replay_in_model(model: Any, data: list) -> list[np.ndarray]:
     return replays
 
 
+def held_out(episode: np.ndarray) -> np.ndarray:
+    """The reflector's validation split: every 5th collected episode, by index."""
+    return episode % 5 == 4
+
+
 def balanced(idx: dict[bool, np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` indices, half from the successes and half from the failures."""
     return np.r_[rng.choice(idx[True], n // 2), rng.choice(idx[False], n - n // 2)]
@@ -285,7 +294,7 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
     sizes["real"] = int(r.batch_size) - sizes.get("imagined", 0)
     train_idx = {}
     for name, (_, y, _, e) in pools.items():
-        train_idx[name] = {b: np.flatnonzero((e % 5 != 4) & (y == b)) for b in (True, False)}  # every 5th held out
+        train_idx[name] = {b: np.flatnonzero(~held_out(e) & (y == b)) for b in (True, False)}
         if not len(train_idx[name][True]) or not len(train_idx[name][False]):
             raise ConfigError(f"reflector needs successful and failed frames; got {len(train_idx[name][True])} "
                               f"successes and {len(train_idx[name][False])} failures in the training episodes")
@@ -316,14 +325,17 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
 
     train_loop("reflector", out / "reflector", reflector, opt, int(r.steps), loss_fn, lambda: {}, every=25,
                generator=rng)
-    report = reflector_report(reflector, frames[episode % 5 == 4], labels[episode % 5 == 4],
-                              [instr[i] for i in np.flatnonzero(episode % 5 == 4)])
+
+    def held_out_report(f: np.ndarray, y: np.ndarray, ins: list[str], e: np.ndarray) -> dict[str, Any]:
+        held = held_out(e)
+        return reflector_report(reflector, f[held], y[held], [ins[i] for i in np.flatnonzero(held)])
+
+    report = held_out_report(*pools["real"])
     judged = "imagined" if share > 0 else "real"  # WorldEnv judges the model's frames when there are some
-    f, y, ins, e = pools[judged]
-    episodes = [np.flatnonzero(e == k) for k in np.unique(e[e % 5 == 4])]
     if share > 0:
-        report["imagined"] = reflector_report(reflector, f[e % 5 == 4], y[e % 5 == 4],
-                                              [ins[i] for i in np.flatnonzero(e % 5 == 4)])
+        report["imagined"] = held_out_report(*pools["imagined"])
+    f, y, ins, e = pools[judged]
+    episodes = [np.flatnonzero(e == k) for k in np.unique(e[held_out(e)])]
     report["episodes"] = episode_agreement(reflector, [(f[i], y[i], ins[i[0]]) for i in episodes], judged)
     reflector.consecutive = (report["episodes"]["best_consecutive"] if str(r.consecutive) == "auto"
                              else int(r.consecutive))
@@ -342,8 +354,7 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
 def episode_agreement(reflector: Any, episodes: list, source: str, max_consecutive: int = 10) -> dict[str, Any]:
     """Does the reflector's termination rule (k frames above threshold in a row, k = 1..``max_consecutive``) call an
     episode a success exactly when the simulator did? The k with the best agreement is ``best_consecutive``."""
-    scores = [np.concatenate([reflector.score(f[i:i + 256], [text] * len(f[i:i + 256]))
-                              for i in range(0, len(f), 256)]) for f, _, text in episodes]
+    scores = [score_frames(reflector, f, [text] * len(f)) for f, _, text in episodes]
     truth = np.array([bool(y.any()) for _, y, _ in episodes])
     by_k = {}
     for k in range(1, max_consecutive + 1):
@@ -359,8 +370,7 @@ def reflector_report(reflector: Any, frames: np.ndarray, labels: np.ndarray, ins
     """Confusion counts on held-out frames; a false positive is the reward-hacking channel."""
     if not len(frames):
         return {"n": 0, "accuracy": float("nan"), "fpr": float("nan"), "tpr": float("nan")}
-    pred = np.concatenate([reflector.score(frames[i:i + 256], instr[i:i + 256]) > reflector.threshold
-                           for i in range(0, len(frames), 256)])
+    pred = score_frames(reflector, frames, instr) > reflector.threshold
     tp, fp = int((pred & labels).sum()), int((pred & ~labels).sum())
     tn, fn = int((~pred & ~labels).sum()), int((~pred & labels).sum())
     return {"n": len(frames), "tp": tp, "fp": fp, "tn": tn, "fn": fn, "accuracy": (tp + tn) / len(frames),
