@@ -377,7 +377,9 @@ def test_cli_worldenv_errors_are_one_line(tmp_path, capsys):
         assert e.value.code == 2 and err.startswith("robotrl: error:") and needle in err and "\n" not in err
     with pytest.raises(SystemExit) as e:
         main(["worldenv", "--help"])
-    assert e.value.code == 0 and "post-train" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "post-train" in out and "random_per_task" in out
+    assert max(len(line) for line in out.splitlines()) <= 80, "worldenv --help must fit an 80-column terminal"
 
 
 # ------------------------------------------------------------------------------------------------ end to end
