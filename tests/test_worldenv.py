@@ -223,6 +223,8 @@ def test_action_report_tells_a_model_that_follows_actions_from_one_that_ignores_
     assert good["frame_mse"]["recorded"] < 1e-4 < good["frame_mse"]["zero"]
     deaf = action_report(Integrator(deaf=True), seqs, 30)
     assert deaf["proprio_mse"]["recorded"] == deaf["proprio_mse"]["other_episode"] == deaf["proprio_mse"]["zero"]
+    one = action_report(Integrator(deaf=False), seqs[:1], 30)  # no other episode to borrow actions from
+    assert one["proprio_mse"]["other_episode"] is None and one["proprio_mse"]["zero"] > 1e-6
 
 
 def test_world_env_bad_inputs_are_one_line_errors():

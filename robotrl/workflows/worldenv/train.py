@@ -175,8 +175,9 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
                                                          data=data), 30)
     write_json(out / "model" / "report.json", {"episodes": split, **report})
     r = report["proprio_mse"]
+    other = "n/a (one episode)" if r["other_episode"] is None else f"{r['other_episode']:.3f}"
     print(f"model: on {report['n']} {split} episodes, {report['horizon']}-step open-loop proprio error (normalised) "
-          f"{r['recorded']:.3f} with the recorded actions, {r['other_episode']:.3f} with another episode's, "
+          f"{r['recorded']:.3f} with the recorded actions, {other} with another episode's, "
           f"{r['zero']:.3f} with zero actions (a model that ignores the actions scores the same on all three) -> "
           f"{out / 'model' / 'report.json'}")
     return metrics
@@ -194,8 +195,11 @@ def action_report(model: Any, seqs: list, horizon: int) -> dict[str, Any]:
     props = np.stack([p[c - 1:c + horizon] for _, _, p in seqs])
     std = model.p_std.cpu().numpy()
     out: dict[str, Any] = {"n": len(seqs), "horizon": horizon, "frame_mse": {}, "proprio_mse": {}}
-    for name, acts in (("recorded", actions), ("other_episode", np.roll(actions, 1, axis=0)),
-                       ("zero", np.zeros_like(actions))):
+    variants = [("recorded", actions), ("other_episode", np.roll(actions, 1, axis=0)), ("zero", np.zeros_like(actions))]
+    if len(seqs) < 2:  # one episode has no other episode's actions: rolling would hand it its own
+        variants.pop(1)
+        out["frame_mse"]["other_episode"] = out["proprio_mse"]["other_episode"] = None
+    for name, acts in variants:
         state = model.init(frames[:, :c], props[:, 0])
         f_err, p_err = [], []
         for t in range(horizon):
