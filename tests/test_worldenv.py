@@ -377,6 +377,19 @@ def test_cli_worldenv_errors_are_one_line(tmp_path, capsys):
             main(argv)
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and err.startswith("robotrl: error:") and needle in err and "\n" not in err
+    # a bad setting is refused before it is saved: the run's config.yaml keeps the good ones
+    main_ok = ["worldenv", "fidelity", f"out={tmp_path}", "seed=3"]
+    with pytest.raises(SystemExit):
+        main(main_ok)  # fails on the missing checkpoint, after saving its (good) settings
+    capsys.readouterr()
+    for bad, needle in (("reflector.imagined=2", "reflector.imagined=2.0"), ("reflector.consecutive=0", "auto"),
+                        ("eval.trivial=[wiggle]", "'wiggle'"), ("model.dynamics=gan", "'gan'")):
+        with pytest.raises(SystemExit) as e:
+            main(["worldenv", "collect", f"out={tmp_path}", bad])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and needle in err and "\n" not in err, err
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "seed: 3" in saved and "imagined: 0.5" in saved and "wiggle" not in saved and "gan" not in saved
     with pytest.raises(SystemExit) as e:
         main(["worldenv", "--help"])
     out = capsys.readouterr().out

@@ -22,6 +22,7 @@ from robotrl.overrides import config_dir
 from robotrl.types import Episode
 from robotrl.world import MT10
 
+DYNAMICS = ("latent", "diffusion")  # model.dynamics: the world models train-model can build
 KINDS = ("expert", "noisy", "policy", "random")  # data/<kind>/<task>/ in the demo format, "instruction" in meta.json
 
 
@@ -53,9 +54,28 @@ def load_config(out: Path, overrides: Sequence[str] = ()) -> Any:
     if unknown or not cfg.tasks:
         raise ConfigError(f"tasks={list(cfg.tasks)}: {unknown or 'empty'}; expected Meta-World tasks with an "
                           f"instruction in `instructions` ({', '.join(cfg.instructions)}) or mt10")
+    check_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(saved, OmegaConf.to_yaml(cfg))
     return cfg
+
+
+def check_config(cfg: Any) -> None:
+    """The settings a later stage would trip over, checked before any of them is saved to config.yaml (a bad value
+    kept there would fail every following command)."""
+    r = cfg.reflector
+    if not 0.0 <= float(r.imagined) <= 1.0:
+        raise ConfigError(f"reflector.imagined={float(r.imagined)!r}, expected the share of world-model frames in "
+                          f"[0, 1]")
+    if str(r.consecutive) != "auto" and not (str(r.consecutive).isdigit() and int(r.consecutive) >= 1):
+        raise ConfigError(f"reflector.consecutive={r.consecutive!r}, expected auto or frames in a row >= 1")
+    for key in ("eval.trivial", "fidelity.trivial"):
+        section, name = key.split(".")
+        bad = [k for k in cfg[section][name] if k not in TrivialActor.KINDS]
+        if bad:
+            raise ConfigError(f"{key}={bad}, expected trivial policies among {list(TrivialActor.KINDS)}")
+    if cfg.model.get("dynamics", "latent") not in DYNAMICS:
+        raise ConfigError(f"model.dynamics={cfg.model.dynamics!r}, expected one of {list(DYNAMICS)}")
 
 
 def setup_torch(cfg: Any) -> torch.device:

@@ -23,6 +23,7 @@ import torch
 
 from robotrl.errors import ConfigError
 from robotrl.workflows.worldenv.common import (
+    DYNAMICS,
     build_vla,
     load_config,
     load_data,
@@ -73,9 +74,6 @@ def train_vla(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ world model
-DYNAMICS = ("latent", "diffusion")
-
-
 def model_class(dynamics: Any):
     """The world-model class of ``model.dynamics`` (``latent``: deterministic FiLM net, ``diffusion``: latent
     denoiser), or a one-line ConfigError."""
@@ -284,11 +282,7 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
     data = load_data(out, tasks=cfg.tasks)
     frames, labels, instr, episode = frame_labels(data)
     pools = {"real": (frames, labels, instr, episode)}
-    share = float(r.imagined)
-    if not 0.0 <= share <= 1.0:
-        raise ConfigError(f"reflector.imagined={share!r}, expected the share of world-model frames in [0, 1]")
-    if str(r.consecutive) != "auto" and not (str(r.consecutive).isdigit() and int(r.consecutive) >= 1):
-        raise ConfigError(f"reflector.consecutive={r.consecutive!r}, expected auto or frames in a row >= 1")
+    share = float(r.imagined)  # checked by load_config
     if share > 0:  # the world model's frames of the same episodes, labelled by the simulator's success
         replays = replay_in_model(load_model(out / "model" / "model.pt", device), data)
         pools["imagined"] = (np.concatenate(replays), np.concatenate([ep.success for _, _, ep, _ in data]),
