@@ -650,7 +650,12 @@ def worldenv(args: list[str]) -> int:
         raise ConfigError(f"unexpected argument {bad[0]!r}; expected key=value (see robotrl worldenv --help)")
     module, func, _ = WORLDENV_STAGES[stage]
     run = getattr(importlib.import_module(f"robotrl.workflows.worldenv.{module}"), func)
-    run(outs[0], [a for a in rest if not a.startswith("out=")])
+    try:
+        run(outs[0], [a for a in rest if not a.startswith("out=")])
+    except KeyboardInterrupt:  # every stage checkpoints as it goes (state.pt, rows.json, one folder per collection)
+        print(f"robotrl: interrupted; the last checkpoint in {outs[0]} is intact; continue with: "
+              f"{shlex.join(['robotrl', 'worldenv', *args])}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -365,6 +365,21 @@ def test_fidelity_correlations_and_gate_inputs():
     assert np.isnan(flat["pearson"]) and flat["pearson_ci95"] == [None, None]
 
 
+def test_cli_worldenv_ctrl_c_says_how_to_continue(tmp_path, capsys, monkeypatch):
+    import robotrl.workflows.worldenv.train as stages
+    from robotrl.cli import main
+
+    def interrupted(out, overrides):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "train_model", interrupted)
+    with pytest.raises(SystemExit) as e:
+        main(["worldenv", "train-model", f"out={tmp_path}", "model.steps=9"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 130 and "\n" not in err and "Traceback" not in err
+    assert err.endswith(f"continue with: robotrl worldenv train-model out={tmp_path} model.steps=9")
+
+
 def test_cli_worldenv_errors_are_one_line(tmp_path, capsys):
     from robotrl.cli import main
 
