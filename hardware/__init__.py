@@ -41,8 +41,10 @@ def robot_class(name: str) -> Any:
 def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
     """Build ``SafetyLayer(driver, limits)`` from a ``robot=`` config; nothing connects until ``connect()``/``with``.
 
-    Raises ConfigError (one line, naming the field) for an unknown robot, unknown keys or invalid limits.
+    Raises ConfigError (one line, naming the field) for an unknown robot, unknown keys, invalid limits or an invalid
+    ``frame_map`` (policy frame -> arm base frame; the identity when absent).
     """
+    from robotrl.hardware.frame_map import parse_frame_map
     from robotrl.hardware.limits import parse_limits
     from robotrl.hardware.safety import SafetyLayer
 
@@ -52,6 +54,9 @@ def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
         raise ConfigError("robot=none has no hardware; choose one of robot=" + "|".join(robot_names()))
     cls = robot_class(name)
     limits = parse_limits(cfg.pop("limits", {}) or {}, cls.vendor_limits)  # before the driver exists
+    frame_map = parse_frame_map(cfg.pop("frame_map", None))
     driver = cls.from_config(cfg)
     driver.validate_limits(limits)
-    return SafetyLayer(driver, limits, **safety_kwargs)
+    layer = SafetyLayer(driver, limits, **safety_kwargs)
+    layer.frame_map = frame_map  # the training env's frame on this arm's (robotrl.hardware.frame_map)
+    return layer

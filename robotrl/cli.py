@@ -1,5 +1,5 @@
 """`robotrl` command line: train (hydra), eval, envs, plot, report, demos, goals, reward-eval, deploy, serve,
-sim2real, worldenv.
+sim2real, check-frame, worldenv.
 
     robotrl train [key=value ...]            e.g. agent=drqv2 env=dmc/cartpole_swingup seed=1; -m for sweeps
     robotrl train                            (no arguments) the embedded CPU quickstart: experiment=quickstart
@@ -22,6 +22,8 @@ sim2real, worldenv.
                                              gRPC policy server for `robotrl deploy server=HOST:PORT`
     robotrl sim2real checkpoint=PATH [robots=sim,franka ROBOT.KEY=VALUE episodes=3 ...]
                                              sim-to-real gap report: one policy, same seeds, several robots
+    robotrl check-frame robot=NAME [robot.KEY=VALUE distance_m=0.03 ...]
+                                             check robot.frame_map on the arm (home + a move along each axis)
 
 
 `robotrl <command> --help` lists a command's keys with their defaults and examples. Bad input exits with code 2 and
@@ -533,6 +535,24 @@ def deploy(args: list[str]) -> int:
     return 0
 
 
+def check_frame(args: list[str]) -> int:
+    """``robotrl check-frame``: the robot's frame map checked on the arm (home, then a move along each axis)."""
+    from robotrl.workflows.frame_check import FRAME_CHECK_DEFAULTS, FRAME_CHECK_DOCS, run_frame_check
+
+    if wants_help(args):
+        print(key_help("robotrl check-frame robot=NAME [robot.KEY=VALUE ...] [key=value ...]",
+                       "Check robot.frame_map (the training env's frame on the arm's) before a policy runs: the\n"
+                       "measured home in the policy frame, and a move along each policy axis read back.",
+                       FRAME_CHECK_DEFAULTS, FRAME_CHECK_DOCS,
+                       ["robotrl check-frame robot=franka robot.hostname=172.16.0.2",
+                        "robotrl check-frame robot=sim robot.task=push distance_m=0.05"]))
+        return 0
+    robot = {a.split("=", 1)[0].removeprefix("robot."): a.partition("=")[2] for a in args if a.startswith("robot.")}
+    opts = parse_kv([a for a in args if not a.startswith("robot.")], FRAME_CHECK_DEFAULTS)
+    run_frame_check(**opts, robot_overrides=robot)
+    return 0
+
+
 def sim2real(args: list[str]) -> int:
     """``robotrl sim2real``: one policy and the same seeds on several robots, side by side."""
     from robotrl.workflows.sim2real import GAP_DEFAULTS, GAP_DOCS
@@ -661,7 +681,7 @@ def worldenv(args: list[str]) -> int:
 
 COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "report": report, "demos": demos,
             "goals": goals, "reward-eval": reward_eval, "deploy": deploy, "serve": serve, "sim2real": sim2real,
-            "worldenv": worldenv}
+            "check-frame": check_frame, "worldenv": worldenv}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -133,19 +132,10 @@ class PolicySpec:
 def robot_config(robot: str, spec: PolicySpec, hz: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """``configs/robot/<robot>.yaml`` + ``robot.key=value`` overrides; ``robot=sim`` renders the policy's scene,
     cameras and image size unless overridden; ``hz`` sets ``limits.control_hz`` (the rate monitor's nominal)."""
-    from robotrl.hardware import robot_names
+    from robotrl.workflows.run_env import load_robot_config
 
-    path = Path(str(resources.files("robotrl.configs"))) / "robot" / f"{robot}.yaml"
-    if robot not in robot_names() or not path.is_file():
-        raise ConfigError(f"unknown robot {robot!r}; valid robots: {', '.join(robot_names())}")
-    base = OmegaConf.load(path)
-    if robot == "sim":
-        base.merge_with({"task": spec.task, "cameras": list(spec.cameras), "image_size": spec.image_size})
-    try:  # `robot.cameras=[top]` etc. from the command line: values parsed as hydra/OmegaConf does
-        base.merge_with(OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
-    except Exception as exc:
-        raise ConfigError(f"bad robot override {overrides}: {exc}") from None
-    cfg: dict[str, Any] = OmegaConf.to_container(base, resolve=True)  # type: ignore[assignment]
+    base = {"task": spec.task, "cameras": list(spec.cameras), "image_size": spec.image_size} if robot == "sim" else None
+    cfg = load_robot_config(robot, overrides, base)
     if hz is not None:
         cfg.setdefault("limits", {})["control_hz"] = hz
     return cfg

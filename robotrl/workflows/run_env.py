@@ -31,6 +31,27 @@ def uses_robot(cfg: Any) -> bool:
     return name not in (None, "none")
 
 
+def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``configs/robot/<robot>.yaml``, then ``base``, then ``robot.key=value`` command-line ``overrides`` (values parsed
+    as hydra/OmegaConf parses them); the commands outside hydra (deploy, check-frame) build robots with this."""
+    from importlib import resources
+    from pathlib import Path
+
+    from robotrl.hardware import robot_names
+
+    path = Path(str(resources.files("robotrl.configs"))) / "robot" / f"{robot}.yaml"
+    if robot not in robot_names() or not path.is_file():
+        raise ConfigError(f"unknown robot {robot!r}; valid robots: {', '.join(robot_names())}")
+    cfg = OmegaConf.load(path)
+    if base:
+        cfg.merge_with(base)
+    try:
+        cfg.merge_with(OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
+    except Exception as exc:
+        raise ConfigError(f"bad robot override {overrides}: {exc}") from None
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
 def robot_config_for_env(robot_cfg: Any, env_spec: Any) -> dict[str, Any]:
     """The robot config with what the env settings fix: ``robot=sim`` shows the env's task through its camera(s) at
     its image size and resets its scene at every home."""
