@@ -36,6 +36,7 @@ FR3_Q_MAX = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
 FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
 READY_POSE = (0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398)  # libfranka's examples' start pose
 REALTIME = ("enforce", "ignore")
+HOME_POLL_S = 0.01  # homing polls franky's motion (and the stop request) this often: well inside a control period
 GRIPPER_WAIT_S = 30.0  # a released connection waits this long for a running gripper move to end
 RELEASE_WAIT_S = 45.0  # connect waits this long for the previous connection to close
 _CLOSING: dict[str, threading.Thread] = {}  # hostname -> the thread closing its last connection
@@ -63,6 +64,9 @@ class FrankaRobot(Robot):
         workspace_upper=(0.855, 0.855, 1.19),
         ee_max_velocity=3.0,
     )
+    # franky's blocking stop motion on franky-sim: 0.02-0.07 s still, 0.3-0.8 s moving, up to ~0.9 s on a loaded
+    # machine (bench/franky_stop.py, docs/benchmarks.md); 3 s is >= 3x the slowest measured
+    stop_timeout_s = 3.0
 
     def __init__(
         self,
@@ -220,8 +224,15 @@ class FrankaRobot(Robot):
         self._rebase()
 
     def _home(self) -> None:
+        """An asynchronous joint motion to ``home_rad``, polled every HOME_POLL_S: a stop request (e-stop, Ctrl-C)
+        ends the wait at once and the base class stops the arm (``_hold``: franky's JointStopMotion). A blocking
+        ``move`` kept the driver thread for the whole move (5.7 s after an e-stop on franky-sim, issue 23)."""
         self._stop_motion()
-        self.arm.move(self.franky.JointMotion(self.home_rad, self.franky.ReferenceType.Absolute))
+        self.arm.move(self.franky.JointMotion(self.home_rad, self.franky.ReferenceType.Absolute), asynchronous=True)
+        self._mode = ActionMode.JOINT_DELTA  # what _hold stops
+        while not self.arm.join_motion(HOME_POLL_S):  # re-raises what the control thread stored (a reflex, a lost link)
+            self._pause(0.0)
+        self._mode = None
         self._rebase()
 
     def _disconnect(self) -> None:
