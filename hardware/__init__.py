@@ -52,6 +52,11 @@ def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
         raise ConfigError("robot=none has no hardware; choose one of robot=" + "|".join(robot_names()))
     cls = robot_class(name)
     limits = parse_limits(cfg.pop("limits", {}) or {}, cls.vendor_limits)  # before the driver exists
+    stop_ms = cfg.pop("stop_timeout_ms", None)  # null: the driver's measured default (Robot.stop_timeout_s)
+    if stop_ms is not None:
+        if isinstance(stop_ms, bool) or not isinstance(stop_ms, (int, float)) or not 0 < stop_ms < float("inf"):
+            raise ConfigError(f"robot.stop_timeout_ms={stop_ms!r}, expected null or a number of ms > 0")
+        safety_kwargs.setdefault("stop_timeout_s", stop_ms / 1000)
     driver = cls.from_config(cfg)
     driver.validate_limits(limits)
     return SafetyLayer(driver, limits, **safety_kwargs)

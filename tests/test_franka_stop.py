@@ -1,6 +1,6 @@
 """Stops on robot=franka against franky-sim (issue 23 items 1, 2, 11): an e-stop or Ctrl-C preempts a homing move,
 and stop motions get their own measured timeout, so an e-stop, the watchdog and the final hold end in HOLD (not FAULT)
-even when ``driver_timeout_ms`` is shorter than a moving stop (0.07 s still .. ~0.9 s moving under load, see
+even when ``driver_timeout_ms`` is shorter than a moving stop (0.13 s still, 1.0-1.75 s moving at load 19, see
 docs/benchmarks.md)."""
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def test_estop_preempts_a_homing_move(sim):
         print(f"estop returned after {returned_s:.3f} s; travel {np.abs(q_returned - q_estop).max():.4f} rad "
               f"during the stop, {np.abs(q_later - q_returned).max():.4f} rad after")
         # a489bdc: returned after the rest of the homing (~5 s, 1 rad more); now a control period + a stop
-        assert returned_s < 3.0
+        # a poll (10 ms) + franky's stop of a moving arm: 0.4 s quiet, up to 1.75 s at load average 19 (benchmarks.md)
+        assert returned_s < 4.0
         assert np.abs(q_later - q_returned).max() < 0.05  # not moving after the e-stop returned
         assert np.abs(q_later - q_estop).max() < 0.3  # a braking distance, not the rest of the homing
         assert np.abs(q_later - np.array(READY)).max() > 0.3  # far from home
@@ -82,9 +83,9 @@ def test_estop_preempts_a_homing_move(sim):
 
 
 def test_stops_end_in_hold_when_the_driver_timeout_is_shorter_than_a_stop(sim):
-    """driver_timeout_ms=150 (shorter than franky's stop of a moving arm): e-stop, watchdog and the final hold use
+    """driver_timeout_ms=300 (shorter than franky's stop of a moving arm): e-stop, watchdog and the final hold use
     the driver's stop timeout instead, and end in HOLD; a489bdc ended each in FAULT."""
-    layer = layer_homing_to(sim.host, SIM_START, driver_timeout_ms=150, watchdog_ms=300)
+    layer = layer_homing_to(sim.host, SIM_START, driver_timeout_ms=300, watchdog_ms=300)
     layer.connect()
     try:
         wave = [Action.joints(np.full(7, 0.03 * s), gripper=0.5) for s in (1, 1, 1, 1, -1, -1, -1, -1)]
@@ -93,7 +94,8 @@ def test_stops_end_in_hold_when_the_driver_timeout_is_shorter_than_a_stop(sim):
         assert layer.state is RobotState.HOLD
         layer.rearm()
         stream(layer, wave[4:])
-        time.sleep(1.0)  # no command: the watchdog holds the arm mid-motion
+        # no command: the watchdog holds the arm mid-motion (its stop takes a while: wait for the state)
+        assert wait_until(lambda: layer.state is not RobotState.MOVING, 10.0)
         assert layer.state is RobotState.HOLD and layer.hold_reason.startswith("watchdog")
         layer.resume()
         stream(layer, wave[:4])
