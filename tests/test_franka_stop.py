@@ -155,3 +155,36 @@ def test_ctrl_c_during_deploy_homing_stops_the_arm(sim, tmp_path, monkeypatch, c
         time.sleep(0.5)
         assert np.abs(layer.get_state().joint_pos - q).max() < 0.02
     assert np.abs(q - np.array(READY)).max() > 0.3, q  # stopped on the way, not at home
+
+
+FAULTED_STOP = """
+import sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from robotrl.hardware import make_robot
+from robotrl.hardware.robot import Action
+from tests.test_franka import franka_cfg, stream
+layer = make_robot(franka_cfg({host!r}, driver_timeout_ms=50))
+layer.stop_timeout_s = 0.05  # a stop that cannot fit its timeout: the hold times out, the robot is in FAULT
+layer.connect()
+stream(layer, [Action.joints(np.full(7, 0.03), gripper=0.5)] * 4)
+try:
+    layer.estop("test button")
+except Exception as exc:  # a489bdc: the e-stop's hold raised DriverError
+    print("estop raised", type(exc).__name__)
+print("state", layer.state.value)
+layer.disconnect()
+"""
+
+
+def test_a_stop_that_timed_out_still_exits_cleanly(sim):
+    """A hold that outlived its timeout leaves franky's stop running on the abandoned driver thread; the process
+    used to die at exit with 'terminate called without an active exception' (exit status 134)."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", FAULTED_STOP.format(root=root, host=sim.host)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "MUJOCO_GL": "egl"})
+    assert "state fault" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert proc.returncode == 0 and "terminate called" not in proc.stderr, (proc.returncode, proc.stderr[-2000:])
