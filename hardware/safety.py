@@ -13,11 +13,14 @@ control of the other axes, and the arm never jerks to a stop because of a value 
 rejected: there is no meaningful clipped value for it. ``send_action`` returns what was actually sent.
 
 Around the loop: a watchdog thread puts the arm in HOLD when no command arrived within ``watchdog_ms``; every
-driver call runs on one driver thread with ``driver_timeout_ms``, so a hung bus gives a :class:`DriverError` in
-bounded time and the robot goes to FAULT (nothing more is written); ``estop()`` (any thread, or a signal through
-``estop_on_signal``) holds and latches until ``rearm()``; leaving the ``with`` block by an exception or Ctrl-C
-holds, then disconnects. Every intervention is counted (``counts``) and logged (``events``, a list of dicts,
-plus the ``robotrl.hardware.safety`` logger) with the joint/axis it concerned.
+driver call runs on one driver thread (``driver_thread.py``) with ``driver_timeout_ms``, so a hung bus gives a
+:class:`DriverError` in bounded time and the robot goes to FAULT (nothing more is written); a hold gets the driver's
+measured stop time instead (``stop_timeout_s``; franky's stop of a moving arm outlasts a send). ``estop()`` (any
+thread, or a signal through ``estop_on_signal``) reaches a running homing move within one control period (the stop
+request, ``safety_stop.py``), holds and latches until ``rearm()``; leaving the ``with`` block by an exception or
+Ctrl-C stops a running motion, holds, then disconnects. Every intervention is counted (``counts``) and logged
+(``events``, a list of dicts, plus the ``robotrl.hardware.safety`` logger) with the joint/axis it concerned; the
+periods between commands reaching the driver give the achieved control rate (``control_rate()``).
 """
 
 from __future__ import annotations

@@ -523,7 +523,8 @@ the observation pipeline of its training run (camera, image size, frame stack, a
   device=DEV        torch device for the policy (default cpu)
   estop_key=WHEN    auto | true | false (default auto: on when stdin is a terminal): typing e + Enter is a
                     software e-stop; the arm holds, the run ends with an error, and it does not re-arm (a new run
-                    does). Ctrl-C also holds the arm, then disconnects it.
+                    does). Ctrl-C (homing included) stops and holds the arm, disconnects it, and
+                    exits 130 with one line.
   robot.KEY=VALUE   override the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject
 """
 
