@@ -117,7 +117,7 @@ def test_ctrl_c_during_homing_stops_the_arm_then_disconnects():
     assert signalled, "SIGINT was never sent"
     assert time.monotonic() - signalled["t"] < 1.0  # held and disconnected at once, not after the homing
     assert len(at_disconnect) == 1 and at_disconnect[0][0] > 1.0  # the arm stopped far short of home ...
-    assert np.abs(at_disconnect[0] - signalled["q"]).max() < 0.2  # ... within a few steps of the signal
+    assert np.abs(at_disconnect[0] - signalled["q"]).max() < 0.5  # ... within a few steps (20 ms each) of the signal
     kinds = [e["kind"] for e in layer.events]
     assert kinds[-2:] == ["stop", "disconnect"] and "hold_failed" not in kinds and "driver_timeout" not in kinds
     assert layer.state is RobotState.DISCONNECTED
