@@ -150,7 +150,8 @@ def safety_cost(blocks: int, per_block: int, rates: list[float]) -> dict[str, An
         # a real loop gives them (no velocity clip, no overrun), not the sub-ms spacing of back-to-back sends.
         robots[name] = make_robot(cfg, clock=lambda ticks=ticks: next(ticks) * 0.05)
     robots["safe_executor"]._executor = ExecutorHandoff()
-    robots["bare"] = SimRobot.from_config({k: v for k, v in cfg.items() if k not in ("name", "limits")})
+    driver_keys = {k: v for k, v in cfg.items() if k not in ("name", "limits", "stop_timeout_ms")}
+    robots["bare"] = SimRobot.from_config(driver_keys)
     rng = np.random.default_rng(0)
     there = [Action.ee(rng.uniform(-0.004, 0.004, 3), float(rng.uniform())) for _ in range(per_block // 2)]  # no clip
     # ... and back, so the arms stay near their start

@@ -55,6 +55,11 @@ def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
     cls = robot_class(name)
     limits = parse_limits(cfg.pop("limits", {}) or {}, cls.vendor_limits)  # before the driver exists
     frame_map = parse_frame_map(cfg.pop("frame_map", None))
+    stop_ms = cfg.pop("stop_timeout_ms", None)  # null: the driver's measured default (Robot.stop_timeout_s)
+    if stop_ms is not None:
+        if isinstance(stop_ms, bool) or not isinstance(stop_ms, (int, float)) or not 0 < stop_ms < float("inf"):
+            raise ConfigError(f"robot.stop_timeout_ms={stop_ms!r}, expected null or a number of ms > 0")
+        safety_kwargs.setdefault("stop_timeout_s", stop_ms / 1000)
     driver = cls.from_config(cfg)
     driver.validate_limits(limits)
     layer = SafetyLayer(driver, limits, **safety_kwargs)

@@ -19,6 +19,9 @@ joint, velocity or torque limits, so on it the safety layer is the only line of 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import threading
 from typing import Any, ClassVar
 
@@ -36,9 +39,48 @@ FR3_Q_MAX = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
 FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
 READY_POSE = (0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398)  # libfranka's examples' start pose
 REALTIME = ("enforce", "ignore")
+HOME_POLL_S = 0.01  # homing polls franky's motion (and the stop request) this often: well inside a control period
 GRIPPER_WAIT_S = 30.0  # a released connection waits this long for a running gripper move to end
 RELEASE_WAIT_S = 45.0  # connect waits this long for the previous connection to close
+MOTION_WAIT_S = 10.0  # a released connection waits this long for a running arm motion (a stop) to end
 _CLOSING: dict[str, threading.Thread] = {}  # hostname -> the thread closing its last connection
+
+
+class _InFlight:
+    """How many driver hooks are running now, on any thread. An abandoned driver thread (a hold past its timeout)
+    can still be inside franky when the process exits, and a franky Robot destroyed under a running call aborts
+    the process ('terminate called without an active exception', exit status 134, issue 23): exit waits for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
+_IN_FLIGHT = _InFlight()
+
+
+def _tracked(hook: Any) -> Any:
+    """Count a driver hook as in flight while it runs (see :class:`_InFlight`)."""
+
+    @functools.wraps(hook)
+    def run(self: Any, *args: Any) -> Any:
+        with _IN_FLIGHT:
+            return hook(self, *args)
+
+    return run
 
 
 def _franky() -> Any:
@@ -63,6 +105,10 @@ class FrankaRobot(Robot):
         workspace_upper=(0.855, 0.855, 1.19),
         ee_max_velocity=3.0,
     )
+    # franky's blocking stop motion on franky-sim (bench/franky_stop.py, docs/benchmarks.md): 0.13 s still, 1.0-1.2 s
+    # median / 1.75 s max moving, measured on 2 cores at load average ~19 (issue 23 measured 0.07 / 0.4 / 0.9 s on a
+    # quieter machine); 5 s is ~3x the slowest measured and 5x the issue's loaded one. A stop is a FAULT only past it.
+    stop_timeout_s = 5.0
 
     def __init__(
         self,
@@ -149,6 +195,7 @@ class FrankaRobot(Robot):
         self._mode = None
 
     # ------------------------------------------------------------------------------------------ hooks
+    @_tracked
     def _connect(self) -> None:
         closing = _CLOSING.get(self.hostname)  # libfranka takes one client: the last one must be closed first
         if closing is not None:
@@ -166,6 +213,7 @@ class FrankaRobot(Robot):
         self._rebase()
         self._mode = None
 
+    @_tracked
     def _read_state(self) -> JointState:
         q, dq, ee, quat = self._measured()
         return JointState(
@@ -180,6 +228,7 @@ class FrankaRobot(Robot):
             ee_target=self._ee_cmd.copy() if self._mode is not ActionMode.JOINT_DELTA else ee,
         )
 
+    @_tracked
     def _send(self, action: Action) -> Action:
         fr = self.franky
         if self._mode is not None and self._mode is not action.mode:  # franky preempts within one mode only
@@ -215,15 +264,25 @@ class FrankaRobot(Robot):
             return command
         return 1.0 - self._gripper_cmd / self._max_width
 
+    @_tracked
     def _hold(self) -> None:
         self._stop_motion()
         self._rebase()
 
+    @_tracked
     def _home(self) -> None:
+        """An asynchronous joint motion to ``home_rad``, polled every HOME_POLL_S: a stop request (e-stop, Ctrl-C)
+        ends the wait at once and the base class stops the arm (``_hold``: franky's JointStopMotion). A blocking
+        ``move`` kept the driver thread for the whole move (5.7 s after an e-stop on franky-sim, issue 23)."""
         self._stop_motion()
-        self.arm.move(self.franky.JointMotion(self.home_rad, self.franky.ReferenceType.Absolute))
+        self.arm.move(self.franky.JointMotion(self.home_rad, self.franky.ReferenceType.Absolute), asynchronous=True)
+        self._mode = ActionMode.JOINT_DELTA  # what _hold stops
+        while not self.arm.join_motion(HOME_POLL_S):  # re-raises what the control thread stored (a reflex, a lost link)
+            self._pause(0.0)
+        self._mode = None
         self._rebase()
 
+    @_tracked
     def _disconnect(self) -> None:
         try:
             if self.arm is not None:
@@ -242,8 +301,23 @@ class FrankaRobot(Robot):
 
 
 def _release(objects: list[Any]) -> None:
-    """Wait for a running gripper move, then drop franky's objects in order (the future before its gripper)."""
+    """Wait for a running gripper move and a running arm motion, then drop franky's objects in order (the future
+    before its gripper). The arm motion: after a hold timed out (FAULT), the abandoned driver thread is still in
+    franky's blocking stop; freeing the Robot then (at process exit at the latest) destroyed its running control
+    thread: 'terminate called without an active exception', exit status 134 (issue 23)."""
     if objects[0] is not None:
         objects[0].wait(GRIPPER_WAIT_S)
+    if objects[2] is not None:
+        with contextlib.suppress(Exception):  # the motion's own error was already reported, or the link is gone
+            objects[2].join_motion(MOTION_WAIT_S)
     while objects:
         objects.pop(0)
+
+
+@atexit.register
+def _join_releases() -> None:
+    """At exit, let running driver calls end and every connection finish closing first (daemon threads are stopped
+    mid-call otherwise)."""
+    _IN_FLIGHT.wait_idle(MOTION_WAIT_S)
+    for thread in list(_CLOSING.values()):
+        thread.join(RELEASE_WAIT_S)

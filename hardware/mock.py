@@ -25,6 +25,9 @@ from robotrl.hardware.robot import (
 from robotrl.errors import ConfigError
 
 N_JOINTS = 6
+# reset_to_home walks, as a real arm moves: this far per step at this rate (1 rad/s per joint, 0.25 m/s per axis),
+# checking for a stop request between steps (so an e-stop during homing is testable on the mock)
+HOME_STEP_RAD, HOME_STEP_M, HOME_RATE_HZ = 0.02, 0.005, 50.0
 
 
 class MockCamera(Camera):
@@ -67,6 +70,7 @@ class MockRobot(Robot):
     )
     home_joints = np.zeros(N_JOINTS)
     home_ee = np.array([0.0, 0.5, 0.3])
+    stop_timeout_s = 0.5  # its stop is a no-op (measured state = target)
 
     def __init__(self, cameras: tuple[str, ...] = ("front",), image_size: int = 64, faults: Faults | None = None):
         super().__init__()
@@ -119,7 +123,13 @@ class MockRobot(Robot):
         pass  # the measured state already is the target
 
     def _home(self) -> None:
-        self.q, self.ee = self.home_joints.copy(), self.home_ee.copy()
+        while True:
+            dq = np.clip(self.home_joints - self.q, -HOME_STEP_RAD, HOME_STEP_RAD)
+            de = np.clip(self.home_ee - self.ee, -HOME_STEP_M, HOME_STEP_M)
+            if not (dq.any() or de.any()):
+                return
+            self.q, self.ee = self.q + dq, self.ee + de
+            self._pause(1.0 / HOME_RATE_HZ)
 
     def _disconnect(self) -> None:
         for cam in self.cameras:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,6 +42,10 @@ class UnsafeActionError(RobotError):
 
 class EStopError(RobotError):
     """The software e-stop is engaged; commands are refused until ``rearm()`` is called."""
+
+
+class MotionPreempted(RobotError):
+    """A stop request (e-stop, Ctrl-C, a bounded env call) ended a long motion such as homing early; the arm holds."""
 
 
 # ------------------------------------------------------------------------------------------------ states
@@ -185,9 +190,13 @@ class Robot(abc.ABC):
     joint_names: ClassVar[tuple[str, ...]]
     action_modes: ClassVar[tuple[ActionMode, ...]]
     vendor_limits: ClassVar[VendorLimits]
+    # How long the driver's stop (``_hold``) may take, moving arm included: the safety layer's timeout for holds,
+    # separate from driver_timeout_ms (a send). Drivers set it from measured stop times (docs/benchmarks.md).
+    stop_timeout_s: ClassVar[float] = 1.0
 
     def __init__(self) -> None:
         self._state = RobotState.DISCONNECTED
+        self._stop_request = threading.Event()  # set from any thread: long motions end within one control period
 
     # -- state machine
     @property
@@ -265,21 +274,44 @@ class Robot(abc.ABC):
         """Check configured :class:`~robotrl.hardware.limits.SafetyLimits` against what only this instance knows
         (e.g. a calibration file's ranges); raise ConfigError. Runs before connect. Default: nothing to check."""
 
+    def request_stop(self) -> None:
+        """Ask a running long motion (homing) to stop; thread-safe and non-blocking. The motion's own thread then
+        stops the arm (``_hold``) and ``reset_to_home`` raises MotionPreempted, within one control period."""
+        self._stop_request.set()
+
+    def clear_stop(self) -> None:
+        """Forget a stop request (the safety layer calls it before starting a motion it has checked may run)."""
+        self._stop_request.clear()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between the steps of a long motion; raise MotionPreempted at once when a stop is requested."""
+        if self._stop_request.wait(seconds):
+            raise MotionPreempted(f"{self.name}: motion stopped on request")
+
     def mark_fault(self) -> None:
         """Declare the robot faulted from outside (a supervisor whose driver call timed out); only disconnect
         remains."""
         self._state = RobotState.FAULT
 
     def resume(self) -> None:
-        """Leave HOLD explicitly (state READY); the next command starts from the held position."""
+        """Leave HOLD explicitly (state READY); the next command starts from the held position. In READY (e.g.
+        after a reconnect) there is nothing to leave: a no-op."""
         self._require({RobotState.HOLD, RobotState.READY}, "resume")
-        self._transition(RobotState.READY)
+        if self._state is RobotState.HOLD:
+            self._transition(RobotState.READY)
 
     def reset_to_home(self) -> None:
-        """Move to the home pose (blocking) and end in READY."""
+        """Move to the home pose (blocking) and end in READY. A stop request (:meth:`request_stop`) ends the move
+        early: the driver stops the arm (``_hold``), the state is HOLD and MotionPreempted is raised."""
         self._require({RobotState.READY, RobotState.MOVING, RobotState.HOLD}, "reset to home")
-        self._driver_call("reset to home", self._home)
-        self._state = RobotState.READY
+        try:
+            self._driver_call("reset to home", self._home)
+        except MotionPreempted:
+            self._driver_call("hold", self._hold)
+            self._transition(RobotState.HOLD)
+            raise
+        if self._state is not RobotState.FAULT:  # marked from outside while homing (a supervisor gave up on it)
+            self._state = RobotState.READY
 
     def disconnect(self) -> None:
         """Close the link (from any connected state, FAULT included). Idempotent."""
@@ -314,7 +346,9 @@ class Robot(abc.ABC):
     def _hold(self) -> None: ...
 
     @abc.abstractmethod
-    def _home(self) -> None: ...
+    def _home(self) -> None:
+        """Move to the home pose; a motion longer than a control period checks ``self._pause`` between its steps
+        (or polls the stop request) so that an e-stop or Ctrl-C reaches it within one period."""
 
     @abc.abstractmethod
     def _disconnect(self) -> None: ...

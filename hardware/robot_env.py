@@ -31,6 +31,12 @@ step; an action it returns replaces the policy's for that step (``info["interven
 ``info["executed_action"]``, what the arm was sent: replay stores that, the trainer keeps the segments as demos);
 take-over and hand-back are logged.
 
+Bounded calls: with ``env.num_envs=1`` (the only choice on an arm) nothing above this env times out a step, so
+``step`` and ``reset`` run on a worker thread and wait at most ``step_timeout_s`` / ``reset_timeout_s``; one that
+does not return (a stuck operator device, a driver that ignores its timeouts) stops the arm through the safety
+layer's ``stop_motion`` (HOLD; FAULT if the driver does not answer) and raises :class:`EnvTimeoutError`, one line
+naming the phase it was in. Ctrl-C while waiting asks a running homing to stop before it propagates.
+
 Reset: ``reset_to_home`` (``robot=sim`` also restores its scene), then a randomised start: the hand moves by an
 offset drawn uniformly from ``[-home_noise_m, home_noise_m]^3`` with the reset seed, through the safety layer.
 Rewards: a real arm has none (0.0; ``reward=`` models provide one). A simulated arm that exposes
@@ -48,10 +54,13 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
+from robotrl.hardware.driver_thread import DriverCallTimeout, DriverThread
 from robotrl.hardware.robot import (
     ActionMode,
     EStopError,
+    MotionPreempted,
     Observation,
+    RobotError,
     RobotState,
     RobotStateError,
     UnsafeActionError,
@@ -71,6 +80,12 @@ ROBOT_OBS_TYPES = ("pixels", "proprio", "pixels_proprio")
 INTERVENTIONS = frozenset({"ee_step", "workspace", "joint_step", "joint_limit", "gripper", "joint_limit_measured",
                            "watchdog", "estop", "rate_fault", "nonfinite", "bad_action"})
 SAFETY_STOPS = (UnsafeActionError, EStopError, ControlRateError, RobotStateError)
+STEP_TIMEOUT_S = 10.0  # plus the sends' own bounds (driver timeout and stop time each); see RobotEnv.step_timeout_s
+RESET_MARGIN_S = 10.0  # reset: the safety layer's home_timeout_s plus this
+
+
+class EnvTimeoutError(RobotError):
+    """A RobotEnv step or reset did not return in time; the arm was stopped (HOLD, or FAULT if its driver hung)."""
 
 
 def proprio(state: Any) -> np.ndarray:
@@ -164,6 +179,12 @@ class RobotEnv(gym.Env):
         self._obs_now: dict[str, np.ndarray] | None = None
         self._taken_over = False
         self._resume_on_step = False
+        limits = robot.limits
+        per_call = limits.driver_timeout_ms / 1000 + robot.stop_timeout_s
+        self.step_timeout_s = STEP_TIMEOUT_S + (2 * action_repeat + 1) * per_call  # sends, reads, the observation
+        self.reset_timeout_s = robot.home_timeout_s + RESET_MARGIN_S
+        self._phase = "idle"  # what the worker is doing, for the timeout's message
+        self._worker: DriverThread | None = None
 
     # ------------------------------------------------------------------------------------------ observations
     def _frame(self, observation: Observation) -> np.ndarray:
@@ -210,16 +231,46 @@ class RobotEnv(gym.Env):
         self.last_episode = self.stats
 
     # ------------------------------------------------------------------------------------------ gymnasium API
+    # ------------------------------------------------------------------------------------------ bounded calls
+    def _bounded(self, what: str, timeout: float, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the worker thread, at most ``timeout`` s; then the arm is stopped and EnvTimeoutError
+        names the phase the call was stuck in."""
+        if self._worker is None:
+            self._worker = DriverThread("robot-env")
+        try:
+            return self._worker.call(fn, args, timeout, on_interrupt=self.robot.inner.request_stop,
+                                     grace_s=self.robot.stop_timeout_s)
+        except DriverCallTimeout:
+            phase = self._phase
+            self._worker.close(wait=False)  # stuck: never used again
+            self._worker = None
+            self.robot.stop_motion("env_timeout", f"{what} stuck in {phase} for {timeout:g} s")
+            raise EnvTimeoutError(f"robot env {what} did not return within {timeout:g} s (stuck in {phase}); "
+                                  f"the arm is in {self.robot.state.value}") from None
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        return self._bounded("reset", self.reset_timeout_s, self._reset, seed, options)
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        return self._bounded("step", self.step_timeout_s, self._step, action)
+
+    def _reset(self, seed: int | None, options: dict[str, Any] | None):
         super().reset(seed=seed)
+        self._phase = "connect"
         if self.robot.state is RobotState.DISCONNECTED:
             self.robot.connect()
-        self.robot.reset_to_home()  # also from HOLD after a safety stop; an engaged e-stop raises (a human re-arms)
+        self._phase = "reset_to_home"
+        try:
+            self.robot.reset_to_home()  # also from HOLD after a safety stop; an engaged e-stop raises (a human re-arms)
+        except MotionPreempted as exc:  # stop_motion from another thread: it says why
+            raise EStopError(f"{self.robot.name}: homing stopped ({self.robot.hold_reason})") from exc
+        self._phase = "random start"
         self._events_seen = len(self.robot.events)
         self.stats = EpisodeSafety()
         self._steps, self._last_send, self._prev = 0, None, None
         if self.home_noise_m > 0:
             self._random_start()
+        self._phase = "observe"
         observation = self.robot.get_observation()
         self._keep_frame(observation)
         if "pixels" in self.keys:
@@ -230,8 +281,10 @@ class RobotEnv(gym.Env):
         self._obs_now = self._obs(observation)
         # Hold until the first step: the agent may take long over its first action (MoDem's BC pretraining, the
         # first planning call), and a moving arm waiting that long is what the watchdog stops.
+        self._phase = "hold"
         self.robot.hold()
         self._resume_on_step = True
+        self._phase = "idle"
         return self._obs_now, {"success": False} if self._ground_truth else {}
 
     def _random_start(self) -> None:
@@ -258,9 +311,10 @@ class RobotEnv(gym.Env):
             return 0.0
         return now - self._last_send
 
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+    def _step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         action = check_action(action, self.action_space)
         info: dict[str, Any] = {}
+        self._phase = "operator"
         human = None if self.operator is None else self.operator(self._steps, self._obs_now)
         if (human is not None) != self._taken_over:
             self._taken_over = human is not None
@@ -272,9 +326,11 @@ class RobotEnv(gym.Env):
         observation = None
         try:
             if self._resume_on_step:  # out of the hold reset() left the arm in (an e-stop meanwhile raises here)
+                self._phase = "resume"
                 self._resume_on_step = False
                 self.robot.resume()
             for repeat in range(self.action_repeat):
+                self._phase = f"send {repeat + 1} of {self.action_repeat}"
                 since = self._wait_period()
                 # (not the episode's first step: the reset's homing and first frame are not the agent's time)
                 if repeat == 0 and self._steps and since > self.robot.limits.overrun_factor * self.period:
@@ -285,10 +341,12 @@ class RobotEnv(gym.Env):
                 self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit))
                 self._last_send = time.monotonic()
                 if self._ground_truth is not None:
+                    self._phase = "ground truth"
                     r, s = self._ground_truth(action)
                     reward, success = reward + r, success or s
                 if self.robot.state is RobotState.HOLD:  # e.g. the watchdog fired during a long step
                     raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
+            self._phase = "observe"
             self._wait_period()  # the observation one period after the last send, as the sim's env step
             observation = self.robot.get_observation()
             if self.robot.state is RobotState.HOLD:  # the measurement itself held the arm (joint limit)
@@ -311,7 +369,9 @@ class RobotEnv(gym.Env):
             info["success"] = bool(success)
         truncated = "safety_stop" in info or self._steps >= self.max_agent_steps
         if truncated:
+            self._phase = "end of episode hold"
             self._end_episode()
+        self._phase = "idle"
         return obs, float(reward), False, truncated, info
 
     @property
@@ -334,3 +394,6 @@ class RobotEnv(gym.Env):
     def close(self) -> None:
         """Hold and disconnect the arm (idempotent)."""
         self.robot.disconnect()
+        if self._worker is not None:
+            self._worker.close(wait=False)
+            self._worker = None

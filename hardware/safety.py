@@ -13,25 +13,26 @@ control of the other axes, and the arm never jerks to a stop because of a value 
 rejected: there is no meaningful clipped value for it. ``send_action`` returns what was actually sent.
 
 Around the loop: a watchdog thread puts the arm in HOLD when no command arrived within ``watchdog_ms``; every
-driver call runs on one driver thread with ``driver_timeout_ms``, so a hung bus gives a :class:`DriverError` in
-bounded time and the robot goes to FAULT (nothing more is written); ``estop()`` (any thread, or a signal through
-``estop_on_signal``) holds and latches until ``rearm()``; leaving the ``with`` block by an exception or Ctrl-C
-holds, then disconnects. Every intervention is counted (``counts``) and logged (``events``, a list of dicts,
-plus the ``robotrl.hardware.safety`` logger) with the joint/axis it concerned.
+driver call runs on one driver thread (``driver_thread.py``) with ``driver_timeout_ms``, so a hung bus gives a
+:class:`DriverError` in bounded time and the robot goes to FAULT (nothing more is written); a hold gets the driver's
+measured stop time instead (``stop_timeout_s``; franky's stop of a moving arm outlasts a send). ``estop()`` (any
+thread, or a signal through ``estop_on_signal``) reaches a running homing move within one control period (the stop
+request, ``safety_stop.py``), holds and latches until ``rearm()``; leaving the ``with`` block by an exception or
+Ctrl-C stops a running motion, holds, then disconnects. Every intervention is counted (``counts``) and logged
+(``events``, a list of dicts, plus the ``robotrl.hardware.safety`` logger) with the joint/axis it concerned; the
+periods between commands reaching the driver give the achieved control rate (``control_rate()``).
 """
 
 from __future__ import annotations
 
-import _thread
 import logging
-import queue
-import signal
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from robotrl.hardware.driver_thread import ArrivalRate, DriverCallTimeout, DriverThread, run_with_timeout
 from robotrl.hardware.limits import SafetyLimits
 from robotrl.hardware.robot import (
     Action,
@@ -39,6 +40,7 @@ from robotrl.hardware.robot import (
     DriverError,
     EStopError,
     JointState,
+    MotionPreempted,
     Observation,
     Robot,
     RobotError,
@@ -47,67 +49,25 @@ from robotrl.hardware.robot import (
     UnsafeActionError,
     monotonic,
 )
+from robotrl.hardware.safety_stop import CONNECTED, StopControls
 
 log = logging.getLogger(__name__)
 AXES = ("x", "y", "z")
 COMMANDABLE = frozenset({RobotState.READY, RobotState.MOVING})
-CONNECTED = frozenset({RobotState.READY, RobotState.MOVING, RobotState.HOLD})
-
-
-class DriverCallTimeout(Exception):
-    """A call on the :class:`DriverThread` did not return in time (distinct from a TimeoutError the driver raises)."""
-
-
-class DriverThread:
-    """One thread that runs every driver call, so that a hung call can be abandoned after a timeout.
-
-    Cheaper than a one-worker ``ThreadPoolExecutor`` (no Future, no Condition per call): a request goes through a
-    C ``SimpleQueue`` and the reply wakes the caller through one raw lock (measured in bench/control_loop.py).
-    """
-
-    def __init__(self, name: str = "robot-driver") -> None:
-        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (request := self._requests.get()) is not None:
-            fn, args, reply, done = request
-            try:
-                reply.append((True, fn(*args)))
-            except BaseException as exc:  # handed to the caller, who re-raises it
-                reply.append((False, exc))
-            done.release()
-
-    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-        """``fn(*args)`` on this thread; raises DriverCallTimeout after ``timeout`` s (the call keeps running there)."""
-        done = _thread.allocate_lock()
-        done.acquire()
-        reply: list[tuple[bool, Any]] = []
-        self._requests.put((fn, args, reply, done))
-        if not done.acquire(timeout=timeout):
-            raise DriverCallTimeout
-        ok, value = reply[0]
-        if ok:
-            return value
-        raise value
-
-    def close(self, wait: bool) -> None:
-        """Let the thread exit after its current call (``wait``: join it)."""
-        self._requests.put(None)
-        if wait:
-            self._thread.join()
+REARM_HINT = "check the arm and its surroundings, then call rearm()"
+__all__ = ["ControlRateError", "DriverCallTimeout", "DriverThread", "SafetyLayer"]  # (DriverThread: bench, tests)
 
 
 class ControlRateError(RobotError):
     """The control loop overran its period too many times in a row; the arm holds."""
 
 
-class SafetyLayer(Robot):
+class SafetyLayer(StopControls, Robot):
     """A :class:`Robot` that checks every command against :class:`SafetyLimits` before the wrapped robot sees it.
 
     ``clock`` (default ``time.monotonic``) timestamps commands for the velocity limit, rate monitor and watchdog;
-    tests pass a fake clock to step time exactly.
+    tests pass a fake clock to step time exactly. ``stop_timeout_s`` bounds holds (default: the driver's measured
+    ``stop_timeout_s``); ``rearm_hint`` ends e-stop messages (a command-line workflow says what its user does).
     """
 
     def __init__(
@@ -116,6 +76,7 @@ class SafetyLayer(Robot):
         limits: SafetyLimits,
         clock: Callable[[], float] = monotonic,
         home_timeout_s: float = 30.0,
+        stop_timeout_s: float | None = None,
     ) -> None:
         super().__init__()
         self.inner = robot
@@ -125,9 +86,12 @@ class SafetyLayer(Robot):
         self.action_modes = robot.action_modes
         self.vendor_limits = robot.vendor_limits
         self.home_timeout_s = home_timeout_s
+        self.stop_timeout_s = robot.stop_timeout_s if stop_timeout_s is None else stop_timeout_s
+        self.rearm_hint = REARM_HINT
         self.events: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self.periods: deque[float] = deque(maxlen=100_000)  # seconds between consecutive commands
+        self.arrival = ArrivalRate(clock)  # the same, measured when they reached the driver
         self.hold_reason: str | None = None
         self._clock = clock
         self._lock = threading.RLock()
@@ -135,6 +99,7 @@ class SafetyLayer(Robot):
         self._watchdog: threading.Thread | None = None
         self._stop_watchdog = threading.Event()
         self._estopped = False
+        self._estop_reason = ""
         self._overruns_in_row = 0
         self._last_cmd_t: float | None = None
         self._last_mode: ActionMode | None = None  # mode of the last command sent (a switch re-reads the targets)
@@ -164,27 +129,48 @@ class SafetyLayer(Robot):
 
     # ------------------------------------------------------------------------------------------ driver thread
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
-        """Run ``fn`` on the driver thread; a timeout marks the robot FAULT and raises DriverError."""
+        """Run ``fn`` on the driver thread; a timeout marks the robot FAULT and raises DriverError. Ctrl-C while it
+        runs asks the driver to stop a long motion and lets the call end (up to a stop time) before it propagates."""
         if self._executor is None:
             self._executor = DriverThread()
         timeout = self.limits.driver_timeout_ms / 1000 if timeout is None else timeout
         try:
-            return self._executor.call(fn, args, timeout)
+            return self._executor.call(fn, args, timeout, on_interrupt=self.inner.request_stop,
+                                       grace_s=self.stop_timeout_s)
         except DriverCallTimeout:
-            self.inner.mark_fault()
-            self._executor.close(wait=False)  # its thread is stuck in the driver; never submit to it again
-            self._executor = None
-            self._event("driver_timeout", logging.ERROR, call=what, timeout_ms=timeout * 1000)
+            self._abandon_driver(what, timeout)
             raise DriverError(f"{self.inner.name}: {what} did not return within {timeout * 1000:.0f} ms; "
                               "robot is in FAULT") from None
+        except KeyboardInterrupt:
+            if self._executor.stuck:  # the driver did not stop within its stop time either
+                self._abandon_driver(what, self.stop_timeout_s)
+            raise
         except DriverError as exc:
             self._event("driver_error", logging.ERROR, call=what, error=str(exc))
             raise
+
+    def _abandon_driver(self, what: str, timeout: float) -> None:
+        """The driver thread is stuck in a call: FAULT, and never submit to that thread again."""
+        self.inner.mark_fault()
+        if self._executor is not None:
+            self._executor.close(wait=False)
+            self._executor = None
+        self._event("driver_timeout", logging.ERROR, call=what, timeout_ms=timeout * 1000)
+
+    def _send_on_driver(self, action: Action) -> Action:
+        """The driver's send, on its thread, timestamped there (``arrival``: the achieved control rate)."""
+        self.arrival.mark()
+        return self.inner.send_action(action)
+
+    def control_rate(self) -> dict[str, Any]:
+        """Requested vs achieved command rate, measured where commands reach the driver (:class:`ArrivalRate`)."""
+        return self.arrival.summary(float(self.limits.control_hz))
 
     def _sync_targets(self) -> None:
         """Commanded targets := what the driver reports (its own target if it has one, else the measured pose)."""
         self._read_targets()
         self._last_cmd_t = None
+        self.arrival.restart()
         self._last_mode = None
         self._overruns_in_row = 0
 
@@ -201,7 +187,7 @@ class SafetyLayer(Robot):
 
     def disconnect(self) -> None:
         """Controlled stop (HOLD) if the robot can still take commands, then disconnect. Never raises for a
-        failed hold; the port is closed in any case."""
+        failed hold (it is logged as ``hold_failed``); the port is closed in any case."""
         self._stop_watchdog.set()
         with self._lock:
             if self.inner.state in CONNECTED:
@@ -219,26 +205,14 @@ class SafetyLayer(Robot):
 
     def _disconnect_inner(self) -> None:
         """Disconnect on the driver thread (GL contexts and serial ports belong to it), or on a fresh thread if that
-        one is stuck in a hung call. The port counts as closed even if the driver's shutdown fails."""
+        one is stuck in a hung call. The port counts as closed even if the driver's shutdown fails. A driver may
+        stop a motion first (franky), so this gets a stop time on top of the driver timeout."""
+        timeout = self.limits.driver_timeout_ms / 1000 + self.stop_timeout_s
         try:
             if self._executor is not None:
-                self._call("disconnect", self.inner.disconnect)
+                self._call("disconnect", self.inner.disconnect, timeout=timeout)
             else:
-                errors: list[Exception] = []
-
-                def run() -> None:
-                    try:
-                        self.inner.disconnect()
-                    except Exception as exc:
-                        errors.append(exc)
-
-                thread = threading.Thread(target=run, name="robot-disconnect", daemon=True)
-                thread.start()
-                thread.join(timeout=self.limits.driver_timeout_ms / 1000)
-                if thread.is_alive():
-                    raise DriverError(f"{self.inner.name}: disconnect timed out")
-                if errors:
-                    raise errors[0]
+                run_with_timeout(self.inner.disconnect, timeout, "robot-disconnect")
         except Exception as exc:
             self._event("disconnect_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             self.inner._state = RobotState.DISCONNECTED  # we will not talk to it again either way
@@ -251,11 +225,12 @@ class SafetyLayer(Robot):
 
     # ------------------------------------------------------------------------------------------ hold / e-stop
     def _hold_now(self, kind: str, detail: str, **extra: Any) -> None:
-        """Put the arm in HOLD at its current position and log why."""
+        """Put the arm in HOLD at its current position and log why. A stop gets the driver's stop time
+        (``stop_timeout_s``), not ``driver_timeout_ms``: franky's stop of a moving arm takes longer than a send."""
         self.hold_reason = f"{kind}: {detail}"
         self._event(kind, detail=detail, **extra)
         if self.inner.state in CONNECTED:
-            self._call("hold", self.inner.hold)
+            self._call("hold", self.inner.hold, timeout=self.stop_timeout_s)
             self._sync_targets()
 
     def hold(self) -> None:
@@ -263,47 +238,14 @@ class SafetyLayer(Robot):
             self._hold_now("hold", "requested")
 
     def resume(self) -> None:
-        """Leave HOLD explicitly. Refused while the e-stop is latched (``rearm()`` first)."""
+        """Leave HOLD explicitly (in READY: nothing to leave). Refused while the e-stop is latched."""
         with self._lock:
             if self._estopped:
-                raise EStopError(f"{self.name}: e-stop engaged; call rearm() before resume()")
+                raise EStopError(self._estop_message())
             self.inner.resume()
             self._sync_targets()
             self.hold_reason = None
             self._event("resume", logging.INFO)
-
-    def estop(self, reason: str = "software") -> None:
-        """Software e-stop, callable from any thread or a signal handler: hold and refuse commands until rearm()."""
-        with self._lock:
-            self._estopped = True
-            if self.inner.state in CONNECTED:
-                self._hold_now("estop", reason)
-            else:
-                self._event("estop", detail=reason, state=self.inner.state.value)
-
-    def rearm(self) -> None:
-        """Clear a latched e-stop and resume (the explicit re-arm a human makes after checking the scene)."""
-        with self._lock:
-            self._estopped = False
-            self._event("rearm", logging.INFO)
-            self.resume()
-
-    def estop_on_signal(self, signum: int = signal.SIGUSR1) -> Any:
-        """Make ``signum`` trigger :meth:`estop` (main thread only); returns the previous handler."""
-        return signal.signal(signum, lambda s, _frame: self.estop(f"signal {signal.Signals(s).name}"))
-
-    def _watch(self) -> None:
-        period = self.limits.watchdog_ms / 4000  # check 4x per watchdog window
-        timeout = self.limits.watchdog_ms / 1000
-        while not self._stop_watchdog.wait(period):
-            with self._lock:
-                last = self._last_cmd_t
-                if self.inner.state is RobotState.MOVING and last is not None and self._clock() - last > timeout:
-                    try:
-                        age_ms = round((self._clock() - last) * 1000, 1)
-                        self._hold_now("watchdog", f"no command for {age_ms} ms", age_ms=age_ms)
-                    except RobotError as exc:
-                        self._event("hold_failed", logging.ERROR, error=str(exc))
 
     # ------------------------------------------------------------------------------------------ observe
     def get_state(self) -> JointState:
@@ -345,7 +287,10 @@ class SafetyLayer(Robot):
             if self._last_mode is not None and action.mode is not self._last_mode:
                 self._read_targets()  # the new mode's target moved with the old mode's commands
             safe = self._limit(action, now)
-            sent: Action = self._call("send", self.inner.send_action, safe)
+            # a mode switch makes a driver stop the running motion first (franky): a send plus a stop
+            switch = self._last_mode is not None and safe.mode is not self._last_mode
+            timeout = self.limits.driver_timeout_ms / 1000 + (self.stop_timeout_s if switch else 0.0)
+            sent: Action = self._call("send", self._send_on_driver, safe, timeout=timeout)
             # Track what the driver actually sent (it may round to servo steps or clip to its own range): tracking
             # the request instead lets rounding errors accumulate past the limits (found on the emulated SO-101 bus).
             if safe.mode is ActionMode.JOINT_DELTA:
@@ -366,7 +311,7 @@ class SafetyLayer(Robot):
 
     def _check_commandable(self) -> None:
         if self._estopped:
-            raise EStopError(f"{self.name}: e-stop engaged; call rearm() to re-enable commands")
+            raise EStopError(self._estop_message())
         if self.inner.state not in COMMANDABLE:
             why = f" ({self.hold_reason}); call resume()" if self.inner.state is RobotState.HOLD else ""
             raise RobotStateError(f"{self.name}: cannot send an action in state {self.inner.state.value}{why}")
@@ -446,10 +391,19 @@ class SafetyLayer(Robot):
 
     # ------------------------------------------------------------------------------------------ homing
     def reset_to_home(self) -> None:
+        """Home the arm (bounded by ``home_timeout_s``). An e-stop meanwhile stops it within one control period
+        (EStopError; the arm holds), as does Ctrl-C or :meth:`stop_motion` (MotionPreempted / KeyboardInterrupt)."""
         with self._lock:
+            self.inner.clear_stop()  # before the latch check: an estop() from here on preempts this homing
             if self._estopped:
-                raise EStopError(f"{self.name}: e-stop engaged; call rearm() before reset_to_home()")
-            self._call("reset to home", self.inner.reset_to_home, timeout=self.home_timeout_s)
+                raise EStopError(self._estop_message())
+            try:
+                self._call("reset to home", self.inner.reset_to_home, timeout=self.home_timeout_s)
+            except MotionPreempted:
+                self._sync_targets()
+                if self._estopped:
+                    raise EStopError(self._estop_message() + " (homing stopped)") from None
+                raise
             self._sync_targets()
             self.hold_reason = None
             self._event("home", logging.INFO)

@@ -34,6 +34,8 @@ SAWYER_VENDOR = VendorLimits(
     workspace_upper=(0.5, 1.0, 0.5),
     ee_max_velocity=1.0,  # Meta-World's own maximum is 0.01 m per 12.5 ms step = 0.8 m/s
 )
+HOME_SPEED_RAD_S = 1.0  # reset_to_home moves every joint at most this fast (a real Sawyer's joints do ~1.3-2 rad/s)
+HOME_STEP_S = 0.0125  # one homing step per control-sized tick (the sim's frame_skip x timestep), a stop checked each
 METAWORLD_ACTION_SCALE_M = 0.01  # SawyerXYZEnv.action_scale: metres per unit of a [-1, 1] policy action
 MOCAP_QUAT = np.array([1.0, 0.0, 1.0, 0.0])  # the gripper orientation Meta-World fixes every step
 
@@ -45,6 +47,7 @@ class SimRobot(Robot):
     joint_names: ClassVar[tuple[str, ...]] = SAWYER_JOINTS
     action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.EE_DELTA,)
     vendor_limits = SAWYER_VENDOR
+    stop_timeout_s = 0.5  # its stop is a no-op (the mocap target stays where it is)
 
     def __init__(
         self,
@@ -154,14 +157,24 @@ class SimRobot(Robot):
         # Back to the arm configuration Meta-World's reset leaves (joints and fingers; objects stay where they are),
         # with the mocap target on the hand. Not by driving the hand there: the 7-joint arm is redundant and under a
         # fixed mocap target its elbow keeps drifting (right_j1 -0.576 -> -0.499 rad in 50 steps, onto its -0.5
-        # stop and outside the safety limits), found by `robotrl deploy`'s first observation after homing.
-        if self.reset_scene:  # Meta-World's seeded reset: objects and goal where they started (a human's job on a
-            self._base.reset(seed=self.seed)  # real arm); the arm is set to the home joints below either way
+        # stop and outside the safety limits), found by `robotrl deploy`'s first observation after homing. So the
+        # joints are interpolated there, at most HOME_SPEED_RAD_S, one step per HOME_STEP_S: homing takes time as
+        # on a real arm, and an e-stop or Ctrl-C stops it where it is (``_pause``).
         raw = self._base.raw
-        raw.data.qpos[:9] = self._home_q
-        raw.data.qvel[:9] = 0.0
-        raw.data.mocap_pos[0] = self._home_mocap
-        raw.data.mocap_quat[0] = MOCAP_QUAT
+        data = raw.data
+        q0 = np.array(data.qpos[:9])
+        if self.reset_scene:  # Meta-World's seeded reset: objects and goal where they started (a human's job on a
+            self._base.reset(seed=self.seed)  # real arm); it also moves the arm, which walks home from q0 below
+        n = max(1, int(np.ceil(np.max(np.abs(self._home_q - q0)) / (HOME_SPEED_RAD_S * HOME_STEP_S))))
+        for k in range(1, n + 1):
+            data.qpos[:9] = q0 + (self._home_q - q0) * k / n
+            data.qvel[:9] = 0.0
+            mujoco.mj_forward(raw.model, raw.data)
+            # the mocap target on the hand on the way (a stopped homing holds where it stopped), at home exactly
+            data.mocap_pos[0] = self._home_mocap if k == n else data.body("hand").xpos
+            data.mocap_quat[0] = MOCAP_QUAT
+            if k < n:
+                self._pause(HOME_STEP_S)
         mujoco.mj_forward(raw.model, raw.data)
 
     def ground_truth(self, action: Any) -> tuple[float, bool]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -153,6 +152,9 @@ class SO101Robot(Robot):
         workspace_upper=(0.5, 0.5, 0.6),
         ee_max_velocity=1.0,
     )
+    # its stop (_hold) is one sync read and one sync write: two bus transactions of at most a packet timeout each
+    # (~35 ms at 1 Mbaud), with a wide margin for a USB adapter's latency
+    stop_timeout_s = 0.5
 
     def __init__(
         self,
@@ -280,14 +282,15 @@ class SO101Robot(Robot):
         self._write_goal()
 
     def _home(self) -> None:
-        """Walk to ``home_rad`` in steps of at most HOME_STEP_RAD per joint at HOME_RATE_HZ (never one jump)."""
+        """Walk to ``home_rad`` in steps of at most HOME_STEP_RAD per joint at HOME_RATE_HZ (never one jump); an
+        e-stop or Ctrl-C ends the walk within one step (``_pause``), then ``_hold`` sets the goal to the present."""
         current = np.array([self.to_rad(j, self._goal_raw[j]) for j in ARM_JOINTS])
         n = max(1, int(np.ceil(np.max(np.abs(self.home_rad - current)) / HOME_STEP_RAD)))
         for k in range(1, n + 1):
             waypoint = current + (self.home_rad - current) * k / n
             self._goal_raw.update({j: self.to_raw(j, q) for j, q in zip(ARM_JOINTS, waypoint, strict=True)})
             self._write_goal()
-            time.sleep(1.0 / HOME_RATE_HZ)
+            self._pause(1.0 / HOME_RATE_HZ)  # a stop request ends the walk here; the base class holds
 
     def _disconnect(self) -> None:
         if self.bus is None:

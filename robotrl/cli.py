@@ -531,7 +531,11 @@ def deploy(args: list[str]) -> int:
         return 0
     robot = {a.split("=", 1)[0].removeprefix("robot."): a.partition("=")[2] for a in args if a.startswith("robot.")}
     opts = parse_kv([a for a in args if not a.startswith("robot.")], DEPLOY_DEFAULTS)
-    print(json.dumps(run_deploy(**opts, robot_overrides=robot), indent=1))
+    try:
+        print(json.dumps(run_deploy(**opts, robot_overrides=robot), indent=1))
+    except KeyboardInterrupt as exc:  # the arm was stopped and disconnected first; the line says so (or what failed)
+        print(f"robotrl: {exc or 'deploy interrupted (Ctrl-C)'}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -57,7 +57,11 @@ def test_policy_drives_the_sim_arm_at_the_training_pipeline(run_dir, tmp_path, m
     np.testing.assert_allclose(episodes[0].action, sent.mean(axis=1), atol=1e-6)
     proprio = load_demos(tmp_path / "rec", proprio=True)[0].obs["state"]  # what a pixels_proprio MoDem loads
     assert proprio.shape == (7, 8) and np.all((proprio[:, 3] >= 0) & (proprio[:, 3] <= 1))
-    assert summary["period_ms_p50"] == pytest.approx(20.0, abs=2.0)  # 50 Hz
+    # 50 Hz requested; the periods are measured where the sends reached the driver (a loaded machine's rendering and
+    # inference make them longer, which the summary then reports with a warning: test_safety_stop.py)
+    rate = summary["control_rate"]
+    assert rate["requested_hz"] == 50 and rate["periods"] == 11 and summary["period_ms_p50"] >= 19.0
+    assert (rate["achieved_hz"] < 47.5) == any("below the requested 50 Hz" in w for w in summary["warnings"])
 
 
 def test_dry_run_sends_nothing(run_dir, tmp_path, monkeypatch):

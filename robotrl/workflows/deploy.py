@@ -20,15 +20,13 @@ import json
 import logging
 import math
 import os
-import select
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -38,6 +36,7 @@ from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
 from robotrl.hardware.robot_env import GRIPPER_NORM_M, Rate, proprio  # noqa: F401 (GRIPPER_NORM_M: re-exported)
+from robotrl.workflows.deploy_safety import ESTOP_KEY, KeyEStop, wants_estop_key, write_logs  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,8 @@ ARM_SUITES = {"metaworld": {"action_dim": 4, "metres_per_unit": 0.01}}
 # proprio() and Rate are shared with RobotEnv (robotrl.hardware.robot_env), which trains on the same observations.
 PIXEL_KEYS = ("pixels",)
 RECORD_FORMAT = "robotrl deploy recording (robotrl demo format v1 + intervention)"
+REARM_HINT = ("check the arm and its surroundings, then start a new `robotrl deploy` run (each run starts with the "
+              "e-stop released)")
 
 
 # ------------------------------------------------------------------------------------------------ operator
@@ -279,74 +280,6 @@ def write_recording(out: Path, spec: PolicySpec, episodes: list[EpisodeRecord], 
     return out
 
 
-# ------------------------------------------------------------------------------------------------ key e-stop
-ESTOP_KEY = "e"
-
-
-class KeyEStop:
-    """The operator's e-stop key: a daemon thread reads lines from ``stream`` (stdin) and calls ``layer.estop()`` on
-    a line ``e`` (``e`` + Enter; any case, surrounding blanks ignored). It never re-arms: the loop's next command
-    raises EStopError, the arm holds and disconnects, and the run ends; moving again is a new, explicit run.
-
-    The fd is polled with ``select`` so :meth:`stop` ends the thread (a blocked ``readline`` could not be woken);
-    end of input (a closed pipe) ends it too.
-    """
-
-    POLL_S = 0.05
-
-    def __init__(self, layer: Any, stream: IO[str]) -> None:
-        self.layer = layer
-        self.fd = stream.fileno()
-        self.pressed = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="deploy-estop-key", daemon=True)
-
-    def start(self) -> KeyEStop:
-        log.info("e-stop: type %s + Enter to stop the arm (it holds; a new run re-arms)", ESTOP_KEY)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=1.0)
-
-    def _run(self) -> None:
-        pending = b""
-        while not self._stop.is_set():
-            try:
-                readable, _, _ = select.select([self.fd], [], [], self.POLL_S)
-                if not readable:
-                    continue
-                chunk = os.read(self.fd, 1024)
-            except OSError:  # the terminal went away: nothing more to read
-                return
-            if not chunk:  # end of input
-                return
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if line.strip().lower() == ESTOP_KEY.encode():
-                    self.pressed.set()
-                    self.layer.estop(f"key '{ESTOP_KEY}' on stdin")
-                elif line.strip():
-                    text = line.strip().decode(errors="replace")
-                    log.warning("stdin: %r ignored; type %s + Enter for the e-stop", text, ESTOP_KEY)
-
-
-def wants_estop_key(value: Any, stream: IO[str]) -> bool:
-    """``estop_key``: true / false, or auto (None): on when ``stream`` is a terminal (an operator at the keyboard)."""
-    if value is None or (isinstance(value, str) and value.lower() == "auto"):
-        try:
-            return stream.isatty()
-        except (AttributeError, ValueError):  # replaced or closed stdin (pytest capture, a daemon)
-            return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigError(f"estop_key={value!r}, expected true, false or auto (on when stdin is a terminal)")
-
-
 # ------------------------------------------------------------------------------------------------ the loop
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -485,6 +418,7 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     from robotrl.hardware import make_robot
 
     layer = make_robot(robot_config(robot, spec, hz, robot_overrides or {}))
+    layer.rearm_hint = REARM_HINT
     check_compatible(spec, layer)
     missing = [c for c in spec.cameras if c not in layer.camera_names]
     if record and missing:  # a proprio-only policy needs no camera, but the demo format stores frames
@@ -501,7 +435,9 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
             key = KeyEStop(layer, sys.stdin).start() if key_estop else None
             run_deploy(layer, spec, policy, episodes, steps, rate_hz, dry_run, operator, on_reset,
                        record=bool(record), result=result)
-    except BaseException as exc:  # Ctrl-C included: the arm already holds and is disconnected; log, then re-raise
+    except KeyboardInterrupt as exc:  # Ctrl-C: the arm already stopped, held and disconnected; logged below
+        error = exc
+    except BaseException as exc:  # the arm already holds and is disconnected; log, then re-raise
         error = exc
         raise
     finally:
@@ -510,7 +446,7 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
         if server:
             policy.client.close()  # type: ignore[attr-defined]
         result.events.extend(policy_events)
-        summary = _write_logs(out_dir, result, layer, error, {
+        summary = write_logs(out_dir, result, layer, error, {
             "checkpoint": str(path), "policy": f"remote {server}" if server else "local", "env": spec.env_name,
             "agent": str(cfg.agent.name), "robot": robot, "dry_run": dry_run, "hz": rate_hz})
         complete = [r for r in result.records if len(r.action)]  # an episode cut short is kept, marked in meta
@@ -519,7 +455,20 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
                                                                   "hz": rate_hz, "error": summary["error"]})
             summary["record"] = str(record)
             atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    if isinstance(error, KeyboardInterrupt):
+        raise DeployInterrupted(f"deploy interrupted (Ctrl-C): the arm {_stop_outcome(summary)}; logs in {out_dir}")
     return summary
+
+
+class DeployInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a deploy run after its logs were written; the message is the one line the CLI prints."""
+
+
+def _stop_outcome(summary: dict[str, Any]) -> str:
+    """How the arm ended, for the Ctrl-C line: stopped cleanly, or what failed (never 'fine' after a failure)."""
+    if not summary["stop_failures"] and summary["final_state"] == "disconnected":
+        return "was stopped, held and disconnected"
+    return f"ended {summary['final_state']} after {summary['stop_failures'][:1] or 'an error'}"
 
 
 def _local_policy(checkpoint: Any, device: str) -> tuple[Any, int, Policy, Any, Path, list[dict[str, Any]]]:
@@ -536,7 +485,6 @@ def _local_policy(checkpoint: Any, device: str) -> tuple[Any, int, Policy, Any, 
 
 def _remote_policy(server: str, token: str | None, timeout_s: float) -> tuple[Any, int, Policy, Any, Path,
                                                                               list[dict[str, Any]]]:
-    import os
 
     from robotrl.workflows.policy_server import AsyncPolicyClient, PolicyClient
 
@@ -545,26 +493,6 @@ def _remote_policy(server: str, token: str | None, timeout_s: float) -> tuple[An
     remote = client.client.spec()
     cfg = OmegaConf.create({"env": remote["env"], "agent": {"name": remote["agent"]}})
     return cfg, int(remote["action_dim"]), client, client.reset, Path(remote["checkpoint"]), client.events
-
-
-def _write_logs(out_dir: Path, result: DeployResult, layer: Any, error: BaseException | None,
-                info: dict[str, Any]) -> dict[str, Any]:
-    """steps.jsonl, events.jsonl (operator + safety events, in time order) and summary.json."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    events = sorted(result.events + [{**e, "source": "safety"} for e in layer.events], key=lambda e: e["t"])
-    atomic_write_text(out_dir / "steps.jsonl", "".join(json.dumps(r) + "\n" for r in result.log))
-    atomic_write_text(out_dir / "events.jsonl", "".join(json.dumps(e, default=str) + "\n" for e in events))
-    periods = np.asarray(result.periods_ms) if result.periods_ms else np.zeros(1)
-    summary = {
-        **info, "episodes": result.episodes, "steps": len(result.log), "sends": result.sends,
-        "intervention_steps": result.interventions,
-        "period_ms_p50": float(np.percentile(periods, 50)), "period_ms_p99": float(np.percentile(periods, 99)),
-        "safety_counts": dict(layer.counts), "final_state": layer.state.value, "out": str(out_dir),
-        "error": None if error is None else f"{type(error).__name__}: {error}",
-    }
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
-    return summary
-
 
 
 DEPLOY_HELP = """usage: robotrl deploy checkpoint=PATH robot=NAME [options] [robot.KEY=VALUE ...]
@@ -585,7 +513,8 @@ the observation pipeline of its training run (camera, image size, frame stack, a
   device=DEV        torch device for the policy (default cpu)
   estop_key=WHEN    auto | true | false (default auto: on when stdin is a terminal): typing e + Enter is a
                     software e-stop; the arm holds, the run ends with an error, and it does not re-arm (a new run
-                    does). Ctrl-C also holds the arm, then disconnects it.
+                    does). Ctrl-C (homing included) stops and holds the arm, disconnects it, and
+                    exits 130 with one line.
   robot.KEY=VALUE   override the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject
 """
 

@@ -106,7 +106,11 @@ def make_run_env(cfg: Any, seed: int) -> gym.Env:
             from robotrl.workflows.deploy import load_operator
 
             operator = load_operator(str(spec))
-        return make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise, operator=operator)
+        env = make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise, operator=operator)
+        # a run is a command-line process: rearm() is not something its user can call
+        env.robot.rearm_hint = ("check the arm and its surroundings, then run the command again (a new process "
+                                "starts with the e-stop released)")
+        return env
     from robotrl.envs import make_env
 
     return make_env(cfg.env, seed=seed)
