@@ -78,12 +78,11 @@ class TwistedMock(MockRobot):
 
 
 def mock_layer(cls: type = MockRobot) -> SafetyLayer:
-    cfg = load_robot_config("mock", {})
-    cfg.pop("name"), cfg.pop("frame_map")
     from robotrl.hardware.limits import parse_limits
 
-    return SafetyLayer(cls.from_config({k: v for k, v in cfg.items() if k != "limits"}),
-                       parse_limits(cfg["limits"], MockRobot.vendor_limits))
+    cfg = load_robot_config("mock", {})
+    driver = cls.from_config({k: cfg[k] for k in ("cameras", "image_size", "faults")})
+    return SafetyLayer(driver, parse_limits(cfg["limits"], MockRobot.vendor_limits))
 
 
 FAST = {"distance_m": 0.02}
