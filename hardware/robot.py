@@ -107,10 +107,18 @@ def ee_action_from_policy(action: Any, metres_per_unit: float) -> Action:
 # ------------------------------------------------------------------------------------------------ observations
 @dataclass(frozen=True)
 class Frame:
-    """One camera image, (H, W, 3) uint8, with the monotonic time it was captured."""
+    """One camera image, (H, W, 3) uint8, with the monotonic time it was captured.
+
+    Threaded cameras (``robotrl.hardware.cameras``) also fill ``seq`` (the camera's count of new frames: a repeated
+    ``seq`` is the same frame handed out again, which a recorder must not write as new), ``device_timestamp`` (the
+    camera's own clock in ms, when it reports one) and ``depth`` ((H, W) uint16 in mm, aligned to ``image``).
+    """
 
     image: np.ndarray
     timestamp: float
+    seq: int = -1  # -1: the source does not number its frames
+    device_timestamp: float | None = None
+    depth: np.ndarray | None = None
 
 
 class Camera(abc.ABC):
