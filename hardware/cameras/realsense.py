@@ -61,7 +61,9 @@ class RealSenseCamera(ThreadedCamera):
             rs_config.enable_device(c.serial)
         rs_config.enable_stream(rs.stream.color, c.width, c.height, rs.format.rgb8, int(c.fps))
         if c.use_depth:
-            rs_config.enable_stream(rs.stream.depth, c.width, c.height, rs.format.z16, int(c.fps))
+            # any depth resolution the device offers at this fps (D400s: 848x480 is the best one): it is aligned
+            # to the colour image anyway
+            rs_config.enable_stream(rs.stream.depth, 0, 0, rs.format.z16, int(c.fps))
         pipeline = rs.pipeline()
         try:
             pipeline.start(rs_config)
