@@ -122,10 +122,11 @@ class Frame:
 
 
 class Camera(abc.ABC):
-    """A camera of its own (LeRobot's ``Camera``, reduced): ``connect``, blocking ``read``, ``disconnect``.
+    """A camera of its own (LeRobot's ``Camera``, reduced): ``connect``, ``read``, ``disconnect``.
 
     ``read`` returns the newest frame; a camera that produced no new frame returns the previous one with its old
-    timestamp (a dropped frame), which a consumer detects through ``Frame.timestamp``.
+    timestamp (a dropped frame), which a consumer detects through ``Frame.timestamp`` (and ``Frame.seq``). The
+    threaded cameras of ``robotrl.hardware.cameras`` never block in ``read`` and add freshness checks (``poll``).
     """
 
     name: str

@@ -6,6 +6,7 @@ files is in test_cameras_opencv.py, RealSense playback in test_cameras_realsense
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -21,6 +22,8 @@ from robotrl.hardware.cameras import (
     parse_cameras,
 )
 from robotrl.hardware.cameras.base import transform
+from robotrl.hardware.mock import MockRobot
+from robotrl.hardware.robot import DriverError, RobotState
 
 from robotrl.errors import ConfigError
 from tests.camera_helpers import FakeClock, ScriptedCamera, frame_of, wait_until
@@ -122,7 +125,7 @@ def test_a_silent_camera_fails_connect_naming_it_and_its_thread_stops(clock):
     with pytest.raises(CameraFault, match="camera 'wrist': no frame within connect_timeout_s=0.3") as info:
         cam.connect()
     assert info.value.camera == "wrist" and not cam.is_connected
-    assert not any(t.name == "camera-wrist" and t.is_alive() for t in __import__("threading").enumerate())
+    assert not any(t.name == "camera-wrist" and t.is_alive() for t in threading.enumerate())
 
 
 def test_stale_frame_is_invalid_and_names_the_camera(clock):
@@ -269,3 +272,41 @@ def test_reads_never_wait_for_a_slow_camera():
     finally:
         cam.disconnect()
     assert per_read_ms < 1.0, per_read_ms  # measured ~0.002 ms on a quiet machine; a blocking read would be 1000 ms
+
+
+class CameraArm(MockRobot):
+    """A driver whose cameras are a CameraRig, as a real arm's will be: an invalid step raises in get_observation."""
+
+    def __init__(self, rig: CameraRig) -> None:
+        super().__init__(cameras=())
+        self.rig = rig
+
+    def _read_frames(self):
+        read = self.rig.read()
+        read.raise_if_invalid()
+        return read.frames
+
+
+def test_through_the_robot_interface_a_stale_step_raises_and_a_lost_camera_faults(clock):
+    """A stale frame is a StaleFrameError (a RobotError: the arm stays connected, for the safety layer to hold);
+    a camera lost past reconnect_s is a driver failure: the robot goes to FAULT and the error names the camera."""
+    cam = connected(ScriptedCamera("wrist", clock=clock, max_frame_age_ms=100, reconnect_s=0.5))
+    arm = CameraArm(CameraRig([cam], clock=clock))
+    arm.connect()
+    try:
+        assert arm.get_observation().frames["wrist"].seq == 1
+        clock.t += 0.2
+        with pytest.raises(StaleFrameError, match="camera 'wrist' stale"):
+            arm.get_observation()
+        assert arm.state is RobotState.READY
+        cam.plugged = False
+        cam.push(ConnectionError("read failed"))
+        wait_until(lambda: cam._lost_since is not None, what="the loss")
+        clock.t += 1.0
+        wait_until(lambda: cam._fault is not None, what="the fault")
+        with pytest.raises(DriverError, match="read cameras failed .*camera 'wrist': lost .*robot is in FAULT"):
+            arm.get_observation()
+        assert arm.state is RobotState.FAULT
+    finally:
+        arm.disconnect()
+        cam.disconnect()
