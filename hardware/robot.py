@@ -112,17 +112,26 @@ def ee_action_from_policy(action: Any, metres_per_unit: float) -> Action:
 # ------------------------------------------------------------------------------------------------ observations
 @dataclass(frozen=True)
 class Frame:
-    """One camera image, (H, W, 3) uint8, with the monotonic time it was captured."""
+    """One camera image, (H, W, 3) uint8, with the monotonic time it was captured.
+
+    Threaded cameras (``robotrl.hardware.cameras``) also fill ``seq`` (the camera's count of new frames: a repeated
+    ``seq`` is the same frame handed out again, which a recorder must not write as new), ``device_timestamp`` (the
+    camera's own clock in ms, when it reports one) and ``depth`` ((H, W) uint16 in mm, aligned to ``image``).
+    """
 
     image: np.ndarray
     timestamp: float
+    seq: int = -1  # -1: the source does not number its frames
+    device_timestamp: float | None = None
+    depth: np.ndarray | None = None
 
 
 class Camera(abc.ABC):
-    """A camera of its own (LeRobot's ``Camera``, reduced): ``connect``, blocking ``read``, ``disconnect``.
+    """A camera of its own (LeRobot's ``Camera``, reduced): ``connect``, ``read``, ``disconnect``.
 
     ``read`` returns the newest frame; a camera that produced no new frame returns the previous one with its old
-    timestamp (a dropped frame), which a consumer detects through ``Frame.timestamp``.
+    timestamp (a dropped frame), which a consumer detects through ``Frame.timestamp`` (and ``Frame.seq``). The
+    threaded cameras of ``robotrl.hardware.cameras`` never block in ``read`` and add freshness checks (``poll``).
     """
 
     name: str

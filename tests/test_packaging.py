@@ -9,7 +9,7 @@ import zipfile
 SUBPACKAGES = ("robotrl.workflows", "robotrl.workflows.reward_eval", "robotrl.workflows.worldenv",
                "robotrl.envs", "robotrl.agents",
                "robotrl.rewards",
-               "robotrl.hardware", "robotrl.configs")
+               "robotrl.hardware", "robotrl.hardware.cameras", "robotrl.hardware.teleop", "robotrl.configs")
 
 
 def test_import_from_outside_the_repo(tmp_path):
@@ -36,7 +36,7 @@ def test_wheel_maps_folders_into_robotrl(tmp_path):
     for package in SUBPACKAGES:
         assert f"{package.replace('.', '/')}/__init__.py" in names, package
     assert "robotrl/configs/config.yaml" in names and "robotrl/configs/env/dmc/cartpole_swingup.yaml" in names
-    assert "robotrl/configs/agent/drqv2.yaml" in names
+    assert "robotrl/configs/agent/drqv2.yaml" in names and "robotrl/configs/teleop/keyboard.yaml" in names
     # Install the wheel itself (not editable) into a fresh target and import it from outside the repo.
     target = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
