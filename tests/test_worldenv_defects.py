@@ -22,6 +22,16 @@ def cli_error(argv: list[str], capsys) -> str:
     return err
 
 
+def no_collecting(monkeypatch) -> None:
+    """Collecting for real takes minutes: a setting that got through fails the test at once instead."""
+    import robotrl.workflows.worldenv.collect as collect
+
+    def ran(*args, **kwargs):
+        raise AssertionError("collect started with a setting it should have refused")
+
+    monkeypatch.setattr(collect, "_collect", ran)
+
+
 def started_run(tmp_path, capsys) -> tuple[str, str]:
     """A run directory whose config.yaml holds good settings (seed=3), and that file's text."""
     out = tmp_path / "run"
@@ -41,7 +51,8 @@ def started_run(tmp_path, capsys) -> tuple[str, str]:
     ("fidelity.degrade=[1.5]", "fidelity.degrade"),
     ("vla.lr=-1", "vla.lr=-1"),
 ])
-def test_bad_settings_are_one_line_errors_before_anything_is_saved(tmp_path, capsys, bad, needle):
+def test_bad_settings_are_one_line_errors_before_anything_is_saved(tmp_path, capsys, monkeypatch, bad, needle):
+    no_collecting(monkeypatch)
     out, saved = started_run(tmp_path, capsys)
     err = cli_error(["worldenv", "collect", f"out={out}", bad], capsys)
     assert needle in err and "expected" in err, err
@@ -67,7 +78,9 @@ def fake_state(path, counter: str = "step", value: int = 200) -> None:
     ("train-vla", "vla.steps=40", "vla", "step 200"),
     ("post-train", "post_train.iterations=5", "post", "iteration 200"),
 ])
-def test_changes_against_what_a_run_already_made_are_refused(tmp_path, capsys, stage, bad, folder, needle):
+def test_changes_against_what_a_run_already_made_are_refused(tmp_path, capsys, monkeypatch, stage, bad, folder,
+                                                            needle):
+    no_collecting(monkeypatch)
     out, saved = started_run(tmp_path, capsys)
     run = tmp_path / "run"
     if folder == "data":  # one completed collection at the saved max_episode_steps
