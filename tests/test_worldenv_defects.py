@@ -164,7 +164,7 @@ def test_worldenv_help_describes_every_key(capsys):
     keys = [f"{s}.{k}" for s, v in cfg.items() if s != "instructions" and hasattr(v, "items")
             for k, sub in v.items() if not hasattr(sub, "items")]
     keys += [s for s, v in cfg.items() if not hasattr(v, "items")] + ["instructions.<task>"]
-    assert "collect.demos_per_task" in keys and "seed" in keys and "fidelity.degrade" in keys
+    assert "collect.demos_per_task" in keys and "seed" in keys
     for key in keys:
         at = next((i for i, li in enumerate(lines) if li.startswith(f"  {key}=")), None)
         assert at is not None, f"{key} is not listed"
