@@ -73,7 +73,8 @@ def check_numbers(cfg: Any) -> None:
     for key, (low, high, low_ok, high_ok) in FLOATS.items():
         v = _get(cfg, key)
         if not _is_number(v) or not _in_range(float(v), low, high, low_ok, high_ok):
-            raise ConfigError(f"{key}={v!r}, expected a number {_range(low, high, low_ok, high_ok)}")
+            shown = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+            raise ConfigError(f"{key}={shown!r}, expected a number {_range(low, high, low_ok, high_ok)}")
     for key, (low, high, low_ok, high_ok) in LISTS.items():
         v = _get(cfg, key)
         items = list(v) if hasattr(v, "__len__") and not isinstance(v, str) else None
