@@ -63,7 +63,8 @@ def file_digest(path: Path) -> str:
 
 def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, str, Callable[[str, int], Any]]]:
     """(name, action noise, digest of its checkpoint, ``make_actor(task, seed)``) for every policy the gate compares:
-    each VLA checkpoint at each noise level, then the trivial policies."""
+    each VLA checkpoint at each noise level, the final BC policy degraded by each ``fidelity.degrade``, then the
+    trivial policies."""
     from robotrl.envs.metaworld import PROPRIO_INDEX
 
     action_dim = chunk = 0
@@ -76,11 +77,13 @@ def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, s
             yield str(path.relative_to(out)), float(noise), file_digest(path), (
                 lambda task, s, p=policy, t=text, z=float(noise):
                 VLAActor(p, t, cfg.instructions[task], PROPRIO_INDEX, noise=z, seed=s))
-        if path == final:
-            for q in cfg.fidelity.degrade:
-                yield f"{path.relative_to(out)}+hold{float(q):g}", 0.0, file_digest(path), (
-                    lambda task, s, p=policy, t=text, q=float(q):
-                    HoldingActor(VLAActor(p, t, cfg.instructions[task], PROPRIO_INDEX, seed=s), q, seed=s))
+    if final.is_file():  # the degraded ones after every checkpoint, so the trivial ones stay last
+        policy, text = load_vla(final, device)
+        policy.eval()
+        for q in cfg.fidelity.degrade:
+            yield f"{final.relative_to(out)}+hold{float(q):g}", 0.0, file_digest(final), (
+                lambda task, s, p=policy, t=text, q=float(q):
+                HoldingActor(VLAActor(p, t, cfg.instructions[task], PROPRIO_INDEX, seed=s), q, seed=s))
     for kind in cfg.fidelity.trivial:
         yield kind, 0.0, kind, lambda task, s, k=kind: TrivialActor(k, action_dim, chunk, seed=s)
 
