@@ -86,7 +86,7 @@ def noise_ceiling(p_hat: np.ndarray, episodes: int, min_r: float, seed: int, dra
     """The noise ceiling of a gate measured with ``episodes`` per task on policies with measured rates ``p_hat``
     ([K, T]): the perfect model's median r, its 95% interval, its one-sided lower bound at ``POWER`` (the gate has
     power when that bound is >= ``min_r``), its probability of passing, and (``search``) the episodes per task it
-    needs."""
+    needs. An undefined r (a constant success vector) counts as -1 in the interval and bound: a fail."""
     rng = np.random.default_rng(seed)
     truth = true_rates(p_hat, episodes)
     r = np.nan_to_num(perfect_model_r(truth, episodes, draws, rng), nan=-1.0)
