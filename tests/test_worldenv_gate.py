@@ -35,6 +35,8 @@ def test_bootstrap_says_how_many_resamples_had_an_undefined_r():
     assert c["bootstrap"] == 400
     assert 0 < c["pearson_undefined_resamples"] < 400 and c["spearman_undefined_resamples"] > 0
     assert correlations(np.linspace(0, 1, 6), np.linspace(0, 1, 6), 50, 0)["pearson_undefined_resamples"] == 0
+    none = correlations(np.zeros(0), np.zeros(0), 50, 0)  # no learned policy measured (no VLA yet)
+    assert np.isnan(none["pearson"]) and none["pearson_undefined_resamples"] == 50
 
 
 def test_perfect_model_under_the_published_settings_reproduces_the_issue_and_is_underpowered():
@@ -82,6 +84,9 @@ def test_noise_ceiling_and_episodes_needed():
     status, text = verdict(0.9, same, 0.8)
     assert status == "underpowered" and same["needed_episodes_per_task"] is None
     assert f"no episode count up to {MAX_EPISODES}" in text and "fidelity.degrade" in text
+    for k in (0, 2):  # too few policies for any r: said so, not a search over episode counts
+        status, text = verdict(float("nan"), noise_ceiling(np.full((k, TASKS), 0.5), 20, 0.8, seed=0), 0.8)
+        assert status == "underpowered" and f"got {k}" in text
 
 
 def test_agreement_and_holding_actor():

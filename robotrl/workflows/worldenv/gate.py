@@ -33,7 +33,8 @@ def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[s
 
     r, rho = both(x, y)
     rng = np.random.default_rng(seed)
-    boots = np.array([both(x[i], y[i]) for i in (rng.integers(len(x), size=len(x)) for _ in range(n_boot))])
+    boots = np.array([both(x[i], y[i]) for i in (rng.integers(len(x), size=len(x)) for _ in range(n_boot))]
+                     if len(x) else np.empty((0, 2)))  # no policies (no VLA trained yet): every resample undefined
     out: dict[str, Any] = {"pearson": r, "spearman": rho, "n_policies": len(x), "bootstrap": int(n_boot)}
     for j, name in enumerate(("pearson", "spearman")):
         v = boots[:, j][np.isfinite(boots[:, j])] if len(boots) else np.array([])
@@ -88,12 +89,16 @@ def noise_ceiling(p_hat: np.ndarray, episodes: int, min_r: float, seed: int, dra
     power when that bound is >= ``min_r``), its probability of passing, and (``search``) the episodes per task it
     needs. An undefined r (a constant success vector) counts as -1 in the interval and bound: a fail."""
     rng = np.random.default_rng(seed)
+    if len(p_hat) < 3:  # r is undefined below 3 policies, for any world model
+        return {"median": float("nan"), "ci95": [float("nan")] * 2, "lower_bound": float("nan"), "power": POWER,
+                "pass_probability": 0.0, "undefined": draws, "draws": draws, "episodes_per_task": episodes,
+                "needed_episodes_per_task": None, "policies": len(p_hat)}
     truth = true_rates(p_hat, episodes)
     r = np.nan_to_num(perfect_model_r(truth, episodes, draws, rng), nan=-1.0)
     lower = float(np.percentile(r, 100 * (1 - POWER)))
     return {"median": float(np.median(r)), "ci95": [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))],
             "lower_bound": lower, "power": POWER, "pass_probability": float(np.mean(r >= min_r)),
-            "undefined": int(np.sum(r == -1.0)), "draws": draws, "episodes_per_task": episodes,
+            "undefined": int(np.sum(r == -1.0)), "draws": draws, "episodes_per_task": episodes, "policies": len(p_hat),
             "needed_episodes_per_task": (episodes if lower >= min_r else
                                          episodes_needed(truth, min_r, rng, draws) if search else None)}
 
@@ -138,6 +143,9 @@ def agreement(sim: list[bool], world: list[bool], p: np.ndarray | None = None) -
 def verdict(r: float, ceiling: dict[str, Any], min_r: float) -> tuple[str, str]:
     """(status, one sentence): ``underpowered`` when a perfect world model could not pass reliably with these
     episodes and policies, else ``valid`` (r >= min_r) or ``not valid``."""
+    if ceiling.get("policies", 3) < 3:
+        return "underpowered", (f"underpowered: r needs >= 3 learned policies, got {ceiling['policies']} (train the "
+                                f"VLA first; vla.snapshot_every, fidelity.noise and fidelity.degrade add more)")
     if not ceiling["lower_bound"] >= min_r:
         need = ceiling["needed_episodes_per_task"]
         fix = (f"needs >= {need} episodes per task (fidelity.episodes={need})" if need else
