@@ -17,6 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 
 from robotrl.contract import check_action
 from robotrl.errors import ConfigError
@@ -31,23 +32,42 @@ from robotrl.world import (
 
 
 class WorldEnv(gym.Env):
-    metadata = {"render_modes": ["rgb_array"]}
+    """``state_bound``: the ``state`` space is [-bound, bound] (finite, as gymnasium's checker asks; Meta-World's
+    proprioception, hand position in metres and gripper opening, lies well inside 10) and a predicted or initial
+    state is clipped into it; ``render_fps``: Meta-World's 80 Hz control over action repeat 2."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 40}
     render_mode = "rgb_array"
 
     def __init__(self, model: WorldModel, reflector: Reflector, initial_frames: np.ndarray,
                  initial_proprio: np.ndarray, instruction: str, max_steps: int = 60, frame_stack: int = 1,
-                 terminate_on_success: bool = True):
+                 terminate_on_success: bool = True, state_bound: float = 10.0, render_fps: float = 40.0,
+                 render_mode: str | None = "rgb_array"):
         self.model, self.reflector = model, reflector
         self.instruction = check_instruction(instruction)
         size, c = model.image_size, model.context
         frames, proprio = check_context(initial_frames, initial_proprio, size, c, model.proprio_dim, "WorldEnv")
         if max_steps < 1 or frame_stack < 1:
             raise ConfigError(f"WorldEnv max_steps={max_steps}, frame_stack={frame_stack}, expected both >= 1")
+        if not (np.isfinite(state_bound) and state_bound > 0 and np.isfinite(render_fps) and render_fps > 0):
+            raise ConfigError(f"WorldEnv state_bound={state_bound}, render_fps={render_fps}, expected both finite "
+                              f"and > 0")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ConfigError(f"WorldEnv render_mode={render_mode!r}, expected None or one of "
+                              f"{self.metadata['render_modes']}")
+        self.metadata = {**self.metadata, "render_fps": render_fps}
+        self.state_bound, self.render_mode = float(state_bound), render_mode
+        # a spec, as gymnasium.make would give, so checkers and gymnasium code can make it again (other render modes)
+        self.spec = EnvSpec("robotrl/WorldEnv-v0", entry_point=WorldEnv, kwargs={
+            "model": model, "reflector": reflector, "initial_frames": initial_frames,
+            "initial_proprio": initial_proprio, "instruction": instruction, "max_steps": max_steps,
+            "frame_stack": frame_stack, "terminate_on_success": terminate_on_success, "state_bound": state_bound,
+            "render_fps": render_fps})
         self.initial_frames, self.initial_proprio = frames, proprio
         self.max_steps, self.frame_stack, self.terminate_on_success = max_steps, frame_stack, terminate_on_success
         self.observation_space = gym.spaces.Dict({
             "pixels": gym.spaces.Box(0, 255, (3 * frame_stack, size, size), np.uint8),
-            "state": gym.spaces.Box(-np.inf, np.inf, (model.proprio_dim,), np.float32),
+            "state": gym.spaces.Box(-self.state_bound, self.state_bound, (model.proprio_dim,), np.float32),
         })
         self.action_space = gym.spaces.Box(-1.0, 1.0, (model.action_dim,), np.float32)
         self.robotrl_info = {"suite": "worldenv", "task": self.instruction, "name": "worldenv", "frame_stack":
@@ -58,7 +78,8 @@ class WorldEnv(gym.Env):
         self._streak = np.zeros(1, np.int64)
 
     def _obs(self, proprio: np.ndarray) -> dict[str, np.ndarray]:
-        return {"pixels": np.concatenate(list(self._frames), axis=0), "state": proprio.astype(np.float32)}
+        state = np.clip(proprio, -self.state_bound, self.state_bound).astype(np.float32)
+        return {"pixels": np.concatenate(list(self._frames), axis=0), "state": state}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

@@ -612,56 +612,15 @@ def serve(args: list[str]) -> int:
     return 0
 
 
-WORLDENV_STAGES = {
-    "collect": ("collect", "collect", "demos, noisy demos, random actions, VLA rollouts"),
-    "train-vla": ("train", "train_vla", "behaviour-clone the VLA on the demos of all tasks"),
-    "train-model": ("train", "train_model", "the action-conditioned latent video world model"),
-    "train-reflector": ("train", "train_reflector", "the CLIP success judge (real + model frames)"),
-    "post-train": ("post_train", "post_train", "RL of the VLA in WorldEnv; sim eval before/after"),
-    "fidelity": ("fidelity", "fidelity", "WorldEnv vs simulator success; the r >= 0.8 gate"),
-}
-
-
-def _worldenv_help() -> str:
-    """``robotrl worldenv --help``, every line within 80 columns."""
-    import textwrap
-
-    from robotrl.workflows.worldenv.common import default_config
-
-    cfg = default_config()
-    keys = []
-    for key, value in cfg.items():
-        if key == "instructions":
-            keys += textwrap.wrap(f"instructions.<task>=...  ({len(value)} tasks: {', '.join(value)})", 78,
-                                  initial_indent="  ", subsequent_indent="      ")
-        elif hasattr(value, "items"):
-            keys += [f"  {key}.{k}={_fmt(v)}" for k, v in value.items() if not hasattr(v, "items")]
-        else:
-            plain = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
-            keys.append(f"  {key}={_fmt(plain)}")
-    stages = [f"  {name:<17}{about}" for name, (_, _, about) in WORLDENV_STAGES.items()]
-    about = textwrap.fill(
-        "World-Env (arXiv 2509.24948) at toy scale: every stage reads and writes under out=DIR, keeps the settings "
-        "in DIR/config.yaml (later stages reuse them) and resumes from its checkpoint when run again. Order: "
-        "collect, train-vla, collect (adds the VLA's rollouts), train-model, train-reflector, post-train, "
-        "fidelity.", 80)
-    return "\n".join([
-        "usage: robotrl worldenv STAGE out=DIR [key=value ...]", "", about,
-        "", "stages:", *stages, "", "keys (configs/worldenv/default.yaml; key=value or section.key=value):", *keys, "",
-        "examples:",
-        "  robotrl worldenv collect out=runs/worldenv/s1 seed=1 \\",
-        "      tasks=[reach,drawer-close,button-press-topdown]",
-        "  robotrl worldenv train-vla out=runs/worldenv/s1 vla.steps=2000",
-        "  robotrl worldenv post-train out=runs/worldenv/s1 device=cuda",
-        "  robotrl worldenv fidelity out=runs/worldenv/s1"])
-
-
 def worldenv(args: list[str]) -> int:
     """``robotrl worldenv STAGE out=DIR key=value ...``."""
     import importlib
 
+    from robotrl.workflows.worldenv.help import STAGES as WORLDENV_STAGES
+    from robotrl.workflows.worldenv.help import worldenv_help
+
     if not args or wants_help(args):
-        print(_worldenv_help())
+        print(worldenv_help())
         return 0
     stage, rest = args[0], args[1:]
     if stage not in WORLDENV_STAGES:

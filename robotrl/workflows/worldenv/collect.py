@@ -90,6 +90,11 @@ def collect(out: str | Path, overrides: list[str] = ()) -> list[str]:
     cfg = load_config(out, overrides)
     device = setup_torch(cfg)
     c, lines = cfg.collect, []
+    total = len(cfg.tasks) * (1 + sum(bool(c[k]) for k in ("noisy_per_task", "random_per_task", "policy_per_task")))
+
+    def report(line: str) -> None:  # as each collection finishes: a long collect is never silent till the end
+        lines.append(line)
+        print(f"collect [{len(lines)}/{total}] {line}")
     vla_path = out / "vla" / "vla.pt"
     policy = load_vla(vla_path, device)[0] if c.policy_per_task and vla_path.is_file() else None
     text = load_vla(vla_path, device)[1] if policy is not None else None
@@ -102,21 +107,19 @@ def collect(out: str | Path, overrides: list[str] = ()) -> list[str]:
             return lambda obs: np.clip(expert(obs["state"]) + noise * rng.standard_normal(4), -1, 1)[None].astype(
                 np.float32)
 
-        lines.append(_collect(cfg, out, task, "expert", int(c.demos_per_task), expert_for, base,
+        report(_collect(cfg, out, task, "expert", int(c.demos_per_task), expert_for, base,
                               keep_failures=False))
         if c.noisy_per_task:
-            lines.append(_collect(cfg, out, task, "noisy", int(c.noisy_per_task),
+            report(_collect(cfg, out, task, "noisy", int(c.noisy_per_task),
                                   lambda s: expert_for(s, float(c.noise_std)), base + 1000))
         if c.random_per_task:
-            lines.append(_collect(cfg, out, task, "random", int(c.random_per_task),
+            report(_collect(cfg, out, task, "random", int(c.random_per_task),
                                   lambda s: TrivialActor("random", 4, 1, seed=s), base + 3000))
         if c.policy_per_task:
             if policy is None:
-                lines.append(f"policy/{task}: skipped, no {vla_path} yet (run train-vla, then collect again)")
+                report(f"policy/{task}: skipped, no {vla_path} yet (run train-vla, then collect again)")
             else:
-                lines.append(_collect(cfg, out, task, "policy", int(c.policy_per_task),
+                report(_collect(cfg, out, task, "policy", int(c.policy_per_task),
                                       lambda s, t=task: VLAActor(policy, text, cfg.instructions[t], PROPRIO_INDEX,
                                                                  sample=True, seed=s), base + 2000))
-    for line in lines:
-        print(line)
     return lines

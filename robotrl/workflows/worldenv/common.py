@@ -34,16 +34,20 @@ def default_config() -> Any:
 
 
 def load_config(out: Path, overrides: Sequence[str] = ()) -> Any:
-    """default.yaml <- out/config.yaml (a resumed run keeps its settings) <- ``key=value`` overrides; saved back."""
+    """default.yaml <- out/config.yaml (a resumed run keeps its settings) <- ``key=value`` overrides; checked
+    (``checks``: types, ranges, changes against what ``out`` holds), then saved back."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+
+    from robotrl.workflows.worldenv.checks import check_against_run, check_config
 
     cfg = default_config()
     OmegaConf.set_struct(cfg, True)
     saved = out / "config.yaml"
+    before = None
     try:
         if saved.is_file():
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(saved))
+            cfg = before = OmegaConf.merge(cfg, OmegaConf.load(saved))
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad worldenv setting {list(overrides)}: {str(e).splitlines()[0]} "
@@ -55,27 +59,11 @@ def load_config(out: Path, overrides: Sequence[str] = ()) -> Any:
         raise ConfigError(f"tasks={list(cfg.tasks)}: {unknown or 'empty'}; expected Meta-World tasks with an "
                           f"instruction in `instructions` ({', '.join(cfg.instructions)}) or mt10")
     check_config(cfg)
+    if before is not None:
+        check_against_run(out, before, cfg)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(saved, OmegaConf.to_yaml(cfg))
     return cfg
-
-
-def check_config(cfg: Any) -> None:
-    """The settings a later stage would trip over, checked before any of them is saved to config.yaml (a bad value
-    kept there would fail every following command)."""
-    r = cfg.reflector
-    if not 0.0 <= float(r.imagined) <= 1.0:
-        raise ConfigError(f"reflector.imagined={float(r.imagined)!r}, expected the share of world-model frames in "
-                          f"[0, 1]")
-    if str(r.consecutive) != "auto" and not (str(r.consecutive).isdigit() and int(r.consecutive) >= 1):
-        raise ConfigError(f"reflector.consecutive={r.consecutive!r}, expected auto or frames in a row >= 1")
-    for key in ("eval.trivial", "fidelity.trivial"):
-        section, name = key.split(".")
-        bad = [k for k in cfg[section][name] if k not in TrivialActor.KINDS]
-        if bad:
-            raise ConfigError(f"{key}={bad}, expected trivial policies among {list(TrivialActor.KINDS)}")
-    if cfg.model.get("dynamics", "latent") not in DYNAMICS:
-        raise ConfigError(f"model.dynamics={cfg.model.dynamics!r}, expected one of {list(DYNAMICS)}")
 
 
 def setup_torch(cfg: Any) -> torch.device:
@@ -91,6 +79,14 @@ def clip_cfg(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg.clip, resolve=True)  # type: ignore[return-value]
+
+
+def check_clip(cfg: Any) -> None:
+    """The one-line error that missing CLIP weights would raise, naming worldenv's ``clip.*`` keys, before a stage
+    loads its data."""
+    from robotrl.open_clip_loader import check_clip_weights
+
+    check_clip_weights(**clip_cfg(cfg), key="clip")
 
 
 def env_cfg(cfg: Any, task: str) -> Any:
@@ -377,6 +373,9 @@ def train_loop(name: str, folder: Path, module: torch.nn.Module, opt: torch.opti
     folder.mkdir(parents=True, exist_ok=True)
     state_path, log = folder / "state.pt", folder / "train.csv"
     start = resume_state(name, state_path, log, module, opt, "step", generator)
+    if start > steps:  # continuing would keep a longer run than asked for, silently
+        raise CheckpointError(f"{name}: {state_path} is at step {start}, past {name} steps={steps}; expected steps "
+                              f">= {start} (the stage continues from there) or a new out=DIR")
     if start:
         print(f"{name}: resuming at step {start}/{steps} from {state_path}")
     beat = Heartbeat(name)

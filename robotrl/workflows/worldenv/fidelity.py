@@ -1,15 +1,23 @@
 """``robotrl worldenv fidelity``: does success inside ``WorldEnv`` predict success in the simulator?
 
 For every policy of the set -- the BC snapshots (``vla/snapshots/``), the final BC policy, the post-trained one
-(if any), each with gaussian action noise of every ``fidelity.noise`` level, and the trivial policies of
-``fidelity.trivial`` (random and zero actions: a faithful world model says they fail too) -- it measures success in
-the simulator and in ``WorldEnv`` from the same initial states (``fidelity.episodes`` per task, the simulator's reset
-frames), then reports Pearson and Spearman correlation over the learned policies with bootstrap 95% CIs (resampling
-policies), the same with the trivial ones added (beside, not gated: they are easy to rank), a scatter plot, and the
-gate: a post-training result counts as valid only where Pearson r >= ``fidelity.min_r`` over the learned policies
-(0.8; WorldGym reports r ~ 0.78). Too few policies or a constant success vector gives r = NaN and valid = false,
-never a pass. Each policy's row is saved to ``fidelity/rows.json`` as soon as it is measured; a rerun with the same
-model, reflector, policy checkpoints and settings keeps those rows and measures only the rest.
+(if any), each with gaussian action noise of every ``fidelity.noise`` level, the final BC policy deliberately
+degraded (holding still for each chunk with probability ``fidelity.degrade``: a wider spread of true success than
+the learned ones alone), and the trivial policies of ``fidelity.trivial`` (random and zero actions: a faithful world
+model says they fail too) -- it measures success in the simulator and in ``WorldEnv`` from the same initial states
+with the same actor seeds (``fidelity.episodes`` per task, the simulator's reset frames), then reports:
+
+* Pearson and Spearman correlation over the learned policies (degraded ones included, trivial ones not: they are
+  easy to rank) with bootstrap 95% CIs (resampling policies) and how many resamples had an undefined r;
+* the noise ceiling (``gate.noise_ceiling``): the r a perfect world model would reach with these episodes on these
+  policies, its 95% interval and its lower bound;
+* per-episode agreement of the paired episodes with its CI, beside what an independent perfect model would reach;
+* the gate: ``underpowered: needs >= N episodes per task`` when the ceiling's lower bound is under
+  ``fidelity.min_r`` (no verdict: even a perfect model could fail), else valid when Pearson r >= ``fidelity.min_r``
+  (0.8; WorldGym reports r ~ 0.78). An undefined r is never a pass.
+
+Each policy's row is saved to ``fidelity/rows.json`` as soon as it is measured; a rerun with the same model,
+reflector, policy checkpoints and settings keeps those rows and measures only the rest.
 """
 
 from __future__ import annotations
@@ -34,10 +42,13 @@ from robotrl.workflows.worldenv.common import (
     sim_rollout,
     write_json,
 )
+from robotrl.workflows.worldenv.gate import agreement, correlations, noise_ceiling, verdict
 from robotrl.workflows.worldenv.post_train import initial_states
 from robotrl.workflows.worldenv.train import load_model
 
 FIDELITY_SEED = 3_000_000
+ROWS_VERSION = 2  # rows.json from before per-episode outcomes are measured again
+__all__ = ["correlations", "fidelity", "policy_set"]
 
 
 def policy_files(out: Path) -> list[Path]:
@@ -52,10 +63,12 @@ def file_digest(path: Path) -> str:
 
 def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, str, Callable[[str, int], Any]]]:
     """(name, action noise, digest of its checkpoint, ``make_actor(task, seed)``) for every policy the gate compares:
-    each VLA checkpoint at each noise level, then the trivial policies."""
+    each VLA checkpoint at each noise level, the final BC policy degraded by each ``fidelity.degrade``, then the
+    trivial policies."""
     from robotrl.envs.metaworld import PROPRIO_INDEX
 
     action_dim = chunk = 0
+    final = out / "vla" / "vla.pt"
     for path in policy_files(out):
         policy, text = load_vla(path, device)
         policy.eval()
@@ -64,28 +77,27 @@ def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, s
             yield str(path.relative_to(out)), float(noise), file_digest(path), (
                 lambda task, s, p=policy, t=text, z=float(noise):
                 VLAActor(p, t, cfg.instructions[task], PROPRIO_INDEX, noise=z, seed=s))
+    if final.is_file():  # the degraded ones after every checkpoint, so the trivial ones stay last
+        policy, text = load_vla(final, device)
+        policy.eval()
+        for q in cfg.fidelity.degrade:
+            yield f"{final.relative_to(out)}+hold{float(q):g}", 0.0, file_digest(final), (
+                lambda task, s, p=policy, t=text, q=float(q):
+                HoldingActor(VLAActor(p, t, cfg.instructions[task], PROPRIO_INDEX, seed=s), q, seed=s))
     for kind in cfg.fidelity.trivial:
         yield kind, 0.0, kind, lambda task, s, k=kind: TrivialActor(k, action_dim, chunk, seed=s)
 
 
-def correlations(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    """Pearson and Spearman of paired success rates with percentile bootstrap 95% CIs (NaN where undefined)."""
-    from scipy import stats
+class HoldingActor:
+    """A deliberately degraded policy: ``actor``'s chunk, replaced by a chunk of zero actions (the arm holds still)
+    with probability ``hold`` (seeded), so it does the learned thing, only less of the time."""
 
-    def both(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-        if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-            return float("nan"), float("nan")
-        return float(stats.pearsonr(a, b)[0]), float(stats.spearmanr(a, b)[0])
+    def __init__(self, actor: Callable[..., np.ndarray], hold: float, seed: int):
+        self.actor, self.hold, self.rng = actor, hold, np.random.default_rng(seed + 7_919)
 
-    r, rho = both(x, y)
-    rng = np.random.default_rng(seed)
-    boots = np.array([both(x[i], y[i]) for i in (rng.integers(len(x), size=len(x)) for _ in range(n_boot))])
-    ci = {}
-    for j, name in enumerate(("pearson", "spearman")):
-        v = boots[:, j][np.isfinite(boots[:, j])] if len(boots) else np.array([])
-        ci[name] = [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [None, None]
-    return {"pearson": r, "spearman": rho, "pearson_ci95": ci["pearson"], "spearman_ci95": ci["spearman"],
-            "n_policies": len(x)}
+    def __call__(self, obs: dict[str, np.ndarray], proprio: np.ndarray | None = None) -> np.ndarray:
+        chunk = self.actor(obs, proprio=proprio)
+        return np.zeros_like(chunk) if self.rng.random() < self.hold else chunk
 
 
 def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
@@ -106,7 +118,8 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     rows_path = out / "fidelity" / "rows.json"
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     key = {"model": file_digest(out / "model" / "model.pt"), "reflector": file_digest(out / "reflector" /
-           "reflector.pt"), "episodes": n, "tasks": list(cfg.tasks), "max_episode_steps": int(cfg.max_episode_steps)}
+           "reflector.pt"), "episodes": n, "tasks": list(cfg.tasks), "max_episode_steps": int(cfg.max_episode_steps),
+           "version": ROWS_VERSION}
     done = {}
     if rows_path.is_file():
         saved = json.loads(rows_path.read_text())
@@ -118,41 +131,69 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
             rows.append(done[(name, noise, digest)])
             print(f"fidelity: {name} noise {noise} already measured")
             continue
-        sim, world = [], []
+        sim: dict[str, list[bool]] = {t: [] for t in cfg.tasks}
+        world: dict[str, list[bool]] = {t: [] for t in cfg.tasks}
         for task in cfg.tasks:
             env = make_sim(cfg, task, seeds[task][0])
             wenv = WorldEnv(model, reflector, *starts[task], cfg.instructions[task], max_steps=horizon)
             try:
-                for j, s in enumerate(seeds[task]):
+                for j, s in enumerate(seeds[task]):  # paired: initial state j and actor seed s in both
                     beat.tick(lambda p=name, z=noise, t=task: f"{p} noise {z} {t}")
                     ep, _ = sim_rollout(env, make_actor(task, s), s)
-                    sim.append(bool(ep.success.any()))
-                    world.append(_world_episode(wenv, make_actor(task, s), j))
+                    sim[task].append(bool(ep.success.any()))
+                    world[task].append(_world_episode(wenv, make_actor(task, s), j))
             finally:
                 env.close()
-        rows.append({"policy": name, "noise": noise, "digest": digest, "sim_success": float(np.mean(sim)),
-                     "world_success": float(np.mean(world))})
+        rows.append({"policy": name, "noise": noise, "digest": digest,
+                     "sim_success": float(np.mean([v for t in cfg.tasks for v in sim[t]])),
+                     "world_success": float(np.mean([v for t in cfg.tasks for v in world[t]])),
+                     "sim_episodes": sim, "world_episodes": world})
         write_json(rows_path, {"key": key, "rows": rows})
-        print(f"fidelity: {rows[-1]}")
-    # the gate is over the learned policies (the issue's set): random and zero actions are easy to tell apart from
-    # any VLA, so with them r rises without WorldEnv ranking the policies a user compares; reported beside
+        print(f"fidelity: {name} noise {noise}: simulator {rows[-1]['sim_success']:.3f}, WorldEnv "
+              f"{rows[-1]['world_success']:.3f}")
+    report = gate_report(rows, list(cfg.tasks), n, float(f.min_r), int(f.bootstrap), int(cfg.seed))
+    write_json(out / "fidelity" / "report.json", report)
     learned = np.array([r["policy"] not in TrivialActor.KINDS for r in rows])
     x = np.array([r["sim_success"] for r in rows])
     y = np.array([r["world_success"] for r in rows])
-    corr = correlations(x[learned], y[learned], int(f.bootstrap), int(cfg.seed))
-    with_trivial = correlations(x, y, int(f.bootstrap), int(cfg.seed))
-    valid = bool(np.isfinite(corr["pearson"]) and corr["pearson"] >= float(f.min_r))
-    report = {"policies": rows, **corr, "with_trivial": with_trivial, "min_r": float(f.min_r), "valid": valid,
-              "episodes_per_task": n, "tasks": list(cfg.tasks),
-              "verdict": (f"valid: Pearson r {corr['pearson']:.3f} >= {f.min_r} over the learned policies" if valid
-                          else f"NOT valid: Pearson r {corr['pearson']:.3f} < {f.min_r} (or undefined) over the "
-                          f"learned policies; post-training results in this world model are not evidence")}
-    write_json(out / "fidelity" / "report.json", report)
     _scatter(x, y, learned, report, out / "fidelity" / "scatter.png")
-    print(f"fidelity: {report['verdict']}; Spearman {corr['spearman']:.3f} over {corr['n_policies']} learned "
-          f"policies; with random and zero actions Pearson {with_trivial['pearson']:.3f} -> "
-          f"{out / 'fidelity' / 'report.json'}")
+    a, c = report["agreement"], report["ceiling"]
+    print(f"fidelity: {report['verdict']}; Pearson {report['pearson']:.3f} (noise ceiling {c['median']:.2f} "
+          f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]), Spearman {report['spearman']:.3f} over "
+          f"{report['n_policies']} learned policies ({report['pearson_undefined_resamples']} of {report['bootstrap']} "
+          f"bootstrap resamples undefined); paired episodes agree in {a['agreement']:.2f} "
+          f"[{_fmt(a['ci95'][0])}, {_fmt(a['ci95'][1])}] (an independent perfect model: "
+          f"{_fmt(a.get('independent_perfect_model'))}); with random and zero actions Pearson "
+          f"{report['with_trivial']['pearson']:.3f} -> {out / 'fidelity' / 'report.json'}")
     return report
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def gate_report(rows: list[dict[str, Any]], tasks: list[str], episodes: int, min_r: float, n_boot: int,
+                seed: int) -> dict[str, Any]:
+    """The gate over measured rows (each with per-task paired episode outcomes): correlations over the learned
+    policies and with the trivial ones, the noise ceiling, per-episode agreement and the verdict."""
+    # the gate is over the learned policies (the issue's set): random and zero actions are easy to tell apart from
+    # any VLA, so with them r rises without WorldEnv ranking the policies a user compares; reported beside
+    learned_rows = [r for r in rows if r["policy"] not in TrivialActor.KINDS]
+    x = np.array([r["sim_success"] for r in learned_rows])
+    y = np.array([r["world_success"] for r in learned_rows])
+    corr = correlations(x, y, n_boot, seed)
+    with_trivial = correlations(np.array([r["sim_success"] for r in rows]),
+                                np.array([r["world_success"] for r in rows]), n_boot, seed)
+    p_hat = np.array([[np.mean(r["sim_episodes"][t]) for t in tasks] for r in learned_rows]).reshape(-1, len(tasks))
+    ceiling = noise_ceiling(p_hat, episodes, min_r, seed)
+    sim = [v for r in learned_rows for t in tasks for v in r["sim_episodes"][t]]
+    world = [v for r in learned_rows for t in tasks for v in r["world_episodes"][t]]
+    rates = np.array([np.mean(r["sim_episodes"][t]) for r in learned_rows for t in tasks for _ in
+                      r["sim_episodes"][t]])
+    status, text = verdict(corr["pearson"], ceiling, min_r)
+    return {"policies": rows, **corr, "with_trivial": with_trivial, "ceiling": ceiling,
+            "agreement": agreement(sim, world, rates), "min_r": min_r, "status": status, "valid": status == "valid",
+            "episodes_per_task": episodes, "tasks": tasks, "verdict": text}
 
 
 def _world_episode(env: Any, actor: Any, index: int) -> bool:

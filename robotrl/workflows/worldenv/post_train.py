@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robotrl.errors import CheckpointError
 from robotrl.heartbeat import Heartbeat
 from robotrl.workflows.worldenv.common import (
     TrivialActor,
@@ -188,6 +189,9 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     state_path, log = folder / "state.pt", folder / "train.csv"
     rng = np.random.default_rng(int(cfg.seed))
     start = resume_state("post", state_path, log, policy, opt, "iteration", rng)
+    if start > int(pt.iterations):
+        raise CheckpointError(f"post-train: {state_path} is at iteration {start}, past post_train.iterations="
+                              f"{pt.iterations}; expected iterations >= {start} or a new out=DIR")
     if start:
         print(f"post-train: resuming at iteration {start}/{pt.iterations}")
     G = int(pt.group)

@@ -25,6 +25,7 @@ from robotrl.errors import ConfigError
 from robotrl.workflows.worldenv.common import (
     DYNAMICS,
     build_vla,
+    check_clip,
     load_config,
     load_data,
     save_ckpt,
@@ -52,6 +53,7 @@ def train_vla(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     out = Path(out)
     cfg = load_config(out, overrides)
     device = setup_torch(cfg)
+    check_clip(cfg)
     data = load_data(out, ["expert"], cfg.tasks)
     pdim, adim = len(data[0][3]), data[0][2].action.shape[1]
     policy, clip, tokenizer = build_vla(cfg, device, pdim, adim)
@@ -138,6 +140,9 @@ def model_sequences(out: Path, cfg: Any, context: int, length: int, split: str =
     held = [bool(every) and i % every == every - 1 for i in range(len(data))]
     seqs = [padded(ep, pidx, context) for (_, _, ep, pidx), h in zip(data, held, strict=True)
             if h == (split == "val")]
+    if not seqs:
+        raise ConfigError(f"no {split} episodes among the {len(data)} collected (model.holdout_every={every}); "
+                          f"collect more episodes or change model.holdout_every")
     seqs = [s for s in seqs if len(s[0]) >= length]
     if not seqs:
         raise ConfigError(f"no {split} episode has {length} frames (context + horizon); lower model.horizon or "
@@ -171,14 +176,41 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     split = "val" if int(m.holdout_every) else "train"
     report = action_report(model.eval(), model_sequences(out, cfg, model.context, model.context + 1, split,
                                                          data=data), 30)
+    report["frames_follow_actions"] = frames_follow(report["frame_mse"])[0]
     write_json(out / "model" / "report.json", {"episodes": split, **report})
-    r = report["proprio_mse"]
-    other = "n/a (one episode)" if r["other_episode"] is None else f"{r['other_episode']:.3f}"
-    print(f"model: on {report['n']} {split} episodes, {report['horizon']}-step open-loop proprio error (normalised) "
-          f"{r['recorded']:.3f} with the recorded actions, {other} with another episode's, "
-          f"{r['zero']:.3f} with zero actions (a model that ignores the actions scores the same on all three) -> "
-          f"{out / 'model' / 'report.json'}")
+    print(action_line(report, split, out / "model" / "report.json"))
     return metrics
+
+
+FOLLOW_RATIO = 0.8  # frames follow the actions when their error with the recorded actions is under 0.8x another's
+
+
+def frames_follow(frame_mse: dict[str, float | None]) -> tuple[bool, float, str]:
+    """(do the predicted frames follow the actions, recorded-action frame error / the other actions', which other):
+    the other episode's actions when there is one, else zero actions."""
+    other = "other_episode" if frame_mse.get("other_episode") is not None else "zero"
+    ratio = frame_mse["recorded"] / max(float(frame_mse[other]), 1e-12)
+    return bool(ratio < FOLLOW_RATIO), float(ratio), other
+
+
+def action_line(report: dict[str, Any], split: str, path: Any) -> str:
+    """train-model's console line: the frame errors (what WorldEnv's success depends on) and the proprioception
+    errors with recorded / another episode's / zero actions, and plainly whether the frames follow the actions."""
+    f, p = report["frame_mse"], report["proprio_mse"]
+    follows, ratio, other = frames_follow(f)
+
+    def fmt(d: dict[str, float | None], spec: str) -> str:
+        return " / ".join("n/a" if d.get(k) is None else format(d[k], spec) for k in ("recorded", "other_episode",
+                                                                                       "zero"))
+
+    said = (f"the frames follow the actions (frame error with the recorded actions x{ratio:.2f} of that with "
+            f"{other.replace('_', ' ')}'s)" if follows else
+            f"the frames do NOT follow the actions (frame error with the recorded actions x{ratio:.2f} of that with "
+            f"{other.replace('_', ' ')}'s, not under x{FOLLOW_RATIO}): WorldEnv success will not depend on what a "
+            f"policy does; train longer (model.steps)")
+    return (f"model: {said}; on {report['n']} {split} episodes, {report['horizon']}-step open-loop frame error "
+            f"{fmt(f, '.4f')}, proprio error (normalised) {fmt(p, '.3f')} with recorded / another episode's / zero "
+            f"actions -> {path}")
 
 
 def action_report(model: Any, seqs: list, horizon: int) -> dict[str, Any]:
@@ -278,6 +310,7 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
     out = Path(out)
     cfg = load_config(out, overrides)
     device = setup_torch(cfg)
+    check_clip(cfg)
     r = cfg.reflector
     data = load_data(out, tasks=cfg.tasks)
     frames, labels, instr, episode = frame_labels(data)
@@ -296,7 +329,7 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
         if not len(train_idx[name][True]) or not len(train_idx[name][False]):
             raise ConfigError(f"reflector needs successful and failed frames; got {len(train_idx[name][True])} "
                               f"successes and {len(train_idx[name][False])} failures in the training episodes")
-    clip, tokenizer, weights = build_clip(**clip_cfg(cfg))
+    clip, tokenizer, weights = build_clip(**clip_cfg(cfg), key="clip")
     reflector = CLIPReflector(clip, tokenizer, int(r.hidden), float(r.threshold), bool(r.finetune_visual)).to(device)
     tasks_instr = [cfg.instructions[t] for t in cfg.tasks]
     params = [p for p in reflector.parameters() if p.requires_grad]

@@ -1,0 +1,92 @@
+"""``robotrl worldenv --help``: the stages and every key of ``configs/worldenv/default.yaml`` with its default and
+its description, taken from the comment beside the key in that file (one place to document a setting)."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from typing import Any
+
+from robotrl.overrides import config_dir
+
+STAGES = {  # stage -> (module, function, one line about it)
+    "collect": ("collect", "collect", "demos, noisy demos, random actions, VLA rollouts"),
+    "train-vla": ("train", "train_vla", "behaviour-clone the VLA on the demos of all tasks"),
+    "train-model": ("train", "train_model", "the action-conditioned latent video world model"),
+    "train-reflector": ("train", "train_reflector", "the CLIP success judge (real + model frames)"),
+    "post-train": ("post_train", "post_train", "RL of the VLA in WorldEnv; sim eval before/after"),
+    "fidelity": ("fidelity", "fidelity", "WorldEnv vs simulator success; the powered r >= 0.8 gate"),
+}
+_KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*)(#\s?(?P<doc>.*))?$")
+_MORE = re.compile(r"^ +#\s?(?P<doc>.*)$")  # an indented comment line continues the key above it
+
+
+def key_docs(text: str) -> dict[str, str]:
+    """``section.key`` -> the comment beside it (and on the indented comment lines below it) in a YAML text."""
+    docs: dict[str, str] = {}
+    path: list[tuple[int, str]] = []
+    last = None
+    for line in text.splitlines():
+        more = _MORE.match(line)
+        if more and last is not None:
+            docs[last] = f"{docs[last]} {more['doc'].strip()}".strip()
+            continue
+        m = _KEY.match(line)
+        if not m:
+            last = None
+            continue
+        indent = len(m["indent"])
+        while path and path[-1][0] >= indent:
+            path.pop()
+        last = ".".join([k for _, k in path] + [m["key"]])
+        path.append((indent, m["key"]))
+        docs[last] = (m["doc"] or "").strip()
+    return docs
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        return "[" + ",".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _entry(key: str, value: str, doc: str) -> list[str]:
+    return [f"  {key}={value}", *textwrap.wrap(doc or "(undocumented)", 80, initial_indent="      ",
+                                               subsequent_indent="      ", break_on_hyphens=False)]
+
+
+def worldenv_help() -> str:
+    """The help text, every line within 80 columns."""
+    from robotrl.workflows.worldenv.common import default_config
+
+    cfg = default_config()
+    docs = key_docs((config_dir() / "worldenv" / "default.yaml").read_text())
+    keys: list[str] = []
+    for key, value in cfg.items():
+        if key == "instructions":
+            keys += _entry("instructions.<task>", "TEXT", f"{docs.get(key, '')}; {len(value)} tasks: "
+                                                          f"{', '.join(value)}")
+        elif hasattr(value, "items"):
+            keys += [line for k, v in value.items() if not hasattr(v, "items")
+                     for line in _entry(f"{key}.{k}", _fmt(v), docs.get(f"{key}.{k}", ""))]
+        else:
+            keys += _entry(key, _fmt(value), docs.get(key, ""))
+    stages = [f"  {name:<17}{about}" for name, (_, _, about) in STAGES.items()]
+    about = textwrap.fill(
+        "World-Env (arXiv 2509.24948) at toy scale: every stage reads and writes under out=DIR, keeps the settings "
+        "in DIR/config.yaml (later stages reuse them) and resumes from its checkpoint when run again. Order: "
+        "collect, train-vla, collect (adds the VLA's rollouts), train-model, train-reflector, post-train, "
+        "fidelity.", 80)
+    return "\n".join([
+        "usage: robotrl worldenv STAGE out=DIR [key=value ...]", "", about,
+        "", "stages:", *stages, "", "keys (configs/worldenv/default.yaml; key=value or section.key=value):", *keys, "",
+        "examples:",
+        "  robotrl worldenv collect out=runs/worldenv/s1 seed=1 \\",
+        "      tasks=[reach,drawer-close,button-press-topdown]",
+        "  robotrl worldenv train-vla out=runs/worldenv/s1 vla.steps=2000",
+        "  robotrl worldenv post-train out=runs/worldenv/s1 device=cuda",
+        "  robotrl worldenv fidelity out=runs/worldenv/s1"])
