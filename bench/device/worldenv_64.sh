@@ -37,12 +37,6 @@ DEADLINE=$(( T0 + BUDGET_S ))           # every stage ends by then
 MODEL_END=$(( DEADLINE - RESERVE_S ))   # world-model training ends by then (reflector, post-train, fidelity after);
 # per seed moved earlier by (s per simulator episode in the first collect - EP_REF_S) x the 240 simulator episodes of
 # post-train's evaluation and the gate, so that a slower simulator than planned for still leaves them their time
-LOG=$OUT/log.txt
-mkdir -p "$OUT" "$RUNS"
-export MUJOCO_GL=egl PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-say() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
-now() { date +%s; }
-
 SETTINGS="image_size=64 max_episode_steps=150 device=$DEV torch_threads=1 tasks=[reach,drawer-close,button-press-topdown]
   vla.steps=600 vla.snapshot_every=200 model.block_channels=[16,32,32] model.hidden=32 model.batch_size=8
   model.horizon=6 reflector.steps=300 post_train.iterations=15 post_train.horizon=75 eval.episodes=10
@@ -50,6 +44,14 @@ SETTINGS="image_size=64 max_episode_steps=150 device=$DEV torch_threads=1 tasks=
 [ "$DRY" = 1 ] && SETTINGS="$SETTINGS collect.demos_per_task=1 collect.noisy_per_task=1 collect.policy_per_task=1
   collect.random_per_task=1 vla.steps=20 vla.snapshot_every=10 reflector.steps=10 post_train.iterations=2
   post_train.horizon=10 eval.episodes=1 fidelity.episodes=1 fidelity.noise=[0.0] fidelity.bootstrap=20"
+
+# PRINT_SETTINGS=1: print them and stop (tests/test_device_worldenv.py checks each is a valid worldenv setting)
+[ "${PRINT_SETTINGS:-0}" = 1 ] && { echo "$SETTINGS" | tr -s ' \n' '  '; echo; exit 0; }
+LOG=$OUT/log.txt
+mkdir -p "$OUT" "$RUNS"
+export MUJOCO_GL=egl PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+say() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
+now() { date +%s; }
 
 # ------------------------------------------------------------------------------------------------ setup
 setup_fail() { say "SETUP FAILED (exit $1): $2"; exit "$1"; }
