@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "device" / "worldenv_64.sh"
 
 
-def script_settings(tmp_path: Path, dry: bool) -> list[str]:
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PRINT_SETTINGS": "1", "DRY": "1" if dry else "0"}
+def script_settings(tmp_path: Path, dry: bool, extra: str = "") -> list[str]:
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PRINT_SETTINGS": "1", "DRY": "1" if dry else "0",
+           "EXTRA": extra}
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           check=True)
     assert not (tmp_path / "out").exists(), "PRINT_SETTINGS must stop before anything is written"
@@ -38,6 +39,11 @@ def test_device_script_settings_are_valid_worldenv_settings(tmp_path, dry):
     cfg = load_config(tmp_path / "run", [*settings, "seed=1", "model.steps=300"])
     assert cfg.image_size == 64 and list(cfg.model.block_channels) == [16, 32, 32]
     assert list(cfg.tasks) == ["reach", "drawer-close", "button-press-topdown"]
+
+
+def test_extra_settings_win(tmp_path):
+    cfg = load_config(tmp_path / "run", script_settings(tmp_path, False, "fidelity.episodes=16 model.batch_size=16"))
+    assert cfg.fidelity.episodes == 16 and cfg.model.batch_size == 16 and cfg.image_size == 64
 
 
 def test_a_renamed_setting_is_caught(tmp_path):

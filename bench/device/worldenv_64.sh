@@ -45,6 +45,8 @@ SETTINGS="image_size=64 max_episode_steps=150 device=$DEV torch_threads=1 tasks=
   collect.random_per_task=1 vla.steps=20 vla.snapshot_every=10 reflector.steps=10 post_train.iterations=2
   post_train.horizon=10 eval.episodes=1 fidelity.episodes=1 fidelity.noise=[0.0] fidelity.bootstrap=20"
 
+# EXTRA: more settings, last so they win, e.g. EXTRA="fidelity.episodes=16" (the gate's power; docs/results.md)
+SETTINGS="$SETTINGS ${EXTRA:-}"
 # PRINT_SETTINGS=1: print them and stop (tests/test_device_worldenv.py checks each is a valid worldenv setting)
 [ "${PRINT_SETTINGS:-0}" = 1 ] && { echo "$SETTINGS" | tr -s ' \n' '  '; echo; exit 0; }
 LOG=$OUT/log.txt
