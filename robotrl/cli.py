@@ -581,8 +581,8 @@ def serve(args: list[str]) -> int:
                        "Serve a checkpointed policy over gRPC (action chunks for `robotrl deploy server=HOST:PORT`).",
                        SERVE_DEFAULTS, {k: SERVE_DOCS.get(k, "") for k in SERVE_DEFAULTS},
                        ["ROBOTRL_POLICY_TOKEN=secret robotrl serve checkpoint=runs/metaworld/reach/drqv2/seed1",
-                        "robotrl deploy checkpoint=runs/metaworld/reach/drqv2/seed1 robot=sim server=127.0.0.1:50051 "
-                        "token=secret"]))
+                        "robotrl deploy server=127.0.0.1:50051 token=secret robot=sim   # the policy's checkpoint "
+                        "is the server's"]))
         return 0
     run_server(**parse_kv(args, SERVE_DEFAULTS))
     return 0
