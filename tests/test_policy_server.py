@@ -169,3 +169,79 @@ def test_chunks_are_prefetched_while_the_robot_executes():
     srv.stop()
     assert waits[0] >= 0.05 and max(waits[3:]) < 0.03, waits  # only the first chunk was waited for
     assert client.requests < 12  # one request per ~2 steps, not per step
+
+
+# ------------------------------------------------------------------------------------------------ issue 23 item 13
+def echo_policy() -> tuple[ServedPolicy, list[int]]:
+    """A float-state policy whose action is its input's first 4 values: a non-finite observation that got through
+    would come back as a non-finite action (what a real network does with NaN)."""
+    calls: list[int] = []
+
+    def act(obs, start):
+        calls.append(1)
+        return obs["state"][None, :4].astype(np.float32)
+
+    spec = {"env": {}, "action_dim": 4, "agent": "echo", "checkpoint": "-"}
+    return ServedPolicy(spec, lambda obs: None, act), calls
+
+
+def raw_call(address: str, message: bytes) -> grpc.RpcError:
+    """A GetActions call with a hand-made message; returns the error it must end in."""
+    channel = grpc.insecure_channel(address)
+    try:
+        channel.unary_unary(f"/{SERVICE}/GetActions")(message, metadata=(("x-robotrl-token", TOKEN),), timeout=30)
+    except grpc.RpcError as exc:
+        return exc
+    finally:
+        channel.close()
+    raise AssertionError("the server answered a message it must refuse")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e30, -1e30])
+def test_non_finite_or_huge_observations_are_refused(value):
+    served, calls = echo_policy()
+    srv = PolicyServer(served, TOKEN).start()
+    try:
+        state = np.zeros(8, np.float32)
+        state[2] = value
+        exc = raw_call(srv.address, encode({"state": state}, {"step": 0}))
+        assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT, exc
+        assert "observation['state'][2]" in exc.details() and "finite" in exc.details()
+        assert calls == [] and srv.rejected == {"malformed": 1}  # the policy never saw it
+        ok = PolicyClient(srv.address, TOKEN).actions({"state": np.full(8, 0.5, np.float32)}, 0)
+        assert ok.tolist() == [[0.5] * 4]  # still serving; ordinary values pass
+    finally:
+        srv.stop()
+
+
+def test_overflowing_shapes_and_deep_headers_are_invalid_argument():
+    import struct
+
+    served, calls = echo_policy()
+    srv = PolicyServer(served, TOKEN).start()
+    try:
+        def message(header: bytes) -> bytes:
+            return b"RRL1" + struct.pack("<I", len(header)) + header
+
+        huge = json.dumps({"arrays": [{"name": "state", "dtype": "float64", "shape": [2**62, 2**62, 4],
+                                       "nbytes": 0}], "meta": {"step": 0}}).encode()
+        beyond = json.dumps({"arrays": [{"name": "state", "dtype": "uint8", "shape": [2**70], "nbytes": 0}],
+                             "meta": {"step": 0}}).encode()
+        deep = b"[" * 30_000 + b"]" * 30_000  # 60 KB: under the 64 KiB header cap
+        for msg, text in [(message(huge), "shape"), (message(beyond), "shape"), (message(deep), "header")]:
+            exc = raw_call(srv.address, msg)
+            assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT, (exc.code(), exc.details())
+            assert text in exc.details()
+        assert calls == [] and srv.rejected == {"malformed": 3}
+    finally:
+        srv.stop()
+
+
+def test_short_tokens_are_refused_beyond_loopback(served):
+    from robotrl.workflows.policy_server import MIN_TOKEN_CHARS
+
+    short = "x" * (MIN_TOKEN_CHARS - 1)
+    with pytest.raises(ConfigError, match=rf"token of {MIN_TOKEN_CHARS - 1} characters.*at least {MIN_TOKEN_CHARS}"):
+        PolicyServer(served, short, host="0.0.0.0")
+    PolicyServer(served, short).stop()  # loopback: only this machine's users can reach it
+    PolicyServer(served, "y" * MIN_TOKEN_CHARS, host="0.0.0.0").stop()
