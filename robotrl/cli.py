@@ -564,7 +564,7 @@ def sim2real(args: list[str]) -> int:
 
 SERVE_DOCS = {
     "checkpoint": "a run dir, its checkpoints/ dir or one checkpoint dir (required)",
-    "host": "address to bind (loopback unless you mean to expose it)",
+    "host": "address to bind (loopback unless you mean to expose it; beyond loopback the token needs >= 16 characters)",
     "port": "TCP port",
     "token": "shared secret clients must send (default $ROBOTRL_POLICY_TOKEN)",
     "max_message_bytes": "largest request/response accepted, both ways",
