@@ -86,6 +86,21 @@ def test_unknown_keys_next_to_required_ones_are_still_refused():
         check_overrides(["robot=franka", "robot.hostname=1.2.3.4", "robot.relative_dynamics_factor=fast"])
 
 
+@pytest.mark.parametrize("robot, given, missing", [("so101", {"port": "/dev/ttyACM0"}, "calibration_file"),
+                                                    ("so101", {"calibration_file": "cal.json"}, "port"),
+                                                    ("franka", {}, "hostname")])
+def test_an_unset_required_key_is_one_line_before_connecting(robot, given, missing):
+    """A `???` key left unset is refused when the robot is built, naming the key (no connection attempted)."""
+    from omegaconf import OmegaConf
+
+    from robotrl.hardware import make_robot
+
+    cfg = OmegaConf.load(ROOT / "configs" / "robot" / f"{robot}.yaml")
+    cfg.merge_with(given)
+    with pytest.raises(ConfigError, match=rf"{missing}"):
+        make_robot(OmegaConf.to_container(cfg))
+
+
 # ------------------------------------------------------------------------------------------------ train
 @pytest.fixture(scope="module")
 def readme_demos(tmp_path_factory) -> Path:
