@@ -120,26 +120,33 @@ def test_deploy_through_the_server_matches_local_deploy(run_dir, server, tmp_pat
 
 
 def test_server_killed_mid_episode_holds_the_arm_through_the_watchdog(served, tmp_path):
+    """On a loaded machine a policy step took 233 ms, 12x the 20 ms period: 5 overruns in a row held the arm
+    (ControlRateError) before the server died, and a step past the sim's 200 ms watchdog would hold it too. Here
+    the rate monitor is out of the way (overrun_factor 1000: this test is not about it, test_hardware.py's is), the
+    watchdog is 1 s and the client's timeout 5 s (5x), and the order is asserted from the server's death on."""
     srv = PolicyServer(served, TOKEN).start()
-    calls = 0
+    calls, died = 0, []
     act = served.act
 
     def act_then_die(obs, start):
         nonlocal calls
         calls += 1
         if calls == 4:  # the server goes away after answering its 4th request
+            died.append(time.monotonic())
             threading.Thread(target=srv.stop, args=(0,)).start()
         return act(obs, start)
 
     srv.policy = ServedPolicy(served.spec, served.check, act_then_die)
-    t0 = time.monotonic()
     with pytest.raises(PolicyServerError, match="policy server 127.0.0.1:"):
-        deploy(server=srv.address, token=TOKEN, hz=50, steps=20, out=str(tmp_path / "out"), policy_timeout_s=1.0)
-    assert time.monotonic() - t0 < 20
+        deploy(server=srv.address, token=TOKEN, hz=50, steps=20, out=str(tmp_path / "out"), policy_timeout_s=5.0,
+               robot_overrides={"limits.watchdog_ms": 1000, "limits.overrun_factor": 1000})
     events = [json.loads(r) for r in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in events]
+    lost = events[kinds.index("server_lost")]
     # no command while waiting for the server -> the watchdog held the arm, before the client gave up
-    assert kinds.index("watchdog") < kinds.index("server_lost") < kinds.index("shutdown")
+    after_death = [e for e in events if e["kind"] == "watchdog" and e["t"] > died[0]]
+    assert after_death and after_death[0]["t"] < lost["t"] < events[kinds.index("shutdown")]["t"], kinds
+    assert lost["t"] - died[0] < 4 * 5.0  # the client gave up within a bounded time
     assert kinds[-1] == "disconnect"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     # the 4th reply may or may not leave before the server stops
