@@ -16,6 +16,14 @@ remote block, local, ...) so that load from other jobs hits both alike.
 
 Run: ``MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python bench/policy_server.py [--policies null,drqv2,tdmpc2]
 [--requests 200] [--tdmpc2-requests 8] [--blocks 4] [--obs 20] [--threads 1]``; one JSON line per policy.
+
+``--clients N [--hz F] [--requests R]``: N concurrent pixel clients (DrQ-v2, 84x84 x 3 frames) against one server
+with its default 2 worker threads, in its own process (as on a GPU machine: the clients' threads do not share its
+GIL). Each client is a :class:`PolicyClient` with the deploy default timeout (2 s) on its own channel, sends R
+requests, each when its previous reply has come (back to back with ``--hz 0``, else at most F per second, as a deploy
+client at its control rate); all start together (barrier). Reported: latency p50/p99/max over all requests, the
+calls that failed (DEADLINE_EXCEEDED: past the client's timeout), and the same numbers for one client alone in the
+same run (the reference). Bounded: every client thread is joined, the server process is stopped and joined.
 """
 
 from __future__ import annotations
@@ -99,6 +107,87 @@ def measure(name: str, agent: Any, obs: list[dict[str, np.ndarray]], requests: i
             "ratio_p99": round(pct(remote, 99) / pct(local, 99), 3) if pct(local, 99) > 0 else None}
 
 
+def _serve(address_queue: Any, stop: Any, threads: int) -> None:
+    """Child process: a random-weight DrQ-v2 behind a PolicyServer on loopback until ``stop`` is set."""
+    from robotrl.workflows.policy_server import PolicyServer, served_agent
+
+    torch.set_num_threads(threads)
+    agent, _ = make_policy("drqv2")
+    server = PolicyServer(served_agent(agent, {"env": ENV_CFG, "agent": "drqv2", "checkpoint": "random weights"}),
+                          TOKEN).start()
+    address_queue.put(server.address)
+    stop.wait(3600)  # bounded even if the parent dies without setting it
+    server.stop(0)
+
+
+def _client_run(address: str, obs: list[dict[str, np.ndarray]], requests: int, hz: float,
+                barrier: Any) -> tuple[list[float], list[str]]:
+    from robotrl.workflows.policy_server import PolicyClient, PolicyServerError
+
+    client = PolicyClient(address, TOKEN)  # timeout_s: the deploy default (2 s)
+    times, errors = [], []
+    try:
+        client.actions(obs[0], 0)  # connect (not timed)
+        barrier.wait(timeout=600)
+        for i in range(requests):
+            t0 = time.perf_counter()
+            try:
+                client.actions(obs[i % len(obs)], i)
+                times.append(time.perf_counter() - t0)
+            except PolicyServerError as exc:
+                errors.append(exc.code or str(exc))
+            if hz > 0:
+                time.sleep(max(0.0, 1.0 / hz - (time.perf_counter() - t0)))
+    finally:
+        client.close()
+    return times, errors
+
+
+def concurrent_clients(clients: int, requests: int, hz: float, threads: int, n_obs: int) -> list[dict[str, Any]]:
+    import multiprocessing as mp
+    import threading
+
+    ctx = mp.get_context("spawn")
+    address_queue, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=_serve, args=(address_queue, stop, threads), daemon=True)
+    server.start()
+    rows = []
+    try:
+        address = address_queue.get(timeout=600)
+        _, env = make_policy("drqv2")
+        obs = observations(env, n_obs)
+        for n in (1, clients):  # one client alone: the reference, same server, same run
+            results: list[tuple[list[float], list[str]]] = [([], [])] * n
+            barrier = threading.Barrier(n)
+
+            def run(k: int, results: list = results, barrier: Any = barrier) -> None:
+                results[k] = _client_run(address, obs, requests, hz, barrier)
+
+            workers = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(n)]
+            t0 = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(timeout=1800)
+            wall = time.perf_counter() - t0
+            times = [t for r in results for t in r[0]]
+            errors = [e for r in results for e in r[1]]
+            rows.append({"clients": n, "hz": hz, "requests": n * requests, "ok": len(times), "failed": len(errors),
+                         "failed_codes": sorted(set(errors)), "p50_ms": round(pct(times, 50), 1) if times else None,
+                         "p99_ms": round(pct(times, 99), 1) if times else None,
+                         "max_ms": round(max(times) * 1e3, 1) if times else None,
+                         "throughput_per_s": round(len(times) / wall, 1), "client_timeout_ms": 2000})
+        if rows[0]["p99_ms"] and rows[1]["p99_ms"]:
+            rows[1]["p99_ratio_vs_1_client"] = round(rows[1]["p99_ms"] / rows[0]["p99_ms"], 2)
+    finally:
+        stop.set()
+        server.join(timeout=60)
+        if server.is_alive():
+            server.terminate()
+            server.join(timeout=10)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", default="null,drqv2,tdmpc2")
@@ -107,8 +196,14 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--obs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=0, help="N concurrent pixel clients (0: the round trip)")
+    parser.add_argument("--hz", type=float, default=0.0, help="with --clients: requests per second per client")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.clients:
+        for row in concurrent_clients(args.clients, args.requests, args.hz, args.threads, args.obs):
+            print(json.dumps({"policy": "drqv2", **row, "threads": args.threads}), flush=True)
+        return
     env = None
     for name in args.policies.split(","):
         if name == "null":

@@ -588,7 +588,7 @@ def sim2real(args: list[str]) -> int:
 
 SERVE_DOCS = {
     "checkpoint": "a run dir, its checkpoints/ dir or one checkpoint dir (required)",
-    "host": "address to bind (loopback unless you mean to expose it)",
+    "host": "address to bind (loopback unless you mean to expose it; beyond loopback the token needs >= 16 characters)",
     "port": "TCP port",
     "token": "shared secret clients must send (default $ROBOTRL_POLICY_TOKEN)",
     "max_message_bytes": "largest request/response accepted, both ways",
@@ -605,8 +605,8 @@ def serve(args: list[str]) -> int:
                        "Serve a checkpointed policy over gRPC (action chunks for `robotrl deploy server=HOST:PORT`).",
                        SERVE_DEFAULTS, {k: SERVE_DOCS.get(k, "") for k in SERVE_DEFAULTS},
                        ["ROBOTRL_POLICY_TOKEN=secret robotrl serve checkpoint=runs/metaworld/reach/drqv2/seed1",
-                        "robotrl deploy checkpoint=runs/metaworld/reach/drqv2/seed1 robot=sim server=127.0.0.1:50051 "
-                        "token=secret"]))
+                        "robotrl deploy server=127.0.0.1:50051 token=secret robot=sim   # the policy's checkpoint "
+                        "is the server's"]))
         return 0
     run_server(**parse_kv(args, SERVE_DEFAULTS))
     return 0

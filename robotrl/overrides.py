@@ -103,19 +103,26 @@ def _unknown_key(cfg: Any, key: str) -> ConfigError:
 
 
 _MISSING = object()
+_REQUIRED = object()  # a key whose default is `???`: it exists, and the command line is where it gets its value
 
 
 def _select(cfg: Any, key: str) -> Any:
-    """``cfg``'s value at dotted ``key`` (interpolations resolved), or ``_MISSING``."""
+    """``cfg``'s value at dotted ``key`` (interpolations resolved), ``_REQUIRED`` for a key whose default is
+    ``???`` (configs/robot/franka.yaml's ``hostname``), or ``_MISSING`` for a key that does not exist."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
 
-    return OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+    try:  # throw_on_missing: else OmegaConf answers `default` for a `???` value too, as if the key were absent
+        return OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
+    except MissingMandatoryValue:
+        return _REQUIRED
+
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
 
 
 def _check_type(key: str, default: Any, value: Any) -> None:
     """A value for a key whose default is a bool/int/float must be of that kind (hydra would keep a string)."""
-    kind = type(default)
+    kind = type(default)  # _REQUIRED (a `???` default) has no kind to check against
     if kind not in _KIND_NAMES or value is None:
         return
     ok = isinstance(value, bool) if kind is bool else (

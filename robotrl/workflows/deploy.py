@@ -406,7 +406,10 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
         raise ConfigError(f"episodes={episodes}, expected >= 1")
     key_estop = wants_estop_key(estop_key, sys.stdin)
     if (checkpoint is None) == (server is None):
-        raise ConfigError("robotrl deploy needs checkpoint=PATH (local policy) or server=HOST:PORT (remote), not both")
+        given = "both were given" if server else "neither was given"
+        raise ConfigError(f"robotrl deploy needs checkpoint=PATH (local policy) or server=HOST:PORT (remote, its "
+                          f"checkpoint is the server's), not both; {given}")
+    policy_timeout_s = _number("policy_timeout_s", policy_timeout_s, float)
     if not logging.getLogger().handlers:  # the CLI: per-step actions and safety events on stderr
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     source = _remote_policy(server, token, policy_timeout_s) if server else _local_policy(checkpoint, device)
@@ -502,6 +505,8 @@ the observation pipeline of its training run (camera, image size, frame stack, a
 
   checkpoint=PATH   run dir, its checkpoints/ dir, or one checkpoint
   server=HOST:PORT  or: a remote policy (`robotrl serve`), token from token=... or $ROBOTRL_POLICY_TOKEN
+  policy_timeout_s=F  with server=: how long to wait for (or retry) the server before stopping (default 2.0);
+                    meanwhile no command reaches the arm and the watchdog holds it
   robot=NAME        sim | mock | so101 | ... (default sim: the Meta-World Sawyer rendering the training camera)
   hz=F              control rate of the commands (default: the robot's limits.control_hz)
   episodes=N        episodes, each starting from the robot's home pose (default 1)
@@ -520,5 +525,5 @@ the observation pipeline of its training run (camera, image size, frame stack, a
 
 DEPLOY_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robot": "sim", "hz": None, "episodes": 1, "steps": None,
                                    "dry_run": False, "record": None, "out": None, "operator": None, "device": "cpu",
-                                   "server": None, "token": None, "estop_key": "auto"}
+                                   "server": None, "token": None, "policy_timeout_s": 2.0, "estop_key": "auto"}
 

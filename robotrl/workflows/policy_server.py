@@ -31,6 +31,7 @@ import concurrent.futures
 import hmac
 import json
 import logging
+import math
 import struct
 import threading
 import time
@@ -52,6 +53,12 @@ TOKEN_KEY = "x-robotrl-token"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 2**20  # 4 MiB: a 9x84x84 uint8 frame stack is 64 KB
 MAX_HEADER_BYTES = 64 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+# A server reachable from the network needs a token this long (16 random characters ~ 95 bits from a password
+# generator): the token is the only thing between the network and the policy that drives the arm.
+MIN_TOKEN_CHARS = 16
+# Largest magnitude accepted in a float observation. Observations are pixels, positions in m, angles in rad,
+# velocities: anything past 1e6 is a broken sensor or an attack, and a network fed 1e30 returns inf/NaN actions.
+MAX_OBS_ABS = 1e6
 
 
 class PolicyServerError(RobotRLError):
@@ -88,12 +95,12 @@ def decode(message: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     (size,) = struct.unpack("<I", message[4:8])
     if size > MAX_HEADER_BYTES or 8 + size > len(message):
         raise MessageError(f"header length {size} exceeds the message ({len(message)} bytes) or {MAX_HEADER_BYTES}")
-    try:
+    try:  # RecursionError: a header nested ~30,000 deep fits in MAX_HEADER_BYTES and exhausts json's stack
         header = json.loads(bytes(message[8:8 + size]))
         specs, meta = header["arrays"], header.get("meta", {})
         if not isinstance(specs, list) or not isinstance(meta, dict):
             raise TypeError("arrays must be a list and meta an object")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise MessageError(f"header is not valid ({type(exc).__name__}: {exc})") from None
     arrays, offset = {}, 8 + size
     for spec in specs:
@@ -103,9 +110,10 @@ def decode(message: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise MessageError(f"array spec {spec!r} is not valid ({type(exc).__name__})") from None
         if dtype not in DTYPES:
             raise MessageError(f"array {name!r} has dtype {dtype!r}, expected one of {sorted(DTYPES)}")
-        if not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise MessageError(f"array {name!r} has shape {list(shape)}, expected non-negative ints")
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        # Python ints, not int64: a shape like [2**62, 2**62, 4] wraps to 0 bytes in int64 and passed this check
+        expected = math.prod(shape) * np.dtype(dtype).itemsize
         if nbytes != expected or offset + nbytes > len(message):
             raise MessageError(f"array {name!r}: {nbytes} bytes declared, shape {list(shape)} {dtype} needs {expected}"
                                f", {len(message) - offset} left in the message")
@@ -115,6 +123,20 @@ def decode(message: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if offset != len(message):
         raise MessageError(f"{len(message) - offset} trailing bytes after the declared arrays")
     return arrays, meta
+
+
+def check_values(obs: dict[str, np.ndarray]) -> None:
+    """Refuse (MessageError) a float observation with a NaN, an inf or a value beyond +-MAX_OBS_ABS, naming the first
+    such element: the policy would answer it with non-finite or saturated actions."""
+    for name, arr in obs.items():
+        if arr.dtype.kind != "f":
+            continue
+        bad = ~(np.abs(arr) <= MAX_OBS_ABS)  # NaN compares False: caught here too
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            where = "".join(f"[{i}]" for i in index)
+            raise MessageError(f"observation[{name!r}]{where}={float(arr[index])!r} is not a finite value within "
+                               f"+-{MAX_OBS_ABS:g}")
 
 
 def _grpc() -> Any:
@@ -182,6 +204,10 @@ class PolicyServer:
         grpc = _grpc()
         if not token:
             raise ConfigError("the policy server needs a non-empty token (token=... or $ROBOTRL_POLICY_TOKEN)")
+        if host not in LOOPBACK and len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"host={host} is reachable from the network, but the token of {len(token)} characters "
+                              f"is too short: use at least {MIN_TOKEN_CHARS} (e.g. python -c 'import secrets; "
+                              f"print(secrets.token_urlsafe(24))')")
         if max_message_bytes < 1024:
             raise ConfigError(f"max_message_bytes={max_message_bytes}, expected >= 1024")
         self.policy, self.host = policy, host
@@ -234,6 +260,7 @@ class PolicyServer:
             step = meta.get("step")
             if isinstance(step, bool) or not isinstance(step, int) or step < 0:
                 raise MessageError(f"meta.step={step!r}, expected an int >= 0")
+            check_values(obs)
             self.policy.check(obs)
         except (MessageError, RobotRLError) as exc:
             self.rejected["malformed"] += 1
