@@ -87,7 +87,8 @@ def test_episode_streams_keep_interleaved_episodes_apart():
     transition stays inside one env's episode; a discarded stream never reaches the replay."""
     import gymnasium as gym
 
-    from robotrl.replay import EpisodeStreams, ReplayBuffer
+    from robotrl.episode_streams import EpisodeStreams
+    from robotrl.replay import ReplayBuffer
 
     space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)})
     replay = ReplayBuffer(100, space, action_dim=1, frame_stack=1, nstep=3, discount=1.0, seed=0)

@@ -98,7 +98,8 @@ class EpisodeAssembler:
                           action=np.asarray(part.steps["action"], np.float32),
                           reward=np.asarray(part.steps["reward"], np.float32),
                           terminated=np.asarray(part.steps["terminated"], bool),
-                          success=np.asarray(part.steps["success"], bool))
+                          success=np.asarray(part.steps["success"], bool),
+                          reward_invalid=np.asarray([bool(i.get("reward_invalid", False)) for i in part.infos]))
         return part.episode, episode, part.infos
 
 

@@ -463,7 +463,8 @@ class Trainer:
                         stats.steps.append(self.step)
                 obs, reward, terminated, truncated, info = self.env.step(action)
                 action = info.get("executed_action", action)  # a person took over: store what the arm did
-                self.replay.add(action, reward, obs, terminated, truncated)
+                self.replay.add(action, reward, obs, terminated, truncated,
+                                reward_invalid=bool(info.get("reward_invalid", False)))  # kept out of targets
                 if self.interventions is not None:
                     self.interventions.step(action, reward, obs, terminated, info)
                 self.step += 1
