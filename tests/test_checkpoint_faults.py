@@ -269,3 +269,27 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_frees_the_failed_one(tmp_
         _assert_loads_at(resolve_checkpoint(disk_dir), 20)
         _save(root, 40)  # the failed save's space was given back
         _assert_loads_at(resolve_checkpoint(disk_dir), 40)
+
+
+def test_a_run_whose_disk_fills_resumes_at_its_last_checkpoint(compose_cfg, tmp_path, monkeypatch):
+    """The trainer's second checkpoint (frame 400) hits a full disk: the run stops with the one-line error, and
+    resume=true continues from frame 200's checkpoint at its step, to the end."""
+    from robotrl.workflows.train import Trainer
+
+    real_save, saves = ReplayBuffer.save, []
+
+    def save_until_full(self, path):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(self, path)
+
+    monkeypatch.setattr(ReplayBuffer, "save", save_until_full)
+    overrides = ("eval_episodes=0", "save_video=false", "tensorboard=false", "env.obs_type=state")  # no rendering
+    with pytest.raises(CheckpointError, match="frame_000000000400 could not be written: no space left"):
+        Trainer(compose_cfg(*overrides), tmp_path).train()
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["frame_000000000200", "latest"]
+    resumed = Trainer(compose_cfg(*overrides, "resume=true"), tmp_path)
+    assert resumed.step == 100 and resumed.frame == 200 and len(resumed.replay) > 0
+    assert resumed.train()["frames"] == 400
