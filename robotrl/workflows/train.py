@@ -620,6 +620,7 @@ class Trainer:
                                    **{k: v for k, v in self.env_info.items() if k.endswith("version")}}
         if cfg.compare_baselines and cfg.eval_episodes > 0:
             summary.update(self._compare_with_baselines())
+        summary.update(self._extra_counters())  # beside frames: steps discarded by restarted workers/actors
         if self.dist.enabled:
             summary["world_size"] = self.dist.world_size
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))

@@ -12,8 +12,9 @@ from ``seed_frames`` on -- or later, from the first finished episode: an episode
 wait for it.
 
 A crashed or hung worker (``robotrl.envs.vector``) is restarted; the episode it was playing is discarded (never
-added to the replay), counted in ``discarded_episodes`` / ``discarded_steps`` in ``train.csv``, and played again
-from the same seed.
+added to the replay), counted in ``discarded_episodes`` / ``discarded_steps`` in ``train.csv`` and ``summary.json``
+(not in ``step``/``frames``, which count only the steps that reached the replay), and played again from the same
+seed.
 """
 
 from __future__ import annotations
@@ -142,8 +143,11 @@ class VectorTrainer(SegmentedTrainer):
         return new_obs
 
     def _discard(self, i: int) -> None:
-        """A restarted worker's episode: never reaches the replay, counted, played again."""
-        self.discarded_steps += self.streams.discard(i)
+        """A restarted worker's episode: never reaches the replay, counted beside ``step`` (not in it: frames count
+        only the steps that reached the replay), played again."""
+        steps = self.streams.discard(i)
+        self.step -= steps
+        self.discarded_steps += steps
         self.discarded_episodes += 1
         self.console.print(f"[yellow]env worker {i} was restarted: episode {self._episode_of[i]} discarded "
                            f"({self.discarded_episodes} so far) and played again from its seed[/yellow]")
