@@ -172,3 +172,30 @@ def test_training_memory_is_flat_after_warmup(compose_cfg, tmp_path):
     growth = max(after_warmup.values()) - after_warmup[min(after_warmup)]
     print(f"RSS MiB at episode ends: {[round(v, 1) for v in samples.values()]}; growth after warm-up {growth:.1f}")
     assert growth < 4.0, samples
+
+
+def test_a_dead_ray_actors_received_steps_leave_frames():
+    """collector=ray: the steps received from an actor that then died are taken back out of ``step`` when its
+    episode is discarded (the learner without Ray: the chunk bookkeeping and the restart alone)."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from robotrl.workflows.ray_collector import EpisodeAssembler, RayTrainer
+
+    trainer = object.__new__(RayTrainer)  # no Ray, no env: only what _receive and _restart_actor touch
+    trainer.settings, trainer.actor_restarts, trainer.step = {"max_actor_restarts": 10}, 0, 0
+    trainer.discarded_episodes = trainer.discarded_steps = 0
+    trainer.ray, trainer.console, trainer.replay = SimpleNamespace(kill=lambda *a, **k: None), Console(quiet=True), []
+    trainer.actors, trainer.incarnations, trainer._reissue = [None, None], [0, 0], []
+    trainer._new_actor = lambda index, incarnation: f"actor {index}.{incarnation}"
+    trainer.assembler = EpisodeAssembler()
+    trainer.assembler.start(1, 0, 5)
+    chunk = {"actor": 1, "incarnation": 0, "episode": 5, "seq": 0, "obs": [{"state": np.zeros(1, np.float32)}] * 4,
+             "action": [np.zeros(1, np.float32)] * 3, "reward": [0.0] * 3, "terminated": [False] * 3,
+             "truncated": [False] * 3, "success": [False] * 3, "infos": [{}] * 3}
+    trainer._receive(chunk, seed_steps=10**9, progress=None, task=None)
+    assert trainer.step == 3  # received, not yet in the replay
+    trainer._restart_actor(1, RuntimeError("actor died"))
+    assert trainer.step == 0 and trainer.discarded_steps == 3 and trainer.discarded_episodes == 1
+    assert trainer._reissue == [5] and trainer.actors[1] == "actor 1.1"

@@ -185,6 +185,7 @@ def test_killed_worker_during_training_discards_counts_and_replays_its_episode(c
     assert trainer.vector_env.restarts == 1
     episodes = _stored_episodes(trainer.replay)
     assert all(len(ep["action"]) == 50 for ep in episodes)  # no partial episode reached the replay
+    assert trainer.step == 50 * len(episodes)  # frames: only the steps that reached the replay
     env = make_env(cfg.env, seed=0)
     firsts = []
     for k in range(len(episodes)):
