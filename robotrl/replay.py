@@ -160,9 +160,9 @@ class ReplayBuffer:
         absolute = np.arange(self._head, self._head + count, dtype=np.int64)
         phys = absolute % self.capacity
         overwritten = absolute >= self.capacity
-        a = self._arrays
-        self._num_actions -= int(a["has_action"][phys[overwritten]].sum())
-        self._num_invalid -= int((a["has_action"] & a["reward_invalid"])[phys[overwritten]].sum())
+        a, gone = self._arrays, phys[overwritten]
+        self._num_actions -= int(a["has_action"][gone].sum())
+        self._num_invalid -= int((a["has_action"][gone] & a["reward_invalid"][gone]).sum())
         if "pixels" in a:
             a["pixels"][phys] = obs["pixels"]
         if "state" in a:

@@ -83,6 +83,19 @@ def test_trajectories_mask_flagged_rewards_and_flags_survive_save_and_load(tmp_p
     assert torch.equal(a.reward, b.reward) and torch.equal(a.obs["state"], b.obs["state"])
 
 
+def test_the_flag_count_follows_the_window_when_the_buffer_wraps():
+    buf = ReplayBuffer(30, _space(), 1, 1, nstep=NSTEP, discount=GAMMA, seed=0)
+    rng = np.random.default_rng(3)
+    for t in range(200):
+        if t % 7 == 0:
+            buf.add_first({"state": np.zeros(1, np.float32)})
+        buf.add(np.zeros(1, np.float32), 1.0, {"state": np.zeros(1, np.float32)}, False, t % 7 == 6,
+                reward_invalid=bool(rng.random() < 0.3))
+        a = buf._arrays
+        assert buf.num_invalid_rewards == int((a["has_action"] & a["reward_invalid"])[:min(buf._head, 30)].sum())
+    assert 0 < buf.num_invalid_rewards < buf._num_actions
+
+
 def test_unflagged_runs_sample_what_they_sampled_before():
     """No flags: every transition's horizon is the full n-step one and trajectories carry no mask."""
     buf = _filled_buffer(flag_every=10**9)
