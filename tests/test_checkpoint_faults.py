@@ -239,8 +239,9 @@ def _injected_enospc(path: Path, size: str, monkeypatch):
         return Capped(f) if "w" in mode and str(file).startswith(str(path)) else f
 
     def capped_fdopen(fd, mode="r", *args, **kwargs):  # atomic_write's temp files
+        target = os.readlink(f"/proc/self/fd/{fd}") if isinstance(fd, int) else ""
         f = real_os_fdopen(fd, mode, *args, **kwargs)
-        return Capped(f) if "w" in mode else f
+        return Capped(f) if "w" in mode and target.startswith(str(path)) else f
 
     path.mkdir()
     real_os_fdopen = os.fdopen
