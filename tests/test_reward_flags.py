@@ -262,3 +262,13 @@ def test_ppo_rollout_gives_a_flagged_reward_no_advantage():
 
     np.testing.assert_array_equal(advantages(0.0, True), advantages(SENTINEL, True))
     assert not np.allclose(advantages(0.0, False), advantages(SENTINEL, False))
+
+
+def test_a_replay_saved_before_flags_existed_loads_with_none(tmp_path):
+    buf = _filled_buffer(flag_every=10**9)
+    buf.save(tmp_path / "replay.npz")
+    with np.load(tmp_path / "replay.npz") as data:  # the a489bdc layout: no reward_invalid array
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if k != "arrays/reward_invalid"})
+    old = ReplayBuffer.load(tmp_path / "old.npz")
+    assert old.num_invalid_rewards == 0 and len(old) == len(buf)
+    assert not old._arrays["reward_invalid"][:old._head].any()
