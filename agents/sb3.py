@@ -59,6 +59,7 @@ from torch import nn
 from robotrl.checkpoint import check_agent_state
 from robotrl.errors import CheckpointError, ConfigError
 
+from .sb3_buffers import FlaggedDictReplayBuffer, FlaggedDictRolloutBuffer
 from .sb3_dormant import DormantCallback
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ RESERVED = {
     "verbose": "progress and metrics go to the console and train.csv", "tensorboard_log": "use tensorboard=...",
     "buffer_size": "use replay.capacity=...", "learning_starts": "use seed_frames=... (frames, not steps)",
     "policy_kwargs": "use agent.policy_kwargs (not an algorithm argument)", "_init_setup_model": "internal",
+    "replay_buffer_class": "robotrl's keeps failed reward-model steps out (agents/sb3_buffers.py)",
+    "rollout_buffer_class": "robotrl's keeps failed reward-model steps out (agents/sb3_buffers.py)",
 }
 SKIP_METRICS = ("n_updates",)  # SB3's train/ counters that are not per-update metrics
 
@@ -213,6 +216,10 @@ class SB3Agent:
                 run.pop(key, None)
         elif train_env is None:
             run.update(buffer_size=1, learning_starts=0)  # a policy to evaluate, not to train
+        if self.off_policy:  # buffers that keep failed reward-model steps (info["reward_invalid"]) out of learning
+            run["replay_buffer_class"] = FlaggedDictReplayBuffer
+        else:
+            run["rollout_buffer_class"] = FlaggedDictRolloutBuffer
         env = DummyVecEnv([lambda: train_env if train_env is not None else _SpacesEnv(observation_space,
                                                                                       action_space)])
         policy_kwargs.update(features_extractor_class=ObsExtractor,
@@ -237,6 +244,11 @@ class SB3Agent:
         """The deterministic (eval) or sampled action for one observation, float32 in the env's bounds."""
         action, _ = self.model.predict(obs, deterministic=eval_mode)
         return np.asarray(action, dtype=np.float32)
+
+    def flag_reward_invalid(self) -> None:
+        """The step SB3 stores next has a made-up reward (PPO's rollout buffer gets no infos; SAC's reads them)."""
+        if not self.off_policy:
+            self.model.rollout_buffer.flag_next()
 
     def update(self, replay: Any, step: int) -> dict[str, float]:
         raise NotImplementedError("SB3 agents train inside SB3's learn() (SB3Trainer), not through update()")

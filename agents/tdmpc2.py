@@ -393,9 +393,14 @@ class TDMPC2Agent:
         consistency_loss = (consistency * rho[:H]).sum() / H
         qs = m.Q(zs_t[:-1], action, "all")  # (num_q, H, B, bins)
         reward_pred = m.reward(zs_t[:-1], action)
-        reward_loss = (m.two_hot.soft_ce(reward_pred, reward).mean(dim=(1, 2)) * rho[:H]).sum() / H
+        reward_ce = m.two_hot.soft_ce(reward_pred, reward)  # (H, B, 1)
         target_2h = m.two_hot.encode(td_target)  # (H, B, bins), shared by the members
-        value_ce = -(target_2h * F.log_softmax(qs, dim=-1)).sum(-1).mean(-1)  # (num_q, H)
+        value_ce = -(target_2h * F.log_softmax(qs, dim=-1)).sum(-1)  # (num_q, H, B)
+        if traj.reward_valid is not None:  # made-up rewards (failed reward-model calls): no reward or TD target
+            valid = traj.reward_valid.to(self.device, torch.float32)
+            reward_ce, value_ce = reward_ce * valid, value_ce * valid[..., 0]
+        reward_loss = (reward_ce.mean(dim=(1, 2)) * rho[:H]).sum() / H
+        value_ce = value_ce.mean(-1)  # (num_q, H)
         value_loss = (value_ce * rho[:H]).sum() / (H * m.num_q)
         total = (self.consistency_coef * consistency_loss + self.reward_coef * reward_loss
                  + self.value_coef * value_loss)

@@ -2,23 +2,28 @@
 
 Layout of ``<run_dir>/checkpoints``::
 
-    latest                  text file naming the newest complete checkpoint dir (replaced atomically)
+    latest                  text file naming the newest complete checkpoint dir (replaced atomically; for people
+                            and tools: resume does not trust it, see below)
     frame_000010000/
         state.pt            agent + optimisers + counters + RNG states + config (torch.load(weights_only=True))
         replay/             the replay buffer (ReplayBuffer.save), optional
-        manifest.json       file sizes and the sha256 of state.pt, written last inside the temp dir
+        manifest.json       every file's size and sha256, written last inside the temp dir
 
-A checkpoint directory only ever appears under its final name once everything inside it is on disk, so a crash
-or Ctrl-C leaves the previous checkpoint and the `latest` pointer intact. Loading verifies the manifest; if the
-newest checkpoint is corrupted the previous valid one is used with a loud warning, never a silent fresh start.
+A checkpoint directory only ever appears under its final name once everything inside it is on disk, so a crash,
+a SIGKILL, a full disk or Ctrl-C leaves the previous checkpoint intact (a failed save removes its temp dir).
+Resuming takes the newest checkpoint whose every file matches its manifest, whatever `latest` says (a kill between
+the rename and the `latest` write leaves `latest` one checkpoint behind); a corrupted newer one is skipped with a
+loud warning naming the file, never a silent fresh start.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ from robotrl.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+_FRAME = re.compile(r"(\d+)$")  # the trainer's names, frame_<N>: the newest is the largest N
 
 
 def _fsync_tree(path: Path) -> None:
@@ -55,14 +61,15 @@ def save_checkpoint(ckpt_root: Path, name: str, state: dict[str, Any], replay: A
     tmp = ckpt_root / f".tmp-{name}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    torch.save({"format": FORMAT_VERSION, **state}, tmp / "state.pt")
-    if replay is not None:
-        replay.save(tmp / "replay")
-    files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-    manifest = {"format": FORMAT_VERSION, "files": files, "state_sha256": _sha256(tmp / "state.pt")}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    _fsync_tree(tmp)
+    try:
+        _write_tmp(tmp, state, replay)
+    except BaseException as e:  # a failed save must not leave a partial temp dir filling the disk
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(e):
+            raise CheckpointError(f"checkpoint {final} could not be written: no space left on device "
+                                  f"({ckpt_root}); the previous checkpoint is intact, free space and resume "
+                                  f"with resume=true") from e
+        raise
     if final.exists():  # same name rewritten (e.g. a resumed run reaching the same frame): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -72,9 +79,31 @@ def save_checkpoint(ckpt_root: Path, name: str, state: dict[str, Any], replay: A
     return final
 
 
+def _write_tmp(tmp: Path, state: dict[str, Any], replay: Any) -> None:
+    """Every file of the checkpoint, then the manifest (each file's size and sha256), all fsynced."""
+    tmp.mkdir()
+    with open(tmp / "state.pt", "wb") as f:  # a file object: torch's write error then chains the OSError (ENOSPC)
+        torch.save({"format": FORMAT_VERSION, **state}, f)
+    if replay is not None:
+        replay.save(tmp / "replay")
+    files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    manifest = {"format": FORMAT_VERSION, "files": files}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    _fsync_tree(tmp)
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """``error`` or one it was raised from is ENOSPC/EDQUOT (torch.save raises a RuntimeError from it)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _prune(ckpt_root: Path, keep: int) -> None:
-    complete = sorted(p for p in ckpt_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for old in complete[:-keep]:
+    for old in _newest_first(ckpt_root)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -87,13 +116,20 @@ def verify_checkpoint(path: Path) -> None:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: missing or unreadable manifest.json ({e})") from None
-    for rel, size in manifest["files"].items():
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or "state.pt" not in files:
+        raise CheckpointError(f"checkpoint {path}: manifest.json lists no state.pt (expected a robotrl manifest)")
+    for rel, entry in files.items():
+        # format of a489bdc and before: {file: size} and the sha256 of state.pt alone
+        size, digest = (entry["size"], entry["sha256"]) if isinstance(entry, dict) else (entry, None)
+        if rel == "state.pt" and digest is None:
+            digest = manifest.get("state_sha256")
         file = path / rel
         if not file.is_file() or file.stat().st_size != size:
             actual = file.stat().st_size if file.is_file() else "missing"
             raise CheckpointError(f"checkpoint file {file} is corrupted: size {actual}, expected {size} bytes")
-    if _sha256(path / "state.pt") != manifest["state_sha256"]:
-        raise CheckpointError(f"checkpoint file {path / 'state.pt'} is corrupted: sha256 does not match manifest")
+        if digest is not None and _sha256(file) != digest:
+            raise CheckpointError(f"checkpoint file {file} is corrupted: sha256 does not match manifest.json")
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -108,11 +144,20 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def _newest_first(root: Path) -> list[Path]:
+    """The complete checkpoint dirs of ``root`` (temp dirs start with a dot), newest first by frame number."""
+    def key(p: Path) -> tuple[int, str]:
+        match = _FRAME.search(p.name)
+        return (int(match.group(1)) if match else -1, p.name)
+
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=key, reverse=True)
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """Map a run dir, a checkpoints dir or a checkpoint dir to one valid checkpoint dir.
 
-    For a run/checkpoints dir this is the one named by `latest`; if that one fails verification, the newest
-    older valid checkpoint is returned and a warning is logged.
+    For a run/checkpoints dir this is the newest checkpoint that verifies, whatever `latest` names (see the
+    module docstring); when newer ones fail verification a warning names them and the file that failed.
     """
     path = Path(path)
     if (path / "state.pt").exists() or (path / "manifest.json").exists():
@@ -121,11 +166,7 @@ def resolve_checkpoint(path: Path) -> Path:
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     if not root.is_dir():
         raise CheckpointError(f"no checkpoint at {path} (expected a run dir, its checkpoints/ dir or a checkpoint)")
-    latest = root / "latest"
-    candidates = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
-    if latest.exists():
-        named = root / latest.read_text().strip()
-        candidates = [named] + [c for c in candidates if c != named]
+    candidates = _newest_first(root)
     if not candidates:
         raise CheckpointError(f"no checkpoint in {root}")
     errors = []
@@ -136,7 +177,7 @@ def resolve_checkpoint(path: Path) -> Path:
             errors.append(str(e))
             continue
         if errors:
-            log.warning("newest checkpoint is unusable (%s); falling back to %s", errors[0], candidate)
+            log.warning("newest checkpoint is unusable (%s); falling back to %s", "; ".join(errors), candidate)
         return candidate
     raise CheckpointError(f"no valid checkpoint in {root}: {errors[0]}")
 

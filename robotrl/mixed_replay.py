@@ -49,6 +49,9 @@ class MixedReplay:
         demos = partial(self.demos.sample_trajectories, horizon=horizon)
         main = partial(self.main.sample_trajectories, horizon=horizon)
         parts = _parts(demos, main, n_demo, batch_size)
+        if any(p.reward_valid is not None for p in parts):  # one part has flagged rewards: mask the whole batch
+            parts = [p if p.reward_valid is not None else p._replace(reward_valid=torch.ones_like(p.reward))
+                     for p in parts]
         return Trajectories(*(_cat([p[i] for p in parts], dim=1) for i in range(len(Trajectories._fields))))
 
 
@@ -64,9 +67,11 @@ def _parts(
 
 
 def _cat(values: list[Any], dim: int) -> Any:
-    """Concatenate tensors or dicts of tensors (obs) along the batch dim."""
+    """Concatenate tensors or dicts of tensors (obs) along the batch dim (``reward_valid``: None is all valid)."""
     if len(values) == 1:
         return values[0]
+    if all(v is None for v in values):
+        return None
     if isinstance(values[0], dict):
         return {key: torch.cat([v[key] for v in values], dim=dim) for key in values[0]}
     return torch.cat(values, dim=dim)

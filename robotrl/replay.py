@@ -47,10 +47,14 @@ class ReplayBuffer:
     truncated, or the end of what has been written so far of the current episode). Everything needed
     (history, obs_{t+m}) is then in the window and in the same episode.
 
+    A reward flagged ``reward_invalid`` (the reward model failed on that step, ``rewards.base.GuardedModel``) is
+    stored with its flag and never enters a learning target: no transition starts at it, an n-step return stops
+    before it (bootstrapping from the observation there), and trajectories carry ``reward_valid`` = 0 at it.
+
     Memory per slot (= per transition for long episodes; an episode of T steps uses T+1 slots):
     ``3*H*W`` (frame) + ``4*S`` (state) + ``4*A`` (action) + 4 (reward) + 1 (terminated) + 1 (has_action)
-    + 8 (episode start) bytes, e.g. 21206 B for 84x84 pixels and A=6 (21.2 GB for 1M slots). Arrays are
-    ``np.empty`` (or sparse memmaps), so pages are only committed as slots are written.
+    + 1 (reward_invalid) + 8 (episode start) bytes, e.g. 21207 B for 84x84 pixels and A=6 (21.2 GB for 1M slots).
+    Arrays are ``np.empty`` (or sparse memmaps), so pages are only committed as slots are written.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class ReplayBuffer:
         self._head = 0  # absolute index of the next slot to write
         self._in_episode = False  # an episode is being written step by step (add_first was called)
         self._num_actions = 0  # slots in the window with has_action (maintained on write/overwrite)
+        self._num_invalid = 0  # of those, the ones whose reward is flagged reward_invalid
 
     # ------------------------------------------------------------------ storage
     def _slot_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -101,6 +106,7 @@ class ReplayBuffer:
         specs["reward"] = ((), np.dtype(np.float32))
         specs["terminated"] = ((), np.dtype(bool))
         specs["has_action"] = ((), np.dtype(bool))
+        specs["reward_invalid"] = ((), np.dtype(bool))
         specs["episode_start"] = ((), np.dtype(np.int64))
         return specs
 
@@ -139,8 +145,14 @@ class ReplayBuffer:
         oldest = self._oldest
         edge = np.arange(oldest, min(oldest + self.frame_stack - 1, self._head), dtype=np.int64)
         phys = edge % self.capacity
-        missing = self._arrays["has_action"][phys] & (self._arrays["episode_start"][phys] < oldest)
-        return self._num_actions - int(missing.sum())
+        a = self._arrays
+        missing = a["has_action"][phys] & ~a["reward_invalid"][phys] & (a["episode_start"][phys] < oldest)
+        return self._num_actions - self._num_invalid - int(missing.sum())
+
+    @property
+    def num_invalid_rewards(self) -> int:
+        """Stored steps whose reward is flagged ``reward_invalid`` (kept out of every learning target)."""
+        return self._num_invalid
 
     # ------------------------------------------------------------------ writing
     def _write_slots(self, count: int, obs: dict[str, np.ndarray], episode_start: int) -> np.ndarray:
@@ -148,8 +160,9 @@ class ReplayBuffer:
         absolute = np.arange(self._head, self._head + count, dtype=np.int64)
         phys = absolute % self.capacity
         overwritten = absolute >= self.capacity
-        self._num_actions -= int(self._arrays["has_action"][phys[overwritten]].sum())
-        a = self._arrays
+        a, gone = self._arrays, phys[overwritten]
+        self._num_actions -= int(a["has_action"][gone].sum())
+        self._num_invalid -= int((a["has_action"][gone] & a["reward_invalid"][gone]).sum())
         if "pixels" in a:
             a["pixels"][phys] = obs["pixels"]
         if "state" in a:
@@ -158,6 +171,7 @@ class ReplayBuffer:
         a["reward"][phys] = 0.0
         a["terminated"][phys] = False
         a["has_action"][phys] = False
+        a["reward_invalid"][phys] = False
         a["episode_start"][phys] = episode_start
         self._head += count
         return phys
@@ -171,8 +185,10 @@ class ReplayBuffer:
         self._write_slots(1, _newest(obs, self.frame_channels), episode_start=self._head)
         self._in_episode = True
 
-    def add(self, action: np.ndarray, reward: float, obs: Obs, terminated: bool, truncated: bool) -> None:
-        """Record one env step taken from the last added obs; ``terminated``/``truncated`` end the episode."""
+    def add(self, action: np.ndarray, reward: float, obs: Obs, terminated: bool, truncated: bool,
+            reward_invalid: bool = False) -> None:
+        """Record one env step taken from the last added obs; ``terminated``/``truncated`` end the episode;
+        ``reward_invalid``: the reward is made up (a failed reward-model call) and must not be learned from."""
         if not self._in_episode:
             raise ValueError(
                 "add() called without an episode in progress; call add_first(obs) after reset first"
@@ -188,7 +204,9 @@ class ReplayBuffer:
         a["reward"][prev] = reward
         a["terminated"][prev] = bool(terminated)
         a["has_action"][prev] = True
+        a["reward_invalid"][prev] = bool(reward_invalid)
         self._num_actions += 1
+        self._num_invalid += bool(reward_invalid)
         self._write_slots(1, _newest(obs, self.frame_channels), episode_start=int(a["episode_start"][prev]))
         if terminated or truncated:
             self._in_episode = False
@@ -203,7 +221,10 @@ class ReplayBuffer:
         a["reward"][phys] = episode.reward
         a["terminated"][phys] = episode.terminated
         a["has_action"][phys] = True
+        invalid = np.zeros(num_steps, bool) if episode.reward_invalid is None else episode.reward_invalid
+        a["reward_invalid"][phys] = invalid
         self._num_actions += num_steps
+        self._num_invalid += int(np.count_nonzero(invalid))
         self._in_episode = False
 
     def _check_episode(self, episode: Episode) -> tuple[dict[str, np.ndarray], int]:
@@ -224,10 +245,10 @@ class ReplayBuffer:
                     f"episode {name} has shape {np.shape(value)} dtype {np.asarray(value).dtype}, "
                     f"expected {shape} {dtype} (obs are single frames, T+1 of them)"
                 )
-        if np.shape(episode.terminated) != (num_steps,):
-            raise ValueError(
-                f"episode terminated has shape {np.shape(episode.terminated)}, expected ({num_steps},)"
-            )
+        for name in ("terminated", "reward_invalid"):
+            value = getattr(episode, name)
+            if value is not None and np.shape(value) != (num_steps,):
+                raise ValueError(f"episode {name} has shape {np.shape(value)}, expected ({num_steps},)")
         if num_steps < 1 or num_steps + 1 > self.capacity:
             raise ValueError(f"episode has {num_steps} steps, expected 1 .. capacity-1 = {self.capacity - 1}")
         if not np.all(np.isfinite(episode.reward)) or not np.all(np.isfinite(episode.action)):
@@ -257,8 +278,9 @@ class ReplayBuffer:
         return self._arrays["episode_start"][[(self._head - 1) % self.capacity]]
 
     # ------------------------------------------------------------------ validity and n-step
-    def _run_length(self, start: np.ndarray, max_len: int) -> np.ndarray:
-        """Number of consecutive stored actions from ``start`` within its episode, capped at ``max_len``.
+    def _run_length(self, start: np.ndarray, max_len: int, valid_reward: bool = False) -> np.ndarray:
+        """Number of consecutive stored actions from ``start`` within its episode, capped at ``max_len``
+        (``valid_reward``: the run also stops at a reward flagged invalid).
 
         Slot t+i is only read when slot t+i-1 has an action of the same episode, which implies t+i was
         written after it (so it is < head and not overwritten)."""
@@ -269,6 +291,8 @@ class ReplayBuffer:
         for i in range(max_len):
             phys = (start + i) % cap
             alive &= a["has_action"][phys] & (a["episode_start"][phys] == ep)
+            if valid_reward:
+                alive &= ~a["reward_invalid"][phys]
             length += alive
         return length
 
@@ -277,11 +301,12 @@ class ReplayBuffer:
         ep = self._arrays["episode_start"][start % self.capacity]
         return (start - (self.frame_stack - 1) >= oldest) | (ep >= oldest)
 
-    def _valid(self, start: np.ndarray, horizon: int) -> np.ndarray:
-        """Mask of starts with >= horizon actions ahead in their episode and their stack history present."""
-        return (self._run_length(start, horizon) >= horizon) & self._history_ok(start)
+    def _valid(self, start: np.ndarray, horizon: int, valid_reward: bool = False) -> np.ndarray:
+        """Mask of starts with >= horizon actions ahead in their episode (with valid rewards if ``valid_reward``)
+        and their stack history present."""
+        return (self._run_length(start, horizon, valid_reward) >= horizon) & self._history_ok(start)
 
-    def _sample_starts(self, batch_size: int, horizon: int) -> np.ndarray:
+    def _sample_starts(self, batch_size: int, horizon: int, valid_reward: bool = False) -> np.ndarray:
         """Uniform over valid starts by rejection (vectorised); exact mask fallback if rejection stalls."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}, expected >= 1")
@@ -292,13 +317,13 @@ class ReplayBuffer:
         need = batch_size
         for _ in range(_MAX_REJECTION_ROUNDS):
             cand = self._rng.integers(low, high, size=need)
-            cand = cand[self._valid(cand, horizon)]
+            cand = cand[self._valid(cand, horizon, valid_reward)]
             chosen.append(cand)
             need -= cand.size
             if need == 0:
                 return np.concatenate(chosen)
         every = np.arange(low, high, dtype=np.int64)
-        every = every[self._valid(every, horizon)]
+        every = every[self._valid(every, horizon, valid_reward)]
         if every.size == 0:
             raise ValueError(
                 f"replay has no episode segment with {horizon} steps to sample (len={len(self)})"
@@ -307,9 +332,10 @@ class ReplayBuffer:
         return np.concatenate(chosen)
 
     def _nstep(self, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(n-step return, discount gamma^m * (1 - terminated), m) for valid starts."""
+        """(n-step return, discount gamma^m * (1 - terminated), m) for valid starts; the horizon stops before a
+        flagged reward, so a made-up reward never enters the sum (the target bootstraps from that step's obs)."""
         a, cap = self._arrays, self.capacity
-        m = self._run_length(start, self.nstep)
+        m = self._run_length(start, self.nstep, valid_reward=True)
         ret = np.zeros(start.shape, dtype=np.float64)
         scale = np.ones(start.shape, dtype=np.float64)
         terminal = np.zeros(start.shape, dtype=bool)
@@ -362,8 +388,9 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int) -> Batch:
-        """Uniform n-step transitions: pixels uint8 (B, 3k, H, W), reward/discount float32 (B, 1)."""
-        start = self._sample_starts(batch_size, horizon=1)
+        """Uniform n-step transitions: pixels uint8 (B, 3k, H, W), reward/discount float32 (B, 1); never one that
+        starts at a flagged (``reward_invalid``) reward."""
+        start = self._sample_starts(batch_size, horizon=1, valid_reward=True)
         ret, disc, m = self._nstep(start)
         action = _take(self._arrays["action"], start % self.capacity, self._empty)
         return Batch(
@@ -376,18 +403,21 @@ class ReplayBuffer:
 
     def sample_trajectories(self, batch_size: int, horizon: int) -> Trajectories:
         """Uniform contiguous segments of ``horizon`` steps within one episode, time-major: obs (H+1, B, ...),
-        action (H, B, A), reward (H, B, 1), terminated (H, B, 1) float32 (1.0 where the MDP ended)."""
+        action (H, B, A), reward (H, B, 1), terminated (H, B, 1) float32 (1.0 where the MDP ended); ``reward_valid``
+        (H, B, 1) float32 is 0.0 at flagged rewards (None when the batch has none: nothing to mask)."""
         if horizon < 1:
             raise ValueError(f"horizon={horizon}, expected >= 1")
         start = self._sample_starts(batch_size, horizon)
         steps = start[None, :] + np.arange(horizon + 1, dtype=np.int64)[:, None]  # (H+1, B)
         phys = steps[:-1] % self.capacity
         a = self._arrays
+        invalid = a["reward_invalid"][phys]
         return Trajectories(
             obs=self._gather_obs(steps),
             action=self._to_device(_take(a["action"], phys, self._empty)),
             reward=self._to_device(_take(a["reward"], phys, self._empty)[..., None]),
             terminated=self._to_device(a["terminated"][phys][..., None].astype(np.float32)),
+            reward_valid=self._to_device((~invalid)[..., None].astype(np.float32)) if invalid.any() else None,
         )
 
     # ------------------------------------------------------------------ state
@@ -436,6 +466,8 @@ class ReplayBuffer:
         head = int(state["head"])
         filled = min(head, self.capacity)
         arrays = state["arrays"]
+        if "reward_invalid" not in arrays and "has_action" in arrays:  # saved before rewards carried their flag
+            arrays = {**arrays, "reward_invalid": np.zeros(np.shape(arrays["has_action"]), bool)}
         for name, (shape, dtype) in self._slot_specs().items():
             value = np.asarray(arrays[name]) if name in arrays else None
             if value is None or value.shape != (filled, *shape) or value.dtype != dtype:
@@ -448,6 +480,8 @@ class ReplayBuffer:
         self._head = head
         self._in_episode = bool(state["in_episode"])
         self._num_actions = int(state["num_actions"])
+        filled_arrays = self._filled()
+        self._num_invalid = int(np.count_nonzero(filled_arrays["has_action"] & filled_arrays["reward_invalid"]))
         self._rng.bit_generator.state = state["rng"]
 
     def save(self, path: str | Path) -> None:
@@ -558,60 +592,6 @@ def _check_reset_stack(pixels: np.ndarray, frame_channels: int) -> None:
             "observation['pixels'] at reset holds different frames, "
             "expected frame_stack copies of the first frame"
         )
-
-
-class EpisodeStreams:
-    """One in-progress episode per env (``env.num_envs`` streams) in front of a :class:`ReplayBuffer`.
-
-    The buffer stores each episode in consecutive slots, so steps of N interleaved envs cannot be written one by
-    one. Each stream collects its episode here and adds it whole (``add_episode``) when it ends: n-step returns
-    and sub-trajectories never cross streams, and an episode becomes sampleable at its end. ``discard`` drops a
-    stream's episode (a crashed env worker); it never reaches the buffer.
-    """
-
-    def __init__(self, replay: ReplayBuffer, num_streams: int) -> None:
-        if num_streams < 1:
-            raise ValueError(f"num_streams={num_streams}, expected >= 1")
-        self.replay = replay
-        self._episodes: list[dict[str, list[Any]] | None] = [None] * int(num_streams)
-
-    def begin(self, stream: int, obs: Obs) -> None:
-        """Start ``stream``'s episode with its reset observation (an unfinished one is dropped)."""
-        check_obs(obs, self.replay.observation_space)
-        first = _newest(obs, self.replay.frame_channels)
-        self._episodes[stream] = {"obs": [{k: np.array(v) for k, v in first.items()}], "action": [], "reward": [],
-                                  "terminated": [], "success": []}
-
-    def add(self, stream: int, action: np.ndarray, reward: float, obs: Obs, terminated: bool, truncated: bool,
-            success: bool = False) -> bool:
-        """Record one step of ``stream``; at the episode's end add it to the replay. True when it was added."""
-        episode = self._episodes[stream]
-        if episode is None:
-            raise ValueError(f"stream {stream}: add() without begin(); call begin(stream, obs) after its reset")
-        newest = _newest(obs, self.replay.frame_channels)
-        episode["obs"].append({k: np.array(v) for k, v in newest.items()})
-        episode["action"].append(np.asarray(action, np.float32))
-        episode["reward"].append(float(reward))
-        episode["terminated"].append(bool(terminated))
-        episode["success"].append(bool(success))
-        if not (terminated or truncated):
-            return False
-        self.replay.add_episode(Episode(
-            obs={k: np.stack([o[k] for o in episode["obs"]]) for k in episode["obs"][0]},
-            action=np.stack(episode["action"]), reward=np.asarray(episode["reward"], np.float32),
-            terminated=np.asarray(episode["terminated"], bool), success=np.asarray(episode["success"], bool)))
-        self._episodes[stream] = None
-        return True
-
-    def discard(self, stream: int) -> int:
-        """Drop ``stream``'s unfinished episode; return how many steps it had."""
-        episode, self._episodes[stream] = self._episodes[stream], None
-        return 0 if episode is None else len(episode["action"])
-
-    @property
-    def pending(self) -> int:
-        """Streams with an episode in progress (0 at checkpoints: they are taken between episodes)."""
-        return sum(e is not None for e in self._episodes)
 
 
 def _newest(obs: Obs, frame_channels: int) -> dict[str, np.ndarray]:

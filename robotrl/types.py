@@ -32,12 +32,15 @@ class Trajectories(NamedTuple):
     """Contiguous sub-trajectories (for world models): obs has H+1 steps, action/reward/terminated H steps.
 
     Shapes are time-major: obs[k] (H+1, B, ...), action (H, B, A), reward (H, B, 1), terminated (H, B, 1).
+    ``reward_valid`` (H, B, 1) float32 is 0.0 where the stored reward is made up (a failed reward-model call): a
+    world model must not learn the reward there, nor a value target built from it. None: every reward is valid.
     """
 
     obs: dict[str, torch.Tensor]
     action: torch.Tensor
     reward: torch.Tensor
     terminated: torch.Tensor
+    reward_valid: torch.Tensor | None = None
 
 
 @runtime_checkable
@@ -65,7 +68,8 @@ class Episode(NamedTuple):
     ``obs["pixels"]`` holds single frames (T+1, 3 * views, H, W) uint8 -- the newest frame of each stacked
     observation, i.e. ``stacked[-3 * views:]`` -- so frame stacks are rebuilt, never stored; ``obs["state"]`` is
     (T+1, S) float32. ``action`` (T, A) float32 in [-1, 1], ``reward`` (T,) float32, ``terminated`` (T,) bool
-    (True only where the MDP ended; a time-limit end is not a termination), ``success`` (T,) bool.
+    (True only where the MDP ended; a time-limit end is not a termination), ``success`` (T,) bool;
+    ``reward_invalid`` (T,) bool or None: True where the reward is made up (a failed reward-model call).
     """
 
     obs: dict[str, np.ndarray]
@@ -73,3 +77,4 @@ class Episode(NamedTuple):
     reward: np.ndarray
     terminated: np.ndarray
     success: np.ndarray
+    reward_invalid: np.ndarray | None = None

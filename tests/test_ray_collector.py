@@ -93,6 +93,7 @@ def test_ray_run_survives_a_killed_actor(compose_cfg, tmp_path):
         assert state["killed"] and trainer.discarded_episodes == 1 and trainer.discarded_steps == 20
         episodes = _stored_episodes(trainer.replay)
         assert all(len(ep["action"]) == 50 for ep in episodes)
+        assert trainer.step == 50 * len(episodes)  # frames: only the steps that reached the replay
         env = make_env(cfg.env, seed=0)
         firsts = []
         for k in range(len(episodes)):

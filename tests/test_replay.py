@@ -393,7 +393,8 @@ def test_save_load_round_trip_and_corruption(tmp_path) -> None:
     raw = path.read_bytes()
     (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
     flipped = bytearray(raw)
-    flipped[len(raw) // 3] ^= 0xFF
+    flipped[raw.index(b"\x93NUMPY", len(raw) // 3) + 140] ^= 0xFF  # in an array's data: a zip header's date
+    # field is not CRC-checked (the checkpoint manifest's sha256 covers the whole file: tests/test_checkpoint.py)
     (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
     with np.load(path) as data:
         np.savez(tmp_path / "missing.npz", **{k: data[k] for k in data.files if k != "arrays/reward"})
@@ -428,7 +429,7 @@ def test_bytes_per_transition_documented_and_measured() -> None:
     capacity, k = 2000, 3
     space = make_space(k, size=84)
     buf = ReplayBuffer(capacity, space, 6, k)
-    assert buf.nbytes_per_transition == 3 * 84 * 84 + 4 * STATE_DIM + 4 * 6 + 4 + 1 + 1 + 8
+    assert buf.nbytes_per_transition == 3 * 84 * 84 + 4 * STATE_DIM + 4 * 6 + 4 + 1 + 1 + 1 + 8  # +1: reward_invalid
     assert sum(arr.nbytes for arr in buf._arrays.values()) == capacity * buf.nbytes_per_transition
     # Resident memory really grows by that much when the buffer fills. Measured in a fresh interpreter: inside a
     # long pytest process, memory freed by earlier tests makes RSS deltas meaningless.

@@ -87,7 +87,8 @@ def test_episode_streams_keep_interleaved_episodes_apart():
     transition stays inside one env's episode; a discarded stream never reaches the replay."""
     import gymnasium as gym
 
-    from robotrl.replay import EpisodeStreams, ReplayBuffer
+    from robotrl.episode_streams import EpisodeStreams
+    from robotrl.replay import ReplayBuffer
 
     space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)})
     replay = ReplayBuffer(100, space, action_dim=1, frame_stack=1, nstep=3, discount=1.0, seed=0)
@@ -184,6 +185,7 @@ def test_killed_worker_during_training_discards_counts_and_replays_its_episode(c
     assert trainer.vector_env.restarts == 1
     episodes = _stored_episodes(trainer.replay)
     assert all(len(ep["action"]) == 50 for ep in episodes)  # no partial episode reached the replay
+    assert trainer.step == 50 * len(episodes)  # frames: only the steps that reached the replay
     env = make_env(cfg.env, seed=0)
     firsts = []
     for k in range(len(episodes)):

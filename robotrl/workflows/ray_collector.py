@@ -10,7 +10,8 @@ The learner (:class:`RayTrainer`) keeps the one-env trainer's replay, updates (o
 evaluation, logging and checkpoints. :class:`EpisodeAssembler` turns chunks into whole episodes for the replay:
 chunks carry (actor, incarnation, episode, seq), a repeated chunk is dropped, and when an actor dies its
 partial episode is discarded (never reaches the replay), counted, and assigned again from the same seed to the
-restarted actor, whose chunks carry the next incarnation so late chunks of the dead one are ignored. The learner's
+restarted actor, whose chunks carry the next incarnation so late chunks of the dead one are ignored (``frames``
+counts only the steps that reached the replay; ``discarded_steps`` beside it). The learner's
 state is never touched by a failure. Like ``env.num_envs``, the run works in segments that drain (no episode in
 flight) before an evaluation or checkpoint, so a checkpoint holds the learner's exact state and a resume continues
 from it; the continuation is not bit-identical to an uninterrupted run, because the order in which actors' chunks
@@ -98,7 +99,8 @@ class EpisodeAssembler:
                           action=np.asarray(part.steps["action"], np.float32),
                           reward=np.asarray(part.steps["reward"], np.float32),
                           terminated=np.asarray(part.steps["terminated"], bool),
-                          success=np.asarray(part.steps["success"], bool))
+                          success=np.asarray(part.steps["success"], bool),
+                          reward_invalid=np.asarray([bool(i.get("reward_invalid", False)) for i in part.infos]))
         return part.episode, episode, part.infos
 
 
@@ -223,6 +225,7 @@ class RayTrainer(SegmentedTrainer):
         episode, steps = self.assembler.drop_actor(index)
         self.discarded_episodes += episode is not None
         self.discarded_steps += steps
+        self.step -= steps  # counted when received; frames count only the steps that reached the replay
         self.actor_restarts += 1
         self.incarnations[index] += 1
         self.actors[index] = self._new_actor(index, self.incarnations[index])

@@ -133,6 +133,8 @@ class _EpisodeCallback(BaseCallback):
         trainer = self.trainer
         trainer.step += 1
         self.stats.add_step(float(self.locals["rewards"][0]), self.locals["infos"][0])
+        if self.locals["infos"][0].get("reward_invalid"):  # SB3 stores this step next: keep its reward out
+            trainer.agent.flag_reward_invalid()
         if not self.locals["dones"][0]:
             if trainer.step % 100 == 0:
                 progress, task = trainer._progress_task

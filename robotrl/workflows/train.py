@@ -463,7 +463,8 @@ class Trainer:
                         stats.steps.append(self.step)
                 obs, reward, terminated, truncated, info = self.env.step(action)
                 action = info.get("executed_action", action)  # a person took over: store what the arm did
-                self.replay.add(action, reward, obs, terminated, truncated)
+                self.replay.add(action, reward, obs, terminated, truncated,
+                                reward_invalid=bool(info.get("reward_invalid", False)))  # kept out of targets
                 if self.interventions is not None:
                     self.interventions.step(action, reward, obs, terminated, info)
                 self.step += 1
@@ -619,6 +620,7 @@ class Trainer:
                                    **{k: v for k, v in self.env_info.items() if k.endswith("version")}}
         if cfg.compare_baselines and cfg.eval_episodes > 0:
             summary.update(self._compare_with_baselines())
+        summary.update(self._extra_counters())  # beside frames: steps discarded by restarted workers/actors
         if self.dist.enabled:
             summary["world_size"] = self.dist.world_size
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))

@@ -8,11 +8,13 @@ dm-control and Meta-World, all envs finish together and nothing is wasted). Betw
 progress, so checkpoints hold no half-played episode and a resumed run replays exactly what the uninterrupted run
 did. Updates keep the one-env ratio: one ``agent.update`` per env step, i.e. k per vector step with k active envs,
 from ``seed_frames`` on -- or later, from the first finished episode: an episode reaches the replay at its end
-(``robotrl.replay.EpisodeStreams``), so with one env's first episode longer than the seed phase, updates wait for it.
+(``robotrl.episode_streams.EpisodeStreams``), so with one env's first episode longer than the seed phase, updates
+wait for it.
 
 A crashed or hung worker (``robotrl.envs.vector``) is restarted; the episode it was playing is discarded (never
-added to the replay), counted in ``discarded_episodes`` / ``discarded_steps`` in ``train.csv``, and played again
-from the same seed.
+added to the replay), counted in ``discarded_episodes`` / ``discarded_steps`` in ``train.csv`` and ``summary.json``
+(not in ``step``/``frames``, which count only the steps that reached the replay), and played again from the same
+seed.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from robotrl.envs.vector import RESTARTED, make_vector_env, num_envs_of
+from robotrl.episode_streams import EpisodeStreams
 from robotrl.errors import ConfigError
 from robotrl.heartbeat import Heartbeat
-from robotrl.replay import EpisodeStreams
 from robotrl.rewards import wrap_vector_env
 from robotrl.workflows.rollout import run_episodes_vector
 from robotrl.workflows.segments import SegmentedTrainer
@@ -103,7 +105,8 @@ class VectorTrainer(SegmentedTrainer):
                 step_obs = {k: v[i] for k, v in obs.items()}
                 info = info_at(infos, i)
                 self.streams.add(i, actions[i], float(reward[i]), step_obs, bool(terminated[i]),
-                                 bool(truncated[i]), success=bool(info.get("success", False)))
+                                 bool(truncated[i]), success=bool(info.get("success", False)),
+                                 reward_invalid=bool(info.get("reward_invalid", False)))
                 self._stats[i].add_step(float(reward[i]), info)
                 self.step += 1
                 if not finished[i]:
@@ -140,8 +143,11 @@ class VectorTrainer(SegmentedTrainer):
         return new_obs
 
     def _discard(self, i: int) -> None:
-        """A restarted worker's episode: never reaches the replay, counted, played again."""
-        self.discarded_steps += self.streams.discard(i)
+        """A restarted worker's episode: never reaches the replay, counted beside ``step`` (not in it: frames count
+        only the steps that reached the replay), played again."""
+        steps = self.streams.discard(i)
+        self.step -= steps
+        self.discarded_steps += steps
         self.discarded_episodes += 1
         self.console.print(f"[yellow]env worker {i} was restarted: episode {self._episode_of[i]} discarded "
                            f"({self.discarded_episodes} so far) and played again from its seed[/yellow]")
