@@ -8,8 +8,7 @@
    as the driver sees it, and ``resume()`` keeps this history. A position-controlled arm reaches a target in about
    one period whatever the gap, so a long gap does not allow a longer step.
 2. acceleration: the commanded velocity ``delta / tau`` changes by at most ``a_max * tau`` from the previous
-   command's (zero after the targets were re-read: hold, resume, homing, a mode switch, or a gap longer than
-   ``overrun_factor`` periods, after which the arm has stopped).
+   command's (zero after the targets were re-read: hold, resume, homing, a mode switch).
 3. position: joint limits (joint mode) or the workspace box (end-effector mode) shrunk by ``workspace_margin_m``,
    approached on a braking curve: the target's velocity towards a limit is at most what ``a_max`` can stop before
    it (``v * tau + v^2 / 2a <= distance``), so the commanded target never has to stop abruptly at a wall.
@@ -92,12 +91,13 @@ class MotionLimiter:
         self._velocity = {mode: np.asarray(delta, np.float64) / tau}
         self._target = {mode: np.array(target, np.float64)}
 
-    def _previous_velocity(self, mode: ActionMode, current: np.ndarray, dt: float, resynced: bool) -> np.ndarray:
+    def _previous_velocity(self, mode: ActionMode, current: np.ndarray, resynced: bool) -> np.ndarray:
+        """The last command's velocity; zero after the targets were re-read (the arm was held or homed). Not reset
+        after a mere gap: on time or late (tau = one period either way), the same commands are limited the same way,
+        so a seeded episode replays exactly; a gap past ``watchdog_ms`` holds the arm, which re-reads the targets."""
         last = self._target.get(mode)
         moved = last is None or last.shape != current.shape or not np.allclose(last, current, rtol=0, atol=1e-12)
-        if resynced or moved or dt > self.limits.overrun_factor * self.period:
-            return np.zeros_like(current)  # the targets were re-read, or the arm had time to stop
-        return self._velocity[mode]
+        return np.zeros_like(current) if resynced or moved else self._velocity[mode]
 
     def plan(self, mode: ActionMode, current: np.ndarray, requested: np.ndarray, now: float,
              resynced: bool) -> Plan:
@@ -110,7 +110,7 @@ class MotionLimiter:
         kinds = ("joint_step", "joint_accel", "joint_limit") if joint else ("ee_step", "ee_accel", "workspace")
         plan = Plan(np.clip(requested, -vcap * tau, vcap * tau), tau)
         plan.stages.append(Stage(kinds[0], names, requested, plan.delta, "delta"))
-        v_prev = self._previous_velocity(mode, current, dt, resynced)
+        v_prev = self._previous_velocity(mode, current, resynced)
         accelerated = np.clip(plan.delta, (v_prev - accel * tau) * tau, (v_prev + accel * tau) * tau)
         plan.stages.append(Stage(kinds[1], names, plan.delta, accelerated, "delta"))
         hi = np.where(current > upper, 0.0, braking_speed(upper - current, accel, tau) * tau)

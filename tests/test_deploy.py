@@ -76,7 +76,9 @@ def test_dry_run_sends_nothing(run_dir, tmp_path, monkeypatch):
 def test_operator_segments_are_recorded_as_interventions(run_dir, tmp_path, monkeypatch):
     received = count_driver_sends(monkeypatch)
     push = [0.0, 0.0, 0.5, -1.0]  # the operator lifts the hand by 5 mm per step, gripper open
-    summary = deploy(str(run_dir), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=8,
+    # 5 mm from rest in one 20 ms period is 12.5 m/s^2: above sim.yaml's 10, which would ramp the first sends
+    fast = {**SLOW_CPU, "limits.ee_max_acceleration": 50}
+    summary = deploy(str(run_dir), robot="sim", hz=50, robot_overrides=fast, steps=8,
                      out=str(tmp_path / "out"),
                      record=str(tmp_path / "rec"), operator=ScriptedOperator([(2, 5, push)]))
     flags = np.load(tmp_path / "rec" / "episode_000000.npz")["intervention"]

@@ -21,7 +21,9 @@ ENV = {"name": "metaworld/reach", "image_size": 32, "frame_stack": 2, "action_re
        "obs_type": "pixels_proprio", "max_episode_steps": 20}
 # 10 ms periods (the velocity cap still equals ee_max_step); a 2 s watchdog and 5 s driver timeout: the test machine
 # is shared, and a 200 ms stall there would hold the arm in tests that are not about the watchdog
-FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "watchdog_ms": 2000, "driver_timeout_ms": 5000}
+# ee_max_acceleration 200 m/s^2: a full 1 cm step from rest in one 10 ms period (these tests are not about it).
+FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "ee_max_acceleration": 200.0, "watchdog_ms": 2000,
+        "driver_timeout_ms": 5000}
 
 
 def _env(env=None, home_noise_m=0.0, **limits):
