@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 from robotrl.hardware.kinematics import Kinematics
 from robotrl.hardware.limits import SafetyLimits
-from robotrl.hardware.robot import ActionMode, JointState, monotonic
+from robotrl.hardware.robot import Action, ActionMode, JointState, monotonic
 
 AXES = ("x", "y", "z")
 BISECTION_STEPS = 20  # the joint-mode box scale is found to 2^-20 of the requested delta
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stage:
     """One limit stage of a command: what came in and what it allowed (``_report`` logs or rejects the change)."""
 
@@ -46,6 +46,9 @@ class Stage:
     requested: np.ndarray
     applied: np.ndarray
     what: str
+
+    def __iter__(self) -> Any:  # unpacks as SafetyLayer._report's arguments
+        return iter((self.kind, self.names, self.requested, self.applied, self.what))
 
 
 @dataclass
@@ -72,6 +75,7 @@ class MotionLimiter:
         self.last_arrival: float | None = None
         self._velocity: dict[ActionMode, np.ndarray] = {}
         self._target: dict[ActionMode, np.ndarray] = {}
+        self._planned_from = np.zeros(0)
         n = len(joint_names)
         lim = limits
         j_acc = np.full(n, np.inf) if lim.joint_max_acceleration is None else np.asarray(lim.joint_max_acceleration)
@@ -86,10 +90,11 @@ class MotionLimiter:
         """A command reached the driver at ``t`` (called on the driver thread, just before the driver's send)."""
         self.last_arrival = t
 
-    def commit(self, mode: ActionMode, target: np.ndarray, delta: np.ndarray, tau: float) -> None:
-        """Remember what was sent: the next command's acceleration is measured against this velocity."""
+    def commit(self, mode: ActionMode, delta: np.ndarray, tau: float) -> None:
+        """Remember what was sent (from the target the last plan started at): the next command's acceleration is
+        measured against this velocity, and its target against this one."""
         self._velocity = {mode: np.asarray(delta, np.float64) / tau}
-        self._target = {mode: np.array(target, np.float64)}
+        self._target = {mode: self._planned_from + delta}
 
     def _previous_velocity(self, mode: ActionMode, current: np.ndarray, resynced: bool) -> np.ndarray:
         """The last command's velocity; zero after the targets were re-read (the arm was held or homed). Not reset
@@ -102,6 +107,7 @@ class MotionLimiter:
     def plan(self, mode: ActionMode, current: np.ndarray, requested: np.ndarray, now: float,
              resynced: bool) -> Plan:
         """The limited delta for a command requested at ``now`` from the commanded target ``current``."""
+        self._planned_from = np.array(current, np.float64)
         dt = self.period if self.last_arrival is None else max(now - self.last_arrival, 0.0)
         tau = max(min(dt, self.period), 1e-9)
         joint = mode is ActionMode.JOINT_DELTA
@@ -140,6 +146,26 @@ class MotionLimiter:
             ok, bad = (mid, bad) if inside(mid) else (ok, mid)
         plan.delta = plan.delta * ok
         plan.stages.append(Stage("workspace", AXES, wanted, np.clip(wanted, lo, hi), "end-effector target"))
+
+
+def bad_action(action: Action, modes: tuple[ActionMode, ...], joint_names: tuple[str, ...],
+               driver: str) -> tuple[str, str, dict[str, Any]] | None:
+    """Why ``action`` cannot be limited at all, as ``(kind, message, extra)``: an unsupported mode, a wrong shape, or
+    a non-finite value (no meaningful clipped value exists for NaN/inf; the layer rejects and holds)."""
+    if action.mode not in modes:
+        return "bad_action", (f"{action.mode.value} actions are not supported by {driver}, expected one of "
+                              f"{[m.value for m in modes]}"), {}
+    names = joint_names if action.mode is ActionMode.JOINT_DELTA else AXES
+    delta = np.asarray(action.delta)
+    if delta.shape != (len(names),):
+        return "bad_action", (f"{action.mode.value} delta has shape {delta.shape}, expected ({len(names)},) for "
+                              f"{list(names)}"), {}
+    values = np.append(delta.astype(np.float64), float(action.gripper))
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        axes = [(names + ("gripper",))[i] for i in bad]
+        return "nonfinite", f"non-finite action on {axes}: {values[bad].tolist()}", {"axes": axes}
+    return None
 
 
 def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np.ndarray | None,

@@ -1,16 +1,11 @@
 """``SafetyLayer``: wraps any :class:`~robotrl.hardware.robot.Robot` so that nothing a policy outputs reaches a
 motor unchecked. Mocks and sims run this same layer (Polymetis' mock mode skips its safety checks; we don't).
 
-Per command, in order: e-stop / state check, control-rate monitor, NaN/inf rejection, a fresh state reading
-(measured joints, end effector and the reading's age, below), gripper range, then ``hardware/limit_check.py``: max
-change per step and velocity (from when the previous command reached the driver), acceleration, joint limits or
-the workspace box (shrunk by a braking margin) on the resulting target, and in joint mode the box on the forward
-kinematics of the target (``hardware/kinematics.py``). Targets are tracked as *commanded* positions (libfranka's
-``q_c``), synced from the driver at connect, hold and resume.
-
-Measured state (every send, ``get_state`` and ``get_observation``): a joint past its limits, the end effector past
-the box where its commanded target is inside, or a reading older than ``max_state_age_ms`` holds the arm; a camera
-that fails to read holds the arm, then raises :class:`CameraError`.
+Per command, in order: e-stop / state check, control-rate monitor, NaN/inf rejection, a fresh state reading (held
+on a measured joint or end-effector excursion or a stale reading: ``limit_check.measured_violation``, also on
+``get_state`` / ``get_observation``), gripper range, then step, velocity, acceleration and position limits
+(``limit_check.MotionLimiter``). Targets are tracked as *commanded* positions (libfranka's ``q_c``), synced from the
+driver at connect, hold and resume. A camera that fails to read holds the arm, then raises :class:`CameraError`.
 
 **Clip or reject.** ``on_limit: clip`` (the default) clips a too-large step or an out-of-box target to the limit,
 as SERL's ``clip_safety_box`` and LeRobot's ``max_relative_target`` do: a policy that pushes against a wall keeps
@@ -39,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from robotrl.hardware.kinematics import forward_kinematics_for
-from robotrl.hardware.limit_check import MotionLimiter, measured_violation
+from robotrl.hardware.limit_check import MotionLimiter, bad_action, measured_violation
 from robotrl.hardware.limits import SafetyLimits
 from robotrl.hardware.obs_checks import CameraError, read_observation
 from robotrl.hardware.robot import (
@@ -58,7 +53,6 @@ from robotrl.hardware.robot import (
 )
 
 log = logging.getLogger(__name__)
-AXES = ("x", "y", "z")
 COMMANDABLE = frozenset({RobotState.READY, RobotState.MOVING})
 CONNECTED = frozenset({RobotState.READY, RobotState.MOVING, RobotState.HOLD})
 
@@ -360,8 +354,7 @@ class SafetyLayer(Robot):
             self._monitor_rate(now)
             self._check_shape_and_finite(action)
             self._check_measured(self._call("read state", self.inner.get_state))  # a send-only loop is watched too
-            if self.inner.state is RobotState.HOLD:
-                raise RobotStateError(f"{self.name}: arm holds ({self.hold_reason})")
+            self._check_commandable()  # again: that reading (or an e-stop meanwhile) may have held the arm
             if self._last_mode is not None and action.mode is not self._last_mode:
                 self._read_targets()  # the new mode's target moved with the old mode's commands
             safe, tau = self._limit(action, self._clock())
@@ -372,8 +365,7 @@ class SafetyLayer(Robot):
                 self._target_q = self._target_q + sent.delta
             else:
                 self._target_ee = self._target_ee + sent.delta
-            self._limiter.commit(safe.mode, self._target_q if safe.mode is ActionMode.JOINT_DELTA else self._target_ee,
-                                 sent.delta, tau)
+            self._limiter.commit(safe.mode, sent.delta, tau)
             self._last_cmd_t = now
             self._last_mode = safe.mode
             return sent
@@ -409,27 +401,14 @@ class SafetyLayer(Robot):
             raise ControlRateError(f"{self.name}: control loop overran {in_row} periods in a row "
                                    f"(last {period * 1e3:.1f} ms, nominal {nominal * 1e3:.1f} ms); arm holds")
 
-    def _axis_names(self, mode: ActionMode) -> tuple[str, ...]:
-        return self.joint_names if mode is ActionMode.JOINT_DELTA else AXES
-
     def _reject(self, kind: str, message: str, **detail: Any) -> UnsafeActionError:
         self._hold_now(kind, message, **detail)
         return UnsafeActionError(f"{self.name}: {message}; arm holds")
 
     def _check_shape_and_finite(self, action: Action) -> None:
-        if action.mode not in self.action_modes:
-            raise self._reject("bad_action", f"{action.mode.value} actions are not supported by {self.inner.name}, "
-                               f"expected one of {[m.value for m in self.action_modes]}")
-        names = self._axis_names(action.mode)
-        delta = np.asarray(action.delta)
-        if delta.shape != (len(names),):
-            raise self._reject("bad_action", f"{action.mode.value} delta has shape {delta.shape}, "
-                               f"expected ({len(names)},) for {list(names)}")
-        values = np.append(delta.astype(np.float64), float(action.gripper))
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            axes = [(names + ("gripper",))[i] for i in bad]
-            raise self._reject("nonfinite", f"non-finite action on {axes}: {values[bad].tolist()}", axes=axes)
+        found = bad_action(action, self.action_modes, self.joint_names, self.inner.name)
+        if found is not None:
+            raise self._reject(*found[:2], **found[2])
 
     def _arrive(self, action: Action) -> Action:
         """On the driver thread: the velocity limit counts time from here, when the command reaches the driver."""
@@ -442,7 +421,7 @@ class SafetyLayer(Robot):
         plan = self._limiter.plan(action.mode, self._target_q if joint else self._target_ee,
                                   np.asarray(action.delta, dtype=np.float64), now, resynced=self._last_cmd_t is None)
         for stage in plan.stages:
-            self._report(stage.kind, stage.names, stage.requested, stage.applied, stage.what)
+            self._report(*stage)
         gripper = float(np.clip(action.gripper, 0.0, 1.0))
         self._report("gripper", ("gripper",), np.array([action.gripper]), np.array([gripper]), "command")
         return Action(action.mode, plan.delta, gripper), plan.tau

@@ -84,8 +84,9 @@ def test_operator_segments_are_recorded_as_interventions(run_dir, tmp_path, monk
     flags = np.load(tmp_path / "rec" / "episode_000000.npz")["intervention"]
     assert flags.tolist() == [False, False, True, True, True, False, False, False]
     assert summary["intervention_steps"] == 3
-    for a in received[4:10]:  # agent steps 2..4, two sends each: exactly the operator's command
-        np.testing.assert_allclose(a.delta, [0.0, 0.0, 0.005], atol=1e-12)
+    for a in received[4:10]:  # agent steps 2..4, two sends each: the operator's command (velocity is limited by
+        # when sends reach the driver: one sent late on deploy's fixed grid leaves the next a shorter period)
+        assert a.delta[0] == a.delta[1] == 0.0 and 0.0 < a.delta[2] <= 0.005 + 1e-12, a.delta
         assert a.gripper == 0.0
     events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert [(e["kind"], e["step"]) for e in events if e["kind"] in ("take_over", "hand_back")] == [
@@ -175,7 +176,10 @@ def test_proprio_pipeline_matches_the_training_env():
         seen.append(obs)
         return actions[len(seen) - 1]
 
-    layer = make_robot(robot_config("sim", spec, 50.0, SLOW_CPU))
+    # limits that the training env's own motion stays inside (6 mm per 20 ms send, reversing): this test is about
+    # the observation pipeline, not about the limits clipping a policy
+    loose = {**SLOW_CPU, "limits.ee_max_acceleration": 100, "limits.ee_max_velocity": 1.0, "limits.ee_max_step": 0.02}
+    layer = make_robot(robot_config("sim", spec, 50.0, loose))
     with layer:
         run_deploy(layer, spec, policy, episodes=1, steps=6, hz=50.0)
     env = make_env(env_cfg, 0)
