@@ -12,8 +12,9 @@
 3. position: joint limits (joint mode) or the workspace box (end-effector mode) shrunk by ``workspace_margin_m``,
    approached on a braking curve: the target's velocity towards a limit is at most what ``a_max`` can stop before
    it (``v * tau + v^2 / 2a <= distance``), so the commanded target never has to stop abruptly at a wall.
-4. joint mode with forward kinematics (``hardware/kinematics.py``): the end-effector position of the joint target
-   must lie in the same shrunk box; the joint delta is scaled down until it does (bisection).
+4. joint mode with forward kinematics (``hardware/kinematics.py``): the end-effector position of the joint target,
+   and of the point where the joints would stop braking at ``a_max`` from the target's velocity, must lie in the
+   same shrunk box; the joint delta is scaled down until they do (bisection).
 
 A target already outside a limit (synced from a measured pose) may stay or move back, never further out.
 Position limits win over acceleration where both cannot hold.
@@ -124,18 +125,23 @@ class MotionLimiter:
         plan.delta = np.clip(accelerated, lo, hi)
         plan.stages.append(Stage(kinds[2], names, current + accelerated, current + plan.delta, "target"))
         if joint and self.fk is not None:
-            self._box_by_fk(plan, current)
+            self._box_by_fk(plan, current, accel)
         return plan
 
-    def _box_by_fk(self, plan: Plan, current: np.ndarray) -> None:
-        """Scale the joint delta down until the end effector of the target is in the shrunk box (on an axis where
-        the current target's end effector is already outside, it may not move further out)."""
+    def _box_by_fk(self, plan: Plan, current: np.ndarray, accel: np.ndarray) -> None:
+        """Scale the joint delta down until the end effector of the target, and of where the joints would stop
+        braking at ``accel`` from the target's velocity, is in the shrunk box (on an axis where the current target's
+        end effector is already outside, it may not move further out)."""
         here = self.fk(current)
         lo, hi = np.minimum(self.box[0], here), np.maximum(self.box[1], here)
+        finite = np.isfinite(accel)
 
         def inside(scale: float) -> bool:
-            ee = self.fk(current + scale * plan.delta)
-            return bool(np.all(ee >= lo) and np.all(ee <= hi))
+            target = current + scale * plan.delta
+            v = scale * plan.delta / plan.tau
+            stop = target + np.where(finite, v * np.abs(v) / (2 * np.where(finite, accel, 1.0)), 0.0)
+            ee, ee_stop = self.fk(target), self.fk(stop)
+            return bool(np.all((ee >= lo) & (ee <= hi) & (ee_stop >= lo) & (ee_stop <= hi)))
 
         wanted = self.fk(current + plan.delta)
         if inside(1.0):
@@ -169,9 +175,11 @@ def bad_action(action: Action, modes: tuple[ActionMode, ...], joint_names: tuple
 
 
 def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np.ndarray | None,
-                       joint_names: tuple[str, ...]) -> tuple[str, str, dict[str, Any]] | None:
+                       joint_names: tuple[str, ...], fk: Kinematics | None) -> tuple[str, str, dict[str, Any]] | None:
     """Why a measured state must hold the arm, as ``(kind, detail, extra)``, or None. ``commanded_ee``: the
-    end-effector position of the current commanded target (None when unknown: the box is then not watched)."""
+    end-effector position of the current commanded target (None when unknown: the box is then not watched). With a
+    kinematic model the measured hand is the forward kinematics of the measured joints (as libfranka computes
+    ``O_T_EE``; franky-sim reports an ``O_T_EE`` that leads its joints by 2-4 cm while moving), else the driver's."""
     age_ms = (monotonic() - state.timestamp) * 1e3
     if not age_ms <= limits.max_state_age_ms:  # (NaN timestamps included)
         return "stale_state", (f"robot state reading is {age_ms:.0f} ms old (max_state_age_ms="
@@ -182,9 +190,10 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
         i = int(bad[0])
         return "joint_limit_measured", f"{joint_names[i]} at {q[i]:.4f} rad", {"joint": joint_names[i],
                                                                                 "value": float(q[i])}
-    if state.ee_pos is None or commanded_ee is None:
+    measured = state.ee_pos if fk is None else fk(q)
+    if measured is None or commanded_ee is None:
         return None
-    ee, lo, hi = np.asarray(state.ee_pos, np.float64), limits.workspace_lower, limits.workspace_upper
+    ee, lo, hi = np.asarray(measured, np.float64), limits.workspace_lower, limits.workspace_upper
     target_in = (commanded_ee >= lo) & (commanded_ee <= hi)
     out = np.flatnonzero(target_in & ((ee < lo) | (ee > hi) | ~np.isfinite(ee)))
     if out.size:

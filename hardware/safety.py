@@ -337,7 +337,7 @@ class SafetyLayer(Robot):
         """Hold on a measured joint past its limits, an end-effector excursion past the box, or a stale reading."""
         ee = self._target_ee if self._last_mode is not ActionMode.JOINT_DELTA else (
             None if self._fk is None else self._fk(self._target_q))
-        found = measured_violation(state, self.limits, ee, self.joint_names)
+        found = measured_violation(state, self.limits, ee, self.joint_names, self._fk)
         if found is not None and self.inner.state in COMMANDABLE:
             kind, detail, extra = found
             self._hold_now(kind, detail, **extra)
