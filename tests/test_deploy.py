@@ -91,7 +91,9 @@ def test_operator_segments_are_recorded_as_interventions(run_dir, tmp_path, monk
     events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert [(e["kind"], e["step"]) for e in events if e["kind"] in ("take_over", "hand_back")] == [
         ("take_over", 2), ("hand_back", 5)]
-    np.testing.assert_allclose(load_demos(tmp_path / "rec")[0].action[2:5], [push] * 3, atol=1e-6)
+    recorded = load_demos(tmp_path / "rec")[0].action[2:5]  # what was sent, in policy units (see above)
+    np.testing.assert_allclose(recorded[:, [0, 1, 3]], [[0.0, 0.0, -1.0]] * 3, atol=1e-6)
+    assert np.all((recorded[:, 2] > 0) & (recorded[:, 2] <= 0.5 + 1e-6)), recorded
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
