@@ -170,7 +170,8 @@ def test_train_on_the_sim_arm_with_the_kagi_reward(compose_cfg, tmp_path):
     cfg = compose_cfg(
         "env=metaworld/reach", "robot=sim", "reward=kagi", "robot.limits.control_hz=100",
         "robot.limits.ee_max_velocity=1.0", "robot.limits.ee_max_acceleration=200",
-        "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000", "robot.limits.driver_timeout_ms=5000", "env.image_size=84", "env.max_episode_steps=40", "frames=80",
+        "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000", "robot.limits.driver_timeout_ms=5000",
+        "env.image_size=84", "env.max_episode_steps=40", "frames=80",
         "seed_frames=40", "eval_episodes=0", "checkpoint_every_frames=40", "torch_threads=1", "device=cpu",
         "compare_baselines=false", "save_video=false", "tensorboard=false", "agent.batch_size=8",
         "agent.hidden_dim=32", "agent.feature_dim=16", "replay.capacity=1000", tiny=False)
