@@ -37,6 +37,8 @@ JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 FR3_Q_MIN = (-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159)
 FR3_Q_MAX = (2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159)
 FR3_DQ_MAX = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)
+FR3_DDQ_MAX = (10.0,) * 7  # joint acceleration limits ddq_max, rad/s^2 (same page; franky's documented maximum)
+FR3_EE_DDP_MAX = 9.0  # end-effector translational acceleration limit, m/s^2 (same page)
 READY_POSE = (0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398)  # libfranka's examples' start pose
 REALTIME = ("enforce", "ignore")
 HOME_POLL_S = 0.01  # homing polls franky's motion (and the stop request) this often: well inside a control period
@@ -104,6 +106,8 @@ class FrankaRobot(Robot):
         workspace_lower=(-0.855, -0.855, -0.36),
         workspace_upper=(0.855, 0.855, 1.19),
         ee_max_velocity=3.0,
+        joint_max_acceleration=FR3_DDQ_MAX,
+        ee_max_acceleration=FR3_EE_DDP_MAX,
     )
     # franky's blocking stop motion on franky-sim (bench/franky_stop.py, docs/benchmarks.md): 0.13 s still, 1.0-1.2 s
     # median / 1.75 s max moving, measured on 2 cores at load average ~19 (issue 23 measured 0.07 / 0.4 / 0.9 s on a

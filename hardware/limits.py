@@ -2,8 +2,8 @@
 
 Every check raises :class:`~robotrl.errors.ConfigError` naming the field (``robot.limits.<key>[i]``), the bad value
 and what was expected: lower < upper, every value finite, joint and workspace limits inside the vendor's limits,
-velocities at most the vendor's (Polymetis' practice: configure inside the vendor limits so that the vendor's own
-reflexes stay a last line of defence, not the everyday one).
+velocities and accelerations at most the vendor's (Polymetis' practice: configure inside the vendor limits so that
+the vendor's own reflexes stay a last line of defence, not the everyday one).
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ class SafetyLimits:
     joint_max_velocity: np.ndarray  # (n,) rad/s
     overrun_factor: float = 2.0  # a period longer than this many nominal periods is an overrun
     max_consecutive_overruns: int = 5  # this many in a row -> HOLD and an error (the loop cannot keep up)
+    # Defaults below are for SafetyLimits built by hand; parse_limits derives them from the vendor's limits.
+    joint_max_acceleration: np.ndarray | None = None  # (n,) rad/s^2 on commanded joint targets (None: unlimited)
+    ee_max_acceleration: float = math.inf  # m/s^2 on commanded end-effector targets, per axis
+    workspace_margin_m: float = 0.0  # commanded targets stay this far inside the box (the arm's braking distance)
+    max_state_age_ms: float = math.inf  # a robot reading older than this holds the arm
 
 
 def _mapping(cfg: Any, where: str) -> dict[str, Any]:
@@ -85,6 +90,32 @@ def _check_range(name: str, lower: np.ndarray, upper: np.ndarray, vlow: Any, vhi
             )
 
 
+def _acceleration(cfg: dict[str, Any], key: str, where: str, n: int, vendor: Any, unit: str) -> np.ndarray:
+    """An acceleration limit per joint/axis: the configured value (at most the vendor's), or half the vendor's."""
+    if cfg.get(key) is None and vendor is None:
+        raise ConfigError(f"{where}.{key} is required: this robot's driver states no vendor limit to derive it from "
+                          f"({unit})")
+    arr = _vector(cfg, key, where, n, None if vendor is None else [0.5 * v for v in vendor])
+    for i, value in enumerate(arr):
+        vmax = math.inf if vendor is None else vendor[i]
+        if not 0 < value <= vmax:
+            raise ConfigError(f"{where}.{key}[{i}]={value} {unit}, expected in (0, {vmax}] (vendor limit)")
+    return arr
+
+
+def _workspace_margin(cfg: dict[str, Any], where: str, vel: float, acc: float, lo: np.ndarray,
+                      hi: np.ndarray) -> float:
+    """How far inside the box commanded targets stay: by default the distance the hand needs to stop from
+    ``ee_max_velocity`` at ``ee_max_acceleration`` (v^2 / 2a), so an arm lagging its target stops inside the box."""
+    value = cfg.get("workspace_margin_m")
+    margin = vel * vel / (2 * acc) if value is None else value
+    half = float(np.min(hi - lo)) / 2
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < half:
+        raise ConfigError(f"{where}.workspace_margin_m={margin!r} m, expected a number in [0, {half:.4g}) "
+                          "(half the box's smallest side)")
+    return float(margin)
+
+
 def parse_limits(cfg: Any, vendor: VendorLimits, where: str = "robot.limits") -> SafetyLimits:
     """Validate ``cfg`` (the ``limits:`` mapping of a robot config) against ``vendor``; raise ConfigError."""
     cfg = _mapping(cfg, where)
@@ -109,6 +140,10 @@ def parse_limits(cfg: Any, vendor: VendorLimits, where: str = "robot.limits") ->
     ee_vel = _positive(cfg, "ee_max_velocity", where)
     if ee_vel > vendor.ee_max_velocity:
         raise ConfigError(f"{where}.ee_max_velocity={ee_vel} m/s exceeds the vendor limit {vendor.ee_max_velocity}")
+    j_acc = _acceleration(cfg, "joint_max_acceleration", where, n, vendor.joint_max_acceleration, "rad/s^2")
+    ee_acc = float(_acceleration(cfg, "ee_max_acceleration", where, 1, None if vendor.ee_max_acceleration is None
+                                 else (vendor.ee_max_acceleration,), "m/s^2")[0])
+    margin = _workspace_margin(cfg, where, ee_vel, ee_acc, ws_lo, ws_hi)
     overruns = cfg.get("max_consecutive_overruns", 5)
     if isinstance(overruns, bool) or not isinstance(overruns, int) or overruns < 1:
         raise ConfigError(f"{where}.max_consecutive_overruns={overruns!r}, expected an int >= 1")
@@ -127,4 +162,9 @@ def parse_limits(cfg: Any, vendor: VendorLimits, where: str = "robot.limits") ->
         joint_max_velocity=j_vel,
         overrun_factor=_positive({"overrun_factor": cfg.get("overrun_factor", 2.0)}, "overrun_factor", where),
         max_consecutive_overruns=overruns,
+        joint_max_acceleration=j_acc,
+        ee_max_acceleration=ee_acc,
+        workspace_margin_m=margin,
+        max_state_age_ms=_positive({"max_state_age_ms": cfg.get("driver_timeout_ms") if cfg.get("max_state_age_ms")
+                                    is None else cfg["max_state_age_ms"]}, "max_state_age_ms", where),
     )

@@ -67,6 +67,8 @@ class MockRobot(Robot):
         workspace_lower=(-1.0, -1.0, 0.0),
         workspace_upper=(1.0, 1.0, 1.0),
         ee_max_velocity=2.0,
+        joint_max_acceleration=(40.0,) * N_JOINTS,
+        ee_max_acceleration=20.0,
     )
     home_joints = np.zeros(N_JOINTS)
     home_ee = np.array([0.0, 0.5, 0.3])

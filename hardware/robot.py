@@ -185,6 +185,8 @@ class VendorLimits:
     workspace_lower: tuple[float, float, float]  # m
     workspace_upper: tuple[float, float, float]  # m
     ee_max_velocity: float  # m/s
+    joint_max_acceleration: tuple[float, ...] | None = None  # rad/s^2 (None: no vendor value; the config sets one)
+    ee_max_acceleration: float | None = None  # m/s^2 (None likewise)
 
 
 # ------------------------------------------------------------------------------------------------ the interface

@@ -55,6 +55,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from robotrl.hardware.driver_thread import DriverCallTimeout, DriverThread
+from robotrl.hardware.obs_checks import check_frame
 from robotrl.hardware.robot import (
     ActionMode,
     EStopError,
@@ -78,7 +79,8 @@ METAWORLD_METRES_PER_UNIT = 0.01  # SawyerXYZEnv.action_scale
 ROBOT_OBS_TYPES = ("pixels", "proprio", "pixels_proprio")
 # Safety-layer events that are interventions (the layer changed or stopped what the policy asked for).
 INTERVENTIONS = frozenset({"ee_step", "workspace", "joint_step", "joint_limit", "gripper", "joint_limit_measured",
-                           "watchdog", "estop", "rate_fault", "nonfinite", "bad_action"})
+                           "watchdog", "estop", "rate_fault", "nonfinite", "bad_action", "ee_accel", "joint_accel",
+                           "workspace_measured", "stale_state", "camera_error"})
 SAFETY_STOPS = (UnsafeActionError, EStopError, ControlRateError, RobotStateError)
 STEP_TIMEOUT_S = 10.0  # plus the sends' own bounds (driver timeout and stop time each); see RobotEnv.step_timeout_s
 RESET_MARGIN_S = 10.0  # reset: the safety layer's home_timeout_s plus this
@@ -189,13 +191,8 @@ class RobotEnv(gym.Env):
     # ------------------------------------------------------------------------------------------ observations
     def _frame(self, observation: Observation) -> np.ndarray:
         """The newest pixels (3 * views, H, W) for the frame stack; the camera images must be env.image_size."""
-        views = []
-        for cam in self.cameras:
-            image = np.asarray(observation.frames[cam].image, np.uint8)
-            if image.shape != (self.image_size, self.image_size, 3):
-                raise ConfigError(f"camera {cam!r} gives frames of shape {image.shape}, expected "
-                                  f"({self.image_size}, {self.image_size}, 3) (env.image_size)")
-            views.append(image.transpose(2, 0, 1))
+        views = [check_frame(cam, observation.frames[cam].image, self.image_size).transpose(2, 0, 1)
+                 for cam in self.cameras]  # a wrong dtype, range, layout or size: ObservationSpecError
         return np.ascontiguousarray(np.concatenate(views, axis=0))
 
     def _keep_frame(self, observation: Observation) -> None:
@@ -203,7 +200,7 @@ class RobotEnv(gym.Env):
         (``reward=success_classifier``, ``reward=kagi``) also when the agent sees only proprioception."""
         if self.cameras:
             self._last_frame = np.concatenate(
-                [np.asarray(observation.frames[cam].image, np.uint8) for cam in self.cameras], axis=1)
+                [check_frame(cam, observation.frames[cam].image) for cam in self.cameras], axis=1)
 
     def _obs(self, observation: Observation) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

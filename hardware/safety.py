@@ -1,10 +1,11 @@
 """``SafetyLayer``: wraps any :class:`~robotrl.hardware.robot.Robot` so that nothing a policy outputs reaches a
 motor unchecked. Mocks and sims run this same layer (Polymetis' mock mode skips its safety checks; we don't).
 
-Per command, in order: e-stop / state check, control-rate monitor, NaN/inf rejection, gripper range, max change
-per step and velocity limit (per joint or per axis, from the time since the previous command), workspace box or
-joint limits on the resulting target. Targets are tracked as *commanded* positions (libfranka's ``q_c``), synced
-from the driver at connect, hold and resume.
+Per command, in order: e-stop / state check, control-rate monitor, NaN/inf rejection, a fresh state reading (held
+on a measured joint or end-effector excursion or a stale reading: ``limit_check.measured_violation``, also on
+``get_state`` / ``get_observation``), gripper range, then step, velocity, acceleration and position limits
+(``limit_check.MotionLimiter``). Targets are tracked as *commanded* positions (libfranka's ``q_c``), synced from the
+driver at connect, hold and resume. A camera that fails to read holds the arm, then raises :class:`CameraError`.
 
 **Clip or reject.** ``on_limit: clip`` (the default) clips a too-large step or an out-of-box target to the limit,
 as SERL's ``clip_safety_box`` and LeRobot's ``max_relative_target`` do: a policy that pushes against a wall keeps
@@ -33,7 +34,10 @@ from typing import Any
 
 import numpy as np
 from robotrl.hardware.driver_thread import ArrivalRate, DriverCallTimeout, DriverThread, run_with_timeout
+from robotrl.hardware.kinematics import forward_kinematics_for
+from robotrl.hardware.limit_check import MotionLimiter, bad_action, measured_violation
 from robotrl.hardware.limits import SafetyLimits
+from robotrl.hardware.obs_checks import CameraError, read_observation
 from robotrl.hardware.robot import (
     Action,
     ActionMode,
@@ -52,7 +56,6 @@ from robotrl.hardware.robot import (
 from robotrl.hardware.safety_stop import CONNECTED, StopControls
 
 log = logging.getLogger(__name__)
-AXES = ("x", "y", "z")
 COMMANDABLE = frozenset({RobotState.READY, RobotState.MOVING})
 REARM_HINT = "check the arm and its surroundings, then call rearm()"
 __all__ = ["ControlRateError", "DriverCallTimeout", "DriverThread", "SafetyLayer"]  # (DriverThread: bench, tests)
@@ -106,6 +109,8 @@ class SafetyLayer(StopControls, Robot):
         self._target_q = np.zeros(len(robot.joint_names))
         self._target_ee = np.zeros(3)
         self._frame_times: dict[str, float] = {}
+        self._fk = forward_kinematics_for(robot)  # joint target -> end-effector position, None if unknown
+        self._limiter = MotionLimiter(limits, robot.joint_names, self._fk)
         self.steps = 0
 
     # ------------------------------------------------------------------------------------------ bookkeeping
@@ -158,8 +163,10 @@ class SafetyLayer(StopControls, Robot):
         self._event("driver_timeout", logging.ERROR, call=what, timeout_ms=timeout * 1000)
 
     def _send_on_driver(self, action: Action) -> Action:
-        """The driver's send, on its thread, timestamped there (``arrival``: the achieved control rate)."""
+        """The driver's send, on its thread, timestamped there: the velocity limit counts time from when a command
+        reaches the driver (``_limiter.arrived``), and ``arrival`` gives the achieved control rate."""
         self.arrival.mark()
+        self._limiter.arrived(self._clock())
         return self.inner.send_action(action)
 
     def control_rate(self) -> dict[str, Any]:
@@ -253,11 +260,17 @@ class SafetyLayer(StopControls, Robot):
             return self._check_measured(self._call("read state", self.inner.get_state))
 
     def get_observation(self) -> Observation:
-        """The wrapped robot's observation; measured joints beyond their limits hold the arm, stale frames are
-        counted (``stale_frame``, per camera)."""
+        """The wrapped robot's observation; a measured state outside the limits (or too old) holds the arm, stale
+        frames are counted (``stale_frame``, per camera), a camera read failure holds the arm and raises."""
         with self._lock:
-            obs: Observation = self._call("observe", self.inner.get_observation)
-            self._check_measured(obs.state)
+            state, frames = self._call("observe", read_observation, self.inner)
+            self._check_measured(state)
+            if isinstance(frames, Exception):
+                if self.inner.state in CONNECTED:
+                    self._hold_now("camera_error", f"{type(frames).__name__}: {frames}")
+                raise CameraError(f"{self.inner.name}: camera read failed ({type(frames).__name__}: {frames}); "
+                                  "arm holds") from frames
+            obs = Observation(state, frames)
             for cam, frame in obs.frames.items():
                 if self._frame_times.get(cam) == frame.timestamp:
                     self._event("stale_frame", logging.INFO, camera=cam, age_ms=(obs.timestamp - frame.timestamp) * 1e3)
@@ -265,13 +278,13 @@ class SafetyLayer(StopControls, Robot):
             return obs
 
     def _check_measured(self, state: JointState) -> JointState:
-        """In end-effector mode joint limits cannot be checked before sending (no IK here): watch the measurement."""
-        q = np.asarray(state.joint_pos)
-        bad = np.flatnonzero(~np.isfinite(q) | (q < self.limits.joint_lower) | (q > self.limits.joint_upper))
-        if bad.size and self.inner.state in COMMANDABLE:
-            i = int(bad[0])
-            self._hold_now("joint_limit_measured", f"{self.joint_names[i]} at {q[i]:.4f} rad",
-                           joint=self.joint_names[i], value=float(q[i]))
+        """Hold on a measured joint past its limits, an end-effector excursion past the box, or a stale reading."""
+        ee = self._target_ee if self._last_mode is not ActionMode.JOINT_DELTA else (
+            None if self._fk is None else self._fk(self._target_q))
+        found = measured_violation(state, self.limits, ee, self.joint_names, self._fk)
+        if found is not None and self.inner.state in COMMANDABLE:
+            kind, detail, extra = found
+            self._hold_now(kind, detail, **extra)
         return state
 
     # ------------------------------------------------------------------------------------------ command
@@ -284,9 +297,11 @@ class SafetyLayer(StopControls, Robot):
             now = self._clock()
             self._monitor_rate(now)
             self._check_shape_and_finite(action)
+            self._check_measured(self._call("read state", self.inner.get_state))  # a send-only loop is watched too
+            self._check_commandable()  # again: that reading (or an e-stop meanwhile) may have held the arm
             if self._last_mode is not None and action.mode is not self._last_mode:
                 self._read_targets()  # the new mode's target moved with the old mode's commands
-            safe = self._limit(action, now)
+            safe, tau = self._limit(action, self._clock())
             # a mode switch makes a driver stop the running motion first (franky): a send plus a stop
             switch = self._last_mode is not None and safe.mode is not self._last_mode
             timeout = self.limits.driver_timeout_ms / 1000 + (self.stop_timeout_s if switch else 0.0)
@@ -297,6 +312,7 @@ class SafetyLayer(StopControls, Robot):
                 self._target_q = self._target_q + sent.delta
             else:
                 self._target_ee = self._target_ee + sent.delta
+            self._limiter.commit(safe.mode, sent.delta, tau)
             self._last_cmd_t = now
             self._last_mode = safe.mode
             return sent
@@ -332,51 +348,25 @@ class SafetyLayer(StopControls, Robot):
             raise ControlRateError(f"{self.name}: control loop overran {in_row} periods in a row "
                                    f"(last {period * 1e3:.1f} ms, nominal {nominal * 1e3:.1f} ms); arm holds")
 
-    def _axis_names(self, mode: ActionMode) -> tuple[str, ...]:
-        return self.joint_names if mode is ActionMode.JOINT_DELTA else AXES
-
     def _reject(self, kind: str, message: str, **detail: Any) -> UnsafeActionError:
         self._hold_now(kind, message, **detail)
         return UnsafeActionError(f"{self.name}: {message}; arm holds")
 
     def _check_shape_and_finite(self, action: Action) -> None:
-        if action.mode not in self.action_modes:
-            raise self._reject("bad_action", f"{action.mode.value} actions are not supported by {self.inner.name}, "
-                               f"expected one of {[m.value for m in self.action_modes]}")
-        names = self._axis_names(action.mode)
-        delta = np.asarray(action.delta)
-        if delta.shape != (len(names),):
-            raise self._reject("bad_action", f"{action.mode.value} delta has shape {delta.shape}, "
-                               f"expected ({len(names)},) for {list(names)}")
-        values = np.append(delta.astype(np.float64), float(action.gripper))
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            axes = [(names + ("gripper",))[i] for i in bad]
-            raise self._reject("nonfinite", f"non-finite action on {axes}: {values[bad].tolist()}", axes=axes)
+        found = bad_action(action, self.action_modes, self.joint_names, self.inner.name)
+        if found is not None:
+            raise self._reject(*found[:2], **found[2])
 
-    def _limit(self, action: Action, now: float) -> Action:
-        """Apply gripper range, step, velocity and position limits; clip or reject per ``on_limit``."""
-        lim = self.limits
-        names = self._axis_names(action.mode)
-        dt = 1.0 / lim.control_hz if self._last_cmd_t is None else max(now - self._last_cmd_t, 0.0)
-        if action.mode is ActionMode.JOINT_DELTA:
-            current, lower, upper = self._target_q, lim.joint_lower, lim.joint_upper
-            cap = np.minimum(lim.joint_max_step, lim.joint_max_velocity * dt)
-            step_kind, box_kind = "joint_step", "joint_limit"
-        else:
-            current, lower, upper = self._target_ee, lim.workspace_lower, lim.workspace_upper
-            cap = np.minimum(lim.ee_max_step, lim.ee_max_velocity * dt) * np.ones(3)
-            step_kind, box_kind = "ee_step", "workspace"
-        requested = np.asarray(action.delta, dtype=np.float64)
-        delta = np.clip(requested, -cap, cap)  # max change per step and velocity, per joint / axis
-        self._report(step_kind, names, requested, delta, "delta")
-        # A target already outside the box (e.g. synced from a measured pose) may stay or move back, never further
-        # out; so this clip can only shrink |delta| and the step/velocity caps above still hold.
-        target = np.clip(current + delta, np.minimum(lower, current), np.maximum(upper, current))
-        self._report(box_kind, names, current + delta, target, "target")
+    def _limit(self, action: Action, now: float) -> tuple[Action, float]:
+        """Gripper range, then ``hardware/limit_check.py``'s limits; clip or reject per ``on_limit``."""
+        joint = action.mode is ActionMode.JOINT_DELTA
+        plan = self._limiter.plan(action.mode, self._target_q if joint else self._target_ee,
+                                  np.asarray(action.delta, dtype=np.float64), now, resynced=self._last_cmd_t is None)
+        for stage in plan.stages:
+            self._report(*stage)
         gripper = float(np.clip(action.gripper, 0.0, 1.0))
         self._report("gripper", ("gripper",), np.array([action.gripper]), np.array([gripper]), "command")
-        return Action(action.mode, target - current, gripper)
+        return Action(action.mode, plan.delta, gripper), plan.tau
 
     def _report(self, kind: str, names: tuple[str, ...], requested: np.ndarray, applied: np.ndarray, what: str) -> None:
         changed = np.flatnonzero(np.abs(requested - applied) > 1e-12)

@@ -151,6 +151,10 @@ class SO101Robot(Robot):
         workspace_lower=(-0.5, -0.5, -0.1),  # nominal reach (unused: no end-effector mode)
         workspace_upper=(0.5, 0.5, 0.6),
         ee_max_velocity=1.0,
+        # The servo's Acceleration register maximum, 254 x 100 steps/s^2 (Feetech's STS memory table; LeRobot writes
+        # 254) = 25400 * 2 pi / 4096 rad/s^2.
+        joint_max_acceleration=(38.9,) * 5,
+        ee_max_acceleration=2.0,  # nominal (unused: no end-effector mode)
     )
     # its stop (_hold) is one sync read and one sync write: two bus transactions of at most a packet timeout each
     # (~35 ms at 1 Mbaud), with a wide margin for a USB adapter's latency

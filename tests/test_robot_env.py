@@ -21,7 +21,11 @@ ENV = {"name": "metaworld/reach", "image_size": 32, "frame_stack": 2, "action_re
        "obs_type": "pixels_proprio", "max_episode_steps": 20}
 # 10 ms periods (the velocity cap still equals ee_max_step); a 2 s watchdog and 5 s driver timeout: the test machine
 # is shared, and a 200 ms stall there would hold the arm in tests that are not about the watchdog
-FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "watchdog_ms": 2000, "driver_timeout_ms": 5000}
+# ee_max_acceleration 200 m/s^2: a full 1 cm step from rest in one 10 ms period; max_consecutive_overruns 1000: a
+# loaded machine overran 5 periods of 10 ms in a row (rate_fault) in a test about step limits (overruns are still
+# reported and counted; these tests are not about the acceleration limit or the rate fault).
+FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "ee_max_acceleration": 200.0, "watchdog_ms": 2000,
+        "driver_timeout_ms": 5000, "max_consecutive_overruns": 1000}
 
 
 def _env(env=None, home_noise_m=0.0, **limits):
@@ -91,7 +95,7 @@ def test_episode_ends_at_its_step_limit_and_holds(env):
     while not truncated:
         _, _, terminated, truncated, info = env.step(np.zeros(4, np.float32))
         steps += 1
-    assert steps == 10 and "safety_stop" not in info  # 20 env steps / action_repeat 2
+    assert steps == 10 and "safety_stop" not in info, info  # 20 env steps / action_repeat 2
     assert env.robot.state.value == "hold" and env.robot.hold_reason == "hold: requested"
 
 

@@ -19,9 +19,10 @@ SIM = Path(__file__).resolve().parents[1] / "configs" / "robot" / "sim.yaml"
 SIZE = 84  # the template tracker follows the gripper to ~1 px at 84 px (at 48 px it drifts by several)
 ENV = {"name": "metaworld/reach", "image_size": SIZE, "frame_stack": 1, "action_repeat": 2,
        "obs_type": "pixels_proprio", "max_episode_steps": 80}
-# 10 ms periods, a 2 s watchdog and 5 s driver timeout: the test machine is shared (see tests/test_robot_env.py)
-FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "watchdog_ms": 2000, "driver_timeout_ms": 5000,
-        "overrun_factor": 50}
+# 10 ms periods, a 2 s watchdog and 5 s driver timeout: the test machine is shared (see tests/test_robot_env.py);
+# ee_max_acceleration 200 m/s^2: the scripted expert's full 1 cm steps from rest in one 10 ms period
+FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "ee_max_acceleration": 200.0, "watchdog_ms": 2000,
+        "driver_timeout_ms": 5000, "overrun_factor": 50}
 
 
 def robot_cfg() -> dict:
@@ -168,8 +169,9 @@ def test_train_on_the_sim_arm_with_the_kagi_reward(compose_cfg, tmp_path):
 
     cfg = compose_cfg(
         "env=metaworld/reach", "robot=sim", "reward=kagi", "robot.limits.control_hz=100",
-        "robot.limits.ee_max_velocity=1.0", "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000",
-        "robot.limits.driver_timeout_ms=5000", "env.image_size=84", "env.max_episode_steps=40", "frames=80",
+        "robot.limits.ee_max_velocity=1.0", "robot.limits.ee_max_acceleration=200",
+        "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000", "robot.limits.driver_timeout_ms=5000",
+        "env.image_size=84", "env.max_episode_steps=40", "frames=80",
         "seed_frames=40", "eval_episodes=0", "checkpoint_every_frames=40", "torch_threads=1", "device=cpu",
         "compare_baselines=false", "save_video=false", "tensorboard=false", "agent.batch_size=8",
         "agent.hidden_dim=32", "agent.feature_dim=16", "replay.capacity=1000", tiny=False)

@@ -168,8 +168,9 @@ def test_exact_bytes_on_connect_move_and_disconnect(bus, tmp_path):
     with layer:
         n_connect = len(bus.received)
         sent = layer.send_action(Action.joints([0.01, 0, 0, 0, -0.01], gripper=0.0))
-    wait_for(lambda: len(bus.received) >= n_connect + 2 + 12)
-    write = bus.received[n_connect]
+    wait_for(lambda: len(bus.received) >= n_connect + 3 + 12)
+    assert bus.received[n_connect] == packet(0xFE, SYNC_READ, bytes([56, 4, 1, 2, 3, 4, 5, 6]))  # state check first
+    write = bus.received[n_connect + 1]
     # connect: ping + model read per motor, sync-read of position+velocity, goal = present, torque on per motor
     assert bus.received[0] == bytes([0xFF, 0xFF, 0x01, 0x02, PING, 0xFB])
     assert bus.received[1] == packet(1, READ, bytes([3, 2]))

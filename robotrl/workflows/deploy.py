@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
+from robotrl.hardware.obs_checks import check_frame
 from robotrl.hardware.robot_env import GRIPPER_NORM_M, Rate, proprio  # noqa: F401 (GRIPPER_NORM_M: re-exported)
 from robotrl.workflows.deploy_safety import ESTOP_KEY, KeyEStop, wants_estop_key, write_logs  # noqa: F401 (re-exported)
 
@@ -171,7 +172,7 @@ def check_frames(spec: PolicySpec, observation: Any, robot_name: str) -> None:
     frames = observation.frames
     want = (spec.image_size, spec.image_size, 3)
     for cam in spec.cameras if spec.uses_pixels else ():
-        shape = tuple(np.asarray(frames[cam].image).shape)
+        shape = tuple(check_frame(cam, frames[cam].image).shape)  # dtype and layout: ObservationSpecError
         if shape != want:
             raise ConfigError(f"robot={robot_name} camera {cam!r} gives {shape} frames, policy expects {want} "
                               f"(set the camera's resolution to env.image_size={spec.image_size})")
@@ -192,7 +193,8 @@ class ObservationPipeline:
         self.proprio = np.zeros(8, np.float32)  # the last observation's 8-d proprioception (recorded as state)
 
     def frame(self, observation: Any) -> np.ndarray:
-        views = [np.asarray(observation.frames[c].image, np.uint8).transpose(2, 0, 1) for c in self.spec.cameras]
+        views = [check_frame(c, observation.frames[c].image, self.spec.image_size).transpose(2, 0, 1)
+                 for c in self.spec.cameras]
         return np.ascontiguousarray(np.concatenate(views, axis=0))
 
     def between_sends(self, state: Any) -> None:

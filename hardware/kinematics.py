@@ -1,0 +1,77 @@
+"""Forward kinematics for the safety layer's workspace check in joint-delta mode.
+
+A joint-space command moves the end effector too, so the layer checks the workspace box on the end-effector position
+of the joint *target* (:func:`forward_kinematics_for`): the driver's own ``forward_kinematics(q) -> (3,)`` if it
+offers one, else a model from :data:`MODELS` by robot name. Models:
+
+- ``franka`` (FR3 and Panda share the table): Franka's Denavit-Hartenberg parameters (Craig's convention) from
+  "Robot and interface specifications" (frankaemika.github.io/docs/control_parameters.html), flange 0.107 m after
+  joint 7, and with a Franka Hand the end-effector frame 0.1034 m further (Desk's default ``F_T_EE``), which is the
+  ``O_T_EE`` the driver reports.
+- ``sim`` takes end-effector deltas only, so its box is checked on the target itself; no model is needed.
+- ``so101`` reports no end-effector pose and has no model here: in joint mode only joint limits hold for it
+  (documented in README's safety section).
+- ``mock`` has no kinematics (its joints and end effector are independent); tests attach a model to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Kinematics = Callable[[np.ndarray], np.ndarray]  # joint positions (n,) rad -> end-effector position (3,) m
+
+# (a, d, alpha) per joint, Craig's modified DH: T_i = RotX(alpha) TransX(a) RotZ(q_i) TransZ(d).
+FRANKA_DH = (
+    (0.0, 0.333, 0.0),
+    (0.0, 0.0, -np.pi / 2),
+    (0.0, 0.316, np.pi / 2),
+    (0.0825, 0.0, np.pi / 2),
+    (-0.0825, 0.384, -np.pi / 2),
+    (0.0, 0.0, np.pi / 2),
+    (0.088, 0.0, np.pi / 2),
+)
+FRANKA_FLANGE_M = 0.107  # joint 7 -> flange along z
+FRANKA_HAND_M = 0.1034  # flange -> end-effector frame of a Franka Hand along z (Desk's default F_T_EE)
+
+
+def _dh(a: float, d: float, alpha: float, theta: float) -> np.ndarray:
+    ca, sa, ct, st = np.cos(alpha), np.sin(alpha), np.cos(theta), np.sin(theta)
+    return np.array([
+        [ct, -st, 0.0, a],
+        [st * ca, ct * ca, -sa, -d * sa],
+        [st * sa, ct * sa, ca, d * ca],
+        [0.0, 0.0, 0.0, 1.0],
+    ])
+
+
+def franka_fk(q: Any, tool_m: float = FRANKA_HAND_M) -> np.ndarray:
+    """End-effector position (3,) m in the base frame of an FR3/Panda at joint positions ``q`` (7,) rad;
+    ``tool_m``: flange to end-effector distance along the flange's z (0 without a hand)."""
+    q = np.asarray(q, dtype=np.float64)
+    if q.shape != (7,):
+        raise ValueError(f"franka_fk needs 7 joint positions, got shape {q.shape}")
+    pose = np.eye(4)
+    for (a, d, alpha), theta in zip(FRANKA_DH, q, strict=True):
+        pose = pose @ _dh(a, d, alpha, theta)
+    return pose[:3, 3] + pose[:3, 2] * (FRANKA_FLANGE_M + tool_m)
+
+
+def _franka(driver: Any) -> Kinematics:
+    tool = FRANKA_HAND_M if getattr(driver, "use_gripper", True) else 0.0
+    return lambda q: franka_fk(q, tool)
+
+
+MODELS: dict[str, Callable[[Any], Kinematics]] = {"franka": _franka}
+
+
+def forward_kinematics_for(driver: Any) -> Kinematics | None:
+    """The end-effector position function for ``driver`` (its own ``forward_kinematics`` first, else a model
+    from :data:`MODELS` by ``driver.name``), or None when none is known (the box cannot be checked in joint mode)."""
+    own = getattr(driver, "forward_kinematics", None)
+    if callable(own):
+        return own
+    model = MODELS.get(getattr(driver, "name", ""))
+    return None if model is None else model(driver)

@@ -1,0 +1,205 @@
+"""The safety layer's per-command limits and measured-state checks (kept out of ``safety.py``, which calls them).
+
+**Commands** (:class:`MotionLimiter`), per joint or axis, in order; each stage is reported separately:
+
+1. step and velocity: ``|delta| <= tau * min(v_max, max_step * control_hz)``, where ``tau = min(dt, 1 / control_hz)``
+   and ``dt`` is the time since the previous command *reached the driver* (its arrival on the driver thread, which
+   :meth:`MotionLimiter.arrived` records), not since it was requested: hand-off jitter can only lengthen ``dt``
+   as the driver sees it, and ``resume()`` keeps this history. A position-controlled arm reaches a target in about
+   one period whatever the gap, so a long gap does not allow a longer step.
+2. acceleration: the commanded velocity ``delta / tau`` changes by at most ``a_max * tau`` from the previous
+   command's (zero after the targets were re-read: hold, resume, homing, a mode switch).
+3. position: joint limits (joint mode) or the workspace box (end-effector mode) shrunk by ``workspace_margin_m``,
+   approached on a braking curve: the target's velocity towards a limit is at most what ``a_max`` can stop before
+   it (``v * tau + v^2 / 2a <= distance``), so the commanded target never has to stop abruptly at a wall.
+4. joint mode with forward kinematics (``hardware/kinematics.py``): the end-effector position of the joint target,
+   and of the point where the joints would stop braking at ``a_max`` from the target's velocity, must lie in the
+   same shrunk box; the joint delta is scaled down until they do (bisection).
+
+A target already outside a limit (synced from a measured pose) may stay or move back, never further out.
+Position limits win over acceleration where both cannot hold.
+
+**Measurements** (:func:`measured_violation`): a joint outside its limits or non-finite, the measured end effector
+outside the (unshrunk) box on an axis where the commanded target is inside it (an overshoot), or a reading older
+than ``max_state_age_ms``: each holds the arm (``safety.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from robotrl.hardware.kinematics import Kinematics
+from robotrl.hardware.limits import SafetyLimits
+from robotrl.hardware.robot import Action, ActionMode, JointState, monotonic
+
+AXES = ("x", "y", "z")
+BISECTION_STEPS = 20  # the joint-mode box scale is found to 2^-20 of the requested delta
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One limit stage of a command: what came in and what it allowed (``_report`` logs or rejects the change)."""
+
+    kind: str
+    names: tuple[str, ...]
+    requested: np.ndarray
+    applied: np.ndarray
+    what: str
+
+    def __iter__(self) -> Any:  # unpacks as SafetyLayer._report's arguments
+        return iter((self.kind, self.names, self.requested, self.applied, self.what))
+
+
+@dataclass
+class Plan:
+    delta: np.ndarray
+    tau: float
+    stages: list[Stage] = field(default_factory=list)
+
+
+def braking_speed(distance: np.ndarray, accel: np.ndarray, tau: float) -> np.ndarray:
+    """The largest velocity v >= 0 with ``v * tau + v^2 / (2 a) <= distance`` (0 at or past the limit)."""
+    d = np.maximum(distance, 0.0)
+    with np.errstate(invalid="ignore"):
+        v = -accel * tau + np.sqrt((accel * tau) ** 2 + 2 * accel * d)
+    return np.where(np.isfinite(accel), v, d / tau)  # unlimited acceleration: just do not pass the limit
+
+
+class MotionLimiter:
+    """Command limits with the history they need (arrival time, last commanded velocity per mode)."""
+
+    def __init__(self, limits: SafetyLimits, joint_names: tuple[str, ...], fk: Kinematics | None) -> None:
+        self.limits, self.joint_names, self.fk = limits, joint_names, fk
+        self.period = 1.0 / limits.control_hz
+        self.last_arrival: float | None = None
+        self._velocity: dict[ActionMode, np.ndarray] = {}
+        self._target: dict[ActionMode, np.ndarray] = {}
+        self._planned_from = np.zeros(0)
+        n = len(joint_names)
+        lim = limits
+        j_acc = np.full(n, np.inf) if lim.joint_max_acceleration is None else np.asarray(lim.joint_max_acceleration)
+        self._joint = (lim.joint_lower, lim.joint_upper, np.minimum(lim.joint_max_velocity,
+                       lim.joint_max_step / self.period), j_acc)
+        m = lim.workspace_margin_m
+        self.box = (lim.workspace_lower + m, lim.workspace_upper - m)
+        self._ee = (*self.box, np.full(3, min(lim.ee_max_velocity, lim.ee_max_step / self.period)),
+                    np.full(3, lim.ee_max_acceleration))
+
+    def arrived(self, t: float) -> None:
+        """A command reached the driver at ``t`` (called on the driver thread, just before the driver's send)."""
+        self.last_arrival = t
+
+    def commit(self, mode: ActionMode, delta: np.ndarray, tau: float) -> None:
+        """Remember what was sent (from the target the last plan started at): the next command's acceleration is
+        measured against this velocity, and its target against this one."""
+        self._velocity = {mode: np.asarray(delta, np.float64) / tau}
+        self._target = {mode: self._planned_from + delta}
+
+    def _previous_velocity(self, mode: ActionMode, current: np.ndarray, resynced: bool) -> np.ndarray:
+        """The last command's velocity; zero after the targets were re-read (the arm was held or homed). Not reset
+        after a mere gap: on time or late (tau = one period either way), the same commands are limited the same way,
+        so a seeded episode replays exactly; a gap past ``watchdog_ms`` holds the arm, which re-reads the targets."""
+        last = self._target.get(mode)
+        moved = last is None or last.shape != current.shape or not np.allclose(last, current, rtol=0, atol=1e-12)
+        return np.zeros_like(current) if resynced or moved else self._velocity[mode]
+
+    def plan(self, mode: ActionMode, current: np.ndarray, requested: np.ndarray, now: float,
+             resynced: bool) -> Plan:
+        """The limited delta for a command requested at ``now`` from the commanded target ``current``."""
+        self._planned_from = np.array(current, np.float64)
+        dt = self.period if self.last_arrival is None else max(now - self.last_arrival, 0.0)
+        tau = max(min(dt, self.period), 1e-9)
+        joint = mode is ActionMode.JOINT_DELTA
+        lower, upper, vcap, accel = self._joint if joint else self._ee
+        names = self.joint_names if joint else AXES
+        kinds = ("joint_step", "joint_accel", "joint_limit") if joint else ("ee_step", "ee_accel", "workspace")
+        plan = Plan(np.clip(requested, -vcap * tau, vcap * tau), tau)
+        plan.stages.append(Stage(kinds[0], names, requested, plan.delta, "delta"))
+        v_prev = self._previous_velocity(mode, current, resynced)
+        accelerated = np.clip(plan.delta, (v_prev - accel * tau) * tau, (v_prev + accel * tau) * tau)
+        plan.stages.append(Stage(kinds[1], names, plan.delta, accelerated, "delta"))
+        hi = np.where(current > upper, 0.0, braking_speed(upper - current, accel, tau) * tau)
+        lo = np.where(current < lower, 0.0, -braking_speed(current - lower, accel, tau) * tau)
+        plan.delta = np.clip(accelerated, lo, hi)
+        plan.stages.append(Stage(kinds[2], names, current + accelerated, current + plan.delta, "target"))
+        if joint and self.fk is not None:
+            self._box_by_fk(plan, current, accel)
+        return plan
+
+    def _box_by_fk(self, plan: Plan, current: np.ndarray, accel: np.ndarray) -> None:
+        """Scale the joint delta down until the end effector of the target, and of where the joints would stop
+        braking at ``accel`` from the target's velocity, is in the shrunk box (on an axis where the current target's
+        end effector is already outside, it may not move further out)."""
+        here = self.fk(current)
+        lo, hi = np.minimum(self.box[0], here), np.maximum(self.box[1], here)
+        finite = np.isfinite(accel)
+
+        def inside(scale: float) -> bool:
+            target = current + scale * plan.delta
+            v = scale * plan.delta / plan.tau
+            stop = target + np.where(finite, v * np.abs(v) / (2 * np.where(finite, accel, 1.0)), 0.0)
+            ee, ee_stop = self.fk(target), self.fk(stop)
+            return bool(np.all((ee >= lo) & (ee <= hi) & (ee_stop >= lo) & (ee_stop <= hi)))
+
+        wanted = self.fk(current + plan.delta)
+        if inside(1.0):
+            return
+        ok, bad = 0.0, 1.0
+        for _ in range(BISECTION_STEPS):
+            mid = (ok + bad) / 2
+            ok, bad = (mid, bad) if inside(mid) else (ok, mid)
+        plan.delta = plan.delta * ok
+        plan.stages.append(Stage("workspace", AXES, wanted, np.clip(wanted, lo, hi), "end-effector target"))
+
+
+def bad_action(action: Action, modes: tuple[ActionMode, ...], joint_names: tuple[str, ...],
+               driver: str) -> tuple[str, str, dict[str, Any]] | None:
+    """Why ``action`` cannot be limited at all, as ``(kind, message, extra)``: an unsupported mode, a wrong shape, or
+    a non-finite value (no meaningful clipped value exists for NaN/inf; the layer rejects and holds)."""
+    if action.mode not in modes:
+        return "bad_action", (f"{action.mode.value} actions are not supported by {driver}, expected one of "
+                              f"{[m.value for m in modes]}"), {}
+    names = joint_names if action.mode is ActionMode.JOINT_DELTA else AXES
+    delta = np.asarray(action.delta)
+    if delta.shape != (len(names),):
+        return "bad_action", (f"{action.mode.value} delta has shape {delta.shape}, expected ({len(names)},) for "
+                              f"{list(names)}"), {}
+    values = np.append(delta.astype(np.float64), float(action.gripper))
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        axes = [(names + ("gripper",))[i] for i in bad]
+        return "nonfinite", f"non-finite action on {axes}: {values[bad].tolist()}", {"axes": axes}
+    return None
+
+
+def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np.ndarray | None,
+                       joint_names: tuple[str, ...], fk: Kinematics | None) -> tuple[str, str, dict[str, Any]] | None:
+    """Why a measured state must hold the arm, as ``(kind, detail, extra)``, or None. ``commanded_ee``: the
+    end-effector position of the current commanded target (None when unknown: the box is then not watched). With a
+    kinematic model the measured hand is the forward kinematics of the measured joints (as libfranka computes
+    ``O_T_EE``; franky-sim reports an ``O_T_EE`` that leads its joints by 2-4 cm while moving), else the driver's."""
+    age_ms = (monotonic() - state.timestamp) * 1e3
+    if not age_ms <= limits.max_state_age_ms:  # (NaN timestamps included)
+        return "stale_state", (f"robot state reading is {age_ms:.0f} ms old (max_state_age_ms="
+                                f"{limits.max_state_age_ms:g})"), {"age_ms": round(age_ms, 1)}
+    q = np.asarray(state.joint_pos)
+    bad = np.flatnonzero(~np.isfinite(q) | (q < limits.joint_lower) | (q > limits.joint_upper))
+    if bad.size:
+        i = int(bad[0])
+        return "joint_limit_measured", f"{joint_names[i]} at {q[i]:.4f} rad", {"joint": joint_names[i],
+                                                                                "value": float(q[i])}
+    measured = state.ee_pos if fk is None else fk(q)
+    if measured is None or commanded_ee is None:
+        return None
+    ee, lo, hi = np.asarray(measured, np.float64), limits.workspace_lower, limits.workspace_upper
+    target_in = (commanded_ee >= lo) & (commanded_ee <= hi)
+    out = np.flatnonzero(target_in & ((ee < lo) | (ee > hi) | ~np.isfinite(ee)))
+    if out.size:
+        i = int(out[0])
+        past = float(max(lo[i] - ee[i], ee[i] - hi[i]))
+        return "workspace_measured", (f"end effector {AXES[i]} at {ee[i]:.4f} m is {past * 1e3:.1f} mm outside the "
+                                      f"box [{lo[i]:g}, {hi[i]:g}]"), {"axis": AXES[i], "value": float(ee[i]),
+                                                                        "past_m": past}
+    return None

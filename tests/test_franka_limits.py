@@ -1,0 +1,111 @@
+"""Issue 23 items 3 and 4 on franky-sim (the real franky client against a MuJoCo FR3 that enforces no limits of its
+own): joint deltas cannot lift the hand out of the box, and a send-only end-effector loop holds at a joint limit.
+Real time at 20 Hz; bounds are on positions, not timing. (Item 5, the measured hand at a wall, is held on the sim
+arm in tests/test_safety_limits.py: on franky-sim an end-effector stream pushed at the ceiling hit franky's
+intermittent planner failure, Ruckig -111, in most runs.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+import pytest
+from robotrl.hardware.kinematics import franka_fk
+from robotrl.hardware.robot import Action, DriverError, RobotState, RobotStateError
+
+from tests.franky_helpers import FrankySim
+
+pytest.importorskip("franky", reason="robot=franka needs the franka extra (franky-control)")
+if importlib.util.find_spec("franky_sim") is None:
+    pytest.skip("the robot=franka tests need franky-sim (in the dev extra)", allow_module_level=True)
+
+from tests.test_franka import HZ, connect  # noqa: E402  (after the skips: it imports franky)
+
+BOX_TOP = 0.7  # tests/test_franka.py's franka_cfg box: [0.3, -0.3, 0.2] .. [0.7, 0.3, 0.7]
+# Accelerations franky's motion generator can follow at the tests' relative_dynamics_factor 0.3 (FR3: 0.3 x 10 rad/s^2
+# and 0.3 x 9 m/s^2): targets faster than that outrun the arm, which then overshoots them.
+FOLLOWABLE = {"joint_max_acceleration": 3.0, "ee_max_acceleration": 2.0}
+
+
+def planner_flake(exc: DriverError, highest: float) -> None:
+    """franky's motion planner on franky-sim intermittently fails while a stream decelerates (Ruckig error -111 on
+    about one run in four here): not what these tests check. The hand measured until then must be below the
+    ceiling all the same; then the test is an expected failure instead of a pass."""
+    assert highest <= BOX_TOP, highest
+    if "Motion planner failed" in str(exc):
+        pytest.xfail(f"franky-sim planner failure, not a limit: {exc}")
+    raise exc
+
+
+def hand_z(safe) -> float:
+    """The hand's height from franky-sim's measured joints (Franka's DH model, as libfranka computes O_T_EE;
+    franky-sim's own O_T_EE leads its joints by 2-4 cm while moving, so it is not used)."""
+    return float(franka_fk(safe.get_state().joint_pos)[2])
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with FrankySim() as server:
+        yield server
+
+
+def test_fk_model_matches_franky_sims_pose_at_rest(sim):
+    safe, _ = connect(sim.host)
+    try:
+        safe.reset_to_home()
+        time.sleep(0.5)
+        state = safe.get_state()
+        np.testing.assert_allclose(franka_fk(state.joint_pos), state.ee_pos, atol=1e-3)
+    finally:
+        safe.disconnect()
+
+
+def test_joint4_deltas_stop_at_the_ceiling_on_franky_sim(sim):
+    """Issue 23 item 3 as found: fr3_joint4 deltas lifted the hand 0.342 m through the ceiling, no event. Now every
+    joint target franky receives has its hand (and its braking stop point) below the ceiling less the margin. The
+    measured hand may still pass the ceiling on franky-sim, whose joints overshoot a stopped joint-mode target by
+    ~2-3 cm (more than the default v^2 / 2a margin): then the layer holds the arm (workspace_measured), logged."""
+    safe, log = connect(sim.host, watchdog_ms=2000, **FOLLOWABLE)
+    safe.reset_to_home()  # (the module's server keeps the pose the previous test left)
+    highest = 0.0
+    try:
+        for k in range(90):
+            safe.send_action(Action.joints([0, 0, 0, 0.03 if k < 70 else 0.0, 0, 0, 0], gripper=0.5))
+            highest = max(highest, hand_z(safe))
+            time.sleep(1 / HZ)
+    except RobotStateError:
+        assert safe.hold_reason.startswith("workspace_measured: end effector z"), safe.hold_reason
+    except DriverError as exc:
+        planner_flake(exc, highest)
+    finally:
+        safe.disconnect()
+    print(f"highest measured hand z {highest:.4f} m, ceiling {BOX_TOP} m, hold: {safe.hold_reason}")
+    targets = [t for kind, t in log if kind == "joint"]
+    assert max(franka_fk(q)[2] for q in targets) <= BOX_TOP - safe.limits.workspace_margin_m + 1e-9
+    assert BOX_TOP - 0.03 < highest < BOX_TOP + 0.01, highest  # up to the ceiling; held if it went past
+    assert any(e["kind"] == "workspace" and e["axis"] == "z" for e in safe.events)
+
+
+def test_send_only_ee_loop_holds_at_fr3_joint4s_limit(sim):
+    """Issue 23 item 4 as found: a loop that only sends end-effector deltas took fr3_joint4 past its limit. Here the
+    limit is set 0.15 rad above the start and the hand is pushed up and forward (which straightens the elbow)."""
+    safe, log = connect(sim.host, watchdog_ms=2000, joint_upper=[2.6, 1.6, 2.8, -1.42, 2.7, 4.4, 2.9], **FOLLOWABLE)
+    safe.reset_to_home()
+    try:
+        with pytest.raises(RobotStateError, match="fr3_joint4"):
+            for _ in range(200):
+                safe.send_action(Action.ee([0.01, 0.0, 0.01], gripper=0.5))
+                time.sleep(1 / HZ)
+        assert safe.state is RobotState.HOLD and safe.events[-1]["kind"] == "joint_limit_measured"
+        at_hold = safe.events[-1]["value"]
+        n = len(log)
+        time.sleep(1.0)
+        q4 = safe.get_state().joint_pos[3]
+    finally:
+        safe.disconnect()
+    # Held at the first send after the crossing: fr3_joint4 moves ~0.04 rad per command here. (After franky's
+    # Cartesian stop the elbow still drifts on franky-sim, printed below: a Cartesian hold does not fix the joints.)
+    print(f"fr3_joint4 held at {at_hold + 1.42:+.4f} rad from its limit, 1 s later at {q4 + 1.42:+.4f}")
+    assert -1.42 < at_hold < -1.42 + 0.1
+    assert [kind for kind, _ in log[n:] if kind in ("joint", "ee")] == []  # nothing sent after the hold
