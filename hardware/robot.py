@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from robotrl.hardware.frame_map import IDENTITY, FrameMap
 
 from robotrl.errors import RobotRLError
 
@@ -95,9 +96,10 @@ class Action:
         return cls(ActionMode.JOINT_DELTA, np.asarray(dq_rad, dtype=np.float64), float(gripper))
 
 
-def ee_action_from_policy(action: Any, metres_per_unit: float) -> Action:
+def ee_action_from_policy(action: Any, metres_per_unit: float, frame_map: FrameMap = IDENTITY) -> Action:
     """A policy's normalized ``[-1, 1]^4`` end-effector action (Meta-World's convention: xyz, gripper with +1 =
-    close) as an :class:`Action`: ``delta = a[:3] * metres_per_unit``, ``gripper = (a[3] + 1) / 2``.
+    close) as an :class:`Action`: ``delta = frame_map.delta_to_arm(a[:3] * metres_per_unit)`` (the training env's
+    axes on the arm's, ``robot.frame_map``), ``gripper = (a[3] + 1) / 2``.
 
     ``metres_per_unit`` is the training env's action scale (Meta-World: 0.01 m), so one policy output moves a real
     arm exactly as far as it moved the simulated one (reliability case 17). Values are not clipped here: the
@@ -106,7 +108,7 @@ def ee_action_from_policy(action: Any, metres_per_unit: float) -> Action:
     a = np.asarray(action, dtype=np.float64)
     if a.shape != (4,):
         raise UnsafeActionError(f"policy action has shape {a.shape}, expected (4,) = (dx, dy, dz, gripper)")
-    return Action.ee(a[:3] * metres_per_unit, (a[3] + 1.0) / 2.0)
+    return Action.ee(frame_map.delta_to_arm(a[:3] * metres_per_unit), (a[3] + 1.0) / 2.0)
 
 
 # ------------------------------------------------------------------------------------------------ observations

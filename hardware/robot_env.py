@@ -55,6 +55,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from robotrl.hardware.driver_thread import DriverCallTimeout, DriverThread
+from robotrl.hardware.frame_map import IDENTITY, FrameMap
 from robotrl.hardware.obs_checks import check_frame
 from robotrl.hardware.robot import (
     ActionMode,
@@ -90,11 +91,12 @@ class EnvTimeoutError(RobotError):
     """A RobotEnv step or reset did not return in time; the arm was stopped (HOLD, or FAULT if its driver hung)."""
 
 
-def proprio(state: Any) -> np.ndarray:
-    """Meta-World's 4-d proprioception from a measured JointState: hand xyz (m), finger opening in [0, 1] (NaN
-    xyz for an arm that reports no end-effector position; a proprio policy refuses such an arm)."""
+def proprio(state: Any, frame_map: FrameMap = IDENTITY) -> np.ndarray:
+    """Meta-World's 4-d proprioception from a measured JointState: hand xyz (m, in the training env's frame through
+    ``frame_map``), finger opening in [0, 1] (NaN xyz for an arm that reports no end-effector position; a proprio
+    policy refuses such an arm)."""
     opening = np.clip(state.gripper_width / GRIPPER_NORM_M, 0.0, 1.0)
-    ee = np.full(3, np.nan) if state.ee_pos is None else np.asarray(state.ee_pos, np.float64)
+    ee = np.full(3, np.nan) if state.ee_pos is None else frame_map.position_to_policy(state.ee_pos)
     return np.append(ee, opening).astype(np.float32)
 
 
@@ -206,7 +208,7 @@ class RobotEnv(gym.Env):
         out: dict[str, np.ndarray] = {}
         if "pixels" in self.keys:
             out["pixels"] = np.concatenate(list(self._frames), axis=0)
-        current = proprio(observation.state)
+        current = proprio(observation.state, self.robot.frame_map)
         if "state" in self.keys:
             out["state"] = np.concatenate([current, current if self._prev is None else self._prev])
         self._prev = current
@@ -291,7 +293,7 @@ class RobotEnv(gym.Env):
         for _ in range(n):
             self._wait_period()
             self.robot.send_action(ee_action_from_policy(np.append(offset / n / self.metres_per_unit, -1.0),
-                                                         self.metres_per_unit))
+                                                         self.metres_per_unit, self.robot.frame_map))
             self._last_send = time.monotonic()
         self._new_interventions()  # a start offset clipped at the workspace box is not the policy's doing
         self.stats = EpisodeSafety()
@@ -334,8 +336,8 @@ class RobotEnv(gym.Env):
                     info["overrun_ms"] = round(since * 1e3, 2)  # the agent's compute time included
                     self.stats.overruns += 1
                 if repeat:  # the arm after the previous send: Meta-World's "previous" proprioception
-                    self._prev = proprio(self.robot.get_state())
-                self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit))
+                    self._prev = proprio(self.robot.get_state(), self.robot.frame_map)
+                self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map))
                 self._last_send = time.monotonic()
                 if self._ground_truth is not None:
                     self._phase = "ground truth"

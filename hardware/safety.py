@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from robotrl.hardware.driver_thread import ArrivalRate, DriverCallTimeout, DriverThread, run_with_timeout
+from robotrl.hardware.frame_map import IDENTITY, FrameMap
 from robotrl.hardware.kinematics import forward_kinematics_for
 from robotrl.hardware.limit_check import MotionLimiter, bad_action, measured_violation
 from robotrl.hardware.limits import SafetyLimits
@@ -96,6 +97,7 @@ class SafetyLayer(StopControls, Robot):
         self.periods: deque[float] = deque(maxlen=100_000)  # seconds between consecutive commands
         self.arrival = ArrivalRate(clock)  # the same, measured when they reached the driver
         self.hold_reason: str | None = None
+        self.frame_map: FrameMap = IDENTITY  # the training env's frame on this arm (make_robot sets robot.frame_map)
         self._clock = clock
         self._lock = threading.RLock()
         self._executor: DriverThread | None = None

@@ -156,3 +156,41 @@ def test_franka_map_checks_out_on_franky_sim():
     assert report["ok"], format_report(report) + f"\n{dict(layer.counts)}"
     assert report["home"]["error_m"] < 0.01
     assert [m["arm_direction"] for m in report["moves"]] == ["-y", "y", "x", "-x", "z", "-z"]
+
+
+def test_robot_env_acts_and_observes_in_the_policy_frame():
+    """RobotEnv (training and eval on an arm) sends a policy's deltas through the map and gives it the hand's position
+    in its own frame: a policy +x step moves the mapped arm along -y, and the state reads +x."""
+    from robotrl.workflows.run_env import make_robot_env
+
+    cfg = load_robot_config("mock", {})
+    cfg["frame_map"] = {"axes": ["-y", "x", "z"], "offset": [0.1, -0.2, 0.05]}
+    cfg["limits"].update(watchdog_ms=2000, driver_timeout_ms=5000, max_consecutive_overruns=1000)
+    env = make_robot_env(cfg, {"name": "metaworld/reach", "obs_type": "proprio", "action_repeat": 1,
+                               "max_episode_steps": 10}, seed=0)
+    try:
+        fmap = env.robot.frame_map
+        obs, _ = env.reset(seed=0)
+        arm0 = np.asarray(env.robot.get_state().ee_pos)
+        np.testing.assert_allclose(obs["state"][:3], fmap.position_to_policy(arm0), atol=1e-6)
+        obs, *_ = env.step(np.array([0.5, 0.0, 0.0, -1.0], np.float32))  # 5 mm along the policy's +x
+        arm1 = np.asarray(env.robot.get_state().ee_pos)
+        np.testing.assert_allclose(arm1 - arm0, [0.0, -0.005, 0.0], atol=1e-9)
+        np.testing.assert_allclose(obs["state"][:3] - obs["state"][4:7], [0.005, 0.0, 0.0], atol=1e-6)
+    finally:
+        env.close()
+
+
+def test_deploy_pipeline_and_actions_use_the_map():
+    from robotrl.hardware.robot import JointState, Observation, ee_action_from_policy
+    from robotrl.workflows.deploy import ObservationPipeline, PolicySpec
+
+    fmap = parse_frame_map({"axes": ["-y", "x", "z"], "offset": [-0.293, 0.0, 0.287]})
+    action = ee_action_from_policy([1.0, 0.0, 0.0, 1.0], 0.01, fmap)
+    np.testing.assert_allclose(action.delta, [0.0, -0.01, 0.0])
+    spec = PolicySpec(env_name="metaworld/reach", suite="metaworld", task="reach", obs_type="proprio", cameras=(),
+                      image_size=64, frame_stack=1, action_repeat=1, action_dim=4, metres_per_unit=0.01,
+                      max_agent_steps=10)
+    state = JointState(np.zeros(7), np.zeros(7), FR3_READY_EE, None, 0.04, 0.0)
+    obs = ObservationPipeline(spec, fmap).reset(Observation(state))
+    np.testing.assert_allclose(obs["state"][:3], MW_HOME, atol=1e-6)  # the FR3's ready pose is Meta-World's home

@@ -186,8 +186,11 @@ class ObservationPipeline:
     was before the last send of the action repeat, :meth:`between_sends`), as Meta-World's ``obs[0:4], obs[18:22]``.
     """
 
-    def __init__(self, spec: PolicySpec) -> None:
+    def __init__(self, spec: PolicySpec, frame_map: Any = None) -> None:
+        from robotrl.hardware.frame_map import IDENTITY
+
         self.spec = spec
+        self.frame_map = IDENTITY if frame_map is None else frame_map  # the robot's robot.frame_map
         self._frames: deque[np.ndarray] = deque(maxlen=spec.frame_stack)
         self._prev: np.ndarray | None = None
         self.proprio = np.zeros(8, np.float32)  # the last observation's 8-d proprioception (recorded as state)
@@ -199,13 +202,13 @@ class ObservationPipeline:
 
     def between_sends(self, state: Any) -> None:
         """The arm's state read between two sends of one action repeat (the last one read becomes "previous")."""
-        self._prev = proprio(state)
+        self._prev = proprio(state, self.frame_map)
 
     def _obs(self, observation: Any) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         if self.spec.uses_pixels:
             out["pixels"] = np.concatenate(list(self._frames), axis=0)
-        current = proprio(observation.state)
+        current = proprio(observation.state, self.frame_map)
         self.proprio = np.concatenate([current, current if self._prev is None else self._prev])
         self._prev = current  # with action_repeat 1 the previous env step is the previous agent step
         if self.spec.uses_proprio:
@@ -310,7 +313,7 @@ def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, step
     from robotrl.hardware.robot import ee_action_from_policy
 
     result = DeployResult() if result is None else result
-    pipeline = ObservationPipeline(spec)
+    pipeline = ObservationPipeline(spec, robot.frame_map)
     rows, events, periods = result.log, result.events, result.periods_ms
     for episode in range(episodes):
         result.episodes += 1
@@ -351,10 +354,11 @@ def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, step
                     periods.append((send_t - last_send) * 1000)
                 last_send = send_t
                 if not dry_run:
-                    sent = robot.send_action(ee_action_from_policy(command, spec.metres_per_unit))
+                    sent = robot.send_action(ee_action_from_policy(command, spec.metres_per_unit, robot.frame_map))
                     result.sends += 1
                     # What reached the driver, back in policy units (the safety layer may have clipped it).
-                    sent_units.append(np.append(sent.delta / spec.metres_per_unit, 2.0 * sent.gripper - 1.0))
+                    sent_units.append(np.append(robot.frame_map.delta_to_policy(sent.delta) / spec.metres_per_unit,
+                                                2.0 * sent.gripper - 1.0))
             rate.wait()
             sent_mean = np.mean(sent_units, axis=0) if sent_units else None
             observation = robot.get_observation()
