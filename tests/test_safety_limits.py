@@ -230,10 +230,10 @@ def test_velocity_is_limited_by_arrival_time_not_request_time(monkeypatch):
     original = safety.DriverThread.call
     delays: list[float] = []
 
-    def late(self: Any, fn: Any, args: Any, timeout: float) -> Any:
-        if delays and getattr(fn, "__name__", "") in ("send_action", "_arrive"):
+    def late(self: Any, fn: Any, args: Any, timeout: float, **kwargs: Any) -> Any:
+        if delays and getattr(fn, "__name__", "") in ("send_action", "_send_on_driver"):
             clock.advance(delays.pop())  # the driver thread picks the send up late
-        return original(self, fn, args, timeout)
+        return original(self, fn, args, timeout, **kwargs)
 
     monkeypatch.setattr(safety.DriverThread, "call", late)
     with layer:
