@@ -7,7 +7,7 @@ sim2real, worldenv.
                                              baselines=true]
     robotrl envs [SUITE]                     list every env name
     robotrl plot RUN_DIR... [--out PNG] [--metric episode_return]
-    robotrl report SWEEP_DIR... [--out DIR]   per task and agent: IQM + 95% CI over seeds, frames, wall-clock (MD + PNG)
+    robotrl report SWEEP_DIR... [out=DIR]     per task and agent: IQM + 95% CI over seeds, frames, wall-clock (MD + PNG)
     robotrl demos env=metaworld/reach [episodes=5 seed=0 out=DIR image_size=84 ...]
     robotrl demos libero_dataset=PATH/<task>_demo.hdf5 out=DIR [image_size=128 camera=agentview ...]
     robotrl goals generate env=metaworld/<task> instruction="..." [source=diffusion|demos|images n=8 out=DIR ...]
@@ -157,13 +157,24 @@ _TRAIN_PLAN: Any = None  # robotrl.lifecycle.TrainPlan of a single (non-multirun
 def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import open_dict
 
-    from robotrl.lifecycle import remove_failed_start, resume_command
+    from robotrl.config import validate_config
+    from robotrl.lifecycle import plan_job, remove_failed_start, resume_command
     from robotrl.workflows.train import Trainer
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        # resume=true|auto on a finished run changes nothing (a sweep job, or a single run with hydra flags: the
+        # single run's pre-start check did this already); resume=auto starts a run that has no checkpoint
+        validate_config(cfg)
+        job = plan_job(run_dir, cfg.resume, cfg.frames, cfg.env.action_repeat)
+        if job.complete:
+            print(job.complete)
+            return
+        with open_dict(cfg):
+            cfg.resume = job.resume
         Trainer(cfg, run_dir).train()
     except RobotRLError as e:
         if hydra_cfg.mode == RunMode.MULTIRUN and not str(hydra_cfg.launcher._target_).endswith("BasicLauncher"):
@@ -357,8 +368,11 @@ def report(args: list[str]) -> int:
                                         "with 95% bootstrap CIs (rliable), frames and wall-clock; plus plots.",
                             epilog="example: robotrl train -m seed=1,2,3 hydra/launcher=slurm && robotrl report runs")
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default SWEEP_DIR/report)")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI)")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (default SWEEP_DIR/report); or out=DIR")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI); or reps=N")
+    # out=DIR and reps=N, as every other robotrl command takes its options
+    args = [a for arg in args for a in ([f"--{arg.partition('=')[0]}", arg.partition("=")[2]]
+                                          if arg.startswith(("out=", "reps=")) else [arg])]
     try:
         ns = parser.parse_args(args)
     except SystemExit as e:  # --help printed its text
@@ -366,8 +380,10 @@ def report(args: list[str]) -> int:
     result = write_report(ns.sweep_dirs, ns.out, ns.reps)
     for row in result["groups"]:
         ret = row["return"]
-        print(f"{row['env']} / {row['agent']}: {row['runs']} runs, final return IQM {ret['iqm']:.4g} "
-              f"[{ret['ci_low']:.4g}, {ret['ci_high']:.4g}]")
+        print(f"{row['env']} / {row['agent']}: {row['runs']} runs (seeds {', '.join(map(str, row['seeds']))}), "
+              f"final return IQM {ret['iqm']:.4g} [{ret['ci_low']:.4g}, {ret['ci_high']:.4g}]")
+    for point in result["missing"]:
+        print(f"missing sweep point: {point['overrides']} ({point['state']}: {point['run_dir']})")
     print(f"wrote {result['out']}/report.md, report.json, final.png, curves_*.png")
     return 0
 
