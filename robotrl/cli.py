@@ -165,6 +165,7 @@ def _train_task(cfg) -> None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    trainer = None
     try:
         # resume=true|auto on a finished run changes nothing (a sweep job, or a single run with hydra flags: the
         # single run's pre-start check did this already); resume=auto starts a run that has no checkpoint
@@ -175,7 +176,8 @@ def _train_task(cfg) -> None:
             return
         with open_dict(cfg):
             cfg.resume = job.resume
-        Trainer(cfg, run_dir).train()
+        trainer = Trainer(cfg, run_dir)
+        trainer.train()
     except RobotRLError as e:
         if hydra_cfg.mode == RunMode.MULTIRUN and not str(hydra_cfg.launcher._target_).endswith("BasicLauncher"):
             # this sweep job runs in another process or on another host (submitit, Ray): its error goes back to
@@ -184,7 +186,7 @@ def _train_task(cfg) -> None:
             raise SweepJobError(f"sweep job #{hydra_cfg.job.num} ({run_dir}): {e}") from None
         if _TRAIN_PLAN is not None and not (run_dir / "run.json").exists():  # failed before training started
             remove_failed_start(_TRAIN_PLAN)
-        print(f"robotrl: error: {e}", file=sys.stderr)
+        print_error(e, refusal=trainer is None)
         sys.exit(2)
     except KeyboardInterrupt:
         if (run_dir / "checkpoints" / "latest").exists():
@@ -196,6 +198,20 @@ def _train_task(cfg) -> None:
             hint = f"no checkpoint was written yet in {run_dir}; the same command starts it again from scratch"
         print(f"robotrl: interrupted; {hint}", file=sys.stderr)
         sys.exit(130)
+
+
+def torchrun_rank() -> int:
+    """This process's rank under torchrun (0 without it)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
+def print_error(error: Exception, refusal: bool = True) -> None:
+    """``robotrl: error: ...`` on stderr. Under torchrun every rank meets the same refusal (a bad config, an agent
+    without a data-parallel learner): rank 0 alone prints it; an error during training names its rank."""
+    rank = torchrun_rank()
+    if rank > 0 and refusal:
+        return
+    print(f"robotrl: error: {f'rank {rank}: ' if rank else ''}{error}", file=sys.stderr)
 
 
 def train(args: list[str]) -> int:
@@ -212,6 +228,10 @@ def train(args: list[str]) -> int:
         args = ["experiment=quickstart"]
     # hydra's own flags (-m, --cfg job, ...) pass through; every key=value is checked here, in one line
     check_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    if any(a.startswith("hydra/launcher=") for a in args):
+        from robotrl.workflows.sweep_launchers import check_launcher
+
+        check_launcher(args)  # e.g. hydra/launcher=slurm where SLURM is not installed: before Hydra writes anything
     if not any(a.startswith(("-", "hydra.")) for a in args):  # multirun/hydra flags: the Trainer checks each job
         _TRAIN_PLAN = plan_train(args)  # refuses a start before Hydra writes anything in the run dir
         if _TRAIN_PLAN.complete:
@@ -692,7 +712,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
         sys.exit(COMMANDS[command](args))
     except RobotRLError as e:
-        print(f"robotrl: error: {e}", file=sys.stderr)
+        print_error(e)
         sys.exit(2)
 
 
