@@ -146,6 +146,7 @@ def train_help() -> str:
         "examples:", *(f"  {e}" for e in TRAIN_EXAMPLES), "",
         "hydra flags: -m/--multirun (sweeps over a,b,c values), --cfg job (print the config), --hydra-help.",
         "Launchers for -m: hydra/launcher=slurm|slurm_cpu|submitit_local|ray_local|ray_cluster (resources per job).",
+        "A partly failed sweep: the same command with resume=auto (finished runs untouched, the others continued).",
         "Several GPUs for one run: torchrun --standalone --nproc_per_node=N -m robotrl.cli train agent=tdmpc2 ...",
         "Unknown keys and values of the wrong type stop the run before anything is built (exit code 2).",
     ])
@@ -170,7 +171,7 @@ def _train_task(cfg) -> None:
         # resume=true|auto on a finished run changes nothing (a sweep job, or a single run with hydra flags: the
         # single run's pre-start check did this already); resume=auto starts a run that has no checkpoint
         validate_config(cfg)
-        job = plan_job(run_dir, cfg.resume, cfg.frames, cfg.env.action_repeat)
+        job = plan_job(run_dir, _submitit_resume(run_dir, cfg.resume), cfg.frames, cfg.env.action_repeat)
         if job.complete:
             print(job.complete)
             return
@@ -198,6 +199,20 @@ def _train_task(cfg) -> None:
             hint = f"no checkpoint was written yet in {run_dir}; the same command starts it again from scratch"
         print(f"robotrl: interrupted; {hint}", file=sys.stderr)
         sys.exit(130)
+
+
+def _submitit_resume(run_dir: Path, resume: bool | str) -> bool | str:
+    """In a submitit job: ``resume=auto`` when this job is the requeued run of a preempted one; and from now on a
+    preemption signal checkpoints before submitit requeues the job (robotrl.workflows.sweep_launchers)."""
+    from robotrl.workflows.sweep_launchers import install_requeue, take_requeue_marker, under_submitit
+
+    if not under_submitit():
+        return resume
+    if take_requeue_marker(run_dir):
+        print(f"requeued after a preemption or time-limit signal: continuing {run_dir} from its last checkpoint")
+        resume = "auto"
+    install_requeue(run_dir)
+    return resume
 
 
 def torchrun_rank() -> int:
@@ -272,6 +287,12 @@ def _launcher_failure(error: Exception) -> SweepJobError | None:
     engine = type(error).__module__.split(".")[0]
     if engine not in ("submitit", "ray"):
         return None
+    if engine == "submitit":
+        from robotrl.workflows.sweep_launchers import submitit_failure
+
+        named = submitit_failure(error)  # its job number, run dir and real log file
+        if named is not None:
+            return named
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     where = "hydra.sweep.dir/.submitit/<job id>/ (stderr, stdout)" if engine == "submitit" else "Ray's driver output"
     return SweepJobError(f"a sweep job failed under the {engine} launcher: {type(error).__name__}: "

@@ -1,5 +1,5 @@
 """Preemption and time limits (issue 25, item 9): a job signalled before its limit checkpoints at its next episode
-end, requeues itself with resume=auto (submitit's checkpointing protocol) and the requeued job resumes exactly."""
+end, requeues itself (submitit's checkpointing protocol) and the requeued job resumes exactly from there."""
 
 from __future__ import annotations
 
@@ -35,59 +35,63 @@ def _signal_self_at_step(trainer: Trainer, step: int) -> None:
 
 @pytest.fixture
 def submitit_job(tmp_path, monkeypatch):
-    """Submitit's own SIGUSR2 handler of a local job whose callable is robotrl's launcher (what a sweep job runs)."""
-    from submitit.core.job_environment import SignalHandler
+    """This process as a submitit job of hydra-submitit-launcher's local launcher: submitit's own SIGUSR2 handler
+    (pickle the job again, requeue it, exit 144) set as submitit's ``process_job`` sets it."""
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
     from submitit.core.utils import DelayedSubmission, JobPaths
     from submitit.local.local import LocalJobEnvironment
 
-    from robotrl.workflows.sweep_launchers import LocalLauncher
-
     monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "123")
-    paths = JobPaths(tmp_path / ".submitit" / "123", job_id="123", task_id=0)
+    monkeypatch.setenv("SUBMITIT_FOLDER", str(tmp_path / ".submitit/123"))
+    paths = JobPaths(tmp_path / ".submitit/123", job_id="123", task_id=0)
     paths.folder.mkdir(parents=True)
     launcher = LocalLauncher(submitit_folder=str(paths.folder), timeout_min=60)
-    delayed = DelayedSubmission(launcher, ["seed=1", "resume=false"], "hydra.sweep.dir", 0, "job_id_for_0", {})
+    delayed = DelayedSubmission(launcher, ["seed=1"], "hydra.sweep.dir", 0, "job_id_for_0", {})
     delayed.set_timeout(60, 3)
-    handler = SignalHandler(LocalJobEnvironment(), paths, delayed)
-    yield paths, handler
+    LocalJobEnvironment()._handle_signals(paths, delayed)
+    yield paths
     preemption.uninstall()
-    signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    for signum in (signal.SIGUSR2, signal.SIGTERM, signal.SIGCONT):
+        signal.signal(signum, signal.SIG_DFL)
 
 
-def test_signal_checkpoints_at_the_episode_end_then_submitit_requeues_with_resume(compose_cfg, tmp_path,
-                                                                                  submitit_job):
+def test_signal_checkpoints_at_the_episode_end_then_submitit_requeues_and_the_job_resumes(compose_cfg, tmp_path,
+                                                                                          submitit_job, capsys):
     """SIGUSR2 at step 30 of a 50-step episode: nothing happens mid-episode; at the episode's end (frame 100) a
-    checkpoint is written, then submitit's handler pickles the job with resume=auto and exits 144 (local requeue)."""
+    checkpoint is written, then submitit's handler pickles the job and exits 144 (the local executor's requeue). The
+    job's next start resumes from that checkpoint (resume=auto), whatever its own overrides say."""
     from submitit.core.utils import DelayedSubmission
 
-    paths, handler = submitit_job
-    handed: list[list[str]] = []
+    from robotrl.cli import _submitit_resume
+    from robotrl.workflows.sweep_launchers import REQUEUE_MARKER
 
-    def handoff(signum: int) -> None:
-        handed.append(sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir() if p.name.startswith("f")))
-        handler.checkpoint_and_try_requeue(signum, None)
-
-    preemption.install(signal.SIGUSR2, handoff)
+    run_dir = tmp_path / "run"
+    assert _submitit_resume(run_dir, False) is False  # a first start: as asked; installs the checkpoint-first handler
     trainer = Trainer(compose_cfg("frames=400", "checkpoint_every_frames=100000", "tensorboard=false",
-                                  "save_video=false"), tmp_path / "run")
+                                  "save_video=false"), run_dir)
     _signal_self_at_step(trainer, 30)
     with pytest.raises(SystemExit) as stopped:
         trainer.train()
     assert stopped.value.code == 144  # submitit's local executor starts the job again on this code
-    assert handed == [["frame_000000000100"]]  # the checkpoint existed before the handover, at the episode end
-    requeued = DelayedSubmission.load(paths.submitted_pickle)
-    assert requeued.args[0] == ["seed=1", "resume=auto"] and requeued.args[2] == 0
-    assert not (tmp_path / "run/summary.json").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("f")) == \
+        ["frame_000000000100"]  # written at the episode end, before submitit was handed the signal
+    assert (run_dir / REQUEUE_MARKER).is_file() and not (run_dir / "summary.json").exists()
+    requeued = DelayedSubmission.load(submitit_job.submitted_pickle)
+    assert requeued.args[0] == ["seed=1"] and requeued.args[2] == 0  # the same sweep point, requeued
+    assert _submitit_resume(run_dir, False) == "auto" and not (run_dir / REQUEUE_MARKER).exists()
+    assert "requeued after a preemption or time-limit signal" in capsys.readouterr().out
 
 
-def test_a_signal_before_the_training_loop_is_handed_over_at_once(submitit_job):
-    """Nothing to checkpoint yet (building envs): the job requeues now and resumes from what it has (resume=auto)."""
-    paths, handler = submitit_job
-    preemption.install(signal.SIGUSR2, lambda signum: handler.checkpoint_and_try_requeue(signum, None))
+def test_a_signal_before_the_training_loop_is_handed_over_at_once(tmp_path, submitit_job):
+    """Nothing to checkpoint yet (building envs): the job requeues now and its next start resumes what it has."""
+    from robotrl.cli import _submitit_resume
+
+    _submitit_resume(tmp_path / "run", False)
     with pytest.raises(SystemExit) as stopped:
         os.kill(os.getpid(), signal.SIGUSR2)
         time.sleep(5)  # the handler runs at the next bytecode; never reached
-    assert stopped.value.code == 144 and paths.submitted_pickle.exists()
+    assert stopped.value.code == 144 and submitit_job.submitted_pickle.exists()
+    assert _submitit_resume(tmp_path / "run", False) == "auto"
 
 
 def _task_pids(marker: str) -> list[int]:
@@ -116,7 +120,7 @@ def test_signalled_local_submitit_job_requeues_and_resumes_exactly(compose_cfg, 
                  "tensorboard=false"]
     env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     sweep = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", "-m", *overrides, "seed=1",
-                              "hydra/launcher=slurm_local"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              "hydra/launcher=submitit_local"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "runs/dmc/cartpole_balance/drqv2/seed1"
     deadline = time.monotonic() + 400

@@ -36,24 +36,28 @@ def test_slurm_launcher_without_slurm_is_one_line_and_writes_nothing(tmp_path, l
 
 
 def test_a_killed_submitit_job_names_its_number_run_dir_and_real_log(tmp_path):
+    """Submitit's error names the job's result pickle; the line names the sweep job, its run dir and its log."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install 'robotrl[slurm]'")
-    from submitit.core.utils import UncompletedJobError
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+    from submitit.core.utils import DelayedSubmission, UncompletedJobError
 
-    from robotrl.workflows.sweep_launchers import LocalLauncher
+    from robotrl.cli import _launcher_failure
 
-    launcher = LocalLauncher(submitit_folder=str(tmp_path / ".submitit/%j"), timeout_min=60)
+    folder = tmp_path / "runs/.submitit/4242"
+    folder.mkdir(parents=True)
+    launcher = LocalLauncher(submitit_folder=str(tmp_path / "runs/.submitit/%j"), timeout_min=60)
     launcher.config = OmegaConf.create({})
     sweep_cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "runs"), "subdir": "dmc/x/drqv2/seed3"}}})
     launcher.hydra_context = SimpleNamespace(config_loader=SimpleNamespace(load_sweep_config=lambda c, o: sweep_cfg))
-    log = tmp_path / ".submitit/4242/4242_0_log.err"
-    job = SimpleNamespace(state="FAILED", paths=SimpleNamespace(stderr=log))
-    error = UncompletedJobError(f"Job 4242 (task: 0) with path {tmp_path}/.submitit/4242/4242_0_result.pkl\n"
+    DelayedSubmission(launcher, ["seed=3"], "hydra.sweep.dir", 3, "job_id_for_3", {}).dump(
+        folder / "4242_submitted.pkl")
+    error = UncompletedJobError(f"Job 4242 (task: 0) with path {folder}/4242_0_result.pkl\n"
                                 f"has not produced any output (state: FAILED)\nError stream produced:\n----\n...")
-    failure = launcher._job_failure(error, job, 3, ["seed=3"])
+    failure = _launcher_failure(error)
     assert isinstance(failure, SweepJobError) and "\n" not in str(failure)
     assert str(failure).startswith(f"sweep job #3 ({tmp_path / 'runs/dmc/x/drqv2/seed3'}) failed under the submitit "
                                    f"launcher: it ended without a result (state: FAILED)")
-    assert f"its log: {log}" in str(failure) and "resume=auto" in str(failure)
+    assert f"its log: {folder / '4242_0_log.err'}" in str(failure) and "resume=auto" in str(failure)
 
 
 @pytest.mark.parametrize("rank, printed", [(0, True), (1, False)])
@@ -112,11 +116,19 @@ def test_ray_cluster_refuses_a_sweep_dir_a_node_cannot_see(tmp_path):
     check_shared_storage(tmp_path, lambda marker: [("10.0.0.1", True)])
 
 
-def test_ray_cluster_config_checks_shared_storage():
+def test_ray_cluster_sweep_checks_shared_storage_before_hydra_runs(tmp_path, monkeypatch):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install 'robotrl[ray-sweep]'")
-    from tests.test_sweeps import compose_launcher
+    from robotrl.workflows import sweep_launchers
 
-    assert compose_launcher("ray_cluster")._target_ == "robotrl.workflows.sweep_launchers.SharedStorageRayLauncher"
+    connected = []
+    monkeypatch.setattr(sweep_launchers, "_connect_ray", lambda init: connected.append(init.address))
+    sweep_dir = tmp_path / "shared-runs"
+    args = ["-m", "seed=1,2", "hydra/launcher=ray_cluster", f"hydra.sweep.dir={sweep_dir}"]
+    with pytest.raises(ConfigError, match="not on storage every Ray node shares: 10.0.0.2 cannot see it"):
+        sweep_launchers.check_launcher(args, probe=lambda marker: [("10.0.0.1", True), ("10.0.0.2", False)])
+    assert connected == ["auto"]
+    sweep_launchers.check_launcher(args, probe=lambda marker: [("10.0.0.1", marker.parent == sweep_dir)])
+    sweep_launchers.check_launcher(["-m", "seed=1,2", "hydra/launcher=ray_local"], probe=pytest.fail)  # one machine
 
 
 @pytest.mark.slow  # ~1 min: a local Ray instance answers the probe from its one node
@@ -136,7 +148,7 @@ def test_a_sigkilled_local_job_is_one_line_with_its_run_dir_and_log(tmp_path):
     from tests.test_preemption import _rows, _task_pids
 
     sweep = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", "-m", *TINY_OVERRIDES, "frames=2000",
-                              "save_video=false", "seed=1", "hydra/launcher=slurm_local"], cwd=tmp_path, env=ENV,
+                              "save_video=false", "seed=1", "hydra/launcher=submitit_local"], cwd=tmp_path, env=ENV,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "runs/dmc/cartpole_balance/drqv2/seed1"
     deadline = time.monotonic() + 400

@@ -1,19 +1,23 @@
-"""robotrl's Hydra launchers for clusters (``configs/hydra/launcher/{slurm,slurm_cpu,slurm_local,ray_cluster}.yaml``).
+"""Sweeps on clusters: preemption and requeue under submitit, and the checks and errors of the launchers.
 
-- :class:`SlurmLauncher` / :class:`LocalLauncher`: hydra-submitit-launcher's, plus submitit's checkpointing protocol.
-  A job warned of preemption or of its time limit (``SIGUSR2``, ``signal_delay_s`` ahead) checkpoints at its next
-  episode end (:mod:`robotrl.preemption`) and is requeued with ``resume=auto``, so the requeued job resumes exactly
-  there (or starts, if the signal came before its first checkpoint). A job that died without a result is one line
-  naming ``sweep job #N (run dir)`` and its real log file.
-- :class:`SharedStorageRayLauncher`: hydra-ray-launcher's, after checking that every node of the Ray cluster sees the
-  sweep dir (a run dir on a node's local disk would be lost to the report and to resume).
-- :func:`check_launcher`: ``hydra/launcher=slurm`` where SLURM is not installed is refused before Hydra writes
-  anything.
+Hydra accepts launcher classes only from its ``hydra_plugins`` package, so robotrl keeps the launchers of
+hydra-submitit-launcher and hydra-ray-launcher as they are and works around them:
+
+- **Preemption and time limits** (``hydra/launcher=slurm|slurm_cpu|submitit_local``): submitit's job process handles
+  ``SIGUSR2`` (sent ``signal_delay_s`` before a preemption or the time limit) by pickling the job again and requeueing
+  it. :func:`install_requeue` puts :mod:`robotrl.preemption` in front of that handler: the training loop checkpoints
+  at its next episode end, a marker file (:data:`REQUEUE_MARKER`) is left in the run dir, then submitit requeues. The
+  requeued job finds the marker and runs with ``resume=auto``: it resumes exactly from that checkpoint.
+- :func:`submitit_failure`: a job that died without a result (killed, out of memory) as one line naming
+  ``sweep job #N (run dir)`` and its real log file, read from the job's own submitit folder.
+- :func:`check_launcher`, before Hydra writes anything: ``hydra/launcher=slurm`` where SLURM is not installed is
+  refused in one line, and ``hydra/launcher=ray_cluster`` checks that every node of the cluster sees the sweep dir.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,127 +25,134 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, filter_overrides
-from omegaconf import OmegaConf
-
 from robotrl import preemption
+from robotrl.atomic import atomic_write_text
 from robotrl.errors import ConfigError, SweepJobError
 
-try:  # optional extras: robotrl[slurm] and robotrl[ray-sweep]; Hydra names the missing plugin when a config needs it
-    from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _submitit
-except ImportError:  # pragma: no cover
-    _submitit = None
-
-RESUME_ON_REQUEUE = "resume=auto"  # the requeued job resumes from its checkpoint, or starts if it has none
+REQUEUE_MARKER = ".requeued"  # in a run dir: its job was preempted after a checkpoint and requeued; resume it
 
 
-def requeue_overrides(overrides: list[str]) -> list[str]:
-    """A job's overrides for its requeued run: the same, with ``resume=auto``."""
-    return [o for o in overrides if o.lstrip("+~").partition("=")[0] != "resume"] + [RESUME_ON_REQUEUE]
+# ------------------------------------------------------------------------------------------------ in the job
+def under_submitit() -> bool:
+    """This process is a submitit job (submitit's ``process_job`` sets ``SUBMITIT_FOLDER``)."""
+    return "SUBMITIT_FOLDER" in os.environ
 
 
-def job_run_dir(config: Any, hydra_context: Any, overrides: list[str]) -> Path:
-    """The run dir of the sweep job with ``overrides`` (``hydra.sweep.dir / hydra.sweep.subdir``)."""
-    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-    return Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+def take_requeue_marker(run_dir: Path) -> bool:
+    """True (and the marker removed) when this job is the requeued run of a preempted one."""
+    marker = Path(run_dir) / REQUEUE_MARKER
+    if not marker.is_file():
+        return False
+    marker.unlink()
+    return True
 
 
-class _RequeueMixin:
-    """Submitit's checkpointing protocol for hydra-submitit-launcher's launchers (see the module docstring)."""
+def install_requeue(run_dir: Path) -> None:
+    """Run submitit's own preemption handler (requeue, exit) only after the training loop has checkpointed, and
+    leave the marker that makes the requeued job resume."""
+    import submitit
 
-    def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
-        """Runs in the job's process, after submitit set its own SIGUSR2 handler (pickle the job, requeue, exit):
-        that handler now runs once the training loop has checkpointed."""
-        import submitit
+    usr_sig = submitit.JobEnvironment._usr_sig()
+    handler = signal.getsignal(usr_sig)
+    if not callable(handler):  # not set up by submitit's process_job: nothing to hand over to
+        return
 
-        usr_sig = submitit.JobEnvironment._usr_sig()
-        handler = signal.getsignal(usr_sig)
-        if callable(handler):
-            preemption.install(usr_sig, lambda signum: handler(signum, None))
+    def handoff(signum: int) -> None:
+        marker = Path(run_dir) / REQUEUE_MARKER
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, f"signal {signum}: requeued; the next start of this job resumes\n")
         try:
-            return super().__call__(sweep_overrides, *args)
-        finally:
-            preemption.uninstall()
+            handler(signum, None)  # submitit: pickle the job, requeue it, exit (SystemExit)
+        except Exception:  # not requeued (e.g. past max_num_timeout): a later command decides, not the marker
+            marker.unlink(missing_ok=True)
+            raise
 
-    def checkpoint(self, sweep_overrides: list[str], *args: Any) -> Any:
-        """The job to requeue: the same sweep point with ``resume=auto``."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, requeue_overrides(sweep_overrides), *args)
-
-    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
-        """hydra-submitit-launcher 1.2's ``launch``, with each job's failure named: job number, run dir, log."""
-        import submitit
-
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
-                                         **{f"{self._EXECUTOR}_max_num_timeout": self.params[key]
-                                            for key in ("max_num_timeout",) if key in self.params})
-        base = set(OmegaConf.structured(_submitit.BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items()
-                                      if k not in ("submitit_folder", "max_num_timeout")})
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        if "mode" in self.config.hydra.sweep:
-            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
-        _submitit.log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
-        params = []
-        for num, overrides in enumerate(job_overrides, start=initial_job_idx):
-            _submitit.log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
-            params.append((list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}", Singleton.get_state()))
-        jobs = executor.map_array(self, *zip(*params, strict=True))
-        results = []
-        for job, (overrides, _, num, _, _) in zip(jobs, params, strict=True):
-            try:
-                results.append(job.results()[0])
-            except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as e:
-                raise self._job_failure(e, job, num, overrides) from None
-        return results
-
-    def _job_failure(self, error: Exception, job: Any, num: int, overrides: list[str]) -> SweepJobError:
-        """One line for a job that died without a result (killed, out of memory, past its time limit)."""
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        first = lines[0] if lines else type(error).__name__
-        if "has not produced any output" in " ".join(lines[:2]):  # submitit names the result pickle, not the log
-            first = f"it ended without a result (state: {job.state})"
-        run_dir = job_run_dir(self.config, self.hydra_context, overrides)
-        return SweepJobError(f"sweep job #{num} ({run_dir}) failed under the submitit launcher: {first[:300]}; its "
-                             f"log: {job.paths.stderr}; continue the sweep with resume=auto")
+    preemption.install(usr_sig, handoff)
 
 
-if _submitit is not None:
-    class SlurmLauncher(_RequeueMixin, _submitit.SlurmLauncher):
-        """hydra-submitit-launcher's SLURM launcher with preemption checkpoints and requeue (module docstring)."""
-
-    class LocalLauncher(_RequeueMixin, _submitit.LocalLauncher):
-        """The same on this machine (submitit's local executor): try a cluster sweep before submitting it."""
+# ------------------------------------------------------------------------------------------------ errors
+_UNCOMPLETED = re.compile(r"Job (\S+) \(task: (\d+)\) with path (\S+)")
 
 
-def check_launcher(args: list[str]) -> None:
-    """Refuse a SLURM launcher where SLURM is not installed, before Hydra writes a sweep dir."""
+def submitit_failure(error: Exception) -> SweepJobError | None:
+    """A submitit job that ended without a result, as one line: ``sweep job #N (run dir)``, its log file and how
+    to continue; None when ``error`` is not such a failure (or its submitit folder cannot be read)."""
+    match = _UNCOMPLETED.search(str(error))
+    if match is None:
+        return None
+    job_id, task, result = match.groups()
+    folder = Path(result).parent
+    log = folder / f"{job_id}_{task}_log.err"
+    state = re.search(r"\(state: ([^)]*)\)", str(error))
+    what = f"it ended without a result (state: {state.group(1) if state else 'unknown'})"
+    try:
+        num, run_dir = _job_of(folder / f"{job_id}_submitted.pkl")
+    except Exception:  # a submitit folder of another version: still name the log
+        return SweepJobError(f"a sweep job failed under the submitit launcher: {what}; its log: {log}; continue "
+                             f"the sweep with resume=auto")
+    return SweepJobError(f"sweep job #{num} ({run_dir}) failed under the submitit launcher: {what}; its log: {log}; "
+                         f"continue the sweep with resume=auto")
+
+
+def _job_of(submitted: Path) -> tuple[int, Path]:
+    """(job number, run dir) of a hydra-submitit-launcher job, from the job's pickle (written by this sweep)."""
+    from submitit.core.utils import DelayedSubmission
+
+    delayed = DelayedSubmission.load(submitted)
+    overrides, _, num = delayed.args[:3]
+    launcher = delayed.function
+    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    return int(num), Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+
+
+# ------------------------------------------------------------------------------------------------ before Hydra
+def check_launcher(args: list[str], probe: Any = None) -> None:
+    """Checks of ``robotrl train -m ... hydra/launcher=NAME`` before Hydra writes a sweep dir (one-line errors)."""
     choices = [a.partition("=")[2] for a in args if a.startswith("hydra/launcher=")]
     if not choices or not any(a in ("-m", "--multirun") for a in args):
         return
-    target = _launcher_target(choices[-1])
+    hydra_keys = [a for a in args if a.startswith("hydra.")]
+    cfg = _hydra_config(choices[-1], hydra_keys)
+    if cfg is None:
+        return  # an unknown launcher: Hydra's own one-line error follows
+    target = str(cfg.launcher.get("_target_", ""))
     if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
         raise ConfigError(f"hydra/launcher={choices[-1]} submits SLURM jobs, but SLURM's sbatch is not on PATH; run "
                           f"the sweep on a login node of your cluster, or on this machine with "
-                          f"hydra/launcher=slurm_local (the same jobs, run here) or ray_local (nothing was written)")
+                          f"hydra/launcher=submitit_local or ray_local (nothing was written)")
+    if target.endswith("RayLauncher") and cfg.launcher.ray.init.get("address") is not None:
+        _connect_ray(cfg.launcher.ray.init)
+        sweep_dir = Path(str(cfg.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        check_shared_storage(sweep_dir, probe or ray_probe)
 
 
-def _launcher_target(name: str) -> str:
+def _hydra_config(launcher: str, hydra_keys: list[str]) -> Any:
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    import robotrl.config  # noqa: F401  (registers run_tag)
 
     try:
         with initialize_config_module("robotrl.configs", version_base="1.3"):
-            cfg = compose("config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
+            cfg = compose("config", overrides=[f"hydra/launcher={launcher}", *hydra_keys], return_hydra_config=True)
     except HydraException:
-        return ""  # an unknown launcher: Hydra's own one-line error follows
-    return str(cfg.hydra.launcher.get("_target_", ""))
+        return None
+    return OmegaConf.create({"launcher": cfg.hydra.launcher, "sweep": {"dir": cfg.hydra.sweep.dir}})
 
 
-# ------------------------------------------------------------------------------------------------ Ray
+def _connect_ray(init: Any) -> None:
+    """Join the cluster as hydra-ray-launcher will (its launch then finds Ray running and reuses it)."""
+    import ray
+    from omegaconf import OmegaConf
+
+    if not ray.is_initialized():
+        kwargs = OmegaConf.to_container(init, resolve=True)
+        kwargs.setdefault("object_store_memory", 78643200)  # as hydra-ray-launcher's launch sets it
+        ray.init(**kwargs)
+
+
 def check_shared_storage(sweep_dir: Path, probe: Any) -> None:
     """Raise a one-line ConfigError unless every node sees ``sweep_dir``: a marker file is written there and
     ``probe(marker)`` returns ``[(node, seen), ...]`` from every node of the cluster."""
@@ -170,25 +181,5 @@ def ray_probe(marker: Path) -> list[tuple[str, bool]]:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     futures = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                .remote(str(marker)) for n in nodes]
-    return [(n.get("NodeManagerAddress", n["NodeID"]), bool(seen)) for n, seen in zip(nodes, ray.get(futures),
-                                                                                      strict=True)]
-
-
-try:
-    from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as _RayLauncher
-except ImportError:  # pragma: no cover
-    _RayLauncher = None
-
-if _RayLauncher is not None:
-    class SharedStorageRayLauncher(_RayLauncher):
-        """hydra-ray-launcher's launcher; before any job starts, every node must see the sweep dir."""
-
-        def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:
-            from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
-
-            sweep_dir = Path(str(self.config.hydra.sweep.dir))
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            self.ray_cfg.init.setdefault("object_store_memory", 78643200)  # as hydra-ray-launcher's launch does
-            start_ray(self.ray_cfg.init)
-            check_shared_storage(sweep_dir, ray_probe)
-            return super().launch(job_overrides, initial_job_idx)
+    return [(n.get("NodeManagerAddress", n["NodeID"]), bool(seen))
+            for n, seen in zip(nodes, ray.get(futures), strict=True)]
