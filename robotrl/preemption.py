@@ -4,8 +4,8 @@ A cluster scheduler warns a job before it preempts it or before its time limit (
 ``SIGUSR2`` ``signal_delay_s`` seconds ahead). A checkpoint taken inside the signal handler would hold half an
 episode, so the handler here only records the request while a training loop runs (:func:`cooperative`); the loop sees
 :func:`requested` at its next episode end (an exact-resume point), writes a checkpoint there and calls
-:func:`hand_off`, which runs the launcher's own handler (submitit: pickle the job with ``resume=auto``, requeue it,
-exit). A signal that arrives before the loop (building envs) is handed over at once, and the job continues from its
+:func:`hand_off`, which runs the launcher's own handler (submitit: pickle the job, requeue it, exit; the requeued job
+resumes from that checkpoint). A signal that arrives before the loop (building envs) is handed over at once, and the job continues from its
 last checkpoint; one that arrives after the final checkpoint (final evaluation, summary) is dropped: the run
 finishes, or is stopped with every checkpoint written and is then complete under ``resume``.
 
