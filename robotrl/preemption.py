@@ -5,9 +5,9 @@ A cluster scheduler warns a job before it preempts it or before its time limit (
 episode, so the handler here only records the request while a training loop runs (:func:`cooperative`); the loop sees
 :func:`requested` at its next episode end (an exact-resume point), writes a checkpoint there and calls
 :func:`hand_off`, which runs the launcher's own handler (submitit: pickle the job, requeue it, exit; the requeued job
-resumes from that checkpoint). A signal that arrives before the loop (building envs) is handed over at once, and the job continues from its
-last checkpoint; one that arrives after the final checkpoint (final evaluation, summary) is dropped: the run
-finishes, or is stopped with every checkpoint written and is then complete under ``resume``.
+resumes from that checkpoint). A signal that arrives before the loop (building envs) is handed over at once, and the
+job continues from its last checkpoint; one that arrives after the final checkpoint (final evaluation, summary) is
+dropped: the run finishes, or is stopped with every checkpoint written and is then complete under ``resume``.
 
 Nothing is installed in a plain ``robotrl train``; ``robotrl.workflows.sweep_launchers`` installs it in sweep jobs.
 """

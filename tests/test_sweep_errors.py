@@ -56,7 +56,8 @@ def test_a_killed_submitit_job_names_its_number_run_dir_and_real_log(tmp_path):
     failure = _launcher_failure(error)
     assert isinstance(failure, SweepJobError) and "\n" not in str(failure)
     assert str(failure).startswith(f"sweep job #3 ({tmp_path / 'runs/dmc/x/drqv2/seed3'}) failed under the submitit "
-                                   f"launcher: it ended without a result (state: FAILED)")
+                                   f"launcher: it died without a result (killed, out of memory or past its time "
+                                   f"limit; submitit's state: FAILED)")
     assert f"its log: {folder / '4242_0_log.err'}" in str(failure) and "resume=auto" in str(failure)
 
 

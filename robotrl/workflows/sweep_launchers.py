@@ -84,7 +84,8 @@ def submitit_failure(error: Exception) -> SweepJobError | None:
     folder = Path(result).parent
     log = folder / f"{job_id}_{task}_log.err"
     state = re.search(r"\(state: ([^)]*)\)", str(error))
-    what = f"it ended without a result (state: {state.group(1) if state else 'unknown'})"
+    what = (f"it died without a result (killed, out of memory or past its time limit; submitit's state: "
+            f"{state.group(1) if state else 'unknown'})")
     try:
         num, run_dir = _job_of(folder / f"{job_id}_submitted.pkl")
     except Exception:  # a submitit folder of another version: still name the log
@@ -102,7 +103,8 @@ def _job_of(submitted: Path) -> tuple[int, Path]:
     overrides, _, num = delayed.args[:3]
     launcher = delayed.function
     sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-    return int(num), Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    # a relative sweep dir is relative to where `robotrl train -m` runs: this process
+    return int(num), (Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)).absolute()
 
 
 # ------------------------------------------------------------------------------------------------ before Hydra
