@@ -145,14 +145,13 @@ def _hydra_config(launcher: str, hydra_keys: list[str]) -> Any:
 
 
 def _connect_ray(init: Any) -> None:
-    """Join the cluster as hydra-ray-launcher will (its launch then finds Ray running and reuses it)."""
+    """Join the cluster with the launcher's ``ray.init`` settings; hydra-ray-launcher's launch then finds Ray running
+    and reuses it. (Left to itself it would add ``object_store_memory``, which Ray refuses when joining a cluster.)"""
     import ray
     from omegaconf import OmegaConf
 
     if not ray.is_initialized():
-        kwargs = OmegaConf.to_container(init, resolve=True)
-        kwargs.setdefault("object_store_memory", 78643200)  # as hydra-ray-launcher's launch sets it
-        ray.init(**kwargs)
+        ray.init(**OmegaConf.to_container(init, resolve=True))
 
 
 def check_shared_storage(sweep_dir: Path, probe: Any) -> None:
