@@ -164,3 +164,36 @@ def test_a_sigkilled_local_job_is_one_line_with_its_run_dir_and_log(tmp_path):
     assert last.startswith(f"robotrl: error: sweep job #0 ({run_dir}) failed under the submitit launcher:"), err
     log = Path(last.split("its log: ")[1].split(";")[0])
     assert log.is_file() and log.parent.parent == tmp_path / "runs/.submitit"
+
+
+@pytest.mark.slow  # ~2-3 min: a one-node "cluster" (ray start --head) and a 1-job sweep through ray_cluster
+def test_ray_cluster_sweep_joins_a_running_cluster(tmp_path):
+    """hydra/launcher=ray_cluster against a running Ray head on loopback: the storage check runs and the job trains.
+    (hydra-ray-launcher alone passes object_store_memory when joining, which Ray refuses.)"""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install 'robotrl[ray-sweep]'")
+    import socket
+
+    from tests.test_distributed import free_port
+
+    port = free_port()
+    env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0"}
+    # --block: this process owns the head; terminating its session stops the head's processes (ours only)
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                             f"--port={port}", "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1",
+                             "--include-dashboard=false"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
+            time.sleep(1)
+        proc = subprocess.run([sys.executable, "-m", "robotrl.cli", "train", "-m", *TINY_OVERRIDES, "frames=100",
+                               "save_video=false", "seed=1", "hydra/launcher=ray_cluster",
+                               f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
+                               "hydra.launcher.ray.remote.num_cpus=1", "hydra.launcher.ray.remote.num_gpus=0"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "runs/dmc/cartpole_balance/drqv2/seed1/summary.json").is_file()
