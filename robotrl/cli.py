@@ -162,6 +162,7 @@ def _train_task(cfg) -> None:
 
     from robotrl.config import validate_config
     from robotrl.lifecycle import plan_job, remove_failed_start, resume_command
+    from robotrl.workflows.sweep_launchers import submitit_resume
     from robotrl.workflows.train import Trainer
 
     hydra_cfg = HydraConfig.get()
@@ -171,7 +172,7 @@ def _train_task(cfg) -> None:
         # resume=true|auto on a finished run changes nothing (a sweep job, or a single run with hydra flags: the
         # single run's pre-start check did this already); resume=auto starts a run that has no checkpoint
         validate_config(cfg)
-        job = plan_job(run_dir, _submitit_resume(run_dir, cfg.resume), cfg.frames, cfg.env.action_repeat)
+        job = plan_job(run_dir, submitit_resume(run_dir, cfg.resume), cfg.frames, cfg.env.action_repeat)
         if job.complete:
             print(job.complete)
             return
@@ -199,20 +200,6 @@ def _train_task(cfg) -> None:
             hint = f"no checkpoint was written yet in {run_dir}; the same command starts it again from scratch"
         print(f"robotrl: interrupted; {hint}", file=sys.stderr)
         sys.exit(130)
-
-
-def _submitit_resume(run_dir: Path, resume: bool | str) -> bool | str:
-    """In a submitit job: ``resume=auto`` when this job is the requeued run of a preempted one; and from now on a
-    preemption signal checkpoints before submitit requeues the job (robotrl.workflows.sweep_launchers)."""
-    from robotrl.workflows.sweep_launchers import install_requeue, take_requeue_marker, under_submitit
-
-    if not under_submitit():
-        return resume
-    if take_requeue_marker(run_dir):
-        print(f"requeued after a preemption or time-limit signal: continuing {run_dir} from its last checkpoint")
-        resume = "auto"
-    install_requeue(run_dir)
-    return resume
 
 
 def torchrun_rank() -> int:

@@ -62,11 +62,10 @@ def test_signal_checkpoints_at_the_episode_end_then_submitit_requeues_and_the_jo
     job's next start resumes from that checkpoint (resume=auto), whatever its own overrides say."""
     from submitit.core.utils import DelayedSubmission
 
-    from robotrl.cli import _submitit_resume
-    from robotrl.workflows.sweep_launchers import REQUEUE_MARKER
+    from robotrl.workflows.sweep_launchers import REQUEUE_MARKER, submitit_resume
 
     run_dir = tmp_path / "run"
-    assert _submitit_resume(run_dir, False) is False  # a first start: as asked; installs the checkpoint-first handler
+    assert submitit_resume(run_dir, False) is False  # a first start: as asked; installs the checkpoint-first handler
     trainer = Trainer(compose_cfg("frames=400", "checkpoint_every_frames=100000", "tensorboard=false",
                                   "save_video=false"), run_dir)
     _signal_self_at_step(trainer, 30)
@@ -78,20 +77,20 @@ def test_signal_checkpoints_at_the_episode_end_then_submitit_requeues_and_the_jo
     assert (run_dir / REQUEUE_MARKER).is_file() and not (run_dir / "summary.json").exists()
     requeued = DelayedSubmission.load(submitit_job.submitted_pickle)
     assert requeued.args[0] == ["seed=1"] and requeued.args[2] == 0  # the same sweep point, requeued
-    assert _submitit_resume(run_dir, False) == "auto" and not (run_dir / REQUEUE_MARKER).exists()
+    assert submitit_resume(run_dir, False) == "auto" and not (run_dir / REQUEUE_MARKER).exists()
     assert "requeued after a preemption or time-limit signal" in capsys.readouterr().out
 
 
 def test_a_signal_before_the_training_loop_is_handed_over_at_once(tmp_path, submitit_job):
     """Nothing to checkpoint yet (building envs): the job requeues now and its next start resumes what it has."""
-    from robotrl.cli import _submitit_resume
+    from robotrl.workflows.sweep_launchers import submitit_resume
 
-    _submitit_resume(tmp_path / "run", False)
+    submitit_resume(tmp_path / "run", False)
     with pytest.raises(SystemExit) as stopped:
         os.kill(os.getpid(), signal.SIGUSR2)
         time.sleep(5)  # the handler runs at the next bytecode; never reached
     assert stopped.value.code == 144 and submitit_job.submitted_pickle.exists()
-    assert _submitit_resume(tmp_path / "run", False) == "auto"
+    assert submitit_resume(tmp_path / "run", False) == "auto"
 
 
 def _task_pids(marker: str) -> list[int]:

@@ -70,6 +70,18 @@ def install_requeue(run_dir: Path) -> None:
     preemption.install(usr_sig, handoff)
 
 
+def submitit_resume(run_dir: Path, resume: bool | str) -> bool | str:
+    """A sweep job's ``resume``: ``auto`` when this submitit job is the requeued run of a preempted one. From here
+    on, in a submitit job, a preemption signal checkpoints before submitit requeues the job."""
+    if not under_submitit():
+        return resume
+    if take_requeue_marker(run_dir):
+        print(f"requeued after a preemption or time-limit signal: continuing {run_dir} from its last checkpoint")
+        resume = "auto"
+    install_requeue(run_dir)
+    return resume
+
+
 # ------------------------------------------------------------------------------------------------ errors
 _UNCOMPLETED = re.compile(r"Job (\S+) \(task: (\d+)\) with path (\S+)")
 
