@@ -233,7 +233,7 @@ def train(args: list[str]) -> int:
     if any(a.startswith("hydra/launcher=") for a in args):
         from robotrl.workflows.sweep_launchers import check_launcher
 
-        check_launcher(args)  # e.g. hydra/launcher=slurm where SLURM is not installed: before Hydra writes anything
+        args = check_launcher(args)  # e.g. hydra/launcher=slurm without SLURM: before Hydra writes anything
     if not any(a.startswith(("-", "hydra.")) for a in args):  # multirun/hydra flags: the Trainer checks each job
         _TRAIN_PLAN = plan_train(args)  # refuses a start before Hydra writes anything in the run dir
         if _TRAIN_PLAN.complete:

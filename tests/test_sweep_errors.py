@@ -128,7 +128,12 @@ def test_ray_cluster_sweep_checks_shared_storage_before_hydra_runs(tmp_path, mon
     with pytest.raises(ConfigError, match="not on storage every Ray node shares: 10.0.0.2 cannot see it"):
         sweep_launchers.check_launcher(args, probe=lambda marker: [("10.0.0.1", True), ("10.0.0.2", False)])
     assert connected == ["auto"]
-    sweep_launchers.check_launcher(args, probe=lambda marker: [("10.0.0.1", marker.parent == sweep_dir)])
+    ran = sweep_launchers.check_launcher(args, probe=lambda marker: [("10.0.0.1", marker.parent == sweep_dir)])
+    assert ran[-1] == f"hydra.sweep.dir={sweep_dir}"
+    monkeypatch.chdir(tmp_path)  # a relative sweep dir: probed, and run, as an absolute path
+    ran = sweep_launchers.check_launcher(["-m", "hydra/launcher=ray_cluster"],
+                                         probe=lambda marker: [("10.0.0.1", marker.parent == tmp_path / "runs")])
+    assert ran == ["-m", "hydra/launcher=ray_cluster", f"hydra.sweep.dir={tmp_path / 'runs'}"]
     sweep_launchers.check_launcher(["-m", "seed=1,2", "hydra/launcher=ray_local"], probe=pytest.fail)  # one machine
 
 
@@ -176,7 +181,11 @@ def test_ray_cluster_sweep_joins_a_running_cluster(tmp_path):
     from tests.test_distributed import free_port
 
     port = free_port()
-    env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray keeps 127.0.0.1 as the node address (it would replace a loopback
+    # address by the machine's), so the head and the sweep meet on loopback
+    # and one token, in the environment only, authenticates the sweep to this head (no token file is written)
+    env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": __import__("uuid").uuid4().hex}
     # --block: this process owns the head; terminating its session stops the head's processes (ours only)
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                              f"--port={port}", "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1",
@@ -197,3 +206,19 @@ def test_ray_cluster_sweep_joins_a_running_cluster(tmp_path):
         head.wait(timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "runs/dmc/cartpole_balance/drqv2/seed1/summary.json").is_file()
+
+
+def test_ray_cluster_without_a_cluster_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install 'robotrl[ray-sweep]'")
+    import ray
+
+    from robotrl.workflows import sweep_launchers
+
+    def refuse(**kwargs):
+        raise ConnectionError(f"Could not find any running Ray instance at {kwargs['address']}")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(ConfigError, match=r"could not join a Ray cluster at hydra.launcher.ray.init.address=auto .*"
+                                          r"Could not find any running Ray instance"):
+        sweep_launchers.check_launcher(["-m", "seed=1,2", "hydra/launcher=ray_cluster",
+                                        f"hydra.sweep.dir={tmp_path}"])

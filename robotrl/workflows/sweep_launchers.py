@@ -120,15 +120,17 @@ def _job_of(submitted: Path) -> tuple[int, Path]:
 
 
 # ------------------------------------------------------------------------------------------------ before Hydra
-def check_launcher(args: list[str], probe: Any = None) -> None:
-    """Checks of ``robotrl train -m ... hydra/launcher=NAME`` before Hydra writes a sweep dir (one-line errors)."""
+def check_launcher(args: list[str], probe: Any = None) -> list[str]:
+    """Checks of ``robotrl train -m ... hydra/launcher=NAME`` before Hydra writes a sweep dir (one-line errors);
+    returns the arguments to run, for ``ray_cluster`` with the sweep dir made absolute (the jobs run on other nodes,
+    in other working dirs)."""
     choices = [a.partition("=")[2] for a in args if a.startswith("hydra/launcher=")]
     if not choices or not any(a in ("-m", "--multirun") for a in args):
-        return
+        return args
     hydra_keys = [a for a in args if a.startswith("hydra.")]
     cfg = _hydra_config(choices[-1], hydra_keys)
     if cfg is None:
-        return  # an unknown launcher: Hydra's own one-line error follows
+        return args  # an unknown launcher: Hydra's own one-line error follows
     target = str(cfg.launcher.get("_target_", ""))
     if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
         raise ConfigError(f"hydra/launcher={choices[-1]} submits SLURM jobs, but SLURM's sbatch is not on PATH; run "
@@ -136,9 +138,11 @@ def check_launcher(args: list[str], probe: Any = None) -> None:
                           f"hydra/launcher=submitit_local or ray_local (nothing was written)")
     if target.endswith("RayLauncher") and cfg.launcher.ray.init.get("address") is not None:
         _connect_ray(cfg.launcher.ray.init)
-        sweep_dir = Path(str(cfg.sweep.dir))
+        sweep_dir = Path(str(cfg.sweep.dir)).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         check_shared_storage(sweep_dir, probe or ray_probe)
+        args = [a for a in args if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={sweep_dir}"]
+    return args
 
 
 def _hydra_config(launcher: str, hydra_keys: list[str]) -> Any:
@@ -162,8 +166,15 @@ def _connect_ray(init: Any) -> None:
     import ray
     from omegaconf import OmegaConf
 
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return
+    try:
         ray.init(**OmegaConf.to_container(init, resolve=True))
+    except (ConnectionError, ValueError) as e:  # no cluster there, or settings it refuses
+        raise ConfigError(f"hydra/launcher=ray_cluster could not join a Ray cluster at "
+                          f"hydra.launcher.ray.init.address={init.get('address')} (RAY_ADDRESS wins when set): "
+                          f"{' '.join(str(e).split())[:300]}; start one with `ray start --head` (nothing was "
+                          f"launched)") from None
 
 
 def check_shared_storage(sweep_dir: Path, probe: Any) -> None:
