@@ -4,9 +4,11 @@ job, torchrun refusals, Ray actors' episode numbers, and the shared-storage chec
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -187,10 +189,13 @@ def test_ray_cluster_sweep_joins_a_running_cluster(tmp_path):
     env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": __import__("uuid").uuid4().hex}
     # --block: this process owns the head; terminating its session stops the head's processes (ours only)
+    # its own --temp-dir: `ray start` records the head in <temp dir>/ray_current_cluster, which every later
+    # ray.init() on this machine would try to join (short: Ray's socket paths must fit 107 characters)
+    temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                              f"--port={port}", "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1",
-                             "--include-dashboard=false"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                             "--include-dashboard=false", f"--temp-dir={temp_dir}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
@@ -204,6 +209,9 @@ def test_ray_cluster_sweep_joins_a_running_cluster(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not Path("/tmp/ray/ray_current_cluster").exists() or f"127.0.0.1:{port}" not in \
+        Path("/tmp/ray/ray_current_cluster").read_text()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "runs/dmc/cartpole_balance/drqv2/seed1/summary.json").is_file()
 
