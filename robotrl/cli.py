@@ -7,7 +7,7 @@ sim2real, check-frame, worldenv.
                                              baselines=true]
     robotrl envs [SUITE]                     list every env name
     robotrl plot RUN_DIR... [--out PNG] [--metric episode_return]
-    robotrl report SWEEP_DIR... [--out DIR]   per task and agent: IQM + 95% CI over seeds, frames, wall-clock (MD + PNG)
+    robotrl report SWEEP_DIR... [out=DIR]     per task and agent: IQM + 95% CI over seeds, frames, wall-clock (MD + PNG)
     robotrl demos env=metaworld/reach [episodes=5 seed=0 out=DIR image_size=84 ...]
     robotrl demos libero_dataset=PATH/<task>_demo.hdf5 out=DIR [image_size=128 camera=agentview ...]
     robotrl goals generate env=metaworld/<task> instruction="..." [source=diffusion|demos|images n=8 out=DIR ...]
@@ -148,6 +148,7 @@ def train_help() -> str:
         "examples:", *(f"  {e}" for e in TRAIN_EXAMPLES), "",
         "hydra flags: -m/--multirun (sweeps over a,b,c values), --cfg job (print the config), --hydra-help.",
         "Launchers for -m: hydra/launcher=slurm|slurm_cpu|submitit_local|ray_local|ray_cluster (resources per job).",
+        "A partly failed sweep: the same command with resume=auto (finished runs untouched, the others continued).",
         "Several GPUs for one run: torchrun --standalone --nproc_per_node=N -m robotrl.cli train agent=tdmpc2 ...",
         "Unknown keys and values of the wrong type stop the run before anything is built (exit code 2).",
     ])
@@ -159,14 +160,28 @@ _TRAIN_PLAN: Any = None  # robotrl.lifecycle.TrainPlan of a single (non-multirun
 def _train_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import open_dict
 
-    from robotrl.lifecycle import remove_failed_start, resume_command
+    from robotrl.config import validate_config
+    from robotrl.lifecycle import plan_job, remove_failed_start, resume_command
+    from robotrl.workflows.sweep_launchers import submitit_resume
     from robotrl.workflows.train import Trainer
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    trainer = None
     try:
-        Trainer(cfg, run_dir).train()
+        # resume=true|auto on a finished run changes nothing (a sweep job, or a single run with hydra flags: the
+        # single run's pre-start check did this already); resume=auto starts a run that has no checkpoint
+        validate_config(cfg)
+        job = plan_job(run_dir, submitit_resume(run_dir, cfg.resume), cfg.frames, cfg.env.action_repeat)
+        if job.complete:
+            print(job.complete)
+            return
+        with open_dict(cfg):
+            cfg.resume = job.resume
+        trainer = Trainer(cfg, run_dir)
+        trainer.train()
     except RobotRLError as e:
         if hydra_cfg.mode == RunMode.MULTIRUN and not str(hydra_cfg.launcher._target_).endswith("BasicLauncher"):
             # this sweep job runs in another process or on another host (submitit, Ray): its error goes back to
@@ -175,7 +190,7 @@ def _train_task(cfg) -> None:
             raise SweepJobError(f"sweep job #{hydra_cfg.job.num} ({run_dir}): {e}") from None
         if _TRAIN_PLAN is not None and not (run_dir / "run.json").exists():  # failed before training started
             remove_failed_start(_TRAIN_PLAN)
-        print(f"robotrl: error: {e}", file=sys.stderr)
+        print_error(e, refusal=trainer is None)
         sys.exit(2)
     except KeyboardInterrupt:
         if (run_dir / "checkpoints" / "latest").exists():
@@ -187,6 +202,20 @@ def _train_task(cfg) -> None:
             hint = f"no checkpoint was written yet in {run_dir}; the same command starts it again from scratch"
         print(f"robotrl: interrupted; {hint}", file=sys.stderr)
         sys.exit(130)
+
+
+def torchrun_rank() -> int:
+    """This process's rank under torchrun (0 without it)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
+def print_error(error: Exception, refusal: bool = True) -> None:
+    """``robotrl: error: ...`` on stderr. Under torchrun every rank meets the same refusal (a bad config, an agent
+    without a data-parallel learner): rank 0 alone prints it; an error during training names its rank."""
+    rank = torchrun_rank()
+    if rank > 0 and refusal:
+        return
+    print(f"robotrl: error: {f'rank {rank}: ' if rank else ''}{error}", file=sys.stderr)
 
 
 def train(args: list[str]) -> int:
@@ -203,6 +232,10 @@ def train(args: list[str]) -> int:
         args = ["experiment=quickstart"]
     # hydra's own flags (-m, --cfg job, ...) pass through; every key=value is checked here, in one line
     check_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    if any(a.startswith("hydra/launcher=") for a in args):
+        from robotrl.workflows.sweep_launchers import check_launcher
+
+        args = check_launcher(args)  # e.g. hydra/launcher=slurm without SLURM: before Hydra writes anything
     if not any(a.startswith(("-", "hydra.")) for a in args):  # multirun/hydra flags: the Trainer checks each job
         _TRAIN_PLAN = plan_train(args)  # refuses a start before Hydra writes anything in the run dir
         if _TRAIN_PLAN.complete:
@@ -243,6 +276,12 @@ def _launcher_failure(error: Exception) -> SweepJobError | None:
     engine = type(error).__module__.split(".")[0]
     if engine not in ("submitit", "ray"):
         return None
+    if engine == "submitit":
+        from robotrl.workflows.sweep_launchers import submitit_failure
+
+        named = submitit_failure(error)  # its job number, run dir and real log file
+        if named is not None:
+            return named
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     where = "hydra.sweep.dir/.submitit/<job id>/ (stderr, stdout)" if engine == "submitit" else "Ray's driver output"
     return SweepJobError(f"a sweep job failed under the {engine} launcher: {type(error).__name__}: "
@@ -359,8 +398,11 @@ def report(args: list[str]) -> int:
                                         "with 95% bootstrap CIs (rliable), frames and wall-clock; plus plots.",
                             epilog="example: robotrl train -m seed=1,2,3 hydra/launcher=slurm && robotrl report runs")
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default SWEEP_DIR/report)")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI)")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (default SWEEP_DIR/report); or out=DIR")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (0: no CI); or reps=N")
+    # out=DIR and reps=N, as every other robotrl command takes its options
+    args = [a for arg in args for a in ([f"--{arg.partition('=')[0]}", arg.partition("=")[2]]
+                                          if arg.startswith(("out=", "reps=")) else [arg])]
     try:
         ns = parser.parse_args(args)
     except SystemExit as e:  # --help printed its text
@@ -368,8 +410,10 @@ def report(args: list[str]) -> int:
     result = write_report(ns.sweep_dirs, ns.out, ns.reps)
     for row in result["groups"]:
         ret = row["return"]
-        print(f"{row['env']} / {row['agent']}: {row['runs']} runs, final return IQM {ret['iqm']:.4g} "
-              f"[{ret['ci_low']:.4g}, {ret['ci_high']:.4g}]")
+        print(f"{row['env']} / {row['agent']}: {row['runs']} runs (seeds {', '.join(map(str, row['seeds']))}), "
+              f"final return IQM {ret['iqm']:.4g} [{ret['ci_low']:.4g}, {ret['ci_high']:.4g}]")
+    for point in result["missing"]:
+        print(f"missing sweep point: {point['overrides']} ({point['state']}: {point['run_dir']})")
     print(f"wrote {result['out']}/report.md, report.json, final.png, curves_*.png")
     return 0
 
@@ -659,7 +703,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
         sys.exit(COMMANDS[command](args))
     except RobotRLError as e:
-        print(f"robotrl: error: {e}", file=sys.stderr)
+        print_error(e)
         sys.exit(2)
 
 

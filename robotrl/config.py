@@ -59,7 +59,9 @@ def validate_config(cfg: DictConfig) -> None:
     _require(cfg, "env.action_repeat", int, 1)
     _require(cfg, "env.name", str)
     _require(cfg, "agent.name", str)
-    for flag in ("resume", "save_video", "tensorboard", "checkpoint_replay", "compare_baselines", "eval_at_start"):
+    if cfg.get("resume") != "auto":
+        _require(cfg, "resume", bool)
+    for flag in ("save_video", "tensorboard", "checkpoint_replay", "compare_baselines", "eval_at_start"):
         _require(cfg, flag, bool)
     if cfg.env.obs_type not in OBS_TYPES:
         raise ConfigError(f"config env.obs_type={cfg.env.obs_type!r} is not one of {', '.join(OBS_TYPES)}")

@@ -4,7 +4,11 @@
   ``robotrl train resume=true run_dir=DIR`` continues the run that is there (``experiment=quickstart`` included)
   whatever the original command was; overrides given now win (``frames=...`` trains longer).
 - A start where checkpoints exist is refused before Hydra creates or rewrites anything in the run dir.
-- ``resume=true`` on a run whose checkpoint already reached ``frames`` says it is complete and changes nothing.
+- ``resume=true`` on a run whose checkpoint already reached ``frames`` says it is complete and changes nothing, in a
+  sweep job (:func:`plan_job`) as in a single run.
+- ``resume=auto`` does what each run needs: a finished run is left as it is, a run with a checkpoint resumes, a run
+  without one (never started, or stopped before its first checkpoint) starts from scratch. One command continues a
+  partly failed sweep: ``robotrl train -m <the sweep's arguments> resume=auto``.
 - A start that fails before training leaves no ``.hydra/`` or empty log behind in a run dir it created.
 """
 
@@ -92,9 +96,49 @@ def checkpoint_frame(run_dir: Path) -> int:
     return int(match.group(1))
 
 
-def wants_resume(overrides: list[str]) -> bool:
+def resume_value(overrides: list[str]) -> str:
+    """The last ``resume=`` of ``overrides``, lower-cased: "true", "auto", "false" (the default) or as given."""
     values = [item.partition("=")[2].lower() for item in overrides if override_key(item) == "resume"]
-    return bool(values) and values[-1] == "true"
+    return values[-1] if values else "false"
+
+
+def wants_resume(overrides: list[str]) -> bool:
+    return resume_value(overrides) in ("true", "auto")
+
+
+def last_frame(frames: int, action_repeat: int) -> int:
+    """The frame at which training stops (it stops at agent step ``frames // action_repeat``)."""
+    return int(frames) // int(action_repeat) * int(action_repeat)
+
+
+@dataclass
+class JobPlan:
+    """What one training job (a single run or a sweep point) does with its run dir."""
+
+    resume: bool  # the Trainer resumes from the run dir's checkpoint
+    complete: str | None = None  # the run already reached its frames: print this line, change nothing
+
+
+def plan_job(run_dir: Path, resume: bool | str, frames: int, action_repeat: int) -> JobPlan:
+    """Decide a job's start from ``resume`` (false, true or "auto") and what ``run_dir`` holds; a resume with nothing
+    to resume is a one-line CheckpointError. A start over checkpoints is refused by the Trainer itself."""
+    if resume is False or str(resume).lower() == "false":
+        return JobPlan(resume=False)
+    if not has_checkpoint(run_dir):
+        if str(resume).lower() == "auto":
+            return JobPlan(resume=False)
+        raise CheckpointError(f"resume=true but {Path(run_dir) / 'checkpoints'} holds no checkpoint; nothing to "
+                              f"resume (without resume=true the same command starts the run from scratch; "
+                              f"resume=auto does either, as each run of a sweep needs)")
+    frame, last = checkpoint_frame(run_dir), last_frame(frames, action_repeat)
+    if frame < last:
+        return JobPlan(resume=True)
+    summary = "" if (Path(run_dir) / "summary.json").is_file() else (
+        " (it has no summary.json: it was stopped after its final checkpoint; `robotrl report` reads its final "
+        "evaluation from eval.csv)")
+    return JobPlan(resume=True, complete=(
+        f"run {run_dir} is complete: its last checkpoint is at frame {frame} of frames={frames}; nothing was "
+        f"changed{summary}. To train longer: {resume_command(run_dir, ' frames=<more>')}"))
 
 
 def resume_command(run_dir: Path, extra: str = "") -> str:
@@ -125,17 +169,8 @@ def plan_train(overrides: list[str]) -> TrainPlan:
         overrides = merge_overrides([o for o in saved if override_key(o) not in ("resume", "run_dir")],
                                     [*overrides, f"run_dir={run_dir}"])
         cfg = compose_train_config(overrides)
-    if not has_checkpoint(run_dir):
-        raise CheckpointError(f"resume=true but {run_dir / 'checkpoints'} holds no checkpoint; nothing to resume "
-                              f"(without resume=true the same command starts the run from scratch)")
-    frame = checkpoint_frame(run_dir)
-    action_repeat = int(cfg.env.action_repeat)
-    last_frame = int(cfg.frames) // action_repeat * action_repeat  # training stops at step frames // action_repeat
-    plan = TrainPlan(overrides, run_dir, None)
-    if frame >= last_frame:
-        plan.complete = (f"run {run_dir} is complete: its last checkpoint is at frame {frame} of frames={cfg.frames}; "
-                         f"nothing was changed. To train longer: {resume_command(run_dir, ' frames=<more>')}")
-    return plan
+    job = plan_job(run_dir, resume_value(overrides), int(cfg.frames), int(cfg.env.action_repeat))
+    return TrainPlan(overrides, run_dir, None if run_dir.exists() else _first_missing(run_dir), job.complete)
 
 
 def remove_failed_start(plan: TrainPlan) -> None:

@@ -120,16 +120,20 @@ def _select(cfg: Any, key: str) -> Any:
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
 
 
+_EXTRA_VALUES = {"resume": ("auto",)}  # words a key takes beside its default's kind
+
+
 def _check_type(key: str, default: Any, value: Any) -> None:
     """A value for a key whose default is a bool/int/float must be of that kind (hydra would keep a string)."""
     kind = type(default)  # _REQUIRED (a `???` default) has no kind to check against
-    if kind not in _KIND_NAMES or value is None:
+    if kind not in _KIND_NAMES or value is None or value in _EXTRA_VALUES.get(key, ()):
         return
     ok = isinstance(value, bool) if kind is bool else (
         isinstance(value, int | float) and not isinstance(value, bool) and (kind is float or isinstance(value, int)))
     if not ok:
         shown = str(default).lower() if kind is bool else repr(default)  # as written in yaml
-        raise ConfigError(f"{key}={value!r}, expected {_KIND_NAMES[kind]} (default {shown})")
+        extra = "".join(f" or {word}" for word in _EXTRA_VALUES.get(key, ()))
+        raise ConfigError(f"{key}={value!r}, expected {_KIND_NAMES[kind]}{extra} (default {shown})")
 
 
 def check_overrides(overrides: list[str]) -> None:

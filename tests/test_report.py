@@ -110,3 +110,46 @@ def test_cli_report_errors_are_one_line(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("robotrl: error: no runs under"), proc.stderr
+
+
+def _multirun_yaml(root: Path, *task: str) -> None:
+    """The part of Hydra's multirun.yaml that names the sweep's points (what `robotrl train -m` writes)."""
+    overrides = {"hydra": ["hydra.mode=MULTIRUN"], "task": list(task)}
+    (root / "multirun.yaml").write_text(json.dumps({"hydra": {"overrides": overrides}}))  # JSON is YAML
+
+
+def test_report_names_the_sweep_points_without_a_result(sweep, tmp_path):
+    """multirun.yaml asked for seeds 1-7 of walker/drm: 1-5 have results, 6 has a run dir but no evaluation yet,
+    7 never started. Both are named (report.json, report.md); they used to vanish from the report unmentioned."""
+    make_run(sweep / "dmc/walker_walk/drm/seed6", "dmc/walker_walk", "drm", 6, 0.0, complete=False)
+    (sweep / "dmc/walker_walk/drm/seed6/eval.csv").unlink()
+    _multirun_yaml(sweep, "env=dmc/walker_walk", "agent=drm", "seed=1,2,3,4,5,6,7")
+    report = write_report([sweep], tmp_path / "out", reps=0)
+    missing = {m["overrides"]: m for m in report["missing"]}
+    assert sorted(missing) == ["seed=6", "seed=7"]
+    assert missing["seed=6"]["state"] == "no evaluation yet" and missing["seed=7"]["state"] == "no run dir"
+    assert missing["seed=7"]["run_dir"] == str(sweep / "dmc/walker_walk/drm/seed7")
+    text = (tmp_path / "out/report.md").read_text()
+    assert "## Missing sweep points (2)" in text and "`seed=7`: no run dir" in text
+
+
+def test_final_eval_comes_from_eval_csv_when_the_summary_lacks_it(tmp_path):
+    """A summary.json with final_eval null (what resume=true used to write over a finished run) is not the end of
+    the run's result: eval.csv holds the final evaluation."""
+    run = make_run(tmp_path / "runs/dmc/walker_walk/drqv2/seed1", "dmc/walker_walk", "drqv2", 1, 42.0, frames=1000)
+    (run / "summary.json").write_text(json.dumps({"frames": 1000, "elapsed_s": 3.0, "final_eval": None}))
+    result = read_run(run)
+    assert result is not None and result.final_return == 42.0 and result.frames == 1000 and result.complete
+
+
+def test_cli_report_takes_out_and_lists_seeds_in_numeric_order(tmp_path, capsys):
+    from robotrl.cli import report
+
+    root = tmp_path / "runs"
+    for seed in (10, 2, 1):
+        make_run(root / "dmc/walker_walk/drqv2" / f"seed{seed}", "dmc/walker_walk", "drqv2", seed, float(seed))
+    assert report([str(root), f"out={tmp_path / 'elsewhere'}", "reps=0"]) == 0
+    data = json.loads((tmp_path / "elsewhere/report.json").read_text())
+    assert data["groups"][0]["seeds"] == [1, 2, 10] and [r["seed"] for r in data["runs"]] == [1, 2, 10]
+    assert "| drqv2 | 1, 2, 10 |" in (tmp_path / "elsewhere/report.md").read_text()
+    assert not (root / "report").exists() and "seeds 1, 2, 10" in capsys.readouterr().out

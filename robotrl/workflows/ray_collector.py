@@ -229,7 +229,9 @@ class RayTrainer(SegmentedTrainer):
         self.actor_restarts += 1
         self.incarnations[index] += 1
         self.actors[index] = self._new_actor(index, self.incarnations[index])
-        self.console.print(f"[yellow]rollout actor {index} died: episode {episode} discarded ({steps} steps "
+        # episode indices count from 0; the console's "episode N" lines count finished episodes from 1
+        shown = "no episode" if episode is None else f"episode {episode + 1}"
+        self.console.print(f"[yellow]rollout actor {index} died: {shown} discarded ({steps} steps "
                            f"received), actor restarted[/yellow]")
         if episode is not None:
             self._reissue.append(episode)

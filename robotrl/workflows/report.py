@@ -6,7 +6,9 @@ dir): every directory holding a ``run.json`` written by `robotrl train` is a run
 env's). Per group, as rliable recommends for few seeds: the interquartile mean (IQM) over seeds of the final
 evaluation's mean return (and success rate where the task has one) with a stratified-bootstrap 95% confidence
 interval, the frames reached and the wall-clock time. A run without ``summary.json`` (unfinished or still running) is
-reported from the last row of its ``eval.csv`` and counted as incomplete.
+reported from the last row of its ``eval.csv`` and counted as incomplete; so is the final evaluation of a run whose
+``summary.json`` lacks it. A sweep dir's ``multirun.yaml`` names the points the sweep asked for: those without a result
+(no run dir, or no evaluation yet) are listed in the report (``missing``). Seeds are listed in numeric order.
 
 Outputs in ``out`` (default ``SWEEP_DIR/report``): ``report.md``, ``report.json`` (the same numbers),
 ``final.png`` (IQM and CI of every group) and ``curves_<task>.png`` (IQM learning curves, `robotrl plot`'s).
@@ -81,20 +83,19 @@ def read_run(run_dir: Path) -> RunResult | None:
     agent = cfg["agent"]["name"] + ("" if reward == "env" else f", reward={reward}")
     common = {"path": str(run_dir), "env": cfg["env"]["name"], "agent": agent, "seed": cfg.get("seed")}
     summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        final = summary.get("final_eval")
-        if final is None:  # eval_episodes=0: nothing to report
-            return None
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    final = (summary or {}).get("final_eval")
+    if final is not None:
         return RunResult(**common, final_return=float(final["return_mean"]),
                          final_success=_maybe_float(final.get("success_rate")), frames=int(summary["frames"]),
                          elapsed_s=float(summary["elapsed_s"]), complete=True)
-    row = _last_eval_row(run_dir)
+    row = _last_eval_row(run_dir)  # unfinished, or a summary without its final evaluation: eval.csv has it
     if row is None:
-        return None
+        return None  # not evaluated yet (or eval_episodes=0): nothing to report
+    frame = int(float(row["frame"]))
     return RunResult(**common, final_return=float(row["episode_return"]),
-                     final_success=_maybe_float(row.get("success")), frames=int(float(row["frame"])),
-                     elapsed_s=float(row["elapsed"]), complete=False)
+                     final_success=_maybe_float(row.get("success")), frames=frame, elapsed_s=float(row["elapsed"]),
+                     complete=summary is not None and frame >= int(summary.get("frames", 0)))
 
 
 def _maybe_float(value: Any) -> float | None:
@@ -124,6 +125,7 @@ def summarize(results: list[RunResult], reps: int = 2000) -> list[dict[str, Any]
         groups[(r.env, r.agent)].append(r)
     rows = []
     for (env, agent), runs in sorted(groups.items()):
+        runs = sorted(runs, key=_seed_order)  # seed10 after seed2 (paths sort it before)
         row: dict[str, Any] = {"env": env, "agent": agent, "runs": len(runs), "seeds": [r.seed for r in runs],
                                "incomplete": sum(not r.complete for r in runs)}
         row["return"] = dict(zip(("iqm", "ci_low", "ci_high"), iqm_ci([r.final_return for r in runs], reps),
@@ -137,6 +139,24 @@ def summarize(results: list[RunResult], reps: int = 2000) -> list[dict[str, Any]
         row["wall_clock_min"] = {"median": float(np.median(minutes)), "min": min(minutes), "max": max(minutes)}
         rows.append(row)
     return rows
+
+
+def _seed_order(result: RunResult) -> tuple[bool, int, str]:
+    return result.seed is None, result.seed if isinstance(result.seed, int) else 0, result.path
+
+
+def missing_points(roots: list[Path], results: list[RunResult]) -> list[dict[str, str]]:
+    """The sweep points (from each root's ``multirun.yaml``) whose run has no evaluation, as overrides + run dir."""
+    from robotrl.workflows.sweep_points import sweep_points
+
+    have = {Path(r.path).resolve() for r in results}
+    missing = []
+    for root in roots:
+        for point in sweep_points(root) or []:
+            if point.run_dir.resolve() not in have:
+                state = "no evaluation yet" if (point.run_dir / "run.json").is_file() else "no run dir"
+                missing.append({"overrides": point.overrides, "run_dir": str(point.run_dir), "state": state})
+    return missing
 
 
 def _interval(stats: dict[str, float] | None) -> str:
@@ -153,7 +173,8 @@ def _spread(stats: dict[str, float], fmt: str) -> str:
     return f"{format(stats['median'], fmt)} ({format(stats['min'], fmt)}-{format(stats['max'], fmt)})"
 
 
-def markdown(rows: list[dict[str, Any]], roots: list[Path], reps: int, notes: list[str]) -> str:
+def markdown(rows: list[dict[str, Any]], roots: list[Path], reps: int, notes: list[str],
+             missing: list[dict[str, str]] = ()) -> str:
     """The report: one table per task, a row per agent."""
     where = ", ".join(f"`{r}`" for r in roots)
     lines = ["# Sweep report", "", f"Runs under {where}. Per task and agent: interquartile "
@@ -173,6 +194,10 @@ def markdown(rows: list[dict[str, Any]], roots: list[Path], reps: int, notes: li
                          f"{_spread(row['frames'], '.0f')} | {_spread(row['wall_clock_min'], '.1f')} |")
         lines += ["", f"![learning curves](curves_{_slug(env)}.png)", ""]
     lines += ["![final scores](final.png)", ""]
+    if missing:
+        lines += [f"## Missing sweep points ({len(missing)})", "", "Asked for by the sweep's `multirun.yaml`, without "
+                  "a result (`robotrl train -m <the sweep> resume=auto` continues them):", "",
+                  *(f"- `{m['overrides']}`: {m['state']} (`{m['run_dir']}`)" for m in missing), ""]
     if notes:
         lines += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     return "\n".join(lines)
@@ -228,6 +253,8 @@ def write_report(roots: list[Path], out: Path | None = None, reps: int = 2000) -
     if not results:
         raise ConfigError(f"none of the {len(run_dirs)} runs under {', '.join(map(str, roots))} has an evaluation "
                           f"(eval.csv or summary.json); nothing to report")
+    results.sort(key=lambda r: (r.env, r.agent, *_seed_order(r)))
+    missing = missing_points(roots, results)
     rows = summarize(results, reps)
     for env in sorted({r.env for r in results}):
         try:
@@ -235,7 +262,7 @@ def write_report(roots: list[Path], out: Path | None = None, reps: int = 2000) -
         except ValueError as e:  # e.g. seeds whose evaluations do not overlap
             notes.append(f"no learning curves for {env}: {e}")
     plot_final(rows, out / "final.png")
-    atomic_write_text(out / "report.md", markdown(rows, roots, reps, notes))
-    report = {"groups": rows, "runs": [asdict(r) for r in results], "notes": notes}
+    atomic_write_text(out / "report.md", markdown(rows, roots, reps, notes, missing))
+    report = {"groups": rows, "runs": [asdict(r) for r in results], "missing": missing, "notes": notes}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     return {**report, "out": str(out)}

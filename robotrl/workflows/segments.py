@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from robotrl import preemption
 from robotrl.workflows.train import GracefulInterrupt, Trainer
 
 
@@ -30,7 +31,7 @@ class SegmentedTrainer(Trainer):
     def _before_segments(self) -> None:
         """Called once before the first evaluation of :meth:`train`."""
 
-    def train(self) -> dict[str, Any]:
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
         self._t0 = time.perf_counter()
         total_steps = int(cfg.frames) // self.action_repeat
@@ -52,7 +53,8 @@ class SegmentedTrainer(Trainer):
     def _due(self, total_steps: int) -> bool:
         """An evaluation, a checkpoint or the end is due: the segment drains."""
         eval_due = self.frame >= self.next_eval_frame and self.cfg.eval_episodes > 0
-        return eval_due or self.frame >= self.next_ckpt_frame or self.step >= total_steps
+        ckpt_due = self.frame >= self.next_ckpt_frame or preemption.requested()  # preempted: drain, checkpoint
+        return eval_due or ckpt_due or self.step >= total_steps
 
     def _between_segments(self, total_steps: int) -> bool:
         """No episode in progress: evaluate and checkpoint when due; True when training is done."""
@@ -65,4 +67,6 @@ class SegmentedTrainer(Trainer):
             while self.next_ckpt_frame <= self.frame:
                 self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
             self.save()
+        if not done and preemption.requested():
+            self._checkpoint_and_hand_off()
         return done

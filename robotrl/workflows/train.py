@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from robotrl import preemption
 from robotrl.agents import agent_config, is_sb3_agent, make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
@@ -333,6 +334,8 @@ class Trainer:
     def _checkpoint_to_resume(self) -> Path | None:
         ckpt_root = self.run_dir / "checkpoints"
         has_ckpt = ckpt_root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in ckpt_root.iterdir())
+        if self.cfg.resume == "auto" and not has_ckpt:  # resume=auto: continue a run that has a checkpoint, else start
+            return None
         if not self.cfg.resume:
             if has_ckpt:
                 raise ConfigError(f"run dir {self.run_dir} already holds checkpoints; pass resume=true to continue "
@@ -442,7 +445,12 @@ class Trainer:
             self.agent.add_demos(episodes)
 
     def train(self) -> dict[str, Any]:
-        """Train until ``cfg.frames`` (finishing the current episode); return the final summary."""
+        """Train until ``cfg.frames`` (finishing the current episode); return the final summary. A preemption signal
+        meanwhile (:mod:`robotrl.preemption`) checkpoints at the next episode end and hands over to the launcher."""
+        with preemption.cooperative():
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
         self._t0 = time.perf_counter()
         total_steps = int(cfg.frames) // self.action_repeat
@@ -497,7 +505,18 @@ class Trainer:
             while self.next_ckpt_frame <= self.frame:
                 self.next_ckpt_frame += int(cfg.checkpoint_every_frames)
             self.save()
+        if not done and preemption.requested():
+            self._checkpoint_and_hand_off()
         return done
+
+    def _checkpoint_and_hand_off(self) -> None:
+        """A preemption/time-limit signal arrived: checkpoint here, between episodes (an exact-resume point), and
+        hand over to the launcher, which requeues the job with ``resume=auto`` (submitit exits this process)."""
+        if not (self.run_dir / "checkpoints" / f"frame_{self.frame:012d}").is_dir():
+            self.save()
+        self.console.print(f"preemption signal: checkpoint at frame {self.frame} written; the launcher requeues this "
+                           f"job and it resumes from there", highlight=False)
+        preemption.hand_off()
 
     def _make_progress(self, total_steps: int) -> tuple[Progress, Any]:
         """A console progress bar with fps, last episode return and ETA."""
