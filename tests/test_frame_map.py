@@ -183,6 +183,7 @@ def test_robot_env_acts_and_observes_in_the_policy_frame():
 
 def test_deploy_pipeline_and_actions_use_the_map():
     from robotrl.hardware.robot import JointState, Observation, ee_action_from_policy
+
     from robotrl.workflows.deploy import ObservationPipeline, PolicySpec
 
     fmap = parse_frame_map({"axes": ["-y", "x", "z"], "offset": [-0.293, 0.0, 0.287]})
