@@ -187,7 +187,9 @@ def test_achieved_control_rate_is_what_the_driver_saw(constant_policy, tmp_path,
     original = MockRobot._send
     monkeypatch.setattr(MockRobot, "_send", lambda self, a: (arrivals.append(time.monotonic()), original(self, a))[1])
     # 15 ms on every send and read: at a requested 50 Hz the driver gets a command every ~35-40 ms
-    overrides = {"limits.watchdog_ms": 2000, "faults.latency_ms": 15}
+    # (the layer reads the arm's state before each send too: ~45 ms a command, past the rate fault's 5 overruns in a
+    # row, which this test is not about)
+    overrides = {"limits.watchdog_ms": 2000, "faults.latency_ms": 15, "limits.max_consecutive_overruns": 1000}
     summary = deploy(constant_policy, robot="mock", hz=50, steps=10, out=str(tmp_path / "out"),
                      robot_overrides=overrides)
     seen_ms = np.diff(arrivals) * 1000
