@@ -93,6 +93,7 @@ def test_ray_actor_death_names_the_episode_as_the_console_counts_it():
 
     trainer = object.__new__(RayTrainer)
     trainer.settings, trainer.actor_restarts, trainer.discarded_episodes, trainer.discarded_steps = {}, 0, 0, 0
+    trainer.step = 0  # frames received so far (a dead actor's steps are taken back out)
     trainer.ray = SimpleNamespace(kill=lambda actor, no_restart: None)
     trainer.actors, trainer.incarnations, trainer._reissue = ["actor0"], [0], []
     trainer._new_actor = lambda index, incarnation: f"actor{index}.{incarnation}"
