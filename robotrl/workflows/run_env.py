@@ -43,6 +43,9 @@ def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any
     if robot not in robot_names() or not path.is_file():
         raise ConfigError(f"unknown robot {robot!r}; valid robots: {', '.join(robot_names())}")
     cfg = OmegaConf.load(path)
+    # cameras are replaced, not merged: a list of names (mock, sim) may become a mapping of devices
+    if "cameras" in overrides or "cameras" in (base or {}):
+        cfg.pop("cameras", None)
     if base:
         cfg.merge_with(base)
     try:
