@@ -165,3 +165,51 @@ def test_franka_and_so101_take_cameras_by_override():
     with pytest.raises(ConfigError, match="max_camera_skew_ms=-1"):
         make_robot(load_robot_config("franka", {"hostname": "127.0.0.1", "cameras": override,
                                                 "max_camera_skew_ms": -1}))
+
+
+def test_so101_on_its_emulated_bus_with_a_file_camera(tmp_path):
+    """robot=so101 (an emulated Feetech bus) with a camera attached by config: joint commands reach the bus, the
+    observation holds the camera's frames, and the camera closes with the arm."""
+    pytest.importorskip("scservo_sdk", reason="robot=so101 needs the so101 extra (feetech-servo-sdk)")
+    from robotrl.hardware import make_robot
+
+    from tests.test_so101 import FeetechEmulator, calibration_file, so101_cfg
+
+    bus = FeetechEmulator()
+    try:
+        cfg = so101_cfg(bus.port, calibration_file(tmp_path))
+        cfg["cameras"] = {"wrist": file_camera(write_video(tmp_path / "wrist.avi", 30), resize=[24, 32])}
+        layer = make_robot(cfg)
+        assert layer.camera_names == ("wrist",)
+        with layer:
+            obs = layer.get_observation()
+            assert obs.frames["wrist"].image.shape == (24, 32, 3) and obs.frames["wrist"].seq >= 1
+            layer.send_action(Action.joints([0.01, 0, 0, 0, 0]))
+            wait_until(lambda: bus.goal_writes(), what="a goal write on the bus")
+        assert not layer.inner.rig.cameras["wrist"].is_connected
+    finally:
+        bus.close()
+
+
+def test_cameras_further_apart_than_the_skew_are_flagged_not_refused(tmp_path, monkeypatch, caplog):
+    from robotrl.hardware import make_robot
+
+    grab = OpenCVCamera._grab
+    stalled = threading.Event()
+    monkeypatch.setattr(OpenCVCamera, "_grab", lambda self: (time.sleep(0.02), None)[1]
+                        if stalled.is_set() and self.name == "side" else grab(self))
+    video = write_video(tmp_path / "v.avi", 30)
+    relaxed = {"max_frame_age_ms": 60_000, "max_repeat_reads": 1000}
+    cfg = mock_config({"front": file_camera(video, **relaxed), "side": file_camera(video, **relaxed)})
+    cfg["max_camera_skew_ms"] = 100
+    layer = make_robot(cfg)
+    with layer:
+        layer.get_observation()
+        assert layer.inner.camera_flags == ()
+        stalled.set()
+        time.sleep(0.5)
+        obs = layer.get_observation()  # still valid: skew is a flag
+        assert set(obs.frames) == {"front", "side"} and layer.state is not RobotState.HOLD
+        (flag,) = layer.inner.camera_flags
+        assert flag.kind == "skew" and flag.camera == "side" and "max_skew_ms=100" in flag.detail
+    assert "camera 'side' skew" in caplog.text
