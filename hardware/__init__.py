@@ -43,6 +43,8 @@ def _camera_rig(name: str, cfg: dict[str, Any]) -> Any:
     from collections.abc import Mapping
 
     skew = cfg.pop("max_camera_skew_ms", None)
+    if "cameras" in cfg and cfg["cameras"] is None:  # null: no camera devices (franka.yaml, so101.yaml)
+        del cfg["cameras"]
     cams = cfg.get("cameras")
     if not isinstance(cams, Mapping) and not (hasattr(cams, "items") and hasattr(cams, "keys")):
         if skew is not None:

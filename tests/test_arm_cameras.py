@@ -213,3 +213,20 @@ def test_cameras_further_apart_than_the_skew_are_flagged_not_refused(tmp_path, m
         (flag,) = layer.inner.camera_flags
         assert flag.kind == "skew" and flag.camera == "side" and "max_skew_ms=100" in flag.detail
     assert "camera 'side' skew" in caplog.text
+
+
+def test_training_overrides_compose_through_hydra():
+    """`robotrl train ... robot=franka robot.cameras={...} robot_env.live_view=FILE.rrd` (the README's training
+    form) composes, and the composed robot config attaches the camera (nothing connects)."""
+    pytest.importorskip("franky", reason="robot=franka needs the franka extra")
+    from hydra import compose, initialize_config_module
+    from robotrl.hardware import make_robot
+
+    cams = "{corner2: {type: opencv, index: 0, width: 640, height: 480, fps: 30, crop: [0, 80, 480, 480], resize: 84}}"
+    with initialize_config_module("robotrl.configs", version_base="1.3"):
+        cfg = compose("config", overrides=["robot=franka", "robot.hostname=127.0.0.1", f"robot.cameras={cams}",
+                                           "robot_env.live_view=train.rrd"])
+    assert cfg.robot_env.live_view == "train.rrd"
+    layer = make_robot(cfg.robot)
+    assert layer.camera_names == ("corner2",)
+    assert layer.inner.rig.cameras["corner2"].config.crop == (0, 80, 480, 480)
