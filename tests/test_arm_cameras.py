@@ -121,19 +121,18 @@ def test_camera_lost_past_reconnect_time_faults_the_arm(tmp_path):
         assert layer.state is RobotState.FAULT
 
 
-def test_camera_that_cannot_open_leaves_no_arm_connected(tmp_path):
+def test_camera_that_cannot_open_leaves_no_arm_connected(tmp_path, monkeypatch):
     from robotrl.hardware import make_robot
     from robotrl.hardware.mock import MockRobot
 
     connects = []
     original = MockRobot._connect
-    MockRobot._connect = lambda self: (connects.append(1), original(self))[1]
+    monkeypatch.setattr(MockRobot, "_connect", lambda self: (connects.append(1), original(self))[1])
+    layer = make_robot(mock_config({"front": file_camera(tmp_path / "missing.avi", connect_timeout_s=1.0)}))
     try:
-        layer = make_robot(mock_config({"front": file_camera(tmp_path / "missing.avi", connect_timeout_s=1.0)}))
         with pytest.raises(DriverError, match="camera 'front': cannot open"):
             layer.connect()
     finally:
-        MockRobot._connect = original
         layer.disconnect()
     assert connects == []
 
@@ -152,7 +151,7 @@ def test_bad_camera_configs_are_refused_in_one_line(robot, cameras, message):
         make_robot(load_robot_config(robot, {}, {"cameras": cameras}))
 
 
-def test_franka_and_so101_take_cameras_by_override():
+def test_franka_takes_cameras_by_the_readme_override():
     """The README's override reaches the driver as an attached rig (nothing connects)."""
     from robotrl.hardware import make_robot
 
