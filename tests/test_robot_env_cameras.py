@@ -52,7 +52,7 @@ def test_frozen_camera_ends_the_episode_and_the_live_view_shows_it(tmp_path, mon
             obs, _, _, truncated, info = env.step(action)
             assert not truncated and "safety_stop" not in info
         freeze.set()
-        time.sleep(0.6)  # past max_frame_age_ms: the next observation has no valid frame
+        time.sleep(1.5)  # 5x max_frame_age_ms: the next observation has no valid frame
         before = obs
         obs, _, terminated, truncated, info = env.step(action)
         assert truncated and not terminated and info["stale_observation"] is True
