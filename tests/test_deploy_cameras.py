@@ -105,3 +105,15 @@ def test_frozen_camera_holds_the_arm_and_names_the_camera(run_dir, server, tmp_p
     texts = [(t, lvl) for r in read_rrd(rrd)["safety"] for t, lvl in zip(r["TextLog:text"], r["TextLog:level"],
                                                                             strict=True)]
     assert any(t.startswith("camera_error") and "camera=corner2" in t and lvl == "WARN" for t, lvl in texts), texts
+
+
+def test_camera_frames_of_another_size_are_refused_naming_the_fix(run_dir, tmp_path):
+    """robot=mock with the video camera at its own 48 x 64: the 32 x 32 policy is refused before it acts, and the
+    line names the override that fixes it."""
+    from robotrl.errors import ConfigError
+
+    cam = {"type": "opencv", "path": str(write_video(tmp_path / "scene.avi", 60)), "fps": 30, "loop": True}
+    refused = r"camera 'corner2' gives \(48, 64, 3\) frames.*robot.cameras.corner2.resize=32"
+    with pytest.raises(ConfigError, match=refused):
+        deploy(str(run_dir), robot="mock", steps=2, out=str(tmp_path / "out"), estop_key=False,
+               robot_overrides={"cameras": {"corner2": cam}, "limits.watchdog_ms": 2000})

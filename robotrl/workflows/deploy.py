@@ -176,7 +176,8 @@ def check_frames(spec: PolicySpec, observation: Any, robot_name: str) -> None:
         shape = tuple(check_frame(cam, frames[cam].image).shape)  # dtype and layout: ObservationSpecError
         if shape != want:
             raise ConfigError(f"robot={robot_name} camera {cam!r} gives {shape} frames, policy expects {want} "
-                              f"(set the camera's resolution to env.image_size={spec.image_size})")
+                              f"(a camera device: crop it square and set robot.cameras.{cam}.resize="
+                              f"{spec.image_size}; a simulated one: robot.image_size={spec.image_size})")
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
