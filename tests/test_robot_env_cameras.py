@@ -97,3 +97,26 @@ def test_training_env_config_path_logs_rewards(tmp_path):
     assert [r["Scalars:scalars"] for r in data["reward"]] == [[0.5], [0.5]]
     assert [(r["step"], r["Scalars:scalars"]) for r in data["success"]] == [(0, [0.0]), (1, [1.0])]
     assert [r["step"] for r in data["camera/front"]] == [0, 1]
+
+
+def test_train_on_the_sim_arm_writes_the_live_view(tmp_path):
+    """`robotrl train robot=sim robot_env.live_view=FILE.rrd` (the trainer's own env path): every agent step of the
+    run is in the .rrd with its camera frame, the policy's vs the executed action, and the simulator's reward."""
+    from hydra import compose, initialize_config_module
+
+    from robotrl.workflows.train import Trainer
+    from tests.deploy_helpers import REACH_OVERRIDES
+
+    rrd = tmp_path / "train.rrd"
+    overrides = [*REACH_OVERRIDES, "robot=sim", "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000",
+                 "robot.limits.driver_timeout_ms=5000", "env.max_episode_steps=20", "frames=40", "seed_frames=20",
+                 "eval_episodes=0", "checkpoint_every_frames=1000", f"robot_env.live_view={rrd}"]
+    with initialize_config_module("robotrl.configs", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    Trainer(cfg, tmp_path / "run").train()
+    data = read_rrd(rrd)
+    steps = list(range(20))  # 40 frames at action_repeat 2, two episodes of 10 agent steps
+    assert [r["step"] for r in data["camera/corner2"]] == steps
+    assert np.asarray(data["camera/corner2"][0]["Image:buffer"][0]).size == 32 * 32 * 3
+    assert [r["step"] for r in data["action/policy"]] == steps == [r["step"] for r in data["action/executed"]]
+    assert [r["step"] for r in data["reward"]] == steps and all(r["Scalars:scalars"][0] >= 0 for r in data["reward"])
