@@ -38,11 +38,42 @@ def robot_class(name: str) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
+def _camera_rig(name: str, cfg: dict[str, Any]) -> Any:
+    """Pop ``cameras`` (when a mapping) and ``max_camera_skew_ms`` from ``cfg``: a CameraRig, or None."""
+    from collections.abc import Mapping
+
+    skew = cfg.pop("max_camera_skew_ms", None)
+    if "cameras" in cfg and cfg["cameras"] is None:  # null: no camera devices (franka.yaml, so101.yaml)
+        del cfg["cameras"]
+    cams = cfg.get("cameras")
+    if not isinstance(cams, Mapping) and not (hasattr(cams, "items") and hasattr(cams, "keys")):
+        if skew is not None:
+            raise ConfigError(f"robot.max_camera_skew_ms={skew!r} is set but robot.cameras is not a mapping of "
+                              "cameras (e.g. robot.cameras={front: {type: opencv, index: 0}})")
+        return None
+    cfg.pop("cameras")
+    if name == "sim":
+        raise ConfigError("robot=sim renders its cameras from the Meta-World scene: robot.cameras is a list of scene "
+                          "camera names (e.g. [corner2]), not camera devices")
+    from robotrl.hardware.cameras import DEFAULT_MAX_SKEW_MS, make_rig
+
+    if skew is not None and (isinstance(skew, bool) or not isinstance(skew, (int, float)) or not skew > 0):
+        raise ConfigError(f"robot.max_camera_skew_ms={skew!r}, expected a number of ms > 0 (or null: "
+                          f"{DEFAULT_MAX_SKEW_MS:g})")
+    if name == "mock":
+        cfg["cameras"] = []  # the real cameras replace the mock's generated ones
+    return make_rig(cams, DEFAULT_MAX_SKEW_MS if skew is None else float(skew)) if cams else None
+
+
 def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
     """Build ``SafetyLayer(driver, limits)`` from a ``robot=`` config; nothing connects until ``connect()``/``with``.
 
-    Raises ConfigError (one line, naming the field) for an unknown robot, unknown keys, invalid limits or an invalid
-    ``frame_map`` (policy frame -> arm base frame; the identity when absent).
+    Raises ConfigError (one line, naming the field) for an unknown robot, unknown keys, invalid limits, invalid
+    cameras or an invalid ``frame_map`` (policy frame -> arm base frame; the identity when absent).
+
+    ``cameras`` as a mapping (``robot.cameras={front: {type: opencv, index: 0, ...}}``) attaches real cameras to
+    any arm but ``sim`` (a :class:`~robotrl.hardware.cameras.CameraRig`; ``max_camera_skew_ms`` flags steps whose
+    frames lie further apart); as a list it names the scene cameras of ``sim`` or the generated ones of ``mock``.
     """
     from robotrl.hardware.frame_map import parse_frame_map
     from robotrl.hardware.limits import parse_limits
@@ -60,8 +91,11 @@ def make_robot(cfg: Any, **safety_kwargs: Any) -> Any:
         if isinstance(stop_ms, bool) or not isinstance(stop_ms, (int, float)) or not 0 < stop_ms < float("inf"):
             raise ConfigError(f"robot.stop_timeout_ms={stop_ms!r}, expected null or a number of ms > 0")
         safety_kwargs.setdefault("stop_timeout_s", stop_ms / 1000)
+    rig = _camera_rig(name, cfg)
     driver = cls.from_config(cfg)
     driver.validate_limits(limits)
+    if rig is not None:
+        driver.attach_cameras(rig)
     layer = SafetyLayer(driver, limits, **safety_kwargs)
     layer.frame_map = frame_map  # the training env's frame on this arm's (robotrl.hardware.frame_map)
     return layer

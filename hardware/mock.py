@@ -92,7 +92,7 @@ class MockRobot(Robot):
 
     @property
     def camera_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.cameras)
+        return tuple(c.name for c in self.cameras) + super().camera_names  # + attached real cameras (robot.cameras)
 
     def _connect(self) -> None:
         for cam in self.cameras:
@@ -110,7 +110,7 @@ class MockRobot(Robot):
         )
 
     def _read_frames(self) -> dict[str, Frame]:
-        return {cam.name: cam.read() for cam in self.cameras}
+        return {**{cam.name: cam.read() for cam in self.cameras}, **super()._read_frames()}
 
     def _send(self, action: Action) -> Action:
         self.injector.on_send()

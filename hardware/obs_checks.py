@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from robotrl.hardware.robot import Frame, JointState, RobotError
+from robotrl.hardware.cameras.base import CameraFault
+from robotrl.hardware.robot import DriverError, Frame, JointState, RobotError
 
 from robotrl.errors import ObservationError
 
@@ -26,11 +27,15 @@ class CameraError(RobotError):
 
 
 def read_observation(robot: Any) -> tuple[JointState, dict[str, Frame] | Exception]:
-    """``robot``'s state and frames (on the driver thread); a failed camera read is returned, not raised, and
-    does not put the robot in FAULT: the arm can still be held."""
+    """``robot``'s state and frames (on the driver thread); a failed camera read (a stale or frozen frame:
+    StaleFrameError) is returned, not raised, and does not put the robot in FAULT: the arm can still be held. A
+    camera that stayed lost past its ``reconnect_s`` (CameraFault) is a lost device: FAULT, as a lost arm link."""
     state = robot.get_state()
     try:
         return state, robot._read_frames()
+    except CameraFault as exc:
+        robot.mark_fault()
+        raise DriverError(f"{robot.name}: {exc}; robot is in FAULT") from exc
     except Exception as exc:  # handed to the safety layer, which holds and raises CameraError
         return state, exc
 

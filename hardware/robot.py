@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import numpy as np
 from robotrl.hardware.frame_map import IDENTITY, FrameMap
 
 from robotrl.errors import RobotRLError
+
+_log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -210,6 +213,8 @@ class Robot(abc.ABC):
     def __init__(self) -> None:
         self._state = RobotState.DISCONNECTED
         self._stop_request = threading.Event()  # set from any thread: long motions end within one control period
+        self.rig: Any = None  # a CameraRig attached by config (robot.cameras mapping; attach_cameras)
+        self.camera_flags: tuple[Any, ...] = ()  # the last read's flags (skew between cameras)
 
     # -- state machine
     @property
@@ -246,12 +251,26 @@ class Robot(abc.ABC):
     @property
     def camera_names(self) -> tuple[str, ...]:
         """Names of the cameras ``get_observation`` returns frames for (known before connecting)."""
-        return ()
+        return () if self.rig is None else self.rig.names
+
+    def attach_cameras(self, rig: Any) -> None:
+        """Give this arm a :class:`~robotrl.hardware.cameras.CameraRig` (``robot.cameras``, any arm): connected
+        before the arm, read by :meth:`_read_frames` without waiting, disconnected with the arm."""
+        self._require({RobotState.DISCONNECTED}, "attach cameras")
+        self.rig = rig
 
     def connect(self) -> None:
-        """Open the link and hold the current position (state READY)."""
+        """Open the link and hold the current position (state READY). Attached cameras connect first: one that
+        does not deliver leaves no arm connection to undo (DriverError naming the camera; state FAULT)."""
         self._require({RobotState.DISCONNECTED}, "connect")
-        self._driver_call("connect", self._connect)
+        if self.rig is not None:
+            self._driver_call("connect cameras", self.rig.connect)
+        try:
+            self._driver_call("connect", self._connect)
+        except BaseException:
+            if self.rig is not None:
+                self.rig.disconnect()
+            raise
         self._transition(RobotState.READY)
 
     def get_state(self) -> JointState:
@@ -334,6 +353,8 @@ class Robot(abc.ABC):
             self._disconnect()
         finally:  # the port is considered closed even if the driver's own shutdown failed
             self._state = RobotState.DISCONNECTED
+            if self.rig is not None:
+                self.rig.disconnect()
 
     def __enter__(self) -> Robot:
         self.connect()
@@ -350,7 +371,17 @@ class Robot(abc.ABC):
     def _read_state(self) -> JointState: ...
 
     def _read_frames(self) -> dict[str, Frame]:
-        return {}
+        """The attached cameras' newest frames, never waiting for a camera. A frame too old or a frozen stream
+        raises StaleFrameError naming the camera (the safety layer holds the arm); a camera lost past its
+        ``reconnect_s`` raises CameraFault (the arm faults). A skew between cameras is logged, not refused."""
+        if self.rig is None:
+            return {}
+        read = self.rig.read()
+        read.raise_if_invalid()
+        for flag in read.flags:
+            _log.warning("%s: %s", self.name, flag)
+        self.camera_flags = read.flags
+        return read.frames
 
     @abc.abstractmethod
     def _send(self, action: Action) -> Action: ...

@@ -56,7 +56,7 @@ import gymnasium as gym
 import numpy as np
 from robotrl.hardware.driver_thread import DriverCallTimeout, DriverThread
 from robotrl.hardware.frame_map import IDENTITY, FrameMap
-from robotrl.hardware.obs_checks import check_frame
+from robotrl.hardware.obs_checks import CameraError, check_frame
 from robotrl.hardware.robot import (
     ActionMode,
     EStopError,
@@ -142,7 +142,7 @@ class RobotEnv(gym.Env):
     def __init__(self, robot: Any, *, obs_type: str = "pixels", image_size: int = 84, frame_stack: int = 3,
                  action_repeat: int = 2, max_agent_steps: int = 100, home_noise_m: float = 0.0,
                  metres_per_unit: float = METAWORLD_METRES_PER_UNIT, info: dict[str, Any] | None = None,
-                 operator: Any = None) -> None:
+                 operator: Any = None, live: Any = None) -> None:
         if obs_type not in ROBOT_OBS_TYPES:
             raise ConfigError(f"env.obs_type={obs_type!r} on a robot: expected one of {list(ROBOT_OBS_TYPES)} "
                               f"(an arm measures no object or goal state)")
@@ -180,6 +180,8 @@ class RobotEnv(gym.Env):
         self.last_episode: EpisodeSafety | None = None
         self._ground_truth = getattr(robot.inner, "ground_truth", None)  # simulated arms only
         self.operator = operator
+        self.live = live  # a robotrl.live_view.ArmLog (robot_env.live_view): frames, actions, events per step
+        self._last_observation: Observation | None = None  # the last valid one (a frozen camera's step reuses it)
         self._obs_now: dict[str, np.ndarray] | None = None
         self._taken_over = False
         self._resume_on_step = False
@@ -270,7 +272,7 @@ class RobotEnv(gym.Env):
         if self.home_noise_m > 0:
             self._random_start()
         self._phase = "observe"
-        observation = self.robot.get_observation()
+        observation = self._last_observation = self.robot.get_observation()
         self._keep_frame(observation)
         if "pixels" in self.keys:
             frame = self._frame(observation)
@@ -311,8 +313,9 @@ class RobotEnv(gym.Env):
         return now - self._last_send
 
     def _step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
-        action = check_action(action, self.action_space)
+        action = policy_action = check_action(action, self.action_space)
         info: dict[str, Any] = {}
+        sent_units: list[np.ndarray] = []  # what reached the driver, in policy units (for the live view)
         self._phase = "operator"
         human = None if self.operator is None else self.operator(self._steps, self._obs_now)
         if (human is not None) != self._taken_over:
@@ -337,8 +340,10 @@ class RobotEnv(gym.Env):
                     self.stats.overruns += 1
                 if repeat:  # the arm after the previous send: Meta-World's "previous" proprioception
                     self._prev = proprio(self.robot.get_state(), self.robot.frame_map)
-                self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map))
+                sent = self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map))
                 self._last_send = time.monotonic()
+                sent_units.append(np.append(self.robot.frame_map.delta_to_policy(sent.delta) / self.metres_per_unit,
+                                            2.0 * sent.gripper - 1.0))
                 if self._ground_truth is not None:
                     self._phase = "ground truth"
                     r, s = self._ground_truth(action)
@@ -350,12 +355,12 @@ class RobotEnv(gym.Env):
             observation = self.robot.get_observation()
             if self.robot.state is RobotState.HOLD:  # the measurement itself held the arm (joint limit)
                 raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
-        except SAFETY_STOPS as exc:
+        except (*SAFETY_STOPS, CameraError) as exc:
             self.stats.stop = self.robot.hold_reason or str(exc)
             info["safety_stop"] = self.stats.stop
             log.warning("episode ended by the safety layer at step %d: %s", self._steps + 1, self.stats.stop)
-            if observation is None:
-                observation = self.robot.get_observation()
+            observation = self._observation_after_stop(exc, observation, info)
+        self._last_observation = observation
         self._steps += 1
         self.stats.steps = self._steps
         info["interventions"] = self._new_interventions()
@@ -370,8 +375,30 @@ class RobotEnv(gym.Env):
         if truncated:
             self._phase = "end of episode hold"
             self._end_episode()
+        self._log_live(observation, policy_action, sent_units, float(reward), info)
         self._phase = "idle"
         return obs, float(reward), False, truncated, info
+
+    def _observation_after_stop(self, exc: Exception, observation: Observation | None,
+                                info: dict[str, Any]) -> Observation:
+        """The observation a step the safety layer stopped ends on: a camera gave no valid frame (the arm holds) ->
+        the last valid observation, flagged ``info["stale_observation"]``; else this step's, read now if missing."""
+        if isinstance(exc, CameraError):
+            info["stale_observation"] = True
+            assert self._last_observation is not None  # reset() read one
+            return self._last_observation
+        return self.robot.get_observation() if observation is None else observation
+
+    def _log_live(self, observation: Observation, policy_action: np.ndarray, sent_units: list[np.ndarray],
+                  reward: float, info: dict[str, Any]) -> None:
+        """One step in the live view: frames (only when they are this step's), the policy's vs the executed action
+        (the sends' mean, in policy units), the safety events, the simulator's reward and success if it has them."""
+        if self.live is None:
+            return
+        truth = {"reward": reward, "success": info["success"]} if self._ground_truth is not None else {}
+        self.live.log(None if info.get("stale_observation") else observation.frames, policy_action=policy_action,
+                      executed_action=np.mean(sent_units, axis=0) if sent_units else None,
+                      intervention=bool(info.get("intervention")), **truth)
 
     @property
     def scene(self) -> Any:
@@ -391,8 +418,12 @@ class RobotEnv(gym.Env):
         return self._last_frame
 
     def close(self) -> None:
-        """Hold and disconnect the arm (idempotent)."""
+        """Hold and disconnect the arm (idempotent); close the live view."""
         self.robot.disconnect()
+        if self.live is not None:
+            self.live.flush()
+            self.live.view.close()
+            self.live = None
         if self._worker is not None:
             self._worker.close(wait=False)
             self._worker = None

@@ -269,7 +269,8 @@ class SafetyLayer(StopControls, Robot):
             self._check_measured(state)
             if isinstance(frames, Exception):
                 if self.inner.state in CONNECTED:
-                    self._hold_now("camera_error", f"{type(frames).__name__}: {frames}")
+                    cameras = {"camera": ",".join(frames.cameras)} if hasattr(frames, "cameras") else {}
+                    self._hold_now("camera_error", f"{type(frames).__name__}: {frames}", **cameras)
                 raise CameraError(f"{self.inner.name}: camera read failed ({type(frames).__name__}: {frames}); "
                                   "arm holds") from frames
             obs = Observation(state, frames)

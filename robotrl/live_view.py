@@ -27,7 +27,7 @@ from robotrl.errors import ConfigError
 
 EVENT_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN", logging.ERROR: "ERROR"}
 HOLD_EVENTS = frozenset({"watchdog", "estop", "rate_fault", "nonfinite", "bad_action", "joint_limit_measured",
-                         "hold", "stale_state", "stale_frame", "camera_stale"})
+                         "hold", "stale_state", "stale_frame", "camera_stale", "camera_error"})
 FAULT_EVENTS = frozenset({"driver_timeout", "driver_error", "hold_failed", "shutdown"})
 
 
@@ -98,6 +98,50 @@ class LiveView:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ArmLog:
+    """Feeds a :class:`LiveView` from a control loop on an arm behind its safety layer (``robotrl deploy``, a
+    ``RobotEnv``): one :meth:`log` per agent step with the camera frames, the policy's and the executed action, and
+    every safety-layer event since the previous step (``robot.events``); :meth:`flush` logs the events of a step
+    that ended in an error (a camera that froze, a hold) before the view closes."""
+
+    def __init__(self, view: LiveView, robot: Any) -> None:
+        self.view, self.robot = view, robot
+        self.step = 0
+        self._seen = len(robot.events)
+
+    def _new_events(self) -> list[dict[str, Any]]:
+        events = self.robot.events[self._seen:]
+        self._seen += len(events)
+        return events
+
+    def log(self, frames: Mapping[str, Any] | None = None, **values: Any) -> None:
+        """One step: ``frames`` are the observation's (``Frame`` objects or images); ``values`` as
+        :meth:`LiveView.step` takes them (policy_action, executed_action, reward, success, intervention)."""
+        images = {name: getattr(f, "image", f) for name, f in (frames or {}).items()}
+        self.view.step(self.step, frames=images, events=self._new_events(), **values)
+        self.step += 1
+
+    def flush(self) -> None:
+        """Log the safety events not logged yet (at the current step)."""
+        events = self._new_events()
+        if events:
+            self.view.step(self.step, events=events)
+
+
+def open_live_view(target: str | Path | None, robot: Any, name: str = "robotrl") -> ArmLog | None:
+    """An :class:`ArmLog` on ``robot`` writing ``target`` (a path ending in ``.rrd``) or streaming to a viewer
+    (``HOST:PORT``); None for no live view. Anything else is a one-line ConfigError."""
+    if target in (None, "", "none", "null"):
+        return None
+    text = str(target)
+    if text.endswith(".rrd"):
+        return ArmLog(LiveView(name, rrd=text), robot)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"live_view={text!r}: expected a FILE.rrd to write or HOST:PORT of a running rerun viewer")
+    return ArmLog(LiveView(name, viewer=text), robot)
 
 
 def read_rrd(path: str | Path) -> dict[str, list[dict[str, Any]]]:

@@ -37,6 +37,7 @@ from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
 from robotrl.hardware.obs_checks import check_frame
 from robotrl.hardware.robot_env import GRIPPER_NORM_M, Rate, proprio  # noqa: F401 (GRIPPER_NORM_M: re-exported)
+from robotrl.live_view import open_live_view
 from robotrl.workflows.deploy_safety import ESTOP_KEY, KeyEStop, wants_estop_key, write_logs  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,8 @@ def check_frames(spec: PolicySpec, observation: Any, robot_name: str) -> None:
         shape = tuple(check_frame(cam, frames[cam].image).shape)  # dtype and layout: ObservationSpecError
         if shape != want:
             raise ConfigError(f"robot={robot_name} camera {cam!r} gives {shape} frames, policy expects {want} "
-                              f"(set the camera's resolution to env.image_size={spec.image_size})")
+                              f"(a camera device: crop it square and set robot.cameras.{cam}.resize="
+                              f"{spec.image_size}; a simulated one: robot.image_size={spec.image_size})")
 
 
 # ------------------------------------------------------------------------------------------------ pipeline
@@ -304,11 +306,12 @@ class DeployResult:
 
 def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, steps: int, hz: float,
                dry_run: bool = False, operator: Operator | None = None, on_reset: Callable[[], None] | None = None,
-               record: bool = False, result: DeployResult | None = None) -> DeployResult:
+               record: bool = False, result: DeployResult | None = None, live: Any = None) -> DeployResult:
     """Run ``episodes`` episodes of ``steps`` agent steps on a connected SafetyLayer ``robot``.
 
     With ``record`` each episode is kept as an :class:`EpisodeRecord` (``result.records``, the one in progress
-    included). Exceptions propagate: the caller's ``with robot`` block then holds and disconnects the arm.
+    included). ``live`` (a :class:`robotrl.live_view.ArmLog`) gets each step's frames, policy and executed
+    actions and safety events. Exceptions propagate: the caller's ``with robot`` block then holds and disconnects.
     """
     from robotrl.hardware.robot import ee_action_from_policy
 
@@ -367,6 +370,8 @@ def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, step
                          "sent_action": None if dry_run else [u.tolist() for u in sent_units],
                          "intervention": taken_over,
                          "step_ms": round((time.monotonic() - t0) * 1000, 3)})
+            if live is not None:
+                live.log(observation.frames, policy_action=action, executed_action=sent_mean, intervention=taken_over)
             log.info("episode %d step %d action %s%s%s", episode, step, np.round(command, 4).tolist(),
                      " (operator)" if taken_over else "", " (dry run: not sent)" if dry_run else "")
             if rec is not None:
@@ -396,7 +401,7 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
            dry_run: bool = False, record: str | None = None, out: str | None = None, device: str = "cpu",
            operator: Operator | str | None = None, robot_overrides: dict[str, Any] | None = None,
            server: str | None = None, token: str | None = None, policy_timeout_s: float = 2.0,
-           estop_key: bool | str | None = None) -> dict[str, Any]:
+           estop_key: bool | str | None = None, live_view: str | None = None) -> dict[str, Any]:
     """Load the policy, build ``robot`` behind the safety layer, check compatibility, run; returns a summary.
 
     The policy is the checkpoint's agent, or with ``server=host:port`` a remote :mod:`robotrl.workflows.policy_server`
@@ -404,7 +409,8 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     ``<out>/steps.jsonl`` (one row per agent step), ``<out>/events.jsonl`` (safety, operator and policy-server
     events) and ``<out>/summary.json``, also when the run ends in an error; ``record`` gets the episodes in the
     demo format. With ``estop_key`` (default: when stdin is a terminal) ``e`` + Enter on stdin is an e-stop
-    (:class:`KeyEStop`); the run then ends with EStopError, the arm held and disconnected.
+    (:class:`KeyEStop`); the run then ends with EStopError, the arm held and disconnected. ``live_view`` (an
+    ``.rrd`` file, or HOST:PORT of a running rerun viewer) shows the run in rerun.
     """
     hz = None if hz is None else _number("hz", hz, float)
     steps = None if steps is None else _number("steps", steps, int)
@@ -439,11 +445,12 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     out_dir = Path(out) if out else base / f"{robot}-{time.strftime('%Y%m%d-%H%M%S')}"
     error: BaseException | None = None
     key = None
+    live = open_live_view(live_view, layer)
     try:
         with layer:
             key = KeyEStop(layer, sys.stdin).start() if key_estop else None
             run_deploy(layer, spec, policy, episodes, steps, rate_hz, dry_run, operator, on_reset,
-                       record=bool(record), result=result)
+                       record=bool(record), result=result, live=live)
     except KeyboardInterrupt as exc:  # Ctrl-C: the arm already stopped, held and disconnected; logged below
         error = exc
     except BaseException as exc:  # the arm already holds and is disconnected; log, then re-raise
@@ -452,6 +459,9 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     finally:
         if key is not None:
             key.stop()
+        if live is not None:
+            live.flush()
+            live.view.close()
         if server:
             policy.client.close()  # type: ignore[attr-defined]
         result.events.extend(policy_events)
@@ -526,10 +536,13 @@ the observation pipeline of its training run (camera, image size, frame stack, a
                     software e-stop; the arm holds, the run ends with an error, and it does not re-arm (a new run
                     does). Ctrl-C (homing included) stops and holds the arm, disconnects it, and
                     exits 130 with one line.
+  live_view=FILE    show the run in rerun (pip install 'robotrl[live]'): camera frames, policy vs executed actions,
+                    safety events; FILE.rrd is written (open it with `rerun FILE.rrd`), HOST:PORT streams to a viewer
   robot.KEY=VALUE   override the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject
 """
 
 DEPLOY_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robot": "sim", "hz": None, "episodes": 1, "steps": None,
                                    "dry_run": False, "record": None, "out": None, "operator": None, "device": "cpu",
-                                   "server": None, "token": None, "policy_timeout_s": 2.0, "estop_key": "auto"}
+                                   "server": None, "token": None, "policy_timeout_s": 2.0, "estop_key": "auto",
+                                   "live_view": None}
 

@@ -8,7 +8,8 @@ On a robot the ``env`` config still names the task (``env=metaworld/reach``: its
 run directory) and gives the observation pipeline (``image_size``, ``frame_stack``, ``action_repeat``,
 ``obs_type``, ``camera``, ``max_episode_steps`` in env steps, default Meta-World's 500); ``robot=sim`` renders that
 task's scene with that camera. ``robot_env.home_noise_m`` is the randomised start, ``robot_env.operator``
-(``module:function`` returning an Operator) a person who may take over.
+(``module:function`` returning an Operator) a person who may take over, ``robot_env.live_view`` (FILE.rrd or
+HOST:PORT) a rerun view of every step: camera frames, policy vs executed actions, safety events, rewards.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any
     if robot not in robot_names() or not path.is_file():
         raise ConfigError(f"unknown robot {robot!r}; valid robots: {', '.join(robot_names())}")
     cfg = OmegaConf.load(path)
+    # cameras are replaced, not merged: a list of names (mock, sim) may become a mapping of devices
+    if "cameras" in overrides or "cameras" in (base or {}):
+        cfg.pop("cameras", None)
     if base:
         cfg.merge_with(base)
     try:
@@ -65,11 +69,14 @@ def robot_config_for_env(robot_cfg: Any, env_spec: Any) -> dict[str, Any]:
     return robot
 
 
-def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float = 0.0, operator: Any = None) -> Any:
-    """A connected :class:`RobotEnv` over ``make_robot(robot_cfg)`` (the arm behind its safety layer)."""
+def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float = 0.0, operator: Any = None,
+                   live_view: str | None = None) -> Any:
+    """A connected :class:`RobotEnv` over ``make_robot(robot_cfg)`` (the arm behind its safety layer); with
+    ``live_view`` (FILE.rrd or HOST:PORT) each step is shown in rerun (:class:`robotrl.live_view.ArmLog`)."""
     from robotrl.envs import parse_env_cfg
     from robotrl.hardware import make_robot
     from robotrl.hardware.robot_env import RobotEnv
+    from robotrl.live_view import open_live_view
 
     spec = parse_env_cfg(env_cfg)
     robot = make_robot(robot_config_for_env(robot_cfg, spec))
@@ -78,9 +85,35 @@ def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float 
             "frame_stack": spec.frame_stack, "action_repeat": spec.action_repeat, "max_episode_steps": max_env_steps}
     env = RobotEnv(robot, obs_type=spec.obs_type, image_size=spec.image_size, frame_stack=spec.frame_stack,
                    action_repeat=spec.action_repeat, max_agent_steps=math.ceil(max_env_steps / spec.action_repeat),
-                   home_noise_m=float(home_noise_m), info=info, operator=operator)
-    robot.connect()
+                   home_noise_m=float(home_noise_m), info=info, operator=operator,
+                   live=open_live_view(live_view, robot, f"robotrl {spec.name}"))
+    try:
+        robot.connect()
+    except BaseException:
+        env.close()  # the live view's file is closed too
+        raise
     return env
+
+
+class LiveRewards(gym.Wrapper):
+    """Adds the reward a reward model gives (outside the RobotEnv: ``reward=`` wraps it) to the RobotEnv's live view,
+    at the step the RobotEnv just logged: ``reward`` (what the learner gets) and ``model_reward``, ``success``."""
+
+    def __init__(self, env: gym.Env, live: Any) -> None:
+        super().__init__(env)
+        self.live = live
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        extra = {"success": bool(info["model_success"])} if "model_success" in info else {}
+        self.live.view.step(self.live.step - 1, reward=float(reward), **extra)
+        return obs, reward, terminated, truncated, info
+
+
+def with_live_rewards(env: gym.Env, base_env: Any) -> gym.Env:
+    """``env`` (the reward layer over ``base_env``) logging its rewards to ``base_env``'s live view, if it has one."""
+    live = getattr(base_env, "live", None)
+    return env if live is None or env is base_env else LiveRewards(env, live)
 
 
 def check_robot_reward(cfg: Any) -> None:
@@ -106,7 +139,8 @@ def make_run_env(cfg: Any, seed: int) -> gym.Env:
             from robotrl.workflows.deploy import load_operator
 
             operator = load_operator(str(spec))
-        env = make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise, operator=operator)
+        live_view = OmegaConf.select(cfg, "robot_env.live_view", default=None)
+        env = make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise, operator=operator, live_view=live_view)
         # a run is a command-line process: rearm() is not something its user can call
         env.robot.rearm_hint = ("check the arm and its surroundings, then run the command again (a new process "
                                 "starts with the e-stop released)")

@@ -45,7 +45,7 @@ from robotrl.workflows.baselines import compare, comparison_table, trivial_basel
 from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.interventions import InterventionRecorder
 from robotrl.workflows.rollout import run_episodes, summarize
-from robotrl.workflows.run_env import make_run_env, uses_robot
+from robotrl.workflows.run_env import make_run_env, uses_robot, with_live_rewards
 
 log = logging.getLogger(__name__)
 REWARD_INFO_KEYS = ("model_reward", "gt_reward", "reward_invalid")  # from RewardWrapper; flagged steps are counted
@@ -284,7 +284,7 @@ class Trainer:
         overrides this: ``env.num_envs`` envs in worker processes)."""
         cfg = self.cfg
         base_env = make_run_env(cfg, seed=cfg.seed)
-        self.env = wrap_env(base_env, cfg.reward, self.reward_model)
+        self.env = with_live_rewards(wrap_env(base_env, cfg.reward, self.reward_model), base_env)
         # One arm: evaluation runs on the same RobotEnv between training episodes (without the reward model)
         self.eval_env = base_env if self.on_robot else make_run_env(cfg, seed=cfg.seed)
         if self.on_robot:
