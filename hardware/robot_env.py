@@ -29,7 +29,8 @@ layer also logs it and holds the arm after too many in a row).
 Human interventions (SERL's): an ``operator`` callable ``(step, obs) -> action or None`` is asked before every
 step; an action it returns replaces the policy's for that step (``info["intervention"] = True`` and
 ``info["executed_action"]``, what the arm was sent: replay stores that, the trainer keeps the segments as demos);
-take-over and hand-back are logged.
+take-over and hand-back are logged. ``info["sent_action"]`` is what the safety layer let reach the driver (its clips
+applied; the mean over the action repeat, in policy units): what ``robotrl record`` stores as executed.
 
 Bounded calls: with ``env.num_envs=1`` (the only choice on an arm) nothing above this env times out a step, so
 ``step`` and ``reset`` run on a worker thread and wait at most ``step_timeout_s`` / ``reset_timeout_s``; one that
@@ -322,7 +323,7 @@ class RobotEnv(gym.Env):
             action = np.clip(np.asarray(human, np.float32).reshape(self.action_space.shape), -1.0, 1.0)
             info.update(intervention=True, executed_action=action)
         reward, success = 0.0, False
-        observation = None
+        observation, sent_units = None, []
         try:
             if self._resume_on_step:  # out of the hold reset() left the arm in (an e-stop meanwhile raises here)
                 self._phase = "resume"
@@ -337,8 +338,9 @@ class RobotEnv(gym.Env):
                     self.stats.overruns += 1
                 if repeat:  # the arm after the previous send: Meta-World's "previous" proprioception
                     self._prev = proprio(self.robot.get_state(), self.robot.frame_map)
-                self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map))
+                sent = self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map))
                 self._last_send = time.monotonic()
+                sent_units.append(self._policy_units(sent))
                 if self._ground_truth is not None:
                     self._phase = "ground truth"
                     r, s = self._ground_truth(action)
@@ -358,6 +360,7 @@ class RobotEnv(gym.Env):
                 observation = self.robot.get_observation()
         self._steps += 1
         self.stats.steps = self._steps
+        info.update(self._sent_info(sent_units))
         info["interventions"] = self._new_interventions()
         self.stats.interventions += info["interventions"]
         self._keep_frame(observation)
@@ -372,6 +375,17 @@ class RobotEnv(gym.Env):
             self._end_episode()
         self._phase = "idle"
         return obs, float(reward), False, truncated, info
+
+    @staticmethod
+    def _sent_info(sent_units: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """``sent_action``: what the safety layer let reach the driver (the mean over the action repeat, policy
+        units); absent when nothing was sent."""
+        return {"sent_action": np.mean(sent_units, axis=0).astype(np.float32)} if sent_units else {}
+
+    def _policy_units(self, sent: Any) -> np.ndarray:
+        """A sent :class:`Action` back in the policy's [-1, 1] units and frame (gripper +1 = closed)."""
+        delta = self.robot.frame_map.delta_to_policy(sent.delta) / self.metres_per_unit
+        return np.append(delta, 2.0 * sent.gripper - 1.0)
 
     @property
     def scene(self) -> Any:
