@@ -192,3 +192,41 @@ def test_live_view_logs_each_step(tmp_path):
     logged = read_rrd(rrd)
     assert len(logged["camera/corner2"]) == 3 and len(logged["action/executed"]) == 3
     assert len(logged["intervention"]) == 3 and len(logged["label"]) == 1
+
+
+def test_a_safety_stop_ends_the_episode_unlabelled_and_keeps_it(tmp_path):
+    """Pushing the hand up into the workspace box with robot.limits.on_limit=reject: the safety layer refuses the
+    command and holds the arm, the episode ends there, and it is kept unlabelled with the reason."""
+    out = tmp_path / "session"
+    assert record(tmp_path, "a", [{"delta_m": [0, 0, 0.01], "repeat": 40}], "episodes=1", f"out={out}",
+                  "export=none", "robot.limits.on_limit=reject") == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["episode_labels"] == [None] and "workspace" in meta["episode_stops"][0], meta["episode_stops"]
+    assert 3 <= meta["episode_lengths"][0] < 20
+    ep = load_demos(out)[0]
+    assert not ep.success.any() and ep.obs["state"][-1, 2] - ep.obs["state"][0, 2] > 0.05  # it went up
+
+
+def test_a_lost_device_keeps_the_completed_episodes(tmp_path):
+    """A teleop device lost mid-episode (TeleopError): one error, the arm held and disconnected, the episodes
+    completed before it still load, and nothing of the one in progress is written."""
+    from robotrl.hardware.teleop import TeleopError
+    from robotrl.hardware.teleop.scripted import ScriptedTeleop, parse_steps
+
+    from robotrl.workflows.record import record as run_record
+
+    class Unplugged(ScriptedTeleop):
+        def poll(self, state=None):
+            if self.polls == 6:
+                raise TeleopError("scripted", "unplugged")
+            return super().poll(state)
+
+    device = Unplugged(parse_steps([{"delta_m": X, "repeat": 3}, {"events": ["success"]}, {"delta_m": Z}]))
+    out = tmp_path / "session"
+    overrides = {"robot": dict(a.split("=", 1) for a in (x.removeprefix("robot.") for x in FAST)),
+                 "env": dict(a.removeprefix("env.").split("=", 1) for a in ENV)}
+    with pytest.raises(TeleopError, match="unplugged"):
+        run_record(robot="sim", teleop="scripted", episodes=3, steps=20, reset_s=0, out=str(out), export="none",
+                   overrides=overrides, device=device)
+    assert sorted(p.name for p in out.iterdir()) == ["episode_000000.npz", "meta.json"]
+    assert [len(e.action) for e in load_demos(out)] == [3]
