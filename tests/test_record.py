@@ -154,6 +154,8 @@ def test_reset_phase_waits_for_the_device_or_the_timeout():
     t0 = time.monotonic()
     assert wait_for_start(silent, 0.05, 0.01) == "timeout" and time.monotonic() - t0 >= 0.05
     assert silent.polls >= 2
+    toggled = ScriptedTeleop(parse_steps([{}, {}, {"gripper": 1.0}, {"delta_m": X}]))
+    assert wait_for_start(toggled, 60.0, 0.001) == "device" and toggled.polls == 3
     pressed = ScriptedTeleop(parse_steps([{}, {}, {"events": ["take_over"]}, {"delta_m": X}]))
     assert wait_for_start(pressed, 60.0, 0.001) == "device" and pressed.polls == 3  # the start poll is consumed
     moved = ScriptedTeleop(parse_steps([{}, {"delta_m": X}]))
@@ -230,3 +232,49 @@ def test_a_lost_device_keeps_the_completed_episodes(tmp_path):
                    overrides=overrides, device=device)
     assert sorted(p.name for p in out.iterdir()) == ["episode_000000.npz", "meta.json"]
     assert [len(e.action) for e in load_demos(out)] == [3]
+
+
+def test_record_with_the_keyboard_on_a_terminal(tmp_path):
+    """`robotrl record teleop=keyboard` on a real pseudo-terminal, as a person types: a key ends the reset phase,
+    `w` drives +x through the safety layer, `y` labels the episode a success and ends the session."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    master, slave = os.openpty()
+    out = tmp_path / "session"
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robotrl.cli", "record", "robot=sim", "teleop=keyboard",
+         f"teleop.device={os.ttyname(slave)}", "episodes=1", "steps=300", "reset_s=120", f"out={out}", "export=none",
+         *FAST, *ENV], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    killer = threading.Timer(240, proc.kill)  # a hung run fails the test instead of hanging it
+    killer.start()
+    try:
+        def wait_for(text: str) -> None:
+            for line in proc.stdout:
+                if text in line:
+                    return
+            raise AssertionError(f"{text!r} never printed; stderr: {proc.stderr.read()[-2000:]}")
+
+        wait_for("episode 0: reset")
+        os.write(master, b"w")  # moving the device ends the reset phase (that poll itself moves nothing)
+        wait_for("episode 0: recording")
+        for _ in range(5):
+            os.write(master, b"w")
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.3)
+        os.write(master, b"y")
+        _, err = proc.communicate(timeout=200)
+    finally:
+        killer.cancel()
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, err[-2000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["episode_labels"] == ["success"] and meta["teleop"] == "keyboard"
+    ep = np.load(out / "episode_000000.npz")
+    assert ep["intervention"].all() and ep["success"][-1]
+    assert np.isclose(ep["action"][:, 0].max(), 0.5, atol=1e-5)  # w: +x at the keyboard's 5 mm per control step
+    assert (ep["action"][:, 3] == -1.0).all()  # the gripper stayed open (g never pressed)

@@ -3,8 +3,8 @@
 The loop, per episode (LeRobot's ``lerobot-record`` and HIL-SERL's, on :class:`~robotrl.hardware.robot_env.RobotEnv`):
 
 1. **Reset**: ``RobotEnv.reset`` homes the arm (``robot=sim`` also resets its scene) and holds it; the person sets
-   the scene up. The episode starts at the device's first key/button event or motion, or after ``reset_s`` seconds
-   (0: at once). That start poll only starts the episode; it moves nothing.
+   the scene up. The episode starts at the device's first key/button event, motion or gripper toggle, or after
+   ``reset_s`` seconds (0: at once). That start poll only starts the episode; it moves nothing.
 2. **Record**: each agent step polls the device once. Its command, in the policy's units and frame, goes to
    ``RobotEnv.step`` as the env's operator (so every command passes the safety layer, and a person's steps are
    flagged ``intervention``); while the person is not in control the arm is sent "hold" (no motion, gripper as it
@@ -48,7 +48,7 @@ RECORD_DOCS = {
     "task": "the task instruction stored with the episodes (LeRobot's task; default: the env's task name)",
     "episodes": "episodes the session keeps in all (discarded and re-recorded ones do not count)",
     "steps": "agent steps per episode at most (each sent env.action_repeat times at robot.limits.control_hz)",
-    "reset_s": "reset phase: the arm holds at home until a key/button or device motion, or this many seconds",
+    "reset_s": "reset phase: the arm holds at home until the device moves (or a key/button event), or this many s",
     "out": "the session directory (robotrl demo format; required)",
     "resume": "continue the session in out= (after Ctrl-C or a crash); numbering continues",
     "export": "LeRobotDataset v3 directory written at the end (default <out>/lerobot; none: no export)",
@@ -100,12 +100,15 @@ def to_policy_units(action: Any, frame_map: Any, metres_per_unit: float) -> np.n
 
 
 def wait_for_start(device: Any, reset_s: float, period: float) -> str:
-    """The reset phase's wait (the arm holds): until a device event or motion, or ``reset_s``; returns why."""
-    deadline = time.monotonic() + reset_s
+    """The reset phase's wait (the arm holds): until a device event, motion or gripper change, or ``reset_s``;
+    returns why."""
+    deadline, gripper = time.monotonic() + reset_s, None
     while time.monotonic() < deadline:
         cmd = device.poll(None)
-        if cmd.events or float(np.abs(cmd.action.delta).max(initial=0.0)) > 0:
+        moved = float(np.abs(cmd.action.delta).max(initial=0.0)) > 0
+        if cmd.events or moved or (gripper is not None and cmd.action.gripper != gripper):
             return "device"
+        gripper = cmd.action.gripper
         time.sleep(period)
     return "timeout"
 
