@@ -270,6 +270,9 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     overrides = overrides or {}
     if not out:
         raise ConfigError("robotrl record needs out=DIR (the session directory)")
+    if (Path(out) / "meta.json").is_file() and not resume:  # before any device or arm is touched
+        raise ConfigError(f"out={out!r} already holds a recording ({Path(out) / 'meta.json'}); resume=true "
+                          f"continues it, or choose another out=")
     for key, value, low in (("episodes", episodes, 1), ("steps", steps, 1), ("reset_s", reset_s, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
             raise ConfigError(f"{key}={value!r}, expected a number >= {low}")
@@ -285,16 +288,15 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     env_cfg["max_episode_steps"] = int(steps) * spec.action_repeat
     device = device or _make_device(teleop, overrides.get("teleop", {}))
     robot_cfg = load_robot_config(robot, overrides.get("robot", {}))
-    live = None
-    if live_view:
-        from robotrl.live_view import LiveView
-
-        live = LiveView(f"robotrl-record-{Path(out).name}", rrd=live_view)
     summary = RecordSummary(out=str(out))
     session: Session | None = None
     device.connect()  # the device before the arm (LeRobot #4166): a missing device never leaves an arm connected
-    renv = None
+    renv, live = None, None
     try:
+        if live_view:
+            from robotrl.live_view import LiveView
+
+            live = LiveView(f"robotrl-record-{Path(out).name}", rrd=live_view)
         renv = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=0.0)
         renv.robot.rearm_hint = "check the arm and its surroundings, then run the command again with resume=true"
         if not renv.cameras:
