@@ -134,7 +134,7 @@ def test_replay_reproduces_the_recorded_proprioception(tmp_path, capsys):
     episode = out / "episode_000000.npz"
     assert run("replay", f"episode={episode}", "robot=sim", *FAST, "max_drift_m=0.002") == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["steps"] == 10 and report["hand_drift_max_m"] < 0.002 and report["safety_stop"] is None
+    assert report["steps"] == 10 and report["hand_drift_max_m"] < 1e-4 and report["safety_stop"] is None  # 0.0 measured
     # the check can fail: an episode whose actions were changed no longer matches its recorded proprioception
     arrays = dict(np.load(episode))
     arrays["action"][:, :3] = 0.0
