@@ -29,7 +29,8 @@ layer also logs it and holds the arm after too many in a row).
 Human interventions (SERL's): an ``operator`` callable ``(step, obs) -> action or None`` is asked before every
 step; an action it returns replaces the policy's for that step (``info["intervention"] = True`` and
 ``info["executed_action"]``, what the arm was sent: replay stores that, the trainer keeps the segments as demos);
-take-over and hand-back are logged.
+take-over and hand-back are logged. ``info["sent_action"]`` is what the safety layer let reach the driver (its clips
+applied; the mean over the action repeat, in policy units): what ``robotrl record`` stores as executed.
 
 Bounded calls: with ``env.num_envs=1`` (the only choice on an arm) nothing above this env times out a step, so
 ``step`` and ``reset`` run on a worker thread and wait at most ``step_timeout_s`` / ``reset_timeout_s``; one that
@@ -315,7 +316,7 @@ class RobotEnv(gym.Env):
     def _step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         action = policy_action = check_action(action, self.action_space)
         info: dict[str, Any] = {}
-        sent_units: list[np.ndarray] = []  # what reached the driver, in policy units (for the live view)
+        sent_units: list[np.ndarray] = []  # what reached the driver, in policy units (live view, info["sent_action"])
         self._phase = "operator"
         human = None if self.operator is None else self.operator(self._steps, self._obs_now)
         if (human is not None) != self._taken_over:
@@ -342,8 +343,7 @@ class RobotEnv(gym.Env):
                     self._prev = proprio(self.robot.get_state(), self.robot.frame_map)
                 sent = self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map))
                 self._last_send = time.monotonic()
-                sent_units.append(np.append(self.robot.frame_map.delta_to_policy(sent.delta) / self.metres_per_unit,
-                                            2.0 * sent.gripper - 1.0))
+                sent_units.append(self._policy_units(sent))
                 if self._ground_truth is not None:
                     self._phase = "ground truth"
                     r, s = self._ground_truth(action)
@@ -363,6 +363,7 @@ class RobotEnv(gym.Env):
         self._last_observation = observation
         self._steps += 1
         self.stats.steps = self._steps
+        info.update(self._sent_info(sent_units))
         info["interventions"] = self._new_interventions()
         self.stats.interventions += info["interventions"]
         self._keep_frame(observation)
@@ -399,6 +400,17 @@ class RobotEnv(gym.Env):
         self.live.log(None if info.get("stale_observation") else observation.frames, policy_action=policy_action,
                       executed_action=np.mean(sent_units, axis=0) if sent_units else None,
                       intervention=bool(info.get("intervention")), **truth)
+
+    @staticmethod
+    def _sent_info(sent_units: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """``sent_action``: what the safety layer let reach the driver (the mean over the action repeat, policy
+        units); absent when nothing was sent."""
+        return {"sent_action": np.mean(sent_units, axis=0).astype(np.float32)} if sent_units else {}
+
+    def _policy_units(self, sent: Any) -> np.ndarray:
+        """A sent :class:`Action` back in the policy's [-1, 1] units and frame (gripper +1 = closed)."""
+        delta = self.robot.frame_map.delta_to_policy(sent.delta) / self.metres_per_unit
+        return np.append(delta, 2.0 * sent.gripper - 1.0)
 
     @property
     def scene(self) -> Any:

@@ -1,5 +1,5 @@
 """`robotrl` command line: train (hydra), eval, envs, plot, report, demos, goals, reward-eval, deploy, serve,
-sim2real, check-frame, worldenv.
+sim2real, check-frame, record, replay, worldenv.
 
     robotrl train [key=value ...]            e.g. agent=drqv2 env=dmc/cartpole_swingup seed=1; -m for sweeps
     robotrl train                            (no arguments) the embedded CPU quickstart: experiment=quickstart
@@ -24,6 +24,10 @@ sim2real, check-frame, worldenv.
                                              sim-to-real gap report: one policy, same seeds, several robots
     robotrl check-frame robot=NAME [robot.KEY=VALUE distance_m=0.03 ...]
                                              check robot.frame_map on the arm (home + a move along each axis)
+    robotrl record robot=NAME teleop=DEVICE task="..." episodes=N out=DIR [resume=true export=DIR ...]
+                                             teleoperated demos through the safety layer (demo format + LeRobot v3)
+    robotrl replay episode=DIR/episode_000000.npz robot=NAME
+                                             play a recorded episode back; report the proprioception drift
 
 
 `robotrl <command> --help` lists a command's keys with their defaults and examples. Bad input exits with code 2 and
@@ -601,6 +605,64 @@ def check_frame(args: list[str]) -> int:
     return 0
 
 
+def _split_prefixed(args: list[str], prefixes: tuple[str, ...]) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """``PREFIX.KEY=VALUE`` arguments grouped by prefix, and the rest."""
+    grouped: dict[str, dict[str, str]] = {p: {} for p in prefixes}
+    plain = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        prefix, dot, rest = key.partition(".")
+        if dot and prefix in grouped:
+            grouped[prefix][rest] = value
+        else:
+            plain.append(arg)
+    return plain, grouped
+
+
+def record(args: list[str]) -> int:
+    """``robotrl record``: teleoperated demonstrations through the safety layer."""
+    from robotrl.workflows.record import EXAMPLES, RECORD_DEFAULTS, RECORD_DOCS
+    from robotrl.workflows.record import record as run_record
+
+    if wants_help(args):
+        print(key_help('robotrl record robot=NAME teleop=DEVICE task="..." episodes=N out=DIR [robot.KEY=VALUE '
+                       "teleop.KEY=VALUE env.KEY=VALUE ...]",
+                       "Record teleoperated demonstrations on an arm, every command through its safety layer: a reset\n"
+                       "phase, labels (success/failure keys), re-record and discard keys, crash-safe episodes in the\n"
+                       "robotrl demo format, resume=true after Ctrl-C, a LeRobotDataset v3 export at the end.",
+                       RECORD_DEFAULTS, RECORD_DOCS, EXAMPLES))
+        return 0
+    plain, grouped = _split_prefixed(args, ("robot", "teleop", "env"))
+    opts = parse_kv(plain, RECORD_DEFAULTS)
+    try:
+        print(json.dumps(run_record(**opts, overrides=grouped), indent=1))
+    except KeyboardInterrupt as exc:  # the arm is held and disconnected, the completed episodes are on disk
+        print(f"robotrl: {exc or 'record interrupted (Ctrl-C)'}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def replay(args: list[str]) -> int:
+    """``robotrl replay``: a recorded episode played back through the safety layer; the drift report."""
+    from robotrl.workflows.replay_episode import REPLAY_DEFAULTS, REPLAY_DOCS, ReplayDriftError
+    from robotrl.workflows.replay_episode import replay as run_replay
+
+    if wants_help(args):
+        print(key_help("robotrl replay episode=DIR/episode_NNNNNN.npz robot=NAME [robot.KEY=VALUE ...]",
+                       "Play a recorded episode's executed actions back on a robot through its safety layer (same\n"
+                       "env settings and reset seed) and report how far its proprioception drifts from the recording.",
+                       REPLAY_DEFAULTS, REPLAY_DOCS,
+                       ["robotrl replay episode=demos/sim-reach/episode_000000.npz robot=sim max_drift_m=0.005"]))
+        return 0
+    plain, grouped = _split_prefixed(args, ("robot",))
+    try:
+        run_replay(**parse_kv(plain, REPLAY_DEFAULTS), robot_overrides=grouped["robot"])
+    except ReplayDriftError as exc:
+        print(f"robotrl: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def sim2real(args: list[str]) -> int:
     """``robotrl sim2real``: one policy and the same seeds on several robots, side by side."""
     from robotrl.workflows.sim2real import GAP_DEFAULTS, GAP_DOCS
@@ -688,7 +750,7 @@ def worldenv(args: list[str]) -> int:
 
 COMMANDS = {"train": train, "eval": evaluate, "envs": envs, "plot": plot, "report": report, "demos": demos,
             "goals": goals, "reward-eval": reward_eval, "deploy": deploy, "serve": serve, "sim2real": sim2real,
-            "check-frame": check_frame, "worldenv": worldenv}
+            "check-frame": check_frame, "record": record, "replay": replay, "worldenv": worldenv}
 
 
 def main(argv: list[str] | None = None) -> None:

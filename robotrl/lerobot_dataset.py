@@ -14,9 +14,10 @@ Frames: a demo episode has T+1 observations and T actions; LeRobot stores one (o
 frame, so an episode becomes T+1 frames and the last frame's action is "hold" (zero end-effector delta, gripper
 unchanged), with ``next.done`` true. Import drops that last action again, so actions and states round-trip
 exactly and frames within the video codec's error. ``next.reward``, ``next.success`` and ``intervention`` (the
-deploy recorder's operator flag) are per-frame columns. ``meta/robotrl.json`` keeps the demo ``meta.json`` (camera,
-frame stack, action repeat...) so import restores it; a dataset without it (teleoperated LeRobot data) imports
-with the settings passed to :func:`import_lerobot`.
+deploy recorder's operator flag) are per-frame columns; ``action.commanded`` too when the episodes have a
+``commanded_action`` array (``robotrl record``: the teleop device's command before the safety layer's clips).
+``meta/robotrl.json`` keeps the demo ``meta.json`` (camera, frame stack, action repeat...) so import restores it; a
+dataset without it (teleoperated LeRobot data) imports with the settings passed to :func:`import_lerobot`.
 
 All episodes go into file 000 of chunk 000 (the 100 MB / 200 MB roll-over of LeRobot is not implemented: the
 export refuses a dataset that would exceed it).
@@ -167,6 +168,8 @@ def _write_dataset(root: Path, src: Path, meta: dict[str, Any], episodes: list[A
         "next.reward", "next.done", "next.success", "intervention")}
     videos: dict[str, list[np.ndarray]] = {cam: [] for cam in cameras}
     episode_rows, start = [], 0
+    commanded = all("commanded_action" in np.load(src / f"episode_{e:06d}.npz").files for e in range(len(episodes)))
+    columns["action.commanded"] = []
     for e, ep in enumerate(episodes):
         n = len(ep.action) + 1
         arrays = np.load(src / f"episode_{e:06d}.npz")
@@ -183,6 +186,8 @@ def _write_dataset(root: Path, src: Path, meta: dict[str, Any], episodes: list[A
         columns["next.done"] += [False] * (n - 1) + [True]
         columns["next.success"] += list(np.append(ep.success, ep.success[-1]).astype(bool))
         columns["intervention"] += list(np.append(flags, False).astype(bool))
+        if commanded:  # the last frame's command is the same hold as its action
+            columns["action.commanded"] += list(np.concatenate([arrays["commanded_action"], actions[-1:]]))
         row: dict[str, Any] = {
             "episode_index": e, "tasks": [task], "length": n, "dataset_from_index": start,
             "dataset_to_index": start + n, "data/chunk_index": 0, "data/file_index": 0,
@@ -199,6 +204,8 @@ def _write_dataset(root: Path, src: Path, meta: dict[str, Any], episodes: list[A
         start += n
     total = start
     features = _features(meta, cameras, fps, vcodec, episodes[0].obs["pixels"].shape[-1])
+    if commanded:
+        features["action.commanded"] = {**features["action"]}
     data = pa.table({
         "observation.state": pa.array([list(v) for v in columns["observation.state"]], pa.list_(pa.float32())),
         "action": pa.array([list(v) for v in columns["action"]], pa.list_(pa.float32())),
@@ -207,6 +214,9 @@ def _write_dataset(root: Path, src: Path, meta: dict[str, Any], episodes: list[A
         "next.reward": pa.array(columns["next.reward"], pa.float32()),
         **{k: pa.array(columns[k], pa.bool_()) for k in ("next.done", "next.success", "intervention")},
     })
+    if commanded:
+        data = data.append_column("action.commanded", pa.array([list(v) for v in columns["action.commanded"]],
+                                                                pa.list_(pa.float32())))
     (root / "data/chunk-000").mkdir(parents=True)
     pq.write_table(data, root / DATA_PATH.format(chunk_index=0, file_index=0))
     (root / "meta/episodes/chunk-000").mkdir(parents=True)
@@ -361,6 +371,8 @@ def import_lerobot(dataset_dir: str | Path, out_dir: str | Path, cameras: list[s
             "intervention": np.asarray(data["intervention"][lo:hi - 1], bool) if "intervention" in data
             else np.zeros(hi - lo - 1, bool),
         }
+        if "action.commanded" in data:
+            arrays["commanded_action"] = np.asarray(data["action.commanded"][lo:hi - 1], np.float32)
         with atomic_write(out / episode_file(len(lengths))) as f:
             np.savez_compressed(f, **arrays)
         lengths.append(hi - lo - 1)

@@ -1,6 +1,7 @@
 """Teleoperation devices (``teleop=`` config group, ``configs/teleop/*.yaml``), one file per kind: ``keyboard``
 (this terminal or an evdev keyboard), ``gamepad`` and ``spacemouse`` (evdev), ``so101_leader`` (a leader arm on its
-own Feetech bus). Each is a :class:`~robotrl.hardware.teleop.base.Teleop` whose ``poll`` gives a
+own Feetech bus), ``scripted`` (a fixed list of polls: tests and CI). Each is a
+:class:`~robotrl.hardware.teleop.base.Teleop` whose ``poll`` gives a
 :class:`~robotrl.hardware.teleop.base.TeleopCommand` in robot ``Action`` units plus events (take-over / hand-back,
 success / failure, re-record / discard). Device libraries are imported only when a device is built.
 """
@@ -26,6 +27,7 @@ from robotrl.errors import ConfigError
 _TELEOPS: dict[str, tuple[str, str]] = {
     "gamepad": ("robotrl.hardware.teleop.gamepad", "GamepadTeleop"),
     "keyboard": ("robotrl.hardware.teleop.keyboard", "KeyboardTeleop"),
+    "scripted": ("robotrl.hardware.teleop.scripted", "ScriptedTeleop"),
     "so101_leader": ("robotrl.hardware.teleop.so101_leader", "SO101LeaderTeleop"),
     "spacemouse": ("robotrl.hardware.teleop.spacemouse", "SpaceMouseTeleop"),
 }

@@ -1,0 +1,324 @@
+"""``robotrl record``: teleoperated demonstrations on an arm, in the robotrl demo format, exported to LeRobotDataset v3.
+
+The loop, per episode (LeRobot's ``lerobot-record`` and HIL-SERL's, on :class:`~robotrl.hardware.robot_env.RobotEnv`):
+
+1. **Reset**: ``RobotEnv.reset`` homes the arm (``robot=sim`` also resets its scene) and holds it; the person sets
+   the scene up. The episode starts at the device's first key/button event, motion or gripper toggle, or after
+   ``reset_s`` seconds (0: at once). That start poll only starts the episode; it moves nothing.
+2. **Record**: each agent step polls the device once. Its command, in the policy's units and frame, goes to
+   ``RobotEnv.step`` as the env's operator (so every command passes the safety layer, and a person's steps are
+   flagged ``intervention``); while the person is not in control the arm is sent "hold" (no motion, gripper as it
+   was). Stored per step: the frames and proprioception, the device's command (``commanded_action``), what the
+   safety layer let reach the driver (``action``), the flags and the reward (the simulator's on ``robot=sim``).
+3. **End**: a success or failure key labels the episode and ends it (the poll with the key moves nothing); the
+   re-record and discard keys drop it (nothing is written; re-record and discard differ only in the log line: both
+   record the same episode number again); ``steps`` agent steps or a safety stop end it unlabelled.
+
+Each kept episode is written at once, crash-safe (``robotrl.workflows.record_session``). Ctrl-C (or a lost device)
+drops only the episode in progress: the arm is held and disconnected, the completed episodes stay, and the same
+command with ``resume=true`` records the rest (``episodes`` is the session's total). At the end the session is
+exported to a LeRobotDataset v3 (``export=DIR``, default ``<out>/lerobot``; ``export=none`` skips it).
+``live_view=FILE.rrd`` logs every step (frames, commanded vs executed actions, safety events, labels) to rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robotrl.errors import ConfigError
+from robotrl.workflows.record_session import EpisodeBuffer, Session, base_meta
+
+log = logging.getLogger(__name__)
+
+RECORD_DEFAULTS: dict[str, Any] = {"robot": "sim", "teleop": "keyboard", "env": "metaworld/reach", "task": None,
+                                   "episodes": 10, "steps": 200, "reset_s": 10.0, "out": None, "resume": False,
+                                   "export": None, "seed": 0, "live_view": None}
+RECORD_DOCS = {
+    "robot": "robot config (configs/robot/<name>.yaml); robot.KEY=VALUE overrides it",
+    "teleop": "teleop device (configs/teleop/<name>.yaml: keyboard, gamepad, spacemouse, scripted); teleop.KEY=VALUE",
+    "env": "the training env whose observations the demos must match (image size, frame stack, action repeat); "
+           "env.KEY=VALUE",
+    "task": "the task instruction stored with the episodes (LeRobot's task; default: the env's task name)",
+    "episodes": "episodes the session keeps in all (discarded and re-recorded ones do not count)",
+    "steps": "agent steps per episode at most (each sent env.action_repeat times at robot.limits.control_hz)",
+    "reset_s": "reset phase: the arm holds at home until the device moves (or a key/button event), or this many s",
+    "out": "the session directory (robotrl demo format; required)",
+    "resume": "continue the session in out= (after Ctrl-C or a crash); numbering continues",
+    "export": "LeRobotDataset v3 directory written at the end (default <out>/lerobot; none: no export)",
+    "seed": "reset seeds are seed + episode index (robot=sim's scene)",
+    "live_view": "log every step to this rerun .rrd file (rerun-sdk; `rerun FILE` opens it)",
+}
+EXAMPLES = [
+    'robotrl record robot=franka robot.hostname=172.16.0.2 teleop=spacemouse task="reach the red block" '
+    "episodes=10 out=demos/franka-reach",
+    "robotrl record robot=sim teleop=keyboard episodes=5 out=demos/sim-reach reset_s=3",
+    "robotrl record robot=sim teleop=keyboard episodes=10 out=demos/sim-reach resume=true",
+    "robotrl replay episode=demos/sim-reach/episode_000000.npz robot=sim",
+]
+
+
+@dataclass
+class RecordSummary:
+    """What a session did (printed as JSON by the CLI)."""
+
+    out: str
+    kept: int = 0  # episodes on disk at the end (resumed ones included)
+    recorded: int = 0  # kept by this process
+    rerecorded: int = 0
+    discarded: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+    export: str | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class Outcome:
+    """How an episode ended: ``kind`` is "label", "time", "safety_stop", "rerecord" or "discard"."""
+
+    kind: str
+    label: str | None = None
+    stop: str | None = None
+
+
+class RecordInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a session; the completed episodes are on disk. The message is the CLI's one line."""
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def to_policy_units(action: Any, frame_map: Any, metres_per_unit: float) -> np.ndarray:
+    """A device's end-effector :class:`Action` (arm frame, m, gripper 0..1) in the policy's [-1, 1] units (not
+    clipped: what the person commanded)."""
+    delta = frame_map.delta_to_policy(action.delta) / metres_per_unit
+    return np.append(delta, 2.0 * float(action.gripper) - 1.0).astype(np.float32)
+
+
+def wait_for_start(device: Any, reset_s: float, period: float) -> str:
+    """The reset phase's wait (the arm holds): until a device event, motion or gripper change, or ``reset_s``;
+    returns why."""
+    deadline, gripper = time.monotonic() + reset_s, None
+    while time.monotonic() < deadline:
+        cmd = device.poll(None)
+        moved = float(np.abs(cmd.action.delta).max(initial=0.0)) > 0
+        if cmd.events or moved or (gripper is not None and cmd.action.gripper != gripper):
+            return "device"
+        gripper = cmd.action.gripper
+        time.sleep(period)
+    return "timeout"
+
+
+class Recorder:
+    """Runs episodes of ``env`` (a RobotEnv) driven by ``device``; see the module doc."""
+
+    def __init__(self, env: Any, device: Any, live: Any = None) -> None:
+        from robotrl.hardware.teleop import TeleopEvent
+
+        self.env, self.device, self.live, self.events = env, device, live, TeleopEvent
+        self.views = len(env.cameras)
+        self._pending: np.ndarray | None = None
+        env.operator = lambda step, obs: self._pending  # the person's command, asked by RobotEnv every step
+        self._live_step = 0
+
+    def episode(self, buffer: EpisodeBuffer, obs: dict[str, np.ndarray]) -> Outcome:
+        """Record one episode from the reset observation ``obs`` into ``buffer``."""
+        env, ev = self.env, self.events
+        buffer.observe(obs, self.views)
+        gripper, seen = -1.0, len(env.stats.events)
+        for _ in range(env.max_agent_steps):
+            cmd = self.device.poll(None)
+            for event in cmd.events:
+                if event in (ev.RERECORD, ev.DISCARD):
+                    return Outcome(event.value)
+                if event in (ev.SUCCESS, ev.FAILURE):
+                    self._log_label(event.value)
+                    return Outcome("label", event.value)
+            hold = np.array([0.0, 0.0, 0.0, gripper], np.float32)
+            commanded = to_policy_units(cmd.action, env.robot.frame_map, env.metres_per_unit)
+            self._pending = commanded if cmd.intervening else None
+            obs, reward, _, truncated, info = env.step(hold)
+            executed = np.asarray(info.get("sent_action", hold), np.float32)
+            executed = np.clip(executed, -1.0, 1.0)  # the demo format's range (a sent action is inside it anyway)
+            gripper = float(executed[3])
+            buffer.observe(obs, self.views)
+            buffer.action.append(executed)
+            buffer.commanded.append(commanded if cmd.intervening else hold)
+            buffer.intervention.append(bool(info.get("intervention", False)))
+            buffer.reward.append(float(reward))
+            buffer.safety_events.append(int(info.get("interventions", 0)))
+            if "success" in info:
+                buffer.env_success.append(bool(info["success"]))
+            new_events, seen = env.stats.events[seen:], len(env.stats.events)
+            self._log_step(obs, commanded if cmd.intervening else None, executed, float(reward),
+                           bool(info.get("intervention", False)), new_events)
+            if truncated:
+                stop = info.get("safety_stop")
+                return Outcome("safety_stop" if stop else "time", stop=stop)
+        return Outcome("time")
+
+    def _log_step(self, obs: dict[str, np.ndarray], commanded: Any, executed: np.ndarray, reward: float,
+                  intervention: bool, events: list[dict[str, Any]]) -> None:
+        if self.live is None:
+            return
+        pixels = obs["pixels"][-3 * self.views:]
+        frames = {cam: pixels[3 * v:3 * v + 3].transpose(1, 2, 0) for v, cam in enumerate(self.env.cameras)}
+        self.live.step(self._live_step, frames=frames, policy_action=commanded, executed_action=executed,
+                       reward=reward, intervention=intervention, events=events)
+        self._live_step += 1
+
+    def _log_label(self, label: str) -> None:
+        if self.live is not None:
+            self.live.step(max(self._live_step - 1, 0), label=label == "success")
+
+
+def run_session(recorder: Recorder, session: Session, episodes: int, reset_s: float, seed: int,
+                summary: RecordSummary) -> None:
+    """Record until ``session`` holds ``episodes`` episodes (the completed ones are on disk whatever happens)."""
+    env = recorder.env
+    while session.count < episodes:
+        index = session.count
+        obs, _ = env.reset(seed=seed + index)
+        print(f"episode {index}: reset; set the scene up, then move the device or press a key "
+              f"(starts in {reset_s:g} s)", flush=True)
+        wait_for_start(recorder.device, reset_s, env.period)
+        print(f"episode {index}: recording", flush=True)
+        buffer = EpisodeBuffer()
+        outcome = recorder.episode(buffer, obs)
+        if outcome.kind == "rerecord":
+            summary.rerecorded += 1
+        elif outcome.kind == "discard" or not len(buffer):  # a label before any step: nothing to keep
+            summary.discarded += 1
+        if outcome.kind in ("rerecord", "discard") or not len(buffer):
+            print(f"episode {index}: {outcome.kind}: nothing written, recording episode {index} again", flush=True)
+            continue
+        session.write(buffer, outcome.label, seed + index, outcome.stop)
+        summary.recorded += 1
+        key = outcome.label or "unlabelled"
+        summary.labels[key] = summary.labels.get(key, 0) + 1
+        ended = outcome.label or (f"safety stop ({outcome.stop})" if outcome.stop else "time, unlabelled")
+        print(f"episode {index}: kept, {len(buffer)} steps, {ended}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def _group_config(group: str, name: str, overrides: dict[str, str]) -> dict[str, Any]:
+    """``configs/<group>/<name>.yaml`` with ``group.KEY=VALUE`` overrides (parsed as OmegaConf parses them)."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    folder = Path(str(resources.files("robotrl.configs"))) / group
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise ConfigError(f"unknown {group} {name!r}; valid: {valid}")
+    cfg = OmegaConf.load(path)
+    try:
+        cfg.merge_with(OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
+    except Exception as exc:
+        raise ConfigError(f"bad {group} override {overrides}: {exc}") from None
+    return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def _make_device(teleop: str, overrides: dict[str, str]) -> Any:
+    """The ``teleop=`` device, driving every step unless ``teleop.intervention`` says otherwise."""
+    from robotrl.hardware.robot import ActionMode
+    from robotrl.hardware.teleop import make_teleop
+
+    cfg = _group_config("teleop", teleop, overrides)
+    if "intervention" in cfg and "intervention" not in overrides:
+        cfg["intervention"] = "always"  # no policy runs while recording: the device drives every step
+    device = make_teleop(cfg)
+    if device is None:
+        raise ConfigError("robotrl record needs a teleop device; teleop=none gives no actions "
+                          "(valid: keyboard, gamepad, spacemouse, scripted)")
+    if device.mode is not ActionMode.EE_DELTA:
+        raise ConfigError(f"teleop={teleop} gives {device.mode.value} commands; robotrl record drives the hand in "
+                          f"end-effector deltas through RobotEnv (use keyboard, gamepad, spacemouse)")
+    return device
+
+
+def _export(session: Session, export: str | None, instruction: str) -> str | None:
+    """Export the session to a LeRobotDataset v3 (replacing an export of fewer episodes); returns its path."""
+    from robotrl.lerobot_dataset import export_lerobot
+
+    if export == "none" or not session.count:
+        return None
+    target = Path(export) if export else session.out / "lerobot"
+    fresh = target.with_name(f"{target.name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    export_lerobot(session.out, fresh, task=instruction)
+    if target.exists():
+        shutil.rmtree(target)
+    fresh.rename(target)
+    return str(target)
+
+
+def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/reach", task: str | None = None,
+           episodes: int = 10, steps: int = 200, reset_s: float = 10.0, out: str | None = None, resume: bool = False,
+           export: str | None = None, seed: int = 0, live_view: str | None = None,
+           overrides: dict[str, dict[str, str]] | None = None, device: Any = None) -> dict[str, Any]:
+    """``robotrl record``: see the module doc. ``overrides`` are the ``robot.``/``teleop.``/``env.`` keys;
+    ``device`` replaces the teleop device built from ``teleop`` (tests)."""
+    from robotrl.envs import parse_env_cfg
+    from robotrl.workflows.run_env import load_robot_config, make_robot_env
+
+    overrides = overrides or {}
+    if not out:
+        raise ConfigError("robotrl record needs out=DIR (the session directory)")
+    if (Path(out) / "meta.json").is_file() and not resume:  # before any device or arm is touched
+        raise ConfigError(f"out={out!r} already holds a recording ({Path(out) / 'meta.json'}); resume=true "
+                          f"continues it, or choose another out=")
+    for key, value, low in (("episodes", episodes, 1), ("steps", steps, 1), ("reset_s", reset_s, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+            raise ConfigError(f"{key}={value!r}, expected a number >= {low}")
+    if export != "none":
+        from robotrl.lerobot_dataset import _require
+
+        _require()  # pyarrow and av: fail before recording, not after
+    from omegaconf import OmegaConf
+
+    env_over = OmegaConf.to_container(OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.get("env", {}).items()]))
+    env_cfg: dict[str, Any] = {"name": env, **env_over, "obs_type": "pixels_proprio"}  # type: ignore[dict-item]
+    spec = parse_env_cfg(env_cfg)
+    env_cfg["max_episode_steps"] = int(steps) * spec.action_repeat
+    device = device or _make_device(teleop, overrides.get("teleop", {}))
+    robot_cfg = load_robot_config(robot, overrides.get("robot", {}))
+    summary = RecordSummary(out=str(out))
+    session: Session | None = None
+    device.connect()  # the device before the arm (LeRobot #4166): a missing device never leaves an arm connected
+    renv, live = None, None
+    try:
+        if live_view:
+            from robotrl.live_view import LiveView
+
+            live = LiveView(f"robotrl-record-{Path(out).name}", rrd=live_view)
+        renv = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=0.0)
+        renv.robot.rearm_hint = "check the arm and its surroundings, then run the command again with resume=true"
+        if not renv.cameras:
+            raise ConfigError(f"robot={robot} has no camera; demos store camera frames (robot.cameras=...)")
+        instruction = str(task) if task else spec.task
+        meta = base_meta(env_cfg, spec, renv.robot, instruction, teleop, float(renv.robot.limits.control_hz), seed,
+                         0.0)
+        session = Session.open(out, meta, resume)
+        if resume:
+            print(f"resuming {out}: {session.count} episode(s) kept, recording up to {episodes}", flush=True)
+        run_session(Recorder(renv, device, live), session, int(episodes), float(reset_s), int(seed), summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if renv is not None:
+            renv.close()  # hold and disconnect the arm first
+        device.disconnect()
+        if live is not None:
+            live.close()
+    summary.kept = session.count if session is not None else 0
+    if summary.interrupted or session is None:
+        raise RecordInterrupted(f"record interrupted (Ctrl-C): the arm is held and disconnected; {summary.kept} "
+                                f"episode(s) kept in {out}; the same command with resume=true continues")
+    summary.export = _export(session, export, instruction)
+    return summary.__dict__

@@ -1,0 +1,168 @@
+"""The on-disk side of ``robotrl record``: one episode's buffer, and a session directory in the robotrl demo format.
+
+A session directory is a demo directory (``robotrl/demos.py``: ``meta.json`` + ``episode_NNNNNN.npz``) that agents,
+``reward=success_classifier`` and ``export_lerobot`` read as they are. Each recorded episode holds, besides the
+demo format's keys (``action`` = what the safety layer let reach the driver, in policy units; ``success`` = the
+person's label: True at the last step of an episode labelled a success, else False):
+
+- ``commanded_action`` (T, 4) float32: the device's command in policy units before any clipping (may leave [-1, 1]);
+- ``intervention`` (T,) bool: steps a person drove (every step, when no policy runs);
+- ``safety_events`` (T,) int16: safety-layer interventions (clips, holds) during the step;
+- ``env_success`` (T,) bool, only on a simulated arm: the simulator's own success (``robot=sim``'s ground truth).
+
+``meta.json`` adds per episode ``episode_labels`` ("success" / "failure" / null: the episode ended by time or a
+safety stop without a label), ``episode_seeds``, ``episode_stops`` (the safety layer's reason, or null) and the
+settings replay needs (``env``, ``robot``, ``hz``). Crash safety: every file is written atomically (temp file,
+fsync, rename, :mod:`robotrl.atomic`), an episode's npz before ``meta.json``, and ``num_episodes`` in meta is
+authoritative: an episode whose meta update never happened does not exist, and :meth:`Session.open` removes it and
+any temp file a killed process left. A discarded or re-recorded episode is never written at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robotrl.atomic import atomic_write, atomic_write_text
+from robotrl.demos import FORMAT_VERSION, META, episode_file, load_demos
+from robotrl.errors import ConfigError
+
+RECORD_FORMAT = "robotrl record session (robotrl demo format v1 + commanded_action, intervention, labels)"
+PROPRIO_NAMES = ["ee.x", "ee.y", "ee.z", "gripper.opening"]
+STATE_NAMES = PROPRIO_NAMES + [f"prev.{n}" for n in PROPRIO_NAMES]
+LABELS = ("success", "failure")
+# settings a resumed session must share with the recorded one (meta key -> what it is)
+RESUME_KEYS = {"name": "env", "robot": "robot", "image_size": "env.image_size", "cameras": "cameras",
+               "action_repeat": "env.action_repeat", "frame_stack": "env.frame_stack"}
+_EPISODE = re.compile(r"episode_(\d{6})\.npz$")
+
+
+@dataclass
+class EpisodeBuffer:
+    """One episode as it is recorded: T+1 observations, T steps."""
+
+    pixels: list[np.ndarray] = field(default_factory=list)
+    state: list[np.ndarray] = field(default_factory=list)
+    action: list[np.ndarray] = field(default_factory=list)
+    commanded: list[np.ndarray] = field(default_factory=list)
+    intervention: list[bool] = field(default_factory=list)
+    reward: list[float] = field(default_factory=list)
+    safety_events: list[int] = field(default_factory=list)
+    env_success: list[bool] = field(default_factory=list)
+
+    def observe(self, obs: dict[str, np.ndarray], views: int) -> None:
+        """Keep an observation: the newest frame of the stack (the demo format stores single frames) and the
+        8-d proprioception."""
+        self.pixels.append(np.asarray(obs["pixels"][-3 * views:], np.uint8).copy())
+        self.state.append(np.asarray(obs["state"], np.float32).copy())
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+    def arrays(self, label: str | None) -> dict[str, np.ndarray]:
+        t = len(self.action)
+        success = np.zeros(t, bool)
+        if label == "success":
+            success[-1] = True  # the state the person judged: the episode's last frame (frame t + 1 of step t)
+        out = {
+            "pixels": np.stack(self.pixels).astype(np.uint8), "state": np.stack(self.state).astype(np.float32),
+            "action": np.stack(self.action).astype(np.float32), "reward": np.asarray(self.reward, np.float32),
+            "terminated": np.zeros(t, bool), "success": success,
+            "commanded_action": np.stack(self.commanded).astype(np.float32),
+            "intervention": np.asarray(self.intervention, bool),
+            "safety_events": np.asarray(self.safety_events, np.int16),
+        }
+        if self.env_success:
+            out["env_success"] = np.asarray(self.env_success, bool)
+        return out
+
+
+class Session:
+    """A session directory being recorded (see the module doc). ``count`` episodes are on disk."""
+
+    def __init__(self, out: Path, meta: dict[str, Any]) -> None:
+        self.out, self.meta = out, meta
+
+    @property
+    def count(self) -> int:
+        return int(self.meta["num_episodes"])
+
+    @classmethod
+    def open(cls, out: str | Path, base_meta: dict[str, Any], resume: bool) -> Session:
+        """A new session at ``out`` (which must hold no episodes), or with ``resume`` the one there, checked to
+        have been recorded with the same settings and cleaned of what an interrupted process left."""
+        out = Path(out)
+        meta_path = out / META
+        if meta_path.is_file() and not resume:
+            raise ConfigError(f"out={str(out)!r} already holds a recording ({meta_path}); resume=true continues it, "
+                              f"or choose another out=")
+        if not meta_path.is_file():
+            if out.is_dir() and any(_EPISODE.match(p.name) for p in out.iterdir()):
+                raise ConfigError(f"out={str(out)!r} holds episode files but no {META}; not a robotrl record session")
+            out.mkdir(parents=True, exist_ok=True)
+            _clean(out, 0)
+            meta = {**base_meta, "num_episodes": 0, "episode_lengths": [], "episode_labels": [],
+                    "episode_seeds": [], "episode_stops": [], "episode_interventions": []}
+            return cls(out, meta)
+        meta = json.loads(meta_path.read_text())
+        for key, what in RESUME_KEYS.items():
+            if meta.get(key) != base_meta.get(key):
+                raise ConfigError(f"resume=true: {out} was recorded with {what}={meta.get(key)!r}, this session has "
+                                  f"{base_meta.get(key)!r}; record with the same settings or choose another out=")
+        if meta.get("num_episodes"):
+            load_demos(out)  # every kept episode still loads: a resumed session never builds on a broken one
+        _clean(out, int(meta.get("num_episodes", 0)))
+        meta.update({k: v for k, v in base_meta.items() if k not in meta})
+        return cls(out, meta)
+
+    def write(self, episode: EpisodeBuffer, label: str | None, seed: int, stop: str | None) -> Path:
+        """Write ``episode`` as the next one: its npz, then meta.json (both atomic)."""
+        if label not in (*LABELS, None):
+            raise ValueError(f"label={label!r}, expected one of {LABELS} or None")
+        path = self.out / episode_file(self.count)
+        arrays = episode.arrays(label)
+        with atomic_write(path) as f:
+            np.savez_compressed(f, **arrays)
+        m = self.meta
+        m["episode_lengths"].append(len(episode))
+        m["episode_labels"].append(label)
+        m["episode_seeds"].append(int(seed))
+        m["episode_stops"].append(stop)
+        m["episode_interventions"].append(int(arrays["intervention"].sum()))
+        m["num_episodes"] = self.count + 1
+        m["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_text(self.out / META, json.dumps(m, indent=2))
+        return path
+
+
+def _clean(out: Path, keep: int) -> None:
+    """Remove temp files a killed writer left, and episode files past ``keep`` (never counted in meta.json)."""
+    for path in out.iterdir():
+        match = _EPISODE.match(path.name)
+        stray_tmp = path.name.startswith(".") and path.name.endswith(".tmp")
+        if stray_tmp or (match and int(match.group(1)) >= keep):
+            path.unlink()
+
+
+def base_meta(env_cfg: dict[str, Any], spec: Any, robot: Any, instruction: str, teleop: str, hz: float,
+              seed: int, home_noise_m: float) -> dict[str, Any]:
+    """The session's meta.json fields that do not change per episode."""
+    cameras = list(robot.camera_names)
+    return {
+        "format_version": FORMAT_VERSION, "format": RECORD_FORMAT, "name": spec.name, "suite": "robot",
+        "task": instruction, "scene_task": spec.task, "robot": robot.inner.name, "teleop": teleop,
+        "image_size": spec.image_size, "frame_stack": spec.frame_stack, "action_repeat": spec.action_repeat,
+        "camera": cameras[0], "cameras": cameras, "state_dim": len(STATE_NAMES), "state_names": STATE_NAMES,
+        "proprio_index": list(range(len(STATE_NAMES))), "action_dim": 4,
+        "action_units": "[-1, 1]: dx dy dz x 0.01 m in the policy frame (robot.frame_map), gripper (+1 closed)",
+        "reward": "the simulator's on robot=sim, else 0 (a robot has no reward signal)",
+        "labels": "success[t] is True at the last step of an episode labelled a success (episode_labels)",
+        "hz": hz, "seed": seed, "home_noise_m": home_noise_m, "env": env_cfg,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -1,0 +1,116 @@
+"""``robotrl replay``: play a recorded episode's executed actions back on an arm, through the safety layer.
+
+The episode (``episode=DIR/episode_NNNNNN.npz`` of a ``robotrl record`` session, or of ``robotrl deploy record=``)
+is replayed through :class:`~robotrl.hardware.robot_env.RobotEnv` with the recording's env settings (action repeat,
+control rate from ``robot.limits``) from the same reset seed: each stored ``action`` (what the safety layer let reach
+the driver when it was recorded) is sent ``action_repeat`` times, as then. The report is how far the replay's
+proprioception (hand xyz in the policy frame, finger opening) drifts from the recorded one, step by step: the
+maximum, mean and final hand distance (m) and the largest opening difference, with the safety layer's
+interventions and stop, if any. ``max_drift_m`` turns the report into a check (exit 1 above it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robotrl.errors import ConfigError, DemoFormatError
+
+REPLAY_DEFAULTS: dict[str, Any] = {"episode": None, "robot": "sim", "max_drift_m": None, "out": None}
+REPLAY_DOCS = {
+    "episode": "the recorded episode: DIR/episode_NNNNNN.npz of a robotrl record session (required)",
+    "robot": "robot config (configs/robot/<name>.yaml) to replay on; robot.KEY=VALUE overrides it",
+    "max_drift_m": "fail (exit 1) when the hand drifts further than this from the recording (m)",
+    "out": "also write the report as JSON to this file",
+}
+_EPISODE = re.compile(r"episode_(\d{6})\.npz$")
+
+
+class ReplayDriftError(Exception):
+    """The replay drifted further than ``max_drift_m``."""
+
+
+def _load(episode: str) -> tuple[dict[str, Any], Any, int]:
+    """(session meta, the episode, its index) for an episode file path."""
+    from robotrl.demos import load_demos
+
+    path = Path(episode)
+    match = _EPISODE.search(path.name)
+    if not match or not path.is_file():
+        raise ConfigError(f"episode={episode!r}: expected an existing DIR/episode_NNNNNN.npz of a recorded session")
+    index = int(match.group(1))
+    meta_path = path.parent / "meta.json"
+    if not meta_path.is_file():
+        raise DemoFormatError(f"{meta_path}: missing (episode= must sit in a robotrl record session directory)")
+    meta = json.loads(meta_path.read_text())
+    if index >= int(meta.get("num_episodes", 0)):
+        raise DemoFormatError(f"{path}: episode {index} is not one of the {meta.get('num_episodes')} episodes that "
+                              f"{meta_path} counts (an unfinished write)")
+    if not isinstance(meta.get("env"), dict):
+        raise DemoFormatError(f"{meta_path}: no 'env' settings (replay needs a robotrl record session's meta.json)")
+    return meta, load_demos(path.parent)[index], index
+
+
+def replay_on(env: Any, actions: np.ndarray, recorded_state: np.ndarray, seed: int) -> dict[str, Any]:
+    """Reset ``env`` (a RobotEnv) with ``seed``, send ``actions`` and compare the proprioception with
+    ``recorded_state`` ((T+1, >=4): hand xyz, opening); returns the drift report."""
+    obs, _ = env.reset(seed=seed)
+    replayed = [np.asarray(obs["state"][:4], np.float64)]
+    stop = None
+    for action in actions:
+        obs, _, _, truncated, info = env.step(np.asarray(action, np.float32))
+        replayed.append(np.asarray(obs["state"][:4], np.float64))
+        if info.get("safety_stop"):
+            stop = info["safety_stop"]
+            break
+        if truncated:
+            break
+    got = np.stack(replayed)
+    want = np.asarray(recorded_state[: len(got), :4], np.float64)
+    hand = np.linalg.norm(got[:, :3] - want[:, :3], axis=1)
+    return {"steps": len(got) - 1, "recorded_steps": len(actions),
+            "hand_drift_max_m": round(float(hand.max()), 6), "hand_drift_mean_m": round(float(hand.mean()), 6),
+            "hand_drift_final_m": round(float(hand[-1]), 6),
+            "opening_drift_max": round(float(np.abs(got[:, 3] - want[:, 3]).max()), 6),
+            "start_offset_m": round(float(hand[0]), 6), "safety_interventions": env.intervention_total(),
+            "safety_stop": stop}
+
+
+def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = None, out: str | None = None,
+           robot_overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    """``robotrl replay``: see the module doc; returns the report (raises ReplayDriftError past ``max_drift_m``)."""
+    from robotrl.workflows.run_env import load_robot_config, make_robot_env
+
+    if not episode:
+        raise ConfigError("robotrl replay needs episode=DIR/episode_NNNNNN.npz")
+    limit = None if max_drift_m is None else float(max_drift_m)
+    if limit is not None and not limit > 0:
+        raise ConfigError(f"max_drift_m={max_drift_m!r}, expected a number > 0 (m)")
+    meta, ep, index = _load(episode)
+    env_cfg = {**meta["env"], "obs_type": "proprio"}  # the drift is measured on proprioception: no camera needed
+    env_cfg["max_episode_steps"] = max(int(env_cfg.get("max_episode_steps") or 0),
+                                       len(ep.action) * int(meta.get("action_repeat", 1)))
+    seeds = meta.get("episode_seeds") or []
+    seed = int(seeds[index]) if index < len(seeds) else int(meta.get("seed", 0)) + index
+    robot_cfg = load_robot_config(robot, robot_overrides or {})
+    env = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=float(meta.get("home_noise_m", 0.0)))
+    env.robot.rearm_hint = "check the arm and its surroundings, then run the command again"
+    try:
+        report = replay_on(env, ep.action, ep.obs["state"], seed)
+    finally:
+        env.close()
+    report.update(episode=str(episode), robot=robot, recorded_on=meta.get("robot"))
+    report["ok"] = limit is None or report["hand_drift_max_m"] <= limit
+    print(json.dumps(report, indent=1))
+    if out:
+        from robotrl.atomic import atomic_write_text
+
+        atomic_write_text(out, json.dumps(report, indent=1))
+    if not report["ok"]:
+        raise ReplayDriftError(f"replay drifted {report['hand_drift_max_m']:.4f} m from the recording, more than "
+                               f"max_drift_m={limit}")
+    return report
