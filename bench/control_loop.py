@@ -123,7 +123,8 @@ class ExecutorHandoff:
     def __init__(self) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="robot-driver")
 
-    def call(self, fn: Any, args: tuple[Any, ...], timeout: float) -> Any:
+    def call(self, fn: Any, args: tuple[Any, ...], timeout: float, **_interrupt: Any) -> Any:
+        """(the Ctrl-C hand-off of DriverThread.call, ``on_interrupt``/``grace_s``, is not part of the comparison)"""
         from robotrl.hardware.safety import DriverCallTimeout
 
         try:
@@ -140,7 +141,6 @@ def safety_cost(blocks: int, per_block: int, rates: list[float]) -> dict[str, An
     bare SimRobot's; interleaved blocks, same actions."""
     from robotrl.hardware import make_robot
     from robotrl.hardware.robot import Action
-    from robotrl.hardware.sim import SimRobot
 
     cfg = sim_cfg(20.0)
     robots: dict[str, Any] = {}
@@ -150,8 +150,7 @@ def safety_cost(blocks: int, per_block: int, rates: list[float]) -> dict[str, An
         # a real loop gives them (no velocity clip, no overrun), not the sub-ms spacing of back-to-back sends.
         robots[name] = make_robot(cfg, clock=lambda ticks=ticks: next(ticks) * 0.05)
     robots["safe_executor"]._executor = ExecutorHandoff()
-    driver_keys = {k: v for k, v in cfg.items() if k not in ("name", "limits", "stop_timeout_ms")}
-    robots["bare"] = SimRobot.from_config(driver_keys)
+    robots["bare"] = make_robot(cfg).inner  # the same driver, built as make_robot builds it, without the layer
     rng = np.random.default_rng(0)
     there = [Action.ee(rng.uniform(-0.004, 0.004, 3), float(rng.uniform())) for _ in range(per_block // 2)]  # no clip
     # ... and back, so the arms stay near their start
