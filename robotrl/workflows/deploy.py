@@ -15,7 +15,6 @@ per-step array ``intervention`` (T,) bool marking the operator's segments.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +38,12 @@ from robotrl.hardware.obs_checks import check_frame
 from robotrl.hardware.robot_env import GRIPPER_NORM_M, Rate, proprio  # noqa: F401 (GRIPPER_NORM_M: re-exported)
 from robotrl.live_view import open_live_view
 from robotrl.workflows.deploy_safety import ESTOP_KEY, KeyEStop, wants_estop_key, write_logs  # noqa: F401 (re-exported)
+from robotrl.workflows.run_env import (  # noqa: F401 (Operator, ScriptedOperator: re-exported)
+    Operator,
+    ScriptedOperator,
+    load_operator,
+    load_robot_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,42 +57,6 @@ PIXEL_KEYS = ("pixels",)
 RECORD_FORMAT = "robotrl deploy recording (robotrl demo format v1 + intervention)"
 REARM_HINT = ("check the arm and its surroundings, then start a new `robotrl deploy` run (each run starts with the "
               "e-stop released)")
-
-
-# ------------------------------------------------------------------------------------------------ operator
-class Operator(Protocol):
-    """A human-intervention hook: called every agent step with the observation the policy sees.
-
-    Return None to let the policy drive, or an action in the policy's units ([-1, 1]^A) to take over for this
-    step; the first non-None after None is a take-over, the first None after that a hand-back.
-    """
-
-    def __call__(self, step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None: ...
-
-
-@dataclass
-class ScriptedOperator:
-    """Takes over during the agent steps ``[start, end)`` of each ``(start, end, action)`` segment (tests, demos)."""
-
-    segments: list[tuple[int, int, Any]]
-
-    def __call__(self, step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None:
-        for start, end, action in self.segments:
-            if start <= step < end:
-                return np.asarray(action, dtype=np.float32)
-        return None
-
-
-def load_operator(spec: str) -> Operator:
-    """``module:attr``: a callable returning an :class:`Operator` (e.g. a keyboard or spacemouse reader)."""
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise ConfigError(f"operator={spec!r}, expected 'module:function' returning an Operator")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"operator={spec!r} cannot be imported ({type(exc).__name__}: {exc})") from None
-    return factory()
 
 
 # ------------------------------------------------------------------------------------------------ spec
@@ -135,8 +104,6 @@ class PolicySpec:
 def robot_config(robot: str, spec: PolicySpec, hz: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """``configs/robot/<robot>.yaml`` + ``robot.key=value`` overrides; ``robot=sim`` renders the policy's scene,
     cameras and image size unless overridden; ``hz`` sets ``limits.control_hz`` (the rate monitor's nominal)."""
-    from robotrl.workflows.run_env import load_robot_config
-
     base = {"task": spec.task, "cameras": list(spec.cameras), "image_size": spec.image_size} if robot == "sim" else None
     cfg = load_robot_config(robot, overrides, base)
     if hz is not None:

@@ -14,14 +14,53 @@ HOST:PORT) a rerun view of every step: camera frames, policy vs executed actions
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import gymnasium as gym
+import numpy as np
 from omegaconf import OmegaConf
 
 from robotrl.config import config_dict
 from robotrl.errors import ConfigError
+
+
+class Operator(Protocol):
+    """A human-intervention hook: called every agent step with the observation the policy sees.
+
+    Return None to let the policy drive, or an action in the policy's units ([-1, 1]^A) to take over for this
+    step; the first non-None after None is a take-over, the first None after that a hand-back.
+    """
+
+    def __call__(self, step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None: ...
+
+
+@dataclass
+class ScriptedOperator:
+    """Takes over during the agent steps ``[start, end)`` of each ``(start, end, action)`` segment (tests, demos)."""
+
+    segments: list[tuple[int, int, Any]]
+
+    def __call__(self, step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        for start, end, action in self.segments:
+            if start <= step < end:
+                return np.asarray(action, dtype=np.float32)
+        return None
+
+
+def load_operator(spec: str) -> Operator:
+    """``module:attr``: a callable returning an :class:`Operator` (e.g. a keyboard or spacemouse reader)."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"operator={spec!r}, expected 'module:function' returning an Operator")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"operator={spec!r} cannot be imported ({type(exc).__name__}: {exc})") from None
+    return factory()
+
 
 DEFAULT_MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length (env steps)
 
@@ -135,9 +174,7 @@ def make_run_env(cfg: Any, seed: int) -> gym.Env:
         noise = OmegaConf.select(cfg, "robot_env.home_noise_m", default=0.0)
         spec = OmegaConf.select(cfg, "robot_env.operator", default=None)
         operator = None
-        if spec:  # e.g. a spacemouse or keyboard reader: robotrl.workflows.deploy's Operator protocol
-            from robotrl.workflows.deploy import load_operator
-
+        if spec:  # e.g. a spacemouse or keyboard reader (the Operator protocol above, shared with deploy)
             operator = load_operator(str(spec))
         live_view = OmegaConf.select(cfg, "robot_env.live_view", default=None)
         env = make_robot_env(cfg.robot, cfg.env, seed, home_noise_m=noise, operator=operator, live_view=live_view)
