@@ -413,6 +413,12 @@ class RobotEnv(gym.Env):
         return np.append(delta, 2.0 * sent.gripper - 1.0)
 
     @property
+    def observation(self) -> Observation | None:
+        """The :class:`Observation` behind the latest observation (its frames' capture times and sequence numbers:
+        what a recorder checks before writing a frame as new); after a camera stop, the last valid one."""
+        return self._last_observation
+
+    @property
     def scene(self) -> Any:
         """The simulator behind a simulated arm (``robot=sim``: its Meta-World env), None on a real arm: what reward
         models may read to annotate a first frame (KAGI's keypoints), never the agent's observation."""

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.errors import ConfigError
+from robotrl.workflows.record_frames import stale_tail
 from robotrl.workflows.record_session import EpisodeBuffer, Session, base_meta
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,15 @@ def to_policy_units(action: Any, frame_map: Any, metres_per_unit: float) -> np.n
     return np.append(delta, 2.0 * float(action.gripper) - 1.0).astype(np.float32)
 
 
+def drop_stale_tail(buffer: EpisodeBuffer, stop: str | None) -> None:
+    """A camera stop ended the episode: drop the steps whose observations hold no new frame (the stopped step's and
+    a frozen stream's repeats before it; ``robotrl.workflows.record_frames``), so none is written as a new frame."""
+    steps = stale_tail(buffer.frame_new)
+    buffer.drop_tail(steps)
+    log.warning("%s: dropped the last %d step(s), whose frames were not new; the episode keeps %d step(s)",
+                stop, steps, len(buffer))
+
+
 def wait_for_start(device: Any, reset_s: float, period: float) -> str:
     """The reset phase's wait (the arm holds): until a device event, motion or gripper change, or ``reset_s``;
     returns why."""
@@ -128,7 +138,7 @@ class Recorder:
     def episode(self, buffer: EpisodeBuffer, obs: dict[str, np.ndarray]) -> Outcome:
         """Record one episode from the reset observation ``obs`` into ``buffer``."""
         env, ev = self.env, self.events
-        buffer.observe(obs, self.views)
+        buffer.observe(obs, self.views, env.observation, self.env.cameras)
         gripper, seen = -1.0, len(env.stats.events)
         for _ in range(env.max_agent_steps):
             cmd = self.device.poll(None)
@@ -145,7 +155,7 @@ class Recorder:
             executed = np.asarray(info.get("sent_action", hold), np.float32)
             executed = np.clip(executed, -1.0, 1.0)  # the demo format's range (a sent action is inside it anyway)
             gripper = float(executed[3])
-            buffer.observe(obs, self.views)
+            buffer.observe(obs, self.views, env.observation, self.env.cameras)
             buffer.action.append(executed)
             buffer.commanded.append(commanded if cmd.intervening else hold)
             buffer.intervention.append(bool(info.get("intervention", False)))
@@ -158,6 +168,8 @@ class Recorder:
                            bool(info.get("intervention", False)), new_events)
             if truncated:
                 stop = info.get("safety_stop")
+                if info.get("stale_observation"):
+                    drop_stale_tail(buffer, stop)
                 return Outcome("safety_stop" if stop else "time", stop=stop)
         return Outcome("time")
 
