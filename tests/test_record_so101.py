@@ -14,6 +14,7 @@ from robotrl.hardware.teleop import make_teleop
 
 from robotrl.errors import ConfigError
 from robotrl.workflows.record import record
+from robotrl.workflows.replay_episode import ReplayDriftError, replay
 from tests.camera_helpers import write_video
 from tests.test_so101 import FeetechEmulator, calibration_file, wait_for
 from tests.test_teleop_leader import set_present
@@ -52,20 +53,21 @@ def buses():
 def follower_overrides(port: str, cal: str, video) -> dict[str, str]:
     cam = {"type": "opencv", "path": str(video), "fps": 30, "loop": True, "crop": [0, 8, 48, 48], "resize": 32,
            "max_frame_age_ms": 1000, "max_repeat_reads": 10}
-    return {"port": port, "calibration_file": cal, "packet_timeout_ms": "150", "limits.control_hz": "20",
+    # packet_timeout_ms 500: the Python emulator answers late on a loaded shared CPU (150 missed a ping at load 13)
+    return {"port": port, "calibration_file": cal, "packet_timeout_ms": "500", "limits.control_hz": "20",
             "limits.watchdog_ms": "2000", "limits.driver_timeout_ms": "3000", "limits.joint_lower": "-1.2",
             "limits.joint_upper": "1.2", "limits.joint_max_step": "0.05", "limits.joint_max_velocity": "2.0",
             "limits.overrun_factor": "1000", "limits.max_consecutive_overruns": "1000",
             "cameras": json.dumps({"front": cam})}
 
 
-def test_so101_leader_records_the_follower_through_the_safety_layer(buses, tmp_path):
+def test_so101_leader_records_the_follower_through_the_safety_layer(buses, tmp_path, request):
     leader_bus, follower_bus = buses
     cal = calibration_file(tmp_path)
     # the person holds the leader at: pan +100 steps, elbow -60, wrist_roll +20 (rad: x STEP_RAD); gripper 1/4 open
     set_present(leader_bus, {1: 2148, 2: 2048, 3: 1988, 4: 2048, 5: 2068, 6: 1024 + 512})
     leader = make_teleop({"name": "so101_leader", "port": leader_bus.port, "calibration_file": cal,
-                          "packet_timeout_ms": 150}, labels=LabelAfter(at=5))
+                          "packet_timeout_ms": 500}, labels=LabelAfter(at=5))
     out, video = tmp_path / "session", write_video(tmp_path / "v.avi", 60)
     summary = record(robot="so101", teleop="so101_leader", episodes=1, steps=20, reset_s=0, out=str(out),
                      export="none", device=leader,
@@ -98,6 +100,21 @@ def test_so101_leader_records_the_follower_through_the_safety_layer(buses, tmp_p
     assert state.shape == (5, 12)
     np.testing.assert_allclose(state[-1, :5], np.array([100, 0, -60, 0, 20]) * STEP_RAD, atol=2 * STEP_RAD)
     assert state[-1, 5] == pytest.approx(0.25, abs=0.01)
+    # robotrl replay on a follower (a fresh bus; homed first): the recorded joint angles again, through the safety layer
+    again = FeetechEmulator()
+    request.addfinalizer(again.close)
+    robot = {k: v for k, v in follower_overrides(again.port, cal, video).items() if k != "cameras"}
+    report = replay(episode=str(out / "episode_000000.npz"), robot="so101", robot_overrides=robot,
+                    max_drift_rad=2 * STEP_RAD)
+    assert report["ok"] and report["steps"] == 4 and report["joint_drift_max_rad"] <= 2 * STEP_RAD, report
+    with pytest.raises(ConfigError, match="max_drift_m= does not apply .* use max_drift_rad"):
+        replay(episode=str(out / "episode_000000.npz"), robot="so101", robot_overrides=robot, max_drift_m=0.01)
+    arrays = dict(np.load(out / "episode_000000.npz"))  # the check can fail: other actions, other joint angles
+    arrays["action"][:, 0] = 0.0
+    np.savez_compressed(out / "episode_000000.npz", **arrays)
+    with pytest.raises(ReplayDriftError, match=r"rad from the recording, more than max_drift_rad"):
+        replay(episode=str(out / "episode_000000.npz"), robot="so101", robot_overrides=robot,
+               max_drift_rad=2 * STEP_RAD)
 
 
 def test_an_end_effector_device_on_so101_is_refused(buses, tmp_path):
