@@ -407,7 +407,7 @@ class RobotEnv(gym.Env):
         return proprio(state, self.robot.frame_map)
 
     def _robot_action(self, action: np.ndarray) -> Any:
-        """A policy action (already checked against the action space) as the :class:`Action` the safety layer gets."""
+        """A (checked) policy action as the :class:`Action` the safety layer gets."""
         return ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map)
 
     @staticmethod
@@ -423,8 +423,7 @@ class RobotEnv(gym.Env):
 
     @property
     def observation(self) -> Observation | None:
-        """The :class:`Observation` behind the latest observation (its frames' capture times and sequence numbers:
-        what a recorder checks before writing a frame as new); after a camera stop, the last valid one."""
+        """The Observation behind the latest obs (frame capture times, seqs); after a camera stop the last valid one."""
         return self._last_observation
 
     @property
