@@ -55,9 +55,14 @@ def test_record_on_franka_with_a_video_camera_round_trips_through_lerobot(tmp_pa
     # the policy frame's proprioception moved as commanded: +z in episode 0, +x in episode 1 (FR3's -y)
     up = eps[0].obs["state"][-1, :3] - eps[0].obs["state"][0, :3]
     right = eps[1].obs["state"][-1, :3] - eps[1].obs["state"][0, :3]
-    assert up[2] > 0.01 and np.abs(up[:2]).max() < 0.005, up
-    assert right[0] > 0.01 and np.abs(right[1:]).max() < 0.005, right
-    assert eps[1].action[:, 3].min() == 1.0  # the gripper command as sent (closed)
+    # (franky-sim lags its targets, more so on a loaded CPU: 9.8 mm of the 40 mm commanded were measured once)
+    assert up[2] > 0.003 and np.abs(up[:2]).max() < 0.3 * up[2], up
+    assert right[0] > 0.003 and np.abs(right[1:]).max() < 0.3 * right[0], right
+    # the person closed the gripper; executed is what franky's gripper is moving to: closed, or still open while the
+    # reset's gripper move runs (a new move starts only after it; seen on a loaded CPU; the step's mean over its sends)
+    assert (np.load(out / "episode_000001.npz")["commanded_action"][:, 3] == 1.0).all()
+    gripper = eps[1].action[:, 3]
+    assert (np.abs(gripper) <= 1).all() and (np.diff(gripper) >= 0).all(), gripper  # closing, never reopened
     for i, ep in enumerate(eps):  # the video's frames: red patch top left, new frames as the video plays
         raw = np.load(out / f"episode_{i:06d}.npz")
         frames = ep.obs["pixels"].transpose(0, 2, 3, 1)
