@@ -139,6 +139,7 @@ class RobotEnv(gym.Env):
     """The env contract over a connected (or connectable) SafetyLayer ``robot``; see the module docstring."""
 
     metadata = {"render_modes": ["rgb_array"]}
+    action_mode = ActionMode.EE_DELTA  # what the robot must accept: each step is sent as this kind of Action
 
     def __init__(self, robot: Any, *, obs_type: str = "pixels", image_size: int = 84, frame_stack: int = 3,
                  action_repeat: int = 2, max_agent_steps: int = 100, home_noise_m: float = 0.0,
@@ -147,7 +148,7 @@ class RobotEnv(gym.Env):
         if obs_type not in ROBOT_OBS_TYPES:
             raise ConfigError(f"env.obs_type={obs_type!r} on a robot: expected one of {list(ROBOT_OBS_TYPES)} "
                               f"(an arm measures no object or goal state)")
-        if ActionMode.EE_DELTA not in robot.action_modes:
+        if self.action_mode not in robot.action_modes:  # (JointRobotEnv: joint space, robot_env_joint.py)
             raise ConfigError(f"robot={robot.inner.name} takes no end-effector actions; RobotEnv drives the hand "
                               f"in (dx, dy, dz, gripper) as Meta-World policies do")
         if home_noise_m < 0 or not np.isfinite(home_noise_m):
@@ -211,7 +212,7 @@ class RobotEnv(gym.Env):
         out: dict[str, np.ndarray] = {}
         if "pixels" in self.keys:
             out["pixels"] = np.concatenate(list(self._frames), axis=0)
-        current = proprio(observation.state, self.robot.frame_map)
+        current = self._proprio(observation.state)
         if "state" in self.keys:
             out["state"] = np.concatenate([current, current if self._prev is None else self._prev])
         self._prev = current
@@ -340,8 +341,8 @@ class RobotEnv(gym.Env):
                     info["overrun_ms"] = round(since * 1e3, 2)  # the agent's compute time included
                     self.stats.overruns += 1
                 if repeat:  # the arm after the previous send: Meta-World's "previous" proprioception
-                    self._prev = proprio(self.robot.get_state(), self.robot.frame_map)
-                sent = self.robot.send_action(ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map))
+                    self._prev = self._proprio(self.robot.get_state())
+                sent = self.robot.send_action(self._robot_action(action))
                 self._last_send = time.monotonic()
                 sent_units.append(self._policy_units(sent))
                 if self._ground_truth is not None:
@@ -401,6 +402,14 @@ class RobotEnv(gym.Env):
                       executed_action=np.mean(sent_units, axis=0) if sent_units else None,
                       intervention=bool(info.get("intervention")), **truth)
 
+    def _proprio(self, state: Any) -> np.ndarray:
+        """The current half of the ``state`` observation (Meta-World's hand xyz + finger opening)."""
+        return proprio(state, self.robot.frame_map)
+
+    def _robot_action(self, action: np.ndarray) -> Any:
+        """A (checked) policy action as the :class:`Action` the safety layer gets."""
+        return ee_action_from_policy(action, self.metres_per_unit, self.robot.frame_map)
+
     @staticmethod
     def _sent_info(sent_units: list[np.ndarray]) -> dict[str, np.ndarray]:
         """``sent_action``: what the safety layer let reach the driver (the mean over the action repeat, policy
@@ -411,6 +420,11 @@ class RobotEnv(gym.Env):
         """A sent :class:`Action` back in the policy's [-1, 1] units and frame (gripper +1 = closed)."""
         delta = self.robot.frame_map.delta_to_policy(sent.delta) / self.metres_per_unit
         return np.append(delta, 2.0 * sent.gripper - 1.0)
+
+    @property
+    def observation(self) -> Observation | None:
+        """The Observation behind the latest obs (frame capture times, seqs); after a camera stop the last valid one."""
+        return self._last_observation
 
     @property
     def scene(self) -> Any:

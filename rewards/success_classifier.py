@@ -145,11 +145,19 @@ class SuccessClassifier:
             loss.backward()
             opt.step()
         self.net.eval()
-        accuracy = float(((self.probability(frames) > self.threshold) == (labels > 0.5)).mean())
-        log.info("success classifier: %d frames (%d success), final loss %.4f, train accuracy %.3f",
-                 len(labels), len(pos), float(loss.detach()), accuracy)
+        predicted = self.probability(frames) > self.threshold
+        accuracy = float((predicted == (labels > 0.5)).mean())
+        # per class: with few success frames the plain accuracy of a detector that says "failure" everywhere is high
+        balanced = float((predicted[pos].mean() + (~predicted[neg]).mean()) / 2)
+        log.info("success classifier: %d frames (%d success), final loss %.4f, train accuracy %.3f (balanced %.3f)",
+                 len(labels), len(pos), float(loss.detach()), accuracy, balanced)
+        if predicted.all() or not predicted.any():
+            log.warning("success classifier predicts %s on all %d of its own training frames (final loss %.4f): "
+                        "its %s reward is the same on every step; train it longer (reward.steps=%d now) or label more "
+                        "distinct success frames", "success" if predicted.all() else "failure", len(labels),
+                        float(loss.detach()), self.output, steps)
         return {"frames": float(len(labels)), "positives": float(len(pos)), "loss": float(loss.detach()),
-                "train_accuracy": accuracy}
+                "train_accuracy": accuracy, "train_balanced_accuracy": balanced}
 
     # ------------------------------------------------------------------------------------------ RewardModel
     @torch.no_grad()

@@ -48,6 +48,10 @@ IMAGE_PREFIX = "observation.images."
 METAWORLD_SIM_HZ = 80  # Meta-World: 12.5 ms of simulated time per env step (frame_skip 5 x 2.5 ms)
 
 
+# LeRobot v3 columns -> robotrl record's npz keys: per frame and camera, the capture time (monotonic s) and whether
+# the frame is new (robotrl.workflows.record_frames)
+FRAME_COLUMNS = {"observation.frame_time": "frame_time", "observation.frame_new": "frame_new"}
+
 def _require() -> tuple[Any, Any]:
     try:
         import av
@@ -170,6 +174,9 @@ def _write_dataset(root: Path, src: Path, meta: dict[str, Any], episodes: list[A
     episode_rows, start = [], 0
     commanded = all("commanded_action" in np.load(src / f"episode_{e:06d}.npz").files for e in range(len(episodes)))
     columns["action.commanded"] = []
+    # robotrl record's per-frame capture times and newness (robotrl.workflows.record_frames): extra columns
+    stamped = all("frame_time" in np.load(src / f"episode_{e:06d}.npz").files for e in range(len(episodes)))
+    columns.update({key: [] for key in FRAME_COLUMNS})
     for e, ep in enumerate(episodes):
         n = len(ep.action) + 1
         arrays = np.load(src / f"episode_{e:06d}.npz")
@@ -188,6 +195,9 @@ def _write_dataset(root: Path, src: Path, meta: dict[str, Any], episodes: list[A
         columns["intervention"] += list(np.append(flags, False).astype(bool))
         if commanded:  # the last frame's command is the same hold as its action
             columns["action.commanded"] += list(np.concatenate([arrays["commanded_action"], actions[-1:]]))
+        if stamped:
+            for key, name in FRAME_COLUMNS.items():
+                columns[key] += list(arrays[name])
         row: dict[str, Any] = {
             "episode_index": e, "tasks": [task], "length": n, "dataset_from_index": start,
             "dataset_to_index": start + n, "data/chunk_index": 0, "data/file_index": 0,
@@ -214,6 +224,10 @@ def _write_dataset(root: Path, src: Path, meta: dict[str, Any], episodes: list[A
         "next.reward": pa.array(columns["next.reward"], pa.float32()),
         **{k: pa.array(columns[k], pa.bool_()) for k in ("next.done", "next.success", "intervention")},
     })
+    if stamped:
+        for key, (dtype, kind) in zip(FRAME_COLUMNS, (("float64", pa.float64()), ("bool", pa.bool_())), strict=True):
+            features[key] = {"dtype": dtype, "shape": [len(cameras)], "names": cameras}
+            data = data.append_column(key, pa.array([list(v) for v in columns[key]], pa.list_(kind)))
     if commanded:
         data = data.append_column("action.commanded", pa.array([list(v) for v in columns["action.commanded"]],
                                                                 pa.list_(pa.float32())))
@@ -371,6 +385,9 @@ def import_lerobot(dataset_dir: str | Path, out_dir: str | Path, cameras: list[s
             "intervention": np.asarray(data["intervention"][lo:hi - 1], bool) if "intervention" in data
             else np.zeros(hi - lo - 1, bool),
         }
+        for key, name in FRAME_COLUMNS.items():
+            if key in data:
+                arrays[name] = np.asarray(data[key][lo:hi], np.float64 if name == "frame_time" else bool)
         if "action.commanded" in data:
             arrays["commanded_action"] = np.asarray(data["action.commanded"][lo:hi - 1], np.float32)
         with atomic_write(out / episode_file(len(lengths))) as f:

@@ -141,3 +141,21 @@ def test_reward_quality_report_on_recordings(data, tmp_path, capsys):
     assert metrics["success_f1"] > 0.8 and metrics["success_f1_source"].startswith("predict_success")
     assert metrics["value_order"]["rho"] > 0.5  # the sparse reward rises towards success on these recordings
     assert "no EPIC distance" in report["note"] and "success F1" in capsys.readouterr().out
+
+
+def test_a_detector_that_fits_nothing_says_so(data, tmp_path, caplog):
+    """A detector that gives one class on all its training frames makes a constant reward (the MoDem-V2 pipeline
+    test's reward.steps=50 gave P = 0.500 everywhere, sparse reward 0 on every step): a warning names it, and the
+    per-class accuracy shows it where the plain one (the share of failure frames) does not."""
+    import logging
+
+    demos, _ = data
+    with caplog.at_level(logging.WARNING, logger="robotrl.rewards.success_classifier"):
+        untrained = SuccessClassifier(demos=str(demos), image_size=SIZE, steps=1, seed=0, threshold=0.9)
+    assert untrained.train_stats["train_balanced_accuracy"] == 0.5
+    assert any("predicts failure on all 60 of its own training frames" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="robotrl.rewards.success_classifier"):
+        trained = SuccessClassifier(demos=str(demos), image_size=SIZE, steps=150, seed=0)
+    assert trained.train_stats["train_balanced_accuracy"] > 0.8 and not caplog.records

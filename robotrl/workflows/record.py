@@ -8,7 +8,10 @@ The loop, per episode (LeRobot's ``lerobot-record`` and HIL-SERL's, on :class:`~
 2. **Record**: each agent step polls the device once. Its command, in the policy's units and frame, goes to
    ``RobotEnv.step`` as the env's operator (so every command passes the safety layer, and a person's steps are
    flagged ``intervention``); while the person is not in control the arm is sent "hold" (no motion, gripper as it
-   was). Stored per step: the frames and proprioception, the device's command (``commanded_action``), what the
+   was). A leader arm (``teleop=so101_leader``, joint positions) drives ``robot=so101`` joint to joint, as LeRobot
+   does: the env is RobotEnv's joint-space variant (``hardware/robot_env_joint.py``), the leader's pose minus the
+   follower's commanded target is spread over the step's sends and clipped by the safety layer. Stored per step:
+   the frames (with their capture times) and proprioception, the device's command (``commanded_action``), what the
    safety layer let reach the driver (``action``), the flags and the reward (the simulator's on ``robot=sim``).
 3. **End**: a success or failure key labels the episode and ends it (the poll with the key moves nothing); the
    re-record and discard keys drop it (nothing is written; re-record and discard differ only in the log line: both
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.errors import ConfigError
+from robotrl.workflows.record_frames import stale_tail
 from robotrl.workflows.record_session import EpisodeBuffer, Session, base_meta
 
 log = logging.getLogger(__name__)
@@ -42,7 +46,8 @@ RECORD_DEFAULTS: dict[str, Any] = {"robot": "sim", "teleop": "keyboard", "env": 
                                    "export": None, "seed": 0, "live_view": None}
 RECORD_DOCS = {
     "robot": "robot config (configs/robot/<name>.yaml); robot.KEY=VALUE overrides it",
-    "teleop": "teleop device (configs/teleop/<name>.yaml: keyboard, gamepad, spacemouse, scripted); teleop.KEY=VALUE",
+    "teleop": "teleop device (configs/teleop/<name>.yaml: keyboard, gamepad, spacemouse, scripted; so101_leader on "
+              "robot=so101: joint to joint); teleop.KEY=VALUE",
     "env": "the training env whose observations the demos must match (image size, frame stack, action repeat); "
            "env.KEY=VALUE",
     "task": "the task instruction stored with the episodes (LeRobot's task; default: the env's task name)",
@@ -99,12 +104,39 @@ def to_policy_units(action: Any, frame_map: Any, metres_per_unit: float) -> np.n
     return np.append(delta, 2.0 * float(action.gripper) - 1.0).astype(np.float32)
 
 
-def wait_for_start(device: Any, reset_s: float, period: float) -> str:
+def drop_stale_tail(buffer: EpisodeBuffer, stop: str | None) -> None:
+    """A camera stop ended the episode: drop the steps whose observations hold no new frame (the stopped step's and
+    a frozen stream's repeats before it; ``robotrl.workflows.record_frames``), so none is written as a new frame."""
+    steps = stale_tail(buffer.frame_new)
+    buffer.drop_tail(steps)
+    log.warning("%s: dropped the last %d step(s), whose frames were not new; the episode keeps %d step(s)",
+                stop, steps, len(buffer))
+
+
+def device_command(env: Any, action: Any) -> np.ndarray:
+    """A device's :class:`Action` in ``env``'s policy units: end-effector deltas (:func:`to_policy_units`), or joint
+    deltas on a joint-space env (``teleop=so101_leader`` on ``robot=so101``: ``JointRobotEnv.to_policy_units``)."""
+    from robotrl.hardware.robot import ActionMode
+
+    if action.mode is not env.action_mode:
+        raise ConfigError(f"the teleop device gives {action.mode.value} commands, the robot env takes "
+                          f"{env.action_mode.value} actions")
+    if action.mode is ActionMode.JOINT_DELTA:
+        return env.to_policy_units(action)
+    return to_policy_units(action, env.robot.frame_map, env.metres_per_unit)
+
+
+def follower_state(env: Any) -> Any:
+    """The arm's state at the latest observation: what a leader arm's command is relative to (None before one)."""
+    return None if env.observation is None else env.observation.state
+
+
+def wait_for_start(device: Any, reset_s: float, period: float, state: Any = None) -> str:
     """The reset phase's wait (the arm holds): until a device event, motion or gripper change, or ``reset_s``;
-    returns why."""
+    returns why. ``state``: the arm's, for a device whose command depends on it (a leader arm)."""
     deadline, gripper = time.monotonic() + reset_s, None
     while time.monotonic() < deadline:
-        cmd = device.poll(None)
+        cmd = device.poll(state)
         moved = float(np.abs(cmd.action.delta).max(initial=0.0)) > 0
         if cmd.events or moved or (gripper is not None and cmd.action.gripper != gripper):
             return "device"
@@ -128,24 +160,24 @@ class Recorder:
     def episode(self, buffer: EpisodeBuffer, obs: dict[str, np.ndarray]) -> Outcome:
         """Record one episode from the reset observation ``obs`` into ``buffer``."""
         env, ev = self.env, self.events
-        buffer.observe(obs, self.views)
+        buffer.observe(obs, self.views, env.observation, self.env.cameras)
         gripper, seen = -1.0, len(env.stats.events)
         for _ in range(env.max_agent_steps):
-            cmd = self.device.poll(None)
+            cmd = self.device.poll(follower_state(env))
             for event in cmd.events:
                 if event in (ev.RERECORD, ev.DISCARD):
                     return Outcome(event.value)
                 if event in (ev.SUCCESS, ev.FAILURE):
                     self._log_label(event.value)
                     return Outcome("label", event.value)
-            hold = np.array([0.0, 0.0, 0.0, gripper], np.float32)
-            commanded = to_policy_units(cmd.action, env.robot.frame_map, env.metres_per_unit)
+            hold = np.append(np.zeros(env.action_space.shape[0] - 1), gripper).astype(np.float32)
+            commanded = device_command(env, cmd.action)
             self._pending = commanded if cmd.intervening else None
             obs, reward, _, truncated, info = env.step(hold)
             executed = np.asarray(info.get("sent_action", hold), np.float32)
             executed = np.clip(executed, -1.0, 1.0)  # the demo format's range (a sent action is inside it anyway)
-            gripper = float(executed[3])
-            buffer.observe(obs, self.views)
+            gripper = float(executed[-1])
+            buffer.observe(obs, self.views, env.observation, self.env.cameras)
             buffer.action.append(executed)
             buffer.commanded.append(commanded if cmd.intervening else hold)
             buffer.intervention.append(bool(info.get("intervention", False)))
@@ -158,6 +190,8 @@ class Recorder:
                            bool(info.get("intervention", False)), new_events)
             if truncated:
                 stop = info.get("safety_stop")
+                if info.get("stale_observation"):
+                    drop_stale_tail(buffer, stop)
                 return Outcome("safety_stop" if stop else "time", stop=stop)
         return Outcome("time")
 
@@ -185,7 +219,7 @@ def run_session(recorder: Recorder, session: Session, episodes: int, reset_s: fl
         obs, _ = env.reset(seed=seed + index)
         print(f"episode {index}: reset; set the scene up, then move the device or press a key "
               f"(starts in {reset_s:g} s)", flush=True)
-        wait_for_start(recorder.device, reset_s, env.period)
+        wait_for_start(recorder.device, reset_s, env.period, follower_state(env))
         print(f"episode {index}: recording", flush=True)
         buffer = EpisodeBuffer()
         outcome = recorder.episode(buffer, obs)
@@ -226,7 +260,6 @@ def _group_config(group: str, name: str, overrides: dict[str, str]) -> dict[str,
 
 def _make_device(teleop: str, overrides: dict[str, str]) -> Any:
     """The ``teleop=`` device, driving every step unless ``teleop.intervention`` says otherwise."""
-    from robotrl.hardware.robot import ActionMode
     from robotrl.hardware.teleop import make_teleop
 
     cfg = _group_config("teleop", teleop, overrides)
@@ -235,11 +268,8 @@ def _make_device(teleop: str, overrides: dict[str, str]) -> Any:
     device = make_teleop(cfg)
     if device is None:
         raise ConfigError("robotrl record needs a teleop device; teleop=none gives no actions "
-                          "(valid: keyboard, gamepad, spacemouse, scripted)")
-    if device.mode is not ActionMode.EE_DELTA:
-        raise ConfigError(f"teleop={teleop} gives {device.mode.value} commands; robotrl record drives the hand in "
-                          f"end-effector deltas through RobotEnv (use keyboard, gamepad, spacemouse)")
-    return device
+                          "(valid: keyboard, gamepad, spacemouse, scripted, so101_leader)")
+    return device  # end-effector devices drive RobotEnv, joint ones (so101_leader) its joint-space variant
 
 
 def _export(session: Session, export: str | None, instruction: str) -> str | None:
@@ -297,13 +327,18 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
             from robotrl.live_view import LiveView
 
             live = LiveView(f"robotrl-record-{Path(out).name}", rrd=live_view)
-        renv = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=0.0)
+        from robotrl.hardware.robot import ActionMode
+
+        joint = device.mode is ActionMode.JOINT_DELTA  # a leader arm: joint to joint, as LeRobot's SO-101
+        renv = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=0.0, joint=joint)
         renv.robot.rearm_hint = "check the arm and its surroundings, then run the command again with resume=true"
         if not renv.cameras:
             raise ConfigError(f"robot={robot} has no camera; demos store camera frames (robot.cameras=...)")
         instruction = str(task) if task else spec.task
         meta = base_meta(env_cfg, spec, renv.robot, instruction, teleop, float(renv.robot.limits.control_hz), seed,
                          0.0)
+        if joint:
+            meta.update(renv.demo_meta())
         session = Session.open(out, meta, resume)
         if resume:
             print(f"resuming {out}: {session.count} episode(s) kept, recording up to {episodes}", flush=True)

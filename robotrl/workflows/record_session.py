@@ -8,7 +8,11 @@ person's label: True at the last step of an episode labelled a success, else Fal
 - ``commanded_action`` (T, 4) float32: the device's command in policy units before any clipping (may leave [-1, 1]);
 - ``intervention`` (T,) bool: steps a person drove (every step, when no policy runs);
 - ``safety_events`` (T,) int16: safety-layer interventions (clips, holds) during the step;
-- ``env_success`` (T,) bool, only on a simulated arm: the simulator's own success (``robot=sim``'s ground truth).
+- ``env_success`` (T,) bool, only on a simulated arm: the simulator's own success (``robot=sim``'s ground truth);
+- ``frame_time`` (T+1, cameras) float64: each frame's capture time (``time.monotonic`` s of the recording process:
+  compare within an episode) and ``frame_new`` (T+1, cameras) bool: False where the camera had no new frame since
+  the previous observation (a camera slower than the agent step); an episode a camera stop ended is cut after its
+  last new frame (``robotrl.workflows.record_frames``), so a frozen stream is never written as new frames.
 
 ``meta.json`` adds per episode ``episode_labels`` ("success" / "failure" / null: the episode ended by time or a
 safety stop without a label), ``episode_seeds``, ``episode_stops`` (the safety layer's reason, or null) and the
@@ -32,6 +36,7 @@ import numpy as np
 from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.demos import FORMAT_VERSION, META, episode_file, load_demos
 from robotrl.errors import ConfigError
+from robotrl.workflows.record_frames import frame_stamps, is_new
 
 RECORD_FORMAT = "robotrl record session (robotrl demo format v1 + commanded_action, intervention, labels)"
 PROPRIO_NAMES = ["ee.x", "ee.y", "ee.z", "gripper.opening"]
@@ -55,12 +60,30 @@ class EpisodeBuffer:
     reward: list[float] = field(default_factory=list)
     safety_events: list[int] = field(default_factory=list)
     env_success: list[bool] = field(default_factory=list)
+    frame_time: list[np.ndarray] = field(default_factory=list)
+    frame_new: list[np.ndarray] = field(default_factory=list)
+    _stamps: tuple[np.ndarray, np.ndarray] | None = None
 
-    def observe(self, obs: dict[str, np.ndarray], views: int) -> None:
-        """Keep an observation: the newest frame of the stack (the demo format stores single frames) and the
-        8-d proprioception."""
+    def observe(self, obs: dict[str, np.ndarray], views: int, observation: Any = None,
+                cameras: tuple[str, ...] = ()) -> None:
+        """Keep an observation: the newest frame of the stack (the demo format stores single frames), the 8-d
+        proprioception, and (given the :class:`Observation` behind it) its frames' capture times and newness."""
         self.pixels.append(np.asarray(obs["pixels"][-3 * views:], np.uint8).copy())
         self.state.append(np.asarray(obs["state"], np.float32).copy())
+        if observation is not None:
+            times, seqs = frame_stamps(observation, cameras)
+            self.frame_new.append(is_new(times, seqs, self._stamps))
+            self.frame_time.append(times)
+            self._stamps = times, seqs
+
+    def drop_tail(self, steps: int) -> None:
+        """Forget the last ``steps`` steps and the observations they ended on."""
+        if steps <= 0:
+            return
+        for name in ("pixels", "state", "frame_time", "frame_new"):
+            del getattr(self, name)[-steps:]
+        for name in ("action", "commanded", "intervention", "reward", "safety_events", "env_success"):
+            del getattr(self, name)[len(getattr(self, name)) - steps:]
 
     def __len__(self) -> int:
         return len(self.action)
@@ -80,6 +103,9 @@ class EpisodeBuffer:
         }
         if self.env_success:
             out["env_success"] = np.asarray(self.env_success, bool)
+        if self.frame_time:
+            out["frame_time"] = np.stack(self.frame_time).astype(np.float64)
+            out["frame_new"] = np.stack(self.frame_new).astype(bool)
         return out
 
 

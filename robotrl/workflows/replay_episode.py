@@ -20,11 +20,13 @@ import numpy as np
 
 from robotrl.errors import ConfigError, DemoFormatError
 
-REPLAY_DEFAULTS: dict[str, Any] = {"episode": None, "robot": "sim", "max_drift_m": None, "out": None}
+REPLAY_DEFAULTS: dict[str, Any] = {"episode": None, "robot": "sim", "max_drift_m": None, "max_drift_rad": None,
+                                   "out": None}
 REPLAY_DOCS = {
     "episode": "the recorded episode: DIR/episode_NNNNNN.npz of a robotrl record session (required)",
     "robot": "robot config (configs/robot/<name>.yaml) to replay on; robot.KEY=VALUE overrides it",
     "max_drift_m": "fail (exit 1) when the hand drifts further than this from the recording (m)",
+    "max_drift_rad": "a joint-space session (teleop=so101_leader): fail when a joint drifts further than this (rad)",
     "out": "also write the report as JSON to this file",
 }
 _EPISODE = re.compile(r"episode_(\d{6})\.npz$")
@@ -57,31 +59,38 @@ def _load(episode: str) -> tuple[dict[str, Any], Any, int]:
 
 def replay_on(env: Any, actions: np.ndarray, recorded_state: np.ndarray, seed: int) -> dict[str, Any]:
     """Reset ``env`` (a RobotEnv) with ``seed``, send ``actions`` and compare the proprioception with
-    ``recorded_state`` ((T+1, >=4): hand xyz, opening); returns the drift report."""
+    ``recorded_state`` ((T+1, >=4): hand xyz, opening; a JointRobotEnv's: joint angles, opening); returns the drift
+    report."""
+    joint = getattr(env, "joint_names", None)
+    width = 4 if joint is None else len(joint) + 1
     obs, _ = env.reset(seed=seed)
-    replayed = [np.asarray(obs["state"][:4], np.float64)]
+    replayed = [np.asarray(obs["state"][:width], np.float64)]
     stop = None
     for action in actions:
         obs, _, _, truncated, info = env.step(np.asarray(action, np.float32))
-        replayed.append(np.asarray(obs["state"][:4], np.float64))
+        replayed.append(np.asarray(obs["state"][:width], np.float64))
         if info.get("safety_stop"):
             stop = info["safety_stop"]
             break
         if truncated:
             break
     got = np.stack(replayed)
-    want = np.asarray(recorded_state[: len(got), :4], np.float64)
+    want = np.asarray(recorded_state[: len(got), :width], np.float64)
+    common = {"steps": len(got) - 1, "recorded_steps": len(actions),
+              "opening_drift_max": round(float(np.abs(got[:, -1] - want[:, -1]).max()), 6),
+              "safety_interventions": env.intervention_total(), "safety_stop": stop}
+    if joint is not None:  # per joint, rad
+        drift = np.abs(got[:, :-1] - want[:, :-1]).max(axis=1)
+        return {**common, "joint_drift_max_rad": round(float(drift.max()), 6),
+                "joint_drift_final_rad": round(float(drift[-1]), 6)}
     hand = np.linalg.norm(got[:, :3] - want[:, :3], axis=1)
-    return {"steps": len(got) - 1, "recorded_steps": len(actions),
+    return {**common,
             "hand_drift_max_m": round(float(hand.max()), 6), "hand_drift_mean_m": round(float(hand.mean()), 6),
-            "hand_drift_final_m": round(float(hand[-1]), 6),
-            "opening_drift_max": round(float(np.abs(got[:, 3] - want[:, 3]).max()), 6),
-            "start_offset_m": round(float(hand[0]), 6), "safety_interventions": env.intervention_total(),
-            "safety_stop": stop}
+            "hand_drift_final_m": round(float(hand[-1]), 6), "start_offset_m": round(float(hand[0]), 6)}
 
 
 def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = None, out: str | None = None,
-           robot_overrides: dict[str, str] | None = None) -> dict[str, Any]:
+           robot_overrides: dict[str, str] | None = None, max_drift_rad: Any = None) -> dict[str, Any]:
     """``robotrl replay``: see the module doc; returns the report (raises ReplayDriftError past ``max_drift_m``)."""
     from robotrl.workflows.run_env import load_robot_config, make_robot_env
 
@@ -90,27 +99,36 @@ def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = No
     limit = None if max_drift_m is None else float(max_drift_m)
     if limit is not None and not limit > 0:
         raise ConfigError(f"max_drift_m={max_drift_m!r}, expected a number > 0 (m)")
+    rad_limit = None if max_drift_rad is None else float(max_drift_rad)
+    if rad_limit is not None and not rad_limit > 0:
+        raise ConfigError(f"max_drift_rad={max_drift_rad!r}, expected a number > 0 (rad)")
     meta, ep, index = _load(episode)
+    joint = meta.get("action_space") == "joint"  # recorded by a leader arm through JointRobotEnv
+    if (limit if joint else rad_limit) is not None:
+        given, want = ("max_drift_m", "max_drift_rad (joint angles)") if joint else ("max_drift_rad", "max_drift_m")
+        raise ConfigError(f"{given}= does not apply to {episode} ({'a joint-space' if joint else 'an end-effector'} "
+                          f"session); use {want}")
     env_cfg = {**meta["env"], "obs_type": "proprio"}  # the drift is measured on proprioception: no camera needed
     env_cfg["max_episode_steps"] = max(int(env_cfg.get("max_episode_steps") or 0),
                                        len(ep.action) * int(meta.get("action_repeat", 1)))
     seeds = meta.get("episode_seeds") or []
     seed = int(seeds[index]) if index < len(seeds) else int(meta.get("seed", 0)) + index
     robot_cfg = load_robot_config(robot, robot_overrides or {})
-    env = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=float(meta.get("home_noise_m", 0.0)))
+    env = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=float(meta.get("home_noise_m", 0.0)), joint=joint)
     env.robot.rearm_hint = "check the arm and its surroundings, then run the command again"
     try:
         report = replay_on(env, ep.action, ep.obs["state"], seed)
     finally:
         env.close()
     report.update(episode=str(episode), robot=robot, recorded_on=meta.get("robot"))
-    report["ok"] = limit is None or report["hand_drift_max_m"] <= limit
+    key, bound, unit = ("joint_drift_max_rad", rad_limit, "rad") if joint else ("hand_drift_max_m", limit, "m")
+    report["ok"] = bound is None or report[key] <= bound
     print(json.dumps(report, indent=1))
     if out:
         from robotrl.atomic import atomic_write_text
 
         atomic_write_text(out, json.dumps(report, indent=1))
     if not report["ok"]:
-        raise ReplayDriftError(f"replay drifted {report['hand_drift_max_m']:.4f} m from the recording, more than "
-                               f"max_drift_m={limit}")
+        raise ReplayDriftError(f"replay drifted {report[key]:.4f} {unit} from the recording, more than "
+                               f"max_drift_{unit}={bound}")
     return report

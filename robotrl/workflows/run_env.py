@@ -109,12 +109,14 @@ def robot_config_for_env(robot_cfg: Any, env_spec: Any) -> dict[str, Any]:
 
 
 def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float = 0.0, operator: Any = None,
-                   live_view: str | None = None) -> Any:
+                   live_view: str | None = None, joint: bool = False) -> Any:
     """A connected :class:`RobotEnv` over ``make_robot(robot_cfg)`` (the arm behind its safety layer); with
-    ``live_view`` (FILE.rrd or HOST:PORT) each step is shown in rerun (:class:`robotrl.live_view.ArmLog`)."""
+    ``live_view`` (FILE.rrd or HOST:PORT) each step is shown in rerun (:class:`robotrl.live_view.ArmLog`);
+    ``joint``: its joint-space variant (:class:`~robotrl.hardware.robot_env_joint.JointRobotEnv`)."""
     from robotrl.envs import parse_env_cfg
     from robotrl.hardware import make_robot
     from robotrl.hardware.robot_env import RobotEnv
+    from robotrl.hardware.robot_env_joint import JointRobotEnv
     from robotrl.live_view import open_live_view
 
     spec = parse_env_cfg(env_cfg)
@@ -122,7 +124,8 @@ def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float 
     max_env_steps = spec.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
     info = {"name": spec.name, "suite": "robot", "task": spec.task, "seed": seed, "image_size": spec.image_size,
             "frame_stack": spec.frame_stack, "action_repeat": spec.action_repeat, "max_episode_steps": max_env_steps}
-    env = RobotEnv(robot, obs_type=spec.obs_type, image_size=spec.image_size, frame_stack=spec.frame_stack,
+    env_cls = JointRobotEnv if joint else RobotEnv
+    env = env_cls(robot, obs_type=spec.obs_type, image_size=spec.image_size, frame_stack=spec.frame_stack,
                    action_repeat=spec.action_repeat, max_agent_steps=math.ceil(max_env_steps / spec.action_repeat),
                    home_noise_m=float(home_noise_m), info=info, operator=operator,
                    live=open_live_view(live_view, robot, f"robotrl {spec.name}"))
