@@ -246,7 +246,8 @@ def test_train_help_lists_groups_choices_and_keys(capsys):
     assert code == 0 and not err and "powered by Hydra" not in out
     groups = dict(line.split(None, 1) for line in out.split("groups (group=choice):\n")[1].split("\n\n")[0]
                   .splitlines())
-    assert set(groups) == {"agent", "env", "reward", "robot", "teleop", "experiment"}
+    assert set(groups) == {"agent", "env", "reward", "robot", "teleop", "collector", "experiment"}
+    assert "local, ray (default local)" in groups["collector"]
     assert "dmc/<task> (51), gym/<task> (11), metaworld/<task> (50); `robotrl envs` lists them" in groups["env"]
     assert "; libero (optional: env.benchmark, env.task" in groups["env"]
     assert "drm, drqv2, modem, modem_v2, sb3_ppo, sb3_sac, tdmpc2, vla (default drqv2)" in groups["agent"]

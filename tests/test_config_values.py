@@ -60,3 +60,20 @@ if __name__ == "__main__":  # write the fixture (on the base commit, before movi
     values = {_key(c): composed(c) for c in CASES}
     FIXTURE.write_text(json.dumps(values, indent=1, sort_keys=True, default=str) + "\n")
     print(f"wrote {len(values)} configs to {FIXTURE}", file=sys.stderr)
+
+
+def test_shared_defaults_live_only_in_the_structured_configs():
+    """config.yaml lists no env/ray/robot_env keys and no reward config repeats the wrapper's keys: the dataclasses of
+    robotrl/config_schema.py are the one place those defaults live (a yaml may still set a key that differs)."""
+    from omegaconf import OmegaConf
+
+    from robotrl.config_schema import RewardWrapperDefaults, defaults_of
+    from robotrl.overrides import config_dir
+
+    top = OmegaConf.load(config_dir() / "config.yaml")
+    assert not {"env", "ray", "robot_env", "collector"} & set(top), "config.yaml re-lists a structured config's keys"
+    wrapper = defaults_of(RewardWrapperDefaults)
+    for path in sorted((config_dir() / "reward").glob("*.yaml")):
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        repeated = {k for k, v in raw.items() if k in wrapper and v == wrapper[k]}
+        assert not repeated, f"{path.name} repeats the reward wrapper's defaults {sorted(repeated)}"

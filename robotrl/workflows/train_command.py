@@ -31,7 +31,10 @@ TRAIN_EXAMPLES = [
 
 
 def _yaml_comments() -> dict[str, str]:
-    """``key`` / ``section.key`` -> its trailing comment in configs/config.yaml (the keys' documentation)."""
+    """``key`` / ``section.key`` -> its trailing comment in configs/config.yaml, then ``env.key`` -> its doc in the
+    structured config (the keys' documentation)."""
+    from robotrl.config_schema import EnvDefaults, docs_of
+
     comments, section = {}, None
     for line in (config_dir() / "config.yaml").read_text().splitlines():
         match = re.match(r"^(\s*)([A-Za-z_]\w*):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
@@ -46,7 +49,7 @@ def _yaml_comments() -> dict[str, str]:
         else:
             continue
         comments[name] = comment or ""
-    return comments
+    return {**comments, **{f"env.{k}": doc for k, doc in docs_of(EnvDefaults).items()}}
 
 
 def _group_line(group: str, default: Any) -> str:
