@@ -50,7 +50,7 @@ from robotrl.overrides import parse_kv
 
 HELP_FLAGS = ("-h", "--help")
 
-# command -> the module whose COMMAND it is (imported when the command runs: `robotrl envs` does not load torch)
+# command -> the module whose COMMAND it is, imported when that command runs (not every workflow at start)
 REGISTRY = MappingProxyType({
     "train": "robotrl.workflows.train_command", "eval": "robotrl.workflows.evaluate",
     "envs": "robotrl.workflows.envs_command", "plot": "robotrl.workflows.plot", "report": "robotrl.workflows.report",
@@ -81,8 +81,9 @@ def render_help(cmd: Command) -> str:
         how = "key=value or --key value" if str(cmd.positional).endswith("...") else "key=value"
         lines += ["", f"keys ({how}, shown with their defaults):"]
         for key, option in cmd.options.items():  # a long doc wraps under itself, within 120 columns
-            lines += textwrap.wrap(option.doc, 120, initial_indent=f"  {f'{key}={shown(option.default)}':<{width}}",
-                                   subsequent_indent=" " * (width + 2), break_on_hyphens=False) or [f"  {key}="]
+            head = f"  {f'{key}={shown(option.default)}':<{width}}"
+            lines += textwrap.wrap(option.doc, 120, initial_indent=head, subsequent_indent=" " * (width + 2),
+                                   break_on_hyphens=False) or [head.rstrip()]
     if cmd.examples:
         lines += ["", "examples:", *(f"  {e}" for e in cmd.examples)]
     if cmd.footer:
