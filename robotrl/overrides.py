@@ -12,7 +12,7 @@ from typing import Any
 
 from robotrl.errors import ConfigError
 
-GROUPS = ("agent", "env", "reward", "robot", "teleop", "experiment")
+GROUPS = ("agent", "env", "reward", "robot", "teleop", "collector", "experiment")
 
 
 def config_dir() -> Path:

@@ -221,11 +221,10 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
 ])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_key_value_commands_answer_help(capsys, command, defaults, flag):
-    from robotrl import cli
-    from robotrl.workflows import goals
+    from robotrl.workflows import demos_command, evaluate, goals
     from robotrl.workflows.reward_eval import command as reward_eval
 
-    keys = {"EVAL_DEFAULTS": cli.EVAL_DEFAULTS, "DEMO_DEFAULTS": cli.DEMO_DEFAULTS,
+    keys = {"EVAL_DEFAULTS": evaluate.EVAL_DEFAULTS, "DEMO_DEFAULTS": demos_command.DEMO_DEFAULTS,
             "GOALS_DEFAULTS": goals.GOALS_DEFAULTS, "REPORT_DEFAULTS": reward_eval.REPORT_DEFAULTS}[defaults]
     code, out, err = run_main(capsys, *command, flag)
     assert code == 0 and not err
@@ -239,7 +238,7 @@ def test_envs_and_plot_answer_help(capsys):
     code, out, _ = run_main(capsys, "envs", "--help")
     assert code == 0 and "usage: robotrl envs" in out and "robotrl envs metaworld" in out
     code, out, _ = run_main(capsys, "plot", "-h")
-    assert code == 0 and "usage: robotrl plot" in out and "--metric" in out and "example:" in out
+    assert code == 0 and "usage: robotrl plot" in out and "--metric" in out and "examples:\n  robotrl plot" in out
 
 
 def test_train_help_lists_groups_choices_and_keys(capsys):
@@ -247,7 +246,8 @@ def test_train_help_lists_groups_choices_and_keys(capsys):
     assert code == 0 and not err and "powered by Hydra" not in out
     groups = dict(line.split(None, 1) for line in out.split("groups (group=choice):\n")[1].split("\n\n")[0]
                   .splitlines())
-    assert set(groups) == {"agent", "env", "reward", "robot", "teleop", "experiment"}
+    assert set(groups) == {"agent", "env", "reward", "robot", "teleop", "collector", "experiment"}
+    assert "local, ray (default local)" in groups["collector"]
     assert "dmc/<task> (51), gym/<task> (11), metaworld/<task> (50); `robotrl envs` lists them" in groups["env"]
     assert "; libero (optional: env.benchmark, env.task" in groups["env"]
     assert "drm, drqv2, modem, modem_v2, sb3_ppo, sb3_sac, tdmpc2, vla (default drqv2)" in groups["agent"]

@@ -155,7 +155,7 @@ def test_cli_help_and_one_line_error(run_dir, capsys):
 
     with pytest.raises(SystemExit) as done:
         main(["deploy", "--help"])
-    assert done.value.code == 0 and "dry_run=BOOL" in capsys.readouterr().out
+    assert done.value.code == 0 and "dry_run=false " in capsys.readouterr().out
     with pytest.raises(SystemExit) as done:
         main(["deploy", f"checkpoint={run_dir}", "robot=mock", "steps=2"])
     err = capsys.readouterr().err.strip().splitlines()

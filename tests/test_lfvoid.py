@@ -274,7 +274,7 @@ def test_goal_generation_is_deterministic_given_a_seed(tiny_pipeline_dir: Path):
 
 
 def test_goals_cli_diffusion(tiny_pipeline_dir: Path, tmp_path: Path, capsys):
-    rc = cli.goals(["generate", "env=dmc/cartpole_balance", "instruction=raise the pole", "n=2",
+    rc = cli.run("goals", ["generate", "env=dmc/cartpole_balance", "instruction=raise the pole", "n=2",
                                     "seed=3", f"model={tiny_pipeline_dir}", "steps=2", "resolution=16", "size=16",
                                     "device=cpu", f"out={tmp_path / 'cli'}"])
     assert rc == 0 and "wrote 2 goal images" in capsys.readouterr().out
@@ -282,13 +282,13 @@ def test_goals_cli_diffusion(tiny_pipeline_dir: Path, tmp_path: Path, capsys):
     assert goal_set.goals.shape == (2, 16, 16, 3) and goal_set.meta["env_seed"] == 3
     assert goal_set.meta["settings"]["num_inference_steps"] == 2
     with pytest.raises(ConfigError, match="instruction"):
-        cli.goals(["generate", "env=dmc/cartpole_balance", f"model={tiny_pipeline_dir}"])
+        cli.run("goals", ["generate", "env=dmc/cartpole_balance", f"model={tiny_pipeline_dir}"])
     with pytest.raises(ConfigError, match="subcommand 'generate'"):
-        cli.goals(["make"])
+        cli.run("goals", ["make"])
     with pytest.raises(ConfigError, match="source='video'"):
-        cli.goals(["generate", "source=video"])
+        cli.run("goals", ["generate", "source=video"])
     with pytest.raises(ConfigError, match="resolution=12"):
-        cli.goals(["generate", "env=dmc/cartpole_balance", "instruction=x", "resolution=12"])
+        cli.run("goals", ["generate", "env=dmc/cartpole_balance", "instruction=x", "resolution=12"])
 
 
 def test_missing_weights_is_one_line_naming_the_model(monkeypatch, tmp_path: Path):
@@ -302,7 +302,7 @@ def test_missing_weights_is_one_line_naming_the_model(monkeypatch, tmp_path: Pat
     with pytest.raises(ConfigError, match=r"path '/no/such/pipeline' is not a directory"):
         lfvoid_goals.load_edit_pipeline("/no/such/pipeline", device="cpu")
     with pytest.raises(ConfigError, match="'timbrooks/instruct-pix2pix'"):  # the CLI fails before rendering anything
-        cli.goals(["generate", "env=dmc/cartpole_balance", "instruction=x", f"cache_dir={tmp_path}"])
+        cli.run("goals", ["generate", "env=dmc/cartpole_balance", "instruction=x", f"cache_dir={tmp_path}"])
 
 
 # ------------------------------------------------------------------------------------------------ offline sources
@@ -331,7 +331,7 @@ def test_demo_goals_take_frames_after_success(tmp_path: Path, capsys):
     assert goals.shape == (3, 16, 16, 3) and sources.shape == (2, 16, 16, 3)
     # episode 0 succeeds from step 4 (frames 5..10): its last 2; episode 1 only at its last step (frame 6)
     assert [int(g[0, 0, 0]) for g in goals] == [9, 10, 6] and int(sources.max()) == 0
-    rc = cli.goals(["generate", "source=demos", f"demos={demos}", f"out={tmp_path / 'g'}"])
+    rc = cli.run("goals", ["generate", "source=demos", f"demos={demos}", f"out={tmp_path / 'g'}"])
     assert rc == 0
     goal_set = load_goal_set(tmp_path / "g")
     assert goal_set.goals.shape == (2, 16, 16, 3) and "NOT LfVoid" in goal_set.meta["note"]
@@ -344,14 +344,14 @@ def test_image_folder_goals(tmp_path: Path):
     folder.mkdir()
     for i, image in enumerate(squares(RED, 3, seed=0)):
         Image.fromarray(image).save(folder / f"{i}.png")
-    assert cli.goals(["generate", "source=images", f"images={folder}", f"out={tmp_path / 'g'}"]) == 0
+    assert cli.run("goals", ["generate", "source=images", f"images={folder}", f"out={tmp_path / 'g'}"]) == 0
     goal_set = load_goal_set(tmp_path / "g")
     assert np.array_equal(goal_set.goals, squares(RED, 3, seed=0)) and goal_set.sources.shape[0] == 0
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "9.png")
     with pytest.raises(ConfigError, match="several sizes"):
         lfvoid_goals.image_goals(folder)
     with pytest.raises(ConfigError, match="needs images="):
-        cli.goals(["generate", "source=images"])
+        cli.run("goals", ["generate", "source=images"])
 
 
 def test_demo_goals_from_metaworld_expert_drive_the_reward_wrapper(compose_cfg, tmp_path: Path):
@@ -359,7 +359,7 @@ def test_demo_goals_from_metaworld_expert_drive_the_reward_wrapper(compose_cfg, 
     from robotrl.envs import make_env
     from robotrl.rewards import wrap_env
 
-    assert cli.goals(["generate", "env=metaworld/reach", "source=demos", "n=1", f"out={tmp_path}"]) == 0
+    assert cli.run("goals", ["generate", "env=metaworld/reach", "source=demos", "n=1", f"out={tmp_path}"]) == 0
     goal_set = load_goal_set(tmp_path)
     assert goal_set.goals.shape == (1, 84, 84, 3) and goal_set.sources.shape == (1, 84, 84, 3)
     cfg = compose_cfg("env=metaworld/reach", "reward=lfvoid_demo_goals", f"reward.goals={tmp_path}",

@@ -259,12 +259,12 @@ def test_task_by_name_and_second_camera(fake_libero: lb.LiberoAPI) -> None:
 
 
 def test_list_tasks_and_cli(fake_libero: lb.LiberoAPI, capsys: pytest.CaptureFixture) -> None:
-    from robotrl.cli import envs
+    from robotrl.cli import run
 
     api = lb.LiberoAPI(**{**fake_libero.__dict__, "benchmarks": dict.fromkeys(lb.BENCHMARKS, FakeBenchmark)})
     names = lb.list_tasks(api)
     assert len(names) == 2 * len(lb.BENCHMARKS) and "libero/libero_10/put_the_bowl_on_the_stove" in names
-    assert envs(["libero"]) == 0  # the fake api of the fixture: libero_goal only
+    assert run("envs", ["libero"]) == 0  # the fake api of the fixture: libero_goal only
     assert capsys.readouterr().out.split() == ["libero/libero_goal/open_the_middle_drawer_of_the_cabinet",
                                                "libero/libero_goal/put_the_bowl_on_the_stove"]
 

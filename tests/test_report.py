@@ -143,12 +143,12 @@ def test_final_eval_comes_from_eval_csv_when_the_summary_lacks_it(tmp_path):
 
 
 def test_cli_report_takes_out_and_lists_seeds_in_numeric_order(tmp_path, capsys):
-    from robotrl.cli import report
+    from robotrl.cli import run
 
     root = tmp_path / "runs"
     for seed in (10, 2, 1):
         make_run(root / "dmc/walker_walk/drqv2" / f"seed{seed}", "dmc/walker_walk", "drqv2", seed, float(seed))
-    assert report([str(root), f"out={tmp_path / 'elsewhere'}", "reps=0"]) == 0
+    assert run("report", [str(root), f"out={tmp_path / 'elsewhere'}", "reps=0"]) == 0
     data = json.loads((tmp_path / "elsewhere/report.json").read_text())
     assert data["groups"][0]["seeds"] == [1, 2, 10] and [r["seed"] for r in data["runs"]] == [1, 2, 10]
     assert "| drqv2 | 1, 2, 10 |" in (tmp_path / "elsewhere/report.md").read_text()

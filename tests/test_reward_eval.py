@@ -264,7 +264,7 @@ def test_report_end_to_end_on_reach(compose_cfg, tmp_path):
 
 
 def test_cli_with_the_env_reward_only(tmp_path, capsys):
-    assert cli.reward_eval(["env=metaworld/reach", "episodes=1", "max_steps=60", "noise=0.2",
+    assert cli.run("reward-eval", ["env=metaworld/reach", "episodes=1", "max_steps=60", "noise=0.2",
                             f"out={tmp_path}", "env.action_repeat=2"]) == 0
     saved = json.loads((tmp_path / "report.json").read_text())
     assert list(saved["metrics"]) == ["env"] and saved["command"][:2] == ["robotrl", "reward-eval"]
@@ -284,7 +284,7 @@ def test_cli_with_the_env_reward_only(tmp_path, capsys):
 ])
 def test_bad_input_is_one_config_error_line(args, match, tmp_path):
     with pytest.raises(ConfigError, match=match) as err:
-        cli.reward_eval([*args, f"out={tmp_path}"])
+        cli.run("reward-eval", [*args, f"out={tmp_path}"])
     assert "\n" not in str(err.value)
     assert not (tmp_path / "report.json").exists()
 

@@ -43,7 +43,7 @@ def test_a_killed_submitit_job_names_its_number_run_dir_and_real_log(tmp_path):
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
     from submitit.core.utils import DelayedSubmission, UncompletedJobError
 
-    from robotrl.cli import _launcher_failure
+    from robotrl.workflows.train_command import launcher_failure
 
     folder = tmp_path / "runs/.submitit/4242"
     folder.mkdir(parents=True)
@@ -55,7 +55,7 @@ def test_a_killed_submitit_job_names_its_number_run_dir_and_real_log(tmp_path):
         folder / "4242_submitted.pkl")
     error = UncompletedJobError(f"Job 4242 (task: 0) with path {folder}/4242_0_result.pkl\n"
                                 f"has not produced any output (state: FAILED)\nError stream produced:\n----\n...")
-    failure = _launcher_failure(error)
+    failure = launcher_failure(error)
     assert isinstance(failure, SweepJobError) and "\n" not in str(failure)
     assert str(failure).startswith(f"sweep job #3 ({tmp_path / 'runs/dmc/x/drqv2/seed3'}) failed under the submitit "
                                    f"launcher: it died without a result (killed, out of memory or past its time "

@@ -2,8 +2,8 @@
 ``resume=auto`` continues a partly failed sweep in one command (finished jobs untouched, jobs with a checkpoint
 resumed, jobs without one started again).
 
-The fast tests run the sweep job function (``robotrl.cli._train_task``) in this process, as Hydra's launchers call
-it, with Hydra's job config set; the slow one runs whole sweeps through ``robotrl train -m``."""
+The fast tests run the sweep job function (``robotrl.workflows.train_command.train_task``) in this process, as
+Hydra's launchers call it, with Hydra's job config set; the slow one runs whole sweeps through ``robotrl train -m``."""
 
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ def _frames(path) -> list[int]:
 
 
 def run_sweep_job(run_dir, *overrides: str) -> None:
-    """Run ``robotrl.cli._train_task`` as a job of a multirun sweep (basic launcher) whose output dir is
-    ``run_dir``: the code path of every sweep job, without a subprocess."""
+    """Run ``robotrl.workflows.train_command.train_task`` as a job of a multirun sweep (basic launcher) whose output
+    dir is ``run_dir``: the code path of every sweep job, without a subprocess."""
     from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from robotrl.cli import _train_task
+    from robotrl.workflows.train_command import train_task
 
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=[*TINY_OVERRIDES, "tensorboard=false", "save_video=false", *overrides],
@@ -49,7 +49,7 @@ def run_sweep_job(run_dir, *overrides: str) -> None:
     task_cfg = cfg.copy()
     with open_dict(task_cfg):
         del task_cfg["hydra"]
-    _train_task(task_cfg)
+    train_task(task_cfg)
 
 
 @pytest.fixture(scope="module")

@@ -96,14 +96,14 @@ def test_a_job_that_died_is_one_line_naming_the_launcher_and_its_log():
     pytest.importorskip("submitit")
     from submitit.core.utils import FailedJobError
 
-    from robotrl.cli import _launcher_failure
     from robotrl.errors import SweepJobError
+    from robotrl.workflows.train_command import launcher_failure
 
-    error = _launcher_failure(FailedJobError("Job (task=0) failed during processing with trace:\n----\nTraceback ..."))
+    error = launcher_failure(FailedJobError("Job (task=0) failed during processing with trace:\n----\nTraceback ..."))
     assert isinstance(error, SweepJobError) and "\n" not in str(error)
     assert str(error).startswith("a sweep job failed under the submitit launcher: FailedJobError: Job (task=0) failed")
     assert ".submitit/<job id>/" in str(error)
-    assert _launcher_failure(ValueError("a bug")) is None  # anything else keeps its traceback
+    assert launcher_failure(ValueError("a bug")) is None  # anything else keeps its traceback
 
 
 def test_unknown_launcher_is_one_line(tmp_path):

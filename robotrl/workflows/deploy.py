@@ -481,35 +481,58 @@ def _remote_policy(server: str, token: str | None, timeout_s: float) -> tuple[An
     return cfg, int(remote["action_dim"]), client, client.reset, Path(remote["checkpoint"]), client.events
 
 
-DEPLOY_HELP = """usage: robotrl deploy checkpoint=PATH robot=NAME [options] [robot.KEY=VALUE ...]
-
-Run a trained policy on a robot (configs/robot/NAME.yaml) behind the safety layer, at a fixed control rate, with
-the observation pipeline of its training run (camera, image size, frame stack, action repeat, action scale).
-
-  checkpoint=PATH   run dir, its checkpoints/ dir, or one checkpoint
-  server=HOST:PORT  or: a remote policy (`robotrl serve`), token from token=... or $ROBOTRL_POLICY_TOKEN
-  policy_timeout_s=F  with server=: how long to wait for (or retry) the server before stopping (default 2.0);
-                    meanwhile no command reaches the arm and the watchdog holds it
-  robot=NAME        sim | mock | so101 | ... (default sim: the Meta-World Sawyer rendering the training camera)
-  hz=F              control rate of the commands (default: the robot's limits.control_hz)
-  episodes=N        episodes, each starting from the robot's home pose (default 1)
-  steps=N           agent steps per episode (default: the training episode length)
-  dry_run=BOOL      compute and log actions, send nothing (default false)
-  record=DIR        record the episodes in the robotrl demo format (+ per-step `intervention` flag)
-  out=DIR           where steps.jsonl, events.jsonl and summary.json go (default <run>/deploy/<robot>-<time>)
-  operator=MOD:FN   human-intervention hook: FN() returns a callable (step, obs) -> action or None
-  device=DEV        torch device for the policy (default cpu)
-  estop_key=WHEN    auto | true | false (default auto: on when stdin is a terminal): typing e + Enter is a
-                    software e-stop; the arm holds, the run ends with an error, and it does not re-arm (a new run
-                    does). Ctrl-C (homing included) stops and holds the arm, disconnects it, and
-                    exits 130 with one line.
-  live_view=FILE    show the run in rerun (pip install 'robotrl[live]'): camera frames, policy vs executed actions,
-                    safety events; FILE.rrd is written (open it with `rerun FILE.rrd`), HOST:PORT streams to a viewer
-  robot.KEY=VALUE   override the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject
-"""
-
 DEPLOY_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robot": "sim", "hz": None, "episodes": 1, "steps": None,
                                    "dry_run": False, "record": None, "out": None, "operator": None, "device": "cpu",
                                    "server": None, "token": None, "policy_timeout_s": 2.0, "estop_key": "auto",
                                    "live_view": None}
 
+
+# ------------------------------------------------------------------------------------------------ the command
+# one block appended to the module (it merges cleanly with edits of the body), hence the late import
+from robotrl.commands import Args, Command, options  # noqa: E402
+
+DEPLOY_DOCS = {
+    "checkpoint": "run dir, its checkpoints/ dir, or one checkpoint",
+    "robot": "sim | mock | so101 | ... (configs/robot/NAME.yaml; sim: the Meta-World Sawyer rendering the training "
+             "camera)",
+    "hz": "control rate of the commands (null: the robot's limits.control_hz)",
+    "episodes": "episodes, each starting from the robot's home pose",
+    "steps": "agent steps per episode (null: the training episode length)",
+    "dry_run": "compute and log actions, send nothing",
+    "record": "DIR: record the episodes in the robotrl demo format (+ per-step `intervention` flag)",
+    "out": "DIR where steps.jsonl, events.jsonl and summary.json go (default <run>/deploy/<robot>-<time>)",
+    "operator": "MOD:FN human-intervention hook: FN() returns a callable (step, obs) -> action or None",
+    "device": "torch device for the policy",
+    "server": "HOST:PORT, instead of checkpoint=: a remote policy (`robotrl serve`)",
+    "token": "with server=: the server's shared secret (default $ROBOTRL_POLICY_TOKEN)",
+    "policy_timeout_s": "with server=: how long to wait for (or retry) the server before stopping; meanwhile no "
+                        "command reaches the arm and the watchdog holds it",
+    "estop_key": "auto | true | false (auto: on when stdin is a terminal): typing e + Enter is a software e-stop; "
+                 "the arm holds, the run ends with an error, and it does not re-arm (a new run does)",
+    "live_view": "FILE or HOST:PORT: show the run in rerun (pip install 'robotrl[live]'): camera frames, policy vs "
+                 "executed actions, safety events; FILE.rrd is written (open it with `rerun FILE.rrd`), HOST:PORT "
+                 "streams to a viewer",
+}
+
+
+def run_deploy_command(args: Args) -> int:
+    """``robotrl deploy``: the summary as JSON; Ctrl-C: one line, exit code 130."""
+    try:
+        print(json.dumps(deploy(**args.opts, robot_overrides=args.group("robot")), indent=1))
+    except KeyboardInterrupt as exc:  # the arm was stopped and disconnected first; the line says so (or what failed)
+        print(f"robotrl: {exc or 'deploy interrupted (Ctrl-C)'}", file=sys.stderr)
+        return 130
+    return 0
+
+
+COMMAND = Command(
+    name="deploy", summary="run a policy on a robot through the safety layer",
+    usage="robotrl deploy checkpoint=PATH robot=NAME [key=value ...] [robot.KEY=VALUE ...]",
+    about="Run a trained policy on a robot (configs/robot/NAME.yaml) behind the safety layer, at a fixed control "
+          "rate, with\nthe observation pipeline of its training run (camera, image size, frame stack, action repeat, "
+          "action scale).",
+    run=run_deploy_command, options=options(DEPLOY_DEFAULTS, DEPLOY_DOCS), prefixes=("robot.",),
+    examples=("robotrl deploy checkpoint=runs/metaworld/reach/drqv2/seed1 robot=sim episodes=2",
+              "robotrl deploy server=127.0.0.1:50051 token=secret robot=franka robot.hostname=172.16.0.2 dry_run=true"),
+    footer="robot.KEY=VALUE overrides the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject.\n"
+           "Ctrl-C (homing included) stops and holds the arm, disconnects it, and exits 130 with one line.")

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from robotrl.agents import make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint
+from robotrl.commands import Args, Command, options
 from robotrl.config import resolve_device
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError
@@ -91,3 +92,48 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     atomic_write_text(out_dir / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in results))
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+# ------------------------------------------------------------------------------------------------ the command
+EVAL_DEFAULTS: dict[str, Any] = {"checkpoint": None, "episodes": 10, "seed": 1_000_000, "min_success": -1.0,
+                                 "min_return": float("-inf"), "video": True, "out": None, "device": "auto",
+                                 "baselines": True}
+EVAL_DOCS = {
+    "checkpoint": "a run dir, its checkpoints/ dir or one checkpoint dir (required)",
+    "episodes": "evaluation episodes; episode i resets with seed + i",
+    "seed": "first episode's seed (the trainer's eval seeds start at 1000000)",
+    "min_success": "exit 1 if the success rate is below this (tasks with a success signal only)",
+    "min_return": "exit 1 if the mean return is below this",
+    "video": "write an mp4 of the first episode",
+    "baselines": "also play uniform random and constant actions on the same seeds, and warn if they are not beaten",
+    "out": "output dir for episodes.jsonl, summary.json, video.mp4 (default <checkpoint>/eval)",
+    "device": "auto | cpu | cuda | cuda:N",
+}
+
+
+def run_eval(args: Args) -> int:
+    """``robotrl eval``: the summary as JSON; exit code 1 if below ``min_success``/``min_return``."""
+    import sys
+
+    opts = args.opts
+    if opts["checkpoint"] is None:
+        raise ConfigError("robotrl eval needs checkpoint=PATH (a run dir, its checkpoints/ dir or one checkpoint)")
+    summary = evaluate_checkpoint(**opts)
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {summary['out']}/summary.json, episodes.jsonl" + (", video.mp4" if opts["video"] else ""))
+    if "vs_baselines" in summary and not summary["vs_baselines"]["beats_all"]:
+        print(f"robotrl: warning: the policy's return ({summary['return_mean']:.1f}) is not clearly above "
+              f"{', '.join(summary['vs_baselines']['not_beaten'])} on the same seeds (see \"baselines\"): it may "
+              f"be saturated or stuck, not learning", file=sys.stderr)
+    if not summary["passed"]:
+        print(f"robotrl eval: below the gate: {'; '.join(summary['failed_gates'])}", file=sys.stderr)
+    return 0 if summary["passed"] else 1
+
+
+COMMAND = Command(
+    name="eval", summary="evaluate a checkpoint on seeded episodes; exit 1 below the gate",
+    usage="robotrl eval checkpoint=PATH [key=value ...]",
+    about="Play a checkpoint's policy on seeded episodes and gate on success rate or return.",
+    run=run_eval, options=options(EVAL_DEFAULTS, EVAL_DOCS),
+    examples=("robotrl eval checkpoint=runs/metaworld/reach/drqv2/seed3 episodes=20 min_success=0.8",
+              "robotrl eval checkpoint=runs/dmc/walker_walk/drqv2/seed1 min_return=900 video=false"))

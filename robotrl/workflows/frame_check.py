@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from robotrl.commands import Args, Command, options
 from robotrl.errors import RobotRLError
 
 METAWORLD_HOME_HAND_M = (0.0, 0.6, 0.2)  # SawyerXYZEnv.hand_init_pos of most tasks (reach, push, pick-place, ...)
@@ -181,3 +182,21 @@ def run_frame_check(robot: str = "sim", robot_overrides: dict[str, str] | None =
     if not report["ok"]:
         raise FrameCheckError(f"robot={robot}: the frame map does not match the arm (see the lines above)")
     return report
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def run_check_frame(args: Args) -> int:
+    """``robotrl check-frame``: ``robot.KEY=VALUE`` arguments override the robot config."""
+    run_frame_check(**args.opts, robot_overrides=args.group("robot"))
+    return 0
+
+
+COMMAND = Command(
+    name="check-frame", summary="check robot.frame_map on the arm (home + a move along each axis)",
+    usage="robotrl check-frame robot=NAME [robot.KEY=VALUE ...] [key=value ...]",
+    about="Check robot.frame_map (the training env's frame on the arm's) before a policy runs: the\nmeasured home in "
+          "the policy frame, and a move along each policy axis read back.",
+    run=run_check_frame,
+    options=options(FRAME_CHECK_DEFAULTS, FRAME_CHECK_DOCS), prefixes=("robot.",),
+    examples=("robotrl check-frame robot=franka robot.hostname=172.16.0.2",
+              "robotrl check-frame robot=sim robot.task=push distance_m=0.05"))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from robotrl.commands import Args, Command, options
 from robotrl.errors import ConfigError
 from robotrl.overrides import check_group_choices, compose_config
 from robotrl.rewards.base import render_rgb
@@ -118,3 +119,47 @@ def generate_goal_set(opts: dict[str, Any]) -> Path:
     print(f"wrote {len(goal_set.goals)} goal images {goal_set.goals.shape[1:]} ({opts['source']}) to {path} "
           f"(PNGs in {path.parent / 'png'})")
     return path
+
+
+# ------------------------------------------------------------------------------------------------ the command
+GOALS_DOCS = {
+    "env": "<suite>/<task> whose initial frames are edited (source=diffusion) or whose expert makes demos",
+    "instruction": "the goal edit, e.g. \"open the drawer\" (required for source=diffusion)",
+    "n": "number of goal images (initial frames, or demos to generate)",
+    "seed": "reset seed of the first frame / demo (frame i uses seed + i)",
+    "out": "output dir for goals.npz and png/ (default goals/<env>-<source>)",
+    "source": "diffusion (LfVoid) | demos (expert success frames) | images (a folder or npz): not LfVoid",
+    "model": "diffusers InstructPix2Pix pipeline: a local dir or a Hugging Face repo id in the local cache",
+    "cache_dir": "Hugging Face cache dir to look the model up in (default HF_HOME)",
+    "steps": "diffusion steps",
+    "image_guidance_scale": "how closely the edit follows the source frame",
+    "guidance_scale": "how closely the edit follows the instruction",
+    "resolution": "edit resolution (a multiple of 8); goals are resized back to size",
+    "size": "rendered frame size (pixels)",
+    "device": "auto | cpu | cuda | cuda:N",
+    "demos": "source=demos: an existing demo dir (default: generate n demos into out/demos)",
+    "images": "source=images: a folder of PNG/JPEG files or an npz with 'goals'",
+    "frames_per_demo": "source=demos: last successful frames taken from each demo",
+    "camera": "env.camera for rendering (null: the suite's default)",
+}
+
+
+def run_goals(args: Args) -> int:
+    """``robotrl goals generate key=value ...``: write an LfVoid goal set."""
+    if args.positional != ["generate"]:
+        raise ConfigError(f"robotrl goals needs the subcommand 'generate', got {args.positional[:1]}; usage: "
+                          f"{GOALS_USAGE}")
+    generate_goal_set(args.opts)
+    return 0
+
+
+COMMAND = Command(
+    name="goals", summary="LfVoid goal images (a diffusers editing model, or offline sources)",
+    usage="robotrl goals generate [key=value ...]",
+    about="Make LfVoid goal images: edit an env's real initial frames with a text instruction through a diffusers "
+          "editing model,\nor take goals from scripted-expert demos / an image folder (offline sources, not the "
+          "paper's method).",
+    run=run_goals, options=options(GOALS_DEFAULTS, GOALS_DOCS), positional="generate",
+    examples=("robotrl goals generate env=metaworld/drawer-open instruction=\"open the drawer\" n=8 out=goals/drawer",
+              "robotrl goals generate env=metaworld/reach source=demos n=4",
+              "robotrl goals generate source=images images=my_goals/ out=goals/mine"))

@@ -21,6 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from robotrl.commands import Args, Command, Option  # noqa: E402
+from robotrl.errors import ConfigError  # noqa: E402
+
 SOURCES = ("eval", "train")
 
 
@@ -128,3 +131,34 @@ def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", r
     plt.close(fig)
     tmp.replace(out)
     return numbers
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def run_plot(args: Args) -> int:
+    """``robotrl plot RUN_DIR...``: the curves' PNG and each group's final IQM with its CI."""
+    opts = args.opts
+    if opts["source"] not in SOURCES:
+        raise ConfigError(f"robotrl plot: argument --source: invalid choice: {opts['source']!r} (choose from "
+                          f"{', '.join(map(repr, SOURCES))})")
+    try:
+        numbers = plot_runs([Path(r) for r in args.positional], Path(opts["out"]), opts["metric"], opts["reps"],
+                            opts["source"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for label, n in numbers.items():
+        print(f"{label}: {n['count']}, final IQM {n['iqm'][-1]:.4g} "
+              f"[{n['ci_low'][-1]:.4g}, {n['ci_high'][-1]:.4g}] at {n['frames'][-1]:.0f} frames")
+    print(f"wrote {opts['out']}")
+    return 0
+
+
+COMMAND = Command(
+    name="plot", summary="IQM learning curves over seeds (rliable)",
+    usage="robotrl plot RUN_DIR... [--out PNG] [--metric episode_return] [--reps N] [--source eval|train]",
+    about="IQM learning curves over seeds (rliable)", run=run_plot, positional="RUN_DIR...",
+    options={"out": Option("curves.png", "output PNG"),
+             "metric": Option("episode_return", "the column plotted"),
+             "reps": Option(2000, "bootstrap resamples (0: no CI)"),
+             "source": Option("eval", "eval.csv (evaluations) or train.csv (per training episode, e.g. "
+                                      "actor_dormant_ratio)")},
+    examples=("robotrl plot runs/dmc/cartpole_swingup/drqv2/seed* --out curves.png",))

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from robotrl.commands import Args, Command, options
 from robotrl.errors import ConfigError, RobotRLError
 
 log = logging.getLogger(__name__)
@@ -420,3 +421,30 @@ def run_server(checkpoint: str | None, host: str, port: int, token: str | None, 
         server.wait()
     except KeyboardInterrupt:
         server.stop(grace=1.0)
+
+
+# ------------------------------------------------------------------------------------------------ the command
+SERVE_DOCS = {
+    "checkpoint": "a run dir, its checkpoints/ dir or one checkpoint dir (required)",
+    "host": "address to bind (loopback unless you mean to expose it; beyond loopback the token needs >= 16 characters)",
+    "port": "TCP port",
+    "token": "shared secret clients must send (default $ROBOTRL_POLICY_TOKEN)",
+    "max_message_bytes": "largest request/response accepted, both ways",
+    "device": "auto | cpu | cuda | cuda:N",
+}
+
+
+def serve(args: Args) -> int:
+    """``robotrl serve``: until interrupted."""
+    run_server(**args.opts)
+    return 0
+
+
+COMMAND = Command(
+    name="serve", summary="gRPC policy server for `robotrl deploy server=HOST:PORT`",
+    usage="robotrl serve checkpoint=PATH [key=value ...]",
+    about="Serve a checkpointed policy over gRPC (action chunks for `robotrl deploy server=HOST:PORT`).",
+    run=serve, options=options(SERVE_DEFAULTS, SERVE_DOCS),
+    examples=("ROBOTRL_POLICY_TOKEN=secret robotrl serve checkpoint=runs/metaworld/reach/drqv2/seed1",
+              "robotrl deploy server=127.0.0.1:50051 token=secret robot=sim   # the policy's checkpoint is the "
+              "server's"))

@@ -357,3 +357,33 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
                                 f"episode(s) kept in {out}; the same command with resume=true continues")
     summary.export = _export(session, export, instruction)
     return summary.__dict__
+
+
+# ------------------------------------------------------------------------------------------------ the command
+# one block appended to the module (it merges cleanly with edits of the body), hence the late import
+from robotrl.commands import Args, Command, options  # noqa: E402
+
+
+def run_record_command(args: Args) -> int:
+    """``robotrl record``: the session summary as JSON; Ctrl-C: one line, exit code 130."""
+    import json
+    import sys
+
+    overrides = {prefix: args.group(prefix) for prefix in ("robot", "teleop", "env")}
+    try:
+        print(json.dumps(record(**args.opts, overrides=overrides), indent=1))
+    except KeyboardInterrupt as exc:  # the arm is held and disconnected, the completed episodes are on disk
+        print(f"robotrl: {exc or 'record interrupted (Ctrl-C)'}", file=sys.stderr)
+        return 130
+    return 0
+
+
+COMMAND = Command(
+    name="record", summary="teleoperated demos through the safety layer (demo format + LeRobot v3)",
+    usage='robotrl record robot=NAME teleop=DEVICE task="..." episodes=N out=DIR [robot.KEY=VALUE teleop.KEY=VALUE '
+          "env.KEY=VALUE ...]",
+    about="Record teleoperated demonstrations on an arm, every command through its safety layer: a reset\nphase, "
+          "labels (success/failure keys), re-record and discard keys, crash-safe episodes in the\nrobotrl demo "
+          "format, resume=true after Ctrl-C, a LeRobotDataset v3 export at the end.",
+    run=run_record_command, options=options(RECORD_DEFAULTS, RECORD_DOCS), prefixes=("robot.", "teleop.", "env."),
+    examples=tuple(EXAMPLES))

@@ -132,3 +132,29 @@ def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = No
         raise ReplayDriftError(f"replay drifted {report[key]:.4f} {unit} from the recording, more than "
                                f"max_drift_{unit}={bound}")
     return report
+
+
+# ------------------------------------------------------------------------------------------------ the command
+# one block appended to the module (it merges cleanly with edits of the body), hence the late import
+from robotrl.commands import Args, Command, options  # noqa: E402
+
+
+def run_replay_command(args: Args) -> int:
+    """``robotrl replay``: exit code 1 (one line) when the replay drifted past ``max_drift_m``."""
+    import sys
+
+    try:
+        replay(**args.opts, robot_overrides=args.group("robot"))
+    except ReplayDriftError as exc:
+        print(f"robotrl: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMAND = Command(
+    name="replay", summary="play a recorded episode back; report the proprioception drift",
+    usage="robotrl replay episode=DIR/episode_NNNNNN.npz robot=NAME [robot.KEY=VALUE ...]",
+    about="Play a recorded episode's executed actions back on a robot through its safety layer (same\nenv settings "
+          "and reset seed) and report how far its proprioception drifts from the recording.",
+    run=run_replay_command, options=options(REPLAY_DEFAULTS, REPLAY_DOCS), prefixes=("robot.",),
+    examples=("robotrl replay episode=demos/sim-reach/episode_000000.npz robot=sim max_drift_m=0.005",))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.atomic import atomic_write_text
+from robotrl.commands import Args, Command, Option
 from robotrl.errors import ConfigError
 
 METRICS = (("return", "final return"), ("success", "final success"))
@@ -266,3 +267,30 @@ def write_report(roots: list[Path], out: Path | None = None, reps: int = 2000) -
     report = {"groups": rows, "runs": [asdict(r) for r in results], "missing": missing, "notes": notes}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     return {**report, "out": str(out)}
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def run_report(args: Args) -> int:
+    """``robotrl report SWEEP_DIR...``: Markdown + PNG summary of a sweep's runs."""
+    out = args.opts["out"]
+    result = write_report([Path(d) for d in args.positional], Path(out) if out else None, args.opts["reps"])
+    for row in result["groups"]:
+        ret = row["return"]
+        print(f"{row['env']} / {row['agent']}: {row['runs']} runs (seeds {', '.join(map(str, row['seeds']))}), "
+              f"final return IQM {ret['iqm']:.4g} [{ret['ci_low']:.4g}, {ret['ci_high']:.4g}]")
+    for point in result["missing"]:
+        print(f"missing sweep point: {point['overrides']} ({point['state']}: {point['run_dir']})")
+    print(f"wrote {result['out']}/report.md, report.json, final.png, curves_*.png")
+    return 0
+
+
+COMMAND = Command(
+    name="report", summary="per task and agent: IQM + 95% CI over seeds, frames, wall-clock (MD + PNG)",
+    usage="robotrl report SWEEP_DIR... [out=DIR] [reps=N]",
+    about="One table per task over the runs found under SWEEP_DIR (multirun dirs or run dirs): per agent, the IQM "
+          "over\nseeds of the final eval return and success with 95% bootstrap CIs (rliable), frames and wall-clock; "
+          "plus plots.",
+    run=run_report, positional="SWEEP_DIR...",
+    options={"out": Option(None, "output dir (default SWEEP_DIR/report)"),
+             "reps": Option(2000, "bootstrap resamples (0: no CI)")},
+    examples=("robotrl train -m seed=1,2,3 hydra/launcher=slurm && robotrl report runs",))

@@ -24,6 +24,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from robotrl.atomic import atomic_write_text
+from robotrl.commands import Args, Command, options
 from robotrl.errors import ConfigError
 from robotrl.workflows.run_env import make_robot_env
 
@@ -163,3 +164,30 @@ def sim2real(checkpoint: str | None = None, robots: str = "sim,franka", episodes
     atomic_write_text(out_dir / "gap.json", json.dumps(report, indent=1))
     print(table(report))
     return report
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def run_gap_report(args: Args) -> int:
+    """``robotrl sim2real``: ``ROBOT.KEY=VALUE`` arguments override ``configs/robot/ROBOT.yaml`` of a robot in
+    ``robots``."""
+    opts = args.opts
+    names = {n.strip() for n in str(opts["robots"]).split(",")}
+    overrides: dict[str, dict[str, str]] = {}
+    for arg in args.extra:
+        key, _, value = arg.partition("=")
+        robot, _, rest = key.partition(".")
+        if robot not in names:
+            raise ConfigError(f"{key}: {robot!r} is not one of robots={opts['robots']} (override as ROBOT.KEY=VALUE)")
+        overrides.setdefault(robot, {})[rest] = value
+    sim2real(**opts, robot_overrides=overrides)
+    return 0
+
+
+COMMAND = Command(
+    name="sim2real", summary="sim-to-real gap report: one policy, same seeds, several robots",
+    usage="robotrl sim2real checkpoint=RUN [robots=sim,franka] [ROBOT.KEY=VALUE ...] [key=value ...]",
+    about="The sim-to-real gap report: success, action statistics, hand motion, safety interventions and\ntiming per "
+          "robot, through RobotEnv, from the same reset seeds. ROBOT.KEY=VALUE overrides configs/robot/ROBOT.yaml.",
+    run=run_gap_report, options=options(GAP_DEFAULTS, GAP_DOCS), prefixes=("*",),
+    examples=("robotrl sim2real checkpoint=runs/metaworld/reach/drqv2/seed1 robots=sim,franka "
+              "franka.hostname=172.16.0.2 episodes=5",))

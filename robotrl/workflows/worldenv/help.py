@@ -90,3 +90,46 @@ def worldenv_help() -> str:
         "  robotrl worldenv train-vla out=runs/worldenv/s1 vla.steps=2000",
         "  robotrl worldenv post-train out=runs/worldenv/s1 device=cuda",
         "  robotrl worldenv fidelity out=runs/worldenv/s1"])
+
+
+# ------------------------------------------------------------------------------------------------ the command
+# one block appended to the module (it merges cleanly with edits of the body), hence the late import
+from robotrl.commands import Args, Command  # noqa: E402
+
+
+def run_stage(args: Args) -> int:
+    """``robotrl worldenv STAGE out=DIR key=value ...``: the stage reads its own settings (``default.yaml`` <-
+    ``DIR/config.yaml`` <- the ``key=value`` arguments)."""
+    import importlib
+    import shlex
+    import sys
+
+    from robotrl.errors import ConfigError
+
+    if not args.raw:
+        print(worldenv_help())
+        return 0
+    stage, rest = args.raw[0], args.raw[1:]
+    if stage not in STAGES:
+        raise ConfigError(f"unknown worldenv stage {stage!r}; expected one of {', '.join(STAGES)}")
+    outs = [a.partition("=")[2] for a in rest if a.startswith("out=")]
+    if len(outs) != 1 or not outs[0]:
+        raise ConfigError(f"robotrl worldenv {stage} needs exactly one out=DIR (the World-Env run directory)")
+    bad = [a for a in rest if "=" not in a]
+    if bad:
+        raise ConfigError(f"unexpected argument {bad[0]!r}; expected key=value (see robotrl worldenv --help)")
+    module, func, _ = STAGES[stage]
+    run = getattr(importlib.import_module(f"robotrl.workflows.worldenv.{module}"), func)
+    try:
+        run(outs[0], [a for a in rest if not a.startswith("out=")])
+    except KeyboardInterrupt:  # every stage checkpoints as it goes (state.pt, rows.json, one folder per collection)
+        print(f"robotrl: interrupted; the last checkpoint in {outs[0]} is intact; continue with: "
+              f"{shlex.join(['robotrl', 'worldenv', *args.raw])}", file=sys.stderr)
+        return 130
+    return 0
+
+
+COMMAND = Command(
+    name="worldenv", summary="World-Env: a VLA post-trained inside a learned video world model",
+    usage="robotrl worldenv STAGE out=DIR [key=value ...]", about="World-Env stages", run=run_stage,
+    text=worldenv_help)
