@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 
 from robotrl.errors import ConfigError
+from robotrl.safety_events import FAULT_EVENTS, HOLD_EVENTS
 
 EVENT_LEVELS = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN", logging.ERROR: "ERROR"}
-HOLD_EVENTS = frozenset({"watchdog", "estop", "rate_fault", "nonfinite", "bad_action", "joint_limit_measured",
-                         "hold", "stale_state", "stale_frame", "camera_stale", "camera_error"})
-FAULT_EVENTS = frozenset({"driver_timeout", "driver_error", "hold_failed", "shutdown"})
+# (one set of kinds for the layer and its readers: robotrl.safety_events)
 
 
 def _rerun() -> Any:

@@ -265,7 +265,7 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     """``robotrl record``: see the module doc. ``overrides`` are the ``robot.``/``teleop.``/``env.`` keys;
     ``device`` replaces the teleop device built from ``teleop`` (tests)."""
     from robotrl.envs import parse_env_cfg
-    from robotrl.workflows.run_env import load_robot_config, make_robot_env
+    from robotrl.workflows.run_env import make_robot_env
 
     overrides = overrides or {}
     if not out:
@@ -287,7 +287,6 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     spec = parse_env_cfg(env_cfg)
     env_cfg["max_episode_steps"] = int(steps) * spec.action_repeat
     device = device or _make_device(teleop, overrides.get("teleop", {}))
-    robot_cfg = load_robot_config(robot, overrides.get("robot", {}))
     summary = RecordSummary(out=str(out))
     session: Session | None = None
     device.connect()  # the device before the arm (LeRobot #4166): a missing device never leaves an arm connected
@@ -297,7 +296,7 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
             from robotrl.live_view import LiveView
 
             live = LiveView(f"robotrl-record-{Path(out).name}", rrd=live_view)
-        renv = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=0.0)
+        renv = make_robot_env(robot, env_cfg, seed, home_noise_m=0.0, robot_overrides=overrides.get("robot", {}))
         renv.robot.rearm_hint = "check the arm and its surroundings, then run the command again with resume=true"
         if not renv.cameras:
             raise ConfigError(f"robot={robot} has no camera; demos store camera frames (robot.cameras=...)")

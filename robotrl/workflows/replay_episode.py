@@ -83,7 +83,7 @@ def replay_on(env: Any, actions: np.ndarray, recorded_state: np.ndarray, seed: i
 def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = None, out: str | None = None,
            robot_overrides: dict[str, str] | None = None) -> dict[str, Any]:
     """``robotrl replay``: see the module doc; returns the report (raises ReplayDriftError past ``max_drift_m``)."""
-    from robotrl.workflows.run_env import load_robot_config, make_robot_env
+    from robotrl.workflows.run_env import make_robot_env
 
     if not episode:
         raise ConfigError("robotrl replay needs episode=DIR/episode_NNNNNN.npz")
@@ -96,8 +96,8 @@ def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = No
                                        len(ep.action) * int(meta.get("action_repeat", 1)))
     seeds = meta.get("episode_seeds") or []
     seed = int(seeds[index]) if index < len(seeds) else int(meta.get("seed", 0)) + index
-    robot_cfg = load_robot_config(robot, robot_overrides or {})
-    env = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=float(meta.get("home_noise_m", 0.0)))
+    env = make_robot_env(robot, env_cfg, seed, home_noise_m=float(meta.get("home_noise_m", 0.0)),
+                         robot_overrides=robot_overrides)
     env.robot.rearm_hint = "check the arm and its surroundings, then run the command again"
     try:
         report = replay_on(env, ep.action, ep.obs["state"], seed)

@@ -138,7 +138,7 @@ def sim2real(checkpoint: str | None = None, robots: str = "sim,franka", episodes
              steps: int | None = None, home_noise_m: float = 0.02, out: str | None = None, device: str = "cpu",
              robot_overrides: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """``robotrl sim2real``: load the checkpoint's policy and env settings, run the report, write ``gap.json``."""
-    from robotrl.workflows.evaluate import load_policy
+    from robotrl.workflows.policy import load_policy
 
     if checkpoint is None:
         raise ConfigError("robotrl sim2real needs checkpoint=<run dir>")
@@ -148,15 +148,14 @@ def sim2real(checkpoint: str | None = None, robots: str = "sim,franka", episodes
     episodes = int(episodes)
     if episodes < 1:
         raise ConfigError(f"episodes={episodes}, expected >= 1")
-    cfg, agent, path = load_policy(Path(checkpoint), device)
+    policy = load_policy(checkpoint, device)
+    cfg, path = policy.cfg, policy.checkpoint
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     if steps is not None:
         env_cfg["max_episode_steps"] = int(steps) * int(env_cfg.get("action_repeat", 1))
-    big = 2**62  # past every exploration schedule: the deterministic policy
     configs = {n: robot_config(n, (robot_overrides or {}).get(n, {})) for n in names}
-    report = gap_report(lambda o: agent.act(o, big, eval_mode=True), env_cfg, configs,
-                        list(range(int(seed), int(seed) + episodes)), float(home_noise_m),
-                        getattr(agent, "reset", None))
+    report = gap_report(policy, env_cfg, configs, list(range(int(seed), int(seed) + episodes)),
+                        float(home_noise_m), policy.reset)
     report["checkpoint"] = str(path)
     out_dir = Path(out) if out else Path(checkpoint) / "sim2real"
     out_dir.mkdir(parents=True, exist_ok=True)
