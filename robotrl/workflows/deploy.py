@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from robotrl.atomic import atomic_write, atomic_write_text
+from robotrl.atomic import atomic_write_text
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
 from robotrl.hardware.obs_checks import check_frame
 from robotrl.live_view import open_live_view
 from robotrl.workflows.control_loop import Step, run_episode
+from robotrl.workflows.deploy_record import RECORD_FORMAT, EpisodeRecord, record_obs, write_recording  # noqa: F401
 from robotrl.workflows.deploy_safety import ESTOP_KEY, KeyEStop, wants_estop_key, write_logs  # noqa: F401 (re-exported)
 from robotrl.workflows.run_env import (  # noqa: F401 (Operator, ScriptedOperator: re-exported)
     Operator,
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 # What a deployable policy's actions mean, per training suite: Meta-World's 4-d (dx, dy, dz, gripper) in [-1, 1],
 # 0.01 m per unit (SawyerXYZEnv.action_scale). dm-control / gym actions are joint torques of other bodies.
 ARM_SUITES = {"metaworld": {"action_dim": 4, "metres_per_unit": 0.01}}
-RECORD_FORMAT = "robotrl deploy recording (robotrl demo format v1 + intervention)"
 REARM_HINT = ("check the arm and its surroundings, then start a new `robotrl deploy` run (each run starts with the "
               "e-stop released)")
 
@@ -142,57 +142,6 @@ def check_frames(spec: PolicySpec, observation: Any, robot_name: str) -> None:
                               f"{spec.image_size}; a simulated one: robot.image_size={spec.image_size})")
 
 
-# ------------------------------------------------------------------------------------------------ recording
-@dataclass
-class EpisodeRecord:
-    """One episode's arrays in the demo format, plus the operator flag."""
-
-    pixels: list[np.ndarray] = field(default_factory=list)
-    state: list[np.ndarray] = field(default_factory=list)
-    action: list[np.ndarray] = field(default_factory=list)
-    intervention: list[bool] = field(default_factory=list)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        t = len(self.action)
-        return {
-            "pixels": np.stack(self.pixels).astype(np.uint8),
-            "state": np.stack(self.state).astype(np.float32),
-            "action": np.stack(self.action).astype(np.float32),
-            "reward": np.zeros(t, np.float32),  # a robot has no reward signal; documented in meta.json
-            "terminated": np.zeros(t, bool),
-            "success": np.zeros(t, bool),
-            "intervention": np.asarray(self.intervention, bool),
-        }
-
-
-def write_recording(out: Path, spec: PolicySpec, episodes: list[EpisodeRecord], robot: Any,
-                    extra: dict[str, Any]) -> Path:
-    """Write ``episodes`` as a demo directory (episode npz files, then meta.json last, all atomic)."""
-    from robotrl.demos import FORMAT_VERSION, episode_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    lengths = []
-    for i, ep in enumerate(episodes):
-        with atomic_write(out / episode_file(i)) as f:
-            np.savez_compressed(f, **ep.arrays())
-        lengths.append(len(ep.action))
-    proprio_names = ["ee.x", "ee.y", "ee.z", "gripper.opening"]
-    state_names = proprio_names + [f"prev.{n}" for n in proprio_names] + [f"{j}.pos" for j in robot.joint_names]
-    meta = {
-        "format_version": FORMAT_VERSION, "format": RECORD_FORMAT, "name": spec.env_name, "suite": spec.suite,
-        "task": spec.task, "image_size": spec.image_size, "frame_stack": spec.frame_stack,
-        "action_repeat": spec.action_repeat, "camera": spec.cameras[0], "cameras": list(spec.cameras),
-        "state_dim": len(state_names), "state_names": state_names, "proprio_index": list(range(8)),
-        "action_dim": spec.action_dim,
-        "action_units": f"[-1, 1]: dx dy dz x {spec.metres_per_unit} m, gripper (+1 closed)",
-        "reward": "none: robots have no reward signal, stored as 0", "robot": robot.inner.name,
-        "num_episodes": len(episodes), "episode_lengths": lengths,
-        "episode_interventions": [int(np.sum(ep.intervention)) for ep in episodes], **extra,
-    }
-    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ the loop
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -223,16 +172,6 @@ def arm_env(robot: Any, spec: PolicySpec, steps: int, dry_run: bool = False, ope
                     dry_run=dry_run)
 
 
-def _record_obs(rec: EpisodeRecord, env: Any) -> None:
-    """The frame and measured state a recording keeps for the env's last observation: the newest frame of the
-    policy's cameras, Meta-World's 8-d proprioception (this env step, previous env step; ``proprio_index`` 0..7 in
-    meta.json, so ``*_proprio`` agents load it), then the joint positions (rad)."""
-    observation = env.last_observation
-    rec.pixels.append(env.pipeline.frame(observation))
-    joints = np.asarray(observation.state.joint_pos, np.float32)
-    rec.state.append(np.concatenate([env.pipeline.proprio, joints]).astype(np.float32))
-
-
 def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, steps: int, hz: float | None = None,
                dry_run: bool = False, operator: Operator | None = None, on_reset: Callable[[], None] | None = None,
                record: bool = False, result: DeployResult | None = None, live: Any = None) -> DeployResult:
@@ -260,7 +199,7 @@ def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, step
             rec = EpisodeRecord() if record else None
             if rec is not None:
                 result.records.append(rec)
-                _record_obs(rec, env)
+                record_obs(rec, env)
             _deploy_episode(env, policy, episode, result, rec, obs)
             if env.stop_error is not None:  # the safety layer stopped the arm: the run ends with its error
                 raise env.stop_error
@@ -301,7 +240,7 @@ def _deploy_episode(env: Any, policy: Policy, episode: int, result: DeployResult
         log.info("episode %d step %d action %s%s%s", episode, step.index, np.round(command, 4).tolist(),
                  " (operator)" if human else "", " (dry run: not sent)" if env.dry_run else "")
         if rec is not None and not step.info.get("stale_observation") and (env.dry_run or sent):
-            _record_obs(rec, env)
+            record_obs(rec, env)
             # Recorded in [-1, 1] as the demo format requires; the clip only matters for a human's raw input.
             # (the mean over the action repeat: the step's net displacement per send, what the arm executed)
             rec.action.append(np.clip(command if env.dry_run else step.info["sent_action"], -1.0, 1.0))
