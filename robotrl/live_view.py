@@ -61,6 +61,10 @@ class LiveView:
             self.rec.save(str(self.path))
         else:
             self.rec.connect_grpc(f"rerun+http://{viewer}/proxy")
+        # Build one of each archetype now (nothing is logged): the first construction costs ~1 s of lazy set-up on a
+        # loaded machine, which in the first step would fall between two commands to a moving arm (the watchdog's
+        # window: franky-sim's deploy test held the arm after a 2.3 s gap).
+        rr.Image(np.zeros((1, 1, 3), np.uint8)), rr.Scalars(np.zeros(1)), rr.TextLog("", level="INFO")
 
     def step(self, step: int, *, frames: Mapping[str, np.ndarray] | None = None, policy_action: Any = None,
              executed_action: Any = None, reward: float | None = None, success: bool | None = None,

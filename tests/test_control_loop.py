@@ -101,3 +101,40 @@ def test_every_safety_event_kind_is_a_safety_event_member():
     assert json.loads(json.dumps(layer.events[0], default=str))["kind"] == "connect"
     assert json.loads(json.dumps(dict(layer.counts)))["ee_step"] >= 1
     assert SafetyEvent.WATCHDOG in INTERVENTIONS and "watchdog" in INTERVENTIONS and "connect" not in INTERVENTIONS
+
+
+# ------------------------------------------------------------------------------------------------ the loaded policy
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from tests.deploy_helpers import train_reach_policy
+
+    return train_reach_policy(tmp_path_factory.mktemp("reach"))
+
+
+def test_eval_deploy_and_the_server_act_with_the_one_loaded_policy(run_dir, tmp_path, monkeypatch):
+    """`load_policy` is the one deterministic policy: eval, deploy and the policy server act at the same step in
+    eval mode (on 6f7d38a eval/deploy/serve used int64's maximum and sim2real 2**62, each with its own loader)."""
+    from robotrl.envs import make_env
+
+    from robotrl.workflows.deploy import deploy
+    from robotrl.workflows.evaluate import evaluate_checkpoint
+    from robotrl.workflows.policy import DETERMINISTIC_STEP, load_policy
+    from robotrl.workflows.policy_server import served_checkpoint
+
+    policy = load_policy(run_dir, "cpu")
+    calls: list[tuple[int, bool]] = []
+    agent_class = type(policy.agent)
+    original = agent_class.act
+    monkeypatch.setattr(agent_class, "act", lambda self, o, step, eval_mode: (
+        calls.append((step, eval_mode)), original(self, o, step, eval_mode))[1])
+    env = make_env(policy.cfg.env, seed=0)
+    obs, _ = env.reset(seed=0)
+    env.close()
+    np.testing.assert_array_equal(policy(obs), policy(obs))  # deterministic
+    assert policy.action_dim == 4 and policy.checkpoint.name.startswith("frame_")
+    policy.reset()
+    served_checkpoint(run_dir).act(obs, True)
+    evaluate_checkpoint(str(run_dir), 1, 0, -1.0, -1e9, False, str(tmp_path / "eval"), "cpu", baselines=False)
+    deploy(str(run_dir), robot="sim", hz=50, steps=2, dry_run=True, out=str(tmp_path / "deploy"),
+           robot_overrides=MOCK_LIMITS)
+    assert len(calls) > 5 and set(calls) == {(DETERMINISTIC_STEP, True)}, set(calls)

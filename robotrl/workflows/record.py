@@ -126,40 +126,53 @@ class Recorder:
         self._live_step = 0
 
     def episode(self, buffer: EpisodeBuffer, obs: dict[str, np.ndarray]) -> Outcome:
-        """Record one episode from the reset observation ``obs`` into ``buffer``."""
+        """Record one episode from the reset observation ``obs`` into ``buffer`` (the shared loop,
+        :func:`robotrl.workflows.control_loop.run_episode`, with the device as its source)."""
+        from robotrl.workflows.control_loop import Step, run_episode
+
         env, ev = self.env, self.events
         buffer.observe(obs, self.views)
-        gripper, seen = -1.0, len(env.stats.events)
-        for _ in range(env.max_agent_steps):
+        now: dict[str, Any] = {"gripper": -1.0, "seen": len(env.stats.events), "outcome": Outcome("time")}
+
+        def source(step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None:
             cmd = self.device.poll(None)
             for event in cmd.events:
                 if event in (ev.RERECORD, ev.DISCARD):
-                    return Outcome(event.value)
+                    now["outcome"] = Outcome(event.value)
+                    return None
                 if event in (ev.SUCCESS, ev.FAILURE):
                     self._log_label(event.value)
-                    return Outcome("label", event.value)
-            hold = np.array([0.0, 0.0, 0.0, gripper], np.float32)
+                    now["outcome"] = Outcome("label", event.value)
+                    return None
+            hold = np.array([0.0, 0.0, 0.0, now["gripper"]], np.float32)
             commanded = to_policy_units(cmd.action, env.robot.frame_map, env.metres_per_unit)
             self._pending = commanded if cmd.intervening else None
-            obs, reward, _, truncated, info = env.step(hold)
-            executed = np.asarray(info.get("sent_action", hold), np.float32)
+            now["commanded"] = commanded if cmd.intervening else None
+            return hold  # RobotEnv asks the operator (self._pending) before it sends this
+
+        def on_step(step: Step) -> None:
+            info = step.info
+            executed = np.asarray(info.get("sent_action", step.action), np.float32)
             executed = np.clip(executed, -1.0, 1.0)  # the demo format's range (a sent action is inside it anyway)
-            gripper = float(executed[3])
-            buffer.observe(obs, self.views)
+            now["gripper"] = float(executed[3])
+            buffer.observe(step.obs, self.views)
             buffer.action.append(executed)
-            buffer.commanded.append(commanded if cmd.intervening else hold)
+            commanded = now["commanded"]
+            buffer.commanded.append(step.action if commanded is None else commanded)
             buffer.intervention.append(bool(info.get("intervention", False)))
-            buffer.reward.append(float(reward))
+            buffer.reward.append(step.reward)
             buffer.safety_events.append(int(info.get("interventions", 0)))
             if "success" in info:
                 buffer.env_success.append(bool(info["success"]))
-            new_events, seen = env.stats.events[seen:], len(env.stats.events)
-            self._log_step(obs, commanded if cmd.intervening else None, executed, float(reward),
-                           bool(info.get("intervention", False)), new_events)
-            if truncated:
+            new_events, now["seen"] = env.stats.events[now["seen"]:], len(env.stats.events)
+            self._log_step(step.obs, commanded, executed, step.reward, bool(info.get("intervention", False)),
+                           new_events)
+            if step.truncated:
                 stop = info.get("safety_stop")
-                return Outcome("safety_stop" if stop else "time", stop=stop)
-        return Outcome("time")
+                now["outcome"] = Outcome("safety_stop" if stop else "time", stop=stop)
+
+        run_episode(env, source, on_step, obs)
+        return now["outcome"]
 
     def _log_step(self, obs: dict[str, np.ndarray], commanded: Any, executed: np.ndarray, reward: float,
                   intervention: bool, events: list[dict[str, Any]]) -> None:

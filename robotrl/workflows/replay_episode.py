@@ -58,17 +58,19 @@ def _load(episode: str) -> tuple[dict[str, Any], Any, int]:
 def replay_on(env: Any, actions: np.ndarray, recorded_state: np.ndarray, seed: int) -> dict[str, Any]:
     """Reset ``env`` (a RobotEnv) with ``seed``, send ``actions`` and compare the proprioception with
     ``recorded_state`` ((T+1, >=4): hand xyz, opening); returns the drift report."""
+    from robotrl.workflows.control_loop import Step, run_episode
+
     obs, _ = env.reset(seed=seed)
     replayed = [np.asarray(obs["state"][:4], np.float64)]
-    stop = None
-    for action in actions:
-        obs, _, _, truncated, info = env.step(np.asarray(action, np.float32))
-        replayed.append(np.asarray(obs["state"][:4], np.float64))
-        if info.get("safety_stop"):
-            stop = info["safety_stop"]
-            break
-        if truncated:
-            break
+    stops: list[str] = []
+
+    def on_step(step: Step) -> None:
+        replayed.append(np.asarray(step.obs["state"][:4], np.float64))
+        if step.info.get("safety_stop"):  # (it also ends the episode)
+            stops.append(step.info["safety_stop"])
+
+    run_episode(env, lambda i, _obs: np.asarray(actions[i], np.float32) if i < len(actions) else None, on_step, obs)
+    stop = stops[0] if stops else None
     got = np.stack(replayed)
     want = np.asarray(recorded_state[: len(got), :4], np.float64)
     hand = np.linalg.norm(got[:, :3] - want[:, :3], axis=1)
