@@ -32,6 +32,12 @@ step; an action it returns replaces the policy's for that step (``info["interven
 take-over and hand-back are logged. ``info["sent_action"]`` is what the safety layer let reach the driver (its clips
 applied; the mean over the action repeat, in policy units): what ``robotrl record`` stores as executed.
 
+Options for the commands that share this loop (``robotrl.workflows.control_loop``): ``cameras`` picks and orders the
+robot's cameras a policy sees (default all); ``dry_run`` reads observations and keeps the control rate, but nothing
+reaches the driver (no homing, random start, hold, resume or send; ``info["sent_actions"]`` stays empty);
+``stop_error`` is the exception a safety stop ended the last episode with (``robotrl deploy`` ends its run with it).
+The observation pipeline itself is :class:`robotrl.hardware.robot_obs.ObservationPipeline`.
+
 Bounded calls: with ``env.num_envs=1`` (the only choice on an arm) nothing above this env times out a step, so
 ``step`` and ``reset`` run on a worker thread and wait at most ``step_timeout_s`` / ``reset_timeout_s``; one that
 does not return (a stuck operator device, a driver that ignores its timeouts) stops the arm through the safety
