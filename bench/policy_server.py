@@ -69,9 +69,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def measure(name: str, agent: Any, obs: list[dict[str, np.ndarray]], requests: int, blocks: int) -> dict[str, Any]:
+    from robotrl.workflows.policy import DETERMINISTIC_STEP as big
     from robotrl.workflows.policy_server import PolicyClient, PolicyServer, served_agent
 
-    big = int(torch.iinfo(torch.int64).max)
     served = served_agent(agent, {"env": ENV_CFG, "agent": name, "checkpoint": "random weights"})
     server = PolicyServer(served, TOKEN).start()
     client = PolicyClient(server.address, TOKEN, timeout_s=30.0)

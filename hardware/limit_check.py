@@ -34,6 +34,8 @@ from robotrl.hardware.kinematics import Kinematics
 from robotrl.hardware.limits import SafetyLimits
 from robotrl.hardware.robot import Action, ActionMode, JointState, monotonic
 
+from robotrl.safety_events import E
+
 AXES = ("x", "y", "z")
 BISECTION_STEPS = 20  # the joint-mode box scale is found to 2^-20 of the requested delta
 
@@ -42,7 +44,7 @@ BISECTION_STEPS = 20  # the joint-mode box scale is found to 2^-20 of the reques
 class Stage:
     """One limit stage of a command: what came in and what it allowed (``_report`` logs or rejects the change)."""
 
-    kind: str
+    kind: E
     names: tuple[str, ...]
     requested: np.ndarray
     applied: np.ndarray
@@ -114,7 +116,7 @@ class MotionLimiter:
         joint = mode is ActionMode.JOINT_DELTA
         lower, upper, vcap, accel = self._joint if joint else self._ee
         names = self.joint_names if joint else AXES
-        kinds = ("joint_step", "joint_accel", "joint_limit") if joint else ("ee_step", "ee_accel", "workspace")
+        kinds = (E.JOINT_STEP, E.JOINT_ACCEL, E.JOINT_LIMIT) if joint else (E.EE_STEP, E.EE_ACCEL, E.WORKSPACE)
         plan = Plan(np.clip(requested, -vcap * tau, vcap * tau), tau)
         plan.stages.append(Stage(kinds[0], names, requested, plan.delta, "delta"))
         v_prev = self._previous_velocity(mode, current, resynced)
@@ -151,7 +153,7 @@ class MotionLimiter:
             mid = (ok + bad) / 2
             ok, bad = (mid, bad) if inside(mid) else (ok, mid)
         plan.delta = plan.delta * ok
-        plan.stages.append(Stage("workspace", AXES, wanted, np.clip(wanted, lo, hi), "end-effector target"))
+        plan.stages.append(Stage(E.WORKSPACE, AXES, wanted, np.clip(wanted, lo, hi), "end-effector target"))
 
 
 def bad_action(action: Action, modes: tuple[ActionMode, ...], joint_names: tuple[str, ...],
@@ -159,18 +161,18 @@ def bad_action(action: Action, modes: tuple[ActionMode, ...], joint_names: tuple
     """Why ``action`` cannot be limited at all, as ``(kind, message, extra)``: an unsupported mode, a wrong shape, or
     a non-finite value (no meaningful clipped value exists for NaN/inf; the layer rejects and holds)."""
     if action.mode not in modes:
-        return "bad_action", (f"{action.mode.value} actions are not supported by {driver}, expected one of "
+        return E.BAD_ACTION, (f"{action.mode.value} actions are not supported by {driver}, expected one of "
                               f"{[m.value for m in modes]}"), {}
     names = joint_names if action.mode is ActionMode.JOINT_DELTA else AXES
     delta = np.asarray(action.delta)
     if delta.shape != (len(names),):
-        return "bad_action", (f"{action.mode.value} delta has shape {delta.shape}, expected ({len(names)},) for "
+        return E.BAD_ACTION, (f"{action.mode.value} delta has shape {delta.shape}, expected ({len(names)},) for "
                               f"{list(names)}"), {}
     values = np.append(delta.astype(np.float64), float(action.gripper))
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         axes = [(names + ("gripper",))[i] for i in bad]
-        return "nonfinite", f"non-finite action on {axes}: {values[bad].tolist()}", {"axes": axes}
+        return E.NONFINITE, f"non-finite action on {axes}: {values[bad].tolist()}", {"axes": axes}
     return None
 
 
@@ -182,13 +184,13 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
     ``O_T_EE``; franky-sim reports an ``O_T_EE`` that leads its joints by 2-4 cm while moving), else the driver's."""
     age_ms = (monotonic() - state.timestamp) * 1e3
     if not age_ms <= limits.max_state_age_ms:  # (NaN timestamps included)
-        return "stale_state", (f"robot state reading is {age_ms:.0f} ms old (max_state_age_ms="
+        return E.STALE_STATE, (f"robot state reading is {age_ms:.0f} ms old (max_state_age_ms="
                                 f"{limits.max_state_age_ms:g})"), {"age_ms": round(age_ms, 1)}
     q = np.asarray(state.joint_pos)
     bad = np.flatnonzero(~np.isfinite(q) | (q < limits.joint_lower) | (q > limits.joint_upper))
     if bad.size:
         i = int(bad[0])
-        return "joint_limit_measured", f"{joint_names[i]} at {q[i]:.4f} rad", {"joint": joint_names[i],
+        return E.JOINT_LIMIT_MEASURED, f"{joint_names[i]} at {q[i]:.4f} rad", {"joint": joint_names[i],
                                                                                 "value": float(q[i])}
     measured = state.ee_pos if fk is None else fk(q)
     if measured is None or commanded_ee is None:
@@ -199,7 +201,7 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
     if out.size:
         i = int(out[0])
         past = float(max(lo[i] - ee[i], ee[i] - hi[i]))
-        return "workspace_measured", (f"end effector {AXES[i]} at {ee[i]:.4f} m is {past * 1e3:.1f} mm outside the "
+        return E.WORKSPACE_MEASURED, (f"end effector {AXES[i]} at {ee[i]:.4f} m is {past * 1e3:.1f} mm outside the "
                                       f"box [{lo[i]:g}, {hi[i]:g}]"), {"axis": AXES[i], "value": float(ee[i]),
                                                                         "past_m": past}
     return None

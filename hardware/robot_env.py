@@ -32,6 +32,12 @@ step; an action it returns replaces the policy's for that step (``info["interven
 take-over and hand-back are logged. ``info["sent_action"]`` is what the safety layer let reach the driver (its clips
 applied; the mean over the action repeat, in policy units): what ``robotrl record`` stores as executed.
 
+Options for the commands that share this loop (``robotrl.workflows.control_loop``): ``cameras`` picks and orders the
+robot's cameras a policy sees (default all); ``dry_run`` reads observations and keeps the control rate, but nothing
+reaches the driver (no homing, random start, hold, resume or send; ``info["sent_actions"]`` stays empty);
+``stop_error`` is the exception a safety stop ended the last episode with (``robotrl deploy`` ends its run with it).
+The observation pipeline itself is :class:`robotrl.hardware.robot_obs.ObservationPipeline`.
+
 Bounded calls: with ``env.num_envs=1`` (the only choice on an arm) nothing above this env times out a step, so
 ``step`` and ``reset`` run on a worker thread and wait at most ``step_timeout_s`` / ``reset_timeout_s``; one that
 does not return (a stuck operator device, a driver that ignores its timeouts) stops the arm through the safety
@@ -49,14 +55,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from robotrl.hardware.driver_thread import DriverCallTimeout, DriverThread
-from robotrl.hardware.frame_map import IDENTITY, FrameMap
 from robotrl.hardware.obs_checks import CameraError, check_frame
 from robotrl.hardware.robot import (
     ActionMode,
@@ -69,20 +73,17 @@ from robotrl.hardware.robot import (
     UnsafeActionError,
     ee_action_from_policy,
 )
+from robotrl.hardware.robot_obs import ObservationPipeline, proprio
 from robotrl.hardware.safety import ControlRateError
 
 from robotrl.contract import OBS_TYPES, check_action
 from robotrl.errors import ConfigError
+from robotrl.safety_events import INTERVENTIONS, SafetyEvent
 
 log = logging.getLogger(__name__)
 
-GRIPPER_NORM_M = 0.1  # Meta-World's finger distance normalisation: opening = clip(width / 0.1 m, 0, 1)
 METAWORLD_METRES_PER_UNIT = 0.01  # SawyerXYZEnv.action_scale
 ROBOT_OBS_TYPES = ("pixels", "proprio", "pixels_proprio")
-# Safety-layer events that are interventions (the layer changed or stopped what the policy asked for).
-INTERVENTIONS = frozenset({"ee_step", "workspace", "joint_step", "joint_limit", "gripper", "joint_limit_measured",
-                           "watchdog", "estop", "rate_fault", "nonfinite", "bad_action", "ee_accel", "joint_accel",
-                           "workspace_measured", "stale_state", "camera_error"})
 SAFETY_STOPS = (UnsafeActionError, EStopError, ControlRateError, RobotStateError)
 STEP_TIMEOUT_S = 10.0  # plus the sends' own bounds (driver timeout and stop time each); see RobotEnv.step_timeout_s
 RESET_MARGIN_S = 10.0  # reset: the safety layer's home_timeout_s plus this
@@ -90,38 +91,6 @@ RESET_MARGIN_S = 10.0  # reset: the safety layer's home_timeout_s plus this
 
 class EnvTimeoutError(RobotError):
     """A RobotEnv step or reset did not return in time; the arm was stopped (HOLD, or FAULT if its driver hung)."""
-
-
-def proprio(state: Any, frame_map: FrameMap = IDENTITY) -> np.ndarray:
-    """Meta-World's 4-d proprioception from a measured JointState: hand xyz (m, in the training env's frame through
-    ``frame_map``), finger opening in [0, 1] (NaN xyz for an arm that reports no end-effector position; a proprio
-    policy refuses such an arm)."""
-    opening = np.clip(state.gripper_width / GRIPPER_NORM_M, 0.0, 1.0)
-    ee = np.full(3, np.nan) if state.ee_pos is None else frame_map.position_to_policy(state.ee_pos)
-    return np.append(ee, opening).astype(np.float32)
-
-
-class Rate:
-    """Fixed-rate ticks on ``time.monotonic``: ``wait()`` returns at the next tick; after an overrun the schedule
-    restarts from now (no burst of catch-up commands after a stall)."""
-
-    def __init__(self, hz: float) -> None:
-        self.period = 1.0 / hz
-        self.last: float | None = None
-
-    def wait(self) -> float:
-        """Block until one period after the previous tick; returns this tick's time."""
-        now = time.monotonic()
-        if self.last is not None and now < self.last + self.period:
-            time.sleep(self.last + self.period - now)
-            now = self.last + self.period  # on the grid, whatever the sleep's own jitter
-        self.last = now
-        return now
-
-    def mark(self) -> float:
-        """Start the schedule at now (a command sent as soon as it was computed)."""
-        self.last = time.monotonic()
-        return self.last
 
 
 @dataclass
@@ -144,7 +113,8 @@ class RobotEnv(gym.Env):
     def __init__(self, robot: Any, *, obs_type: str = "pixels", image_size: int = 84, frame_stack: int = 3,
                  action_repeat: int = 2, max_agent_steps: int = 100, home_noise_m: float = 0.0,
                  metres_per_unit: float = METAWORLD_METRES_PER_UNIT, info: dict[str, Any] | None = None,
-                 operator: Any = None, live: Any = None) -> None:
+                 operator: Any = None, live: Any = None, cameras: tuple[str, ...] | None = None,
+                 dry_run: bool = False) -> None:
         if obs_type not in ROBOT_OBS_TYPES:
             raise ConfigError(f"env.obs_type={obs_type!r} on a robot: expected one of {list(ROBOT_OBS_TYPES)} "
                               f"(an arm measures no object or goal state)")
@@ -157,7 +127,12 @@ class RobotEnv(gym.Env):
         self.obs_type, self.keys = obs_type, OBS_TYPES[obs_type]
         self.image_size, self.frame_stack, self.action_repeat = image_size, frame_stack, action_repeat
         self.max_agent_steps, self.home_noise_m, self.metres_per_unit = max_agent_steps, home_noise_m, metres_per_unit
-        self.cameras = tuple(robot.camera_names)
+        self.cameras = tuple(robot.camera_names) if cameras is None else tuple(cameras)
+        unknown = [c for c in self.cameras if c not in robot.camera_names]
+        if unknown:
+            raise ConfigError(f"camera {unknown[0]!r} is not one of robot={robot.inner.name}'s cameras "
+                              f"{list(robot.camera_names)}")
+        self.dry_run = dry_run  # observe and pace, but nothing reaches the driver: no homing, hold, resume or send
         if "pixels" in self.keys and not self.cameras:
             raise ConfigError(f"env.obs_type={obs_type!r} needs a camera; robot={robot.inner.name} has none "
                               f"(use env.obs_type=proprio)")
@@ -172,8 +147,10 @@ class RobotEnv(gym.Env):
         self.robotrl_info = {**(info or {}), "robot": robot.inner.name, "obs_type": obs_type,
                              "cameras": list(self.cameras), "max_agent_steps": max_agent_steps}
         self.period = 1.0 / float(robot.limits.control_hz)
-        self._frames: deque[np.ndarray] = deque(maxlen=frame_stack)
-        self._prev: np.ndarray | None = None
+        self.pipeline = ObservationPipeline(obs_type, self.cameras, image_size, frame_stack, robot.frame_map,
+                                             proprio_fn=self._proprio)
+        self.stop_error: Exception | None = None  # what ended the last episode early, for callers that stop on it
+        self.send_times: list[float] = []  # when the last step's sends returned (a dry run's: its ticks)
         self._last_send: float | None = None
         self._last_frame: np.ndarray | None = None
         self._steps = 0
@@ -195,12 +172,6 @@ class RobotEnv(gym.Env):
         self._worker: DriverThread | None = None
 
     # ------------------------------------------------------------------------------------------ observations
-    def _frame(self, observation: Observation) -> np.ndarray:
-        """The newest pixels (3 * views, H, W) for the frame stack; the camera images must be env.image_size."""
-        views = [check_frame(cam, observation.frames[cam].image, self.image_size).transpose(2, 0, 1)
-                 for cam in self.cameras]  # a wrong dtype, range, layout or size: ObservationSpecError
-        return np.ascontiguousarray(np.concatenate(views, axis=0))
-
     def _keep_frame(self, observation: Observation) -> None:
         """Keep the camera image(s) for :meth:`render` whatever ``obs_type`` is: reward models read frames
         (``reward=success_classifier``, ``reward=kagi``) also when the agent sees only proprioception."""
@@ -208,15 +179,10 @@ class RobotEnv(gym.Env):
             self._last_frame = np.concatenate(
                 [check_frame(cam, observation.frames[cam].image) for cam in self.cameras], axis=1)
 
-    def _obs(self, observation: Observation) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if "pixels" in self.keys:
-            out["pixels"] = np.concatenate(list(self._frames), axis=0)
-        current = self._proprio(observation.state)
-        if "state" in self.keys:
-            out["state"] = np.concatenate([current, current if self._prev is None else self._prev])
-        self._prev = current
-        return out
+    @property
+    def last_observation(self) -> Observation | None:
+        """The robot observation the last step or reset ended on (recorders read its frames and joints)."""
+        return self._last_observation
 
     # ------------------------------------------------------------------------------------------ safety bookkeeping
     def _new_interventions(self) -> int:
@@ -228,7 +194,7 @@ class RobotEnv(gym.Env):
 
     def _end_episode(self) -> None:
         """Hold the arm deliberately (the learner may now take a while) and close the episode's counts."""
-        if self.robot.state in (RobotState.READY, RobotState.MOVING):
+        if self.robot.state in (RobotState.READY, RobotState.MOVING) and not self.dry_run:
             self.robot.hold()
         self._new_interventions()
         self.last_episode = self.stats
@@ -247,7 +213,7 @@ class RobotEnv(gym.Env):
             phase = self._phase
             self._worker.close(wait=False)  # stuck: never used again
             self._worker = None
-            self.robot.stop_motion("env_timeout", f"{what} stuck in {phase} for {timeout:g} s")
+            self.robot.stop_motion(SafetyEvent.ENV_TIMEOUT, f"{what} stuck in {phase} for {timeout:g} s")
             raise EnvTimeoutError(f"robot env {what} did not return within {timeout:g} s (stuck in {phase}); "
                                   f"the arm is in {self.robot.state.value}") from None
 
@@ -263,30 +229,28 @@ class RobotEnv(gym.Env):
         if self.robot.state is RobotState.DISCONNECTED:
             self.robot.connect()
         self._phase = "reset_to_home"
-        try:
-            self.robot.reset_to_home()  # also from HOLD after a safety stop; an engaged e-stop raises (a human re-arms)
-        except MotionPreempted as exc:  # stop_motion from another thread: it says why
-            raise EStopError(f"{self.robot.name}: homing stopped ({self.robot.hold_reason})") from exc
+        if not self.dry_run:  # homing moves the arm: a dry run sends nothing at all
+            try:
+                self.robot.reset_to_home()  # also from HOLD after a safety stop; an engaged e-stop raises
+            except MotionPreempted as exc:  # stop_motion from another thread: it says why
+                raise EStopError(f"{self.robot.name}: homing stopped ({self.robot.hold_reason})") from exc
         self._phase = "random start"
         self._events_seen = len(self.robot.events)
         self.stats = EpisodeSafety()
-        self._steps, self._last_send, self._prev = 0, None, None
-        if self.home_noise_m > 0:
+        self._steps, self._last_send, self.stop_error = 0, None, None
+        if self.home_noise_m > 0 and not self.dry_run:
             self._random_start()
         self._phase = "observe"
         observation = self._last_observation = self.robot.get_observation()
         self._keep_frame(observation)
-        if "pixels" in self.keys:
-            frame = self._frame(observation)
-            self._frames.clear()
-            self._frames.extend([frame] * self.frame_stack)
         self._taken_over = False
-        self._obs_now = self._obs(observation)
+        self._obs_now = self.pipeline.reset(observation)
         # Hold until the first step: the agent may take long over its first action (MoDem's BC pretraining, the
         # first planning call), and a moving arm waiting that long is what the watchdog stops.
-        self._phase = "hold"
-        self.robot.hold()
-        self._resume_on_step = True
+        if not self.dry_run:
+            self._phase = "hold"
+            self.robot.hold()
+            self._resume_on_step = True
         self._phase = "idle"
         return self._obs_now, {"success": False} if self._ground_truth else {}
 
@@ -316,8 +280,8 @@ class RobotEnv(gym.Env):
 
     def _step(self, action: Any) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         action = policy_action = check_action(action, self.action_space)
-        info: dict[str, Any] = {}
-        sent_units: list[np.ndarray] = []  # what reached the driver, in policy units (live view, info["sent_action"])
+        info: dict[str, Any] = {"sent_actions": []}  # what reached the driver per send, in policy units
+        self.send_times = []
         self._phase = "operator"
         human = None if self.operator is None else self.operator(self._steps, self._obs_now)
         if (human is not None) != self._taken_over:
@@ -333,30 +297,14 @@ class RobotEnv(gym.Env):
                 self._phase = "resume"
                 self._resume_on_step = False
                 self.robot.resume()
-            for repeat in range(self.action_repeat):
-                self._phase = f"send {repeat + 1} of {self.action_repeat}"
-                since = self._wait_period()
-                # (not the episode's first step: the reset's homing and first frame are not the agent's time)
-                if repeat == 0 and self._steps and since > self.robot.limits.overrun_factor * self.period:
-                    info["overrun_ms"] = round(since * 1e3, 2)  # the agent's compute time included
-                    self.stats.overruns += 1
-                if repeat:  # the arm after the previous send: Meta-World's "previous" proprioception
-                    self._prev = self._proprio(self.robot.get_state())
-                sent = self.robot.send_action(self._robot_action(action))
-                self._last_send = time.monotonic()
-                sent_units.append(self._policy_units(sent))
-                if self._ground_truth is not None:
-                    self._phase = "ground truth"
-                    r, s = self._ground_truth(action)
-                    reward, success = reward + r, success or s
-                if self.robot.state is RobotState.HOLD:  # e.g. the watchdog fired during a long step
-                    raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
+            reward, success = self._send_repeats(action, info)
             self._phase = "observe"
             self._wait_period()  # the observation one period after the last send, as the sim's env step
             observation = self.robot.get_observation()
-            if self.robot.state is RobotState.HOLD:  # the measurement itself held the arm (joint limit)
+            if self.robot.state is RobotState.HOLD and not self.dry_run:  # the measurement held the arm (joint limit)
                 raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
         except (*SAFETY_STOPS, CameraError) as exc:
+            self.stop_error = exc
             self.stats.stop = self.robot.hold_reason or str(exc)
             info["safety_stop"] = self.stats.stop
             log.warning("episode ended by the safety layer at step %d: %s", self._steps + 1, self.stats.stop)
@@ -364,22 +312,49 @@ class RobotEnv(gym.Env):
         self._last_observation = observation
         self._steps += 1
         self.stats.steps = self._steps
-        info.update(self._sent_info(sent_units))
+        info.update(self._sent_info(info["sent_actions"]))
         info["interventions"] = self._new_interventions()
         self.stats.interventions += info["interventions"]
         self._keep_frame(observation)
-        if "pixels" in self.keys:
-            self._frames.append(self._frame(observation))
-        obs = self._obs_now = self._obs(observation)
+        obs = self._obs_now = self.pipeline.step(observation)
         if self._ground_truth is not None:
             info["success"] = bool(success)
         truncated = "safety_stop" in info or self._steps >= self.max_agent_steps
         if truncated:
             self._phase = "end of episode hold"
             self._end_episode()
-        self._log_live(observation, policy_action, sent_units, float(reward), info)
+        self._log_live(observation, policy_action, info["sent_actions"], float(reward), info)
         self._phase = "idle"
         return obs, float(reward), False, truncated, info
+
+    def _send_repeats(self, action: np.ndarray, info: dict[str, Any]) -> tuple[float, bool]:
+        """Send ``action`` ``action_repeat`` times one period apart (a dry run only keeps the time); returns the
+        simulator's summed reward and success, if it has them."""
+        reward, success = 0.0, False
+        for repeat in range(self.action_repeat):
+            self._phase = f"send {repeat + 1} of {self.action_repeat}"
+            since = self._wait_period()
+            # (not the episode's first step: the reset's homing and first frame are not the agent's time)
+            if repeat == 0 and self._steps and since > self.robot.limits.overrun_factor * self.period:
+                info["overrun_ms"] = round(since * 1e3, 2)  # the agent's compute time included
+                self.stats.overruns += 1
+            if self.dry_run:
+                self._last_send = time.monotonic()
+                self.send_times.append(self._last_send)
+                continue
+            if repeat:  # the arm after the previous send: Meta-World's "previous" proprioception
+                self.pipeline.between_sends(self.robot.get_state())
+            sent = self.robot.send_action(self._robot_action(action))
+            self._last_send = time.monotonic()
+            self.send_times.append(self._last_send)
+            info["sent_actions"].append(self._policy_units(sent))
+            if self._ground_truth is not None:
+                self._phase = "ground truth"
+                r, s = self._ground_truth(action)
+                reward, success = reward + r, success or s
+            if self.robot.state is RobotState.HOLD:  # e.g. the watchdog fired during a long step
+                raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
+        return reward, success
 
     def _observation_after_stop(self, exc: Exception, observation: Observation | None,
                                 info: dict[str, Any]) -> Observation:
@@ -422,11 +397,6 @@ class RobotEnv(gym.Env):
         return np.append(delta, 2.0 * sent.gripper - 1.0)
 
     @property
-    def observation(self) -> Observation | None:
-        """The Observation behind the latest obs (frame capture times, seqs); after a camera stop the last valid one."""
-        return self._last_observation
-
-    @property
     def scene(self) -> Any:
         """The simulator behind a simulated arm (``robot=sim``: its Meta-World env), None on a real arm: what reward
         models may read to annotate a first frame (KAGI's keypoints), never the agent's observation."""
@@ -450,6 +420,10 @@ class RobotEnv(gym.Env):
             self.live.flush()
             self.live.view.close()
             self.live = None
+        self.stop_worker()
+
+    def stop_worker(self) -> None:
+        """End the worker thread that runs steps and resets (a later call starts a new one); the arm is untouched."""
         if self._worker is not None:
             self._worker.close(wait=False)
             self._worker = None

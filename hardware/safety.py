@@ -56,6 +56,8 @@ from robotrl.hardware.robot import (
 )
 from robotrl.hardware.safety_stop import CONNECTED, StopControls
 
+from robotrl.safety_events import E, SafetyEvent
+
 log = logging.getLogger(__name__)
 COMMANDABLE = frozenset({RobotState.READY, RobotState.MOVING})
 REARM_HINT = "check the arm and its surroundings, then call rearm()"
@@ -128,7 +130,8 @@ class SafetyLayer(StopControls, Robot):
     def estopped(self) -> bool:
         return self._estopped
 
-    def _event(self, kind: str, level: int = logging.WARNING, **detail: Any) -> None:
+    def _event(self, kind: SafetyEvent | str, level: int = logging.WARNING, **detail: Any) -> None:
+        kind = SafetyEvent(kind)  # an unknown kind is a ValueError here, where it is emitted
         event = {"t": self._clock(), "step": self.steps, "kind": kind, **detail}
         self.events.append(event)
         self.counts[kind] += 1
@@ -153,7 +156,7 @@ class SafetyLayer(StopControls, Robot):
                 self._abandon_driver(what, self.stop_timeout_s)
             raise
         except DriverError as exc:
-            self._event("driver_error", logging.ERROR, call=what, error=str(exc))
+            self._event(E.DRIVER_ERROR, logging.ERROR, call=what, error=str(exc))
             raise
 
     def _abandon_driver(self, what: str, timeout: float) -> None:
@@ -162,7 +165,7 @@ class SafetyLayer(StopControls, Robot):
         if self._executor is not None:
             self._executor.close(wait=False)
             self._executor = None
-        self._event("driver_timeout", logging.ERROR, call=what, timeout_ms=timeout * 1000)
+        self._event(E.DRIVER_TIMEOUT, logging.ERROR, call=what, timeout_ms=timeout * 1000)
 
     def _send_on_driver(self, action: Action) -> Action:
         """The driver's send, on its thread, timestamped there: the velocity limit counts time from when a command
@@ -189,7 +192,7 @@ class SafetyLayer(StopControls, Robot):
         with self._lock:
             self._call("connect", self.inner.connect, timeout=max(self.home_timeout_s, self.limits.driver_timeout_ms))
             self._sync_targets()
-            self._event("connect", logging.INFO)
+            self._event(E.CONNECT, logging.INFO)
             self._stop_watchdog.clear()
             self._watchdog = threading.Thread(target=self._watch, name="robot-watchdog", daemon=True)
             self._watchdog.start()
@@ -201,9 +204,9 @@ class SafetyLayer(StopControls, Robot):
         with self._lock:
             if self.inner.state in CONNECTED:
                 try:
-                    self._hold_now("stop", "controlled stop before disconnect")
+                    self._hold_now(E.STOP, "controlled stop before disconnect")
                 except RobotError as exc:
-                    self._event("hold_failed", logging.ERROR, error=str(exc))
+                    self._event(E.HOLD_FAILED, logging.ERROR, error=str(exc))
             if self.inner.state is not RobotState.DISCONNECTED:
                 self._disconnect_inner()
             if self._executor is not None:
@@ -223,17 +226,17 @@ class SafetyLayer(StopControls, Robot):
             else:
                 run_with_timeout(self.inner.disconnect, timeout, "robot-disconnect")
         except Exception as exc:
-            self._event("disconnect_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            self._event(E.DISCONNECT_FAILED, logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             self.inner._state = RobotState.DISCONNECTED  # we will not talk to it again either way
-        self._event("disconnect", logging.INFO)
+        self._event(E.DISCONNECT, logging.INFO)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:  # any exception, KeyboardInterrupt (Ctrl-C) included
-            self._event("shutdown", logging.ERROR, reason=exc_type.__name__, error=str(exc))
+            self._event(E.SHUTDOWN, logging.ERROR, reason=exc_type.__name__, error=str(exc))
         self.disconnect()
 
     # ------------------------------------------------------------------------------------------ hold / e-stop
-    def _hold_now(self, kind: str, detail: str, **extra: Any) -> None:
+    def _hold_now(self, kind: SafetyEvent | str, detail: str, **extra: Any) -> None:
         """Put the arm in HOLD at its current position and log why. A stop gets the driver's stop time
         (``stop_timeout_s``), not ``driver_timeout_ms``: franky's stop of a moving arm takes longer than a send."""
         self.hold_reason = f"{kind}: {detail}"
@@ -244,7 +247,7 @@ class SafetyLayer(StopControls, Robot):
 
     def hold(self) -> None:
         with self._lock:
-            self._hold_now("hold", "requested")
+            self._hold_now(E.HOLD, "requested")
 
     def resume(self) -> None:
         """Leave HOLD explicitly (in READY: nothing to leave). Refused while the e-stop is latched."""
@@ -254,7 +257,7 @@ class SafetyLayer(StopControls, Robot):
             self.inner.resume()
             self._sync_targets()
             self.hold_reason = None
-            self._event("resume", logging.INFO)
+            self._event(E.RESUME, logging.INFO)
 
     # ------------------------------------------------------------------------------------------ observe
     def get_state(self) -> JointState:
@@ -270,13 +273,13 @@ class SafetyLayer(StopControls, Robot):
             if isinstance(frames, Exception):
                 if self.inner.state in CONNECTED:
                     cameras = {"camera": ",".join(frames.cameras)} if hasattr(frames, "cameras") else {}
-                    self._hold_now("camera_error", f"{type(frames).__name__}: {frames}", **cameras)
+                    self._hold_now(E.CAMERA_ERROR, f"{type(frames).__name__}: {frames}", **cameras)
                 raise CameraError(f"{self.inner.name}: camera read failed ({type(frames).__name__}: {frames}); "
                                   "arm holds") from frames
             obs = Observation(state, frames)
             for cam, frame in obs.frames.items():
                 if self._frame_times.get(cam) == frame.timestamp:
-                    self._event("stale_frame", logging.INFO, camera=cam, age_ms=(obs.timestamp - frame.timestamp) * 1e3)
+                    self._event(E.STALE_FRAME, logging.INFO, camera=cam, age_ms=(obs.timestamp - frame.timestamp) * 1e3)
                 self._frame_times[cam] = frame.timestamp
             return obs
 
@@ -345,9 +348,9 @@ class SafetyLayer(StopControls, Robot):
             self._overruns_in_row = 0
             return
         self._overruns_in_row += 1
-        self._event("overrun", logging.INFO, period_ms=round(period * 1e3, 2), nominal_ms=round(nominal * 1e3, 2))
+        self._event(E.OVERRUN, logging.INFO, period_ms=round(period * 1e3, 2), nominal_ms=round(nominal * 1e3, 2))
         if (in_row := self._overruns_in_row) >= self.limits.max_consecutive_overruns:
-            self._hold_now("rate_fault", f"{in_row} overruns in a row")  # (the hold resets the counter)
+            self._hold_now(E.RATE_FAULT, f"{in_row} overruns in a row")  # (the hold resets the counter)
             raise ControlRateError(f"{self.name}: control loop overran {in_row} periods in a row "
                                    f"(last {period * 1e3:.1f} ms, nominal {nominal * 1e3:.1f} ms); arm holds")
 
@@ -368,10 +371,11 @@ class SafetyLayer(StopControls, Robot):
         for stage in plan.stages:
             self._report(*stage)
         gripper = float(np.clip(action.gripper, 0.0, 1.0))
-        self._report("gripper", ("gripper",), np.array([action.gripper]), np.array([gripper]), "command")
+        self._report(E.GRIPPER, ("gripper",), np.array([action.gripper]), np.array([gripper]), "command")
         return Action(action.mode, plan.delta, gripper), plan.tau
 
-    def _report(self, kind: str, names: tuple[str, ...], requested: np.ndarray, applied: np.ndarray, what: str) -> None:
+    def _report(self, kind: SafetyEvent, names: tuple[str, ...], requested: np.ndarray, applied: np.ndarray,
+                what: str) -> None:
         changed = np.flatnonzero(np.abs(requested - applied) > 1e-12)
         if not changed.size:
             return
@@ -399,7 +403,7 @@ class SafetyLayer(StopControls, Robot):
                 raise
             self._sync_targets()
             self.hold_reason = None
-            self._event("home", logging.INFO)
+            self._event(E.HOME, logging.INFO)
 
     # The wrapped robot implements the driver hooks; this class overrides every public method instead.
     def _unused(self, *args: Any) -> Any:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from robotrl.hardware.robot import RobotError, RobotState
 
+from robotrl.safety_events import E, SafetyEvent
+
 log = logging.getLogger("robotrl.hardware.safety")
 CONNECTED = frozenset({RobotState.READY, RobotState.MOVING, RobotState.HOLD})
 
@@ -35,15 +37,15 @@ class StopControls:
     _stop_watchdog: threading.Event
 
     if TYPE_CHECKING:  # SafetyLayer's
-        def _event(self, kind: str, level: int = logging.WARNING, **detail: Any) -> None: ...
+        def _event(self, kind: SafetyEvent | str, level: int = logging.WARNING, **detail: Any) -> None: ...
 
-        def _hold_now(self, kind: str, detail: str, **extra: Any) -> None: ...
+        def _hold_now(self, kind: SafetyEvent | str, detail: str, **extra: Any) -> None: ...
 
         def _clock(self) -> float: ...
 
         def resume(self) -> None: ...
 
-    def stop_motion(self, kind: str, detail: str) -> None:
+    def stop_motion(self, kind: SafetyEvent | str, detail: str) -> None:
         """Hold the arm from any thread, even while another thread's long motion (homing) holds the lock: the
         motion is asked to stop (it ends within one control period), then the arm is held. If the lock is still
         taken after a driver timeout plus a stop time (a driver call that ignores the request), the robot is marked
@@ -52,7 +54,7 @@ class StopControls:
         wait_s = self.limits.driver_timeout_ms / 1000 + self.stop_timeout_s
         if not self._lock.acquire(timeout=wait_s):
             self.inner.mark_fault()
-            self._event("hold_failed", logging.ERROR, error=f"{kind}: the driver did not stop within {wait_s:.2f} s; "
+            self._event(E.HOLD_FAILED, logging.ERROR, error=f"{kind}: the driver did not stop within {wait_s:.2f} s; "
                         "robot is in FAULT")
             return
         try:
@@ -61,7 +63,7 @@ class StopControls:
             else:
                 self._event(kind, detail=detail, state=self.inner.state.value)
         except RobotError as exc:
-            self._event("hold_failed", logging.ERROR, error=str(exc))
+            self._event(E.HOLD_FAILED, logging.ERROR, error=str(exc))
         finally:
             self._lock.release()
 
@@ -76,14 +78,14 @@ class StopControls:
         set first (a homing move checks it every period), then the hold runs once the motion has stopped."""
         self._estopped = True  # before the stop request: a motion started after this point is refused
         self._estop_reason = reason
-        self.stop_motion("estop", reason)
+        self.stop_motion(E.ESTOP, reason)
 
     def rearm(self) -> None:
         """Clear a latched e-stop and resume (the explicit re-arm a human makes after checking the scene); also
         after a reconnect (READY)."""
         with self._lock:
             self._estopped = False
-            self._event("rearm", logging.INFO)
+            self._event(E.REARM, logging.INFO)
             self.resume()
 
     def estop_on_signal(self, signum: int = signal.SIGUSR1) -> Any:
@@ -99,6 +101,6 @@ class StopControls:
                 if self.inner.state is RobotState.MOVING and last is not None and self._clock() - last > timeout:
                     try:
                         age_ms = round((self._clock() - last) * 1000, 1)
-                        self._hold_now("watchdog", f"no command for {age_ms} ms", age_ms=age_ms)
+                        self._hold_now(E.WATCHDOG, f"no command for {age_ms} ms", age_ms=age_ms)
                     except RobotError as exc:
-                        self._event("hold_failed", logging.ERROR, error=str(exc))
+                        self._event(E.HOLD_FAILED, logging.ERROR, error=str(exc))

@@ -60,7 +60,7 @@ class SimRobot(Robot):
     ) -> None:
         super().__init__()
         self.task, self.cameras, self.image_size, self.seed = task, tuple(cameras), image_size, seed
-        self.reset_scene = reset_scene  # homing also puts the objects back (RobotEnv's episodes; deploy leaves them)
+        self.reset_scene = reset_scene  # homing also puts the objects back (run_env.sim_scene: every command)
         self.injector = FaultInjector(faults)
         self._env: Any = None
         self._base: Any = None

@@ -183,15 +183,11 @@ def test_robot_env_acts_and_observes_in_the_policy_frame():
 
 def test_deploy_pipeline_and_actions_use_the_map():
     from robotrl.hardware.robot import JointState, Observation, ee_action_from_policy
-
-    from robotrl.workflows.deploy import ObservationPipeline, PolicySpec
+    from robotrl.hardware.robot_obs import ObservationPipeline
 
     fmap = parse_frame_map({"axes": ["-y", "x", "z"], "offset": [-0.293, 0.0, 0.287]})
     action = ee_action_from_policy([1.0, 0.0, 0.0, 1.0], 0.01, fmap)
     np.testing.assert_allclose(action.delta, [0.0, -0.01, 0.0])
-    spec = PolicySpec(env_name="metaworld/reach", suite="metaworld", task="reach", obs_type="proprio", cameras=(),
-                      image_size=64, frame_stack=1, action_repeat=1, action_dim=4, metres_per_unit=0.01,
-                      max_agent_steps=10)
     state = JointState(np.zeros(7), np.zeros(7), FR3_READY_EE, None, 0.04, 0.0)
-    obs = ObservationPipeline(spec, fmap).reset(Observation(state))
+    obs = ObservationPipeline("proprio", (), 64, 1, fmap).reset(Observation(state))  # RobotEnv's, deploy's
     np.testing.assert_allclose(obs["state"][:3], MW_HOME, atol=1e-6)  # the FR3's ready pose is Meta-World's home

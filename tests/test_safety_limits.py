@@ -360,10 +360,8 @@ def test_robot_env_refuses_frames_that_would_reach_the_policy_wrong(image, messa
 def test_deploy_pipeline_refuses_the_same_frames(image, message):
     from robotrl.hardware.obs_checks import ObservationSpecError
     from robotrl.hardware.robot import Frame, Observation
+    from robotrl.hardware.robot_obs import ObservationPipeline
 
-    from robotrl.workflows.deploy import ObservationPipeline, PolicySpec
-
-    spec = PolicySpec("metaworld/reach", "metaworld", "reach", "pixels", ("front",), 32, 1, 2, 4, 0.01, 10)
     state = JointState(np.zeros(6), np.zeros(6), np.zeros(3), None, 0.0, 0.0)
     with pytest.raises(ObservationSpecError, match="camera 'front' gives " + message):
-        ObservationPipeline(spec).reset(Observation(state, {"front": Frame(image, 0.0)}))
+        ObservationPipeline("pixels", ("front",), 32, 1).reset(Observation(state, {"front": Frame(image, 0.0)}))

@@ -164,12 +164,20 @@ def constant_policy(monkeypatch, reach_proprio_cfg, tmp_path):
 
 def test_failed_final_hold_is_never_summarised_as_no_error(constant_policy, tmp_path, monkeypatch):
     from robotrl.hardware.mock import MockRobot
+    from robotrl.hardware.safety import SafetyLayer
 
     from robotrl.workflows.deploy import deploy
 
-    def broken_hold(self: Any) -> None:
-        raise RuntimeError("stop refused")
+    # The final hold (the controlled stop before disconnect) fails; the holds RobotEnv asks for between episodes work.
+    final = {"stop": False}
+    disconnect, hold = SafetyLayer.disconnect, MockRobot._hold
 
+    def broken_hold(self: Any) -> None:
+        if final["stop"]:
+            raise RuntimeError("stop refused")
+        hold(self)
+
+    monkeypatch.setattr(SafetyLayer, "disconnect", lambda self: (final.update(stop=True), disconnect(self))[1])
     monkeypatch.setattr(MockRobot, "_hold", broken_hold)
     summary = deploy(constant_policy, robot="mock", hz=50, steps=3, out=str(tmp_path / "out"),
                      robot_overrides={"limits.watchdog_ms": 2000})

@@ -1,14 +1,17 @@
 """`robotrl deploy`: run a trained policy on a robot through the safety layer, at a fixed control rate.
 
-The observation pipeline is the training run's, read from the checkpoint's config: the camera(s), image size and
-frame stack of ``cfg.env``; every policy action is sent ``action_repeat`` times (one send per control tick), as
-the training env repeated it; a normalized action becomes an end-effector delta with Meta-World's action scale
-(``robotrl.hardware.robot.ee_action_from_policy``). Before the arm moves, :func:`check_compatible` refuses in one
+The loop is the one every command on an arm shares (:mod:`robotrl.workflows.control_loop`: a
+:class:`~robotrl.hardware.robot_env.RobotEnv` with the training run's observation pipeline, read from the
+checkpoint's ``cfg.env``: camera(s), image size, frame stack; every policy action sent ``action_repeat`` times one
+control period apart, as the training env repeated it, as an end-effector delta at Meta-World's action scale through
+the robot's ``frame_map``). A safety stop that ends a RobotEnv episode ends a deploy run (its error is raised).
+Before the arm moves, :func:`check_compatible` refuses in one
 line (ConfigError) a robot that cannot produce that observation (missing camera, wrong frame size, a state the
 robot cannot measure) or take that action (dimension, mode).
 
 Per agent step the loop logs the policy's action, what the safety layer actually sent, and whether a human
-operator had taken over (``intervention``); ``dry_run`` computes and logs actions but sends nothing. Episodes are
+operator had taken over (``intervention``); ``dry_run`` (RobotEnv's) computes and logs actions but nothing reaches
+the driver: no homing, hold or command. Episodes are
 recorded in the robotrl demo format (``robotrl.envs.demos``, so MoDem can train from them) with one extra
 per-step array ``intervention`` (T,) bool marking the operator's segments.
 """
@@ -21,28 +24,27 @@ import math
 import os
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 
-from robotrl.atomic import atomic_write, atomic_write_text
+from robotrl.atomic import atomic_write_text
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
 from robotrl.hardware.obs_checks import check_frame
-from robotrl.hardware.robot_env import GRIPPER_NORM_M, Rate, proprio  # noqa: F401 (GRIPPER_NORM_M: re-exported)
 from robotrl.live_view import open_live_view
+from robotrl.workflows.control_loop import Step, run_episode
+from robotrl.workflows.deploy_record import RECORD_FORMAT, EpisodeRecord, record_obs, write_recording  # noqa: F401
 from robotrl.workflows.deploy_safety import ESTOP_KEY, KeyEStop, wants_estop_key, write_logs  # noqa: F401 (re-exported)
 from robotrl.workflows.run_env import (  # noqa: F401 (Operator, ScriptedOperator: re-exported)
     Operator,
     ScriptedOperator,
     load_operator,
-    load_robot_config,
+    robot_config,
 )
 
 log = logging.getLogger(__name__)
@@ -50,11 +52,6 @@ log = logging.getLogger(__name__)
 # What a deployable policy's actions mean, per training suite: Meta-World's 4-d (dx, dy, dz, gripper) in [-1, 1],
 # 0.01 m per unit (SawyerXYZEnv.action_scale). dm-control / gym actions are joint torques of other bodies.
 ARM_SUITES = {"metaworld": {"action_dim": 4, "metres_per_unit": 0.01}}
-# Meta-World's proprioception (_get_curr_obs_combined_no_goal): hand xyz (m), finger distance / 0.1 m clipped to
-# [0, 1]; the *_proprio obs types see it for this env step and the previous one (obs[0:4] and obs[18:22]).
-# proprio() and Rate are shared with RobotEnv (robotrl.hardware.robot_env), which trains on the same observations.
-PIXEL_KEYS = ("pixels",)
-RECORD_FORMAT = "robotrl deploy recording (robotrl demo format v1 + intervention)"
 REARM_HINT = ("check the arm and its surroundings, then start a new `robotrl deploy` run (each run starts with the "
               "e-stop released)")
 
@@ -93,22 +90,20 @@ class PolicySpec:
                    ARM_SUITES[spec.suite]["metres_per_unit"], math.ceil(max_env_steps / spec.action_repeat))
 
     @property
+    def name(self) -> str:  # (the env spec's attributes robot_config reads)
+        return self.env_name
+
+    @property
+    def camera(self) -> tuple[str, ...]:
+        return self.cameras
+
+    @property
     def uses_pixels(self) -> bool:
         return "pixels" in OBS_TYPES[self.obs_type]
 
     @property
     def uses_proprio(self) -> bool:
         return self.obs_type in PROPRIO_OBS_TYPES
-
-
-def robot_config(robot: str, spec: PolicySpec, hz: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``configs/robot/<robot>.yaml`` + ``robot.key=value`` overrides; ``robot=sim`` renders the policy's scene,
-    cameras and image size unless overridden; ``hz`` sets ``limits.control_hz`` (the rate monitor's nominal)."""
-    base = {"task": spec.task, "cameras": list(spec.cameras), "image_size": spec.image_size} if robot == "sim" else None
-    cfg = load_robot_config(robot, overrides, base)
-    if hz is not None:
-        cfg.setdefault("limits", {})["control_hz"] = hz
-    return cfg
 
 
 def check_compatible(spec: PolicySpec, robot: Any) -> None:
@@ -147,113 +142,6 @@ def check_frames(spec: PolicySpec, observation: Any, robot_name: str) -> None:
                               f"{spec.image_size}; a simulated one: robot.image_size={spec.image_size})")
 
 
-# ------------------------------------------------------------------------------------------------ pipeline
-class ObservationPipeline:
-    """Robot observations -> the training env's observation: per frame the views concatenated along channels
-    in camera order (3 * views, H, W), the last ``frame_stack`` frames stacked oldest first, padded at reset; for
-    ``*_proprio`` policies a "state" of this env step's proprioception and the previous env step's (the arm as it
-    was before the last send of the action repeat, :meth:`between_sends`), as Meta-World's ``obs[0:4], obs[18:22]``.
-    """
-
-    def __init__(self, spec: PolicySpec, frame_map: Any = None) -> None:
-        from robotrl.hardware.frame_map import IDENTITY
-
-        self.spec = spec
-        self.frame_map = IDENTITY if frame_map is None else frame_map  # the robot's robot.frame_map
-        self._frames: deque[np.ndarray] = deque(maxlen=spec.frame_stack)
-        self._prev: np.ndarray | None = None
-        self.proprio = np.zeros(8, np.float32)  # the last observation's 8-d proprioception (recorded as state)
-
-    def frame(self, observation: Any) -> np.ndarray:
-        views = [check_frame(c, observation.frames[c].image, self.spec.image_size).transpose(2, 0, 1)
-                 for c in self.spec.cameras]
-        return np.ascontiguousarray(np.concatenate(views, axis=0))
-
-    def between_sends(self, state: Any) -> None:
-        """The arm's state read between two sends of one action repeat (the last one read becomes "previous")."""
-        self._prev = proprio(state, self.frame_map)
-
-    def _obs(self, observation: Any) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if self.spec.uses_pixels:
-            out["pixels"] = np.concatenate(list(self._frames), axis=0)
-        current = proprio(observation.state, self.frame_map)
-        self.proprio = np.concatenate([current, current if self._prev is None else self._prev])
-        self._prev = current  # with action_repeat 1 the previous env step is the previous agent step
-        if self.spec.uses_proprio:
-            out["state"] = self.proprio
-        return out
-
-    def reset(self, observation: Any) -> dict[str, np.ndarray]:
-        self._frames.clear()
-        self._prev = None  # at reset Meta-World's previous proprioception is the current one
-        if self.spec.uses_pixels:
-            self._frames.extend([self.frame(observation)] * self.spec.frame_stack)
-        return self._obs(observation)
-
-    def step(self, observation: Any) -> dict[str, np.ndarray]:
-        if self.spec.uses_pixels:
-            self._frames.append(self.frame(observation))
-        return self._obs(observation)
-
-
-def measured_state(observation: Any, pipeline: ObservationPipeline) -> np.ndarray:
-    """What a recording stores as ``state``: Meta-World's 8-d proprioception (this env step, previous env step;
-    ``proprio_index`` 0..7 in meta.json, so ``*_proprio`` agents load it), then joint positions (rad)."""
-    return np.concatenate([pipeline.proprio, np.asarray(observation.state.joint_pos, np.float32)]).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------------ recording
-@dataclass
-class EpisodeRecord:
-    """One episode's arrays in the demo format, plus the operator flag."""
-
-    pixels: list[np.ndarray] = field(default_factory=list)
-    state: list[np.ndarray] = field(default_factory=list)
-    action: list[np.ndarray] = field(default_factory=list)
-    intervention: list[bool] = field(default_factory=list)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        t = len(self.action)
-        return {
-            "pixels": np.stack(self.pixels).astype(np.uint8),
-            "state": np.stack(self.state).astype(np.float32),
-            "action": np.stack(self.action).astype(np.float32),
-            "reward": np.zeros(t, np.float32),  # a robot has no reward signal; documented in meta.json
-            "terminated": np.zeros(t, bool),
-            "success": np.zeros(t, bool),
-            "intervention": np.asarray(self.intervention, bool),
-        }
-
-
-def write_recording(out: Path, spec: PolicySpec, episodes: list[EpisodeRecord], robot: Any,
-                    extra: dict[str, Any]) -> Path:
-    """Write ``episodes`` as a demo directory (episode npz files, then meta.json last, all atomic)."""
-    from robotrl.demos import FORMAT_VERSION, episode_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    lengths = []
-    for i, ep in enumerate(episodes):
-        with atomic_write(out / episode_file(i)) as f:
-            np.savez_compressed(f, **ep.arrays())
-        lengths.append(len(ep.action))
-    proprio_names = ["ee.x", "ee.y", "ee.z", "gripper.opening"]
-    state_names = proprio_names + [f"prev.{n}" for n in proprio_names] + [f"{j}.pos" for j in robot.joint_names]
-    meta = {
-        "format_version": FORMAT_VERSION, "format": RECORD_FORMAT, "name": spec.env_name, "suite": spec.suite,
-        "task": spec.task, "image_size": spec.image_size, "frame_stack": spec.frame_stack,
-        "action_repeat": spec.action_repeat, "camera": spec.cameras[0], "cameras": list(spec.cameras),
-        "state_dim": len(state_names), "state_names": state_names, "proprio_index": list(range(8)),
-        "action_dim": spec.action_dim,
-        "action_units": f"[-1, 1]: dx dy dz x {spec.metres_per_unit} m, gripper (+1 closed)",
-        "reward": "none: robots have no reward signal, stored as 0", "robot": robot.inner.name,
-        "num_episodes": len(episodes), "episode_lengths": lengths,
-        "episode_interventions": [int(np.sum(ep.intervention)) for ep in episodes], **extra,
-    }
-    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ the loop
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -265,92 +153,102 @@ class DeployResult:
     episodes: int = 0  # episodes started
     sends: int = 0  # commands the safety layer passed to the driver
     interventions: int = 0  # agent steps driven by the operator
-    periods_ms: list[float] = field(default_factory=list)  # time between consecutive commands
+    periods_ms: list[float] = field(default_factory=list)  # a dry run's scheduled time between would-be commands
     events: list[dict[str, Any]] = field(default_factory=list)  # operator take-over / hand-back
     log: list[dict[str, Any]] = field(default_factory=list)  # one row per agent step
     records: list[EpisodeRecord] = field(default_factory=list)  # one per episode, when recording
 
 
-def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, steps: int, hz: float,
+def arm_env(robot: Any, spec: PolicySpec, steps: int, dry_run: bool = False, operator: Operator | None = None,
+            live: Any = None) -> Any:
+    """The shared loop's RobotEnv for ``spec``'s policy on a SafetyLayer ``robot``: its cameras (when the robot has
+    them: a proprio policy's recording stores their frames), image size, frame stack, action repeat and scale."""
+    from robotrl.hardware.robot_env import RobotEnv
+
+    cameras = spec.cameras if all(c in robot.camera_names for c in spec.cameras) else ()
+    return RobotEnv(robot, obs_type=spec.obs_type, image_size=spec.image_size, frame_stack=spec.frame_stack,
+                    action_repeat=spec.action_repeat, max_agent_steps=steps, metres_per_unit=spec.metres_per_unit,
+                    info={"name": spec.env_name, "task": spec.task}, operator=operator, live=live, cameras=cameras,
+                    dry_run=dry_run)
+
+
+def run_deploy(robot: Any, spec: PolicySpec, policy: Policy, episodes: int, steps: int, hz: float | None = None,
                dry_run: bool = False, operator: Operator | None = None, on_reset: Callable[[], None] | None = None,
                record: bool = False, result: DeployResult | None = None, live: Any = None) -> DeployResult:
-    """Run ``episodes`` episodes of ``steps`` agent steps on a connected SafetyLayer ``robot``.
+    """Run ``episodes`` episodes of ``steps`` agent steps on a connected SafetyLayer ``robot`` through the shared
+    loop (:func:`arm_env`, :func:`~robotrl.workflows.control_loop.run_episode`) at the robot's
+    ``limits.control_hz`` (``hz``, if given, must be it).
 
     With ``record`` each episode is kept as an :class:`EpisodeRecord` (``result.records``, the one in progress
     included). ``live`` (a :class:`robotrl.live_view.ArmLog`) gets each step's frames, policy and executed
-    actions and safety events. Exceptions propagate: the caller's ``with robot`` block then holds and disconnects.
+    actions and safety events. A safety stop ends the run with its error; exceptions propagate: the caller's
+    ``with robot`` block then holds and disconnects.
     """
-    from robotrl.hardware.robot import ee_action_from_policy
-
+    if hz is not None and float(hz) != float(robot.limits.control_hz):
+        raise ConfigError(f"hz={hz} but the robot's limits.control_hz is {robot.limits.control_hz}: the loop runs at "
+                          f"the rate the safety layer checks (build the robot with robot_config(..., hz))")
     result = DeployResult() if result is None else result
-    pipeline = ObservationPipeline(spec, robot.frame_map)
-    rows, events, periods = result.log, result.events, result.periods_ms
-    for episode in range(episodes):
-        result.episodes += 1
-        if not dry_run:  # homing moves the arm: a dry run sends nothing at all
-            robot.reset_to_home()
-        observation = robot.get_observation()
-        if episode == 0:
-            check_frames(spec, observation, robot.inner.name)
-        obs = pipeline.reset(observation)
-        if on_reset is not None:
-            on_reset()
-        rec = EpisodeRecord() if record else None
-        if rec is not None:
-            result.records.append(rec)
-            rec.pixels.append(pipeline.frame(observation))
-            rec.state.append(measured_state(observation, pipeline))
-        taken_over = False
-        rate, last_send = Rate(hz), None
-        for step in range(steps):
-            t0 = time.monotonic()
-            action = np.asarray(policy(obs), dtype=np.float32)
-            human = operator(step, obs) if operator is not None else None
-            if (human is not None) != taken_over:
-                taken_over = human is not None
-                kind = "take_over" if taken_over else "hand_back"
-                events.append({"kind": kind, "episode": episode, "step": step, "t": t0})
-                log.info("operator %s at episode %d step %d", kind, episode, step)
-            command = np.asarray(human, np.float32) if taken_over else action
-            result.interventions += int(taken_over)
-            sent_units = []
-            # Sends of one action repeat are one period apart (the training env's physics steps per action); the
-            # first follows inference at once, and the next observation is read one period after the last send.
-            for repeat in range(spec.action_repeat):
-                send_t = rate.wait() if repeat else rate.mark()
-                if repeat and not dry_run:  # the arm after the previous send: "previous" proprioception
-                    pipeline.between_sends(robot.get_state())
-                if last_send is not None:
-                    periods.append((send_t - last_send) * 1000)
-                last_send = send_t
-                if not dry_run:
-                    sent = robot.send_action(ee_action_from_policy(command, spec.metres_per_unit, robot.frame_map))
-                    result.sends += 1
-                    # What reached the driver, back in policy units (the safety layer may have clipped it).
-                    sent_units.append(np.append(robot.frame_map.delta_to_policy(sent.delta) / spec.metres_per_unit,
-                                                2.0 * sent.gripper - 1.0))
-            rate.wait()
-            sent_mean = np.mean(sent_units, axis=0) if sent_units else None
-            observation = robot.get_observation()
-            obs = pipeline.step(observation)
-            rows.append({"episode": episode, "step": step, "policy_action": action.tolist(),
-                         "sent_action": None if dry_run else [u.tolist() for u in sent_units],
-                         "intervention": taken_over,
-                         "step_ms": round((time.monotonic() - t0) * 1000, 3)})
-            if live is not None:
-                live.log(observation.frames, policy_action=action, executed_action=sent_mean, intervention=taken_over)
-            log.info("episode %d step %d action %s%s%s", episode, step, np.round(command, 4).tolist(),
-                     " (operator)" if taken_over else "", " (dry run: not sent)" if dry_run else "")
+    check_frames(spec, robot.get_observation(), robot.inner.name)  # before RobotEnv's own frame check: a hint
+    env = arm_env(robot, spec, steps, dry_run, operator, live)
+    try:
+        for episode in range(episodes):
+            result.episodes += 1
+            obs, _ = env.reset()
+            if on_reset is not None:
+                on_reset()
+            rec = EpisodeRecord() if record else None
             if rec is not None:
-                rec.pixels.append(pipeline.frame(observation))
-                rec.state.append(measured_state(observation, pipeline))
-                # Recorded in [-1, 1] as the demo format requires; the clip only matters for a human's raw input.
-                # (the mean over the action repeat: the step's net displacement per send, what the arm executed)
-                rec.action.append(np.clip(command if dry_run else sent_mean, -1.0, 1.0))
-                rec.intervention.append(taken_over)
-        if taken_over:
-            events.append({"kind": "hand_back", "episode": episode, "step": steps, "t": time.monotonic()})
+                result.records.append(rec)
+                record_obs(rec, env)
+            _deploy_episode(env, policy, episode, result, rec, obs)
+            if env.stop_error is not None:  # the safety layer stopped the arm: the run ends with its error
+                raise env.stop_error
+    finally:
+        env.live = None  # the caller's (deploy closes it)
+        env.stop_worker()
     return result
+
+
+def _deploy_episode(env: Any, policy: Policy, episode: int, result: DeployResult, rec: EpisodeRecord | None,
+                    obs: dict[str, np.ndarray]) -> None:
+    """One episode of the shared loop, logged as deploy's rows and operator events (and recorded with ``rec``)."""
+    state = {"taken_over": False, "t0": 0.0, "action": None, "last_send": None}
+
+    def source(step: int, obs: dict[str, np.ndarray]) -> np.ndarray:
+        state["t0"] = time.monotonic()
+        state["action"] = np.asarray(policy(obs), dtype=np.float32)
+        return np.clip(state["action"], -1.0, 1.0)  # the policy's range (RobotEnv refuses others)
+
+    def on_step(step: Step) -> None:
+        human = bool(step.info.get("intervention"))
+        if human != state["taken_over"]:
+            state["taken_over"] = human
+            kind = "take_over" if human else "hand_back"
+            result.events.append({"kind": kind, "episode": episode, "step": step.index, "t": state["t0"]})
+            log.info("operator %s at episode %d step %d", kind, episode, step.index)
+        command = step.info["executed_action"] if human else step.action
+        sent = step.info["sent_actions"]
+        result.interventions += int(human)
+        result.sends += len(sent)
+        for t in env.send_times if env.dry_run else ():
+            if state["last_send"] is not None:
+                result.periods_ms.append((t - state["last_send"]) * 1000)
+            state["last_send"] = t
+        result.log.append({"episode": episode, "step": step.index, "policy_action": state["action"].tolist(),
+                           "sent_action": None if env.dry_run else [u.tolist() for u in sent],
+                           "intervention": human, "step_ms": round((time.monotonic() - state["t0"]) * 1000, 3)})
+        log.info("episode %d step %d action %s%s%s", episode, step.index, np.round(command, 4).tolist(),
+                 " (operator)" if human else "", " (dry run: not sent)" if env.dry_run else "")
+        if rec is not None and not step.info.get("stale_observation") and (env.dry_run or sent):
+            record_obs(rec, env)
+            # Recorded in [-1, 1] as the demo format requires; the clip only matters for a human's raw input.
+            # (the mean over the action repeat: the step's net displacement per send, what the arm executed)
+            rec.action.append(np.clip(command if env.dry_run else step.info["sent_action"], -1.0, 1.0))
+            rec.intervention.append(human)
+
+    steps = run_episode(env, source, on_step, obs)
+    if state["taken_over"]:
+        result.events.append({"kind": "hand_back", "episode": episode, "step": steps, "t": time.monotonic()})
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -458,15 +356,10 @@ def _stop_outcome(summary: dict[str, Any]) -> str:
 
 
 def _local_policy(checkpoint: Any, device: str) -> tuple[Any, int, Policy, Any, Path, list[dict[str, Any]]]:
-    from robotrl.workflows.evaluate import load_policy
+    from robotrl.workflows.policy import load_policy
 
-    cfg, agent, path = load_policy(Path(checkpoint), device)
-    big = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the deterministic policy
-
-    def policy(o: dict[str, np.ndarray]) -> np.ndarray:
-        return agent.act(o, big, eval_mode=True)
-
-    return cfg, int(agent.action_space.shape[0]), policy, getattr(agent, "reset", None), path, []
+    policy = load_policy(checkpoint, device)
+    return policy.cfg, policy.action_dim, policy, policy.reset, policy.checkpoint, []
 
 
 def _remote_policy(server: str, token: str | None, timeout_s: float) -> tuple[Any, int, Policy, Any, Path,

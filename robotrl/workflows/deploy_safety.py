@@ -21,9 +21,9 @@ import numpy as np
 
 from robotrl.atomic import atomic_write_text
 from robotrl.errors import ConfigError
+from robotrl.safety_events import FAILURE_EVENTS
 
 log = logging.getLogger("robotrl.workflows.deploy")
-FAILURE_EVENTS = ("driver_timeout", "driver_error", "hold_failed", "disconnect_failed")
 RATE_TOLERANCE = 0.95  # an achieved rate below this fraction of the request is a warning (sleep jitter stays above)
 
 

@@ -6,36 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
 
-from robotrl.agents import make_agent
 from robotrl.atomic import atomic_write_text
-from robotrl.checkpoint import load_state, resolve_checkpoint
 from robotrl.commands import Args, Command, options
-from robotrl.config import resolve_device
 from robotrl.envs import make_env
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.heartbeat import Heartbeat
 from robotrl.workflows.baselines import compare, trivial_baselines_for
-from robotrl.workflows.demos import ensure_demos
+from robotrl.workflows.policy import load_policy
 from robotrl.workflows.rollout import run_episodes, summarize
-
-
-def load_policy(checkpoint: Path, device: str = "auto") -> tuple[Any, Any, Path]:
-    """(config, agent, checkpoint dir) restored from a run dir or checkpoint dir."""
-    path = resolve_checkpoint(Path(checkpoint))
-    state = load_state(path)
-    cfg = OmegaConf.create(state["config"])
-    if state["agent_name"] != cfg.agent.name:
-        raise CheckpointError(f"checkpoint {path}: agent {state['agent_name']!r} does not match its config "
-                              f"({cfg.agent.name!r})")
-    env = make_env(cfg.env, seed=int(cfg.seed))
-    ensure_demos(cfg.agent, cfg.env)  # MoDem's demo cache, regenerated if the run dir moved without it
-    agent = make_agent(cfg.agent, env.observation_space, env.action_space, str(resolve_device(device)), cfg.env.name)
-    env.close()
-    agent.load_state_dict(state["agent"])
-    return cfg, agent, path
 
 
 def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: float, min_return: float,
@@ -49,21 +29,21 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int, min_success: 
     """
     if episodes < 1:  # a mean over no episodes is NaN, which summary.json (strict JSON) cannot hold
         raise ConfigError(f"episodes={episodes}, expected >= 1")
-    cfg, agent, path = load_policy(Path(checkpoint), device)
+    loaded = load_policy(checkpoint, device)
+    cfg, path = loaded.cfg, loaded.checkpoint
     out_dir = Path(out) if out else path.parent.parent / "eval" / path.name
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_env(cfg.env, seed=int(cfg.seed))
-    step = int(torch.iinfo(torch.int64).max)  # past every exploration schedule: the final, deterministic policy
     beat = Heartbeat(f"eval {cfg.env.name}")
     played = {"steps": 0}
 
     def policy(obs: dict[str, Any]) -> Any:
         played["steps"] += 1
         beat.tick(lambda: f"{played['steps']} steps of {episodes} episodes")
-        return agent.act(obs, step, eval_mode=True)
+        return loaded(obs)
 
     results = run_episodes(env, policy, range(seed, seed + episodes), out_dir / "video.mp4" if video else None,
-                           on_reset=agent.reset)
+                           on_reset=loaded.reset)
     summary = summarize(results)
     if baselines:
         summary["baselines"] = trivial_baselines_for(cfg.env, range(seed, seed + episodes), seed)

@@ -170,28 +170,27 @@ def served_checkpoint(checkpoint: str | Path, device: str = "cpu") -> ServedPoli
     """A checkpoint's agent as a :class:`ServedPolicy` (one deterministic action per observation)."""
     from omegaconf import OmegaConf
 
-    from robotrl.workflows.evaluate import load_policy
+    from robotrl.workflows.policy import load_policy
 
-    cfg, agent, path = load_policy(Path(checkpoint), device)
-    return served_agent(agent, {"env": OmegaConf.to_container(cfg.env, resolve=True), "agent": str(cfg.agent.name),
-                                "checkpoint": str(path)})
+    policy = load_policy(checkpoint, device)
+    return served_agent(policy.agent, {"env": OmegaConf.to_container(policy.cfg.env, resolve=True),
+                                       "agent": str(policy.cfg.agent.name), "checkpoint": str(policy.checkpoint)})
 
 
 def served_agent(agent: Any, spec: dict[str, Any]) -> ServedPolicy:
     """A loaded agent as a :class:`ServedPolicy`; ``spec`` gets its action dim (bench/policy_server.py serves a
     random-weight agent through this)."""
-    import torch
-
     from robotrl.contract import check_obs
+    from robotrl.workflows.policy import Policy
 
-    big = int(torch.iinfo(torch.int64).max)  # past every exploration schedule, as `robotrl eval`
+    policy = Policy(agent)  # the one deterministic action (robotrl.workflows.policy)
     lock = threading.Lock()  # one agent, several gRPC worker threads
 
     def act(obs: dict[str, np.ndarray], episode_start: bool) -> np.ndarray:
         with lock:
-            if episode_start and hasattr(agent, "reset"):
-                agent.reset()
-            return np.asarray(agent.act(obs, big, eval_mode=True), np.float32)[None]
+            if episode_start:
+                policy.reset()
+            return np.asarray(policy(obs), np.float32)[None]
 
     spec = {**spec, "action_dim": int(agent.action_space.shape[0])}
     return ServedPolicy(spec, lambda obs: check_obs(obs, agent.observation_space), act)

@@ -128,7 +128,7 @@ def device_command(env: Any, action: Any) -> np.ndarray:
 
 def follower_state(env: Any) -> Any:
     """The arm's state at the latest observation: what a leader arm's command is relative to (None before one)."""
-    return None if env.observation is None else env.observation.state
+    return None if env.last_observation is None else env.last_observation.state
 
 
 def wait_for_start(device: Any, reset_s: float, period: float, state: Any = None) -> str:
@@ -158,42 +158,55 @@ class Recorder:
         self._live_step = 0
 
     def episode(self, buffer: EpisodeBuffer, obs: dict[str, np.ndarray]) -> Outcome:
-        """Record one episode from the reset observation ``obs`` into ``buffer``."""
+        """Record one episode from the reset observation ``obs`` into ``buffer`` (the shared loop,
+        :func:`robotrl.workflows.control_loop.run_episode`, with the device as its source)."""
+        from robotrl.workflows.control_loop import Step, run_episode
+
         env, ev = self.env, self.events
-        buffer.observe(obs, self.views, env.observation, self.env.cameras)
-        gripper, seen = -1.0, len(env.stats.events)
-        for _ in range(env.max_agent_steps):
+        buffer.observe(obs, self.views, env.last_observation, self.env.cameras)
+        now: dict[str, Any] = {"gripper": -1.0, "seen": len(env.stats.events), "outcome": Outcome("time")}
+
+        def source(step: int, obs: dict[str, np.ndarray]) -> np.ndarray | None:
             cmd = self.device.poll(follower_state(env))
             for event in cmd.events:
                 if event in (ev.RERECORD, ev.DISCARD):
-                    return Outcome(event.value)
+                    now["outcome"] = Outcome(event.value)
+                    return None
                 if event in (ev.SUCCESS, ev.FAILURE):
                     self._log_label(event.value)
-                    return Outcome("label", event.value)
-            hold = np.append(np.zeros(env.action_space.shape[0] - 1), gripper).astype(np.float32)
+                    now["outcome"] = Outcome("label", event.value)
+                    return None
+            hold = np.append(np.zeros(env.action_space.shape[0] - 1), now["gripper"]).astype(np.float32)
             commanded = device_command(env, cmd.action)
             self._pending = commanded if cmd.intervening else None
-            obs, reward, _, truncated, info = env.step(hold)
-            executed = np.asarray(info.get("sent_action", hold), np.float32)
+            now["commanded"] = commanded if cmd.intervening else None
+            return hold  # RobotEnv asks the operator (self._pending) before it sends this
+
+        def on_step(step: Step) -> None:
+            info = step.info
+            executed = np.asarray(info.get("sent_action", step.action), np.float32)
             executed = np.clip(executed, -1.0, 1.0)  # the demo format's range (a sent action is inside it anyway)
-            gripper = float(executed[-1])
-            buffer.observe(obs, self.views, env.observation, self.env.cameras)
+            now["gripper"] = float(executed[-1])
+            buffer.observe(step.obs, self.views, env.last_observation, self.env.cameras)
             buffer.action.append(executed)
-            buffer.commanded.append(commanded if cmd.intervening else hold)
+            commanded = now["commanded"]
+            buffer.commanded.append(step.action if commanded is None else commanded)
             buffer.intervention.append(bool(info.get("intervention", False)))
-            buffer.reward.append(float(reward))
+            buffer.reward.append(step.reward)
             buffer.safety_events.append(int(info.get("interventions", 0)))
             if "success" in info:
                 buffer.env_success.append(bool(info["success"]))
-            new_events, seen = env.stats.events[seen:], len(env.stats.events)
-            self._log_step(obs, commanded if cmd.intervening else None, executed, float(reward),
-                           bool(info.get("intervention", False)), new_events)
-            if truncated:
+            new_events, now["seen"] = env.stats.events[now["seen"]:], len(env.stats.events)
+            self._log_step(step.obs, commanded, executed, step.reward, bool(info.get("intervention", False)),
+                           new_events)
+            if step.truncated:
                 stop = info.get("safety_stop")
                 if info.get("stale_observation"):
                     drop_stale_tail(buffer, stop)
-                return Outcome("safety_stop" if stop else "time", stop=stop)
-        return Outcome("time")
+                now["outcome"] = Outcome("safety_stop" if stop else "time", stop=stop)
+
+        run_episode(env, source, on_step, obs)
+        return now["outcome"]
 
     def _log_step(self, obs: dict[str, np.ndarray], commanded: Any, executed: np.ndarray, reward: float,
                   intervention: bool, events: list[dict[str, Any]]) -> None:
@@ -295,7 +308,7 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     """``robotrl record``: see the module doc. ``overrides`` are the ``robot.``/``teleop.``/``env.`` keys;
     ``device`` replaces the teleop device built from ``teleop`` (tests)."""
     from robotrl.envs import parse_env_cfg
-    from robotrl.workflows.run_env import load_robot_config, make_robot_env
+    from robotrl.workflows.run_env import make_robot_env
 
     overrides = overrides or {}
     if not out:
@@ -317,7 +330,6 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     spec = parse_env_cfg(env_cfg)
     env_cfg["max_episode_steps"] = int(steps) * spec.action_repeat
     device = device or _make_device(teleop, overrides.get("teleop", {}))
-    robot_cfg = load_robot_config(robot, overrides.get("robot", {}))
     summary = RecordSummary(out=str(out))
     session: Session | None = None
     device.connect()  # the device before the arm (LeRobot #4166): a missing device never leaves an arm connected
@@ -330,7 +342,8 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
         from robotrl.hardware.robot import ActionMode
 
         joint = device.mode is ActionMode.JOINT_DELTA  # a leader arm: joint to joint, as LeRobot's SO-101
-        renv = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=0.0, joint=joint)
+        renv = make_robot_env(robot, env_cfg, seed, home_noise_m=0.0, robot_overrides=overrides.get("robot", {}),
+                              joint=joint)
         renv.robot.rearm_hint = "check the arm and its surroundings, then run the command again with resume=true"
         if not renv.cameras:
             raise ConfigError(f"robot={robot} has no camera; demos store camera frames (robot.cameras=...)")

@@ -61,19 +61,21 @@ def replay_on(env: Any, actions: np.ndarray, recorded_state: np.ndarray, seed: i
     """Reset ``env`` (a RobotEnv) with ``seed``, send ``actions`` and compare the proprioception with
     ``recorded_state`` ((T+1, >=4): hand xyz, opening; a JointRobotEnv's: joint angles, opening); returns the drift
     report."""
+    from robotrl.workflows.control_loop import Step, run_episode
+
     joint = getattr(env, "joint_names", None)
     width = 4 if joint is None else len(joint) + 1
     obs, _ = env.reset(seed=seed)
     replayed = [np.asarray(obs["state"][:width], np.float64)]
-    stop = None
-    for action in actions:
-        obs, _, _, truncated, info = env.step(np.asarray(action, np.float32))
-        replayed.append(np.asarray(obs["state"][:width], np.float64))
-        if info.get("safety_stop"):
-            stop = info["safety_stop"]
-            break
-        if truncated:
-            break
+    stops: list[str] = []
+
+    def on_step(step: Step) -> None:
+        replayed.append(np.asarray(step.obs["state"][:width], np.float64))
+        if step.info.get("safety_stop"):  # (it also ends the episode)
+            stops.append(step.info["safety_stop"])
+
+    run_episode(env, lambda i, _obs: np.asarray(actions[i], np.float32) if i < len(actions) else None, on_step, obs)
+    stop = stops[0] if stops else None
     got = np.stack(replayed)
     want = np.asarray(recorded_state[: len(got), :width], np.float64)
     common = {"steps": len(got) - 1, "recorded_steps": len(actions),
@@ -92,7 +94,7 @@ def replay_on(env: Any, actions: np.ndarray, recorded_state: np.ndarray, seed: i
 def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = None, out: str | None = None,
            robot_overrides: dict[str, str] | None = None, max_drift_rad: Any = None) -> dict[str, Any]:
     """``robotrl replay``: see the module doc; returns the report (raises ReplayDriftError past ``max_drift_m``)."""
-    from robotrl.workflows.run_env import load_robot_config, make_robot_env
+    from robotrl.workflows.run_env import make_robot_env
 
     if not episode:
         raise ConfigError("robotrl replay needs episode=DIR/episode_NNNNNN.npz")
@@ -113,8 +115,8 @@ def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = No
                                        len(ep.action) * int(meta.get("action_repeat", 1)))
     seeds = meta.get("episode_seeds") or []
     seed = int(seeds[index]) if index < len(seeds) else int(meta.get("seed", 0)) + index
-    robot_cfg = load_robot_config(robot, robot_overrides or {})
-    env = make_robot_env(robot_cfg, env_cfg, seed, home_noise_m=float(meta.get("home_noise_m", 0.0)), joint=joint)
+    env = make_robot_env(robot, env_cfg, seed, home_noise_m=float(meta.get("home_noise_m", 0.0)),
+                         robot_overrides=robot_overrides, joint=joint)
     env.robot.rearm_hint = "check the arm and its surroundings, then run the command again"
     try:
         report = replay_on(env, ep.action, ep.obs["state"], seed)

@@ -95,24 +95,43 @@ def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def robot_config_for_env(robot_cfg: Any, env_spec: Any) -> dict[str, Any]:
-    """The robot config with what the env settings fix: ``robot=sim`` shows the env's task through its camera(s) at
-    its image size and resets its scene at every home."""
-    robot = config_dict(robot_cfg, "robot config")
-    if robot.get("name") == "sim":
-        if env_spec.suite != "metaworld":
-            raise ConfigError(f"robot=sim is a Meta-World scene; env={env_spec.name} is not (use env=metaworld/<task>)")
-        camera = env_spec.camera
-        cameras = list(camera) if isinstance(camera, tuple) else ["corner2" if camera is None else camera]
-        robot.update(task=env_spec.task, cameras=cameras, image_size=env_spec.image_size, reset_scene=True)
-    return robot
+def sim_scene(env_spec: Any) -> dict[str, Any]:
+    """What an env's settings fix on ``robot=sim``: it shows the env's task through its camera(s) at its image size
+    and puts the scene back at every home (``reset_scene``), as the training env's reset does."""
+    from robotrl.envs.metaworld import DEFAULT_CAMERA
+    from robotrl.envs.rendering import camera_tuple
+
+    if env_spec.suite != "metaworld":
+        raise ConfigError(f"robot=sim is a Meta-World scene; env={env_spec.name} is not (use env=metaworld/<task>)")
+    return {"task": env_spec.task, "cameras": list(camera_tuple(env_spec.camera, DEFAULT_CAMERA)),
+            "image_size": env_spec.image_size, "reset_scene": True}
+
+
+def robot_config(robot: str | Any, env_spec: Any, hz: float | None = None,
+                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one way a robot config is built for an env (training on an arm, deploy, record, replay).
+
+    ``robot`` is a name (``configs/robot/<robot>.yaml``; the env's :func:`sim_scene` on ``robot=sim``; then the
+    command line's ``robot.KEY=VALUE`` ``overrides``, which win) or a config hydra already composed with its
+    overrides (a training run; the env's scene is set on it). ``hz`` sets ``limits.control_hz``."""
+    name = robot if isinstance(robot, str) else config_dict(robot, "robot config").get("name")
+    scene = sim_scene(env_spec) if name == "sim" else None
+    if isinstance(robot, str):
+        cfg = load_robot_config(robot, overrides or {}, scene)
+    else:
+        cfg = {**config_dict(robot, "robot config"), **(scene or {})}
+    if hz is not None:
+        cfg.setdefault("limits", {})["control_hz"] = hz
+    return cfg
 
 
 def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float = 0.0, operator: Any = None,
-                   live_view: str | None = None, joint: bool = False) -> Any:
-    """A connected :class:`RobotEnv` over ``make_robot(robot_cfg)`` (the arm behind its safety layer); with
-    ``live_view`` (FILE.rrd or HOST:PORT) each step is shown in rerun (:class:`robotrl.live_view.ArmLog`);
-    ``joint``: its joint-space variant (:class:`~robotrl.hardware.robot_env_joint.JointRobotEnv`)."""
+                   live_view: str | None = None, robot_overrides: dict[str, Any] | None = None,
+                   joint: bool = False) -> Any:
+    """A connected :class:`RobotEnv` over the arm ``robot_cfg`` names or holds (:func:`robot_config`, behind its
+    safety layer); with ``live_view`` (FILE.rrd or HOST:PORT) each step is shown in rerun
+    (:class:`robotrl.live_view.ArmLog`); ``joint``: its joint-space variant
+    (:class:`~robotrl.hardware.robot_env_joint.JointRobotEnv`)."""
     from robotrl.envs import parse_env_cfg
     from robotrl.hardware import make_robot
     from robotrl.hardware.robot_env import RobotEnv
@@ -120,7 +139,7 @@ def make_robot_env(robot_cfg: Any, env_cfg: Any, seed: int, home_noise_m: float 
     from robotrl.live_view import open_live_view
 
     spec = parse_env_cfg(env_cfg)
-    robot = make_robot(robot_config_for_env(robot_cfg, spec))
+    robot = make_robot(robot_config(robot_cfg, spec, overrides=robot_overrides))
     max_env_steps = spec.max_episode_steps or DEFAULT_MAX_EPISODE_STEPS
     info = {"name": spec.name, "suite": "robot", "task": spec.task, "seed": seed, "image_size": spec.image_size,
             "frame_stack": spec.frame_stack, "action_repeat": spec.action_repeat, "max_episode_steps": max_env_steps}

@@ -15,18 +15,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from omegaconf import OmegaConf
 
 from robotrl.atomic import atomic_write_text
 from robotrl.commands import Args, Command, options
 from robotrl.errors import ConfigError
-from robotrl.workflows.run_env import make_robot_env
+from robotrl.workflows.control_loop import Step, run_episode
+from robotrl.workflows.run_env import load_robot_config, make_robot_env
 
 GAP_DEFAULTS: dict[str, Any] = {"checkpoint": None, "robots": "sim,franka", "episodes": 3, "seed": 0, "steps": None,
                                 "home_noise_m": 0.02, "out": None, "device": "cpu"}
@@ -44,14 +43,33 @@ Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 def robot_config(name: str, overrides: dict[str, str]) -> dict[str, Any]:
-    """``configs/robot/<name>.yaml`` with ``<name>.KEY=VALUE`` overrides (values parsed as yaml)."""
-    path = resources.files("robotrl.configs") / "robot" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"robots: unknown robot {name!r} (no configs/robot/{name}.yaml)")
-    cfg = OmegaConf.create(yaml.safe_load(path.read_text()))
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=False)
-    return OmegaConf.to_container(cfg)  # type: ignore[return-value]
+    """``configs/robot/<name>.yaml`` with ``<name>.KEY=VALUE`` overrides (the loader every command uses;
+    :func:`make_robot_env` then sets what the env fixes through :func:`robotrl.workflows.run_env.robot_config`)."""
+    return load_robot_config(name, overrides)
+
+
+def _episode(env: Any, policy: Policy, obs: dict[str, np.ndarray], actions: list[np.ndarray],
+             hand_steps: list[float], periods: list[float]) -> tuple[float, bool | None]:
+    """One episode of the shared loop from the reset observation ``obs``; returns (return, success or None)."""
+    now: dict[str, Any] = {"return": 0.0, "success": None, "t0": 0.0,
+                           "hand": np.asarray(env.robot.get_state().ee_pos, float)}
+
+    def source(step: int, obs: dict[str, np.ndarray]) -> np.ndarray:
+        now["t0"] = time.monotonic()
+        return np.asarray(policy(obs), np.float32)
+
+    def on_step(step: Step) -> None:
+        periods.append(time.monotonic() - now["t0"])
+        hand = np.asarray(env.robot.get_state().ee_pos, float)
+        hand_steps.append(float(np.linalg.norm(hand - now["hand"])))
+        now["hand"] = hand
+        actions.append(step.action)
+        now["return"] += step.reward
+        if "success" in step.info:
+            now["success"] = bool(now["success"]) or bool(step.info["success"])
+
+    run_episode(env, source, on_step, obs)
+    return now["return"], now["success"]
 
 
 def run_robot(env: Any, policy: Policy, seeds: list[int], on_reset: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -61,21 +79,7 @@ def run_robot(env: Any, policy: Policy, seeds: list[int], on_reset: Callable[[],
         obs, _ = env.reset(seed=seed)
         if on_reset is not None:
             on_reset()
-        ret, success, done = 0.0, None, False
-        hand = np.asarray(env.robot.get_state().ee_pos, float)
-        while not done:
-            t0 = time.monotonic()
-            action = np.asarray(policy(obs), np.float32)
-            obs, reward, terminated, truncated, info = env.step(action)
-            periods.append(time.monotonic() - t0)
-            now = np.asarray(env.robot.get_state().ee_pos, float)
-            hand_steps.append(float(np.linalg.norm(now - hand)))
-            hand = now
-            actions.append(action)
-            ret += float(reward)
-            if "success" in info:
-                success = bool(success) or bool(info["success"])
-            done = terminated or truncated
+        ret, success = _episode(env, policy, obs, actions, hand_steps, periods)
         safety = env.last_episode
         episodes.append({"seed": seed, "return": ret, "success": success, "steps": safety.steps,
                          "interventions": safety.interventions, "overruns": safety.overruns,
@@ -139,7 +143,7 @@ def sim2real(checkpoint: str | None = None, robots: str = "sim,franka", episodes
              steps: int | None = None, home_noise_m: float = 0.02, out: str | None = None, device: str = "cpu",
              robot_overrides: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """``robotrl sim2real``: load the checkpoint's policy and env settings, run the report, write ``gap.json``."""
-    from robotrl.workflows.evaluate import load_policy
+    from robotrl.workflows.policy import load_policy
 
     if checkpoint is None:
         raise ConfigError("robotrl sim2real needs checkpoint=<run dir>")
@@ -149,15 +153,14 @@ def sim2real(checkpoint: str | None = None, robots: str = "sim,franka", episodes
     episodes = int(episodes)
     if episodes < 1:
         raise ConfigError(f"episodes={episodes}, expected >= 1")
-    cfg, agent, path = load_policy(Path(checkpoint), device)
+    policy = load_policy(checkpoint, device)
+    cfg, path = policy.cfg, policy.checkpoint
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     if steps is not None:
         env_cfg["max_episode_steps"] = int(steps) * int(env_cfg.get("action_repeat", 1))
-    big = 2**62  # past every exploration schedule: the deterministic policy
     configs = {n: robot_config(n, (robot_overrides or {}).get(n, {})) for n in names}
-    report = gap_report(lambda o: agent.act(o, big, eval_mode=True), env_cfg, configs,
-                        list(range(int(seed), int(seed) + episodes)), float(home_noise_m),
-                        getattr(agent, "reset", None))
+    report = gap_report(policy, env_cfg, configs, list(range(int(seed), int(seed) + episodes)),
+                        float(home_noise_m), policy.reset)
     report["checkpoint"] = str(path)
     out_dir = Path(out) if out else Path(checkpoint) / "sim2real"
     out_dir.mkdir(parents=True, exist_ok=True)
