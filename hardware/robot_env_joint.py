@@ -17,7 +17,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from robotrl.hardware.robot import Action, ActionMode
-from robotrl.hardware.robot_env import GRIPPER_NORM_M, RobotEnv
+from robotrl.hardware.robot_env import RobotEnv
+from robotrl.hardware.robot_obs import GRIPPER_NORM_M
 
 from robotrl.errors import ConfigError
 
