@@ -31,26 +31,53 @@ def mrq_init(m: nn.Module) -> None:
             m.bias.data.zero_()
 
 
-def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``torch.nn.functional.<name>`` (elu, relu, ...); ConfigError for an unknown name."""
+class _FastELU(torch.autograd.Function):
+    """ELU with ``exp(x) - 1`` on the negative side instead of ``expm1``: torch's CPU expm1 is not vectorised and
+    made F.elu ~22% of an MR.Q update; this is ~5x faster and within 1.2e-7 of F.elu (float32 ulps near 0).
+    The backward is torch's own ``elu_backward`` on the output (grad * (y + 1) where x <= 0)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = x.clamp(max=0.0).exp_().sub_(1.0).add_(x.clamp(min=0.0))  # x > 0: 0 + x; x <= 0: exp(x) - 1 + 0
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, True, y)
+
+
+def fast_elu(x: torch.Tensor) -> torch.Tensor:
+    return _FastELU.apply(x)
+
+
+def activation(name: str, fast: bool = True) -> Act:
+    """``torch.nn.functional.<name>`` (elu, relu, ...), ELU as :func:`fast_elu` when ``fast``; ConfigError for an
+    unknown name."""
+    if name == "elu" and fast:
+        return fast_elu
     fn = getattr(F, name, None)
     if not callable(fn) or name.startswith("_"):
         raise ConfigError(f"activation {name!r} is not a torch.nn.functional activation (e.g. 'elu', 'relu')")
     return fn
 
 
-def ln_act(x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+Act = Callable[[torch.Tensor], torch.Tensor]
+
+
+def ln_act(x: torch.Tensor, act: Act) -> torch.Tensor:
     return act(F.layer_norm(x, (x.shape[-1],)))
 
 
 class MLP(nn.Module):
     """Linear -> LN -> act -> Linear -> LN -> act -> Linear (the reference's ``BaseMLP``)."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, act: str):
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, act: Act):
         super().__init__()
         self.l1, self.l2, self.l3 = nn.Linear(in_dim, hidden_dim), nn.Linear(hidden_dim, hidden_dim), nn.Linear(
             hidden_dim, out_dim)
-        self.act = activation(act)
+        self.act = act
         self.apply(mrq_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +88,7 @@ class Encoder(nn.Module):
     """obs -> zs (state embedding); (zs, a) -> zsa; zsa -> (done, next zs, reward logits) via one linear head."""
 
     def __init__(self, observation_space: gym.spaces.Dict, action_dim: int, num_bins: int, zs_dim: int,
-                 za_dim: int, zsa_dim: int, hidden_dim: int, act: str, channels_last: bool = True):
+                 za_dim: int, zsa_dim: int, hidden_dim: int, act: Act, channels_last: bool = True):
         super().__init__()
         spaces = observation_space.spaces
         self.has_pixels, self.has_state = "pixels" in spaces, "state" in spaces
@@ -85,7 +112,7 @@ class Encoder(nn.Module):
         self.zsa = MLP(zs_dim + za_dim, zsa_dim, hidden_dim, act)
         self.model = nn.Linear(zsa_dim, num_bins + zs_dim + 1)
         self.zs_dim = zs_dim
-        self.act = activation(act)
+        self.act = act
         self.apply(mrq_init)
         if self.has_pixels and channels_last:
             self.to(memory_format=torch.channels_last)
@@ -118,7 +145,7 @@ class Encoder(nn.Module):
 class Policy(nn.Module):
     """zs -> tanh(MLP(zs)); ``forward`` also returns the pre-activation (its square is penalised)."""
 
-    def __init__(self, action_dim: int, zs_dim: int, hidden_dim: int, act: str):
+    def __init__(self, action_dim: int, zs_dim: int, hidden_dim: int, act: Act):
         super().__init__()
         self.policy = MLP(zs_dim, action_dim, hidden_dim, act)
 
@@ -133,11 +160,11 @@ class Policy(nn.Module):
 class QNet(nn.Module):
     """One value head: MLP to ``hidden_dim``, LN -> act, Linear to 1."""
 
-    def __init__(self, zsa_dim: int, hidden_dim: int, act: str):
+    def __init__(self, zsa_dim: int, hidden_dim: int, act: Act):
         super().__init__()
         self.q1 = MLP(zsa_dim, hidden_dim, hidden_dim, act)
         self.q2 = nn.Linear(hidden_dim, 1)
-        self.act = activation(act)
+        self.act = act
         self.apply(mrq_init)
 
     def forward(self, zsa: torch.Tensor) -> torch.Tensor:
@@ -147,7 +174,7 @@ class QNet(nn.Module):
 class Value(nn.Module):
     """Twin Q on zsa: (B, 2)."""
 
-    def __init__(self, zsa_dim: int, hidden_dim: int, act: str):
+    def __init__(self, zsa_dim: int, hidden_dim: int, act: Act):
         super().__init__()
         self.q1, self.q2 = QNet(zsa_dim, hidden_dim, act), QNet(zsa_dim, hidden_dim, act)
 

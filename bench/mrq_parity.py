@@ -10,6 +10,8 @@ target-noise draw; then each takes ``--steps`` rounds of one encoder step (``enc
 policy step (n-step 3) on fresh batches, and the script prints the largest absolute difference of every loss,
 Q target and LAP priority over the rounds and of every parameter at the end (after one Adam step a parameter moves
 by ~lr * sign(grad), which hides gradient differences; later steps do not).
+By default robotrl runs with ``channels_last=False, fast_elu=False`` (the reference's exact ops); ``--defaults``
+compares the agent as configured (NHWC convs, ELU via exp - 1), where float rounding differs.
 Augmentation is off on both sides (the shift draws come from different generators); ``robotrl.augment``'s tests
 show the integer shift equals the reference's grid_sample shift. Exit status 1 if a difference exceeds --tol.
 """
@@ -74,7 +76,7 @@ def max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max(float((x - y).detach().abs().max()) for x, y in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def run_case(mrq, pixels: bool, batch: int, seed: int, steps: int, channels_last: bool) -> dict[str, float]:
+def run_case(mrq, pixels: bool, batch: int, seed: int, steps: int, defaults: bool) -> dict[str, float]:
     torch.manual_seed(seed)
     obs_shape, history, action_dim = ((3, 84, 84), 3, 6) if pixels else ((24,), 1, 6)
     ref = mrq.Agent(obs_shape, action_dim, 1.0, pixels, False, torch.device("cpu"), history,
@@ -82,7 +84,7 @@ def run_case(mrq, pixels: bool, batch: int, seed: int, steps: int, channels_last
     space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (9, 84, 84), np.uint8)} if pixels else
                             {"state": gym.spaces.Box(-np.inf, np.inf, (24,), np.float32)})
     mine = MRQAgent(space, gym.spaces.Box(-1, 1, (action_dim,), np.float32), "cpu", pixel_augs=False,
-                    channels_last=channels_last, seed=0)
+                    channels_last=defaults, fast_elu=defaults, seed=0)
     for name in ("encoder", "encoder_target", "policy", "policy_target", "value", "value_target"):
         copy_weights(getattr(ref, name), getattr(mine, name))
     ref.reward_scale, ref.target_reward_scale = mine.reward_scale, mine.target_reward_scale = 1.7, 1.3
@@ -141,7 +143,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=3, help="encoder + value/policy steps on each side")
-    parser.add_argument("--channels-last", action="store_true", help="robotrl's NHWC convs (the default agent)")
+    parser.add_argument("--defaults", action="store_true",
+                        help="robotrl's fast defaults (channels_last convs, fast_elu) instead of the exact ops")
     parser.add_argument("--tol", type=float, default=1e-4)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -149,7 +152,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         mrq = load_reference(args.ref, Path(tmp))
         for pixels in (False, True):
-            result = run_case(mrq, pixels, args.batch, args.seed, args.steps, args.channels_last)
+            result = run_case(mrq, pixels, args.batch, args.seed, args.steps, args.defaults)
             print(f"{'pixels' if pixels else 'state'}: max |robotrl - reference| over {args.steps} updates")
             for name, value in result.items():
                 print(f"  {name:18s} {value:.3e}")
