@@ -18,6 +18,7 @@ from robotrl.agents.mrq_nets import TwoHot
 
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.replay import ReplayBuffer
+from robotrl.workflows.evaluate import evaluate_checkpoint
 from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
@@ -218,7 +219,7 @@ def test_make_agent_builds_the_reference_defaults_for_84px_pixels(compose_cfg):
     assert agent.encoder_opt.defaults["weight_decay"] == 1e-4 and agent.value_opt.defaults["lr"] == 3e-4
 
 
-def test_trainer_smoke_state(compose_cfg, tmp_path):
+def test_trainer_smoke_state_then_eval_with_baselines(compose_cfg, tmp_path):
     overrides = ["agent=mrq", "env=dmc/cartpole_balance", "env.obs_type=state", "env.max_episode_steps=60",
                  "frames=240", "seed_frames=0", "eval_every_frames=240", "eval_episodes=1", "replay.capacity=1000",
                  "checkpoint_every_frames=240", "torch_threads=1", "device=cpu", "compare_baselines=false",
@@ -228,3 +229,6 @@ def test_trainer_smoke_state(compose_cfg, tmp_path):
     train_csv = (tmp_path / "train.csv").read_text()
     assert "value_loss" in train_csv and "encoder_loss" in train_csv
     assert (tmp_path / "checkpoints" / "latest").exists()
+    summary = evaluate_checkpoint(str(tmp_path), 2, 1_000_000, -1.0, float("-inf"), video=False, out=None,
+                                  device="cpu")  # robotrl eval: the MR.Q policy beside random/constant actions
+    assert summary["agent"] == "mrq" and {"random", "constant"} <= set(summary["baselines"])
