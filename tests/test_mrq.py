@@ -232,3 +232,22 @@ def test_trainer_smoke_state_then_eval_with_baselines(compose_cfg, tmp_path):
     summary = evaluate_checkpoint(str(tmp_path), 2, 1_000_000, -1.0, float("-inf"), video=False, out=None,
                                   device="cpu")  # robotrl eval: the MR.Q policy beside random/constant actions
     assert summary["agent"] == "mrq" and {"random", "constant"} <= set(summary["baselines"])
+
+
+@pytest.mark.slow  # ~60 s on a loaded 2-core machine
+def test_trainer_resume_is_exact_with_lap_replay(compose_cfg, tmp_path):
+    """240 frames in one go vs 120 + resume to 240: identical nets, optimisers, generator and LAP priorities."""
+    base = ["agent=mrq", "env=dmc/cartpole_balance", "env.obs_type=state", "env.max_episode_steps=30",
+            "seed_frames=0", "eval_every_frames=1000", "eval_episodes=1", "replay.capacity=1000", "eval_at_start=false",
+            "checkpoint_every_frames=60", "torch_threads=1", "device=cpu", "compare_baselines=false",
+            *[f"agent.{k}={v}" for k, v in TINY.items() if k != "seed"], "agent.num_expl_steps=20"]
+    full = Trainer(compose_cfg(*base, "frames=240", tiny=False), tmp_path / "full")
+    full.train()
+    Trainer(compose_cfg(*base, "frames=120", tiny=False), tmp_path / "split").train()
+    resumed = Trainer(compose_cfg(*base, "frames=240", "resume=true", tiny=False), tmp_path / "split")
+    assert resumed.step == 60  # 120 frames at action repeat 2: restored from the checkpoint, not started over
+    resumed.train()
+    assert_same_tensors(full.agent.state_dict(), resumed.agent.state_dict(), min_count=40)
+    assert full.agent.num_updates == resumed.agent.num_updates > 50
+    assert resumed.replay.prioritized
+    np.testing.assert_array_equal(full.replay._priority._tree, resumed.replay._priority._tree)
