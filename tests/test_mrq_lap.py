@@ -151,3 +151,17 @@ def test_overwritten_slots_lose_their_priority():
     has_action = replay._arrays["has_action"]
     assert np.all(leaves[~has_action] == 0.0)  # episode-final slots (no action) are never drawn
     assert replay._priority.total == pytest.approx(leaves.sum())
+
+
+def test_whole_episodes_enter_at_the_largest_priority():
+    """Vector envs add whole episodes (add_episode): their steps must be sampleable at max_priority like add()'s."""
+    from robotrl.types import Episode
+
+    replay = _replay(episodes=1, steps=5)
+    replay.enable_priority(alpha=1.0, min_priority=1.0)
+    replay.sample(4)
+    replay.update_priority(np.full(4, 7.0))
+    states = np.arange(4, dtype=np.float32)[:, None].repeat(3, 1)
+    replay.add_episode(Episode(obs={"state": states}, action=np.zeros((3, 2), np.float32),
+                               reward=np.zeros(3, np.float32), terminated=np.zeros(3, bool), success=np.zeros(3, bool)))
+    np.testing.assert_array_equal(replay._priority.get(np.arange(6, 10)), [7.0, 7.0, 7.0, 0.0])
