@@ -19,7 +19,7 @@ if [ "${DRY:-0}" = 1 ]; then  # CPU dry run of the same command lines
   FRAMES=400; RUN_S=${RUN_S_DRY:-240}; SEEDS=1; CKPT_FRAMES=400; PY=${PY_DRY:-.venv/bin/python}
   EXTRA=(device=cpu torch_threads=1 agent.num_expl_steps=100 agent.target_update_freq=5 agent.batch_size=16
          agent.zs_dim=32 agent.zsa_dim=32 agent.za_dim=16 agent.enc_hdim=32 agent.value_hdim=32 agent.policy_hdim=32
-         env.max_episode_steps=100 eval_episodes=1 env.image_size=84)
+         env.max_episode_steps=100 eval_episodes=1 seed_frames=0)
 else
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
   [ -f /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json ] && \
