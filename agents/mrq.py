@@ -172,11 +172,11 @@ class MRQAgent:
         if self.num_updates % self.target_update_freq == 0:
             metrics.update(self.refresh_targets(replay))
         batch: Batch = replay.sample(self.batch_size)
-        rl_metrics, td_error = self.update_rl(batch)
+        rl_metrics, td_error, zs = self.update_rl(batch)
         if self.prioritized:
             replay.update_priority(td_error)
-        if self.dormant_every and self.num_updates % self.dormant_every == 0:
-            metrics.update(self.dormant_metrics(self._prepare(batch.obs)))
+        if self.dormant_every and self.num_updates % self.dormant_every == 0:  # on the batch's embeddings
+            metrics.update(self.dormant_metrics(zs))
         self.num_updates += 1
         return {**metrics, **rl_metrics}
 
@@ -239,8 +239,8 @@ class MRQAgent:
         return {"encoder_loss": _item(loss), "dyn_loss": _item(dyn_total), "reward_loss": _item(reward_total),
                 "done_loss": _item(done_total)}
 
-    def update_rl(self, batch: Batch) -> tuple[Metrics, torch.Tensor]:
-        """Value and policy steps on an n-step batch; returns metrics and per-sample max |TD error| (B,)."""
+    def update_rl(self, batch: Batch) -> tuple[Metrics, torch.Tensor, torch.Tensor]:
+        """Value and policy steps on an n-step batch; returns metrics, per-sample max |TD error| (B,) and zs."""
         obs, next_obs = self._prepare(batch.obs), self._prepare(batch.next_obs)
         action = batch.action.to(self.device, torch.float32)
         reward = batch.reward.to(self.device, torch.float32)
@@ -252,8 +252,8 @@ class MRQAgent:
         noise = torch.randn(shape, device=self.device, generator=self.generator) * self.target_policy_noise
         return noise.clamp(-self.noise_clip, self.noise_clip)
 
-    def rl_step(self, obs: dict[str, torch.Tensor], action: torch.Tensor, reward: torch.Tensor,
-                discount: torch.Tensor, next_obs: dict[str, torch.Tensor]) -> tuple[Metrics, torch.Tensor]:
+    def rl_step(self, obs: dict[str, torch.Tensor], action: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor,
+                next_obs: dict[str, torch.Tensor]) -> tuple[Metrics, torch.Tensor, torch.Tensor]:
         """Value step to (r_n + gamma^n min Q'(zsa') * target_scale) / scale, then the policy step."""
         with torch.no_grad():
             next_zs = self.encoder_target.zs(next_obs)
@@ -284,13 +284,13 @@ class MRQAgent:
         td_error = (q.detach() - q_target).abs().max(1).values
         metrics = {"value_loss": _item(value_loss), "policy_loss": _item(policy_loss), "q": _item(q.mean()),
                    "q_target": float(q_target.mean()), "batch_reward": float(reward.mean())}
-        return metrics, td_error
+        return metrics, td_error, zs
 
     # ------------------------------------------------------------- diagnostics
     @torch.no_grad()
-    def dormant_stats(self, obs: dict[str, torch.Tensor]) -> tuple[DormantStats, DormantStats]:
-        """(policy, value) tau-dormant ratios on a batch: hidden layers after LayerNorm + activation."""
-        zs = self.encoder.zs(obs)
+    def dormant_stats(self, zs: torch.Tensor) -> tuple[DormantStats, DormantStats]:
+        """(policy, value) tau-dormant ratios on a batch of state embeddings ``zs`` (no random draw): hidden layers
+        after LayerNorm + activation, the value on (zs, the policy's action)."""
         actor_scores, pre = _mlp_scores(self.policy.policy, zs, "policy")
         zsa = self.encoder(zs, torch.tanh(pre))
         parts = []
@@ -299,8 +299,8 @@ class MRQAgent:
             parts.append((name, stats_from_scores(scores, self.dormant_threshold)))
         return stats_from_scores(actor_scores, self.dormant_threshold), merge_stats(parts)
 
-    def dormant_metrics(self, obs: dict[str, torch.Tensor]) -> Metrics:
-        actor, critic = self.dormant_stats(obs)
+    def dormant_metrics(self, zs: torch.Tensor) -> Metrics:
+        actor, critic = self.dormant_stats(zs)
         return {**actor.metrics("actor_dormant_ratio"), **critic.metrics("critic_dormant_ratio")}
 
     # ------------------------------------------------------------- checkpoints

@@ -127,7 +127,7 @@ def one_step(ref, mine: MRQAgent, g: torch.Generator, pixels: bool, batch: int, 
     with LossRecorder() as rec:
         q_ref, q_target_ref = ref.train_rl(state, action[:, 0], next_state, r3, nd, ref.reward_scale,
                                            ref.target_reward_scale)
-    metrics, td = mine.rl_step({key: state}, action[:, 0], r3, nd * 0.99**3, {key: next_state})
+    metrics, td, _ = mine.rl_step({key: state}, action[:, 0], r3, nd * 0.99**3, {key: next_state})
     out["value_loss"] = abs(rec.values[0] - metrics["value_loss"])
     out["policy_loss"] = abs(rec.values[1] - metrics["policy_loss"])
     out["q_target (mean)"] = abs(float(q_target_ref.mean()) - metrics["q_target"])

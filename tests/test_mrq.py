@@ -117,7 +117,7 @@ def _frozen_run(obs: str) -> dict[str, float]:
               else torch.randn(6, 8, *shape, generator=g))
     action, reward = torch.rand(5, 8, 2, generator=g) * 2 - 1, torch.randn(5, 8, 1, generator=g)
     out = agent.encoder_step({key: frames}, action, reward, torch.zeros(5, 8, 1), True)
-    metrics, _ = agent.rl_step({key: frames[0]}, action[0], reward[0], torch.full((8, 1), 0.99**3), {key: frames[3]})
+    metrics, _, _ = agent.rl_step({key: frames[0]}, action[0], reward[0], torch.full((8, 1), 0.99**3), {key: frames[3]})
     sums = {f"{name}_param_sum": float(sum(p.detach().sum() for p in getattr(agent, name).parameters()))
             for name in ("encoder", "value", "policy")}
     return {"encoder_loss": out["encoder_loss"], **{k: metrics[k] for k in ("value_loss", "policy_loss", "q_target")},
@@ -161,6 +161,19 @@ def test_updates_train_encoder_value_policy_and_priorities(obs):
     assert agent.reward_scale == pytest.approx(replay.mean_abs_reward())
     assert replay.prioritized and replay._priority.max_priority > 1.0  # LAP priorities moved with the TD errors
     assert any(not torch.equal(v, agent.encoder.state_dict()[k]) for k, v in enc0.items())
+
+
+def test_dormant_diagnostic_does_not_change_training():
+    obs_space = _spaces("pixels")[0]
+    runs = []
+    for every in (1, 0):
+        torch.manual_seed(0)  # the nets' initialisation
+        agent, replay = _agent("pixels", dormant_every=every), _replay(obs_space)
+        metrics = [agent.update(replay, step) for step in range(4)]
+        runs.append((agent, metrics))
+    assert all("actor_dormant_ratio" in m for m in runs[0][1])
+    assert not any("actor_dormant_ratio" in m for m in runs[1][1])
+    assert_same_tensors(runs[0][0].state_dict(), runs[1][0].state_dict(), min_count=40)
 
 
 def test_no_updates_before_num_expl_steps():
