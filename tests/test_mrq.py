@@ -264,3 +264,22 @@ def test_trainer_resume_is_exact_with_lap_replay(compose_cfg, tmp_path):
     assert full.agent.num_updates == resumed.agent.num_updates > 50
     assert resumed.replay.prioritized
     np.testing.assert_array_equal(full.replay._priority._tree, resumed.replay._priority._tree)
+
+
+def test_deploy_drives_the_sim_arm_through_the_safety_layer(tmp_path):
+    """A tiny pixel MR.Q trained on Meta-World reach (~20 s on the loaded machine) drives robot=sim."""
+    from hydra import compose, initialize_config_module
+
+    from robotrl.workflows.deploy import deploy
+    from tests.deploy_helpers import REACH_OVERRIDES, SLOW_CPU
+
+    overrides = [o for o in REACH_OVERRIDES if not o.startswith("agent.")] + [
+        "agent=mrq", "seed_frames=0", *[f"agent.{k}={v}" for k, v in TINY.items() if k != "seed"],
+        "agent.num_expl_steps=50"]
+    with initialize_config_module("robotrl.configs", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    Trainer(cfg, tmp_path / "run").train()
+    summary = deploy(str(tmp_path / "run"), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=4,
+                     out=str(tmp_path / "out"))
+    assert summary["steps"] == 4 and summary["sends"] == 8  # action repeat 2, every send through the safety layer
+    assert summary["final_state"] == "disconnected"
