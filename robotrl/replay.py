@@ -8,10 +8,8 @@ rebuilt at sample time, so memory is ~1/k of storing stacks (and ~1/2k of storin
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -19,17 +17,24 @@ import torch
 
 from robotrl.atomic import atomic_write
 from robotrl.contract import check_action, check_obs
-from robotrl.errors import CheckpointError, ObservationError
+from robotrl.errors import ObservationError
+from robotrl.priority import LapPriority, PrioritizedSamplingMixin
+from robotrl.replay_io import (
+    FRAME_CHANNELS,
+    ReplayStateMixin,
+    _check_config,
+    _check_reset_stack,
+    _check_reward,
+)
 from robotrl.types import Batch, Episode, Obs, Trajectories
 
-FRAME_CHANNELS = 3  # per camera view; a frame holds 3 * views channels (the stack's channels / frame_stack)
-_FORMAT_VERSION = 1
+__all__ = ["FRAME_CHANNELS", "ReplayBuffer"]
 # Rejection rounds before falling back to an exact (O(capacity)) validity mask; only reached when almost no
 # slot is a valid start (e.g. long horizons over very short episodes).
 _MAX_REJECTION_ROUNDS = 32
 
 
-class ReplayBuffer:
+class ReplayBuffer(PrioritizedSamplingMixin, ReplayStateMixin):
     """Circular replay of single frames with per-slot episode bookkeeping; samples n-step transitions and
     contiguous sub-trajectories, rebuilding frame stacks on the fly.
 
@@ -92,6 +97,8 @@ class ReplayBuffer:
         self._in_episode = False  # an episode is being written step by step (add_first was called)
         self._num_actions = 0  # slots in the window with has_action (maintained on write/overwrite)
         self._num_invalid = 0  # of those, the ones whose reward is flagged reward_invalid
+        self._priority: LapPriority | None = None  # LAP sampling, off until enable_priority()
+        self._last_starts: np.ndarray | None = None  # absolute starts of the last batch, for update_priority()
 
     # ------------------------------------------------------------------ storage
     def _slot_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -174,6 +181,8 @@ class ReplayBuffer:
         a["reward_invalid"][phys] = False
         a["episode_start"][phys] = episode_start
         self._head += count
+        if self._priority is not None:
+            self._priority.set(phys, 0.0)  # no action yet: not a transition start
         return phys
 
     def add_first(self, obs: Obs) -> None:
@@ -206,6 +215,8 @@ class ReplayBuffer:
         a["has_action"][prev] = True
         a["reward_invalid"][prev] = bool(reward_invalid)
         self._num_actions += 1
+        if self._priority is not None:
+            self._priority.set_new(np.array([prev]))
         self._num_invalid += bool(reward_invalid)
         self._write_slots(1, _newest(obs, self.frame_channels), episode_start=int(a["episode_start"][prev]))
         if terminated or truncated:
@@ -224,44 +235,10 @@ class ReplayBuffer:
         invalid = np.zeros(num_steps, bool) if episode.reward_invalid is None else episode.reward_invalid
         a["reward_invalid"][phys] = invalid
         self._num_actions += num_steps
+        if self._priority is not None:
+            self._priority.set_new(phys)
         self._num_invalid += int(np.count_nonzero(invalid))
         self._in_episode = False
-
-    def _check_episode(self, episode: Episode) -> tuple[dict[str, np.ndarray], int]:
-        """Validate an Episode against the buffer's spaces; return its obs and its number of steps T."""
-        if set(episode.obs) != set(self.observation_space.spaces):
-            raise ObservationError(
-                f"episode obs keys {sorted(episode.obs)} != expected {sorted(self.observation_space.spaces)}"
-            )
-        num_steps = int(np.asarray(episode.reward).shape[0])
-        expected = {
-            name: ((num_steps + 1, *shape), dtype) for name, (shape, dtype) in self._slot_specs().items()
-        }
-        expected["action"] = ((num_steps, self.action_dim), np.dtype(np.float32))
-        for name, value in [*episode.obs.items(), ("action", episode.action)]:
-            shape, dtype = expected[name]
-            if np.shape(value) != shape or np.asarray(value).dtype != dtype:
-                raise ValueError(
-                    f"episode {name} has shape {np.shape(value)} dtype {np.asarray(value).dtype}, "
-                    f"expected {shape} {dtype} (obs are single frames, T+1 of them)"
-                )
-        for name in ("terminated", "reward_invalid"):
-            value = getattr(episode, name)
-            if value is not None and np.shape(value) != (num_steps,):
-                raise ValueError(f"episode {name} has shape {np.shape(value)}, expected ({num_steps},)")
-        if num_steps < 1 or num_steps + 1 > self.capacity:
-            raise ValueError(f"episode has {num_steps} steps, expected 1 .. capacity-1 = {self.capacity - 1}")
-        if not np.all(np.isfinite(episode.reward)) or not np.all(np.isfinite(episode.action)):
-            raise ValueError("episode reward/action contain NaN or inf, expected finite values")
-        if np.any(np.abs(episode.action) > 1.0 + 1e-6):
-            raise ValueError(
-                f"episode actions reach {np.abs(episode.action).max():.4f}, expected within [-1, 1]"
-            )
-        if np.any(np.asarray(episode.terminated)[:-1]):
-            raise ValueError(
-                "episode terminated is True before the last step, expected only at the last step"
-            )
-        return dict(episode.obs), num_steps
 
     def _check_step_stack(self, pixels: np.ndarray) -> None:
         """The older frames of a step's stack must be the frames we will rebuild (env stacking contract)."""
@@ -307,7 +284,8 @@ class ReplayBuffer:
         return (self._run_length(start, horizon, valid_reward) >= horizon) & self._history_ok(start)
 
     def _sample_starts(self, batch_size: int, horizon: int, valid_reward: bool = False) -> np.ndarray:
-        """Uniform over valid starts by rejection (vectorised); exact mask fallback if rejection stalls."""
+        """Valid starts by rejection (vectorised) from uniform or LAP-priority candidates; exact mask fallback if
+        rejection stalls. Rejecting invalid candidates keeps the priority distribution restricted to valid ones."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}, expected >= 1")
         low, high = self._oldest, self._head - 1  # the newest slot never has an action
@@ -316,20 +294,22 @@ class ReplayBuffer:
         chosen: list[np.ndarray] = []
         need = batch_size
         for _ in range(_MAX_REJECTION_ROUNDS):
-            cand = self._rng.integers(low, high, size=need)
+            cand = self._candidates(low, high, need)
             cand = cand[self._valid(cand, horizon, valid_reward)]
             chosen.append(cand)
             need -= cand.size
             if need == 0:
-                return np.concatenate(chosen)
+                self._last_starts = np.concatenate(chosen)
+                return self._last_starts
         every = np.arange(low, high, dtype=np.int64)
         every = every[self._valid(every, horizon, valid_reward)]
         if every.size == 0:
             raise ValueError(
                 f"replay has no episode segment with {horizon} steps to sample (len={len(self)})"
             )
-        chosen.append(every[self._rng.integers(0, every.size, size=need)])
-        return np.concatenate(chosen)
+        chosen.append(self._pick(every, need))
+        self._last_starts = np.concatenate(chosen)
+        return self._last_starts
 
     def _nstep(self, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n-step return, discount gamma^m * (1 - terminated), m) for valid starts; the horizon stops before a
@@ -420,70 +400,6 @@ class ReplayBuffer:
             reward_valid=self._to_device((~invalid)[..., None].astype(np.float32)) if invalid.any() else None,
         )
 
-    # ------------------------------------------------------------------ state
-    def _config(self) -> dict[str, Any]:
-        spaces = {
-            key: {"shape": list(sub.shape), "dtype": str(sub.dtype)}
-            for key, sub in self.observation_space.spaces.items()
-        }
-        return {
-            "version": _FORMAT_VERSION,
-            "capacity": self.capacity,
-            "action_dim": self.action_dim,
-            "frame_stack": self.frame_stack,
-            "nstep": self.nstep,
-            "discount": self.discount,
-            "spaces": spaces,
-        }
-
-    def _filled(self) -> dict[str, np.ndarray]:
-        """Views of the written physical slots (the whole array once wrapped)."""
-        n = min(self._head, self.capacity)
-        return {name: arr[:n] for name, arr in self._arrays.items()}
-
-    def _meta(self) -> dict[str, Any]:
-        return {
-            "config": self._config(),
-            "head": self._head,
-            "in_episode": self._in_episode,
-            "num_actions": self._num_actions,
-            "rng": self._rng.bit_generator.state,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Full state (contents, positions, RNG). Arrays are CPU torch tensors *aliasing* the live storage
-        (like nn.Module.state_dict): serialise before adding more. Tensors, not numpy arrays, because
-        torch.load(weights_only=True) refuses numpy arrays; np.asarray(tensor) gives numpy back for free."""
-        state = self._meta()
-        state["arrays"] = {name: torch.from_numpy(np.asarray(arr)) for name, arr in self._filled().items()}
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state_dict from a buffer with the same config (CheckpointError otherwise)."""
-        mine, theirs = self._config(), _plain(state.get("config"))
-        if mine != theirs:
-            raise CheckpointError(f"replay state has config {theirs}, expected {mine}")
-        head = int(state["head"])
-        filled = min(head, self.capacity)
-        arrays = state["arrays"]
-        if "reward_invalid" not in arrays and "has_action" in arrays:  # saved before rewards carried their flag
-            arrays = {**arrays, "reward_invalid": np.zeros(np.shape(arrays["has_action"]), bool)}
-        for name, (shape, dtype) in self._slot_specs().items():
-            value = np.asarray(arrays[name]) if name in arrays else None
-            if value is None or value.shape != (filled, *shape) or value.dtype != dtype:
-                got = "missing" if value is None else f"{value.shape} {value.dtype}"
-                raise CheckpointError(
-                    f"replay state array {name!r} is {got}, expected {(filled, *shape)} {dtype}"
-                )
-        for name in self._arrays:
-            self._arrays[name][:filled] = np.asarray(arrays[name])
-        self._head = head
-        self._in_episode = bool(state["in_episode"])
-        self._num_actions = int(state["num_actions"])
-        filled_arrays = self._filled()
-        self._num_invalid = int(np.count_nonzero(filled_arrays["has_action"] & filled_arrays["reward_invalid"]))
-        self._rng.bit_generator.state = state["rng"]
-
     def save(self, path: str | Path) -> None:
         """Write an .npz atomically (temp file in the same dir, fsync, os.replace); no pickle involved."""
         path = Path(path)
@@ -493,46 +409,13 @@ class ReplayBuffer:
         for key, sub in self.observation_space.spaces.items():
             payload[f"space/{key}/low"] = sub.low
             payload[f"space/{key}/high"] = sub.high
+        if self._priority is not None:  # LAP priorities: settings in meta, leaves as an array
+            priority = self._priority.state_dict(min(self._head, self.capacity))
+            payload["priority/leaves"] = priority.pop("leaves")
+            meta["priority"] = priority
         payload["meta"] = np.array(json.dumps(meta, default=str))
         with atomic_write(path) as f:
             np.savez(f, **payload)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        storage_dir: str | Path | None = None,
-        device: str | torch.device = "cpu",
-        check_stack: bool = True,
-    ) -> ReplayBuffer:
-        """Rebuild a buffer saved with ``save``; CheckpointError naming ``path`` if missing/corrupt."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                contents = {key: data[key] for key in data.files}  # reads (and CRC-checks) every member
-            meta = json.loads(str(contents["meta"]))
-            config = meta["config"]
-            spaces = {
-                key: gym.spaces.Box(
-                    contents[f"space/{key}/low"], contents[f"space/{key}/high"], dtype=np.dtype(spec["dtype"])
-                )
-                for key, spec in config["spaces"].items()
-            }
-            buffer = cls(
-                config["capacity"], gym.spaces.Dict(spaces), config["action_dim"], config["frame_stack"],
-                nstep=config["nstep"], discount=config["discount"], storage_dir=storage_dir, device=device,
-                check_stack=check_stack,
-            )  # fmt: skip
-            meta["rng"] = _rng_from_json(meta["rng"])
-            meta["arrays"] = {k.split("/", 1)[1]: v for k, v in contents.items() if k.startswith("arrays/")}
-            buffer.load_state_dict(meta)
-        except CheckpointError as err:
-            raise CheckpointError(f"{path}: {err}") from err
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
-            raise CheckpointError(
-                f"{path}: not a readable replay checkpoint ({type(err).__name__}: {err})"
-            ) from err
-        return buffer
 
 
 # ---------------------------------------------------------------------- helpers
@@ -542,56 +425,6 @@ _TORCH_DTYPES = {
     np.dtype(bool): torch.bool,
     np.dtype(np.int64): torch.int64,
 }
-
-
-def _check_config(
-    capacity: int, space: gym.spaces.Dict, action_dim: int, frame_stack: int, nstep: int, discount: float
-) -> None:
-    """Fail at construction, with the offending value, rather than deep inside sampling."""
-    if (
-        not isinstance(space, gym.spaces.Dict)
-        or not set(space.spaces)
-        or not set(space.spaces) <= {"pixels", "state"}
-    ):
-        raise ValueError(f"observation_space must be a Dict with keys 'pixels' and/or 'state', got {space}")
-    if frame_stack < 1:
-        raise ValueError(f"frame_stack={frame_stack}, expected >= 1")
-    if capacity < frame_stack + 1 or capacity < 2:
-        raise ValueError(
-            f"capacity={capacity}, expected >= max(2, frame_stack + 1) = {max(2, frame_stack + 1)}"
-        )
-    if action_dim < 1 or nstep < 1:
-        raise ValueError(f"action_dim={action_dim}, nstep={nstep}, expected both >= 1")
-    if not 0.0 < discount <= 1.0:
-        raise ValueError(f"discount={discount}, expected in (0, 1]")
-    if "pixels" in space.spaces:
-        pix = space["pixels"]
-        if pix.dtype != np.uint8 or len(pix.shape) != 3 or pix.shape[0] % (FRAME_CHANNELS * frame_stack):
-            raise ValueError(
-                f"pixels space is {pix.shape} {pix.dtype}, "
-                f"expected uint8 ({FRAME_CHANNELS} * views * {frame_stack}, H, W) "
-                f"for frame_stack={frame_stack}"
-            )
-    if "state" in space.spaces:
-        st = space["state"]
-        if st.dtype != np.float32 or len(st.shape) != 1:
-            raise ValueError(f"state space is {st.shape} {st.dtype}, expected float32 (S,)")
-
-
-def _check_reward(reward: Any) -> float:
-    value = np.asarray(reward, dtype=np.float64)
-    if value.size != 1 or not np.isfinite(value).all():
-        raise ValueError(f"reward is {reward!r}, expected a finite scalar")
-    return float(value.reshape(()))
-
-
-def _check_reset_stack(pixels: np.ndarray, frame_channels: int) -> None:
-    frames = pixels.reshape(-1, frame_channels, *pixels.shape[1:])
-    if not (frames == frames[-1]).all():
-        raise ObservationError(
-            "observation['pixels'] at reset holds different frames, "
-            "expected frame_stack copies of the first frame"
-        )
 
 
 def _newest(obs: Obs, frame_channels: int) -> dict[str, np.ndarray]:
@@ -608,11 +441,3 @@ def _take(array: np.ndarray, index: np.ndarray, empty: Callable[..., np.ndarray]
     return out
 
 
-def _plain(value: Any) -> Any:
-    """Normalise a config that went through JSON / torch.save (tuples -> lists)."""
-    return json.loads(json.dumps(value)) if value is not None else None
-
-
-def _rng_from_json(state: dict[str, Any]) -> dict[str, Any]:
-    """JSON keeps PCG64's 128-bit ints exactly (Python ints); nothing to convert but make it explicit."""
-    return {**state, "state": {k: int(v) for k, v in state["state"].items()}}

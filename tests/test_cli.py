@@ -250,7 +250,7 @@ def test_train_help_lists_groups_choices_and_keys(capsys):
     assert "local, ray (default local)" in groups["collector"]
     assert "dmc/<task> (51), gym/<task> (11), metaworld/<task> (50); `robotrl envs` lists them" in groups["env"]
     assert "; libero (optional: env.benchmark, env.task" in groups["env"]
-    assert "drm, drqv2, modem, modem_v2, sb3_ppo, sb3_sac, tdmpc2, vla (default drqv2)" in groups["agent"]
+    assert "drm, drqv2, modem, modem_v2, mrq, sb3_ppo, sb3_sac, tdmpc2, vla (default drqv2)" in groups["agent"]
     assert "kagi" in groups["reward"] and "quickstart" in groups["experiment"]
     assert "gamepad, keyboard, none, scripted, so101_leader, spacemouse (default none)" in groups["teleop"]
     for key in ("seed=1", "torch_threads=auto", "frames=${env.frames}", "env.image_size=84", "replay.capacity=1000000",
