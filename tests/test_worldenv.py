@@ -13,8 +13,8 @@ from robotrl.envs.world_env import WorldEnv
 from robotrl.rewards.reflector import CLIPReflector, ReflectorReward, build_clip, load_reflector, save_payload
 
 from robotrl.errors import ActionError, CheckpointError, ConfigError, ObservationError
-from robotrl.workflows.worldenv.common import TrivialActor
 from robotrl.workflows.worldenv.fidelity import correlations
+from robotrl.workflows.worldenv.policies import TrivialActor
 from robotrl.workflows.worldenv.post_train import imagine, ppo_loss, rloo
 from robotrl.world import fired_steps
 
@@ -165,7 +165,7 @@ def test_trivial_actors_and_their_errors():
 
 def test_world_model_replays_of_recorded_episodes():
     from robotrl.types import Episode
-    from robotrl.workflows.worldenv.train import replay_in_model
+    from robotrl.workflows.worldenv.reflector import replay_in_model
 
     rng = np.random.default_rng(0)
 
@@ -188,7 +188,7 @@ def test_world_model_replays_of_recorded_episodes():
 
 
 def test_action_report_tells_a_model_that_follows_actions_from_one_that_ignores_them():
-    from robotrl.workflows.worldenv.train import action_report
+    from robotrl.workflows.worldenv.world_model import action_report
 
     class Integrator:  # proprio += action; frames brighten with the first action dim; optionally deaf to actions
         context, p_std = 2, torch.ones(4)
@@ -276,7 +276,8 @@ def test_reflector_scores_learns_and_round_trips(tmp_path):
 
 
 def test_bad_checkpoints_are_one_line_errors(tmp_path):
-    from robotrl.workflows.worldenv.common import load_ckpt, load_vla
+    from robotrl.workflows.worldenv.fit import load_ckpt
+    from robotrl.workflows.worldenv.policies import load_vla
 
     with pytest.raises(CheckpointError, match="not found"):
         load_reflector(tmp_path / "missing.pt")
@@ -323,7 +324,7 @@ def test_vla_bc_fits_a_fixed_batch_and_rejects_bad_input():
 
 
 def test_vla_actor_rejects_unknown_instruction():
-    from robotrl.workflows.worldenv.common import VLAActor
+    from robotrl.workflows.worldenv.policies import VLAActor
 
     policy, _, _ = tiny_vla()
     with pytest.raises(ConfigError, match="not one this model was trained on"):
@@ -362,7 +363,7 @@ def test_fidelity_correlations_and_gate_inputs():
 
 
 def test_cli_worldenv_ctrl_c_says_how_to_continue(tmp_path, capsys, monkeypatch):
-    import robotrl.workflows.worldenv.train as stages
+    import robotrl.workflows.worldenv.world_model as stages
     from robotrl.cli import main
 
     def interrupted(out, overrides):
@@ -422,7 +423,9 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     from robotrl.workflows.worldenv.collect import collect
     from robotrl.workflows.worldenv.fidelity import fidelity
     from robotrl.workflows.worldenv.post_train import post_train
-    from robotrl.workflows.worldenv.train import train_model, train_reflector, train_vla
+    from robotrl.workflows.worldenv.reflector import train_reflector
+    from robotrl.workflows.worldenv.vla import train_vla
+    from robotrl.workflows.worldenv.world_model import train_model
 
     out = tmp_path / "we"
     collect(out, TINY)
@@ -477,8 +480,8 @@ def test_reward_reflector_config_builds_from_a_checkpoint(tmp_path):
 
 
 def test_stage_training_resumes_exactly_after_an_interrupt(tmp_path):
-    """A stage killed mid-way (Ctrl-C) keeps its last state.pt; the rerun ends with the uninterrupted run's weights."""
-    from robotrl.workflows.worldenv.common import train_loop
+    """A stage killed mid-way (Ctrl-C) keeps its last state; the rerun ends with the uninterrupted run's weights."""
+    from robotrl.workflows.worldenv.fit import fit
 
     def run(folder, crash_at=None):
         torch.manual_seed(0)
@@ -493,7 +496,7 @@ def test_stage_training_resumes_exactly_after_an_interrupt(tmp_path):
             x = x * float(sampler.uniform(0.5, 2.0))  # the sampler: restored too
             return ((net(x) - x.sum(1, keepdim=True)) ** 2).mean(), {}
 
-        train_loop("toy", folder, net, opt, 6, loss_fn, lambda: {}, every=2, generator=sampler)
+        fit("toy", folder, net, opt, 6, lambda s: [loss_fn(s)], clip=1.0, every=2, generator=sampler)
         return net
 
     ref = run(tmp_path / "a")
