@@ -71,9 +71,11 @@ def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
 
 
 def check_runtime(cfg: Any, stage: str | None) -> None:
-    """The settings only the machine can judge: the device, and for a stage that builds CLIP, its weights."""
+    """The device's name (whether this machine has it is the stage's check: a run directory may move to another
+    machine) and, for a stage that builds CLIP, its weights."""
     try:
-        resolve_device(str(cfg.device))
+        if str(cfg.device) != "auto":
+            torch.device(str(cfg.device))
     except RuntimeError:  # torch.device's own parse error is multi-line
         raise ConfigError(f"device={cfg.device!r}, expected auto, cpu, cuda or cuda:N") from None
     if stage in CLIP_STAGES:
