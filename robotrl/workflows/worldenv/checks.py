@@ -103,6 +103,10 @@ def check_config(cfg: Any) -> None:
             raise ConfigError(f"{key}={bad}, expected trivial policies among {list(TrivialActor.KINDS)}")
     if cfg.model.get("dynamics", "latent") not in DYNAMICS:
         raise ConfigError(f"model.dynamics={cfg.model.dynamics!r}, expected one of {list(DYNAMICS)}")
+    for task in cfg.tasks:  # the VLA and the reflector read it: an empty one fails them only stages later
+        text = cfg.instructions[task]
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"instructions.{task}={text!r}, expected the task's instruction (a non-empty text)")
 
 
 # what a run directory already holds (its folder, files that mark it made) -> the settings it was made with

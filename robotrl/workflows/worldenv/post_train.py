@@ -4,8 +4,8 @@ World-Env's recipe at toy scale: per initial state ``post_train.group`` imagined
 model), the reflector's score as reward and its threshold as termination; the return of a rollout is its highest
 reflector score (continuous, so an all-fail or all-success group still has a signal); leave-one-out (RLOO)
 advantages; PPO's clipped ratio (``clip_eps`` 0.1) under the policy's Laplace distribution; plus a behaviour-cloning
-anchor on the demos (``bc_weight``), our proxy for a KL to the BC policy. One checkpoint per iteration
-(``post/checkpoints/``), so a rerun resumes. The result, ``post/policy.pt``, is evaluated in the simulator against the BC
+anchor on the demos (``bc_weight``), our proxy for a KL to the BC policy. A checkpoint per iteration
+(``post/checkpoints/``): a rerun resumes. The result, ``post/policy.pt``, is evaluated in the simulator against the BC
 policy on fixed seeds (``post/report.json``): success, success at the final step (no success termination), and the
 episode length with the simulator's success termination and with the reflector's.
 """
