@@ -21,7 +21,6 @@ from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.errors import CheckpointError, DivergenceError
 from robotrl.heartbeat import Heartbeat
-from robotrl.logger import CSVWriter
 from robotrl.rng import get_rng_state, set_rng_state
 
 # one gradient step's (loss, metrics); a stage's update yields one per gradient step it takes at ``step``
@@ -51,10 +50,11 @@ def latest_state(folder: Path, kind: str) -> dict[str, Any] | None:
 def stage_counter(folder: Path, counter: str) -> int | None:
     """The step (or iteration) of the stage state under ``folder``; None when there is none or it cannot be read
     (the stage's own resume reports that)."""
-    try:
+    try:  # the name save_stage_state gave it (``<counter>_N``): verified, not unpickled
         root = state_dir(folder)
-        return int(load_state(resolve_checkpoint(root))[counter]) if root.is_dir() else None
-    except (CheckpointError, KeyError, TypeError, ValueError):
+        name = resolve_checkpoint(root).name if root.is_dir() else ""
+        return int(name.rpartition("_")[2]) if name.startswith(f"{counter}_") else None
+    except (CheckpointError, ValueError):
         return None
 
 
@@ -92,6 +92,8 @@ def fit(name: str, folder: Path, module: torch.nn.Module, opt: torch.optim.Optim
     rounds and at the end; ``payload_fn()`` to ``snapshots/<counter>_N.pt`` every ``snapshot_every`` rounds;
     ``curve.png`` of ``plot`` (else the metrics) at the end. Rerunning continues from the state as if never
     stopped; a state past ``steps`` is refused (``setting``: the key that set ``steps``, for the message)."""
+    from robotrl.logger import CSVWriter  # here: it imports tensorboard (~2 s), which the settings' checks need not
+
     folder.mkdir(parents=True, exist_ok=True)
     log = CSVWriter(folder / "train.csv")
     start = resume(name, folder, module, opt, counter, generator)

@@ -4,6 +4,8 @@ and what a stage records (``<stage folder>/config.yaml``: the settings that stag
 
 from __future__ import annotations
 
+import copy
+import functools
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,11 @@ CLIP_STAGES = ("train-vla", "train-reflector")  # the stages that build a CLIP m
 
 def compose(overrides: Sequence[str] = ()) -> Any:
     """``configs/worldenv/default.yaml`` with ``overrides`` (hydra's grammar), or a one-line ConfigError."""
+    return copy.deepcopy(_composed(tuple(overrides)))  # a copy: callers change theirs
+
+
+@functools.lru_cache(maxsize=16)  # hydra takes ~0.4 s per composition; a command composes the defaults ~6 times
+def _composed(overrides: tuple[str, ...]) -> Any:
     from robotrl.overrides import compose_config
 
     bad = [o for o in overrides if o.startswith(("+", "~"))]
