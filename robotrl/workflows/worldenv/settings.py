@@ -50,18 +50,14 @@ def default_config() -> Any:
     return compose()
 
 
-def overridden_keys(overrides: Sequence[str]) -> list[str]:
-    from robotrl.overrides import _parse_overrides
-
-    return [o.key_or_group for o in _parse_overrides(list(overrides))]
-
-
 def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
     """(settings, the run's saved ones or None): defaults <- ``out/config.yaml`` <- ``overrides``."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    given = compose(overrides)
+    from robotrl.overrides import _parse_overrides
+
+    compose(overrides)  # hydra's parse and composition errors, in one line, before the run's settings are read
     cfg = compose()
     saved = out / "config.yaml"
     before = None
@@ -69,8 +65,8 @@ def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
         if saved.is_file():
             cfg = before = OmegaConf.merge(cfg, OmegaConf.load(saved))
         cfg = OmegaConf.merge(cfg, {})  # a copy: `before` stays what the run holds
-        for key in overridden_keys(overrides):
-            OmegaConf.update(cfg, key, OmegaConf.select(given, key), merge=False)
+        for o in _parse_overrides(list(overrides)):  # as hydra applies them, on top of the run's settings
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad worldenv setting in {saved}: {str(e).splitlines()[0]}; expected the keys of "
                           f"`robotrl worldenv --help` (or a new out=DIR)") from None
