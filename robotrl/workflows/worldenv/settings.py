@@ -52,10 +52,9 @@ def default_config() -> Any:
 
 def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
     """(settings, the run's saved ones or None): defaults <- ``out/config.yaml`` <- ``overrides``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-
-    from robotrl.overrides import _parse_overrides
 
     compose(overrides)  # hydra's parse and composition errors, in one line, before the run's settings are read
     cfg = compose()
@@ -65,7 +64,7 @@ def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
         if saved.is_file():
             cfg = before = OmegaConf.merge(cfg, OmegaConf.load(saved))
         cfg = OmegaConf.merge(cfg, {})  # a copy: `before` stays what the run holds
-        for o in _parse_overrides(list(overrides)):  # as hydra applies them, on top of the run's settings
+        for o in OverridesParser.create().parse_overrides(list(overrides)):  # as hydra applies them
             OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad worldenv setting in {saved}: {str(e).splitlines()[0]}; expected the keys of "
@@ -122,9 +121,14 @@ def record_settings(cfg: Any, out: Path, stage: str) -> None:
 def recorded_settings(out: Path, folder: str) -> Any:
     """What ``out/<folder>/config.yaml`` recorded (over the defaults), or None."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     path = Path(out) / folder / "config.yaml"
-    return OmegaConf.merge(compose(), OmegaConf.load(path)) if path.is_file() else None
+    try:
+        return OmegaConf.merge(compose(), OmegaConf.load(path)) if path.is_file() else None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path}: {str(e).splitlines()[0]}; expected the settings of `robotrl worldenv --help` "
+                          f"(or a new out=DIR)") from None
 
 
 def setup_torch(cfg: Any) -> torch.device:
