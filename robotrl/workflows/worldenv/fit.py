@@ -8,7 +8,6 @@ single files written atomically and read back with a kind check (``save_ckpt`` /
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -163,13 +162,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def plot_csv(path: Path, step_key: str, keys: Sequence[str], png: Path) -> None:
+    """``keys`` of a stage's ``train.csv`` against its ``step_key`` column, to ``png``."""
     import matplotlib
+
+    from robotrl.logger import CSVWriter
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    rows = CSVWriter(path).read()
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
