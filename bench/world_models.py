@@ -36,8 +36,9 @@ REPORT_STEPS = (1, 5, 10, 20)
 def load_models(runs: list[Path], denoise_steps: list[int], device: torch.device) -> list[dict]:
     """One entry per model to compare: name (the run dir's name, + ``-ddimN`` for diffusion), run dir, config,
     loaded model (a diffusion model once per DDIM step count)."""
-    from robotrl.workflows.worldenv.common import load_ckpt, load_config
-    from robotrl.workflows.worldenv.train import load_model
+    from robotrl.workflows.worldenv.fit import load_ckpt
+    from robotrl.workflows.worldenv.settings import load_config
+    from robotrl.workflows.worldenv.world_model import load_model
 
     entries = []
     for run in runs:
@@ -56,8 +57,8 @@ def autoencoder_floor(entry: dict, horizon: int) -> dict[str, float]:
     the ceiling of any dynamics on that latent."""
     from worldenv import psnr, ssim
 
-    from robotrl.workflows.worldenv.common import load_ckpt
-    from robotrl.workflows.worldenv.train import model_sequences
+    from robotrl.workflows.worldenv.fit import load_ckpt
+    from robotrl.workflows.worldenv.world_model import model_sequences
 
     model, c = entry["model"], entry["model"].context
     every = int(load_ckpt(entry["run"] / "model" / "model.pt", "world_model").get("holdout_every", 0))
@@ -102,7 +103,7 @@ def rollout_speed(entry: dict, reflector, steps: int, rng: np.random.Generator) 
 
 def make_trainer(entry: dict, device: torch.device):
     """A fresh model of the run's config and a function doing one gradient step on the run's training batches."""
-    from robotrl.workflows.worldenv.train import build_model, model_sequences, sequence_batch
+    from robotrl.workflows.worldenv.world_model import build_model, model_sequences, sequence_batch
 
     cfg = entry["cfg"]
     m = cfg.model

@@ -46,8 +46,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def quality(out: Path, cfg, model, horizon: int) -> dict:
     """PSNR/SSIM at each step 1..horizon of open-loop rollouts with the recorded actions from the recorded start."""
-    from robotrl.workflows.worldenv.common import load_ckpt
-    from robotrl.workflows.worldenv.train import model_sequences
+    from robotrl.workflows.worldenv.fit import load_ckpt
+    from robotrl.workflows.worldenv.world_model import model_sequences
 
     every = int(load_ckpt(out / "model" / "model.pt", "world_model").get("holdout_every", 0))
     c = model.context
@@ -71,7 +71,7 @@ def quality(out: Path, cfg, model, horizon: int) -> dict:
 def speed(cfg, model, reflector, steps: int, blocks: int) -> dict:
     from robotrl.envs.world_env import WorldEnv
 
-    from robotrl.workflows.worldenv.common import make_sim
+    from robotrl.workflows.worldenv.data import make_sim
     from robotrl.workflows.worldenv.post_train import initial_states
 
     task = cfg.tasks[0]
@@ -119,8 +119,8 @@ def random_pieces(size: int, device: torch.device):
     """The default config at ``size`` pixels with untrained world model and reflector (speed only)."""
     from robotrl.rewards.reflector import CLIPReflector, build_clip
 
-    from robotrl.workflows.worldenv.common import clip_cfg, default_config
-    from robotrl.workflows.worldenv.train import build_model
+    from robotrl.workflows.worldenv.settings import clip_cfg, default_config
+    from robotrl.workflows.worldenv.world_model import build_model
 
     cfg = default_config()
     cfg.image_size = size
@@ -132,8 +132,8 @@ def random_pieces(size: int, device: torch.device):
 def main() -> None:
     from robotrl.rewards.reflector import load_reflector
 
-    from robotrl.workflows.worldenv.common import load_config
-    from robotrl.workflows.worldenv.train import load_model
+    from robotrl.workflows.worldenv.settings import load_config
+    from robotrl.workflows.worldenv.world_model import load_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=None)

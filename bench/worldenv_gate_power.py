@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robotrl.workflows.worldenv.common import default_config
 from robotrl.workflows.worldenv.gate import noise_ceiling, perfect_model_gate
+from robotrl.workflows.worldenv.settings import default_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = 3

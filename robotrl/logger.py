@@ -22,10 +22,10 @@ class CSVWriter:
             with open(path, newline="") as f:
                 self.fields = next(csv.reader(f), [])
 
-    def truncate_after(self, frame: int) -> None:
-        """Drop rows written after ``frame`` (a resumed run continues from its last checkpoint)."""
+    def truncate_after(self, frame: int, key: str = "frame") -> None:
+        """Drop rows whose ``key`` column is past ``frame`` (a resumed run continues from its last checkpoint)."""
         rows = self.read()
-        kept = [r for r in rows if float(r["frame"]) <= frame]
+        kept = [r for r in rows if float(r[key]) <= frame]
         if len(kept) != len(rows):
             self._rewrite(kept, self.fields)
 

@@ -61,15 +61,15 @@ def parse_kv(args: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ hydra overrides
-def compose_config(overrides: list[str]) -> Any:
-    """The composed training config for ``overrides`` (hydra's compose API), its multi-line composition errors
-    turned into one ConfigError line."""
+def compose_config(overrides: list[str], name: str = "config") -> Any:
+    """The composed config ``name`` (the training config by default; ``worldenv/default`` for World-Env) for
+    ``overrides`` (hydra's compose API), its multi-line composition errors turned into one ConfigError line."""
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
 
     try:
         with initialize_config_module("robotrl.configs", version_base="1.3"):
-            return compose("config", overrides=overrides)
+            return compose(name, overrides=overrides)
     except HydraException as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot compose the config with overrides {overrides}: {first}") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from robotrl.errors import ConfigError
-from robotrl.workflows.worldenv.common import load_config
+from robotrl.workflows.worldenv.settings import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "device" / "worldenv_64.sh"

@@ -12,8 +12,9 @@ from robotrl.agents.diffusion_world_model import DiffusionWorldModel
 from robotrl.agents.video_world_model import VideoWorldModel
 
 from robotrl.errors import ConfigError
-from robotrl.workflows.worldenv.common import default_config, save_ckpt
-from robotrl.workflows.worldenv.train import build_model, load_model, train_model
+from robotrl.workflows.worldenv.fit import save_ckpt
+from robotrl.workflows.worldenv.settings import default_config
+from robotrl.workflows.worldenv.world_model import build_model, load_model, train_model
 
 SIZE = 32
 

@@ -148,7 +148,7 @@ def test_refuses_existing_demos_and_missing_file(libero_file, tmp_path):
 
 
 def test_worldenv_reads_converted_demos_with_their_instruction(libero_file, tmp_path):
-    from robotrl.workflows.worldenv.common import load_data
+    from robotrl.workflows.worldenv.data import load_data
 
     path, _ = libero_file
     import_libero(path, tmp_path / "run" / "data" / "expert" / TASK)

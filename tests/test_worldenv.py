@@ -1,9 +1,7 @@
 """World-Env: world-model rollouts, WorldEnv's contract and termination, the reflector, post-training pieces,
-the fidelity statistics, bad-input errors, and (slow) the whole loop from demos to a fidelity report."""
+the fidelity statistics and bad-input errors (the stages' loop and the whole pipeline: test_worldenv_stages.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -13,8 +11,8 @@ from robotrl.envs.world_env import WorldEnv
 from robotrl.rewards.reflector import CLIPReflector, ReflectorReward, build_clip, load_reflector, save_payload
 
 from robotrl.errors import ActionError, CheckpointError, ConfigError, ObservationError
-from robotrl.workflows.worldenv.common import TrivialActor
 from robotrl.workflows.worldenv.fidelity import correlations
+from robotrl.workflows.worldenv.policies import TrivialActor
 from robotrl.workflows.worldenv.post_train import imagine, ppo_loss, rloo
 from robotrl.world import fired_steps
 
@@ -165,7 +163,7 @@ def test_trivial_actors_and_their_errors():
 
 def test_world_model_replays_of_recorded_episodes():
     from robotrl.types import Episode
-    from robotrl.workflows.worldenv.train import replay_in_model
+    from robotrl.workflows.worldenv.reflector import replay_in_model
 
     rng = np.random.default_rng(0)
 
@@ -188,7 +186,7 @@ def test_world_model_replays_of_recorded_episodes():
 
 
 def test_action_report_tells_a_model_that_follows_actions_from_one_that_ignores_them():
-    from robotrl.workflows.worldenv.train import action_report
+    from robotrl.workflows.worldenv.world_model import action_report
 
     class Integrator:  # proprio += action; frames brighten with the first action dim; optionally deaf to actions
         context, p_std = 2, torch.ones(4)
@@ -276,7 +274,8 @@ def test_reflector_scores_learns_and_round_trips(tmp_path):
 
 
 def test_bad_checkpoints_are_one_line_errors(tmp_path):
-    from robotrl.workflows.worldenv.common import load_ckpt, load_vla
+    from robotrl.workflows.worldenv.fit import load_ckpt
+    from robotrl.workflows.worldenv.policies import load_vla
 
     with pytest.raises(CheckpointError, match="not found"):
         load_reflector(tmp_path / "missing.pt")
@@ -323,7 +322,7 @@ def test_vla_bc_fits_a_fixed_batch_and_rejects_bad_input():
 
 
 def test_vla_actor_rejects_unknown_instruction():
-    from robotrl.workflows.worldenv.common import VLAActor
+    from robotrl.workflows.worldenv.policies import VLAActor
 
     policy, _, _ = tiny_vla()
     with pytest.raises(ConfigError, match="not one this model was trained on"):
@@ -362,7 +361,7 @@ def test_fidelity_correlations_and_gate_inputs():
 
 
 def test_cli_worldenv_ctrl_c_says_how_to_continue(tmp_path, capsys, monkeypatch):
-    import robotrl.workflows.worldenv.train as stages
+    import robotrl.workflows.worldenv.world_model as stages
     from robotrl.cli import main
 
     def interrupted(out, overrides):
@@ -408,60 +407,6 @@ def test_cli_worldenv_errors_are_one_line(tmp_path, capsys):
     assert max(len(line) for line in out.splitlines()) <= 80, "worldenv --help must fit an 80-column terminal"
 
 
-# ------------------------------------------------------------------------------------------------ end to end
-TINY = ["image_size=32", "max_episode_steps=40", "tasks=[reach]", "device=cpu", "collect.demos_per_task=2",
-        "collect.noisy_per_task=2", "collect.policy_per_task=1", "collect.random_per_task=1", "vla.steps=20",
-        "vla.snapshot_every=10", "vla.batch_size=8", "model.steps=4", "model.batch_size=2", "model.horizon=3",
-        "model.block_channels=[8,16]", "model.hidden=16", "reflector.steps=4", "reflector.batch_size=8",
-        "post_train.iterations=2", "post_train.group=3", "post_train.horizon=6", "eval.episodes=2",
-        "fidelity.episodes=1", "fidelity.noise=[0.0,1.0]", "fidelity.degrade=[0.5]", "fidelity.bootstrap=50"]
-
-
-@pytest.mark.slow
-def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_path, capsys):
-    from robotrl.workflows.worldenv.collect import collect
-    from robotrl.workflows.worldenv.fidelity import fidelity
-    from robotrl.workflows.worldenv.post_train import post_train
-    from robotrl.workflows.worldenv.train import train_model, train_reflector, train_vla
-
-    out = tmp_path / "we"
-    collect(out, TINY)
-    train_vla(out, TINY)
-    lines = collect(out, TINY)
-    assert any(line.startswith("policy/reach: 1 episodes") for line in lines)
-    assert any(line.startswith("random/reach: ") for line in lines)
-    train_model(out, TINY)
-    train_reflector(out, TINY)
-    report = post_train(out, TINY)
-    assert (out / "post" / "policy.pt").is_file() and set(report) >= {"before", "after"}
-    assert {"success", "length", "reflector_length"} <= set(report["after"]["mean"])
-    assert set(report["trivial"]) == {"random", "zero"} and "success" in report["trivial"]["zero"]["mean"]
-    refl = json.loads((out / "reflector" / "report.json").read_text())
-    assert refl["episodes"]["source"] == "imagined" and 1 <= refl["consecutive"] <= 10
-    assert load_reflector(out / "reflector" / "reflector.pt").consecutive == refl["consecutive"]
-    fid = fidelity(out, TINY)
-    saved = json.loads((out / "fidelity" / "report.json").read_text())
-    # snapshot at 10 + final BC (20) + post-trained, at 2 noise levels, the final BC holding still half the time,
-    # + random and zero actions
-    assert len(saved["policies"]) == 3 * 2 + 1 + 2
-    assert [p["policy"] for p in saved["policies"][-3:]] == ["vla/vla.pt+hold0.5", "random", "zero"]
-    assert saved["n_policies"] == 3 * 2 + 1 and saved["with_trivial"]["n_policies"] == 3 * 2 + 1 + 2  # learned only
-    assert saved["status"] == "underpowered"  # 1 episode per task: no verdict
-    # an interrupted gate resumes: rows already measured are kept, the missing one is measured again
-    rows = json.loads((out / "fidelity" / "rows.json").read_text())
-    rows["rows"] = rows["rows"][:-1]
-    (out / "fidelity" / "rows.json").write_text(json.dumps(rows))
-    capsys.readouterr()
-    again = fidelity(out, TINY)
-    assert capsys.readouterr().out.count("already measured") == 3 * 2 + 1 + 1
-    assert again["policies"] == fid["policies"]
-    assert saved["valid"] == fid["valid"] and "pearson" in saved
-    # every stage resumes: a rerun of train-vla finds its state.pt at the last step and changes nothing
-    before = (out / "vla" / "train.csv").read_text()
-    train_vla(out, TINY)
-    assert (out / "vla" / "train.csv").read_text() == before
-
-
 def test_reward_reflector_config_builds_from_a_checkpoint(tmp_path):
     from robotrl.rewards import make_reward
 
@@ -474,33 +419,3 @@ def test_reward_reflector_config_builds_from_a_checkpoint(tmp_path):
     model = make_reward(cfg.reward)
     frames = np.zeros((2, SIZE, SIZE, 3), np.uint8)
     assert model(frames).shape == (2,)
-
-
-def test_stage_training_resumes_exactly_after_an_interrupt(tmp_path):
-    """A stage killed mid-way (Ctrl-C) keeps its last state.pt; the rerun ends with the uninterrupted run's weights."""
-    from robotrl.workflows.worldenv.common import train_loop
-
-    def run(folder, crash_at=None):
-        torch.manual_seed(0)
-        net = torch.nn.Linear(3, 1)
-        opt = torch.optim.Adam(net.parameters(), 1e-2)
-        sampler = np.random.default_rng(0)  # a stage's own batch sampler, made afresh by every run
-
-        def loss_fn(step):
-            if step == crash_at:
-                raise KeyboardInterrupt
-            x = torch.randn(8, 3)  # the global RNG: restored from state.pt on resume
-            x = x * float(sampler.uniform(0.5, 2.0))  # the sampler: restored too
-            return ((net(x) - x.sum(1, keepdim=True)) ** 2).mean(), {}
-
-        train_loop("toy", folder, net, opt, 6, loss_fn, lambda: {}, every=2, generator=sampler)
-        return net
-
-    ref = run(tmp_path / "a")
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", crash_at=5)
-    torch.manual_seed(123)  # a different process state: only state.pt decides what happens next
-    resumed = run(tmp_path / "b")
-    torch.testing.assert_close(resumed.weight, ref.weight)
-    steps = [line.split(",")[0] for line in (tmp_path / "b" / "train.csv").read_text().splitlines()[1:]]
-    assert steps == ["2", "4", "6"]  # no duplicate rows after the resume

@@ -66,9 +66,12 @@ def test_holdout_every_1_names_the_holdout_not_the_horizon(tmp_path, capsys):
     assert "every episode" in err and "horizon" not in err, err
 
 
-def fake_state(path, counter: str = "step", value: int = 200) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": f"{path.parent.name}-state", counter: value, "model": {}, "opt": {}, "rng": {}}, path)
+def fake_state(folder, counter: str = "step", value: int = 200) -> None:
+    """A stage state of ``folder`` at ``counter`` ``value``, as the stage writes it."""
+    from robotrl.workflows.worldenv.fit import save_stage_state
+
+    net = torch.nn.Linear(1, 1)
+    save_stage_state(folder, f"{folder.name}-state", net, torch.optim.SGD(net.parameters(), 0.1), counter, value)
 
 
 @pytest.mark.parametrize("stage, bad, folder, needle", [
@@ -87,9 +90,9 @@ def test_changes_against_what_a_run_already_made_are_refused(tmp_path, capsys, m
         (run / "data" / "expert" / "reach").mkdir(parents=True)
         (run / "data" / "expert" / "reach" / "meta.json").write_text("{}")
     elif folder == "post":
-        fake_state(run / "post" / "state.pt", "iteration", 200)
+        fake_state(run / "post", "iteration", 200)
     else:
-        fake_state(run / folder / "state.pt")
+        fake_state(run / folder)
     err = cli_error(["worldenv", stage, f"out={out}", bad], capsys)
     assert needle in err and "out=DIR" in err, err
     assert (run / "config.yaml").read_text() == saved
@@ -97,7 +100,7 @@ def test_changes_against_what_a_run_already_made_are_refused(tmp_path, capsys, m
 
 def test_train_loop_refuses_a_state_past_the_requested_steps(tmp_path):
     from robotrl.errors import CheckpointError
-    from robotrl.workflows.worldenv.common import train_loop
+    from robotrl.workflows.worldenv.fit import fit
 
     net = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(net.parameters(), 0.1)
@@ -105,9 +108,9 @@ def test_train_loop_refuses_a_state_past_the_requested_steps(tmp_path):
     def loss_fn(step):
         return net(torch.ones(1, 2)).sum(), {}
 
-    train_loop("toy", tmp_path, net, opt, 4, loss_fn, lambda: {}, every=2)
+    fit("toy", tmp_path, net, opt, 4, lambda s: [loss_fn(s)], clip=1.0, every=2)
     with pytest.raises(CheckpointError, match="step 4.*toy steps=2"):
-        train_loop("toy", tmp_path, net, opt, 2, loss_fn, lambda: {}, every=2)
+        fit("toy", tmp_path, net, opt, 2, lambda s: [loss_fn(s)], clip=1.0, every=2)
 
 
 def test_reflector_missing_weights_names_worldenv_keys(tmp_path, capsys):
@@ -118,7 +121,7 @@ def test_reflector_missing_weights_names_worldenv_keys(tmp_path, capsys):
 
 
 def test_model_console_line_says_whether_frames_follow_the_actions():
-    from robotrl.workflows.worldenv.train import action_line
+    from robotrl.workflows.worldenv.world_model import action_line
 
     def report(frames):
         return {"n": 12, "horizon": 30, "frame_mse": dict(zip(("recorded", "other_episode", "zero"), frames,
@@ -154,7 +157,7 @@ def test_collect_prints_each_collection_as_it_finishes(tmp_path, capsys, monkeyp
 
 def test_worldenv_help_describes_every_key(capsys):
     """Every key of configs/worldenv/default.yaml is listed as ``key=default`` with a description under it."""
-    from robotrl.workflows.worldenv.common import default_config
+    from robotrl.workflows.worldenv.settings import default_config
 
     with pytest.raises(SystemExit):
         main(["worldenv", "--help"])
@@ -178,7 +181,7 @@ def test_world_env_passes_checkers_with_warnings_as_errors():
     from robotrl.envs.world_env import WorldEnv
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    from robotrl.workflows.worldenv.common import default_config
+    from robotrl.workflows.worldenv.settings import default_config
 
     size = int(default_config().image_size)
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from robotrl.workflows.worldenv.common import default_config
+from robotrl.workflows.worldenv.settings import default_config
 
 # the learned policies' simulator success in the published runs (docs/results/worldenv/longer_model/seed*/
 # fidelity_report.json: BC snapshots at 200 / 400 steps, final BC, post-trained, action noise 0 and 1.0; 12 episodes)

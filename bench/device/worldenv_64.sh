@@ -91,7 +91,7 @@ SNAP_PID=$!
 # ------------------------------------------------------------------------------------------------ stages
 # stage SEED RUN NAME CAP_S [key=value ...]: one `robotrl worldenv` stage, ended at CAP_S or at the deadline,
 # whichever is first, by SIGTERM (not SIGINT: background jobs of a script start with SIGINT ignored); what the stage
-# saved before (state.pt, fidelity rows) stays. Timing in RUN/timing.txt.
+# saved before (its checkpoints/, fidelity rows) stays. Timing in RUN/timing.txt.
 stage() {
   local seed=$1 run=$2 name=$3 cap=$(( $4 * CAP_X )); shift 4
   local left=$(( DEADLINE - $(now) ))
@@ -127,7 +127,7 @@ train_model() {
     t0=$(now)
     stage "$seed" "$run" train-model $(( MODEL_END - t0 + 30 )) model.steps="$target"
     rc=$?
-    if [ $rc -ne 0 ]; then  # stopped at its cap: finish with the steps saved so far (state.pt every 25 steps)
+    if [ $rc -ne 0 ]; then  # stopped at its cap: finish with the steps saved so far (a checkpoint every 25 steps)
       got=$(last_model_step "$run")
       if (( got > cur )) && stage "$seed" "$run" train-model 90 model.steps="$got"; then
         cur=$got

@@ -36,7 +36,8 @@ def check_imports() -> dict[str, str]:
 def check_render() -> str:
     import numpy as np
 
-    from robotrl.workflows.worldenv.common import default_config, make_sim
+    from robotrl.workflows.worldenv.data import make_sim
+    from robotrl.workflows.worldenv.settings import default_config
 
     cfg = default_config()
     cfg.image_size = 64
@@ -57,7 +58,7 @@ def check_device(name: str) -> str:
     from robotrl.agents.video_world_model import VideoWorldModel
 
     from robotrl.open_clip_loader import build_clip
-    from robotrl.workflows.worldenv.common import clip_cfg, default_config
+    from robotrl.workflows.worldenv.settings import clip_cfg, default_config
 
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -1,7 +1,7 @@
 """The World-Env settings a later stage would trip over, checked by ``load_config`` before any of them is saved to
 ``config.yaml`` (a bad value kept there would fail every following command): types and ranges, and changes
-against what the run directory already holds (collected episodes, a checkpoint of another shape, a ``state.pt``
-past the requested steps)."""
+against what the run directory already holds (collected episodes, a checkpoint of another shape, a stage state
+past the requested steps), judged against the settings that folder recorded (``<folder>/config.yaml``)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ FLOATS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "reflector.imagined": (0, 1, True, True), "post_train.clip_eps": (0, None, False, False),
     "post_train.lr": (0, None, False, False), "post_train.bc_weight": (0, None, True, False),
     "fidelity.min_r": (-1, 1, False, True),
+    **{f"{s}.grad_clip": (0, None, True, False) for s in ("vla", "model", "reflector", "post_train")},
 }
 LISTS: dict[str, tuple[float, float, bool, bool]] = {"fidelity.noise": (0, math.inf, True, False),
                                                     "fidelity.degrade": (0, 1, True, False)}
@@ -88,7 +89,8 @@ def check_numbers(cfg: Any) -> None:
 
 def check_config(cfg: Any) -> None:
     """The settings' types and ranges, then the ones named after choices (consecutive, trivial, dynamics)."""
-    from robotrl.workflows.worldenv.common import DYNAMICS, TrivialActor
+    from robotrl.workflows.worldenv.policies import TrivialActor
+    from robotrl.workflows.worldenv.settings import DYNAMICS
 
     check_numbers(cfg)
     r = cfg.reflector
@@ -101,56 +103,51 @@ def check_config(cfg: Any) -> None:
             raise ConfigError(f"{key}={bad}, expected trivial policies among {list(TrivialActor.KINDS)}")
     if cfg.model.get("dynamics", "latent") not in DYNAMICS:
         raise ConfigError(f"model.dynamics={cfg.model.dynamics!r}, expected one of {list(DYNAMICS)}")
+    for task in cfg.tasks:  # the VLA and the reflector read it: an empty one fails them only stages later
+        text = cfg.instructions[task]
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"instructions.{task}={text!r}, expected the task's instruction (a non-empty text)")
 
 
-# what a run directory already holds -> the settings it was made with (a change would mix or misfit)
+# what a run directory already holds (its folder, files that mark it made) -> the settings it was made with
 FROZEN: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("the episodes collected under {out}/data", ("data/*/*/meta.json",),
-     ("image_size", "max_episode_steps", "action_repeat", "camera")),
-    ("{out}/vla", ("vla/state.pt", "vla/vla.pt"), ("vla.chunk", "vla.hidden", "clip.model_name", "clip.model_cfg")),
-    ("{out}/model", ("model/state.pt", "model/model.pt"),
+    ("data", ("data/*/*/meta.json",), ("image_size", "max_episode_steps", "action_repeat", "camera")),
+    ("vla", ("vla/checkpoints/*", "vla/vla.pt"), ("vla.chunk", "vla.hidden", "clip.model_name", "clip.model_cfg")),
+    ("model", ("model/checkpoints/*", "model/model.pt"),
      ("model.dynamics", "model.context", "model.latent_channels", "model.block_channels", "model.hidden")),
-    ("{out}/reflector", ("reflector/state.pt", "reflector/reflector.pt"),
+    ("reflector", ("reflector/checkpoints/*", "reflector/reflector.pt"),
      ("reflector.hidden", "reflector.finetune_visual", "clip.model_name", "clip.model_cfg")),
 )
-# the step counter of each stage's state.pt and the setting that ends the stage
+# the step counter of each stage's state and the setting that ends the stage
 COUNTERS = (("vla.steps", "vla", "step"), ("model.steps", "model", "step"), ("reflector.steps", "reflector", "step"),
             ("post_train.iterations", "post", "iteration"))
 
 
-def check_against_run(out: Path, before: Any, after: Any) -> None:
-    """Refuse a changed setting that what ``out`` holds was made with (``before``: the run's saved settings), and a
-    step count below a stage's ``state.pt``: both used to fail later with a traceback or silently mix runs."""
+def check_against_run(out: Path, saved: Any, after: Any) -> None:
+    """Refuse a changed setting that what ``out`` holds was made with (the settings its folder recorded, else
+    ``saved``: the run's carried ones), and a step count below a stage's state: both used to fail later with a
+    traceback or silently mix runs."""
     from omegaconf import OmegaConf
+
+    from robotrl.workflows.worldenv.fit import stage_counter
+    from robotrl.workflows.worldenv.settings import recorded_settings
 
     def plain(v: Any) -> Any:
         return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
 
-    for what, marks, keys in FROZEN:
-        if not any(any(out.glob(m)) for m in marks):
+    for folder, marks, keys in FROZEN:
+        before = recorded_settings(out, folder) or saved
+        if before is None or not any(any(out.glob(m)) for m in marks):
             continue
         for key in keys:
             old, new = plain(_get(before, key)), plain(_get(after, key))
             if old != new:
-                folder = what.format(out=out)
-                raise ConfigError(f"{key}={new!r} differs from {old!r}, with which {folder} was made; set it back, "
-                                  f"or use a new out=DIR (or delete {folder.split(' under ')[-1]})")
+                where = f"the episodes collected under {out / folder}" if folder == "data" else str(out / folder)
+                raise ConfigError(f"{key}={new!r} differs from {old!r}, with which {where} was made; set it back, "
+                                  f"or use a new out=DIR (or delete {out / folder})")
     for key, folder, counter in COUNTERS:
-        new, old = _get(after, key), _get(before, key)
-        state = out / folder / "state.pt"
-        if new < old and state.is_file():
-            done = _counter(state, counter)
-            if done is not None and done > new:
-                raise ConfigError(f"{key}={new}, but {state} is already at {counter} {done}; expected >= {done} "
-                                  f"(the stage continues from there) or a new out=DIR")
-
-
-def _counter(path: Path, counter: str) -> int | None:
-    """The step (or iteration) a stage's ``state.pt`` was saved at; None when it cannot be read (the stage's own
-    loader reports that)."""
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)[counter])
-    except Exception:  # unreadable or foreign: load_ckpt says so with its own one-line error
-        return None
+        done = stage_counter(out / folder, counter)
+        new = _get(after, key)
+        if done is not None and done > new:
+            raise ConfigError(f"{key}={new}, but {out / folder} is already at {counter} {done}; expected >= {done} "
+                              f"(the stage continues from there) or a new out=DIR")

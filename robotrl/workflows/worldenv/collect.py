@@ -25,15 +25,9 @@ from robotrl.atomic import atomic_write_text
 from robotrl.demos import FORMAT_VERSION, episode_file, save_episode
 from robotrl.errors import ConfigError
 from robotrl.heartbeat import Heartbeat
-from robotrl.workflows.worldenv.common import (
-    TrivialActor,
-    VLAActor,
-    load_config,
-    load_vla,
-    make_sim,
-    setup_torch,
-    sim_rollout,
-)
+from robotrl.workflows.worldenv.data import make_sim, sim_rollout
+from robotrl.workflows.worldenv.policies import TrivialActor, VLAActor, load_vla
+from robotrl.workflows.worldenv.settings import load_config, record_settings, setup_torch
 
 
 def _meta(env: Any, task: str, instruction: str, kind: str, seeds: list[int], episodes: list[Any]) -> dict[str, Any]:
@@ -87,8 +81,9 @@ def collect(out: str | Path, overrides: list[str] = ()) -> list[str]:
     from robotrl.envs.metaworld import PROPRIO_INDEX
 
     out = Path(out)
-    cfg = load_config(out, overrides)
+    cfg = load_config(out, overrides, "collect")
     device = setup_torch(cfg)
+    record_settings(cfg, out, "collect")
     c, lines = cfg.collect, []
     total = len(cfg.tasks) * (1 + sum(bool(c[k]) for k in ("noisy_per_task", "random_per_task", "policy_per_task")))
 

@@ -32,19 +32,13 @@ import numpy as np
 
 from robotrl.atomic import atomic_write
 from robotrl.heartbeat import Heartbeat
-from robotrl.workflows.worldenv.common import (
-    TrivialActor,
-    VLAActor,
-    load_config,
-    load_vla,
-    make_sim,
-    setup_torch,
-    sim_rollout,
-    write_json,
-)
+from robotrl.workflows.worldenv.data import make_sim, sim_rollout
+from robotrl.workflows.worldenv.fit import write_json
 from robotrl.workflows.worldenv.gate import agreement, correlations, noise_ceiling, verdict
+from robotrl.workflows.worldenv.policies import TrivialActor, VLAActor, load_vla
 from robotrl.workflows.worldenv.post_train import initial_states
-from robotrl.workflows.worldenv.train import load_model
+from robotrl.workflows.worldenv.settings import load_config, record_settings, setup_torch
+from robotrl.workflows.worldenv.world_model import load_model
 
 FIDELITY_SEED = 3_000_000
 ROWS_VERSION = 2  # rows.json from before per-episode outcomes are measured again
@@ -105,7 +99,7 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     from robotrl.rewards.reflector import load_reflector
 
     out = Path(out)
-    cfg = load_config(out, overrides)
+    cfg = load_config(out, overrides, "fidelity")
     device = setup_torch(cfg)
     f = cfg.fidelity
     model = load_model(out / "model" / "model.pt", device)
@@ -116,7 +110,7 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     horizon = int(cfg.max_episode_steps) // int(cfg.action_repeat)
     # rows measured by an interrupted run with the same model, reflector and settings are kept (resume)
     rows_path = out / "fidelity" / "rows.json"
-    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    record_settings(cfg, out, "fidelity")  # creates fidelity/ too
     key = {"model": file_digest(out / "model" / "model.pt"), "reflector": file_digest(out / "reflector" /
            "reflector.pt"), "episodes": n, "tasks": list(cfg.tasks), "max_episode_steps": int(cfg.max_episode_steps),
            "version": ROWS_VERSION}

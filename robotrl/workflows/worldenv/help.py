@@ -11,9 +11,9 @@ from robotrl.overrides import config_dir
 
 STAGES = {  # stage -> (module, function, one line about it)
     "collect": ("collect", "collect", "demos, noisy demos, random actions, VLA rollouts"),
-    "train-vla": ("train", "train_vla", "behaviour-clone the VLA on the demos of all tasks"),
-    "train-model": ("train", "train_model", "the action-conditioned latent video world model"),
-    "train-reflector": ("train", "train_reflector", "the CLIP success judge (real + model frames)"),
+    "train-vla": ("vla", "train_vla", "behaviour-clone the VLA on the demos of all tasks"),
+    "train-model": ("world_model", "train_model", "the action-conditioned latent video world model"),
+    "train-reflector": ("reflector", "train_reflector", "the CLIP success judge (real + model frames)"),
     "post-train": ("post_train", "post_train", "RL of the VLA in WorldEnv; sim eval before/after"),
     "fidelity": ("fidelity", "fidelity", "WorldEnv vs simulator success; the powered r >= 0.8 gate"),
 }
@@ -61,7 +61,7 @@ def _entry(key: str, value: str, doc: str) -> list[str]:
 
 def worldenv_help() -> str:
     """The help text, every line within 80 columns."""
-    from robotrl.workflows.worldenv.common import default_config
+    from robotrl.workflows.worldenv.settings import default_config
 
     cfg = default_config()
     docs = key_docs((config_dir() / "worldenv" / "default.yaml").read_text())
@@ -77,8 +77,9 @@ def worldenv_help() -> str:
             keys += _entry(key, _fmt(value), docs.get(key, ""))
     stages = [f"  {name:<17}{about}" for name, (_, _, about) in STAGES.items()]
     about = textwrap.fill(
-        "World-Env (arXiv 2509.24948) at toy scale: every stage reads and writes under out=DIR, keeps the settings "
-        "in DIR/config.yaml (later stages reuse them) and resumes from its checkpoint when run again. Order: "
+        "World-Env (arXiv 2509.24948) at toy scale: every stage reads and writes under out=DIR, carries the settings "
+        "in DIR/config.yaml (later stages reuse them), records the ones it ran with in its own folder's "
+        "config.yaml (e.g. DIR/vla/config.yaml) and resumes from its checkpoint when run again. Order: "
         "collect, train-vla, collect (adds the VLA's rollouts), train-model, train-reflector, post-train, "
         "fidelity.", 80)
     return "\n".join([

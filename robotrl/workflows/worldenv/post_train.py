@@ -4,8 +4,8 @@ World-Env's recipe at toy scale: per initial state ``post_train.group`` imagined
 model), the reflector's score as reward and its threshold as termination; the return of a rollout is its highest
 reflector score (continuous, so an all-fail or all-success group still has a signal); leave-one-out (RLOO)
 advantages; PPO's clipped ratio (``clip_eps`` 0.1) under the policy's Laplace distribution; plus a behaviour-cloning
-anchor on the demos (``bc_weight``), our proxy for a KL to the BC policy. One checkpoint per iteration
-(``post/state.pt``), so a rerun resumes. The result, ``post/policy.pt``, is evaluated in the simulator against the BC
+anchor on the demos (``bc_weight``), our proxy for a KL to the BC policy. A checkpoint per iteration
+(``post/checkpoints/``): a rerun resumes. The result, ``post/policy.pt``, is evaluated in the simulator against the BC
 policy on fixed seeds (``post/report.json``): success, success at the final step (no success termination), and the
 episode length with the simulator's success termination and with the reflector's.
 """
@@ -13,34 +13,20 @@ episode length with the simulator's success termination and with the reflector's
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from robotrl.errors import CheckpointError
 from robotrl.heartbeat import Heartbeat
-from robotrl.workflows.worldenv.common import (
-    TrivialActor,
-    VLAActor,
-    append_csv,
-    load_ckpt,
-    load_config,
-    load_data,
-    load_vla,
-    make_sim,
-    plot_csv,
-    resume_state,
-    save_ckpt,
-    save_state,
-    score_frames,
-    setup_torch,
-    sim_rollout,
-    write_json,
-)
-from robotrl.workflows.worldenv.train import bc_batch, load_model
+from robotrl.workflows.worldenv.data import load_data, make_sim, sim_rollout
+from robotrl.workflows.worldenv.fit import fit, load_ckpt, save_ckpt, write_json
+from robotrl.workflows.worldenv.policies import TrivialActor, VLAActor, load_vla, score_frames
+from robotrl.workflows.worldenv.settings import load_config, record_settings, setup_torch
+from robotrl.workflows.worldenv.vla import bc_batch
+from robotrl.workflows.worldenv.world_model import load_model
 from robotrl.world import fired_steps, success_streak, termination_rule
 
 TRAIN_SEED = 2_000_000  # initial states for post-training; evaluation uses eval.eval_seed + i (disjoint)
@@ -171,7 +157,7 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     from robotrl.rewards.reflector import load_reflector
 
     out = Path(out)
-    cfg = load_config(out, overrides)
+    cfg = load_config(out, overrides, "post-train")
     device = setup_torch(cfg)
     pt = cfg.post_train
     policy, text = load_vla(out / "vla" / "vla.pt", device)
@@ -185,18 +171,12 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     # the Laplace scale head trains at its own rate (World-Env: heads 1e-5, LoRA 1e-4), a shared lr here
     opt = torch.optim.Adam(policy.parameters(), lr=float(pt.lr))
     folder = out / "post"
-    folder.mkdir(parents=True, exist_ok=True)
-    state_path, log = folder / "state.pt", folder / "train.csv"
     rng = np.random.default_rng(int(cfg.seed))
-    start = resume_state("post", state_path, log, policy, opt, "iteration", rng)
-    if start > int(pt.iterations):
-        raise CheckpointError(f"post-train: {state_path} is at iteration {start}, past post_train.iterations="
-                              f"{pt.iterations}; expected iterations >= {start} or a new out=DIR")
-    if start:
-        print(f"post-train: resuming at iteration {start}/{pt.iterations}")
     G = int(pt.group)
-    beat = Heartbeat("post-train")
-    for it in range(start + 1, int(pt.iterations) + 1):
+
+    def iteration(it: int) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
+        """One RL iteration: ``group`` imagined rollouts from each of ``starts_per_iter`` initial states, then
+        ``epochs`` gradient steps of PPO + the BC anchor on them."""
         picks = [(cfg.tasks[int(rng.integers(len(cfg.tasks)))], int(rng.integers(n_starts)))
                  for _ in range(int(pt.starts_per_iter))]
         frames0 = np.concatenate([np.repeat(starts[t][0][j][None], G, 0) for t, j in picks])
@@ -205,22 +185,19 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
         text_b = torch.stack([text[i] for i in instrs]).to(device)
         rec = imagine(policy, model, reflector, text_b, instrs, frames0, prop0, int(pt.horizon))
         adv = torch.as_tensor(rloo(rec["best"], G), device=device)
+        row = {"world_success": float(rec["success"].mean()), "world_best_score": float(rec["best"].mean()),
+               "world_length": float(rec["length"].mean())}
         for _ in range(int(pt.epochs)):
             rl = ppo_loss(policy, rec, text_b, adv, float(pt.clip_eps))
             bc = policy.bc_loss(*bc_batch(demos, text, policy.chunk, 32, rng, device))
-            loss = rl + float(pt.bc_weight) * bc
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            opt.step()
-        row = {"iteration": it, "world_success": float(rec["success"].mean()),
-               "world_best_score": float(rec["best"].mean()), "world_length": float(rec["length"].mean()),
-               "ppo_loss": rl.item(), "bc_loss": bc.item(), "log_scale": policy.log_scale.mean().item()}
-        append_csv(log, row)
-        beat.tick(lambda r=row: " ".join(f"{k}={v:.4g}" for k, v in r.items()))
-        save_state("post", state_path, policy, opt, "iteration", it, rng)
-    if log.is_file():
-        plot_csv(log, "iteration", ["world_success", "world_best_score"], folder / "curve.png")
+            row.update(ppo_loss=rl.item(), bc_loss=bc.item())
+            yield rl + float(pt.bc_weight) * bc, row
+        row["log_scale"] = policy.log_scale.mean().item()  # after the last step: fit asks for more, then logs row
+
+    record_settings(cfg, out, "post-train")
+    fit("post", folder, policy, opt, int(pt.iterations), iteration, clip=float(pt.grad_clip), counter="iteration",
+        every=1, setting="post_train.iterations", log_loss=False, generator=rng,
+        plot=["world_success", "world_best_score"])
     payload = load_ckpt(out / "vla" / "vla.pt", "vla")
     payload.update(model=policy.state_dict(), post_trained=True)
     save_ckpt(folder / "policy.pt", payload)

@@ -1,0 +1,81 @@
+"""The World-Env data: the simulator at the World-Env settings, rollouts in it one action chunk at a time, and the
+collected episodes (``out/data/<kind>/<task>/`` in the demo format, the task's instruction in ``meta.json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robotrl.demos import _load_meta, load_demos
+from robotrl.errors import ConfigError
+from robotrl.types import Episode
+
+KINDS = ("expert", "noisy", "policy", "random")  # data/<kind>/<task>/ in the demo format, "instruction" in meta.json
+
+
+def env_cfg(cfg: Any, task: str) -> Any:
+    """The Meta-World env config of ``task`` at the World-Env settings (one frame, pixels + full state)."""
+    from robotrl.overrides import compose_config
+
+    over = [f"env=metaworld/{task}", f"env.image_size={cfg.image_size}", "env.frame_stack=1",
+            f"env.action_repeat={cfg.action_repeat}", "env.obs_type=pixels_state",
+            f"env.max_episode_steps={cfg.max_episode_steps}"]
+    if cfg.camera:
+        over.append(f"env.camera={cfg.camera}")
+    return compose_config(over).env
+
+
+def make_sim(cfg: Any, task: str, seed: int) -> Any:
+    from robotrl.envs import make_env
+
+    return make_env(env_cfg(cfg, task), seed)
+
+
+def load_data(root: Path, kinds: Sequence[str] = KINDS, tasks: Sequence[str] | None = None,
+              ) -> list[tuple[str, str, Episode, np.ndarray]]:
+    """(task, instruction, episode, proprio_index) for every episode collected under ``root/data``."""
+    out = []
+    for kind in kinds:
+        for folder in sorted((root / "data" / kind).glob("*")):
+            if not (folder / "meta.json").is_file():
+                continue  # a collection interrupted before its meta.json: not data yet
+            meta = _load_meta(folder)
+            if tasks is not None and meta["task"] not in tasks:
+                continue
+            pidx = np.asarray(meta["proprio_index"], np.int64)
+            out.extend((meta["task"], meta["instruction"], ep, pidx) for ep in load_demos(folder))
+    if not out:
+        raise ConfigError(f"{root / 'data'}: no collected episodes of kinds {list(kinds)}; run "
+                          f"`robotrl worldenv collect out={root}` first")
+    return out
+
+
+def sim_rollout(env: Any, act_chunk: Callable[[dict[str, np.ndarray]], np.ndarray], seed: int,
+                stop: Callable[[np.ndarray], bool] | None = None) -> tuple[Episode, bool]:
+    """One episode in a contract env, acting one chunk at a time; (episode, stopped by ``stop``).
+
+    ``stop(frame uint8 [H, W, 3]) -> bool`` ends the episode early (a reflector's termination)."""
+    obs, _ = env.reset(seed=seed)
+    pixels, states, actions, rewards, terms, successes = [obs["pixels"][-3:]], [obs["state"]], [], [], [], []
+    done = stopped = False
+    while not done:
+        for action in act_chunk(obs):
+            obs, reward, terminated, truncated, info = env.step(action)
+            pixels.append(obs["pixels"][-3:])
+            states.append(obs["state"])
+            actions.append(action)
+            rewards.append(reward)
+            terms.append(terminated)
+            successes.append(bool(info.get("success", False)))
+            done = terminated or truncated
+            if not done and stop is not None and stop(obs["pixels"][-3:].transpose(1, 2, 0)):
+                done = stopped = True
+            if done:
+                break
+    ep = Episode(obs={"pixels": np.stack(pixels), "state": np.stack(states).astype(np.float32)},
+                 action=np.stack(actions).astype(np.float32), reward=np.asarray(rewards, np.float32),
+                 terminated=np.asarray(terms, bool), success=np.asarray(successes, bool))
+    return ep, stopped
