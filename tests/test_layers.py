@@ -46,9 +46,6 @@ CYCLE_ALLOWED: dict[tuple[str, str], str] = {
     ("robotrl.workflows.train", "robotrl.workflows.sb3_train"): "Trainer.__new__ picks SB3Trainer",
     ("robotrl.workflows.train", "robotrl.workflows.ray_collector"): "Trainer.__new__ picks RayTrainer",
     ("robotrl.workflows.train", "robotrl.workflows.vector_train"): "Trainer.__new__ picks VectorTrainer",
-    # load_config runs the checks, and the checks read the choices (DYNAMICS, TrivialActor) that common.py defines;
-    # World-Env's move to hydra configs (issue 26 item 2) replaces this loader.
-    ("robotrl.workflows.worldenv.common", "robotrl.workflows.worldenv.checks"): "World-Env's own config loader",
 }
 
 
