@@ -6,6 +6,7 @@ past the requested steps), judged against the settings that folder recorded (``<
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ FLOATS: dict[str, tuple[float | None, float | None, bool, bool]] = {
 LISTS: dict[str, tuple[float, float, bool, bool]] = {"fidelity.noise": (0, math.inf, True, False),
                                                     "fidelity.degrade": (0, 1, True, False)}
 
+
+DYNAMICS = ("latent", "diffusion")  # model.dynamics: the world models train-model can build
+TRIVIAL_KINDS = ("random", "zero")  # the trivial policies beside every World-Env success number (TrivialActor)
 
 def _get(cfg: Any, key: str) -> Any:
     node = cfg
@@ -89,18 +93,15 @@ def check_numbers(cfg: Any) -> None:
 
 def check_config(cfg: Any) -> None:
     """The settings' types and ranges, then the ones named after choices (consecutive, trivial, dynamics)."""
-    from robotrl.workflows.worldenv.policies import TrivialActor
-    from robotrl.workflows.worldenv.settings import DYNAMICS
-
     check_numbers(cfg)
     r = cfg.reflector
     if str(r.consecutive) != "auto" and not (str(r.consecutive).isdigit() and int(r.consecutive) >= 1):
         raise ConfigError(f"reflector.consecutive={r.consecutive!r}, expected auto or frames in a row >= 1")
     for key in ("eval.trivial", "fidelity.trivial"):
         section, name = key.split(".")
-        bad = [k for k in cfg[section][name] if k not in TrivialActor.KINDS]
+        bad = [k for k in cfg[section][name] if k not in TRIVIAL_KINDS]
         if bad:
-            raise ConfigError(f"{key}={bad}, expected trivial policies among {list(TrivialActor.KINDS)}")
+            raise ConfigError(f"{key}={bad}, expected trivial policies among {list(TRIVIAL_KINDS)}")
     if cfg.model.get("dynamics", "latent") not in DYNAMICS:
         raise ConfigError(f"model.dynamics={cfg.model.dynamics!r}, expected one of {list(DYNAMICS)}")
     for task in cfg.tasks:  # the VLA and the reflector read it: an empty one fails them only stages later
@@ -123,20 +124,20 @@ COUNTERS = (("vla.steps", "vla", "step"), ("model.steps", "model", "step"), ("re
             ("post_train.iterations", "post", "iteration"))
 
 
-def check_against_run(out: Path, saved: Any, after: Any) -> None:
+def check_against_run(out: Path, saved: Any, after: Any, recorded: Callable[[Path, str], Any]) -> None:
     """Refuse a changed setting that what ``out`` holds was made with (the settings its folder recorded, else
     ``saved``: the run's carried ones), and a step count below a stage's state: both used to fail later with a
-    traceback or silently mix runs."""
+    traceback or silently mix runs. ``recorded(out, folder)``: what a folder recorded (``settings.recorded_settings``,
+    handed in: it composes through ``settings``, which imports this module)."""
     from omegaconf import OmegaConf
 
     from robotrl.workflows.worldenv.fit import stage_counter
-    from robotrl.workflows.worldenv.settings import recorded_settings
 
     def plain(v: Any) -> Any:
         return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
 
     for folder, marks, keys in FROZEN:
-        before = recorded_settings(out, folder) or saved
+        before = recorded(out, folder) or saved
         if before is None or not any(any(out.glob(m)) for m in marks):
             continue
         for key in keys:

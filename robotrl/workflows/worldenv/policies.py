@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from robotrl.errors import ConfigError
+from robotrl.workflows.worldenv.checks import TRIVIAL_KINDS
 from robotrl.workflows.worldenv.fit import load_ckpt
 from robotrl.workflows.worldenv.settings import clip_cfg
 
@@ -89,7 +90,7 @@ class TrivialActor:
     """The baselines beside every World-Env success number: ``random`` (uniform actions in [-1, 1], seeded) or
     ``zero`` (the arm holds still), one chunk of ``chunk`` actions per call like a VLA."""
 
-    KINDS = ("random", "zero")
+    KINDS = TRIVIAL_KINDS
 
     def __init__(self, kind: str, action_dim: int, chunk: int, seed: int = 0):
         if kind not in self.KINDS:

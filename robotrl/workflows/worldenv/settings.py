@@ -17,10 +17,10 @@ import torch
 from robotrl.atomic import atomic_write_text
 from robotrl.config import resolve_device
 from robotrl.errors import ConfigError
+from robotrl.workflows.worldenv.checks import DYNAMICS  # noqa: F401  (re-exported: the stages import it from here)
 from robotrl.world import MT10
 
 CONFIG = "worldenv/default"  # the hydra config every stage composes
-DYNAMICS = ("latent", "diffusion")  # model.dynamics: the world models train-model can build
 # stage -> the folder it writes under out/ (its config.yaml goes there)
 FOLDERS = {"collect": "data", "train-vla": "vla", "train-model": "model", "train-reflector": "reflector",
            "post-train": "post", "fidelity": "fidelity"}
@@ -102,7 +102,7 @@ def load_config(out: Path, overrides: Sequence[str] = (), stage: str | None = No
                           f"instruction in `instructions` ({', '.join(cfg.instructions)}) or mt10")
     check_config(cfg)
     check_runtime(cfg, stage)
-    check_against_run(out, before, cfg)
+    check_against_run(out, before, cfg, recorded_settings)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
     return cfg
