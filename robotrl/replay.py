@@ -86,7 +86,7 @@ class ReplayBuffer:
         self.check_stack = bool(check_stack)
         self.storage_dir = None if storage_dir is None else Path(storage_dir)
         self._action_space = gym.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
-        self._rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.rng = np.random.Generator(np.random.PCG64(self.seed))  # public: sampling draws; state in state_dict()
         self._arrays = self._allocate()
         self._head = 0  # absolute index of the next slot to write
         self._in_episode = False  # an episode is being written step by step (add_first was called)
@@ -316,7 +316,7 @@ class ReplayBuffer:
         chosen: list[np.ndarray] = []
         need = batch_size
         for _ in range(_MAX_REJECTION_ROUNDS):
-            cand = self._rng.integers(low, high, size=need)
+            cand = self.rng.integers(low, high, size=need)
             cand = cand[self._valid(cand, horizon, valid_reward)]
             chosen.append(cand)
             need -= cand.size
@@ -328,7 +328,7 @@ class ReplayBuffer:
             raise ValueError(
                 f"replay has no episode segment with {horizon} steps to sample (len={len(self)})"
             )
-        chosen.append(every[self._rng.integers(0, every.size, size=need)])
+        chosen.append(every[self.rng.integers(0, every.size, size=need)])
         return np.concatenate(chosen)
 
     def _nstep(self, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -447,7 +447,7 @@ class ReplayBuffer:
             "head": self._head,
             "in_episode": self._in_episode,
             "num_actions": self._num_actions,
-            "rng": self._rng.bit_generator.state,
+            "rng": self.rng.bit_generator.state,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -482,7 +482,7 @@ class ReplayBuffer:
         self._num_actions = int(state["num_actions"])
         filled_arrays = self._filled()
         self._num_invalid = int(np.count_nonzero(filled_arrays["has_action"] & filled_arrays["reward_invalid"]))
-        self._rng.bit_generator.state = state["rng"]
+        self.rng.bit_generator.state = state["rng"]
 
     def save(self, path: str | Path) -> None:
         """Write an .npz atomically (temp file in the same dir, fsync, os.replace); no pickle involved."""

@@ -104,7 +104,10 @@ class PolicySpec:
 def robot_config(robot: str, spec: PolicySpec, hz: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """``configs/robot/<robot>.yaml`` + ``robot.key=value`` overrides; ``robot=sim`` renders the policy's scene,
     cameras and image size unless overridden; ``hz`` sets ``limits.control_hz`` (the rate monitor's nominal)."""
-    base = {"task": spec.task, "cameras": list(spec.cameras), "image_size": spec.image_size} if robot == "sim" else None
+    from robotrl.hardware import robot_class
+
+    scene = robot_class(robot).renders_env_scene  # robot=sim: the policy's own Meta-World scene
+    base = {"task": spec.task, "cameras": list(spec.cameras), "image_size": spec.image_size} if scene else None
     cfg = load_robot_config(robot, overrides, base)
     if hz is not None:
         cfg.setdefault("limits", {})["control_hz"] = hz

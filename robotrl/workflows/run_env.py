@@ -98,12 +98,16 @@ def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any
 def robot_config_for_env(robot_cfg: Any, env_spec: Any) -> dict[str, Any]:
     """The robot config with what the env settings fix: ``robot=sim`` shows the env's task through its camera(s) at
     its image size and resets its scene at every home."""
+    from robotrl.envs import suite_info
+    from robotrl.hardware import robot_class
+
     robot = config_dict(robot_cfg, "robot config")
-    if robot.get("name") == "sim":
+    if robot_class(robot.get("name")).renders_env_scene:
         if env_spec.suite != "metaworld":
             raise ConfigError(f"robot=sim is a Meta-World scene; env={env_spec.name} is not (use env=metaworld/<task>)")
         camera = env_spec.camera
-        cameras = list(camera) if isinstance(camera, tuple) else ["corner2" if camera is None else camera]
+        cameras = list(camera) if isinstance(camera, tuple) else [suite_info(env_spec.suite).default_camera
+                                                                   if camera is None else camera]
         robot.update(task=env_spec.task, cameras=cameras, image_size=env_spec.image_size, reset_scene=True)
     return robot
 
@@ -162,7 +166,7 @@ def check_robot_reward(cfg: Any) -> None:
     from robotrl.rewards import is_env_reward
 
     name = OmegaConf.select(cfg, "robot.name")
-    if is_env_reward(cfg.get("reward")) and not hasattr(robot_class(name), "ground_truth"):
+    if is_env_reward(cfg.get("reward")) and not robot_class(name).gives_reward:
         raise ConfigError(f"robot={name} gives no reward (only robot=sim's simulator does); choose a reward model, "
                           f"e.g. reward=success_classifier reward.demos=DIR or reward=kagi")
 
