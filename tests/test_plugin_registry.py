@@ -59,3 +59,18 @@ def test_importing_the_plugin_packages_changes_nothing():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "None"]
+
+
+def test_composing_registers_the_resolvers_it_needs():
+    """run_tag was registered only as a side effect of importing robotrl.config; the composers register it now."""
+    from omegaconf import OmegaConf
+
+    from robotrl.overrides import compose_config
+
+    OmegaConf.clear_resolver("run_tag")
+    try:
+        assert compose_config(["reward=clip"]).run_dir.endswith("/drqv2-clip/seed1")
+    finally:
+        from robotrl.config import register_resolvers
+
+        register_resolvers()
