@@ -9,6 +9,7 @@ with. Every random draw uses the generator handed in, in a fixed order, so plans
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,22 @@ def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
     when n < parts)."""
     bounds = [round(i * n / parts) for i in range(parts + 1)]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def warm_start(prev_mean: torch.Tensor | None, horizon: int, action_dim: int, device: torch.device) -> torch.Tensor:
+    """The initial mean (H, A): the previous plan's mean shifted by one step (only the overlap if the horizon
+    changed), zeros where there is none."""
+    mean = torch.zeros(horizon, action_dim, device=device)
+    if prev_mean is not None:
+        k = min(horizon, prev_mean.shape[0]) - 1
+        mean[:k] = prev_mean[1:k + 1]
+    return mean
+
+
+def bf16_copy(model: WorldModel) -> WorldModel:
+    """A bf16 copy of the world model for planning (``plan_bf16``), made outside any inference mode."""
+    with torch.inference_mode(False):
+        return deepcopy(model).to(torch.bfloat16).eval()
 
 
 def policy_rollouts(m: WorldModel, z: torch.Tensor, actions: torch.Tensor, num_trajs: int,

@@ -28,7 +28,6 @@ Differences from the reference, none of which changes the algorithm:
 
 from __future__ import annotations
 
-from copy import deepcopy as copy_module
 from functools import partial
 from typing import Any
 
@@ -46,7 +45,7 @@ from robotrl.types import Capabilities, Metrics, Obs, Trajectories
 
 from . import tdmpc2_math as tm
 from .dormant import DormantStats, world_model_dormant_stats
-from .mppi import MPPISettings, estimate_value, mppi, policy_rollouts
+from .mppi import MPPISettings, bf16_copy, estimate_value, mppi, policy_rollouts, warm_start
 from .nets import check_compiler
 from .world_model import WorldModel, model_dims
 
@@ -263,13 +262,9 @@ class TDMPC2Agent:
     def _planning_model(self) -> WorldModel:
         """The model MPPI rolls out: the world model itself, or with ``plan_bf16`` a bf16 copy refreshed after
         every update (one ~10 MB copy per env step at model size 5, far cheaper than the plan)."""
-        if not self.plan_bf16:
-            return self.model
-        if self._plan_copy is None or self._plan_copy[0] != self._num_updates:
-            with torch.inference_mode(False):
-                copy = copy_module(self.model).to(torch.bfloat16).eval()
-            self._plan_copy = (self._num_updates, copy)
-        return self._plan_copy[1]
+        if self.plan_bf16 and (self._plan_copy is None or self._plan_copy[0] != self._num_updates):
+            self._plan_copy = (self._num_updates, bf16_copy(self.model))
+        return self._plan_copy[1] if self.plan_bf16 else self.model
 
     def _estimate_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Discounted H-step model return of each action sequence plus the bootstrap Q (tdmpc2.py)."""
@@ -290,10 +285,7 @@ class TDMPC2Agent:
         z = z.to(torch.bfloat16 if self.plan_bf16 else torch.float32)
         actions = torch.empty(H, S, A, device=dev, dtype=z.dtype)
         policy_rollouts(m, z, actions, P, g)
-        mean = torch.zeros(H, A, device=dev)
-        if self._prev_mean is not None:  # shifted by one step; the overlap only if the horizon changed
-            k = min(H, self._prev_mean.shape[0]) - 1
-            mean[:k] = self._prev_mean[1:k + 1]
+        mean = warm_start(self._prev_mean, H, A, dev)
         noise = torch.empty(H, S - P, A, device=dev)
 
         def sample(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
