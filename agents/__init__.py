@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from robotrl.errors import ConfigError, RobotRLError
-from robotrl.types import Agent
+from robotrl.types import NO_CAPABILITIES, Agent, Capabilities, capabilities_of
 
 
 def agent_config(agent_cfg: DictConfig | dict, env_name: str | None = None) -> dict[str, Any]:
@@ -32,16 +32,22 @@ def agent_config(agent_cfg: DictConfig | dict, env_name: str | None = None) -> d
     return cfg
 
 
-SB3_TARGET = "robotrl.agents.sb3.SB3Agent"
-
-
-def is_sb3_agent(agent_cfg: Any) -> bool:
-    """True for a Stable-Baselines3 agent config (``agent=sb3_sac|sb3_ppo``): SB3 runs its own learning loop, so
-    the trainer hands the run to ``robotrl.workflows.sb3_train.SB3Trainer`` (checked without importing SB3)."""
-    if agent_cfg is None:
-        return False
+def agent_class(agent_cfg: Any) -> type:
+    """The class ``agent_cfg._target_`` names (imports its module only: SB3 for ``agent=sb3_*``, nothing else)."""
     target = agent_cfg.get("_target_") if isinstance(agent_cfg, dict | DictConfig) else None
-    return target == SB3_TARGET
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"agent config has _target_={target!r}, expected the agent class's dotted path "
+                          f"(e.g. robotrl.agents.drqv2.DrQV2Agent)")
+    try:
+        return hydra.utils.get_class(target)
+    except Exception as e:  # hydra's message spans several lines
+        raise ConfigError(f"agent._target_={target!r} cannot be imported: {' '.join(str(e).split())}"[:300]) from None
+
+
+def agent_capabilities(agent_cfg: Any) -> Capabilities:
+    """What the agent of ``agent_cfg`` declares it can do (:class:`robotrl.types.Capabilities`), read from its class
+    before anything is built: whether SB3 owns the loop, which demos to make, whether it can act on a batch."""
+    return NO_CAPABILITIES if agent_cfg is None else capabilities_of(agent_class(agent_cfg))
 
 
 def make_agent(agent_cfg: DictConfig | dict, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box,

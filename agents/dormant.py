@@ -128,3 +128,25 @@ def shrink_and_perturb(module: nn.Module, factor: float, generator: torch.Genera
         m.weight.mul_(factor).add_(fresh, alpha=1.0 - factor)
         if m.bias is not None:
             m.bias.mul_(factor)  # + (1 - factor) * 0, the fresh bias
+
+
+@torch.no_grad()
+def world_model_dormant_stats(m: nn.Module, z: torch.Tensor, tau: float) -> tuple[DormantStats, DormantStats]:
+    """TD-MPC2's (policy priors, Q ensemble) tau-dormant ratios on latents ``z`` (..., L) of world model ``m``
+    (:class:`robotrl.agents.world_model.WorldModel`): one no-grad forward of every prior, then of every Q member on
+    (z, the first prior's mean action). Uses no random draw.
+
+    Layers are measured after their LayerNorm + Mish (hidden) or as output logits (last layer), as for DrQ-v2.
+    """
+    nets, parts, head = m.pi_nets(), [], None
+    for k, net in enumerate(nets):
+        layers = [(name, layer) for name, layer in net.named_modules() if isinstance(layer, nn.Linear)]
+        out: dict[str, torch.Tensor] = {}
+        parts.append((str(k) if len(nets) > 1 else "",
+                      layers_dormant_ratio(layers, lambda net=net, out=out: out.setdefault("y", net(z)), tau)))
+        head = out["y"] if head is None else head
+    action = torch.tanh(head.chunk(2, dim=-1)[0])
+    record: list[torch.Tensor] = []
+    m._Qs(torch.cat([z, action], dim=-1), record=record)
+    q_scores = [(f"layer{i}", h.abs().mean(dim=1)) for i, h in enumerate(record)]  # (num_q, neurons) each
+    return merge_stats(parts), stats_from_scores(q_scores, tau)

@@ -31,7 +31,7 @@ from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.types import Batch, Metrics, Obs
+from robotrl.types import Batch, Capabilities, Metrics, Obs
 
 from .dormant import dormant_ratio
 from .nets import ObsEncoder, TruncatedNormal, schedule, weight_init
@@ -99,6 +99,7 @@ class DrQV2Agent:
     """
 
     agent_name = NAME
+    capabilities = Capabilities(batched_acting=True, own_generator=True)
     checked_config: tuple[str, ...] = ("feature_dim", "hidden_dim", "critic_dropout")  # must match to load
 
     def __init__(

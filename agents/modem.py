@@ -5,9 +5,9 @@ MoDem accelerates a visual model-based agent with a few demonstrations in three 
 
 1. **policy pretraining**: behaviour cloning of the policy prior *and the encoder* on the demos' (obs, action)
    pairs -- MSE between the policy's mean action and the demo action on random-shifted pixels, ``bc_steps``
-   Adam steps (reference: 2 x demos x episode length) of ``batch_size`` demo samples. Here it runs lazily in the
-   agent's first ``act`` or ``update`` call (the trainer's first evaluation or first training step), so the
-   trainer is unchanged.
+   Adam steps (reference: 2 x demos x episode length) of ``batch_size`` demo samples. It runs in
+   :meth:`ModemAgent.pretrain`, which the trainer calls once with the demos it read, before training (a resumed run
+   only hands them back).
 2. **seeding**: until the first ``update`` (the trainer's ``seed_frames``; reference 5000 agent steps) the agent
    acts with the BC policy (mean + truncated Gaussian noise ``bc_noise_std``, clipped at ``bc_noise_clip``, the
    reference's ``pi(z, min_std)``) instead of uniformly at random; the trainer stores those transitions.
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 from copy import deepcopy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +61,22 @@ from robotrl.contract import PROPRIO_OBS_TYPES, check_obs
 from robotrl.demos import META
 from robotrl.demos import load_demos as load_demo_dir
 from robotrl.distributed import all_reduce_gradients
-from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
+from robotrl.errors import CheckpointError, ConfigError, DemoFormatError, RobotRLError
 from robotrl.heartbeat import Heartbeat
 from robotrl.mixed_replay import MixedReplay
 from robotrl.replay import ReplayBuffer
 from robotrl.types import Episode, Metrics, Obs
 
+from .mppi import mppi
 from .nets import schedule
 from .tdmpc2 import TDMPC2Agent
 from .world_model import WorldModel
 
 
 class ModemAgent(TDMPC2Agent):
-    """MoDem on TD-MPC2 (see the module docstring); ``exploration_centering``, ``agency_handover`` and
-    ``ensemble_value`` turn it into MoDem-V2. Every TD-MPC2 hyperparameter is accepted unchanged.
+    """MoDem on TD-MPC2 (see the module docstring); ``exploration_centering``, ``agency_handover``,
+    ``ensemble_value`` and ``num_pi`` > 1 turn it into MoDem-V2 (``configs/agent/modem_v2.yaml`` sets them, and
+    ``agent_name="modem_v2"``, its checkpoint tag). Every TD-MPC2 hyperparameter is accepted unchanged.
 
     Demos: ``demos`` is a directory in the robotrl demo format (:mod:`robotrl.demos`). With ``demos=null`` the
     agent reads ``demo_cache``, where the training workflow (:func:`robotrl.workflows.demos.ensure_demos`) has
@@ -82,6 +85,7 @@ class ModemAgent(TDMPC2Agent):
     """
 
     agent_name = "modem"
+    capabilities = replace(TDMPC2Agent.capabilities, learns_from_demos=True)
     # The MoDem-V2 switches change what the checkpointed networks mean: loading across them is refused.
     checked_config = TDMPC2Agent.checked_config + ("exploration_centering", "agency_handover", "ensemble_value")
 
@@ -111,9 +115,11 @@ class ModemAgent(TDMPC2Agent):
         value_mean_coef: float = 1.0,
         value_std_coef: float = -10.0,
         plan_horizon_schedule: str | float | None = None,
+        agent_name: str = "modem",
         **tdmpc2: Any,
     ):
         super().__init__(observation_space, action_space, device, **tdmpc2)
+        self.agent_name = str(agent_name)  # the checkpoint tag: "modem_v2" from configs/agent/modem_v2.yaml
         self._seed = None if tdmpc2.get("seed") is None else int(tdmpc2["seed"])
         self.demos_path = None if demos is None else str(demos)
         self.num_demos, self.demo_seed = int(num_demos), int(demo_seed)
@@ -145,6 +151,7 @@ class ModemAgent(TDMPC2Agent):
             raise ConfigError("ensemble_value with value_std_coef != 0 needs num_q >= 2")
         self.config.update(exploration_centering=self.exploration_centering, agency_handover=self.agency_handover,
                            ensemble_value=self.ensemble_value, num_demos=self.num_demos)
+        self.demos: list[Episode] | None = None  # handed to pretrain() by the workflow
         self.demo_replay: ReplayBuffer | None = None
         self.extra_demos: list[Episode] = []  # added during training (a person's interventions on the arm)
         self._pending_demo_rng: dict[str, Any] | None = None
@@ -229,15 +236,19 @@ class ModemAgent(TDMPC2Agent):
         observation format (single frames, as the replay stores them)."""
         if not episodes:
             return
-        old = self._ensure_demos()
+        if self.demo_replay is not None:
+            self._pending_demo_rng, self.demo_replay = self.demo_replay.rng.bit_generator.state, None
         self.extra_demos.extend(episodes)
-        self.demo_replay = None
-        self._pending_demo_rng = old._rng.bit_generator.state
-        self._ensure_demos()
+        if self.demos is not None:
+            self._demo_buffer()
 
-    def _ensure_demos(self) -> ReplayBuffer:
+    def _demo_buffer(self) -> ReplayBuffer:
+        """The demo replay: the demos :meth:`pretrain` was handed plus :meth:`add_demos`' (built on first use)."""
         if self.demo_replay is None:
-            episodes = self.load_demos() + self.extra_demos
+            if self.demos is None:
+                raise RobotRLError(f"agent={self.agent_name} has no demos: call pretrain(demos) before it learns "
+                                   "(robotrl train does: robotrl.workflows.demos.pretrain_on_demos)")
+            episodes = self.demos + self.extra_demos
             capacity = sum(len(ep.action) + 1 for ep in episodes) + 1
             buf = ReplayBuffer(capacity, self.observation_space, self.action_dim, self.frame_stack,
                                nstep=self.replay_nstep, discount=self.replay_discount,
@@ -246,30 +257,40 @@ class ModemAgent(TDMPC2Agent):
             for ep in episodes:
                 buf.add_episode(ep)
             if self._pending_demo_rng is not None:
-                buf._rng.bit_generator.state = self._pending_demo_rng
-                self._pending_demo_rng = None
+                buf.rng.bit_generator.state, self._pending_demo_rng = self._pending_demo_rng, None
             self.demo_replay = buf
         return self.demo_replay
 
     def mixed_replay(self, replay: ReplayBuffer) -> MixedReplay:
         """The trainer's replay with the demos mixed in at ``demo_schedule``."""
-        demos = self._ensure_demos()
+        demos = self._demo_buffer()
         if replay.frame_stack != demos.frame_stack:
             raise ConfigError(f"agent frame_stack={demos.frame_stack} != the replay's {replay.frame_stack}; set "
                               "agent.frame_stack to env.frame_stack (configs/agent/modem.yaml interpolates it)")
         return MixedReplay(replay, demos, self.demo_ratio)
 
     # ------------------------------------------------------------------ phase 1: behaviour cloning
-    def _ensure_pretrained(self) -> None:
+    def pretrain(self, demos: list[Episode]) -> Metrics:
+        """Phase 1, once before training: keep ``demos`` (:meth:`load_demos`' episodes, which the workflow reads)
+        as the demo buffer and behaviour-clone on them, unless a restored checkpoint says that already ran (then
+        the demos are only handed back). Returns the BC metrics."""
+        if self.demo_replay is not None:  # handed again: the buffer's sampling RNG carries on
+            self._pending_demo_rng, self.demo_replay = self.demo_replay.rng.bit_generator.state, None
+        self.demos = list(demos)
+        self._demo_buffer()
+        return self.bc_metrics if self.bc_done else self.pretrain_bc()
+
+    def _check_pretrained(self) -> None:
         if not self.bc_done:
-            self.pretrain_bc()
+            raise RobotRLError(f"agent={self.agent_name} acts and learns after its BC phase: call pretrain(demos) "
+                               "first (robotrl train does) or load a checkpoint")
 
     def pretrain_bc(self) -> Metrics:
         """Phase 1: behaviour cloning of encoder + policy prior on the demos (modem algorithm/tdmpc.py::init_bc).
 
         Adam (``bc_lr``) on encoder and policy parameters, MSE between the policy's mean action on random-shifted
         obs and the demo action, gradients clipped at ``grad_clip_norm``. Returns the first/last losses."""
-        demos = self._ensure_demos()
+        demos = self._demo_buffer()
         steps = self.bc_steps if self.bc_steps is not None else 2 * len(demos)
         m = self.model
         params = [*m.encoder_parameters(), *m._pi.parameters()]
@@ -320,7 +341,7 @@ class ModemAgent(TDMPC2Agent):
     def act(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
         """BC policy in the seed phase (phase 2); afterwards the planner, or with agency handover the frozen BC
         policy with probability ``1 - handover_prob(step)``."""
-        self._ensure_pretrained()
+        self._check_pretrained()
         if not eval_mode and self._num_updates == 0:
             check_obs(obs, self.observation_space)
             return self.bc_action(obs, eval_mode)
@@ -349,24 +370,17 @@ class ModemAgent(TDMPC2Agent):
                 _z = m.next(_z, info["mean"])
         low = (prior - self.centering_bound).clamp(-1, 1)[:, None]
         high = (prior + self.centering_bound).clamp(-1, 1)[:, None]
-        mean, std = prior.clone(), torch.full((H, A), self.centering_std, device=dev)
-        z = z.expand(S, -1)
         noise = torch.empty(H, S, A, device=dev)
-        for _ in range(self.iterations):
+
+        def sample(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
             noise.normal_(generator=g)
             actions = torch.maximum(torch.minimum(mean[:, None] + std[:, None] * noise, high), low)
             actions[:, 0] = prior  # the prior itself is always a candidate
-            value = self._estimate_value(z, actions.to(dtype)).nan_to_num(0).squeeze(1)
-            elite_value, elite_idx = torch.topk(value, self.num_elites, dim=0)
-            elite_actions = actions[:, elite_idx]
-            score = torch.softmax(self.temperature * elite_value, dim=0)
-            mean = (score[None, :, None] * elite_actions).sum(1)
-            std = (score[None, :, None] * (elite_actions - mean[:, None]) ** 2).sum(1).sqrt()
-            std = std.clamp(self.min_std, self.max_std)
-        idx = torch.multinomial(score, 1, generator=g)
-        a = elite_actions[0, idx[0]]
-        if not eval_mode:
-            a = a + std[0] * torch.randn(A, device=dev, generator=g)
+            return actions
+
+        z = z.expand(S, -1)
+        a, mean = mppi(sample, lambda actions: self._estimate_value(z, actions.to(dtype)), prior.clone(),
+                       torch.full((H, A), self.centering_std, device=dev), self.mppi_settings, g, eval_mode)
         self._prev_mean = mean.clone()
         return torch.maximum(torch.minimum(a, high[0, 0]), low[0, 0])
 
@@ -387,7 +401,7 @@ class ModemAgent(TDMPC2Agent):
     # ------------------------------------------------------------------ learning (phase 3)
     def update(self, replay: Any, step: int) -> Metrics:
         """TD-MPC2 updates on batches with ``round(demo_ratio * batch_size)`` demo sub-trajectories."""
-        self._ensure_pretrained()
+        self._check_pretrained()
         mixed = self.mixed_replay(replay)
         n = self._updates_now(step)
         burst = n > 1
@@ -407,7 +421,7 @@ class ModemAgent(TDMPC2Agent):
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        rng = self.demo_replay._rng.bit_generator.state if self.demo_replay is not None else self._pending_demo_rng
+        rng = self.demo_replay.rng.bit_generator.state if self.demo_replay is not None else self._pending_demo_rng
         state.update(bc_done=self.bc_done, bc_metrics=dict(self.bc_metrics),
                      demo_rng=None if rng is None else json.dumps(rng),
                      bc_model=None if self.bc_model is None else self.bc_model.state_dict())
@@ -421,7 +435,7 @@ class ModemAgent(TDMPC2Agent):
             rng = state.get("demo_rng")
             rng = None if rng is None else json.loads(rng)
             if self.demo_replay is not None and rng is not None:
-                self.demo_replay._rng.bit_generator.state = rng
+                self.demo_replay.rng.bit_generator.state = rng
             else:
                 self._pending_demo_rng = rng
             if state.get("bc_model") is not None:
@@ -434,17 +448,4 @@ class ModemAgent(TDMPC2Agent):
                                   f"{' '.join(str(e).split())[:300]}") from None
 
 
-class ModemV2Agent(ModemAgent):
-    """MoDem-V2: :class:`ModemAgent` with exploration centering, agency handover, the conservative ensemble
-    value and an actor ensemble of ``num_pi=5`` on by default (each can be switched off for ablations)."""
-
-    agent_name = "modem_v2"
-
-    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box, device: str,
-                 exploration_centering: bool = True, agency_handover: bool = True, ensemble_value: bool = True,
-                 num_pi: int = 5, **kwargs: Any):
-        super().__init__(observation_space, action_space, device, exploration_centering=exploration_centering,
-                         agency_handover=agency_handover, ensemble_value=ensemble_value, num_pi=num_pi, **kwargs)
-
-
-__all__ = ["ModemAgent", "ModemV2Agent"]
+__all__ = ["ModemAgent"]

@@ -8,7 +8,9 @@ Numerics follow DrQ-v2 (Yarats et al., 2021); the implementations are our own an
 from __future__ import annotations
 
 import math
+import os
 import re
+import shutil
 
 import gymnasium as gym
 import torch
@@ -140,3 +142,11 @@ class TruncatedNormal(torch.distributions.Normal):
         if clip is not None:
             noise = noise.clamp(-clip, clip)
         return self._clamp(self.loc + noise)
+
+
+def check_compiler(device: torch.device) -> None:
+    """``compile=true`` on CPU needs a C++ compiler for inductor's kernels: fail now, not at the first update."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++")
+                                        if c):
+        raise ConfigError("agent.compile=true needs a C++ compiler (g++, c++ or clang++ on PATH, or CXX) for "
+                          "torch.compile on CPU; install one or set agent.compile=false")

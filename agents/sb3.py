@@ -58,6 +58,7 @@ from torch import nn
 
 from robotrl.checkpoint import check_agent_state
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.types import Capabilities
 
 from .sb3_buffers import FlaggedDictReplayBuffer, FlaggedDictRolloutBuffer
 from .sb3_dormant import DormantCallback
@@ -184,6 +185,8 @@ class SB3Agent:
     is built on the spaces alone, with a one-transition replay buffer: enough to load a checkpoint and act
     (``robotrl eval``). Every other keyword is an argument of the SB3 algorithm (``learning_rate``, ...).
     """
+
+    capabilities = Capabilities(owns_loop=True)  # SB3's learn() runs the loop (robotrl.workflows.sb3_train)
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box, device: str,
                  algorithm: str, cnn: str = "nature", cnn_features_dim: int = 256,

@@ -28,47 +28,30 @@ Differences from the reference, none of which changes the algorithm:
 
 from __future__ import annotations
 
-import os
-from copy import deepcopy as copy_module
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.distributed import all_gather_cat, all_reduce_gradients
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.types import Metrics, Obs, Trajectories
+from robotrl.types import Capabilities, Metrics, Obs, Trajectories
 
 from . import tdmpc2_math as tm
-from .dormant import DormantStats, layers_dormant_ratio, merge_stats, stats_from_scores
+from .dormant import DormantStats, world_model_dormant_stats
+from .mppi import MPPISettings, bf16_copy, estimate_value, mppi, policy_rollouts, warm_start
+from .nets import check_compiler
 from .world_model import WorldModel, model_dims
 
 NAME = "tdmpc2"
 ARCH_KEYS = ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers", "num_channels", "num_q", "simnorm_dim",
              "num_bins", "episodic", "num_pi", "pixel_views", "obs_fusion")
-
-
-def _check_compiler(device: torch.device) -> None:
-    """``compile=true`` on CPU needs a C++ compiler for inductor's kernels: fail now, not at the first update."""
-    import shutil
-
-    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++")
-                                        if c):
-        raise ConfigError("agent.compile=true needs a C++ compiler (g++, c++ or clang++ on PATH, or CXX) for "
-                          "torch.compile on CPU; install one or set agent.compile=false")
-
-
-def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
-    """[lo, hi) ranges cutting ``n`` items into ``parts`` contiguous shares differing by at most one (empty shares
-    when n < parts)."""
-    bounds = [round(i * n / parts) for i in range(parts + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 class TDMPC2Agent:
@@ -84,7 +67,8 @@ class TDMPC2Agent:
     """
 
     agent_name = NAME
-    supports_distributed = True  # torchrun data parallelism: gradients averaged over ranks (robotrl.distributed)
+    # act_batch plans each env in turn; torchrun data parallelism averages gradients over ranks (robotrl.distributed)
+    capabilities = Capabilities(batched_acting=True, distributed=True, own_generator=True)
     checked_config: tuple[str, ...] = ARCH_KEYS  # must match to load a checkpoint
 
     def __init__(
@@ -186,7 +170,8 @@ class TDMPC2Agent:
         self.discount = (tm.heuristic_discount(int(episode_length), discount_denom, discount_min, discount_max)
                          if episode_length else float(discount))
         self.nstep = int(nstep)
-        self.pretrain, self.aug_pad, self.plan_bf16 = bool(pretrain), int(aug_pad), bool(plan_bf16)
+        # ``pretrain`` (config key): the first update call's burst; the name stays free for MoDem's pretrain(demos)
+        self.update_burst, self.aug_pad, self.plan_bf16 = bool(pretrain), int(aug_pad), bool(plan_bf16)
         self.config: dict[str, Any] = {
             "model_size": model_size, **self.arch, "batch_size": self.batch_size, "horizon": self.horizon,
             "lr": float(lr), "discount": self.discount, "iterations": self.iterations,
@@ -210,7 +195,7 @@ class TDMPC2Agent:
                                 pixel_views=pixel_views).to(self.device)
         self.compile = bool(compile)
         if self.compile:
-            _check_compiler(self.device)
+            check_compiler(self.device)
             self.model.compile_kernels()
         m = self.model
         groups = [{"params": m.encoder_parameters(), "lr": float(lr) * float(enc_lr_scale)},
@@ -269,32 +254,21 @@ class TDMPC2Agent:
         """MPPI's horizon at agent step ``step``: the model's ``horizon`` (a hook for MoDem's schedule)."""
         return self.horizon
 
+    @property
+    def mppi_settings(self) -> MPPISettings:
+        """The elite re-weighting's settings, read from the agent's current hyperparameters."""
+        return MPPISettings(self.iterations, self.num_elites, self.temperature, self.min_std, self.max_std)
+
     def _planning_model(self) -> WorldModel:
         """The model MPPI rolls out: the world model itself, or with ``plan_bf16`` a bf16 copy refreshed after
         every update (one ~10 MB copy per env step at model size 5, far cheaper than the plan)."""
-        if not self.plan_bf16:
-            return self.model
-        if self._plan_copy is None or self._plan_copy[0] != self._num_updates:
-            with torch.inference_mode(False):
-                copy = copy_module(self.model).to(torch.bfloat16).eval()
-            self._plan_copy = (self._num_updates, copy)
-        return self._plan_copy[1]
+        if self.plan_bf16 and (self._plan_copy is None or self._plan_copy[0] != self._num_updates):
+            self._plan_copy = (self._num_updates, bf16_copy(self.model))
+        return self._plan_copy[1] if self.plan_bf16 else self.model
 
     def _estimate_value(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Discounted H-step model return of each action sequence plus the bootstrap Q (tdmpc2.py)."""
-        m = self._planning_model()
-        ret = torch.zeros(z.shape[0], 1, device=z.device)  # float32 returns, whatever the model's dtype
-        discount, alive = 1.0, None
-        for t in range(actions.shape[0]):
-            reward = m.two_hot.decode(m.reward(z, actions[t]).float())
-            z = m.next(z, actions[t])
-            ret = ret + discount * (reward if alive is None else alive * reward)
-            discount *= self.discount
-            if m._termination is not None:
-                done = (m.termination(z) > 0.5).float()
-                alive = 1 - done if alive is None else alive * (1 - done)
-        q = self._terminal_value(m, z)
-        return ret + discount * (q if alive is None else alive * q)
+        return estimate_value(self._planning_model(), z, actions, self.discount, self._terminal_value)
 
     def _terminal_value(self, m: WorldModel, z: torch.Tensor) -> torch.Tensor:
         """Planning's bootstrap value at the end of the horizon: Q of the policy's action, average of two random
@@ -308,39 +282,19 @@ class TDMPC2Agent:
         over ``horizon`` steps (default: the model's). Returns the action (A,); stores the plan's mean."""
         H, S, P, A, g = horizon or self.horizon, self.num_samples, self.num_pi_trajs, self.action_dim, self.generator
         m, dev = self._planning_model(), z.device
-        dtype = torch.bfloat16 if self.plan_bf16 else torch.float32
-        z = z.to(dtype)
-        actions = torch.empty(H, S, A, device=dev, dtype=dtype)
-        for k, (lo, hi) in enumerate(split_evenly(P, m.num_pi)):  # each policy prior rolls out its share
-            if hi == lo:
-                continue
-            _z = z.expand(hi - lo, -1)
-            for t in range(H):
-                a_pi, _ = m.pi(_z, g, member=k)
-                actions[t, lo:hi] = a_pi
-                if t < H - 1:
-                    _z = m.next(_z, a_pi)
-        z = z.expand(S, -1)
-        mean = torch.zeros(H, A, device=dev)
-        std = torch.full((H, A), self.max_std, device=dev)
-        if self._prev_mean is not None:  # shifted by one step; the overlap only if the horizon changed
-            k = min(H, self._prev_mean.shape[0]) - 1
-            mean[:k] = self._prev_mean[1:k + 1]
+        z = z.to(torch.bfloat16 if self.plan_bf16 else torch.float32)
+        actions = torch.empty(H, S, A, device=dev, dtype=z.dtype)
+        policy_rollouts(m, z, actions, P, g)
+        mean = warm_start(self._prev_mean, H, A, dev)
         noise = torch.empty(H, S - P, A, device=dev)
-        for _ in range(self.iterations):
+
+        def sample(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
             noise.normal_(generator=g)
             actions[:, P:] = (mean[:, None] + std[:, None] * noise).clamp_(-1, 1)
-            value = self._estimate_value(z, actions).nan_to_num(0).squeeze(1)
-            elite_value, elite_idx = torch.topk(value, self.num_elites, dim=0)
-            elite_actions = actions[:, elite_idx].float()
-            score = torch.softmax(self.temperature * elite_value, dim=0)  # = exp(T (v - max)) / sum
-            mean = (score[None, :, None] * elite_actions).sum(1)
-            std = (score[None, :, None] * (elite_actions - mean[:, None]) ** 2).sum(1).sqrt()
-            std = std.clamp(self.min_std, self.max_std)
-        idx = torch.multinomial(score, 1, generator=g)
-        a, a_std = elite_actions[0, idx[0]], std[0]
-        if not eval_mode:
-            a = a + a_std * torch.randn(A, device=dev, generator=g)
+            return actions
+
+        a, mean = mppi(sample, partial(self._estimate_value, z.expand(S, -1)), mean,
+                       torch.full((H, A), self.max_std, device=dev), self.mppi_settings, g, eval_mode)
         self._prev_mean = mean.clone()
         return a.clamp(-1, 1)
 
@@ -355,7 +309,7 @@ class TDMPC2Agent:
 
     def _updates_now(self, step: int) -> int:
         """Updates for this ``update`` call: ``step`` on the first call with ``pretrain`` (the burst), else 1."""
-        return max(int(step), 1) if (self.pretrain and self._num_updates == 0) else 1
+        return max(int(step), 1) if (self.update_burst and self._num_updates == 0) else 1
 
     def _prepare(self, traj: Trajectories) -> dict[str, torch.Tensor]:
         """Move a batch to the device; random-shift every pixel frame independently (pad ``aug_pad``)."""
@@ -450,26 +404,9 @@ class TDMPC2Agent:
         return {"pi_loss": float(pi_loss.detach()) / m.num_pi, "pi_grad_norm": pi_grad_norm,
                 "pi_entropy": float(torch.stack(entropies).mean()), "pi_scale": float(self.scale.value)}
 
-    @torch.no_grad()
     def dormant_stats(self, z: torch.Tensor) -> tuple[DormantStats, DormantStats]:
-        """(policy priors, Q ensemble) tau-dormant ratios on latents ``z`` (..., L): one no-grad forward of every
-        prior, then of every Q member on (z, the first prior's mean action). Uses no random draw.
-
-        Layers are measured after their LayerNorm + Mish (hidden) or as output logits (last layer), as for DrQ-v2.
-        """
-        m, tau = self.model, self.dormant_threshold
-        nets, parts, head = m.pi_nets(), [], None
-        for k, net in enumerate(nets):
-            layers = [(name, layer) for name, layer in net.named_modules() if isinstance(layer, nn.Linear)]
-            out: dict[str, torch.Tensor] = {}
-            parts.append((str(k) if len(nets) > 1 else "",
-                          layers_dormant_ratio(layers, lambda net=net, out=out: out.setdefault("y", net(z)), tau)))
-            head = out["y"] if head is None else head
-        action = torch.tanh(head.chunk(2, dim=-1)[0])
-        record: list[torch.Tensor] = []
-        m._Qs(torch.cat([z, action], dim=-1), record=record)
-        q_scores = [(f"layer{i}", h.abs().mean(dim=1)) for i, h in enumerate(record)]  # (num_q, neurons) each
-        return merge_stats(parts), stats_from_scores(q_scores, tau)
+        """(policy priors, Q ensemble) tau-dormant ratios on latents ``z`` (see :func:`world_model_dormant_stats`)."""
+        return world_model_dormant_stats(self.model, z, self.dormant_threshold)
 
     def dormant_metrics(self, z: torch.Tensor) -> Metrics:
         """``actor_dormant_ratio[/<layer>]`` and ``critic_dormant_ratio[/layer<i>]`` (see :meth:`dormant_stats`)."""

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.distributions import Laplace
 
 from robotrl.errors import CheckpointError, ConfigError, ObservationError
+from robotrl.types import Capabilities
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN / STD
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -214,6 +215,8 @@ class VLAAgent:
     ``update`` takes ``updates_per_step`` AdamW steps of L1 chunk regression (batches of ``batch_size`` steps
     drawn uniformly over all tasks' demo steps) until ``bc_steps`` in total (null: no limit), then returns ``{}``.
     """
+
+    capabilities = Capabilities(per_task_demos=True)  # demos per task, made before it is built
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Box, device: str,
                  clip: dict[str, Any], obs_type: str = "pixels", task: str | None = None, tasks: Any = None,

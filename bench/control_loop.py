@@ -55,7 +55,12 @@ def make_policy(name: str) -> tuple[Any, Any]:
     from robotrl.envs import make_env
 
     env = make_env(ENV_CFG, 0)
-    cfg = yaml.safe_load((ROOT / f"configs/agent/{name}.yaml").read_text())
+    from omegaconf import OmegaConf
+
+    from robotrl.overrides import compose_config
+
+    # the agent yaml as hydra composes it (its defaults list included), interpolations left for the line below
+    cfg = OmegaConf.to_container(compose_config([f"agent={name}"]).agent, resolve=False)
     if "stddev_schedule" in cfg:
         cfg["stddev_schedule"] = "linear(1.0,0.1,500000)"  # the reach task's (an interpolation in the yaml)
     torch.manual_seed(0)

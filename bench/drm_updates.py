@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from robotrl.agents.drm import DrMAgent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,8 +35,17 @@ DRM_KEYS = ("dormant_threshold", "target_dormant_ratio", "dormant_temp", "pertur
             "expectile_exploitation", "expectile", "target_lambda", "lambda_temp", "lambda_schedule")
 
 
+def composed_agent(name: str) -> dict:
+    """``configs/agent/<name>.yaml`` as hydra composes it (defaults lists included), unresolved."""
+    from omegaconf import OmegaConf
+
+    from robotrl.overrides import compose_config
+
+    return OmegaConf.to_container(compose_config([f"agent={name}"]).agent, resolve=False)
+
+
 def make_drm(batch: int, size: int) -> DrMAgent:
-    cfg = yaml.safe_load((ROOT / "configs" / "agent" / "drm.yaml").read_text())
+    cfg = composed_agent("drm")  # drm.yaml with its defaults list (the DrQ-v2 part) composed
     ref = make_ours(batch, size)  # for the spaces
     return DrMAgent(ref.observation_space, ref.action_space, "cpu", batch_size=batch, nstep=3, discount=0.99, seed=0,
                     **HPARAMS, **{k: cfg[k] for k in DRM_KEYS})
@@ -52,7 +60,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=84)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    diag_every = yaml.safe_load((ROOT / "configs" / "agent" / "drqv2.yaml").read_text())["dormant_every"]
+    diag_every = composed_agent("drqv2")["dormant_every"]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}")
     print(f"== batch {args.batch}, 9x{args.size}x{args.size}; drqv2.yaml dormant_every={diag_every}")
 

@@ -6,35 +6,70 @@ observations are ``{"pixels": uint8 (3*views*frame_stack, S, S), "state": float3
 actions are float32 in [-1, 1], rewards are summed over ``action_repeat`` and time limits are ``truncated``.
 ``max_episode_steps`` counts simulator steps (as the suites do); the agent sees ceil(max / action_repeat).
 
-Suites are dispatched through the explicit ``_SUITES`` table with lazy imports, so building a dm-control
-env never imports Meta-World and vice versa.  ``MUJOCO_GL`` defaults to ``egl`` inside ``make_env`` (not at
-package import), before mujoco or dm_control are imported.
+Suites register in the ``SUITES`` table: each :class:`Suite` names its module (imported only when that suite is
+used, so building a dm-control env never imports Meta-World and vice versa; the module's ``build(spec, seed)``
+makes the base env and ``task_names()`` lists its tasks) and declares what workflows ask about it (proprioception,
+fixed-length episodes, its default camera). Importing this package does nothing else: ``MUJOCO_GL`` defaults to
+``egl`` and triton is loaded before any GL driver inside ``ensure_gl`` (``make_env``, task lists), before mujoco
+or dm_control are imported.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from robotrl.envs.rendering import preload_triton
 
 from robotrl.config import config_dict
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
+from robotrl.registry import load_entry
 
-# Any path to dm_control/metaworld goes through this package: load triton's LLVM before a GL driver can load
-# Mesa's (the other order segfaults; see preload_triton).
-preload_triton()
 
-SUITE_NAMES = ("dmc", "metaworld", "gym")  # the suites of list_envs(); their packages are always installed
-OPTIONAL_SUITES = ("libero",)  # `pip install 'robotrl[libero]'`; tasks are `<benchmark>/<task>` (env=libero)
-PROPRIO_SUITES = ("metaworld", "libero")  # suites whose base env defines ``proprio_index`` (the robot's own entries)
-PROPRIO_ONLY_SUITES = ("libero",)  # suites whose state is only proprioception (no obs_type state/pixels_state)
+@dataclass(frozen=True)
+class Suite:
+    """An env suite's registration: ``module`` (``build(spec, seed) -> (base env, info)``, ``task_names()``) and
+    what it declares: ``listed`` (its tasks are in :func:`list_envs`: the package is always installed; LIBERO is an
+    extra whose tasks are ``<benchmark>/<task>``), ``proprio`` (the base env defines ``proprio_index``),
+    ``proprio_only`` (its state is the robot's proprioception only), ``fixed_length`` (every episode runs to the
+    time limit: data-parallel ranks update in step), ``default_camera`` (``env.camera=null``; None: per task)."""
+
+    module: str
+    listed: bool = True
+    proprio: bool = False
+    proprio_only: bool = False
+    fixed_length: bool = True
+    default_camera: str | None = None
+
+
+SUITES: dict[str, Suite] = {
+    "dmc": Suite("robotrl.envs.dmc"),
+    "metaworld": Suite("robotrl.envs.metaworld", proprio=True, default_camera="corner2"),
+    "gym": Suite("robotrl.envs.gym_mujoco", fixed_length=False),  # MuJoCo robots fall: episodes end early
+    "libero": Suite("robotrl.envs.libero", listed=False, proprio=True, proprio_only=True,
+                    default_camera="agentview"),
+}
+SUITE_NAMES = tuple(name for name, s in SUITES.items() if s.listed)  # the suites of list_envs()
+OPTIONAL_SUITES = tuple(name for name, s in SUITES.items() if not s.listed)  # `pip install 'robotrl[libero]'`
+PROPRIO_SUITES = tuple(name for name, s in SUITES.items() if s.proprio)
+PROPRIO_ONLY_SUITES = tuple(name for name, s in SUITES.items() if s.proprio_only)
+
+
+def suite_info(name: str) -> Suite:
+    """What suite ``name`` declares (see :class:`Suite`); ConfigError for an unknown suite."""
+    if name not in SUITES:
+        raise ConfigError(f"unknown env suite {name!r}; valid suites: {list(SUITES)}")
+    return SUITES[name]
+
+
+def fixed_length_episodes(env_cfg: Any) -> bool:
+    """Whether every episode of the env ``env_cfg`` names runs to its time limit (``Suite.fixed_length``)."""
+    return suite_info(parse_env_cfg(env_cfg).suite).fixed_length
 
 # DrQ-v2 (cfgs/task/{easy,medium,hard}.yaml and the per-task files); every other dm-control task is medium.
 _DRQV2_EASY = frozenset(
@@ -79,33 +114,12 @@ class EnvSpec:
 
 
 # ---------------------------------------------------------------------------------------------- task lists
-def _dmc_tasks() -> list[str]:
-    from robotrl.envs.dmc import task_table
-
-    return sorted(task_table())
-
-
-def _metaworld_tasks() -> list[str]:
-    from robotrl.envs.metaworld import task_names
-
-    return task_names()
-
-
-def _gym_tasks() -> list[str]:
-    from robotrl.envs.gym_mujoco import GYM_IDS
-
-    return sorted(GYM_IDS)
-
-
-_TASKS: dict[str, Callable[[], list[str]]] = {"dmc": _dmc_tasks, "metaworld": _metaworld_tasks, "gym": _gym_tasks}
-
-
 def _task_list(suite: str) -> list[str]:
-    """Valid tasks of ``suite``; sets up GL first because listing imports dm_control/mujoco."""
+    """Valid tasks of a listed ``suite``; sets up GL first because listing imports dm_control/mujoco."""
     from robotrl.envs.rendering import ensure_gl
 
     ensure_gl()
-    return _TASKS[suite]()
+    return load_entry(f"{SUITES[suite].module}:task_names")()
 
 
 def list_envs() -> list[str]:
@@ -138,7 +152,7 @@ def _suite_and_task(cfg: dict[str, Any]) -> tuple[str, str]:
             raise ConfigError(f"env name {name!r} must look like '<suite>/<task>', suites: "
                               f"{list(SUITE_NAMES + OPTIONAL_SUITES)}")
         suite, task = str(name).split("/", 1) if suite is None else (suite, str(name).split("/", 1)[1])
-    if suite not in _TASKS:
+    if suite not in SUITE_NAMES:
         raise ConfigError(f"unknown env suite {suite!r}; valid suites: {list(SUITE_NAMES + OPTIONAL_SUITES)}")
     task = str(task).removesuffix("-v3") if suite == "metaworld" else str(task)
     valid = _task_list(suite)
@@ -199,63 +213,7 @@ def parse_env_cfg(cfg: Any) -> EnvSpec:
     )
 
 
-# ------------------------------------------------------------------------------------------- base envs
-def _make_dmc(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
-    from importlib.metadata import version
-
-    from robotrl.envs.dmc import DMCEnv
-
-    env = DMCEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size)
-    return env, {"dm_control_version": version("dm-control")}
-
-
-def _make_metaworld(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
-    from robotrl.envs import metaworld as mw
-
-    env = mw.MetaWorldEnv(
-        spec.task,
-        seed,
-        camera=spec.camera,
-        max_episode_steps=spec.max_episode_steps,
-        video_size=spec.video_size,
-        image_size=spec.image_size,
-        fast_render=spec.fast_render,
-        reward_function_version=spec.reward_function_version,
-    )
-    extra = {
-        **mw.versions(spec.reward_function_version),
-        "env_name": f"{spec.task}-v3",
-        "fast_render": spec.fast_render,
-        "task_sampling": mw.TASK_SAMPLING,
-    }
-    return env, extra
-
-
-def _make_gym(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
-    from robotrl.envs.gym_mujoco import GYM_IDS, GymMujocoEnv
-
-    env = GymMujocoEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size)
-    return env, {"gym_id": GYM_IDS[spec.task], "gymnasium_version": gym.__version__}
-
-
-def _make_libero(spec: EnvSpec, seed: int) -> tuple[gym.Env, dict[str, Any]]:
-    from robotrl.envs.libero import LiberoEnv, load_libero
-
-    api = load_libero()
-    env = LiberoEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size, api=api)
-    extra = {"benchmark": env.benchmark, "task_id": env.task_id, "task_name": env.task_name,
-             "instruction": env.instruction, "init_states": len(env.init_states), **api.versions}
-    return env, extra
-
-
-_SUITES: dict[str, Callable[[EnvSpec, int], tuple[gym.Env, dict[str, Any]]]] = {
-    "dmc": _make_dmc,
-    "metaworld": _make_metaworld,
-    "gym": _make_gym,
-    "libero": _make_libero,
-}
-
-
+# ------------------------------------------------------------------------------------------- the env
 def make_env(cfg: Any, seed: int) -> gym.Env:
     """Build the contract env for ``cfg`` (see module docstring); ``seed`` fixes the first episode onwards.
 
@@ -266,7 +224,7 @@ def make_env(cfg: Any, seed: int) -> gym.Env:
 
     backend = ensure_gl()  # before mujoco/dm_control are imported: both fix the backend at import
     spec = parse_env_cfg(cfg)
-    base, extra = _SUITES[spec.suite](spec, seed)
+    base, extra = load_entry(f"{SUITES[spec.suite].module}:build")(spec, seed)
     max_env_steps = spec.max_episode_steps or base.default_max_steps
     max_agent_steps = math.ceil(max_env_steps / spec.action_repeat)
     unit = np.ones(base.action_space.shape, np.float32)
@@ -324,4 +282,5 @@ def write_env_configs(root: str | Path) -> list[Path]:
     return paths
 
 
-__all__ = ["EnvSpec", "env_config", "list_envs", "make_env", "parse_env_cfg", "write_env_configs"]
+__all__ = ["SUITES", "EnvSpec", "Suite", "env_config", "fixed_length_episodes", "list_envs", "make_env",
+           "parse_env_cfg", "suite_info", "write_env_configs"]

@@ -107,3 +107,16 @@ class DMCEnv(gym.Env):
 
     def close(self) -> None:
         self._env.close()
+
+
+def task_names() -> list[str]:
+    """Every ``<domain>_<task>`` (the suite's task list for ``list_envs``)."""
+    return sorted(task_table())
+
+
+def build(spec: Any, seed: int) -> tuple[gym.Env, dict[str, Any]]:
+    """The base env of an ``EnvSpec`` (registered in ``robotrl.envs.SUITES``) and its version info."""
+    from importlib.metadata import version
+
+    env = DMCEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size)
+    return env, {"dm_control_version": version("dm-control")}

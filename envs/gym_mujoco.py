@@ -93,3 +93,14 @@ class GymMujocoEnv(gym.Env):
         for renderer in self._renderers:
             renderer.close()
         self._raw.close()
+
+
+def task_names() -> list[str]:
+    """Every ``gym/<snake_case>`` task (the suite's task list for ``list_envs``)."""
+    return sorted(GYM_IDS)
+
+
+def build(spec: Any, seed: int) -> tuple[gym.Env, dict[str, Any]]:
+    """The base env of an ``EnvSpec`` (registered in ``robotrl.envs.SUITES``) and its version info."""
+    env = GymMujocoEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size)
+    return env, {"gym_id": GYM_IDS[spec.task], "gymnasium_version": gym.__version__}

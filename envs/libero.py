@@ -266,3 +266,12 @@ class LiberoEnv(gym.Env):
         raw, self._raw = getattr(self, "_raw", None), None
         if raw is not None:
             raw.close()
+
+
+def build(spec: Any, seed: int) -> tuple[gym.Env, dict[str, Any]]:
+    """The base env of an ``EnvSpec`` (registered in ``robotrl.envs.SUITES``) and LIBERO's task/version info."""
+    api = load_libero()
+    env = LiberoEnv(spec.task, seed, spec.camera, spec.max_episode_steps, spec.video_size, api=api)
+    extra = {"benchmark": env.benchmark, "task_id": env.task_id, "task_name": env.task_name,
+             "instruction": env.instruction, "init_states": len(env.init_states), **api.versions}
+    return env, extra

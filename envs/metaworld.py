@@ -131,3 +131,13 @@ class MetaWorldEnv(gym.Env):
         for renderer in self._renderers:
             renderer.close()
         self._raw.close()
+
+
+def build(spec: Any, seed: int) -> tuple[gym.Env, dict[str, Any]]:
+    """The base env of an ``EnvSpec`` (registered in ``robotrl.envs.SUITES``) and its version/sampling info."""
+    env = MetaWorldEnv(spec.task, seed, camera=spec.camera, max_episode_steps=spec.max_episode_steps,
+                       video_size=spec.video_size, image_size=spec.image_size, fast_render=spec.fast_render,
+                       reward_function_version=spec.reward_function_version)
+    extra = {**versions(spec.reward_function_version), "env_name": f"{spec.task}-v3",
+             "fast_render": spec.fast_render, "task_sampling": TASK_SAMPLING}
+    return env, extra

@@ -42,6 +42,7 @@ def ensure_gl() -> str:
     backend = os.environ["MUJOCO_GL"]
     if backend in _checked:
         return backend
+    preload_triton()  # before this process's first GL context (see preload_triton)
     try:
         import mujoco
 

@@ -4,38 +4,37 @@
 built or connected, builds the driver registered under ``cfg.name`` (vendor SDKs are imported only then), and
 wraps it in :class:`~robotrl.hardware.safety.SafetyLayer`. ``robot=none`` means no hardware.
 
-Adding an arm: one class (a :class:`~robotrl.hardware.robot.Robot` subclass with ``from_config``) registered in
-``_ROBOTS`` below, and one ``configs/robot/<name>.yaml``.
+Adding an arm: one class (a :class:`~robotrl.hardware.robot.Robot` subclass with ``from_config``, declaring
+``renders_env_scene``/``gives_reward`` if it is a simulator) registered in ``ROBOTS`` below (a
+:class:`robotrl.registry.Registry`, the one registration style of name-picked plug-ins), and one
+``configs/robot/<name>.yaml``.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from robotrl.config import config_dict
 from robotrl.errors import ConfigError
+from robotrl.registry import Registry
 
-# name -> (module, class); imported lazily so that an arm's SDK is only needed when that arm is used.
-_ROBOTS: dict[str, tuple[str, str]] = {
-    "franka": ("robotrl.hardware.franka", "FrankaRobot"),
-    "mock": ("robotrl.hardware.mock", "MockRobot"),
-    "sim": ("robotrl.hardware.sim", "SimRobot"),
-    "so101": ("robotrl.hardware.so101", "SO101Robot"),
-}
+# imported lazily so that an arm's SDK is only needed when that arm is used
+ROBOTS = Registry("robot", "robots", {
+    "franka": "robotrl.hardware.franka:FrankaRobot",
+    "mock": "robotrl.hardware.mock:MockRobot",
+    "sim": "robotrl.hardware.sim:SimRobot",
+    "so101": "robotrl.hardware.so101:SO101Robot",
+})
 
 
 def robot_names() -> list[str]:
     """Registered robot names (``robot=<name>``), besides ``none``."""
-    return sorted(_ROBOTS)
+    return ROBOTS.names()
 
 
 def robot_class(name: str) -> Any:
     """The Robot subclass registered as ``name`` (imports its module)."""
-    if name not in _ROBOTS:
-        raise ConfigError(f"unknown robot {name!r}; valid robots: {robot_names()}")
-    module, cls = _ROBOTS[name]
-    return getattr(importlib.import_module(module), cls)
+    return ROBOTS.load(name)
 
 
 def _camera_rig(name: str, cfg: dict[str, Any]) -> Any:
@@ -52,7 +51,7 @@ def _camera_rig(name: str, cfg: dict[str, Any]) -> Any:
                               "cameras (e.g. robot.cameras={front: {type: opencv, index: 0}})")
         return None
     cfg.pop("cameras")
-    if name == "sim":
+    if robot_class(name).renders_env_scene:
         raise ConfigError("robot=sim renders its cameras from the Meta-World scene: robot.cameras is a list of scene "
                           "camera names (e.g. [corner2]), not camera devices")
     from robotrl.hardware.cameras import DEFAULT_MAX_SKEW_MS, make_rig

@@ -209,6 +209,11 @@ class Robot(abc.ABC):
     # How long the driver's stop (``_hold``) may take, moving arm included: the safety layer's timeout for holds,
     # separate from driver_timeout_ms (a send). Drivers set it from measured stop times (docs/benchmarks.md).
     stop_timeout_s: ClassVar[float] = 1.0
+    # Declared capabilities (read by the workflows instead of the robot's name): ``renders_env_scene``: the arm is
+    # the training env's own simulated scene, so the env settings fix its task, cameras and image size (robot=sim);
+    # ``gives_reward``: ``ground_truth(action) -> (reward, success)`` exists (reward=env is possible on it).
+    renders_env_scene: ClassVar[bool] = False
+    gives_reward: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._state = RobotState.DISCONNECTED

@@ -157,7 +157,7 @@ class RobotEnv(gym.Env):
         self._events_seen = 0
         self.stats = EpisodeSafety()
         self.last_episode: EpisodeSafety | None = None
-        self._ground_truth = getattr(robot.inner, "ground_truth", None)  # simulated arms only
+        self._ground_truth = robot.inner.ground_truth if robot.inner.gives_reward else None  # simulated arms only
         self.operator = operator
         self.live = live  # a robotrl.live_view.ArmLog (robot_env.live_view): frames, actions, events per step
         self._last_observation: Observation | None = None  # the last valid one (a frozen camera's step reuses it)

@@ -44,6 +44,8 @@ class SimRobot(Robot):
     """A Meta-World task's Sawyer arm; ``cameras`` are the env's camera names (default Meta-World's ``corner2``)."""
 
     name = "sim"
+    renders_env_scene = True  # the env's Meta-World scene, its task, cameras and image size
+    gives_reward = True  # ground_truth(): Meta-World's reward and success on the true scene
     joint_names: ClassVar[tuple[str, ...]] = SAWYER_JOINTS
     action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.EE_DELTA,)
     vendor_limits = SAWYER_VENDOR

@@ -21,8 +21,16 @@ def run_tag(agent: str, reward: str) -> str:
     return agent if reward in ("env", None) else f"{agent}-{reward}"
 
 
-# configs/config.yaml names run dirs runs/<env>/${run_tag:...}/seed<N>; importing robotrl.config registers it
-OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)
+def register_resolvers() -> None:
+    """Register the OmegaConf resolvers ``configs/config.yaml`` uses (``run_tag``: run dirs are
+    ``runs/<env>/${run_tag:...}/seed<N>``); idempotent. Whatever composes or resolves a config calls it first."""
+    if not OmegaConf.has_resolver("run_tag"):
+        OmegaConf.register_new_resolver("run_tag", run_tag)
+
+
+# Left as an import side effect until robotrl/cli.py (hydra.main, owned by another change) and the tests' own
+# compose helpers call register_resolvers() themselves; robotrl's composers below already do.
+register_resolvers()
 
 
 def _require(cfg: DictConfig, key: str, kind: type | tuple[type, ...], low: float | None = None,

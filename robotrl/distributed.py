@@ -10,7 +10,7 @@ identical and the effective batch is ``world_size x batch_size``. Rank 0 alone e
 
 We average gradients explicitly instead of wrapping the model in ``DistributedDataParallel`` because world models
 are trained through several methods (encode, next, Q, pi) and two optimisers per update, while DDP only syncs
-gradients of parameters used through one ``forward``. An agent opts in with ``supports_distributed = True`` and calls
+gradients of parameters used through one ``forward``. An agent opts in with ``Capabilities(distributed=True)`` and calls
 :func:`all_reduce_gradients` after ``backward`` (and :func:`all_gather_cat` for batch statistics that must be computed
 over the whole batch); both are no-ops in a single process, so the single-process path is unchanged.
 

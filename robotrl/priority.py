@@ -137,7 +137,7 @@ def _levels(leaves: int) -> list[int]:
 
 
 class PrioritizedSamplingMixin:
-    """LAP sampling for :class:`robotrl.replay.ReplayBuffer` (uses its ``_priority``, ``_last_starts``, ``_rng``,
+    """LAP sampling for :class:`robotrl.replay.ReplayBuffer` (uses its ``_priority``, ``_last_starts``, ``rng``,
     ``_arrays``, ``_head`` and ``capacity``). Off by default: the uniform path draws exactly what it always did."""
 
     _priority: LapPriority | None
@@ -174,13 +174,13 @@ class PrioritizedSamplingMixin:
     def _candidates(self, low: int, high: int, need: int) -> np.ndarray:
         """Absolute starts in [low, high): uniform, or by LAP priority when enabled (before the validity check)."""
         if self._priority is None:
-            return self._rng.integers(low, high, size=need)
-        return low + (self._priority.sample(need, self._rng) - low) % self.capacity
+            return self.rng.integers(low, high, size=need)
+        return low + (self._priority.sample(need, self.rng) - low) % self.capacity
 
     def _pick(self, every: np.ndarray, need: int) -> np.ndarray:
         """``need`` of the valid starts ``every``: uniform, or by LAP priority when enabled."""
         if self._priority is None:
-            return every[self._rng.integers(0, every.size, size=need)]
+            return every[self.rng.integers(0, every.size, size=need)]
         weight = self._priority.get(every % self.capacity)
-        return self._rng.choice(every, size=need, p=weight / weight.sum())
+        return self.rng.choice(every, size=need, p=weight / weight.sum())
 

@@ -91,7 +91,7 @@ class ReplayBuffer(PrioritizedSamplingMixin, ReplayStateMixin):
         self.check_stack = bool(check_stack)
         self.storage_dir = None if storage_dir is None else Path(storage_dir)
         self._action_space = gym.spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
-        self._rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.rng = np.random.Generator(np.random.PCG64(self.seed))  # public: sampling draws; state in state_dict()
         self._arrays = self._allocate()
         self._head = 0  # absolute index of the next slot to write
         self._in_episode = False  # an episode is being written step by step (add_first was called)

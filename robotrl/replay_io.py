@@ -66,7 +66,7 @@ class ReplayStateMixin:
             "head": self._head,
             "in_episode": self._in_episode,
             "num_actions": self._num_actions,
-            "rng": self._rng.bit_generator.state,
+            "rng": self.rng.bit_generator.state,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -104,7 +104,7 @@ class ReplayStateMixin:
         self._num_actions = int(state["num_actions"])
         filled_arrays = self._filled()
         self._num_invalid = int(np.count_nonzero(filled_arrays["has_action"] & filled_arrays["reward_invalid"]))
-        self._rng.bit_generator.state = state["rng"]
+        self.rng.bit_generator.state = state["rng"]
         self._load_priority(state.get("priority"), filled)
 
     def _load_priority(self, saved: dict[str, Any] | None, filled: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -60,6 +61,42 @@ class Agent(Protocol):
         """Everything needed to resume: networks, target networks, optimisers (tensors and plain types)."""
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an agent can do beyond :class:`Agent`, declared by its class (``capabilities = Capabilities(...)``) so
+    that workflows ask it instead of sniffing config keys, class paths or attributes. All off by default.
+
+    ``batched_acting``: ``act_batch(obs, step, eval_mode) -> (N, A)`` and ``reset_env(i)`` (``env.num_envs > 1``).
+    ``learns_from_demos``: ``pretrain(demos)`` once before training on the demos the workflow loaded
+    (``load_demos()``), ``add_demos(episodes)`` during it (a person's take-overs); MoDem.
+    ``per_task_demos``: its demos are one folder per task of a multi-task config (``agent=vla``), made by
+    ``robotrl.workflows.demos`` before it is built.
+    ``owns_loop``: runs its own learning loop (Stable-Baselines3): the trainer hands the run to ``SB3Trainer``.
+    ``distributed``: a data-parallel learner under torchrun (gradients all-reduced, ``robotrl.distributed``).
+    ``own_generator``: its random draws come from ``self.generator`` (a ``torch.Generator``), which Ray rollout
+    actors reseed per episode.
+    """
+
+    batched_acting: bool = False
+    learns_from_demos: bool = False
+    per_task_demos: bool = False
+    owns_loop: bool = False
+    distributed: bool = False
+    own_generator: bool = False
+
+
+NO_CAPABILITIES = Capabilities()
+
+
+def capabilities_of(agent: Any) -> Capabilities:
+    """The capabilities an agent (or agent class) declares; none for a class that declares nothing."""
+    caps = getattr(agent, "capabilities", NO_CAPABILITIES)
+    if not isinstance(caps, Capabilities):
+        name = getattr(agent, "__name__", type(agent).__name__)
+        raise TypeError(f"{name}.capabilities is {caps!r}, expected a robotrl.types.Capabilities")
+    return caps
 
 
 class Episode(NamedTuple):

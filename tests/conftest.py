@@ -8,10 +8,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
-import robotrl.envs  # noqa: E402,F401  (loads triton before any GL driver; see envs/rendering.preload_triton)
 import torch  # noqa: E402
+from robotrl.envs.rendering import preload_triton  # noqa: E402
 
 torch.set_num_threads(1)
+preload_triton()  # before any test loads a GL driver (see envs/rendering.preload_triton)
 
 # A tiny but complete DrQ-v2 run: 32x32 pixels, 50-step episodes, small nets.
 TINY_OVERRIDES = [

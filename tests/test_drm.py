@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from robotrl.agents import make_agent
 from robotrl.agents.dormant import dormant_ratio, shrink_and_perturb
 from robotrl.agents.drm import DrMAgent
@@ -293,10 +291,8 @@ def test_state_dict_roundtrip_and_other_agent():
         make_drm(expectile_exploitation=False).load_state_dict(state)
 
 
-def test_make_agent_reads_drm_yaml_with_task_overrides():
-    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "agent" / "drm.yaml"
-    root = OmegaConf.create({"env": {"stddev_schedule": "linear(1.0,0.1,500000)"},
-                             "agent": OmegaConf.load(cfg_path)})
+def test_make_agent_reads_drm_yaml_with_task_overrides(compose_cfg):
+    root = compose_cfg("agent=drm", "env=dmc/cheetah_run", tiny=False)  # (the yaml's defaults list composed)
     root.agent.hidden_dim = 32
     plain = make_agent(root.agent, space(), ACTION, "cpu", env_name="dmc/cheetah_run")
     assert isinstance(plain, DrMAgent) and plain.dormant_threshold == 0.025 and plain.perturb_interval == 100_000

@@ -8,7 +8,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from robotrl.agents import make_agent
 from robotrl.agents.drqv2 import DrQV2Agent
 from robotrl.agents.nets import schedule
@@ -230,12 +229,8 @@ def test_state_only_and_pixels_plus_state(pixels, state):
     make(obs_space).load_state_dict(_roundtrip(agent.state_dict()))
 
 
-def test_make_agent_applies_task_overrides():
-    from pathlib import Path
-
-    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "agent" / "drqv2.yaml"
-    root = OmegaConf.create({"env": {"stddev_schedule": "linear(1.0,0.1,500000)"},
-                             "agent": OmegaConf.load(cfg_path)})
+def test_make_agent_applies_task_overrides(compose_cfg):
+    root = compose_cfg("agent=drqv2", "env=dmc/cheetah_run", tiny=False)  # (the yaml's defaults list composed)
     root.agent.hidden_dim = 32  # keep the test fast
     plain = make_agent(root.agent, space(), ACTION, "cpu", env_name="dmc/cheetah_run")
     assert isinstance(plain, DrQV2Agent)

@@ -3,6 +3,7 @@ checkpoints (exact resume through the trainer), the agent's handling of bad demo
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -10,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from robotrl.agents.modem import ModemAgent, ModemV2Agent
+from robotrl.agents.modem import ModemAgent
+from robotrl.agents.mppi import split_evenly
 from robotrl.agents.nets import schedule
-from robotrl.agents.tdmpc2 import split_evenly
 from robotrl.envs import make_env
 from robotrl.envs.demos import generate_demos
 
 from robotrl.demos import episode_file
-from robotrl.errors import CheckpointError, ConfigError, DemoFormatError
+from robotrl.errors import CheckpointError, ConfigError, DemoFormatError, RobotRLError
 from robotrl.replay import ReplayBuffer
 from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.train import Trainer
@@ -26,6 +27,11 @@ from tests.conftest import assert_same_tensors
 ENV = {"name": "metaworld/reach", "image_size": 32, "video_size": 32, "max_episode_steps": 120}
 TINY = {"model_size": 1, "latent_dim": 32, "mlp_dim": 64, "enc_dim": 64, "num_channels": 8, "batch_size": 64,
         "num_samples": 64, "num_elites": 8, "num_pi_trajs": 4, "iterations": 2, "seed": 0, "frame_stack": 3}
+# MoDem-V2 = MoDem with configs/agent/modem_v2.yaml's switches on (test_agent_configs checks the yaml builds this)
+V2 = {"exploration_centering": True, "agency_handover": True, "ensemble_value": True, "num_pi": 5,
+      "agent_name": "modem_v2"}
+ModemV2Agent = functools.partial(ModemAgent, **V2)
+MODEM = "robotrl.agents.modem.ModemAgent"
 TINY_CFG = [
     "env=metaworld/reach", "env.image_size=32", "env.max_episode_steps=120", "env.video_size=32",
     "env.obs_type=state", "frames=240", "seed_frames=120", "eval_every_frames=240", "eval_episodes=1",
@@ -52,11 +58,17 @@ def _agent(env, demo_dir, cls=ModemAgent, **kw):
     return cls(env.observation_space, env.action_space, "cpu", demos=str(demo_dir), **{**TINY, **kw})
 
 
+def _ready(agent):
+    """What the trainer does once before training: the demos read from disk handed to the agent (BC runs)."""
+    agent.pretrain(agent.load_demos())
+    return agent
+
+
 # -------------------------------------------------------------------------------------------- phase 1: BC
 def test_bc_reaches_high_success_on_the_demos_own_states(env, demo_dir):
     torch.manual_seed(0)  # network init draws from torch's global generator: the same init in any test order
     agent = _agent(env, demo_dir, bc_steps=800, bc_lr=1e-3)
-    metrics = agent.pretrain_bc()
+    metrics = agent.pretrain(agent.load_demos())
     assert metrics["bc_loss_last"] < 0.05 * metrics["bc_loss_first"]
     # the BC policy reproduces the demo actions on the demo states ...
     demos = agent.load_demos()
@@ -81,16 +93,16 @@ def test_bc_pretraining_and_demo_generation_print_progress(env, tmp_path, monkey
 
     monkeypatch.setattr(robotrl.heartbeat, "EVERY_S", 0.0)
     generate_demos(ENV, num_episodes=1, seed=3, out_dir=tmp_path / "demos")
-    _agent(env, tmp_path / "demos", bc_steps=3).pretrain_bc()
+    _ready(_agent(env, tmp_path / "demos", bc_steps=3))
     out = capsys.readouterr().out
     assert "demos metaworld/reach: 0/1 successful episodes saved (0 rolled out) (" in out
     assert "MoDem BC pretraining: step 2/3, loss " in out
 
 
 def test_seed_phase_acts_with_the_bc_policy(env, demo_dir):
-    agent = _agent(env, demo_dir, bc_steps=5)
+    agent = _ready(_agent(env, demo_dir, bc_steps=5))
     obs, _ = env.reset(seed=0)
-    a = agent.act(obs, 0, eval_mode=False)  # runs phase 1 first
+    a = agent.act(obs, 0, eval_mode=False)
     assert agent.bc_done and agent._prev_mean is None  # no plan: the BC policy acted
     mean = agent.bc_action(obs, eval_mode=True)
     assert np.abs(a - mean).max() <= agent.bc_noise_clip + 1e-6 and not np.array_equal(a, mean)
@@ -107,7 +119,7 @@ def test_demo_oversampling_ratio_is_exact_per_batch(env, demo_dir):
         action = env.action_space.sample()
         obs, r, te, tr, _ = env.step(action)
         replay.add(action, r, obs, te, tr)
-    agent._ensure_pretrained()
+    _ready(agent)
     calls: dict[str, list[int]] = {"demo": [], "main": []}
 
     def spy(name, orig):
@@ -129,7 +141,7 @@ def test_demo_oversampling_ratio_is_exact_per_batch(env, demo_dir):
 
 def test_first_update_is_a_burst_with_the_schedule_at_step_plus_i(env, demo_dir):
     agent = _agent(env, demo_dir, bc_steps=1, batch_size=8, demo_schedule="linear(1.0,0.0,10)")
-    agent._ensure_demos()
+    _ready(agent)
     ratios = []
     orig = agent.mixed_replay
 
@@ -170,7 +182,7 @@ def test_plan_horizon_schedule_grows_the_plan_and_keeps_the_warm_start(env, demo
                    exploration_centering=centering)
     assert [agent.planning_horizon(s) for s in (0, 24, 25, 50, 75, 100, 10_000)] == [1, 1, 2, 3, 3, 3, 3]
     assert _agent(env, demo_dir, bc_steps=5).planning_horizon(0) == 3  # no schedule: the model's horizon
-    agent._ensure_pretrained()
+    _ready(agent)
     agent._num_updates = 1
     obs, _ = env.reset(seed=0)
     for step, horizon in ((0, 1), (0, 1), (30, 2), (60, 3), (60, 3)):
@@ -182,16 +194,16 @@ def test_plan_horizon_schedule_grows_the_plan_and_keeps_the_warm_start(env, demo
 
 def test_agency_handover_picks_bc_or_planner(env, demo_dir):
     obs, _ = env.reset(seed=1)
-    bc = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule=0.0)
+    bc = _ready(_agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule=0.0))
     a = bc.act(obs, 10, eval_mode=True)
     np.testing.assert_array_equal(a, bc.bc_action(obs, eval_mode=True, frozen=True))
     assert bc._prev_mean is None and bc.bc_model is not None
-    planner = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule=1.0)
+    planner = _ready(_agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule=1.0))
     planner.act(obs, 10, eval_mode=True)
     assert planner._prev_mean is not None
     # the frozen BC copy does not move with the online model
     half = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, handover_schedule="linear(0.0,1.0,0,100)")
-    half._ensure_pretrained()
+    _ready(half)
     with torch.no_grad():
         for p in half.model._pi.parameters():
             p.add_(1.0)
@@ -202,7 +214,7 @@ def test_agency_handover_picks_bc_or_planner(env, demo_dir):
 
 def test_exploration_centering_stays_within_the_bound(env, demo_dir):
     agent = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, agency_handover=False, centering_bound=0.05)
-    agent._ensure_pretrained()
+    _ready(agent)
     agent._num_updates = 1
     for seed in range(5):
         obs, _ = env.reset(seed=seed)
@@ -212,7 +224,7 @@ def test_exploration_centering_stays_within_the_bound(env, demo_dir):
         for eval_mode in (True, False):
             a = agent.act(obs, 10, eval_mode)
             assert np.abs(a - prior).max() <= 0.05 + 1e-5
-    wide = _agent(env, demo_dir, ModemAgent, bc_steps=5)  # MoDem: no bound
+    wide = _ready(_agent(env, demo_dir, ModemAgent, bc_steps=5))  # MoDem: no bound
     wide._num_updates = 1
     gaps = [np.abs(wide.act(obs, 10, False) - wide.bc_action(obs, True)).max() for _ in range(5)]
     assert max(gaps) > 0.05
@@ -247,12 +259,12 @@ def test_split_evenly():
 def test_actor_ensemble_starts_from_bc_then_each_actor_learns(env, demo_dir):
     agent = _agent(env, demo_dir, ModemV2Agent, bc_steps=5, num_pi=3)
     m = agent.model
-    agent.pretrain_bc()
+    _ready(agent)
     bc = [p.clone() for p in m._pi.parameters()]
     for net in m.pi_nets()[1:]:  # every actor is the BC policy after phase 1 (modemv2 post_bc_load)
         for p, q in zip(net.parameters(), bc, strict=True):
             assert torch.equal(p, q)
-    demos = agent._ensure_demos()
+    demos = agent.demo_replay
     metrics = agent.update_from(demos.sample_trajectories(16, agent.horizon))
     assert np.isfinite(metrics["pi_loss"]) and metrics["pi_grad_norm"] > 0
     after = [torch.cat([p.flatten() for p in net.parameters()]) for net in m.pi_nets()]
@@ -274,27 +286,46 @@ def test_bad_demo_files_give_a_clear_error_from_the_agent(env, demo_dir, tmp_pat
         arrays = {k: data[k] for k in data.files if k != "action"}
     np.savez(root / episode_file(0), **arrays)  # missing key (the loader's cases are in test_demos.py)
     agent = _agent(env, root)
-    obs, _ = env.reset(seed=0)
     with pytest.raises(DemoFormatError, match="'action'"):
-        agent.act(obs, 0, eval_mode=False)
+        agent.load_demos()
     with pytest.raises(DemoFormatError, match="not found"):
-        _agent(env, tmp_path / "nowhere").act(obs, 0, eval_mode=True)
+        _agent(env, tmp_path / "nowhere").load_demos()
     pix_env = make_env({**ENV, "image_size": 48}, seed=0)  # demos are 32x32
     pix = ModemAgent(pix_env.observation_space, pix_env.action_space, "cpu", demos=str(demo_dir), **TINY)
     with pytest.raises(DemoFormatError, match=r"'pixels' frames are \(3, 32, 32\), this env needs \(3, 48, 48\)"):
         pix.load_demos()
     pix_env.close()
     with pytest.raises(ConfigError, match="Meta-World only"):  # the workflow generates demos, for Meta-World only
-        ensure_demos({"demos": None, "demo_cache": str(tmp_path / "gen")}, {"name": "dmc/cartpole_swingup"})
-    assert ensure_demos({"demos": str(demo_dir), "demo_cache": str(tmp_path / "gen")}, ENV) is None
+        ensure_demos({"_target_": MODEM, "demos": None, "demo_cache": str(tmp_path / "gen")},
+                     {"name": "dmc/cartpole_swingup"})
+    assert ensure_demos({"_target_": MODEM, "demos": str(demo_dir), "demo_cache": str(tmp_path / "gen")}, ENV) is None
     empty = ModemAgent(env.observation_space, env.action_space, "cpu", demo_cache=str(tmp_path / "gen"), **TINY)
     with pytest.raises(ConfigError, match="no demos in demo_cache="):  # the agent only reads them
         empty.load_demos()
 
 
+def test_demos_are_handed_in_before_acting_never_read_inside_act(env, demo_dir, tmp_path):
+    """The trainer reads the demos and calls pretrain(demos) once; act/update read no file (the demo folder may be
+    gone by then) and refuse to run before the BC phase instead of running it lazily."""
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(RobotRLError, match=r"pretrain\(demos\)"):
+        _agent(env, demo_dir, bc_steps=2).act(obs, 0, eval_mode=False)
+    copy = tmp_path / "demos"
+    shutil.copytree(demo_dir, copy)
+    agent = _agent(env, copy, bc_steps=2)
+    demos = agent.load_demos()
+    shutil.rmtree(copy)
+    assert agent.pretrain(demos)["bc_steps"] == 2 and agent.bc_done
+    replay = ReplayBuffer(500, env.observation_space, agent.action_dim, 3, nstep=1)
+    for ep in demos:
+        replay.add_episode(ep)
+    agent.act(obs, 0, eval_mode=False)
+    assert np.isfinite(agent.update(replay, 1)["total_loss"])
+
+
 # ----------------------------------------------------------------------------------------------- checkpoints
 def test_state_dict_round_trip(env, demo_dir, tmp_path):
-    a = _agent(env, demo_dir, ModemV2Agent, bc_steps=3)
+    a = _ready(_agent(env, demo_dir, ModemV2Agent, bc_steps=3))
     obs, _ = env.reset(seed=0)
     a.act(obs, 0, eval_mode=False)
     torch.save(a.state_dict(), tmp_path / "a.pt")
@@ -303,9 +334,9 @@ def test_state_dict_round_trip(env, demo_dir, tmp_path):
     assert b.bc_done and b.bc_model is not None
     for x, y in zip(a.act(obs, 50, False), b.act(obs, 50, False), strict=True):
         assert x == y
-    a._ensure_demos()
-    b._ensure_demos()
-    assert a.demo_replay._rng.bit_generator.state == b.demo_replay._rng.bit_generator.state
+    b.pretrain_bc = lambda: pytest.fail("the restored agent ran its BC phase again")
+    assert b.pretrain(b.load_demos()) == a.bc_metrics  # resumed: the demos are only handed back
+    assert a.demo_replay.rng.bit_generator.state == b.demo_replay.rng.bit_generator.state
     with pytest.raises(CheckpointError, match="expected 'modem'"):
         _agent(env, demo_dir).load_state_dict(a.state_dict())
 

@@ -15,6 +15,7 @@ from robotrl.workflows.demos import ensure_demos
 from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
+VLA = "robotrl.agents.vla.VLAAgent"  # ensure_demos reads what the agent class declares (per-task demos)
 TASKS = ["reach", "drawer-close"]
 # its own name: open_clip keeps one config per name per process, and configs/reward/clip_tiny.yaml (64 px) owns
 # robotrl-tiny-clip
@@ -43,7 +44,7 @@ TRAIN_CFG = [
 def demo_root(tmp_path_factory):
     """2 scripted-expert demos of each task, made the way `robotrl train` makes them (ensure_demos)."""
     root = tmp_path_factory.mktemp("vla") / "demos"
-    made = ensure_demos({"tasks": TASKS, "demos": None, "demo_cache": str(root), "num_demos": 2}, ENV)
+    made = ensure_demos({"_target_": VLA, "tasks": TASKS, "demos": None, "demo_cache": str(root), "num_demos": 2}, ENV)
     assert made == root and all((root / t / "meta.json").is_file() for t in TASKS)
     return root
 
@@ -159,12 +160,13 @@ def test_missing_demos_and_no_weights_are_one_line_errors(env, demo_root, tmp_pa
 
 def test_make_agent_and_demo_generation_check_inputs_before_any_demo(tmp_path):
     with pytest.raises(ConfigError, match="no instruction for task"):
-        ensure_demos({"tasks": ["reach", "nope"], "demos": None, "demo_cache": str(tmp_path)}, ENV)
+        ensure_demos({"_target_": VLA, "tasks": ["reach", "nope"], "demos": None, "demo_cache": str(tmp_path)}, ENV)
     dmc = {"name": "dmc/cartpole_swingup"}
     with pytest.raises(ConfigError, match="Meta-World only"):
-        ensure_demos({"tasks": ["reach"], "demos": None, "demo_cache": str(tmp_path)}, dmc)
+        ensure_demos({"_target_": VLA, "tasks": ["reach"], "demos": None, "demo_cache": str(tmp_path)}, dmc)
     with pytest.raises(ConfigError, match="needs env.obs_type pixels .* got 'state'"):
-        ensure_demos({"tasks": ["reach"], "demos": None, "demo_cache": str(tmp_path)}, {**ENV, "obs_type": "state"})
+        ensure_demos({"_target_": VLA, "tasks": ["reach"], "demos": None, "demo_cache": str(tmp_path)},
+                     {**ENV, "obs_type": "state"})
     assert not any(tmp_path.iterdir())
     env = make_env({**ENV, "obs_type": "pixels_state"}, seed=0)
     try:

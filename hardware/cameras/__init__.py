@@ -7,7 +7,6 @@ arm's cameras together and flags skew between them. Vendor packages are imported
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,12 +15,13 @@ from robotrl.hardware.cameras.config import CAMERA_TYPES, CameraConfig, parse_ca
 from robotrl.hardware.cameras.rig import DEFAULT_MAX_SKEW_MS, CameraRig, NewFrameGuard, RigRead
 from robotrl.hardware.robot import monotonic
 
-# type -> (module, class), imported when a camera of that type is built
-_CAMERAS: dict[str, tuple[str, str]] = {
-    "opencv": ("robotrl.hardware.cameras.opencv", "OpenCVCamera"),
-    "realsense": ("robotrl.hardware.cameras.realsense", "RealSenseCamera"),
-}
-assert set(_CAMERAS) == set(CAMERA_TYPES)
+from robotrl.registry import Registry
+
+# imported when a camera of that type is built (its SDK with it); CAMERA_TYPES (config.py) checks configs
+CAMERAS = Registry("camera type", "camera types", {
+    "opencv": "robotrl.hardware.cameras.opencv:OpenCVCamera",
+    "realsense": "robotrl.hardware.cameras.realsense:RealSenseCamera",
+})
 
 
 def make_camera(name: str, config: CameraConfig | Any, clock: Callable[[], float] = monotonic,
@@ -29,8 +29,7 @@ def make_camera(name: str, config: CameraConfig | Any, clock: Callable[[], float
     """A camera of ``config.type`` (a CameraConfig, or a raw mapping validated here); not yet connected."""
     if not isinstance(config, CameraConfig):
         config = parse_camera(name, config)
-    module, cls = _CAMERAS[config.type]
-    return getattr(importlib.import_module(module), cls)(name, config, clock=clock, **kwargs)
+    return CAMERAS.load(config.type)(name, config, clock=clock, **kwargs)
 
 
 def make_rig(cfg: Any, max_skew_ms: float | None = DEFAULT_MAX_SKEW_MS, where: str = "robot.cameras",

@@ -8,7 +8,6 @@ success / failure, re-record / discard). Device libraries are imported only when
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from robotrl.hardware.teleop.base import (
@@ -22,20 +21,21 @@ from robotrl.hardware.teleop.base import (
 
 from robotrl.config import config_dict
 from robotrl.errors import ConfigError
+from robotrl.registry import Registry
 
-# name -> (module, class)
-_TELEOPS: dict[str, tuple[str, str]] = {
-    "gamepad": ("robotrl.hardware.teleop.gamepad", "GamepadTeleop"),
-    "keyboard": ("robotrl.hardware.teleop.keyboard", "KeyboardTeleop"),
-    "scripted": ("robotrl.hardware.teleop.scripted", "ScriptedTeleop"),
-    "so101_leader": ("robotrl.hardware.teleop.so101_leader", "SO101LeaderTeleop"),
-    "spacemouse": ("robotrl.hardware.teleop.spacemouse", "SpaceMouseTeleop"),
-}
+# imported when that device is built (its input library with it)
+TELEOPS = Registry("teleop", "teleop devices", {
+    "gamepad": "robotrl.hardware.teleop.gamepad:GamepadTeleop",
+    "keyboard": "robotrl.hardware.teleop.keyboard:KeyboardTeleop",
+    "scripted": "robotrl.hardware.teleop.scripted:ScriptedTeleop",
+    "so101_leader": "robotrl.hardware.teleop.so101_leader:SO101LeaderTeleop",
+    "spacemouse": "robotrl.hardware.teleop.spacemouse:SpaceMouseTeleop",
+})
 
 
 def teleop_names() -> list[str]:
     """Registered devices (``teleop=<name>``), besides ``none``."""
-    return sorted(_TELEOPS)
+    return TELEOPS.names()
 
 
 def make_teleop(cfg: Any, **kwargs: Any) -> Teleop | None:
@@ -49,10 +49,9 @@ def make_teleop(cfg: Any, **kwargs: Any) -> Teleop | None:
     name = cfg.get("name")
     if name in (None, "none"):
         return None
-    if name not in _TELEOPS:
+    if name not in TELEOPS.entries:
         raise ConfigError(f"unknown teleop {name!r}; valid: {['none', *teleop_names()]}")
-    module, cls = _TELEOPS[name]
-    return getattr(importlib.import_module(module), cls).from_config(cfg, **kwargs)
+    return TELEOPS.load(name).from_config(cfg, **kwargs)
 
 
 __all__ = ["INTERVENTION_MODES", "InterventionLatch", "Teleop", "TeleopCommand", "TeleopError", "TeleopEvent",

@@ -27,7 +27,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from robotrl.errors import ConfigError, EnvWorkerError
-from robotrl.types import Episode
+from robotrl.types import Episode, capabilities_of
 from robotrl.workflows.segments import SegmentedTrainer
 from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, episode_seed
 
@@ -138,7 +138,7 @@ class RolloutWorker:
 
         self.agent.load_state_dict(weights)
         torch.manual_seed(seed)
-        if hasattr(self.agent, "generator"):
+        if capabilities_of(self.agent).own_generator:
             self.agent.generator.manual_seed(seed)  # each episode's own exploration noise
         obs, _ = self.env.reset(seed=seed)
         self.agent.reset()

@@ -98,13 +98,13 @@ def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any
 def sim_scene(env_spec: Any) -> dict[str, Any]:
     """What an env's settings fix on ``robot=sim``: it shows the env's task through its camera(s) at its image size
     and puts the scene back at every home (``reset_scene``), as the training env's reset does."""
-    from robotrl.envs.metaworld import DEFAULT_CAMERA
+    from robotrl.envs import suite_info
     from robotrl.envs.rendering import camera_tuple
 
     if env_spec.suite != "metaworld":
         raise ConfigError(f"robot=sim is a Meta-World scene; env={env_spec.name} is not (use env=metaworld/<task>)")
-    return {"task": env_spec.task, "cameras": list(camera_tuple(env_spec.camera, DEFAULT_CAMERA)),
-            "image_size": env_spec.image_size, "reset_scene": True}
+    cameras = camera_tuple(env_spec.camera, suite_info(env_spec.suite).default_camera)
+    return {"task": env_spec.task, "cameras": list(cameras), "image_size": env_spec.image_size, "reset_scene": True}
 
 
 def robot_config(robot: str | Any, env_spec: Any, hz: float | None = None,
@@ -115,7 +115,9 @@ def robot_config(robot: str | Any, env_spec: Any, hz: float | None = None,
     command line's ``robot.KEY=VALUE`` ``overrides``, which win) or a config hydra already composed with its
     overrides (a training run; the env's scene is set on it). ``hz`` sets ``limits.control_hz``."""
     name = robot if isinstance(robot, str) else config_dict(robot, "robot config").get("name")
-    scene = sim_scene(env_spec) if name == "sim" else None
+    from robotrl.hardware import robot_class
+
+    scene = sim_scene(env_spec) if robot_class(name).renders_env_scene else None  # robot=sim: the env's own scene
     if isinstance(robot, str):
         cfg = load_robot_config(robot, overrides or {}, scene)
     else:
@@ -184,7 +186,7 @@ def check_robot_reward(cfg: Any) -> None:
     from robotrl.rewards import is_env_reward
 
     name = OmegaConf.select(cfg, "robot.name")
-    if is_env_reward(cfg.get("reward")) and not hasattr(robot_class(name), "ground_truth"):
+    if is_env_reward(cfg.get("reward")) and not robot_class(name).gives_reward:
         raise ConfigError(f"robot={name} gives no reward (only robot=sim's simulator does); choose a reward model, "
                           f"e.g. reward=success_classifier reward.demos=DIR or reward=kagi")
 

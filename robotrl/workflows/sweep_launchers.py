@@ -150,7 +150,9 @@ def _hydra_config(launcher: str, hydra_keys: list[str]) -> Any:
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    import robotrl.config  # noqa: F401  (registers run_tag)
+    from robotrl.config import register_resolvers
+
+    register_resolvers()
 
     try:
         with initialize_config_module("robotrl.configs", version_base="1.3"):

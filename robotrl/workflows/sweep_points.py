@@ -41,7 +41,9 @@ def _subdir(point: list[str], hydra_overrides: list[str]) -> str:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    import robotrl.config  # noqa: F401  (registers run_tag, used by the default subdir)
+    from robotrl.config import register_resolvers
+
+    register_resolvers()  # run_tag, used by the default subdir
 
     sweep_keys = [o for o in hydra_overrides if o.startswith("hydra.sweep.")]
     with initialize_config_module("robotrl.configs", version_base="1.3"):

@@ -30,11 +30,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from robotrl import preemption
-from robotrl.agents import agent_config, is_sb3_agent, make_agent
+from robotrl.agents import agent_capabilities, agent_config, make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import load_state, resolve_checkpoint, save_checkpoint
 from robotrl.config import resolve_device, resolve_threads, validate_config
 from robotrl.distributed import DistContext, broadcast_module, destroy_process_group, init_distributed
+from robotrl.envs import fixed_length_episodes
 from robotrl.envs.vector import num_envs_of
 from robotrl.errors import CheckpointError, ConfigError, DivergenceError
 from robotrl.heartbeat import Heartbeat
@@ -42,7 +43,7 @@ from robotrl.logger import Logger
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import is_env_reward, make_reward, wrap_env
 from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines, trivial_baselines_for
-from robotrl.workflows.demos import ensure_demos
+from robotrl.workflows.demos import ensure_demos, pretrain_on_demos
 from robotrl.workflows.interventions import InterventionRecorder
 from robotrl.workflows.rollout import run_episodes, summarize
 from robotrl.workflows.run_env import make_run_env, uses_robot, with_live_rewards
@@ -102,7 +103,7 @@ def rank_config(cfg: DictConfig, ctx: DistContext) -> DictConfig:
     if uses_robot(cfg):  # every rank would drive the same arm
         raise ConfigError(f"robot={cfg.robot.name}: data-parallel training (torchrun) would drive one arm from "
                           f"every rank; run one process on an arm")
-    if cfg.env.get("suite") == "gym":  # every rank must update the same number of times (one all-reduce each)
+    if not fixed_length_episodes(cfg.env):  # every rank must update the same number of times (one all-reduce each)
         raise ConfigError(f"env={cfg.env.name}: data-parallel training needs episodes of one fixed length on every "
                           f"rank (dmc, metaworld); gym MuJoCo episodes end early when the robot falls")
     cfg = copy.deepcopy(cfg)
@@ -212,7 +213,7 @@ class Trainer:
             raise ConfigError(f"robot={OmegaConf.select(cfg, 'robot.name')} drives one arm from this process; use "
                               f"env.num_envs=1 collector=local with it (got env.num_envs={num_envs}, "
                               f"collector={OmegaConf.select(cfg, 'collector')})")
-        if cls is Trainer and is_sb3_agent(OmegaConf.select(cfg, "agent")):
+        if cls is Trainer and agent_capabilities(OmegaConf.select(cfg, "agent")).owns_loop:
             if num_envs > 1:
                 raise ConfigError(f"env.num_envs={num_envs}: Stable-Baselines3 agents run SB3's own loop on one "
                                   f"env here; use env.num_envs=1 with agent={OmegaConf.select(cfg, 'agent.name')}")
@@ -276,6 +277,7 @@ class Trainer:
             self._restore(ckpt)
         else:
             self._clear_stale_outputs()
+        pretrain_on_demos(self.agent)  # MoDem's BC phase, once (a resumed run only hands its demos back)
         self.logger = Logger(self.run_dir, use_tb=cfg.tensorboard, resume_frame=self.frame if ckpt else None)
         self._write_run_info()
 
@@ -319,8 +321,8 @@ class Trainer:
 
     def _join_data_parallel(self) -> None:
         """Under torchrun: an agent that averages its gradients over ranks, starting from rank 0's weights."""
-        if not getattr(self.agent, "supports_distributed", False):
-            raise ConfigError(f"agent={self.cfg.agent.name} has no data-parallel learner (supports_distributed); "
+        if not agent_capabilities(self.cfg.agent).distributed:
+            raise ConfigError(f"agent={self.cfg.agent.name} has no data-parallel learner (Capabilities.distributed); "
                               f"under torchrun use agent=tdmpc2, modem or modem_v2, or run without torchrun")
         for module in vars(self.agent).values():
             if isinstance(module, torch.nn.Module):
@@ -441,7 +443,7 @@ class Trainer:
 
     def _add_demos(self, episodes: list[Any]) -> None:
         """Operator segments as demos, for agents that keep demos (MoDem); others learn from them in the replay."""
-        if episodes and hasattr(self.agent, "add_demos"):
+        if episodes and agent_capabilities(self.cfg.agent).learns_from_demos:
             self.agent.add_demos(episodes)
 
     def train(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from robotrl.agents import agent_capabilities
 from robotrl.envs.vector import RESTARTED, make_vector_env, num_envs_of
 from robotrl.episode_streams import EpisodeStreams
 from robotrl.errors import ConfigError
@@ -61,14 +62,12 @@ class VectorTrainer(SegmentedTrainer):
 
     def _build_agent(self) -> None:
         super()._build_agent()
-        if not callable(getattr(self.agent, "act_batch", None)):
+        if not agent_capabilities(self.cfg.agent).batched_acting:
             raise ConfigError(f"agent={self.cfg.agent.name} cannot act on a batch of observations (no act_batch); "
                               f"use env.num_envs=1 with it")
 
     def _reset_agent_slot(self, index: int) -> None:
-        reset_env = getattr(self.agent, "reset_env", None)
-        if reset_env is not None:
-            reset_env(index)
+        self.agent.reset_env(index)  # batched_acting agents declare it (checked in _build_agent)
 
     # ---------------------------------------------------------------- loop
     def _before_segments(self) -> None:
