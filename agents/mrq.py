@@ -47,7 +47,7 @@ from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.types import Batch, Metrics, Obs, Trajectories
+from robotrl.types import Batch, Capabilities, Metrics, Obs, Trajectories
 
 from .dormant import DormantStats, merge_stats, stats_from_scores
 from .mrq_nets import MLP, Encoder, Policy, QNet, TwoHot, Value, activation, ln_act
@@ -65,6 +65,7 @@ class MRQAgent:
     """
 
     agent_name = NAME
+    capabilities = Capabilities(batched_acting=True, own_generator=True)
     checked_config = ("zs_dim", "za_dim", "zsa_dim", "enc_hdim", "enc_activ", "value_hdim", "value_activ",
                       "policy_hdim", "policy_activ", "num_bins")
 

@@ -21,6 +21,7 @@ EXPECTED = {
     "tdmpc2": Capabilities(**BATCHED, distributed=True),
     "modem": Capabilities(**BATCHED, distributed=True, learns_from_demos=True),
     "modem_v2": Capabilities(**BATCHED, distributed=True, learns_from_demos=True),
+    "mrq": Capabilities(**BATCHED),
     "sb3_sac": Capabilities(owns_loop=True),
     "sb3_ppo": Capabilities(owns_loop=True),
     "vla": Capabilities(per_task_demos=True),

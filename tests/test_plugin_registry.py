@@ -17,7 +17,7 @@ from robotrl.hardware.teleop import TELEOPS
 
 from robotrl.errors import ConfigError
 from robotrl.registry import Registry, load_entry
-from robotrl.workflows.run_env import robot_config_for_env
+from robotrl.workflows.run_env import robot_config
 
 
 def test_name_picked_plugins_register_in_one_style():
@@ -38,9 +38,9 @@ def test_a_simulator_under_another_name_still_gets_the_envs_scene(monkeypatch):
     entries = {**hardware.ROBOTS.entries, "sim_b": "robotrl.hardware.sim:SimRobot"}
     monkeypatch.setattr(hardware, "ROBOTS", Registry("robot", "robots", entries))
     spec = EnvSpec(suite="metaworld", task="push", image_size=48)
-    robot = robot_config_for_env({"name": "sim_b"}, spec)
+    robot = robot_config({"name": "sim_b"}, spec)
     assert (robot["task"], robot["cameras"], robot["image_size"]) == ("push", ["corner2"], 48)
-    assert robot_config_for_env({"name": "mock"}, spec) == {"name": "mock"}
+    assert robot_config({"name": "mock"}, spec) == {"name": "mock"}
     assert hardware.robot_class("sim_b").gives_reward and not hardware.robot_class("mock").gives_reward
 
 
