@@ -256,7 +256,7 @@ def test_demos_from_a_lerobot_dataset(compose_cfg, demo_dir, tmp_path):
 
 
 def test_update_at_choices():
-    from robotrl.workflows.train import _update_at
+    from robotrl.workflows.trainer.hooks import update_at as _update_at
 
     assert _update_at(OmegaConf.create({"update_at": "auto"}), on_robot=True) == "episode_end"
     assert _update_at(OmegaConf.create({"update_at": "auto"}), on_robot=False) == "step"
