@@ -39,10 +39,8 @@ class EpisodeBuilder:
     def newest(self, obs: Obs) -> dict[str, np.ndarray]:
         """What an episode stores of ``obs``: the kept keys, pixels cut to the newest frame, copied."""
         keys = obs.keys() if self.keys is None else self.keys
-        out = {k: np.array(obs[k]) for k in keys}
-        if self.frame_channels and "pixels" in out:
-            out["pixels"] = out["pixels"][-self.frame_channels:]
-        return out
+        cut = {k: obs[k][-self.frame_channels:] if k == "pixels" and self.frame_channels else obs[k] for k in keys}
+        return {k: np.array(v) for k, v in cut.items()}  # cut first: a copy of the whole stack would stay alive
 
     def begin(self, obs: Obs) -> None:
         """Start over from a reset observation."""
