@@ -13,7 +13,6 @@ from robotrl.workflows.rollout import run_episodes
 from robotrl.workflows.trainer.schedule import eval_seeds
 
 if TYPE_CHECKING:
-    from robotrl.workflows.trainer.run import Run
     from robotrl.workflows.trainer.state import RunState
 
 log = logging.getLogger(__name__)
@@ -62,8 +61,9 @@ def plot(run_dir: Path) -> None:
         log.debug("no curve: %s", e)
 
 
-def compare_with_baselines(run: Run) -> dict[str, Any]:
-    """Random, best-constant and first-eval baselines beside the final eval; warn when it beats none of them."""
+def compare_with_baselines(run: Any) -> dict[str, Any]:
+    """Random, best-constant and first-eval baselines beside the final eval; warn when it beats none of them.
+    ``run``: the :class:`~robotrl.workflows.trainer.run.Run` (not imported: run.py imports this module)."""
     cfg, state, console = run.cfg, run.state, run.console
     seeds = eval_seeds(int(cfg.eval_episodes))
     console.print(f"evaluating trivial policies on the same {len(seeds)} eval seeds (random, constant actions)...")
