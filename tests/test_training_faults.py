@@ -58,12 +58,12 @@ def test_killed_worker_during_training_is_restarted_and_its_steps_are_not_frames
     def killing_act_batch(obs, step, eval_mode):
         calls["n"] += 1
         if calls["n"] == 4 and not eval_mode:  # worker 1 has played 3 steps of its first episode
-            os.kill(trainer.vector_env.processes[1].pid, signal.SIGKILL)
+            os.kill(trainer.collector.vector_env.processes[1].pid, signal.SIGKILL)
         return act_batch(obs, step, eval_mode)
 
     trainer.agent.act_batch = killing_act_batch
     trainer.train()
-    assert trainer.vector_env.restarts == 1 and trainer.discarded_episodes == 1
+    assert trainer.collector.vector_env.restarts == 1 and trainer.discarded_episodes == 1
     _assert_frames_count_only_stored_steps(trainer, tmp_path, discarded_steps=3)
 
 
@@ -130,7 +130,7 @@ def test_a_hung_reset_or_a_raising_worker_during_training(compose_cfg, tmp_path,
     trainer = Trainer(compose_cfg(*FAST_VEC), tmp_path / "run")
     trainer.train()
     assert (tmp_path / "fault-fired").read_text() == kind
-    assert trainer.vector_env.restarts == 1 and trainer.discarded_episodes == (discarded > 0)
+    assert trainer.collector.vector_env.restarts == 1 and trainer.discarded_episodes == (discarded > 0)
     _assert_frames_count_only_stored_steps(trainer, tmp_path / "run", discarded_steps=discarded)
 
 
