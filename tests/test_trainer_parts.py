@@ -92,6 +92,18 @@ def test_the_schedule_says_what_is_due_between_episodes():
     assert not no_eval.due(step=100, frame=200, last_eval_frame=None).eval and not no_eval.eval_due(0)
 
 
+def test_the_final_policy_is_always_evaluated():
+    """frames < eval_every_frames: the end is an eval of the final policy (once), then the final checkpoint."""
+    s = Schedule(total_steps=100, eval_every=10_000, checkpoint_every=100_000, eval_episodes=1, next_eval_frame=0,
+                 next_ckpt_frame=100_000)
+    assert s.eval_due(0)
+    s.evaluated(0)
+    assert not s.due(step=50, frame=100, last_eval_frame=0).any
+    end = s.due(step=100, frame=200, last_eval_frame=0)
+    assert end.eval and end.checkpoint and end.done
+    assert not s.due(step=100, frame=200, last_eval_frame=200).eval  # already evaluated at the final frame
+
+
 # ------------------------------------------------------------------------------------------ state and checkpoint
 class _Agent(torch.nn.Module):
     def __init__(self) -> None:
