@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from robotrl.contract import check_obs
-from robotrl.replay import ReplayBuffer, _newest
-from robotrl.types import Episode, Obs
-
-_STEP_KEYS = ("action", "reward", "terminated", "success", "reward_invalid")
+from robotrl.episodes import EpisodeBuilder
+from robotrl.replay import ReplayBuffer
+from robotrl.types import Obs
 
 
 class EpisodeStreams:
@@ -26,14 +23,13 @@ class EpisodeStreams:
         if num_streams < 1:
             raise ValueError(f"num_streams={num_streams}, expected >= 1")
         self.replay = replay
-        self._episodes: list[dict[str, list[Any]] | None] = [None] * int(num_streams)
+        self._episodes: list[EpisodeBuilder | None] = [None] * int(num_streams)
 
     def begin(self, stream: int, obs: Obs) -> None:
         """Start ``stream``'s episode with its reset observation (an unfinished one is dropped)."""
         check_obs(obs, self.replay.observation_space)
-        first = _newest(obs, self.replay.frame_channels)
-        self._episodes[stream] = {"obs": [{k: np.array(v) for k, v in first.items()}],
-                                  **{key: [] for key in _STEP_KEYS}}
+        self._episodes[stream] = EpisodeBuilder(self.replay.frame_channels)
+        self._episodes[stream].begin(obs)
 
     def add(self, stream: int, action: np.ndarray, reward: float, obs: Obs, terminated: bool, truncated: bool,
             success: bool = False, reward_invalid: bool = False) -> bool:
@@ -42,27 +38,17 @@ class EpisodeStreams:
         episode = self._episodes[stream]
         if episode is None:
             raise ValueError(f"stream {stream}: add() without begin(); call begin(stream, obs) after its reset")
-        newest = _newest(obs, self.replay.frame_channels)
-        episode["obs"].append({k: np.array(v) for k, v in newest.items()})
-        episode["action"].append(np.asarray(action, np.float32))
-        episode["reward"].append(float(reward))
-        episode["terminated"].append(bool(terminated))
-        episode["success"].append(bool(success))
-        episode["reward_invalid"].append(bool(reward_invalid))
+        episode.add(action, reward, obs, terminated, success, reward_invalid)
         if not (terminated or truncated):
             return False
-        self.replay.add_episode(Episode(
-            obs={k: np.stack([o[k] for o in episode["obs"]]) for k in episode["obs"][0]},
-            action=np.stack(episode["action"]), reward=np.asarray(episode["reward"], np.float32),
-            terminated=np.asarray(episode["terminated"], bool), success=np.asarray(episode["success"], bool),
-            reward_invalid=np.asarray(episode["reward_invalid"], bool)))
+        self.replay.add_episode(episode.build())
         self._episodes[stream] = None
         return True
 
     def discard(self, stream: int) -> int:
         """Drop ``stream``'s unfinished episode; return how many steps it had."""
         episode, self._episodes[stream] = self._episodes[stream], None
-        return 0 if episode is None else len(episode["action"])
+        return 0 if episode is None else len(episode)
 
     @property
     def pending(self) -> int:

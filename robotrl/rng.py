@@ -1,5 +1,8 @@
-"""One format for the global RNG states (python, numpy, torch, CUDA) in a checkpoint: tensors and plain types, so
-``torch.load(weights_only=True)`` reads it back. Core, so the trainer and the World-Env stages save the same thing."""
+"""One format for the global RNG states (Python, NumPy, torch, CUDA) in a checkpoint.
+
+The trainer's checkpoints and World-Env's stage states both restore the global RNGs from it. It is made of tensors
+and plain types only, so ``torch.load(weights_only=True)`` reads it back.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import torch
 
 
 def get_rng_state() -> dict[str, Any]:
-    """Global RNG states as tensors and plain types, loadable with torch.load(weights_only=True)."""
+    """The global RNG states (``cuda`` only where CUDA is available)."""
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -24,14 +27,15 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`get_rng_state` returned (CUDA states only where CUDA is available)."""
+    """Restore what :func:`get_rng_state` returned (after a round trip through ``torch.save``/``torch.load``)."""
     random.setstate(_tuplify(state["python"]))
     name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    np.random.set_state((name, np.asarray(keys).astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _tuplify(x: Any) -> Any:
+    """``torch.load`` gives lists where ``random.getstate`` gave tuples; ``random.setstate`` wants tuples."""
     return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x

@@ -12,7 +12,7 @@ from robotrl.errors import ConfigError
 from robotrl.overrides import group_options
 from robotrl.types import Capabilities, capabilities_of
 from robotrl.workflows.demos import ensure_demos
-from robotrl.workflows.train import Trainer
+from robotrl.workflows.trainer.factory import trainer_kind
 
 BATCHED = {"batched_acting": True, "own_generator": True}
 EXPECTED = {
@@ -49,7 +49,7 @@ def test_every_packaged_agent_declares_its_capabilities(compose_cfg, name):
 def test_an_sb3_agent_under_another_class_path_gets_sb3s_loop(compose_cfg):
     """``is_sb3_agent`` compared ``_target_`` with one string: a subclass (or a moved class) ran in the wrong loop."""
     cfg = compose_cfg("agent=sb3_sac", f"agent._target_={__name__}.RenamedSAC", "env.obs_type=state", tiny=False)
-    assert type(Trainer.__new__(Trainer, cfg)).__name__ == "SB3Trainer"
+    assert trainer_kind(cfg) == "sb3"
 
 
 def test_a_tasks_key_does_not_make_an_agent_the_vla(tmp_path):

@@ -10,7 +10,6 @@ from robotrl.config import resolve_threads, validate_config
 from robotrl.errors import ConfigError
 from robotrl.workflows.baselines import beats, compare, constant_policy, trivial_baselines
 from robotrl.workflows.rollout import run_episodes, summarize
-from robotrl.workflows.train import Trainer
 
 
 def _summary(mean: float, std: float, episodes: int = 5, success: float | None = None) -> dict:
@@ -51,12 +50,27 @@ def test_constant_policy_is_constant():
     assert np.array_equal(policy({}), np.full(3, -0.5, np.float32)) and policy({}).dtype == np.float32
 
 
-def test_run_summary_has_baselines_and_a_verdict(compose_cfg, tmp_path, capsys):
-    summary = Trainer(compose_cfg("compare_baselines=true", "eval_episodes=2"), tmp_path).train()
-    assert summary["first_eval"]["frame"] == 0 and summary["final_eval"]["frame"] == 400
+@pytest.mark.parametrize("final_return", [1000.0, 0.0])
+def test_run_summary_has_baselines_and_a_verdict(compose_cfg, capsys, final_return):
+    """The run's final comparison (a part of the trainer: no training run needed): the trivial policies on the
+    eval seeds, the first eval as a baseline, the table and a warning when the final eval beats none of them."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from robotrl.workflows.trainer.evaluation import compare_with_baselines
+
+    cfg = compose_cfg("compare_baselines=true", "eval_episodes=2")
+    final = {"frame": 400, "episodes": 2, "return_mean": final_return, "return_std": 1.0, "success_rate": None}
+    first = {**final, "frame": 0, "return_mean": 0.0}
+    run = SimpleNamespace(cfg=cfg, state=SimpleNamespace(first_eval=first, last_eval=final), robot=None, frame=400,
+                          console=Console(soft_wrap=True))
+    summary = compare_with_baselines(run)
     assert {"random", "constant", "constant_grid"} <= set(summary["baselines"])
+    assert summary["baselines"]["random"]["episodes"] == 2
     verdict = summary["vs_baselines"]
     assert set(verdict["beats"]) == {"random", "constant", "first_eval"}
+    assert verdict["beats_all"] == (final_return == 1000.0)  # cartpole_balance: at most 1 per step, 50 steps
     out = capsys.readouterr().out
     assert "constant" in out and "first eval" in out and "trained agent" in out
     assert ("WARNING" in out) == (not verdict["beats_all"])

@@ -39,14 +39,8 @@ ALLOWED: dict[tuple[str, str], str] = {
 
 
 # (importing module, imported module): an import that closes a cycle, allowed for the reason given. The test fails
-# when an entry no longer closes a cycle (the cycle is gone: delete the entry). Issue 26 removes all three.
-CYCLE_ALLOWED: dict[tuple[str, str], str] = {
-    # Trainer.__new__ picks its own subclass; VectorTrainer, RayTrainer (via SegmentedTrainer) and SB3Trainer import
-    # train.py back. The trainer rewrite (make_trainer outside train.py) removes these lazy imports.
-    ("robotrl.workflows.train", "robotrl.workflows.sb3_train"): "Trainer.__new__ picks SB3Trainer",
-    ("robotrl.workflows.train", "robotrl.workflows.ray_collector"): "Trainer.__new__ picks RayTrainer",
-    ("robotrl.workflows.train", "robotrl.workflows.vector_train"): "Trainer.__new__ picks VectorTrainer",
-}
+# when an entry no longer closes a cycle (the cycle is gone: delete the entry). Empty: the package has no cycle.
+CYCLE_ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def layer(module: str) -> tuple[int, str] | None:

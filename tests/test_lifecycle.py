@@ -87,11 +87,8 @@ def test_restart_without_checkpoint_starts_logs_clean(compose_cfg, tmp_path):
     assert len(list((tmp_path / "tb").glob("events.*"))) == 1
 
 
-def test_final_eval_is_at_the_final_frame(compose_cfg, tmp_path):
-    """frames < eval_every_frames: the run still ends with an evaluation of the final policy."""
-    summary = Trainer(compose_cfg("frames=200", "eval_every_frames=10000"), tmp_path).train()
-    assert _frames(tmp_path / "eval.csv") == [0, 200]
-    assert summary["final_eval"]["frame"] == 200
+# frames < eval_every_frames still ends with an eval of the final policy: a unit test of the schedule,
+# tests/test_trainer_parts.py::test_the_final_policy_is_always_evaluated
 
 
 @pytest.mark.parametrize(("reward", "tag"),
@@ -122,18 +119,23 @@ def test_progress_bar_fits_80_columns():
     assert "…" not in line and len(line) + 3 <= 80, line  # +3: an ETA of hours (H:MM:SS instead of MM:SS)
 
 
-def test_slow_phases_print_progress(compose_cfg, tmp_path, monkeypatch):
-    """Evaluation (and every Heartbeat user) prints progress lines instead of running silently."""
-    import io
+def test_slow_phases_print_progress():
+    """Evaluation (and every Heartbeat user) prints progress lines instead of running silently: the trainer's eval
+    player on a 3-step env, every tick printing (what a >5 s phase shows)."""
+    from types import SimpleNamespace
 
-    from rich.console import Console
+    import numpy as np
 
-    import robotrl.heartbeat
+    from robotrl.heartbeat import Heartbeat
+    from robotrl.workflows.trainer.evaluation import one_env_player
+    from tests.test_trainer_parts import _Counter
 
-    monkeypatch.setattr(robotrl.heartbeat, "EVERY_S", 0.0)  # every tick prints: what a >5 s phase shows
-    out = io.StringIO()
-    Trainer(compose_cfg("frames=100", "eval_every_frames=10000"), tmp_path, console=Console(file=out)).train()
-    assert "eval @ 0 frames: episode 1/1, step 1 (" in out.getvalue()
+    agent = SimpleNamespace(reset=lambda: None, act=lambda obs, step, eval_mode: np.array([1.0], np.float32))
+    lines: list[str] = []
+    results = one_env_player(_Counter(), agent)([7], None, 0, Heartbeat("eval @ 0 frames", every=0.0,
+                                                                         write=lines.append))
+    assert results[0]["length"] == 3 and results[0]["seed"] == 7
+    assert lines[0].startswith("eval @ 0 frames: episode 1/1, step 1 (") and len(lines) == 3
 
 
 def test_heartbeat_is_quiet_within_its_interval(capsys):

@@ -69,7 +69,7 @@ def test_ray_run_survives_a_killed_actor(compose_cfg, tmp_path):
     ray = pytest.importorskip("ray")
     from robotrl.envs import make_env
 
-    from robotrl.workflows.ray_collector import RayTrainer
+    from robotrl.workflows.ray_collector import RayCollector
     from robotrl.workflows.train import Trainer, episode_seed
 
     from .test_vector_train import _stored_episodes
@@ -79,16 +79,18 @@ def test_ray_run_survives_a_killed_actor(compose_cfg, tmp_path):
         cfg = compose_cfg("collector=ray", "ray.num_actors=2", "ray.chunk_size=10", "ray.queue_size=2",
                           "frames=400", "eval_at_start=false", "checkpoint_every_frames=1000")
         trainer = Trainer(cfg, tmp_path)
-        assert isinstance(trainer, RayTrainer)
-        original, state = trainer._receive, {"killed": False}
+        collector = trainer.collector
+        assert isinstance(collector, RayCollector)
+        original, state = collector.receive, {"killed": False}
 
-        def receive_and_kill(chunk, *args):
-            original(chunk, *args)
+        def receive_and_kill(chunk, run):
+            stats = original(chunk, run)
             if not state["killed"] and chunk["actor"] == 1 and chunk["seq"] == 1:
                 state["killed"] = True
-                ray.kill(trainer.actors[1], no_restart=True)
+                ray.kill(collector.actors[1], no_restart=True)
+            return stats
 
-        trainer._receive = receive_and_kill
+        collector.receive = receive_and_kill
         trainer.train()
         assert state["killed"] and trainer.discarded_episodes == 1 and trainer.discarded_steps == 20
         episodes = _stored_episodes(trainer.replay)

@@ -182,7 +182,7 @@ def test_modem_v2_trains_online_on_the_sim_arm_and_resumes_exactly(compose_cfg, 
                            "robot_env.operator=tests.test_robot_env:push_operator", *o, tiny=False)
 
     full = Trainer(cfg(), tmp_path / "full")
-    assert full.update_at == "episode_end" and full.eval_env is full.env.unwrapped
+    assert full.collector.update_at == "episode_end" and full.run.eval_env is full.env.unwrapped
     summary = full.train()
     assert summary["frames"] == 60
     rows = (tmp_path / "full" / "train.csv").read_text().splitlines()
@@ -256,7 +256,7 @@ def test_demos_from_a_lerobot_dataset(compose_cfg, demo_dir, tmp_path):
 
 
 def test_update_at_choices():
-    from robotrl.workflows.train import _update_at
+    from robotrl.workflows.trainer.hooks import update_at as _update_at
 
     assert _update_at(OmegaConf.create({"update_at": "auto"}), on_robot=True) == "episode_end"
     assert _update_at(OmegaConf.create({"update_at": "auto"}), on_robot=False) == "step"

@@ -104,14 +104,14 @@ def test_ppo_resume_continues_the_run(sb3_cfg, tmp_path):
 def test_interrupt_keeps_the_last_checkpoint(sb3_cfg, tmp_path):
     """Ctrl-C during training leaves the previous checkpoint intact and resumable."""
     trainer = Trainer(sb3_cfg("sb3_sac", "frames=400"), tmp_path)
-    original = trainer.evaluate
+    original = trainer.run.evaluate
 
     def interrupt_at_400():
         if trainer.frame >= 400:
             raise KeyboardInterrupt
         return original()
 
-    trainer.evaluate = interrupt_at_400
+    trainer.run.evaluate = interrupt_at_400
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "frame_000000000200"

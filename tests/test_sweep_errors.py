@@ -89,20 +89,20 @@ def test_ray_actor_death_names_the_episode_as_the_console_counts_it():
     """The console's "episode N" counts episodes from 1; the dead actor's line said "episode N-1" for the same one."""
     from rich.console import Console
 
-    from robotrl.workflows.ray_collector import EpisodeAssembler, RayTrainer
+    from robotrl.workflows.ray_collector import RayCollector
+    from robotrl.workflows.trainer.state import Discards
 
-    trainer = object.__new__(RayTrainer)
-    trainer.settings, trainer.actor_restarts, trainer.discarded_episodes, trainer.discarded_steps = {}, 0, 0, 0
-    trainer.step = 0  # frames received so far (a dead actor's steps are taken back out)
-    trainer.ray = SimpleNamespace(kill=lambda actor, no_restart: None)
-    trainer.actors, trainer.incarnations, trainer._reissue = ["actor0"], [0], []
-    trainer._new_actor = lambda index, incarnation: f"actor{index}.{incarnation}"
-    trainer.console = Console(record=True, width=200)
-    trainer.assembler = EpisodeAssembler()
-    trainer.assembler.start(0, 0, episode=3)  # the 4th episode (indices count from 0)
-    trainer._restart_actor(0, RuntimeError("killed"))
-    assert "rollout actor 0 died: episode 4 discarded" in trainer.console.export_text()
-    assert trainer._reissue == [3]  # the same episode index is played again
+    collector = RayCollector(OmegaConf.create({}), {}, seed_steps=0)
+    collector.ray = SimpleNamespace(kill=lambda actor, no_restart: None)
+    collector.actors, collector.incarnations = ["actor0"], [0]
+    collector._new_actor = lambda index, incarnation: f"actor{index}.{incarnation}"
+    collector.begin_segment()
+    # step: frames received so far (a dead actor's steps are taken back out)
+    run = SimpleNamespace(state=SimpleNamespace(step=0, discards=Discards()), console=Console(record=True, width=200))
+    collector.assembler.start(0, 0, episode=3)  # the 4th episode (indices count from 0)
+    collector.restart_actor(0, RuntimeError("killed"), run)
+    assert "rollout actor 0 died: episode 4 discarded" in run.console.export_text()
+    assert collector.reissue == [3]  # the same episode index is played again
 
 
 def test_ray_cluster_refuses_a_sweep_dir_a_node_cannot_see(tmp_path):

@@ -58,12 +58,12 @@ def test_killed_worker_during_training_is_restarted_and_its_steps_are_not_frames
     def killing_act_batch(obs, step, eval_mode):
         calls["n"] += 1
         if calls["n"] == 4 and not eval_mode:  # worker 1 has played 3 steps of its first episode
-            os.kill(trainer.vector_env.processes[1].pid, signal.SIGKILL)
+            os.kill(trainer.collector.vector_env.processes[1].pid, signal.SIGKILL)
         return act_batch(obs, step, eval_mode)
 
     trainer.agent.act_batch = killing_act_batch
     trainer.train()
-    assert trainer.vector_env.restarts == 1 and trainer.discarded_episodes == 1
+    assert trainer.collector.vector_env.restarts == 1 and trainer.discarded_episodes == 1
     _assert_frames_count_only_stored_steps(trainer, tmp_path, discarded_steps=3)
 
 
@@ -130,7 +130,7 @@ def test_a_hung_reset_or_a_raising_worker_during_training(compose_cfg, tmp_path,
     trainer = Trainer(compose_cfg(*FAST_VEC), tmp_path / "run")
     trainer.train()
     assert (tmp_path / "fault-fired").read_text() == kind
-    assert trainer.vector_env.restarts == 1 and trainer.discarded_episodes == (discarded > 0)
+    assert trainer.collector.vector_env.restarts == 1 and trainer.discarded_episodes == (discarded > 0)
     _assert_frames_count_only_stored_steps(trainer, tmp_path / "run", discarded_steps=discarded)
 
 
@@ -163,13 +163,13 @@ def test_training_memory_is_flat_after_warmup(compose_cfg, tmp_path):
                       f"reward._target_={__name__}.MeanRed")
     trainer = Trainer(cfg, tmp_path)
     samples: dict[int, float] = {}
-    log_episode = trainer._log_train_episode
+    log_episode = trainer.run.log_train_episode
 
     def sampling_log(stats):
         samples[trainer.step] = _rss_mib()
         log_episode(stats)
 
-    trainer._log_train_episode = sampling_log
+    trainer.run.log_train_episode = sampling_log
     trainer.train()
     assert trainer.step == 300 and trainer.replay._head > trainer.replay.capacity  # the replay wrapped around
     after_warmup = {step: rss for step, rss in samples.items() if step >= 150}
@@ -183,23 +183,26 @@ def test_a_dead_ray_actors_received_steps_leave_frames():
     episode is discarded (the learner without Ray: the chunk bookkeeping and the restart alone)."""
     from types import SimpleNamespace
 
+    from omegaconf import OmegaConf
     from rich.console import Console
 
-    from robotrl.workflows.ray_collector import EpisodeAssembler, RayTrainer
+    from robotrl.workflows.ray_collector import RayCollector
+    from robotrl.workflows.trainer.state import Discards
 
-    trainer = object.__new__(RayTrainer)  # no Ray, no env: only what _receive and _restart_actor touch
-    trainer.settings, trainer.actor_restarts, trainer.step = {"max_actor_restarts": 10}, 0, 0
-    trainer.discarded_episodes = trainer.discarded_steps = 0
-    trainer.ray, trainer.console, trainer.replay = SimpleNamespace(kill=lambda *a, **k: None), Console(quiet=True), []
-    trainer.actors, trainer.incarnations, trainer._reissue = [None, None], [0, 0], []
-    trainer._new_actor = lambda index, incarnation: f"actor {index}.{incarnation}"
-    trainer.assembler = EpisodeAssembler()
-    trainer.assembler.start(1, 0, 5)
+    # no Ray, no env: the collector's chunk bookkeeping and restart against a run of plain parts
+    collector = RayCollector(OmegaConf.create({}), {"max_actor_restarts": 10}, seed_steps=10**9)
+    collector.ray = SimpleNamespace(kill=lambda *a, **k: None)
+    collector.actors, collector.incarnations = [None, None], [0, 0]
+    collector._new_actor = lambda index, incarnation: f"actor {index}.{incarnation}"
+    collector.begin_segment()
+    run = SimpleNamespace(state=SimpleNamespace(step=0, discards=Discards()), console=Console(quiet=True),
+                          replay=[], agent=None)
+    collector.assembler.start(1, 0, 5)
     chunk = {"actor": 1, "incarnation": 0, "episode": 5, "seq": 0, "obs": [{"state": np.zeros(1, np.float32)}] * 4,
              "action": [np.zeros(1, np.float32)] * 3, "reward": [0.0] * 3, "terminated": [False] * 3,
              "truncated": [False] * 3, "success": [False] * 3, "infos": [{}] * 3}
-    trainer._receive(chunk, seed_steps=10**9, progress=None, task=None)
-    assert trainer.step == 3  # received, not yet in the replay
-    trainer._restart_actor(1, RuntimeError("actor died"))
-    assert trainer.step == 0 and trainer.discarded_steps == 3 and trainer.discarded_episodes == 1
-    assert trainer._reissue == [5] and trainer.actors[1] == "actor 1.1"
+    assert collector.receive(chunk, run) is None
+    assert run.state.step == 3  # received, not yet in the replay
+    collector.restart_actor(1, RuntimeError("actor died"), run)
+    assert run.state.step == 0 and run.state.discards.steps == 3 and run.state.discards.episodes == 1
+    assert collector.reissue == [5] and collector.actors[1] == "actor 1.1"

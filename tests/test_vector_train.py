@@ -10,7 +10,7 @@ from robotrl.envs import make_env
 
 from robotrl.errors import ConfigError
 from robotrl.workflows.train import Trainer, episode_seed
-from robotrl.workflows.vector_train import VectorTrainer
+from robotrl.workflows.vector_train import VectorCollector
 
 from .conftest import assert_same_tensors
 
@@ -40,7 +40,7 @@ def test_vector_training_stores_each_env_episode_whole(compose_cfg, tmp_path):
     cfg = compose_cfg(*VEC, "eval_at_start=false", "env.max_episode_steps=40", "frames=120", "seed_frames=40",
                       "eval_every_frames=80", "checkpoint_every_frames=1000")
     trainer = Trainer(cfg, tmp_path)
-    assert isinstance(trainer, VectorTrainer)
+    assert isinstance(trainer.collector, VectorCollector)
     trainer.train()
     episodes = _stored_episodes(trainer.replay)
     # 120 frames = 60 steps: 2 episodes of 20 per env, the 2nd pair ends past 60 (training stops at episode ends)
@@ -176,13 +176,13 @@ def test_killed_worker_during_training_discards_counts_and_replays_its_episode(c
     def killing_act_batch(obs, step, eval_mode):
         calls["n"] += 1
         if calls["n"] == 10 and not eval_mode:
-            os.kill(trainer.vector_env.processes[1].pid, signal.SIGKILL)
+            os.kill(trainer.collector.vector_env.processes[1].pid, signal.SIGKILL)
         return act_batch(obs, step, eval_mode)
 
     trainer.agent.act_batch = killing_act_batch
     trainer.train()
     assert trainer.discarded_episodes == 1 and trainer.discarded_steps == 9
-    assert trainer.vector_env.restarts == 1
+    assert trainer.collector.vector_env.restarts == 1
     episodes = _stored_episodes(trainer.replay)
     assert all(len(ep["action"]) == 50 for ep in episodes)  # no partial episode reached the replay
     assert trainer.step == 50 * len(episodes)  # frames: only the steps that reached the replay

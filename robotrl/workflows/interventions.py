@@ -19,6 +19,7 @@ import numpy as np
 
 from robotrl.atomic import atomic_write_text
 from robotrl.demos import FORMAT_VERSION, META, episode_file, load_demos, save_episode
+from robotrl.episodes import EpisodeBuilder
 from robotrl.types import Episode
 
 
@@ -28,31 +29,24 @@ class InterventionRecorder:
     def __init__(self, out: Path, observation_space: gym.spaces.Dict, frame_stack: int, name: str) -> None:
         self.out, self.space, self.name = Path(out), observation_space, name
         self.keys = sorted(observation_space.spaces)
-        self.frame_channels = observation_space["pixels"].shape[0] // frame_stack if "pixels" in self.keys else 0
+        frame_channels = observation_space["pixels"].shape[0] // frame_stack if "pixels" in self.keys else 0
+        # as the replay stores it: the newest frame only (stacks are rebuilt); the demo format has no reward flags
+        self.episode = EpisodeBuilder(frame_channels, self.keys, flags=False)
         self._train_episodes: list[int] = []
-        self._steps: list[dict[str, Any]] = []
-        self._obs: list[dict[str, np.ndarray]] = []
-
-    def _single(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The observation as the replay stores it: the newest frame only (stacks are rebuilt)."""
-        out = {k: np.array(obs[k]) for k in self.keys}
-        if "pixels" in out:
-            out["pixels"] = out["pixels"][-self.frame_channels:]
-        return out
+        self._operator: list[bool] = []  # per step: an operator drove it
 
     def begin(self, obs: dict[str, np.ndarray]) -> None:
-        self._obs, self._steps = [self._single(obs)], []
+        self.episode.begin(obs)
+        self._operator = []
 
     def step(self, action: np.ndarray, reward: float, obs: dict[str, np.ndarray], terminated: bool,
              info: dict[str, Any]) -> None:
-        self._obs.append(self._single(obs))
-        self._steps.append({"action": np.asarray(action, np.float32), "reward": float(reward),
-                            "terminated": bool(terminated), "success": bool(info.get("success", False)),
-                            "intervention": bool(info.get("intervention", False))})
+        self.episode.add(action, reward, obs, terminated, bool(info.get("success", False)))
+        self._operator.append(bool(info.get("intervention", False)))
 
     def finish(self, train_episode: int) -> list[Episode]:
         """The finished episode's operator segments as Episodes (obs ``t .. t + k``), saved before returning."""
-        flags = [s["intervention"] for s in self._steps]
+        flags = self._operator
         segments, t = [], 0
         while t < len(flags):
             if not flags[t]:
@@ -61,12 +55,7 @@ class InterventionRecorder:
             end = t
             while end < len(flags) and flags[end]:
                 end += 1
-            steps = self._steps[t:end]
-            obs = {k: np.stack([o[k] for o in self._obs[t:end + 1]]) for k in self.keys}
-            segments.append(Episode(obs, np.stack([s["action"] for s in steps]),
-                                    np.array([s["reward"] for s in steps], np.float32),
-                                    np.array([s["terminated"] for s in steps]),
-                                    np.array([s["success"] for s in steps])))
+            segments.append(self.episode.build(t, end))
             t = end
         for segment in segments:
             self._save(segment, train_episode)

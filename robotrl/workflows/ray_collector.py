@@ -6,9 +6,9 @@ actor's CPUs), a copy of the agent for acting, and plays the episodes the learne
 ``ray.chunk_size`` through a bounded ``ray.util.queue.Queue`` (``ray.queue_size`` chunks): when the learner falls
 behind, ``put`` blocks the actor (backpressure) instead of piling transitions up in memory.
 
-The learner (:class:`RayTrainer`) keeps the one-env trainer's replay, updates (one per received transition),
-evaluation, logging and checkpoints. :class:`EpisodeAssembler` turns chunks into whole episodes for the replay:
-chunks carry (actor, incarnation, episode, seq), a repeated chunk is dropped, and when an actor dies its
+The learner (:class:`RayCollector` in the trainer) keeps the one-env trainer's replay, updates (one per received
+transition), evaluation, logging and checkpoints. :class:`EpisodeAssembler` turns chunks into whole episodes for
+the replay: chunks carry (actor, incarnation, episode, seq), a repeated chunk is dropped, and when an actor dies its
 partial episode is discarded (never reaches the replay), counted, and assigned again from the same seed to the
 restarted actor, whose chunks carry the next incarnation so late chunks of the dead one are ignored (``frames``
 counts only the steps that reached the replay; ``discarded_steps`` beside it). The learner's
@@ -20,16 +20,20 @@ arrive depends on timing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from robotrl.episodes import EpisodeBuilder, record_episode
 from robotrl.errors import ConfigError, EnvWorkerError
 from robotrl.types import Episode, capabilities_of
-from robotrl.workflows.segments import SegmentedTrainer
-from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, episode_seed
+from robotrl.workflows.trainer.console import GracefulInterrupt
+from robotrl.workflows.trainer.run import Run
+from robotrl.workflows.trainer.schedule import episode_seed
+from robotrl.workflows.trainer.stats import EpisodeStats
 
 STEP_KEYS = ("action", "reward", "terminated", "truncated", "success")
 
@@ -40,9 +44,7 @@ class _Partial:
     incarnation: int
     episode: int
     next_seq: int = 0
-    first_obs: dict[str, np.ndarray] | None = None
-    obs: list[dict[str, np.ndarray]] = field(default_factory=list)
-    steps: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in STEP_KEYS})
+    builder: EpisodeBuilder = field(default_factory=EpisodeBuilder)  # chunks carry single frames already
     infos: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -72,7 +74,7 @@ class EpisodeAssembler:
         self.incarnation[actor] = self.incarnation.get(actor, 0) + 1  # its late chunks are now stale
         if part is None:
             return None, 0
-        return part.episode, len(part.steps["action"])
+        return part.episode, len(part.builder)
 
     def accepts(self, chunk: dict[str, Any]) -> bool:
         """The chunk is the next one of its actor's live episode (not stale, repeated or out of order)."""
@@ -87,26 +89,23 @@ class EpisodeAssembler:
         actor = int(chunk["actor"])
         part = self.partial[actor]
         part.next_seq += 1
-        part.obs.extend(chunk["obs"])
-        for key in STEP_KEYS:
-            part.steps[key].extend(chunk[key])
+        obs = list(chunk["obs"])
+        if chunk["seq"] == 0:
+            part.builder.begin(obs.pop(0))
+        for k, info in enumerate(chunk["infos"]):
+            part.builder.add(chunk["action"][k], chunk["reward"][k], obs[k], chunk["terminated"][k],
+                             chunk["success"][k], bool(info.get("reward_invalid", False)))
         part.infos.extend(chunk["infos"])
         if not (chunk["terminated"] and (chunk["terminated"][-1] or chunk["truncated"][-1])):
             return None
         del self.partial[actor]
         self.done.add(part.episode)
-        episode = Episode(obs={k: np.stack([o[k] for o in part.obs]) for k in part.obs[0]},
-                          action=np.asarray(part.steps["action"], np.float32),
-                          reward=np.asarray(part.steps["reward"], np.float32),
-                          terminated=np.asarray(part.steps["terminated"], bool),
-                          success=np.asarray(part.steps["success"], bool),
-                          reward_invalid=np.asarray([bool(i.get("reward_invalid", False)) for i in part.infos]))
-        return part.episode, episode, part.infos
+        return part.episode, part.builder.build(), part.infos
 
 
 # ------------------------------------------------------------------------------------------ the actor
 class RolloutWorker:
-    """Plays assigned episodes and streams them (a plain class; :func:`remote_worker_class` makes it a Ray actor)."""
+    """Plays assigned episodes and streams them (a plain class; :class:`RayCollector` makes it a Ray actor)."""
 
     def __init__(self, cfg: dict[str, Any], actor: int, incarnation: int, queue: Any, chunk_size: int) -> None:
         import torch
@@ -120,17 +119,14 @@ class RolloutWorker:
         self.actor, self.incarnation, self.queue, self.chunk_size = actor, incarnation, queue, int(chunk_size)
         self.env = wrap_env(make_env(self.cfg.env, seed=int(self.cfg.seed) + 1000 * (actor + 1)), self.cfg.reward)
         space = self.env.observation_space
-        self.frame_channels = 0 if "pixels" not in space.spaces else space["pixels"].shape[0] // int(
-            self.cfg.env.frame_stack)
+        self.frames = EpisodeBuilder(0 if "pixels" not in space.spaces else space["pixels"].shape[0] // int(
+            self.cfg.env.frame_stack))  # only its newest(): what a chunk carries of an observation
         self.agent = make_agent(self.cfg.agent, space, self.env.action_space, "cpu", self.cfg.env.name)
 
     def pid(self) -> int:
         import os
 
         return os.getpid()
-
-    def _newest(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: (np.array(v[-self.frame_channels:]) if k == "pixels" else np.array(v)) for k, v in obs.items()}
 
     def play(self, episode: int, seed: int, step: int, weights: dict[str, Any]) -> dict[str, Any]:
         """Play ``episode`` from ``reset(seed=seed)`` with ``weights``; stream it; return its summary."""
@@ -140,15 +136,20 @@ class RolloutWorker:
         torch.manual_seed(seed)
         if capabilities_of(self.agent).own_generator:
             self.agent.generator.manual_seed(seed)  # each episode's own exploration noise
-        obs, _ = self.env.reset(seed=seed)
-        self.agent.reset()
-        chunk = self._chunk(episode, 0, [self._newest(obs)])
-        seq, ret, length = 0, 0.0, 0
-        while True:
-            action = self.agent.act(obs, step + length, eval_mode=False)
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            ret, length = ret + float(reward), length + 1
-            chunk["obs"].append(self._newest(obs))
+        sent = {"seq": 0, "length": 0, "chunk": None}
+
+        def on_reset(obs: dict[str, np.ndarray]) -> None:
+            self.agent.reset()
+            sent["chunk"] = self._chunk(episode, 0, [self.frames.newest(obs)])
+
+        def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+            return self.agent.act(obs, step + sent["length"], eval_mode=False)
+
+        def on_step(action: np.ndarray, reward: float, obs: dict[str, np.ndarray], terminated: bool,
+                    truncated: bool, info: dict[str, Any]) -> None:
+            sent["length"] += 1
+            chunk = sent["chunk"]
+            chunk["obs"].append(self.frames.newest(obs))
             for key, value in zip(STEP_KEYS, (action, float(reward), bool(terminated), bool(truncated),
                                               bool(info.get("success", False))), strict=True):
                 chunk[key].append(value)
@@ -156,10 +157,11 @@ class RolloutWorker:
             end = terminated or truncated
             if end or len(chunk["action"]) >= self.chunk_size:
                 self.queue.put(chunk, block=True)  # blocks while the learner is behind: backpressure
-                if end:
-                    return {"episode": episode, "return": ret, "length": length}
-                seq += 1
-                chunk = self._chunk(episode, seq, [])
+                sent["seq"] += 1
+                sent["chunk"] = self._chunk(episode, sent["seq"], [])
+
+        played = record_episode(self.env, policy, seed, on_reset=on_reset, on_step=on_step)
+        return {"episode": episode, "return": played.ret, "length": played.length}
 
     def _chunk(self, episode: int, seq: int, obs: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         return {"actor": self.actor, "incarnation": self.incarnation, "episode": episode, "seq": seq, "obs": obs,
@@ -184,18 +186,21 @@ def _import_ray() -> Any:
     return ray
 
 
-# ------------------------------------------------------------------------------------------ the learner
-class RayTrainer(SegmentedTrainer):
-    """:class:`Trainer` whose episodes are played by Ray actors (see the module docstring)."""
+# ------------------------------------------------------------------------------------------ the learner's side
+class RayCollector:
+    """The collector whose episodes Ray actors play (see the module docstring); the learner's replay, updates and
+    counters stay in this process and are never touched by an actor's failure."""
 
-    def _build_envs(self) -> None:
-        super()._build_envs()  # the learner keeps one env for spaces and the evaluation env
-        self.settings = ray_settings(self.cfg)
-        self.discarded_episodes = self.discarded_steps = 0
+    def __init__(self, cfg: DictConfig, settings: dict[str, Any], seed_steps: int) -> None:
+        self.cfg, self.settings, self.seed_steps = cfg, settings, seed_steps
         self.actor_restarts = 0
+        self.actors: list[Any] = []
+        self.incarnations: list[int] = []
+        self._owns_ray = False
+        self.ray: Any = None
 
     # ---------------------------------------------------------------- actors
-    def _start_ray(self) -> None:
+    def start(self, run: Run) -> None:
         ray = _import_ray()
         from ray.util.queue import Queue
 
@@ -204,17 +209,18 @@ class RayTrainer(SegmentedTrainer):
         if self._owns_ray:
             ray.init(address=s.get("address"), num_cpus=s.get("num_cpus"), include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
-        self.ray = ray
+        self.ray, self.console = ray, run.console
+        run.closers.append(self.close)
         self.queue = Queue(maxsize=int(s["queue_size"]))
         self._actor_cls = ray.remote(num_cpus=float(s.get("cpus_per_actor", 1)))(RolloutWorker)
-        self._plain_cfg = OmegaConf.to_container(self.cfg, resolve=True)
+        self._plain_cfg = OmegaConf.to_container(run.cfg, resolve=True)
         self.actors = [self._new_actor(i, 0) for i in range(int(s["num_actors"]))]
         self.incarnations = [0] * len(self.actors)
 
     def _new_actor(self, index: int, incarnation: int) -> Any:
         return self._actor_cls.remote(self._plain_cfg, index, incarnation, self.queue, int(self.settings["chunk_size"]))
 
-    def _restart_actor(self, index: int, error: Exception) -> None:
+    def restart_actor(self, index: int, error: Exception, run: Run) -> None:
         """A failed actor: discard its partial episode (counted) and start a fresh one; the learner is untouched.
         More than ``ray.max_actor_restarts`` failures stop the run with a one-line error."""
         if self.actor_restarts >= int(self.settings.get("max_actor_restarts", 10)):
@@ -223,51 +229,53 @@ class RayTrainer(SegmentedTrainer):
                                  f"{' '.join(str(error).split())[:300]}")
         self.ray.kill(self.actors[index], no_restart=True)  # a live actor whose env raised: start clean
         episode, steps = self.assembler.drop_actor(index)
-        self.discarded_episodes += episode is not None
-        self.discarded_steps += steps
-        self.step -= steps  # counted when received; frames count only the steps that reached the replay
+        run.state.discards.episodes += episode is not None
+        run.state.discards.steps += steps
+        run.state.step -= steps  # counted when received; frames count only the steps that reached the replay
         self.actor_restarts += 1
         self.incarnations[index] += 1
         self.actors[index] = self._new_actor(index, self.incarnations[index])
         # episode indices count from 0; the console's "episode N" lines count finished episodes from 1
         shown = "no episode" if episode is None else f"episode {episode + 1}"
-        self.console.print(f"[yellow]rollout actor {index} died: {shown} discarded ({steps} steps "
-                           f"received), actor restarted[/yellow]")
+        run.console.print(f"[yellow]rollout actor {index} died: {shown} discarded ({steps} steps "
+                          f"received), actor restarted[/yellow]")
         if episode is not None:
-            self._reissue.append(episode)
+            self.reissue.append(episode)
 
-    def _assign(self, index: int, episode: int) -> None:
+    def _assign(self, index: int, episode: int, run: Run) -> None:
         self.assembler.start(index, self.incarnations[index], episode)
         self._busy[index] = (episode, self.actors[index].play.remote(
-            episode, episode_seed(int(self.cfg.seed), episode), self.step, self._weights()))
+            episode, episode_seed(int(run.cfg.seed), episode), run.state.step, self._weights(run.agent)))
 
-    def _weights(self) -> Any:
+    def _weights(self, agent: Any) -> Any:
         """The agent's state in the object store, refreshed after updates (shared by every assignment)."""
         if self._weights_ref is None or self._weights_ref[0] != self._updates:
-            self._weights_ref = (self._updates, self.ray.put(self.agent.state_dict()))
+            self._weights_ref = (self._updates, self.ray.put(agent.state_dict()))
         return self._weights_ref[1]
 
-    # ---------------------------------------------------------------- loop
-    def _before_segments(self) -> None:
-        self._start_ray()
-
-    def _run_segment(self, total_steps: int, seed_steps: int, interrupt: GracefulInterrupt) -> None:
-        """Keep every actor busy until a drain: then wait for the episodes in flight, none left half-received."""
+    # ---------------------------------------------------------------- segments
+    def begin_segment(self) -> None:
         self.assembler = EpisodeAssembler()
         self._busy: dict[int, tuple[int, Any]] = {}
-        self._reissue: list[int] = []
-        self._weights_ref, self._updates = None, 0
-        self._stats_updates: list[dict[str, float]] = []
-        next_episode, draining = self.episode, False
+        self.reissue: list[int] = []
+        self._weights_ref: tuple[int, Any] | None = None
+        self._updates = 0
+        self._updates_since: list[dict[str, float]] = []
+
+    def collect(self, run: Run, interrupt: GracefulInterrupt) -> Iterator[EpisodeStats]:
+        """Keep every actor busy until a drain: then wait for the episodes in flight, none left half-received."""
+        self.begin_segment()
+        next_episode, draining = run.state.episode, False
         for i in range(len(self.actors)):
-            self._assign(i, next_episode)
+            self._assign(i, next_episode, run)
             next_episode += 1
-        progress, task = self._progress_task
         while self._busy or self.assembler.partial:
             interrupt.check()
             for chunk in self._take_chunks():
-                self._receive(chunk, seed_steps, progress, task)
-            draining = draining or self._due(total_steps)
+                stats = self.receive(chunk, run)
+                if stats is not None:
+                    yield stats
+            draining = draining or run.drain_due()
             ready, _ = self.ray.wait([f for _, f in self._busy.values()], num_returns=len(self._busy), timeout=0)
             for index, (_episode, future) in list(self._busy.items()):
                 if future not in ready:
@@ -276,16 +284,16 @@ class RayTrainer(SegmentedTrainer):
                 try:
                     self.ray.get(future)
                 except self.ray.exceptions.RayError as e:  # the actor died, or its env/agent raised
-                    self._restart_actor(index, e)
-                if self._reissue:
-                    self._assign(index, self._reissue.pop(0))
+                    self.restart_actor(index, e, run)
+                if self.reissue:
+                    self._assign(index, self.reissue.pop(0), run)
                 elif not draining:
-                    self._assign(index, next_episode)
+                    self._assign(index, next_episode, run)
                     next_episode += 1
             for index in range(len(self.actors)):  # reissued episodes of dead actors go to any idle actor
-                if self._reissue and index not in self._busy:
-                    self._assign(index, self._reissue.pop(0))
-            progress.update(task, completed=min(self.step, total_steps))
+                if self.reissue and index not in self._busy:
+                    self._assign(index, self.reissue.pop(0), run)
+            run.progress.steps(run.state.step)
 
     def _take_chunks(self) -> list[dict[str, Any]]:
         from ray.util.queue import Empty
@@ -295,36 +303,31 @@ class RayTrainer(SegmentedTrainer):
         except Empty:
             return []
 
-    def _receive(self, chunk: dict[str, Any], seed_steps: int, progress: Any, task: Any) -> None:
+    def receive(self, chunk: dict[str, Any], run: Run) -> EpisodeStats | None:
         """One chunk: count its steps and do one update per step (once the replay holds an episode); a finished
-        episode goes to the replay and train.csv."""
+        episode goes to the replay and its stats are returned."""
         if not self.assembler.accepts(chunk):
             self.assembler.add(chunk)  # counted as ignored: a stale or repeated chunk takes no step here
-            return
-        can_update = len(self.replay) > 0
+            return None
+        state, can_update = run.state, len(run.replay) > 0
         for _ in range(len(chunk["action"])):
-            if self.step >= seed_steps and can_update:
-                self._stats_updates.append(self.agent.update(self.replay, self.step))
+            if state.step >= self.seed_steps and can_update:
+                self._updates_since.append(run.agent.update(run.replay, state.step))
                 self._updates += 1
-            self.step += 1
+            state.step += 1
         finished = self.assembler.add(chunk)
-        if finished is not None:
-            _, episode, infos = finished
-            self.replay.add_episode(episode)
-            stats = EpisodeStats()
-            for reward, info in zip(episode.reward, infos, strict=True):
-                stats.add_step(float(reward), info)
-            stats.updates, self._stats_updates = self._stats_updates, []
-            stats.rewards.update(discarded_episodes=float(self.discarded_episodes),
-                                 discarded_steps=float(self.discarded_steps))
-            self.episode += 1
-            self._log_train_episode(stats)
-            progress.update(task, ret=stats.ret)
+        if finished is None:
+            return None
+        _, episode, infos = finished
+        run.replay.add_episode(episode)
+        stats = EpisodeStats()
+        for reward, info in zip(episode.reward, infos, strict=True):
+            stats.add_step(float(reward), info)
+        stats.updates, self._updates_since = self._updates_since, []
+        return stats
 
-    def finish(self) -> dict[str, Any]:
-        summary = super().finish()
-        for actor in getattr(self, "actors", []):
+    def close(self) -> None:
+        for actor in self.actors:
             self.ray.kill(actor)
-        if getattr(self, "_owns_ray", False):
+        if self._owns_ray:
             self.ray.shutdown()
-        return summary

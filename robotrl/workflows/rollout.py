@@ -10,6 +10,8 @@ import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
 
+from robotrl.episodes import record_episode
+
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 EpisodeStart = Callable[[], None]
 
@@ -21,23 +23,8 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, frames: list[np.ndarray
     Success is "solved at any step" (info["success"] true at least once), Meta-World's usual definition; it is
     None for tasks that define no success.
     """
-    obs, info = env.reset(seed=seed)
-    if on_reset is not None:
-        on_reset()
-    total, length, success = 0.0, 0, None
-    if frames is not None:
-        frames.append(env.render())
-    done = False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(policy(obs))
-        total += float(reward)
-        length += 1
-        if "success" in info:
-            success = bool(success) or bool(info["success"])
-        if frames is not None:
-            frames.append(env.render())
-        done = terminated or truncated
-    return {"seed": int(seed), "return": total, "success": success, "length": length}
+    start = None if on_reset is None else (lambda obs: on_reset())
+    return record_episode(env, policy, seed, on_reset=start, frames=frames).as_result()
 
 
 def run_episodes(env: gym.Env, policy: Policy, seeds: Sequence[int], video_path: Path | None = None,

@@ -1,10 +1,10 @@
 """The training workflow for Stable-Baselines3 agents (``agent=sb3_sac``, ``agent=sb3_ppo``).
 
-:class:`SB3Trainer` is the :class:`~robotrl.workflows.train.Trainer` with its ``act -> update -> step`` loop replaced
-by SB3's ``model.learn(callback=...)``; everything around it is the trainer's own code: the env factory and reward
-layer (``reward=clip`` ...), ``train.csv``/``eval.csv``/TensorBoard rows, seeded ground-truth evaluation with
-videos, atomic checkpoints, ``resume=true``. The agent itself (:class:`~robotrl.agents.sb3.SB3Agent`) and the
-resume semantics are documented in :mod:`robotrl.agents.sb3`.
+:class:`SB3Trainer` runs SB3's ``model.learn(callback=...)`` in place of the trainer's collector loop; everything
+around it is the trainer's own parts (:mod:`robotrl.workflows.trainer`): the env factory and reward layer
+(``reward=clip`` ...), the run state and schedule, ``train.csv``/``eval.csv``/TensorBoard rows, seeded ground-truth
+evaluation with videos, atomic checkpoints, ``resume=true``. The agent itself
+(:class:`~robotrl.agents.sb3.SB3Agent`) and the resume semantics are documented in :mod:`robotrl.agents.sb3`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,11 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from robotrl.agents import agent_config
 from robotrl.agents.sb3 import ALGORITHMS, SKIP_METRICS, SB3Agent
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, Trainer, episode_seed
+from robotrl.workflows.trainer.console import GracefulInterrupt
+from robotrl.workflows.trainer.loop import RunView
+from robotrl.workflows.trainer.run import Run
+from robotrl.workflows.trainer.schedule import episode_seed
+from robotrl.workflows.trainer.stats import EpisodeStats
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,6 @@ class EpisodeSeeds(gym.Wrapper):
         obs, info = self.env.reset(seed=episode_seed(self.run_seed, self.next_episode), options=options)
         self.next_episode += 1
         return obs, info
-
 
 
 # ------------------------------------------------------------------------------------------------ replay
@@ -101,7 +105,7 @@ class SB3Replay:
 
 # ------------------------------------------------------------------------------------------------ trainer
 class _EpisodeCallback(BaseCallback):
-    """Drives the trainer's per-episode work from inside SB3's ``learn``: train.csv rows, evaluation, checkpoints.
+    """Drives the run's per-episode work from inside SB3's ``learn``: train.csv rows, evaluation, checkpoints.
 
     Off-policy, SB3 stores a step's transition and trains on it after ``on_step``; the episode-end work therefore
     waits for the next ``on_rollout_start`` (train_freq 1), when replay and networks include the last step, so
@@ -110,10 +114,9 @@ class _EpisodeCallback(BaseCallback):
     On-policy (PPO), the work happens at the episode's last step and training stops there.
     """
 
-    def __init__(self, trainer: SB3Trainer, total_steps: int) -> None:
+    def __init__(self, run: Run, off_policy: bool) -> None:
         super().__init__()
-        self.trainer, self.total_steps = trainer, total_steps
-        self.off_policy = trainer.agent.off_policy
+        self.run, self.off_policy = run, off_policy
         self.stats = EpisodeStats()
         self.finished = False  # an episode ended at or after cfg.frames and its checkpoint is written
         self._episode_over = False
@@ -129,16 +132,15 @@ class _EpisodeCallback(BaseCallback):
         if self.finished:
             return False
         if self.interrupt is not None:
-            self.interrupt.check()  # Ctrl-C, raised here between env steps (see workflows.train.GracefulInterrupt)
-        trainer = self.trainer
-        trainer.step += 1
+            self.interrupt.check()  # Ctrl-C, raised here between env steps (see trainer.console.GracefulInterrupt)
+        run = self.run
+        run.state.step += 1
         self.stats.add_step(float(self.locals["rewards"][0]), self.locals["infos"][0])
         if self.locals["infos"][0].get("reward_invalid"):  # SB3 stores this step next: keep its reward out
-            trainer.agent.flag_reward_invalid()
+            run.agent.flag_reward_invalid()
         if not self.locals["dones"][0]:
-            if trainer.step % 100 == 0:
-                progress, task = trainer._progress_task
-                progress.update(task, completed=min(trainer.step, self.total_steps))
+            if run.state.step % 100 == 0:
+                run.progress.steps(run.state.step)
             return True
         if self.off_policy:
             self._episode_over = True
@@ -147,7 +149,8 @@ class _EpisodeCallback(BaseCallback):
         return not self.finished
 
     def _end_episode(self) -> None:
-        self.finished = self.trainer._end_episode(self.stats, self.total_steps)
+        self.run.episode_finished(self.stats)
+        self.finished = self.run.between_episodes()
         self.stats = EpisodeStats()
 
     def _collect_metrics(self) -> None:
@@ -163,68 +166,82 @@ class _EpisodeCallback(BaseCallback):
             self.stats.updates.append(metrics)
 
 
-class SB3Trainer(Trainer):
-    """The trainer with SB3's ``learn`` as its loop (``Trainer(cfg)`` returns one for ``agent=sb3_*``)."""
+@dataclass
+class SB3Parts:
+    """The SB3 agent (its model owns the buffers), its replay in robotrl checkpoints (None on-policy) and the env
+    whose resets follow the run's episode seeds."""
 
     agent: SB3Agent
+    replay: SB3Replay | None
+    seeded_env: EpisodeSeeds
 
-    def _build_agent(self) -> None:
-        cfg = self.cfg
+    @classmethod
+    def build(cls, cfg: Any, env: gym.Env, device: Any, action_repeat: int) -> SB3Parts:
         hparams = agent_config(cfg.agent, cfg.env.name)
         for key in ("name", "_target_"):
             hparams.pop(key, None)
-        self.seeded_env = EpisodeSeeds(self.env, int(cfg.seed))
+        seeded_env = EpisodeSeeds(env, int(cfg.seed))
         run_kwargs = {"seed": int(cfg.seed), "buffer_size": int(cfg.replay.capacity),
-                      "learning_starts": int(cfg.seed_frames) // self.action_repeat}
+                      "learning_starts": int(cfg.seed_frames) // action_repeat}
         if cfg.replay.storage_dir is not None:
             raise ConfigError(f"replay.storage_dir={cfg.replay.storage_dir!r}: SB3 agents keep SB3's replay "
                               f"buffer in memory; use replay.storage_dir=null")
-        self._check_replay_memory(hparams)
-        self.agent = SB3Agent(self.env.observation_space, self.env.action_space, str(self.device),
-                              train_env=self.seeded_env, run_kwargs=run_kwargs, **hparams)
-        buffer = getattr(self.agent.model, "replay_buffer", None)
-        self.replay = SB3Replay(buffer) if buffer is not None else None  # type: ignore[assignment]
+        check_replay_memory(hparams, env.observation_space, int(cfg.replay.capacity))
+        agent = SB3Agent(env.observation_space, env.action_space, str(device), train_env=seeded_env,
+                         run_kwargs=run_kwargs, **hparams)
+        buffer = getattr(agent.model, "replay_buffer", None)
+        return cls(agent, SB3Replay(buffer) if buffer is not None else None, seeded_env)
 
-    def _check_replay_memory(self, hparams: dict[str, Any]) -> None:
-        """SB3 stores obs and next_obs in full (no frame sharing): refuse a capacity that cannot fit in memory."""
-        cls = ALGORITHMS.get(hparams.get("algorithm", ""))
-        if cls is None or not issubclass(cls, OffPolicyAlgorithm):
-            return  # on-policy: a rollout buffer of n_steps, no replay (an unknown algorithm fails in SB3Agent)
-        space = self.env.observation_space
-        per_step = 2 * sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in space.spaces.values())
-        need = int(self.cfg.replay.capacity) * per_step
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # numpy allocates lazily: fail now
-        if need > memory:
-            raise ConfigError(f"replay.capacity={self.cfg.replay.capacity} needs {need / 2**30:.1f} GiB for SB3's "
-                              f"replay buffer (observation and next observation stored in full, {per_step} bytes "
-                              f"per step), more than this machine's {memory / 2**30:.1f} GiB; lower "
-                              f"replay.capacity (at most {memory // per_step} fit in memory)")
 
-    def _restore_replay(self, path: Path) -> None:
-        if self.replay is None:
+def check_replay_memory(hparams: dict[str, Any], space: gym.spaces.Dict, capacity: int) -> None:
+    """SB3 stores obs and next_obs in full (no frame sharing): refuse a capacity that cannot fit in memory."""
+    cls = ALGORITHMS.get(hparams.get("algorithm", ""))
+    if cls is None or not issubclass(cls, OffPolicyAlgorithm):
+        return  # on-policy: a rollout buffer of n_steps, no replay (an unknown algorithm fails in SB3Agent)
+    per_step = 2 * sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in space.spaces.values())
+    need = capacity * per_step
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # numpy allocates lazily: fail now
+    if need > memory:
+        raise ConfigError(f"replay.capacity={capacity} needs {need / 2**30:.1f} GiB for SB3's "
+                          f"replay buffer (observation and next observation stored in full, {per_step} bytes "
+                          f"per step), more than this machine's {memory / 2**30:.1f} GiB; lower "
+                          f"replay.capacity (at most {memory // per_step} fit in memory)")
+
+
+class SB3Trainer(RunView):
+    """The run with SB3's ``learn`` as its loop (``make_trainer`` returns one for ``agent=sb3_*``); it shares the
+    run state, schedule, evaluation and checkpoints of every trainer."""
+
+    agent: SB3Agent
+
+    def __init__(self, run: Run, parts: SB3Parts) -> None:
+        self.run, self.parts = run, parts
+
+    def load_replay(self, path: Path) -> None:
+        """A checkpoint's SB3 replay into the model's buffer."""
+        if self.parts.replay is None:
             return  # on-policy: no replay; the partial rollout is not checkpointed (see module docstring)
         if (path / "replay").exists():
-            self.replay.load(path / "replay")  # type: ignore[attr-defined]
+            self.parts.replay.load(path / "replay")
         else:
             log.warning("checkpoint %s has no replay buffer: resuming with an empty buffer (not exact)", path)
 
     def train(self) -> dict[str, Any]:
         """Train until the first episode end at or after ``cfg.frames``; return the final summary."""
-        cfg = self.cfg
-        self._t0 = time.perf_counter()
-        total_steps = int(cfg.frames) // self.action_repeat
-        if self.frame >= self.next_eval_frame and cfg.eval_episodes > 0:
-            self.evaluate()
-        if self.step < total_steps:
-            progress, _ = self._make_progress(total_steps)
-            callback = _EpisodeCallback(self, total_steps)
-            self.seeded_env.next_episode = self.episode
+        run, state = self.run, self.run.state
+        state.started = time.perf_counter()
+        total_steps = state.schedule.total_steps
+        if state.schedule.eval_due(run.frame):
+            run.evaluate()
+        if state.step < total_steps:
+            callback = _EpisodeCallback(run, self.parts.agent.off_policy)
+            self.parts.seeded_env.next_episode = state.episode
             # room for the last episode to end past total_steps (+1: the dropped step, see _EpisodeCallback)
-            budget = total_steps - self.step + int(self.env_info["max_agent_steps"]) + 1
-            with progress, GracefulInterrupt() as interrupt:
+            budget = total_steps - state.step + int(run.env_info["max_agent_steps"]) + 1
+            with run.start_progress(), GracefulInterrupt() as interrupt:
                 callback.interrupt = interrupt
-                self.agent.learn(budget, callback)
+                self.parts.agent.learn(budget, callback)
             if not callback.finished:
-                raise RuntimeError(f"SB3 stopped at step {self.step} before an episode ended at or after step "
+                raise RuntimeError(f"SB3 stopped at step {state.step} before an episode ended at or after step "
                                    f"{total_steps} (budget {budget} steps)")
-        return self.finish()
+        return run.finish()

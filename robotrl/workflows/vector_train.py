@@ -1,15 +1,15 @@
 """``env.num_envs=N`` training: N envs in worker processes, the agent acting on batches, one replay stream per env.
 
-The loop runs in *segments*. A segment starts N episodes at once (episode indices ``episode .. episode+N-1``,
-seeded as the one-env trainer seeds them) and deals the next index to whichever env finishes first. When an
-evaluation, a checkpoint or the end of training is due, the segment drains: finished envs take no new episode and
-the rest play theirs to the end (an idle worker is reset unseeded and its steps ignored; with fixed-length episodes,
-dm-control and Meta-World, all envs finish together and nothing is wasted). Between segments no episode is in
-progress, so checkpoints hold no half-played episode and a resumed run replays exactly what the uninterrupted run
-did. Updates keep the one-env ratio: one ``agent.update`` per env step, i.e. k per vector step with k active envs,
-from ``seed_frames`` on -- or later, from the first finished episode: an episode reaches the replay at its end
-(``robotrl.episode_streams.EpisodeStreams``), so with one env's first episode longer than the seed phase, updates
-wait for it.
+The :class:`VectorCollector` plays in *segments*. A segment starts N episodes at once (episode indices
+``episode .. episode+N-1``, seeded as the one-env collector seeds them) and deals the next index to whichever env
+finishes first. When an evaluation, a checkpoint or the end of training is due, the segment drains: finished envs
+take no new episode and the rest play theirs to the end (an idle worker is reset unseeded and its steps ignored;
+with fixed-length episodes, dm-control and Meta-World, all envs finish together and nothing is wasted). Between
+segments no episode is in progress, so checkpoints hold no half-played episode and a resumed run replays exactly
+what the uninterrupted run did. Updates keep the one-env ratio: one ``agent.update`` per env step, i.e. k per
+vector step with k active envs, from ``seed_frames`` on -- or later, from the first finished episode: an episode
+reaches the replay at its end (``robotrl.episode_streams.EpisodeStreams``), so with one env's first episode longer
+than the seed phase, updates wait for it.
 
 A crashed or hung worker (``robotrl.envs.vector``) is restarted; the episode it was playing is discarded (never
 added to the replay), counted in ``discarded_episodes`` / ``discarded_steps`` in ``train.csv`` and ``summary.json``
@@ -19,20 +19,24 @@ seed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
-from robotrl.agents import agent_capabilities
 from robotrl.envs.vector import RESTARTED, make_vector_env, num_envs_of
 from robotrl.episode_streams import EpisodeStreams
 from robotrl.errors import ConfigError
 from robotrl.heartbeat import Heartbeat
 from robotrl.rewards import wrap_vector_env
+from robotrl.types import capabilities_of
 from robotrl.workflows.rollout import run_episodes_vector
-from robotrl.workflows.segments import SegmentedTrainer
-from robotrl.workflows.train import EpisodeStats, GracefulInterrupt, episode_seed
+from robotrl.workflows.trainer.console import GracefulInterrupt
+from robotrl.workflows.trainer.run import Run
+from robotrl.workflows.trainer.schedule import episode_seed
+from robotrl.workflows.trainer.stats import EpisodeStats
 
 
 def info_at(infos: dict[str, Any], i: int) -> dict[str, Any]:
@@ -47,50 +51,75 @@ def info_at(infos: dict[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
-class VectorTrainer(SegmentedTrainer):
-    """:class:`Trainer` over ``env.num_envs`` envs in worker processes (see the module docstring)."""
+def build_vector_envs(cfg: DictConfig, reward_model: Any) -> dict[str, Any]:
+    """The training vector env (reward layer on), the eval vector env (at most ``eval_episodes`` envs) and its
+    eval player; ``vector_env`` is the unwrapped training one (its workers, restarts)."""
+    num_envs = num_envs_of(cfg.env)
+    vector_env = make_vector_env(cfg.env, seed=int(cfg.seed))
+    eval_envs = max(1, min(num_envs, int(cfg.eval_episodes)))
+    return {"env": wrap_vector_env(vector_env, cfg.reward, reward_model), "vector_env": vector_env,
+            "eval_env": make_vector_env(cfg.env, seed=int(cfg.seed), num_envs=eval_envs),
+            "env_info": {**dict(vector_env.call_at(0, "robotrl_info")), "num_envs": num_envs},
+            "player": vector_player}
 
-    def _build_envs(self) -> None:
-        cfg = self.cfg
-        self.num_envs = num_envs_of(cfg.env)
-        self.vector_env = make_vector_env(cfg.env, seed=int(cfg.seed))
-        self.env = wrap_vector_env(self.vector_env, cfg.reward, self.reward_model)
-        eval_envs = max(1, min(self.num_envs, int(cfg.eval_episodes)))
-        self.eval_env = make_vector_env(cfg.env, seed=int(cfg.seed), num_envs=eval_envs)
-        self.env_info = {**dict(self.vector_env.call_at(0, "robotrl_info")), "num_envs": self.num_envs}
-        self.discarded_episodes = self.discarded_steps = 0
 
-    def _build_agent(self) -> None:
-        super()._build_agent()
-        if not agent_capabilities(self.cfg.agent).batched_acting:
-            raise ConfigError(f"agent={self.cfg.agent.name} cannot act on a batch of observations (no act_batch); "
-                              f"use env.num_envs=1 with it")
+def check_batch_agent(agent: Any, name: str) -> None:
+    if not capabilities_of(agent).batched_acting:
+        raise ConfigError(f"agent={name} cannot act on a batch of observations (no act_batch); "
+                          f"use env.num_envs=1 with it")
 
-    def _reset_agent_slot(self, index: int) -> None:
-        self.agent.reset_env(index)  # batched_acting agents declare it (checked in _build_agent)
 
-    # ---------------------------------------------------------------- loop
-    def _before_segments(self) -> None:
-        self.streams = EpisodeStreams(self.replay, self.num_envs)  # after a resume replaced self.replay
+def reset_agent_slot(agent: Any, index: int) -> None:
+    """Agents that keep per-env state (TD-MPC2's warm-started plans) forget env ``index``'s."""
+    agent.reset_env(index)  # batched_acting agents declare it (checked in check_batch_agent)
 
-    def _run_segment(self, total_steps: int, seed_steps: int, interrupt: GracefulInterrupt) -> None:
-        """Play episodes on every env until a drain empties them all (see the module docstring)."""
-        n = self.num_envs
-        self._next_start = self.episode
+
+def vector_player(eval_env: Any, agent: Any) -> Any:
+    """The eval player of a vector env: the eval seeds dealt to its envs, the agent acting on the batch."""
+
+    def play(seeds: list[int], video: Path | None, step: int, beat: Heartbeat) -> list[dict[str, Any]]:
+        started = {"n": 0}
+
+        def reset_slot(i: int) -> None:
+            started["n"] += 1
+            reset_agent_slot(agent, i)
+
+        def batch_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+            beat.tick(lambda: f"episode {started['n']}/{len(seeds)} started ({eval_env.num_envs} envs)")
+            return agent.act_batch(obs, step, eval_mode=True)
+
+        return run_episodes_vector(eval_env, batch_policy, seeds, video, on_reset=reset_slot)
+
+    return play
+
+
+class VectorCollector:
+    """Episodes on every env of a vector env until a drain empties them all (see the module docstring)."""
+
+    def __init__(self, vector_env: Any, seed_steps: int) -> None:
+        self.vector_env, self.seed_steps = vector_env, seed_steps
+        self.num_envs = int(vector_env.num_envs)
+        self.streams: EpisodeStreams | None = None
+
+    def start(self, run: Run) -> None:
+        self.streams = EpisodeStreams(run.replay, self.num_envs)  # after a resume replaced the replay
+
+    def collect(self, run: Run, interrupt: GracefulInterrupt) -> Iterator[EpisodeStats]:
+        n, agent, state = self.num_envs, run.agent, run.state
+        self._run, self._next_start = run, state.episode
         self._episode_of: list[int | None] = [None] * n
         self._stats = [EpisodeStats() for _ in range(n)]
         obs = self._reset(np.ones(n, bool), np.zeros(n, bool))
         draining = False
-        progress, task = self._progress_task
         while any(e is not None for e in self._episode_of):
             interrupt.check()
-            actions = self.agent.act_batch(obs, self.step, eval_mode=False)
+            actions = agent.act_batch(obs, state.step, eval_mode=False)
             active = [i for i in range(n) if self._episode_of[i] is not None]
-            can_update = len(self.replay) > 0  # episodes reach the replay at their end
+            can_update = len(run.replay) > 0  # episodes reach the replay at their end
             for j, i in enumerate(active):  # one update per env step, as with one env
-                if self.step + j >= seed_steps and can_update:
-                    self._stats[i].updates.append(self.agent.update(self.replay, self.step + j))
-            obs, reward, terminated, truncated, infos = self.env.step(actions)
+                if state.step + j >= self.seed_steps and can_update:
+                    self._stats[i].updates.append(agent.update(run.replay, state.step + j))
+            obs, reward, terminated, truncated, infos = run.env.step(actions)
             finished = np.logical_or(terminated, truncated)
             restarted = infos.get(RESTARTED, np.zeros(n, bool))
             start, idle = np.zeros(n, bool), finished.copy()  # idle workers' unseeded episodes just restart
@@ -101,28 +130,24 @@ class VectorTrainer(SegmentedTrainer):
                     self._discard(i)
                     start[i] = True  # the same episode index again, from its seed
                     continue
-                step_obs = {k: v[i] for k, v in obs.items()}
                 info = info_at(infos, i)
-                self.streams.add(i, actions[i], float(reward[i]), step_obs, bool(terminated[i]),
-                                 bool(truncated[i]), success=bool(info.get("success", False)),
+                self.streams.add(i, actions[i], float(reward[i]), {k: v[i] for k, v in obs.items()},
+                                 bool(terminated[i]), bool(truncated[i]), success=bool(info.get("success", False)),
                                  reward_invalid=bool(info.get("reward_invalid", False)))
                 self._stats[i].add_step(float(reward[i]), info)
-                self.step += 1
-                if not finished[i]:
-                    continue
-                self.episode += 1
-                self._log_train_episode(self._stats[i])
-                progress.update(task, ret=self._stats[i].ret)
-                ended.append(i)
+                state.step += 1
+                if finished[i]:
+                    yield self._stats[i]
+                    ended.append(i)
             # decided on the whole vector step: envs that finish together (fixed-length episodes) drain together
-            draining = draining or (bool(ended) and self._due(total_steps))
+            draining = draining or (bool(ended) and run.drain_due())
             for i in ended:
                 if draining:
                     self._episode_of[i], idle[i] = None, True
                 else:
                     self._episode_of[i], start[i] = self._next_start, True
                     self._next_start += 1
-            progress.update(task, completed=min(self.step, total_steps))
+            run.progress.steps(state.step)
             if (start | idle).any():
                 obs = self._reset(start, idle)
 
@@ -133,10 +158,10 @@ class VectorTrainer(SegmentedTrainer):
             if self._episode_of[i] is None:
                 self._episode_of[i] = self._next_start
                 self._next_start += 1
-            seeds[i] = episode_seed(int(self.cfg.seed), self._episode_of[i])
-        new_obs, _ = self.env.reset(seed=seeds, options={"reset_mask": start | idle})
+            seeds[i] = episode_seed(int(self._run.cfg.seed), self._episode_of[i])
+        new_obs, _ = self._run.env.reset(seed=seeds, options={"reset_mask": start | idle})
         for i in np.flatnonzero(start):
-            self._reset_agent_slot(int(i))
+            reset_agent_slot(self._run.agent, int(i))
             self.streams.begin(int(i), {k: v[i] for k, v in new_obs.items()})
             self._stats[i] = EpisodeStats()
         return new_obs
@@ -145,28 +170,9 @@ class VectorTrainer(SegmentedTrainer):
         """A restarted worker's episode: never reaches the replay, counted beside ``step`` (not in it: frames count
         only the steps that reached the replay), played again."""
         steps = self.streams.discard(i)
-        self.step -= steps
-        self.discarded_steps += steps
-        self.discarded_episodes += 1
-        self.console.print(f"[yellow]env worker {i} was restarted: episode {self._episode_of[i]} discarded "
-                           f"({self.discarded_episodes} so far) and played again from its seed[/yellow]")
-
-    def _log_train_episode(self, stats: EpisodeStats) -> None:
-        # the cumulative counts ride in the row's extra columns (where reward=<model> puts its sums)
-        stats.rewards = {**stats.rewards, "discarded_episodes": float(self.discarded_episodes),
-                         "discarded_steps": float(self.discarded_steps)}
-        super()._log_train_episode(stats)
-
-    def _run_eval_episodes(self, seeds: list[int], video: Path | None, policy: Any, on_reset: Any) -> list[dict]:
-        beat = Heartbeat(f"eval @ {self.frame} frames ({self.eval_env.num_envs} envs)", write=self.console.print)
-        started = {"n": 0}
-
-        def reset_slot(i: int) -> None:
-            started["n"] += 1
-            self._reset_agent_slot(i)
-
-        def batch_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
-            beat.tick(lambda: f"episode {started['n']}/{len(seeds)} started")
-            return self.agent.act_batch(obs, self.step, eval_mode=True)
-
-        return run_episodes_vector(self.eval_env, batch_policy, seeds, video, on_reset=reset_slot)
+        state = self._run.state
+        state.step -= steps
+        state.discards.steps += steps
+        state.discards.episodes += 1
+        self._run.console.print(f"[yellow]env worker {i} was restarted: episode {self._episode_of[i]} discarded "
+                                f"({state.discards.episodes} so far) and played again from its seed[/yellow]")
