@@ -10,7 +10,8 @@ Two roles run side by side on one finished ``collect, train-vla, collect`` run (
   (``train-reflector``: its replays are part of the reflector's data) in ``RUN/curve/step<N>/`` and runs the same
   ``WorldEnv`` episodes as ``robotrl worldenv fidelity`` (same initial states and actor seeds), then the same gate
   (``fidelity.gate_report``: r over the learned policies, noise ceiling, agreement, verdict) -> one row of
-  ``RUN/curve/curve.csv`` and ``RUN/curve/step<N>/report.json``.
+  ``RUN/curve/curve.csv`` and ``RUN/curve/step<N>/report_e<E>.json``; a point measured with more episodes per task
+  is cut to the first E (same seeds) instead of measured again.
 * ``table CSV... --out DIR``: the markdown table and the plot of ``docs/results/worldenv/curve/``.
 
 Both roles stop starting new work that would end after ``--stop-at HH:MM`` (UTC). The stage code is 6f7d38a's,
@@ -160,6 +161,24 @@ def truncated(out: Path, n: int) -> list[dict[str, Any]]:
     return []
 
 
+def world_truncated(d: Path, n: int) -> list[dict[str, Any]]:
+    """A point's rows measured with more episodes per task (``rows_e<E>.json``; ``rows.json``: the first version of
+    this script), cut to their first ``n`` -- the same seeds, model and reflector (policies not in it: measured)."""
+    for path in [*d.glob("rows_e*.json"), d / "rows.json"]:
+        saved = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+        rows = saved["rows"]
+        has = saved.get("episodes") or (len(next(iter(rows[0]["sim_episodes"].values()))) if rows else 0)
+        if has > n:
+            out = []
+            for r in rows:
+                cut = {k: {t: v[:n] for t, v in r[k].items()} for k in ("sim_episodes", "world_episodes")}
+                out.append({**r, **cut, **{f"{k}_success": float(np.mean([v for vs in cut[f"{k}_episodes"].values()
+                                                                          for v in vs])) for k in ("sim", "world")}})
+            print(f"curve gate: {len(out)} policies' episodes from {path}, cut to {n} per task")
+            return out
+    return []
+
+
 def world_episode(env: Any, actor: Any, index: int) -> bool:
     """One ``WorldEnv`` episode from initial state ``index``; True when the reflector ended it (as ``fidelity``)."""
     obs, _ = env.reset(options={"index": index})
@@ -187,8 +206,8 @@ def world_rows(d: Path, cfg: Any, n: int, sim: list[dict[str, Any]]) -> list[dic
     starts = {t: initial_states(cfg, t, seeds[t], model.context) for t in cfg.tasks}
     horizon = int(cfg.max_episode_steps) // int(cfg.action_repeat)
     by_key = {(r["policy"], r["noise"], r["digest"]): r for r in sim}
-    path = d / "rows.json"
-    rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+    path = d / f"rows_e{n}.json"
+    rows = json.loads(path.read_text())["rows"] if path.is_file() else world_truncated(d, n)
     done = {(r["policy"], r["noise"], r["digest"]) for r in rows}
     for name, noise, digest, make_actor in policy_set(d, cfg, device):
         if (name, noise, digest) in done:
@@ -200,7 +219,7 @@ def world_rows(d: Path, cfg: Any, n: int, sim: list[dict[str, Any]]) -> list[dic
         row = dict(by_key[(name, noise, digest)])
         row.update(world_episodes=world, world_success=float(np.mean([v for t in cfg.tasks for v in world[t]])))
         rows.append(row)
-        write_json(path, {"rows": rows})
+        write_json(path, {"episodes": n, "rows": rows})
         print(f"curve gate: {d.name} {name} noise {noise}: simulator {row['sim_success']:.3f}, WorldEnv "
               f"{row['world_success']:.3f} ({time.time() - start:.0f} s)")
     return rows
@@ -245,7 +264,7 @@ def gate(run: Path, steps: list[int], n: int, stop: dt.datetime | None, reflecto
         report["model_step"] = step
         report["model_report"] = json.loads((models / f"step{step:05d}.json").read_text())
         report["reflector_report"] = json.loads((d / "reflector" / "report.json").read_text())
-        (d / "report.json").write_text(json.dumps(report, indent=1, default=float))
+        (d / f"report_e{n}.json").write_text(json.dumps(report, indent=1, default=float))
         point_cost = time.time() - start
         append_row(run / "curve" / "curve.csv", curve_row(run.name, report, point_cost))
         print(f"curve gate: {step} steps: {report['verdict']}")

@@ -89,3 +89,16 @@ def test_table_writes_markdown_csv_and_plot(curve, tmp_path):
     md = (tmp_path / "out" / "table.md").read_text().splitlines()
     assert len(md) == 3 and "| seed1 | 300 |" in md[2] and report["status"] in md[2]
     assert (tmp_path / "out" / "curve.png").stat().st_size > 0
+
+
+def test_point_cut_to_fewer_episodes_keeps_pairs(curve, tmp_path):
+    """A point measured at 8 episodes per task gives the gate at 3 without measuring again: both sides cut alike, so
+    each simulator episode stays paired with its WorldEnv episode."""
+    big = rows(8, [0.2, 0.5, 0.9], seed=3)
+    (tmp_path / "rows.json").write_text(json.dumps({"rows": big}))  # the first version's file: no "episodes" key
+    cut = curve.world_truncated(tmp_path, 3)
+    for a, b in zip(cut, big, strict=True):
+        for k in ("sim", "world"):
+            assert a[f"{k}_episodes"] == {t: b[f"{k}_episodes"][t][:3] for t in TASKS}
+            assert a[f"{k}_success"] == pytest.approx(np.mean(sum((b[f"{k}_episodes"][t][:3] for t in TASKS), [])))
+    assert curve.world_truncated(tmp_path, 8) == []
