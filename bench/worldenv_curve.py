@@ -168,6 +168,8 @@ def world_truncated(d: Path, n: int) -> list[dict[str, Any]]:
         saved = json.loads(path.read_text()) if path.is_file() else {"rows": []}
         rows = saved["rows"]
         has = saved.get("episodes") or (len(next(iter(rows[0]["sim_episodes"].values()))) if rows else 0)
+        if has == n and path.name == "rows.json":  # the first version's file at this count: as it is
+            return rows
         if has > n:
             out = []
             for r in rows:
@@ -306,7 +308,10 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------ table role
 def table(csvs: list[Path], out: Path) -> None:
-    rows = [r for p in csvs for r in csv.DictReader(p.open())]
+    # a point gated again (a restarted gate) appears twice: the last row of each (run, episodes, steps) counts
+    last = {(r["run"], int(r["episodes_per_task"]), int(r["model_steps"])): r for p in csvs for r in
+            csv.DictReader(p.open())}
+    rows = [last[k] for k in sorted(last)]
     out.mkdir(parents=True, exist_ok=True)
     with (out / "curve.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -320,12 +325,12 @@ def table(csvs: list[Path], out: Path) -> None:
             return "-"
         return "-" if not np.isfinite(x) else format(x, spec)
 
-    lines = ["| run | model steps | frame MSE recorded / other / zero actions | Pearson r [95% CI] (undefined "
-             "resamples) | Spearman | noise ceiling [95%] | paired agreement [95% CI] (indep. perfect) | r with "
-             "trivial | WorldEnv range (learned) | verdict |", "|" + "---|" * 10]
+    lines = ["| run | episodes per task | model steps | frame MSE recorded / other / zero actions | Pearson r [95% CI] "
+             "(undefined resamples) | Spearman | noise ceiling [95%] | paired agreement [95% CI] (indep. perfect) | r with "
+             "trivial | WorldEnv range (learned) | verdict |", "|" + "---|" * 11]
     for r in rows:
         lines.append(
-            f"| {r['run']} | {r['model_steps']} | {f(r['frame_mse_recorded'], '.4f')} / "
+            f"| {r['run']} | {r['episodes_per_task']} | {r['model_steps']} | {f(r['frame_mse_recorded'], '.4f')} / "
             f"{f(r['frame_mse_other'], '.4f')} / {f(r['frame_mse_zero'], '.4f')} | {f(r['pearson'])} "
             f"[{f(r['pearson_lo'])}, {f(r['pearson_hi'])}] "
             f"({r['pearson_undefined']}) | {f(r['spearman'])} | {f(r['ceiling'])} [{f(r['ceiling_lo'])}, "
@@ -344,8 +349,10 @@ def plot(rows: list[dict[str, str]], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for i, run in enumerate(sorted({r["run"] for r in rows})):
-        rr = sorted((r for r in rows if r["run"] == run), key=lambda r: int(r["model_steps"]))
+    for i, (run, n) in enumerate(sorted({(r["run"], r["episodes_per_task"]) for r in rows})):
+        rr = sorted((r for r in rows if (r["run"], r["episodes_per_task"]) == (run, n)),
+                    key=lambda r: int(r["model_steps"]))
+        run = f"{run}, {n} ep/task"
         x = np.array([int(r["model_steps"]) for r in rr]) * (1 + 0.02 * i)
 
         def col(k: str, rr: list = rr) -> np.ndarray:

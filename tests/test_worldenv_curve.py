@@ -87,7 +87,7 @@ def test_table_writes_markdown_csv_and_plot(curve, tmp_path):
     curve.append_row(tmp_path / "a.csv", curve.curve_row("seed1", report, 1.0))
     curve.table([tmp_path / "a.csv"], tmp_path / "out")
     md = (tmp_path / "out" / "table.md").read_text().splitlines()
-    assert len(md) == 3 and "| seed1 | 300 |" in md[2] and report["status"] in md[2]
+    assert len(md) == 3 and "| seed1 | 10 | 300 |" in md[2] and report["status"] in md[2]
     assert (tmp_path / "out" / "curve.png").stat().st_size > 0
 
 
