@@ -326,8 +326,8 @@ def table(csvs: list[Path], out: Path) -> None:
         return "-" if not np.isfinite(x) else format(x, spec)
 
     lines = ["| run | episodes per task | model steps | frame MSE recorded / other / zero actions | Pearson r [95% CI] "
-             "(undefined resamples) | Spearman | noise ceiling [95%] | paired agreement [95% CI] (indep. perfect) | r with "
-             "trivial | WorldEnv range (learned) | verdict |", "|" + "---|" * 11]
+             "(undefined resamples) | Spearman | noise ceiling [95%] | paired agreement [95% CI] (indep. perfect) | "
+             "r with trivial | WorldEnv range (learned) | verdict |", "|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['episodes_per_task']} | {r['model_steps']} | {f(r['frame_mse_recorded'], '.4f')} / "
