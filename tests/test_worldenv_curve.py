@@ -101,4 +101,5 @@ def test_point_cut_to_fewer_episodes_keeps_pairs(curve, tmp_path):
         for k in ("sim", "world"):
             assert a[f"{k}_episodes"] == {t: b[f"{k}_episodes"][t][:3] for t in TASKS}
             assert a[f"{k}_success"] == pytest.approx(np.mean(sum((b[f"{k}_episodes"][t][:3] for t in TASKS), [])))
-    assert curve.world_truncated(tmp_path, 8) == []
+    assert curve.world_truncated(tmp_path, 8) == big  # the first version's file at its own count: as it is
+    assert curve.world_truncated(tmp_path, 9) == []  # never padded up from fewer episodes
