@@ -1,0 +1,105 @@
+"""bench/worldenv_curve.py (issue 27 §2: the gate as the world model trains): the parts that decide what its table
+says -- cutting a larger measurement to fewer episodes, the csv row built from the gate's own report, bad --steps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robotrl.workflows.worldenv.fidelity import gate_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def curve():
+    spec = importlib.util.spec_from_file_location("worldenv_curve", ROOT / "bench" / "worldenv_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TASKS = ["reach", "drawer-close"]
+
+
+def rows(n: int, rates: list[float], seed: int = 0) -> list[dict]:
+    """Measured rows of learned policies with true rates ``rates`` plus random / zero actions, ``n`` per task."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, p in enumerate([*rates, 0.1, 0.0]):
+        sim = {t: [bool(v) for v in rng.random(n) < p] for t in TASKS}
+        world = {t: [bool(v) for v in rng.random(n) < p] for t in TASKS}
+        name = ["random", "zero"][k - len(rates)] if k >= len(rates) else f"vla{k}"
+        out.append({"policy": name, "noise": 0.0, "digest": name, "sim_episodes": sim, "world_episodes": world,
+                    "sim_success": float(np.mean(sim[TASKS[0]] + sim[TASKS[1]])),
+                    "world_success": float(np.mean(world[TASKS[0]] + world[TASKS[1]]))})
+    return out
+
+
+def test_cut_to_fewer_episodes_keeps_the_first_ones(curve, tmp_path):
+    """The gate at n episodes is the first n of each task (same seeds); the success rate is recomputed from them."""
+    big = rows(8, [0.2, 0.5, 0.9])
+    (tmp_path / "sim_rows_e8.json").write_text(json.dumps({"episodes": 8, "rows": big}))
+    cut = curve.truncated(tmp_path / "sim_rows_e3.json", 3)
+    assert len(cut) == len(big)
+    for a, b in zip(cut, big, strict=True):
+        assert a["sim_episodes"] == {t: b["sim_episodes"][t][:3] for t in TASKS}
+        assert a["sim_success"] == pytest.approx(np.mean(b["sim_episodes"][TASKS[0]][:3] +
+                                                         b["sim_episodes"][TASKS[1]][:3]))
+    # never padded up from fewer episodes
+    assert curve.truncated(tmp_path / "sim_rows_e9.json", 9) == []
+
+
+def test_csv_row_is_the_gate_report(curve):
+    """The row carries the gate's own r, CI, ceiling, agreement and verdict, over the learned policies only."""
+    measured = rows(20, [0.1, 0.3, 0.5, 0.7, 0.9], seed=1)
+    report = gate_report(measured, TASKS, 20, 0.8, 200, 0)
+    report["model_step"] = 300
+    report["model_report"] = {"frame_mse": {"recorded": 0.002, "other_episode": 0.005, "zero": 0.004},
+                              "frames_follow_actions": True}
+    report["reflector_report"] = {"consecutive": 2, "episodes": {"by_consecutive": {"2": {"accuracy": 0.75}}}}
+    row = curve.curve_row("seed1", report, 12.0)
+    assert row["pearson"] == report["pearson"] and row["ceiling"] == report["ceiling"]["median"]
+    assert [row["pearson_lo"], row["pearson_hi"]] == report["pearson_ci95"]
+    assert row["status"] == report["status"] and row["verdict"] == report["verdict"]
+    assert row["n_policies"] == 5 and row["model_steps"] == 300 and row["reflector_episode_agreement"] == 0.75
+    learned = [r for r in measured if r["policy"].startswith("vla")]
+    assert row["sim_max"] == max(r["sim_success"] for r in learned)  # random / zero actions are not in the range
+    assert row["world_min"] == min(r["world_success"] for r in learned)
+
+
+@pytest.mark.parametrize("bad", ["1200,300", "300,300", "0,300", "300,abc", ""])
+def test_bad_steps_are_one_clear_error(curve, bad):
+    with pytest.raises(SystemExit, match="--steps"):
+        curve.parse_steps(bad)
+
+
+def test_table_writes_markdown_csv_and_plot(curve, tmp_path):
+    measured = rows(10, [0.1, 0.4, 0.8], seed=2)
+    report = gate_report(measured, TASKS, 10, 0.8, 100, 0)
+    report.update(model_step=300, model_report={"frame_mse": {"recorded": 0.002, "other_episode": None,
+                                                              "zero": 0.004}},
+                  reflector_report={"consecutive": 1, "episodes": {"by_consecutive": {"1": {"accuracy": 0.5}}}})
+    curve.append_row(tmp_path / "a.csv", curve.curve_row("seed1", report, 1.0))
+    curve.table([tmp_path / "a.csv"], tmp_path / "out")
+    md = (tmp_path / "out" / "table.md").read_text().splitlines()
+    assert len(md) == 3 and "| seed1 | 10 | 300 |" in md[2] and report["status"] in md[2]
+    assert (tmp_path / "out" / "curve.png").stat().st_size > 0
+
+
+def test_point_cut_to_fewer_episodes_keeps_pairs(curve, tmp_path):
+    """A point measured at 8 episodes per task gives the gate at 3 without measuring again: both sides cut alike, so
+    each simulator episode stays paired with its WorldEnv episode."""
+    big = rows(8, [0.2, 0.5, 0.9], seed=3)
+    (tmp_path / "rows.json").write_text(json.dumps({"rows": big}))  # the first version's file: no "episodes" key
+    cut = curve.world_truncated(tmp_path, 3)
+    for a, b in zip(cut, big, strict=True):
+        for k in ("sim", "world"):
+            assert a[f"{k}_episodes"] == {t: b[f"{k}_episodes"][t][:3] for t in TASKS}
+            assert a[f"{k}_success"] == pytest.approx(np.mean(sum((b[f"{k}_episodes"][t][:3] for t in TASKS), [])))
+    assert curve.world_truncated(tmp_path, 8) == big  # the first version's file at its own count: as it is
+    assert curve.world_truncated(tmp_path, 9) == []  # never padded up from fewer episodes
