@@ -73,7 +73,7 @@ def copy_atomic(src: Path, dst: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ train role
 def train(run: Path, steps: list[int], stop: dt.datetime | None) -> None:
-    from robotrl.workflows.worldenv.train import train_model
+    from robotrl.workflows.worldenv.world_model import train_model
 
     models = run / "curve" / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def train(run: Path, steps: list[int], stop: dt.datetime | None) -> None:
 def point_dir(run: Path, name: str, overrides: list[str]) -> tuple[Path, Any]:
     """A folder that shares ``run``'s data and BC policies (symlinks) and has its own config, model and reflector:
     the stages run in it as in ``run`` without touching the run's own files."""
-    from robotrl.workflows.worldenv.common import load_config
+    from robotrl.workflows.worldenv.settings import load_config
 
     d = run / "curve" / name
     d.mkdir(parents=True, exist_ok=True)
@@ -120,8 +120,10 @@ def episode_seeds(cfg: Any, n: int) -> dict[str, list[int]]:
 
 def sim_rows(base: Path, cfg: Any, n: int, out: Path) -> list[dict[str, Any]]:
     """Each policy's simulator episodes (as ``fidelity`` measures them), saved after each policy (resume)."""
-    from robotrl.workflows.worldenv.common import make_sim, setup_torch, sim_rollout, write_json
+    from robotrl.workflows.worldenv.data import make_sim, sim_rollout
     from robotrl.workflows.worldenv.fidelity import policy_set
+    from robotrl.workflows.worldenv.fit import write_json
+    from robotrl.workflows.worldenv.settings import setup_torch
 
     saved = json.loads(out.read_text()) if out.is_file() else {"episodes": n, "rows": truncated(out, n)}
     done = {(r["policy"], r["noise"], r["digest"]) for r in saved["rows"]}
@@ -196,10 +198,11 @@ def world_rows(d: Path, cfg: Any, n: int, sim: list[dict[str, Any]]) -> list[dic
     from robotrl.envs.world_env import WorldEnv
     from robotrl.rewards.reflector import load_reflector
 
-    from robotrl.workflows.worldenv.common import setup_torch, write_json
     from robotrl.workflows.worldenv.fidelity import policy_set
+    from robotrl.workflows.worldenv.fit import write_json
     from robotrl.workflows.worldenv.post_train import initial_states
-    from robotrl.workflows.worldenv.train import load_model
+    from robotrl.workflows.worldenv.settings import setup_torch
+    from robotrl.workflows.worldenv.world_model import load_model
 
     device = setup_torch(cfg)
     model = load_model(d / "model" / "model.pt", device)
@@ -238,7 +241,7 @@ def wait_for(path: Path, done_marker: Path, stop: dt.datetime | None) -> bool:
 
 def gate(run: Path, steps: list[int], n: int, stop: dt.datetime | None, reflector_steps: int | None) -> None:
     from robotrl.workflows.worldenv.fidelity import gate_report
-    from robotrl.workflows.worldenv.train import train_reflector
+    from robotrl.workflows.worldenv.reflector import train_reflector
 
     over = [f"fidelity.episodes={n}"] + ([f"reflector.steps={reflector_steps}"] if reflector_steps else [])
     base, cfg = point_dir(run, "sim", over)
