@@ -23,7 +23,8 @@ from robotrl.workflows.trainer.stats import EpisodeStats, train_row
 
 
 def _cfg(**overrides):
-    base = {"env": {"num_envs": 1}, "collector": "local", "agent": {"name": "drqv2"}, "robot": {"name": "none"}}
+    agent = {"name": "drqv2", "_target_": "robotrl.agents.drqv2.DrQV2Agent"}  # capabilities are read from the class
+    base = {"env": {"num_envs": 1}, "collector": "local", "agent": agent, "robot": {"name": "none"}}
     return OmegaConf.merge(base, overrides)
 
 
