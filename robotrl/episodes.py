@@ -3,7 +3,8 @@
 :class:`EpisodeBuilder` collects a reset observation and then one step at a time (the newest frame of each stacked
 observation, as the replay and the demo format store it) and builds the ``Episode``, or any contiguous part of it
 (an operator's take-over segment). :func:`record_episode` plays one episode from ``env.reset(seed=seed)`` with a
-policy, the loop that evaluation, baselines, the one-env trainer and the Ray rollout actors share.
+policy, the loop that evaluation, baselines, the one-env trainer, the Ray rollout actors, the expert demos,
+reward_eval's rollouts and World-Env's simulator and WorldEnv episodes (chunked policies via :func:`chunked`) share.
 """
 
 from __future__ import annotations
