@@ -89,3 +89,26 @@ def test_fidelity_world_episode_is_a_success_only_when_the_env_terminated(end_on
 
     assert _world_episode(env, actor, 3) is want
     assert env.resets == [(None, {"index": 3})] and proprios == [0, 4][: 1 + (end_on is None)]
+
+
+def test_intervention_segments_saved_and_reloaded_keep_their_numbers(tmp_path):
+    import gymnasium as gym
+
+    from robotrl.workflows.interventions import InterventionRecorder
+
+    space = gym.spaces.Dict({"state": gym.spaces.Box(-5, 5, (2,), np.float32)})
+    rec = InterventionRecorder(tmp_path / "iv", space, 1, "toy")
+    rec.begin({"state": np.zeros(2, np.float32)})
+    for t, took_over in enumerate([False, True, True, False, True], 1):
+        rec.step(np.full(1, t / 10, np.float32), 0.25 * t, {"state": np.full(2, t, np.float32)}, t == 5,
+                 {"intervention": took_over, "success": t == 5})
+    segments = rec.finish(train_episode=7)
+    assert [len(s.action) for s in segments] == [2, 1]
+    loaded = InterventionRecorder(tmp_path / "iv", space, 1, "toy").load(before_episode=8)
+    assert len(loaded) == 2
+    for got, want in zip(loaded, segments, strict=True):
+        assert list(got.obs) == ["state"] and np.array_equal(got.obs["state"], want.obs["state"])
+        for field in ("action", "reward", "terminated", "success"):
+            assert np.array_equal(getattr(got, field), getattr(want, field)), field
+        assert got.reward_invalid is None
+    assert loaded[1].success.tolist() == [True] and loaded[0].obs["state"][:, 0].tolist() == [1, 2, 3]
