@@ -227,7 +227,7 @@ class ModemAgent(TDMPC2Agent):
             if ep.action.shape[1] != self.action_dim:
                 raise DemoFormatError(f"{root}: episode {i} actions have dim {ep.action.shape[1]}, "
                                       f"this env needs {self.action_dim}")
-            out.append(Episode(obs, ep.action, ep.reward, ep.terminated, ep.success))
+            out.append(ep._replace(obs=obs))  # the loaded episode with this agent's observation keys
         return out
 
     def add_demos(self, episodes: list[Episode]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.demos import FORMAT_VERSION, _write_meta, episode_file, save_episode
+from robotrl.episodes import EpisodeBuilder, record_episode
 from robotrl.errors import ConfigError
 from robotrl.heartbeat import Heartbeat
 from robotrl.types import Episode
@@ -40,27 +41,8 @@ def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
 def _rollout(env: Any, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> Episode:
     """One expert episode through the contract env (expert reads state; actions clipped to [-1, 1])."""
     channels = env.observation_space["pixels"].shape[0] // env.robotrl_info["frame_stack"]  # 3 per camera view
-    obs, _ = env.reset(seed=seed)
-    pixels, states = [obs["pixels"][-channels:]], [obs["state"]]
-    actions, rewards, terms, successes = [], [], [], []
-    done = False
-    while not done:
-        action = policy(obs["state"])
-        obs, reward, terminated, truncated, info = env.step(action)
-        pixels.append(obs["pixels"][-channels:])
-        states.append(obs["state"])
-        actions.append(action)
-        rewards.append(reward)
-        terms.append(terminated)
-        successes.append(bool(info.get("success", False)))
-        done = terminated or truncated
-    return Episode(
-        obs={"pixels": np.stack(pixels), "state": np.stack(states)},
-        action=np.stack(actions).astype(np.float32),
-        reward=np.asarray(rewards, np.float32),
-        terminated=np.asarray(terms, bool),
-        success=np.asarray(successes, bool),
-    )
+    builder = EpisodeBuilder(channels, ("pixels", "state"), flags=False)
+    return record_episode(env, lambda obs: policy(obs["state"]), seed, builder=builder).episode
 
 
 def generate_demos(

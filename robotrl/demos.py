@@ -155,7 +155,7 @@ def load_demos(path: str | Path, proprio: bool = False) -> list[Episode]:
         arrays = _read_npz(file)
         _validate(file, arrays, meta)
         episodes.append(
-            Episode(
+            Episode(  # whole arrays read from disk, not steps: no EpisodeBuilder (robotrl.episodes) needed
                 obs={"pixels": arrays["pixels"],
                      "state": arrays["state"] if keep is None else arrays["state"][:, keep]},
                 action=arrays["action"],

@@ -3,7 +3,8 @@
 :class:`EpisodeBuilder` collects a reset observation and then one step at a time (the newest frame of each stacked
 observation, as the replay and the demo format store it) and builds the ``Episode``, or any contiguous part of it
 (an operator's take-over segment). :func:`record_episode` plays one episode from ``env.reset(seed=seed)`` with a
-policy, the loop that evaluation, baselines, the one-env trainer and the Ray rollout actors share.
+policy, the loop that evaluation, baselines, the one-env trainer, the Ray rollout actors, the expert demos,
+reward_eval's rollouts and World-Env's simulator and WorldEnv episodes (chunked policies via :func:`chunked`) share.
 """
 
 from __future__ import annotations
@@ -87,30 +88,49 @@ class Recorded:
     length: int
     success: bool | None
     episode: Episode | None = None
+    stopped: bool = False  # ended by ``stop`` (not by the env)
+    terminated: bool = False  # the last step's ``terminated``
 
     def as_result(self) -> dict[str, Any]:
         """The per-episode result dict of ``robotrl.workflows.rollout``."""
         return {"seed": self.seed, "return": self.ret, "success": self.success, "length": self.length}
 
 
+def chunked(act_chunk: Callable[[Obs], Sequence[np.ndarray]]) -> Policy:
+    """A one-action policy from a chunked one (a VLA's ``act_chunk(obs) -> (K, A)``): a new chunk is asked for, with
+    the current observation, only when the last one is used up; the rest of a chunk is dropped when the episode ends.
+    Make one per episode (it holds the unused actions)."""
+    queue: list[np.ndarray] = []
+
+    def act(obs: Obs) -> np.ndarray:
+        while not queue:  # (an empty chunk asks again with the same observation, as a chunk loop would)
+            queue.extend(act_chunk(obs))
+        return queue.pop(0)
+
+    return act
+
+
 def record_episode(env: Any, policy: Policy, seed: int | None, *, on_reset: Callable[[Obs], None] | None = None,
                    on_step: StepHook | None = None, frames: list[np.ndarray] | None = None,
-                   builder: EpisodeBuilder | None = None) -> Recorded:
+                   builder: EpisodeBuilder | None = None, options: dict[str, Any] | None = None,
+                   stop: Callable[[Obs], bool] | None = None) -> Recorded:
     """Play one episode from ``env.reset(seed=seed)`` with ``policy(obs) -> action``.
 
     ``on_reset(obs)`` runs after the reset, ``on_step(action, reward, obs, terminated, truncated, info)`` after
     each step (``action`` is what the env executed: ``info["executed_action"]`` when a person took over);
     ``frames`` gets ``env.render()`` after the reset and each step; ``builder`` stores the episode. Success is
-    "solved at any step" (``info["success"]`` true at least once), Meta-World's usual definition.
+    "solved at any step" (``info["success"]`` true at least once), Meta-World's usual definition. ``options`` go to
+    ``env.reset`` (a WorldEnv's initial state ``{"index": i}``); ``stop(obs)`` true after a step that did not end the
+    episode ends it there (``Recorded.stopped``: a reflector's termination).
     """
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed) if options is None else env.reset(seed=seed, options=options)
     if on_reset is not None:
         on_reset(obs)
     if builder is not None:
         builder.begin(obs)
     if frames is not None:
         frames.append(env.render())
-    ret, length, success, done = 0.0, 0, None, False
+    ret, length, success, done, stopped, terminated = 0.0, 0, None, False, False, False
     while not done:
         action = policy(obs)
         obs, reward, terminated, truncated, info = env.step(action)
@@ -126,5 +146,7 @@ def record_episode(env: Any, policy: Policy, seed: int | None, *, on_reset: Call
         if frames is not None:
             frames.append(env.render())
         done = terminated or truncated
+        if not done and stop is not None and stop(obs):
+            done = stopped = True
     return Recorded(int(seed) if seed is not None else -1, ret, length, success,
-                    builder.build() if builder is not None else None)
+                    builder.build() if builder is not None else None, stopped, bool(terminated))

@@ -140,7 +140,7 @@ def _episode(demo: Any, where: str, cameras: list[str], size: int | None, flip: 
             raise DemoFormatError(f"{where}: {key!r} has {len(arr)} rows, expected {length} (one per action)")
     proprio = np.concatenate([per_step[key].reshape(length, -1) for key in PROPRIO_KEYS], axis=1)
     success = per_step["dones"].astype(bool)[1:]
-    return Episode(
+    return Episode(  # whole arrays converted from LIBERO's file, not steps: no EpisodeBuilder (robotrl.episodes)
         obs={"pixels": pixels, "state": proprio.astype(np.float32)},
         action=actions[1:].astype(np.float32),
         reward=per_step["rewards"].astype(np.float32)[1:],

@@ -5,7 +5,8 @@ device, a recorded episode) and whatever keeps the steps (a recorder, a log).
 ``robotrl deploy`` (a policy), ``robotrl record`` (a teleop device), ``robotrl replay`` (a recording's actions) and
 training on an arm (the trainer's own loop over the same ``RobotEnv``, :func:`robotrl.workflows.run_env.make_run_env`)
 all act through it, so a behaviour of the loop (the frame map, ``reset_scene``, a safety hold, the rate) is the same
-in each.
+in each. Not :func:`robotrl.episodes.record_episode`: it starts from the caller's reset observation (a person sets
+the scene up between reset and the first step), its source may end the episode (None) and it caps the steps.
 """
 
 from __future__ import annotations

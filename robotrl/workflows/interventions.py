@@ -69,8 +69,7 @@ class InterventionRecorder:
         pixels = episode.obs.get("pixels", np.zeros((n, 3, 1, 1), np.uint8))
         state = episode.obs.get("state", np.zeros((n, 1), np.float32))
         index = len(self._train_episodes)
-        save_episode(self.out / episode_file(index), Episode({"pixels": pixels, "state": state}, episode.action,
-                                                             episode.reward, episode.terminated, episode.success))
+        save_episode(self.out / episode_file(index), episode._replace(obs={"pixels": pixels, "state": state}))
         self._train_episodes.append(int(train_episode))
         views = max(pixels.shape[1] // 3, 1)
         meta = {"format_version": FORMAT_VERSION, "name": self.name, "num_episodes": len(self._train_episodes),
@@ -88,5 +87,4 @@ class InterventionRecorder:
         keep = [e for e in meta["train_episodes"] if e < before_episode]
         self._train_episodes = list(keep)
         episodes = load_demos(self.out)[: len(keep)]
-        return [Episode({k: ep.obs[k] for k in self.keys}, ep.action, ep.reward, ep.terminated, ep.success)
-                for ep in episodes]
+        return [ep._replace(obs={k: ep.obs[k] for k in self.keys}) for ep in episodes]

@@ -48,7 +48,8 @@ def run_episodes_vector(venv: Any, policy: BatchPolicy, seeds: Sequence[int], vi
     the sub-envs in order as they free up, so each episode is the one ``reset(seed=seed)`` gives a single env.
     ``policy`` maps a batch of observations to (num_envs, A) actions; ``on_reset(i)`` is called when sub-env i
     starts an episode. A sub-env with no seed left is reset unseeded and its steps ignored. An episode whose
-    worker was restarted is played again from its seed. Results come back in the order of ``seeds``."""
+    worker was restarted is played again from its seed. Results come back in the order of ``seeds``. (Its own loop,
+    not :func:`robotrl.episodes.record_episode`: the sub-envs' episodes start and end at different steps.)"""
     from robotrl.envs.vector import RESTARTED
 
     n = venv.num_envs

@@ -94,7 +94,10 @@ def vector_player(eval_env: Any, agent: Any) -> Any:
 
 
 class VectorCollector:
-    """Episodes on every env of a vector env until a drain empties them all (see the module docstring)."""
+    """Episodes on every env of a vector env until a drain empties them all (see the module docstring).
+
+    Its own loop, not :func:`robotrl.episodes.record_episode`: sub-envs start and end episodes at different steps
+    and act in one batch; each sub-env's steps still go through one ``EpisodeBuilder`` (``EpisodeStreams``)."""
 
     def __init__(self, vector_env: Any, seed_steps: int) -> None:
         self.vector_env, self.seed_steps = vector_env, seed_steps

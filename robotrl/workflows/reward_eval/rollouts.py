@@ -3,6 +3,7 @@ near-miss (the expert stopped just before its first success) and a uniform rando
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from robotrl.episodes import record_episode
 from robotrl.errors import ConfigError
 
 Policy = Callable[[np.ndarray, int], np.ndarray]
@@ -127,14 +129,13 @@ def rollout(env: Any, policy: Policy, seed: int, name: str, render_size: int | N
     from robotrl.rewards.base import render_rgb
 
     bound = dict(bound or {})
-    obs, _ = env.reset(seed=seed)
     actions, rewards, successes, infos, frames = [], [], [], [], []
     online: dict[str, list[float]] = {k: [] for k in bound}
     online_ok: dict[str, list[bool]] = {k: [] for k in bound if hasattr(bound[k], "predict_success")}
-    done, t = False, 0
-    while not done:
-        action = policy(obs["state"], t)
-        obs, reward, terminated, truncated, info = env.step(action)
+    steps = itertools.count()  # the step index ``t`` the policy is called with
+
+    def on_step(action: np.ndarray, reward: float, obs: Any, terminated: bool, truncated: bool,
+                info: dict[str, Any]) -> None:
         info = _plain_info(info)
         actions.append(action)
         rewards.append(float(reward))
@@ -147,7 +148,8 @@ def rollout(env: Any, policy: Policy, seed: int, name: str, render_size: int | N
                 online[key].append(float(np.asarray(model(frame[None], [info]))[0]))
                 if key in online_ok:
                     online_ok[key].append(bool(np.asarray(model.predict_success(frame[None], [info]))[0]))
-        done, t = terminated or truncated, t + 1
+
+    record_episode(env, lambda obs: policy(obs["state"], next(steps)), seed, on_step=on_step)
     return Rollout(policy=name, seed=seed, actions=np.asarray(actions, np.float32),
                    gt_reward=np.asarray(rewards, np.float64), success=np.asarray(successes, bool), infos=infos,
                    frames=np.stack(frames) if frames else None,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.demos import _load_meta, load_demos
+from robotrl.episodes import EpisodeBuilder, chunked, record_episode
 from robotrl.errors import ConfigError
 from robotrl.types import Episode
 
@@ -58,24 +59,8 @@ def sim_rollout(env: Any, act_chunk: Callable[[dict[str, np.ndarray]], np.ndarra
     """One episode in a contract env, acting one chunk at a time; (episode, stopped by ``stop``).
 
     ``stop(frame uint8 [H, W, 3]) -> bool`` ends the episode early (a reflector's termination)."""
-    obs, _ = env.reset(seed=seed)
-    pixels, states, actions, rewards, terms, successes = [obs["pixels"][-3:]], [obs["state"]], [], [], [], []
-    done = stopped = False
-    while not done:
-        for action in act_chunk(obs):
-            obs, reward, terminated, truncated, info = env.step(action)
-            pixels.append(obs["pixels"][-3:])
-            states.append(obs["state"])
-            actions.append(action)
-            rewards.append(reward)
-            terms.append(terminated)
-            successes.append(bool(info.get("success", False)))
-            done = terminated or truncated
-            if not done and stop is not None and stop(obs["pixels"][-3:].transpose(1, 2, 0)):
-                done = stopped = True
-            if done:
-                break
-    ep = Episode(obs={"pixels": np.stack(pixels), "state": np.stack(states).astype(np.float32)},
-                 action=np.stack(actions).astype(np.float32), reward=np.asarray(rewards, np.float32),
-                 terminated=np.asarray(terms, bool), success=np.asarray(successes, bool))
-    return ep, stopped
+    until = None if stop is None else (lambda obs: stop(obs["pixels"][-3:].transpose(1, 2, 0)))
+    played = record_episode(env, chunked(act_chunk), seed, builder=EpisodeBuilder(3, ("pixels", "state"), flags=False),
+                            stop=until)
+    ep = played.episode
+    return ep._replace(obs={**ep.obs, "state": ep.obs["state"].astype(np.float32)}), played.stopped

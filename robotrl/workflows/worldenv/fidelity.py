@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.atomic import atomic_write
+from robotrl.episodes import chunked, record_episode
 from robotrl.heartbeat import Heartbeat
 from robotrl.workflows.worldenv.data import make_sim, sim_rollout
 from robotrl.workflows.worldenv.fit import write_json
@@ -192,12 +193,8 @@ def gate_report(rows: list[dict[str, Any]], tasks: list[str], episodes: int, min
 
 def _world_episode(env: Any, actor: Any, index: int) -> bool:
     """One ``WorldEnv`` episode from initial state ``index``; True when the reflector ended it (success)."""
-    obs, _ = env.reset(options={"index": index})
-    while True:
-        for action in actor(obs, proprio=obs["state"]):
-            obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                return bool(terminated)
+    act = chunked(lambda obs: actor(obs, proprio=obs["state"]))
+    return record_episode(env, act, None, options={"index": index}).terminated
 
 
 def _scatter(x: np.ndarray, y: np.ndarray, learned: np.ndarray, report: dict[str, Any], png: Path) -> None:
