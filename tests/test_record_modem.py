@@ -59,7 +59,7 @@ def test_modem_v2_trains_from_recorded_demos_and_their_labels(compose_cfg, tmp_p
     assert max(model_reward) > 0  # the reward from the labels reaches the learner (not the constant 0 of an unfit one)
     assert all(float(r.split(",")[header.index("interventions")]) <= 2 for r in rows[1:])  # the demos' arm limits
     assert trainer.agent.handover_prob(trainer.step) == 0.0  # the frozen BC policy acted: final eval == first eval
-    assert final["return_mean"] == pytest.approx(trainer.first_eval["return_mean"], rel=1e-9)
+    assert final["return_mean"] == pytest.approx(trainer.run.state.first_eval["return_mean"], rel=1e-9)
     print(json.dumps({"model_reward_per_episode": model_reward,
                       "final_eval": {k: final[k] for k in ("return_mean", "success_rate") if k in final},
                       "random": {k: baselines["random"].get(k) for k in ("return_mean", "success_rate")},
