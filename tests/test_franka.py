@@ -256,9 +256,11 @@ def test_deploy_episode_on_franky_sim(proprio_run, tmp_path, monkeypatch):
     for two agent steps: the safety layer must clip what reaches franky, axis by axis."""
     import json
 
+    from robotrl.hardware.frame_map import parse_frame_map
     from robotrl.hardware.franka import FrankaRobot
 
     from robotrl.workflows.deploy import ScriptedOperator, deploy
+    from robotrl.workflows.run_env import load_robot_config
 
     received: list[Action] = []  # what the safety layer passed to the franky driver
     original = FrankaRobot._send
@@ -277,15 +279,17 @@ def test_deploy_episode_on_franky_sim(proprio_run, tmp_path, monkeypatch):
     assert summary["final_state"] == "disconnected" and summary["intervention_steps"] == 2
     rows = [json.loads(line) for line in (tmp_path / "out" / "steps.jsonl").read_text().splitlines()]
     sent = np.array([r["sent_action"] for r in rows]).reshape(2 * steps, 4)  # policy units, as logged
-    deltas = np.array([a.delta for a in received])
+    deltas = np.array([a.delta for a in received])  # FR3's base frame
     assert all(a.mode is ActionMode.EE_DELTA for a in received)
-    np.testing.assert_allclose(sent[:, :3] * 0.01, deltas, atol=1e-9)  # the log is exactly what franky got
+    frame_map = parse_frame_map(load_robot_config("franka", {})["frame_map"])  # Meta-World's frame on FR3's
+    policy_deltas = np.array([frame_map.delta_to_policy(d) for d in deltas])
+    np.testing.assert_allclose(sent[:, :3] * 0.01, policy_deltas, atol=1e-9)  # the log is exactly what franky got
     assert np.all(np.abs(deltas) <= cap + 1e-9)  # nothing above the cap reached the driver
     # The operator's full-scale push (1 cm per send) arrives as exactly the cap on every axis.
     # The operator's full-scale push (1 cm per send; agent steps 2-3 = sends 4-7) arrives clipped to the same cap on
     # every axis, in the pushed direction: ee_max_velocity x the measured period (~2.5 mm at 20 Hz; the sends are on
     # a fixed grid, so one that went out late leaves the next a shorter period), at most ee_max_step.
-    pushed = deltas[4:8] * np.sign(push[:3])
+    pushed = policy_deltas[4:8] * np.sign(push[:3])
     assert np.all((pushed > 0) & (pushed <= cap + 1e-9)), pushed
     np.testing.assert_allclose(pushed, np.repeat(pushed[:, :1], 3, axis=1), atol=1e-12)
     events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
