@@ -29,7 +29,7 @@ from torch import nn
 
 from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
-from robotrl.contract import check_obs
+from robotrl.contract import check_obs_batch
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Batch, Capabilities, Metrics, Obs
 
@@ -200,8 +200,7 @@ class DrQV2Agent:
 
     def act_batch(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
         """Actions (N, A) for a batch of N observations (``env.num_envs``): one forward pass, same rules as act."""
-        for i in range(len(next(iter(obs.values())))):
-            check_obs({k: v[i] for k, v in obs.items()}, self.observation_space)
+        check_obs_batch(obs, self.observation_space)
         with torch.inference_mode():
             tensors = {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in obs.items()}
             dist = self.actor(self.encoder(tensors), self.stddev(step))

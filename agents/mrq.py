@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
-from robotrl.contract import check_obs
+from robotrl.contract import check_obs_batch
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.types import Batch, Capabilities, Metrics, Obs, Trajectories
 
@@ -147,8 +147,7 @@ class MRQAgent:
 
     def act_batch(self, obs: Obs, step: int, eval_mode: bool) -> np.ndarray:
         """Actions (N, A) for N observations: tanh policy, + N(0, exploration_noise) in training, clipped to [-1, 1]."""
-        for i in range(len(next(iter(obs.values())))):
-            check_obs({k: v[i] for k, v in obs.items()}, self.observation_space)
+        check_obs_batch(obs, self.observation_space)
         with torch.inference_mode():
             tensors = {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in obs.items()}
             action = self.policy.act(self.encoder.zs(tensors))

@@ -44,6 +44,12 @@ def check_obs(obs: dict, space: gym.spaces.Dict) -> None:
             raise ObservationError(f"observation[{key!r}] has dtype {value.dtype}, expected {sub.dtype}")
 
 
+def check_obs_batch(obs: dict, space: gym.spaces.Dict) -> None:
+    """:func:`check_obs` on each row of a batch of N observations (``act_batch``'s input: leading dim N)."""
+    for i in range(len(next(iter(obs.values())))):
+        check_obs({k: v[i] for k, v in obs.items()}, space)
+
+
 def check_action(action: np.ndarray, space: gym.spaces.Box, atol: float = 1e-6) -> np.ndarray:
     """Return ``action`` as float32 of the space's shape, or raise ActionError (shape, NaN/inf, bounds)."""
     action = np.asarray(action, dtype=np.float32)
