@@ -17,7 +17,6 @@ import torch
 from robotrl.atomic import atomic_write_text
 from robotrl.config import resolve_device
 from robotrl.errors import ConfigError
-from robotrl.workflows.worldenv.checks import DYNAMICS  # noqa: F401  (re-exported: the stages import it from here)
 from robotrl.world import MT10
 
 CONFIG = "worldenv/default"  # the hydra config every stage composes

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from robotrl.errors import ConfigError
+from robotrl.workflows.worldenv.checks import DYNAMICS
 from robotrl.workflows.worldenv.data import load_data
 from robotrl.workflows.worldenv.fit import fit, load_ckpt, save_ckpt, write_json
-from robotrl.workflows.worldenv.settings import DYNAMICS, load_config, record_settings, setup_torch
+from robotrl.workflows.worldenv.settings import load_config, record_settings, setup_torch
 
 
 def model_class(dynamics: Any):
