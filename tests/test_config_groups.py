@@ -88,3 +88,15 @@ def test_reward_kagi_picks_the_env_tasks_plan_and_any_packaged_plan():
     assert cfg.reward.plan == "push" and load_plan(cfg.reward.plan).name == "push"
     cfg = compose_config(["env=metaworld/reach", "reward=kagi", "reward.plan=drawer-open"])
     assert load_plan(cfg.reward.plan).name == "drawer-open"
+
+
+def test_values_hydra_cannot_lex_stay_the_strings_they_were():
+    """`robot.calibration_file=~/...json` (so101.yaml's own example) is no hydra value unquoted; deploy and record
+    took it as that path before and still do. A sweep is refused in one line: an arm takes one value."""
+    from robotrl.workflows.run_env import load_robot_config
+
+    cfg = load_robot_config("so101", {"port": "/dev/ttyACM0", "calibration_file": "~/calib/follower.json"})
+    assert cfg["calibration_file"] == "~/calib/follower.json" and cfg["port"] == "/dev/ttyACM0"
+    with pytest.raises(ConfigError) as exc:
+        load_robot_config("sim", {"limits.control_hz": "20,30"})
+    assert "sweep" in one_line(exc)

@@ -102,16 +102,18 @@ def compose_robot(robot: str, overrides: dict[str, Any] | None = None, base: dic
 
 
 def _parsed(key: str, value: Any) -> Any:
-    """``value`` as hydra reads ``key=value`` on a command line (a string), or as it is (a value from code)."""
+    """``value`` as hydra reads ``key=value`` on a command line (a string), or as it is (a value from code). A string
+    hydra's grammar cannot read at all (``~/calibration.json``: hydra wants it quoted) stays that string, as these
+    commands always took it."""
     if not isinstance(value, str):
         return value
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    from hydra.errors import HydraException
 
     try:
         override = OverridesParser.create().parse_override(f"{key}={value}")
-    except OverrideParseException as exc:
-        raise ConfigError(f"cannot parse {key}={value!r}: {str(exc).strip().splitlines()[0]}") from None
+    except HydraException:  # OverrideParseException, or the lexer's token error
+        return value
     if override.is_sweep_override():
         raise ConfigError(f"{key}={value!r} is a sweep; a robot takes one value")
     return override.value()
