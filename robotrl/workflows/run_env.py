@@ -15,6 +15,7 @@ HOST:PORT) a rerun view of every step: camera frames, policy vs executed actions
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -85,7 +86,7 @@ def compose_robot(robot: str, overrides: dict[str, Any] | None = None, base: dic
 
     if robot not in robot_names() or robot not in group_options("robot"):
         raise ConfigError(f"unknown robot {robot!r}; valid robots: {', '.join(robot_names())}")
-    env_words = [f"robot_env.{k}={v}" for k, v in (robot_env or {}).items()]
+    env_words = [f"robot_env.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in (robot_env or {}).items()]
     composed = compose_config([f"robot={robot}", *env_words])
     cfg = OmegaConf.create(OmegaConf.to_container(composed.robot))  # not in struct mode: make_robot names bad keys
     overrides, base = overrides or {}, base or {}
@@ -93,8 +94,9 @@ def compose_robot(robot: str, overrides: dict[str, Any] | None = None, base: dic
         cfg.pop("cameras", None)
     cfg.merge_with(base)
     for key, value in overrides.items():
+        parsed = _parsed(f"robot.{key}", value)
         try:
-            OmegaConf.update(cfg, key, _parsed(f"robot.{key}", value), merge=True)
+            OmegaConf.update(cfg, key, parsed, merge=True)
         except Exception as exc:
             raise ConfigError(f"bad robot override {key}={value!r}: {' '.join(str(exc).split())}") from None
     return {"robot": OmegaConf.to_container(cfg, resolve=True),  # type: ignore[dict-item]
