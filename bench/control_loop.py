@@ -30,20 +30,19 @@ import json
 import statistics
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
 ACTION_SHRINK = 0.1
 ENV_CFG = {"name": "metaworld/reach", "image_size": 84, "frame_stack": 3, "obs_type": "pixels", "action_repeat": 2}
 
 
 def sim_cfg(hz: float) -> dict[str, Any]:
-    cfg = yaml.safe_load((ROOT / "configs/robot/sim.yaml").read_text())
+    from robotrl.workflows.run_env import load_robot_config
+
+    cfg = load_robot_config("sim", {})
     # generous watchdog: on the shared machine a step can stall for a few hundred ms, and a hold would end the run
     cfg["limits"].update(control_hz=hz, max_consecutive_overruns=10**9, watchdog_ms=2000.0)
     return cfg

@@ -28,14 +28,13 @@ ENV = ["env=metaworld/reach", "env.obs_type=proprio", "env.image_size=64", "env.
 
 
 def record_demos(out: Path, episodes: int = 10) -> Path:
-    from omegaconf import OmegaConf
     from robotrl.envs.demos import expert_policy
 
     from robotrl.demos import FORMAT_VERSION, episode_file, save_episode
     from robotrl.types import Episode
-    from robotrl.workflows.run_env import make_robot_env
+    from robotrl.workflows.run_env import load_robot_config, make_robot_env
 
-    robot = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/robot/sim.yaml"))
+    robot = load_robot_config("sim", {})
     robot["limits"].update(control_hz=100, ee_max_velocity=1.0, watchdog_ms=2000, driver_timeout_ms=5000,
                            overrun_factor=50)
     env_cfg = {"name": "metaworld/reach", "obs_type": "pixels_proprio", "image_size": 64, "frame_stack": 1,

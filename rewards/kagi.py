@@ -11,7 +11,7 @@ the reward here):
 * :class:`KeypointPlan` - named keypoints plus a waypoint path whose points are anchored to keypoints (``{at:
   object, offset: [0, 0, 0.05]}``) or absolute, in ``world`` (metres, 3-D) or ``image`` (pixels, 2-D) coordinates.
 * keypoint *sources* (``propose(frame, instruction) -> KeypointPlan``): :class:`OfflineKeypointSource` (plans
-  annotated in ``configs/reward/kagi/<task>.yaml`` or any yaml/json file; the default, works offline) and
+  annotated in ``rewards/kagi_plans/<task>.yaml`` or any yaml/json file; the default, works offline) and
   :class:`VLMKeypointProposer` (builds the visual prompt, calls a pluggable VLM callable, parses its answer).
 * keypoint *locators* (where are the keypoints in this frame?): :class:`MetaWorldKeypoints` reads them from the
   simulator (``tcp_center``, ``_get_pos_objects()``, ``_target_pos``) and :func:`project_points` maps them into the

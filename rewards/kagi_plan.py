@@ -4,7 +4,8 @@
   object, offset: [0, 0, 0.05]}``) or absolute, in ``world`` (metres, 3-D) or ``image`` (pixels, 2-D) coordinates;
   :func:`parse_plan` / :func:`load_plan` read one from a mapping, a yaml/json file or a packaged plan name.
 * keypoint *sources* (``propose(frame, instruction) -> KeypointPlan``): :class:`OfflineKeypointSource` (plans
-  annotated in ``configs/reward/kagi/<task>.yaml`` or any yaml/json file; the default, works offline) and
+  annotated in ``rewards/kagi_plans/<task>.yaml`` (plan data shipped with this module, not reward configs) or any
+  yaml/json file; the default, works offline) and
   :class:`VLMKeypointProposer` (builds the visual prompt, calls a pluggable VLM callable, parses its answer).
 """
 
@@ -26,7 +27,7 @@ from robotrl.errors import ConfigError, RobotRLError
 SPACES = ("world", "image")
 DIMS = {"world": 3, "image": 2}
 LOCATORS = ("auto", "info", "sim", "tracker")
-PLAN_DIR = ("reward", "kagi")  # packaged plans: robotrl.configs/reward/kagi/<name>.yaml (reward configs with `plan`)
+PLAN_DIR = "kagi_plans"  # packaged plans: robotrl/rewards/kagi_plans/<name>.yaml, loaded by name (`reward.plan`)
 PLAN_KEYS = frozenset({"task", "instruction", "space", "keypoints", "gripper", "path", "final_stage", "reach_radius",
                        "goal_radius", "static", "image_size"})
 VLMCallable = Callable[[np.ndarray, str], str]
@@ -201,18 +202,27 @@ def _parse_image_size(raw: Any, space: str, where: str) -> tuple[int, int] | Non
     return int(raw[0]), int(raw[1])
 
 
+def _plan_dir() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("robotrl.rewards").joinpath(PLAN_DIR)))
+
+
+def packaged_plans() -> list[str]:
+    """The names of the packaged plans (Meta-World tasks), sorted."""
+    return sorted(p.stem for p in _plan_dir().glob("*.yaml"))
+
+
 def plan_path(name: str) -> Path:
-    """A plan file: ``name`` as a path if it names a file, else the packaged ``configs/reward/kagi/<name>.yaml``."""
+    """A plan file: ``name`` as a path if it names a file, else the packaged ``rewards/kagi_plans/<name>.yaml``."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
         return path
-    from importlib.resources import files
-
-    packaged = Path(str(files("robotrl.configs").joinpath(*PLAN_DIR, f"{name}.yaml")))
+    packaged = _plan_dir() / f"{name}.yaml"
     if packaged.is_file():
         return packaged
-    known = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
-    raise ConfigError(f"kagi plan {name!r} is neither a yaml/json file nor a packaged plan (known: {', '.join(known)})")
+    raise ConfigError(f"kagi plan {name!r} is neither a yaml/json file nor a packaged plan "
+                      f"(known: {', '.join(packaged_plans())})")
 
 
 def load_plan(source: str | Path | Mapping[str, Any]) -> KeypointPlan:
@@ -232,7 +242,7 @@ def load_plan(source: str | Path | Mapping[str, Any]) -> KeypointPlan:
     except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: report the file in one line
         raise _fail(str(path), f"unreadable ({' '.join(str(e).split())[:200]})") from e
     if isinstance(raw, Mapping) and isinstance(raw.get("plan"), Mapping):
-        raw = raw["plan"]  # a reward config (configs/reward/kagi/<task>.yaml) holding the plan
+        raw = raw["plan"]  # a reward config file with a `plan:` key (a user's own, or an old copy of a packaged one)
     return parse_plan(raw, str(path))
 
 

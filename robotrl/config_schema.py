@@ -1,6 +1,6 @@
 """The training config's shared defaults as structured configs: dataclasses, each field with its default and its doc,
-stored in hydra's ConfigStore as ``base/<name>`` and composed from ``configs/config.yaml``'s (and the reward
-configs') defaults lists. The one place these defaults live: yaml files keep only what differs per choice.
+stored in hydra's ConfigStore as ``base/<name>`` and composed from ``configs/config.yaml``'s (and the reward and
+robot configs') defaults lists. The one place these defaults live: yaml files keep only what differs per choice.
 
 ``register_configs`` stores them; ``robotrl/configs/__init__.py`` calls it because hydra imports that package before
 it reads any config (``initialize_config_module``, ``pkg://robotrl.configs``), so every composition sees them.
@@ -50,7 +50,8 @@ class RayCollector:
 
 @dataclass
 class RobotEnvDefaults:
-    """``robot_env:``, read on ``robot=<arm>`` runs (robotrl.hardware.robot_env.RobotEnv); unused with robot=none."""
+    """``robot_env:``, read on ``robot=<arm>`` runs (robotrl.hardware.robot_env.RobotEnv): each arm's
+    ``configs/robot/<arm>.yaml`` pulls it (robot=none has none)."""
 
     home_noise_m: float = _doc(0.02, "randomised start: hand offset from home uniform in [-x, x]^3 m, drawn per "
                                      "reset seed")

@@ -26,8 +26,24 @@ def group_options(group: str) -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
+# group -> (the start of a choice that moved, its new spelling with {rest} for what follows that start)
+MOVED_CHOICES = {"reward": ("kagi/", "KAGI's plans are plan data, not rewards: use reward=kagi reward.plan={rest} "
+                                     "(reward=kagi alone takes the env task's plan)")}
+
+
+def check_moved_choices(overrides: list[str]) -> None:
+    """One line naming the new spelling for a group choice spelt the old way (``reward=kagi/push``)."""
+    for item in overrides:
+        key, sep, value = item.lstrip("+~").partition("=")
+        start, spelling = MOVED_CHOICES.get(key, (None, ""))
+        for name in value.split(",") if sep and start else ():
+            if name.startswith(start):
+                raise ConfigError(f"{key}={name} is gone; {spelling.format(rest=name[len(start):])}")
+
+
 def check_group_choices(overrides: list[str]) -> None:
     """Fail early, in one line, on `group=name` overrides naming a config that does not exist."""
+    check_moved_choices(overrides)
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or value in ("", "null"):
@@ -70,6 +86,7 @@ def compose_config(overrides: list[str], name: str = "config") -> Any:
     from robotrl.config import register_resolvers
 
     register_resolvers()
+    check_moved_choices(overrides)
     try:
         with initialize_config_module("robotrl.configs", version_base="1.3"):
             return compose(name, overrides=overrides)
@@ -92,6 +109,10 @@ def _parse_overrides(overrides: list[str]) -> list[Any]:
 def _unknown_key(cfg: Any, key: str) -> ConfigError:
     from omegaconf import DictConfig
 
+    if key.split(".")[0] == "robot_env" and "robot_env" not in cfg:  # it comes with an arm's robot config
+        arms = ", ".join(n for n in group_options("robot") if n != "none")
+        return ConfigError(f"{key} is a RobotEnv setting of a run on an arm; it needs robot=<arm> ({arms}), "
+                           f"not robot={_select(cfg, 'robot.name')}")
     parent_key, _, _ = key.rpartition(".")
     parent = _select(cfg, parent_key) if parent_key else cfg
     if not isinstance(parent, DictConfig):

@@ -27,6 +27,11 @@ CASES: tuple[tuple[str, ...], ...] = (
 
 
 CHANGED_MODEM_V2 = {"_target_": "robotrl.agents.modem.ModemAgent", "agent_name": "modem_v2"}
+# robot_env comes with an arm's robot config (configs/robot/<arm>.yaml), so robot=none has none; the arms keep it
+REMOVED_ROBOT_ENV_WITHOUT_AN_ARM = {"home_noise_m": 0.02, "live_view": None, "operator": None}
+# KAGI's plans left the reward group: `reward=kagi/push` is now spelt `reward=kagi reward.plan=push`, whose `plan` is
+# the packaged plan's name (robotrl/rewards/kagi_plans/push.yaml, checked below to hold the fixture's plan)
+RESPELT = {("env=metaworld/push", "reward=kagi/push"): ("env=metaworld/push", "reward=kagi", "reward.plan=push")}
 
 
 def composed(overrides: tuple[str, ...]) -> dict[str, Any]:
@@ -51,12 +56,24 @@ def expected() -> dict[str, Any]:
 
 @pytest.mark.parametrize("overrides", CASES, ids=_key)
 def test_composed_config_is_unchanged(expected, overrides):
-    got = json.loads(json.dumps(composed(overrides), sort_keys=True, default=str))
+    got = json.loads(json.dumps(composed(RESPELT.get(overrides, overrides)), sort_keys=True, default=str))
     want = expected[_key(overrides)]
-    if got["raw"]["agent"].get("agent_name") == "modem_v2":  # changed on purpose: MoDem-V2 is ModemAgent + its tag
-        for view in ("raw", "resolved"):
+    for view in ("raw", "resolved"):
+        if got["raw"]["agent"].get("agent_name") == "modem_v2":  # changed on purpose: MoDem-V2 is ModemAgent + its tag
             want[view]["agent"].update(CHANGED_MODEM_V2)
+        if got["raw"]["robot"]["name"] == "none":  # changed on purpose: robot_env is the robot group's
+            assert want[view].pop("robot_env") == REMOVED_ROBOT_ENV_WITHOUT_AN_ARM
+        if overrides in RESPELT:  # changed on purpose: the plan is named, not inlined
+            assert _packaged_plan(got[view]["reward"]["plan"]) == want[view]["reward"]["plan"]
+            want[view]["reward"]["plan"] = got[view]["reward"]["plan"]
     assert got == want
+
+
+def _packaged_plan(name: str) -> dict[str, Any]:
+    import yaml
+    from robotrl.rewards.kagi_plan import plan_path
+
+    return json.loads(json.dumps(yaml.safe_load(plan_path(name).read_text())))
 
 
 def test_fixture_covers_every_case(expected):

@@ -13,12 +13,10 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from robotrl.hardware import make_robot, robot_class
 from robotrl.hardware.robot import (
     Action,
@@ -35,8 +33,6 @@ from robotrl.hardware.sim import METAWORLD_ACTION_SCALE_M
 
 from robotrl.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "robot"
-
 
 class FakeClock:
     """A monotonic clock the test advances by hand (exact periods for the velocity limit and rate monitor)."""
@@ -52,7 +48,9 @@ class FakeClock:
 
 
 def robot_cfg(name: str, **overrides: Any) -> dict[str, Any]:
-    cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    from robotrl.workflows.run_env import load_robot_config
+
+    cfg = load_robot_config(name, {})  # the robot group as hydra composes it
     for key, value in overrides.items():
         if key in ("limits", "faults"):
             cfg[key] = {**(cfg.get(key) or {}), **value}

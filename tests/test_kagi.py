@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 
 from robotrl.errors import ConfigError, ObservationError
 
-PLAN_DIR = Path(__file__).resolve().parents[1] / "configs" / "reward" / "kagi"
+PLAN_DIR = Path(__file__).resolve().parents[1] / "rewards" / "kagi_plans"
 PUSH = {
     "task": "push", "space": "world", "keypoints": ["gripper", "home", "object", "goal"],
     "path": [{"at": "home"}, {"at": "object", "offset": [0, 0, 0.1]}, {"at": "object"}],
@@ -419,10 +419,10 @@ def test_sim_keypoints_cannot_relabel_stored_batches():
 
 
 @pytest.mark.parametrize("task", [p.stem for p in sorted(PLAN_DIR.glob("*.yaml"))])
-def test_each_task_file_is_a_complete_reward_config(compose_cfg, task):
+def test_each_packaged_plan_is_picked_by_name(compose_cfg, task):
     from robotrl.rewards import make_reward
 
-    cfg = compose_cfg("env=metaworld/reach", f"reward=kagi/{task}")
+    cfg = compose_cfg("env=metaworld/reach", "reward=kagi", f"reward.plan={task}")
     model = make_reward(cfg.reward)
     assert isinstance(model, KAGIReward) and model.plan.name == task and cfg.reward.name == "kagi"
 

@@ -37,6 +37,7 @@ def test_wheel_maps_folders_into_robotrl(tmp_path):
         assert f"{package.replace('.', '/')}/__init__.py" in names, package
     assert "robotrl/configs/config.yaml" in names and "robotrl/configs/env/dmc/cartpole_swingup.yaml" in names
     assert "robotrl/configs/agent/drqv2.yaml" in names and "robotrl/configs/teleop/keyboard.yaml" in names
+    assert "robotrl/rewards/kagi_plans/push.yaml" in names  # KAGI's plans ship beside rewards/kagi.py
     # Install the wheel itself (not editable) into a fresh target and import it from outside the repo.
     target = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),

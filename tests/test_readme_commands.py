@@ -93,13 +93,13 @@ def test_unknown_keys_next_to_required_ones_are_still_refused():
                                                     ("franka", {}, "hostname")])
 def test_an_unset_required_key_is_one_line_before_connecting(robot, given, missing):
     """A `???` key left unset is refused when the robot is built, naming the key (no connection attempted)."""
-    from omegaconf import OmegaConf
     from robotrl.hardware import make_robot
 
-    cfg = OmegaConf.load(ROOT / "configs" / "robot" / f"{robot}.yaml")
-    cfg.merge_with(given)
+    from robotrl.workflows.run_env import load_robot_config
+
+    cfg = load_robot_config(robot, given)
     with pytest.raises(ConfigError, match=rf"{missing}"):
-        make_robot(OmegaConf.to_container(cfg))
+        make_robot(cfg)
 
 
 # ------------------------------------------------------------------------------------------------ train

@@ -13,10 +13,9 @@ from omegaconf import OmegaConf
 from robotrl.hardware.robot import EStopError
 
 from robotrl.errors import ConfigError
-from robotrl.workflows.run_env import make_robot_env
+from robotrl.workflows.run_env import load_robot_config, make_robot_env
 from tests.conftest import assert_same_tensors
 
-SIM = Path(__file__).resolve().parents[1] / "configs" / "robot" / "sim.yaml"
 ENV = {"name": "metaworld/reach", "image_size": 32, "frame_stack": 2, "action_repeat": 2,
        "obs_type": "pixels_proprio", "max_episode_steps": 20}
 # 10 ms periods (the velocity cap still equals ee_max_step); a 2 s watchdog and 5 s driver timeout: the test machine
@@ -29,7 +28,7 @@ FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "ee_max_acceleration": 200.0,
 
 
 def _env(env=None, home_noise_m=0.0, **limits):
-    robot = OmegaConf.to_container(OmegaConf.load(SIM))
+    robot = load_robot_config("sim", {})
     robot["limits"].update({**FAST, **limits})
     return make_robot_env(robot, {**ENV, **(env or {})}, seed=0, home_noise_m=home_noise_m)
 

@@ -6,7 +6,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from tests.franky_helpers import FrankySim
 
@@ -25,9 +24,9 @@ def server():
 
 def franka_config(host: str) -> dict:
     """configs/robot/franka.yaml pointed at franky-sim, with limits for 2 shared cores (as tests/test_franka.py)."""
-    from pathlib import Path
+    from robotrl.workflows.run_env import load_robot_config
 
-    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/robot/franka.yaml"))
+    cfg = load_robot_config("franka", {})
     cfg.update(hostname=host, realtime="ignore", relative_dynamics_factor=0.3,
                home_rad=[0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])  # franky-sim's initial pose: a short home
     cfg["limits"].update(watchdog_ms=2000, driver_timeout_ms=3000, overrun_factor=1000)

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from robotrl.demos import FORMAT_VERSION, episode_file, load_demos, save_episode
 from robotrl.errors import ConfigError
 from robotrl.types import Episode
-from robotrl.workflows.run_env import make_robot_env
+from robotrl.workflows.run_env import load_robot_config, make_robot_env
 
-SIM = Path(__file__).resolve().parents[1] / "configs" / "robot" / "sim.yaml"
 SIZE = 84  # the template tracker follows the gripper to ~1 px at 84 px (at 48 px it drifts by several)
 ENV = {"name": "metaworld/reach", "image_size": SIZE, "frame_stack": 1, "action_repeat": 2,
        "obs_type": "pixels_proprio", "max_episode_steps": 80}
@@ -26,7 +24,7 @@ FAST = {"control_hz": 100, "ee_max_velocity": 1.0, "ee_max_acceleration": 200.0,
 
 
 def robot_cfg() -> dict:
-    robot = OmegaConf.to_container(OmegaConf.load(SIM))
+    robot = load_robot_config("sim", {})
     robot["limits"].update(FAST)
     return robot
 

@@ -15,6 +15,7 @@ HOST:PORT) a rerun view of every step: camera frames, policy vs executed actions
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -71,28 +72,59 @@ def uses_robot(cfg: Any) -> bool:
     return name not in (None, "none")
 
 
-def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``configs/robot/<robot>.yaml``, then ``base``, then ``robot.key=value`` command-line ``overrides`` (values parsed
-    as hydra/OmegaConf parses them); the commands outside hydra (deploy, check-frame) build robots with this."""
-    from importlib import resources
-    from pathlib import Path
+def compose_robot(robot: str, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None,
+                  robot_env: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``{"robot": ..., "robot_env": ...}`` of ``robot=<robot>`` composed by hydra as a training run composes it (the
+    group's yaml and the structured defaults it pulls), then ``base``, then the command line's ``robot.KEY=VALUE``
+    ``overrides`` (which win); ``robot_env`` sets ``robot_env.KEY`` as ``robot_env.KEY=VALUE`` would.
 
+    A string value is parsed by hydra's override parser, so ``robot.realtime=off`` is the same value here as in
+    ``robotrl train``; any other value (from code) is taken as it is. ``cameras`` is replaced, not merged: a list of
+    names (mock, sim) may become a mapping of devices."""
     from robotrl.hardware import robot_names
+    from robotrl.overrides import compose_config, group_options
 
-    path = Path(str(resources.files("robotrl.configs"))) / "robot" / f"{robot}.yaml"
-    if robot not in robot_names() or not path.is_file():
+    if robot not in robot_names() or robot not in group_options("robot"):
         raise ConfigError(f"unknown robot {robot!r}; valid robots: {', '.join(robot_names())}")
-    cfg = OmegaConf.load(path)
-    # cameras are replaced, not merged: a list of names (mock, sim) may become a mapping of devices
-    if "cameras" in overrides or "cameras" in (base or {}):
+    env_words = [f"robot_env.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in (robot_env or {}).items()]
+    composed = compose_config([f"robot={robot}", *env_words])
+    cfg = OmegaConf.create(OmegaConf.to_container(composed.robot))  # not in struct mode: make_robot names bad keys
+    overrides, base = overrides or {}, base or {}
+    if "cameras" in overrides or "cameras" in base:
         cfg.pop("cameras", None)
-    if base:
-        cfg.merge_with(base)
+    cfg.merge_with(base)
+    for key, value in overrides.items():
+        parsed = _parsed(f"robot.{key}", value)
+        try:
+            OmegaConf.update(cfg, key, parsed, merge=True)
+        except Exception as exc:
+            raise ConfigError(f"bad robot override {key}={value!r}: {' '.join(str(exc).split())}") from None
+    return {"robot": OmegaConf.to_container(cfg, resolve=True),  # type: ignore[dict-item]
+            "robot_env": OmegaConf.to_container(composed.robot_env, resolve=True)}  # type: ignore[dict-item]
+
+
+def _parsed(key: str, value: Any) -> Any:
+    """``value`` as hydra reads ``key=value`` on a command line (a string), or as it is (a value from code). A string
+    hydra's grammar cannot read at all (``~/calibration.json``: hydra wants it quoted) stays that string, as these
+    commands always took it."""
+    if not isinstance(value, str):
+        return value
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     try:
-        cfg.merge_with(OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
-    except Exception as exc:
-        raise ConfigError(f"bad robot override {overrides}: {exc}") from None
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        override = OverridesParser.create().parse_override(f"{key}={value}")
+    except HydraException:  # OverrideParseException, or the lexer's token error
+        return value
+    if override.is_sweep_override():
+        raise ConfigError(f"{key}={value!r} is a sweep; a robot takes one value")
+    return override.value()
+
+
+def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``robot:`` settings of :func:`compose_robot`: what the commands outside hydra (deploy, check-frame, record,
+    replay, sim2real) build robots with, the same as a training run's ``robot=<robot> robot.KEY=VALUE``."""
+    return compose_robot(robot, overrides, base)["robot"]
 
 
 def sim_scene(env_spec: Any) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def _group_line(group: str, default: Any) -> str:
         if "libero" in names:  # one config for the optional suite: the task is chosen by keys
             choices += "; libero (optional: env.benchmark, env.task; `robotrl envs libero`)"
     else:
-        choices = ", ".join(n for n in names if "/" not in n)  # reward/kagi/<plan>.yaml are KAGI plans, not rewards
+        choices = ", ".join(names)
     return f"  {group:<12}{choices} (default {shown(default)})"
 
 
