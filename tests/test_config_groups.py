@@ -100,3 +100,30 @@ def test_values_hydra_cannot_lex_stay_the_strings_they_were():
     with pytest.raises(ConfigError) as exc:
         load_robot_config("sim", {"limits.control_hz": "20,30"})
     assert "sweep" in one_line(exc)
+
+
+def test_record_builds_the_teleop_device_training_would():
+    """record composes `teleop=<device>` through hydra too: `off` stays the word a training run reads (a raw yaml
+    parse made it False, which the device took as "no intervention mode")."""
+    from robotrl.workflows.run_env import compose_teleop
+
+    overrides = {"intervention": "off", "step_m": "0.01"}
+    trained = compose_config(["teleop=keyboard", *(f"teleop.{k}={v}" for k, v in overrides.items())])
+    got = compose_teleop("keyboard", overrides)
+    assert got == OmegaConf.to_container(trained.teleop, resolve=True)
+    assert got["intervention"] == "off" and got["step_m"] == 0.01
+    with pytest.raises(ConfigError, match="unknown teleop 'joystick'"):
+        compose_teleop("joystick", {})
+
+
+def test_a_json_camera_mapping_stays_a_mapping_outside_hydra():
+    """deploy/record/replay took `robot.cameras='{"front": {...}}'` (JSON) as a mapping; hydra's grammar cannot read
+    quoted keys, and the robot then got the text (so101 refused a `cameras` it could not use)."""
+    import json
+
+    from robotrl.workflows.run_env import load_robot_config
+
+    cams = {"front": {"type": "video", "path": "/tmp/v.avi", "fps": 30}}
+    assert load_robot_config("mock", {"cameras": json.dumps(cams)})["cameras"] == cams
+    assert load_robot_config("so101", {"port": "/dev/null", "calibration_file": "~/cal.json"})[
+        "calibration_file"] == "~/cal.json"

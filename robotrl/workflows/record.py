@@ -252,30 +252,12 @@ def run_session(recorder: Recorder, session: Session, episodes: int, reset_s: fl
 
 
 # ------------------------------------------------------------------------------------------------ entry point
-def _group_config(group: str, name: str, overrides: dict[str, str]) -> dict[str, Any]:
-    """``configs/<group>/<name>.yaml`` with ``group.KEY=VALUE`` overrides (parsed as OmegaConf parses them)."""
-    from importlib import resources
-
-    from omegaconf import OmegaConf
-
-    folder = Path(str(resources.files("robotrl.configs"))) / group
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        valid = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise ConfigError(f"unknown {group} {name!r}; valid: {valid}")
-    cfg = OmegaConf.load(path)
-    try:
-        cfg.merge_with(OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
-    except Exception as exc:
-        raise ConfigError(f"bad {group} override {overrides}: {exc}") from None
-    return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
-
-
 def _make_device(teleop: str, overrides: dict[str, str]) -> Any:
     """The ``teleop=`` device, driving every step unless ``teleop.intervention`` says otherwise."""
     from robotrl.hardware.teleop import make_teleop
+    from robotrl.workflows.run_env import compose_teleop
 
-    cfg = _group_config("teleop", teleop, overrides)
+    cfg = compose_teleop(teleop, overrides)
     if "intervention" in cfg and "intervention" not in overrides:
         cfg["intervention"] = "always"  # no policy runs while recording: the device drives every step
     device = make_teleop(cfg)

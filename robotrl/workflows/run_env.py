@@ -105,8 +105,8 @@ def compose_robot(robot: str, overrides: dict[str, Any] | None = None, base: dic
 
 def _parsed(key: str, value: Any) -> Any:
     """``value`` as hydra reads ``key=value`` on a command line (a string), or as it is (a value from code). A string
-    hydra's grammar cannot read at all (``~/calibration.json``: hydra wants it quoted) stays that string, as these
-    commands always took it."""
+    hydra's grammar cannot read at all stays that string (``~/calibration.json``: hydra wants it quoted), or the JSON
+    mapping or list it spells (hydra wants bare keys), as these commands always took them."""
     if not isinstance(value, str):
         return value
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -115,10 +115,37 @@ def _parsed(key: str, value: Any) -> Any:
     try:
         override = OverridesParser.create().parse_override(f"{key}={value}")
     except HydraException:  # OverrideParseException, or the lexer's token error
-        return value
+        return _json_or_string(value)
     if override.is_sweep_override():
-        raise ConfigError(f"{key}={value!r} is a sweep; a robot takes one value")
+        raise ConfigError(f"{key}={value!r} is a sweep; a command outside hydra takes one value")
     return override.value()
+
+
+def compose_teleop(teleop: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``teleop:`` settings of ``teleop=<teleop>`` composed by hydra as a training run composes them, then the
+    command line's ``teleop.KEY=VALUE`` ``overrides`` parsed as hydra parses them (``record`` builds its device so)."""
+    from robotrl.overrides import compose_config, group_options
+
+    if teleop not in group_options("teleop"):
+        raise ConfigError(f"unknown teleop {teleop!r}; valid: {sorted(group_options('teleop'))}")
+    cfg = OmegaConf.create(OmegaConf.to_container(compose_config([f"teleop={teleop}"]).teleop))
+    for key, value in (overrides or {}).items():
+        try:
+            OmegaConf.update(cfg, key, _parsed(f"teleop.{key}", value), merge=True)
+        except Exception as exc:
+            raise ConfigError(f"bad teleop override {key}={value!r}: {' '.join(str(exc).split())}") from None
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _json_or_string(value: str) -> Any:
+    """A JSON mapping or list (``robot.cameras='{"front": {...}}'``, which hydra's grammar cannot read: it wants bare
+    keys) as data; anything else as the string it is."""
+    if value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    return value
 
 
 def load_robot_config(robot: str, overrides: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
