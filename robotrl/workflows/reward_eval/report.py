@@ -248,14 +248,12 @@ def plot_report(report: Mapping[str, Any], rewards: Mapping[str, list[np.ndarray
                 path: Path) -> None:
     """One panel per reward model (mean min-max-normalised reward vs agent step, one line per policy) and a grouped
     bar chart of the metrics (missing bars = undefined metric)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # renders itself: no pyplot, no process-wide backend switch
 
     names = list(rewards)
     policies = list(dict.fromkeys(ep.policy for ep in rollouts))
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * (len(names) + 1), 3.6))
+    axes = fig.subplots(1, len(names) + 1, squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
         flat = np.concatenate(rewards[name])
         lo, span = float(flat.min()), float(np.ptp(flat)) or 1.0
@@ -285,6 +283,5 @@ def plot_report(report: Mapping[str, Any], rewards: Mapping[str, list[np.ndarray
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=80)
-    plt.close(fig)
 
 
