@@ -67,9 +67,9 @@ def compose_config(overrides: list[str], name: str = "config") -> Any:
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
 
-    from robotrl.config import register_resolvers
+    from robotrl.config import register_hydra
 
-    register_resolvers()
+    register_hydra()
     try:
         with initialize_config_module("robotrl.configs", version_base="1.3"):
             return compose(name, overrides=overrides)
