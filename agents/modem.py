@@ -49,7 +49,6 @@ from __future__ import annotations
 import json
 from copy import deepcopy
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -58,15 +57,14 @@ import torch
 
 from robotrl.augment import random_shift, sample_shifts
 from robotrl.contract import PROPRIO_OBS_TYPES, check_obs
-from robotrl.demos import META
-from robotrl.demos import load_demos as load_demo_dir
 from robotrl.distributed import all_reduce_gradients
-from robotrl.errors import CheckpointError, ConfigError, DemoFormatError, RobotRLError
+from robotrl.errors import CheckpointError, ConfigError, RobotRLError
 from robotrl.heartbeat import Heartbeat
 from robotrl.mixed_replay import MixedReplay
 from robotrl.replay import ReplayBuffer
 from robotrl.types import Episode, Metrics, Obs
 
+from .modem_demos import demo_dir, read_demos
 from .mppi import mppi
 from .nets import schedule
 from .tdmpc2 import TDMPC2Agent
@@ -190,45 +188,14 @@ class ModemAgent(TDMPC2Agent):
         return min(self.horizon, h)
 
     # ------------------------------------------------------------------ demos
-    def _demo_dir(self) -> Path:
-        if self.demos_path is not None:
-            return Path(self.demos_path)
-        if self.demo_cache is None:
-            raise ConfigError("demos=null needs demo_cache (where the training workflow generates demos); "
-                              "pass demos=<dir>")
-        out = Path(self.demo_cache)
-        if not (out / META).is_file():
-            raise ConfigError(f"demos=null and no demos in demo_cache={str(out)!r}: `robotrl train` generates "
-                              "Meta-World demos there before building the agent (robotrl.workflows.demos), or pass "
-                              "demos=<dir> (e.g. from `robotrl demos`)")
-        return out
-
     def load_demos(self) -> list[Episode]:
-        """Load (or generate, see the class docstring) the demos and check them against this agent's spaces;
-        DemoFormatError for a bad file or a shape that does not fit the env."""
-        root = self._demo_dir()
+        """The demos this agent learns from (``demos``, or the first ``num_demos`` of ``demo_cache``), checked
+        against its spaces (:func:`.modem_demos.read_demos`)."""
         obs_type = (self.env_cfg or {}).get("obs_type") or "pixels"
-        episodes = load_demo_dir(root, proprio=obs_type in PROPRIO_OBS_TYPES)
-        if self.demos_path is None:
-            episodes = episodes[: self.num_demos]
-        keys = sorted(self.observation_space.spaces)
-        out = []
-        for i, ep in enumerate(episodes):
-            obs = {}
-            for key in keys:
-                want = self.observation_space[key].shape
-                have = ep.obs[key].shape[1:]
-                if key == "pixels":  # single frames (every camera view), stacks are rebuilt by the replay
-                    want = (want[0] // self.frame_stack, *want[1:])
-                if tuple(have) != tuple(want):
-                    raise DemoFormatError(f"{root}: episode {i} {key!r} frames are {tuple(have)}, this env needs "
-                                          f"{tuple(want)} (regenerate the demos with the env's image size/state)")
-                obs[key] = ep.obs[key]
-            if ep.action.shape[1] != self.action_dim:
-                raise DemoFormatError(f"{root}: episode {i} actions have dim {ep.action.shape[1]}, "
-                                      f"this env needs {self.action_dim}")
-            out.append(ep._replace(obs=obs))  # the loaded episode with this agent's observation keys
-        return out
+        root = demo_dir(self.demos_path, self.demo_cache)
+        return read_demos(root, self.observation_space, self.action_dim, self.frame_stack,
+                          proprio=obs_type in PROPRIO_OBS_TYPES,
+                          limit=self.num_demos if self.demos_path is None else None)
 
     def add_demos(self, episodes: list[Episode]) -> None:
         """More demonstrations during training (SERL-style: the segments a person drove the arm), appended to the demo

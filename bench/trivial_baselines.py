@@ -19,11 +19,13 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from robotrl.envs import make_env
 
+from robotrl.config import register_hydra
 from robotrl.workflows.baselines import trivial_baselines
 from robotrl.workflows.train import EVAL_SEED_BASE
 
 
 def baselines_for(env_name: str, episodes: int, seed: int = 1) -> dict:
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=[f"env={env_name}", "env.obs_type=state"])
     env = make_env(cfg.env, seed=seed)

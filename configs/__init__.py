@@ -1,11 +1,4 @@
 """Hydra config groups: agent/ env/ reward/ robot/ mirror the package folders; the shared defaults are structured
-configs (``robotrl/config_schema.py``).
-
-Hydra imports this package before it reads a config (``initialize_config_module("robotrl.configs")``,
-``pkg://robotrl.configs``), so storing the structured configs here is what lets every composition, in any process
-(sweep jobs included), find ``base/*``; storing them again is harmless.
+configs (``robotrl/config_schema.py``), stored in hydra's ConfigStore by ``robotrl.config.register_hydra()``, which
+whatever composes a config calls first (importing this package registers nothing).
 """
-
-from robotrl.config_schema import register_configs
-
-register_configs()

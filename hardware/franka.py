@@ -45,6 +45,8 @@ HOME_POLL_S = 0.01  # homing polls franky's motion (and the stop request) this o
 GRIPPER_WAIT_S = 30.0  # a released connection waits this long for a running gripper move to end
 RELEASE_WAIT_S = 45.0  # connect waits this long for the previous connection to close
 MOTION_WAIT_S = 10.0  # a released connection waits this long for a running arm motion (a stop) to end
+# Process-wide on purpose: franky's connections and the driver threads that may still be inside franky belong to the
+# process, not to one FrankaRobot (a new robot to the same host waits for the last one's close; exit waits for both).
 _CLOSING: dict[str, threading.Thread] = {}  # hostname -> the thread closing its last connection
 
 
@@ -201,6 +203,9 @@ class FrankaRobot(Robot):
     # ------------------------------------------------------------------------------------------ hooks
     @_tracked
     def _connect(self) -> None:
+        # registered here, not at import: once per process (unregister first), only where a connection exists
+        atexit.unregister(_join_releases)
+        atexit.register(_join_releases)
         closing = _CLOSING.get(self.hostname)  # libfranka takes one client: the last one must be closed first
         if closing is not None:
             closing.join(RELEASE_WAIT_S)
@@ -318,10 +323,9 @@ def _release(objects: list[Any]) -> None:
         objects.pop(0)
 
 
-@atexit.register
 def _join_releases() -> None:
-    """At exit, let running driver calls end and every connection finish closing first (daemon threads are stopped
-    mid-call otherwise)."""
+    """At exit (registered by a connect), let running driver calls end and every connection finish closing first
+    (daemon threads are stopped mid-call otherwise)."""
     _IN_FLIGHT.wait_idle(MOTION_WAIT_S)
     for thread in list(_CLOSING.values()):
         thread.join(RELEASE_WAIT_S)

@@ -21,6 +21,7 @@ from robotrl.rewards.base import (
     check_frames,
     render_rgb,
 )
+from robotrl.rewards.capabilities import RewardCapabilities, reward_capabilities, success_enabled
 
 from robotrl.errors import ConfigError
 
@@ -62,6 +63,7 @@ def make_reward(cfg: Any) -> RewardModel | None:
         cls = get_class(str(cfg["_target_"]))
     except Exception as e:  # hydra's message spans several lines
         raise ConfigError(f"reward._target_={cfg['_target_']!r} cannot be imported: {e!r}"[:300]) from e
+    reward_capabilities(cls)  # a declaration that does not match the class's methods fails here, before building
     kwargs = {k: v for k, v in cfg.items() if k not in WRAPPER_KEYS and k != "_target_"}
     with torch.random.fork_rng(devices=[]):  # direct call (not hydra.instantiate): our one-line errors stay as is
         return cls(**kwargs)
@@ -97,6 +99,6 @@ def wrap_vector_env(env: gym.vector.VectorEnv, cfg: Any, model: RewardModel | No
                                max_consecutive_failures=cfg.get("max_consecutive_failures", 10))
 
 
-__all__ = ["EmbeddingCache", "RewardModel", "RewardVectorWrapper", "RewardWrapper", "check_frames", "is_env_reward",
-           "make_reward", "render_rgb", "wrap_env",
-           "wrap_vector_env"]
+__all__ = ["EmbeddingCache", "RewardCapabilities", "RewardModel", "RewardVectorWrapper", "RewardWrapper",
+           "check_frames", "is_env_reward", "make_reward", "render_rgb", "reward_capabilities", "success_enabled",
+           "wrap_env", "wrap_vector_env"]

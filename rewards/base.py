@@ -5,9 +5,10 @@ A reward model maps a batch of RGB frames to one float per frame::
     model(frames: uint8 [B, H, W, 3] (numpy or torch), info: list[dict] | None) -> np.ndarray float32 [B]
 
 and may predict success (``predict_success(frames, info) -> bool [B]``). Optional hooks the wrapper and trainer
-use when a model has them: ``bind(env)`` (models that read the simulator, e.g. KAGI's keypoints), ``reset(frame)``
-(per-episode state, called with the first frame of every episode), ``state_dict()``/``load_state_dict()`` (models
-that learn online, e.g. LfVoid's discriminators: saved in the run's checkpoints).
+use when a model's class declares them (``capabilities = RewardCapabilities(...)``, ``robotrl.rewards.capabilities``):
+``bind(env)`` (models that read the simulator, e.g. KAGI's keypoints), ``reset(frame)`` (per-episode state, called
+with the first frame of every episode), ``state_dict()``/``load_state_dict()`` (models that learn online, e.g.
+LfVoid's discriminators: saved in the run's checkpoints).
 
 :class:`RewardWrapper` puts a model on a contract env (``robotrl.envs.make_env``): it renders one dedicated RGB
 frame per agent step (``render_size``, not the agent's small channels-first pixels), replaces or blends the env
@@ -36,6 +37,7 @@ from typing import Any, Protocol, SupportsFloat, runtime_checkable
 import gymnasium as gym
 import numpy as np
 import torch
+from robotrl.rewards.capabilities import reward_capabilities, success_enabled
 
 from robotrl.errors import ConfigError, ObservationError, RewardModelError
 
@@ -46,7 +48,8 @@ INVALID_MODEL_REWARD = 0.0  # the model reward a flagged (failed) step gets
 
 @runtime_checkable
 class RewardModel(Protocol):
-    """Batched frames -> rewards. ``predict_success`` is optional (check with ``hasattr``)."""
+    """Batched frames -> rewards. ``predict_success`` and the hooks are optional: the class declares them
+    (:func:`~robotrl.rewards.capabilities.reward_capabilities`)."""
 
     def __call__(self, frames: np.ndarray | torch.Tensor, info: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
         """uint8 [B, H, W, 3] RGB frames (and per-frame env info, or None) -> float32 [B] rewards."""
@@ -236,7 +239,7 @@ def _check_wrapper_args(model: RewardModel, mode: str, render_size: int | None, 
         raise ConfigError(f"reward.mode={mode!r} is not one of {', '.join(MODES)}")
     if render_size is not None and (isinstance(render_size, bool) or int(render_size) < 1):
         raise ConfigError(f"reward.render_size={render_size!r}, expected a positive int or null (env.render())")
-    predicts_success = bool(getattr(model, "predicts_success", hasattr(model, "predict_success")))
+    predicts_success = success_enabled(model)
     if terminate_on_success and not predicts_success:
         raise ConfigError(f"reward.terminate_on_success=true but reward model {name!r} predicts no success")
     return predicts_success
@@ -262,9 +265,9 @@ class RewardWrapper(gym.Wrapper):
         self.predicts_success = _check_wrapper_args(model, mode, render_size, terminate_on_success, name)
         self.guard = GuardedModel(model, name, self.predicts_success, timeout_s, max_consecutive_failures)
         self.model, self.mode, self.weight = model, mode, float(weight)
-        bind = getattr(model, "bind", None)
-        if callable(bind):  # models that read the simulator (KAGI's keypoints) need the env they reward
-            bind(env)
+        self.resets_model = reward_capabilities(model).resets_per_episode
+        if reward_capabilities(model).binds_env:  # models that read the simulator (KAGI's keypoints) need the env
+            model.bind(env)
         self.render_size = None if render_size is None else int(render_size)
         self.terminate_on_success = bool(terminate_on_success)
         self.batch_size = int(getattr(model, "batch_size", 64))  # relabelling chunk
@@ -277,9 +280,8 @@ class RewardWrapper(gym.Wrapper):
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        hook = getattr(self.model, "reset", None)
-        if callable(hook):  # per-episode model state (KAGI: a new VLM proposal, the tracker) starts on this frame
-            hook(self.render_frame())
+        if self.resets_model:  # per-episode model state (KAGI: a new VLM proposal, the tracker) starts on this frame
+            self.model.reset(self.render_frame())
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from robotrl.rewards.base import EmbeddingCache, check_frames
+from robotrl.rewards.capabilities import RewardCapabilities
 
 from robotrl.config import resolve_device
 from robotrl.errors import ConfigError
@@ -74,6 +75,8 @@ class CLIPReward:
         cache_embeddings: keep text/goal embeddings (off only to measure what the cache saves).
         batch_size: frames per forward pass. success_threshold: reward at/above which ``predict_success`` is True.
     """
+
+    capabilities = RewardCapabilities(predicts_success=True)  # on with success_threshold
 
     def __init__(self, model_name: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
                  cache_dir: str | None = None, goal_prompts: Sequence[str] = ("a humanoid robot kneeling",),
@@ -246,7 +249,7 @@ class CLIPReward:
         return self.reward_from_embeddings(self.embed_images(frames)).cpu().numpy().astype(np.float32)
 
     @property
-    def predicts_success(self) -> bool:
+    def success_enabled(self) -> bool:  # see RewardCapabilities.predicts_success
         return self.success_threshold is not None
 
     def predict_success(self, frames: np.ndarray | torch.Tensor,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from robotrl.rewards.base import check_frames
+from robotrl.rewards.capabilities import RewardCapabilities
 from robotrl.rewards.kagi_locate import (  # noqa: F401 (re-exported: the locators' public home stays kagi)
     MetaWorldKeypoints,
     TemplateTracker,
@@ -88,7 +89,7 @@ class KAGIReward:
     ``space="image"`` projects a world plan's gripper and waypoints into the frame (the paper's 2-D setting).
     """
 
-    predicts_success = True
+    capabilities = RewardCapabilities(predicts_success=True, binds_env=True, resets_per_episode=True)
 
     def __init__(self, plan: str | Mapping[str, Any] | None = None, source: str = "offline",
                  instruction: str | None = None, vlm: str | VLMCallable | None = None, locator: str = "auto",

@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from robotrl.rewards.base import check_frames
+from robotrl.rewards.capabilities import RewardCapabilities
 
 from robotrl.atomic import atomic_write
 from robotrl.augment import random_shift, sample_shifts
@@ -196,6 +197,8 @@ class LfVoidReward:
         device: ``auto`` | ``cpu`` | ``cuda[:N]``.
     """
 
+    capabilities = RewardCapabilities(trainable=True, predicts_success=True)  # success: with success_threshold
+
     def __init__(self, goals: str | None = None, ensemble_size: int = 5, image_size: int = 64, channels: int = 32,
                  lr: float = 3e-4, train_batch_size: int = 64, updates_per_call: int = 1, update_every: int = 2,
                  min_negatives: int = 64, buffer_size: int = 5000, shift_pad: int = 4, bootstrap: bool = True,
@@ -347,7 +350,7 @@ class LfVoidReward:
         return self._reward_from_logits(self._logits(x))
 
     @property
-    def predicts_success(self) -> bool:
+    def success_enabled(self) -> bool:  # see RewardCapabilities.predicts_success
         return self.success_threshold is not None
 
     def predict_success(self, frames: np.ndarray | torch.Tensor,

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from robotrl.rewards.base import check_frames
+from robotrl.rewards.capabilities import RewardCapabilities
 
 from robotrl.config import resolve_device
 from robotrl.errors import CheckpointError, ConfigError
@@ -91,6 +92,8 @@ class CLIPReflector(nn.Module):
 
 class ReflectorReward:
     """``reward=reflector``: a trained reflector checkpoint as a ``RewardModel`` for one instruction."""
+
+    capabilities = RewardCapabilities(predicts_success=True)
 
     def __init__(self, checkpoint: str, instruction: str, device: str = "auto", threshold: float | None = None):
         self.instruction = check_instruction(instruction)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from robotrl.rewards.base import check_frames
+from robotrl.rewards.capabilities import RewardCapabilities
 from torch import nn
 
 from robotrl.augment import random_shift, sample_shifts
@@ -98,6 +99,8 @@ class SuccessNet(nn.Module):
 
 class SuccessClassifier:
     """A success detector trained from demo final frames and labelled rollouts (module docstring)."""
+
+    capabilities = RewardCapabilities(trainable=True, predicts_success=True)
 
     def __init__(self, demos: Any = None, rollouts: Any = None, image_size: int = 64, final_frames: int = 5,
                  initial_frames: int = 10, steps: int = 300, batch_size: int = 64, lr: float = 1e-3,

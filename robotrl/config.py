@@ -21,16 +21,15 @@ def run_tag(agent: str, reward: str) -> str:
     return agent if reward in ("env", None) else f"{agent}-{reward}"
 
 
-def register_resolvers() -> None:
-    """Register the OmegaConf resolvers ``configs/config.yaml`` uses (``run_tag``: run dirs are
-    ``runs/<env>/${run_tag:...}/seed<N>``); idempotent. Whatever composes or resolves a config calls it first."""
+def register_hydra() -> None:
+    """Register what composing or resolving ``configs/`` needs; idempotent. Whatever composes or resolves a training
+    config calls it first (importing robotrl registers nothing): the ``run_tag`` resolver (run dirs are
+    ``runs/<env>/${run_tag:...}/seed<N>``) and the structured configs ``base/*`` (``robotrl.config_schema``)."""
+    from robotrl.config_schema import register_configs
+
     if not OmegaConf.has_resolver("run_tag"):
         OmegaConf.register_new_resolver("run_tag", run_tag)
-
-
-# Left as an import side effect until robotrl/cli.py (hydra.main, owned by another change) and the tests' own
-# compose helpers call register_resolvers() themselves; robotrl's composers below already do.
-register_resolvers()
+    register_configs()
 
 
 def _require(cfg: DictConfig, key: str, kind: type | tuple[type, ...], low: float | None = None,

@@ -2,8 +2,8 @@
 stored in hydra's ConfigStore as ``base/<name>`` and composed from ``configs/config.yaml``'s (and the reward and
 robot configs') defaults lists. The one place these defaults live: yaml files keep only what differs per choice.
 
-``register_configs`` stores them; ``robotrl/configs/__init__.py`` calls it because hydra imports that package before
-it reads any config (``initialize_config_module``, ``pkg://robotrl.configs``), so every composition sees them.
+``register_configs`` stores them; ``robotrl.config.register_hydra()`` calls it, and whatever composes a config calls
+that first (a sweep job's process too: its task registers when it is unpickled, ``train_command.TrainJob``).
 """
 
 from __future__ import annotations

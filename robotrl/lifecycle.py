@@ -56,9 +56,9 @@ def compose_train_config(overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from robotrl.config import register_resolvers
+    from robotrl.config import register_hydra
 
-    register_resolvers()
+    register_hydra()
     try:
         with initialize_config_module("robotrl.configs", version_base="1.3"):
             cfg = compose("config", overrides=overrides)

@@ -83,9 +83,9 @@ def compose_config(overrides: list[str], name: str = "config") -> Any:
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
 
-    from robotrl.config import register_resolvers
+    from robotrl.config import register_hydra
 
-    register_resolvers()
+    register_hydra()
     check_moved_choices(overrides)
     try:
         with initialize_config_module("robotrl.configs", version_base="1.3"):

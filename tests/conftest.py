@@ -28,7 +28,10 @@ def compose_cfg():
     """Compose the real config (configs/config.yaml) with TINY_OVERRIDES plus the test's own overrides."""
     from hydra import compose, initialize_config_module
 
+    from robotrl.config import register_hydra
+
     def _compose(*overrides: str, tiny: bool = True):
+        register_hydra()  # run_tag and base/*: importing robotrl registers nothing
         with initialize_config_module("robotrl.configs", version_base="1.3"):
             return compose("config", overrides=[*(TINY_OVERRIDES if tiny else []), *overrides])
 

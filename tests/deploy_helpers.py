@@ -16,8 +16,10 @@ def train_reach_policy(run_dir: Path, *overrides: str) -> Path:
     """Train the tiny policy into ``run_dir`` and return it (a run dir is a valid ``checkpoint=``)."""
     from hydra import compose, initialize_config_module
 
+    from robotrl.config import register_hydra
     from robotrl.workflows.train import Trainer
 
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=[*REACH_OVERRIDES, *overrides])
     Trainer(cfg, run_dir).train()

@@ -219,7 +219,10 @@ def test_training_overrides_compose_through_hydra():
     from hydra import compose, initialize_config_module
     from robotrl.hardware import make_robot
 
+    from robotrl.config import register_hydra
+
     cams = "{corner2: {type: opencv, index: 0, width: 640, height: 480, fps: 30, crop: [0, 80, 480, 480], resize: 84}}"
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=["robot=franka", "robot.hostname=127.0.0.1", f"robot.cameras={cams}",
                                            "robot_env.live_view=train.rrd"])

@@ -38,7 +38,6 @@ def composed(overrides: tuple[str, ...]) -> dict[str, Any]:
     """The composed config as plain data: interpolations as written (``${env.frames}``) and resolved."""
     from omegaconf import OmegaConf
 
-    import robotrl.config  # noqa: F401  (the run_tag resolver that run_dir uses)
     from robotrl.overrides import compose_config
 
     cfg = compose_config(list(overrides))

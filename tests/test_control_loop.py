@@ -20,6 +20,9 @@ MOCK_LIMITS = {"limits.watchdog_ms": 2000, "limits.driver_timeout_ms": 5000, "li
 def reach_cfg():
     from hydra import compose, initialize_config_module
 
+    from robotrl.config import register_hydra
+
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         return compose("config", overrides=["env=metaworld/reach", "env.obs_type=pixels_proprio",
                                             "env.image_size=32", "env.frame_stack=2"])

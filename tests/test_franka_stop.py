@@ -113,8 +113,10 @@ def test_ctrl_c_during_deploy_homing_stops_the_arm(sim, tmp_path, monkeypatch, c
     from robotrl.hardware.franka import FrankaRobot
 
     from robotrl.cli import main
+    from robotrl.config import register_hydra
     from robotrl.workflows import deploy as deploy_module
 
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=["env=metaworld/reach", "env.obs_type=proprio"])
     monkeypatch.setattr(deploy_module, "_local_policy", lambda checkpoint, device: (

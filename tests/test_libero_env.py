@@ -285,7 +285,6 @@ def test_bad_config_is_one_line(fake_libero: lb.LiberoAPI, overrides: dict, need
 
 
 def test_packaged_config_composes() -> None:
-    import robotrl.config  # noqa: F401  (registers run_dir's resolver)
     from robotrl.overrides import check_overrides, compose_config
 
     check_overrides(["env=libero", "env.benchmark=libero_10", "env.task=3"])

@@ -270,12 +270,14 @@ def test_deploy_drives_the_sim_arm_through_the_safety_layer(tmp_path):
     """A tiny pixel MR.Q trained on Meta-World reach (~20 s on the loaded machine) drives robot=sim."""
     from hydra import compose, initialize_config_module
 
+    from robotrl.config import register_hydra
     from robotrl.workflows.deploy import deploy
     from tests.deploy_helpers import REACH_OVERRIDES, SLOW_CPU
 
     overrides = [o for o in REACH_OVERRIDES if not o.startswith("agent.")] + [
         "agent=mrq", "seed_frames=0", *[f"agent.{k}={v}" for k, v in TINY.items() if k != "seed"],
         "agent.num_expl_steps=50"]
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     Trainer(cfg, tmp_path / "run").train()

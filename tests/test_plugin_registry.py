@@ -65,12 +65,11 @@ def test_composing_registers_the_resolvers_it_needs():
     """run_tag was registered only as a side effect of importing robotrl.config; the composers register it now."""
     from omegaconf import OmegaConf
 
+    from robotrl.config import register_hydra
     from robotrl.overrides import compose_config
 
     OmegaConf.clear_resolver("run_tag")
     try:
         assert compose_config(["reward=clip"]).run_dir.endswith("/drqv2-clip/seed1")
     finally:
-        from robotrl.config import register_resolvers
-
-        register_resolvers()
+        register_hydra()

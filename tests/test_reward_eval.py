@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from robotrl.rewards import RewardCapabilities
 
 from robotrl import cli
 from robotrl.errors import ConfigError
@@ -192,6 +193,7 @@ def test_near_miss_on_contact_tasks(compose_cfg, task):
 class SimDistance:
     """A KAGI-like model: reads the bound simulator (hand-to-goal distance), predicts success within 5 cm."""
 
+    capabilities = RewardCapabilities(predicts_success=True, binds_env=True)
     batch_size = 1
 
     def __init__(self):

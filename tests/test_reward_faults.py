@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from robotrl.rewards import RewardVectorWrapper, RewardWrapper
+from robotrl.rewards import RewardCapabilities, RewardVectorWrapper, RewardWrapper
 from robotrl.rewards.base import INVALID_MODEL_REWARD, GuardedModel
 
 from robotrl.errors import ConfigError, RewardModelError
@@ -19,7 +19,7 @@ class FakeModel:
     """Reward 0.5 and success True on every frame, except on the calls listed in ``fail``: there it raises
     (``"raise"``), returns NaN/inf, or sleeps ``slow_s`` (``"slow"``). Calls are counted from 0."""
 
-    predicts_success = True
+    capabilities = RewardCapabilities(predicts_success=True)
 
     def __init__(self, fail: dict[int, str] | None = None, slow_s: float = 0.5, **_: object) -> None:
         self.fail, self.slow_s, self.calls = dict(fail or {}), slow_s, 0
@@ -165,7 +165,7 @@ def _rss_mib() -> float:
 class MeanRed:
     """A cheap reward model (mean red intensity) with a success prediction, as a real model's interface."""
 
-    predicts_success = True
+    capabilities = RewardCapabilities(predicts_success=True)
 
     def __call__(self, frames, info=None):
         return frames[..., 0].mean(axis=(1, 2)).astype(np.float32) / 255.0

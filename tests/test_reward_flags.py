@@ -172,8 +172,6 @@ def test_mixed_replay_masks_the_whole_batch_when_one_part_has_flags():
 class FailsEveryThirdCall:
     """Reward 0.25, except every third call raises (never two failures in a row)."""
 
-    predicts_success = False
-
     def __init__(self, **_: object) -> None:
         self.calls = 0
 

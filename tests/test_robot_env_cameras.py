@@ -104,6 +104,7 @@ def test_train_on_the_sim_arm_writes_the_live_view(tmp_path):
     run is in the .rrd with its camera frame, the policy's vs the executed action, and the simulator's reward."""
     from hydra import compose, initialize_config_module
 
+    from robotrl.config import register_hydra
     from robotrl.workflows.train import Trainer
     from tests.deploy_helpers import REACH_OVERRIDES
 
@@ -111,6 +112,7 @@ def test_train_on_the_sim_arm_writes_the_live_view(tmp_path):
     overrides = [*REACH_OVERRIDES, "robot=sim", "robot.limits.overrun_factor=1000", "robot.limits.watchdog_ms=5000",
                  "robot.limits.driver_timeout_ms=5000", "env.max_episode_steps=20", "frames=40", "seed_frames=20",
                  "eval_episodes=0", "checkpoint_every_frames=1000", f"robot_env.live_view={rrd}"]
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     Trainer(cfg, tmp_path / "run").train()

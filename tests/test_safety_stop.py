@@ -145,6 +145,9 @@ def test_rearm_after_a_reconnect_and_resume_when_ready():
 def reach_proprio_cfg():
     from hydra import compose, initialize_config_module
 
+    from robotrl.config import register_hydra
+
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         return compose("config", overrides=["env=metaworld/reach", "env.obs_type=proprio"])
 

@@ -36,8 +36,10 @@ def run_sweep_job(run_dir, *overrides: str) -> None:
     from hydra.types import RunMode
     from omegaconf import open_dict
 
+    from robotrl.config import register_hydra
     from robotrl.workflows.train_command import train_task
 
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=[*TINY_OVERRIDES, "tensorboard=false", "save_video=false", *overrides],
                       return_hydra_config=True)
@@ -57,7 +59,10 @@ def finished(tmp_path_factory):
     """A run that reached its frames=100 (one episode, no updates yet: a few seconds), copied for each test."""
     from hydra import compose, initialize_config_module
 
+    from robotrl.config import register_hydra
+
     run_dir = tmp_path_factory.mktemp("sweep-resume") / "seed1"
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=[*TINY_OVERRIDES, "tensorboard=false", "save_video=false", "frames=100"])
     Trainer(cfg, run_dir).train()

@@ -25,6 +25,9 @@ def robotrl(*args: str, cwd) -> subprocess.CompletedProcess:
 def compose_launcher(name: str, *overrides: str):
     from hydra import compose, initialize_config_module
 
+    from robotrl.config import register_hydra
+
+    register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={name}", *overrides], return_hydra_config=True)
     return cfg.hydra.launcher

@@ -15,14 +15,11 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # a Figure renders itself (Agg for png): no pyplot, no process-wide backend
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from robotrl.commands import Args, Command, Option  # noqa: E402
-from robotrl.errors import ConfigError  # noqa: E402
+from robotrl.commands import Args, Command, Option
+from robotrl.errors import ConfigError
 
 SOURCES = ("eval", "train")
 
@@ -104,7 +101,8 @@ def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", r
     for run in run_dirs:
         groups[group_label(run)].append(read_eval(run, metric, source))
         seeds[group_label(run)].append(run_seed(run))
-    fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_f, ax_t = fig.subplots(1, 2)
     numbers = {}
     for label, runs in groups.items():
         frames, scores, elapsed = align_runs(runs)
@@ -128,7 +126,6 @@ def plot_runs(run_dirs: list[Path], out: Path, metric: str = "episode_return", r
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(out)
     return numbers
 

@@ -210,13 +210,11 @@ def _slug(name: str) -> str:
 
 def plot_final(rows: list[dict[str, Any]], out: Path) -> None:
     """IQM and 95% CI of the final return (and success) per (task, agent), one horizontal bar each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # renders itself: no pyplot, no process-wide backend switch
 
     metrics = [m for m in METRICS if any(r[m[0]] is not None for r in rows)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 0.5 * len(rows) + 1.5), squeeze=False)
+    fig = Figure(figsize=(5 * len(metrics), 0.5 * len(rows) + 1.5))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     labels = [f"{r['env']}\n{r['agent']}" for r in rows]
     for ax, (key, title) in zip(axes[0], metrics, strict=True):
         for y, row in enumerate(rows):
@@ -232,7 +230,6 @@ def plot_final(rows: list[dict[str, Any]], out: Path) -> None:
     fig.tight_layout()
     tmp = out.with_name(f".{out.stem}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(out)
 
 

@@ -150,9 +150,9 @@ def _hydra_config(launcher: str, hydra_keys: list[str]) -> Any:
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    from robotrl.config import register_resolvers
+    from robotrl.config import register_hydra
 
-    register_resolvers()
+    register_hydra()
 
     try:
         with initialize_config_module("robotrl.configs", version_base="1.3"):

@@ -41,9 +41,9 @@ def _subdir(point: list[str], hydra_overrides: list[str]) -> str:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from robotrl.config import register_resolvers
+    from robotrl.config import register_hydra
 
-    register_resolvers()  # run_tag, used by the default subdir
+    register_hydra()  # run_tag, used by the default subdir, and base/*
 
     sweep_keys = [o for o in hydra_overrides if o.startswith("hydra.sweep.")]
     with initialize_config_module("robotrl.configs", version_base="1.3"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from robotrl.commands import Args, Command, print_error, shown
+from robotrl.config import register_hydra
 from robotrl.errors import ConfigError, RobotRLError, SweepJobError
 from robotrl.overrides import GROUPS, check_overrides, config_dir, group_options
 
@@ -151,6 +152,28 @@ def train_task(cfg: Any, plan: Any = None) -> None:
         sys.exit(130)
 
 
+class TrainJob:
+    """hydra's task: :func:`train_task` with the single run's plan (hydra calls its task with the config alone).
+
+    A sweep job of submitit or Ray runs in another process that unpickles this task and then resolves the job's
+    dir (``run_tag``) before calling it; unpickling registers what that needs (:func:`_train_job`), since
+    importing robotrl registers nothing."""
+
+    def __init__(self, plan: Any = None) -> None:
+        self.plan = plan
+
+    def __call__(self, cfg: Any) -> None:
+        train_task(cfg, self.plan)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return _train_job, (self.plan,)
+
+
+def _train_job(plan: Any) -> TrainJob:
+    register_hydra()
+    return TrainJob(plan)
+
+
 def train(parsed: Args) -> int:
     """``robotrl train [key=value ...] [hydra flags]``: checks every override, refuses a start that would overwrite
     a run before Hydra writes anything, then runs hydra with :func:`train_task`."""
@@ -183,11 +206,9 @@ def train(parsed: Args) -> int:
     # RobotRLError of a sweep job (in this process, a submitit job or a Ray task) reaches main()'s one-line handler
     full_error = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    register_hydra()  # hydra resolves the run dir (run_tag) before it calls the task
     try:
-        def task(cfg: Any) -> None:  # hydra calls its task with the config alone; the plan rides in this closure
-            train_task(cfg, plan)
-
-        hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(task)()
+        hydra.main(config_path="pkg://robotrl.configs", config_name="config", version_base="1.3")(TrainJob(plan))()
     except Exception as e:
         from hydra.errors import HydraException
 

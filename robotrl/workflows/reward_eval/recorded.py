@@ -22,6 +22,7 @@ import numpy as np
 from robotrl.atomic import atomic_write_text
 from robotrl.demos import load_demos
 from robotrl.errors import ConfigError
+from robotrl.rewards.capabilities import reward_capabilities
 from robotrl.workflows.reward_eval.metrics import value_order_correlation
 from robotrl.workflows.reward_eval.report import _json_safe, _per_policy, _success_detection, score_offline
 from robotrl.workflows.reward_eval.rollouts import Rollout
@@ -47,7 +48,7 @@ def load_recordings(dirs: Sequence[str | Path]) -> list[Rollout]:
 def score_recordings(model: Any, rollouts: Sequence[Rollout]) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """:func:`score_offline`, or for a model with per-episode state (``reset(frame)``) episode by episode: reset on
     the episode's first frame, then its frames in order (in batches of the model's ``batch_size``)."""
-    if not callable(getattr(model, "reset", None)):
+    if not reward_capabilities(model).resets_per_episode:
         return score_offline(model, rollouts)
     rewards, oks = [], []
     for ep in rollouts:
@@ -55,7 +56,7 @@ def score_recordings(model: Any, rollouts: Sequence[Rollout]) -> tuple[list[np.n
         r, ok = score_offline(model, [ep])
         rewards += r
         oks += ok or []
-    return rewards, (oks if hasattr(model, "predict_success") else None)
+    return rewards, (oks if reward_capabilities(model).predicts_success else None)
 
 
 def recorded_report(models: Mapping[str, Any], dirs: Sequence[str | Path], out_dir: str | Path | None = None,

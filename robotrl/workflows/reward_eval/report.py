@@ -15,6 +15,7 @@ import numpy as np
 
 from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.errors import ConfigError
+from robotrl.rewards.capabilities import reward_capabilities
 from robotrl.workflows.reward_eval.metrics import (
     RewardFn,
     best_threshold,
@@ -39,7 +40,7 @@ def score_offline(model: Any, rollouts: Sequence[Rollout]) -> tuple[list[np.ndar
     frames = np.concatenate([ep.frames for ep in rollouts])
     infos = [info for ep in rollouts for info in ep.infos]
     bs = int(getattr(model, "batch_size", 64) or 64)
-    has_success = hasattr(model, "predict_success")
+    has_success = reward_capabilities(model).predicts_success
     rewards, oks = [], []
     for i in range(0, len(frames), bs):
         chunk, chunk_info = frames[i:i + bs], infos[i:i + bs]
@@ -196,7 +197,7 @@ def run_report(env_cfg: Any, models: Mapping[str, Any], settings: Settings, out_
         raise ConfigError(f"reward model name {ENV_ROW!r} is reserved for the simulator reward row")
     env = make_env(env_cfg, settings.seed)
     try:
-        bound = {k: m for k, m in models.items() if hasattr(m, "bind")}
+        bound = {k: m for k, m in models.items() if reward_capabilities(m).binds_env}
         for m in bound.values():
             m.bind(env)
         render_size = settings.render_size if models else None
@@ -209,7 +210,7 @@ def run_report(env_cfg: Any, models: Mapping[str, Any], settings: Settings, out_
     for name, model in models.items():
         if name in bound:
             rewards[name] = [ep.online[name] for ep in rollouts]
-            oks = [ep.online_success[name] for ep in rollouts] if hasattr(model, "predict_success") else None
+            oks = [ep.online_success[name] for ep in rollouts] if reward_capabilities(model).predicts_success else None
         else:
             rewards[name], oks = score_offline(model, rollouts)
         metrics[name] = {**reward_metrics(rewards[name], rollouts, settings, oks),
@@ -248,14 +249,12 @@ def plot_report(report: Mapping[str, Any], rewards: Mapping[str, list[np.ndarray
                 path: Path) -> None:
     """One panel per reward model (mean min-max-normalised reward vs agent step, one line per policy) and a grouped
     bar chart of the metrics (missing bars = undefined metric)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # renders itself: no pyplot, no process-wide backend switch
 
     names = list(rewards)
     policies = list(dict.fromkeys(ep.policy for ep in rollouts))
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * (len(names) + 1), 3.6))
+    axes = fig.subplots(1, len(names) + 1, squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
         flat = np.concatenate(rewards[name])
         lo, span = float(flat.min()), float(np.ptp(flat)) or 1.0
@@ -285,6 +284,5 @@ def plot_report(report: Mapping[str, Any], rewards: Mapping[str, list[np.ndarray
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=80)
-    plt.close(fig)
 
 

@@ -127,11 +127,12 @@ def rollout(env: Any, policy: Policy, seed: int, name: str, render_size: int | N
     models (those with ``bind(env)``) are scored on each frame right after its step, with the step's info.
     """
     from robotrl.rewards.base import render_rgb
+    from robotrl.rewards.capabilities import reward_capabilities
 
     bound = dict(bound or {})
     actions, rewards, successes, infos, frames = [], [], [], [], []
     online: dict[str, list[float]] = {k: [] for k in bound}
-    online_ok: dict[str, list[bool]] = {k: [] for k in bound if hasattr(bound[k], "predict_success")}
+    online_ok: dict[str, list[bool]] = {k: [] for k in bound if reward_capabilities(bound[k]).predicts_success}
     steps = itertools.count()  # the step index ``t`` the policy is called with
 
     def on_step(action: np.ndarray, reward: float, obs: Any, terminated: bool, truncated: bool,

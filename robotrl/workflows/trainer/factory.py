@@ -19,7 +19,7 @@ from rich.console import Console
 from robotrl.agents import agent_capabilities, agent_config, make_agent
 from robotrl.atomic import atomic_write_text
 from robotrl.checkpoint import resolve_checkpoint
-from robotrl.config import resolve_device, resolve_threads, validate_config
+from robotrl.config import register_hydra, resolve_device, resolve_threads, validate_config
 from robotrl.distributed import init_distributed
 from robotrl.envs.vector import num_envs_of
 from robotrl.errors import CheckpointError, ConfigError
@@ -162,6 +162,7 @@ def replay_loader(run: Run) -> Any:
 def make_trainer(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> Any:
     """The trainer of ``cfg`` (a :class:`TrainLoop`, or ``SB3Trainer`` for ``agent=sb3_*``), resumed from
     ``run_dir``'s checkpoint when ``resume`` asks for it; ``.train()`` runs it."""
+    register_hydra()  # run.json and the checkpoints hold the resolved config (run_dir uses run_tag)
     kind = trainer_kind(cfg)
     validate_config(cfg)
     dist = DistHooks(init_distributed(str(resolve_device(cfg.device))))  # rank 0 of 1 unless under torchrun

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robotrl.checkpoint import load_state, save_checkpoint
 from robotrl.errors import CheckpointError
+from robotrl.rewards.capabilities import reward_capabilities
 from robotrl.rng import get_rng_state, set_rng_state
 from robotrl.workflows.trainer.schedule import Schedule
 
@@ -92,8 +93,8 @@ def save_run(run_dir: Path, cfg: DictConfig, state: RunState, agent: Any, reward
         "config": OmegaConf.to_yaml(cfg, resolve=True),
         "env_info": json.dumps(env_info),
     }
-    # capability: reward models that learn online (LfVoid's discriminators) have a state_dict
-    if hasattr(reward_model, "state_dict"):
+    # reward models that learn online (LfVoid's discriminators) are saved with the run
+    if reward_model is not None and reward_capabilities(reward_model).trainable:
         payload["reward_model"] = reward_model.state_dict()
     return save_checkpoint(run_dir / "checkpoints", f"frame_{state.frame:012d}", payload,
                            replay if cfg.checkpoint_replay else None, keep=int(cfg.checkpoint_keep))
@@ -109,7 +110,7 @@ def restore_run(path: Path, cfg: DictConfig, state: RunState, agent: Any, reward
                               f"expected {cfg.agent.name!r}")
     agent.load_state_dict(payload["agent"])
     if "reward_model" in payload:
-        if not hasattr(reward_model, "load_state_dict"):  # capability: see save_run
+        if reward_model is None or not reward_capabilities(reward_model).trainable:  # see save_run
             raise CheckpointError(f"checkpoint {path} holds a learned reward model's state, but reward="
                                   f"{cfg.reward.get('name')!r} has none to load it into")
         reward_model.load_state_dict(payload["reward_model"])
