@@ -43,6 +43,30 @@ def _rows(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def sb3_episodes(cfg, episodes: int, reward_model=None) -> tuple:
+    """SB3's loop as the trainer runs it, without the rest of the trainer: the training env of
+    ``factory.build_one_env`` (reward layer on), ``SB3Parts`` and the episode callback, whose run hands each finished
+    episode's EpisodeStats to a list and is done after ``episodes``. Returns (parts, the stats, the envs)."""
+    from types import SimpleNamespace
+
+    from robotrl.workflows.sb3_train import SB3Parts, _EpisodeCallback
+    from robotrl.workflows.trainer.factory import build_one_env
+    from robotrl.workflows.trainer.schedule import Schedule
+    from robotrl.workflows.trainer.state import RunState
+
+    envs = build_one_env(cfg, reward_model, run_dir=None)
+    repeat = int(cfg.env.action_repeat)
+    parts = SB3Parts.build(cfg, envs["env"], "cpu", repeat)
+    finished: list = []
+    run = SimpleNamespace(state=RunState(Schedule.from_config(cfg, repeat), repeat), agent=parts.agent,
+                          progress=SimpleNamespace(steps=lambda step: None), episode_finished=finished.append,
+                          between_episodes=lambda: len(finished) >= episodes)
+    callback = _EpisodeCallback(run, parts.agent.off_policy)
+    parts.agent.learn(episodes * int(envs["env_info"]["max_agent_steps"]) + 1, callback)
+    assert callback.finished and len(finished) == episodes
+    return parts, finished, envs
+
+
 @pytest.mark.parametrize("agent", sorted(AGENTS))
 def test_state_run_writes_everything(sb3_cfg, tmp_path, agent, monkeypatch):
     from robotrl.workflows.sb3_train import SB3Trainer
