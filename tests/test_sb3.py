@@ -67,7 +67,25 @@ def sb3_episodes(cfg, episodes: int, reward_model=None) -> tuple:
     return parts, finished, envs
 
 
-@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_ppo_metrics_reach_the_episode_rows_and_its_checkpoint_has_no_replay(sb3_cfg, tmp_path):
+    """PPO through SB3's loop as the trainer runs it: its train() metrics (value_loss) reach the episodes' rows; it
+    has no replay to checkpoint (on-policy: ``SB3Parts.replay`` is None, ``save_run`` writes none)."""
+    from robotrl.workflows.trainer.schedule import Schedule
+    from robotrl.workflows.trainer.state import RunState, save_run
+    from robotrl.workflows.trainer.stats import train_row
+
+    cfg = sb3_cfg("sb3_ppo", "env.max_episode_steps=40", "agent.n_steps=16", "agent.batch_size=16")
+    parts, episodes, envs = sb3_episodes(cfg, 2)
+    assert [s.length for s in episodes] == [20, 20] and parts.replay is None
+    assert np.isfinite(train_row(episodes[-1], {}, None, False, "")[UPDATE_METRIC["sb3_ppo"]])
+    state = RunState(Schedule.from_config(cfg, 2), 2, step=40, episode=2)
+    assert cfg.checkpoint_replay  # asked for, but there is none
+    path = save_run(tmp_path, cfg, state, parts.agent, None, parts.replay, envs["env_info"])
+    assert path.name == "frame_000000000080" and not (path / "replay").exists()
+
+
+# sb3_ppo: ~5 s; test_ppo_metrics_reach_the_episode_rows_and_its_checkpoint_has_no_replay holds what differs
+@pytest.mark.parametrize("agent", ["sb3_sac", pytest.param("sb3_ppo", marks=pytest.mark.slow)])
 def test_state_run_writes_everything(sb3_cfg, tmp_path, agent, monkeypatch):
     from robotrl.workflows.sb3_train import SB3Trainer
 
