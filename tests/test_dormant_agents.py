@@ -71,6 +71,34 @@ def test_tdmpc2_diagnostic_changes_nothing_in_training_and_logs_every_k_updates(
     assert_same_tensors(on.state_dict(), off.state_dict(), min_count=20)  # same parameters and generator
 
 
+def test_tdmpc2_dormant_columns_reach_train_csv_and_plot(tmp_path):
+    """TD-MPC2's update metrics with ``dormant_every=1`` as the run logs them (``train_row`` -> the run's Logger),
+    then `robotrl plot` of a dormant column."""
+    from robotrl.cli import main
+    from robotrl.logger import Logger
+    from robotrl.workflows.trainer.stats import EpisodeStats, train_row
+
+    obs_space, act_space = _spaces("state")
+    agent = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "dormant_every": 1})
+    batch = _batch(obs_space, 3, 16, 2)
+    (tmp_path / "run").mkdir()
+    logger = Logger(tmp_path / "run", use_tb=False)
+    for episode in range(1, 4):
+        stats = EpisodeStats(updates=[agent.update_from(batch) for _ in range(2)])
+        base = {"step": 50 * episode, "episode": episode, "episode_return": 1.0, "episode_length": 50, "fps": 1.0,
+                "elapsed": float(episode)}  # the columns Run.log_train_episode gives every row
+        logger.log("train", 100 * episode, train_row(stats, base, None, False, f"episode {episode}"))
+    logger.close()
+    rows = [r for r in _rows(tmp_path / "run" / "train.csv") if r.get("actor_dormant_ratio")]
+    assert len(rows) == 3 and all(0.0 <= float(r["critic_dormant_ratio"]) <= 1.0 for r in rows)
+    with pytest.raises(SystemExit) as e:
+        main(["plot", str(tmp_path / "run"), "--source", "train", "--metric", "critic_dormant_ratio",
+              "--out", str(tmp_path / "d.png"), "--reps", "0"])
+    assert e.value.code == 0
+    assert (tmp_path / "d.png").stat().st_size > 0
+
+
+@pytest.mark.slow  # a trainer run (~5 s); test_tdmpc2_dormant_columns_reach_train_csv_and_plot holds it
 def test_tdmpc2_train_csv_has_dormant_columns_and_plots(compose_cfg, tmp_path):
     from robotrl.cli import main
 
@@ -95,6 +123,45 @@ def test_sb3_layers_are_measured_after_their_activation():
     assert stats.per_layer["q.0"] == 0.5
 
 
+SB3_SHORT = {"sb3_sac": ["seed_frames=20", "env.max_episode_steps=40"],  # learning from step 10 of 40
+             "sb3_ppo": ["env.max_episode_steps=40", "agent.n_steps=16", "agent.batch_size=16"]}  # 2 train()s
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_sb3_episode_stats_have_actor_and_critic_dormant_ratio(compose_cfg, agent):
+    """SB3's loop as the trainer runs it (tests.test_sb3.sb3_episodes): the dormant callback's values reach each
+    episode's update metrics, which become its train.csv row (``train_row``)."""
+    from robotrl.workflows.trainer.stats import train_row
+    from tests.test_sb3 import sb3_episodes
+
+    cfg = compose_cfg(*SB3_TINY, *AGENTS[agent], *SB3_SHORT[agent], "agent.dormant_every=1", tiny=False)
+    _, episodes, _ = sb3_episodes(cfg, 2)
+    rows = [row for row in (train_row(s, {}, None, False, "") for s in episodes) if "actor_dormant_ratio" in row]
+    assert rows, f"{agent} logged no dormant ratio"
+    header = set().union(*rows)
+    for key in ("actor_dormant_ratio", "critic_dormant_ratio"):
+        assert all(0.0 <= r[key] <= 1.0 for r in rows)
+        assert any(k.startswith(key + "/") for k in header), (key, sorted(header))
+    if agent == "sb3_sac":  # both Q nets of the critic, after their ReLUs
+        assert {"critic_dormant_ratio/critic.qf0.0", "critic_dormant_ratio/critic.qf1.4"} <= header
+
+
+def test_sb3_diagnostic_leaves_sb3s_loop_unchanged(compose_cfg):
+    """SAC with the diagnostic on every train() vs off, through SB3's loop as the trainer runs it: bit-identical
+    parameters (no global RNG is touched)."""
+    from tests.test_sb3 import sb3_episodes
+
+    runs, stats = {}, {}
+    for every in (1, 0):
+        cfg = compose_cfg(*SB3_TINY, *AGENTS["sb3_sac"], *SB3_SHORT["sb3_sac"], f"agent.dormant_every={every}",
+                          tiny=False)
+        parts, stats[every], _ = sb3_episodes(cfg, 2)
+        runs[every] = parts.agent.state_dict()
+    assert_same_tensors(runs[1], runs[0], min_count=5)
+    assert np.isfinite(stats[1][-1].updates[-1]["actor_dormant_ratio"])
+
+
+@pytest.mark.slow  # trainer runs (~9 s); test_sb3_episode_stats_have_actor_and_critic_dormant_ratio holds them
 @pytest.mark.parametrize("agent", sorted(AGENTS))
 def test_sb3_train_csv_has_actor_and_critic_dormant_ratio(compose_cfg, tmp_path, agent):
     cfg = compose_cfg(*SB3_TINY, *AGENTS[agent], "agent.dormant_every=1", tiny=False)
@@ -109,6 +176,7 @@ def test_sb3_train_csv_has_actor_and_critic_dormant_ratio(compose_cfg, tmp_path,
         assert {"critic_dormant_ratio/critic.qf0.0", "critic_dormant_ratio/critic.qf1.4"} <= set(header)
 
 
+@pytest.mark.slow  # two trainer runs (~4 s); test_sb3_diagnostic_leaves_sb3s_loop_unchanged holds them
 def test_sb3_diagnostic_leaves_training_unchanged(compose_cfg, tmp_path):
     """SAC with the diagnostic on every train() vs off: bit-identical parameters (no global RNG is touched)."""
     runs = {}

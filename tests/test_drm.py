@@ -18,6 +18,7 @@ from torch import nn
 
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.workflows.train import Trainer
+from tests.conftest import assert_same_tensors
 from tests.test_drqv2 import ACTION, B, FixedReplay, random_obs, space
 
 torch.set_num_threads(1)
@@ -291,6 +292,36 @@ def test_state_dict_roundtrip_and_other_agent():
         make_drm(expectile_exploitation=False).load_state_dict(state)
 
 
+def test_a_resumed_drm_continues_bit_for_bit():
+    """What the trainer's exact resume needs of DrM (the trainer saves and loads ``state_dict``): 10 act+update
+    steps in one go == 5, a checkpoint round trip into an agent of another seed, then 5 more, a perturbation
+    (interval 4, step 8) after the resume included; the metrics train.csv gets are the same too."""
+    replay, obs = FixedReplay(space()), random_obs(space(), np.random.default_rng(3))
+
+    def play(agent: DrMAgent, steps: range) -> list[dict]:
+        metrics = []
+        for step in steps:
+            agent.act(obs, step, eval_mode=False)  # exploration noise draws from the agent's generator
+            metrics.append(agent.update(replay, step))
+        return metrics
+
+    torch.manual_seed(0)  # initial weights come from the global generator (the trainer seeds it)
+    full = make_drm(num_expl_steps=2, target_dormant_ratio=1.01)
+    full_metrics = play(full, range(10))
+    torch.manual_seed(0)
+    split = make_drm(num_expl_steps=2, target_dormant_ratio=1.01)
+    play(split, range(5))
+    resumed = make_drm(num_expl_steps=2, target_dormant_ratio=1.01, seed=9)
+    resumed.load_state_dict(_roundtrip(split.state_dict()))
+    # exploration ends after step 2: awake from the next update on
+    assert (resumed.dormant_ratio, resumed.awaken_step) == (split.dormant_ratio, 3)
+    assert play(resumed, range(5, 10)) == full_metrics[5:]
+    assert "perturb_factor" in full_metrics[8] and {"actor_dormant_ratio", "value_loss"} <= set(full_metrics[-1])
+    a, b = full.state_dict(), resumed.state_dict()
+    assert_same_tensors(a, b, min_count=40)  # every net, optimiser state, the value net and the generator
+    assert (a["drm"]["dormant_ratio"], a["drm"]["awaken_step"]) == (b["drm"]["dormant_ratio"], b["drm"]["awaken_step"])
+
+
 def test_make_agent_reads_drm_yaml_with_task_overrides(compose_cfg):
     root = compose_cfg("agent=drm", "env=dmc/cheetah_run", tiny=False)  # (the yaml's defaults list composed)
     root.agent.hidden_dim = 32
@@ -321,6 +352,7 @@ def _rows(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # ~50 s; test_a_resumed_drm_continues_bit_for_bit holds DrM's part of it, test_trainer the trainer's
 def test_trainer_smoke_and_exact_resume(compose_cfg, tmp_path):
     full = Trainer(compose_cfg(*DRM_TINY, "frames=400"), tmp_path / "full")
     full.train()

@@ -20,7 +20,7 @@ from robotrl.envs.demos import generate_demos
 from robotrl.demos import episode_file
 from robotrl.errors import CheckpointError, ConfigError, DemoFormatError, RobotRLError
 from robotrl.replay import ReplayBuffer
-from robotrl.workflows.demos import ensure_demos
+from robotrl.workflows.demos import ensure_demos, pretrain_on_demos
 from robotrl.workflows.train import Trainer
 from tests.conftest import assert_same_tensors
 
@@ -360,6 +360,34 @@ def test_resume_is_exact(modem_cfg, tmp_path):
     assert sa["demo_rng"] == sb["demo_rng"] and full.agent._num_updates == resumed.agent._num_updates > 60
 
 
+@pytest.mark.parametrize("variant", ["modem_state_generated_demos", "modem_v2_pixels"])
+def test_the_factory_builds_pretrains_and_trains_modem(compose_cfg, demo_dir, tmp_path, variant):
+    """The trainer's parts for MoDem, without the rest of the run: ``build_agent`` (demos=null: generated into the
+    run dir first), ``pretrain_on_demos`` (BC once), a training episode by the one-env collector, then the first
+    update (the burst): its metrics are the train.csv columns the run logs."""
+    from robotrl.workflows.trainer.factory import build_agent
+    from tests.test_reward_faults import collect_episodes
+
+    if variant == "modem_v2_pixels":
+        cfg = compose_cfg("agent=modem_v2", *TINY_CFG, "env.obs_type=pixels", f"agent.demos={demo_dir}",
+                          "agent.handover_schedule='linear(0.0,1.0,0,240)'", tiny=False)
+    else:
+        cfg = compose_cfg("agent=modem", *TINY_CFG, f"run_dir={tmp_path}", tiny=False)
+    env = make_env(cfg.env, seed=0)
+    agent, replay = build_agent(cfg, env.observation_space, env.action_space, torch.device("cpu"))
+    assert agent.agent_name == cfg.agent.name
+    if variant != "modem_v2_pixels":  # demos=null: generated into the run dir before the agent was built
+        assert json.loads((tmp_path / "demos" / "meta.json").read_text())["num_episodes"] == 2
+    assert pretrain_on_demos(agent)["bc_steps"] == 20 and agent.bc_done
+    stats, = collect_episodes(env, agent, replay, episodes=1)  # the seed phase: the BC policy acts
+    metrics = agent.update(replay, 2)
+    assert stats.length == 60 and len(replay) == 60
+    assert {"demo_batch_size", "bc_loss_last", "consistency_loss"} <= set(metrics)
+    assert ("handover_prob" in metrics) == (variant == "modem_v2_pixels")
+    env.close()
+
+
+@pytest.mark.slow  # ~9 s; test_the_factory_builds_pretrains_and_trains_modem holds what it asserts
 def test_trainer_smoke_generates_demos(compose_cfg, tmp_path):
     """agent=modem on metaworld/reach (state) with demos=null: demos are generated into the run dir."""
     cfg = compose_cfg("agent=modem", *TINY_CFG, f"run_dir={tmp_path}", tiny=False)
@@ -371,6 +399,7 @@ def test_trainer_smoke_generates_demos(compose_cfg, tmp_path):
     assert (tmp_path / "checkpoints" / "latest").exists() and (tmp_path / "eval.csv").exists()
 
 
+@pytest.mark.slow  # ~15 s; test_the_factory_builds_pretrains_and_trains_modem[modem_v2_pixels] holds it
 def test_trainer_smoke_modem_v2_pixels(compose_cfg, demo_dir, tmp_path):
     cfg = compose_cfg("agent=modem_v2", *TINY_CFG, "env.obs_type=pixels", f"agent.demos={demo_dir}",
                       "agent.handover_schedule='linear(0.0,1.0,0,240)'", tiny=False)

@@ -234,11 +234,11 @@ def test_make_agent_builds_the_reference_defaults_for_84px_pixels(compose_cfg):
 
 def test_trainer_smoke_state_then_eval_with_baselines(compose_cfg, tmp_path):
     overrides = ["agent=mrq", "env=dmc/cartpole_balance", "env.obs_type=state", "env.max_episode_steps=60",
-                 "frames=240", "seed_frames=0", "eval_every_frames=240", "eval_episodes=1", "replay.capacity=1000",
-                 "checkpoint_every_frames=240", "torch_threads=1", "device=cpu", "compare_baselines=false",
+                 "frames=120", "seed_frames=0", "eval_every_frames=120", "eval_episodes=1", "replay.capacity=1000",
+                 "checkpoint_every_frames=120", "torch_threads=1", "device=cpu", "compare_baselines=false",
                  *[f"agent.{k}={v}" for k, v in TINY.items() if k != "seed"], "agent.num_expl_steps=40"]
     summary = Trainer(compose_cfg(*overrides, tiny=False), tmp_path).train()
-    assert summary["agent"] == "mrq" and summary["frames"] == 240
+    assert summary["agent"] == "mrq" and summary["frames"] == 120  # 2 episodes, updates from agent step 40
     train_csv = (tmp_path / "train.csv").read_text()
     assert "value_loss" in train_csv and "encoder_loss" in train_csv
     assert (tmp_path / "checkpoints" / "latest").exists()
@@ -267,11 +267,15 @@ def test_trainer_resume_is_exact_with_lap_replay(compose_cfg, tmp_path):
 
 
 def test_deploy_drives_the_sim_arm_through_the_safety_layer(tmp_path):
-    """A tiny pixel MR.Q trained on Meta-World reach (~20 s on the loaded machine) drives robot=sim."""
+    """A tiny pixel MR.Q checkpoint for Meta-World reach (the run's checkpoint format, ``save_run``: deploy reads
+    nothing else of a run) drives robot=sim; that a trained run's checkpoint deploys is test_deploy's."""
     from hydra import compose, initialize_config_module
+    from robotrl.envs import make_env
 
     from robotrl.config import register_hydra
     from robotrl.workflows.deploy import deploy
+    from robotrl.workflows.trainer.schedule import Schedule
+    from robotrl.workflows.trainer.state import RunState, save_run
     from tests.deploy_helpers import REACH_OVERRIDES, SLOW_CPU
 
     overrides = [o for o in REACH_OVERRIDES if not o.startswith("agent.")] + [
@@ -280,7 +284,12 @@ def test_deploy_drives_the_sim_arm_through_the_safety_layer(tmp_path):
     register_hydra()  # run_tag and base/*: importing robotrl registers nothing
     with initialize_config_module("robotrl.configs", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    Trainer(cfg, tmp_path / "run").train()
+    env = make_env(cfg.env, seed=0)
+    agent = make_agent(cfg.agent, env.observation_space, env.action_space, "cpu", cfg.env.name)
+    assert "pixels" in env.observation_space.spaces
+    save_run(tmp_path / "run", cfg, RunState(Schedule.from_config(cfg, 2), 2, step=100, episode=2), agent, None,
+             None, dict(env.robotrl_info))
+    env.close()
     summary = deploy(str(tmp_path / "run"), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=4,
                      out=str(tmp_path / "out"))
     assert summary["steps"] == 4 and summary["sends"] == 8  # action repeat 2, every send through the safety layer

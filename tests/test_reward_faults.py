@@ -17,7 +17,8 @@ from robotrl.errors import ConfigError, RewardModelError
 
 class FakeModel:
     """Reward 0.5 and success True on every frame, except on the calls listed in ``fail``: there it raises
-    (``"raise"``), returns NaN/inf, or sleeps ``slow_s`` (``"slow"``). Calls are counted from 0."""
+    (``"raise"``), returns NaN/inf, or blocks until ``released`` is set (at most ``slow_s``: ``"slow"``). Calls are
+    counted from 0."""
 
     capabilities = RewardCapabilities(predicts_success=True)
 
@@ -30,7 +31,7 @@ class FakeModel:
         if kind == "raise":
             raise RuntimeError("CUDA error: device-side assert triggered")
         if kind == "slow":
-            time.sleep(self.slow_s)
+            self.released.wait(self.slow_s)
         value = {"nan": np.nan, "inf": np.inf}.get(kind, 0.5)
         return np.full(len(frames), value, np.float32)
 
@@ -97,7 +98,9 @@ def test_a_failure_never_ends_an_episode_as_a_success(kind):
 
 
 def test_a_slow_call_times_out_and_does_not_block_the_next_steps():
-    model = FakeModel(fail={1: "slow"}, slow_s=0.6)
+    """The slow call blocks until released (at most 30 s): steps that waited for it would take 30 s; 10 s is the
+    bound (they take ~0.2 s quiet, 0.65 s measured on a loaded 2-core machine)."""
+    model = FakeModel(fail={1: "slow"}, slow_s=30.0)
     env = _wrapped(model, timeout_s=0.2)
     assert not _step(env)[-1]["reward_invalid"]
     t0 = time.perf_counter()
@@ -105,8 +108,9 @@ def test_a_slow_call_times_out_and_does_not_block_the_next_steps():
     assert info["reward_invalid"] and "reward.timeout_s=0.2" in info["reward_error"]
     info = _step(env)[-1]  # still running: fails at once instead of queueing behind it
     assert info["reward_invalid"] and "still running" in info["reward_error"]
-    assert time.perf_counter() - t0 < 0.5
-    time.sleep(0.6)  # the slow call has returned: the model is used again
+    assert time.perf_counter() - t0 < 10.0
+    model.released.set()
+    env.guard._running.result(timeout=30)  # the slow call has returned: the model is used again
     _, reward, _, _, info = _step(env)
     assert not info["reward_invalid"] and reward == 1.0 and model.calls == 3
 
@@ -139,6 +143,78 @@ def test_vector_wrapper_flags_the_failed_batch():
     assert flags == [[False, False], [True, True], [False, False]]
 
 
+class Actor:
+    """An agent for the collector tests: zero actions; ``update`` runs ``learn(replay)`` (from ``seed_steps`` on)."""
+
+    def __init__(self, action_dim: int, learn=None) -> None:
+        self.action_dim, self.learn = action_dim, learn
+
+    def reset(self) -> None:
+        """Nothing per episode."""
+
+    def act(self, obs, step, eval_mode):
+        return np.zeros(self.action_dim, np.float32)
+
+    def update(self, replay, step):
+        return self.learn(replay) if self.learn is not None else {}
+
+
+def collect_episodes(env, agent, replay, episodes: int, seed_steps: int = 10**9) -> list:
+    """The trainer's one-env collector (``robotrl.workflows.trainer.local``) playing ``episodes`` training
+    episodes of ``env`` into ``replay``: each one's EpisodeStats (what its train.csv row is made of)."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from robotrl.workflows.trainer.console import GracefulInterrupt
+    from robotrl.workflows.trainer.local import LocalCollector
+    from robotrl.workflows.trainer.schedule import Schedule
+    from robotrl.workflows.trainer.state import RunState
+
+    state = RunState(Schedule(10**9, 10**9, 10**9, 0, 10**9, 10**9), action_repeat=2)
+    run = SimpleNamespace(agent=agent, replay=replay, state=state, robot=None, env=env,
+                          cfg=OmegaConf.create({"seed": 0}), progress=SimpleNamespace(steps=lambda step: None),
+                          drain_due=lambda: True)
+    collector, out = LocalCollector(seed_steps, "step"), []
+    for _ in range(episodes):
+        out += list(collector.collect(run, GracefulInterrupt()))
+        state.episode += 1
+    return out
+
+
+def trainer_env(compose_cfg, *overrides: str):
+    """The training env as the trainer builds it (``factory.build_one_env``): the reward model of the composed
+    ``reward=`` config (``make_reward``) over a 16x16 cartpole, 20 agent steps an episode."""
+    from robotrl.rewards import make_reward, wrap_env
+
+    cfg = compose_cfg(*overrides).reward
+    return wrap_env(_env(max_episode_steps=40), cfg, make_reward(cfg))
+
+
+def test_the_collector_counts_flagged_steps_and_stops_after_n_consecutive_failures(compose_cfg):
+    """The trainer's part: the one-env collector over the reward layer keeps every flag (in its stats, the
+    train.csv row, and the replay), and a model failing N steps in a row stops it with the wrapper's one line."""
+    from robotrl.replay import ReplayBuffer
+    from robotrl.workflows.trainer.stats import train_row
+
+    args = ("reward=clip_tiny", "reward.timeout_s=null")
+    env = trainer_env(compose_cfg, *args, f"reward._target_={__name__}.FailsOnOddCalls")
+    replay = ReplayBuffer(500, env.observation_space, 1, 3, nstep=1, discount=0.99, seed=0)
+    episodes = collect_episodes(env, Actor(1), replay, episodes=2)
+    assert [s.length for s in episodes] == [20, 20] and all(np.isfinite(s.ret) for s in episodes)
+    assert [s.rewards["reward_invalid"] for s in episodes] == [10, 10] == [
+        train_row(s, {}, None, False, "")["reward_invalid"] for s in episodes]
+    assert replay.num_invalid_rewards == 20
+
+    env = trainer_env(compose_cfg, *args, f"reward._target_={__name__}.AlwaysFails",
+                      "reward.max_consecutive_failures=4")
+    replay = ReplayBuffer(500, env.observation_space, 1, 3, nstep=1, discount=0.99, seed=0)
+    with pytest.raises(RewardModelError, match="reward model 'clip_tiny' failed 4 consecutive steps.*out of memory"):
+        collect_episodes(env, Actor(1), replay, episodes=1)
+    assert replay.num_invalid_rewards == 3  # the 4th failure stopped the run before its step was stored
+
+
+@pytest.mark.slow  # two trainer runs (~20 s); the collector test above holds what they assert
 def test_trainer_counts_flagged_steps_and_stops_after_n_consecutive_failures(compose_cfg, tmp_path):
     from robotrl.workflows.train import Trainer
 

@@ -187,6 +187,35 @@ def _train_rows(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def test_the_collector_stores_the_flag_counts_it_and_never_learns_the_made_up_reward(compose_cfg, monkeypatch):
+    """The trainer's one-env collector over a reward model failing every third call: each flagged step is stored
+    with its flag and counted in its episode's stats, and no batch an update samples carries the made-up reward."""
+    import robotrl.rewards.base as reward_base
+
+    from tests.test_reward_faults import Actor, collect_episodes, trainer_env
+
+    monkeypatch.setattr(reward_base, "INVALID_MODEL_REWARD", SENTINEL)  # a made-up reward that shows if learned
+    env = trainer_env(compose_cfg, "reward=clip_tiny", "reward.timeout_s=null",
+                      f"reward._target_={__name__}.FailsEveryThirdCall")
+    replay = ReplayBuffer(500, env.observation_space, 1, 3, nstep=3, discount=0.99, seed=0)  # DrQ-v2's n-step
+    learned = []
+
+    def learn(replay):  # every batch the agent would learn from
+        learned.append(float(replay.sample(64).reward.max()))
+        return {}
+
+    episodes = collect_episodes(env, Actor(1, learn), replay, episodes=2, seed_steps=20)
+    steps = sum(s.length for s in episodes)
+    flagged = sum(s.rewards["reward_invalid"] for s in episodes)
+    assert steps == 40 and flagged == 13  # one call per step, every third one failed
+    assert replay.num_invalid_rewards == 13
+    stored = {k: v[:replay._head] for k, v in replay._arrays.items()}  # the written slots
+    assert (stored["reward"][stored["reward_invalid"]] == SENTINEL).all()  # stored as it was, with its flag
+    # a good step's reward is 0.25 (an n-step sum of 3 is < 1); a leaked made-up one, even discounted, is ~1000
+    assert len(learned) == 20 and max(learned) < 1.0
+
+
+@pytest.mark.slow  # a trainer run (~10 s); the collector test above holds what it asserts
 def test_trainer_stores_the_flag_counts_it_and_never_learns_the_made_up_reward(compose_cfg, tmp_path,
                                                                                  monkeypatch):
     import robotrl.rewards.base as reward_base
@@ -217,6 +246,27 @@ def test_trainer_stores_the_flag_counts_it_and_never_learns_the_made_up_reward(c
     assert learned and max(learned) < SENTINEL
 
 
+def test_sb3_loop_keeps_flagged_steps_out_of_sacs_replay(compose_cfg, monkeypatch):
+    """SB3's loop as the trainer runs it (the episode callback): flagged steps are counted and never reach SAC's
+    replay buffer."""
+    import robotrl.rewards.base as reward_base
+    from robotrl.rewards import make_reward
+
+    from tests.test_sb3 import sb3_episodes
+
+    monkeypatch.setattr(reward_base, "INVALID_MODEL_REWARD", SENTINEL)
+    cfg = compose_cfg("env=dmc/cartpole_balance", "env.obs_type=state", "env.max_episode_steps=40",
+                      "frames=80", "seed_frames=1000", "replay.capacity=2000", "device=cpu", "agent=sb3_sac",
+                      "agent.batch_size=32", "agent.policy_kwargs.net_arch=[16,16]", "reward=clip_tiny",
+                      "reward.timeout_s=null", f"reward._target_={__name__}.FailsEveryThirdCall", tiny=False)
+    parts, episodes, _ = sb3_episodes(cfg, 2, make_reward(cfg.reward))
+    buffer = parts.agent.model.replay_buffer
+    flagged = sum(s.rewards["reward_invalid"] for s in episodes)
+    assert sum(s.length for s in episodes) == 40 and flagged == 13 and buffer.pos == 40 - 13
+    assert float(buffer.rewards[:buffer.pos].max()) < SENTINEL
+
+
+@pytest.mark.slow  # a trainer run (~10 s); test_sb3_loop_keeps_flagged_steps_out_of_sacs_replay holds it
 def test_sac_replay_skips_flagged_steps(compose_cfg, tmp_path, monkeypatch):
     import robotrl.rewards.base as reward_base
 

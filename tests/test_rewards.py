@@ -311,6 +311,32 @@ def test_vector_wrapper_batches_and_matches_the_single_env_wrapper():
 
 
 # ------------------------------------------------------------------------------------------ the trainer
+def test_the_training_env_gets_the_model_reward_and_the_eval_env_the_ground_truth(compose_cfg):
+    """The trainer's envs (``factory.build_one_env``) and one-env collector: the training episode's return is the
+    model's reward, its train.csv row keeps the ground truth beside it, and evaluation plays the env's own reward."""
+    from robotrl.replay import ReplayBuffer
+    from robotrl.workflows.trainer.factory import build_one_env
+    from robotrl.workflows.trainer.stats import train_row
+    from tests.test_reward_faults import Actor, collect_episodes
+
+    cfg = compose_cfg("reward=clip_tiny", "env.max_episode_steps=40")
+    envs = build_one_env(cfg, make_reward(cfg.reward), run_dir=None)
+    env, eval_env = envs["env"], envs["eval_env"]
+    replay = ReplayBuffer(500, env.observation_space, 1, 3, nstep=1, discount=0.99, seed=0)
+    stats, = collect_episodes(env, Actor(1), replay, episodes=1)
+    row = train_row(stats, {"episode_return": stats.ret}, None, False, "")
+    assert stats.length == 20 and row["model_reward"] and row["gt_reward"]
+    # replace mode: the agent's return is the model's reward, the ground truth is logged beside it
+    assert row["episode_return"] == pytest.approx(row["model_reward"], rel=1e-5)
+    assert row["gt_reward"] != pytest.approx(row["model_reward"])
+    eval_env.reset(seed=0)
+    *_, info = eval_env.step(np.zeros(eval_env.action_space.shape, np.float32))
+    assert "model_reward" not in info and "gt_reward" not in info  # evaluation returns are the env's own
+    env.close()
+    eval_env.close()
+
+
+@pytest.mark.slow  # a trainer run (~15 s); the envs-and-collector test above holds what it asserts
 def test_trainer_logs_model_and_ground_truth_reward(compose_cfg, tmp_path):
     from robotrl.workflows.train import Trainer
 

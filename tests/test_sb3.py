@@ -43,7 +43,49 @@ def _rows(path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("agent", sorted(AGENTS))
+def sb3_episodes(cfg, episodes: int, reward_model=None) -> tuple:
+    """SB3's loop as the trainer runs it, without the rest of the trainer: the training env of
+    ``factory.build_one_env`` (reward layer on), ``SB3Parts`` and the episode callback, whose run hands each finished
+    episode's EpisodeStats to a list and is done after ``episodes``. Returns (parts, the stats, the envs)."""
+    from types import SimpleNamespace
+
+    from robotrl.workflows.sb3_train import SB3Parts, _EpisodeCallback
+    from robotrl.workflows.trainer.factory import build_one_env
+    from robotrl.workflows.trainer.schedule import Schedule
+    from robotrl.workflows.trainer.state import RunState
+
+    envs = build_one_env(cfg, reward_model, run_dir=None)
+    repeat = int(cfg.env.action_repeat)
+    parts = SB3Parts.build(cfg, envs["env"], "cpu", repeat)
+    finished: list = []
+    run = SimpleNamespace(state=RunState(Schedule.from_config(cfg, repeat), repeat), agent=parts.agent,
+                          progress=SimpleNamespace(steps=lambda step: None), episode_finished=finished.append,
+                          between_episodes=lambda: len(finished) >= episodes)
+    callback = _EpisodeCallback(run, parts.agent.off_policy)
+    parts.agent.learn(episodes * int(envs["env_info"]["max_agent_steps"]) + 1, callback)
+    assert callback.finished and len(finished) == episodes
+    return parts, finished, envs
+
+
+def test_ppo_metrics_reach_the_episode_rows_and_its_checkpoint_has_no_replay(sb3_cfg, tmp_path):
+    """PPO through SB3's loop as the trainer runs it: its train() metrics (value_loss) reach the episodes' rows; it
+    has no replay to checkpoint (on-policy: ``SB3Parts.replay`` is None, ``save_run`` writes none)."""
+    from robotrl.workflows.trainer.schedule import Schedule
+    from robotrl.workflows.trainer.state import RunState, save_run
+    from robotrl.workflows.trainer.stats import train_row
+
+    cfg = sb3_cfg("sb3_ppo", "env.max_episode_steps=40", "agent.n_steps=16", "agent.batch_size=16")
+    parts, episodes, envs = sb3_episodes(cfg, 2)
+    assert [s.length for s in episodes] == [20, 20] and parts.replay is None
+    assert np.isfinite(train_row(episodes[-1], {}, None, False, "")[UPDATE_METRIC["sb3_ppo"]])
+    state = RunState(Schedule.from_config(cfg, 2), 2, step=40, episode=2)
+    assert cfg.checkpoint_replay  # asked for, but there is none
+    path = save_run(tmp_path, cfg, state, parts.agent, None, parts.replay, envs["env_info"])
+    assert path.name == "frame_000000000080" and not (path / "replay").exists()
+
+
+# sb3_ppo: ~5 s; test_ppo_metrics_reach_the_episode_rows_and_its_checkpoint_has_no_replay holds what differs
+@pytest.mark.parametrize("agent", ["sb3_sac", pytest.param("sb3_ppo", marks=pytest.mark.slow)])
 def test_state_run_writes_everything(sb3_cfg, tmp_path, agent, monkeypatch):
     from robotrl.workflows.sb3_train import SB3Trainer
 
@@ -119,14 +161,42 @@ def test_interrupt_keeps_the_last_checkpoint(sb3_cfg, tmp_path):
     assert resumed.train()["frames"] == 400
 
 
-@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_a_pixel_checkpoint_plays_the_policy_it_was_trained_to(sb3_cfg, tmp_path, agent="sb3_ppo"):
+    """The parts behind `robotrl eval` of an SB3 run: an episode of SB3's loop on 32x32 pixels (DrQ-v2's CNN), the
+    run's checkpoint (``save_run``), then ``load_policy``: the loaded policy plays the eval episode exactly as the
+    training agent's deterministic policy does (the same actions, the same return). PPO: test_pixels_and_robotrl_eval
+    runs the whole command for SAC."""
+    from robotrl.workflows.policy import load_policy
+    from robotrl.workflows.rollout import run_episodes
+    from robotrl.workflows.trainer.schedule import Schedule, eval_seeds
+    from robotrl.workflows.trainer.state import RunState, save_run
+
+    cfg = sb3_cfg(agent, *PIXELS, "frames=200", "env.max_episode_steps=40", "agent.n_steps=16",
+                  "agent.batch_size=16")
+    parts, episodes, envs = sb3_episodes(cfg, 1)
+    assert parts.agent.model._n_updates > 0  # the weights moved away from the seeded initial ones
+    state = RunState(Schedule.from_config(cfg, 2), 2, step=episodes[0].length, episode=1)
+    path = save_run(tmp_path, cfg, state, parts.agent, None, parts.replay, envs["env_info"])
+    loaded = load_policy(path, "cpu")
+    assert loaded.cfg.agent.name == agent
+    seeds = eval_seeds(1)
+    trained = run_episodes(envs["eval_env"], lambda obs: parts.agent.act(obs, 0, eval_mode=True), seeds, None)
+    played = run_episodes(envs["eval_env"], loaded, seeds, None, on_reset=loaded.reset)
+    assert trained[0]["length"] == played[0]["length"] == 20
+    assert played[0]["return"] == trained[0]["return"]
+
+
+# sb3_ppo: ~11 s; test_a_pixel_checkpoint_plays_the_policy_it_was_trained_to holds its parts; the `robotrl eval`
+# command on an SB3 run stays in the default suite with sb3_sac
+@pytest.mark.parametrize("agent", ["sb3_sac", pytest.param("sb3_ppo", marks=pytest.mark.slow)])
 def test_pixels_and_robotrl_eval(sb3_cfg, tmp_path, agent):
     """A tiny-pixel run (DrQ-v2's CNN at 32x32) with an eval video, then `robotrl eval` on its checkpoint."""
     from robotrl.cli import main
 
     run = tmp_path / "run"
-    Trainer(sb3_cfg(agent, *PIXELS, "frames=200", "eval_at_start=false", "save_video=true"), run).train()
-    assert (run / "videos" / "eval_000000000200.mp4").stat().st_size > 0
+    Trainer(sb3_cfg(agent, *PIXELS, "frames=100", "eval_every_frames=100", "eval_at_start=false",
+                    "save_video=true"), run).train()  # one episode, one evaluation
+    assert (run / "videos" / "eval_000000000100.mp4").stat().st_size > 0
     out = tmp_path / "eval"
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", f"checkpoint={run}", "episodes=1", "video=false", f"out={out}", "device=cpu"])
@@ -136,6 +206,24 @@ def test_pixels_and_robotrl_eval(sb3_cfg, tmp_path, agent):
     assert summary["return_mean"] == pytest.approx(float(_rows(run / "eval.csv")[-1]["episode_return"]))
 
 
+def test_sb3_trains_on_the_model_reward_and_keeps_both_sums(sb3_cfg):
+    """reward=clip_tiny through SB3's loop as the trainer runs it: the episode return SAC is given is the model's
+    reward (replace mode, weight 1), and the episode's stats (its train.csv row) keep both sums."""
+    from robotrl.rewards import make_reward
+
+    cfg = sb3_cfg("sb3_sac", "reward=clip_tiny", "frames=200", "env.max_episode_steps=40")
+    parts, episodes, _ = sb3_episodes(cfg, 2, make_reward(cfg.reward))
+    assert [s.length for s in episodes] == [20, 20]
+    assert parts.agent.model.replay_buffer.pos == 40
+    for stats in episodes:
+        assert {"model_reward", "gt_reward"} <= set(stats.rewards)
+        assert stats.ret == pytest.approx(stats.rewards["model_reward"], rel=1e-5)
+        assert stats.rewards["gt_reward"] != pytest.approx(stats.rewards["model_reward"])
+    stored = float(parts.agent.model.replay_buffer.rewards[:20].sum())  # what SAC learns from: the model reward
+    assert stored == pytest.approx(episodes[0].rewards["model_reward"], rel=1e-5)
+
+
+@pytest.mark.slow  # a trainer run (~8 s); test_sb3_trains_on_the_model_reward_and_keeps_both_sums holds it
 def test_reward_model_is_applied(sb3_cfg, tmp_path):
     """reward=clip_tiny: SAC trains on the model reward; train.csv keeps both sums, eval stays ground truth."""
     Trainer(sb3_cfg("sb3_sac", "reward=clip_tiny", "frames=200", "eval_at_start=false"), tmp_path).train()

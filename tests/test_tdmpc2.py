@@ -197,6 +197,30 @@ def test_losses_go_down_on_a_fixed_batch(obs):
     assert last["reward_loss"] < first["reward_loss"]
 
 
+def test_updates_and_acts_on_pixels_from_the_replay():
+    """What the trainer hands TD-MPC2 on pixels: stacked frames rebuilt by the replay (time-major trajectories),
+    the seed-phase burst at the first update, then planning on a pixel observation."""
+    from robotrl.replay import ReplayBuffer
+
+    obs_space, act_space = _spaces("pixels")
+    rng = np.random.default_rng(0)
+    replay = ReplayBuffer(200, obs_space, 2, frame_stack=3, nstep=1, discount=0.99, seed=0)
+    for _ in range(2):
+        stack = np.tile(rng.integers(0, 256, (3, 32, 32), np.uint8), (3, 1, 1))  # reset: copies of frame 0
+        replay.add_first({"pixels": stack})
+        for t in range(20):
+            stack = np.concatenate([stack[3:], rng.integers(0, 256, (3, 32, 32), np.uint8)])  # oldest -> newest
+            replay.add(rng.uniform(-1, 1, 2).astype(np.float32), float(rng.normal()), {"pixels": stack}, False,
+                       t == 19)
+    agent = TDMPC2Agent(obs_space, act_space, "cpu", **{**TINY, "batch_size": 8})
+    metrics = agent.update(replay, 40)
+    assert agent._num_updates == 40  # the burst: one update per step collected
+    for key in ("consistency_loss", "reward_loss", "value_loss", "pi_loss"):
+        assert np.isfinite(metrics[key]), key
+    action = agent.act({"pixels": rng.integers(0, 256, (9, 32, 32), np.uint8)}, 40, eval_mode=False)
+    assert action.shape == (2,) and np.abs(action).max() <= 1
+
+
 # ---------------------------------------------------------------------------------------------------- MPPI
 class _QuadraticModel(torch.nn.Module):
     """A toy latent world: z never changes, reward = -|a - target|^2 (scalar, no bins), Q = 0, random policy."""
@@ -287,7 +311,8 @@ def tdmpc2_cfg(compose_cfg):
     return lambda *overrides: compose_cfg(*TINY_CFG, *overrides, tiny=False)
 
 
-@pytest.mark.parametrize("obs_type", ["state", "pixels"])
+# pixels: ~17 s; test_updates_and_acts_on_pixels_from_the_replay holds TD-MPC2's part of it
+@pytest.mark.parametrize("obs_type", ["state", pytest.param("pixels", marks=pytest.mark.slow)])
 def test_trainer_smoke(tdmpc2_cfg, tmp_path, obs_type):
     summary = Trainer(tdmpc2_cfg(f"env.obs_type={obs_type}"), tmp_path).train()
     assert summary["frames"] == 200 and summary["agent"] == "tdmpc2"

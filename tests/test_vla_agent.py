@@ -116,6 +116,33 @@ def test_state_dict_round_trip(env, demo_root, tmp_path):
         _agent(env, demo_root, tasks=["reach"]).load_state_dict(a.state_dict())
 
 
+def test_a_resumed_agent_continues_bit_for_bit(env, demo_root, tmp_path):
+    """What the trainer's exact resume needs of agent=vla: 4 act+update steps in one go == 2, a checkpoint round
+    trip (torch.save, weights only) into an agent of another seed, then 2 more: weights, optimiser, sampler and
+    update count; the update metrics (train.csv's bc_loss) agree step by step."""
+    obs, _ = env.reset(seed=0)
+
+    def play(agent: VLAAgent, steps: range) -> list[dict]:
+        out = []
+        for step in steps:
+            agent.act(obs, step, eval_mode=False)
+            out.append(agent.update(None, step))
+        return out
+
+    full = _agent(env, demo_root)
+    full_metrics = play(full, range(4))
+    split = _agent(env, demo_root)
+    play(split, range(2))
+    torch.save(split.state_dict(), tmp_path / "agent.pt")
+    resumed = _agent(env, demo_root, seed=5)
+    resumed.load_state_dict(torch.load(tmp_path / "agent.pt", weights_only=True))
+    assert play(resumed, range(2, 4)) == full_metrics[2:] and "bc_loss" in full_metrics[-1]
+    sa, sb = full.state_dict(), resumed.state_dict()
+    assert_same_tensors(sa, sb, min_count=20)
+    assert sa["rng"] == sb["rng"] and sa["num_updates"] == sb["num_updates"] == 4
+
+
+@pytest.mark.slow  # ~13 s; test_a_resumed_agent_continues_bit_for_bit holds the agent's part, test_trainer the run's
 def test_train_writes_eval_and_checkpoint_and_resumes_exactly(compose_cfg, demo_root, tmp_path):
     """120 frames (2 episodes) in one go vs 60 + resume to 120 through the Trainer: identical weights, optimiser and
     sampler."""
