@@ -115,6 +115,7 @@ def test_a_hung_reset_or_a_raising_worker_in_the_training_loop(tmp_path, kind, a
     from robotrl.envs.vector import ResilientVectorEnv
 
     from robotrl.replay import ReplayBuffer
+    from robotrl.workflows.trainer.schedule import episode_seed
     from robotrl.workflows.trainer.state import Discards
     from robotrl.workflows.vector_train import VectorCollector
     from tests.trainer_fakes import FakeAgent, parts_loop
@@ -135,6 +136,10 @@ def test_a_hung_reset_or_a_raising_worker_in_the_training_loop(tmp_path, kind, a
     assert (tmp_path / "fault-fired").read_text() == kind
     assert venv.restarts == 1 and loop.discarded_episodes == (discarded > 0)
     _assert_frames_count_only_stored_steps(loop, tmp_path / "run", discarded_steps=discarded)
+    # every stored episode is one of the run's, from its own seed (a restarted worker's reset keeps its seed)
+    starts = np.unique(replay._arrays["episode_start"][:replay._head])
+    stored = sorted(int(replay._arrays["state"][s, 0]) for s in starts)
+    assert stored == sorted(episode_seed(1, k) % 997 for k in range(loop.episode))
 
 
 @pytest.mark.slow  # ~25 s each: the same with DrQ-v2 on dm-control workers (the test above: default suite)
