@@ -1,4 +1,4 @@
-"""A light contract env for env-worker fault tests (no simulator: a spawned worker starts in about a second):
+"""A light contract env for env-worker tests (no simulator: a spawned worker starts in about a second):
 its ``kind`` call number ``at`` hangs (``hang_reset``) or raises (``raise_step``), once per test (a marker file is
 written first, so the restarted worker plays on normally)."""
 
@@ -17,6 +17,7 @@ class FaultyCounter(gym.Env):
 
     observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)})
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    robotrl_info = {"suite": "fake"}  # what the trainer records of a contract env
 
     def __init__(self, length: int, kind: str = "", at: int = 0, marker: str = "") -> None:
         self.length, self.kind, self.at, self.calls = length, kind, at, 0
@@ -41,6 +42,10 @@ class FaultyCounter(gym.Env):
         self._maybe_fail("reset")
         self.seed_id, self.t = -1 if seed is None else seed % 997, 0
         return self._obs(), {}
+
+    def render_frame(self, size: int) -> np.ndarray:
+        """The frame a reward model scores: every pixel ``10 t``."""
+        return np.full((size, size, 3), 10 * self.t, np.uint8)
 
     def step(self, action: Any):
         self._maybe_fail("step")
