@@ -63,8 +63,7 @@ def test_a_signal_mid_episode_checkpoints_at_its_end_then_submitit_requeues(tmp_
 
     from robotrl.workflows.sweep_launchers import REQUEUE_MARKER, submitit_resume
     from robotrl.workflows.trainer.local import LocalCollector
-    from tests.test_trainer_parts import _Counter
-    from tests.trainer_fakes import FakeAgent, FakeReplay, parts_loop
+    from tests.trainer_fakes import CounterEnv, FakeAgent, FakeReplay, parts_loop
 
     run_dir = tmp_path / "run"
     assert submitit_resume(run_dir, False) is False  # a first start: as asked; installs the checkpoint-first handler
@@ -77,7 +76,7 @@ def test_a_signal_mid_episode_checkpoints_at_its_end_then_submitit_requeues(tmp_
         return act(obs, step, eval_mode)
 
     agent.act = acting
-    loop = parts_loop(run_dir, _Counter(), LocalCollector(seed_steps=0, update_at="step"), agent, FakeReplay(),
+    loop = parts_loop(run_dir, CounterEnv(), LocalCollector(seed_steps=0, update_at="step"), agent, FakeReplay(),
                       frames=60, checkpoint_every=100_000)
     with pytest.raises(SystemExit) as stopped:
         loop.train()

@@ -19,8 +19,7 @@ from robotrl.workflows.trainer.local import LocalCollector
 from robotrl.workflows.trainer.schedule import episode_seed
 from robotrl.workflows.trainer.state import Discards
 from robotrl.workflows.vector_train import VectorCollector
-from tests.test_trainer_parts import _Counter
-from tests.trainer_fakes import FakeAgent, FakeReplay, FakeVectorEnv, parts_loop
+from tests.trainer_fakes import CounterEnv, FakeAgent, FakeReplay, FakeVectorEnv, parts_loop
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -34,7 +33,7 @@ def test_a_nan_update_stops_the_run_and_keeps_the_checkpoint(tmp_path):
     at the end of episode 2 with the frame and the intact checkpoint named, the checkpoint at frame 6 still there
     and no row of the diverged episode in train.csv."""
     agent = FakeAgent(loss=lambda step: float("nan") if step >= 4 else float(step))
-    loop = parts_loop(tmp_path, _Counter(), LocalCollector(seed_steps=0, update_at="step"), agent, FakeReplay(),
+    loop = parts_loop(tmp_path, CounterEnv(), LocalCollector(seed_steps=0, update_at="step"), agent, FakeReplay(),
                       frames=60, checkpoint_every=6)
     with pytest.raises(DivergenceError, match=r"critic_loss became nan during episode 2 \(frame 12\); the last "
                                               r"checkpoint in .*checkpoints is intact"):

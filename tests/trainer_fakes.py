@@ -51,6 +51,21 @@ class FakeAgent(torch.nn.Module):
         pass
 
 
+class CounterEnv(gym.Env):
+    """One env of 3-step episodes: ``obs["pixels"]`` holds the step count (2 stacked 1-channel frames)."""
+
+    observation_space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (2, 1, 1), np.uint8)})
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self.t = 0
+        return {"pixels": np.zeros((2, 1, 1), np.uint8)}, {}
+
+    def step(self, action: np.ndarray):
+        self.t += 1
+        return {"pixels": np.full((2, 1, 1), self.t, np.uint8)}, float(action[0]), False, self.t == 3, {}
+
+
 class FakeReplay:
     """What the one-env collector hands a replay: counts of first observations and steps."""
 
