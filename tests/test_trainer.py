@@ -21,7 +21,7 @@ def _train(cfg, run_dir):
     return Trainer(cfg, run_dir).train()
 
 
-def test_resume_is_exact_and_a_run_writes_everything(compose_cfg, tmp_path):
+def test_resume_is_exact(compose_cfg, tmp_path):
     """Train 400 frames in one go vs 200, stop, resume to 400: identical parameters and optimiser states. The
     uninterrupted run (with the baselines compared at its end) also shows what a run writes."""
     full = Trainer(compose_cfg("frames=400", "compare_baselines=true"), tmp_path / "full")
