@@ -59,7 +59,7 @@ def test_train_smoke(trained_run):
     assert frames == trained_run.step * 2 + 100 and f"eval @ {frames} frames" in proc.stdout
 
 
-def test_eval_writes_episodes_and_gates(trained_run, tmp_path):
+def test_eval_writes_episodes_and_gates(trained_run, tmp_path, capsys):
     run_dir = trained_run.run_dir
     out = tmp_path / "eval"
     proc = robotrl("eval", f"checkpoint={run_dir}", "episodes=2", f"out={out}", "device=cpu")
@@ -72,13 +72,15 @@ def test_eval_writes_episodes_and_gates(trained_run, tmp_path):
     assert f"wrote {out}/summary.json" in proc.stdout
     assert summary["return_mean"] == pytest.approx(np.mean([r["return"] for r in lines]))
     assert (out / "video.mp4").stat().st_size > 0
-    failing = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_return=1e9", "video=false")
-    assert failing.returncode == 1
-    assert "below the gate: return_mean" in failing.stderr and "< min_return 1e+09" in failing.stderr
+    # the gates: `robotrl eval`'s main() in this process (the console script's own process is the run above)
+    code, _, err = run_main(capsys, "eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_return=1e9",
+                            "video=false")
+    assert code == 1
+    assert "below the gate: return_mean" in err and "< min_return 1e+09" in err
     again = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert again == lines[0]  # same seed, same checkpoint: the same episode
-    no_success = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_success=0.5")
-    assert no_success.returncode == 2 and "defines no success signal" in no_success.stderr
+    code, _, err = run_main(capsys, "eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_success=0.5")
+    assert code == 2 and "defines no success signal" in err
 
 
 def test_plot_aggregates_seeds(tmp_path):
