@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,22 +25,42 @@ def robotrl(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    proc = robotrl("train", *TINY_OVERRIDES, "frames=600", f"run_dir={run_dir}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir, proc
+    """One tiny training run through the CLI, Ctrl-C'd (SIGINT) once its first checkpoint is on disk, then continued
+    to its end with the command it printed: (run dir, the interrupted process's exit code and stderr, the step of
+    its checkpoint, the continued process). The CLI's smoke test, the Ctrl-C test and the eval test read it."""
+    import signal
+    import time
+
+    from robotrl.checkpoint import load_state, resolve_checkpoint
+
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    args = [sys.executable, "-m", "robotrl.cli", "train", *TINY_OVERRIDES, "frames=100000", f"run_dir={run_dir}"]
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "latest").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    step = load_state(resolve_checkpoint(run_dir))["counters"]["step"]
+    command = stderr.strip().splitlines()[-1].split("continue this run with: ")[-1]
+    # the printed command, as is: it needs none of the original overrides (the run's own config is used)
+    resumed = robotrl(*shlex.split(command)[1:], f"frames={step * 2 + 100}")
+    return SimpleNamespace(run_dir=run_dir, returncode=proc.returncode, stderr=stderr, command=command, step=step,
+                           resumed=resumed)
 
 
 def test_train_smoke(trained_run):
-    run_dir, proc = trained_run
+    run_dir, proc = trained_run.run_dir, trained_run.resumed
+    assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("train.csv", "eval.csv", "curve.png", "summary.json", "checkpoints/latest", ".hydra/config.yaml"):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "videos").glob("*.mp4")) and list((run_dir / "tb").glob("events.*"))
-    assert "eval @ 600 frames" in proc.stdout
+    frames = json.loads((run_dir / "summary.json").read_text())["frames"]
+    assert frames == trained_run.step * 2 + 100 and f"eval @ {frames} frames" in proc.stdout
 
 
-def test_eval_writes_episodes_and_gates(trained_run, tmp_path):
-    run_dir, _ = trained_run
+def test_eval_writes_episodes_and_gates(trained_run, tmp_path, capsys):
+    run_dir = trained_run.run_dir
     out = tmp_path / "eval"
     proc = robotrl("eval", f"checkpoint={run_dir}", "episodes=2", f"out={out}", "device=cpu")
     assert proc.returncode == 0, proc.stderr
@@ -51,13 +72,15 @@ def test_eval_writes_episodes_and_gates(trained_run, tmp_path):
     assert f"wrote {out}/summary.json" in proc.stdout
     assert summary["return_mean"] == pytest.approx(np.mean([r["return"] for r in lines]))
     assert (out / "video.mp4").stat().st_size > 0
-    failing = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_return=1e9", "video=false")
-    assert failing.returncode == 1
-    assert "below the gate: return_mean" in failing.stderr and "< min_return 1e+09" in failing.stderr
+    # the gates: `robotrl eval`'s main() in this process (the console script's own process is the run above)
+    code, _, err = run_main(capsys, "eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_return=1e9",
+                            "video=false")
+    assert code == 1
+    assert "below the gate: return_mean" in err and "< min_return 1e+09" in err
     again = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert again == lines[0]  # same seed, same checkpoint: the same episode
-    no_success = robotrl("eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_success=0.5")
-    assert no_success.returncode == 2 and "defines no success signal" in no_success.stderr
+    code, _, err = run_main(capsys, "eval", f"checkpoint={run_dir}", "episodes=1", f"out={out}", "min_success=0.5")
+    assert code == 2 and "defines no success signal" in err
 
 
 def test_plot_aggregates_seeds(tmp_path):
@@ -146,30 +169,13 @@ def test_multirun_sweeps_seeds(tmp_path):
         assert (run / "checkpoints" / "latest").exists() and (run / "train.csv").exists()
 
 
-def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(tmp_path):
+def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(trained_run):
     """SIGINT mid-run: exit 130 with a hint, the checkpoint on disk is complete, resume=true picks it up."""
-    import signal
-    import time
-
-    from robotrl.checkpoint import load_state, resolve_checkpoint
-
-    run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "robotrl.cli", "train", *TINY_OVERRIDES, "frames=100000", f"run_dir={run_dir}"]
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (run_dir / "checkpoints" / "latest").exists() and time.time() < deadline:
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
-    command = stderr.strip().splitlines()[-1].split("continue this run with: ")[1]
-    assert command == f"robotrl train resume=true run_dir={run_dir}", stderr[-2000:]
-    step = load_state(resolve_checkpoint(run_dir))["counters"]["step"]
-    assert step > 0
-    # the printed command, as is: it needs none of the original overrides (the run's own config is used)
-    resumed = robotrl(*shlex.split(command)[1:], f"frames={step * 2 + 100}")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from" in resumed.stdout
+    assert trained_run.returncode == 130, trained_run.stderr[-2000:]
+    assert trained_run.command == f"robotrl train resume=true run_dir={trained_run.run_dir}", trained_run.stderr[-2000:]
+    assert trained_run.step > 0
+    assert trained_run.resumed.returncode == 0, trained_run.resumed.stderr[-2000:]
+    assert "resumed from" in trained_run.resumed.stdout
 
 
 @pytest.mark.slow  # ~18 s; test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues runs the printed command

@@ -55,12 +55,27 @@ def test_resume_reads_the_runs_own_config(finished_run):
     assert config["env"]["image_size"] == 32 and config["frames"] == 400
 
 
-def test_refused_start_touches_nothing(finished_run):
-    before = _snapshot(finished_run)
-    proc = robotrl("train", *TINY_OVERRIDES, f"run_dir={finished_run}")
+def _a_run_dir(root):
+    """What a run leaves on disk (a checkpoint, its ``latest`` pointer, .hydra/, logs, events, videos), written here:
+    a start over it is refused from what it holds, before any training (robotrl.lifecycle.plan_train)."""
+    run_dir = root / "a-run-dir-name-long-enough-that-its-checkpoint-paths-pass-80-columns"
+    ckpt = run_dir / "checkpoints" / "frame_000000000200"
+    for path in (ckpt / "state.pt", run_dir / ".hydra" / "config.yaml", run_dir / ".hydra" / "overrides.yaml",
+                 run_dir / "train.csv", run_dir / "eval.csv", run_dir / "summary.json", run_dir / "run.json",
+                 run_dir / "train.log", run_dir / "tb" / "events.out.tfevents.1", run_dir / "videos" / "eval_0.mp4"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(path.name.encode())
+    (run_dir / "checkpoints" / "latest").write_text(ckpt.name + "\n")
+    return run_dir
+
+
+def test_refused_start_touches_nothing(tmp_path):
+    run_dir = _a_run_dir(tmp_path)
+    before = _snapshot(run_dir)
+    proc = robotrl("train", *TINY_OVERRIDES, f"run_dir={run_dir}")
     assert proc.returncode == 2
-    assert "already holds checkpoints" in proc.stderr and f"resume=true run_dir={finished_run}" in proc.stderr
-    assert _snapshot(finished_run) == before
+    assert "already holds checkpoints" in proc.stderr and f"resume=true run_dir={run_dir}" in proc.stderr
+    assert _snapshot(run_dir) == before
 
 
 def test_failed_start_leaves_nothing_and_bad_camera_is_one_line(tmp_path):

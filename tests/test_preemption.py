@@ -55,6 +55,43 @@ def submitit_job(tmp_path, monkeypatch):
         signal.signal(signum, signal.SIG_DFL)
 
 
+def test_a_signal_mid_episode_checkpoints_at_its_end_then_submitit_requeues(tmp_path, submitit_job, capsys):
+    """The loop of real parts around a fake agent on 3-step episodes (tests/trainer_fakes.py): SIGUSR2 at step 4,
+    mid-episode 2: nothing happens there; at the episode's end (frame 12) a checkpoint is written, then submitit's
+    handler pickles the job and exits 144 (the local executor's requeue); the next start resumes (resume=auto)."""
+    from submitit.core.utils import DelayedSubmission
+
+    from robotrl.workflows.sweep_launchers import REQUEUE_MARKER, submitit_resume
+    from robotrl.workflows.trainer.local import LocalCollector
+    from tests.trainer_fakes import CounterEnv, FakeAgent, FakeReplay, parts_loop
+
+    run_dir = tmp_path / "run"
+    assert submitit_resume(run_dir, False) is False  # a first start: as asked; installs the checkpoint-first handler
+    agent = FakeAgent()
+    act = agent.act
+
+    def acting(obs, step, eval_mode=False):
+        if step == 4 and not eval_mode:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return act(obs, step, eval_mode)
+
+    agent.act = acting
+    loop = parts_loop(run_dir, CounterEnv(), LocalCollector(seed_steps=0, update_at="step"), agent, FakeReplay(),
+                      frames=60, checkpoint_every=100_000)
+    with pytest.raises(SystemExit) as stopped:
+        loop.train()
+    assert stopped.value.code == 144  # submitit's local executor starts the job again on this code
+    assert agent.updated == [0, 1, 2, 3, 4, 5]  # episode 2 was played to its end after the signal, no further
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("f")) == \
+        ["frame_000000000012"]  # written at the episode end, before submitit was handed the signal
+    assert (run_dir / REQUEUE_MARKER).is_file() and not (run_dir / "summary.json").exists()
+    requeued = DelayedSubmission.load(submitit_job.submitted_pickle)
+    assert requeued.args[0] == ["seed=1"] and requeued.args[2] == 0  # the same sweep point, requeued
+    assert submitit_resume(run_dir, False) == "auto" and not (run_dir / REQUEUE_MARKER).exists()
+    assert "requeued after a preemption or time-limit signal" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # ~5 s: the same with a tiny DrQ-v2 run (the test above holds it in the default suite)
 def test_signal_checkpoints_at_the_episode_end_then_submitit_requeues_and_the_job_resumes(compose_cfg, tmp_path,
                                                                                           submitit_job, capsys):
     """SIGUSR2 at step 30 of a 50-step episode: nothing happens mid-episode; at the episode's end (frame 100) a

@@ -21,27 +21,12 @@ def _train(cfg, run_dir):
     return Trainer(cfg, run_dir).train()
 
 
-def test_run_writes_everything(compose_cfg, tmp_path):
-    cfg = compose_cfg("compare_baselines=true")
-    summary = _train(cfg, tmp_path)
-    for name in ("train.csv", "eval.csv", "run.json", "summary.json", "curve.png", "checkpoints/latest"):
-        assert (tmp_path / name).exists(), name
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
-    assert sorted(p.name for p in (tmp_path / "videos").glob("*.mp4"))  # eval videos of the agent
-    evals = _rows(tmp_path / "eval.csv")
-    assert [int(r["frame"]) for r in evals] == [0, 200, 400]
-    train_rows = _rows(tmp_path / "train.csv")
-    assert "critic_loss" in train_rows[-1] and float(train_rows[-1]["episode_length"]) == 50
-    assert summary["frames"] == 400 and summary["baselines"]["random"]["episodes"] == 1
-    info = json.loads((tmp_path / "run.json").read_text())
-    assert info["config"]["env"]["name"] == "dmc/cartpole_balance"
-    assert info["agent"]["nstep"] == 3 and "task_overrides" not in info["agent"]  # the hyperparameters it ran with
-
-
 def test_resume_is_exact(compose_cfg, tmp_path):
-    """Train 400 frames in one go vs 200, stop, resume to 400: identical parameters and optimiser states."""
-    full = Trainer(compose_cfg("frames=400"), tmp_path / "full")
-    full.train()
+    """Train 400 frames in one go vs 200, stop, resume to 400: identical parameters and optimiser states. The
+    uninterrupted run (with the baselines compared at its end) also shows what a run writes."""
+    full = Trainer(compose_cfg("frames=400", "compare_baselines=true"), tmp_path / "full")
+    summary = full.train()
+    _assert_run_wrote_everything(tmp_path / "full", summary)
     _train(compose_cfg("frames=200"), tmp_path / "split")
     resumed = Trainer(compose_cfg("frames=400", "resume=true"), tmp_path / "split")
     assert resumed.step == 100
@@ -49,6 +34,21 @@ def test_resume_is_exact(compose_cfg, tmp_path):
     assert_same_tensors(full.agent.state_dict(), resumed.agent.state_dict())
     rows = [r["frame"] for r in _rows(tmp_path / "split" / "eval.csv")]
     assert rows == ["0", "200", "400"]  # no duplicated rows after resume
+
+
+def _assert_run_wrote_everything(run_dir, summary) -> None:
+    for name in ("train.csv", "eval.csv", "run.json", "summary.json", "curve.png", "checkpoints/latest"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run_dir / "videos").glob("*.mp4"))  # eval videos of the agent
+    evals = _rows(run_dir / "eval.csv")
+    assert [int(r["frame"]) for r in evals] == [0, 200, 400]
+    train_rows = _rows(run_dir / "train.csv")
+    assert "critic_loss" in train_rows[-1] and float(train_rows[-1]["episode_length"]) == 50
+    assert summary["frames"] == 400 and summary["baselines"]["random"]["episodes"] == 1
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["config"]["env"]["name"] == "dmc/cartpole_balance"
+    assert info["agent"]["nstep"] == 3 and "task_overrides" not in info["agent"]  # the hyperparameters it ran with
 
 
 # a run dir with checkpoints needs resume=true, a checkpoint of another agent is refused: unit tests of the parts
@@ -71,6 +71,8 @@ def test_bad_config_values(compose_cfg, tmp_path, override, message):
         Trainer(compose_cfg(override), tmp_path)
 
 
+# the loop's part, with fakes: tests/test_trainer_loop.py::test_a_nan_update_stops_the_run_and_keeps_the_checkpoint
+@pytest.mark.slow  # ~15 s; the same with a real DrQ-v2 run
 def test_divergence_stops_the_run_and_keeps_checkpoints(compose_cfg, tmp_path):
     from robotrl.errors import DivergenceError
 

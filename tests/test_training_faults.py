@@ -1,7 +1,9 @@
 """Fault cases in the default suite, with the agent, replay and updates running (issue 25, items 4-5): a killed env
 worker (reliability case 15), a hung reset and a raising worker (case 14) during ``env.num_envs=2`` training, and
-flat memory over a training run (case 19). Small and fast: state observations and 10-step episodes; the long
-versions stay ``slow`` (tests/test_vector_train.py, tests/test_vector_envs.py, tests/test_reward_faults.py).
+flat memory over a training run (case 19). Small and fast: state observations and 10-step episodes; the hang and the
+raise run in real worker processes of a light env under the vector collector and the loop of real parts with a fake
+agent (tests/trainer_fakes.py). The long versions stay ``slow`` (this file, tests/test_vector_train.py,
+tests/test_vector_envs.py, tests/test_reward_faults.py).
 
 ``frames`` counts only the steps that reached the replay: a discarded episode's steps are reported beside it
 (``discarded_steps`` in train.csv and summary.json), never in it.
@@ -103,6 +105,44 @@ def _faulty_env(cfg: dict[str, Any], seed: int, fault: dict[str, Any] | None) ->
     return env if fault is None else FaultyEnv(env, **fault)
 
 
+@pytest.mark.parametrize("kind, at, discarded", [("hang_reset", 3, 0), ("raise_step", 5, 4)])
+def test_a_hung_reset_or_a_raising_worker_in_the_training_loop(tmp_path, kind, at, discarded):
+    """The same faults in real env worker processes, with the vector collector and the training loop of real parts
+    around them (tests/trainer_fakes.py: a fake agent, no simulator; ~1 s plus the 3 s hang): worker 1's 2nd
+    training reset hangs (killed after 3 s, >= 30x a step here on a loaded machine; restarted, reset again with
+    the same seed: nothing to discard), or its 5th step raises (restarted, the 4 steps of its episode discarded
+    and replayed)."""
+    from robotrl.envs.vector import ResilientVectorEnv
+
+    from robotrl.replay import ReplayBuffer
+    from robotrl.workflows.trainer.schedule import episode_seed
+    from robotrl.workflows.trainer.state import Discards
+    from robotrl.workflows.vector_train import VectorCollector
+    from tests.trainer_fakes import FakeAgent, parts_loop
+    from tests.worker_faults import FaultyCounter
+
+    fault = {"kind": kind, "at": at, "marker": str(tmp_path / "fault-fired")}
+    venv = ResilientVectorEnv([functools.partial(FaultyCounter, 10), functools.partial(FaultyCounter, 10, **fault)],
+                              timeout_s=300.0, max_restarts=2)
+    venv.reset(seed=[0, 1])  # reset 1: the workers have started (a loaded machine's slow start is not a hang)
+    venv.timeout_s = 3.0
+    replay = ReplayBuffer(1000, FaultyCounter.observation_space, action_dim=1, frame_stack=1, nstep=1)
+    loop = parts_loop(tmp_path / "run", venv, VectorCollector(venv, seed_steps=10), FakeAgent(), replay,
+                      frames=80, checkpoint_every=1000, discards=Discards())
+    try:
+        loop.train()
+    finally:
+        venv.close(terminate=True)
+    assert (tmp_path / "fault-fired").read_text() == kind
+    assert venv.restarts == 1 and loop.discarded_episodes == (discarded > 0)
+    _assert_frames_count_only_stored_steps(loop, tmp_path / "run", discarded_steps=discarded)
+    # every stored episode is one of the run's, from its own seed (a restarted worker's reset keeps its seed)
+    starts = np.unique(replay._arrays["episode_start"][:replay._head])
+    stored = sorted(int(replay._arrays["state"][s, 0]) for s in starts)
+    assert stored == sorted(episode_seed(1, k) % 997 for k in range(loop.episode))
+
+
+@pytest.mark.slow  # ~25 s each: the same with DrQ-v2 on dm-control workers (the test above: default suite)
 @pytest.mark.parametrize("kind, at, discarded", [("hang_reset", 3, 0), ("raise_step", 5, 4)])
 def test_a_hung_reset_or_a_raising_worker_during_training(compose_cfg, tmp_path, monkeypatch, kind, at, discarded):
     """Worker 1's 2nd training reset hangs (killed after 5 s, restarted, reset again with the same seed: nothing to

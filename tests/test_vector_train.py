@@ -196,7 +196,61 @@ def test_killed_worker_during_training_discards_counts_and_replays_its_episode(c
     assert _rows(tmp_path / "train.csv")[-1]["discarded_episodes"] == "1.0"
 
 
-# default suite (~9 s): the one test that runs the vector training loop end to end by default
+class _MeanRed:
+    """A reward model: mean red intensity of each frame / 255; remembers the batch size of every call."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def __call__(self, frames, info=None):
+        self.batches.append(len(frames))
+        return frames[..., 0].mean(axis=(1, 2)).astype(np.float32) / 255.0
+
+
+def test_a_reward_model_scores_every_env_of_the_vector_collector(tmp_path, monkeypatch):
+    """reward=<model> with env.num_envs=2, built as the trainer builds it (``build_vector_envs``) on light envs in
+    real worker processes (tests/worker_faults.py, frames of ``10 t``), under the vector collector and the loop of
+    real parts: RewardVectorWrapper scores both envs in one batched call per step, the agent gets the model reward
+    and train.csv keeps the ground truth (``t``) beside it."""
+    import functools
+
+    from omegaconf import OmegaConf
+    from robotrl.envs.vector import ResilientVectorEnv
+
+    import robotrl.workflows.vector_train as vector_train
+    from robotrl.replay import ReplayBuffer
+    from robotrl.workflows.trainer.state import Discards
+    from tests.trainer_fakes import FakeAgent, parts_loop
+    from tests.worker_faults import FaultyCounter
+
+    def light_vector_env(cfg, seed, num_envs=None):
+        return ResilientVectorEnv([functools.partial(FaultyCounter, 10)] * (num_envs or 2), timeout_s=300.0)
+
+    monkeypatch.setattr(vector_train, "make_vector_env", light_vector_env)
+    model = _MeanRed()
+    cfg = OmegaConf.create({"env": {"num_envs": 2}, "seed": 1, "eval_episodes": 1,
+                            "reward": {"name": "mean_red", "render_size": 4}})
+    envs = vector_train.build_vector_envs(cfg, model)
+    try:
+        assert type(envs["env"]).__name__ == "RewardVectorWrapper" and envs["env"].env is envs["vector_env"]
+        assert envs["eval_env"].num_envs == 1 and envs["env_info"] == {"suite": "fake", "num_envs": 2}
+        replay = ReplayBuffer(1000, FaultyCounter.observation_space, action_dim=1, frame_stack=1, nstep=1)
+        loop = parts_loop(tmp_path, envs["env"], VectorCollector(envs["vector_env"], seed_steps=10), FakeAgent(),
+                          replay, frames=40, checkpoint_every=1000, discards=Discards())
+        loop.train()
+    finally:
+        envs["vector_env"].close(terminate=True)
+        envs["eval_env"].close(terminate=True)
+    assert model.batches == [2] * 10  # one call per vector step, both envs' frames in it
+    rows = _rows(tmp_path / "train.csv")
+    assert len(rows) == 2
+    for row in rows:
+        assert float(row["episode_return"]) == pytest.approx(float(row["model_reward"]), rel=1e-4)
+        assert float(row["model_reward"]) == pytest.approx(sum(10 * t / 255 for t in range(1, 11)), rel=1e-4)
+        assert float(row["gt_reward"]) == sum(range(1, 11)) and float(row["reward_invalid"]) == 0
+
+
+@pytest.mark.slow  # ~15 s; the same with clip_tiny on dm-control workers (the test above holds it by default)
 def test_vector_training_with_a_reward_model_scores_every_env(compose_cfg, tmp_path):
     """reward=<model> with env.num_envs=2: RewardVectorWrapper scores both envs in one batched call per step; the
     agent gets the model reward, train.csv keeps the ground truth beside it."""
