@@ -154,7 +154,18 @@ def test_envs_lists_all_suites():
     (["eval", "episodes=0", "checkpoint=x"], "episodes=0, expected >= 1"),
     (["fly"], "unknown command 'fly'"),
 ])
-def test_bad_input_is_one_line(args, message):
+def test_bad_input_is_one_line(capsys, args, message):
+    """In this process (each console-script start costs 2-4 s); the script itself: the test below."""
+    code, _, err = run_main(capsys, *args)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "agent=nope"], "unknown agent 'nope'"), (["eval", "episodes=0", "checkpoint=x"], "episodes=0"),
+])
+def test_the_console_script_says_bad_input_in_one_line_and_exits_2(args, message):
     proc = robotrl(*args)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]

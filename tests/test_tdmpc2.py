@@ -371,6 +371,7 @@ def test_plan_bf16_runs_and_keeps_training_fp32():
     assert agent._plan_copy[0] == agent._num_updates  # refreshed after the update
 
 
+@pytest.mark.slow  # opt-in (agent.compile=true); the first calls compile: 30-80 s on 2 cores
 def test_compiled_kernels_match_eager_and_train():
     """agent.compile: the fused LayerNorm + Mish kernel gives the eager model's outputs and gradients, and an
     update + a plan run through it (the first calls compile: ~30-60 s on 2 cores)."""
