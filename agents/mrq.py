@@ -24,8 +24,12 @@ Where it differs from the reference, and why:
     was ~22% of an update): within 1.2e-7 of F.elu, so losses agree to float rounding, not bit for bit;
   * the actor step does not compute encoder and value parameter gradients (the reference computes and discards
     them), the conv stack runs channels_last on uint8 input, the random shift is an integer gather (the same values
-    as the reference's grid_sample), optimisers use foreach kernels, and LAP uses a sum tree instead of a cumulative
+    as the reference's grid_sample), and LAP uses a sum tree instead of a cumulative
     sum over the whole replay per batch: the same numerics, faster (``bench/mrq_speed.py``);
+  * AdamW runs as one fused kernel per step (``fused_adam``; ~5x faster than foreach on CPU, the same update to
+    float rounding; ``fused_adam=false`` is foreach, the reference's op order, for bit-exact parity);
+  * ``precision=bf16`` (opt-in, never the default) runs the update's forwards under bf16 autocast with fp32
+    parameters, optimiser state and losses: ~1.8x the fp32 updates/s on an avx512_bf16 CPU, not the same numerics;
   * all randomness comes from the agent's generator (saved in ``state_dict``: a resumed run continues exactly).
 
 Diagnostic (no effect on training): every ``dormant_every`` updates, ``update`` also returns the tau-dormant ratio of
@@ -127,8 +131,8 @@ class MRQAgent:
         self.value = Value(int(zsa_dim), int(value_hdim), act[value_activ]).to(self.device)
         self.encoder_target, self.policy_target, self.value_target = (
             copy.deepcopy(m).requires_grad_(False) for m in (self.encoder, self.policy, self.value))
-        # fused: one kernel per parameter for the whole AdamW step (~5x faster than foreach on CPU; same update up
-        # to float rounding, ~1 ulp); foreach keeps the reference's exact op order (bench/mrq_parity.py).
+        # fused: one kernel for the whole AdamW step (~5x faster than foreach on CPU; the same update to float
+        # rounding, ~1 ulp); foreach keeps the reference's exact op order (bench/mrq_parity.py).
         kind = {"fused": True} if fused_adam else {"foreach": True}
         adamw = lambda m, lr, wd: torch.optim.AdamW(m.parameters(), lr=float(lr), weight_decay=float(wd),  # noqa: E731
                                                     **kind)

@@ -161,23 +161,24 @@ def test_fused_adamw_is_the_default_and_trains_like_foreach_to_float_rounding():
     assert moved > 5e-4
 
 
-def test_bf16_precision_is_opt_in_and_trains_close_to_fp32():
+@pytest.mark.parametrize("obs", ["state", "pixels"])
+def test_bf16_precision_is_opt_in_and_trains_close_to_fp32(obs):
     assert _agent().low_precision is None  # fp32 is the default
     with pytest.raises(ConfigError, match="precision='fp16'"):
         _agent(precision="fp16")
     seen = []
 
     def hook(module, args, out):
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
             seen.append(out.dtype)
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
-        low = _frozen_run("state", precision="bf16")
+        low = _frozen_run(obs, precision="bf16")
     finally:
         handle.remove()
-    assert torch.bfloat16 in seen and torch.float32 not in seen  # every Linear of the update ran in bf16
-    assert low == pytest.approx(_frozen_run("state"), rel=1e-1, abs=1e-2), low  # seen: <= 3%
+    assert torch.bfloat16 in seen and torch.float32 not in seen  # every Linear/Conv2d of the update ran in bf16
+    assert low == pytest.approx(_frozen_run(obs), rel=1e-1, abs=1e-2), low  # seen: <= 3%
 
 
 # ---------------------------------------------------------------------------------------------------- acting
