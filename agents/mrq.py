@@ -39,6 +39,7 @@ LayerNorm + activation, the output layer as is.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -302,10 +303,12 @@ class MRQAgent:
                    "q_target": float(q_target.mean()), "batch_reward": float(reward.mean())}
         return metrics, td_error, zs.float()
 
-    def _autocast(self) -> torch.autocast:
-        """bf16 autocast of the forwards when ``precision=bf16`` (parameters, optimiser and losses stay fp32)."""
-        return torch.autocast(self.device.type, dtype=self.low_precision or torch.bfloat16,
-                              enabled=self.low_precision is not None)
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast of the forwards when ``precision=bf16`` (parameters, optimiser and losses stay fp32);
+        a no-op context in fp32, so the default path runs exactly the ops it did without this option."""
+        if self.low_precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.low_precision)
 
     # ------------------------------------------------------------- diagnostics
     @torch.no_grad()
