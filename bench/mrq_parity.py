@@ -10,8 +10,9 @@ target-noise draw; then each takes ``--steps`` rounds of one encoder step (``enc
 policy step (n-step 3) on fresh batches, and the script prints the largest absolute difference of every loss,
 Q target and LAP priority over the rounds and of every parameter at the end (after one Adam step a parameter moves
 by ~lr * sign(grad), which hides gradient differences; later steps do not).
-By default robotrl runs with ``channels_last=False, fast_elu=False`` (the reference's exact ops); ``--defaults``
-compares the agent as configured (NHWC convs, ELU via exp - 1), where float rounding differs.
+By default robotrl runs with ``channels_last=False, fast_elu=False, fused_adam=False`` (the reference's exact ops);
+``--defaults`` compares the agent as configured (NHWC convs, ELU via exp - 1, fused AdamW), where float rounding
+differs.
 Augmentation is off on both sides (the shift draws come from different generators); ``robotrl.augment``'s tests
 show the integer shift equals the reference's grid_sample shift. Exit status 1 if a difference exceeds --tol.
 """
@@ -84,7 +85,7 @@ def run_case(mrq, pixels: bool, batch: int, seed: int, steps: int, defaults: boo
     space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (9, 84, 84), np.uint8)} if pixels else
                             {"state": gym.spaces.Box(-np.inf, np.inf, (24,), np.float32)})
     mine = MRQAgent(space, gym.spaces.Box(-1, 1, (action_dim,), np.float32), "cpu", pixel_augs=False,
-                    channels_last=defaults, fast_elu=defaults, seed=0)
+                    channels_last=defaults, fast_elu=defaults, fused_adam=defaults, seed=0)
     for name in ("encoder", "encoder_target", "policy", "policy_target", "value", "value_target"):
         copy_weights(getattr(ref, name), getattr(mine, name))
     ref.reward_scale, ref.target_reward_scale = mine.reward_scale, mine.target_reward_scale = 1.7, 1.3
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=3, help="encoder + value/policy steps on each side")
     parser.add_argument("--defaults", action="store_true",
-                        help="robotrl's fast defaults (channels_last convs, fast_elu) instead of the exact ops")
+                        help="robotrl's fast defaults (channels_last, fast_elu, fused AdamW) instead of the exact ops")
     parser.add_argument("--tol", type=float, default=1e-4)
     args = parser.parse_args()
     torch.set_num_threads(1)

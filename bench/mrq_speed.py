@@ -63,11 +63,11 @@ def reference_agent(mrq, pixels: bool, episodes, capacity: int, tuf: int):
     return agent
 
 
-def robotrl_agent(pixels: bool, episodes, capacity: int, tuf: int):
+def robotrl_agent(pixels: bool, episodes, capacity: int, tuf: int, precision: str = "fp32"):
     space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (9, 84, 84), np.uint8)} if pixels else
                             {"state": gym.spaces.Box(-np.inf, np.inf, (24,), np.float32)})
     agent = MRQAgent(space, gym.spaces.Box(-1, 1, (6,), np.float32), "cpu", num_expl_steps=0,
-                     target_update_freq=tuf, dormant_every=0, seed=0)
+                     target_update_freq=tuf, dormant_every=0, seed=0, precision=precision)
     replay = ReplayBuffer(capacity, space, 6, 3 if pixels else 1, nstep=3, seed=0, check_stack=False)
     key = "pixels" if pixels else "state"
     for frames, actions, rewards in episodes:
@@ -85,11 +85,11 @@ def time_cycle(run, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def bench(mrq, pixels: bool, rounds: int, tuf: int) -> tuple[float, float]:
+def bench(mrq, pixels: bool, rounds: int, tuf: int, precision: str = "fp32") -> tuple[float, float]:
     capacity, steps = (20_000, 2_000) if pixels else (1_000_000, 10_000)
     episodes = fill(pixels, steps, 500, seed=0)
     ref = reference_agent(mrq, pixels, episodes, capacity, tuf)
-    mine, replay = robotrl_agent(pixels, episodes, capacity, tuf)
+    mine, replay = robotrl_agent(pixels, episodes, capacity, tuf, precision)
     ref_rates, mine_rates = [], []
     for _ in range(rounds):
         ref_rates.append(time_cycle(lambda i: ref.train(), tuf))
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--state-tuf", type=int, default=250)
     parser.add_argument("--pixel-tuf", type=int, default=10)
     parser.add_argument("--only", choices=["state", "pixels"], default=None)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="robotrl's precision (bf16: the opt-in autocast; the reference stays fp32)")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
@@ -113,10 +115,11 @@ def main() -> None:
             if args.only and args.only != ("pixels" if pixels else "state"):
                 continue
             tuf = args.pixel_tuf if pixels else args.state_tuf
-            ref, mine = bench(mrq, pixels, args.rounds, tuf)
+            ref, mine = bench(mrq, pixels, args.rounds, tuf, args.precision)
             name = "pixels" if pixels else "state"
             print(f"{name}: reference {ref:.2f} updates/s, robotrl {mine:.2f} updates/s, ratio {mine / ref:.2f}x "
-                  f"(batch 256, target_update_freq {tuf}, median of {args.rounds} rounds)", flush=True)
+                  f"(batch 256, target_update_freq {tuf}, robotrl {args.precision}, median of {args.rounds} rounds)",
+                  flush=True)
 
 
 if __name__ == "__main__":

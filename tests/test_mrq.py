@@ -12,9 +12,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from robotrl.agents import make_agent
 from robotrl.agents.mrq import MRQAgent
-from robotrl.agents.mrq_nets import TwoHot
+from robotrl.agents.mrq_nets import TwoHot, fast_elu
 
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.replay import ReplayBuffer
@@ -107,9 +108,9 @@ FROZEN = {  # robotrl's own numbers (TINY dims, seeds below); bench/mrq_parity.p
 }
 
 
-def _frozen_run(obs: str) -> dict[str, float]:
+def _frozen_run(obs: str, **kwargs) -> dict[str, float]:
     torch.manual_seed(0)
-    agent = _agent(obs, channels_last=False, pixel_augs=False)
+    agent = _agent(obs, channels_last=False, pixel_augs=False, **kwargs)
     agent.reward_scale, agent.target_reward_scale = 1.7, 1.3
     g = torch.Generator().manual_seed(1)
     key, shape = ("pixels", (9, 36, 36)) if obs == "pixels" else ("state", (5,))
@@ -128,6 +129,56 @@ def _frozen_run(obs: str) -> dict[str, float]:
 def test_frozen_regression_numbers(obs):
     got = _frozen_run(obs)
     assert got == pytest.approx(FROZEN[obs], rel=1e-4, abs=1e-6), got
+
+
+def test_fast_elu_matches_f_elu_forward_and_backward():
+    x = torch.cat([torch.linspace(-20, 20, 4001), torch.linspace(-1e-3, 1e-3, 2001), torch.tensor([0.0, -0.0])])
+    x = x.requires_grad_()
+    y = fast_elu(x)
+    ref_x = x.detach().clone().requires_grad_()
+    ref = F.elu(ref_x)
+    torch.testing.assert_close(y, ref, atol=1e-7, rtol=0)
+    grad = torch.randn_like(x)
+    y.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(x.grad, ref_x.grad, atol=1e-6, rtol=0)
+
+
+def test_fused_adamw_is_the_default_and_trains_like_foreach_to_float_rounding():
+    runs = {}
+    for fused in (True, False):  # False: foreach, the reference's op order (bench/mrq_parity.py's exact ops)
+        torch.manual_seed(0)
+        agent, replay = _agent("state", fused_adam=fused), _replay(_spaces("state")[0])
+        start = copy.deepcopy(agent.value.state_dict())
+        for step in range(4):
+            agent.update(replay, step)
+        runs[fused] = agent
+    assert _agent().value_opt.defaults["fused"] and not runs[False].value_opt.defaults["fused"]
+    for name in ("encoder", "value", "policy"):
+        for a, b in zip(getattr(runs[True], name).parameters(), getattr(runs[False], name).parameters(), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)  # seen: 3e-8; 4 AdamW steps move weights by ~1e-3
+    moved = max(float((v - runs[True].value.state_dict()[k]).abs().max()) for k, v in start.items())
+    assert moved > 5e-4
+
+
+@pytest.mark.parametrize("obs", ["state", "pixels"])
+def test_bf16_precision_is_opt_in_and_trains_close_to_fp32(obs):
+    assert _agent().low_precision is None  # fp32 is the default
+    with pytest.raises(ConfigError, match="precision='fp16'"):
+        _agent(precision="fp16")
+    seen = []
+
+    def hook(module, args, out):
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+            seen.append(out.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        low = _frozen_run(obs, precision="bf16")
+    finally:
+        handle.remove()
+    assert torch.bfloat16 in seen and torch.float32 not in seen  # every Linear/Conv2d of the update ran in bf16
+    assert low == pytest.approx(_frozen_run(obs), rel=1e-1, abs=1e-2), low  # seen: <= 3%
 
 
 # ---------------------------------------------------------------------------------------------------- acting
