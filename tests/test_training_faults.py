@@ -16,7 +16,6 @@ import functools
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 
 from robotrl.workflows.train import Trainer
+from tests.worker_faults import InjectedFault
 
 FAST_VEC = ["env.num_envs=2", "env.obs_type=state", "env.max_episode_steps=20", "frames=80", "seed_frames=20",
             "eval_episodes=1", "eval_at_start=false", "save_video=false", "tensorboard=false"]
@@ -70,24 +70,13 @@ def test_killed_worker_during_training_is_restarted_and_its_steps_are_not_frames
 
 
 # ------------------------------------------------------------------------------------------ case 14: hang, raise
-class FaultyEnv(gym.Wrapper):
+class FaultyEnv(InjectedFault, gym.Wrapper):
     """A contract env whose ``kind`` call number ``at`` hangs (``hang_reset``) or raises (``raise_step``), once per
-    test: the marker file is written first, so the restarted worker plays on normally."""
+    test (:class:`tests.worker_faults.InjectedFault`)."""
 
     def __init__(self, env: gym.Env, kind: str, at: int, marker: str) -> None:
         super().__init__(env)
         self.kind, self.at, self.marker, self.calls = kind, at, Path(marker), 0
-
-    def _maybe_fail(self, call: str) -> None:
-        if not self.kind.endswith(call):
-            return
-        self.calls += 1
-        if self.calls != self.at or self.marker.exists():
-            return
-        self.marker.write_text(self.kind)
-        if self.kind == "hang_reset":
-            time.sleep(3600)  # a camera that never answers: the vector env's worker_timeout_s kills it
-        raise RuntimeError("injected: EGL context lost")
 
     def reset(self, **kwargs: Any):
         self._maybe_fail("reset")

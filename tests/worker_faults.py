@@ -12,7 +12,28 @@ import gymnasium as gym
 import numpy as np
 
 
-class FaultyCounter(gym.Env):
+class InjectedFault:
+    """Call number ``at`` of ``kind`` (``hang_reset`` or ``raise_step``) hangs or raises, once per test: the marker
+    file is written first, so the restarted worker plays on normally. No marker: no fault."""
+
+    kind: str = ""
+    at: int = 0
+    calls: int = 0
+    marker: Path | None = None
+
+    def _maybe_fail(self, call: str) -> None:
+        if self.marker is None or not self.kind.endswith(call):
+            return
+        self.calls += 1
+        if self.calls != self.at or self.marker.exists():
+            return
+        self.marker.write_text(self.kind)
+        if self.kind == "hang_reset":
+            time.sleep(3600)  # a camera that never answers: the vector env's timeout kills the worker
+        raise RuntimeError("injected: EGL context lost")
+
+
+class FaultyCounter(InjectedFault, gym.Env):
     """``obs["state"] = [reset seed mod 997, t]``; episodes of ``length`` steps."""
 
     observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)})
@@ -23,17 +44,6 @@ class FaultyCounter(gym.Env):
         self.length, self.kind, self.at, self.calls = length, kind, at, 0
         self.marker = Path(marker) if marker else None
         self.seed_id, self.t = -1, 0
-
-    def _maybe_fail(self, call: str) -> None:
-        if self.marker is None or not self.kind.endswith(call):
-            return
-        self.calls += 1
-        if self.calls != self.at or self.marker.exists():
-            return
-        self.marker.write_text(self.kind)
-        if self.kind == "hang_reset":
-            time.sleep(3600)  # a camera that never answers: the vector env's timeout_s kills the worker
-        raise RuntimeError("injected: EGL context lost")
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {"state": np.array([self.seed_id, self.t], np.float32)}
