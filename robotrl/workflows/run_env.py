@@ -93,14 +93,20 @@ def compose_robot(robot: str, overrides: dict[str, Any] | None = None, base: dic
     if "cameras" in overrides or "cameras" in base:
         cfg.pop("cameras", None)
     cfg.merge_with(base)
+    _apply_overrides(cfg, "robot", overrides)
+    return {"robot": OmegaConf.to_container(cfg, resolve=True),  # type: ignore[dict-item]
+            "robot_env": OmegaConf.to_container(composed.robot_env, resolve=True)}  # type: ignore[dict-item]
+
+
+def _apply_overrides(cfg: Any, group: str, overrides: dict[str, Any]) -> None:
+    """``group.KEY=VALUE`` command-line ``overrides`` onto ``cfg`` (the group's composed settings), each value read
+    by :func:`_parsed`; a value the settings cannot take is one ConfigError line."""
     for key, value in overrides.items():
-        parsed = _parsed(f"robot.{key}", value)
+        parsed = _parsed(f"{group}.{key}", value)  # a sweep is its own one-line error
         try:
             OmegaConf.update(cfg, key, parsed, merge=True)
         except Exception as exc:
-            raise ConfigError(f"bad robot override {key}={value!r}: {' '.join(str(exc).split())}") from None
-    return {"robot": OmegaConf.to_container(cfg, resolve=True),  # type: ignore[dict-item]
-            "robot_env": OmegaConf.to_container(composed.robot_env, resolve=True)}  # type: ignore[dict-item]
+            raise ConfigError(f"bad {group} override {key}={value!r}: {' '.join(str(exc).split())}") from None
 
 
 def _parsed(key: str, value: Any) -> Any:
@@ -129,11 +135,7 @@ def compose_teleop(teleop: str, overrides: dict[str, Any] | None = None) -> dict
     if teleop not in group_options("teleop"):
         raise ConfigError(f"unknown teleop {teleop!r}; valid: {sorted(group_options('teleop'))}")
     cfg = OmegaConf.create(OmegaConf.to_container(compose_config([f"teleop={teleop}"]).teleop))
-    for key, value in (overrides or {}).items():
-        try:
-            OmegaConf.update(cfg, key, _parsed(f"teleop.{key}", value), merge=True)
-        except Exception as exc:
-            raise ConfigError(f"bad teleop override {key}={value!r}: {' '.join(str(exc).split())}") from None
+    _apply_overrides(cfg, "teleop", overrides or {})
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
