@@ -265,8 +265,9 @@ class RewardWrapper(gym.Wrapper):
         self.predicts_success = _check_wrapper_args(model, mode, render_size, terminate_on_success, name)
         self.guard = GuardedModel(model, name, self.predicts_success, timeout_s, max_consecutive_failures)
         self.model, self.mode, self.weight = model, mode, float(weight)
-        self.resets_model = reward_capabilities(model).resets_per_episode
-        if reward_capabilities(model).binds_env:  # models that read the simulator (KAGI's keypoints) need the env
+        caps = reward_capabilities(model)
+        self.resets_model = caps.resets_per_episode
+        if caps.binds_env:  # models that read the simulator (KAGI's keypoints) need the env
             model.bind(env)
         self.render_size = None if render_size is None else int(render_size)
         self.terminate_on_success = bool(terminate_on_success)
