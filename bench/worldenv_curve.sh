@@ -17,7 +17,8 @@ stop=(); [ -n "$STOP_AT" ] && stop=(--stop-at "$STOP_AT")
 csvs=()
 for seed in "${seeds[@]}"; do
   out=runs/curve/seed$seed
-  for stage in collect train-vla collect; do
+  # once the curve has started, the run's config carries the curve's model.steps, which SETTINGS' 300 would undo
+  [ -d $out/curve/models ] || for stage in collect train-vla collect; do
     start=$(date +%s)
     nice -n 10 .venv/bin/robotrl worldenv $stage out=$out seed=$seed $SETTINGS
     echo "seed $seed $stage: $(( $(date +%s) - start )) s" | tee -a $out/timing.txt
