@@ -275,6 +275,13 @@ def gate(run: Path, steps: list[int], n: int, stop: dt.datetime | None, reflecto
         print(f"curve gate: {step} steps: {report['verdict']}")
 
 
+def reflector_rule(refl: dict[str, Any]) -> dict[str, Any]:
+    """The chosen termination rule's held-out episode agreement (reports before the threshold was chosen too: theirs
+    is by frames in a row at the fixed threshold)."""
+    ep = refl["episodes"]
+    return ep["rules"][ep["best"]] if "rules" in ep else ep["by_consecutive"][str(refl["consecutive"])]
+
+
 def curve_row(seed: str, rep: dict[str, Any], seconds: float) -> dict[str, Any]:
     """One csv row: the model's action report, the reflector, the gate."""
     c, a, m = rep["ceiling"], rep["agreement"], rep["model_report"]
@@ -287,7 +294,8 @@ def curve_row(seed: str, rep: dict[str, Any], seconds: float) -> dict[str, Any]:
         "frame_mse_recorded": fm["recorded"], "frame_mse_other": fm["other_episode"], "frame_mse_zero": fm["zero"],
         "frames_follow": m.get("frames_follow_actions"),
         "reflector_consecutive": refl["consecutive"],
-        "reflector_episode_agreement": refl["episodes"]["by_consecutive"][str(refl["consecutive"])]["accuracy"],
+        "reflector_threshold": refl.get("threshold", 0.5),
+        "reflector_episode_agreement": reflector_rule(refl)["accuracy"],
         "pearson": rep["pearson"], "pearson_lo": rep["pearson_ci95"][0], "pearson_hi": rep["pearson_ci95"][1],
         "pearson_undefined": rep["pearson_undefined_resamples"], "spearman": rep["spearman"],
         "ceiling": c["median"], "ceiling_lo": c["ci95"][0], "ceiling_hi": c["ci95"][1],
@@ -301,12 +309,21 @@ def curve_row(seed: str, rep: dict[str, Any], seconds: float) -> dict[str, Any]:
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    """Add ``row``; a file written with other columns (an older version of this script) is rewritten with the union
+    of both (through a temp file), so no value lands under another column's header."""
+    old = list(csv.DictReader(path.open())) if path.is_file() else []
+    fields = list(old[0]) if old else []
+    if old and set(row) <= set(fields):
+        with path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=fields).writerow(row)
+        return
+    fields += [k for k in row if k not in fields]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows([*old, row])
+    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------------ table role

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from worldenv_curve import TRIVIAL, episode_seeds, point_dir  # bench/ is sys.path[0] when run as a script
 
 
@@ -75,11 +74,12 @@ def frames(run: Path, n: int) -> None:
 
 
 def judge(run: Path, n: int) -> None:
+    from robotrl.rewards.reflector import load_reflector
+
     from robotrl.workflows.worldenv.fidelity import gate_report
     from robotrl.workflows.worldenv.policies import score_frames
     from robotrl.workflows.worldenv.settings import load_config
     from robotrl.world import fired_steps, termination_rule
-    from robotrl.rewards.reflector import load_reflector
 
     files = sorted((run / "curve" / f"sim_frames_e{n}").glob("[0-9][0-9].npz"))
     if not files:
@@ -129,7 +129,8 @@ def judge(run: Path, n: int) -> None:
         })
         print(f"decompose: {d.name}: reflector on simulator frames r {fmt(rep['pearson'])} "
               f"[{fmt(rep['pearson_ci95'][0])}, {fmt(rep['pearson_ci95'][1])}], agreement "
-              f"{fmt(rep['agreement']['agreement'])}; the gate (WorldEnv) r {fmt(gate and gate['pearson'])}", flush=True)
+              f"{fmt(rep['agreement']['agreement'])}; the gate (WorldEnv) r {fmt(gate and gate['pearson'])}",
+              flush=True)
     path = run / "curve" / f"decompose_e{n}.csv"
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(out_rows[0]))

@@ -33,7 +33,8 @@ def main(runs: list[Path]) -> None:
         refl, post, fid = rep["reflector"], rep["post"], rep["fidelity"]
         im = refl.get("imagined", {})
         k = refl.get("consecutive", 1)
-        agree = refl.get("episodes", {}).get("by_consecutive", {}).get(str(k), {})
+        ep = refl.get("episodes", {})
+        agree = ep["rules"][ep["best"]] if "rules" in ep else ep.get("by_consecutive", {}).get(str(k), {})
         b, a = post["before"]["mean"], post["after"]["mean"]
         triv = post.get("trivial", {})
         ws = [p["world_success"] for p in fid["policies"]]

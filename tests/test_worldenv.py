@@ -393,6 +393,7 @@ def test_cli_worldenv_errors_are_one_line(tmp_path, capsys):
         main(main_ok)  # fails on the missing checkpoint, after saving its (good) settings
     capsys.readouterr()
     for bad, needle in (("reflector.imagined=2", "reflector.imagined=2.0"), ("reflector.consecutive=0", "auto"),
+                        ("reflector.threshold=1.5", "reflector.threshold=1.5, expected auto or a number"),
                         ("eval.trivial=[wiggle]", "'wiggle'"), ("model.dynamics=gan", "'gan'")):
         with pytest.raises(SystemExit) as e:
             main(["worldenv", "collect", f"out={tmp_path}", bad])

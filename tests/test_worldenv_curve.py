@@ -3,6 +3,7 @@ says -- cutting a larger measurement to fewer episodes, the csv row built from t
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -70,6 +71,31 @@ def test_csv_row_is_the_gate_report(curve):
     learned = [r for r in measured if r["policy"].startswith("vla")]
     assert row["sim_max"] == max(r["sim_success"] for r in learned)  # random / zero actions are not in the range
     assert row["world_min"] == min(r["world_success"] for r in learned)
+
+
+def test_csv_row_reads_the_chosen_rule_and_an_older_file_gets_the_new_columns(curve, tmp_path):
+    report = gate_report(rows(10, [0.1, 0.4, 0.8], seed=2), TASKS, 10, 0.8, 100, 0)
+    report.update(model_step=300, model_report={"frame_mse": {"recorded": 0.002, "other_episode": 0.005,
+                                                              "zero": 0.004}})
+    report["reflector_report"] = {"consecutive": 1, "episodes": {"by_consecutive": {"1": {"accuracy": 0.5}}}}
+    old = curve.curve_row("seed1", report, 1.0)
+    del old["reflector_threshold"]  # a row of the version before the threshold was chosen
+    path = tmp_path / "curve.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(old))
+        w.writeheader()
+        w.writerow(old)
+    report["model_step"] = 550
+    report["reflector_report"] = {"threshold": 0.9, "consecutive": 4, "episodes": {
+        "best": "0.9/4", "rules": {"0.9/4": {"accuracy": 0.83}, "0.5/1": {"accuracy": 0.75}}}}
+    new = curve.curve_row("seed1", report, 1.0)
+    assert (new["reflector_threshold"], new["reflector_consecutive"], new["reflector_episode_agreement"]) == (
+        0.9, 4, 0.83)
+    curve.append_row(path, new)
+    got = list(csv.DictReader(path.open()))
+    assert [r["model_steps"] for r in got] == ["300", "550"]
+    assert [r["reflector_threshold"] for r in got] == ["", "0.9"]
+    assert all(r["pearson"] == str(report["pearson"]) for r in got)  # every value under its own header
 
 
 @pytest.mark.parametrize("bad", ["1200,300", "300,300", "0,300", "300,abc", ""])

@@ -14,6 +14,7 @@ import torch
 
 from robotrl.cli import main
 from robotrl.workflows.worldenv.fit import fit, state_dir
+from robotrl.workflows.worldenv.reflector import AUTO_THRESHOLDS
 
 
 def test_fit_clips_the_gradient_to_the_configured_norm(tmp_path):
@@ -191,7 +192,9 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     assert set(report["trivial"]) == {"random", "zero"} and "success" in report["trivial"]["zero"]["mean"]
     refl = json.loads((out / "reflector" / "report.json").read_text())
     assert refl["episodes"]["source"] == "imagined" and 1 <= refl["consecutive"] <= 10
-    assert load_reflector(out / "reflector" / "reflector.pt").consecutive == refl["consecutive"]
+    assert refl["threshold"] in AUTO_THRESHOLDS and len(refl["episodes"]["rules"]) == 60
+    saved_reflector = load_reflector(out / "reflector" / "reflector.pt")
+    assert (saved_reflector.threshold, saved_reflector.consecutive) == (refl["threshold"], refl["consecutive"])
     fid = fidelity(out, TINY)
     saved = json.loads((out / "fidelity" / "report.json").read_text())
     # snapshot at 10 + final BC (20) + post-trained, at 2 noise levels, the final BC holding still half the time,
@@ -224,3 +227,41 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     for folder, name in (("vla", "step_0000020"), ("model", "step_0000004"), ("reflector", "step_0000004"),
                          ("post", "iteration_0000002")):
         assert resolve_checkpoint(out / folder / "checkpoints").name == name
+
+
+class ScoresInFrames:
+    """A reflector whose score of a frame is written in its first pixel (score * 255)."""
+
+    threshold = 0.5
+
+    def score(self, frames, instructions):
+        return np.asarray(frames)[:, 0, 0, 0] / 255.0
+
+
+def _episode(scores, success_from=None):
+    frames = np.zeros((len(scores), 2, 2, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.round(np.asarray(scores) * 255)
+    success = np.zeros(len(scores), bool)
+    if success_from is not None:
+        success[success_from:] = True
+    return frames, success, "x"
+
+
+def test_the_termination_rule_is_chosen_by_balanced_accuracy_not_by_the_majority_of_successes():
+    from robotrl.workflows.worldenv.reflector import AUTO_CONSECUTIVE, episode_agreement
+
+    # 9 successes (scores 0.97 from step 10 on) and 3 failures: one spike of 0.9, a plateau at 0.55, three frames
+    # at 0.75. Firing on everything agrees with 9 of 12 -- the old choice by plain accuracy; one rule separates all
+    success = [_episode([0.1] * 10 + [0.97] * 10, success_from=10) for _ in range(9)]
+    failed = [_episode([0.1] * 5 + [0.9] + [0.1] * 14), _episode([0.55] * 20),
+              _episode([0.1] * 5 + [0.75] * 3 + [0.1] * 12)]
+    report = episode_agreement(ScoresInFrames(), success + failed, "imagined", AUTO_THRESHOLDS, AUTO_CONSECUTIVE)
+    rules = report["rules"]
+    assert rules["0.5/1"]["accuracy"] == 0.75 and rules["0.5/1"]["balanced_accuracy"] == 0.5
+    best = rules[report["best"]]
+    assert best["balanced_accuracy"] == 1.0 and best["threshold"] >= 0.8 and best["consecutive"] >= 4
+    # ties go to the stricter rule: the strictest one that still fires on every success
+    assert (best["threshold"], best["consecutive"]) == (0.95, 10)
+    # a fixed rule is reported as it is, never replaced
+    fixed = episode_agreement(ScoresInFrames(), success + failed, "imagined", (0.5,), (1,))
+    assert fixed["best"] == "0.5/1" and list(fixed["rules"]) == ["0.5/1"]

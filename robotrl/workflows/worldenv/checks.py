@@ -30,7 +30,7 @@ FLOATS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "collect.noise_std": (0, None, True, False), "vla.lr": (0, None, False, False),
     "vla.init_log_scale": (None, None, False, False), "model.context_noise": (0, None, True, False),
     "model.lr": (0, None, False, False), "model.kl_weight": (0, None, True, False),
-    "reflector.lr": (0, None, False, False), "reflector.threshold": (0, 1, False, False),
+    "reflector.lr": (0, None, False, False),
     "reflector.imagined": (0, 1, True, True), "post_train.clip_eps": (0, None, False, False),
     "post_train.lr": (0, None, False, False), "post_train.bc_weight": (0, None, True, False),
     "fidelity.min_r": (-1, 1, False, True),
@@ -97,6 +97,8 @@ def check_config(cfg: Any) -> None:
     r = cfg.reflector
     if str(r.consecutive) != "auto" and not (str(r.consecutive).isdigit() and int(r.consecutive) >= 1):
         raise ConfigError(f"reflector.consecutive={r.consecutive!r}, expected auto or frames in a row >= 1")
+    if str(r.threshold) != "auto" and not (_is_number(r.threshold) and 0 < float(r.threshold) < 1):
+        raise ConfigError(f"reflector.threshold={r.threshold!r}, expected auto or a number > 0 and < 1")
     for key in ("eval.trivial", "fidelity.trivial"):
         section, name = key.split(".")
         bad = [k for k in cfg[section][name] if k not in TRIVIAL_KINDS]
