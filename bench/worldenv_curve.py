@@ -282,6 +282,18 @@ def reflector_rule(refl: dict[str, Any]) -> dict[str, Any]:
     return ep["rules"][ep["best"]] if "rules" in ep else ep["by_consecutive"][str(refl["consecutive"])]
 
 
+def checkpoints_only(rep: dict[str, Any]) -> dict[str, Any]:
+    """r over the checkpoints alone, without the degraded policies (computed from the rows of a gate report that
+    predates its ``checkpoints_only``)."""
+    if "checkpoints_only" in rep:
+        return rep["checkpoints_only"]
+    from robotrl.workflows.worldenv.fidelity import correlations
+
+    ckpt = [r for r in rep["policies"] if r["policy"] not in TRIVIAL and "+hold" not in r["policy"]]
+    return correlations(np.array([r["sim_success"] for r in ckpt]), np.array([r["world_success"] for r in ckpt]),
+                        int(rep.get("bootstrap", 1000)), 0)
+
+
 def curve_row(seed: str, rep: dict[str, Any], seconds: float) -> dict[str, Any]:
     """One csv row: the model's action report, the reflector, the gate."""
     c, a, m = rep["ceiling"], rep["agreement"], rep["model_report"]
@@ -302,6 +314,7 @@ def curve_row(seed: str, rep: dict[str, Any], seconds: float) -> dict[str, Any]:
         "agreement": a["agreement"], "agreement_lo": a["ci95"][0], "agreement_hi": a["ci95"][1],
         "agreement_independent_perfect": a.get("independent_perfect_model"),
         "pearson_with_trivial": rep["with_trivial"]["pearson"],
+        "pearson_checkpoints": checkpoints_only(rep)["pearson"],
         "world_min": min(r["world_success"] for r in learned), "world_max": max(r["world_success"] for r in learned),
         "sim_min": min(r["sim_success"] for r in learned), "sim_max": max(r["sim_success"] for r in learned),
         "status": rep["status"], "verdict": rep["verdict"], "point_seconds": round(seconds),
@@ -329,12 +342,18 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------ table role
 def table(csvs: list[Path], out: Path) -> None:
     # a point gated again (a restarted gate) appears twice: the last row of each (run, episodes, steps) counts
-    last = {(r["run"], int(r["episodes_per_task"]), int(r["model_steps"])): r for p in csvs for r in
+    last = {(r["run"], int(r["episodes_per_task"]), int(r["model_steps"])): (r, p) for p in csvs for r in
             csv.DictReader(p.open())}
-    rows = [last[k] for k in sorted(last)]
+    rows = []
+    for (_, n, step), (r, p) in sorted(last.items()):
+        report = p.parent / f"step{step:05d}" / f"report_e{n}.json"
+        if not r.get("pearson_checkpoints") and report.is_file():  # a row from before that column: its report's
+            r["pearson_checkpoints"] = checkpoints_only(json.loads(report.read_text()))["pearson"]
+        rows.append(r)
     out.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r))  # rows of older versions lack the newer columns
     with (out / "curve.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
 
@@ -347,7 +366,7 @@ def table(csvs: list[Path], out: Path) -> None:
 
     lines = ["| run | episodes per task | model steps | frame MSE recorded / other / zero actions | Pearson r [95% CI] "
              "(undefined resamples) | Spearman | noise ceiling [95%] | paired agreement [95% CI] (indep. perfect) | "
-             "r with trivial | WorldEnv range (learned) | verdict |", "|" + "---|" * 11]
+             "r with trivial | r over checkpoints alone | WorldEnv range (learned) | verdict |", "|" + "---|" * 12]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['episodes_per_task']} | {r['model_steps']} | {f(r['frame_mse_recorded'], '.4f')} / "
@@ -355,7 +374,8 @@ def table(csvs: list[Path], out: Path) -> None:
             f"[{f(r['pearson_lo'])}, {f(r['pearson_hi'])}] "
             f"({r['pearson_undefined']}) | {f(r['spearman'])} | {f(r['ceiling'])} [{f(r['ceiling_lo'])}, "
             f"{f(r['ceiling_hi'])}] | {f(r['agreement'])} [{f(r['agreement_lo'])}, {f(r['agreement_hi'])}] "
-            f"({f(r['agreement_independent_perfect'])}) | {f(r['pearson_with_trivial'])} | {f(r['world_min'])}-"
+            f"({f(r['agreement_independent_perfect'])}) | {f(r['pearson_with_trivial'])} | "
+            f"{f(r.get('pearson_checkpoints'))} | {f(r['world_min'])}-"
             f"{f(r['world_max'])} | {r['status']} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

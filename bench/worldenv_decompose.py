@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from worldenv_curve import TRIVIAL, episode_seeds, point_dir  # bench/ is sys.path[0] when run as a script
+
+# bench/ is sys.path[0] when run as a script
+from worldenv_curve import TRIVIAL, checkpoints_only, episode_seeds, point_dir
 
 
 def frames(run: Path, n: int) -> None:
@@ -88,7 +90,7 @@ def judge(run: Path, n: int) -> None:
     policies = [np.load(f) for f in files]
     out_rows = []
     for d in sorted((run / "curve").glob("step[0-9]*")):
-        if not (d / "reflector" / "reflector.pt").is_file():
+        if not d.name[4:].isdigit() or not (d / "reflector" / "reflector.pt").is_file():  # not a post-train folder
             continue
         reflector = load_reflector(d / "reflector" / "reflector.pt", "cpu")
         threshold, consecutive = termination_rule(reflector)
@@ -123,7 +125,9 @@ def judge(run: Path, n: int) -> None:
             "judge_success_min": min(r["world_success"] for r in learned),
             "judge_success_max": max(r["world_success"] for r in learned),
             "judge_pearson_with_trivial": rep["with_trivial"]["pearson"],
+            "judge_pearson_checkpoints": checkpoints_only(rep)["pearson"],
             "gate_pearson": gate["pearson"] if gate else None,
+            "gate_pearson_checkpoints": checkpoints_only(gate)["pearson"] if gate else None,
             "gate_agreement": gate["agreement"]["agreement"] if gate else None,
             "ceiling": rep["ceiling"]["median"],
         })
@@ -146,14 +150,14 @@ def fmt(v: Any) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     f = fmt
     lines = ["| run | model steps | frames in a row | reflector FPR on simulator frames | reflector on simulator "
-             "frames: r [95% CI] | agreement | success range (learned) | r with trivial | WorldEnv gate: r | "
-             "agreement | noise ceiling |", "|" + "---|" * 11]
+             "frames: r [95% CI] | agreement | success range (learned) | r over checkpoints alone | WorldEnv gate: r | "
+             "agreement | r over checkpoints alone | noise ceiling |", "|" + "---|" * 12]
     for r in rows:
         lines.append(f"| {r['run']} | {r['model_steps']} | {r['consecutive']} | {f(r['frame_fpr'])} | "
                      f"{f(r['judge_pearson'])} [{f(r['judge_lo'])}, {f(r['judge_hi'])}] | {f(r['judge_agreement'])} | "
                      f"{f(r['judge_success_min'])}-{f(r['judge_success_max'])} | "
-                     f"{f(r['judge_pearson_with_trivial'])} | {f(r['gate_pearson'])} | {f(r['gate_agreement'])} | "
-                     f"{f(r['ceiling'])} |")
+                     f"{f(r['judge_pearson_checkpoints'])} | {f(r['gate_pearson'])} | {f(r['gate_agreement'])} | "
+                     f"{f(r['gate_pearson_checkpoints'])} | {f(r['ceiling'])} |")
     return "\n".join(lines)
 
 

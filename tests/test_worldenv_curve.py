@@ -92,10 +92,29 @@ def test_csv_row_reads_the_chosen_rule_and_an_older_file_gets_the_new_columns(cu
     assert (new["reflector_threshold"], new["reflector_consecutive"], new["reflector_episode_agreement"]) == (
         0.9, 4, 0.83)
     curve.append_row(path, new)
+    curve.table([path], tmp_path / "out")  # rows with and without the newer columns in one table
+    assert len((tmp_path / "out" / "table.md").read_text().splitlines()) == 4
     got = list(csv.DictReader(path.open()))
     assert [r["model_steps"] for r in got] == ["300", "550"]
     assert [r["reflector_threshold"] for r in got] == ["", "0.9"]
     assert all(r["pearson"] == str(report["pearson"]) for r in got)  # every value under its own header
+
+
+def test_the_gate_reports_r_over_the_checkpoints_alone_beside_the_verdict():
+    """Degraded policies (held still) fail in both: they give r its spread. Over the checkpoints alone a WorldEnv that
+    says every checkpoint succeeds has no r at all, whatever the verdict over the whole learned set."""
+    measured = rows(20, [0.3, 0.5, 0.6, 0.1, 0.0], seed=4)
+    for r in measured[3:5]:
+        r["policy"] += "+hold0.9"
+    for r in measured[:3]:  # WorldEnv: every checkpoint succeeds in every episode
+        r["world_episodes"] = {t: [True] * 20 for t in TASKS}
+        r["world_success"] = 1.0
+    for r in measured[3:5]:
+        r["world_episodes"] = {t: [False] * 20 for t in TASKS}
+        r["world_success"] = 0.0
+    report = gate_report(measured, TASKS, 20, 0.8, 200, 0)
+    assert report["n_policies"] == 5 and report["pearson"] > 0.8  # carried by moves vs stays
+    assert report["checkpoints_only"]["n_policies"] == 3 and np.isnan(report["checkpoints_only"]["pearson"])
 
 
 @pytest.mark.parametrize("bad", ["1200,300", "300,300", "0,300", "300,abc", ""])

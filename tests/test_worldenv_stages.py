@@ -202,6 +202,7 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     assert len(saved["policies"]) == 3 * 2 + 1 + 2
     assert [p["policy"] for p in saved["policies"][-3:]] == ["vla/vla.pt+hold0.5", "random", "zero"]
     assert saved["n_policies"] == 3 * 2 + 1 and saved["with_trivial"]["n_policies"] == 3 * 2 + 1 + 2  # learned only
+    assert saved["checkpoints_only"]["n_policies"] == 3 * 2  # the degraded one left out
     assert saved["status"] == "underpowered"  # 1 episode per task: no verdict
     # an interrupted gate resumes: rows already measured are kept, the missing one is measured again
     rows = json.loads((out / "fidelity" / "rows.json").read_text())
