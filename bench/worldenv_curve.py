@@ -12,6 +12,8 @@ Two roles run side by side on one finished ``collect, train-vla, collect`` run (
   (``fidelity.gate_report``: r over the learned policies, noise ceiling, agreement, verdict) -> one row of
   ``RUN/curve/curve.csv`` and ``RUN/curve/step<N>/report_e<E>.json``; a point measured with more episodes per task
   is cut to the first E (same seeds) instead of measured again.
+* ``regate RUN --episodes E``: the gate again, with the current ``gate_report``, over every point's measured episodes
+  (a change to the verdict's rule, nothing rolled out again);
 * ``table CSV... --out DIR``: the markdown table and the plot of ``docs/results/worldenv/curve/``.
 
 Both roles stop starting new work that would end after ``--stop-at HH:MM`` (UTC). The stage code is 6f7d38a's,
@@ -339,6 +341,45 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+# ------------------------------------------------------------------------------------------------ regate role
+def regate(run: Path, n: int) -> None:
+    """The gate again over every point's measured episodes (``rows_e<n>.json``: nothing is rolled out again) with
+    the current ``gate_report``; rewrites each ``report_e<n>.json`` and ``RUN/curve/curve.csv`` (through temp files),
+    keeping each point's model and reflector reports and its measured cost."""
+    from robotrl.workflows.worldenv.fidelity import gate_report
+    from robotrl.workflows.worldenv.settings import load_config
+
+    old_csv = run / "curve" / "curve.csv"
+    cost = {(int(r["episodes_per_task"]), int(r["model_steps"])): float(r["point_seconds"])
+            for r in (csv.DictReader(old_csv.open()) if old_csv.is_file() else [])}
+    new_rows = []
+    for d in sorted((run / "curve").glob("step[0-9][0-9][0-9][0-9][0-9]")):
+        old = d / f"report_e{n}.json"
+        if not old.is_file():
+            continue
+        before = json.loads(old.read_text())
+        rows = json.loads((d / f"rows_e{n}.json").read_text())["rows"]
+        cfg = load_config(d, [])
+        f = cfg.fidelity
+        report = gate_report(rows, list(cfg.tasks), n, float(f.min_r), int(f.bootstrap), int(cfg.seed))
+        for k in ("model_step", "model_report", "reflector_report"):
+            report[k] = before[k]
+        tmp = old.with_name(old.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=1, default=float))
+        tmp.replace(old)
+        new_rows.append(curve_row(run.name, report, cost.get((n, report["model_step"]), float("nan"))))
+        print(f"curve regate: {d.name}: {report['verdict']}")
+    kept = [r for r in (csv.DictReader(old_csv.open()) if old_csv.is_file() else [])
+            if int(r["episodes_per_task"]) != n]
+    fields = list(dict.fromkeys(k for r in [*kept, *new_rows] for k in r))
+    tmp = old_csv.with_name("curve.csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows([*kept, *new_rows])
+    tmp.replace(old_csv)
+
+
 # ------------------------------------------------------------------------------------------------ table role
 def table(csvs: list[Path], out: Path) -> None:
     # a point gated again (a restarted gate) appears twice: the last row of each (run, episodes, steps) counts
@@ -416,7 +457,7 @@ def plot(rows: list[dict[str, str]], png: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("role", choices=["train", "gate", "table"])
+    p.add_argument("role", choices=["train", "gate", "regate", "table"])
     p.add_argument("paths", nargs="+", type=Path, help="train/gate: one run folder; table: curve.csv files")
     p.add_argument("--steps", default="300,1200,3000", help="world-model steps of the curve's points")
     p.add_argument("--episodes", type=int, default=20, help="gate episodes per task per policy (20: the default)")
@@ -431,6 +472,8 @@ def main(argv: list[str] | None = None) -> None:
                  f"{[str(x) for x in a.paths]}")
     if a.episodes < 2:
         sys.exit(f"--episodes {a.episodes}: expected >= 2 per task")
+    if a.role == "regate":
+        return regate(a.paths[0], a.episodes)
     steps, stop = parse_steps(a.steps), stop_time(a.stop_at)
     if a.role == "train":
         train(a.paths[0], steps, stop)

@@ -148,3 +148,37 @@ def test_point_cut_to_fewer_episodes_keeps_pairs(curve, tmp_path):
             assert a[f"{k}_success"] == pytest.approx(np.mean(sum((b[f"{k}_episodes"][t][:3] for t in TASKS), [])))
     assert curve.world_truncated(tmp_path, 8) == big  # the first version's file at its own count: as it is
     assert curve.world_truncated(tmp_path, 9) == []  # never padded up from fewer episodes
+
+
+def test_regate_recomputes_every_point_from_its_measured_episodes(curve, tmp_path):
+    """A change to the verdict's rule re-read over the measured pairs: each point's report and the csv rows of that
+    episode count are rewritten from ``gate_report``, the other counts' rows and each point's cost kept."""
+    run = tmp_path / "seed1"
+    measured = rows(6, [0.1, 0.4, 0.8], seed=4)
+    reports = {}
+    for step in (300, 900):
+        d = run / "curve" / f"step{step:05d}"
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text("tasks: [reach, drawer-close]\nseed: 3\nfidelity: {bootstrap: 50}\n")
+        (d / "rows_e6.json").write_text(json.dumps({"episodes": 6, "rows": measured}))
+        stale = {"verdict": "valid: an older rule", "status": "valid", "model_step": step,
+                 "model_report": {"frame_mse": {"recorded": 0.002, "other_episode": 0.004, "zero": 0.004}},
+                 "reflector_report": {"consecutive": 1, "episodes": {"by_consecutive": {"1": {"accuracy": 0.5}}}}}
+        (d / "report_e6.json").write_text(json.dumps(stale))
+        reports[step] = stale
+    with (run / "curve" / "curve.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["run", "model_steps", "episodes_per_task", "status", "point_seconds"])
+        w.writeheader()
+        w.writerows([{"run": "seed1", "model_steps": s, "episodes_per_task": e, "status": "valid",
+                      "point_seconds": 7.0 + s} for s in (300, 900) for e in (3, 6)])
+    curve.regate(run, 6)
+    expected = gate_report(measured, TASKS, 6, 0.8, 50, 3)
+    for step in (300, 900):
+        report = json.loads((run / "curve" / f"step{step:05d}" / "report_e6.json").read_text())
+        assert report["verdict"] == expected["verdict"] and report["pearson"] == pytest.approx(expected["pearson"])
+        assert report["model_step"] == step and report["reflector_report"] == stale["reflector_report"]
+    out = list(csv.DictReader((run / "curve" / "curve.csv").open()))
+    assert [(r["model_steps"], r["episodes_per_task"]) for r in out] == [("300", "3"), ("900", "3"), ("300", "6"),
+                                                                         ("900", "6")]
+    assert [r["status"] for r in out] == ["valid", "valid", expected["status"], expected["status"]]
+    assert [float(r["point_seconds"]) for r in out] == [307.0, 907.0, 307.0, 907.0]

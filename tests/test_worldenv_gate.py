@@ -170,3 +170,45 @@ def test_fidelity_stage_passes_a_perfect_world_model_at_the_default_episodes(tmp
     report, _ = run_gate(tmp_path, monkeypatch, reference_set(2, list(f.degrade))[:, 0], int(f.episodes))
     assert report["status"] == "valid", report["verdict"]
     assert report["ceiling"]["lower_bound"] >= 0.8 and report["pearson"] >= 0.8
+
+
+def test_chance_agreement_is_unbiased_where_the_plug_in_rate_overstates_it():
+    from scipy.stats import binom
+
+    from robotrl.workflows.worldenv.gate import chance_agreement
+
+    for p, n in ((0.5, 12), (0.2, 6), (0.9, 30)):
+        k = np.arange(n + 1)
+        expected = np.sum(binom.pmf(k, n, p) * [chance_agreement(int(j), n) for j in k])
+        plug_in = np.sum(binom.pmf(k, n, p) * ((k / n) ** 2 + (1 - k / n) ** 2))
+        assert expected == pytest.approx(p * p + (1 - p) ** 2, abs=1e-12)
+        assert plug_in > expected + 0.005
+
+
+def test_a_worldenv_that_calls_every_moving_policy_a_success_is_not_valid_whatever_its_r():
+    """The attacker's model, measured on seed 2's 550-step point (docs/results.md): WorldEnv success 0.86-1.00 for
+    every BC checkpoint (simulator 0.31-0.58), the policies held still 75-90% of the time failing in both. r over the
+    learned set is high (moves vs stays, noise vs none); the episodes it calls successes are not the simulator's."""
+    from robotrl.workflows.worldenv.fidelity import gate_report
+
+    rng = np.random.default_rng(0)
+    tasks, n = ["a", "b", "c"], 12
+    sim_rates = [0.53, 0.31, 0.53, 0.42, 0.58, 0.33, 0.53, 0.14, 0.0]
+    world_rates = [1.0, 0.89, 1.0, 0.92, 1.0, 0.86, 0.81, 0.39, 0.22]
+    rows = []
+    for i, (ps, pw) in enumerate(zip(sim_rates, world_rates, strict=True)):
+        sim = {t: [bool(v) for v in rng.random(n) < ps] for t in tasks}
+        world = {t: [bool(v) for v in rng.random(n) < pw] for t in tasks}
+        rows.append({"policy": f"vla{i}" + ("+hold0.9" if i >= 6 else ""), "noise": 0.0, "digest": str(i),
+                     "sim_episodes": sim, "world_episodes": world,
+                     "sim_success": float(np.mean([v for t in tasks for v in sim[t]])),
+                     "world_success": float(np.mean([v for t in tasks for v in world[t]]))})
+    report = gate_report(rows, tasks, n, 0.8, 200, 0)
+    assert report["pearson"] >= 0.8 and report["ceiling"]["lower_bound"] >= 0.8  # r alone would pass
+    a = report["agreement"]
+    assert a["ci95"][1] < a["independent_perfect_model"]
+    assert report["status"] == "not valid" and "agree in" in report["verdict"], report["verdict"]
+    # the same rates, WorldEnv's episodes the simulator's own: valid
+    for r in rows:
+        r["world_episodes"], r["world_success"] = r["sim_episodes"], r["sim_success"]
+    assert gate_report(rows, tasks, n, 0.8, 200, 0)["status"] == "valid"

@@ -35,7 +35,7 @@ from robotrl.episodes import chunked, record_episode
 from robotrl.heartbeat import Heartbeat
 from robotrl.workflows.worldenv.data import make_sim, sim_rollout
 from robotrl.workflows.worldenv.fit import write_json
-from robotrl.workflows.worldenv.gate import agreement, correlations, noise_ceiling, verdict
+from robotrl.workflows.worldenv.gate import agreement, chance_agreement, correlations, noise_ceiling, verdict
 from robotrl.workflows.worldenv.policies import TrivialActor, VLAActor, load_vla
 from robotrl.workflows.worldenv.post_train import initial_states
 from robotrl.workflows.worldenv.settings import load_config, record_settings, setup_torch
@@ -184,17 +184,18 @@ def gate_report(rows: list[dict[str, Any]], tasks: list[str], episodes: int, min
     ceiling = noise_ceiling(p_hat, episodes, min_r, seed)
     sim = [v for r in learned_rows for t in tasks for v in r["sim_episodes"][t]]
     world = [v for r in learned_rows for t in tasks for v in r["world_episodes"][t]]
-    rates = np.array([np.mean(r["sim_episodes"][t]) for r in learned_rows for t in tasks for _ in
-                      r["sim_episodes"][t]])
+    chance = np.array([chance_agreement(sum(r["sim_episodes"][t]), len(r["sim_episodes"][t])) for r in learned_rows
+                       for t in tasks for _ in r["sim_episodes"][t]])
+    paired = agreement(sim, world, chance=chance)
     # beside the verdict: r over the checkpoints alone (not the degraded ones), the policies post-training must tell
     # apart; the degraded ones widen the spread so the gate has power, and can carry r by "moves" vs "stays" alone
     ckpt = [r for r in learned_rows if "+hold" not in r["policy"]]
     checkpoints = correlations(np.array([r["sim_success"] for r in ckpt]), np.array([r["world_success"] for r in ckpt]),
                                n_boot, seed)
-    status, text = verdict(corr["pearson"], ceiling, min_r)
+    status, text = verdict(corr["pearson"], ceiling, min_r, paired)
     return {"policies": rows, **corr, "with_trivial": with_trivial, "checkpoints_only": checkpoints,
             "ceiling": ceiling,
-            "agreement": agreement(sim, world, rates), "min_r": min_r, "status": status, "valid": status == "valid",
+            "agreement": paired, "min_r": min_r, "status": status, "valid": status == "valid",
             "episodes_per_task": episodes, "tasks": tasks, "verdict": text}
 
 
