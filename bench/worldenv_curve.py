@@ -79,6 +79,8 @@ def train(run: Path, steps: list[int], stop: dt.datetime | None) -> None:
 
     models = run / "curve" / "models"
     models.mkdir(parents=True, exist_ok=True)
+    # a marker left by an earlier train role (a curve extended to more steps) would end a waiting gate at once
+    (models / "done").unlink(missing_ok=True)
     per_step = None  # seconds per world-model step, measured on the first increment
     done = 0
     for n in steps:

@@ -2,7 +2,8 @@
 # Issue 27 §2: post-training only where the gate passed. At one point of a bench/worldenv_curve.sh run (a kept world
 # model and the reflector the gate measured with it), post-train the run's final BC policy with each of SEEDS in its
 # own folder (the point's data, BC policies, model and reflector linked, never copied or changed), then the simulator
-# success before (BC) / after / random / zero actions on the same eval.episodes per task (bench/worldenv_post_table.py).
+# success before (BC) / after / random / zero actions on the same eval.episodes per task. The table:
+#   .venv/bin/python bench/worldenv_post_table.py RUN/curve/step<N>-post1 RUN/curve/step<N>-post2 ...
 #   MUJOCO_GL=egl [SEEDS="1 2 3"] [EVAL=20] bash bench/worldenv_post_at_point.sh runs/curve/seed2 550
 set -euo pipefail
 run=$1 step=$(printf %05d "$2")

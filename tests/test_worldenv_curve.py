@@ -182,3 +182,51 @@ def test_regate_recomputes_every_point_from_its_measured_episodes(curve, tmp_pat
                                                                          ("900", "6")]
     assert [r["status"] for r in out] == ["valid", "valid", expected["status"], expected["status"]]
     assert [float(r["point_seconds"]) for r in out] == [307.0, 907.0, 307.0, 907.0]
+
+
+def test_a_train_role_clears_an_earlier_done_marker(curve, tmp_path, monkeypatch):
+    """Extending a curve (a second train role to more steps) must not leave the first role's ``done`` marker, which
+    tells a waiting gate that no model is coming (measured: the 2,000-step gates of seeds 2-3 ended at once)."""
+    import robotrl.workflows.worldenv.world_model as wm
+
+    models = tmp_path / "curve" / "models"
+    models.mkdir(parents=True)
+    (models / "step01200.pt").write_text("kept")
+    (models / "done").write_text("1200\n")
+    seen = []
+
+    def fake_train_model(run, overrides):
+        seen.append((overrides, (models / "done").exists()))
+        (run / "model").mkdir(exist_ok=True)
+        (run / "model" / "report.json").write_text("{}")
+        (run / "model" / "model.pt").write_text("weights")
+
+    monkeypatch.setattr(wm, "train_model", fake_train_model)
+    curve.train(tmp_path, [1200, 2000], None)
+    assert seen == [(["model.steps=2000"], False)]
+    assert (models / "step02000.pt").read_text() == "weights" and (models / "done").read_text() == "2000\n"
+
+
+def test_post_table_pairs_each_seed_with_its_own_bc_and_trivial_policies(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("worldenv_post_table", ROOT / "bench" / "worldenv_post_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def pol(reach: float, drawer: float) -> dict:
+        return {"tasks": {"reach": {"success": reach}, "drawer-close": {"success": drawer}},
+                "mean": {"success": (reach + drawer) / 2}}
+
+    folders = []
+    for seed, after in ((1, 0.4), (2, 0.6), (3, 0.8)):
+        f = tmp_path / f"step01200-post{seed}"
+        (f / "post").mkdir(parents=True)
+        report = {"before": {**pol(0.2, 0.8), "episodes_per_task": 20}, "after": pol(after, 0.8),
+                  "trivial": {"random": pol(0.0, 0.2), "zero": pol(0.0, 0.0)}}
+        (f / "post" / "report.json").write_text(json.dumps(report))
+        (f / "post" / "train.csv").write_text("iteration,world_success\n1,0.0\n2,0.5\n3,1.0\n")
+        folders.append(f)
+    mod.main(folders)
+    out = capsys.readouterr().out
+    assert "| step01200-post1 | 20 | 0.500 (0.20/0.80) | 0.600 (0.40/0.80) | 0.100 (0.00/0.20) |" in out
+    assert "+0.100 | 0.00 -> 1.00 |" in out and "+0.300" in out
+    assert "| post-trained - BC | 0.100, 0.200, 0.300 |" in out
