@@ -426,12 +426,14 @@ def table(csvs: list[Path], out: Path) -> None:
 
 
 def plot(rows: list[dict[str, str]], png: Path) -> None:
+    """Left: gate r and the noise ceiling; right: paired agreement minus what an independent perfect model agrees
+    by chance (the verdict's second condition: its CI must reach 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, (run, n) in enumerate(sorted({(r["run"], r["episodes_per_task"]) for r in rows})):
         rr = sorted((r for r in rows if (r["run"], r["episodes_per_task"]) == (run, n)),
                     key=lambda r: int(r["model_steps"]))
@@ -439,19 +441,27 @@ def plot(rows: list[dict[str, str]], png: Path) -> None:
         x = np.array([int(r["model_steps"]) for r in rr]) * (1 + 0.02 * i)
 
         def col(k: str, rr: list = rr) -> np.ndarray:
-            return np.array([float(r[k]) if r[k] not in ("", "None") else np.nan for r in rr])
+            return np.array([float(r[k]) if r.get(k) not in (None, "", "None") else np.nan for r in rr])
 
         r, lo, hi = col("pearson"), col("pearson_lo"), col("pearson_hi")
-        ax.errorbar(x, r, yerr=[r - lo, hi - r], marker="o", capsize=3, label=f"{run}: gate r")
+        line = ax.errorbar(x, r, yerr=[r - lo, hi - r], marker="o", capsize=3, label=f"{run}: gate r")
         c, clo, chi = col("ceiling"), col("ceiling_lo"), col("ceiling_hi")
-        ax.errorbar(x, c, yerr=[c - clo, chi - c], marker="s", ls="--", capsize=3, alpha=0.6,
-                    label=f"{run}: noise ceiling")
+        ax.errorbar(x, c, yerr=[c - clo, chi - c], marker="s", ls="--", capsize=3, alpha=0.4,
+                    color=line[0].get_color(), label=f"{run}: noise ceiling")
+        a, alo, ahi, chance = (col(k) for k in ("agreement", "agreement_lo", "agreement_hi",
+                                                  "agreement_independent_perfect"))
+        ax2.errorbar(x, a - chance, yerr=[a - alo, ahi - a], marker="o", capsize=3, color=line[0].get_color(),
+                     label=run)
     ax.axhline(0.8, color="k", ls=":", lw=1, label="gate threshold 0.8")
-    ax.set_xscale("log")
-    ax.set_xlabel("world-model training steps")
+    ax2.axhline(0.0, color="k", ls=":", lw=1, label="chance (independent perfect model)")
+    for a_ in (ax, ax2):
+        a_.set_xscale("log")
+        a_.set_xlabel("world-model training steps")
     ax.set_ylabel("Pearson r over learned policies")
     ax.set_ylim(-1.05, 1.05)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6, loc="lower right")
+    ax2.set_ylabel("paired agreement - chance [95% CI]")
+    ax2.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
