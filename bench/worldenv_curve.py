@@ -281,9 +281,11 @@ def gate(run: Path, steps: list[int], n: int, stop: dt.datetime | None, reflecto
 
 def reflector_rule(refl: dict[str, Any]) -> dict[str, Any]:
     """The chosen termination rule's held-out episode agreement (reports before the threshold was chosen too: theirs
-    is by frames in a row at the fixed threshold)."""
-    ep = refl["episodes"]
-    return ep["rules"][ep["best"]] if "rules" in ep else ep["by_consecutive"][str(refl["consecutive"])]
+    is by frames in a row at the fixed threshold; the first runs' have none: {})."""
+    ep = refl.get("episodes", {})
+    if "rules" in ep:
+        return ep["rules"][ep["best"]]
+    return ep.get("by_consecutive", {}).get(str(refl.get("consecutive", 1)), {})
 
 
 def checkpoints_only(rep: dict[str, Any]) -> dict[str, Any]:
@@ -291,11 +293,9 @@ def checkpoints_only(rep: dict[str, Any]) -> dict[str, Any]:
     predates its ``checkpoints_only``)."""
     if "checkpoints_only" in rep:
         return rep["checkpoints_only"]
-    from robotrl.workflows.worldenv.fidelity import correlations
+    from robotrl.workflows.worldenv.fidelity import checkpoints_only as over_checkpoints
 
-    ckpt = [r for r in rep["policies"] if r["policy"] not in TRIVIAL and "+hold" not in r["policy"]]
-    return correlations(np.array([r["sim_success"] for r in ckpt]), np.array([r["world_success"] for r in ckpt]),
-                        int(rep.get("bootstrap", 1000)), 0)
+    return over_checkpoints(rep["policies"], int(rep.get("bootstrap", 1000)), 0)
 
 
 def curve_row(seed: str, rep: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -325,22 +325,31 @@ def curve_row(seed: str, rep: dict[str, Any], seconds: float) -> dict[str, Any]:
     }
 
 
-def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Add ``row``; a file written with other columns (an older version of this script) is rewritten with the union
-    of both (through a temp file), so no value lands under another column's header."""
-    old = list(csv.DictReader(path.open())) if path.is_file() else []
-    fields = list(old[0]) if old else []
-    if old and set(row) <= set(fields):
-        with path.open("a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=fields).writerow(row)
-        return
-    fields += [k for k in row if k not in fields]
+def read_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open())) if path.is_file() else []
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` under the union of their columns in first-seen order (rows of older versions of this script lack the
+    newer ones: empty there), through a temp file, so no value lands under another column's header."""
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
-        w.writerows([*old, row])
+        w.writerows(rows)
     tmp.replace(path)
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Add ``row``; a file written with other columns (an older version of this script) is rewritten with the union
+    of both."""
+    old = read_rows(path)
+    if old and set(row) <= set(old[0]):
+        with path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=list(old[0])).writerow(row)
+        return
+    write_rows(path, [*old, row])
 
 
 # ------------------------------------------------------------------------------------------------ regate role
@@ -352,8 +361,8 @@ def regate(run: Path, n: int) -> None:
     from robotrl.workflows.worldenv.settings import load_config
 
     old_csv = run / "curve" / "curve.csv"
-    cost = {(int(r["episodes_per_task"]), int(r["model_steps"])): float(r["point_seconds"])
-            for r in (csv.DictReader(old_csv.open()) if old_csv.is_file() else [])}
+    old_rows = read_rows(old_csv)
+    cost = {(int(r["episodes_per_task"]), int(r["model_steps"])): float(r["point_seconds"]) for r in old_rows}
     new_rows = []
     for d in sorted((run / "curve").glob("step[0-9][0-9][0-9][0-9][0-9]")):
         old = d / f"report_e{n}.json"
@@ -371,22 +380,14 @@ def regate(run: Path, n: int) -> None:
         tmp.replace(old)
         new_rows.append(curve_row(run.name, report, cost.get((n, report["model_step"]), float("nan"))))
         print(f"curve regate: {d.name}: {report['verdict']}")
-    kept = [r for r in (csv.DictReader(old_csv.open()) if old_csv.is_file() else [])
-            if int(r["episodes_per_task"]) != n]
-    fields = list(dict.fromkeys(k for r in [*kept, *new_rows] for k in r))
-    tmp = old_csv.with_name("curve.csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows([*kept, *new_rows])
-    tmp.replace(old_csv)
+    write_rows(old_csv, [*(r for r in old_rows if int(r["episodes_per_task"]) != n), *new_rows])
 
 
 # ------------------------------------------------------------------------------------------------ table role
 def table(csvs: list[Path], out: Path) -> None:
     # a point gated again (a restarted gate) appears twice: the last row of each (run, episodes, steps) counts
     last = {(r["run"], int(r["episodes_per_task"]), int(r["model_steps"])): (r, p) for p in csvs for r in
-            csv.DictReader(p.open())}
+            read_rows(p)}
     rows = []
     for (_, n, step), (r, p) in sorted(last.items()):
         report = p.parent / f"step{step:05d}" / f"report_e{n}.json"
@@ -394,11 +395,7 @@ def table(csvs: list[Path], out: Path) -> None:
             r["pearson_checkpoints"] = checkpoints_only(json.loads(report.read_text()))["pearson"]
         rows.append(r)
     out.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for r in rows for k in r))  # rows of older versions lack the newer columns
-    with (out / "curve.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(out / "curve.csv", rows)
 
     def f(v: str, spec: str = ".2f") -> str:
         try:

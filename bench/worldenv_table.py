@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from worldenv_curve import reflector_rule  # bench/ is sys.path[0] when run as a script
 
 from robotrl.workflows.report import iqm_ci
 
@@ -33,8 +34,7 @@ def main(runs: list[Path]) -> None:
         refl, post, fid = rep["reflector"], rep["post"], rep["fidelity"]
         im = refl.get("imagined", {})
         k = refl.get("consecutive", 1)
-        ep = refl.get("episodes", {})
-        agree = ep["rules"][ep["best"]] if "rules" in ep else ep.get("by_consecutive", {}).get(str(k), {})
+        agree = reflector_rule(refl)
         b, a = post["before"]["mean"], post["after"]["mean"]
         triv = post.get("trivial", {})
         ws = [p["world_success"] for p in fid["policies"]]

@@ -93,7 +93,7 @@ def test_agreement_and_holding_actor():
     from robotrl.workflows.worldenv.fidelity import HoldingActor
     from robotrl.workflows.worldenv.gate import agreement
 
-    a = agreement([True, True, False, False], [True, False, False, False], np.full(4, 0.5))
+    a = agreement([True, True, False, False], [True, False, False, False], chance=np.full(4, 0.5))
     assert a["agreement"] == 0.75 and a["episodes"] == 4 and a["independent_perfect_model"] == 0.5
     assert 0 < a["ci95"][0] < 0.75 < a["ci95"][1] < 1
     ones = lambda obs, proprio=None: np.ones((4, 4), np.float32)  # noqa: E731

@@ -168,6 +168,14 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def checkpoints_only(rows: list[dict[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
+    """r over the BC checkpoints alone (no trivial, no degraded policies): the policies post-training must tell
+    apart; the degraded ones widen the spread so the gate has power, and can carry r by "moves" vs "stays" alone."""
+    ckpt = [r for r in rows if r["policy"] not in TrivialActor.KINDS and "+hold" not in r["policy"]]
+    return correlations(np.array([r["sim_success"] for r in ckpt]), np.array([r["world_success"] for r in ckpt]),
+                        n_boot, seed)
+
+
 def gate_report(rows: list[dict[str, Any]], tasks: list[str], episodes: int, min_r: float, n_boot: int,
                 seed: int) -> dict[str, Any]:
     """The gate over measured rows (each with per-task paired episode outcomes): correlations over the learned
@@ -187,15 +195,10 @@ def gate_report(rows: list[dict[str, Any]], tasks: list[str], episodes: int, min
     chance = np.array([chance_agreement(sum(r["sim_episodes"][t]), len(r["sim_episodes"][t])) for r in learned_rows
                        for t in tasks for _ in r["sim_episodes"][t]])
     paired = agreement(sim, world, chance=chance)
-    # beside the verdict: r over the checkpoints alone (not the degraded ones), the policies post-training must tell
-    # apart; the degraded ones widen the spread so the gate has power, and can carry r by "moves" vs "stays" alone
-    ckpt = [r for r in learned_rows if "+hold" not in r["policy"]]
-    checkpoints = correlations(np.array([r["sim_success"] for r in ckpt]), np.array([r["world_success"] for r in ckpt]),
-                               n_boot, seed)
     status, text = verdict(corr["pearson"], ceiling, min_r, paired)
-    return {"policies": rows, **corr, "with_trivial": with_trivial, "checkpoints_only": checkpoints,
-            "ceiling": ceiling,
-            "agreement": paired, "min_r": min_r, "status": status, "valid": status == "valid",
+    return {"policies": rows, **corr, "with_trivial": with_trivial,
+            "checkpoints_only": checkpoints_only(rows, n_boot, seed), "ceiling": ceiling, "agreement": paired,
+            "min_r": min_r, "status": status, "valid": status == "valid",
             "episodes_per_task": episodes, "tasks": tasks, "verdict": text}
 
 

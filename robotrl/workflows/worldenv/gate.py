@@ -137,18 +137,14 @@ def chance_agreement(successes: int, n: int) -> float:
     return (successes * (successes - 1) + (n - successes) * (n - successes - 1)) / (n * (n - 1))
 
 
-def agreement(sim: list[bool], world: list[bool], p: np.ndarray | None = None,
-              chance: np.ndarray | None = None) -> dict[str, Any]:
+def agreement(sim: list[bool], world: list[bool], chance: np.ndarray | None = None) -> dict[str, Any]:
     """Per-episode agreement of paired episodes (same initial state, same actor seed) with its Wilson 95% CI; with
-    ``chance`` (each episode's ``chance_agreement`` of its cell) or ``p`` (each episode's simulator success rate:
-    p^2 + (1 - p)^2) also what an independent perfect model would agree by chance: agreement above it is per-episode
-    fidelity, not only the right rates."""
+    ``chance`` (each episode's ``chance_agreement`` of its cell) also what an independent perfect model would agree
+    by chance: agreement above it is per-episode fidelity, not only the right rates."""
     s, w = np.asarray(sim, bool), np.asarray(world, bool)
     same = int(np.sum(s == w))
     out: dict[str, Any] = {"agreement": same / len(s) if len(s) else float("nan"), "ci95": wilson(same, len(s)),
                            "episodes": int(len(s))}
-    if chance is None and p is not None:
-        chance = p ** 2 + (1 - p) ** 2
     if chance is not None and len(s):
         out["independent_perfect_model"] = float(np.mean(chance))
     return out
