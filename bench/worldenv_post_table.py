@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from worldenv_table import success_by_policy  # bench/ is sys.path[0] when run as a script
 
 from robotrl.workflows.report import iqm_ci
 
@@ -46,22 +47,19 @@ def main(folders: list[Path]) -> None:
     print(f"| post seed | episodes per task | {' | '.join(names)} | post - BC | WorldEnv success during "
           f"post-training (first -> last third of iterations) |")
     print("|" + "---|" * (len(names) + 4))
-    per_seed: dict[str, list[float]] = {n: [] for n in names}
     for f, rep in reports.items():
         pol = policies(rep)
         cells = []
         for n in names:
             per_task = "/".join(f"{pol[n]['tasks'][t]['success']:.2f}" for t in tasks)
             cells.append(f"{pol[n]['mean']['success']:.3f} ({per_task})")
-            per_seed[n].append(pol[n]["mean"]["success"])
         diff = pol["post-trained"]["mean"]["success"] - pol["BC"]["mean"]["success"]
         print(f"| {f.name} | {rep['before']['episodes_per_task']} | {' | '.join(cells)} | {diff:+.3f} | "
               f"{world_success(f)} |")
     print(f"\n(per task: {' / '.join(tasks)})\n")
     print("| policy | simulator success per seed | IQM [95% CI] over seeds |")
     print("|---|---|---|")
-    per_seed["post-trained - BC"] = list(np.subtract(per_seed["post-trained"], per_seed["BC"]))
-    for name, values in per_seed.items():
+    for name, values in success_by_policy(list(reports.values())).items():
         point, lo, hi = iqm_ci(np.asarray(values))
         print(f"| {name} | {', '.join(f'{v:.3f}' for v in values)} | {point:.3f} [{lo:.3f}, {hi:.3f}] |")
 

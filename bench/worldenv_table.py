@@ -23,6 +23,18 @@ def load(run: Path) -> dict:
     return {name: json.loads((run / name / "report.json").read_text()) for name in ("reflector", "post", "fidelity")}
 
 
+def success_by_policy(posts: list[dict]) -> dict[str, list[float]]:
+    """Simulator success per post-training report (``post/report.json``) of BC, post-trained, the trivial policies
+    every report has, and the paired difference post-trained - BC: the rows of the IQM-over-seeds tables."""
+    rows = {"BC": [p["before"]["mean"]["success"] for p in posts],
+            "post-trained": [p["after"]["mean"]["success"] for p in posts]}
+    for kind in ("random", "zero"):
+        if all(kind in p.get("trivial", {}) for p in posts):
+            rows[f"{kind} actions"] = [p["trivial"][kind]["mean"]["success"] for p in posts]
+    rows["post-trained - BC"] = list(np.subtract(rows["post-trained"], rows["BC"]))
+    return rows
+
+
 def main(runs: list[Path]) -> None:
     reports = [load(r) for r in runs]
     print("| seed | reflector held-out acc / FPR (real frames) | on replayed frames | frames in a row | episode "
@@ -51,13 +63,7 @@ def main(runs: list[Path]) -> None:
     print()
     print("| policy | simulator success per seed | IQM [95% CI] over seeds |")
     print("|---|---|---|")
-    rows = {"BC": [r["post"]["before"]["mean"]["success"] for r in reports],
-            "post-trained": [r["post"]["after"]["mean"]["success"] for r in reports]}
-    for kind in ("random", "zero"):
-        if all(kind in r["post"].get("trivial", {}) for r in reports):
-            rows[f"{kind} actions"] = [r["post"]["trivial"][kind]["mean"]["success"] for r in reports]
-    rows["post-trained - BC"] = list(np.subtract(rows["post-trained"], rows["BC"]))
-    for name, values in rows.items():
+    for name, values in success_by_policy([r["post"] for r in reports]).items():
         iqm, lo, hi = iqm_ci(np.asarray(values))
         print(f"| {name} | {' / '.join(f'{v:.2f}' for v in values)} | {iqm:.2f} [{lo:.2f}, {hi:.2f}] |")
     print()

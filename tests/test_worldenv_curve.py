@@ -207,7 +207,8 @@ def test_a_train_role_clears_an_earlier_done_marker(curve, tmp_path, monkeypatch
     assert (models / "step02000.pt").read_text() == "weights" and (models / "done").read_text() == "2000\n"
 
 
-def test_post_table_pairs_each_seed_with_its_own_bc_and_trivial_policies(tmp_path, capsys):
+def test_post_table_pairs_each_seed_with_its_own_bc_and_trivial_policies(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # as when run as a script: it imports worldenv_table beside it
     spec = importlib.util.spec_from_file_location("worldenv_post_table", ROOT / "bench" / "worldenv_post_table.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
