@@ -360,14 +360,16 @@ def regate(run: Path, n: int) -> None:
     from robotrl.workflows.worldenv.fidelity import gate_report
     from robotrl.workflows.worldenv.settings import load_config
 
+    points = sorted(d for d in (run / "curve").glob("step[0-9][0-9][0-9][0-9][0-9]")
+                    if (d / f"report_e{n}.json").is_file())
+    if not points:
+        sys.exit(f"regate: no {run}/curve/step<N>/report_e{n}.json (run the gate role with --episodes {n} first)")
     old_csv = run / "curve" / "curve.csv"
     old_rows = read_rows(old_csv)
     cost = {(int(r["episodes_per_task"]), int(r["model_steps"])): float(r["point_seconds"]) for r in old_rows}
     new_rows = []
-    for d in sorted((run / "curve").glob("step[0-9][0-9][0-9][0-9][0-9]")):
+    for d in points:
         old = d / f"report_e{n}.json"
-        if not old.is_file():
-            continue
         before = json.loads(old.read_text())
         rows = json.loads((d / f"rows_e{n}.json").read_text())["rows"]
         cfg = load_config(d, [])

@@ -231,3 +231,16 @@ def test_post_table_pairs_each_seed_with_its_own_bc_and_trivial_policies(tmp_pat
     assert "| step01200-post1 | 20 | 0.500 (0.20/0.80) | 0.600 (0.40/0.80) | 0.100 (0.00/0.20) |" in out
     assert "+0.100 | 0.00 -> 1.00 |" in out and "+0.300" in out
     assert "| post-trained - BC | 0.100, 0.200, 0.300 |" in out
+
+
+def test_regate_without_measured_points_is_one_clear_error(curve, tmp_path):
+    """No ``step<N>/report_e<E>.json`` (no gate yet, or another --episodes): one line naming what is missing, and
+    nothing written (before: a traceback, or a silent rewrite of curve.csv)."""
+    run = tmp_path / "seed1"
+    (run / "curve" / "step00300").mkdir(parents=True)
+    (run / "curve" / "step00300" / "report_e6.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"report_e7\.json"):
+        curve.regate(run, 7)
+    assert not (run / "curve" / "curve.csv").exists()
+    with pytest.raises(SystemExit, match=r"report_e6\.json"):
+        curve.regate(tmp_path / "empty", 6)
