@@ -186,6 +186,16 @@ def test_record_episode_builds_the_episode_the_replay_stores():
     assert EpisodeBuilder(flags=False).reward_invalid == [] and builder.build().reward_invalid is not None
 
 
+def test_train_row_update_columns_follow_the_agents_order_in_every_process():
+    # a set of metric names iterates in a hash order that changes per process (PYTHONHASHSEED): three seeds of
+    # one sweep wrote train.csv with their columns in three different orders
+    names = [f"critic_dormant_ratio/q{i}.l{j}" for i in range(6) for j in range(5)]
+    stats = EpisodeStats()
+    stats.updates = [{}, dict.fromkeys(names[:20], 1.0), dict.fromkeys(names, 2.0)]
+    row = train_row(stats, {"step": 5}, None, robot=False, where="episode 1")
+    assert list(row) == ["step", *names]
+
+
 def test_train_rows_keep_discard_counts_apart_from_reward_sums():
     stats = EpisodeStats()
     stats.add_step(1.0, {"gt_reward": 2.0, "success": True})

@@ -58,7 +58,8 @@ def train_row(stats: EpisodeStats, base: dict[str, Any], discards: dict[str, flo
         row.update(discards)
     if robot:
         row.update({**ROBOT_COLUMNS, **stats.robot})
-    for key in {k for m in stats.updates for k in m}:  # agents may return {} on steps they skip
+    # first-seen order (a set's order changes per process); agents may return {} on steps they skip
+    for key in dict.fromkeys(k for m in stats.updates for k in m):
         row[key] = float(np.mean([m[key] for m in stats.updates if key in m]))
         if not np.isfinite(row[key]):
             raise DivergenceError(f"{key} became {row[key]} during {where}")

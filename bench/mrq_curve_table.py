@@ -1,0 +1,149 @@
+"""An MR.Q learning curve beside the reference's published per-seed results at the same frames (docs/results.md).
+
+    .venv/bin/python bench/mrq_curve_table.py runs/mrq_state/cartpole_swingup/seed* \
+        --ref /work/.mirror/facebookresearch+MRQ/repo --ref-env Dmc-cartpole-swingup --plot curve.png
+
+``--ref`` is the reference's git directory (its ``results/<suite>_results.txt`` is read from HEAD with ``git show``,
+never copied into this repo) or such a .txt file. The reference counts agent steps ("Timestep"); one step is
+``--action-repeat`` frames (2 on dm-control, in the reference and in robotrl's env configs). Per frame: the IQM over
+our seeds and over the reference's 10 with 95% stratified-bootstrap CIs (rliable, as ``robotrl report``), then the
+trivial policies of every run's ``summary.json`` (uniform random and the best constant action, on the same eval
+seeds as the agent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from robotrl.workflows.report import iqm_ci
+
+
+def parse_results(text: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The reference's results format: blocks of ``Env: NAME``, a header, then ``timestep<TAB>score<TAB>...`` rows.
+    Returns ``{env: (timesteps (T,), scores (T, seeds))}``; a row with fewer seeds than the block's first is an
+    error (the reference pads nothing)."""
+    out: dict[str, tuple[list[int], list[list[float]]]] = {}
+    env = None
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or line.startswith("---") or fields[0] == "Timestep":
+            continue
+        if fields[0] == "Env:":
+            env = fields[1]
+            out[env] = ([], [])
+        elif env is not None:
+            out[env][0].append(int(float(fields[0])))
+            out[env][1].append([float(x) for x in fields[1:]])
+    parsed = {}
+    for name, (steps, rows) in out.items():
+        widths = {len(r) for r in rows}
+        if len(widths) != 1:
+            raise ValueError(f"{name}: rows with {sorted(widths)} seeds; expected the same count on every row")
+        parsed[name] = (np.asarray(steps), np.asarray(rows))
+    return parsed
+
+
+def read_reference(ref: Path, results_file: str) -> str:
+    """The results text from a git directory (HEAD) or a plain file."""
+    if ref.is_file():
+        return ref.read_text()
+    return subprocess.run(["git", "-C", str(ref), "show", f"HEAD:results/{results_file}"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def our_returns(runs: list[Path]) -> dict[int, list[float]]:
+    """Frame -> eval return of every run, for the frames every run reached."""
+    per_run = []
+    for run in runs:
+        rows = list(csv.DictReader((run / "eval.csv").open()))
+        per_run.append({int(r["frame"]): float(r["episode_return"]) for r in rows})
+    frames = sorted(set.intersection(*(set(p) for p in per_run)))
+    return {f: [p[f] for p in per_run] for f in frames}
+
+
+def trivial(runs: list[Path]) -> dict[str, list[float]] | None:
+    """Mean return of uniform random and of the best constant action per run (its summary.json), when every run has
+    them; the constant's value is named in the label."""
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs if (r / "summary.json").exists()]
+    if len(summaries) != len(runs) or not all("baselines" in s for s in summaries):
+        return None
+    values = {f"{s['baselines']['constant']['value']:+.1f}" for s in summaries}
+    return {"uniform random": [s["baselines"]["random"]["return_mean"] for s in summaries],
+            f"best constant ({', '.join(sorted(values))})": [s["baselines"]["constant"]["return_mean"]
+                                                              for s in summaries]}
+
+
+def fmt(values: list[float] | np.ndarray, reps: int) -> str:
+    point, lo, hi = iqm_ci(np.asarray(values), reps=reps)
+    return f"{point:.1f} [{lo:.1f}, {hi:.1f}]" if len(values) > 1 else f"{point:.1f}"
+
+
+def table(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.ndarray, action_repeat: int,
+          baselines: dict[str, list[float]] | None, reps: int) -> str:
+    n, m = len(next(iter(ours.values()))), ref_scores.shape[1]
+    lines = [f"| frames | agent steps | robotrl MR.Q IQM [95% CI], {n} seeds | per seed | reference MR.Q IQM [95% CI], "
+             f"{m} seeds | reference min-max |", "|---|---|---|---|---|---|"]
+    for frame, values in ours.items():
+        step = frame // action_repeat
+        hit = np.flatnonzero(ref_steps == step)
+        ref = ref_scores[hit[0]] if len(hit) else None
+        ref_s = (fmt(ref, reps), f"{ref.min():.1f}-{ref.max():.1f}") if ref is not None else ("-", "-")
+        lines.append(f"| {frame:,} | {step:,} | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)} | "
+                     f"{ref_s[0]} | {ref_s[1]} |")
+    for name, values in (baselines or {}).items():
+        lines.append(f"| {name}, same eval seeds | | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)} "
+                     f"| | |")
+    return "\n".join(lines)
+
+
+def plot(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.ndarray, action_repeat: int,
+         baselines: dict[str, list[float]] | None, title: str, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = np.array(sorted(ours))
+    keep = ref_steps * action_repeat <= frames.max()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, xs, scores in (("robotrl MR.Q", frames, np.array([ours[f] for f in frames])),
+                              ("reference MR.Q (its results/)", ref_steps[keep] * action_repeat, ref_scores[keep])):
+        stats = np.array([iqm_ci(s, reps=500) for s in scores])
+        line, = ax.plot(xs, stats[:, 0], label=f"{label}, {scores.shape[1]} seeds")
+        ax.fill_between(xs, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
+    for (name, values), style in zip((baselines or {}).items(), (":", "--"), strict=False):
+        ax.axhline(float(np.mean(values)), color="gray", linestyle=style, label=name)
+    ax.set(xlabel="frames", ylabel="eval return (IQM, 95% CI)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--ref", type=Path, required=True, help="the reference's git dir or a results .txt")
+    parser.add_argument("--ref-env", required=True, help="the reference's env name, e.g. Dmc-cartpole-swingup")
+    parser.add_argument("--results-file", default="dmc_results.txt")
+    parser.add_argument("--action-repeat", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=2000)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    results = parse_results(read_reference(args.ref, args.results_file))
+    if args.ref_env not in results:
+        raise SystemExit(f"--ref-env {args.ref_env!r} is not in the reference's {args.results_file}; it has "
+                         f"{', '.join(sorted(results))}")
+    ref_steps, ref_scores = results[args.ref_env]
+    ours, baselines = our_returns(args.runs), trivial(args.runs)
+    print(table(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.reps))
+    if args.plot:
+        plot(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.ref_env, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""bench/mrq_curve_table.py: the reference's results format, frames vs agent steps, trivial rows, clear errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# the reference's layout (results/dmc_results.txt): dashes, "Env:", a header, tab-separated rows
+REF = """--------------------
+Env: Dmc-cartpole-swingup
+Timestep\tSeed 0\t\tSeed 1\t\tSeed 2\t\tSeed 3
+0\t\t10.0\t\t20.0\t\t30.0\t\t40.0
+5000\t\t100.0\t\t200.0\t\t300.0\t\t400.0
+10000\t\t1.0\t\t2.0\t\t3.0\t\t1000.0
+--------------------
+Env: Dmc-walker-walk
+Timestep\tSeed 0\t\tSeed 1\t\tSeed 2\t\tSeed 3
+0\t\t1.0\t\t2.0\t\t3.0\t\t4.0
+"""
+
+
+@pytest.fixture
+def table_mod(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import mrq_curve_table
+    return mrq_curve_table
+
+
+def make_run(root: Path, returns: dict[int, float], random: float | None = None, constant: float = 0.0) -> Path:
+    root.mkdir(parents=True)
+    lines = ["frame,step,episode,episode_return"] + [f"{f},{f // 2},0,{r}" for f, r in returns.items()]
+    (root / "eval.csv").write_text("\n".join(lines) + "\n")
+    if random is not None:
+        baselines = {"random": {"return_mean": random}, "constant": {"value": -0.5, "return_mean": constant}}
+        (root / "summary.json").write_text(json.dumps({"baselines": baselines}))
+    return root
+
+
+def test_parse_results_reads_the_reference_layout(table_mod):
+    results = table_mod.parse_results(REF)
+    steps, scores = results["Dmc-cartpole-swingup"]
+    assert steps.tolist() == [0, 5000, 10000]
+    assert scores.shape == (3, 4) and scores[2, 3] == 1000.0
+    assert results["Dmc-walker-walk"][1].shape == (1, 4)
+
+
+def test_parse_results_refuses_ragged_rows(table_mod):
+    with pytest.raises(ValueError, match="Dmc-cartpole-swingup: rows with \\[3, 4\\] seeds"):
+        table_mod.parse_results(REF.replace("0\t\t10.0\t\t20.0\t\t30.0\t\t40.0", "0\t\t10.0\t\t20.0\t\t30.0"))
+
+
+def test_table_maps_frames_to_reference_steps_and_adds_trivial_rows(table_mod, tmp_path):
+    runs = [make_run(tmp_path / f"seed{i}", {0: 5.0 * i, 10000: 100.0 * i, 30000: 7.0}, random=20.0 + i,
+                     constant=150.0) for i in (1, 2, 3)]
+    ours = table_mod.our_returns(runs)
+    steps, scores = table_mod.parse_results(REF)["Dmc-cartpole-swingup"]
+    text = table_mod.table(ours, steps, scores, 2, table_mod.trivial(runs), reps=50)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()[2:]}
+    # frame 10,000 is agent step 5,000: the reference's row (IQM of 100..400 = mean of the middle two = 250)
+    assert "| 10,000 | 5,000 | 200.0 [" in rows["10,000"] and "| 250.0 [" in rows["10,000"]
+    assert "100.0-400.0" in rows["10,000"]
+    # IQM trims the outlier seed: reference at step 10,000 is 1, 2, 3, 1000 -> 2.5
+    steps_10k = table_mod.table({20000: [1.0, 2.0]}, steps, scores, 2, None, reps=50)
+    assert "| 2.5 [" in steps_10k
+    # a frame the reference never evaluated gets no reference number
+    assert rows["30,000"].endswith("| - | - |")
+    assert "uniform random, same eval seeds" in text and "best constant (-0.5)" in text
+    cells = [c.strip() for c in rows["uniform random, same eval seeds"].strip("|").split("|")]
+    assert np.isclose(float(cells[2].split()[0]), 22.0) and cells[3] == "21.0, 22.0, 23.0"
+
+
+def test_trivial_rows_need_every_runs_summary(table_mod, tmp_path):
+    runs = [make_run(tmp_path / "a", {0: 1.0}, random=1.0), make_run(tmp_path / "b", {0: 1.0})]
+    assert table_mod.trivial(runs) is None
+
+
+def test_our_returns_keeps_frames_every_run_reached(table_mod, tmp_path):
+    runs = [make_run(tmp_path / "a", {0: 1.0, 10000: 2.0, 20000: 3.0}), make_run(tmp_path / "b", {0: 4.0, 10000: 5.0})]
+    assert table_mod.our_returns(runs) == {0: [1.0, 4.0], 10000: [2.0, 5.0]}
+
+
+def test_unknown_env_is_one_clear_error(table_mod, tmp_path, monkeypatch):
+    ref = tmp_path / "dmc_results.txt"
+    ref.write_text(REF)
+    run = make_run(tmp_path / "seed1", {0: 1.0})
+    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", str(run), "--ref", str(ref), "--ref-env", "Dmc-nope"])
+    with pytest.raises(SystemExit, match="'Dmc-nope' is not in the reference's dmc_results.txt; it has "
+                                         "Dmc-cartpole-swingup, Dmc-walker-walk"):
+        table_mod.main()
