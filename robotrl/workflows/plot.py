@@ -14,6 +14,7 @@ import json
 import warnings
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure  # a Figure renders itself (Agg for png): no pyplot, no process-wide backend
@@ -74,12 +75,26 @@ def iqm_with_ci(scores: np.ndarray, reps: int, seed: int = 0) -> tuple[np.ndarra
     data = {"g": scores[:, None, :]}  # rliable wants runs x tasks (x frames)
     if reps <= 0 or scores.shape[0] < 2:  # no bootstrap: the band is the min-max over runs
         return iqm_per_frame(data["g"]), np.stack([scores.min(0), scores.max(0)])
+    point, interval = bootstrap_ci(data["g"], iqm_per_frame, reps, seed)
+    return point, interval
+
+
+def bootstrap_ci(scores: np.ndarray, func: Any, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """rliable's 95% stratified-bootstrap CI of ``func(scores)`` (``scores``: runs x tasks (x ...)), reproducible.
+
+    rliable's ``StratifiedBootstrap`` draws its resamples from numpy's global RNG, not the ``random_state`` it is
+    given, so the global RNG is seeded for the call and restored after it."""
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # rliable passes arch a RandomState, which arch now deprecates
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(data, iqm_per_frame, reps=reps,
-                                                     random_state=np.random.RandomState(seed))
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable passes arch a RandomState, which arch now deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = rly.get_interval_estimates({"g": scores}, func, reps=reps,
+                                                         random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
     return point["g"], interval["g"]
 
 

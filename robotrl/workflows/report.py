@@ -20,7 +20,6 @@ import csv
 import json
 import math
 import re
-import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,18 +104,16 @@ def _maybe_float(value: Any) -> float | None:
 
 def iqm_ci(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """IQM over seeds and its 95% stratified-bootstrap CI (rliable); the CI is NaN for a single seed or reps=0."""
-    from rliable import library as rly
     from rliable import metrics
+
+    from robotrl.workflows.plot import bootstrap_ci
 
     scores = np.asarray(values, dtype=np.float64).reshape(-1, 1)  # runs x tasks, as rliable expects
     point = float(metrics.aggregate_iqm(scores))
     if reps <= 0 or len(scores) < 2:
         return point, math.nan, math.nan
-    with warnings.catch_warnings():  # rliable passes arch a RandomState, which arch now deprecates
-        warnings.simplefilter("ignore", FutureWarning)
-        _, interval = rly.get_interval_estimates({"g": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]),
-                                                 reps=reps, random_state=np.random.RandomState(seed))
-    return point, float(interval["g"][0, 0]), float(interval["g"][1, 0])
+    _, interval = bootstrap_ci(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed)
+    return point, float(interval[0, 0]), float(interval[1, 0])
 
 
 def summarize(results: list[RunResult], reps: int = 2000) -> list[dict[str, Any]]:
