@@ -302,7 +302,7 @@ class RobotEnv(gym.Env):
             self._wait_period()  # the observation one period after the last send, as the sim's env step
             observation = self.robot.get_observation()
             if self.robot.state is RobotState.HOLD and not self.dry_run:  # the measurement held the arm (joint limit)
-                raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
+                raise self._held_error()
         except (*SAFETY_STOPS, CameraError) as exc:
             self.stop_error = exc
             self.stats.stop = self.robot.hold_reason or str(exc)
@@ -353,8 +353,15 @@ class RobotEnv(gym.Env):
                 r, s = self._ground_truth(action)
                 reward, success = reward + r, success or s
             if self.robot.state is RobotState.HOLD:  # e.g. the watchdog fired during a long step
-                raise RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
+                raise self._held_error()
         return reward, success
+
+    def _held_error(self) -> RobotError:
+        """Why the arm holds in the middle of a step. An e-stop from another thread (a key, a signal) is an
+        EStopError wherever the step notices it, so the run ends with the same error whatever the timing."""
+        if self.robot.estopped:
+            return EStopError(f"{self.robot.name}: e-stop engaged ({self.robot.hold_reason}); the arm holds")
+        return RobotStateError(f"{self.robot.name}: arm holds ({self.robot.hold_reason})")
 
     def _observation_after_stop(self, exc: Exception, observation: Observation | None,
                                 info: dict[str, Any]) -> Observation:

@@ -131,6 +131,31 @@ def test_estop_ends_the_episode_and_blocks_the_next_reset():
         env.close()
 
 
+@pytest.mark.parametrize("hook", ["send_action", "get_observation"])
+def test_estop_from_another_thread_mid_step_is_an_estop_error_wherever_the_step_notices_it(monkeypatch, hook):
+    # a key thread's e-stop landing between a send and the step's HOLD check was reported as RobotStateError
+    # ("arm holds (estop: ...)"), so a deploy run ended with a different error class depending on timing
+    env = _env()
+    try:
+        env.reset(seed=0)
+        original = getattr(env.robot, hook)
+
+        def estop_around(*args, **kwargs):
+            if hook == "get_observation":
+                env.robot.estop("key 'e' on stdin")
+            out = original(*args, **kwargs)
+            if hook == "send_action":
+                env.robot.estop("key 'e' on stdin")
+            return out
+
+        monkeypatch.setattr(env.robot, hook, estop_around)
+        _, _, _, truncated, info = env.step(np.zeros(4, np.float32))
+        assert truncated and info["safety_stop"] == "estop: key 'e' on stdin"
+        assert isinstance(env.stop_error, EStopError) and "e-stop engaged" in str(env.stop_error)
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize(("env_over", "message"), [
     ({"obs_type": "state"}, "env.obs_type='state' on a robot"),
     ({"name": "dmc/cartpole_swingup", "obs_type": "pixels"}, "robot=sim is a Meta-World scene"),
