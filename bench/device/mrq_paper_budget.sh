@@ -8,7 +8,10 @@
 # On the device machine, from the repo root, with carried .whl (py3.12 wheels: dm_control, mujoco, gymnasium,
 # hydra-core, omegaconf, antlr4-python3-runtime, ...) and .gl (EGL loaders), as bench/device/modem_pixels_h100.sh.
 # Dry run on CPU (a few hundred frames, tiny nets, no GPU, no wheels): DRY=1 bash bench/device/mrq_paper_budget.sh
-# Writes grid.log and runs.tgz (CSVs, no checkpoints) to $OUT (./mrq_out when OUT is unset).
+# Writes grid.log and runs.tgz (CSVs, no checkpoints) to $OUT (./mrq_out when OUT is unset). Back here, beside the
+# reference's published per-seed results at the same agent steps (the reference's git dir, fetched outside the repo):
+#   bench/mrq_curve_table.py runs/dmc/walker_walk/mrq-state/seed* --ref <MRQ git dir> --ref-env Dmc-walker-walk
+#   bench/mrq_curve_table.py runs/dmc/walker_walk/mrq-pixels/seed* --ref <MRQ git dir> --ref-env Dmc-visual-walker-walk
 set -u
 T0=$(date +%s)
 OUT=${OUT:-./mrq_out}; mkdir -p "$OUT"
