@@ -14,13 +14,13 @@ seeds as the agent).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
+from robotrl.workflows.plot import read_eval
 from robotrl.workflows.report import iqm_ci
 
 
@@ -59,10 +59,8 @@ def read_reference(ref: Path, results_file: str) -> str:
 
 def our_returns(runs: list[Path]) -> dict[int, list[float]]:
     """Frame -> eval return of every run, for the frames every run reached."""
-    per_run = []
-    for run in runs:
-        rows = list(csv.DictReader((run / "eval.csv").open()))
-        per_run.append({int(r["frame"]): float(r["episode_return"]) for r in rows})
+    per_run = [dict(zip(frames.astype(int).tolist(), returns.tolist(), strict=True))
+               for frames, returns, _ in map(read_eval, runs)]
     frames = sorted(set.intersection(*(set(p) for p in per_run)))
     return {f: [p[f] for p in per_run] for f in frames}
 
@@ -126,20 +124,25 @@ def plot(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.nda
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories of `robotrl train` (one per seed)")
     parser.add_argument("--ref", type=Path, required=True, help="the reference's git dir or a results .txt")
     parser.add_argument("--ref-env", required=True, help="the reference's env name, e.g. Dmc-cartpole-swingup")
-    parser.add_argument("--results-file", default="dmc_results.txt")
-    parser.add_argument("--action-repeat", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=2000)
-    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--results-file", default="dmc_results.txt",
+                        help="the reference's results/ file (default: %(default)s; it also has the Dmc-visual-* envs)")
+    parser.add_argument("--action-repeat", type=int, default=2, help="frames per agent step (default: %(default)s)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--plot", type=Path, help="write the curves to this PNG")
     args = parser.parse_args()
     results = parse_results(read_reference(args.ref, args.results_file))
     if args.ref_env not in results:
         raise SystemExit(f"--ref-env {args.ref_env!r} is not in the reference's {args.results_file}; it has "
                          f"{', '.join(sorted(results))}")
     ref_steps, ref_scores = results[args.ref_env]
-    ours, baselines = our_returns(args.runs), trivial(args.runs)
+    try:
+        ours = our_returns(args.runs)
+    except ValueError as exc:  # a run without eval.csv or without evaluations
+        raise SystemExit(f"mrq_curve_table: {exc}") from None
+    baselines = trivial(args.runs)
     print(table(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.reps))
     if args.plot:
         plot(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.ref_env, args.plot)

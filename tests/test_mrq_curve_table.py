@@ -34,7 +34,7 @@ def table_mod(monkeypatch):
 
 def make_run(root: Path, returns: dict[int, float], random: float | None = None, constant: float = 0.0) -> Path:
     root.mkdir(parents=True)
-    lines = ["frame,step,episode,episode_return"] + [f"{f},{f // 2},0,{r}" for f, r in returns.items()]
+    lines = ["frame,step,episode,episode_return,elapsed"] + [f"{f},{f // 2},0,{r},1.0" for f, r in returns.items()]
     (root / "eval.csv").write_text("\n".join(lines) + "\n")
     if random is not None:
         baselines = {"random": {"return_mean": random}, "constant": {"value": -0.5, "return_mean": constant}}
@@ -92,4 +92,13 @@ def test_unknown_env_is_one_clear_error(table_mod, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", str(run), "--ref", str(ref), "--ref-env", "Dmc-nope"])
     with pytest.raises(SystemExit, match="'Dmc-nope' is not in the reference's dmc_results.txt; it has "
                                          "Dmc-cartpole-swingup, Dmc-walker-walk"):
+        table_mod.main()
+
+
+def test_a_run_without_eval_csv_is_one_clear_error(table_mod, tmp_path, monkeypatch):
+    ref = tmp_path / "dmc_results.txt"
+    ref.write_text(REF)
+    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", str(tmp_path / "nope"), "--ref", str(ref),
+                                      "--ref-env", "Dmc-cartpole-swingup"])
+    with pytest.raises(SystemExit, match="mrq_curve_table: .*nope/eval.csv does not exist"):
         table_mod.main()

@@ -75,8 +75,7 @@ def iqm_with_ci(scores: np.ndarray, reps: int, seed: int = 0) -> tuple[np.ndarra
     data = {"g": scores[:, None, :]}  # rliable wants runs x tasks (x frames)
     if reps <= 0 or scores.shape[0] < 2:  # no bootstrap: the band is the min-max over runs
         return iqm_per_frame(data["g"]), np.stack([scores.min(0), scores.max(0)])
-    point, interval = bootstrap_ci(data["g"], iqm_per_frame, reps, seed)
-    return point, interval
+    return bootstrap_ci(data["g"], iqm_per_frame, reps, seed)
 
 
 def bootstrap_ci(scores: np.ndarray, func: Any, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
