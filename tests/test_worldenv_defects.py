@@ -205,3 +205,34 @@ def test_world_env_passes_checkers_with_warnings_as_errors():
     far = WorldEnv(model, Reflector(), frames, np.full((2, 8), 1e6, np.float32), "open the drawer", max_steps=4)
     obs, _ = far.reset(seed=0)
     assert far.observation_space["state"].contains(obs["state"])  # the observation stays in its space
+
+
+@pytest.mark.parametrize("bad, kind", [
+    ("collect.policy_per_task=15", "policy"),  # the data axis: more of the policy's episodes asked of the same run
+    ("collect.demos_per_task=2", "expert"),
+    ("collect.random_per_task=0", "random"),  # a kind switched off while its episodes stay in the data
+])
+def test_a_changed_episode_count_against_collected_data_is_refused(tmp_path, capsys, monkeypatch, bad, kind):
+    """collect used to print "already collected" and keep 5 episodes where 15 were asked for."""
+    import json
+
+    no_collecting(monkeypatch)
+    out, saved = started_run(tmp_path, capsys)
+    folder = tmp_path / "run" / "data" / kind / "reach"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"num_episodes": 5}))
+    err = cli_error(["worldenv", "collect", f"out={out}", bad], capsys)
+    assert bad in err and "5 episodes" in err and str(folder) in err and "out=DIR" in err, err
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved
+
+
+def test_the_collected_episode_count_is_accepted_as_it_was(tmp_path, capsys):
+    import json
+
+    from robotrl.workflows.worldenv.settings import load_config
+
+    out, _ = started_run(tmp_path, capsys)
+    folder = tmp_path / "run" / "data" / "policy" / "reach"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"num_episodes": 5}))
+    assert load_config(tmp_path / "run", ["collect.policy_per_task=5"], "collect").collect.policy_per_task == 5

@@ -5,6 +5,7 @@ past the requested steps), judged against the settings that folder recorded (``<
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,9 @@ FROZEN: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("reflector", ("reflector/checkpoints/*", "reflector/reflector.pt"),
      ("reflector.hidden", "reflector.finetune_visual", "clip.model_name", "clip.model_cfg")),
 )
+# the folder of each kind of collected episodes and the setting that counts them per task
+COLLECTED = (("expert", "collect.demos_per_task"), ("noisy", "collect.noisy_per_task"),
+             ("random", "collect.random_per_task"), ("policy", "collect.policy_per_task"))
 # the step counter of each stage's state and the setting that ends the stage
 COUNTERS = (("vla.steps", "vla", "step"), ("model.steps", "model", "step"), ("reflector.steps", "reflector", "step"),
             ("post_train.iterations", "post", "iteration"))
@@ -148,9 +152,25 @@ def check_against_run(out: Path, saved: Any, after: Any, recorded: Callable[[Pat
                 where = f"the episodes collected under {out / folder}" if folder == "data" else str(out / folder)
                 raise ConfigError(f"{key}={new!r} differs from {old!r}, with which {where} was made; set it back, "
                                   f"or use a new out=DIR (or delete {out / folder})")
+    for kind, key in COLLECTED:  # a finished collection is never redone: another count would silently keep it
+        for meta in sorted(out.glob(f"data/{kind}/*/meta.json")):
+            had, new = _collected_count(meta), _get(after, key)
+            if had is not None and had != new:
+                raise ConfigError(f"{key}={new}, but {meta.parent} holds {had} episodes, collected with {key}="
+                                  f"{had}; set it back, delete {meta.parent.parent} to collect that kind again, or "
+                                  f"use a new out=DIR")
     for key, folder, counter in COUNTERS:
         done = stage_counter(out / folder, counter)
         new = _get(after, key)
         if done is not None and done > new:
             raise ConfigError(f"{key}={new}, but {out / folder} is already at {counter} {done}; expected >= {done} "
                               f"(the stage continues from there) or a new out=DIR")
+
+
+def _collected_count(meta: Path) -> int | None:
+    """How many episodes a finished collection's ``meta.json`` says it holds (None: unreadable, not counted)."""
+    try:
+        n = json.loads(meta.read_text()).get("num_episodes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) else None
