@@ -167,6 +167,45 @@ TINY = ["image_size=32", "max_episode_steps=40", "tasks=[reach]", "device=cpu", 
         "fidelity.episodes=1", "fidelity.noise=[0.0,1.0]", "fidelity.degrade=[0.5]", "fidelity.bootstrap=50"]
 
 
+def test_a_stage_does_not_resume_on_other_inputs_than_it_was_trained_on(tmp_path):
+    """A world model trained 75 steps on 60 episodes resumed on 90 as if nothing had changed (found re-collecting
+    the data axis): a stage's state remembers its inputs, and other ones are refused, naming what changed."""
+    from robotrl.errors import CheckpointError
+
+    def toy(steps, inputs):
+        net = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(net.parameters(), 0.1)
+        fit("toy", tmp_path, net, opt, steps, lambda s: [(net(torch.ones(1, 2)).sum(), {})], clip=1.0, every=2,
+            inputs=inputs)
+
+    toy(2, {"data": "aaa", "model.pt": "bbb"})
+    with pytest.raises(CheckpointError, match=r"toy: .*checkpoints.*data changed.*out=DIR"):
+        toy(4, {"data": "ccc", "model.pt": "bbb"})
+    toy(4, {"data": "aaa", "model.pt": "bbb"})  # the same inputs: it continues
+    assert state_dir(tmp_path).joinpath("step_0000004").is_dir()
+
+
+def test_data_digest_follows_the_collections_a_stage_reads(tmp_path):
+    from robotrl.workflows.worldenv.data import data_digest
+
+    def meta(kind, task, n):
+        (tmp_path / "data" / kind / task).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / kind / task / "meta.json").write_text(json.dumps({"task": task, "num_episodes": n}))
+
+    meta("expert", "reach", 5)
+    expert = data_digest(tmp_path, ["expert"], ["reach"])
+    everything = data_digest(tmp_path, tasks=["reach"])
+    meta("policy", "reach", 5)
+    assert data_digest(tmp_path, ["expert"], ["reach"]) == expert  # BC reads expert episodes only
+    assert data_digest(tmp_path, tasks=["reach"]) != everything
+    now = data_digest(tmp_path, tasks=["reach"])
+    meta("policy", "reach", 15)
+    assert data_digest(tmp_path, tasks=["reach"]) != now
+    meta("expert", "drawer-close", 5)
+    assert data_digest(tmp_path, tasks=["reach"]) == data_digest(tmp_path, tasks=["reach"])
+    assert data_digest(tmp_path, tasks=["reach", "drawer-close"]) != data_digest(tmp_path, tasks=["reach"])
+
+
 @pytest.mark.slow
 def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_path, capsys):
     from robotrl.rewards.reflector import load_reflector
@@ -228,6 +267,15 @@ def test_end_to_end_demos_to_post_trained_checkpoint_and_fidelity_report(tmp_pat
     for folder, name in (("vla", "step_0000020"), ("model", "step_0000004"), ("reflector", "step_0000004"),
                          ("post", "iteration_0000002")):
         assert resolve_checkpoint(out / folder / "checkpoints").name == name
+    # more policy episodes collected after the world model trained: it is not resumed on them
+    import shutil
+
+    from robotrl.errors import CheckpointError
+
+    shutil.rmtree(out / "data" / "policy")
+    collect(out, [*TINY, "collect.policy_per_task=2"])
+    with pytest.raises(CheckpointError, match="data changed"):
+        train_model(out, [*TINY, "collect.policy_per_task=2", "model.steps=8"])
 
 
 class ScoresInFrames:

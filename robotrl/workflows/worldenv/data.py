@@ -3,6 +3,7 @@ collected episodes (``out/data/<kind>/<task>/`` in the demo format, the task's i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,17 @@ def load_data(root: Path, kinds: Sequence[str] = KINDS, tasks: Sequence[str] | N
         raise ConfigError(f"{root / 'data'}: no collected episodes of kinds {list(kinds)}; run "
                           f"`robotrl worldenv collect out={root}` first")
     return out
+
+
+def data_digest(root: Path, kinds: Sequence[str] = KINDS, tasks: Sequence[str] | None = None) -> str:
+    """Which collected episodes ``load_data(root, kinds, tasks)`` reads, as one digest: each finished collection's
+    ``meta.json`` (its episodes' seeds, lengths and returns), so more, fewer or other episodes change it."""
+    h = hashlib.sha256()
+    for kind in kinds:
+        for meta in sorted((root / "data" / kind).glob("*/meta.json")):
+            if tasks is None or meta.parent.name in tasks:
+                h.update(f"{kind}/{meta.parent.name}\n".encode() + meta.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def sim_rollout(env: Any, act_chunk: Callable[[dict[str, np.ndarray]], np.ndarray], seed: int,

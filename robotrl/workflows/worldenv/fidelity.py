@@ -22,7 +22,6 @@ reflector, policy checkpoints and settings keeps those rows and measures only th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from robotrl.atomic import atomic_write
 from robotrl.episodes import chunked, record_episode
 from robotrl.heartbeat import Heartbeat
 from robotrl.workflows.worldenv.data import make_sim, sim_rollout
-from robotrl.workflows.worldenv.fit import write_json
+from robotrl.workflows.worldenv.fit import file_digest, write_json
 from robotrl.workflows.worldenv.gate import agreement, chance_agreement, correlations, noise_ceiling, verdict
 from robotrl.workflows.worldenv.policies import TrivialActor, VLAActor, load_vla
 from robotrl.workflows.worldenv.post_train import initial_states
@@ -50,10 +49,6 @@ def policy_files(out: Path) -> list[Path]:
     files = sorted((out / "vla" / "snapshots").glob("step_*.pt")) + [out / "vla" / "vla.pt"]
     post = out / "post" / "policy.pt"
     return [f for f in files if f.is_file()] + ([post] if post.is_file() else [])
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def policy_set(out: Path, cfg: Any, device: Any) -> Iterator[tuple[str, float, str, Callable[[str, int], Any]]]:

@@ -8,6 +8,7 @@ single files written atomically and read back with a kind check (``save_ckpt`` /
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -58,20 +59,35 @@ def stage_counter(folder: Path, counter: str) -> int | None:
 
 
 def save_stage_state(folder: Path, kind: str, module: torch.nn.Module, opt: torch.optim.Optimizer, counter: str,
-                     value: int, generator: np.random.Generator | None = None) -> None:
-    """What ``resume`` reads back: model, optimiser, the counter and every RNG."""
+                     value: int, generator: np.random.Generator | None = None,
+                     inputs: dict[str, str] | None = None) -> None:
+    """What ``resume`` reads back: model, optimiser, the counter, every RNG and the digests of the inputs."""
     state = {"kind": kind, "model": module.state_dict(), "opt": opt.state_dict(), counter: value,
-             "rng": get_rng_state(), **({"generator": generator.bit_generator.state} if generator is not None else {})}
+             "rng": get_rng_state(), **({"generator": generator.bit_generator.state} if generator is not None else {}),
+             **({"inputs": dict(inputs)} if inputs else {})}
     save_checkpoint(state_dir(folder), f"{counter}_{value:07d}", state)
 
 
+def file_digest(path: Path) -> str:
+    """A file's sha256, first 16 hex digits: which checkpoint a stage read."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def resume(name: str, folder: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, counter: str,
-           generator: np.random.Generator | None = None) -> int:
+           generator: np.random.Generator | None = None, inputs: dict[str, str] | None = None) -> int:
     """Restore model, optimiser, the global RNGs and the stage's own ``generator`` (its batch sampler) from the
-    stage state when there is one; the ``counter`` (step or iteration) to continue from, 0 for a fresh start."""
+    stage state when there is one; the ``counter`` (step or iteration) to continue from, 0 for a fresh start. A
+    state made from other ``inputs`` (name -> digest: the data, the checkpoints the stage reads) is refused: going on
+    would silently train one stage on two data sets."""
     state = latest_state(folder, f"{name}-state")
     if state is None:
         return 0
+    had = state.get("inputs")  # None: a state from before inputs were recorded, nothing to compare
+    changed = [k for k in sorted(set(had or {}) | set(inputs or {})) if (had or {}).get(k) != (inputs or {}).get(k)]
+    if had is not None and inputs is not None and changed:
+        raise CheckpointError(f"{name}: {state_dir(folder)} was trained on other inputs: {', '.join(changed)} "
+                              f"changed since; put them back, delete {Path(folder)} to train this stage again on "
+                              f"them, or use a new out=DIR")
     module.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     set_rng_state(state["rng"])
@@ -84,18 +100,20 @@ def resume(name: str, folder: Path, module: torch.nn.Module, opt: torch.optim.Op
 def fit(name: str, folder: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, losses: Losses, *,
         clip: float, counter: str = "step", every: int = 100, setting: str | None = None, log_loss: bool = True,
         payload_fn: Callable[[], dict[str, Any]] | None = None, snapshot_every: int = 0,
-        generator: np.random.Generator | None = None, plot: Sequence[str] = ()) -> dict[str, float]:
+        generator: np.random.Generator | None = None, plot: Sequence[str] = (),
+        inputs: dict[str, str] | None = None) -> dict[str, float]:
     """``steps`` rounds of ``losses(round)``: each loss it yields is one gradient step (gradient norm clipped to
     ``clip``, 0: not clipped); a non-finite loss stops the stage. Progress lines, a ``train.csv`` row (the
     ``counter``, the last loss when ``log_loss``, the last metrics) and a resumable stage state every ``every``
     rounds and at the end; ``payload_fn()`` to ``snapshots/<counter>_N.pt`` every ``snapshot_every`` rounds;
     ``curve.png`` of ``plot`` (else the metrics) at the end. Rerunning continues from the state as if never
-    stopped; a state past ``steps`` is refused (``setting``: the key that set ``steps``, for the message)."""
+    stopped; a state past ``steps`` is refused (``setting``: the key that set ``steps``, for the message), and so
+    is one made from other ``inputs`` (name -> digest of what the stage reads)."""
     from robotrl.logger import CSVWriter  # here: it imports tensorboard (~2 s), which the settings' checks need not
 
     folder.mkdir(parents=True, exist_ok=True)
     log = CSVWriter(folder / "train.csv")
-    start = resume(name, folder, module, opt, counter, generator)
+    start = resume(name, folder, module, opt, counter, generator, inputs)
     if start > steps:  # continuing would keep a longer run than asked for, silently
         raise CheckpointError(f"{name}: {state_dir(folder)} is at {counter} {start}, past "
                               f"{setting or f'{name} {counter}s'}={steps}; expected {counter}s >= {start} (the stage "
@@ -117,7 +135,7 @@ def fit(name: str, folder: Path, module: torch.nn.Module, opt: torch.optim.Optim
             save_ckpt(folder / "snapshots" / f"{counter}_{step:07d}.pt", payload_fn())  # the last: the final one
         if step % every == 0 or step == steps:
             log.write({counter: step, **metrics})
-            save_stage_state(folder, f"{name}-state", module, opt, counter, step, generator)
+            save_stage_state(folder, f"{name}-state", module, opt, counter, step, generator, inputs)
     if log.path.exists():
         plot_csv(log.path, counter, list(plot) or [k for k in metrics if k != "loss"] or ["loss"],
                  folder / "curve.png")

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from robotrl.heartbeat import Heartbeat
-from robotrl.workflows.worldenv.data import load_data, make_sim, sim_rollout
-from robotrl.workflows.worldenv.fit import fit, load_ckpt, save_ckpt, write_json
+from robotrl.workflows.worldenv.data import data_digest, load_data, make_sim, sim_rollout
+from robotrl.workflows.worldenv.fit import file_digest, fit, load_ckpt, save_ckpt, write_json
 from robotrl.workflows.worldenv.policies import TrivialActor, VLAActor, load_vla, score_frames
 from robotrl.workflows.worldenv.settings import load_config, record_settings, setup_torch
 from robotrl.workflows.worldenv.vla import bc_batch
@@ -197,7 +197,9 @@ def post_train(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     record_settings(cfg, out, "post-train")
     fit("post", folder, policy, opt, int(pt.iterations), iteration, clip=float(pt.grad_clip), counter="iteration",
         every=1, setting="post_train.iterations", log_loss=False, generator=rng,
-        plot=["world_success", "world_best_score"])
+        plot=["world_success", "world_best_score"],
+        inputs={"data (expert)": data_digest(out, ["expert"], cfg.tasks),
+                **{f: file_digest(out / f) for f in ("vla/vla.pt", "model/model.pt", "reflector/reflector.pt")}})
     payload = load_ckpt(out / "vla" / "vla.pt", "vla")
     payload.update(model=policy.state_dict(), post_trained=True)
     save_ckpt(folder / "policy.pt", payload)

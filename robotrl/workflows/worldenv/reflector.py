@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from robotrl.errors import ConfigError
-from robotrl.workflows.worldenv.data import load_data
-from robotrl.workflows.worldenv.fit import fit, save_ckpt, write_json
+from robotrl.workflows.worldenv.data import data_digest, load_data
+from robotrl.workflows.worldenv.fit import file_digest, fit, save_ckpt, write_json
 from robotrl.workflows.worldenv.policies import score_frames
 from robotrl.workflows.worldenv.settings import clip_cfg, load_config, record_settings, setup_torch
 from robotrl.workflows.worldenv.world_model import load_model, padded
@@ -118,8 +118,11 @@ def train_reflector(out: str | Path, overrides: list[str] = ()) -> dict[str, Any
         return loss, {"acc": ((logits > 0).float() == y_t).float().mean().item()}
 
     record_settings(cfg, out, "train-reflector")
+    inputs = {"data": data_digest(out, tasks=cfg.tasks)}
+    if share > 0:  # its replays are part of the data
+        inputs["model.pt"] = file_digest(out / "model" / "model.pt")
     fit("reflector", out / "reflector", reflector, opt, int(r.steps), lambda step: [loss_fn(step)],
-        clip=float(r.grad_clip), every=25, setting="reflector.steps", generator=rng)
+        clip=float(r.grad_clip), every=25, setting="reflector.steps", generator=rng, inputs=inputs)
 
     def held_out_report(f: np.ndarray, y: np.ndarray, ins: list[str], e: np.ndarray) -> dict[str, Any]:
         held = held_out(e)

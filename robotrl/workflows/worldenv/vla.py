@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robotrl.workflows.worldenv.data import load_data
+from robotrl.workflows.worldenv.data import data_digest, load_data
 from robotrl.workflows.worldenv.fit import fit, save_ckpt
 from robotrl.workflows.worldenv.policies import build_vla, text_embeddings, vla_payload
 from robotrl.workflows.worldenv.settings import load_config, record_settings, setup_torch
@@ -45,7 +45,8 @@ def train_vla(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
     record_settings(cfg, out, "train-vla")
     metrics = fit("vla", out / "vla", policy, opt, int(c.steps), lambda step: [loss_fn(step)], clip=float(c.grad_clip),
                   every=50, setting="vla.steps", payload_fn=lambda: vla_payload(cfg, policy, text),
-                  snapshot_every=int(c.snapshot_every), generator=rng)
+                  snapshot_every=int(c.snapshot_every), generator=rng,
+                  inputs={"data (expert)": data_digest(out, ["expert"], cfg.tasks)})
     save_ckpt(out / "vla" / "vla.pt", vla_payload(cfg, policy, text))
     print(f"vla: BC done, final L1 {metrics.get('loss', float('nan')):.4f} -> {out / 'vla' / 'vla.pt'}")
     return metrics

@@ -13,7 +13,7 @@ import torch
 
 from robotrl.errors import ConfigError
 from robotrl.workflows.worldenv.checks import DYNAMICS
-from robotrl.workflows.worldenv.data import load_data
+from robotrl.workflows.worldenv.data import data_digest, load_data
 from robotrl.workflows.worldenv.fit import fit, load_ckpt, save_ckpt, write_json
 from robotrl.workflows.worldenv.settings import load_config, record_settings, setup_torch
 
@@ -110,7 +110,8 @@ def train_model(out: str | Path, overrides: list[str] = ()) -> dict[str, float]:
 
     record_settings(cfg, out, "train-model")
     metrics = fit("model", out / "model", model, opt, int(m.steps), lambda step: [loss_fn(step)],
-                  clip=float(m.grad_clip), every=25, setting="model.steps", generator=rng)
+                  clip=float(m.grad_clip), every=25, setting="model.steps", generator=rng,
+                  inputs={"data": data_digest(out, tasks=cfg.tasks)})
     save_ckpt(out / "model" / "model.pt", {"kind": "world_model", "config": model.config,
                                            "holdout_every": int(m.holdout_every), "model": model.state_dict()})
     final = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
