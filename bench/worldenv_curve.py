@@ -16,8 +16,10 @@ Two roles run side by side on one finished ``collect, train-vla, collect`` run (
   (a change to the verdict's rule, nothing rolled out again);
 * ``table CSV... --out DIR``: the markdown table and the plot of ``docs/results/worldenv/curve/``.
 
-Both roles stop starting new work that would end after ``--stop-at HH:MM`` (UTC). The stage code is 6f7d38a's,
-called through its public functions; nothing here changes what the stages do. Command: ``bench/worldenv_curve.sh``.
+Both roles stop starting new work that would end after ``--stop-at HH:MM`` (UTC) or ``--stop-in SECONDS``; with
+``--latest`` the gate takes the newest kept model each time (the device script: a gate slower than the trainer).
+The stage code is called through its public functions; nothing here changes what the stages do. Commands:
+``bench/worldenv_curve.sh`` (CPU), ``bench/device/worldenv_64.sh`` (a lent GPU).
 """
 
 from __future__ import annotations
@@ -243,7 +245,15 @@ def wait_for(path: Path, done_marker: Path, stop: dt.datetime | None) -> bool:
     return True
 
 
-def gate(run: Path, steps: list[int], n: int, stop: dt.datetime | None, reflector_steps: int | None) -> None:
+def pick_point(pending: list[int], kept: set[int], latest: bool) -> int:
+    """The next point to gate: the first pending step, or with ``latest`` the newest kept model among the pending
+    ones (a gate slower than the trainer then follows the training instead of lagging behind it)."""
+    newest = [s for s in pending if s in kept]
+    return newest[-1] if latest and newest else pending[0]
+
+
+def gate(run: Path, steps: list[int], n: int, stop: dt.datetime | None, reflector_steps: int | None,
+         latest: bool = False) -> None:
     from robotrl.workflows.worldenv.fidelity import gate_report
     from robotrl.workflows.worldenv.reflector import train_reflector
 
@@ -252,11 +262,14 @@ def gate(run: Path, steps: list[int], n: int, stop: dt.datetime | None, reflecto
     sim = sim_rows(base, cfg, n, run / "curve" / f"sim_rows_e{n}.json")
     models = run / "curve" / "models"
     point_cost = None
-    for step in steps:
-        src = models / f"step{step:05d}.pt"
-        if not wait_for(src, models / "done", stop):
-            print(f"curve gate: no model at {step} steps (trainer stopped or --stop-at passed)")
+    pending = list(steps)
+    while pending:
+        if not wait_for(models / f"step{pending[0]:05d}.pt", models / "done", stop):
+            print(f"curve gate: no model at {pending[0]} steps (trainer stopped or --stop-at passed)")
             break
+        step = pick_point(pending, {s for s in pending if (models / f"step{s:05d}.pt").is_file()}, latest)
+        pending = [s for s in pending if s > step]
+        src = models / f"step{step:05d}.pt"
         if point_cost is not None and point_cost > seconds_left(stop):
             print(f"curve gate: stopping before {step} steps: a point takes ~{point_cost:.0f} s")
             break
@@ -474,6 +487,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=20, help="gate episodes per task per policy (20: the default)")
     p.add_argument("--reflector-steps", type=int, default=None, help="reflector steps per point (default: the run's)")
     p.add_argument("--stop-at", default=None, help="HH:MM UTC: start no step or point predicted to end after it")
+    p.add_argument("--stop-in", type=float, default=None, help="seconds from now: as --stop-at")
+    p.add_argument("--latest", action="store_true",
+                   help="gate: each point is the newest kept model of --steps (skips points the trainer passed)")
     p.add_argument("--out", type=Path, default=Path("docs/results/worldenv/curve"), help="table: output folder")
     a = p.parse_args(argv)
     if a.role == "table":
@@ -485,11 +501,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--episodes {a.episodes}: expected >= 2 per task")
     if a.role == "regate":
         return regate(a.paths[0], a.episodes)
-    steps, stop = parse_steps(a.steps), stop_time(a.stop_at)
+    if a.stop_at and a.stop_in is not None:
+        sys.exit("--stop-at and --stop-in: expected one of them")
+    steps = parse_steps(a.steps)
+    stop = stop_time(a.stop_at) if a.stop_in is None else now_utc() + dt.timedelta(seconds=a.stop_in)
     if a.role == "train":
         train(a.paths[0], steps, stop)
     else:
-        gate(a.paths[0], steps, a.episodes, stop, a.reflector_steps)
+        gate(a.paths[0], steps, a.episodes, stop, a.reflector_steps, a.latest)
 
 
 if __name__ == "__main__":

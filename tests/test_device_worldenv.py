@@ -35,6 +35,8 @@ def test_device_script_settings_are_valid_worldenv_settings(tmp_path, dry):
     cfg = load_config(tmp_path / "run", [*settings, "seed=1", "model.steps=300"])
     assert cfg.image_size == 64 and list(cfg.model.block_channels) == [16, 32, 32]
     assert list(cfg.tasks) == ["reach", "drawer-close", "button-press-topdown"]
+    if not dry:  # the CPU curve's powered gate: 12 episodes per task (4 left a perfect model passing in 2-35%)
+        assert cfg.fidelity.episodes == 12 and list(cfg.fidelity.noise) == [0.0, 1.0]
 
 
 def test_extra_settings_win(tmp_path):

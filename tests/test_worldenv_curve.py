@@ -244,3 +244,15 @@ def test_regate_without_measured_points_is_one_clear_error(curve, tmp_path):
     assert not (run / "curve" / "curve.csv").exists()
     with pytest.raises(SystemExit, match=r"report_e6\.json"):
         curve.regate(tmp_path / "empty", 6)
+
+
+def test_latest_gates_the_newest_kept_model_so_a_slow_gate_follows_the_trainer(curve):
+    assert curve.pick_point([600, 1200, 2000], {600, 1200}, latest=True) == 1200
+    assert curve.pick_point([600, 1200, 2000], {600, 1200}, latest=False) == 600
+    assert curve.pick_point([2000, 3000], set(), latest=True) == 2000  # nothing kept yet: wait for the first
+
+
+def test_stop_in_and_stop_at_together_is_one_clear_error(curve, tmp_path):
+    (tmp_path / "config.yaml").write_text("seed: 1\n")
+    with pytest.raises(SystemExit, match="one of them"):
+        curve.main(["gate", str(tmp_path), "--episodes", "4", "--stop-at", "10:00", "--stop-in", "60"])
