@@ -298,6 +298,24 @@ def test_trainer_smoke_state_then_eval_with_baselines(compose_cfg, tmp_path):
     assert summary["agent"] == "mrq" and {"random", "constant"} <= set(summary["baselines"])
 
 
+@pytest.mark.parametrize("env", [
+    ["env=metaworld/reach", "env.image_size=36"],  # pixels
+    ["env=gym/hopper"],  # state, an env that terminates
+    ["env=gym/hopper", "env.obs_type=pixels", "env.image_size=36"],
+    # act_batch over vector envs; the replay's episodes end together at 20 steps, so 3 rounds of them
+    ["env=dmc/cartpole_swingup", "env.image_size=36", "env.num_envs=2", "frames=200"],
+])
+def test_trainer_runs_on_every_env_family_from_pixels_and_state(compose_cfg, tmp_path, env):
+    frames = [] if any(o.startswith("frames=") for o in env) else ["frames=80"]
+    overrides = ["agent=mrq", *env, *frames, "env.max_episode_steps=40", "seed_frames=0", "eval_every_frames=80",
+                 "eval_episodes=1", "replay.capacity=500", "checkpoint_every_frames=80", "torch_threads=1",
+                 "device=cpu", "compare_baselines=false", "save_video=false",
+                 *[f"agent.{k}={v}" for k, v in TINY.items() if k != "seed"], "agent.num_expl_steps=10"]
+    summary = Trainer(compose_cfg(*overrides, tiny=False), tmp_path).train()
+    assert summary["agent"] == "mrq" and summary["frames"] >= 80
+    assert "value_loss" in (tmp_path / "train.csv").read_text()  # it updated, not only acted
+
+
 @pytest.mark.slow  # ~60 s on a loaded 2-core machine
 def test_trainer_resume_is_exact_with_lap_replay(compose_cfg, tmp_path):
     """240 frames in one go vs 120 + resume to 240: identical nets, optimisers, generator and LAP priorities."""
