@@ -83,8 +83,8 @@ def resume(name: str, folder: Path, module: torch.nn.Module, opt: torch.optim.Op
     if state is None:
         return 0
     had = state.get("inputs")  # None: a state from before inputs were recorded, nothing to compare
-    changed = [k for k in sorted(set(had or {}) | set(inputs or {})) if (had or {}).get(k) != (inputs or {}).get(k)]
-    if had is not None and inputs is not None and changed:
+    if had is not None and inputs is not None and had != inputs:
+        changed = sorted(k for k in set(had) | set(inputs) if had.get(k) != inputs.get(k))
         raise CheckpointError(f"{name}: {state_dir(folder)} was trained on other inputs: {', '.join(changed)} "
                               f"changed since; put them back, delete {Path(folder)} to train this stage again on "
                               f"them, or use a new out=DIR")
