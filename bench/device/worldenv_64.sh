@@ -135,12 +135,10 @@ stages() {
   curve "$seed" "$run"
 }
 
-pipeline() { stages "$1"; }
-
 say "running seeds $SEEDS: models kept until +$(( DEADLINE - POINT_S - T0 )) s, everything until +$(( DEADLINE - T0 )) s"
 PIDS=()
 for seed in $SEEDS; do
-  ( pipeline "$seed" > "$OUT/seed$seed.log" 2>&1 ) &
+  ( stages "$seed" > "$OUT/seed$seed.log" 2>&1 ) &
   PIDS+=($!)
 done
 for p in "${PIDS[@]}"; do wait "$p"; done

@@ -13,8 +13,8 @@ import csv
 import json
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure  # a Figure renders itself (Agg for png): no pyplot, no process-wide backend
@@ -72,13 +72,14 @@ def iqm_with_ci(scores: np.ndarray, reps: int, seed: int = 0) -> tuple[np.ndarra
     def iqm_per_frame(x: np.ndarray) -> np.ndarray:  # rliable's aggregate_iqm, per frame
         return np.array([trim_mean(x[..., i], proportiontocut=0.25, axis=None) for i in range(x.shape[-1])])
 
-    data = {"g": scores[:, None, :]}  # rliable wants runs x tasks (x frames)
+    runs_tasks = scores[:, None, :]  # rliable wants runs x tasks (x frames)
     if reps <= 0 or scores.shape[0] < 2:  # no bootstrap: the band is the min-max over runs
-        return iqm_per_frame(data["g"]), np.stack([scores.min(0), scores.max(0)])
-    return bootstrap_ci(data["g"], iqm_per_frame, reps, seed)
+        return iqm_per_frame(runs_tasks), np.stack([scores.min(0), scores.max(0)])
+    return bootstrap_ci(runs_tasks, iqm_per_frame, reps, seed)
 
 
-def bootstrap_ci(scores: np.ndarray, func: Any, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_ci(scores: np.ndarray, func: Callable[[np.ndarray], np.ndarray], reps: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
     """rliable's 95% stratified-bootstrap CI of ``func(scores)`` (``scores``: runs x tasks (x ...)), reproducible.
 
     rliable's ``StratifiedBootstrap`` draws its resamples from numpy's global RNG, not the ``random_state`` it is
