@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.params import require
 from robotrl.types import Metrics
 
 from .dormant import shrink_and_perturb
@@ -102,6 +103,10 @@ class DrMAgent(DrQV2Agent):
         lambda_schedule: str = "dormant",
         **drqv2_kwargs: Any,
     ):
+        require("agent", positive_int={"perturb_interval": perturb_interval},
+                positive={"dormant_temp": dormant_temp, "lambda_temp": lambda_temp},
+                nonneg={"perturb_rate": perturb_rate, "target_dormant_ratio": target_dormant_ratio},  # > 1: always awake
+                probability={"target_lambda": target_lambda})
         drqv2_kwargs.setdefault("dormant_every", 1)
         super().__init__(observation_space, action_space, device, **drqv2_kwargs)
         if lambda_schedule not in ("dormant", "constant"):

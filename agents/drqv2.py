@@ -31,6 +31,7 @@ from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs_batch
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.params import require
 from robotrl.types import Batch, Capabilities, Metrics, Obs
 
 from .dormant import dormant_ratio
@@ -132,6 +133,13 @@ class DrQV2Agent:
             raise ConfigError(f"observation_space must be a gymnasium Dict, got {got}")
         if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
             raise ConfigError(f"action_space must be a 1-D gymnasium Box, got {action_space}")
+        require("agent", positive_int={"feature_dim": feature_dim, "hidden_dim": hidden_dim,
+                                       "update_every_steps": update_every_steps, "batch_size": batch_size,
+                                       "nstep": nstep},
+                nonneg_int={"num_expl_steps": num_expl_steps, "aug_pad": aug_pad, "dormant_every": dormant_every},
+                positive={"lr": lr}, nonneg={"stddev_clip": stddev_clip},
+                unit={"critic_target_tau": critic_target_tau, "discount": discount},
+                fraction={"dormant_threshold": dormant_threshold, "critic_dropout": critic_dropout})
         schedule(stddev_schedule, 0)  # fail early on a malformed schedule string
         self.observation_space, self.action_space = observation_space, action_space
         self.device = torch.device(device)
@@ -144,12 +152,7 @@ class DrQV2Agent:
         self.batch_size = int(batch_size)
         self.nstep, self.discount = int(nstep), float(discount)
         self.aug_pad = int(aug_pad)
-        if int(dormant_every) < 0 or not 0.0 <= float(dormant_threshold) < 1.0:
-            raise ConfigError(f"dormant_every={dormant_every} must be >= 0 and dormant_threshold="
-                              f"{dormant_threshold} in [0, 1)")
         self.dormant_every, self.dormant_threshold = int(dormant_every), float(dormant_threshold)
-        if not 0.0 <= float(critic_dropout) < 1.0:
-            raise ConfigError(f"critic_dropout={critic_dropout}, expected a probability in [0, 1)")
         self.config: dict[str, Any] = {
             "lr": self.lr, "feature_dim": int(feature_dim), "hidden_dim": int(hidden_dim),
             "critic_target_tau": self.critic_target_tau, "num_expl_steps": self.num_expl_steps,

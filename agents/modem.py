@@ -61,6 +61,7 @@ from robotrl.distributed import all_reduce_gradients
 from robotrl.errors import CheckpointError, ConfigError, RobotRLError
 from robotrl.heartbeat import Heartbeat
 from robotrl.mixed_replay import MixedReplay
+from robotrl.params import given, require
 from robotrl.replay import ReplayBuffer
 from robotrl.types import Episode, Metrics, Obs
 
@@ -116,6 +117,12 @@ class ModemAgent(TDMPC2Agent):
         agent_name: str = "modem",
         **tdmpc2: Any,
     ):
+        require("agent", positive_int={"num_demos": num_demos, **given(frame_stack=frame_stack)},
+                nonneg_int={"demo_seed": demo_seed, **given(bc_steps=bc_steps)},
+                nonneg={"bc_noise_std": bc_noise_std, "bc_noise_clip": bc_noise_clip},
+                positive={"centering_std": centering_std, "centering_bound": centering_bound, **given(bc_lr=bc_lr)},
+                finite={"value_min_coef": value_min_coef, "value_mean_coef": value_mean_coef,
+                        "value_std_coef": value_std_coef})
         super().__init__(observation_space, action_space, device, **tdmpc2)
         self.agent_name = str(agent_name)  # the checkpoint tag: "modem_v2" from configs/agent/modem_v2.yaml
         self._seed = None if tdmpc2.get("seed") is None else int(tdmpc2["seed"])
@@ -142,9 +149,6 @@ class ModemAgent(TDMPC2Agent):
         self.planning_horizon(0)  # validates the spec now
         self.ensemble_value = bool(ensemble_value)
         self.value_coefs = (float(value_min_coef), float(value_mean_coef), float(value_std_coef))
-        if self.num_demos < 1 or self.bc_noise_std < 0 or self.centering_std <= 0 or self.centering_bound <= 0:
-            raise ConfigError(f"need num_demos={num_demos} >= 1, bc_noise_std={bc_noise_std} >= 0, "
-                              f"centering_std={centering_std} > 0 and centering_bound={centering_bound} > 0")
         if self.ensemble_value and self.model.num_q < 2 and value_std_coef != 0:
             raise ConfigError("ensemble_value with value_std_coef != 0 needs num_q >= 2")
         self.config.update(exploration_centering=self.exploration_centering, agency_handover=self.agency_handover,

@@ -52,6 +52,7 @@ from robotrl.augment import random_shift, sample_shifts
 from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs_batch
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.params import require, require_below
 from robotrl.types import Batch, Capabilities, Metrics, Obs, Trajectories
 
 from .dormant import DormantStats, merge_stats, stats_from_scores
@@ -93,17 +94,25 @@ class MRQAgent:
             raise ConfigError(f"observation_space must be a gymnasium Dict, got {type(observation_space).__name__}")
         if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
             raise ConfigError(f"action_space must be a 1-D gymnasium Box, got {action_space}")
-        for key, value in {"batch_size": batch_size, "nstep": nstep, "target_update_freq": target_update_freq,
-                           "enc_horizon": enc_horizon, "num_bins": num_bins}.items():
-            if int(value) < 1 or (key == "num_bins" and int(value) < 2):
-                raise ConfigError(f"{key}={value}, expected a positive integer (num_bins >= 2)")
-        if not 0.0 < float(discount) <= 1.0 or not float(lower) < float(upper):
-            raise ConfigError(f"discount={discount} must be in (0, 1] and lower={lower} < upper={upper}")
+        require("agent",
+                positive_int={"batch_size": batch_size, "nstep": nstep, "target_update_freq": target_update_freq,
+                              "enc_horizon": enc_horizon, "zs_dim": zs_dim, "zsa_dim": zsa_dim, "za_dim": za_dim,
+                              "enc_hdim": enc_hdim, "value_hdim": value_hdim, "policy_hdim": policy_hdim,
+                              "num_bins": num_bins},
+                nonneg_int={"num_expl_steps": num_expl_steps, "aug_pad": aug_pad, "dormant_every": dormant_every},
+                positive={"min_priority": min_priority, "value_grad_clip": value_grad_clip, "enc_lr": enc_lr,
+                          "value_lr": value_lr, "policy_lr": policy_lr},
+                nonneg={"exploration_noise": exploration_noise, "target_policy_noise": target_policy_noise,
+                        "noise_clip": noise_clip, "dyn_weight": dyn_weight, "reward_weight": reward_weight,
+                        "done_weight": done_weight, "alpha": alpha, "enc_wd": enc_wd, "value_wd": value_wd,
+                        "policy_wd": policy_wd, "pre_activ_weight": pre_activ_weight},
+                finite={"lower": lower, "upper": upper},
+                fraction={"dormant_threshold": dormant_threshold}, unit={"discount": discount})
+        if int(num_bins) < 2:
+            raise ConfigError(f"agent.num_bins={num_bins!r}, expected an integer >= 2 (two-hot reward bins)")
+        require_below("agent", ("lower", lower), ("upper", upper))
         if precision not in _PRECISIONS:
-            raise ConfigError(f"precision={precision!r}, expected one of {sorted(_PRECISIONS)}")
-        if int(dormant_every) < 0 or not 0.0 <= float(dormant_threshold) < 1.0:
-            raise ConfigError(f"dormant_every={dormant_every} must be >= 0 and dormant_threshold="
-                              f"{dormant_threshold} in [0, 1)")
+            raise ConfigError(f"agent.precision={precision!r}, expected one of {sorted(_PRECISIONS)}")
         self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in {
             "self", "observation_space", "action_space", "device", "seed", "channels_last", "fast_elu", "fused_adam",
             "precision"}}

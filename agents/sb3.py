@@ -58,6 +58,7 @@ from torch import nn
 
 from robotrl.checkpoint import check_agent_state
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.params import require
 from robotrl.types import Capabilities
 
 from .sb3_buffers import FlaggedDictReplayBuffer, FlaggedDictRolloutBuffer
@@ -76,6 +77,13 @@ RESERVED = {
     "policy_kwargs": "use agent.policy_kwargs (not an algorithm argument)", "_init_setup_model": "internal",
     "replay_buffer_class": "robotrl's keeps failed reward-model steps out (agents/sb3_buffers.py)",
     "rollout_buffer_class": "robotrl's keeps failed reward-model steps out (agents/sb3_buffers.py)",
+}
+# Ranges (robotrl.params kinds) of SB3's numeric arguments, checked when given as numbers: SB3 trains on a NaN gamma
+# or a negative tau without a word. Schedules (callables) and strings (ent_coef="auto") go to SB3 unchecked.
+SB3_RANGES = {
+    "positive_int": ("batch_size", "n_steps", "n_epochs", "target_update_interval", "train_freq"),
+    "positive": ("learning_rate", "clip_range", "max_grad_norm"), "nonneg": ("ent_coef", "vf_coef"),
+    "unit": ("tau", "gamma"), "probability": ("gae_lambda",),
 }
 SKIP_METRICS = ("n_updates",)  # SB3's train/ counters that are not per-update metrics
 
@@ -177,6 +185,17 @@ def _check_kwargs(algorithm: str, cls: type[BaseAlgorithm], kwargs: Mapping[str,
             raise ConfigError(f"agent.{key}={value!r} is not an argument of SB3 {algorithm}; valid: {valid}")
 
 
+def _check_ranges(kwargs: Mapping[str, Any]) -> None:
+    """Numeric algorithm arguments outside their range (SB3_RANGES) -> ConfigError naming the key."""
+    def numbers(keys: tuple[str, ...]) -> dict[str, Any]:
+        return {k: kwargs[k] for k in keys if isinstance(kwargs.get(k), int | float)}
+
+    require("agent", **{kind: numbers(keys) for kind, keys in SB3_RANGES.items()})
+    steps = kwargs.get("gradient_steps")
+    if isinstance(steps, int | float) and steps != -1:  # -1: as many gradient steps as env steps in the rollout
+        require("agent", positive_int={"gradient_steps": steps})
+
+
 class SB3Agent:
     """A Stable-Baselines3 algorithm behind robotrl's ``Agent`` protocol (``act``, ``state_dict``, ...).
 
@@ -200,6 +219,9 @@ class SB3Agent:
         algorithm_kwargs = {k: tuple(v) if isinstance(v, list) else v
                             for k, v in ((k, _plain(v)) for k, v in algorithm_kwargs.items())}
         _check_kwargs(algorithm, cls, algorithm_kwargs)
+        _check_ranges(algorithm_kwargs)
+        require("agent", positive_int={"cnn_features_dim": cnn_features_dim},
+                nonneg_int={"dormant_every": dormant_every}, fraction={"dormant_threshold": dormant_threshold})
         policy_kwargs = dict(_plain(policy_kwargs) or {})
         if "features_extractor_class" in policy_kwargs or "features_extractor_kwargs" in policy_kwargs:
             raise ConfigError("agent.policy_kwargs sets the features extractor; robotrl's is ObsExtractor, "

@@ -41,6 +41,7 @@ from robotrl.checkpoint import check_agent_state
 from robotrl.contract import check_obs
 from robotrl.distributed import all_gather_cat, all_reduce_gradients
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.params import given, require, require_below
 from robotrl.types import Capabilities, Metrics, Obs, Trajectories
 
 from . import tdmpc2_math as tm
@@ -131,15 +132,29 @@ class TDMPC2Agent:
             raise ConfigError(f"observation_space must be a gymnasium Dict, got {type(observation_space).__name__}")
         if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
             raise ConfigError(f"action_space must be a 1-D gymnasium Box, got {action_space}")
-        if num_pi < 1:
-            raise ConfigError(f"num_pi={num_pi}, expected >= 1 policy priors (1: TD-MPC2; > 1: an actor ensemble)")
         if pixel_views is not None and ("pixels" not in observation_space.spaces or pixel_views < 1
                                         or observation_space["pixels"].shape[0] % (3 * pixel_views)):
             raise ConfigError(f"pixel_views={pixel_views} does not fit the observation space {observation_space} "
                               f"(expected pixels with a multiple of 3 * pixel_views channels, or pixel_views=null)")
-        if int(dormant_every) < 0 or not 0.0 <= float(dormant_threshold) < 1.0:
-            raise ConfigError(f"dormant_every={dormant_every} must be >= 0 and dormant_threshold="
-                              f"{dormant_threshold} in [0, 1)")
+        require("agent",
+                positive_int={"num_channels": num_channels, "simnorm_dim": simnorm_dim, "batch_size": batch_size,
+                              "horizon": horizon, "iterations": iterations, "num_samples": num_samples,
+                              "num_elites": num_elites, "nstep": nstep, "num_pi": num_pi,  # > 1: an actor ensemble
+                              **given(model_size=model_size)},
+                nonneg_int={"num_bins": num_bins, "num_pi_trajs": num_pi_trajs, "aug_pad": aug_pad,
+                            "dormant_every": dormant_every},
+                finite={"vmin": vmin, "vmax": vmax, "log_std_min": log_std_min, "log_std_max": log_std_max},
+                positive={"lr": lr, "grad_clip_norm": grad_clip_norm, "min_std": min_std, "max_std": max_std,
+                          "temperature": temperature, "discount_denom": discount_denom},
+                nonneg={"enc_lr_scale": enc_lr_scale, "consistency_coef": consistency_coef, "reward_coef": reward_coef,
+                        "value_coef": value_coef, "termination_coef": termination_coef, "entropy_coef": entropy_coef},
+                fraction={"dropout": dropout, "dormant_threshold": dormant_threshold},
+                unit={"rho": rho, "tau": tau, "discount_min": discount_min, "discount_max": discount_max,
+                      "discount": discount})
+        require_below("agent", ("vmin", vmin), ("vmax", vmax))
+        require_below("agent", ("log_std_min", log_std_min), ("log_std_max", log_std_max))
+        require_below("agent", ("min_std", min_std), ("max_std", max_std), equal_ok=True)
+        require_below("agent", ("discount_min", discount_min), ("discount_max", discount_max), equal_ok=True)
         self.dormant_every, self.dormant_threshold = int(dormant_every), float(dormant_threshold)
         if not 0 < num_elites <= num_samples or not 0 <= num_pi_trajs < num_samples or horizon < 1:
             raise ConfigError(f"need 0 < num_elites={num_elites} <= num_samples={num_samples}, 0 <= num_pi_trajs="
@@ -153,6 +168,10 @@ class TDMPC2Agent:
         missing = [k for k in ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers") if k not in dims]
         if missing:
             raise ConfigError(f"model_size=null needs explicit {missing}")
+        require("agent", positive_int=dims)
+        if dims["latent_dim"] % int(simnorm_dim):
+            raise ConfigError(f"agent.latent_dim={dims['latent_dim']} is not a multiple of agent.simnorm_dim="
+                              f"{simnorm_dim} (SimNorm splits the latent into groups of simnorm_dim)")
         self.arch = {**{k: int(v) for k, v in dims.items()}, "num_channels": int(num_channels),
                      "simnorm_dim": int(simnorm_dim), "num_bins": int(num_bins), "episodic": bool(episodic),
                      "num_pi": int(num_pi), "pixel_views": int(pixel_views or 1),

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.distributions import Laplace
 
 from robotrl.errors import CheckpointError, ConfigError, ObservationError
+from robotrl.params import given, require
 from robotrl.types import Capabilities
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN / STD
@@ -225,6 +226,11 @@ class VLAAgent:
                  bc_steps: int | None = 2000, updates_per_step: int = 1, batch_size: int = 64, lr: float = 3e-4,
                  weight_decay: float = 1e-4, grad_clip_norm: float = 1.0, init_log_scale: float = -1.6,
                  seed: int = 0, nstep: int = 1, discount: float = 0.99):
+        require("agent", positive_int={"chunk": chunk, "batch_size": batch_size, "num_demos": num_demos,
+                                       "hidden": hidden, "nstep": nstep},
+                nonneg_int={"updates_per_step": updates_per_step, "demo_seed": demo_seed, **given(bc_steps=bc_steps)},
+                positive={"lr": lr, "grad_clip_norm": grad_clip_norm}, nonneg={"weight_decay": weight_decay},
+                finite={"init_log_scale": init_log_scale}, unit={"discount": discount})
         del nstep, discount  # the trainer's replay settings; a BC agent never reads the replay
         clip, instructions, tasks = _plain(clip), _plain(instructions), _plain(tasks)  # hydra hands DictConfigs
         check_obs_type(obs_type)
@@ -232,12 +238,6 @@ class VLAAgent:
                 "state" in observation_space.spaces):
             raise ConfigError(f"agent=vla: observation space {list(observation_space.spaces)} does not match "
                               f"obs_type={obs_type!r}")
-        for name, value, low in (("chunk", chunk, 1), ("updates_per_step", updates_per_step, 0),
-                                 ("batch_size", batch_size, 1), ("num_demos", num_demos, 1)):
-            if int(value) < low:
-                raise ConfigError(f"agent.{name}={value!r}, expected an integer >= {low}")
-        if bc_steps is not None and int(bc_steps) < 0:
-            raise ConfigError(f"agent.bc_steps={bc_steps!r}, expected >= 0 or null (no limit)")
         self.device = torch.device(device)
         self.obs_type = obs_type
         self.tasks = resolve_tasks(tasks, task)

@@ -1,0 +1,102 @@
+"""Every numeric hyperparameter of every agent config is range-checked when the agent is built: NaN, a negative or a
+zero value where none makes sense is one ConfigError naming the key, before any network is built. The keys come from
+the composed configs, so a hyperparameter added later is held to this too (or named below, where 0 or a negative
+value means something)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from robotrl.agents import make_agent
+from robotrl.errors import ConfigError
+from robotrl.params import given, require, require_below
+
+AGENTS = ("drqv2", "drm", "mrq", "tdmpc2", "modem", "modem_v2", "sb3_sac", "sb3_ppo", "vla")
+# 0 is a setting, not a mistake: off switches, loss weights, noise scales, paddings, counts that may be empty
+ZERO_OK = {
+    "dormant_every", "dormant_threshold", "critic_dropout", "dropout", "num_expl_steps", "aug_pad", "demo_seed",
+    "num_pi_trajs", "updates_per_step", "weight_decay", "enc_wd", "value_wd", "policy_wd", "exploration_noise",
+    "target_policy_noise", "noise_clip", "dyn_weight", "reward_weight", "done_weight", "alpha", "pre_activ_weight",
+    "stddev_clip", "enc_lr_scale", "consistency_coef", "reward_coef", "value_coef", "termination_coef",
+    "entropy_coef", "bc_noise_std", "bc_noise_clip", "target_dormant_ratio", "perturb_rate", "target_lambda",
+    "ent_coef", "vf_coef", "gae_lambda", "seed", "min_perturb_factor", "bc_steps",
+    "num_bins",  # TD-MPC2: 0 is plain regression, 1 symlog regression (as in the reference)
+    # signed values (below) whose 0 is inside their ordered pair
+    "vmin", "vmax", "log_std_min", "log_std_max", "lower", "upper", "init_log_scale", "value_min_coef",
+    "value_mean_coef", "value_std_coef",
+}
+SIGNED = {"vmin", "vmax", "log_std_min", "log_std_max", "lower", "upper", "init_log_scale", "value_min_coef",
+          "value_mean_coef", "value_std_coef", "gradient_steps"}  # SB3: gradient_steps=-1 is "as many as env steps"
+NOT_HYPERPARAMETERS = {"seed"}  # the run's seed (checked with the run config)
+
+
+def _spaces(name: str) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
+    pixels = gym.spaces.Box(0, 255, (9, 84, 84), np.uint8)
+    obs = {"pixels": pixels} if name in ("drqv2", "drm", "vla") else {
+        "state": gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)}
+    return gym.spaces.Dict(obs), gym.spaces.Box(-1, 1, (2,), np.float32)
+
+
+def _agent_config(name: str) -> dict:
+    from robotrl.overrides import compose_config
+
+    cfg = compose_config([f"agent={name}", "run_dir=/tmp/unused", "env=metaworld/reach"])
+    return OmegaConf.to_container(cfg.agent, resolve=True)
+
+
+def _bad_values(cfg: dict) -> list[tuple[str, float]]:
+    out = []
+    for key, value in cfg.items():
+        if key in NOT_HYPERPARAMETERS or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        out.append((key, math.nan))
+        if key not in SIGNED:
+            out.append((key, -1 if isinstance(value, int) else -1.0))
+        if key not in ZERO_OK:
+            out.append((key, 0 if isinstance(value, int) else 0.0))
+    return out
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_every_numeric_hyperparameter_is_range_checked_at_build(name):
+    base = _agent_config(name)
+    obs_space, action_space = _spaces(name)
+    bad = _bad_values(base)
+    assert len(bad) >= 10, f"agent={name}: too few numeric hyperparameters found ({bad}); is the config composed?"
+    accepted, unnamed = [], []
+    for key, value in bad:
+        try:
+            make_agent({**base, key: value}, obs_space, action_space, "cpu")
+            accepted.append(f"{key}={value}")
+        except ConfigError as e:
+            if not re.search(rf"\b{key}={value!r}", str(e)):
+                unnamed.append(f"{key}={value}: {e}")
+    assert not accepted, f"agent={name} was built with {accepted}"
+    assert not unnamed, f"agent={name}: the error does not name the bad value: {unnamed}"
+
+
+def test_require_names_the_first_bad_value_and_its_range():
+    require("agent", positive_int={"batch_size": 256}, unit={"discount": 1.0}, fraction={"dropout": 0.0})
+    cases = [({"positive_int": {"batch_size": 0}}, "agent.batch_size=0, expected an integer >= 1"),
+             ({"positive_int": {"batch_size": 2.5}}, "agent.batch_size=2.5, expected an integer >= 1"),
+             ({"positive_int": {"batch_size": True}}, "agent.batch_size=True, expected an integer >= 1"),
+             ({"positive": {"lr": math.inf}}, "agent.lr=inf, expected a finite number > 0"),
+             ({"nonneg": {"alpha": math.nan}}, "agent.alpha=nan, expected a finite number >= 0"),
+             ({"unit": {"discount": 0.0}}, "agent.discount=0.0, expected a number in (0, 1]"),
+             ({"fraction": {"dropout": 1.0}}, "agent.dropout=1.0, expected a number in [0, 1)"),
+             ({"finite": {"vmin": "low"}}, "agent.vmin='low', expected a finite number")]
+    for kinds, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            require("agent", **kinds)
+    with pytest.raises(TypeError, match="unknown range kind 'positve'"):
+        require("agent", positve={"lr": 1.0})
+    with pytest.raises(ConfigError, match=re.escape("agent.vmin=10.0 must be < agent.vmax=-10.0")):
+        require_below("agent", ("vmin", 10.0), ("vmax", -10.0))
+    require_below("agent", ("min_std", 0.5), ("max_std", 0.5), equal_ok=True)
+    assert given(a=None, b=0) == {"b": 0}
