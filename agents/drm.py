@@ -105,7 +105,8 @@ class DrMAgent(DrQV2Agent):
     ):
         require("agent", positive_int={"perturb_interval": perturb_interval},
                 positive={"dormant_temp": dormant_temp, "lambda_temp": lambda_temp},
-                nonneg={"perturb_rate": perturb_rate, "target_dormant_ratio": target_dormant_ratio},  # > 1: always awake
+                # target_dormant_ratio > 1: awake from the first update (every ratio is below it)
+                nonneg={"perturb_rate": perturb_rate, "target_dormant_ratio": target_dormant_ratio},
                 probability={"target_lambda": target_lambda})
         drqv2_kwargs.setdefault("dormant_every", 1)
         super().__init__(observation_space, action_space, device, **drqv2_kwargs)

@@ -12,8 +12,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
-
 from robotrl.agents import make_agent
+
 from robotrl.errors import ConfigError
 from robotrl.params import given, require, require_below
 
