@@ -23,6 +23,7 @@ from robotrl.hardware.robot import (
 )
 
 from robotrl.errors import ConfigError
+from robotrl.params import require
 
 N_JOINTS = 6
 # reset_to_home walks, as a real arm moves: this far per step at this rate (1 rad/s per joint, 0.25 m/s per axis),
@@ -87,8 +88,9 @@ class MockRobot(Robot):
         unknown = sorted(set(cfg) - {"cameras", "image_size", "faults"})
         if unknown:
             raise ConfigError(f"unknown key robot.{unknown[0]} for robot=mock; valid: cameras, image_size, faults")
-        return cls(tuple(cfg.get("cameras", ("front",))), int(cfg.get("image_size", 64)),
-                   Faults.from_config(cfg.get("faults")))
+        size = cfg.get("image_size", 64)
+        require("robot", positive_int={"image_size": size})
+        return cls(tuple(cfg.get("cameras", ("front",))), int(size), Faults.from_config(cfg.get("faults")))
 
     @property
     def camera_names(self) -> tuple[str, ...]:

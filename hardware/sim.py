@@ -18,6 +18,7 @@ from robotrl.hardware.faults import FaultInjector, Faults
 from robotrl.hardware.robot import Action, ActionMode, Frame, JointState, Robot, VendorLimits, monotonic
 
 from robotrl.errors import ConfigError
+from robotrl.params import require
 
 SAWYER_JOINTS = tuple(f"right_j{i}" for i in range(7))
 # Joint ranges from Meta-World's Sawyer XML (model.jnt_range, measured); velocities from Rethink's Sawyer URDF.
@@ -78,10 +79,9 @@ class SimRobot(Robot):
             raise ConfigError(f"unknown key robot.{unknown[0]} for robot=sim; valid: {sorted(valid)}")
         cameras = cfg.get("cameras", ("corner2",))
         cameras = (cameras,) if isinstance(cameras, str) else tuple(cameras)
-        size = cfg.get("image_size", 84)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(f"robot.image_size={size!r}, expected a positive int")
-        return cls(str(cfg.get("task", "reach")), cameras, size, int(cfg.get("seed", 0)),
+        size, seed = cfg.get("image_size", 84), cfg.get("seed", 0)
+        require("robot", positive_int={"image_size": size}, nonneg_int={"seed": seed})
+        return cls(str(cfg.get("task", "reach")), cameras, size, int(seed),
                    Faults.from_config(cfg.get("faults")), bool(cfg.get("reset_scene", False)))
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 import threading
 import time
@@ -141,6 +142,11 @@ def test_unknown_robot_keys_and_faults_are_rejected():
         make_robot(sim_cfg(camera="corner2"))
     with pytest.raises(ConfigError, match="robot.faults.drop_frame_prob=2"):
         make_robot(sim_cfg(faults={"drop_frame_prob": 2}))
+    for cfg, message in ((sim_cfg(seed=-1), "robot.seed=-1, expected an integer >= 0"),
+                         (sim_cfg(seed=float("nan")), "robot.seed=nan, expected an integer >= 0"),
+                         (robot_cfg("mock", image_size=-1), "robot.image_size=-1, expected an integer >= 1")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            make_robot(cfg)
 
 
 # ------------------------------------------------------------------------------------------ state machine
