@@ -19,6 +19,7 @@ from robotrl.rewards.base import (
     RewardVectorWrapper,
     RewardWrapper,
     check_frames,
+    check_wrapper_values,
     render_rgb,
 )
 from robotrl.rewards.capabilities import RewardCapabilities, reward_capabilities, success_enabled
@@ -64,6 +65,8 @@ def make_reward(cfg: Any) -> RewardModel | None:
     except Exception as e:  # hydra's message spans several lines
         raise ConfigError(f"reward._target_={cfg['_target_']!r} cannot be imported: {e!r}"[:300]) from e
     reward_capabilities(cls)  # a declaration that does not match the class's methods fails here, before building
+    check_wrapper_values(**{k: cfg[k] for k in ("mode", "weight", "render_size", "timeout_s",
+                                                "max_consecutive_failures") if k in cfg})
     kwargs = {k: v for k, v in cfg.items() if k not in WRAPPER_KEYS and k != "_target_"}
     with torch.random.fork_rng(devices=[]):  # direct call (not hydra.instantiate): our one-line errors stay as is
         return cls(**kwargs)

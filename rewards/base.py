@@ -40,6 +40,7 @@ import torch
 from robotrl.rewards.capabilities import reward_capabilities, success_enabled
 
 from robotrl.errors import ConfigError, ObservationError, RewardModelError
+from robotrl.params import given, require
 
 log = logging.getLogger(__name__)
 MODES = ("replace", "blend")
@@ -176,10 +177,8 @@ class GuardedModel:
 
     def __init__(self, model: RewardModel, name: str, predicts_success: bool, timeout_s: float | None = None,
                  max_consecutive_failures: int = 10) -> None:
-        if timeout_s is not None and (isinstance(timeout_s, bool) or not float(timeout_s) > 0):
-            raise ConfigError(f"reward.timeout_s={timeout_s!r}, expected a positive number of seconds or null")
-        if isinstance(max_consecutive_failures, bool) or int(max_consecutive_failures) < 1:
-            raise ConfigError(f"reward.max_consecutive_failures={max_consecutive_failures!r}, expected an int >= 1")
+        require("reward", positive_int={"max_consecutive_failures": max_consecutive_failures},
+                positive=given(timeout_s=timeout_s))
         self.model, self.name, self.predicts_success = model, name, predicts_success
         self.timeout_s = None if timeout_s is None else float(timeout_s)
         self.max_consecutive_failures = int(max_consecutive_failures)
@@ -231,14 +230,21 @@ class GuardedModel:
         return rewards, success, None
 
 
-def _check_wrapper_args(model: RewardModel, mode: str, render_size: int | None, terminate_on_success: bool,
-                        name: str) -> bool:
-    """Validate the wrapper settings shared by RewardWrapper and RewardVectorWrapper; True if the model predicts
-    success."""
+def check_wrapper_values(mode: str = "replace", weight: float = 1.0, render_size: int | None = 224,
+                         timeout_s: float | None = None, max_consecutive_failures: int = 10) -> None:
+    """The wrapper settings (``reward.mode``, ``weight``, ...) in range, or one ConfigError naming the first bad one:
+    ``make_reward`` checks them before building a model, the wrappers again when built in Python."""
     if mode not in MODES:
         raise ConfigError(f"reward.mode={mode!r} is not one of {', '.join(MODES)}")
-    if render_size is not None and (isinstance(render_size, bool) or int(render_size) < 1):
-        raise ConfigError(f"reward.render_size={render_size!r}, expected a positive int or null (env.render())")
+    require("reward", finite={"weight": weight}, positive_int={"max_consecutive_failures": max_consecutive_failures,
+                                                               **given(render_size=render_size)},
+            positive=given(timeout_s=timeout_s))
+
+
+def _check_wrapper_args(model: RewardModel, mode: str, weight: float, render_size: int | None,
+                        terminate_on_success: bool, name: str) -> bool:
+    """The wrappers' settings (GuardedModel checks its own); True if the model predicts success."""
+    check_wrapper_values(mode, weight, render_size)
     predicts_success = success_enabled(model)
     if terminate_on_success and not predicts_success:
         raise ConfigError(f"reward.terminate_on_success=true but reward model {name!r} predicts no success")
@@ -262,7 +268,7 @@ class RewardWrapper(gym.Wrapper):
                  render_size: int | None = 224, terminate_on_success: bool = False, name: str = "model",
                  timeout_s: float | None = None, max_consecutive_failures: int = 10):
         super().__init__(env)
-        self.predicts_success = _check_wrapper_args(model, mode, render_size, terminate_on_success, name)
+        self.predicts_success = _check_wrapper_args(model, mode, weight, render_size, terminate_on_success, name)
         self.guard = GuardedModel(model, name, self.predicts_success, timeout_s, max_consecutive_failures)
         self.model, self.mode, self.weight = model, mode, float(weight)
         caps = reward_capabilities(model)
@@ -332,7 +338,7 @@ class RewardVectorWrapper(gym.vector.VectorWrapper):
                  render_size: int | None = 224, name: str = "model", timeout_s: float | None = None,
                  max_consecutive_failures: int = 10):
         super().__init__(env)
-        _check_wrapper_args(model, mode, render_size, False, name)
+        _check_wrapper_args(model, mode, weight, render_size, False, name)
         self.guard = GuardedModel(model, name, False, timeout_s, max_consecutive_failures)
         autoreset = str(getattr(env.metadata.get("autoreset_mode"), "value", env.metadata.get("autoreset_mode")))
         if autoreset not in ("NextStep", "Disabled"):

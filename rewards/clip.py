@@ -42,6 +42,7 @@ from robotrl.rewards.capabilities import RewardCapabilities
 from robotrl.config import resolve_device
 from robotrl.errors import ConfigError
 from robotrl.open_clip_loader import cached_weights, hub_reachable, load_open_clip, register_model_cfg
+from robotrl.params import given, require
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -86,8 +87,8 @@ class CLIPReward:
                  success_threshold: float | None = None, resize_mode: str | None = "crop"):
         if resize_mode is not None and resize_mode not in RESIZE_MODES:
             raise ConfigError(f"reward.resize_mode={resize_mode!r}, expected one of {', '.join(RESIZE_MODES)} or null")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ConfigError(f"reward.alpha={alpha!r} is out of range, expected 0 <= alpha <= 1")
+        require("reward", probability={"alpha": alpha}, positive_int={"batch_size": batch_size},
+                finite=given(success_threshold=success_threshold))
         if precision not in PRECISIONS:
             raise ConfigError(f"reward.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
         self.goal_prompts, self.baseline_prompts = self._prompts(goal_prompts, "goal"), self._prompts(

@@ -53,6 +53,7 @@ from robotrl.rewards.kagi_plan import (
 )
 
 from robotrl.errors import ConfigError, ObservationError
+from robotrl.params import require
 
 
 @dataclass
@@ -100,9 +101,9 @@ class KAGIReward:
         if space not in (None, *SPACES) or (source == "vlm" and space == "world"):
             raise ConfigError(f"reward.space={space!r}, expected null (the plan's space), world or image "
                               "(image only with source=vlm: its plans are in pixels)")
-        if not 0.0 <= float(final_weight) <= 1.0 or float(deviation_weight) < 0.0:
-            raise ConfigError(f"reward final_weight={final_weight!r} (expected in [0, 1]), "
-                              f"deviation_weight={deviation_weight!r} (expected >= 0)")
+        require("reward", probability={"final_weight": final_weight}, nonneg={"deviation_weight": deviation_weight},
+                positive_int={"grid_step": grid_step, "tracker_patch": tracker_patch, "tracker_search": tracker_search,
+                              "batch_size": batch_size})
         self.source = self._make_source(source, plan, vlm, grid_step)
         self.plan: KeypointPlan | None = self.source.plan if isinstance(self.source, OfflineKeypointSource) else None
         self.instruction = instruction or (self.plan.instruction if self.plan else None)

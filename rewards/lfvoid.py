@@ -51,6 +51,7 @@ from robotrl.augment import random_shift, sample_shifts
 from robotrl.config import resolve_device
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.npz import read_npz
+from robotrl.params import given, require
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,13 @@ class LfVoidReward:
                  min_negatives: int = 64, buffer_size: int = 5000, shift_pad: int = 4, bootstrap: bool = True,
                  reward_type: str = "prob", success_threshold: float | None = None, batch_size: int = 64,
                  seed: int = 0, device: str = "cpu"):
-        self._validate_args(ensemble_size, image_size, train_batch_size, updates_per_call, update_every,
-                            buffer_size, shift_pad, reward_type, min_negatives)
+        require("reward", positive_int={"ensemble_size": ensemble_size, "image_size": image_size, "channels": channels,
+                                        "train_batch_size": train_batch_size, "update_every": update_every,
+                                        "min_negatives": min_negatives, "buffer_size": buffer_size,
+                                        "batch_size": batch_size},
+                nonneg_int={"updates_per_call": updates_per_call, "shift_pad": shift_pad, "seed": seed},
+                positive={"lr": lr}, finite=given(success_threshold=success_threshold))
+        self._check_relations(train_batch_size, min_negatives, buffer_size, reward_type)
         if not goals:
             raise ConfigError("reward.goals is null, expected a goal set: make one with `robotrl goals generate "
                               "env=<suite>/<task> instruction=\"...\" out=DIR` and pass reward.goals=DIR")
@@ -236,18 +242,9 @@ class LfVoidReward:
         self.last_loss = float("nan")
 
     @staticmethod
-    def _validate_args(ensemble_size: int, image_size: int, train_batch_size: int, updates_per_call: int,
-                       update_every: int, buffer_size: int, shift_pad: int, reward_type: str,
-                       min_negatives: int) -> None:
-        positive = {"ensemble_size": ensemble_size, "image_size": image_size, "train_batch_size": train_batch_size,
-                    "update_every": update_every, "buffer_size": buffer_size, "min_negatives": min_negatives}
-        for key, value in positive.items():
-            if isinstance(value, bool) or int(value) < 1:
-                raise ConfigError(f"reward.{key}={value!r}, expected a positive int")
-        if int(train_batch_size) < 2:
+    def _check_relations(train_batch_size: int, min_negatives: int, buffer_size: int, reward_type: str) -> None:
+        if train_batch_size < 2:
             raise ConfigError(f"reward.train_batch_size={train_batch_size!r}, expected >= 2 (goals and negatives)")
-        if int(updates_per_call) < 0 or int(shift_pad) < 0:
-            raise ConfigError(f"reward.updates_per_call={updates_per_call!r} / shift_pad={shift_pad!r}, expected >= 0")
         if int(min_negatives) > int(buffer_size):
             raise ConfigError(f"reward.min_negatives={min_negatives} > buffer_size={buffer_size}, expected <= "
                               f"(training would never start)")

@@ -33,6 +33,7 @@ from torch import nn
 from robotrl.augment import random_shift, sample_shifts
 from robotrl.demos import load_demos
 from robotrl.errors import ConfigError
+from robotrl.params import require
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("sparse", "probability")
@@ -107,12 +108,11 @@ class SuccessClassifier:
                  threshold: float = 0.5, output: str = "sparse", seed: int = 0, device: str = "cpu") -> None:
         if output not in OUTPUTS:
             raise ConfigError(f"reward.output={output!r}, expected one of {list(OUTPUTS)}")
+        require("reward", positive_int={"image_size": image_size, "steps": steps, "batch_size": batch_size,
+                                        "final_frames": final_frames},
+                nonneg_int={"initial_frames": initial_frames, "seed": seed}, positive={"lr": lr})
         if not 0.0 < float(threshold) < 1.0:
             raise ConfigError(f"reward.threshold={threshold!r}, expected a probability in (0, 1)")
-        for key, value in (("image_size", image_size), ("steps", steps), ("batch_size", batch_size),
-                           ("final_frames", final_frames)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"reward.{key}={value!r}, expected a positive int")
         self.image_size, self.threshold, self.output = image_size, float(threshold), output
         self.device = torch.device(device)
         torch.manual_seed(seed)  # make_reward forks the RNG around construction: the run's RNG is untouched

@@ -11,6 +11,7 @@ NaN and infinity are refused by every numeric kind: a NaN hyperparameter trains 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,11 +19,11 @@ from robotrl.errors import ConfigError
 
 
 def _number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
-def _integer(value: Any) -> bool:
-    return _number(value) and float(value).is_integer()
+def _integer(value: Any) -> bool:  # an int (numpy's too), not a float that happens to be whole: 256.0 is a typo
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral)
 
 
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {

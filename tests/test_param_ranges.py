@@ -1,7 +1,7 @@
-"""Every numeric hyperparameter of every agent config is range-checked when the agent is built: NaN, a negative or a
-zero value where none makes sense is one ConfigError naming the key, before any network is built. The keys come from
-the composed configs, so a hyperparameter added later is held to this too (or named below, where 0 or a negative
-value means something)."""
+"""Every numeric setting of every agent and reward-model config is range-checked when it is built: NaN, a negative or a
+zero value where none makes sense is one ConfigError naming the key, before any network is built or weights are
+looked for. The keys come from the composed configs, so a setting added later is held to this too (or named below,
+where 0 or a negative value means something)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ ZERO_OK = {
     "vmin", "vmax", "log_std_min", "log_std_max", "lower", "upper", "init_log_scale", "value_min_coef",
     "value_mean_coef", "value_std_coef",
 }
+# rewards: a blend weight or a success threshold on a reward may be 0 or negative; the rest are counts and seeds
+REWARDS = ("clip", "clip_tiny", "kagi", "lfvoid", "reflector", "success_classifier")
+REWARD_ZERO_OK = {"weight", "success_threshold", "seed", "updates_per_call", "shift_pad", "initial_frames",
+                  "deviation_weight", "final_weight", "alpha"}
+REWARD_SIGNED = {"weight", "success_threshold"}
 SIGNED = {"vmin", "vmax", "log_std_min", "log_std_max", "lower", "upper", "init_log_scale", "value_min_coef",
           "value_mean_coef", "value_std_coef", "gradient_steps"}  # SB3: gradient_steps=-1 is "as many as env steps"
 NOT_HYPERPARAMETERS = {"seed"}  # the run's seed (checked with the run config)
@@ -50,15 +55,16 @@ def _agent_config(name: str) -> dict:
     return OmegaConf.to_container(cfg.agent, resolve=True)
 
 
-def _bad_values(cfg: dict) -> list[tuple[str, float]]:
+def _bad_values(cfg: dict, zero_ok: set[str] = ZERO_OK, signed: set[str] = SIGNED,
+                skip: set[str] = NOT_HYPERPARAMETERS) -> list[tuple[str, float]]:
     out = []
     for key, value in cfg.items():
-        if key in NOT_HYPERPARAMETERS or isinstance(value, bool) or not isinstance(value, int | float):
+        if key in skip or isinstance(value, bool) or not isinstance(value, int | float):
             continue
         out.append((key, math.nan))
-        if key not in SIGNED:
+        if key not in signed:
             out.append((key, -1 if isinstance(value, int) else -1.0))
-        if key not in ZERO_OK:
+        if key not in zero_ok:
             out.append((key, 0 if isinstance(value, int) else 0.0))
     return out
 
@@ -81,11 +87,34 @@ def test_every_numeric_hyperparameter_is_range_checked_at_build(name):
     assert not unnamed, f"agent={name}: the error does not name the bad value: {unnamed}"
 
 
+@pytest.mark.parametrize("name", REWARDS)
+def test_every_numeric_reward_setting_is_range_checked_before_the_model_is_built(name):
+    from robotrl.rewards import make_reward
+
+    from robotrl.overrides import compose_config
+
+    cfg = compose_config([f"reward={name}", "env=metaworld/reach", "run_dir=/tmp/unused"])
+    base = OmegaConf.to_container(cfg.reward, resolve=True)
+    bad = _bad_values(base, REWARD_ZERO_OK, REWARD_SIGNED, set())
+    assert len(bad) >= 6, f"reward={name}: too few numeric settings found ({bad})"
+    wrong = []
+    for key, value in bad:
+        try:  # most models cannot be built here (no weights, goals or demos): the range check must come first
+            make_reward({**base, key: value})
+            wrong.append(f"{key}={value}: accepted")
+        except ConfigError as e:
+            if not re.search(rf"\b{key}={value!r}", str(e)):
+                wrong.append(f"{key}={value}: {e}")
+    assert not wrong, f"reward={name}: {wrong}"
+
+
 def test_require_names_the_first_bad_value_and_its_range():
-    require("agent", positive_int={"batch_size": 256}, unit={"discount": 1.0}, fraction={"dropout": 0.0})
+    require("agent", positive_int={"batch_size": 256, "nstep": np.int64(3)}, unit={"discount": 1.0},
+            fraction={"dropout": 0.0}, finite={"vmin": np.float32(-10)})
     cases = [({"positive_int": {"batch_size": 0}}, "agent.batch_size=0, expected an integer >= 1"),
              ({"positive_int": {"batch_size": 2.5}}, "agent.batch_size=2.5, expected an integer >= 1"),
              ({"positive_int": {"batch_size": True}}, "agent.batch_size=True, expected an integer >= 1"),
+             ({"positive_int": {"batch_size": 256.0}}, "agent.batch_size=256.0, expected an integer >= 1"),
              ({"positive": {"lr": math.inf}}, "agent.lr=inf, expected a finite number > 0"),
              ({"nonneg": {"alpha": math.nan}}, "agent.alpha=nan, expected a finite number >= 0"),
              ({"unit": {"discount": 0.0}}, "agent.discount=0.0, expected a number in (0, 1]"),
