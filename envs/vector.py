@@ -28,8 +28,9 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState, _async_worker
 from gymnasium.vector.utils import CloudpickleWrapper
 
-from robotrl.config import config_dict
-from robotrl.errors import ConfigError, EnvWorkerError
+from robotrl.config import check_section_ranges, config_dict
+from robotrl.errors import EnvWorkerError
+from robotrl.params import require
 
 log = logging.getLogger(__name__)
 RESTARTED = "worker_restarted"  # infos key: bool [num_envs], True where the worker was restarted during this call
@@ -39,9 +40,8 @@ def num_envs_of(cfg: Any) -> int:
     """``env.num_envs`` (default 1), validated."""
     value = config_dict(cfg, "env config").get("num_envs", 1)
     value = 1 if value is None else value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"env.num_envs must be a positive int, got {value!r}")
-    return value
+    require("env", positive_int={"num_envs": value})
+    return int(value)
 
 
 def _build(cfg: dict[str, Any], seed: int) -> Any:
@@ -69,8 +69,7 @@ class ResilientVectorEnv(AsyncVectorEnv):
                  context: str = "spawn", start_timeout_s: float = 300.0) -> None:
         """``timeout_s``: the longest a step/reset may take; ``start_timeout_s``: a replacement worker's first
         reset (it imports the simulator and builds the env first)."""
-        if timeout_s <= 0:
-            raise ConfigError(f"env.worker_timeout_s must be > 0, got {timeout_s!r}")
+        require("env", positive={"worker_timeout_s": timeout_s}, nonneg_int={"max_worker_restarts": max_restarts})
         # A replacement worker needs the shared-memory buffer, which gymnasium keeps in a local of __init__ only
         # (and Process drops its args once started): catch it as gymnasium creates it.
         created: list[Any] = []
@@ -207,13 +206,15 @@ def make_vector_env(cfg: Any, seed: int, num_envs: int | None = None) -> Resilie
     seed ``seed + i`` (every episode is then reset with an explicit seed by the caller)."""
     plain = config_dict(cfg, "env config")
     n = num_envs_of(plain) if num_envs is None else int(num_envs)
-    timeout = float(plain.get("worker_timeout_s") or 120.0)
-    max_restarts = int(plain.get("max_worker_restarts", 10))
+    check_section_ranges(plain, "env")  # worker_timeout_s, max_worker_restarts (null: their defaults)
+    timeout = plain.get("worker_timeout_s")
+    max_restarts = plain.get("max_worker_restarts")
     from robotrl.envs.rendering import ensure_gl
 
     ensure_gl()  # MUJOCO_GL is set here, so spawned workers inherit it
     fns = [functools.partial(_build, plain, int(seed) + i) for i in range(n)]
-    return ResilientVectorEnv(fns, timeout_s=timeout, max_restarts=max_restarts)
+    return ResilientVectorEnv(fns, timeout_s=120.0 if timeout is None else timeout,
+                              max_restarts=10 if max_restarts is None else max_restarts)
 
 
 __all__ = ["RESTARTED", "ResilientVectorEnv", "make_vector_env", "num_envs_of"]

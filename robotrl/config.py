@@ -49,8 +49,26 @@ def _require(cfg: DictConfig, key: str, kind: type | tuple[type, ...], low: floa
     return value
 
 
+# config section -> its shared-defaults schema (robotrl.config_schema), whose fields declare their ranges
+SCHEMA_SECTIONS = {"env": "env", "ray": "ray", "robot_env": "robot_env", "reward": "reward_wrapper"}
+
+
+def check_section_ranges(section: Mapping[str, Any] | None, where: str) -> None:
+    """Every key of ``section`` (the ``where:`` part of a config) that its schema gives a range is in it (null values
+    are not checked: they mean a default chosen later)."""
+    from robotrl.config_schema import SCHEMAS, ranges_of
+    from robotrl.params import require
+
+    for key, kind in ranges_of(SCHEMAS[SCHEMA_SECTIONS[where]][0]).items():
+        value = None if section is None else section.get(key)
+        if value is not None:
+            require(where, **{kind: {key: value}})
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Check the training config's types and ranges; raise ConfigError naming the first bad key."""
+    for where in SCHEMA_SECTIONS:
+        check_section_ranges(cfg.get(where), where)
     _require(cfg, "seed", int, 0)
     _require(cfg, "frames", int, 1)
     _require(cfg, "seed_frames", int, 0)

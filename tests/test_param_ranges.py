@@ -108,6 +108,30 @@ def test_every_numeric_reward_setting_is_range_checked_before_the_model_is_built
     assert not wrong, f"reward={name}: {wrong}"
 
 
+def test_every_ranged_schema_key_is_checked_by_validate_config(compose_cfg):
+    """The shared sections (env, ray, robot_env, the reward wrapper) declare each number's range in
+    robotrl/config_schema.py; validate_config refuses a value outside it before anything is built."""
+    from robotrl.config import SCHEMA_SECTIONS, validate_config
+    from robotrl.config_schema import SCHEMAS, ranges_of
+
+    base = OmegaConf.to_container(compose_cfg("robot=sim", "reward=clip_tiny", "collector=ray"), resolve=False)
+    validate_config(OmegaConf.create(base))
+    checked = 0
+    for where, schema in SCHEMA_SECTIONS.items():
+        ranges = ranges_of(SCHEMAS[schema][0])
+        assert ranges, schema
+        for key, kind in ranges.items():
+            for value in (math.nan, -1, 0.5 if kind.endswith("_int") else None):
+                if value is None or (value == -1 and kind == "finite"):
+                    continue
+                cfg = OmegaConf.create(base)
+                cfg[where][key] = value
+                with pytest.raises(ConfigError, match=re.escape(f"{where}.{key}={value!r}, expected")):
+                    validate_config(cfg)
+                checked += 1
+    assert checked >= 30
+
+
 def test_require_names_the_first_bad_value_and_its_range():
     require("agent", positive_int={"batch_size": 256, "nstep": np.int64(3)}, unit={"discount": 1.0},
             fraction={"dropout": 0.0}, finite={"vmin": np.float32(-10)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import numpy as np
@@ -178,6 +179,11 @@ def test_hung_worker_is_killed_after_timeout_and_restarts_are_bounded():
         venv.close(terminate=True)
 
 
-def test_num_envs_must_be_a_positive_int():
-    with pytest.raises(ConfigError, match="env.num_envs must be a positive int, got 0"):
-        make_vector_env({**small_cfg("dmc"), "num_envs": 0}, seed=0)
+def test_num_envs_and_worker_settings_are_range_checked_before_any_worker_starts():
+    # worker_timeout_s=0 used to become 120 s without a word, NaN to be accepted, max_worker_restarts=-1 to end the
+    # run at the first restart
+    for key, value, expected in (("num_envs", 0, "an integer >= 1"), ("worker_timeout_s", 0, "a finite number > 0"),
+                                 ("worker_timeout_s", float("nan"), "a finite number > 0"),
+                                 ("max_worker_restarts", -1, "an integer >= 0")):
+        with pytest.raises(ConfigError, match=re.escape(f"env.{key}={value!r}, expected {expected}")):
+            make_vector_env({**small_cfg("dmc"), "num_envs": 2, key: value}, seed=0)

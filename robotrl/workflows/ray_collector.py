@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from robotrl.config import check_section_ranges
 from robotrl.episodes import EpisodeBuilder, record_episode
 from robotrl.errors import ConfigError, EnvWorkerError
 from robotrl.types import Episode, capabilities_of
@@ -171,10 +172,10 @@ class RolloutWorker:
 def ray_settings(cfg: DictConfig) -> dict[str, Any]:
     """``ray.*`` validated: num_actors, chunk_size, queue_size, address, num_cpus."""
     settings = dict(OmegaConf.to_container(cfg.get("ray") or {}, resolve=True))
-    for key in ("num_actors", "chunk_size", "queue_size"):
-        value = settings.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"ray.{key} must be a positive int, got {value!r}")
+    for key in ("num_actors", "chunk_size", "queue_size"):  # no default below: these must be set
+        if settings.get(key) is None:
+            raise ConfigError(f"ray.{key} is null, expected an integer >= 1")
+    check_section_ranges(settings, "ray")
     return settings
 
 
