@@ -152,7 +152,8 @@ class TDMPC2Agent:
                 unit={"rho": rho, "tau": tau, "discount_min": discount_min, "discount_max": discount_max,
                       "discount": discount})
         require_below("agent", ("vmin", vmin), ("vmax", vmax))
-        require_below("agent", ("log_std_min", log_std_min), ("log_std_max", log_std_max))
+        # equal bounds: a fixed policy std; equal discount bounds: a fixed discount
+        require_below("agent", ("log_std_min", log_std_min), ("log_std_max", log_std_max), equal_ok=True)
         require_below("agent", ("min_std", min_std), ("max_std", max_std), equal_ok=True)
         require_below("agent", ("discount_min", discount_min), ("discount_max", discount_max), equal_ok=True)
         self.dormant_every, self.dormant_threshold = int(dormant_every), float(dormant_threshold)

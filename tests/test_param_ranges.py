@@ -87,6 +87,17 @@ def test_every_numeric_hyperparameter_is_range_checked_at_build(name):
     assert not unnamed, f"agent={name}: the error does not name the bad value: {unnamed}"
 
 
+@pytest.mark.parametrize(("name", "values"), [
+    ("tdmpc2", {"model_size": 1, "log_std_min": -20.0, "log_std_max": -20.0}),  # a fixed policy std
+    ("tdmpc2", {"model_size": 1, "num_bins": 0, "num_pi_trajs": 0, "discount_min": 0.9, "discount_max": 0.9}),
+    ("drm", {"target_dormant_ratio": 1.01, "num_expl_steps": 0}),  # awake from the first update
+    ("sb3_sac", {"gradient_steps": -1, "ent_coef": "auto"}),  # SB3's own meanings
+    ("mrq", {"num_expl_steps": 0, "alpha": 0.0, "exploration_noise": 0.0, "aug_pad": 0, "dormant_every": 0}),
+])
+def test_edge_values_that_mean_something_are_accepted(name, values):
+    make_agent({**_agent_config(name), **values}, *_spaces(name), "cpu")
+
+
 @pytest.mark.parametrize("name", REWARDS)
 def test_every_numeric_reward_setting_is_range_checked_before_the_model_is_built(name):
     from robotrl.rewards import make_reward
