@@ -28,6 +28,7 @@ import numpy as np
 from robotrl.config import config_dict
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.errors import ConfigError
+from robotrl.params import require
 from robotrl.registry import load_entry
 
 
@@ -166,9 +167,8 @@ def _suite_and_task(cfg: dict[str, Any]) -> tuple[str, str]:
 def _positive_int(cfg: dict[str, Any], key: str, default: int) -> int:
     value = cfg.get(key)
     value = default if value is None else value
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"env.{key} must be a positive int, got {value!r}")
-    return value
+    require("env", positive_int={key: value})
+    return int(value)
 
 
 def _camera(value: Any) -> Any:

@@ -17,6 +17,7 @@ import numpy as np
 from robotrl.hardware.robot import VendorLimits
 
 from robotrl.errors import ConfigError
+from robotrl.params import require
 
 ON_LIMIT = ("clip", "reject")
 JOINT_MARGIN_RAD = 0.1  # default joint limits: vendor limits minus this (Polymetis franka_hardware.yaml uses 0.1)
@@ -57,8 +58,7 @@ def _mapping(cfg: Any, where: str) -> dict[str, Any]:
 
 def _positive(cfg: dict[str, Any], key: str, where: str) -> float:
     value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{where}.{key}={value!r}, expected a finite number > 0")
+    require(where, positive={key: value})
     return float(value)
 
 
@@ -145,8 +145,7 @@ def parse_limits(cfg: Any, vendor: VendorLimits, where: str = "robot.limits") ->
                                  else (vendor.ee_max_acceleration,), "m/s^2")[0])
     margin = _workspace_margin(cfg, where, ee_vel, ee_acc, ws_lo, ws_hi)
     overruns = cfg.get("max_consecutive_overruns", 5)
-    if isinstance(overruns, bool) or not isinstance(overruns, int) or overruns < 1:
-        raise ConfigError(f"{where}.max_consecutive_overruns={overruns!r}, expected an int >= 1")
+    require(where, positive_int={"max_consecutive_overruns": overruns})
     return SafetyLimits(
         control_hz=_positive(cfg, "control_hz", where),
         watchdog_ms=_positive(cfg, "watchdog_ms", where),

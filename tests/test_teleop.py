@@ -109,7 +109,7 @@ def test_keyboard_with_releases_moves_while_held():
     ({"intervention": "hold"}, "intervention=hold needs key releases, which a terminal does not report"),
     ({"keys": {"success": "w"}}, r"teleop.keys: 'w' is bound to more than one action"),
     ({"keys": {"jump": "j"}}, r"teleop.keys.jump is not an action"),
-    ({"step_m": -1}, r"teleop.step_m=-1: expected a number > 0"),
+    ({"step_m": -1}, r"teleop.step_m=-1, expected a finite number > 0"),
     ({"source": "x11"}, r"teleop.source='x11': expected tty"),
     ({"colour": 1}, r"unknown key teleop.colour for teleop=keyboard"),
     ({"intervention": "sometimes"}, r"teleop.intervention='sometimes': expected one of"),

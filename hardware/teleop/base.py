@@ -28,6 +28,7 @@ import numpy as np
 from robotrl.hardware.robot import Action, ActionMode, JointState, monotonic
 
 from robotrl.errors import ConfigError, RobotRLError
+from robotrl.params import require
 
 INTERVENTION_MODES = ("toggle", "hold", "auto", "always")
 
@@ -128,9 +129,7 @@ def check_keys(cfg: Mapping[str, Any], valid: set[str], name: str) -> None:
 
 def positive(cfg: Mapping[str, Any], key: str, default: float, allow_zero: bool = False) -> float:
     value = cfg.get(key, default)
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"teleop.{key}={value!r}: expected a number {'>=' if allow_zero else '>'} 0")
+    require("teleop", **{"nonneg" if allow_zero else "positive": {key: value}})
     return float(value)
 
 
