@@ -47,6 +47,7 @@ from types import MappingProxyType
 from robotrl.commands import Args, Command, print_error, shown
 from robotrl.errors import ConfigError, RobotRLError
 from robotrl.overrides import parse_kv
+from robotrl.params import require
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -120,7 +121,11 @@ def parse(cmd: Command, args: list[str]) -> Args:
             plain.append(arg)
     if cmd.positional and cmd.positional.endswith("...") and not positional:
         raise ConfigError(f"robotrl {cmd.name}: the following arguments are required: {cmd.positional[:-3]}")
-    return Args(parse_kv(plain, cmd.defaults), extra, positional, list(args))
+    opts = parse_kv(plain, cmd.defaults)
+    for key, option in cmd.options.items():
+        if option.range is not None and opts[key] is not None:
+            require("", **{option.range: {key: opts[key]}})
+    return Args(opts, extra, positional, list(args))
 
 
 def run(name: str, args: list[str]) -> int:

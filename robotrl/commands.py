@@ -16,10 +16,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Option:
-    """One ``key=value`` option: its default (whose type is the value's type) and its one-line doc."""
+    """One ``key=value`` option: its default (whose type is the value's type), its one-line doc and, for a number, its
+    range (a kind of :data:`robotrl.params.KINDS`, checked when the command line is parsed; None: any number)."""
 
     default: Any
     doc: str
+    range: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,16 @@ class Command:
         return {k: o.default for k, o in self.options.items()}
 
 
-def options(defaults: Mapping[str, Any], docs: Mapping[str, str]) -> dict[str, Option]:
-    """``{key: Option}`` from a defaults and a docs mapping with the same keys (a key without a doc is a bug)."""
-    if set(defaults) != set(docs):
-        raise AssertionError(f"options without a doc: {sorted(set(defaults) - set(docs))}; "
-                             f"docs without an option: {sorted(set(docs) - set(defaults))}")
-    return {k: Option(v, docs[k]) for k, v in defaults.items()}
+def options(defaults: Mapping[str, Any], docs: Mapping[str, str],
+            ranges: Mapping[str, str] | None = None) -> dict[str, Option]:
+    """``{key: Option}`` from a defaults and a docs mapping with the same keys (a key without a doc is a bug) and the
+    ranges of the numeric ones (``{"episodes": "positive_int"}``)."""
+    ranges = dict(ranges or {})
+    if set(defaults) != set(docs) or not set(ranges) <= set(defaults):
+        raise AssertionError(f"options without a doc: {sorted(set(defaults) - set(docs))}; docs without an option: "
+                             f"{sorted(set(docs) - set(defaults))}; ranges without an option: "
+                             f"{sorted(set(ranges) - set(defaults))}")
+    return {k: Option(v, docs[k], ranges.get(k)) for k, v in defaults.items()}
 
 
 def shown(value: Any) -> str:

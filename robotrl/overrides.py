@@ -6,6 +6,7 @@ Core (no plug-in or workflow imports) so that the CLI and every workflow parsing
 from __future__ import annotations
 
 import difflib
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,13 @@ def parse_kv(args: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
             try:
                 out[key] = kind(value)
             except ValueError:
-                raise ConfigError(f"{key}={value!r}, expected a {kind.__name__}") from None
+                raise ConfigError(f"{key}={value!r}, expected {_KIND_NAMES.get(kind, kind.__name__)}") from None
+            if kind is float and math.isnan(out[key]):  # float("nan") parses, and then every comparison is False
+                raise ConfigError(f"{key}={value!r}, expected a number, not NaN")
     return out
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
 
 
 # ------------------------------------------------------------------------------------------------ hydra overrides

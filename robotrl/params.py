@@ -39,15 +39,16 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def require(where: str, **kinds: Mapping[str, Any]) -> None:
-    """Raise ConfigError ``<where>.<key>=<value>, expected <range>`` for the first value outside its kind's range
-    (:data:`KINDS`: positive_int, nonneg_int, positive, nonneg, finite, fraction, unit, probability)."""
+    """Raise ConfigError ``<where>.<key>=<value>, expected <range>`` (``<key>=...`` for ``where=""``: a command-line
+    option) for the first value outside its kind's range (:data:`KINDS`: positive_int, nonneg_int, positive, nonneg,
+    finite, fraction, unit, probability)."""
     for kind, values in kinds.items():
         if kind not in KINDS:
             raise TypeError(f"unknown range kind {kind!r}; known: {sorted(KINDS)}")
         ok, expected = KINDS[kind]
         for key, value in values.items():
             if not ok(value):
-                raise ConfigError(f"{where}.{key}={value!r}, expected {expected}")
+                raise ConfigError(f"{f'{where}.' if where else ''}{key}={value!r}, expected {expected}")
 
 
 def given(**values: Any) -> dict[str, Any]:

@@ -150,8 +150,11 @@ def test_envs_lists_all_suites():
     (["train", "reward=clipp"], "unknown reward 'clipp'"),
     (["train", "foo=1"], "unknown config key 'foo'"),
     (["eval", "checkpoint=/nonexistent/run"], "no checkpoint at /nonexistent/run"),
-    (["eval", "episodes=ten", "checkpoint=x"], "episodes='ten', expected a int"),
-    (["eval", "episodes=0", "checkpoint=x"], "episodes=0, expected >= 1"),
+    (["eval", "episodes=ten", "checkpoint=x"], "episodes='ten', expected an integer"),
+    (["eval", "episodes=0", "checkpoint=x"], "episodes=0, expected an integer >= 1"),
+    (["eval", "min_return=nan", "checkpoint=x"], "min_return='nan', expected a number, not NaN"),
+    (["eval", "seed=-5", "checkpoint=x"], "seed=-5, expected an integer >= 0"),
+    (["eval", "min_success=1.5", "checkpoint=x"], "min_success=1.5, expected a success rate in [0, 1]"),
     (["fly"], "unknown command 'fly'"),
 ])
 def test_bad_input_is_one_line(capsys, args, message):

@@ -71,7 +71,7 @@ def test_parser_types_options_and_sets_aside_prefixed_arguments():
     assert parse(_cmd(prefixes=("*",)), ["franka.hostname=h", "n=2"]).extra == ["franka.hostname=h"]
     with pytest.raises(ConfigError, match=r"unexpected argument 'robot.x=1'; expected key=value with key in n, out"):
         parse(_cmd(), ["robot.x=1"])
-    with pytest.raises(ConfigError, match=r"n='many', expected a int"):
+    with pytest.raises(ConfigError, match=r"n='many', expected an integer"):
         parse(_cmd(), ["n=many"])
 
 

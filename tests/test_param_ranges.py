@@ -143,6 +143,32 @@ def test_every_ranged_schema_key_is_checked_by_validate_config(compose_cfg):
     assert checked >= 30
 
 
+# command-line options whose number has no range: the gates (min_return=-inf, min_success<0: no gate)
+FREE_OPTIONS = {("eval", "min_return"), ("eval", "min_success")}
+
+
+def test_every_numeric_command_option_declares_a_range_checked_as_the_command_line_is_parsed():
+    from robotrl.cli import REGISTRY, command, parse
+
+    checked = 0
+    for name in REGISTRY:
+        cmd = command(name)
+        for key, option in cmd.options.items():
+            if isinstance(option.default, bool) or not isinstance(option.default, int | float):
+                continue
+            if (name, key) in FREE_OPTIONS:
+                continue
+            assert option.range is not None, f"robotrl {name}: option {key} declares no range"
+            integer = isinstance(option.default, int)
+            for value in (["-1", "0.5"] if integer else ["-1", "nan", "inf"]):
+                if value == "-1" and option.range == "finite":
+                    continue
+                with pytest.raises(ConfigError, match=rf"^{key}="):
+                    parse(cmd, [*(["x"] if cmd.positional else []), f"{key}={value}"])
+                checked += 1
+    assert checked >= 40
+
+
 def test_require_names_the_first_bad_value_and_its_range():
     require("agent", positive_int={"batch_size": 256, "nstep": np.int64(3)}, unit={"discount": 1.0},
             fraction={"dropout": 0.0}, finite={"vmin": np.float32(-10)})

@@ -279,7 +279,7 @@ def test_cli_with_the_env_reward_only(tmp_path, capsys):
     (["reward=clip_tiny"], "needs env=metaworld/<task>"),
     (["env=metaworld/reach", "noise=0.1,abc"], "noise='0.1,abc', expected comma-separated numbers"),
     (["env=metaworld/reach", "noise=0"], r"noise=\[0.0\], expected positive"),
-    (["env=metaworld/reach", "episodes=0"], "episodes=0, expected >= 1"),
+    (["env=metaworld/reach", "episodes=0"], "episodes=0, expected an integer >= 1"),
     (["env=metaworld/reach", "epsiodes=3"], "unexpected argument 'epsiodes=3'"),
     (["env=metaworld/reach", "reward=clip_tiny", "reward.alpah=0.5"], "reward.alpah=0.5: no such key"),
     (["env=metaworld/reach", "env.imagesize=64"], "cannot compose the config .*Could not override .env.imagesize."),

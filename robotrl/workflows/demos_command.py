@@ -72,12 +72,19 @@ def write_demos(args: Args) -> int:
     return 0
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+DEMO_RANGES = {
+    "episodes": "positive_int", "seed": "nonneg_int", "image_size": "positive_int", "frame_stack": "positive_int",
+    "action_repeat": "positive_int"
+}
+
+
 COMMAND = Command(
     name="demos", summary="scripted-expert demos, or LIBERO's demo file converted",
     usage="robotrl demos env=metaworld/<task> | libero_dataset=FILE [key=value ...]",
     about="Write Meta-World scripted-expert demonstrations, or convert LIBERO's own demo file, in robotrl's demo "
           "format.",
-    run=write_demos, options=options(DEMO_DEFAULTS, DEMO_DOCS),
+    run=write_demos, options=options(DEMO_DEFAULTS, DEMO_DOCS, DEMO_RANGES),
     examples=("robotrl demos env=metaworld/reach episodes=5",
               "robotrl demos env=metaworld/push image_size=64 out=demos/push",
               "robotrl demos libero_dataset=libero_goal/open_the_middle_drawer_of_the_cabinet_demo.hdf5 "

@@ -418,13 +418,17 @@ def run_deploy_command(args: Args) -> int:
     return 0
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+DEPLOY_RANGES = {"episodes": "positive_int", "policy_timeout_s": "positive"}
+
+
 COMMAND = Command(
     name="deploy", summary="run a policy on a robot through the safety layer",
     usage="robotrl deploy checkpoint=PATH robot=NAME [key=value ...] [robot.KEY=VALUE ...]",
     about="Run a trained policy on a robot (configs/robot/NAME.yaml) behind the safety layer, at a fixed control "
           "rate, with\nthe observation pipeline of its training run (camera, image size, frame stack, action repeat, "
           "action scale).",
-    run=run_deploy_command, options=options(DEPLOY_DEFAULTS, DEPLOY_DOCS), prefixes=("robot.",),
+    run=run_deploy_command, options=options(DEPLOY_DEFAULTS, DEPLOY_DOCS, DEPLOY_RANGES), prefixes=("robot.",),
     examples=("robotrl deploy checkpoint=runs/metaworld/reach/drqv2/seed1 robot=sim episodes=2",
               "robotrl deploy server=127.0.0.1:50051 token=secret robot=franka robot.hostname=172.16.0.2 dry_run=true"),
     footer="robot.KEY=VALUE overrides the robot config, e.g. robot.cameras=[corner2] robot.limits.on_limit=reject.\n"

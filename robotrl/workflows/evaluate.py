@@ -98,6 +98,8 @@ def run_eval(args: Args) -> int:
     opts = args.opts
     if opts["checkpoint"] is None:
         raise ConfigError("robotrl eval needs checkpoint=PATH (a run dir, its checkpoints/ dir or one checkpoint)")
+    if opts["min_success"] > 1:
+        raise ConfigError(f"min_success={opts['min_success']:g}, expected a success rate in [0, 1] (or < 0: no gate)")
     summary = evaluate_checkpoint(**opts)
     print(json.dumps(summary, indent=1))
     print(f"wrote {summary['out']}/summary.json, episodes.jsonl" + (", video.mp4" if opts["video"] else ""))
@@ -110,10 +112,14 @@ def run_eval(args: Args) -> int:
     return 0 if summary["passed"] else 1
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+EVAL_RANGES = {"episodes": "positive_int", "seed": "nonneg_int"}
+
+
 COMMAND = Command(
     name="eval", summary="evaluate a checkpoint on seeded episodes; exit 1 below the gate",
     usage="robotrl eval checkpoint=PATH [key=value ...]",
     about="Play a checkpoint's policy on seeded episodes and gate on success rate or return.",
-    run=run_eval, options=options(EVAL_DEFAULTS, EVAL_DOCS),
+    run=run_eval, options=options(EVAL_DEFAULTS, EVAL_DOCS, EVAL_RANGES),
     examples=("robotrl eval checkpoint=runs/metaworld/reach/drqv2/seed3 episodes=20 min_success=0.8",
               "robotrl eval checkpoint=runs/dmc/walker_walk/drqv2/seed1 min_return=900 video=false"))

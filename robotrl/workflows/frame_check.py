@@ -191,12 +191,17 @@ def run_check_frame(args: Args) -> int:
     return 0
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+FRAME_CHECK_RANGES = {"distance_m": "positive", "home_tolerance_m": "positive", "min_cosine": "probability",
+                      "length_tolerance": "positive"}
+
+
 COMMAND = Command(
     name="check-frame", summary="check robot.frame_map on the arm (home + a move along each axis)",
     usage="robotrl check-frame robot=NAME [robot.KEY=VALUE ...] [key=value ...]",
     about="Check robot.frame_map (the training env's frame on the arm's) before a policy runs: the\nmeasured home in "
           "the policy frame, and a move along each policy axis read back.",
     run=run_check_frame,
-    options=options(FRAME_CHECK_DEFAULTS, FRAME_CHECK_DOCS), prefixes=("robot.",),
+    options=options(FRAME_CHECK_DEFAULTS, FRAME_CHECK_DOCS, FRAME_CHECK_RANGES), prefixes=("robot.",),
     examples=("robotrl check-frame robot=franka robot.hostname=172.16.0.2",
               "robotrl check-frame robot=sim robot.task=push distance_m=0.05"))

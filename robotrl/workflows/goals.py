@@ -153,13 +153,20 @@ def run_goals(args: Args) -> int:
     return 0
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+GOALS_RANGES = {
+    "n": "positive_int", "seed": "nonneg_int", "steps": "positive_int", "image_guidance_scale": "nonneg",
+    "guidance_scale": "nonneg", "resolution": "positive_int", "size": "positive_int", "frames_per_demo": "positive_int"
+}
+
+
 COMMAND = Command(
     name="goals", summary="LfVoid goal images (a diffusers editing model, or offline sources)",
     usage="robotrl goals generate [key=value ...]",
     about="Make LfVoid goal images: edit an env's real initial frames with a text instruction through a diffusers "
           "editing model,\nor take goals from scripted-expert demos / an image folder (offline sources, not the "
           "paper's method).",
-    run=run_goals, options=options(GOALS_DEFAULTS, GOALS_DOCS), positional="generate",
+    run=run_goals, options=options(GOALS_DEFAULTS, GOALS_DOCS, GOALS_RANGES), positional="generate",
     examples=("robotrl goals generate env=metaworld/drawer-open instruction=\"open the drawer\" n=8 out=goals/drawer",
               "robotrl goals generate env=metaworld/reach source=demos n=4",
               "robotrl goals generate source=images images=my_goals/ out=goals/mine"))

@@ -170,7 +170,7 @@ COMMAND = Command(
     about="IQM learning curves over seeds (rliable)", run=run_plot, positional="RUN_DIR...",
     options={"out": Option("curves.png", "output PNG"),
              "metric": Option("episode_return", "the column plotted"),
-             "reps": Option(2000, "bootstrap resamples (0: no CI)"),
+             "reps": Option(2000, "bootstrap resamples (0: no CI)", "nonneg_int"),
              "source": Option("eval", "eval.csv (evaluations) or train.csv (per training episode, e.g. "
                                       "actor_dormant_ratio)")},
     examples=("robotrl plot runs/dmc/cartpole_swingup/drqv2/seed* --out curves.png",))

@@ -414,6 +414,8 @@ def run_server(checkpoint: str | None, host: str, port: int, token: str | None, 
     if checkpoint is None:
         raise ConfigError("robotrl serve needs checkpoint=PATH (a run dir, its checkpoints/ dir or one checkpoint)")
     token = token or os.environ.get("ROBOTRL_POLICY_TOKEN", "")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port={port}, expected a TCP port in [0, 65535] (0: any free port)")
     server = PolicyServer(served_checkpoint(checkpoint, device), token, host, port, max_message_bytes).start()
     print(f"robotrl serve: policy server on {server.address}; stop with Ctrl-C", flush=True)
     try:
@@ -439,11 +441,15 @@ def serve(args: Args) -> int:
     return 0
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+SERVE_RANGES = {"port": "nonneg_int", "max_message_bytes": "positive_int"}
+
+
 COMMAND = Command(
     name="serve", summary="gRPC policy server for `robotrl deploy server=HOST:PORT`",
     usage="robotrl serve checkpoint=PATH [key=value ...]",
     about="Serve a checkpointed policy over gRPC (action chunks for `robotrl deploy server=HOST:PORT`).",
-    run=serve, options=options(SERVE_DEFAULTS, SERVE_DOCS),
+    run=serve, options=options(SERVE_DEFAULTS, SERVE_DOCS, SERVE_RANGES),
     examples=("ROBOTRL_POLICY_TOKEN=secret robotrl serve checkpoint=runs/metaworld/reach/drqv2/seed1",
               "robotrl deploy server=127.0.0.1:50051 token=secret robot=sim   # the policy's checkpoint is the "
               "server's"))

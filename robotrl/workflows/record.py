@@ -373,6 +373,10 @@ def run_record_command(args: Args) -> int:
     return 0
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+RECORD_RANGES = {"episodes": "positive_int", "steps": "positive_int", "reset_s": "nonneg", "seed": "nonneg_int"}
+
+
 COMMAND = Command(
     name="record", summary="teleoperated demos through the safety layer (demo format + LeRobot v3)",
     usage='robotrl record robot=NAME teleop=DEVICE task="..." episodes=N out=DIR [robot.KEY=VALUE teleop.KEY=VALUE '
@@ -380,5 +384,6 @@ COMMAND = Command(
     about="Record teleoperated demonstrations on an arm, every command through its safety layer: a reset\nphase, "
           "labels (success/failure keys), re-record and discard keys, crash-safe episodes in the\nrobotrl demo "
           "format, resume=true after Ctrl-C, a LeRobotDataset v3 export at the end.",
-    run=run_record_command, options=options(RECORD_DEFAULTS, RECORD_DOCS), prefixes=("robot.", "teleop.", "env."),
+    run=run_record_command, options=options(RECORD_DEFAULTS, RECORD_DOCS, RECORD_RANGES),
+    prefixes=("robot.", "teleop.", "env."),
     examples=tuple(EXAMPLES))

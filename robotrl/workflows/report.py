@@ -286,5 +286,5 @@ COMMAND = Command(
           "plus plots.",
     run=run_report, positional="SWEEP_DIR...",
     options={"out": Option(None, "output dir (default SWEEP_DIR/report)"),
-             "reps": Option(2000, "bootstrap resamples (0: no CI)")},
+             "reps": Option(2000, "bootstrap resamples (0: no CI)", "nonneg_int")},
     examples=("robotrl train -m seed=1,2,3 hydra/launcher=slurm && robotrl report runs",))

@@ -186,11 +186,15 @@ def run_gap_report(args: Args) -> int:
     return 0
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+GAP_RANGES = {"episodes": "positive_int", "seed": "nonneg_int", "home_noise_m": "nonneg"}
+
+
 COMMAND = Command(
     name="sim2real", summary="sim-to-real gap report: one policy, same seeds, several robots",
     usage="robotrl sim2real checkpoint=RUN [robots=sim,franka] [ROBOT.KEY=VALUE ...] [key=value ...]",
     about="The sim-to-real gap report: success, action statistics, hand motion, safety interventions and\ntiming per "
           "robot, through RobotEnv, from the same reset seeds. ROBOT.KEY=VALUE overrides configs/robot/ROBOT.yaml.",
-    run=run_gap_report, options=options(GAP_DEFAULTS, GAP_DOCS), prefixes=("*",),
+    run=run_gap_report, options=options(GAP_DEFAULTS, GAP_DOCS, GAP_RANGES), prefixes=("*",),
     examples=("robotrl sim2real checkpoint=runs/metaworld/reach/drqv2/seed1 robots=sim,franka "
               "franka.hostname=172.16.0.2 episodes=5",))

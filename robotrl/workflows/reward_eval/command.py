@@ -149,12 +149,19 @@ def reward_eval(args: Args) -> int:
     return 0
 
 
+# robotrl.params kinds of the numeric options, checked as the command line is parsed
+REPORT_RANGES = {
+    "episodes": "positive_int", "seed": "nonneg_int", "max_steps": "positive_int", "render_size": "nonneg_int",
+    "gamma": "unit"
+}
+
+
 COMMAND = Command(
     name="reward-eval", summary="reward quality report: expert/noisy/near-miss/random rollouts",
     usage="robotrl reward-eval env=metaworld/<task> reward=a[,b] [key=value ...] [env.*=... reward.*=... device=...]",
     about="Score reward models on rollouts of known quality (scripted expert, noisy experts, near-miss, random):\n"
           "value-order Spearman, Kendall tau, EPIC distance, success F1, near-miss gap.",
-    run=reward_eval, options=options(REPORT_DEFAULTS, REPORT_DOCS), prefixes=PASSTHROUGH,
+    run=reward_eval, options=options(REPORT_DEFAULTS, REPORT_DOCS, REPORT_RANGES), prefixes=PASSTHROUGH,
     examples=("robotrl reward-eval env=metaworld/push reward=kagi,clip_tiny episodes=20 out=reports/push",
               "robotrl reward-eval env=metaworld/reach reward=clip_tiny reward.alpha=0.5 env.camera=corner"),
     footer="env.KEY=..., reward.KEY=... and device=... are passed to the composed configs.")
