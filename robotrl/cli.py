@@ -151,6 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     except RobotRLError as e:
         print_error(e)
         sys.exit(2)
+    except OSError as e:
+        if e.filename is None:  # not about a path someone can fix: keep the traceback
+            raise
+        # an output dir that cannot be made, a file where a dir should be, no permission: say which path, one line
+        paths = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        print_error(RobotRLError(f"{e.strerror or type(e).__name__}: {paths} (check the path and its permissions)"),
+                    refusal=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -321,6 +321,21 @@ def test_agent_constructor_errors_are_config_errors():
         make_agent(cfg, obs, act, "cpu", "dmc/cartpole_swingup")
 
 
+def test_an_output_path_that_cannot_be_written_is_one_line(capsys, tmp_path):
+    """A file where a directory should be (or a read-only place): one line naming the path, exit 2, no traceback;
+    before, every command that writes (train's run_dir, eval/demos/report out=, plot --out) raised a traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.csv").write_text("frame,episode_return,elapsed\n0,0.0,0.0\n100,1.0,1.0\n")
+    (run / "run.json").write_text(json.dumps({"config": {"seed": 1, "agent": {"name": "drqv2"}, "env": {"name": "x"}}}))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _, err = run_main(capsys, "plot", str(run), "--out", str(blocker / "sub" / "c.png"))
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("robotrl: error: Not a directory: ") and str(blocker) in lines[0], err
+
+
 def test_plot_bad_flag_is_one_line(capsys):
     code, _, err = run_main(capsys, "plot", "--bogus", "runs/x")
     assert code == 2 and err.strip().startswith("robotrl: error: robotrl plot: unrecognized arguments: --bogus")
