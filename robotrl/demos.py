@@ -70,7 +70,7 @@ def _write_meta(out: Path, meta: dict[str, Any]) -> None:
         json.dump(meta, f, indent=2)
 
 
-def _load_meta(root: Path) -> dict[str, Any]:
+def load_meta(root: Path) -> dict[str, Any]:
     if not root.is_dir():
         raise DemoFormatError(f"{root}: demo directory not found")
     path = root / META
@@ -147,7 +147,7 @@ def load_demos(path: str | Path, proprio: bool = False) -> list[Episode]:
     ``proprio``: "state" keeps only the entries ``meta["proprio_index"]`` (for ``*_proprio`` observation types).
     """
     root = Path(path)
-    meta = _load_meta(root)
+    meta = load_meta(root)
     keep = _proprio_index(root, meta) if proprio else None
     episodes = []
     for index in range(meta["num_episodes"]):

@@ -144,12 +144,12 @@ def export_lerobot(demo_dir: str | Path, out_dir: str | Path, fps: int | None = 
     pa, _ = _require()
     import pyarrow.parquet as pq
 
-    from robotrl.demos import _load_meta, load_demos
+    from robotrl.demos import load_demos, load_meta
 
     src, out = Path(demo_dir), Path(out_dir)
     if out.exists():
         raise ConfigError(f"{out} already exists; export writes a new dataset directory")
-    meta = _load_meta(src)
+    meta = load_meta(src)
     episodes = load_demos(src)
     cameras = [str(c) for c in (meta.get("cameras") or [meta.get("camera")])]
     repeat = int(meta.get("action_repeat", 1))

@@ -38,7 +38,7 @@ class ReplayDriftError(Exception):
 
 def _load(episode: str) -> tuple[dict[str, Any], Any, int]:
     """(session meta, the episode, its index) for an episode file path."""
-    from robotrl.demos import load_demos
+    from robotrl.demos import load_demos, load_meta
 
     path = Path(episode)
     match = _EPISODE.search(path.name)
@@ -48,9 +48,9 @@ def _load(episode: str) -> tuple[dict[str, Any], Any, int]:
     meta_path = path.parent / "meta.json"
     if not meta_path.is_file():
         raise DemoFormatError(f"{meta_path}: missing (episode= must sit in a robotrl record session directory)")
-    meta = json.loads(meta_path.read_text())
-    if index >= int(meta.get("num_episodes", 0)):
-        raise DemoFormatError(f"{path}: episode {index} is not one of the {meta.get('num_episodes')} episodes that "
+    meta = load_meta(path.parent)  # a damaged meta.json is one line naming it
+    if index >= meta["num_episodes"]:
+        raise DemoFormatError(f"{path}: episode {index} is not one of the {meta['num_episodes']} episodes that "
                               f"{meta_path} counts (an unfinished write)")
     if not isinstance(meta.get("env"), dict):
         raise DemoFormatError(f"{meta_path}: no 'env' settings (replay needs a robotrl record session's meta.json)")

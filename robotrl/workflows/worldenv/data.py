@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from robotrl.demos import _load_meta, load_demos
+from robotrl.demos import load_demos, load_meta
 from robotrl.episodes import EpisodeBuilder, chunked, record_episode
 from robotrl.errors import ConfigError
 from robotrl.types import Episode
@@ -44,7 +44,7 @@ def load_data(root: Path, kinds: Sequence[str] = KINDS, tasks: Sequence[str] | N
         for folder in sorted((root / "data" / kind).glob("*")):
             if not (folder / "meta.json").is_file():
                 continue  # a collection interrupted before its meta.json: not data yet
-            meta = _load_meta(folder)
+            meta = load_meta(folder)
             if tasks is not None and meta["task"] not in tasks:
                 continue
             pidx = np.asarray(meta["proprio_index"], np.int64)
