@@ -50,8 +50,8 @@ from robotrl.atomic import atomic_write
 from robotrl.augment import random_shift, sample_shifts
 from robotrl.config import resolve_device
 from robotrl.errors import CheckpointError, ConfigError
-from robotrl.npz import read_npz
 from robotrl.params import given, require
+from robotrl.readers import read_npz
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from robotrl.rewards.lfvoid import _check_images, load_goal_set, save_goal_set
 from robotrl.config import resolve_device
 from robotrl.demos import load_demos
 from robotrl.errors import ConfigError
-from robotrl.npz import read_npz
+from robotrl.readers import read_npz
 
 DEFAULT_MODEL = "timbrooks/instruct-pix2pix"
 SOURCES = ("diffusion", "demos", "images")

@@ -34,7 +34,7 @@ import numpy as np
 
 from robotrl.atomic import atomic_write
 from robotrl.errors import DemoFormatError
-from robotrl.npz import read_npz
+from robotrl.readers import read_json, read_npz
 from robotrl.types import Episode
 
 FORMAT_VERSION = 1
@@ -71,15 +71,13 @@ def _write_meta(out: Path, meta: dict[str, Any]) -> None:
 
 
 def load_meta(root: Path) -> dict[str, Any]:
+    """The checked metadata (``meta.json``) of the demo directory ``root``; DemoFormatError naming what is wrong."""
     if not root.is_dir():
         raise DemoFormatError(f"{root}: demo directory not found")
     path = root / META
     if not path.is_file():
         raise DemoFormatError(f"{path}: missing {META} (expected the demo metadata written by generate_demos)")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DemoFormatError(f"{path}: not valid JSON ({exc})") from exc
+    meta = read_json(path, DemoFormatError, "demo metadata")
     if not isinstance(meta, dict):
         raise DemoFormatError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     for key in _META_KEYS:

@@ -35,6 +35,7 @@ import numpy as np
 
 from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.errors import ConfigError, DemoFormatError
+from robotrl.readers import read_json
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -292,7 +293,7 @@ def _read_info(root: Path) -> dict[str, Any]:
     path = root / "meta/info.json"
     if not path.is_file():
         raise DemoFormatError(f"{path}: missing (expected a LeRobotDataset v3.0 directory)")
-    info = json.loads(path.read_text())
+    info = read_json(path, DemoFormatError, "LeRobotDataset info.json")
     if info.get("codebase_version") != CODEBASE_VERSION:
         raise DemoFormatError(f"{path}: codebase_version {info.get('codebase_version')!r}, expected "
                               f"{CODEBASE_VERSION!r} (convert older datasets with lerobot's converter first)")
@@ -348,7 +349,7 @@ def import_lerobot(dataset_dir: str | Path, out_dir: str | Path, cameras: list[s
         if IMAGE_PREFIX + cam not in video_keys:
             raise ConfigError(f"camera {cam!r} is not in {root}; its video features are {video_keys}")
     robotrl_meta = root / "meta/robotrl.json"
-    meta: dict[str, Any] = json.loads(robotrl_meta.read_text()) if robotrl_meta.is_file() else {}
+    meta: dict[str, Any] = read_json(robotrl_meta, DemoFormatError, "robotrl.json") if robotrl_meta.is_file() else {}
     meta.update(defaults or {})
     episodes_meta = pq.read_table(root / EPISODES_PATH.format(chunk_index=0, file_index=0)).to_pylist()
     data = pq.read_table(root / DATA_PATH.format(chunk_index=0, file_index=0)).to_pydict()

@@ -184,7 +184,7 @@ def test_bad_scripts_and_devices_are_one_line_errors(tmp_path, capsys):
     (session / "episode_000000.npz").write_bytes(b"PK")
     (session / "meta.json").write_text('{"format_version": ')
     assert run("replay", f"episode={session / 'episode_000000.npz'}", "robot=sim") == 2
-    assert f"{session / 'meta.json'}: not valid JSON" in capsys.readouterr().err
+    assert f"{session / 'meta.json'}: demo metadata is not valid JSON" in capsys.readouterr().err
     assert run("record", "--help") == 0 and "resume=true" in capsys.readouterr().out
     assert run("replay", "--help") == 0 and "max_drift_m" in capsys.readouterr().out
 

@@ -20,6 +20,8 @@ import numpy as np
 from robotrl.atomic import atomic_write_text
 from robotrl.demos import FORMAT_VERSION, META, episode_file, load_demos, save_episode
 from robotrl.episodes import EpisodeBuilder
+from robotrl.errors import CheckpointError
+from robotrl.readers import read_json
 from robotrl.types import Episode
 
 
@@ -83,7 +85,7 @@ class InterventionRecorder:
         """The saved segments of training episodes ``< before_episode`` (a resumed run's), in the agent's format."""
         if not (self.out / META).is_file():
             return []
-        meta = json.loads((self.out / META).read_text())
+        meta = read_json(self.out / META, CheckpointError, "interventions meta.json")
         keep = [e for e in meta["train_episodes"] if e < before_episode]
         self._train_episodes = list(keep)
         episodes = load_demos(self.out)[: len(keep)]

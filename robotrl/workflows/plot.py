@@ -10,7 +10,6 @@ linearly interpolated onto the first run's frames.
 from __future__ import annotations
 
 import csv
-import json
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure  # a Figure renders itself (Agg for png): n
 
 from robotrl.commands import Args, Command, Option
 from robotrl.errors import ConfigError
+from robotrl.readers import read_json
 
 SOURCES = ("eval", "train")
 
@@ -45,7 +45,7 @@ def run_seed(run_dir: Path) -> int | None:
     info_path = Path(run_dir) / "run.json"
     if not info_path.exists():
         return None
-    return json.loads(info_path.read_text())["config"].get("seed")
+    return read_json(info_path, ConfigError, "run.json")["config"].get("seed")
 
 
 def count_text(seeds: list[int | None]) -> str:
@@ -60,7 +60,7 @@ def group_label(run_dir: Path) -> str:
     info_path = Path(run_dir) / "run.json"
     if not info_path.exists():
         return Path(run_dir).name
-    cfg = json.loads(info_path.read_text())["config"]
+    cfg = read_json(info_path, ConfigError, "run.json")["config"]
     reward = (cfg.get("reward") or {}).get("name", "env")
     return f"{cfg['agent']['name']} on {cfg['env']['name']}" + ("" if reward == "env" else f", reward={reward}")
 

@@ -35,7 +35,8 @@ import numpy as np
 
 from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.demos import FORMAT_VERSION, META, episode_file, load_demos
-from robotrl.errors import ConfigError
+from robotrl.errors import ConfigError, DemoFormatError
+from robotrl.readers import read_json
 from robotrl.workflows.record_frames import frame_stamps, is_new
 
 RECORD_FORMAT = "robotrl record session (robotrl demo format v1 + commanded_action, intervention, labels)"
@@ -136,7 +137,7 @@ class Session:
             meta = {**base_meta, "num_episodes": 0, "episode_lengths": [], "episode_labels": [],
                     "episode_seeds": [], "episode_stops": [], "episode_interventions": []}
             return cls(out, meta)
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path, DemoFormatError, "record session meta.json")
         for key, what in RESUME_KEYS.items():
             if meta.get(key) != base_meta.get(key):
                 raise ConfigError(f"resume=true: {out} was recorded with {what}={meta.get(key)!r}, this session has "

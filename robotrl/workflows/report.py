@@ -30,6 +30,7 @@ import numpy as np
 from robotrl.atomic import atomic_write_text
 from robotrl.commands import Args, Command, Option
 from robotrl.errors import ConfigError
+from robotrl.readers import read_json
 
 METRICS = (("return", "final return"), ("success", "final success"))
 
@@ -78,12 +79,12 @@ def _last_eval_row(run_dir: Path) -> dict[str, str] | None:
 def read_run(run_dir: Path) -> RunResult | None:
     """The run's final evaluation, frames and wall-clock (None when it has not evaluated yet)."""
     run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "run.json").read_text())["config"]
+    cfg = read_json(run_dir / "run.json", ConfigError, "run.json")["config"]
     reward = (cfg.get("reward") or {}).get("name", "env")
     agent = cfg["agent"]["name"] + ("" if reward == "env" else f", reward={reward}")
     common = {"path": str(run_dir), "env": cfg["env"]["name"], "agent": agent, "seed": cfg.get("seed")}
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    summary = read_json(summary_path, ConfigError, "run summary") if summary_path.is_file() else None
     final = (summary or {}).get("final_eval")
     if final is not None:
         return RunResult(**common, final_return=float(final["return_mean"]),

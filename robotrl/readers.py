@@ -1,9 +1,12 @@
-"""Read ``.npz`` archives with one-line errors: a file that is not an npz is named as such, not as a pickle."""
+"""Read data files with one-line errors naming the file: ``.npz`` archives (a file that is not an npz is named as
+such, not as a pickle) and JSON (a file cut short by a crash is "not valid JSON", not a JSONDecodeError traceback)."""
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,3 +31,14 @@ def read_npz(path: Path, error: type[RobotRLError], what: str = "npz archive") -
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise error(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
+
+
+def read_json(path: str | Path, error: type[RobotRLError], what: str = "JSON file") -> Any:
+    """The JSON value in ``path``; a missing, unreadable or invalid file raises ``error`` with one line naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: {what} missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise error(f"{path}: {what} is not valid JSON ({exc})".splitlines()[0]) from exc

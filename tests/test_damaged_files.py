@@ -1,0 +1,61 @@
+"""A JSON file cut short by a crash (or edited by hand) is one line naming it, wherever robotrl reads one: a run's
+run.json/summary.json (report, plot), a LeRobotDataset's info.json (import), a demo or record session's meta.json.
+Before, each was a JSONDecodeError traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robotrl.errors import ConfigError, DemoFormatError
+from robotrl.readers import read_json
+
+CUT_SHORT = '{"config": {"seed": 1, "agent": '
+
+
+def test_read_json_names_the_file_and_what_it_is(tmp_path):
+    path = tmp_path / "x.json"
+    with pytest.raises(ConfigError, match=rf"^{path}: run.json missing$"):
+        read_json(path, ConfigError, "run.json")
+    path.write_text(CUT_SHORT)
+    with pytest.raises(DemoFormatError, match=rf"^{path}: demo metadata is not valid JSON \(Expecting value"):
+        read_json(path, DemoFormatError, "demo metadata")
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        read_json(path, ConfigError)
+    path.write_text('{"a": [1, 2]}')
+    assert read_json(path, ConfigError) == {"a": [1, 2]}
+
+
+def _run(root, name, run_json):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "eval.csv").write_text("frame,episode_return,elapsed\n0,0.0,0.0\n100,1.0,1.0\n")
+    (run / "run.json").write_text(run_json)
+    return run
+
+
+@pytest.mark.parametrize("command", ["report", "plot"])
+def test_report_and_plot_name_a_damaged_run_json(tmp_path, capsys, command):
+    from robotrl.cli import main
+
+    good = json.dumps({"config": {"seed": 1, "agent": {"name": "drqv2"}, "env": {"name": "x"}}})
+    _run(tmp_path / "runs", "seed1", good)
+    bad = _run(tmp_path / "runs", "seed2", CUT_SHORT)
+    args = ([str(tmp_path / "runs"), f"out={tmp_path / 'report'}"] if command == "report"
+            else [str(tmp_path / "runs" / "seed1"), str(bad), "--out", str(tmp_path / "c.png")])
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert f"{bad / 'run.json'}: run.json is not valid JSON" in err[0]
+
+
+def test_lerobot_import_names_a_damaged_info_json(tmp_path):
+    from robotrl.lerobot_dataset import import_lerobot
+
+    (tmp_path / "ds" / "meta").mkdir(parents=True)
+    (tmp_path / "ds" / "meta" / "info.json").write_text('{"codebase_version": "v3.')
+    with pytest.raises(DemoFormatError, match="info.json: LeRobotDataset info.json is not valid JSON"):
+        import_lerobot(tmp_path / "ds", tmp_path / "out")
