@@ -10,6 +10,7 @@ from typing import Any
 from robotrl.commands import Args, Command, options
 from robotrl.errors import ConfigError
 from robotrl.overrides import check_group_choices, compose_config
+from robotrl.readers import read_json
 from robotrl.workflows.reward_eval.report import run_report
 from robotrl.workflows.reward_eval.rollouts import Settings
 
@@ -90,7 +91,6 @@ def run_reward_eval(opts: dict[str, Any], passthrough: list[str], command: list[
 def _recorded(opts: dict[str, Any], passthrough: list[str], command: list[str]) -> dict[str, Any]:
     """``recordings=DIR[,DIR]``: the report on recorded (robot) episodes; ``env=`` (default: the first recording's
     task) only composes the reward configs (e.g. KAGI's plan name)."""
-    import json
 
     from robotrl.workflows.reward_eval.recorded import recorded_report
 
@@ -98,7 +98,7 @@ def _recorded(opts: dict[str, Any], passthrough: list[str], command: list[str]) 
     env = opts["env"]
     if env is None:
         meta = Path(dirs[0]) / "meta.json"
-        env = json.loads(meta.read_text()).get("name") if meta.is_file() else None
+        env = read_json(meta, ConfigError, "recordings meta.json").get("name") if meta.is_file() else None
     if not env or "/" not in str(env):
         raise ConfigError("recordings=...: pass env=<suite>/<task> (the recordings' meta.json names no task)")
     reward_names = [r for r in str(opts["reward"]).split(",") if r]

@@ -22,7 +22,6 @@ reflector, policy checkpoints and settings keeps those rows and measures only th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,9 @@ import numpy as np
 
 from robotrl.atomic import atomic_write
 from robotrl.episodes import chunked, record_episode
+from robotrl.errors import ConfigError
 from robotrl.heartbeat import Heartbeat
+from robotrl.readers import read_json
 from robotrl.workflows.worldenv.data import make_sim, sim_rollout
 from robotrl.workflows.worldenv.fit import file_digest, write_json
 from robotrl.workflows.worldenv.gate import agreement, chance_agreement, correlations, noise_ceiling, verdict
@@ -112,7 +113,7 @@ def fidelity(out: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
            "version": ROWS_VERSION}
     done = {}
     if rows_path.is_file():
-        saved = json.loads(rows_path.read_text())
+        saved = read_json(rows_path, ConfigError, "saved fidelity rows")
         done = {(r["policy"], r["noise"], r["digest"]): r for r in saved["rows"]} if saved.get("key") == key else {}
     rows = []
     beat = Heartbeat("fidelity")
