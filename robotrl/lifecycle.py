@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 import robotrl.config  # noqa: F401  (registers the resolvers that run_dir uses)
 from robotrl.checkpoint import resolve_checkpoint
 from robotrl.errors import CheckpointError, ConfigError
+from robotrl.readers import read_yaml
 
 _FRAME_NAME = re.compile(r"frame_(\d+)$")
 
@@ -80,7 +81,7 @@ def saved_overrides(run_dir: Path) -> list[str] | None:
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    saved = yaml.safe_load(path.read_text()) or []
+    saved = read_yaml(path, ConfigError, "the run's saved overrides") or []
     if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
         raise ConfigError(f"{path} is not a list of overrides (expected Hydra's overrides.yaml)")
     return saved

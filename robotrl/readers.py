@@ -1,5 +1,5 @@
 """Read data files with one-line errors naming the file: ``.npz`` archives (a file that is not an npz is named as
-such, not as a pickle) and JSON (a file cut short by a crash is "not valid JSON", not a JSONDecodeError traceback)."""
+such, not as a pickle), JSON and YAML (a file cut short by a crash is "not valid JSON", not a decoder's traceback)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ def read_json(path: str | Path, error: type[RobotRLError], what: str = "JSON fil
         raise error(f"{path}: {what} missing") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise error(f"{path}: {what} is not valid JSON ({exc})".splitlines()[0]) from exc
+
+
+def read_yaml(path: str | Path, error: type[RobotRLError], what: str = "YAML file") -> Any:
+    """The YAML value in ``path`` (safe_load); a missing, unreadable or invalid file raises ``error`` naming it."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: {what} missing") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise error(f"{path}: {what} is not valid YAML ({' '.join(str(exc).split())})"[:300]) from exc

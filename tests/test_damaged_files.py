@@ -59,3 +59,14 @@ def test_lerobot_import_names_a_damaged_info_json(tmp_path):
     (tmp_path / "ds" / "meta" / "info.json").write_text('{"codebase_version": "v3.')
     with pytest.raises(DemoFormatError, match="info.json: LeRobotDataset info.json is not valid JSON"):
         import_lerobot(tmp_path / "ds", tmp_path / "out")
+
+
+def test_a_damaged_saved_overrides_yaml_is_one_line(tmp_path):
+    from robotrl.lifecycle import saved_overrides
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=1\n- 'env=dmc\n")  # cut short mid-write
+    with pytest.raises(ConfigError, match=r"overrides.yaml: the run's saved overrides is not valid YAML"):
+        saved_overrides(tmp_path)
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    assert saved_overrides(tmp_path) == ["seed=1"]
