@@ -40,9 +40,12 @@ This is the only module that parses a command line: it turns arguments into type
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import textwrap
+import threading
 from types import MappingProxyType
+from typing import Any
 
 from robotrl.commands import Args, Command, print_error, shown
 from robotrl.errors import ConfigError, RobotRLError
@@ -140,9 +143,22 @@ def run(name: str, args: list[str]) -> int:
     return cmd.run(parse(cmd, args))
 
 
+def _terminate_as_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM (docker stop, systemd, a scheduler's or a user's ``kill``) takes the Ctrl-C path instead of ending the
+    process where it stands: an arm is held and disconnected, a run keeps its last checkpoint and prints how to
+    continue (exit 130). Whatever handles Ctrl-C at that moment handles it (a second one stops at once)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     sys.stdout.reconfigure(line_buffering=True)  # progress lines reach logs and pipes as they happen
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        signal.signal(signal.SIGTERM, _terminate_as_ctrl_c)
     if not argv or argv[0] in (*HELP_FLAGS, "help"):
         print(__doc__)
         sys.exit(0)

@@ -212,6 +212,25 @@ def test_ctrl_c_before_the_first_checkpoint_prints_the_same_command(tmp_path):
     assert shlex.split(command) == ["robotrl", "train", *overrides]
 
 
+def test_sigterm_takes_the_ctrl_c_path(tmp_path):
+    """SIGTERM (docker stop, systemd, a scheduler's kill) was Python's default: the process died at once, without
+    the Ctrl-C path's hint, logs or (on an arm) the hold and disconnect. Now it is that path: exit 130 and the hint."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    overrides = [*TINY_OVERRIDES, "frames=100000", "checkpoint_every_frames=100000", f"run_dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", *overrides], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "train.csv").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "start this run again from scratch with: robotrl train" in stderr.strip().splitlines()[-1], stderr[-2000:]
+
+
 def test_demos_command_writes_loadable_demos(tmp_path):
     from robotrl.demos import load_demos
 

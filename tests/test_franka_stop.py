@@ -106,9 +106,11 @@ def test_stops_end_in_hold_when_the_driver_timeout_is_shorter_than_a_stop(sim):
     assert kinds[-2:] == ["stop", "disconnect"]
 
 
-def test_ctrl_c_during_deploy_homing_stops_the_arm(sim, tmp_path, monkeypatch, capsys):
-    """`robotrl deploy robot=franka` interrupted 1 s into its first homing: the arm stops there (not at home), the
-    command prints one line and exits 130, and the summary names the interrupt."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_during_deploy_homing_stops_the_arm(sim, tmp_path, monkeypatch, capsys, signum):
+    """`robotrl deploy robot=franka` interrupted 1 s into its first homing (Ctrl-C, or SIGTERM: docker stop,
+    systemd, kill): the arm stops there (not at home), the command prints one line and exits 130, and the summary
+    names the interrupt."""
     from hydra import compose, initialize_config_module
     from robotrl.hardware.franka import FrankaRobot
 
@@ -131,9 +133,10 @@ def test_ctrl_c_during_deploy_homing_stops_the_arm(sim, tmp_path, monkeypatch, c
         if homing_started.wait(60):
             time.sleep(1.0)
             sent["t"] = time.monotonic()
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_term = signal.getsignal(signal.SIGTERM)
     try:
         threading.Thread(target=interrupt, daemon=True).start()
         with pytest.raises(SystemExit) as info:
@@ -147,6 +150,7 @@ def test_ctrl_c_during_deploy_homing_stops_the_arm(sim, tmp_path, monkeypatch, c
         exited_s = time.monotonic() - sent["t"]
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("robotrl:")]
     assert info.value.code == 130 and len(err) == 1 and "interrupted" in err[0], err
     assert exited_s < 4.0, exited_s  # a489bdc: after the whole homing (~5 s) and a traceback
