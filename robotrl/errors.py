@@ -17,6 +17,10 @@ class ActionError(RobotRLError, ValueError):
     """An action has the wrong shape, is not finite, or is outside the action bounds."""
 
 
+class RunDirBusyError(RobotRLError):
+    """Another process is writing the run dir (record session, World-Env run) this one was asked to write."""
+
+
 class CheckpointError(RobotRLError):
     """A checkpoint is missing, corrupted, or was written by another agent/config."""
 

@@ -27,6 +27,7 @@ import robotrl.config  # noqa: F401  (registers the resolvers that run_dir uses)
 from robotrl.checkpoint import resolve_checkpoint
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.readers import read_yaml
+from robotrl.run_lock import check_free, release
 
 _FRAME_NAME = re.compile(r"frame_(\d+)$")
 
@@ -162,6 +163,7 @@ def plan_train(overrides: list[str]) -> TrainPlan:
     """Decide what `robotrl train OVERRIDES` does; raise a one-line error for a refused start (nothing written)."""
     cfg = compose_train_config(overrides)
     run_dir = Path(cfg.run_dir).absolute()
+    check_free(run_dir, "run dir")  # a live run there: refused before Hydra rewrites its .hydra/ or its logs
     if not wants_resume(overrides):
         if has_checkpoint(run_dir):
             raise ConfigError(f"run dir {run_dir} already holds checkpoints; continue it with "
@@ -183,6 +185,7 @@ def remove_failed_start(plan: TrainPlan) -> None:
     run_dir = plan.run_dir
     if plan.created is None or not run_dir.is_dir():
         return
+    release(run_dir, remove=True)
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     for log_file in run_dir.glob("*.log"):
         if log_file.stat().st_size == 0:

@@ -231,6 +231,37 @@ def test_sigterm_takes_the_ctrl_c_path(tmp_path):
     assert "start this run again from scratch with: robotrl train" in stderr.strip().splitlines()[-1], stderr[-2000:]
 
 
+def test_a_second_process_on_a_live_run_dir_is_refused_before_it_writes(tmp_path):
+    """The same `robotrl train` started twice (two terminals, a requeued job while the old one still runs): the
+    second used to start too, clear the first's logs (a start with no checkpoint begins its logs clean), rewrite its
+    .hydra/ record and then checkpoint into the same dir. Now it stops in one line naming the live process."""
+    import signal
+    import time
+
+    from robotrl.run_lock import check_free
+
+    run_dir = tmp_path / "run"
+    overrides = [*TINY_OVERRIDES, "frames=100000", "checkpoint_every_frames=100000", f"run_dir={run_dir}"]
+    first = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", *overrides], env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (run_dir / "train.csv").exists() and time.time() < deadline:
+            time.sleep(0.5)
+        saved = (run_dir / ".hydra" / "overrides.yaml").read_text()
+        second = robotrl("train", *overrides)
+        assert second.returncode == 2, second.stderr[-2000:]
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "is being written by another process" in lines[0], lines
+        assert f"pid {first.pid}" in lines[0], lines
+        assert (run_dir / "train.csv").exists() and (run_dir / ".hydra" / "overrides.yaml").read_text() == saved
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+    check_free(run_dir, "run dir")  # the lock went with the process
+
+
 def test_demos_command_writes_loadable_demos(tmp_path):
     from robotrl.demos import load_demos
 

@@ -14,10 +14,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from robotrl.commands import Args, Command, print_error, shown
+from robotrl.commands import Args, Command, print_error, shown, torchrun_rank
 from robotrl.config import register_hydra
-from robotrl.errors import ConfigError, RobotRLError, SweepJobError
+from robotrl.errors import ConfigError, RobotRLError, RunDirBusyError, SweepJobError
 from robotrl.overrides import GROUPS, check_overrides, config_dir, group_options
+from robotrl.run_lock import hold, release
 
 # ------------------------------------------------------------------------------------------------ train
 TRAIN_EXAMPLES = [
@@ -122,6 +123,8 @@ def train_task(cfg: Any, plan: Any = None) -> None:
         # resume=true|auto on a finished run changes nothing (a sweep job, or a single run with hydra flags: the
         # single run's pre-start check did this already); resume=auto starts a run that has no checkpoint
         validate_config(cfg)
+        if torchrun_rank() == 0:  # torchrun's ranks share the run dir; rank 0 writes it
+            hold(run_dir, "run dir")  # while this job runs
         job = plan_job(run_dir, submitit_resume(run_dir, cfg.resume), cfg.frames, cfg.env.action_repeat)
         if job.complete:
             print(job.complete)
@@ -136,7 +139,8 @@ def train_task(cfg: Any, plan: Any = None) -> None:
             # `robotrl train` in the job's result and is printed there in one line; the job's own log gets it too
             print(f"robotrl: error: {e}", file=sys.stderr)
             raise SweepJobError(f"sweep job #{hydra_cfg.job.num} ({run_dir}): {e}") from None
-        if plan is not None and not (run_dir / "run.json").exists():  # failed before training started
+        busy = isinstance(e, RunDirBusyError)  # another process's run: nothing here is this start's to remove
+        if plan is not None and not busy and not (run_dir / "run.json").exists():  # failed before training started
             remove_failed_start(plan)
         print_error(e, refusal=trainer is None)
         sys.exit(2)
@@ -150,6 +154,8 @@ def train_task(cfg: Any, plan: Any = None) -> None:
             hint = f"no checkpoint was written yet in {run_dir}; the same command starts it again from scratch"
         print(f"robotrl: interrupted; {hint}", file=sys.stderr)
         sys.exit(130)
+    finally:
+        release(run_dir)  # a sweep's next job in this process writes another dir
 
 
 class TrainJob:

@@ -1,6 +1,7 @@
-"""A JSON file cut short by a crash (or edited by hand) is one line naming it, wherever robotrl reads one: a run's
-run.json/summary.json (report, plot), a LeRobotDataset's info.json (import), a demo or record session's meta.json.
-Before, each was a JSONDecodeError traceback."""
+"""Files a crash or a second process could damage. A JSON or YAML file cut short (or edited by hand) is one line naming
+it, wherever robotrl reads one: a run's run.json/summary.json (report, plot), a LeRobotDataset's info.json (import), a
+demo or record session's meta.json, a run's saved overrides (before, each was a decoder's traceback). A dir is written
+by one process at a time (robotrl.run_lock)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,42 @@ def test_a_damaged_saved_overrides_yaml_is_one_line(tmp_path):
         saved_overrides(tmp_path)
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
     assert saved_overrides(tmp_path) == ["seed=1"]
+
+
+# ------------------------------------------------------------------------------------------ one writer per dir
+def _hold_and_wait(path: str, ready) -> None:
+    import time
+
+    from robotrl.run_lock import hold
+
+    hold(path, "record session")
+    ready.set()
+    time.sleep(120)
+
+
+def test_a_dir_lock_names_its_holder_and_goes_with_a_killed_process(tmp_path):
+    import multiprocessing as mp
+    import os
+    import signal
+
+    from robotrl.errors import RunDirBusyError
+    from robotrl.run_lock import LOCK_NAME, check_free, hold, release
+
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    child = ctx.Process(target=_hold_and_wait, args=(str(tmp_path / "d"), ready))
+    child.start()
+    try:
+        assert ready.wait(120)
+        for attempt in (check_free, hold):
+            with pytest.raises(RunDirBusyError, match=rf"record session {tmp_path / 'd'} is being written by another "
+                                                      rf"process \(pid {child.pid}: "):
+                attempt(tmp_path / "d", "record session")
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+    check_free(tmp_path / "d")  # the kernel dropped the killed holder's lock: nothing stale
+    hold(tmp_path / "d")
+    hold(tmp_path / "d")  # this process again: already held, not busy
+    release(tmp_path / "d", remove=True)
+    assert not (tmp_path / "d" / LOCK_NAME).exists()
