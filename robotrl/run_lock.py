@@ -1,7 +1,8 @@
 """One writer per directory: a run dir, a record session or a World-Env run is written by one process at a time.
 
 :func:`hold` takes an exclusive ``flock`` on ``<dir>/.robotrl.lock`` and keeps it until :func:`release` or the end of
-the process: a killed process's lock goes with it (the kernel drops it), so there is nothing stale to clean up. A
+the process (whose normal end also removes the lock file): a killed process's lock goes with it (the kernel drops it;
+the file it leaves is reused), so there is nothing stale to clean up. A
 second writer gets one line naming the holder (its pid and command line, written into the lock file).
 :func:`check_free` tests without taking it, for a command that must refuse before anything is written (``robotrl
 train`` checks before Hydra writes ``.hydra/`` into the run dir; the job then holds the lock while it trains).
@@ -9,6 +10,7 @@ train`` checks before Hydra writes ``.hydra/`` into the run dir; the job then ho
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import sys
@@ -56,6 +58,12 @@ def release(path: str | Path, remove: bool = False) -> None:
         (path / LOCK_NAME).unlink(missing_ok=True)
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
+
+
+@atexit.register
+def _release_all() -> None:  # a process that ends normally leaves no lock file behind (a killed one: harmless)
+    for path in list(_held):
+        release(path, remove=True)
 
 
 def check_free(path: str | Path, what: str = "run dir") -> None:

@@ -110,3 +110,33 @@ def test_a_dir_lock_names_its_holder_and_goes_with_a_killed_process(tmp_path):
     hold(tmp_path / "d")  # this process again: already held, not busy
     release(tmp_path / "d", remove=True)
     assert not (tmp_path / "d" / LOCK_NAME).exists()
+
+
+def test_record_and_world_env_stages_refuse_a_dir_another_process_writes(tmp_path):
+    import multiprocessing as mp
+    import os
+    import signal
+
+    from robotrl.errors import RunDirBusyError
+    from robotrl.workflows.record_session import Session
+    from robotrl.workflows.worldenv.settings import load_config
+
+    ctx = mp.get_context("spawn")
+    children = []
+    try:
+        for name in ("session", "worldenv"):
+            ready = ctx.Event()
+            children.append(ctx.Process(target=_hold_and_wait, args=(str(tmp_path / name), ready)))
+            children[-1].start()
+            assert ready.wait(120)
+        (tmp_path / "session" / "episode_000000.npz").write_bytes(b"a live writer's episode")
+        with pytest.raises(RunDirBusyError, match="is being written by another process"):
+            Session.open(tmp_path / "session", {}, resume=True)
+        assert (tmp_path / "session" / "episode_000000.npz").exists()  # not cleaned away as a stray file
+        with pytest.raises(RunDirBusyError, match=r"World-Env run .* is being written by another process"):
+            load_config(tmp_path / "worldenv", [], "collect")
+        assert not (tmp_path / "worldenv" / "config.yaml").exists()
+    finally:
+        for child in children:
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(30)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.errors import ConfigError
+from robotrl.run_lock import release
 from robotrl.workflows.record_frames import stale_tail
 from robotrl.workflows.record_session import EpisodeBuffer, Session, base_meta
 
@@ -346,6 +347,8 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
         device.disconnect()
         if live is not None:
             live.close()
+        if session is not None:
+            release(session.out, remove=True)  # another `robotrl record` may write it now
     summary.kept = session.count if session is not None else 0
     if summary.interrupted or session is None:
         raise RecordInterrupted(f"record interrupted (Ctrl-C): the arm is held and disconnected; {summary.kept} "

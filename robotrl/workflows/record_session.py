@@ -37,6 +37,7 @@ from robotrl.atomic import atomic_write, atomic_write_text
 from robotrl.demos import FORMAT_VERSION, META, episode_file, load_demos
 from robotrl.errors import ConfigError, DemoFormatError
 from robotrl.readers import read_json
+from robotrl.run_lock import check_free, hold
 from robotrl.workflows.record_frames import frame_stamps, is_new
 
 RECORD_FORMAT = "robotrl record session (robotrl demo format v1 + commanded_action, intervention, labels)"
@@ -125,6 +126,7 @@ class Session:
         """A new session at ``out`` (which must hold no episodes), or with ``resume`` the one there, checked to
         have been recorded with the same settings and cleaned of what an interrupted process left."""
         out = Path(out)
+        check_free(out, "record session")  # another `robotrl record` writing it: refused before anything changes
         meta_path = out / META
         if meta_path.is_file() and not resume:
             raise ConfigError(f"out={str(out)!r} already holds a recording ({meta_path}); resume=true continues it, "
@@ -132,7 +134,7 @@ class Session:
         if not meta_path.is_file():
             if out.is_dir() and any(_EPISODE.match(p.name) for p in out.iterdir()):
                 raise ConfigError(f"out={str(out)!r} holds episode files but no {META}; not a robotrl record session")
-            out.mkdir(parents=True, exist_ok=True)
+            hold(out, "record session")  # until this process ends
             _clean(out, 0)
             meta = {**base_meta, "num_episodes": 0, "episode_lengths": [], "episode_labels": [],
                     "episode_seeds": [], "episode_stops": [], "episode_interventions": []}
@@ -144,6 +146,7 @@ class Session:
                                   f"{base_meta.get(key)!r}; record with the same settings or choose another out=")
         if meta.get("num_episodes"):
             load_demos(out)  # every kept episode still loads: a resumed session never builds on a broken one
+        hold(out, "record session")
         _clean(out, int(meta.get("num_episodes", 0)))
         meta.update({k: v for k, v in base_meta.items() if k not in meta})
         return cls(out, meta)

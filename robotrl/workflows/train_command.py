@@ -155,7 +155,7 @@ def train_task(cfg: Any, plan: Any = None) -> None:
         print(f"robotrl: interrupted; {hint}", file=sys.stderr)
         sys.exit(130)
     finally:
-        release(run_dir)  # a sweep's next job in this process writes another dir
+        release(run_dir, remove=True)  # the job is over (a sweep's next job in this process writes another dir)
 
 
 class TrainJob:

@@ -17,6 +17,7 @@ import torch
 from robotrl.atomic import atomic_write_text
 from robotrl.config import resolve_device
 from robotrl.errors import ConfigError
+from robotrl.run_lock import check_free, hold
 from robotrl.world import MT10
 
 CONFIG = "worldenv/default"  # the hydra config every stage composes
@@ -92,6 +93,8 @@ def load_config(out: Path, overrides: Sequence[str] = (), stage: str | None = No
     from robotrl.workflows.worldenv.checks import check_against_run, check_config
 
     out = Path(out)
+    if stage is not None:  # a stage writes the run: not while another process's stage does
+        check_free(out, "World-Env run")
     cfg, before = merged(out, overrides)
     if cfg.tasks == "mt10" or cfg.tasks == ["mt10"]:
         cfg.tasks = list(MT10)
@@ -102,6 +105,8 @@ def load_config(out: Path, overrides: Sequence[str] = (), stage: str | None = No
     check_config(cfg)
     check_runtime(cfg, stage)
     check_against_run(out, before, cfg, recorded_settings)
+    if stage is not None:
+        hold(out, "World-Env run")  # until this process ends
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
     return cfg
