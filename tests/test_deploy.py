@@ -100,6 +100,19 @@ def test_operator_segments_are_recorded_as_interventions(run_dir, tmp_path, monk
     assert np.all((recorded[:, 2] > 0) & (recorded[:, 2] <= 0.5 + 1e-6)), recorded
 
 
+def test_record_into_a_dir_that_holds_a_recording_is_refused_before_the_arm_moves(run_dir, tmp_path, monkeypatch):
+    """Rerunning `robotrl deploy ... record=DIR` used to overwrite DIR's episodes and meta.json at the end (a longer
+    earlier recording's extra episode files stayed, counted by nothing): the earlier demos were lost silently."""
+    deploy(str(run_dir), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=3, out=str(tmp_path / "out1"),
+           record=str(tmp_path / "rec"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "rec").iterdir()}
+    received = count_driver_sends(monkeypatch)
+    with pytest.raises(ConfigError, match=r"record=.*rec already holds a recording \(1 episode"):
+        deploy(str(run_dir), robot="sim", hz=50, robot_overrides=SLOW_CPU, steps=3, out=str(tmp_path / "out2"),
+               record=str(tmp_path / "rec"))
+    assert received == [] and {p.name: p.read_bytes() for p in (tmp_path / "rec").iterdir()} == before
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"robot_overrides": {"cameras": "[topview]"}},
      "policy needs camera 'corner2' but robot=sim has cameras ['topview']"),
