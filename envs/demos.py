@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from robotrl.demos import FORMAT_VERSION, _write_meta, episode_file, save_episode
+from robotrl.demos import FORMAT_VERSION, _write_meta, episode_file, prepare_new_demo_dir, save_episode
 from robotrl.episodes import EpisodeBuilder, record_episode
 from robotrl.errors import ConfigError
 from robotrl.heartbeat import Heartbeat
@@ -63,6 +63,7 @@ def generate_demos(
     if num_episodes < 1:
         raise ConfigError(f"num_episodes must be >= 1, got {num_episodes}")
     out = Path(out_dir)
+    prepare_new_demo_dir(out, "out")
     out.mkdir(parents=True, exist_ok=True)
     max_attempts = max_attempts or 2 * num_episodes + 5
     env, policy = make_env(cfg, seed), expert_policy(spec.task)

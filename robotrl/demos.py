@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from robotrl.atomic import atomic_write
-from robotrl.errors import DemoFormatError
+from robotrl.errors import ConfigError, DemoFormatError
 from robotrl.readers import read_json, read_npz
 from robotrl.types import Episode
 
@@ -88,6 +88,21 @@ def load_meta(root: Path) -> dict[str, Any]:
     if not isinstance(meta["num_episodes"], int) or meta["num_episodes"] < 1:
         raise DemoFormatError(f"{path}: num_episodes is {meta['num_episodes']!r}, expected an int >= 1 (empty)")
     return meta
+
+
+def prepare_new_demo_dir(out: Path, key: str) -> None:
+    """Make ``out`` ready for a new demo directory. One that holds a recording (a meta.json) is never written over: a
+    ConfigError naming it (rewriting it episode by episode would mix old and new episodes under the old meta.json, or
+    leave a longer recording's extra files counted by nothing). Episode files without a meta.json are what an
+    interrupted write left (such a directory does not load): removed, so they cannot mix with the new episodes."""
+    out = Path(out)
+    if (out / META).is_file():
+        count = load_meta(out)["num_episodes"]
+        raise ConfigError(f"{key}={out} already holds a recording ({count} episode{'s' if count != 1 else ''}, "
+                          f"{out / META}); a new one is never written over it: choose another dir or move that one")
+    if out.is_dir():
+        for stale in out.glob("episode_*.npz"):
+            stale.unlink()
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

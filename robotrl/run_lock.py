@@ -45,6 +45,9 @@ def hold(path: str | Path, what: str = "run dir") -> None:
         raise error from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)}".encode()[:400], 0)
+    if not _held:  # registered on first use: importing robotrl installs no exit hook
+        atexit.unregister(_release_all)
+        atexit.register(_release_all)
     _held[path] = fd
 
 
@@ -60,7 +63,6 @@ def release(path: str | Path, remove: bool = False) -> None:
     os.close(fd)
 
 
-@atexit.register
 def _release_all() -> None:  # a process that ends normally leaves no lock file behind (a killed one: harmless)
     for path in list(_held):
         release(path, remove=True)

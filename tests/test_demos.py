@@ -39,6 +39,22 @@ def test_generator_saves_successful_episodes(demo_dir: Path) -> None:
     assert not any(p.name.endswith(".tmp") for p in demo_dir.iterdir())  # atomic writes leave no temp files
 
 
+def test_generator_never_writes_over_a_recording(demo_dir: Path, tmp_path: Path) -> None:
+    """`robotrl demos` rerun into the same out= used to rewrite episode files one by one under the old meta.json (an
+    interrupted rerun mixed old and new episodes; a shorter one left the extra files counted by nothing)."""
+    before = {p.name: p.read_bytes() for p in demo_dir.iterdir()}
+    with pytest.raises(ConfigError, match=rf"out={demo_dir} already holds a recording \(2 episodes"):
+        generate_demos(CFG, num_episodes=1, seed=0, out_dir=demo_dir)
+    assert {p.name: p.read_bytes() for p in demo_dir.iterdir()} == before
+    # what an interrupted write left (episode files, no meta.json: a directory that does not load) is replaced
+    partial = tmp_path / "partial"
+    shutil.copytree(demo_dir, partial)
+    (partial / "meta.json").unlink()
+    generate_demos(CFG, num_episodes=1, seed=3, out_dir=partial)
+    assert sorted(p.name for p in partial.iterdir()) == ["episode_000000.npz", "meta.json"]
+    assert len(load_demos(partial)) == 1
+
+
 def test_generator_rejects_non_metaworld(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Meta-World"):
         generate_demos({"name": "dmc/cartpole_swingup"}, 1, 0, tmp_path)

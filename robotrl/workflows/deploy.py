@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 
 from robotrl.atomic import atomic_write_text
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
+from robotrl.demos import prepare_new_demo_dir
 from robotrl.errors import ConfigError
 from robotrl.hardware.obs_checks import check_frame
 from robotrl.live_view import open_live_view
@@ -262,19 +263,6 @@ def _number(key: str, value: Any, kind: type) -> Any:
     return number
 
 
-def check_new_recording(record: Path) -> None:
-    """``record=DIR`` must not hold a recording: deploy writes its episodes and meta.json there at the end, which
-    would replace an earlier recording's (and leave the extra episode files of a longer one, counted by nothing)."""
-    from robotrl.demos import META, load_meta
-
-    if (record / META).is_file():
-        count = load_meta(record)["num_episodes"]
-        raise ConfigError(f"record={record} already holds a recording ({count} episode{'s' if count != 1 else ''}, "
-                          f"{record / META}); deploy writes a new one: choose another dir or move that one")
-    if record.is_dir() and any(record.glob("episode_*.npz")):
-        raise ConfigError(f"record={record} holds episode files; deploy writes a new recording: choose another dir")
-
-
 def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, episodes: int = 1, steps: Any = None,
            dry_run: bool = False, record: str | None = None, out: str | None = None, device: str = "cpu",
            operator: Operator | str | None = None, robot_overrides: dict[str, Any] | None = None,
@@ -309,7 +297,7 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     if isinstance(operator, str):
         operator = load_operator(operator)
     if record:
-        check_new_recording(Path(record))
+        prepare_new_demo_dir(Path(record), "record")  # before the arm moves
     from robotrl.hardware import make_robot
 
     layer = make_robot(robot_config(robot, spec, hz, robot_overrides or {}))
