@@ -281,6 +281,12 @@ def test_goals_cli_diffusion(tiny_pipeline_dir: Path, tmp_path: Path, capsys):
     goal_set = load_goal_set(tmp_path / "cli")
     assert goal_set.goals.shape == (2, 16, 16, 3) and goal_set.meta["env_seed"] == 3
     assert goal_set.meta["settings"]["num_inference_steps"] == 2
+    before = (tmp_path / "cli" / "goals.npz").read_bytes()  # a rerun used to replace it (and mix the png/ views)
+    with pytest.raises(ConfigError, match=r"out=.*cli already holds a goal set \(2 goals"):
+        cli.run("goals", ["generate", "env=dmc/cartpole_balance", "instruction=lower the pole", "n=1",
+                          f"model={tiny_pipeline_dir}", "steps=2", "resolution=16", "size=16", "device=cpu",
+                          f"out={tmp_path / 'cli'}"])
+    assert (tmp_path / "cli" / "goals.npz").read_bytes() == before
     with pytest.raises(ConfigError, match="instruction"):
         cli.run("goals", ["generate", "env=dmc/cartpole_balance", f"model={tiny_pipeline_dir}"])
     with pytest.raises(ConfigError, match="subcommand 'generate'"):

@@ -16,7 +16,7 @@ from robotrl.commands import Args, Command, options
 from robotrl.errors import ConfigError
 from robotrl.overrides import check_group_choices, compose_config
 from robotrl.rewards.base import render_rgb
-from robotrl.rewards.lfvoid import load_goal_set, save_goal_set
+from robotrl.rewards.lfvoid import GOALS_FILE, load_goal_set, save_goal_set
 from robotrl.rewards.lfvoid_goals import (
     DEFAULT_MODEL,
     SOURCES,
@@ -114,6 +114,10 @@ def generate_goal_set(opts: dict[str, Any]) -> Path:
         raise ConfigError(f"source={opts['source']!r} is not one of {', '.join(SOURCES)}")
     name = (opts["env"] or "images").replace("/", "-")
     out = Path(opts["out"] or f"goals/{name}-{opts['source']}")
+    if (out / GOALS_FILE).is_file():  # checked before any (diffusion) work; a goal set is never written over
+        count = load_goal_set(out).goals.shape[0]
+        raise ConfigError(f"out={out} already holds a goal set ({count} goals, {out / GOALS_FILE}); a new one is "
+                          f"never written over it: choose another out= or move that one")
     path = _generate_diffusion(opts, out) if opts["source"] == "diffusion" else _generate_offline(opts, out)
     goal_set = load_goal_set(path)
     print(f"wrote {len(goal_set.goals)} goal images {goal_set.goals.shape[1:]} ({opts['source']}) to {path} "
