@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +36,22 @@ def read_npz(path: Path, error: type[RobotRLError], what: str = "npz archive") -
 
 def read_json(path: str | Path, error: type[RobotRLError], what: str = "JSON file") -> Any:
     """The JSON value in ``path``; a missing, unreadable or invalid file raises ``error`` with one line naming it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise error(f"{path}: {what} missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise error(f"{path}: {what} is not valid JSON ({exc})".splitlines()[0]) from exc
+    return _parsed(path, error, what, "JSON", json.loads, (ValueError,))
 
 
 def read_yaml(path: str | Path, error: type[RobotRLError], what: str = "YAML file") -> Any:
     """The YAML value in ``path`` (safe_load); a missing, unreadable or invalid file raises ``error`` naming it."""
     import yaml
 
+    return _parsed(path, error, what, "YAML", yaml.safe_load, (yaml.YAMLError,))
+
+
+def _parsed(path: str | Path, error: type[RobotRLError], what: str, kind: str, parse: Callable[[str], Any],
+            invalid: tuple[type[Exception], ...]) -> Any:
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return parse(path.read_text())
     except FileNotFoundError:
         raise error(f"{path}: {what} missing") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise error(f"{path}: {what} is not valid YAML ({' '.join(str(exc).split())})"[:300]) from exc
+    except (OSError, UnicodeDecodeError, *invalid) as exc:
+        raise error(f"{path}: {what} is not valid {kind} ({' '.join(str(exc).split())})"[:300]) from exc

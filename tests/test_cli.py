@@ -192,19 +192,27 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues(trained_run):
     assert "resumed from" in trained_run.resumed.stdout
 
 
-@pytest.mark.slow  # ~18 s; test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues runs the printed command
-def test_ctrl_c_before_the_first_checkpoint_prints_the_same_command(tmp_path):
-    """No checkpoint yet: the hint is the command that starts this run again (not a run_dir= with other settings)."""
-    import signal
+def start_tiny_run(run_dir) -> tuple[subprocess.Popen, list[str]]:
+    """A tiny `robotrl train` that checkpoints only at its end, started and waited for until it logs its first
+    episode (training, no checkpoint yet): (the process, its overrides)."""
     import time
 
-    run_dir = tmp_path / "run"
     overrides = [*TINY_OVERRIDES, "frames=100000", "checkpoint_every_frames=100000", f"run_dir={run_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", *overrides], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not (run_dir / "train.csv").exists() and time.time() < deadline:
+    while not (run_dir / "train.csv").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
+    return proc, overrides
+
+
+@pytest.mark.slow  # ~18 s; test_ctrl_c_keeps_the_last_checkpoint_and_resume_continues runs the printed command
+def test_ctrl_c_before_the_first_checkpoint_prints_the_same_command(tmp_path):
+    """No checkpoint yet: the hint is the command that starts this run again (not a run_dir= with other settings)."""
+    import signal
+
+    run_dir = tmp_path / "run"
+    proc, overrides = start_tiny_run(run_dir)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
@@ -216,15 +224,9 @@ def test_sigterm_takes_the_ctrl_c_path(tmp_path):
     """SIGTERM (docker stop, systemd, a scheduler's kill) was Python's default: the process died at once, without
     the Ctrl-C path's hint, logs or (on an arm) the hold and disconnect. Now it is that path: exit 130 and the hint."""
     import signal
-    import time
 
     run_dir = tmp_path / "run"
-    overrides = [*TINY_OVERRIDES, "frames=100000", "checkpoint_every_frames=100000", f"run_dir={run_dir}"]
-    proc = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", *overrides], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (run_dir / "train.csv").exists() and time.time() < deadline:
-        time.sleep(0.5)
+    proc, overrides = start_tiny_run(run_dir)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
@@ -236,18 +238,12 @@ def test_a_second_process_on_a_live_run_dir_is_refused_before_it_writes(tmp_path
     second used to start too, clear the first's logs (a start with no checkpoint begins its logs clean), rewrite its
     .hydra/ record and then checkpoint into the same dir. Now it stops in one line naming the live process."""
     import signal
-    import time
 
     from robotrl.run_lock import check_free
 
     run_dir = tmp_path / "run"
-    overrides = [*TINY_OVERRIDES, "frames=100000", "checkpoint_every_frames=100000", f"run_dir={run_dir}"]
-    first = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", *overrides], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, overrides = start_tiny_run(run_dir)
     try:
-        deadline = time.time() + 300
-        while not (run_dir / "train.csv").exists() and time.time() < deadline:
-            time.sleep(0.5)
         saved = (run_dir / ".hydra" / "overrides.yaml").read_text()
         second = robotrl("train", *overrides)
         assert second.returncode == 2, second.stderr[-2000:]
