@@ -50,7 +50,7 @@ from typing import Any
 from robotrl.commands import Args, Command, print_error, shown
 from robotrl.errors import ConfigError, RobotRLError
 from robotrl.overrides import parse_kv
-from robotrl.params import require
+from robotrl.params import KINDS, require
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -86,7 +86,8 @@ def render_help(cmd: Command) -> str:
         lines += ["", f"keys ({how}, shown with their defaults):"]
         for key, option in cmd.options.items():  # a long doc wraps under itself, within 120 columns
             head = f"  {f'{key}={shown(option.default)}':<{width}}"
-            lines += textwrap.wrap(option.doc, 120, initial_indent=head, subsequent_indent=" " * (width + 2),
+            doc = option.doc + (f" [{KINDS[option.range][1]}]" if option.range else "")
+            lines += textwrap.wrap(doc, 120, initial_indent=head, subsequent_indent=" " * (width + 2),
                                    break_on_hyphens=False) or [head.rstrip()]
     if cmd.examples:
         lines += ["", "examples:", *(f"  {e}" for e in cmd.examples)]

@@ -167,6 +167,9 @@ def test_every_numeric_command_option_declares_a_range_checked_as_the_command_li
                     parse(cmd, [*(["x"] if cmd.positional else []), f"{key}={value}"])
                 checked += 1
     assert checked >= 40
+    from robotrl.cli import render_help
+
+    assert "[an integer >= 1]" in render_help(command("eval"))  # the help says each option's range
 
 
 def test_require_names_the_first_bad_value_and_its_range():
