@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 import robotrl.config  # noqa: F401  (registers the resolvers that run_dir uses)
 from robotrl.checkpoint import resolve_checkpoint
+from robotrl.commands import torchrun_rank
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.readers import read_yaml
 from robotrl.run_lock import check_free, release
@@ -163,7 +164,8 @@ def plan_train(overrides: list[str]) -> TrainPlan:
     """Decide what `robotrl train OVERRIDES` does; raise a one-line error for a refused start (nothing written)."""
     cfg = compose_train_config(overrides)
     run_dir = Path(cfg.run_dir).absolute()
-    check_free(run_dir, "run dir")  # a live run there: refused before Hydra rewrites its .hydra/ or its logs
+    if torchrun_rank() == 0:  # a live run there: refused before Hydra rewrites its .hydra/ or its logs (torchrun's
+        check_free(run_dir, "run dir")  # other ranks share rank 0's run dir, which may hold it already)
     if not wants_resume(overrides):
         if has_checkpoint(run_dir):
             raise ConfigError(f"run dir {run_dir} already holds checkpoints; continue it with "
