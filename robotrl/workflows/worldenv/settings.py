@@ -52,6 +52,7 @@ def default_config() -> Any:
 
 def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
     """(settings, the run's saved ones or None): defaults <- ``out/config.yaml`` <- ``overrides``."""
+    import yaml
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -62,7 +63,12 @@ def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
     before = None
     try:
         if saved.is_file():
-            cfg = before = OmegaConf.merge(cfg, OmegaConf.load(saved))
+            try:
+                loaded = OmegaConf.load(saved)
+            except yaml.YAMLError as e:  # cut short by a crash or edited by hand: say which file, not a traceback
+                raise ConfigError(f"{saved}: the run's World-Env settings are not valid YAML "
+                                  f"({' '.join(str(e).split())})"[:300]) from None
+            cfg = before = OmegaConf.merge(cfg, loaded)
         cfg = OmegaConf.merge(cfg, {})  # a copy: `before` stays what the run holds
         for o in OverridesParser.create().parse_overrides(list(overrides)):  # as hydra applies them
             OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
