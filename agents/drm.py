@@ -112,7 +112,7 @@ class DrMAgent(DrQV2Agent):
         super().__init__(observation_space, action_space, device, **drqv2_kwargs)
         if lambda_schedule not in ("dormant", "constant"):
             raise ConfigError(f"lambda_schedule={lambda_schedule!r} must be 'dormant' or 'constant'")
-        if int(perturb_interval) < 1 or int(perturb_interval) % self.update_every_steps:
+        if perturb_interval % self.update_every_steps:  # perturb_interval >= 1: above
             raise ConfigError(f"perturb_interval={perturb_interval} must be a positive multiple of "
                               f"update_every_steps={self.update_every_steps}")
         if not 0.0 <= float(min_perturb_factor) <= float(max_perturb_factor) <= 1.0:

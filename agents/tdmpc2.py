@@ -157,9 +157,9 @@ class TDMPC2Agent:
         require_below("agent", ("min_std", min_std), ("max_std", max_std), equal_ok=True)
         require_below("agent", ("discount_min", discount_min), ("discount_max", discount_max), equal_ok=True)
         self.dormant_every, self.dormant_threshold = int(dormant_every), float(dormant_threshold)
-        if not 0 < num_elites <= num_samples or not 0 <= num_pi_trajs < num_samples or horizon < 1:
-            raise ConfigError(f"need 0 < num_elites={num_elites} <= num_samples={num_samples}, 0 <= num_pi_trajs="
-                              f"{num_pi_trajs} < num_samples and horizon={horizon} >= 1")
+        if not num_elites <= num_samples or not num_pi_trajs < num_samples:  # each one's own range: above
+            raise ConfigError(f"need num_elites={num_elites} <= num_samples={num_samples} and num_pi_trajs="
+                              f"{num_pi_trajs} < num_samples")
         self.observation_space, self.action_space = observation_space, action_space
         self.device = torch.device(device)
         self.action_dim = int(action_space.shape[0])

@@ -14,8 +14,6 @@ import atexit
 import fcntl
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from robotrl.errors import RunDirBusyError
@@ -81,12 +79,3 @@ def check_free(path: str | Path, what: str = "run dir") -> None:
     finally:
         os.close(fd)  # closing drops a lock taken just now
 
-
-@contextmanager
-def holding(path: str | Path, what: str = "run dir") -> Iterator[None]:
-    """:func:`hold` for the duration of a block."""
-    hold(path, what)
-    try:
-        yield
-    finally:
-        release(path)

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from robotrl.config import check_section_ranges
 from robotrl.episodes import EpisodeBuilder, record_episode
 from robotrl.errors import ConfigError, EnvWorkerError
 from robotrl.types import Episode, capabilities_of
@@ -170,12 +169,12 @@ class RolloutWorker:
 
 
 def ray_settings(cfg: DictConfig) -> dict[str, Any]:
-    """``ray.*`` validated: num_actors, chunk_size, queue_size, address, num_cpus."""
+    """``ray.*`` as a plain dict; num_actors, chunk_size and queue_size set (their ranges: ``validate_config``, which
+    ``make_trainer`` runs first, from the ``RayCollector`` schema)."""
     settings = dict(OmegaConf.to_container(cfg.get("ray") or {}, resolve=True))
     for key in ("num_actors", "chunk_size", "queue_size"):  # no default below: these must be set
         if settings.get(key) is None:
             raise ConfigError(f"ray.{key} is null, expected an integer >= 1")
-    check_section_ranges(settings, "ray")
     return settings
 
 
