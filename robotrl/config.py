@@ -86,7 +86,8 @@ def validate_config(cfg: DictConfig) -> None:
     _require(cfg, "agent.name", str)
     if cfg.get("resume") != "auto":
         _require(cfg, "resume", bool)
-    for flag in ("save_video", "tensorboard", "checkpoint_replay", "compare_baselines", "eval_at_start"):
+    for flag in ("save_video", "tensorboard", "checkpoint_replay", "compare_baselines", "eval_at_start",
+                 "reuse_freed_memory"):
         _require(cfg, flag, bool)
     if cfg.env.obs_type not in OBS_TYPES:
         raise ConfigError(f"config env.obs_type={cfg.env.obs_type!r} is not one of {', '.join(OBS_TYPES)}")

@@ -24,6 +24,7 @@ from robotrl.distributed import init_distributed
 from robotrl.envs.vector import num_envs_of
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.logger import Logger
+from robotrl.malloc import reuse_freed_memory
 from robotrl.replay import ReplayBuffer
 from robotrl.rewards import make_reward, wrap_env
 from robotrl.workflows import ray_collector, vector_train
@@ -174,6 +175,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, console: Console | None = None)
     if threads is not None:
         torch.set_num_threads(threads)
     console.print(f"torch threads: {torch.get_num_threads()} ({why})", highlight=False)
+    console.print(f"malloc: {reuse_freed_memory(cfg.reuse_freed_memory)}", highlight=False)
     device = resolve_device(cfg.device)
     if dist.ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.ctx.local_rank)
