@@ -272,7 +272,8 @@ class RayCollector:
         while self._busy or self.assembler.partial:
             interrupt.check()
             for chunk in self._take_chunks():
-                stats = self.receive(chunk, run)
+                with interrupt.anytime():  # its updates
+                    stats = self.receive(chunk, run)
                 if stats is not None:
                     yield stats
             draining = draining or run.drain_due()

@@ -33,7 +33,7 @@ from robotrl.heartbeat import Heartbeat
 from robotrl.rewards import wrap_vector_env
 from robotrl.types import capabilities_of
 from robotrl.workflows.rollout import run_episodes_vector
-from robotrl.workflows.trainer.console import GracefulInterrupt
+from robotrl.workflows.trainer.console import GracefulInterrupt, stop_point
 from robotrl.workflows.trainer.run import Run
 from robotrl.workflows.trainer.schedule import episode_seed
 from robotrl.workflows.trainer.stats import EpisodeStats
@@ -85,6 +85,7 @@ def vector_player(eval_env: Any, agent: Any) -> Any:
             reset_agent_slot(agent, i)
 
         def batch_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+            stop_point()
             beat.tick(lambda: f"episode {started['n']}/{len(seeds)} started ({eval_env.num_envs} envs)")
             return agent.act_batch(obs, step, eval_mode=True)
 
@@ -121,7 +122,8 @@ class VectorCollector:
             can_update = len(run.replay) > 0  # episodes reach the replay at their end
             for j, i in enumerate(active):  # one update per env step, as with one env
                 if state.step + j >= self.seed_steps and can_update:
-                    self._stats[i].updates.append(agent.update(run.replay, state.step + j))
+                    with interrupt.anytime():
+                        self._stats[i].updates.append(agent.update(run.replay, state.step + j))
             obs, reward, terminated, truncated, infos = run.env.step(actions)
             finished = np.logical_or(terminated, truncated)
             restarted = infos.get(RESTARTED, np.zeros(n, bool))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
@@ -16,18 +18,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class GracefulInterrupt:
     """Ctrl-C (SIGINT) during training, delivered at a safe point.
 
-    The first Ctrl-C only sets a flag; :meth:`check`, called between env steps, raises KeyboardInterrupt there. So
-    the interrupt never lands inside a library's internals (a tensorboard writer's lock, the GL context, a
-    checkpoint being written), which can hang the process at exit or leave state half-written. A second Ctrl-C
-    interrupts immediately. Outside the main thread (no signal handlers there) it does nothing.
+    The first Ctrl-C only sets a flag; :meth:`check`, called at every env step (training and evaluation: see
+    :func:`stop_point`), raises KeyboardInterrupt there. So the interrupt never lands inside a library's internals
+    (a tensorboard writer's lock, the GL context, a checkpoint being written), which can hang the process at exit or
+    leave state half-written. Inside :meth:`anytime` (an agent's update: pure computation that a stopped run throws
+    away) it raises at once, since an update can run for minutes. A second Ctrl-C interrupts immediately. Outside
+    the main thread (no signal handlers there) it does nothing.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self._anytime = False
         self._previous: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested or self._anytime:
             raise KeyboardInterrupt
         self.requested = True
 
@@ -35,15 +40,39 @@ class GracefulInterrupt:
         if self.requested:
             raise KeyboardInterrupt
 
+    @contextlib.contextmanager
+    def anytime(self) -> Iterator[None]:
+        """A Ctrl-C inside stops at once (MR.Q's encoder phase runs 10-30 minutes from pixels on a CPU)."""
+        self.check()
+        self._anytime = True
+        try:
+            yield
+        finally:
+            self._anytime = False
+
     def __enter__(self) -> GracefulInterrupt:
+        global _active
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
+            _active = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _active
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+            _active = None
+
+
+_active: GracefulInterrupt | None = None  # the training loop's, while it runs
+
+
+def stop_point() -> None:
+    """A safe point of the running training loop (an evaluation env step): a pending Ctrl-C stops the run here.
+    Nothing outside a training loop."""
+    if _active is not None:
+        _active.check()
 
 
 def versions() -> dict[str, str]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from robotrl.heartbeat import Heartbeat
 from robotrl.workflows.baselines import compare, comparison_table, trivial_baselines, trivial_baselines_for
 from robotrl.workflows.rollout import run_episodes
+from robotrl.workflows.trainer.console import stop_point
 from robotrl.workflows.trainer.schedule import eval_seeds
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def one_env_player(env: Any, agent: Any) -> Any:
             agent.reset()
 
         def policy(obs: dict[str, Any]) -> Any:
+            stop_point()
             where["step"] += 1
             beat.tick(lambda: f"episode {where['episode']}/{len(seeds)}, step {where['step']}")
             return agent.act(obs, step, eval_mode=True)

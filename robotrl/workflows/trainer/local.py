@@ -47,7 +47,8 @@ class LocalCollector:
             action = agent.act(obs, state.step, eval_mode=False)
             if state.step >= self.seed_steps:
                 if self.update_at == "step":
-                    stats.updates.append(agent.update(replay, state.step))
+                    with interrupt.anytime():
+                        stats.updates.append(agent.update(replay, state.step))
                 else:  # on an arm: the same updates, after the episode, while the arm holds
                     stats.steps.append(state.step)
             return action
@@ -69,5 +70,6 @@ class LocalCollector:
         if robot is not None:  # before the episode's updates (episode_end): they may use them
             run.add_demos(robot.finish(state.episode))
         for step in stats.steps:  # update_at=episode_end: one update per agent step of the episode, in order
-            stats.updates.append(agent.update(replay, step))
+            with interrupt.anytime():
+                stats.updates.append(agent.update(replay, step))
         return stats

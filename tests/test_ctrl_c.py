@@ -1,0 +1,64 @@
+"""Ctrl-C during training stops within moments wherever the loop is, not only between training env steps.
+
+The loop defers a Ctrl-C to a safe point (:class:`~robotrl.workflows.trainer.console.GracefulInterrupt`). Those points
+were the training env steps alone, so a Ctrl-C waited out whatever ran between two of them: an agent update (MR.Q's
+encoder phase, 250 encoder steps, runs 10-30 minutes from pixels on a CPU) or a whole evaluation (minutes from
+pixels; on an arm, the arm kept playing its evaluation episodes).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from robotrl.workflows.trainer.evaluation import one_env_player
+from robotrl.workflows.trainer.local import LocalCollector
+from tests.trainer_fakes import CounterEnv, FakeAgent, FakeReplay, parts_loop
+
+
+def ctrl_c_in(seconds: float) -> None:
+    threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+
+def train_until_interrupted(loop) -> float:
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        loop.train()
+    return time.monotonic() - start
+
+
+def test_ctrl_c_during_a_long_agent_update_stops_at_once(tmp_path):
+    class SlowAgent(FakeAgent):
+        def update(self, replay, step):
+            if step == 2:
+                ctrl_c_in(0.3)
+                time.sleep(20)  # stands for MR.Q's encoder phase
+            return super().update(replay, step)
+
+    loop = parts_loop(tmp_path, CounterEnv(), LocalCollector(seed_steps=0, update_at="step"), SlowAgent(),
+                      FakeReplay(), frames=100, checkpoint_every=10**9)
+    assert train_until_interrupted(loop) < 5
+
+
+def test_ctrl_c_during_an_evaluation_stops_at_its_next_env_step(tmp_path):
+    class SlowEnv(CounterEnv):
+        def step(self, action):
+            time.sleep(0.02)  # 300 eval episodes of 3 steps: 18 s
+            return super().step(action)
+
+    env, agent = SlowEnv(), FakeAgent()
+    play = one_env_player(env, agent)
+
+    def play_eval(seeds, video, step, beat):
+        if step == 0:  # the evaluation at the start: one episode
+            return play(seeds[:1], video, step, beat)
+        ctrl_c_in(0.3)
+        return play(seeds, video, step, beat)
+
+    loop = parts_loop(tmp_path, env, LocalCollector(seed_steps=0, update_at="step"), agent, FakeReplay(),
+                      frames=100, checkpoint_every=10**9, eval_every=6, eval_episodes=300, play_eval=play_eval)
+    assert train_until_interrupted(loop) < 5
