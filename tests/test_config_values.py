@@ -32,6 +32,8 @@ REMOVED_ROBOT_ENV_WITHOUT_AN_ARM = {"home_noise_m": 0.02, "live_view": None, "op
 # KAGI's plans left the reward group: `reward=kagi/push` is now spelt `reward=kagi reward.plan=push`, whose `plan` is
 # the packaged plan's name (robotrl/rewards/kagi_plans/push.yaml, checked below to hold the fixture's plan)
 RESPELT = {("env=metaworld/push", "reward=kagi/push"): ("env=metaworld/push", "reward=kagi", "reward.plan=push")}
+# top-level keys added since, with their defaults (a new setting changes no existing value)
+ADDED = {"reuse_freed_memory": True}
 
 
 def composed(overrides: tuple[str, ...]) -> dict[str, Any]:
@@ -65,6 +67,9 @@ def test_composed_config_is_unchanged(expected, overrides):
         if overrides in RESPELT:  # changed on purpose: the plan is named, not inlined
             assert _packaged_plan(got[view]["reward"]["plan"]) == want[view]["reward"]["plan"]
             want[view]["reward"]["plan"] = got[view]["reward"]["plan"]
+        for key, value in ADDED.items():
+            assert key not in want[view]
+            want[view][key] = value
     assert got == want
 
 
