@@ -62,3 +62,21 @@ def test_ctrl_c_during_an_evaluation_stops_at_its_next_env_step(tmp_path):
     loop = parts_loop(tmp_path, env, LocalCollector(seed_steps=0, update_at="step"), agent, FakeReplay(),
                       frames=100, checkpoint_every=10**9, eval_every=6, eval_episodes=300, play_eval=play_eval)
     assert train_until_interrupted(loop) < 5
+
+
+def test_ctrl_c_during_sb3_gradient_steps_stops_at_once(compose_cfg, tmp_path):
+    """SB3's ``learn`` runs its gradient phase between rollouts (PPO: n_epochs over the rollout; a minute from pixels)."""
+    from robotrl.workflows.train import Trainer
+    from tests.test_sb3 import AGENTS, SB3_TINY
+
+    trainer = Trainer(compose_cfg(*SB3_TINY, *AGENTS["sb3_ppo"], "frames=2000", tiny=False), tmp_path)
+    model = trainer.parts.agent.model
+    train = model.train
+
+    def slow_train(*args, **kwargs):
+        ctrl_c_in(0.3)
+        time.sleep(20)
+        return train(*args, **kwargs)
+
+    model.train = slow_train
+    assert train_until_interrupted(trainer) < 5

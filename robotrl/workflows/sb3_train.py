@@ -9,6 +9,7 @@ evaluation with videos, atomic checkpoints, ``resume=true``. The agent itself
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -121,8 +122,14 @@ class _EpisodeCallback(BaseCallback):
         self.finished = False  # an episode ended at or after cfg.frames and its checkpoint is written
         self._episode_over = False
         self.interrupt: GracefulInterrupt | None = None
+        self.updating = contextlib.ExitStack()  # SB3's gradient steps: from a rollout's end to the next's start
+
+    def _on_rollout_end(self) -> None:
+        if self.interrupt is not None:
+            self.updating.enter_context(self.interrupt.anytime())
 
     def _on_rollout_start(self) -> None:
+        self.updating.close()
         self._collect_metrics()
         if self._episode_over:
             self._episode_over = False
@@ -238,7 +245,7 @@ class SB3Trainer(RunView):
             self.parts.seeded_env.next_episode = state.episode
             # room for the last episode to end past total_steps (+1: the dropped step, see _EpisodeCallback)
             budget = total_steps - state.step + int(run.env_info["max_agent_steps"]) + 1
-            with run.start_progress(), GracefulInterrupt() as interrupt:
+            with run.start_progress(), GracefulInterrupt() as interrupt, callback.updating:
                 callback.interrupt = interrupt
                 self.parts.agent.learn(budget, callback)
             if not callback.finished:
