@@ -65,7 +65,7 @@ def test_ctrl_c_during_an_evaluation_stops_at_its_next_env_step(tmp_path):
 
 
 def test_ctrl_c_during_sb3_gradient_steps_stops_at_once(compose_cfg, tmp_path):
-    """SB3's ``learn`` runs its gradient phase between rollouts (PPO: n_epochs over the rollout; a minute from pixels)."""
+    """SB3 runs its gradient phase between rollouts (PPO: n_epochs over the rollout, a minute from pixels)."""
     from robotrl.workflows.train import Trainer
     from tests.test_sb3 import AGENTS, SB3_TINY
 
