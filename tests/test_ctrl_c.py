@@ -80,3 +80,42 @@ def test_ctrl_c_during_sb3_gradient_steps_stops_at_once(compose_cfg, tmp_path):
 
     model.train = slow_train
     assert train_until_interrupted(trainer) < 5
+
+
+def test_ctrl_c_during_a_long_update_or_evaluation_with_vector_envs(tmp_path):
+    """The same with env.num_envs > 1: an update between two batched env steps, and the vector eval player."""
+    from robotrl.replay import ReplayBuffer
+    from robotrl.workflows.vector_train import VectorCollector, vector_player
+    from tests.trainer_fakes import FakeVectorEnv
+
+    class SlowAgent(FakeAgent):
+        def update(self, replay, step):
+            if step == 12:
+                ctrl_c_in(0.3)
+                time.sleep(20)
+            return super().update(replay, step)
+
+    env = FakeVectorEnv(num_envs=2, length=5)
+    replay = ReplayBuffer(1000, env.single_observation_space, action_dim=1, frame_stack=1, nstep=1)
+    loop = parts_loop(tmp_path / "update", env, VectorCollector(env, seed_steps=4), SlowAgent(), replay, frames=100,
+                      checkpoint_every=10**9)
+    assert train_until_interrupted(loop) < 5
+
+    class SlowVectorEnv(FakeVectorEnv):
+        def step(self, actions):
+            time.sleep(0.02)  # 600 eval episodes of 5 steps on 2 envs: 30 s
+            return super().step(actions)
+
+    env, agent = SlowVectorEnv(num_envs=2, length=5), FakeAgent()
+    play = vector_player(env, agent)
+
+    def play_eval(seeds, video, step, beat):
+        if step == 0:
+            return play(seeds[:1], video, step, beat)
+        ctrl_c_in(0.3)
+        return play(seeds, video, step, beat)
+
+    replay = ReplayBuffer(1000, env.single_observation_space, action_dim=1, frame_stack=1, nstep=1)
+    loop = parts_loop(tmp_path / "eval", env, VectorCollector(env, seed_steps=4), agent, replay, frames=100,
+                      checkpoint_every=10**9, eval_every=10, eval_episodes=600, play_eval=play_eval)
+    assert train_until_interrupted(loop) < 5
