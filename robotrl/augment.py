@@ -16,12 +16,21 @@ def sample_shifts(n: int, pad: int, device: torch.device | str, generator: torch
 
 
 def random_shift(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
-    """Random-shift augmentation as one integer gather: replicate-pad by ``pad`` then crop back to (H, W).
+    """Random-shift augmentation: replicate-pad by ``pad``, then each image cropped back to (H, W) at its shift.
 
-    Equivalent to DrQ-v2's bilinear ``grid_sample`` version (whose sample points land exactly on pixel
-    centres) but works on uint8 and costs a single indexing pass: the replicate padding is folded into the
-    index by clamping, so no padded copy is made. ``shifts`` is (N, 2) as from :func:`sample_shifts`.
+    Equivalent to DrQ-v2's bilinear ``grid_sample`` version (whose sample points land exactly on pixel centres) but
+    works on uint8 too. ``shifts`` is (N, 2) as from :func:`sample_shifts`. The result is channels-last (what the
+    conv stacks run on). On a GPU it is one integer gather; on a CPU one slice copy per image, which
+    ``bench/random_shift.py`` measured faster than the gather (whose generic index kernel moves one element at a
+    time).
     """
+    if x.device.type == "cpu":
+        return _shift_by_copies(x, pad, shifts)
+    return _shift_by_gather(x, pad, shifts)
+
+
+def _shift_by_gather(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+    """One integer gather: the replicate padding is folded into the index by clamping (no padded copy)."""
     n, _, h, w = x.shape
     rows = (shifts[:, 1:2] - pad + torch.arange(h, device=x.device)).clamp_(0, h - 1)  # (N, H)
     cols = (shifts[:, 0:1] - pad + torch.arange(w, device=x.device)).clamp_(0, w - 1)  # (N, W)
@@ -29,6 +38,16 @@ def random_shift(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tenso
     # Advanced indexing with the channel slice in the middle puts channels last: (N, H, W, C) -> permute.
     out = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2)
+
+
+def _shift_by_copies(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+    """A replicate-padded copy, then one crop per image copied into a channels-last result."""
+    _, _, h, w = x.shape
+    padded = F.pad(x, (pad,) * 4, mode="replicate")
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    for i, (dx, dy) in enumerate(shifts.tolist()):
+        out[i] = padded[i, :, dy:dy + h, dx:dx + w]
+    return out
 
 
 def random_shift_grid_sample(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:

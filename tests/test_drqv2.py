@@ -121,6 +121,22 @@ def test_crop_aug_equals_grid_sample_aug():
     torch.testing.assert_close(centre, x, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_cpu_copies_and_the_gather_give_the_same_images(dtype, channels_last):
+    """random_shift copies one crop per image on a CPU and gathers on a GPU: the same pixels either way."""
+    from robotrl.augment import _shift_by_copies, _shift_by_gather
+
+    x = torch.randint(0, 256, (16, 9, H, H + 4)).to(dtype)  # not square: rows and columns cannot be swapped
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    shifts = sample_shifts(16, 4, "cpu")
+    shifts[:4] = torch.tensor([[0, 8], [8, 0], [0, 0], [8, 8]])
+    copies, gather = _shift_by_copies(x, 4, shifts), _shift_by_gather(x, 4, shifts)
+    assert copies.dtype == dtype and copies.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(copies, gather, atol=0, rtol=0)
+
+
 def test_update_reduces_critic_loss_on_fixed_batch():
     torch.manual_seed(0)
     agent = make(stddev_schedule=0.1, lr=3e-3)
