@@ -26,12 +26,12 @@ def reuse_freed_memory(enabled: bool) -> str:
     changed and the returned line says so.
     """
     if not enabled:
-        return "glibc's default (reuse_freed_memory=false)"
+        return "the C library's default (reuse_freed_memory=false)"
     if not sys.platform.startswith("linux"):
-        return f"allocator's default ({sys.platform} has no glibc mallopt)"
+        return f"the C library's default ({sys.platform}: no glibc mallopt)"
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the process's own C library
     if mallopt is None:
-        return "allocator's default (this C library has no mallopt)"
+        return "the C library's default (it has no mallopt)"
     if mallopt(_M_MMAP_MAX, 0) != 1 or mallopt(_M_TRIM_THRESHOLD, _KEEP_UP_TO) != 1:
-        return "allocator's default (mallopt refused the settings)"
+        return "the C library's default (mallopt refused the settings)"
     return "freed memory kept for reuse (glibc mallopt: no mmap, trim above 2 GB)"

@@ -47,7 +47,7 @@ def test_large_blocks_freed_each_update_are_reused_without_faults_or_growth():
 
 
 def test_off_leaves_malloc_alone_and_says_so():
-    assert reuse_freed_memory(False) == "glibc's default (reuse_freed_memory=false)"
+    assert reuse_freed_memory(False) == "the C library's default (reuse_freed_memory=false)"
 
 
 def test_the_setting_must_be_a_bool(compose_cfg):
