@@ -250,3 +250,24 @@ def test_the_one_env_collector_updates_before_each_step_or_after_the_episode(upd
     else:  # on an arm: the same updates, once the episode is over
         assert acts == [("act", 0), ("add", True), ("act", 1), ("add", False), ("act", 2), ("add", False),
                         ("update", 1), ("update", 2)]
+
+
+def test_without_a_terminal_a_slow_run_logs_step_lines_between_its_episode_lines(monkeypatch):
+    """Logs get one line per episode; MR.Q from pixels on a CPU takes ~40 min per episode, so a step line comes at
+    most every LOG_EVERY_S in between (a terminal has the live bar instead)."""
+    import io
+
+    from rich.console import Console
+
+    from robotrl.workflows.trainer import console
+
+    monkeypatch.setattr(console, "LOG_EVERY_S", 0.0)
+    log = io.StringIO()
+    with console.ProgressBar(Console(file=log, force_terminal=False), total_steps=1000, step=0, frame=0) as bar:
+        bar.steps(100)
+        bar.steps(200)
+    assert "train: step 100/1000" in log.getvalue() and "train: step 200/1000" in log.getvalue()
+    terminal = io.StringIO()
+    with console.ProgressBar(Console(file=terminal, force_terminal=True), total_steps=1000, step=0, frame=0) as bar:
+        bar.steps(100)
+    assert "train: step" not in terminal.getvalue()

@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from robotrl.heartbeat import Heartbeat
+
 
 class GracefulInterrupt:
     """Ctrl-C (SIGINT) during training, delivered at a safe point.
@@ -97,16 +99,24 @@ def make_progress(console: Console, total_steps: int, completed: int = 0) -> tup
     return progress, task
 
 
+LOG_EVERY_S = 300.0  # without a terminal: a step line at most this often between the per-episode lines
+
+
 class ProgressBar:
-    """The bar of one run and its frames-per-second meter (frames since the previous episode end)."""
+    """The bar of one run and its frames-per-second meter (frames since the previous episode end). Logs and pipes
+    (no terminal, no live bar) get a plain step line at most every ``LOG_EVERY_S`` within an episode, so a slow
+    run (MR.Q from pixels on a CPU: ~40 min per episode) is never silent for long."""
 
     def __init__(self, console: Console, total_steps: int, step: int, frame: int) -> None:
         self.total_steps = total_steps
         self.progress, self.task = make_progress(console, total_steps, step)
         self._mark = (time.perf_counter(), frame)
+        self._beat = None if console.is_terminal else Heartbeat("train", LOG_EVERY_S, console.print)
 
     def steps(self, step: int) -> None:
         self.progress.update(self.task, completed=min(step, self.total_steps))
+        if self._beat is not None:
+            self._beat.tick(lambda: f"step {step}/{self.total_steps}")
 
     def episode(self, step: int, ret: float) -> None:
         self.progress.update(self.task, completed=min(step, self.total_steps), ret=ret)
