@@ -31,15 +31,35 @@ def train_until_interrupted(loop) -> float:
     return time.monotonic() - start
 
 
-def test_ctrl_c_during_a_long_agent_update_stops_at_once(tmp_path):
-    class SlowAgent(FakeAgent):
-        def update(self, replay, step):
-            if step == 2:
-                ctrl_c_in(0.3)
-                time.sleep(20)  # stands for MR.Q's encoder phase
-            return super().update(replay, step)
+class SlowAgent(FakeAgent):
+    """Its update at ``slow_step`` takes 20 s (stands for MR.Q's encoder phase) and a Ctrl-C comes 0.3 s into it."""
 
-    loop = parts_loop(tmp_path, CounterEnv(), LocalCollector(seed_steps=0, update_at="step"), SlowAgent(),
+    def __init__(self, slow_step: int) -> None:
+        super().__init__()
+        self.slow_step = slow_step
+
+    def update(self, replay, step):
+        if step == self.slow_step:
+            ctrl_c_in(0.3)
+            time.sleep(20)
+        return super().update(replay, step)
+
+
+def interrupted_eval(play):
+    """``play_eval`` from an eval player: the evaluation at the start plays one episode; the next one gets a Ctrl-C
+    0.3 s in."""
+
+    def play_eval(seeds, video, step, beat):
+        if step == 0:
+            return play(seeds[:1], video, step, beat)
+        ctrl_c_in(0.3)
+        return play(seeds, video, step, beat)
+
+    return play_eval
+
+
+def test_ctrl_c_during_a_long_agent_update_stops_at_once(tmp_path):
+    loop = parts_loop(tmp_path, CounterEnv(), LocalCollector(seed_steps=0, update_at="step"), SlowAgent(2),
                       FakeReplay(), frames=100, checkpoint_every=10**9)
     assert train_until_interrupted(loop) < 5
 
@@ -51,16 +71,9 @@ def test_ctrl_c_during_an_evaluation_stops_at_its_next_env_step(tmp_path):
             return super().step(action)
 
     env, agent = SlowEnv(), FakeAgent()
-    play = one_env_player(env, agent)
-
-    def play_eval(seeds, video, step, beat):
-        if step == 0:  # the evaluation at the start: one episode
-            return play(seeds[:1], video, step, beat)
-        ctrl_c_in(0.3)
-        return play(seeds, video, step, beat)
-
     loop = parts_loop(tmp_path, env, LocalCollector(seed_steps=0, update_at="step"), agent, FakeReplay(),
-                      frames=100, checkpoint_every=10**9, eval_every=6, eval_episodes=300, play_eval=play_eval)
+                      frames=100, checkpoint_every=10**9, eval_every=6, eval_episodes=300,
+                      play_eval=interrupted_eval(one_env_player(env, agent)))
     assert train_until_interrupted(loop) < 5
 
 
@@ -88,17 +101,10 @@ def test_ctrl_c_during_a_long_update_or_evaluation_with_vector_envs(tmp_path):
     from robotrl.workflows.vector_train import VectorCollector, vector_player
     from tests.trainer_fakes import FakeVectorEnv
 
-    class SlowAgent(FakeAgent):
-        def update(self, replay, step):
-            if step == 12:
-                ctrl_c_in(0.3)
-                time.sleep(20)
-            return super().update(replay, step)
-
     env = FakeVectorEnv(num_envs=2, length=5)
     replay = ReplayBuffer(1000, env.single_observation_space, action_dim=1, frame_stack=1, nstep=1)
-    loop = parts_loop(tmp_path / "update", env, VectorCollector(env, seed_steps=4), SlowAgent(), replay, frames=100,
-                      checkpoint_every=10**9)
+    loop = parts_loop(tmp_path / "update", env, VectorCollector(env, seed_steps=4), SlowAgent(12), replay,
+                      frames=100, checkpoint_every=10**9)
     assert train_until_interrupted(loop) < 5
 
     class SlowVectorEnv(FakeVectorEnv):
@@ -107,15 +113,8 @@ def test_ctrl_c_during_a_long_update_or_evaluation_with_vector_envs(tmp_path):
             return super().step(actions)
 
     env, agent = SlowVectorEnv(num_envs=2, length=5), FakeAgent()
-    play = vector_player(env, agent)
-
-    def play_eval(seeds, video, step, beat):
-        if step == 0:
-            return play(seeds[:1], video, step, beat)
-        ctrl_c_in(0.3)
-        return play(seeds, video, step, beat)
-
     replay = ReplayBuffer(1000, env.single_observation_space, action_dim=1, frame_stack=1, nstep=1)
     loop = parts_loop(tmp_path / "eval", env, VectorCollector(env, seed_steps=4), agent, replay, frames=100,
-                      checkpoint_every=10**9, eval_every=10, eval_episodes=600, play_eval=play_eval)
+                      checkpoint_every=10**9, eval_every=10, eval_episodes=600,
+                      play_eval=interrupted_eval(vector_player(env, agent)))
     assert train_until_interrupted(loop) < 5
