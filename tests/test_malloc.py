@@ -31,9 +31,13 @@ print((faults() - before) / (10 * 2 * (64 << 20) // 4096), resident_mb() - rss)
 """
 
 
+def run_fresh(code: str, setting: str) -> str:
+    """stdout of ``code`` in a fresh interpreter (the setting is process-wide), ``setting`` ("on"/"off") its argv."""
+    return subprocess.run([sys.executable, "-c", code, setting], capture_output=True, text=True, check=True).stdout
+
+
 def faults_and_growth(setting: str) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, "-c", PROBE, setting], capture_output=True, text=True, check=True)
-    faults, growth = map(float, out.stdout.split())
+    faults, growth = map(float, run_fresh(PROBE, setting).split())
     return faults, growth
 
 
@@ -91,6 +95,5 @@ print(digest.hexdigest())
 def test_updates_give_the_same_numbers_either_way():
     """Only where blocks live changes (torch aligns every block to 64 bytes either way), so a run resumed across the
     setting continues exactly."""
-    digests = {subprocess.run([sys.executable, "-c", SAME_NUMBERS, s], capture_output=True, text=True,
-                              check=True).stdout for s in ("off", "on")}
+    digests = {run_fresh(SAME_NUMBERS, setting) for setting in ("off", "on")}
     assert len(digests) == 1, digests
