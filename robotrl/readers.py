@@ -39,11 +39,13 @@ def read_json(path: str | Path, error: type[RobotRLError], what: str = "JSON fil
     return _parsed(path, error, what, "JSON", json.loads, (ValueError,))
 
 
-def read_yaml(path: str | Path, error: type[RobotRLError], what: str = "YAML file") -> Any:
-    """The YAML value in ``path`` (safe_load); a missing, unreadable or invalid file raises ``error`` naming it."""
+def read_yaml(path: str | Path, error: type[RobotRLError], what: str = "YAML file",
+              parse: Callable[[str], Any] | None = None) -> Any:
+    """The YAML value in ``path``, by ``parse`` (default ``yaml.safe_load``; ``OmegaConf.create`` reads numbers as
+    hydra does); a missing, unreadable or invalid file raises ``error`` naming it."""
     import yaml
 
-    return _parsed(path, error, what, "YAML", yaml.safe_load, (yaml.YAMLError,))
+    return _parsed(path, error, what, "YAML", parse or yaml.safe_load, (yaml.YAMLError,))
 
 
 def _parsed(path: str | Path, error: type[RobotRLError], what: str, kind: str, parse: Callable[[str], Any],

@@ -146,6 +146,6 @@ def test_a_damaged_world_env_config_is_one_line(tmp_path):
     from robotrl.workflows.worldenv.settings import load_config
 
     (tmp_path / "config.yaml").write_text("tasks: [reach\nseed: 1\n")  # cut short mid-write or edited by hand
-    with pytest.raises(ConfigError, match=rf"{tmp_path / 'config.yaml'}: the run's World-Env settings are not valid "
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'config.yaml'}: the run's World-Env settings is not valid "
                                           r"YAML \(while parsing"):
         load_config(tmp_path, [], "collect")

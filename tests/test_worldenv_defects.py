@@ -60,6 +60,16 @@ def test_bad_settings_are_one_line_errors_before_anything_is_saved(tmp_path, cap
     assert not (tmp_path / "run" / "data").exists()
 
 
+def test_a_hand_edited_config_yaml_reads_1e_4_as_a_number(tmp_path, capsys):
+    """yaml.safe_load (YAML 1.1) reads ``1e-4`` as a string; the run's settings are read as hydra reads them."""
+    from robotrl.workflows.worldenv.settings import merged
+
+    out, saved = started_run(tmp_path, capsys)
+    (tmp_path / "run" / "config.yaml").write_text(saved.replace("lr: 0.0001", "lr: 1e-4"))
+    cfg, before = merged(tmp_path / "run", [])
+    assert [section for section in cfg.values() if getattr(section, "lr", None) == 1e-4]
+
+
 def test_holdout_every_1_names_the_holdout_not_the_horizon(tmp_path, capsys):
     out, _ = started_run(tmp_path, capsys)
     err = cli_error(["worldenv", "train-model", f"out={out}", "model.holdout_every=1"], capsys)

@@ -17,6 +17,7 @@ import torch
 from robotrl.atomic import atomic_write_text
 from robotrl.config import resolve_device
 from robotrl.errors import ConfigError
+from robotrl.readers import read_yaml
 from robotrl.run_lock import check_free, hold
 from robotrl.world import MT10
 
@@ -52,7 +53,6 @@ def default_config() -> Any:
 
 def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
     """(settings, the run's saved ones or None): defaults <- ``out/config.yaml`` <- ``overrides``."""
-    import yaml
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -63,11 +63,7 @@ def merged(out: Path, overrides: Sequence[str]) -> tuple[Any, Any]:
     before = None
     try:
         if saved.is_file():
-            try:
-                loaded = OmegaConf.load(saved)
-            except yaml.YAMLError as e:  # cut short by a crash or edited by hand: say which file, not a traceback
-                raise ConfigError(f"{saved}: the run's World-Env settings are not valid YAML "
-                                  f"({' '.join(str(e).split())})"[:300]) from None
+            loaded = read_yaml(saved, ConfigError, "the run's World-Env settings", parse=OmegaConf.create)
             cfg = before = OmegaConf.merge(cfg, loaded)
         cfg = OmegaConf.merge(cfg, {})  # a copy: `before` stays what the run holds
         for o in OverridesParser.create().parse_overrides(list(overrides)):  # as hydra applies them
