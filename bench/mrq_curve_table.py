@@ -8,12 +8,17 @@ never copied into this repo) or such a .txt file. The reference counts agent ste
 ``--action-repeat`` frames (2 on dm-control, in the reference and in robotrl's env configs). Per frame: the IQM over
 our seeds and over the reference's 10 with 95% stratified-bootstrap CIs (rliable, as ``robotrl report``), then the
 trivial policies of every run's ``summary.json`` (uniform random and the best constant action, on the same eval
-seeds as the agent).
+seeds as the agent). Other agents go beside it at the same frames, one column each: DrQ-v2's published per-seed
+curve (``--drqv2``: facebookresearch/drqv2's git dir or its ``curves/dmc_<task>.csv``) and robotrl runs of any agent
+(``--beside "robotrl TD-MPC2=runs/tdmpc2/seed*"``).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import glob
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -65,6 +70,35 @@ def our_returns(runs: list[Path]) -> dict[int, list[float]]:
     return {f: [p[f] for p in per_run] for f in frames}
 
 
+def drqv2_curve(text: str) -> dict[int, list[float]]:
+    """DrQ-v2's ``curves/dmc_<task>.csv`` (columns seed, frame, episode_reward): frame -> every seed's eval return,
+    for the frames every seed has."""
+    per_seed: dict[int, dict[int, float]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        per_seed.setdefault(int(row["seed"]), {})[int(float(row["frame"]))] = float(row["episode_reward"])
+    if not per_seed:
+        raise ValueError("no rows with seed, frame, episode_reward")
+    frames = sorted(set.intersection(*(set(p) for p in per_seed.values())))
+    return {f: [per_seed[s][f] for s in sorted(per_seed)] for f in frames}
+
+
+def read_drqv2(ref: Path, task: str) -> str:
+    """DrQ-v2's curve for ``task`` from its git dir (HEAD) or a plain csv."""
+    if ref.is_file():
+        return ref.read_text()
+    return subprocess.run(["git", "-C", str(ref), "show", f"HEAD:curves/dmc_{task}.csv"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def beside_runs(spec: str) -> tuple[str, dict[int, list[float]]]:
+    """``LABEL=GLOB`` -> (label, frame -> eval returns of the run directories GLOB matches)."""
+    label, sep, pattern = spec.partition("=")
+    runs = sorted(Path(p) for p in glob.glob(pattern))
+    if not sep or not label or not runs:
+        raise ValueError(f"--beside {spec!r}: expected LABEL=GLOB matching run directories")
+    return label, our_returns(runs)
+
+
 def trivial(runs: list[Path]) -> dict[str, list[float]] | None:
     """Mean return of uniform random and of the best constant action per run (its summary.json), when every run has
     them; the constant's value is named in the label."""
@@ -83,25 +117,31 @@ def fmt(values: list[float] | np.ndarray, reps: int) -> str:
 
 
 def table(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.ndarray, action_repeat: int,
-          baselines: dict[str, list[float]] | None, reps: int) -> str:
+          baselines: dict[str, list[float]] | None, reps: int,
+          others: dict[str, dict[int, list[float]]] | None = None) -> str:
+    """Markdown rows per frame we evaluated; ``others`` (label -> frame -> returns) add a column each."""
+    others = others or {}
     n, m = len(next(iter(ours.values()))), ref_scores.shape[1]
+    extra = "".join(f" {label} IQM [95% CI], {len(next(iter(c.values())))} seeds |" for label, c in others.items())
     lines = [f"| frames | agent steps | robotrl MR.Q IQM [95% CI], {n} seeds | per seed | reference MR.Q IQM [95% CI], "
-             f"{m} seeds | reference min-max |", "|---|---|---|---|---|---|"]
+             f"{m} seeds | reference min-max |{extra}", "|---|---|---|---|---|---|" + "---|" * len(others)]
     for frame, values in ours.items():
         step = frame // action_repeat
         hit = np.flatnonzero(ref_steps == step)
         ref = ref_scores[hit[0]] if len(hit) else None
         ref_s = (fmt(ref, reps), f"{ref.min():.1f}-{ref.max():.1f}") if ref is not None else ("-", "-")
+        beside = "".join(f" {fmt(c[frame], reps) if frame in c else '-'} |" for c in others.values())
         lines.append(f"| {frame:,} | {step:,} | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)} | "
-                     f"{ref_s[0]} | {ref_s[1]} |")
+                     f"{ref_s[0]} | {ref_s[1]} |{beside}")
     for name, values in (baselines or {}).items():
         lines.append(f"| {name}, same eval seeds | | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)} "
-                     f"| | |")
+                     f"| | |" + " |" * len(others))
     return "\n".join(lines)
 
 
 def plot(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.ndarray, action_repeat: int,
-         baselines: dict[str, list[float]] | None, title: str, out: Path) -> None:
+         baselines: dict[str, list[float]] | None, title: str, out: Path,
+         others: dict[str, dict[int, list[float]]] | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -109,8 +149,12 @@ def plot(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.nda
     frames = np.array(sorted(ours))
     keep = ref_steps * action_repeat <= frames.max()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, xs, scores in (("robotrl MR.Q", frames, np.array([ours[f] for f in frames])),
-                              ("reference MR.Q (its results/)", ref_steps[keep] * action_repeat, ref_scores[keep])):
+    curves = [("robotrl MR.Q", frames, np.array([ours[f] for f in frames])),
+              ("reference MR.Q (its results/)", ref_steps[keep] * action_repeat, ref_scores[keep])]
+    for label, c in (others or {}).items():
+        xs = np.array([f for f in sorted(c) if f <= frames.max()])
+        curves.append((label, xs, np.array([c[f] for f in xs])))
+    for label, xs, scores in curves:
         stats = np.array([iqm_ci(s, reps=500) for s in scores])
         line, = ax.plot(xs, stats[:, 0], label=f"{label}, {scores.shape[1]} seeds")
         ax.fill_between(xs, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
@@ -132,20 +176,29 @@ def main() -> None:
     parser.add_argument("--action-repeat", type=int, default=2, help="frames per agent step (default: %(default)s)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--plot", type=Path, help="write the curves to this PNG")
+    parser.add_argument("--drqv2", type=Path, help="DrQ-v2's git dir (or a curves csv): its published curve beside")
+    parser.add_argument("--drqv2-task", help="with --drqv2 as a git dir: curves/dmc_<task>.csv, e.g. walker_walk")
+    parser.add_argument("--beside", action="append", default=[], metavar="LABEL=GLOB",
+                        help="robotrl runs of another agent beside MR.Q, e.g. 'robotrl TD-MPC2=runs/tdmpc2/seed*'")
     args = parser.parse_args()
     results = parse_results(read_reference(args.ref, args.results_file))
     if args.ref_env not in results:
         raise SystemExit(f"--ref-env {args.ref_env!r} is not in the reference's {args.results_file}; it has "
                          f"{', '.join(sorted(results))}")
     ref_steps, ref_scores = results[args.ref_env]
+    if args.drqv2 and not args.drqv2.is_file() and not args.drqv2_task:
+        raise SystemExit("--drqv2 is a git dir: name its curve with --drqv2-task, e.g. walker_walk")
     try:
         ours = our_returns(args.runs)
-    except ValueError as exc:  # a run without eval.csv or without evaluations
+        others = dict(beside_runs(spec) for spec in args.beside)
+        if args.drqv2:
+            others["DrQ-v2 published (its curves/, pixels)"] = drqv2_curve(read_drqv2(args.drqv2, args.drqv2_task))
+    except ValueError as exc:  # a run without eval.csv or evaluations, a bad --beside, a curve without rows
         raise SystemExit(f"mrq_curve_table: {exc}") from None
     baselines = trivial(args.runs)
-    print(table(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.reps))
+    print(table(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.reps, others))
     if args.plot:
-        plot(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.ref_env, args.plot)
+        plot(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.ref_env, args.plot, others)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,49 @@ def test_a_run_without_eval_csv_is_one_clear_error(table_mod, tmp_path, monkeypa
                                       "--ref-env", "Dmc-cartpole-swingup"])
     with pytest.raises(SystemExit, match="mrq_curve_table: .*nope/eval.csv does not exist"):
         table_mod.main()
+
+
+# DrQ-v2's layout (curves/dmc_<task>.csv): an unnamed index column, agent, task, seed, frame, episode_reward, hour
+DRQV2 = """,agent,task,seed,frame,episode_reward,hour
+0,DrQ-v2,walker_walk,1,0,20.0,0.0
+1,DrQ-v2,walker_walk,1,20000,30.0,0.1
+2,DrQ-v2,walker_walk,2,0,24.0,0.0
+3,DrQ-v2,walker_walk,2,20000,50.0,0.1
+4,DrQ-v2,walker_walk,2,40000,90.0,0.2
+"""
+
+
+def test_drqv2_curve_keeps_frames_every_seed_has(table_mod):
+    assert table_mod.drqv2_curve(DRQV2) == {0: [20.0, 24.0], 20000: [30.0, 50.0]}
+    with pytest.raises(ValueError, match="no rows"):
+        table_mod.drqv2_curve(DRQV2.splitlines()[0] + "\n")
+
+
+def test_other_agents_get_a_column_each_at_the_same_frames(table_mod, tmp_path, monkeypatch, capsys):
+    ref = tmp_path / "dmc_results.txt"
+    ref.write_text(REF)
+    (tmp_path / "drqv2.csv").write_text(DRQV2)
+    mrq = [make_run(tmp_path / "mrq" / f"seed{i}", {0: 1.0, 20000: 2.0, 40000: 3.0}) for i in (1, 2)]
+    for i in (1, 2, 3):
+        make_run(tmp_path / "tdmpc2" / f"seed{i}", {0: 5.0, 20000: 100.0 * i})
+    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", *map(str, mrq), "--ref", str(ref), "--ref-env",
+                                      "Dmc-cartpole-swingup", "--reps", "50", "--drqv2", str(tmp_path / "drqv2.csv"),
+                                      "--beside", f"robotrl TD-MPC2={tmp_path / 'tdmpc2' / 'seed*'}"])
+    table_mod.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| robotrl TD-MPC2 IQM [95% CI], 3 seeds | DrQ-v2 published (its curves/, pixels) "
+                             "IQM [95% CI], 2 seeds |")
+    assert lines[1].count("|") == lines[0].count("|")
+    row = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    assert row["20,000"][6].startswith("200.0 [") and row["20,000"][7].startswith("40.0 [")
+    assert row["40,000"][6:] == ["-", "-"]  # neither has 40k frames: no number, not a neighbour's
+
+
+def test_a_beside_that_matches_no_run_is_one_clear_error(table_mod, tmp_path, monkeypatch):
+    ref = tmp_path / "dmc_results.txt"
+    ref.write_text(REF)
+    run = make_run(tmp_path / "seed1", {0: 1.0})
+    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", str(run), "--ref", str(ref), "--ref-env",
+                                      "Dmc-cartpole-swingup", "--beside", f"TD-MPC2={tmp_path / 'nope*'}"])
+    with pytest.raises(SystemExit, match="expected LABEL=GLOB matching run directories"):
+        table_mod.main()
