@@ -287,3 +287,56 @@ def test_update_at_choices():
     assert _update_at(OmegaConf.create({"update_at": "step"}), on_robot=True) == "step"
     with pytest.raises(ConfigError, match="update_at='sometimes', expected auto, step or episode_end"):
         _update_at(OmegaConf.create({"update_at": "sometimes"}), on_robot=False)
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, RuntimeError])
+def test_a_training_run_stopped_mid_episode_holds_and_disconnects_the_arm(compose_cfg, tmp_path, monkeypatch, fault):
+    """Ctrl-C (or any error) in `robotrl train robot=...` between two moves: the loop left the arm as it was, still
+    commanded and connected (only the watchdog might hold it, racing the interpreter's exit); it must hold it and
+    disconnect before the exception leaves the training loop."""
+    from robotrl.hardware.robot import RobotState
+    from robotrl.workflows.train import Trainer
+
+    trainer = Trainer(compose_cfg("agent=tdmpc2", "env=metaworld/reach", *ROBOT_TRAIN, "agent.mlp_dim=32", "agent.latent_dim=16",
+                                  "agent.num_samples=16", "agent.num_elites=4", "agent.num_pi_trajs=2",
+                                  "agent.iterations=1", tiny=False), tmp_path)
+    arm = trainer.env.unwrapped.robot
+    act, calls = trainer.agent.act_batch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:  # mid-episode, the arm moved since its home
+            raise fault("stopped mid-episode")
+        return act(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.agent, "act_batch", interrupted)
+    monkeypatch.setattr(trainer.agent, "act", lambda obs, *a, **k: interrupted({k_: v[None] for k_, v in obs.items()},
+                                                                                *a, **k)[0])
+    with pytest.raises(fault, match="stopped mid-episode"):
+        trainer.train()
+    assert len(calls) == 8
+    kinds = [e["kind"] for e in arm.events]
+    assert kinds[-2:] == ["stop", "disconnect"], kinds[-6:]
+    assert arm.inner.state is RobotState.DISCONNECTED
+
+
+@pytest.mark.parametrize("failing", ["build_agent", "pretrain_on_demos"])
+def test_a_run_that_fails_while_it_is_built_disconnects_the_arm(compose_cfg, tmp_path, monkeypatch, failing):
+    """The arm connects when its env is built; a part built after it that fails (the agent, a checkpoint to resume,
+    MoDem's pretraining) must not leave it connected."""
+    import robotrl.workflows.run_env as run_env
+    import robotrl.workflows.trainer.factory as factory
+    from robotrl.hardware.robot import RobotState
+    from robotrl.workflows.train import Trainer
+
+    built, make = [], run_env.make_robot_env
+    monkeypatch.setattr(run_env, "make_robot_env", lambda *a, **k: built.append(make(*a, **k)) or built[-1])
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"{failing} failed")
+
+    monkeypatch.setattr(factory, failing, fail)
+    with pytest.raises(RuntimeError, match=f"{failing} failed"):
+        Trainer(compose_cfg("agent=tdmpc2", "env=metaworld/reach", *ROBOT_TRAIN, tiny=False), tmp_path)
+    assert len(built) == 1 and built[0].robot.inner.state is RobotState.DISCONNECTED
+    assert [e["kind"] for e in built[0].robot.events][-1] == "disconnect"

@@ -238,17 +238,18 @@ class SB3Trainer(RunView):
         run, state = self.run, self.run.state
         state.started = time.perf_counter()
         total_steps = state.schedule.total_steps
-        if state.schedule.eval_due(run.frame):
-            run.evaluate()
-        if state.step < total_steps:
-            callback = _EpisodeCallback(run, self.parts.agent.off_policy)
-            self.parts.seeded_env.next_episode = state.episode
-            # room for the last episode to end past total_steps (+1: the dropped step, see _EpisodeCallback)
-            budget = total_steps - state.step + int(run.env_info["max_agent_steps"]) + 1
-            with run.start_progress(), GracefulInterrupt() as interrupt, callback.updating:
-                callback.interrupt = interrupt
-                self.parts.agent.learn(budget, callback)
-            if not callback.finished:
-                raise RuntimeError(f"SB3 stopped at step {state.step} before an episode ended at or after step "
-                                   f"{total_steps} (budget {budget} steps)")
-        return run.finish()
+        with run.closing_on_error():
+            if state.schedule.eval_due(run.frame):
+                run.evaluate()
+            if state.step < total_steps:
+                callback = _EpisodeCallback(run, self.parts.agent.off_policy)
+                self.parts.seeded_env.next_episode = state.episode
+                # room for the last episode to end past total_steps (+1: the dropped step, see _EpisodeCallback)
+                budget = total_steps - state.step + int(run.env_info["max_agent_steps"]) + 1
+                with run.start_progress(), GracefulInterrupt() as interrupt, callback.updating:
+                    callback.interrupt = interrupt
+                    self.parts.agent.learn(budget, callback)
+                if not callback.finished:
+                    raise RuntimeError(f"SB3 stopped at step {state.step} before an episode ended at or after step "
+                                       f"{total_steps} (budget {budget} steps)")
+            return run.finish()

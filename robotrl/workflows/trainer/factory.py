@@ -4,10 +4,12 @@ of constructing a part)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from robotrl.workflows.trainer.evaluation import one_env_player
 from robotrl.workflows.trainer.hooks import DistHooks, RobotHooks, rank_config, update_at
 from robotrl.workflows.trainer.local import LocalCollector
 from robotrl.workflows.trainer.loop import TrainLoop
-from robotrl.workflows.trainer.run import Run
+from robotrl.workflows.trainer.run import Run, own_envs
 from robotrl.workflows.trainer.schedule import Schedule
 from robotrl.workflows.trainer.state import Discards, RunState
 
@@ -105,13 +107,26 @@ def seed_globals(seed: int) -> None:
 def build_one_env(cfg: DictConfig, reward_model: Any, run_dir: Path) -> dict[str, Any]:
     """The training env (reward layer on), the eval env (env reward; on an arm the same env) and the robot hooks."""
     base_env = make_run_env(cfg, seed=cfg.seed)
-    env = with_live_rewards(wrap_env(base_env, cfg.reward, reward_model), base_env)
-    robot = None
-    if uses_robot(cfg):  # one arm: evaluation runs on the same RobotEnv between training episodes
-        robot = RobotHooks(base_env, InterventionRecorder(run_dir / "interventions", base_env.observation_space,
-                                                          int(cfg.env.frame_stack), str(cfg.env.name)))
-    eval_env = base_env if robot is not None else make_run_env(cfg, seed=cfg.seed)
+    with closed_on_error(base_env):
+        env = with_live_rewards(wrap_env(base_env, cfg.reward, reward_model), base_env)
+        robot = None
+        if uses_robot(cfg):  # one arm: evaluation runs on the same RobotEnv between training episodes
+            robot = RobotHooks(base_env, InterventionRecorder(run_dir / "interventions", base_env.observation_space,
+                                                              int(cfg.env.frame_stack), str(cfg.env.name)))
+        eval_env = base_env if robot is not None else make_run_env(cfg, seed=cfg.seed)
     return {"env": env, "eval_env": eval_env, "env_info": dict(getattr(env, "robotrl_info", {})), "robot": robot}
+
+
+@contextlib.contextmanager
+def closed_on_error(*envs: Any) -> Iterator[None]:
+    """Building a run's other parts: one that fails closes ``envs`` (an arm connects when its env is built; closing
+    it holds and disconnects) before the error goes on."""
+    try:
+        yield
+    except BaseException:
+        for env in envs:
+            env.close()
+        raise
 
 
 def build_agent(cfg: DictConfig, observation_space: Any, action_space: Any, device: torch.device) -> tuple[Any, Any]:
@@ -187,13 +202,14 @@ def make_trainer(cfg: DictConfig, run_dir: Path, console: Console | None = None)
     reward_model = make_reward(cfg.reward)
     updates_at = update_at(cfg, uses_robot(cfg))
     trainer, run = _assemble(kind, cfg, run_dir, console, device, dist, reward_model, updates_at)
-    if ckpt is not None:
-        run.restore(ckpt, trainer.load_replay if kind == "sb3" else replay_loader(run))
-    else:
-        clear_stale_outputs(run.run_dir)
-    pretrain_on_demos(run.agent)  # MoDem's BC phase, once (a resumed run only hands its demos back)
-    run.logger = Logger(run.run_dir, use_tb=cfg.tensorboard, resume_frame=run.frame if ckpt else None)
-    write_run_info(run)
+    with run.closing_on_error():
+        if ckpt is not None:
+            run.restore(ckpt, trainer.load_replay if kind == "sb3" else replay_loader(run))
+        else:
+            clear_stale_outputs(run.run_dir)
+        pretrain_on_demos(run.agent)  # MoDem's BC phase, once (a resumed run only hands its demos back)
+        run.logger = Logger(run.run_dir, use_tb=cfg.tensorboard, resume_frame=run.frame if ckpt else None)
+        write_run_info(run)
     return trainer
 
 
@@ -204,32 +220,33 @@ def _assemble(kind: str, cfg: DictConfig, run_dir: Path, console: Console, devic
         envs = vector_train.build_vector_envs(cfg, reward_model)
     else:  # Ray's learner keeps one env for the spaces and the evaluation
         envs = build_one_env(cfg, reward_model, run_dir)
-    settings = ray_collector.ray_settings(cfg) if kind == "ray" else None
-    action_repeat = int(cfg.env.action_repeat)
-    state = RunState(Schedule.from_config(cfg, action_repeat), action_repeat,
-                     discards=Discards() if kind in ("vector", "ray") else None)
-    sb3 = None
-    if kind == "sb3":
-        from robotrl.workflows import sb3_train  # imports Stable-Baselines3: only for agent=sb3_*
+    with closed_on_error(*own_envs(envs["env"], envs["eval_env"])):
+        settings = ray_collector.ray_settings(cfg) if kind == "ray" else None
+        action_repeat = int(cfg.env.action_repeat)
+        state = RunState(Schedule.from_config(cfg, action_repeat), action_repeat,
+                         discards=Discards() if kind in ("vector", "ray") else None)
+        sb3 = None
+        if kind == "sb3":
+            from robotrl.workflows import sb3_train  # imports Stable-Baselines3: only for agent=sb3_*
 
-        sb3 = sb3_train.SB3Parts.build(cfg, envs["env"], device, action_repeat)
-        agent, replay = sb3.agent, sb3.replay
-    else:
-        agent, replay = build_agent(cfg, *single_spaces(envs["env"]), device)
-    if kind == "vector":
-        vector_train.check_batch_agent(agent, cfg.agent.name)
-    dist.join(agent, cfg.agent.name)
-    vector_env = envs.pop("vector_env", None)
-    player = envs.pop("player", one_env_player)
-    run = Run(cfg=cfg, run_dir=run_dir, console=console, device=device, dist=dist, reward_model=reward_model,
-              agent=agent, replay=replay, state=state, play_eval=player(envs["eval_env"], agent), **envs)
-    if sb3 is not None:
-        return sb3_train.SB3Trainer(run, sb3), run
-    seed_steps = int(cfg.seed_frames) // action_repeat
-    if kind == "vector":
-        collector: Any = vector_train.VectorCollector(vector_env, seed_steps)
-    elif kind == "ray":
-        collector = ray_collector.RayCollector(cfg, settings, seed_steps)
-    else:
-        collector = LocalCollector(seed_steps, updates_at)
-    return TrainLoop(run, collector), run
+            sb3 = sb3_train.SB3Parts.build(cfg, envs["env"], device, action_repeat)
+            agent, replay = sb3.agent, sb3.replay
+        else:
+            agent, replay = build_agent(cfg, *single_spaces(envs["env"]), device)
+        if kind == "vector":
+            vector_train.check_batch_agent(agent, cfg.agent.name)
+        dist.join(agent, cfg.agent.name)
+        vector_env = envs.pop("vector_env", None)
+        player = envs.pop("player", one_env_player)
+        run = Run(cfg=cfg, run_dir=run_dir, console=console, device=device, dist=dist, reward_model=reward_model,
+                  agent=agent, replay=replay, state=state, play_eval=player(envs["eval_env"], agent), **envs)
+        if sb3 is not None:
+            return sb3_train.SB3Trainer(run, sb3), run
+        seed_steps = int(cfg.seed_frames) // action_repeat
+        if kind == "vector":
+            collector: Any = vector_train.VectorCollector(vector_env, seed_steps)
+        elif kind == "ray":
+            collector = ray_collector.RayCollector(cfg, settings, seed_steps)
+        else:
+            collector = LocalCollector(seed_steps, updates_at)
+        return TrainLoop(run, collector), run

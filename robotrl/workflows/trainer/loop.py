@@ -106,13 +106,14 @@ class TrainLoop(RunView):
     def _train(self) -> dict[str, Any]:
         run, state = self.run, self.run.state
         state.started = time.perf_counter()
-        self.collector.start(run)
-        if state.schedule.eval_due(run.frame):
-            run.evaluate()
-        done = state.step >= state.schedule.total_steps
-        with run.start_progress(), GracefulInterrupt() as interrupt:
-            while not done:
-                for stats in self.collector.collect(run, interrupt):
-                    run.episode_finished(stats)
-                done = run.between_episodes()
-        return run.finish()
+        with run.closing_on_error():
+            self.collector.start(run)
+            if state.schedule.eval_due(run.frame):
+                run.evaluate()
+            done = state.step >= state.schedule.total_steps
+            with run.start_progress(), GracefulInterrupt() as interrupt:
+                while not done:
+                    for stats in self.collector.collect(run, interrupt):
+                        run.episode_finished(stats)
+                    done = run.between_episodes()
+            return run.finish()

@@ -56,6 +56,7 @@ class Run:
     logger: Logger | None = None
     progress: ProgressBar | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)  # collectors' clean-up, run at finish
+    closed: bool = False
 
     @property
     def frame(self) -> int:
@@ -180,11 +181,30 @@ class Run:
         self.close()
         return summary
 
+    @contextlib.contextmanager
+    def closing_on_error(self) -> Iterator[None]:
+        """Training inside: any exception that leaves it (Ctrl-C, an error, a preemption hand-off) closes the run
+        first. On an arm that is the safety layer's hold and disconnect, not an arm left moving on its last command
+        with only the watchdog to race the interpreter's exit."""
+        try:
+            yield
+        except BaseException:
+            self.close()
+            raise
+
     def close(self) -> None:
-        """Close the envs, the collectors' workers and the process group."""
-        self.env.close()
-        if self.eval_env is not getattr(self.env, "unwrapped", self.env):
-            self.eval_env.close()
+        """Close the envs, the collectors' workers and the process group (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        for env in own_envs(self.env, self.eval_env):
+            env.close()
         for close in self.closers:
             close()
         self.dist.close()
+
+
+def own_envs(env: Any, eval_env: Any) -> list[Any]:
+    """The envs to close: the training env, and the eval env unless it is the one under the training env's
+    wrappers (an arm's single RobotEnv)."""
+    return [env] if eval_env is getattr(env, "unwrapped", env) else [env, eval_env]
