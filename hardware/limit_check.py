@@ -177,11 +177,19 @@ def bad_action(action: Action, modes: tuple[ActionMode, ...], joint_names: tuple
 
 
 def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np.ndarray | None,
-                       joint_names: tuple[str, ...], fk: Kinematics | None) -> tuple[str, str, dict[str, Any]] | None:
+                       joint_names: tuple[str, ...], fk: Kinematics | None, ee_mode: bool = False,
+                       joint_acc: np.ndarray | None = None) -> tuple[str, str, dict[str, Any]] | None:
     """Why a measured state must hold the arm, as ``(kind, detail, extra)``, or None. ``commanded_ee``: the
     end-effector position of the current commanded target (None when unknown: the box is then not watched). With a
     kinematic model the measured hand is the forward kinematics of the measured joints (as libfranka computes
-    ``O_T_EE``; franky-sim reports an ``O_T_EE`` that leads its joints by 2-4 cm while moving), else the driver's."""
+    ``O_T_EE``; franky-sim reports an ``O_T_EE`` that leads its joints by 2-4 cm while moving), else the driver's.
+
+    In end-effector mode (``ee_mode``) the joints are not commanded, so nothing keeps them on a braking curve: on an
+    arm with a kinematic model (its measured joints are the arm's own) a joint that would pass its limit before it
+    can stop holds the arm: one control period at its measured velocity, sped up by its measured acceleration
+    (``joint_acc``, from the last readings; near a singularity joints accelerate under a steady hand), then braking at
+    ``joint_max_acceleration``. There a joint moves fast for a slow hand (fr3_joint4 at 1.8 rad/s for 0.28 m/s on
+    franky-sim), and a hold once it was past its limit let the Cartesian stop carry it 0.2 rad further."""
     age_ms = (monotonic() - state.timestamp) * 1e3
     if not age_ms <= limits.max_state_age_ms:  # (NaN timestamps included)
         return E.STALE_STATE, (f"robot state reading is {age_ms:.0f} ms old (max_state_age_ms="
@@ -192,6 +200,11 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
         i = int(bad[0])
         return E.JOINT_LIMIT_MEASURED, f"{joint_names[i]} at {q[i]:.4f} rad", {"joint": joint_names[i],
                                                                                 "value": float(q[i])}
+    if ee_mode and fk is not None and limits.joint_max_acceleration is not None:
+        dq = np.asarray(state.joint_vel, np.float64)
+        found = _joint_cannot_stop(q, dq, np.zeros_like(dq) if joint_acc is None else joint_acc, limits, joint_names)
+        if found is not None:
+            return found
     measured = state.ee_pos if fk is None else fk(q)
     if measured is None or commanded_ee is None:
         return None
@@ -205,3 +218,21 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
                                       f"box [{lo[i]:g}, {hi[i]:g}]"), {"axis": AXES[i], "value": float(ee[i]),
                                                                         "past_m": past}
     return None
+
+
+def _joint_cannot_stop(q: np.ndarray, dq: np.ndarray, ddq: np.ndarray, limits: SafetyLimits,
+                       joint_names: tuple[str, ...]) -> tuple[str, str, dict[str, Any]] | None:
+    """A joint whose stop point (one control period from ``dq``, sped up by ``ddq`` where it speeds the joint up,
+    then braking at ``joint_max_acceleration``) is past a limit, as ``(kind, detail, extra)``."""
+    period = 1.0 / limits.control_hz
+    speeding = np.where(ddq * dq > 0, ddq, 0.0)
+    v = dq + speeding * period
+    stop = q + dq * period + 0.5 * speeding * period**2 + v * np.abs(v) / (2 * limits.joint_max_acceleration)
+    bad = np.flatnonzero(~np.isfinite(stop) | (stop < limits.joint_lower) | (stop > limits.joint_upper))
+    if not bad.size:
+        return None
+    i = int(bad[0])
+    limit = limits.joint_upper[i] if dq[i] > 0 else limits.joint_lower[i]
+    return E.JOINT_LIMIT_BRAKING, (f"{joint_names[i]} at {q[i]:.4f} rad moving {dq[i]:+.3f} rad/s cannot stop before "
+                                   f"its limit {limit:g} (stop point {stop[i]:.4f})"), {
+        "joint": joint_names[i], "value": float(q[i]), "velocity": float(dq[i]), "stop_point": float(stop[i])}

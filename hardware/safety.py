@@ -110,6 +110,7 @@ class SafetyLayer(StopControls, Robot):
         self._overruns_in_row = 0
         self._last_cmd_t: float | None = None
         self._last_mode: ActionMode | None = None  # mode of the last command sent (a switch re-reads the targets)
+        self._last_reading: tuple[float, np.ndarray] | None = None  # (timestamp, joint velocities): joint_acc's
         self._target_q = np.zeros(len(robot.joint_names))
         self._target_ee = np.zeros(3)
         self._frame_times: dict[str, float] = {}
@@ -185,6 +186,7 @@ class SafetyLayer(StopControls, Robot):
         self.arrival.restart()
         self._last_mode = None
         self._overruns_in_row = 0
+        self._last_reading = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
@@ -283,11 +285,23 @@ class SafetyLayer(StopControls, Robot):
                 self._frame_times[cam] = frame.timestamp
             return obs
 
+    def _joint_acc(self, state: JointState) -> np.ndarray | None:
+        """The joints' acceleration between this reading and the last one at least half a control period older
+        (None for the first reading after connect, hold or resume, or after a gap of over two periods)."""
+        dq, t, period = np.asarray(state.joint_vel, np.float64), float(state.timestamp), 1.0 / self.limits.control_hz
+        last = self._last_reading
+        dt = None if last is None else t - last[0]
+        if dt is not None and dt < 0.5 * period and dt >= 0:  # too close to tell noise from acceleration: keep it
+            return None
+        self._last_reading = (t, dq)
+        return None if dt is None or dt > 2 * period else (dq - last[1]) / dt
+
     def _check_measured(self, state: JointState) -> JointState:
         """Hold on a measured joint past its limits, an end-effector excursion past the box, or a stale reading."""
         ee = self._target_ee if self._last_mode is not ActionMode.JOINT_DELTA else (
             None if self._fk is None else self._fk(self._target_q))
-        found = measured_violation(state, self.limits, ee, self.joint_names, self._fk)
+        found = measured_violation(state, self.limits, ee, self.joint_names, self._fk,
+                                   ee_mode=self._last_mode is ActionMode.EE_DELTA, joint_acc=self._joint_acc(state))
         if found is not None and self.inner.state in COMMANDABLE:
             kind, detail, extra = found
             self._hold_now(kind, detail, **extra)

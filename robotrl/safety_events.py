@@ -33,6 +33,7 @@ class SafetyEvent(StrEnum):
     BAD_ACTION = "bad_action"
     # measured state and observations: the arm holds
     JOINT_LIMIT_MEASURED = "joint_limit_measured"
+    JOINT_LIMIT_BRAKING = "joint_limit_braking"  # end-effector mode: a measured joint could not stop before its limit
     WORKSPACE_MEASURED = "workspace_measured"
     STALE_STATE = "stale_state"
     STALE_FRAME = "stale_frame"  # counted, no hold: a camera gave the frame it gave last time
@@ -54,10 +55,12 @@ class SafetyEvent(StrEnum):
 E = SafetyEvent
 # The layer changed or stopped what the policy asked for (RobotEnv's info["interventions"]).
 INTERVENTIONS = frozenset({E.EE_STEP, E.WORKSPACE, E.JOINT_STEP, E.JOINT_LIMIT, E.GRIPPER, E.JOINT_LIMIT_MEASURED,
+                           E.JOINT_LIMIT_BRAKING,
                            E.WATCHDOG, E.ESTOP, E.RATE_FAULT, E.NONFINITE, E.BAD_ACTION, E.EE_ACCEL, E.JOINT_ACCEL,
                            E.WORKSPACE_MEASURED, E.STALE_STATE, E.CAMERA_ERROR})
 # The arm holds after these (the live view's warning level).
 HOLD_EVENTS = frozenset({E.WATCHDOG, E.ESTOP, E.RATE_FAULT, E.NONFINITE, E.BAD_ACTION, E.JOINT_LIMIT_MEASURED, E.HOLD,
+                         E.JOINT_LIMIT_BRAKING,
                          E.STALE_STATE, E.STALE_FRAME, E.CAMERA_ERROR})
 # The driver failed: the robot ended in FAULT whether or not an exception reached the caller.
 FAULT_EVENTS = frozenset({E.DRIVER_TIMEOUT, E.DRIVER_ERROR, E.HOLD_FAILED, E.SHUTDOWN})

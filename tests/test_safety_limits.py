@@ -365,3 +365,35 @@ def test_deploy_pipeline_refuses_the_same_frames(image, message):
     state = JointState(np.zeros(6), np.zeros(6), np.zeros(3), None, 0.0, 0.0)
     with pytest.raises(ObservationSpecError, match="camera 'front' gives " + message):
         ObservationPipeline("pixels", ("front",), 32, 1).reset(Observation(state, {"front": Frame(image, 0.0)}))
+
+
+def _moving_state(q: np.ndarray, dq: np.ndarray) -> JointState:
+    return JointState(joint_pos=q, joint_vel=dq, ee_pos=None, ee_quat=None, gripper_width=0.0, timestamp=monotonic())
+
+
+def test_ee_mode_holds_a_joint_that_cannot_stop_before_its_limit():
+    """End-effector mode commands no joint, so a joint rushing at its limit (near a singularity) is caught on its
+    measured braking curve: one period at its velocity, sped up by its acceleration, then joint_max_acceleration."""
+    from robotrl.hardware.limit_check import measured_violation
+    from robotrl.hardware.limits import parse_limits
+
+    limits = parse_limits({**robot_cfg("franka")["limits"], "joint_max_acceleration": 3.0},
+                          FrankaRobot.vendor_limits)
+    names = FrankaRobot.joint_names
+    q = np.array(robot_cfg("franka")["home_rad"])
+    upper = limits.joint_upper[3]
+    q[3] = upper - 0.12
+    fast, slow = np.zeros(7), np.zeros(7)
+    fast[3], slow[3] = 0.8, 0.3  # stop points: +0.04 + 0.107 (past), +0.015 + 0.015 (inside)
+    check = lambda dq, ee_mode=True, fk=franka_fk, acc=None: measured_violation(  # noqa: E731
+        _moving_state(q, dq), limits, None, names, fk, ee_mode=ee_mode, joint_acc=acc)
+    found = check(fast)
+    assert found is not None and found[0] == "joint_limit_braking" and found[2]["joint"] == "fr3_joint4", found
+    assert f"cannot stop before its limit {upper:g}" in found[1]
+    assert check(slow) is None
+    acc = np.zeros(7)
+    acc[3] = 20.0  # speeding up: 0.3 -> 1.3 rad/s within the period
+    assert check(slow, acc=acc)[0] == "joint_limit_braking"
+    assert check(slow, acc=-acc) is None  # slowing down: the period at its velocity, no extra
+    assert check(fast, ee_mode=False) is None  # joint mode: the commanded targets are on the braking curve already
+    assert check(fast, fk=None) is None  # no kinematic model (the sim's mocap-driven joints): not watched
