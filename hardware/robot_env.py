@@ -34,7 +34,8 @@ applied; the mean over the action repeat, in policy units): what ``robotrl recor
 
 Options for the commands that share this loop (``robotrl.workflows.control_loop``): ``cameras`` picks and orders the
 robot's cameras a policy sees (default all); ``dry_run`` reads observations and keeps the control rate, but nothing
-reaches the driver (no homing, random start, hold, resume or send; ``info["sent_actions"]`` stays empty);
+reaches the driver (no homing, random start, hold, resume or send; ``info["sent_actions"]`` stays empty) until
+``close``, whose disconnect still makes the safety layer's controlled stop;
 ``stop_error`` is the exception a safety stop ended the last episode with (``robotrl deploy`` ends its run with it).
 The observation pipeline itself is :class:`robotrl.hardware.robot_obs.ObservationPipeline`.
 
