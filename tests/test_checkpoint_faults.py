@@ -294,3 +294,34 @@ def test_a_run_whose_disk_fills_resumes_at_its_last_checkpoint(compose_cfg, tmp_
     resumed = Trainer(compose_cfg(*overrides, "resume=true"), tmp_path)
     assert resumed.step == 100 and resumed.frame == 200 and len(resumed.replay) > 0
     assert resumed.train()["frames"] == 400
+
+
+def test_a_save_fsyncs_every_file_and_dir_before_the_renames_that_publish_them(tmp_path, monkeypatch):
+    """A crash loses what the page cache held, which a SIGKILL test cannot see (the kernel keeps it). So trace the
+    calls: every file of the checkpoint and its directories reach the disk before the rename that makes it a
+    checkpoint; the checkpoint dir's entry before `latest` names it; `latest` before and after its own rename."""
+    calls: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def traced_fsync(fd):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def traced_replace(src, dst):
+        calls.append(("replace", f"{src} -> {dst}"))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", traced_fsync)
+    monkeypatch.setattr(os, "replace", traced_replace)
+    root = tmp_path / "ckpts"
+    final = _save(root, 7, _replay(30))
+    tmp = root / f".tmp-{final.name}"
+    files = sorted(str(p).replace(str(final), str(tmp)) for p in final.rglob("*"))
+    publish = calls.index(("replace", f"{tmp} -> {final}"))
+    synced_before = {path for kind, path in calls[:publish] if kind == "fsync"}
+    assert set(files) <= synced_before, set(files) - synced_before  # every file and subdir of the checkpoint
+    assert str(tmp) in synced_before and len(files) > 2
+    latest = next(i for i, (kind, what) in enumerate(calls) if kind == "replace" and what.endswith(f"{root}/latest"))
+    assert ("fsync", str(root)) in calls[publish + 1:latest]  # the checkpoint's own entry, before `latest` names it
+    tmp_latest = calls[latest][1].split(" -> ")[0]
+    assert ("fsync", tmp_latest) in calls[publish + 1:latest] and calls[latest + 1] == ("fsync", str(root))

@@ -295,11 +295,12 @@ def test_a_training_run_stopped_mid_episode_holds_and_disconnects_the_arm(compos
     commanded and connected (only the watchdog might hold it, racing the interpreter's exit); it must hold it and
     disconnect before the exception leaves the training loop."""
     from robotrl.hardware.robot import RobotState
+
     from robotrl.workflows.train import Trainer
 
-    trainer = Trainer(compose_cfg("agent=tdmpc2", "env=metaworld/reach", *ROBOT_TRAIN, "agent.mlp_dim=32", "agent.latent_dim=16",
-                                  "agent.num_samples=16", "agent.num_elites=4", "agent.num_pi_trajs=2",
-                                  "agent.iterations=1", tiny=False), tmp_path)
+    trainer = Trainer(compose_cfg("agent=tdmpc2", "env=metaworld/reach", *ROBOT_TRAIN, "agent.mlp_dim=32",
+                                  "agent.latent_dim=16", "agent.num_samples=16", "agent.num_elites=4",
+                                  "agent.num_pi_trajs=2", "agent.iterations=1", tiny=False), tmp_path)
     arm = trainer.env.unwrapped.robot
     act, calls = trainer.agent.act_batch, []
 
@@ -324,9 +325,10 @@ def test_a_training_run_stopped_mid_episode_holds_and_disconnects_the_arm(compos
 def test_a_run_that_fails_while_it_is_built_disconnects_the_arm(compose_cfg, tmp_path, monkeypatch, failing):
     """The arm connects when its env is built; a part built after it that fails (the agent, a checkpoint to resume,
     MoDem's pretraining) must not leave it connected."""
+    from robotrl.hardware.robot import RobotState
+
     import robotrl.workflows.run_env as run_env
     import robotrl.workflows.trainer.factory as factory
-    from robotrl.hardware.robot import RobotState
     from robotrl.workflows.train import Trainer
 
     built, make = [], run_env.make_robot_env
