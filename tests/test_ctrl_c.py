@@ -118,3 +118,48 @@ def test_ctrl_c_during_a_long_update_or_evaluation_with_vector_envs(tmp_path):
                       checkpoint_every=10**9, eval_every=10, eval_episodes=600,
                       play_eval=interrupted_eval(vector_player(env, agent)))
     assert train_until_interrupted(loop) < 5
+
+
+def _saves_with_ctrl_c(monkeypatch, signals: int, on_save: int) -> None:
+    """``signals`` Ctrl-Cs in the middle of checkpoint save number ``on_save`` (its state file written, its checksums
+    not yet)."""
+    import robotrl.checkpoint as checkpoint
+
+    saves, sha256 = [], checkpoint._sha256
+
+    def interrupted_sha256(path):
+        if path.name == "state.pt":
+            saves.append(path)
+            if len(saves) == on_save:
+                for _ in range(signals):
+                    os.kill(os.getpid(), signal.SIGINT)
+        return sha256(path)
+
+    monkeypatch.setattr(checkpoint, "_sha256", interrupted_sha256)
+
+
+def _checkpoints(run_dir) -> list[str]:
+    from robotrl.checkpoint import resolve_checkpoint, verify_checkpoint
+
+    ckpts = run_dir / "checkpoints"
+    assert not list(ckpts.glob(".tmp-*"))  # no half-written save left behind
+    newest = resolve_checkpoint(ckpts)
+    verify_checkpoint(newest)
+    return sorted(p.name for p in ckpts.glob("frame_*"))
+
+
+def test_ctrl_c_during_a_checkpoint_save_lets_it_finish_then_stops(tmp_path, monkeypatch):
+    _saves_with_ctrl_c(monkeypatch, signals=1, on_save=2)
+    loop = parts_loop(tmp_path, CounterEnv(), LocalCollector(seed_steps=0, update_at="step"), FakeAgent(),
+                      FakeReplay(), frames=100, checkpoint_every=6)
+    train_until_interrupted(loop)
+    assert len(_checkpoints(tmp_path)) == 2  # the interrupted save completed and verifies; then the run stopped
+
+
+def test_a_second_ctrl_c_during_a_save_stops_at_once_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    _saves_with_ctrl_c(monkeypatch, signals=2, on_save=2)
+    loop = parts_loop(tmp_path, CounterEnv(), LocalCollector(seed_steps=0, update_at="step"), FakeAgent(),
+                      FakeReplay(), frames=100, checkpoint_every=6)
+    train_until_interrupted(loop)
+    assert len(_checkpoints(tmp_path)) == 1  # the first save, whole; the interrupted one's temp dir removed
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == _checkpoints(tmp_path)[0]
