@@ -284,3 +284,94 @@ def test_record_with_the_keyboard_on_a_terminal(tmp_path):
     assert ep["intervention"].all() and ep["success"][-1]
     assert np.isclose(ep["action"][:, 0].max(), 0.5, atol=1e-5)  # w: +x at the keyboard's 5 mm per control step
     assert (ep["action"][:, 3] == -1.0).all()  # the gripper stayed open (g never pressed)
+
+
+class _RecordedEpisode:
+    """What Session.write reads of an episode buffer: its length and its arrays (here: an episode on disk)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self._arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self._arrays["action"])
+
+    def arrays(self, label):
+        return dict(self._arrays)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_sigkill_at_every_line_of_an_episode_write_keeps_the_session_whole(tmp_path):
+    """The session's crash-safety claim (npz, then meta.json, both atomic; meta authoritative), held by killing a
+    writer at every traced line of ``Session.write`` and its atomic writes (and at random lines inside the npz's
+    zip writing): reopened with resume=true, the session holds the kept episode and the new one whole, or only the
+    kept one, and nothing else."""
+    import os
+    import random
+    import signal
+    import sys
+
+    from robotrl.run_lock import LOCK_NAME, release
+    from robotrl.workflows.record_session import Session
+    from tests.test_checkpoint_faults import _wait_killed
+
+    out = tmp_path / "session"
+    assert record(tmp_path, "a", [{"delta_m": X, "repeat": 3}, {"events": ["success"]}], "episodes=1",
+                  f"out={out}", "export=none") == 0
+    meta = json.loads((out / "meta.json").read_text())
+    with np.load(out / "episode_000000.npz") as f:
+        episode = _RecordedEpisode({k: f[k] for k in f.files})
+    files = ("workflows/record_session.py", "robotrl/atomic.py", "zipfile", "numpy/lib")
+
+    def tracer(limit, counted, own_lines):
+        def local(frame, event, arg):
+            if event == "line":
+                counted[0] += 1
+                if any(p in frame.f_code.co_filename for p in files[:2]):
+                    own_lines.append(counted[0])
+                if counted[0] == limit:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return local
+        return lambda frame, event, arg: local if any(p in frame.f_code.co_filename for p in files) else None
+
+    def write(kill_at=None, counted=None, own_lines=None):
+        session = Session.open(out, meta, resume=True)
+        sys.settrace(tracer(kill_at, counted or [0], own_lines if own_lines is not None else []))
+        try:
+            session.write(episode, "failure", 7, None)
+        finally:
+            sys.settrace(None)
+
+    counted, own_lines = [0], []
+    snapshot = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    write(None, counted, own_lines)  # a whole write here: how many kill points it has
+    rng = random.Random(7)  # every line of the write and its atomic writes, and 20 inside numpy's zip writing
+    points = sorted({*own_lines, *rng.sample(range(1, counted[0] + 1), 20), counted[0]})
+    outcomes = []
+    for kill_at in points:
+        for p in out.iterdir():
+            if p.is_file() and p.name not in snapshot:
+                p.unlink()
+        for name, data in snapshot.items():
+            (out / name).write_bytes(data)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                write(kill_at)
+            except BaseException:  # noqa: BLE001 -- reported through the exit code
+                code = 3
+            finally:
+                os._exit(code)
+        killed = _wait_killed(pid)
+        Session.open(out, meta, resume=True)  # cleans what the killed writer left
+        kept = load_demos(out)
+        assert len(kept) in (1, 2) and len(kept) == json.loads((out / "meta.json").read_text())["num_episodes"]
+        on_disk = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+        assert on_disk == [f"episode_{i:06d}.npz" for i in range(len(kept))] + ["meta.json"], on_disk
+        if len(kept) == 2:
+            assert np.array_equal(kept[1].action, kept[0].action)
+        assert killed or len(kept) == 2
+        outcomes.append(len(kept))
+    release(out)
+    assert {1, 2} <= set(outcomes), outcomes  # kills before and after the write became an episode
+    print(f"{counted[0]} kill points, {len(points)} tried; episodes after each: {outcomes}")
