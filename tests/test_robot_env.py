@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -195,7 +196,8 @@ def push_operator():
 
 def test_modem_v2_trains_online_on_the_sim_arm_and_resumes_exactly(compose_cfg, demo_dir, tmp_path):
     """`robotrl train agent=modem_v2 robot=sim` with a person taking over 3 steps per episode: 3 episodes in one go
-    vs 2 + resume; identical parameters. (No evaluations: on the one arm they would run between the same episodes
+    vs 3 whose last checkpoint was lost (a crash after episode 3 saved its operator segment) + resume from episode 2;
+    identical parameters. (No evaluations: on the one arm they would run between the same episodes
     in both runs, but cost test time.)"""
     from robotrl.demos import load_demos
     from robotrl.workflows.train import Trainer
@@ -219,12 +221,15 @@ def test_modem_v2_trains_online_on_the_sim_arm_and_resumes_exactly(compose_cfg, 
     assert len(full.agent.extra_demos) == 3
     only_demos = sum(len(e.action) for e in full.agent.load_demos())  # transitions of the demos alone
     assert len(full.agent.demo_replay) == only_demos + 3 * 3, (len(full.agent.demo_replay), only_demos)
-    first = Trainer(cfg("frames=40"), tmp_path / "split")
-    first.train()
+    # a crash after episode 3 saved its operator segment, before its checkpoint: the run dir as such a crash left it
+    Trainer(cfg(), tmp_path / "split").train()
+    shutil.rmtree(tmp_path / "split" / "checkpoints" / "frame_000000000060")
     resumed = Trainer(cfg("resume=true"), tmp_path / "split")
-    assert resumed.step == 20
+    assert resumed.step == 20 and len(resumed.agent.extra_demos) == 2  # episode 3's segment is not the agent's yet
     resumed.train()
     assert_same_tensors(full.agent.state_dict(), resumed.agent.state_dict())
+    again = load_demos(tmp_path / "split" / "interventions")
+    assert len(again) == 3 and all(np.array_equal(a.action, b.action) for a, b in zip(again, segments, strict=True))
 
 
 @pytest.mark.slow
