@@ -181,3 +181,34 @@ def test_signalled_local_submitit_job_requeues_and_resumes_exactly(compose_cfg, 
                                     "tensorboard=false"), tmp_path / "reference")
     reference.train()
     assert_same_tensors(load_state(resolve_checkpoint(run_dir))["agent"], reference.agent.state_dict())
+
+
+def test_a_signalled_sb3_job_requeues_at_once_and_resumes_from_its_last_checkpoint(compose_cfg, tmp_path,
+                                                                                    submitit_job):
+    """SB3 runs its own loop (no episode-end hand-off): the signal requeues the job at once, and the requeued start
+    resumes from the last checkpoint the job wrote (README: "a signalled SB3 job requeues at once")."""
+    from robotrl.checkpoint import resolve_checkpoint
+    from robotrl.workflows.sweep_launchers import REQUEUE_MARKER, submitit_resume
+    from tests.test_sb3 import AGENTS, SB3_TINY
+
+    run_dir = tmp_path / "run"
+    assert submitit_resume(run_dir, False) is False
+    cfg = [*SB3_TINY, *AGENTS["sb3_sac"], "eval_every_frames=100000", "tensorboard=false"]
+    trainer = Trainer(compose_cfg(*cfg, tiny=False), run_dir)
+    save = trainer.run.save
+
+    def save_then_signal():
+        path = save()
+        os.kill(os.getpid(), signal.SIGUSR2)  # right after the first checkpoint: the next bytecode hands over
+        return path
+
+    trainer.run.save = save_then_signal
+    with pytest.raises(SystemExit) as stopped:
+        trainer.train()
+    assert stopped.value.code == 144 and submitit_job.submitted_pickle.exists()
+    assert (run_dir / REQUEUE_MARKER).is_file() and not (run_dir / "summary.json").exists()
+    assert resolve_checkpoint(run_dir / "checkpoints").name == "frame_000000000200"
+    assert submitit_resume(run_dir, False) == "auto"
+    resumed = Trainer(compose_cfg(*cfg, "resume=auto", tiny=False), run_dir)
+    assert resumed.run.frame == 200
+    assert resumed.train()["frames"] >= 400
