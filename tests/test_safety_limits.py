@@ -397,3 +397,31 @@ def test_ee_mode_holds_a_joint_that_cannot_stop_before_its_limit():
     assert check(slow, acc=-acc) is None  # slowing down: the period at its velocity, no extra
     assert check(fast, ee_mode=False) is None  # joint mode: the commanded targets are on the braking curve already
     assert check(fast, fk=None) is None  # no kinematic model (the sim's mocap-driven joints): not watched
+
+
+@pytest.mark.parametrize("mode", [ActionMode.EE_DELTA, ActionMode.JOINT_DELTA])
+def test_full_speed_at_a_limit_brakes_within_the_acceleration_limit(mode):
+    """README: limits are "approached on a braking curve". At the mock's defaults a plain clip at the wall would pass
+    (its full speed stops within one period's acceleration), so here the acceleration is low enough that stopping
+    from full speed takes several periods: the commanded velocity must fall by at most a_max / HZ per period all the
+    way to rest, at the limit (minus the margin) and not before."""
+    joint = mode is ActionMode.JOINT_DELTA
+    accel = 2.0
+    limits = {"driver_timeout_ms": 30_000, "ee_max_acceleration" if not joint else "joint_max_acceleration": accel}
+    layer = make_robot(robot_cfg("mock", limits=limits), clock=(clock := FakeClock()))
+    calls = record(layer)
+    lim, n = layer.limits, (6 if joint else 3)
+    step = lim.joint_max_step if joint else lim.ee_max_step
+    with layer:
+        start = layer.get_state()
+        for _ in range(400):
+            clock.advance(1 / HZ)
+            layer.send_action(Action(mode, np.full(n, step)))
+    deltas = np.array([c["action"].delta[0] for c in sends(calls)])
+    velocity = np.concatenate([[0.0], deltas * HZ, [0.0]])  # from rest, and at rest after the last send
+    assert np.abs(np.diff(velocity)).max() <= accel / HZ * (1 + 1e-9), np.abs(np.diff(velocity)).max()
+    assert velocity.max() > 3 * accel / HZ  # it reached a speed that takes several periods to stop
+    reached = (start.joint_pos[0] if joint else start.ee_pos[0]) + deltas.sum()
+    wall = lim.joint_upper[0] if joint else lim.workspace_upper[0] - lim.workspace_margin_m
+    assert wall - 1e-3 <= reached <= wall + 1e-9, (reached, wall)
+    assert abs(deltas[-1]) < 1e-9  # at rest at the end
