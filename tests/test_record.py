@@ -375,3 +375,17 @@ def test_sigkill_at_every_line_of_an_episode_write_keeps_the_session_whole(tmp_p
     release(out)
     assert {1, 2} <= set(outcomes), outcomes  # kills before and after the write became an episode
     print(f"{counted[0]} kill points, {len(points)} tried; episodes after each: {outcomes}")
+
+
+def test_export_never_replaces_what_robotrl_did_not_export(tmp_path, capsys):
+    """export=DIR replaced whatever was at DIR (shutil.rmtree): a folder of the user's, or the session itself."""
+    out = tmp_path / "session"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("keep me")
+    steps = [{"delta_m": X, "repeat": 2}, {"events": ["success"]}]
+    for export, needle in ((theirs, "is not a LeRobotDataset robotrl exported"), (out, "is the session"),
+                           (tmp_path, "or holds it")):
+        assert record(tmp_path, "a", steps, "episodes=1", f"out={out}", f"export={export}") == 2
+        assert needle in capsys.readouterr().err
+    assert (theirs / "notes.txt").read_text() == "keep me" and not out.exists()  # refused before anything ran

@@ -268,13 +268,30 @@ def _make_device(teleop: str, overrides: dict[str, str]) -> Any:
     return device  # end-effector devices drive RobotEnv, joint ones (so101_leader) its joint-space variant
 
 
+def export_target(out: str | Path, export: str | None) -> Path | None:
+    """Where the session's LeRobotDataset goes (None: ``export=none``). It replaces only an earlier export of
+    robotrl's (its ``meta/robotrl.json``): any other existing path, the session itself or a folder holding it is a
+    ConfigError, since the export removes what is there."""
+    if export == "none":
+        return None
+    out = Path(out).absolute()
+    target = (Path(export) if export else out / "lerobot").absolute()
+    if target == out or target in out.parents:
+        raise ConfigError(f"export={export!r} is the session out={str(out)!r} or holds it: the export replaces what is "
+                          f"at its path; choose another export=DIR")
+    if target.exists() and not (target / "meta" / "robotrl.json").is_file():
+        raise ConfigError(f"export={str(target)!r} exists and is not a LeRobotDataset robotrl exported (no "
+                          f"meta/robotrl.json): the export would replace it; choose a new or empty export=DIR")
+    return target
+
+
 def _export(session: Session, export: str | None, instruction: str) -> str | None:
-    """Export the session to a LeRobotDataset v3 (replacing an export of fewer episodes); returns its path."""
+    """Export the session to a LeRobotDataset v3 (replacing robotrl's earlier export); returns its path."""
     from robotrl.lerobot_dataset import export_lerobot
 
-    if export == "none" or not session.count:
+    target = export_target(session.out, export)
+    if target is None or not session.count:
         return None
-    target = Path(export) if export else session.out / "lerobot"
     fresh = target.with_name(f"{target.name}.new")
     shutil.rmtree(fresh, ignore_errors=True)
     export_lerobot(session.out, fresh, task=instruction)
@@ -302,7 +319,7 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     for key, value, low in (("episodes", episodes, 1), ("steps", steps, 1), ("reset_s", reset_s, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
             raise ConfigError(f"{key}={value!r}, expected a number >= {low}")
-    if export != "none":
+    if export_target(out, export) is not None:  # a path it must not replace: refused before anything connects
         from robotrl.lerobot_dataset import _require
 
         _require()  # pyarrow and av: fail before recording, not after
