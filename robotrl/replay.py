@@ -222,6 +222,12 @@ class ReplayBuffer(PrioritizedSamplingMixin, ReplayStateMixin):
         if terminated or truncated:
             self._in_episode = False
 
+    def end_episode(self) -> None:
+        """End the episode in progress at its last stored observation, storing nothing more: a step whose
+        observation could not be made (a camera gave no valid frame) never enters the replay; the episode ends
+        there as a truncated one would (n-step returns bootstrap from that observation)."""
+        self._in_episode = False
+
     def add_episode(self, episode: Episode) -> None:
         """Append a whole episode (single frames, see ``Episode``); ends any episode in progress."""
         obs, num_steps = self._check_episode(episode)

@@ -271,3 +271,43 @@ def test_without_a_terminal_a_slow_run_logs_step_lines_between_its_episode_lines
     with console.ProgressBar(Console(file=terminal, force_terminal=True), total_steps=1000, step=0, frame=0) as bar:
         bar.steps(100)
     assert "train: step" not in terminal.getvalue()
+
+
+def test_a_step_with_a_made_up_observation_is_not_stored(tmp_path):
+    """On an arm, a camera that gives no valid frame ends the episode truncated on the last valid observation again,
+    flagged ``stale_observation``. Stored as the step's next observation it teaches a world model that the
+    executed action changed nothing; the episode must end at the last real observation instead."""
+    from robotrl.replay import ReplayBuffer
+    from robotrl.workflows.trainer.local import LocalCollector
+    from tests.trainer_fakes import FakeAgent, parts_loop
+
+    class CameraLostAtStep2(gym.Env):
+        """Frames whose pixels are the step count; step 2 is RobotEnv's step after a CameraError."""
+
+        observation_space = gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (6, 2, 2), np.uint8)})
+        action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+        def frames(self, t):  # a stack of 2: the previous frame, then this one
+            return {"pixels": np.concatenate([np.full((3, 2, 2), max(t - 1, 0), np.uint8),
+                                              np.full((3, 2, 2), t, np.uint8)])}
+
+        def reset(self, *, seed=None, options=None):
+            self.t = 0
+            return self.frames(0), {}
+
+        def step(self, action):
+            self.t += 1
+            if self.t == 2:  # the last valid frame again (its stack shifted by one), the episode truncated
+                return {"pixels": np.full((6, 2, 2), 1, np.uint8)}, 0.0, False, True, {"stale_observation": True}
+            return self.frames(self.t), 1.0, False, False, {}
+
+    env = CameraLostAtStep2()
+    replay = ReplayBuffer(100, env.observation_space, 1, frame_stack=2, nstep=3, discount=0.99)
+    loop = parts_loop(tmp_path, env, LocalCollector(seed_steps=100, update_at="step"), FakeAgent(), replay,
+                      frames=4, checkpoint_every=10**9)
+    loop.train()
+    assert loop.run.state.step == 2  # the arm took both steps
+    assert replay._num_actions == 1  # one real transition (obs 0 -> obs 1); the made-up one is not in the replay
+    assert replay._arrays["pixels"][: replay._head, 0, 0, 0].tolist() == [0, 1]  # the newest frames stored
+    batch = replay.sample(4)
+    assert batch.next_obs["pixels"][:, -1].flatten().unique().tolist() == [1]

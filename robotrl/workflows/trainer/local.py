@@ -55,11 +55,13 @@ class LocalCollector:
 
         def on_step(action: np.ndarray, reward: float, obs: dict[str, np.ndarray], terminated: bool,
                     truncated: bool, info: dict[str, Any]) -> None:
-            # ``action``: what the arm executed when a person took over
-            replay.add(action, reward, obs, terminated, truncated,
-                       reward_invalid=bool(info.get("reward_invalid", False)))  # kept out of targets
-            if robot is not None:
-                robot.step(action, reward, obs, terminated, info)
+            if info.get("stale_observation"):  # on an arm, a camera gave no valid frame: ``obs`` is made up
+                replay.end_episode()  # so the step is not stored; the episode ends at its last real observation
+            else:  # ``action``: what the arm executed when a person took over
+                replay.add(action, reward, obs, terminated, truncated,
+                           reward_invalid=bool(info.get("reward_invalid", False)))  # kept out of targets
+                if robot is not None:
+                    robot.step(action, reward, obs, terminated, info)
             state.step += 1
             stats.add_step(reward, info)
             if not (terminated or truncated) and state.step % 100 == 0:
