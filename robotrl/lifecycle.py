@@ -147,6 +147,37 @@ def plan_job(run_dir: Path, resume: bool | str, frames: int, action_repeat: int)
         f"changed{summary}. To train longer: {resume_command(run_dir, ' frames=<more>')}"))
 
 
+# what a run learns from: a sweep point that resumes a run must have the run's values of these it overrides (other
+# keys, e.g. frames, evaluation, checkpoints, devices, may change on a resume)
+RUN_GROUPS = ("agent", "env", "reward", "robot", "seed", "replay")
+
+
+def check_same_point(run_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
+    """A sweep job about to resume ``run_dir``: the run there must be this sweep point's. The run dir names env,
+    agent, reward and seed, so points of a sweep over another key (``agent.lr=1e-4,3e-4``) share it, and a resume
+    would continue, or call complete, the other point's run. ConfigError naming the key and both values."""
+    from omegaconf import OmegaConf
+
+    from robotrl.checkpoint import load_state
+
+    if not has_checkpoint(run_dir):
+        return
+    path = resolve_checkpoint(Path(run_dir))
+    saved = OmegaConf.create(load_state(path)["config"])  # numbers read as the run's config wrote them
+    for item in overrides:
+        key = override_key(item)
+        if key.partition(".")[0] not in RUN_GROUPS:
+            continue
+        at = key if "." in key or key == "seed" else f"{key}.name"  # agent=drqv2: the group's choice
+        mine, theirs = (OmegaConf.select(c, at, default=None) for c in (cfg, saved))
+        mine, theirs = (OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in (mine, theirs))
+        if mine != theirs:
+            raise ConfigError(f"{run_dir} holds the run of {at}={theirs!r}, this sweep point has {at}={mine!r}: "
+                              f"points of the sweep share that run dir (it names env, agent, reward and seed); give "
+                              f"each its own, e.g. hydra.sweep.subdir='${{env.name}}/${{agent.name}}-{key}${{{at}}}"
+                              f"/seed${{seed}}'")
+
+
 def resume_command(run_dir: Path, extra: str = "") -> str:
     return f"robotrl train resume=true run_dir={shlex.quote(str(run_dir))}{extra}"
 

@@ -106,6 +106,23 @@ def test_resume_auto_resumes_a_job_with_a_checkpoint(finished, tmp_path, capsys)
     assert _frames(run_dir / "eval.csv") == [0, 100, 200]
 
 
+@pytest.mark.parametrize("resume", ["true", "auto"])
+def test_a_sweep_point_never_resumes_another_points_run(finished, tmp_path, resume, capsys):
+    """`-m agent.lr=1e-4,3e-4 seed=1 resume=auto`: both points map to the same run dir (it names env, agent, reward
+    and seed). The second point called the first's finished run complete (its result reported as its own) or, with
+    frames still to go, continued it with its own lr; now it is refused, naming the key, and nothing changes."""
+    run_dir = tmp_path / "seed1"
+    shutil.copytree(finished, run_dir)
+    before = _snapshot(run_dir)
+    for frames in (100, 200):
+        with pytest.raises(SystemExit) as refused:
+            run_sweep_job(run_dir, f"frames={frames}", "agent.lr=0.0003", f"resume={resume}")
+        assert refused.value.code == 2
+        err = capsys.readouterr().err
+        assert "holds the run of agent.lr=0.0001, this sweep point has agent.lr=0.0003" in err, err
+    assert _snapshot(run_dir) == before
+
+
 def test_resume_takes_true_false_or_auto():
     from robotrl.lifecycle import plan_job
     from robotrl.overrides import check_overrides

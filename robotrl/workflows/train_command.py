@@ -112,7 +112,7 @@ def train_task(cfg: Any, plan: Any = None) -> None:
     from omegaconf import open_dict
 
     from robotrl.config import validate_config
-    from robotrl.lifecycle import plan_job, remove_failed_start, resume_command
+    from robotrl.lifecycle import check_same_point, plan_job, remove_failed_start, resume_command
     from robotrl.workflows.sweep_launchers import submitit_resume
     from robotrl.workflows.train import Trainer
 
@@ -125,7 +125,10 @@ def train_task(cfg: Any, plan: Any = None) -> None:
         validate_config(cfg)
         if torchrun_rank() == 0:  # torchrun's ranks share the run dir; rank 0 writes it
             hold(run_dir, "run dir")  # while this job runs
-        job = plan_job(run_dir, submitit_resume(run_dir, cfg.resume), cfg.frames, cfg.env.action_repeat)
+        resume = submitit_resume(run_dir, cfg.resume)
+        if hydra_cfg.mode == RunMode.MULTIRUN and str(resume).lower() in ("true", "auto"):
+            check_same_point(run_dir, list(hydra_cfg.overrides.task), cfg)
+        job = plan_job(run_dir, resume, cfg.frames, cfg.env.action_repeat)
         if job.complete:
             print(job.complete)
             return
