@@ -389,3 +389,28 @@ def test_export_never_replaces_what_robotrl_did_not_export(tmp_path, capsys):
         assert record(tmp_path, "a", steps, "episodes=1", f"out={out}", f"export={export}") == 2
         assert needle in capsys.readouterr().err
     assert (theirs / "notes.txt").read_text() == "keep me" and not out.exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize("teleop, mode", [("gamepad", "hold"), ("keyboard", "always"), ("spacemouse", "always")])
+def test_record_keeps_a_dead_man_button(teleop, mode, monkeypatch):
+    """record made every device drive every step (intervention=always), the gamepad too: its RB dead-man switch no
+    longer stopped the arm when released, and a dropped pad with a stick deflected kept the arm moving."""
+    import robotrl.hardware.teleop as teleop_pkg
+
+    from robotrl.workflows.record import _make_device
+
+    built = {}
+    monkeypatch.setattr(teleop_pkg, "make_teleop", lambda cfg: built.update(cfg) or object())
+    _make_device(teleop, {})
+    assert built["intervention"] == mode
+
+
+def test_a_device_not_in_control_sends_hold(tmp_path):
+    """A released dead-man button (or any poll not in control) must not move the arm: the step sends hold."""
+    out = tmp_path / "session"
+    steps = [{"delta_m": X, "repeat": 2}, {"delta_m": X, "intervening": False, "repeat": 2}, {"events": ["success"]}]
+    assert record(tmp_path, "a", steps, "episodes=1", f"out={out}", "export=none") == 0
+    with np.load(out / "episode_000000.npz") as ep:
+        action, intervention = ep["action"], ep["intervention"]
+    assert intervention[:2].all() and not intervention[2:4].any()
+    assert (action[:2, 0] > 0).all() and np.allclose(action[2:4, :3], 0.0)  # what reached the arm: no new motion

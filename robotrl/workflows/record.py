@@ -254,12 +254,13 @@ def run_session(recorder: Recorder, session: Session, episodes: int, reset_s: fl
 
 # ------------------------------------------------------------------------------------------------ entry point
 def _make_device(teleop: str, overrides: dict[str, str]) -> Any:
-    """The ``teleop=`` device, driving every step unless ``teleop.intervention`` says otherwise."""
+    """The ``teleop=`` device, driving every step unless ``teleop.intervention`` says otherwise or the device has a
+    dead-man button (``hold``: the gamepad's RB), which it keeps: released, the arm is sent hold."""
     from robotrl.hardware.teleop import make_teleop
     from robotrl.workflows.run_env import compose_teleop
 
     cfg = compose_teleop(teleop, overrides)
-    if "intervention" in cfg and "intervention" not in overrides:
+    if cfg.get("intervention") not in (None, "hold") and "intervention" not in overrides:
         cfg["intervention"] = "always"  # no policy runs while recording: the device drives every step
     device = make_teleop(cfg)
     if device is None:
