@@ -137,10 +137,17 @@ def test_replay_reproduces_the_recorded_proprioception(tmp_path, capsys):
     assert report["steps"] == 10 and report["hand_drift_max_m"] < 1e-4 and report["safety_stop"] is None  # 0.0 measured
     # the check can fail: an episode whose actions were changed no longer matches its recorded proprioception
     arrays = dict(np.load(episode))
+    np.save(tmp_path / "kept.npy", arrays["action"])
     arrays["action"][:, :3] = 0.0
     np.savez_compressed(episode, **arrays)
     assert run("replay", f"episode={episode}", "robot=sim", *FAST, "max_drift_m=0.002") == 1
     assert "drifted" in capsys.readouterr().err
+    # nor does a replay a safety stop cut short pass it on the steps it made (a box it may not leave, and reject)
+    np.savez_compressed(episode, **{**arrays, "action": np.asarray(np.load(tmp_path / "kept.npy"))})
+    assert run("replay", f"episode={episode}", "robot=sim", *FAST, "max_drift_m=0.002", "robot.limits.on_limit=reject",
+               "robot.limits.ee_max_step=0.002") == 1
+    err = capsys.readouterr().err
+    assert "replay stopped at step 1 of 10" in err and "checks the whole episode" in err, err
 
 
 def test_reset_phase_waits_for_the_device_or_the_timeout():

@@ -124,12 +124,17 @@ def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = No
         env.close()
     report.update(episode=str(episode), robot=robot, recorded_on=meta.get("robot"))
     key, bound, unit = ("joint_drift_max_rad", rad_limit, "rad") if joint else ("hand_drift_max_m", limit, "m")
-    report["ok"] = bound is None or report[key] <= bound
+    whole = report["steps"] == report["recorded_steps"]  # a safety stop ends the replay early
+    report["ok"] = bound is None or (whole and report[key] <= bound)
     print(json.dumps(report, indent=1))
     if out:
         from robotrl.atomic import atomic_write_text
 
         atomic_write_text(out, json.dumps(report, indent=1))
+    if not report["ok"] and not whole:
+        raise ReplayDriftError(f"replay stopped at step {report['steps']} of {report['recorded_steps']} "
+                               f"({report['safety_stop'] or 'cut short'}): max_drift_{unit}={bound} checks the whole "
+                               f"episode")
     if not report["ok"]:
         raise ReplayDriftError(f"replay drifted {report[key]:.4f} {unit} from the recording, more than "
                                f"max_drift_{unit}={bound}")
