@@ -311,3 +311,32 @@ def test_a_step_with_a_made_up_observation_is_not_stored(tmp_path):
     assert replay._arrays["pixels"][: replay._head, 0, 0, 0].tolist() == [0, 1]  # the newest frames stored
     batch = replay.sample(4)
     assert batch.next_obs["pixels"][:, -1].flatten().unique().tolist() == [1]
+
+
+def test_a_lerobot_import_is_redone_when_the_dataset_changed(tmp_path, monkeypatch):
+    """agent.demos=<LeRobotDataset> was imported once and reused forever: a dataset re-exported with more episodes
+    (robotrl record resume=true) trained on the old import without a word."""
+    import json
+
+    import robotrl.lerobot_dataset as lerobot_dataset
+    from robotrl.workflows.demos import lerobot_demo_dir
+
+    dataset = tmp_path / "reach-lerobot"
+    (dataset / "meta").mkdir(parents=True)
+    imports = []
+
+    def fake_import(src, out, image_size):
+        out.mkdir()
+        info = json.loads((src / "meta" / "info.json").read_text())
+        (out / "meta.json").write_text(json.dumps({"num_episodes": info["total_episodes"]}))
+        imports.append(info["total_episodes"])
+        return out
+
+    monkeypatch.setattr(lerobot_dataset, "import_lerobot", fake_import)
+    env = {"name": "metaworld/reach", "image_size": 32}
+    for episodes, expected_imports in ((2, [2]), (2, [2]), (5, [2, 5])):
+        (dataset / "meta" / "info.json").write_text(json.dumps({"total_episodes": episodes}))
+        out = lerobot_demo_dir(dataset, env)
+        assert imports == expected_imports
+        assert json.loads((out / "meta.json").read_text())["num_episodes"] == episodes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reach-lerobot", "reach-lerobot-robotrl32"]

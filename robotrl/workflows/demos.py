@@ -5,23 +5,30 @@ Which agents: those whose class declares ``Capabilities.learns_from_demos`` (one
 a ``demo_cache`` directory (``configs/agent/modem*.yaml``) reads its demos from that directory;
 :func:`ensure_demos` fills it with Meta-World scripted-expert episodes first (reused when already there), so agents
 never import the env plug-in to make their own data. ``agent.demos=<LeRobotDataset v3.0>`` (teleoperation recorded
-with LeRobot, or exported by ``robotrl.lerobot_dataset``) is imported once into the robotrl demo format at the env's
-image size (:func:`lerobot_demo_dir`), and the agent reads that. :func:`pretrain_on_demos` hands them to the agent.
+with LeRobot, or exported by ``robotrl.lerobot_dataset``) is imported into the robotrl demo format at the env's
+image size (:func:`lerobot_demo_dir`; again when the dataset changed), and the agent reads that.
+:func:`pretrain_on_demos` hands them to the agent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from robotrl.agents import agent_capabilities, agent_config
+from robotrl.atomic import atomic_write_text
 from robotrl.demos import META
 from robotrl.envs import parse_env_cfg
 from robotrl.envs.demos import generate_demos
 from robotrl.errors import ConfigError
 from robotrl.types import Metrics, capabilities_of
+
+IMPORTED_FROM = "imported_from.json"  # in an import: which dataset, and its meta/info.json's sha256
 
 
 def is_lerobot_dataset(path: str | Path) -> bool:
@@ -30,16 +37,27 @@ def is_lerobot_dataset(path: str | Path) -> bool:
 
 
 def lerobot_demo_dir(dataset: str | Path, env_cfg: Any) -> Path:
-    """Import a LeRobotDataset once into ``<dataset>-robotrl<image_size>/`` (reused when there); frames are
+    """Import a LeRobotDataset into ``<dataset>-robotrl<image_size>/``, reused while the dataset's ``meta/info.json``
+    is the one it was imported from (a dataset re-exported with more episodes is imported again); frames are
     centre-cropped and resized to ``env.image_size``. Actions must already be in [-1, 1] (robotrl exports are);
     ``robotrl.lerobot_dataset.import_lerobot`` with ``action_bounds`` converts any other dataset first."""
     from robotrl.lerobot_dataset import import_lerobot
 
     size = int(parse_env_cfg(env_cfg).image_size)
     out = Path(f"{str(dataset).rstrip('/')}-robotrl{size}")
-    if (out / META).is_file():
+    source = {"dataset": str(Path(dataset).absolute()),
+              "info_sha256": hashlib.sha256((Path(dataset) / "meta" / "info.json").read_bytes()).hexdigest()}
+    stamp = out / IMPORTED_FROM
+    if (out / META).is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
         return out
-    return import_lerobot(dataset, out, image_size=size)
+    fresh = out.with_name(f"{out.name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    import_lerobot(dataset, fresh, image_size=size)
+    atomic_write_text(fresh / IMPORTED_FROM, json.dumps(source))
+    if out.exists():  # an import of another version of the dataset (or of before this stamp existed)
+        shutil.rmtree(out)
+    fresh.rename(out)
+    return out
 
 
 def ensure_demos(agent_cfg: Any, env_cfg: Any) -> Path | None:
