@@ -351,13 +351,23 @@ def import_lerobot(dataset_dir: str | Path, out_dir: str | Path, cameras: list[s
     robotrl_meta = root / "meta/robotrl.json"
     meta: dict[str, Any] = read_json(robotrl_meta, DemoFormatError, "robotrl.json") if robotrl_meta.is_file() else {}
     meta.update(defaults or {})
-    episodes_meta = pq.read_table(root / EPISODES_PATH.format(chunk_index=0, file_index=0)).to_pylist()
-    data = pq.read_table(root / DATA_PATH.format(chunk_index=0, file_index=0)).to_pydict()
+    episodes_meta = [row for path in sorted(root.glob("meta/episodes/chunk-*/file-*.parquet"))
+                     for row in pq.read_table(path).to_pylist()]
+    if len(episodes_meta) != int(info.get("total_episodes", len(episodes_meta))):
+        raise DemoFormatError(f"{root}: meta/info.json says total_episodes={info['total_episodes']}, its episode files "
+                              f"hold {len(episodes_meta)}")
+    data_files: dict[tuple[int, int], dict[str, Any]] = {}
     video_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     out.mkdir(parents=True, exist_ok=True)
     lengths, size = [], None
     for ep in sorted(episodes_meta, key=lambda r: r["episode_index"]):
-        lo, hi = int(ep["dataset_from_index"]), int(ep["dataset_to_index"])
+        where = (int(ep.get("data/chunk_index", 0)), int(ep.get("data/file_index", 0)))
+        if where not in data_files:  # an episode's rows are in its own data file (LeRobot splits larger datasets)
+            data_files[where] = pq.read_table(root / DATA_PATH.format(chunk_index=where[0],
+                                                                      file_index=where[1])).to_pydict()
+        data = data_files[where]
+        first = int(data["index"][0]) if data.get("index") else 0  # the file's first global row index
+        lo, hi = int(ep["dataset_from_index"]) - first, int(ep["dataset_to_index"]) - first
         state = np.asarray(data["observation.state"][lo:hi], np.float32)
         action = _to_unit_range(np.asarray(data["action"][lo:hi - 1], np.float64), action_bounds, root)
         views = []

@@ -119,3 +119,42 @@ def test_every_frame_comes_back_at_its_own_index(recording, tmp_path):
         columns = band.mean(axis=(1, 2))  # (T+1, W)
         starts = [int(np.argmax(np.convolve(c, np.ones(8), "valid"))) for c in columns]
         assert starts == [3 * i for i in range(len(columns))], starts
+
+
+def _split_in_two_files(ds):
+    """The one-file dataset ``ds`` as LeRobot writes a larger one: episode 1's rows in data file-001 and its
+    metadata in episodes file-001 (file indices and global row indices as LeRobot keeps them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data_0, episodes_0 = ds / "data/chunk-000/file-000.parquet", ds / "meta/episodes/chunk-000/file-000.parquet"
+    data, schema = pq.read_table(data_0), pq.read_schema(episodes_0)
+    episodes = pq.read_table(episodes_0).to_pylist()
+    pq.write_table(data.filter(pc.equal(data["episode_index"], 0)), data_0)
+    pq.write_table(data.filter(pc.equal(data["episode_index"], 1)), ds / "data/chunk-000/file-001.parquet")
+    episodes[1]["data/file_index"] = 1
+    pq.write_table(pa.Table.from_pylist(episodes[:1], schema=schema), episodes_0)
+    pq.write_table(pa.Table.from_pylist(episodes[1:], schema=schema), ds / "meta/episodes/chunk-000/file-001.parquet")
+
+
+def test_a_dataset_in_several_files_imports_every_episode(recording, tmp_path):
+    """LeRobot splits a larger dataset over data/ and meta/episodes/ files; the import read file-000 only, so the
+    other episodes were dropped (or read at the wrong rows) without a word."""
+    ds = export_lerobot(recording, tmp_path / "ds")
+    whole = load_demos(import_lerobot(ds, tmp_path / "whole"))
+    _split_in_two_files(ds)
+    split = load_demos(import_lerobot(ds, tmp_path / "split"))
+    assert len(split) == len(whole) == 2
+    for a, b in zip(whole, split, strict=True):
+        np.testing.assert_array_equal(a.action, b.action)
+        np.testing.assert_array_equal(a.obs["state"], b.obs["state"])
+        np.testing.assert_array_equal(a.obs["pixels"], b.obs["pixels"])
+
+
+def test_a_dataset_missing_episodes_is_refused(recording, tmp_path):
+    ds = export_lerobot(recording, tmp_path / "ds")
+    info = json.loads((ds / "meta/info.json").read_text())
+    info["total_episodes"] = 3
+    (ds / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DemoFormatError, match="meta/info.json says total_episodes=3, its episode files hold 2"):
+        import_lerobot(ds, tmp_path / "back")
