@@ -101,6 +101,11 @@ def test_ctrl_c_keeps_completed_episodes_and_resume_continues(tmp_path, capsys):
     # resume=true with other settings is refused, naming the difference
     assert record(tmp_path, "c", first, "episodes=3", f"out={out}", "resume=true", "env.image_size=40") == 2
     assert "env.image_size=32" in capsys.readouterr().err
+    # nor another instruction (the export labels every episode with the session's) or control rate
+    assert record(tmp_path, "c", first, "episodes=3", f"out={out}", "resume=true", "task=open the drawer") == 2
+    assert "was recorded with task=" in capsys.readouterr().err
+    assert record(tmp_path, "c", first, "episodes=3", f"out={out}", "resume=true", "robot.limits.control_hz=50") == 2
+    assert "robot.limits.control_hz=100" in capsys.readouterr().err
     second = [{"delta_m": Y, "repeat": 2}, {"events": ["failure"]}, {"delta_m": Z, "repeat": 3},
               {"events": ["success"]}]
     assert record(tmp_path, "d", second, "episodes=3", f"out={out}", "resume=true", "export=none") == 0

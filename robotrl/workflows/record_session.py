@@ -46,7 +46,8 @@ STATE_NAMES = PROPRIO_NAMES + [f"prev.{n}" for n in PROPRIO_NAMES]
 LABELS = ("success", "failure")
 # settings a resumed session must share with the recorded one (meta key -> what it is)
 RESUME_KEYS = {"name": "env", "robot": "robot", "image_size": "env.image_size", "cameras": "cameras",
-               "action_repeat": "env.action_repeat", "frame_stack": "env.frame_stack"}
+               "action_repeat": "env.action_repeat", "frame_stack": "env.frame_stack", "task": "task",
+               "hz": "robot.limits.control_hz"}
 _EPISODE = re.compile(r"episode_(\d{6})\.npz$")
 
 
