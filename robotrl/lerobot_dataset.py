@@ -126,11 +126,11 @@ def _frames_per_camera(pixels: np.ndarray, cameras: list[str]) -> dict[str, np.n
 
 
 def _hold_action(action: np.ndarray) -> np.ndarray:
-    """The action appended to the final observation: no motion, gripper as last commanded (4-d ee actions);
-    zeros otherwise."""
+    """The action appended to the final observation: no motion, the gripper (last in every robotrl action: the
+    end-effector (dx, dy, dz, gripper) and the joint-space (joint deltas..., gripper) layouts) as last commanded;
+    a zero there would command the gripper half closed."""
     hold = np.zeros_like(action[-1])
-    if hold.shape == (4,):
-        hold[3] = action[-1, 3]
+    hold[-1] = action[-1, -1]
     return hold
 
 

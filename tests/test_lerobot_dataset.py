@@ -158,3 +158,14 @@ def test_a_dataset_missing_episodes_is_refused(recording, tmp_path):
     (ds / "meta/info.json").write_text(json.dumps(info))
     with pytest.raises(DemoFormatError, match="meta/info.json says total_episodes=3, its episode files hold 2"):
         import_lerobot(ds, tmp_path / "back")
+
+
+def test_the_appended_hold_keeps_the_gripper_in_joint_space_too():
+    """An SO-101 session's actions are 5 joint deltas + the gripper (+1 closed): the final frame's hold zeroed the
+    gripper, i.e. commanded it half closed."""
+    from robotrl.lerobot_dataset import _hold_action
+
+    ee = np.array([[0.1, 0.2, 0.3, 1.0]], np.float32)
+    joint = np.array([[0.1, -0.2, 0.3, 0.0, 0.5, -1.0]], np.float32)
+    assert _hold_action(ee).tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert _hold_action(joint).tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, -1.0]
