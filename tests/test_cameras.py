@@ -310,3 +310,27 @@ def test_through_the_robot_interface_a_stale_step_raises_and_a_lost_camera_fault
     finally:
         arm.disconnect()
         cam.disconnect()
+
+
+def test_a_camera_that_opens_but_never_delivers_faults_after_reconnect_s(clock):
+    """A V4L2 stall: every re-open succeeds and every read after it fails. Each re-open restarted the reconnect_s
+    clock, so the camera cycled for ever (the arm held at each step, never a fault); the clock now runs until a
+    frame arrives."""
+    class Stalled(ScriptedCamera):
+        stalled = False
+
+        def _grab(self):
+            if self.stalled:
+                raise ConnectionError("select() timeout")
+            return super()._grab()
+
+    cam = connected(Stalled("front", clock=clock, reconnect_s=1.0))
+    try:
+        cam.stalled = True
+        wait_until(lambda: cam.opens >= 3, what="re-opens")  # it re-opens fine, again and again
+        clock.t += 1.5  # past reconnect_s since the first loss
+        wait_until(lambda: cam._fault is not None, what="the fault")
+        with pytest.raises(CameraFault, match="not back within reconnect_s=1"):
+            cam.read()
+    finally:
+        cam.disconnect()

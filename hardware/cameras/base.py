@@ -202,28 +202,34 @@ class ThreadedCamera(Camera):
         with self._lock:
             self._seq += 1
             self._latest = Frame(image, t, self._seq, raw.device_timestamp, depth)
+            self._lost_since = None  # a frame: whatever was lost is back
             self.height, self.width = image.shape[:2]
             self._lock.notify_all()
 
     def _reconnect(self, exc: Exception) -> bool:
-        """Re-open a lost device every ``retry_interval_s`` for ``reconnect_s``; False (and a fault) if it stays
-        away. Frames read meanwhile are reported ``disconnected``."""
-        self._lost_since = self._clock()
+        """Re-open a lost device every ``retry_interval_s`` until ``reconnect_s`` after it was lost; False (and a
+        fault) if it stays away. The loss lasts until a frame arrives (``_store``), not until a re-open succeeds: a
+        device that opens but never delivers (a stalled V4L2 stream) faults too. Frames read meanwhile are reported
+        ``disconnected``."""
+        if self._lost_since is None:
+            self._lost_since = self._clock()
         log.warning("camera %r lost (%s: %s); re-opening for %gs", self.name, type(exc).__name__, exc,
                     self.config.reconnect_s)
         self._try_close()
+        last_try = "it re-opened but gave no frame"
         while not self._stop.wait(self.config.retry_interval_s):
+            if self._clock() - self._lost_since >= self.config.reconnect_s:
+                self._set_fault(f"lost ({type(exc).__name__}: {exc}) and not back within reconnect_s="
+                                f"{self.config.reconnect_s:g} (last try: {last_try})")
+                return False
             try:
                 self._open()
             except Exception as retry_exc:
-                if self._clock() - self._lost_since >= self.config.reconnect_s:
-                    self._set_fault(f"lost ({type(exc).__name__}: {exc}) and not back within reconnect_s="
-                                    f"{self.config.reconnect_s:g} (last try: {retry_exc})")
-                    return False
+                last_try = str(retry_exc)
                 continue
             log.warning("camera %r re-opened after %.2fs", self.name, self._clock() - self._lost_since)
             self.reconnects += 1
-            self._lost_since, self._warmup_left, self._last_device_ts = None, self.config.warmup_frames, None
+            self._warmup_left, self._last_device_ts = self.config.warmup_frames, None
             return True
         return False
 
