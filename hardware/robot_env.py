@@ -255,6 +255,20 @@ class RobotEnv(gym.Env):
         self._phase = "idle"
         return self._obs_now, {"success": False} if self._ground_truth else {}
 
+    def reobserve(self) -> dict[str, np.ndarray]:
+        """The reset observation taken again, now: nothing is sent, the arm holds where reset left it. For a reset
+        phase that waits (``robotrl record``: a person sets the scene up), so the episode starts from the scene as
+        it is when the episode starts, not from before the wait."""
+        return self._bounded("reset", self.reset_timeout_s, self._reobserve)
+
+    def _reobserve(self) -> dict[str, np.ndarray]:
+        self._phase = "observe"
+        observation = self._last_observation = self.robot.get_observation()
+        self._keep_frame(observation)
+        self._obs_now = self.pipeline.reset(observation)
+        self._phase = "idle"
+        return self._obs_now
+
     def _random_start(self) -> None:
         """Move the hand by a seeded uniform offset, in steps the safety layer allows, at the control rate."""
         offset = self.np_random.uniform(-self.home_noise_m, self.home_noise_m, 3)

@@ -426,3 +426,19 @@ def test_a_device_not_in_control_sends_hold(tmp_path):
         action, intervention = ep["action"], ep["intervention"]
     assert intervention[:2].all() and not intervention[2:4].any()
     assert (action[:2, 0] > 0).all() and np.allclose(action[2:4, :3], 0.0)  # what reached the arm: no new motion
+
+
+def test_an_episode_starts_from_the_scene_after_the_reset_phase(tmp_path):
+    """The first stored frame came from the reset, taken before the reset phase's wait (up to reset_s: the scene
+    before the person set it up), so the episode's first step spanned the whole wait."""
+    out = tmp_path / "session"
+    idle = [{"delta_m": [0, 0, 0], "repeat": 100}]  # nothing happens: the wait ends at reset_s
+    steps = [*idle, {"delta_m": X, "repeat": 3}, {"events": ["success"]}]
+    script = tmp_path / "wait.json"
+    script.write_text(json.dumps(steps))
+    assert run("record", "robot=sim", "teleop=scripted", f"teleop.script={script}", "reset_s=0.5", "steps=20",
+               *FAST, *ENV, "episodes=1", f"out={out}", "export=none") == 0
+    with np.load(out / "episode_000000.npz") as ep:
+        times = ep["frame_time"][:, 0]
+    gaps = np.diff(times)
+    assert gaps.max() < 0.25, gaps  # one agent step apart (2 sends at 100 Hz), not the 0.5 s wait

@@ -234,6 +234,7 @@ def run_session(recorder: Recorder, session: Session, episodes: int, reset_s: fl
         print(f"episode {index}: reset; set the scene up, then move the device or press a key "
               f"(starts in {reset_s:g} s)", flush=True)
         wait_for_start(recorder.device, reset_s, env.period, follower_state(env))
+        obs = env.reobserve()  # the scene as the person left it, not as it was before the wait
         print(f"episode {index}: recording", flush=True)
         buffer = EpisodeBuffer()
         outcome = recorder.episode(buffer, obs)

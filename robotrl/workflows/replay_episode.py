@@ -1,8 +1,9 @@
 """``robotrl replay``: play a recorded episode's executed actions back on an arm, through the safety layer.
 
 The episode (``episode=DIR/episode_NNNNNN.npz`` of a ``robotrl record`` session; ``robotrl deploy record=``
-directories hold no env settings and are refused in one line) is replayed through :class:`~robotrl.hardware.robot_env.RobotEnv` with the recording's env settings (action repeat,
-control rate from ``robot.limits``) from the same reset seed: each stored ``action`` (what the safety layer let reach
+directories hold no env settings and are refused in one line) is replayed through
+:class:`~robotrl.hardware.robot_env.RobotEnv` with the recording's env settings (action repeat, control rate from
+``robot.limits``) from the same reset seed: each stored ``action`` (what the safety layer let reach
 the driver when it was recorded) is sent ``action_repeat`` times, as then. The report is how far the replay's
 proprioception (hand xyz in the policy frame, finger opening) drifts from the recorded one, step by step: the
 maximum, mean and final hand distance (m) and the largest opening difference, with the safety layer's
