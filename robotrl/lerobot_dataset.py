@@ -125,6 +125,18 @@ def _frames_per_camera(pixels: np.ndarray, cameras: list[str]) -> dict[str, np.n
     return {cam: pixels[:, 3 * v:3 * v + 3].transpose(0, 2, 3, 1) for v, cam in enumerate(cameras)}
 
 
+def lerobot_fps(hz: float, action_repeat: int) -> int:
+    """The frame rate of a recording at ``hz`` sends per second, one frame per ``action_repeat`` sends. LeRobot
+    stores an integer fps and derives every timestamp from it, so a rate that is not whole (20 Hz / 3) would put
+    every frame at the wrong time: a ConfigError naming the rate."""
+    rate = float(hz) / int(action_repeat)
+    if abs(rate - round(rate)) > 1e-9 or round(rate) < 1:
+        raise ConfigError(f"a LeRobotDataset stores a whole fps; control rate {hz:g} Hz / action_repeat "
+                          f"{action_repeat} = {rate:.4g} frames/s is not one: choose a rate divisible by the action "
+                          f"repeat, or export=none")
+    return int(round(rate))
+
+
 def _hold_action(action: np.ndarray) -> np.ndarray:
     """The action appended to the final observation: no motion, the gripper (last in every robotrl action: the
     end-effector (dx, dy, dz, gripper) and the joint-space (joint deltas..., gripper) layouts) as last commanded;
@@ -154,7 +166,7 @@ def export_lerobot(demo_dir: str | Path, out_dir: str | Path, fps: int | None = 
     episodes = load_demos(src)
     cameras = [str(c) for c in (meta.get("cameras") or [meta.get("camera")])]
     repeat = int(meta.get("action_repeat", 1))
-    fps = int(fps or round(meta.get("hz", METAWORLD_SIM_HZ) / repeat))
+    fps = int(fps or lerobot_fps(meta.get("hz", METAWORLD_SIM_HZ), repeat))
     task = task or str(meta.get("task", meta["name"]))
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

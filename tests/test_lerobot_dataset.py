@@ -169,3 +169,12 @@ def test_the_appended_hold_keeps_the_gripper_in_joint_space_too():
     joint = np.array([[0.1, -0.2, 0.3, 0.0, 0.5, -1.0]], np.float32)
     assert _hold_action(ee).tolist() == [0.0, 0.0, 0.0, 1.0]
     assert _hold_action(joint).tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+
+
+def test_a_frame_rate_that_is_not_whole_is_refused():
+    """20 Hz with action_repeat 3 was exported as round(6.67) = 7 fps: every LeRobot timestamp 5% off."""
+    from robotrl.lerobot_dataset import lerobot_fps
+
+    assert lerobot_fps(20, 2) == 10 and lerobot_fps(80.0, 2) == 40
+    with pytest.raises(ConfigError, match=r"control rate 20 Hz / action_repeat 3 = 6.667 frames/s is not one"):
+        lerobot_fps(20, 3)

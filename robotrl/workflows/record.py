@@ -287,6 +287,14 @@ def export_target(out: str | Path, export: str | None) -> Path | None:
     return target
 
 
+def _check_export_rate(out: str | Path, export: str | None, hz: float, action_repeat: int) -> None:
+    """A session to be exported needs a whole LeRobot fps (``lerobot_fps``); said before anything is recorded."""
+    if export_target(out, export) is not None:
+        from robotrl.lerobot_dataset import lerobot_fps
+
+        lerobot_fps(hz, action_repeat)
+
+
 def _export(session: Session, export: str | None, instruction: str) -> str | None:
     """Export the session to a LeRobotDataset v3 (replacing robotrl's earlier export); returns its path."""
     from robotrl.lerobot_dataset import export_lerobot
@@ -349,6 +357,7 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
         renv.robot.rearm_hint = "check the arm and its surroundings, then run the command again with resume=true"
         if not renv.cameras:
             raise ConfigError(f"robot={robot} has no camera; demos store camera frames (robot.cameras=...)")
+        _check_export_rate(out, export, renv.robot.limits.control_hz, spec.action_repeat)  # before any episode
         instruction = str(task) if task else spec.task
         meta = base_meta(env_cfg, spec, renv.robot, instruction, teleop, float(renv.robot.limits.control_hz), seed,
                          0.0)
