@@ -3,8 +3,9 @@
 A subclass implements three hooks: ``_open()`` (raise if the device is absent), ``_grab()`` (block up to about
 a frame period; return a :class:`RawFrame`, or None when nothing new arrived; raise when the device is lost) and
 ``_close()``. ``connect`` opens the device and starts the thread; the thread drops ``warmup_frames``, rotates, crops
-and resizes each frame, stamps it with the host's monotonic capture time and a sequence number, and keeps only the
-newest. The control loop's :meth:`read` / :meth:`poll` never wait for the camera (LeRobot's #1356: a slow camera
+and resizes each frame, stamps it with the host's monotonic time when the grab returned it (its receipt: the
+device's own capture clock, where it has one, is kept as ``device_timestamp``) and a sequence number, and keeps only
+the newest. The control loop's :meth:`read` / :meth:`poll` never wait for the camera (LeRobot's #1356: a slow camera
 stalled control), and :meth:`poll` says when the newest frame cannot be used:
 
 - ``stale``: it is older than ``max_frame_age_ms`` (LeRobot's #1083: one frozen image recorded for a whole episode);

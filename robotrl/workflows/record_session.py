@@ -9,10 +9,11 @@ person's label: True at the last step of an episode labelled a success, else Fal
 - ``intervention`` (T,) bool: steps a person drove (every step, when no policy runs);
 - ``safety_events`` (T,) int16: safety-layer interventions (clips, holds) during the step;
 - ``env_success`` (T,) bool, only on a simulated arm: the simulator's own success (``robot=sim``'s ground truth);
-- ``frame_time`` (T+1, cameras) float64: each frame's capture time (``time.monotonic`` s of the recording process:
-  compare within an episode) and ``frame_new`` (T+1, cameras) bool: False where the camera had no new frame since
-  the previous observation (a camera slower than the agent step); an episode a camera stop ended is cut after its
-  last new frame (``robotrl.workflows.record_frames``), so a frozen stream is never written as new frames.
+- ``frame_time`` (T+1, cameras) float64: when each frame reached the host (``time.monotonic`` s of the recording
+  process when the camera's grab returned it, after the device's own latency: compare within an episode) and
+  ``frame_new`` (T+1, cameras) bool: False where the camera had no new frame since the previous observation (a
+  camera slower than the agent step); an episode a camera stop ended is cut after its last new frame
+  (``robotrl.workflows.record_frames``), so a frozen stream is never written as new frames.
 
 ``meta.json`` adds per episode ``episode_labels`` ("success" / "failure" / null: the episode ended by time or a
 safety stop without a label), ``episode_seeds``, ``episode_stops`` (the safety layer's reason, or null) and the
