@@ -442,3 +442,33 @@ def test_an_episode_starts_from_the_scene_after_the_reset_phase(tmp_path):
         times = ep["frame_time"][:, 0]
     gaps = np.diff(times)
     assert gaps.max() < 0.25, gaps  # one agent step apart (2 sends at 100 Hz), not the 0.5 s wait
+
+
+def test_a_sigint_while_the_arm_moves_holds_and_disconnects_it(tmp_path, monkeypatch):
+    """Ctrl-C as a real SIGINT at whatever point of the loop it lands (the other Ctrl-C tests raise it from the
+    device's poll, between steps): exit 130, and the arm's last events are the controlled stop and the disconnect."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from robotrl.hardware.robot import RobotState
+
+    import robotrl.workflows.run_env as run_env
+
+    built, make = [], run_env.make_robot_env
+    monkeypatch.setattr(run_env, "make_robot_env", lambda *a, **k: built.append(make(*a, **k)) or built[-1])
+    out = tmp_path / "session"
+    moves = [{"delta_m": X, "repeat": 10}, {"delta_m": [-0.005, 0, 0], "repeat": 10}] * 20
+    def ctrl_c_once_moving():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (built and built[0].robot.state is RobotState.MOVING):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_moving, daemon=True).start()
+    code = record(tmp_path, "a", moves, "episodes=1", "steps=400", f"out={out}", "export=none")
+    assert code == 130
+    arm = built[0].robot
+    assert [e["kind"] for e in arm.events][-2:] == ["stop", "disconnect"], [e["kind"] for e in arm.events][-6:]
+    assert arm.inner.state is RobotState.DISCONNECTED
