@@ -101,6 +101,17 @@ def _prefixed(cmd: Command, arg: str) -> bool:
     return ("*" in cmd.prefixes and "." in key) or arg.startswith(cmd.prefixes) and "*" not in cmd.prefixes
 
 
+def _as_number(value: Any, kind: str) -> Any:
+    """``value`` as the number a range ``kind`` checks (int for the integer kinds); text that is no number stays
+    text, for the range check to name it."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return int(value) if kind.endswith("_int") else float(value)
+    except ValueError:
+        return value
+
+
 def parse(cmd: Command, args: list[str]) -> Args:
     """The one parser of ``key=value`` commands: options typed like their defaults, ``PREFIX.KEY=VALUE`` arguments
     set aside for the command, positional arguments (and ``--key value``) for commands that take them."""
@@ -128,6 +139,7 @@ def parse(cmd: Command, args: list[str]) -> Args:
     opts = parse_kv(plain, cmd.defaults)
     for key, option in cmd.options.items():
         if option.range is not None and opts[key] is not None:
+            opts[key] = _as_number(opts[key], option.range)  # an option whose default is null arrives as text
             require("", **{option.range: {key: opts[key]}})
     return Args(opts, extra, positional, list(args))
 
@@ -180,3 +192,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+

@@ -112,7 +112,10 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # torch's own message spans lines and lists every backend
+        raise ConfigError(f"{key}={name!r}, expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{key}={name!r} but CUDA is not available; use {key}=cpu or {key}=auto")
     return device

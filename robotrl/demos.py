@@ -96,6 +96,8 @@ def prepare_new_demo_dir(out: Path, key: str) -> None:
     leave a longer recording's extra files counted by nothing). Episode files without a meta.json are what an
     interrupted write left (such a directory does not load): removed, so they cannot mix with the new episodes."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{key}={str(out)!r} is a file; expected a directory for the recording (made if missing)")
     if (out / META).is_file():
         count = load_meta(out)["num_episodes"]
         raise ConfigError(f"{key}={out} already holds a recording ({count} episode{'s' if count != 1 else ''}, "

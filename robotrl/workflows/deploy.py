@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from robotrl.atomic import atomic_write_text
+from robotrl.atomic import atomic_write_text, writable_dir
 from robotrl.contract import OBS_TYPES, PROPRIO_OBS_TYPES
 from robotrl.demos import prepare_new_demo_dir
 from robotrl.errors import ConfigError
@@ -311,6 +311,7 @@ def deploy(checkpoint: str | None = None, robot: str = "sim", hz: Any = None, ep
     result = DeployResult()
     base = Path("deploy") if server else path.parent.parent / "deploy"
     out_dir = Path(out) if out else base / f"{robot}-{time.strftime('%Y%m%d-%H%M%S')}"
+    writable_dir(out_dir, "out")  # before the arm connects: logs that cannot be written are refused, not lost
     error: BaseException | None = None
     key = None
     live = open_live_view(live_view, layer)

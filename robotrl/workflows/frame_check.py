@@ -25,14 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from robotrl.atomic import atomic_write_text, writable_file
 from robotrl.commands import Args, Command, options
-from robotrl.errors import RobotRLError
+from robotrl.errors import ConfigError, RobotRLError
 
 METAWORLD_HOME_HAND_M = (0.0, 0.6, 0.2)  # SawyerXYZEnv.hand_init_pos of most tasks (reach, push, pick-place, ...)
 SETTLE_PERIODS = 5  # zero-delta commands after each move at least: asynchronous drivers reach the target, sims step
 SETTLE_TIMEOUT_S = 8.0  # ... and until the hand settled (see _send_steps)
 SETTLE_M = 5e-4
 AXES = ("x", "y", "z")
+MAX_DISTANCE_M = 0.1  # a frame check's move along each axis: enough to read a direction, small enough to be safe
 
 FRAME_CHECK_DEFAULTS: dict[str, Any] = {"robot": "sim", "distance_m": 0.03, "policy_home": "0,0.6,0.2",
                                         "home_tolerance_m": 0.05, "min_cosine": 0.95, "length_tolerance": 0.3,
@@ -124,18 +126,23 @@ def _move(robot: Any, frame_map: Any, axis: int, sign: float, opts: dict[str, An
                     moved_arm.round(5).tolist(), round(cosine, 4), round(ratio, 4), ok)
 
 
+def parse_policy_home(home: Any) -> np.ndarray:
+    """``policy_home`` ("x,y,z" or a sequence) as three finite metres; FrameCheckError naming it otherwise."""
+    try:
+        value = np.asarray([float(v) for v in home.strip("[]").split(",")] if isinstance(home, str) else home,
+                           np.float64)
+    except (TypeError, ValueError):
+        value = np.full(1, np.nan)
+    if value.shape != (3,) or not np.isfinite(value).all():
+        raise FrameCheckError(f"policy_home={home!r}, expected three finite numbers (m)")
+    return value
+
+
 def check_frame_map(robot: Any, frame_map: Any, **options: Any) -> dict[str, Any]:
     """Home the connected safety-layer ``robot`` and run the checks of the module doc; returns the report (``ok``
     false when any check failed). Options as FRAME_CHECK_DEFAULTS."""
     opts = {**FRAME_CHECK_DEFAULTS, **options}
-    home = opts["policy_home"]
-    try:
-        policy_home = np.asarray([float(v) for v in home.strip("[]").split(",")] if isinstance(home, str) else home,
-                                 np.float64)
-    except (TypeError, ValueError):
-        policy_home = np.full(1, np.nan)
-    if policy_home.shape != (3,) or not np.isfinite(policy_home).all():
-        raise FrameCheckError(f"policy_home={opts['policy_home']!r}, expected three finite numbers (m)")
+    policy_home = parse_policy_home(opts["policy_home"])
     robot.reset_to_home()
     home_arm = _measured_ee(robot)
     home_policy = frame_map.position_to_policy(home_arm)
@@ -168,17 +175,22 @@ def run_frame_check(robot: str = "sim", robot_overrides: dict[str, str] | None =
     """``robotrl check-frame``: build ``robot`` (its config + overrides) behind its safety layer, check its frame map,
     print the report; raises FrameCheckError when a check failed (exit 2)."""
     import json
-    from pathlib import Path
 
     from robotrl.hardware import make_robot
     from robotrl.workflows.run_env import load_robot_config
 
+    parse_policy_home(options.get("policy_home", FRAME_CHECK_DEFAULTS["policy_home"]))  # before the arm connects
+    if float(options.get("distance_m", FRAME_CHECK_DEFAULTS["distance_m"])) > MAX_DISTANCE_M:
+        raise ConfigError(f"distance_m={options['distance_m']!r}, expected at most {MAX_DISTANCE_M} m: the check moves "
+                          f"the hand this far along each axis and back")
+    if options.get("out"):
+        writable_file(options["out"], "out")
     layer = make_robot(load_robot_config(robot, robot_overrides or {}))
     with layer:
         report = check_frame_map(layer, layer.frame_map, **options)
     print(format_report(report))
     if options.get("out"):
-        Path(options["out"]).write_text(json.dumps(report, indent=1))
+        atomic_write_text(options["out"], json.dumps(report, indent=1))
     if not report["ok"]:
         raise FrameCheckError(f"robot={robot}: the frame map does not match the arm (see the lines above)")
     return report

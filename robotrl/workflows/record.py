@@ -287,6 +287,21 @@ def export_target(out: str | Path, export: str | None) -> Path | None:
     return target
 
 
+def _check_out(out: Path, resume: bool) -> None:
+    """``out`` must be a session to resume (resume=true) or a new or empty directory: checked before any device or
+    arm is touched (a file there failed after the arm had connected; a training run's directory got episodes mixed
+    into it; resume=true on nothing started a new session without a word)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={str(out)!r} is a file; expected the session's directory (made if missing)")
+    if resume and not (out / "meta.json").is_file():
+        raise ConfigError(f"resume=true but out={str(out)!r} holds no record session (no meta.json); without "
+                          f"resume=true a new session is recorded there")
+    others = [p.name for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+    if not (out / "meta.json").is_file() and others and not all(p.startswith("episode_") for p in others):
+        raise ConfigError(f"out={str(out)!r} holds other files ({', '.join(sorted(others)[:3])}...): record a "
+                          f"session into a new or empty directory")
+
+
 def _check_export_rate(out: str | Path, export: str | None, hz: float, action_repeat: int) -> None:
     """A session to be exported needs a whole LeRobot fps (``lerobot_fps``); said before anything is recorded."""
     if export_target(out, export) is not None:
@@ -323,6 +338,7 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     overrides = overrides or {}
     if not out:
         raise ConfigError("robotrl record needs out=DIR (the session directory)")
+    _check_out(Path(out), resume)
     if (Path(out) / "meta.json").is_file() and not resume:  # before any device or arm is touched
         raise ConfigError(f"out={out!r} already holds a recording ({Path(out) / 'meta.json'}); resume=true "
                           f"continues it, or choose another out=")

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from robotrl.atomic import writable_file
 from robotrl.errors import ConfigError, DemoFormatError
+from robotrl.params import given, require
 
 REPLAY_DEFAULTS: dict[str, Any] = {"episode": None, "robot": "sim", "max_drift_m": None, "max_drift_rad": None,
                                    "out": None}
@@ -30,6 +32,7 @@ REPLAY_DOCS = {
     "max_drift_rad": "a joint-space session (teleop=so101_leader): fail when a joint drifts further than this (rad)",
     "out": "also write the report as JSON to this file",
 }
+REPLAY_RANGES = {"max_drift_m": "positive", "max_drift_rad": "positive"}  # checked as the command line is parsed
 _EPISODE = re.compile(r"episode_(\d{6})\.npz$")
 
 
@@ -99,17 +102,16 @@ def replay(episode: str | None = None, robot: str = "sim", max_drift_m: Any = No
 
     if not episode:
         raise ConfigError("robotrl replay needs episode=DIR/episode_NNNNNN.npz")
+    require("", positive=given(max_drift_m=max_drift_m, max_drift_rad=max_drift_rad))  # finite: inf is no check
     limit = None if max_drift_m is None else float(max_drift_m)
-    if limit is not None and not limit > 0:
-        raise ConfigError(f"max_drift_m={max_drift_m!r}, expected a number > 0 (m)")
     rad_limit = None if max_drift_rad is None else float(max_drift_rad)
-    if rad_limit is not None and not rad_limit > 0:
-        raise ConfigError(f"max_drift_rad={max_drift_rad!r}, expected a number > 0 (rad)")
+    if out:
+        writable_file(out, "out")  # before the arm connects, not after the replay
     meta, ep, index = _load(episode)
     joint = meta.get("action_space") == "joint"  # recorded by a leader arm through JointRobotEnv
     if (limit if joint else rad_limit) is not None:
-        given, want = ("max_drift_m", "max_drift_rad (joint angles)") if joint else ("max_drift_rad", "max_drift_m")
-        raise ConfigError(f"{given}= does not apply to {episode} ({'a joint-space' if joint else 'an end-effector'} "
+        wrong, want = ("max_drift_m", "max_drift_rad (joint angles)") if joint else ("max_drift_rad", "max_drift_m")
+        raise ConfigError(f"{wrong}= does not apply to {episode} ({'a joint-space' if joint else 'an end-effector'} "
                           f"session); use {want}")
     env_cfg = {**meta["env"], "obs_type": "proprio"}  # the drift is measured on proprioception: no camera needed
     env_cfg["max_episode_steps"] = max(int(env_cfg.get("max_episode_steps") or 0),
@@ -164,5 +166,5 @@ COMMAND = Command(
     usage="robotrl replay episode=DIR/episode_NNNNNN.npz robot=NAME [robot.KEY=VALUE ...]",
     about="Play a recorded episode's executed actions back on a robot through its safety layer (same\nenv settings "
           "and reset seed) and report how far its proprioception drifts from the recording.",
-    run=run_replay_command, options=options(REPLAY_DEFAULTS, REPLAY_DOCS), prefixes=("robot.",),
+    run=run_replay_command, options=options(REPLAY_DEFAULTS, REPLAY_DOCS, REPLAY_RANGES), prefixes=("robot.",),
     examples=("robotrl replay episode=demos/sim-reach/episode_000000.npz robot=sim max_drift_m=0.005",))

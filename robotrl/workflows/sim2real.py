@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from robotrl.atomic import atomic_write_text
+from robotrl.atomic import atomic_write_text, writable_dir
 from robotrl.commands import Args, Command, options
 from robotrl.errors import ConfigError
 from robotrl.workflows.control_loop import Step, run_episode
@@ -159,11 +159,11 @@ def sim2real(checkpoint: str | None = None, robots: str = "sim,franka", episodes
     if steps is not None:
         env_cfg["max_episode_steps"] = int(steps) * int(env_cfg.get("action_repeat", 1))
     configs = {n: robot_config(n, (robot_overrides or {}).get(n, {})) for n in names}
+    out_dir = Path(out) if out else Path(checkpoint) / "sim2real"
+    writable_dir(out_dir, "out")  # before any robot connects: an error after the episodes wastes them
     report = gap_report(policy, env_cfg, configs, list(range(int(seed), int(seed) + episodes)),
                         float(home_noise_m), policy.reset)
     report["checkpoint"] = str(path)
-    out_dir = Path(out) if out else Path(checkpoint) / "sim2real"
-    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "gap.json", json.dumps(report, indent=1))
     print(table(report))
     return report
@@ -187,7 +187,7 @@ def run_gap_report(args: Args) -> int:
 
 
 # robotrl.params kinds of the numeric options, checked as the command line is parsed
-GAP_RANGES = {"episodes": "positive_int", "seed": "nonneg_int", "home_noise_m": "nonneg"}
+GAP_RANGES = {"episodes": "positive_int", "seed": "nonneg_int", "home_noise_m": "nonneg", "steps": "positive_int"}
 
 
 COMMAND = Command(
