@@ -6,6 +6,7 @@ Send counts are 1-based: ``raise_at=3`` makes the third ``send`` raise.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -39,8 +40,8 @@ class Faults:
         faults = cls(**cfg)
         for key in ("latency_ms", "obs_noise_std", "stall_s"):
             value = getattr(faults, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"{where}.{key}={value!r}, expected a number >= 0")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigError(f"{where}.{key}={value!r}, expected a finite number >= 0")
         if not 0 <= faults.drop_frame_prob <= 1:
             raise ConfigError(f"{where}.drop_frame_prob={faults.drop_frame_prob!r}, expected a probability in [0, 1]")
         for key in ("raise_at", "disconnect_at", "stall_at"):

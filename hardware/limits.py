@@ -116,6 +116,17 @@ def _workspace_margin(cfg: dict[str, Any], where: str, vel: float, acc: float, l
     return float(margin)
 
 
+MAX_WATCHDOG_MS = 10_000.0  # a silence this long is no watchdog: an arm moving on a stale command for 10 s
+
+
+def _watchdog_ms(cfg: dict[str, Any], where: str) -> float:
+    value = _positive(cfg, "watchdog_ms", where)
+    if value > MAX_WATCHDOG_MS:
+        raise ConfigError(f"{where}.watchdog_ms={value:g}, expected at most {MAX_WATCHDOG_MS:g} ms (the arm holds when "
+                          f"no command came for this long)")
+    return value
+
+
 def parse_limits(cfg: Any, vendor: VendorLimits, where: str = "robot.limits") -> SafetyLimits:
     """Validate ``cfg`` (the ``limits:`` mapping of a robot config) against ``vendor``; raise ConfigError."""
     cfg = _mapping(cfg, where)
@@ -148,7 +159,7 @@ def parse_limits(cfg: Any, vendor: VendorLimits, where: str = "robot.limits") ->
     require(where, positive_int={"max_consecutive_overruns": overruns})
     return SafetyLimits(
         control_hz=_positive(cfg, "control_hz", where),
-        watchdog_ms=_positive(cfg, "watchdog_ms", where),
+        watchdog_ms=_watchdog_ms(cfg, where),
         driver_timeout_ms=_positive(cfg, "driver_timeout_ms", where),
         on_limit=on_limit,
         workspace_lower=ws_lo,

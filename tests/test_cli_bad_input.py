@@ -68,3 +68,15 @@ def test_a_numeric_option_without_a_default_is_read_as_a_number():
 
     assert parse(command("replay"), ["episode=x.npz", "max_drift_m=0.002"]).opts["max_drift_m"] == 0.002
     assert parse(command("sim2real"), ["checkpoint=c", "steps=5"]).opts["steps"] == 5
+
+
+def test_a_watchdog_that_never_fires_and_infinite_faults_are_refused():
+    """robot.limits.watchdog_ms=1e9 (11 days: the watchdog off) and robot.faults.latency_ms=inf were accepted."""
+    from robotrl.hardware import make_robot
+
+    from tests.test_hardware import robot_cfg
+
+    with pytest.raises(ConfigError, match=r"robot.limits.watchdog_ms=1e\+09, expected at most 10000 ms"):
+        make_robot(robot_cfg("mock", limits={"watchdog_ms": 1e9}))
+    with pytest.raises(ConfigError, match=r"robot.faults.latency_ms=inf, expected a finite number >= 0"):
+        make_robot(robot_cfg("mock", faults={"latency_ms": float("inf")}))
