@@ -28,7 +28,7 @@ from robotrl.agents.sb3 import ALGORITHMS, SKIP_METRICS, SB3Agent
 from robotrl.errors import CheckpointError, ConfigError
 from robotrl.workflows.trainer.console import GracefulInterrupt
 from robotrl.workflows.trainer.loop import RunView
-from robotrl.workflows.trainer.run import Run
+from robotrl.workflows.trainer.run import Run, closed_on_error
 from robotrl.workflows.trainer.schedule import episode_seed
 from robotrl.workflows.trainer.stats import EpisodeStats
 
@@ -238,7 +238,7 @@ class SB3Trainer(RunView):
         run, state = self.run, self.run.state
         state.started = time.perf_counter()
         total_steps = state.schedule.total_steps
-        with run.closing_on_error():
+        with closed_on_error(run):
             if state.schedule.eval_due(run.frame):
                 run.evaluate()
             if state.step < total_steps:

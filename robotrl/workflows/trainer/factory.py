@@ -4,12 +4,10 @@ of constructing a part)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ from robotrl.workflows.trainer.evaluation import one_env_player
 from robotrl.workflows.trainer.hooks import DistHooks, RobotHooks, rank_config, update_at
 from robotrl.workflows.trainer.local import LocalCollector
 from robotrl.workflows.trainer.loop import TrainLoop
-from robotrl.workflows.trainer.run import Run, own_envs
+from robotrl.workflows.trainer.run import Run, closed_on_error, own_envs
 from robotrl.workflows.trainer.schedule import Schedule
 from robotrl.workflows.trainer.state import Discards, RunState
 
@@ -117,18 +115,6 @@ def build_one_env(cfg: DictConfig, reward_model: Any, run_dir: Path) -> dict[str
     return {"env": env, "eval_env": eval_env, "env_info": dict(getattr(env, "robotrl_info", {})), "robot": robot}
 
 
-@contextlib.contextmanager
-def closed_on_error(*envs: Any) -> Iterator[None]:
-    """Building a run's other parts: one that fails closes ``envs`` (an arm connects when its env is built; closing
-    it holds and disconnects) before the error goes on."""
-    try:
-        yield
-    except BaseException:
-        for env in envs:
-            env.close()
-        raise
-
-
 def build_agent(cfg: DictConfig, observation_space: Any, action_space: Any, device: torch.device) -> tuple[Any, Any]:
     """The agent and its replay. Agents that learn from demos (MoDem) read the demos generated here."""
     demo_dir = ensure_demos(cfg.agent, cfg.env)
@@ -202,7 +188,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, console: Console | None = None)
     reward_model = make_reward(cfg.reward)
     updates_at = update_at(cfg, uses_robot(cfg))
     trainer, run = _assemble(kind, cfg, run_dir, console, device, dist, reward_model, updates_at)
-    with run.closing_on_error():
+    with closed_on_error(run):
         if ckpt is not None:
             run.restore(ckpt, trainer.load_replay if kind == "sb3" else replay_loader(run))
         else:

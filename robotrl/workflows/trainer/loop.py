@@ -13,7 +13,7 @@ from rich.console import Console
 
 from robotrl import preemption
 from robotrl.workflows.trainer.console import GracefulInterrupt
-from robotrl.workflows.trainer.run import Run
+from robotrl.workflows.trainer.run import Run, closed_on_error
 from robotrl.workflows.trainer.stats import EpisodeStats
 
 
@@ -106,7 +106,7 @@ class TrainLoop(RunView):
     def _train(self) -> dict[str, Any]:
         run, state = self.run, self.run.state
         state.started = time.perf_counter()
-        with run.closing_on_error():
+        with closed_on_error(run):
             self.collector.start(run)
             if state.schedule.eval_due(run.frame):
                 run.evaluate()

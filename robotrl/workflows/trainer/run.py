@@ -181,17 +181,6 @@ class Run:
         self.close()
         return summary
 
-    @contextlib.contextmanager
-    def closing_on_error(self) -> Iterator[None]:
-        """Training inside: any exception that leaves it (Ctrl-C, an error, a preemption hand-off) closes the run
-        first. On an arm that is the safety layer's hold and disconnect, not an arm left moving on its last command
-        with only the watchdog to race the interpreter's exit."""
-        try:
-            yield
-        except BaseException:
-            self.close()
-            raise
-
     def close(self) -> None:
         """Close the envs, the collectors' workers and the process group (once)."""
         if self.closed:
@@ -208,3 +197,16 @@ def own_envs(env: Any, eval_env: Any) -> list[Any]:
     """The envs to close: the training env, and the eval env unless it is the one under the training env's
     wrappers (an arm's single RobotEnv)."""
     return [env] if eval_env is getattr(env, "unwrapped", env) else [env, eval_env]
+
+
+@contextlib.contextmanager
+def closed_on_error(*parts: Any) -> Iterator[None]:
+    """Any exception that leaves the block (Ctrl-C, an error, a preemption hand-off) first closes ``parts`` (envs, or
+    a whole :class:`Run`). On an arm that is the safety layer's hold and disconnect, not an arm left moving on its
+    last command (or connected, while a later part failed to build) with only the watchdog to race the exit."""
+    try:
+        yield
+    except BaseException:
+        for part in parts:
+            part.close()
+        raise
