@@ -462,8 +462,8 @@ def test_a_sigint_while_the_arm_moves_holds_and_disconnects_it(tmp_path, monkeyp
     moves = [{"delta_m": X, "repeat": 10}, {"delta_m": [-0.005, 0, 0], "repeat": 10}] * 20
     def ctrl_c_once_moving():
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (built and built[0].robot.state is RobotState.MOVING):
-            time.sleep(0.01)
+        while time.monotonic() < deadline and not (built and built[0].robot.steps >= 20):  # mid-episode, sending
+            time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=ctrl_c_once_moving, daemon=True).start()
