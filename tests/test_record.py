@@ -466,8 +466,14 @@ def test_a_sigint_while_the_arm_moves_holds_and_disconnects_it(tmp_path, monkeyp
             time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=ctrl_c_once_moving, daemon=True).start()
-    code = record(tmp_path, "a", moves, "episodes=1", "steps=400", f"out={out}", "export=none")
+    # a user's process starts with Python's own SIGINT handler; an earlier test in the same process may have left
+    # another one installed (in the full suite the signal was swallowed and the episode ran on)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=ctrl_c_once_moving, daemon=True).start()
+        code = record(tmp_path, "a", moves, "episodes=1", "steps=400", f"out={out}", "export=none")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130
     arm = built[0].robot
     assert [e["kind"] for e in arm.events][-2:] == ["stop", "disconnect"], [e["kind"] for e in arm.events][-6:]
