@@ -241,11 +241,8 @@ class RobotEnv(gym.Env):
         self._steps, self._last_send, self.stop_error = 0, None, None
         if self.home_noise_m > 0 and not self.dry_run:
             self._random_start()
-        self._phase = "observe"
-        observation = self._last_observation = self.robot.get_observation()
-        self._keep_frame(observation)
         self._taken_over = False
-        self._obs_now = self.pipeline.reset(observation)
+        self._reobserve()
         # Hold until the first step: the agent may take long over its first action (MoDem's BC pretraining, the
         # first planning call), and a moving arm waiting that long is what the watchdog stops.
         if not self.dry_run:
