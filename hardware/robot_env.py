@@ -269,7 +269,7 @@ class RobotEnv(gym.Env):
     def _random_start(self) -> None:
         """Move the hand by a seeded uniform offset, in steps the safety layer allows, at the control rate."""
         offset = self.np_random.uniform(-self.home_noise_m, self.home_noise_m, 3)
-        n = max(1, int(np.ceil(np.abs(offset).max() / float(self.robot.limits.ee_max_step))))
+        n = max(1, int(np.ceil(np.abs(offset).max() / self.robot.limits.ee_step_from_rest())))
         for _ in range(n):
             self._wait_period()
             self.robot.send_action(ee_action_from_policy(np.append(offset / n / self.metres_per_unit, -1.0),

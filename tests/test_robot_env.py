@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from robotrl.hardware.robot import EStopError
 
 from robotrl.errors import ConfigError
+from robotrl.safety_events import INTERVENTIONS
 from robotrl.workflows.run_env import load_robot_config, make_robot_env
 from tests.conftest import assert_same_tensors
 
@@ -65,6 +66,20 @@ def test_randomised_home_start_is_seeded(env):
     finally:
         home.close()
     assert 1e-3 < np.abs(starts[1][0] - at_home["state"][:3]).max() < 0.03 + 0.01  # within the noise box (+ tracking)
+
+
+def test_a_slower_velocity_limit_changes_how_fast_the_start_is_reached_not_where():
+    """A velocity limit below ``ee_max_step`` per period (0.3 m/s at 100 Hz: 3 mm against 1 cm) must not shorten the
+    seeded start offset: the start moves in more steps, each one the layer passes unclipped (it clipped 6 axes of
+    the 3 one-centimetre steps planned from ``ee_max_step`` alone)."""
+    slow = _env(home_noise_m=0.03, ee_max_velocity=0.3)
+    try:
+        slow.reset(seed=1)
+        clipped = [e for e in slow.robot.events if e["kind"] in INTERVENTIONS]
+        assert clipped == [], clipped
+        assert slow.robot.limits.ee_step_from_rest() == pytest.approx(0.003)
+    finally:
+        slow.close()
 
 
 def test_reward_and_success_come_from_the_sim_only(env):

@@ -425,3 +425,24 @@ def test_full_speed_at_a_limit_brakes_within_the_acceleration_limit(mode):
     wall = lim.joint_upper[0] if joint else lim.workspace_upper[0] - lim.workspace_margin_m
     assert wall - 1e-3 <= reached <= wall + 1e-9, (reached, wall)
     assert abs(deltas[-1]) < 1e-9  # at rest at the end
+
+
+@pytest.mark.parametrize("binding", [{"ee_max_step": 0.004}, {"ee_max_velocity": 0.06},
+                                     {"ee_max_acceleration": 1.0}])
+def test_ee_step_from_rest_is_the_longest_step_the_layer_passes_from_rest(binding):
+    """Moves planned from rest in steps of ``ee_step_from_rest()`` (the random start, check-frame) reach their plan:
+    whichever of step, velocity or acceleration binds, that step passes unclipped and one 10% longer does not."""
+    from robotrl.hardware.limit_check import MotionLimiter
+    from robotrl.hardware.limits import parse_limits
+
+    cfg = {"control_hz": HZ, "ee_max_step": 0.02, "ee_max_velocity": 0.5, "ee_max_acceleration": 20.0,
+           "workspace_margin_m": 0.0, **binding}
+    limits = parse_limits(robot_cfg("mock", limits=cfg)["limits"], MockRobot.vendor_limits)
+    step = limits.ee_step_from_rest()
+    assert step == pytest.approx({"ee_max_step": 0.004, "ee_max_velocity": 0.003,
+                                  "ee_max_acceleration": 0.0025}[next(iter(binding))])
+    centre = (limits.workspace_lower + limits.workspace_upper) / 2
+    for scale, clipped in ((1.0, False), (1.1, True)):
+        limiter = MotionLimiter(limits, MockRobot.joint_names, None)
+        plan = limiter.plan(ActionMode.EE_DELTA, centre, np.full(3, scale * step), monotonic(), resynced=True)
+        assert (not np.allclose(plan.delta, scale * step, rtol=0, atol=1e-12)) is clipped, (scale, plan.delta)

@@ -107,8 +107,7 @@ def _move(robot: Any, frame_map: Any, axis: int, sign: float, opts: dict[str, An
     commanded[axis] = sign * distance
     arm_delta = frame_map.delta_to_arm(commanded)
     period = 1.0 / float(robot.limits.control_hz)
-    # The layer clips a step to ee_max_step and to the velocity limit: plan steps inside both so nothing is clipped.
-    step_cap = min(float(robot.limits.ee_max_step), float(robot.limits.ee_max_velocity) * period)
+    step_cap = robot.limits.ee_step_from_rest()  # so that the layer clips none of them
     steps = max(1, math.ceil(float(np.abs(arm_delta).max()) / (0.9 * step_cap)))
     start = _measured_ee(robot)
     _send_steps(robot, arm_delta, steps, period)
