@@ -37,6 +37,24 @@ def test_slurm_launcher_without_slurm_is_one_line_and_writes_nothing(tmp_path, l
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("sweep, expected", [
+    (["seed=1,2", "frames=-5"], "config frames=-5 is out of range, expected >= 1"),
+    (["seed=1,2", "frames=1000,-5"], "sweep point seed=1 frames=-5: config frames=-5 is out of range, expected >= 1"),
+    (["seed=1,2", "run_dir=/tmp/x"], "run_dir=/tmp/x names one run's dir; a sweep puts each of its 2 runs at "
+                                     "hydra.sweep.dir/hydra.sweep.subdir"),
+])
+def test_a_bad_sweep_point_is_refused_before_hydra_writes_anything(tmp_path, sweep, expected):
+    """Each point of a sweep was only validated by its job, after Hydra had written runs/multirun.yaml and the
+    job's .hydra/ (and the jobs before it may have trained for hours); run_dir= was silently ignored."""
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith("frames=")]  # were a bad point run, it would be short
+    proc = subprocess.run([sys.executable, "-m", "robotrl.cli", "train", "-m", *tiny, *sweep], capture_output=True,
+                          text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_killed_submitit_job_names_its_number_run_dir_and_real_log(tmp_path):
     """Submitit's error names the job's result pickle; the line names the sweep job, its run dir and its log."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install 'robotrl[slurm]'")

@@ -1,4 +1,5 @@
-"""The points a sweep asked for, read back from the ``multirun.yaml`` that Hydra writes in the sweep dir.
+"""The points a sweep asks for: checked before ``robotrl train -m`` lets Hydra write anything, and read back from the
+``multirun.yaml`` that Hydra writes in the sweep dir.
 
 `robotrl report` compares them with the runs it finds: a point whose run dir is missing, or holds no evaluation, is
 named in the report instead of silently shrinking a group's seeds. ``multirun.yaml`` holds the last
@@ -34,6 +35,28 @@ def _expand(task: list[str]) -> tuple[list[list[str]], set[str]]:
     swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     batches = BasicSweeper.split_arguments(parsed, None)
     return [list(point) for batch in batches for point in batch], swept
+
+
+def check_sweep(task: list[str]) -> None:
+    """Refuse a ``robotrl train -m`` whose points are not all valid training configs (``validate_config``: the
+    run's keys, env, replay; an agent's hyperparameters are checked when its job builds the agent), before Hydra
+    writes ``multirun.yaml`` or any job's ``.hydra/`` (a bad last point would otherwise fail after the others
+    trained), and ``run_dir=``, which Hydra ignores in a sweep. Raises a one-line ConfigError naming the point."""
+    from robotrl.config import validate_config
+    from robotrl.overrides import compose_config
+
+    points, swept = _expand([o for o in task if not o.startswith(("hydra.", "hydra/"))])  # not the run's config
+    run_dir = next((o for o in task if o.partition("=")[0] == "run_dir"), None)
+    if run_dir is not None:
+        raise ConfigError(f"{run_dir} names one run's dir; a sweep puts each of its {len(points)} runs at "
+                          "hydra.sweep.dir/hydra.sweep.subdir (default runs/<env>/<agent>/seed<seed>): set "
+                          f"hydra.sweep.dir={run_dir.partition('=')[2]} instead")
+    for point in points:
+        try:
+            validate_config(compose_config(point))
+        except ConfigError as e:
+            varied = " ".join(o for o in point if o.lstrip("+~").partition("=")[0] in swept)
+            raise ConfigError(f"sweep point {varied}: {e}") from None
 
 
 def _subdir(point: list[str], hydra_overrides: list[str]) -> str:

@@ -197,6 +197,10 @@ def train(parsed: Args) -> int:
         args = ["experiment=quickstart"]
     # hydra's own flags (-m, --cfg job, ...) pass through; every key=value is checked here, in one line
     check_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    if any(a in ("-m", "--multirun") for a in args):
+        from robotrl.workflows.sweep_points import check_sweep
+
+        check_sweep([a for a in args if "=" in a and not a.startswith("-")])
     if any(a.startswith("hydra/launcher=") for a in args):
         from robotrl.workflows.sweep_launchers import check_launcher
 
