@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -13,6 +14,19 @@ from robotrl.envs.rendering import preload_triton  # noqa: E402
 
 torch.set_num_threads(1)
 preload_triton()  # before any test loads a GL driver (see envs/rendering.preload_triton)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """Each test starts with the session's SIGINT and SIGTERM handlers: a test that runs ``robotrl.cli.main``
+    in-process leaves its SIGTERM handler installed, and a later test that sends itself a signal must not depend on
+    which tests ran before it (one did: a SIGINT swallowed in the full suite, not alone)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
+
 
 # A tiny but complete DrQ-v2 run: 32x32 pixels, 50-step episodes, small nets.
 TINY_OVERRIDES = [
