@@ -26,7 +26,7 @@ import threading
 from typing import Any, ClassVar
 
 import numpy as np
-from robotrl.hardware.robot import Action, ActionMode, JointState, Robot, VendorLimits, monotonic
+from robotrl.hardware.robot import Action, ActionMode, JointState, Robot, VendorLimits, monotonic, refuse_unknown_keys
 
 from robotrl.errors import ConfigError
 
@@ -147,9 +147,7 @@ class FrankaRobot(Robot):
     def from_config(cls, cfg: dict[str, Any]) -> FrankaRobot:
         valid = {"hostname", "realtime", "relative_dynamics_factor", "gripper", "gripper_speed_mps",
                  "gripper_deadband_m", "home_rad"}
-        unknown = sorted(set(cfg) - valid)
-        if unknown:
-            raise ConfigError(f"unknown key robot.{unknown[0]} for robot=franka; valid: {sorted(valid)}")
+        refuse_unknown_keys(cfg, "franka", valid)
         host = cfg.get("hostname")
         if not isinstance(host, str) or host in ("", "???"):
             raise ConfigError(f"robot.hostname={host!r}: robot=franka needs the FCI address (robot.hostname=...)")

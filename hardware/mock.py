@@ -20,9 +20,9 @@ from robotrl.hardware.robot import (
     Robot,
     VendorLimits,
     monotonic,
+    refuse_unknown_keys,
 )
 
-from robotrl.errors import ConfigError
 from robotrl.params import require
 
 N_JOINTS = 6
@@ -85,9 +85,7 @@ class MockRobot(Robot):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> MockRobot:
-        unknown = sorted(set(cfg) - {"cameras", "image_size", "faults"})
-        if unknown:
-            raise ConfigError(f"unknown key robot.{unknown[0]} for robot=mock; valid: cameras, image_size, faults")
+        refuse_unknown_keys(cfg, "mock", {"cameras", "image_size", "faults"})
         size = cfg.get("image_size", 64)
         require("robot", positive_int={"image_size": size})
         return cls(tuple(cfg.get("cameras", ("front",))), int(size), Faults.from_config(cfg.get("faults")))

@@ -22,9 +22,20 @@ from typing import Any, ClassVar
 import numpy as np
 from robotrl.hardware.frame_map import IDENTITY, FrameMap
 
-from robotrl.errors import RobotRLError
+from robotrl.errors import ConfigError, RobotRLError
 
 _log = logging.getLogger(__name__)
+
+
+# what make_robot reads for every robot before its driver's from_config sees the rest
+SHARED_KEYS = ("name", "limits", "frame_map", "stop_timeout_ms", "cameras", "max_camera_skew_ms")
+
+
+def refuse_unknown_keys(cfg: dict[str, Any], robot: str, own: set[str]) -> None:
+    """Raise ConfigError naming the first key of ``cfg`` that is neither the driver's (``own``) nor shared."""
+    unknown = sorted(set(cfg) - own)
+    if unknown:
+        raise ConfigError(f"unknown key robot.{unknown[0]} for robot={robot}; valid: {sorted(own | set(SHARED_KEYS))}")
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -15,9 +15,17 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 from robotrl.hardware.faults import FaultInjector, Faults
-from robotrl.hardware.robot import Action, ActionMode, Frame, JointState, Robot, VendorLimits, monotonic
+from robotrl.hardware.robot import (
+    Action,
+    ActionMode,
+    Frame,
+    JointState,
+    Robot,
+    VendorLimits,
+    monotonic,
+    refuse_unknown_keys,
+)
 
-from robotrl.errors import ConfigError
 from robotrl.params import require
 
 SAWYER_JOINTS = tuple(f"right_j{i}" for i in range(7))
@@ -74,9 +82,7 @@ class SimRobot(Robot):
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> SimRobot:
         valid = {"task", "cameras", "image_size", "seed", "faults", "reset_scene"}
-        unknown = sorted(set(cfg) - valid)
-        if unknown:
-            raise ConfigError(f"unknown key robot.{unknown[0]} for robot=sim; valid: {sorted(valid)}")
+        refuse_unknown_keys(cfg, "sim", valid)
         cameras = cfg.get("cameras", ("corner2",))
         cameras = (cameras,) if isinstance(cameras, str) else tuple(cameras)
         size, seed = cfg.get("image_size", 84), cfg.get("seed", 0)

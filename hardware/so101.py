@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from robotrl.hardware.robot import Action, ActionMode, JointState, Robot, VendorLimits, monotonic
+from robotrl.hardware.robot import Action, ActionMode, JointState, Robot, VendorLimits, monotonic, refuse_unknown_keys
 
 from robotrl.errors import ConfigError
 
@@ -182,9 +182,7 @@ class SO101Robot(Robot):
     def from_config(cls, cfg: dict[str, Any]) -> SO101Robot:
         valid = {"port", "calibration_file", "baudrate", "disable_torque_on_disconnect", "home_rad",
                  "packet_timeout_ms"}
-        unknown = sorted(set(cfg) - valid)
-        if unknown:
-            raise ConfigError(f"unknown key robot.{unknown[0]} for robot=so101; valid: {sorted(valid)}")
+        refuse_unknown_keys(cfg, "so101", valid)
         for key in ("port", "calibration_file"):
             if not isinstance(cfg.get(key), str) or cfg[key] in ("", "???"):
                 raise ConfigError(f"robot.{key}={cfg.get(key)!r}: robot=so101 needs it (e.g. robot.{key}=...)")

@@ -140,6 +140,10 @@ def test_unknown_robot_keys_and_faults_are_rejected():
         make_robot({"name": "none"})
     with pytest.raises(ConfigError, match="unknown key robot.camera "):
         make_robot(sim_cfg(camera="corner2"))
+    for name in ("mock", "sim", "so101", "franka"):  # a misspelt key every robot has lists the keys every robot has
+        with pytest.raises(ConfigError, match=f"unknown key robot.limts for robot={name}; valid: ") as e:
+            make_robot({**robot_cfg(name), "limts": {}})
+        assert all(f"'{key}'" in str(e.value) for key in ("limits", "frame_map", "stop_timeout_ms")), e.value
     with pytest.raises(ConfigError, match="robot.faults.drop_frame_prob=2"):
         make_robot(sim_cfg(faults={"drop_frame_prob": 2}))
     for cfg, message in ((sim_cfg(seed=-1), "robot.seed=-1, expected an integer >= 0"),
