@@ -363,8 +363,8 @@ def import_lerobot(dataset_dir: str | Path, out_dir: str | Path, cameras: list[s
     robotrl_meta = root / "meta/robotrl.json"
     meta: dict[str, Any] = read_json(robotrl_meta, DemoFormatError, "robotrl.json") if robotrl_meta.is_file() else {}
     meta.update(defaults or {})
-    episodes_meta = [row for path in sorted(root.glob("meta/episodes/chunk-*/file-*.parquet"))
-                     for row in pq.read_table(path).to_pylist()]
+    episodes_meta = sorted((row for path in sorted(root.glob("meta/episodes/chunk-*/file-*.parquet"))
+                            for row in pq.read_table(path).to_pylist()), key=lambda r: r["episode_index"])
     if len(episodes_meta) != int(info.get("total_episodes", len(episodes_meta))):
         raise DemoFormatError(f"{root}: meta/info.json says total_episodes={info['total_episodes']}, its episode files "
                               f"hold {len(episodes_meta)}")
@@ -372,7 +372,7 @@ def import_lerobot(dataset_dir: str | Path, out_dir: str | Path, cameras: list[s
     video_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     out.mkdir(parents=True, exist_ok=True)
     lengths, size = [], None
-    for ep in sorted(episodes_meta, key=lambda r: r["episode_index"]):
+    for ep in episodes_meta:
         where = (int(ep.get("data/chunk_index", 0)), int(ep.get("data/file_index", 0)))
         if where not in data_files:  # an episode's rows are in its own data file (LeRobot splits larger datasets)
             data_files[where] = pq.read_table(root / DATA_PATH.format(chunk_index=where[0],
@@ -416,9 +416,11 @@ def import_lerobot(dataset_dir: str | Path, out_dir: str | Path, cameras: list[s
         with atomic_write(out / episode_file(len(lengths))) as f:
             np.savez_compressed(f, **arrays)
         lengths.append(hi - lo - 1)
-    task = pq.read_table(root / "meta/tasks.parquet").to_pydict()["task"][0]
+    tasks = [str(t) for t in pq.read_table(root / "meta/tasks.parquet").to_pydict()["task"]]
     meta.update({
-        "format_version": FORMAT_VERSION, "name": meta.get("name", f"lerobot/{task}"), "image_size": size,
+        "format_version": FORMAT_VERSION, "image_size": size, "tasks": tasks,
+        "name": meta.get("name", f"lerobot/{tasks[0] if len(tasks) == 1 else root.name}"),
+        "episode_tasks": [list(ep.get("tasks") or []) for ep in episodes_meta],
         "camera": cams[0], "cameras": cams, "state_dim": int(info["features"]["observation.state"]["shape"][0]),
         "action_dim": int(info["features"]["action"]["shape"][0]), "num_episodes": len(lengths),
         "episode_lengths": lengths, "lerobot_fps": fps, "imported_from": str(root),

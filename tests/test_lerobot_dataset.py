@@ -97,6 +97,27 @@ def test_foreign_dataset_needs_action_bounds_and_valid_layout(recording, tmp_pat
         import_lerobot(ds, tmp_path / "old")
 
 
+def test_a_dataset_of_several_tasks_is_named_after_itself_and_keeps_each_episodes_task(recording, tmp_path):
+    """A LeRobot dataset recorded over two instructions was imported under the first one's name, the second task
+    dropped without a word."""
+    import pandas as pd
+
+    ds = export_lerobot(recording, tmp_path / "two_tasks")
+    (ds / "meta/robotrl.json").unlink()  # as a dataset recorded by LeRobot itself
+    pd.DataFrame({"task_index": [0, 1]}, index=pd.Index(["reach the button", "push the puck"], name="task")).to_parquet(
+        ds / "meta/tasks.parquet")
+    path = next((ds / "meta/episodes").glob("chunk-*/file-*.parquet"))
+    episodes = pq.read_table(path).to_pylist()
+    episodes[0]["tasks"], episodes[1]["tasks"] = ["reach the button"], ["push the puck"]
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(episodes, schema=pq.read_schema(path)), path)
+    meta = json.loads((import_lerobot(ds, tmp_path / "back") / "meta.json").read_text())
+    assert meta["name"] == "lerobot/two_tasks", meta["name"]
+    assert meta["tasks"] == ["reach the button", "push the puck"]
+    assert meta["episode_tasks"] == [["reach the button"], ["push the puck"]]
+
+
 def test_every_frame_comes_back_at_its_own_index(recording, tmp_path):
     """Frames stamped with their index (a white block at column 3 * i; episode 2 black at the top) come back in
     place, so episode boundaries and from/to timestamps map frames exactly (the arm moves < 1 px per step at
