@@ -53,6 +53,18 @@ def test_output_paths_are_checked_before_the_work(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and a_file.read_text() == "x"
 
 
+def test_a_record_dir_that_cannot_be_a_session_is_refused_before_the_arm_is_built(tmp_path, capsys, monkeypatch):
+    """Episode files without a meta.json were refused only once the arm was built and connected (Session.open)."""
+    import robotrl.workflows.run_env as run_env
+
+    monkeypatch.setattr(run_env, "make_robot_env", lambda *a, **k: pytest.fail("the arm was built"))
+    record = ["record", "robot=sim", "teleop=scripted", "teleop.steps=[]", f"out={tmp_path}"]
+    (tmp_path / "episode_000000.npz").write_bytes(b"")
+    assert "holds episode files but no meta.json" in refused(record, capsys)
+    (tmp_path / "meta.json").write_text("{}")
+    assert "already holds a recording" in refused(record, capsys)
+
+
 def test_writable_dir_and_file():
     from robotrl.atomic import writable_dir, writable_file
 

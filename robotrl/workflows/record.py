@@ -293,13 +293,19 @@ def _check_out(out: Path, resume: bool) -> None:
     into it; resume=true on nothing started a new session without a word)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={str(out)!r} is a file; expected the session's directory (made if missing)")
-    if resume and not (out / "meta.json").is_file():
+    has_meta = (out / "meta.json").is_file()
+    if has_meta and not resume:
+        raise ConfigError(f"out={str(out)!r} already holds a recording ({out / 'meta.json'}); resume=true continues "
+                          f"it, or choose another out=")
+    if resume and not has_meta:
         raise ConfigError(f"resume=true but out={str(out)!r} holds no record session (no meta.json); without "
                           f"resume=true a new session is recorded there")
-    others = [p.name for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
-    if not (out / "meta.json").is_file() and others and not all(p.startswith("episode_") for p in others):
-        raise ConfigError(f"out={str(out)!r} holds other files ({', '.join(sorted(others)[:3])}...): record a "
-                          f"session into a new or empty directory")
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if not has_meta and any(name.startswith("episode_") for name in others):
+        raise ConfigError(f"out={str(out)!r} holds episode files but no meta.json; not a robotrl record session")
+    if not has_meta and others:
+        raise ConfigError(f"out={str(out)!r} holds other files ({', '.join(others[:3])}...): record a session into "
+                          f"a new or empty directory")
 
 
 def _check_export_rate(out: str | Path, export: str | None, hz: float, action_repeat: int) -> None:
@@ -339,9 +345,6 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     if not out:
         raise ConfigError("robotrl record needs out=DIR (the session directory)")
     _check_out(Path(out), resume)
-    if (Path(out) / "meta.json").is_file() and not resume:  # before any device or arm is touched
-        raise ConfigError(f"out={out!r} already holds a recording ({Path(out) / 'meta.json'}); resume=true "
-                          f"continues it, or choose another out=")
     for key, value, low in (("episodes", episodes, 1), ("steps", steps, 1), ("reset_s", reset_s, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
             raise ConfigError(f"{key}={value!r}, expected a number >= {low}")
