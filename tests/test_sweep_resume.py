@@ -3,12 +3,14 @@
 resumed, jobs without one started again).
 
 The fast tests run the sweep job function (``robotrl.workflows.train_command.train_task``) in this process, as
-Hydra's launchers call it, with Hydra's job config set; the slow one runs whole sweeps through ``robotrl train -m``."""
+Hydra's launchers call it, with Hydra's job config set; the slow ones run whole sweeps through ``robotrl train -m``
+(one of them SIGKILLed)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import pytest
@@ -163,3 +165,41 @@ def test_one_command_continues_a_partly_failed_sweep(tmp_path):
     data = json.loads((tmp_path / "runs/report/report.json").read_text())
     assert data["groups"][0]["seeds"] == [1, 2, 3, 4] and data["groups"][0]["incomplete"] == 0
     assert data["missing"] == []
+
+
+@pytest.mark.slow  # ~2 min: a tiny two-seed sweep killed once, then continued
+def test_a_sweep_killed_with_sigkill_mid_job_continues_with_resume_auto(tmp_path):
+    """`robotrl train -m` SIGKILLed (no handler runs: out of memory, a node lost) once seed 2 has a checkpoint and
+    is training on: `resume=auto` leaves seed 1 as it was, continues seed 2 from its last intact checkpoint (the kill
+    may land in a save), and each run's eval.csv ends with the same frames as a run never killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_sweeps import ENV
+
+    sweep = [*TINY_OVERRIDES, "frames=400", "checkpoint_every_frames=100", "save_video=false", "tensorboard=false",
+             "seed=1,2"]
+    runs = tmp_path / "runs/dmc/cartpole_balance/drqv2"
+    proc = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", "-m", *sweep], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 500
+        while not (runs / "seed2/checkpoints/latest").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before seed 2 checkpointed"
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the training after it (or the next save)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (runs / "seed2/summary.json").exists(), "seed 2 finished before the kill: nothing was tested"
+    seed1 = _snapshot(runs / "seed1", skip=".hydra")
+    from tests.test_sweeps import robotrl
+
+    again = robotrl("train", "-m", *sweep, "resume=auto", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _snapshot(runs / "seed1", skip=".hydra") == seed1 and "seed1 is complete" in again.stdout
+    assert f"resumed from {runs}/seed2/checkpoints/frame_" in again.stdout, again.stdout[-2000:]
+    for seed in (1, 2):
+        assert _frames(runs / f"seed{seed}/eval.csv") == [0, 200, 400], seed
