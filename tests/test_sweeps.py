@@ -95,6 +95,43 @@ def test_ray_local_sweep_then_report(tmp_path):
     assert "Ray Launcher is launching 2 jobs" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # ~2 min: Ray's start, two tiny jobs, one SIGKILLed, then the sweep again
+def test_a_ray_sweep_job_killed_mid_run_is_one_line_then_resume_auto_continues_it(tmp_path):
+    """A Ray sweep job's process SIGKILLed (out of memory, a lost node) once it has a checkpoint: the sweep ends in one
+    error line with exit 2 (not a traceback, not a hang), and the same sweep with resume=auto continues it."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="pip install 'robotrl[ray-sweep]'")
+    import os
+    import signal
+    import time
+
+    from robotrl.run_lock import LOCK_NAME
+
+    sweep = [*TINY_OVERRIDES, "frames=400", "checkpoint_every_frames=100", "save_video=false", "tensorboard=false",
+             "seed=1,2", "hydra/launcher=ray_local", "hydra.launcher.ray.init.num_cpus=2"]
+    run = tmp_path / "runs/dmc/cartpole_balance/drqv2/seed2"
+    proc = subprocess.Popen([sys.executable, "-m", "robotrl.cli", "train", "-m", *sweep], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 500
+        while not (run / "checkpoints/latest").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before seed 2 checkpointed"
+            time.sleep(0.05)
+        pid = int((run / LOCK_NAME).read_text().split()[1].rstrip(":"))  # the Ray worker running seed 2's job
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 2, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("robotrl: error:") and "ray" in last.lower(), stderr[-3000:]
+    again = robotrl("train", "-m", *sweep, "resume=auto", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for seed in (1, 2):
+        frames = json.loads((run.parent / f"seed{seed}/summary.json").read_text())["frames"]
+        assert frames == 400, (seed, frames)
+
+
 def test_a_job_that_died_is_one_line_naming_the_launcher_and_its_log():
     pytest.importorskip("submitit")
     from submitit.core.utils import FailedJobError
