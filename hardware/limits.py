@@ -47,13 +47,13 @@ class SafetyLimits:
     workspace_margin_m: float = 0.0  # commanded targets stay this far inside the box (the arm's braking distance)
     max_state_age_ms: float = math.inf  # a robot reading older than this holds the arm
 
-
     def ee_step_from_rest(self) -> float:
         """The longest end-effector step per axis that the layer passes unclipped every period from rest: inside
         ``ee_max_step``, the velocity limit over one period and the acceleration limit's first period. A planned
         move made of such steps is where it was planned, not where the layer cut it short."""
         period = 1.0 / self.control_hz
         return min(self.ee_max_step, self.ee_max_velocity * period, self.ee_max_acceleration * period * period)
+
 
 def _mapping(cfg: Any, where: str) -> dict[str, Any]:
     if isinstance(cfg, Mapping):
