@@ -18,15 +18,13 @@ from robotrl.workflows.deploy import deploy  # noqa: E402
 from robotrl.workflows.policy_server import (  # noqa: E402
     SERVICE,
     AsyncPolicyClient,
-    MessageError,
     PolicyClient,
     PolicyServer,
     PolicyServerError,
     ServedPolicy,
-    decode,
-    encode,
     served_checkpoint,
 )
+from robotrl.workflows.policy_wire import MessageError, decode, encode  # noqa: E402
 from tests.deploy_helpers import SLOW_CPU, train_reach_policy  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"

@@ -1,12 +1,8 @@
 """Remote policy over gRPC: the policy on a GPU machine, the robot client near the arm (LeRobot's async inference).
 
-Transport: grpc generic handlers on raw bytes (no protoc, no pickle). A message is::
-
-    b"RRL1" | uint32 little-endian header length | header (UTF-8 JSON) | array payloads
-
-where the header lists ``arrays: [{name, dtype, shape, nbytes}]`` in payload order (dtypes from a fixed
-allow-list) plus small JSON ``meta``; :func:`decode` checks every length, dtype and shape before any array is
-built, so a malformed message is one ``INVALID_ARGUMENT`` line and the server keeps serving. Both sides set
+Transport: grpc generic handlers on raw bytes (no protoc, no pickle), messages in :mod:`policy_wire`'s format,
+checked before any array is built, so a malformed message is one ``INVALID_ARGUMENT`` line and the server keeps
+serving. Both sides set
 ``grpc.max_{send,receive}_message_length`` (``max_message_bytes``), so an oversized message is refused by gRPC
 itself (``RESOURCE_EXHAUSTED``) before it is read. Every call carries a shared token in the ``x-robotrl-token``
 metadata, compared in constant time (``UNAUTHENTICATED`` otherwise). The server binds 127.0.0.1 unless ``host``
@@ -29,10 +25,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import hmac
-import json
 import logging
-import math
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -44,22 +37,17 @@ import numpy as np
 
 from robotrl.commands import Args, Command, options
 from robotrl.errors import ConfigError, RobotRLError
+from robotrl.workflows.policy_wire import MessageError, check_values, decode, encode
 
 log = logging.getLogger(__name__)
 
 SERVICE = "robotrl.PolicyService"
-MAGIC = b"RRL1"
-DTYPES = frozenset({"uint8", "float32", "float64", "int64", "bool"})
 TOKEN_KEY = "x-robotrl-token"
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 2**20  # 4 MiB: a 9x84x84 uint8 frame stack is 64 KB
-MAX_HEADER_BYTES = 64 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 # A server reachable from the network needs a token this long (16 random characters ~ 95 bits from a password
 # generator): the token is the only thing between the network and the policy that drives the arm.
 MIN_TOKEN_CHARS = 16
-# Largest magnitude accepted in a float observation. Observations are pixels, positions in m, angles in rad,
-# velocities: anything past 1e6 is a broken sensor or an attack, and a network fed 1e30 returns inf/NaN actions.
-MAX_OBS_ABS = 1e6
 
 
 class PolicyServerError(RobotRLError):
@@ -68,76 +56,6 @@ class PolicyServerError(RobotRLError):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code  # the gRPC status name, e.g. "UNAVAILABLE"
-
-
-class MessageError(ValueError):
-    """A message does not follow the wire format (the server answers INVALID_ARGUMENT)."""
-
-
-# ------------------------------------------------------------------------------------------------ wire format
-def encode(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> bytes:
-    """Arrays (raw little-endian bytes) + JSON meta -> one message."""
-    parts, specs = [], []
-    for name, value in arrays.items():
-        arr = np.ascontiguousarray(value)
-        if arr.dtype.name not in DTYPES:
-            raise MessageError(f"array {name!r} has dtype {arr.dtype}, expected one of {sorted(DTYPES)}")
-        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        specs.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "nbytes": arr.nbytes})
-        parts.append(arr.tobytes())
-    header = json.dumps({"arrays": specs, "meta": meta or {}}).encode()
-    return b"".join([MAGIC, struct.pack("<I", len(header)), header, *parts])
-
-
-def decode(message: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """One message -> (arrays, meta); raises MessageError naming the first thing wrong."""
-    if len(message) < 8 or message[:4] != MAGIC:
-        raise MessageError(f"message does not start with {MAGIC!r} (got {bytes(message[:4])!r}, {len(message)} bytes)")
-    (size,) = struct.unpack("<I", message[4:8])
-    if size > MAX_HEADER_BYTES or 8 + size > len(message):
-        raise MessageError(f"header length {size} exceeds the message ({len(message)} bytes) or {MAX_HEADER_BYTES}")
-    try:  # RecursionError: a header nested ~30,000 deep fits in MAX_HEADER_BYTES and exhausts json's stack
-        header = json.loads(bytes(message[8:8 + size]))
-        specs, meta = header["arrays"], header.get("meta", {})
-        if not isinstance(specs, list) or not isinstance(meta, dict):
-            raise TypeError("arrays must be a list and meta an object")
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise MessageError(f"header is not valid ({type(exc).__name__}: {exc})") from None
-    arrays, offset = {}, 8 + size
-    for spec in specs:
-        try:
-            name, dtype, shape, nbytes = str(spec["name"]), spec["dtype"], tuple(spec["shape"]), int(spec["nbytes"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MessageError(f"array spec {spec!r} is not valid ({type(exc).__name__})") from None
-        if dtype not in DTYPES:
-            raise MessageError(f"array {name!r} has dtype {dtype!r}, expected one of {sorted(DTYPES)}")
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise MessageError(f"array {name!r} has shape {list(shape)}, expected non-negative ints")
-        # Python ints, not int64: a shape like [2**62, 2**62, 4] wraps to 0 bytes in int64 and passed this check
-        expected = math.prod(shape) * np.dtype(dtype).itemsize
-        if nbytes != expected or offset + nbytes > len(message):
-            raise MessageError(f"array {name!r}: {nbytes} bytes declared, shape {list(shape)} {dtype} needs {expected}"
-                               f", {len(message) - offset} left in the message")
-        arrays[name] = np.frombuffer(message, np.dtype(dtype).newbyteorder("<"), count=expected // np.dtype(
-            dtype).itemsize, offset=offset).reshape(shape).astype(dtype)
-        offset += nbytes
-    if offset != len(message):
-        raise MessageError(f"{len(message) - offset} trailing bytes after the declared arrays")
-    return arrays, meta
-
-
-def check_values(obs: dict[str, np.ndarray]) -> None:
-    """Refuse (MessageError) a float observation with a NaN, an inf or a value beyond +-MAX_OBS_ABS, naming the first
-    such element: the policy would answer it with non-finite or saturated actions."""
-    for name, arr in obs.items():
-        if arr.dtype.kind != "f":
-            continue
-        bad = ~(np.abs(arr) <= MAX_OBS_ABS)  # NaN compares False: caught here too
-        if bad.any():
-            index = tuple(int(i) for i in np.argwhere(bad)[0])
-            where = "".join(f"[{i}]" for i in index)
-            raise MessageError(f"observation[{name!r}]{where}={float(arr[index])!r} is not a finite value within "
-                               f"+-{MAX_OBS_ABS:g}")
 
 
 def _grpc() -> Any:
