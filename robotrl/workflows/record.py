@@ -38,7 +38,7 @@ import numpy as np
 from robotrl.errors import ConfigError
 from robotrl.run_lock import release
 from robotrl.workflows.record_frames import stale_tail
-from robotrl.workflows.record_session import EpisodeBuffer, Session, base_meta
+from robotrl.workflows.record_session import EpisodeBuffer, Session, base_meta, check_out
 
 log = logging.getLogger(__name__)
 
@@ -287,27 +287,6 @@ def export_target(out: str | Path, export: str | None) -> Path | None:
     return target
 
 
-def _check_out(out: Path, resume: bool) -> None:
-    """``out`` must be a session to resume (resume=true) or a new or empty directory: checked before any device or
-    arm is touched (a file there failed after the arm had connected; a training run's directory got episodes mixed
-    into it; resume=true on nothing started a new session without a word)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={str(out)!r} is a file; expected the session's directory (made if missing)")
-    has_meta = (out / "meta.json").is_file()
-    if has_meta and not resume:
-        raise ConfigError(f"out={str(out)!r} already holds a recording ({out / 'meta.json'}); resume=true continues "
-                          f"it, or choose another out=")
-    if resume and not has_meta:
-        raise ConfigError(f"resume=true but out={str(out)!r} holds no record session (no meta.json); without "
-                          f"resume=true a new session is recorded there")
-    others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
-    if not has_meta and any(name.startswith("episode_") for name in others):
-        raise ConfigError(f"out={str(out)!r} holds episode files but no meta.json; not a robotrl record session")
-    if not has_meta and others:
-        raise ConfigError(f"out={str(out)!r} holds other files ({', '.join(others[:3])}...): record a session into "
-                          f"a new or empty directory")
-
-
 def _check_export_rate(out: str | Path, export: str | None, hz: float, action_repeat: int) -> None:
     """A session to be exported needs a whole LeRobot fps (``lerobot_fps``); said before anything is recorded."""
     if export_target(out, export) is not None:
@@ -344,7 +323,7 @@ def record(robot: str = "sim", teleop: str = "keyboard", env: str = "metaworld/r
     overrides = overrides or {}
     if not out:
         raise ConfigError("robotrl record needs out=DIR (the session directory)")
-    _check_out(Path(out), resume)
+    check_out(Path(out), resume)  # before any device or arm is touched
     for key, value, low in (("episodes", episodes, 1), ("steps", steps, 1), ("reset_s", reset_s, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
             raise ConfigError(f"{key}={value!r}, expected a number >= {low}")

@@ -52,6 +52,28 @@ RESUME_KEYS = {"name": "env", "robot": "robot", "image_size": "env.image_size", 
 _EPISODE = re.compile(r"episode_(\d{6})\.npz$")
 
 
+def check_out(out: Path, resume: bool) -> None:
+    """``out`` must be a session to resume (resume=true) or a new or empty directory: ``robotrl record`` checks this
+    before any device or arm is touched (a file there failed after the arm had connected; a training run's directory
+    got episodes mixed into it; resume=true on nothing started a new session without a word), and
+    :meth:`Session.open` again once it holds the directory."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={str(out)!r} is a file; expected the session's directory (made if missing)")
+    has_meta = (out / META).is_file()
+    if has_meta and not resume:
+        raise ConfigError(f"out={str(out)!r} already holds a recording ({out / META}); resume=true continues it, "
+                          f"or choose another out=")
+    if resume and not has_meta:
+        raise ConfigError(f"resume=true but out={str(out)!r} holds no record session (no {META}); without "
+                          f"resume=true a new session is recorded there")
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if not has_meta and any(_EPISODE.match(name) for name in others):
+        raise ConfigError(f"out={str(out)!r} holds episode files but no {META}; not a robotrl record session")
+    if not has_meta and others:
+        raise ConfigError(f"out={str(out)!r} holds other files ({', '.join(others[:3])}...): record a session into "
+                          f"a new or empty directory")
+
+
 @dataclass
 class EpisodeBuffer:
     """One episode as it is recorded: T+1 observations, T steps."""
@@ -129,13 +151,9 @@ class Session:
         have been recorded with the same settings and cleaned of what an interrupted process left."""
         out = Path(out)
         check_free(out, "record session")  # another `robotrl record` writing it: refused before anything changes
+        check_out(out, resume)
         meta_path = out / META
-        if meta_path.is_file() and not resume:
-            raise ConfigError(f"out={str(out)!r} already holds a recording ({meta_path}); resume=true continues it, "
-                              f"or choose another out=")
         if not meta_path.is_file():
-            if out.is_dir() and any(_EPISODE.match(p.name) for p in out.iterdir()):
-                raise ConfigError(f"out={str(out)!r} holds episode files but no {META}; not a robotrl record session")
             hold(out, "record session")  # until this process ends
             _clean(out, 0)
             meta = {**base_meta, "num_episodes": 0, "episode_lengths": [], "episode_labels": [],
