@@ -43,7 +43,7 @@ def check_sweep(task: list[str]) -> None:
     writes ``multirun.yaml`` or any job's ``.hydra/`` (a bad last point would otherwise fail after the others
     trained), and ``run_dir=``, which Hydra ignores in a sweep. Raises a one-line ConfigError naming the point."""
     from robotrl.config import validate_config
-    from robotrl.overrides import compose_config
+    from robotrl.lifecycle import compose_train_config
 
     points, swept = _expand([o for o in task if not o.startswith(("hydra.", "hydra/"))])  # not the run's config
     run_dir = next((o for o in task if o.partition("=")[0] == "run_dir"), None)
@@ -53,7 +53,7 @@ def check_sweep(task: list[str]) -> None:
                           f"hydra.sweep.dir={run_dir.partition('=')[2]} instead")
     for point in points:
         try:
-            validate_config(compose_config(point))
+            validate_config(compose_train_config(point))  # as a single run's pre-start check composes it
         except ConfigError as e:
             varied = " ".join(o for o in point if o.lstrip("+~").partition("=")[0] in swept)
             raise ConfigError(f"sweep point {varied}: {e}") from None
