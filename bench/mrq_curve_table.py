@@ -7,7 +7,8 @@
 never copied into this repo) or such a .txt file. The reference counts agent steps ("Timestep"); one step is
 ``--action-repeat`` frames (2 on dm-control, in the reference and in robotrl's env configs). Per frame: the IQM over
 our seeds and over the reference's 10 with 95% stratified-bootstrap CIs (rliable, as ``robotrl report``), then the
-trivial policies of every run's ``summary.json`` (uniform random and the best constant action, on the same eval
+trivial policies of every run (its ``summary.json``, or played from its ``run.json`` for a run stopped before its end:
+uniform random and the best constant action, on the same eval
 seeds as the agent). Other agents go beside it at the same frames, one column each: DrQ-v2's published per-seed
 curve (``--drqv2``: facebookresearch/drqv2's git dir or its ``curves/dmc_<task>.csv``) and robotrl runs of any agent
 (``--beside "robotrl TD-MPC2=runs/tdmpc2/seed*"``).
@@ -99,16 +100,31 @@ def beside_runs(spec: str) -> tuple[str, dict[int, list[float]]]:
     return label, our_returns(runs)
 
 
-def trivial(runs: list[Path]) -> dict[str, list[float]] | None:
-    """Mean return of uniform random and of the best constant action per run (its summary.json), when every run has
-    them; the constant's value is named in the label."""
-    summaries = [json.loads((r / "summary.json").read_text()) for r in runs if (r / "summary.json").exists()]
-    if len(summaries) != len(runs) or not all("baselines" in s for s in summaries):
+def run_baselines(run: Path) -> dict | None:
+    """The trivial policies' results of one run: those its ``summary.json`` holds, else (a run stopped before its end
+    writes none) played now the way the trainer plays them at the end, from its ``run.json``: the same env, eval
+    seeds and seed (``robotrl.workflows.baselines.trivial_baselines_for``). None when the run has neither file."""
+    summary = run / "summary.json"
+    if summary.exists() and "baselines" in (loaded := json.loads(summary.read_text())):
+        return loaded["baselines"]
+    if not (run / "run.json").exists():
         return None
-    values = {f"{s['baselines']['constant']['value']:+.1f}" for s in summaries}
-    return {"uniform random": [s["baselines"]["random"]["return_mean"] for s in summaries],
-            f"best constant ({', '.join(sorted(values))})": [s["baselines"]["constant"]["return_mean"]
-                                                              for s in summaries]}
+    from robotrl.workflows.baselines import trivial_baselines_for
+    from robotrl.workflows.trainer.schedule import eval_seeds
+
+    cfg = json.loads((run / "run.json").read_text())["config"]
+    return trivial_baselines_for(cfg["env"], eval_seeds(cfg["eval_episodes"]), int(cfg["seed"]))
+
+
+def trivial(runs: list[Path]) -> dict[str, list[float]] | None:
+    """Mean return of uniform random and of the best constant action per run (:func:`run_baselines`), when every
+    run has them; the constant's value is named in the label."""
+    found = [run_baselines(r) for r in runs]
+    if any(b is None for b in found):
+        return None
+    values = {f"{b['constant']['value']:+.1f}" for b in found}
+    return {"uniform random": [b["random"]["return_mean"] for b in found],
+            f"best constant ({', '.join(sorted(values))})": [b["constant"]["return_mean"] for b in found]}
 
 
 def fmt(values: list[float] | np.ndarray, reps: int) -> str:

@@ -80,6 +80,29 @@ def test_trivial_rows_need_every_runs_summary(table_mod, tmp_path):
     assert table_mod.trivial(runs) is None
 
 
+def test_a_run_stopped_before_its_end_gets_the_baselines_the_trainer_would_have_written(table_mod, tmp_path,
+                                                                                         compose_cfg):
+    """A run killed before its last frame has no summary.json; its trivial rows are played from its run.json with
+    the trainer's own env, eval seeds and seed, so they equal what the trainer writes at the end."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+    from rich.console import Console
+
+    from robotrl.workflows.trainer.evaluation import compare_with_baselines
+
+    cfg = compose_cfg("compare_baselines=true", "eval_episodes=2", "seed=3")
+    run = SimpleNamespace(cfg=cfg, state=SimpleNamespace(first_eval=None, last_eval=None), robot=None, frame=0,
+                          console=Console(file=None, quiet=True))
+    at_the_end = compare_with_baselines(run)["baselines"]
+    stopped = make_run(tmp_path / "seed3", {0: 1.0})
+    (stopped / "run.json").write_text(json.dumps({"config": OmegaConf.to_container(cfg, resolve=True)}))
+    assert table_mod.run_baselines(stopped) == json.loads(json.dumps(at_the_end))
+    finished = make_run(tmp_path / "seed1", {0: 1.0}, random=20.0, constant=150.0)
+    rows = table_mod.trivial([finished, stopped])
+    assert rows["uniform random"] == [20.0, at_the_end["random"]["return_mean"]]
+
+
 def test_our_returns_keeps_frames_every_run_reached(table_mod, tmp_path):
     runs = [make_run(tmp_path / "a", {0: 1.0, 10000: 2.0, 20000: 3.0}), make_run(tmp_path / "b", {0: 4.0, 10000: 5.0})]
     assert table_mod.our_returns(runs) == {0: [1.0, 4.0], 10000: [2.0, 5.0]}
