@@ -63,12 +63,13 @@ def read_reference(ref: Path, results_file: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def our_returns(runs: list[Path]) -> dict[int, list[float]]:
-    """Frame -> eval return of every run, for the frames every run reached."""
+def our_returns(runs: list[Path], all_frames: bool = False) -> dict[int, list[float]]:
+    """Frame -> eval return of every run, for the frames every run reached; with ``all_frames``, every frame any run
+    reached, over the runs that reached it (runs stopped at different frames: the rows name how many)."""
     per_run = [dict(zip(frames.astype(int).tolist(), returns.tolist(), strict=True))
                for frames, returns, _ in map(read_eval, runs)]
-    frames = sorted(set.intersection(*(set(p) for p in per_run)))
-    return {f: [p[f] for p in per_run] for f in frames}
+    frames = sorted((set.union if all_frames else set.intersection)(*(set(p) for p in per_run)))
+    return {f: [p[f] for p in per_run if f in p] for f in frames}
 
 
 def drqv2_curve(text: str) -> dict[int, list[float]]:
@@ -137,7 +138,7 @@ def table(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.nd
           others: dict[str, dict[int, list[float]]] | None = None) -> str:
     """Markdown rows per frame we evaluated; ``others`` (label -> frame -> returns) add a column each."""
     others = others or {}
-    n, m = len(next(iter(ours.values()))), ref_scores.shape[1]
+    n, m = max(map(len, ours.values())), ref_scores.shape[1]
     extra = "".join(f" {label} IQM [95% CI], {len(next(iter(c.values())))} seeds |" for label, c in others.items())
     lines = [f"| frames | agent steps | robotrl MR.Q IQM [95% CI], {n} seeds | per seed | reference MR.Q IQM [95% CI], "
              f"{m} seeds | reference min-max |{extra}", "|---|---|---|---|---|---|" + "---|" * len(others)]
@@ -147,7 +148,8 @@ def table(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.nd
         ref = ref_scores[hit[0]] if len(hit) else None
         ref_s = (fmt(ref, reps), f"{ref.min():.1f}-{ref.max():.1f}") if ref is not None else ("-", "-")
         beside = "".join(f" {fmt(c[frame], reps) if frame in c else '-'} |" for c in others.values())
-        lines.append(f"| {frame:,} | {step:,} | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)} | "
+        fewer = f" ({len(values)} of {n} seeds)" if len(values) < n else ""
+        lines.append(f"| {frame:,} | {step:,} | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)}{fewer} | "
                      f"{ref_s[0]} | {ref_s[1]} |{beside}")
     for name, values in (baselines or {}).items():
         lines.append(f"| {name}, same eval seeds | | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)} "
@@ -165,14 +167,15 @@ def plot(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.nda
     frames = np.array(sorted(ours))
     keep = ref_steps * action_repeat <= frames.max()
     fig, ax = plt.subplots(figsize=(6, 4))
-    curves = [("robotrl MR.Q", frames, np.array([ours[f] for f in frames])),
+    curves = [("robotrl MR.Q", frames, [ours[f] for f in frames]),
               ("reference MR.Q (its results/)", ref_steps[keep] * action_repeat, ref_scores[keep])]
     for label, c in (others or {}).items():
         xs = np.array([f for f in sorted(c) if f <= frames.max()])
-        curves.append((label, xs, np.array([c[f] for f in xs])))
+        curves.append((label, xs, [c[f] for f in xs]))
     for label, xs, scores in curves:
-        stats = np.array([iqm_ci(s, reps=500) for s in scores])
-        line, = ax.plot(xs, stats[:, 0], label=f"{label}, {scores.shape[1]} seeds")
+        stats = np.array([iqm_ci(np.asarray(s), reps=500) for s in scores])
+        counts = sorted({len(s) for s in scores}, reverse=True)
+        line, = ax.plot(xs, stats[:, 0], label=f"{label}, {'/'.join(map(str, counts))} seeds")
         ax.fill_between(xs, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
     for (name, values), style in zip((baselines or {}).items(), (":", "--"), strict=False):
         ax.axhline(float(np.mean(values)), color="gray", linestyle=style, label=name)
@@ -191,6 +194,9 @@ def main() -> None:
                         help="the reference's results/ file (default: %(default)s; it also has the Dmc-visual-* envs)")
     parser.add_argument("--action-repeat", type=int, default=2, help="frames per agent step (default: %(default)s)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--all-frames", action="store_true",
+                        help="rows for every frame any run reached, each over the runs that reached it (default: "
+                             "the frames every run reached)")
     parser.add_argument("--plot", type=Path, help="write the curves to this PNG")
     parser.add_argument("--drqv2", type=Path, help="DrQ-v2's git dir (or a curves csv): its published curve beside")
     parser.add_argument("--drqv2-task", help="with --drqv2 as a git dir: curves/dmc_<task>.csv, e.g. walker_walk")
@@ -205,7 +211,7 @@ def main() -> None:
     if args.drqv2 and not args.drqv2.is_file() and not args.drqv2_task:
         raise SystemExit("--drqv2 is a git dir: name its curve with --drqv2-task, e.g. walker_walk")
     try:
-        ours = our_returns(args.runs)
+        ours = our_returns(args.runs, args.all_frames)
         others = dict(beside_runs(spec) for spec in args.beside)
         if args.drqv2:
             others["DrQ-v2 published (its curves/, pixels)"] = drqv2_curve(read_drqv2(args.drqv2, args.drqv2_task))

@@ -108,6 +108,17 @@ def test_our_returns_keeps_frames_every_run_reached(table_mod, tmp_path):
     assert table_mod.our_returns(runs) == {0: [1.0, 4.0], 10000: [2.0, 5.0]}
 
 
+def test_all_frames_keeps_every_frame_over_the_runs_that_reached_it(table_mod, tmp_path):
+    runs = [make_run(tmp_path / "a", {0: 1.0, 10000: 2.0, 20000: 3.0}), make_run(tmp_path / "b", {0: 4.0, 10000: 5.0})]
+    ours = table_mod.our_returns(runs, all_frames=True)
+    assert ours == {0: [1.0, 4.0], 10000: [2.0, 5.0], 20000: [3.0]}
+    steps, scores = table_mod.parse_results(REF)["Dmc-cartpole-swingup"]
+    rows = table_mod.table(ours, steps, scores, 2, None, reps=20).splitlines()
+    assert "2 seeds" in rows[0] and "| 3.0 | 3.0 (1 of 2 seeds) |" in rows[4] and "of 2 seeds" not in rows[3]
+    table_mod.plot(ours, steps, scores, 2, None, "t", tmp_path / "c.png")  # ragged rows plot too
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
 def test_unknown_env_is_one_clear_error(table_mod, tmp_path, monkeypatch):
     ref = tmp_path / "dmc_results.txt"
     ref.write_text(REF)
