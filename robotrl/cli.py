@@ -170,8 +170,19 @@ def _terminate_as_ctrl_c(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     sys.stdout.reconfigure(line_buffering=True)  # progress lines reach logs and pipes as they happen
-    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        signal.signal(signal.SIGTERM, _terminate_as_ctrl_c)
+    if threading.current_thread() is not threading.main_thread():  # signal handlers can only be set there
+        _main(argv)
+        return
+    # called from Python (a notebook, a launcher, a test), the caller gets its own SIGTERM handler back
+    callers = signal.signal(signal.SIGTERM, _terminate_as_ctrl_c)
+    try:
+        _main(argv)
+    finally:
+        if callers is not None:  # None: a handler set outside Python, which signal cannot put back
+            signal.signal(signal.SIGTERM, callers)
+
+
+def _main(argv: list[str]) -> None:
     if not argv or argv[0] in (*HELP_FLAGS, "help"):
         print(__doc__)
         sys.exit(0)

@@ -385,3 +385,20 @@ def test_an_output_path_that_cannot_be_written_is_one_line(capsys, tmp_path):
 def test_plot_bad_flag_is_one_line(capsys):
     code, _, err = run_main(capsys, "plot", "--bogus", "runs/x")
     assert code == 2 and err.strip().startswith("robotrl: error: robotrl plot: unrecognized arguments: --bogus")
+
+
+@pytest.mark.parametrize("args", [("--help",), ("envs", "--help"), ("fly",)])
+def test_main_called_in_process_gives_back_the_callers_sigterm_handler(capsys, args):
+    """``main`` turns SIGTERM into Ctrl-C while it runs; called from Python (a notebook, a test, a launcher) it must
+    leave the caller's own handler installed when it returns, whatever way it returns."""
+    import signal
+
+    def callers_handler(signum, frame):
+        raise AssertionError("not called here")
+
+    previous = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        run_main(capsys, *args)
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
