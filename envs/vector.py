@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Sequence
 from copy import deepcopy
@@ -44,15 +45,17 @@ def num_envs_of(cfg: Any) -> int:
     return int(value)
 
 
-def _build(cfg: dict[str, Any], seed: int) -> Any:
-    """Worker-side env builder (a module-level function: picklable for the spawn context)."""
+def _build(cfg: dict[str, Any], seed: int, caller_pid: int) -> Any:
+    """Worker-side env builder (a module-level function: picklable for the spawn context). gymnasium also calls it
+    once in the caller's process (``caller_pid``) to read the spaces."""
     import signal
 
     from robotrl.envs import make_env
 
     # Ctrl-C reaches the whole process group: the trainer stops at its next safe point and closes the workers;
-    # a worker dying of the same SIGINT first would be taken for a crash and restarted
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a worker dying of the same SIGINT first would be taken for a crash and restarted. The caller keeps its own.
+    if os.getpid() != caller_pid:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     return make_env(cfg, seed)
 
@@ -211,7 +214,7 @@ def make_vector_env(cfg: Any, seed: int, num_envs: int | None = None) -> Resilie
     from robotrl.envs.rendering import ensure_gl
 
     ensure_gl()  # MUJOCO_GL is set here, so spawned workers inherit it
-    fns = [functools.partial(_build, plain, int(seed) + i) for i in range(n)]
+    fns = [functools.partial(_build, plain, int(seed) + i, os.getpid()) for i in range(n)]
     return ResilientVectorEnv(fns, timeout_s=120.0 if timeout is None else timeout,
                               max_restarts=10 if max_restarts is None else max_restarts)
 

@@ -87,10 +87,10 @@ class FaultyEnv(InjectedFault, gym.Wrapper):
         return self.env.step(action)
 
 
-def _faulty_env(cfg: dict[str, Any], seed: int, fault: dict[str, Any] | None) -> gym.Env:
+def _faulty_env(cfg: dict[str, Any], seed: int, fault: dict[str, Any] | None, caller_pid: int) -> gym.Env:
     from robotrl.envs.vector import _build
 
-    env = _build(cfg, seed)
+    env = _build(cfg, seed, caller_pid)
     return env if fault is None else FaultyEnv(env, **fault)
 
 
@@ -149,7 +149,8 @@ def test_a_hung_reset_or_a_raising_worker_during_training(compose_cfg, tmp_path,
         if num_envs is not None:  # the evaluation envs
             return real(cfg, seed, num_envs)
         plain = config_dict(cfg, "env config")
-        fns = [functools.partial(_faulty_env, plain, seed + i, fault if i == 1 else None) for i in range(2)]
+        fns = [functools.partial(_faulty_env, plain, seed + i, fault if i == 1 else None, os.getpid())
+               for i in range(2)]
         venv = ResilientVectorEnv(fns, timeout_s=300.0, max_restarts=2)
         venv.reset(seed=[0, 1])  # reset 1: the workers have built their envs
         venv.timeout_s = 5.0  # >= 50x a state-only step on a loaded machine

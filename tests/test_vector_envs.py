@@ -187,3 +187,23 @@ def test_num_envs_and_worker_settings_are_range_checked_before_any_worker_starts
                                  ("max_worker_restarts", -1, "an integer >= 0")):
         with pytest.raises(ConfigError, match=re.escape(f"env.{key}={value!r}, expected {expected}")):
             make_vector_env({**small_cfg("dmc"), "num_envs": 2, key: value}, seed=0)
+
+
+def test_building_a_vector_env_leaves_the_callers_ctrl_c_alone_and_workers_ignore_it():
+    """Workers ignore SIGINT (Ctrl-C reaches the process group; the trainer stops them itself), but the caller's
+    process must not: gymnasium builds one env in the caller to read the spaces, and that build used to set the
+    caller's SIGINT to SIG_IGN, so Ctrl-C was ignored after the training loop (final eval, baselines) and for good
+    in a notebook."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    venv = None
+    try:
+        venv = make_vector_env(small_cfg("dmc"), seed=0, num_envs=2)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        venv.reset(seed=[1, 2])
+        os.kill(venv.processes[0].pid, signal.SIGINT)
+        _, _, _, _, infos = venv.step(np.zeros((2, *venv.single_action_space.shape), np.float32))
+        assert not np.any(infos[RESTARTED]) and venv.restarts == 0  # the worker took no notice
+    finally:
+        if venv is not None:
+            venv.close()
+        signal.signal(signal.SIGINT, previous)
