@@ -7,10 +7,10 @@
 never copied into this repo) or such a .txt file. The reference counts agent steps ("Timestep"); one step is
 ``--action-repeat`` frames (2 on dm-control, in the reference and in robotrl's env configs). Per frame: the IQM over
 our seeds and over the reference's 10 with 95% stratified-bootstrap CIs (rliable, as ``robotrl report``), then the
-trivial policies of every run (its ``summary.json``, or played from its ``run.json`` for a run stopped before its end:
-uniform random and the best constant action, on the same eval
-seeds as the agent). Other agents go beside it at the same frames, one column each: DrQ-v2's published per-seed
-curve (``--drqv2``: facebookresearch/drqv2's git dir or its ``curves/dmc_<task>.csv``) and robotrl runs of any agent
+trivial policies of every run (uniform random and the best constant action, on the same eval seeds as the agent:
+from its ``summary.json``, or played from its ``run.json`` for a run stopped before its end). Other agents go
+beside it at the same frames, one column each: DrQ-v2's published per-seed curve (``--drqv2``:
+facebookresearch/drqv2's git dir or its ``curves/dmc_<task>.csv``) and robotrl runs of any agent
 (``--beside "robotrl TD-MPC2=runs/tdmpc2/seed*"``).
 """
 
