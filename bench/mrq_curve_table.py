@@ -92,13 +92,14 @@ def read_drqv2(ref: Path, task: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def beside_runs(spec: str) -> tuple[str, dict[int, list[float]]]:
-    """``LABEL=GLOB`` -> (label, frame -> eval returns of the run directories GLOB matches)."""
+def beside_runs(spec: str, all_frames: bool = False) -> tuple[str, dict[int, list[float]], int]:
+    """``LABEL=GLOB`` -> (label, frame -> eval returns of the run directories GLOB matches (frames as
+    :func:`our_returns`), how many runs it matched)."""
     label, sep, pattern = spec.partition("=")
     runs = sorted(Path(p) for p in glob.glob(pattern))
     if not sep or not label or not runs:
         raise ValueError(f"--beside {spec!r}: expected LABEL=GLOB matching run directories")
-    return label, our_returns(runs)
+    return label, our_returns(runs, all_frames), len(runs)
 
 
 def run_baselines(run: Path) -> dict | None:
@@ -128,26 +129,37 @@ def trivial(runs: list[Path]) -> dict[str, list[float]] | None:
             f"best constant ({', '.join(sorted(values))})": [b["constant"]["return_mean"] for b in found]}
 
 
-def fmt(values: list[float] | np.ndarray, reps: int) -> str:
+def fmt(values: list[float] | np.ndarray, reps: int, of: int | None = None) -> str:
+    """IQM [95% CI] of ``values`` (the value alone for one), naming how many of ``of`` seeds when fewer."""
     point, lo, hi = iqm_ci(np.asarray(values), reps=reps)
-    return f"{point:.1f} [{lo:.1f}, {hi:.1f}]" if len(values) > 1 else f"{point:.1f}"
+    text = f"{point:.1f} [{lo:.1f}, {hi:.1f}]" if len(values) > 1 else f"{point:.1f}"
+    return text + (f" ({len(values)} of {of} seeds)" if of and len(values) < of else "")
+
+
+def seeds(count: int) -> str:
+    return f"{count} seed{'s' if count != 1 else ''}"
 
 
 def table(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.ndarray, action_repeat: int,
           baselines: dict[str, list[float]] | None, reps: int,
-          others: dict[str, dict[int, list[float]]] | None = None) -> str:
-    """Markdown rows per frame we evaluated; ``others`` (label -> frame -> returns) add a column each."""
+          others: dict[str, dict[int, list[float]]] | None = None, others_seeds: dict[str, int] | None = None) -> str:
+    """Markdown rows per frame we evaluated; ``others`` (label -> frame -> returns) add a column each, over
+    ``others_seeds[label]`` seeds (default: the most any of its frames has; a cell with fewer names how many)."""
     others = others or {}
     n, m = max(map(len, ours.values())), ref_scores.shape[1]
-    extra = "".join(f" {label} IQM [95% CI], {len(next(iter(c.values())))} seeds |" for label, c in others.items())
-    lines = [f"| frames | agent steps | robotrl MR.Q IQM [95% CI], {n} seeds | per seed | reference MR.Q IQM [95% CI], "
-             f"{m} seeds | reference min-max |{extra}", "|---|---|---|---|---|---|" + "---|" * len(others)]
+    counts = {label: (others_seeds or {}).get(label) or max(map(len, c.values()), default=0)
+              for label, c in others.items()}
+    extra = "".join(f" {label} IQM [95% CI], {seeds(counts[label])} |" for label in others)
+    lines = [f"| frames | agent steps | robotrl MR.Q IQM [95% CI], {seeds(n)} | per seed | "
+             f"reference MR.Q IQM [95% CI], {seeds(m)} | reference min-max |{extra}",
+             "|---|---|---|---|---|---|" + "---|" * len(others)]
     for frame, values in ours.items():
         step = frame // action_repeat
         hit = np.flatnonzero(ref_steps == step)
         ref = ref_scores[hit[0]] if len(hit) else None
         ref_s = (fmt(ref, reps), f"{ref.min():.1f}-{ref.max():.1f}") if ref is not None else ("-", "-")
-        beside = "".join(f" {fmt(c[frame], reps) if frame in c else '-'} |" for c in others.values())
+        beside = "".join(f" {fmt(c[frame], reps, counts[label]) if frame in c else '-'} |"
+                         for label, c in others.items())
         fewer = f" ({len(values)} of {n} seeds)" if len(values) < n else ""
         lines.append(f"| {frame:,} | {step:,} | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)}{fewer} | "
                      f"{ref_s[0]} | {ref_s[1]} |{beside}")
@@ -175,7 +187,8 @@ def plot(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.nda
     for label, xs, scores in curves:
         stats = np.array([iqm_ci(np.asarray(s), reps=500) for s in scores])
         counts = sorted({len(s) for s in scores}, reverse=True)
-        line, = ax.plot(xs, stats[:, 0], label=f"{label}, {'/'.join(map(str, counts))} seeds")
+        plural = "s" if counts != [1] else ""
+        line, = ax.plot(xs, stats[:, 0], label=f"{label}, {'/'.join(map(str, counts))} seed{plural}")
         ax.fill_between(xs, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
     for (name, values), style in zip((baselines or {}).items(), (":", "--"), strict=False):
         ax.axhline(float(np.mean(values)), color="gray", linestyle=style, label=name)
@@ -212,13 +225,15 @@ def main() -> None:
         raise SystemExit("--drqv2 is a git dir: name its curve with --drqv2-task, e.g. walker_walk")
     try:
         ours = our_returns(args.runs, args.all_frames)
-        others = dict(beside_runs(spec) for spec in args.beside)
+        beside = [beside_runs(spec, args.all_frames) for spec in args.beside]
+        others = {label: curve for label, curve, _ in beside}
+        others_seeds = {label: count for label, _, count in beside}
         if args.drqv2:
             others["DrQ-v2 published (its curves/, pixels)"] = drqv2_curve(read_drqv2(args.drqv2, args.drqv2_task))
     except ValueError as exc:  # a run without eval.csv or evaluations, a bad --beside, a curve without rows
         raise SystemExit(f"mrq_curve_table: {exc}") from None
     baselines = trivial(args.runs)
-    print(table(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.reps, others))
+    print(table(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.reps, others, others_seeds))
     if args.plot:
         plot(ours, ref_steps, ref_scores, args.action_repeat, baselines, args.ref_env, args.plot, others)
 

@@ -182,3 +182,20 @@ def test_a_beside_that_matches_no_run_is_one_clear_error(table_mod, tmp_path, mo
                                       "Dmc-cartpole-swingup", "--beside", f"TD-MPC2={tmp_path / 'nope*'}"])
     with pytest.raises(SystemExit, match="expected LABEL=GLOB matching run directories"):
         table_mod.main()
+
+
+def test_beside_runs_stopped_at_different_frames_say_how_many_seeds_each_cell_has(table_mod, tmp_path, monkeypatch,
+                                                                                   capsys):
+    ref = tmp_path / "dmc_results.txt"
+    ref.write_text(REF)
+    mrq = [make_run(tmp_path / "mrq" / f"seed{i}", {0: 1.0, 20000: 2.0}) for i in (1, 2)]
+    make_run(tmp_path / "tdmpc2" / "seed1", {20000: 100.0})
+    make_run(tmp_path / "tdmpc2" / "seed2", {0: 7.0})
+    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", *map(str, mrq), "--ref", str(ref), "--ref-env",
+                                      "Dmc-cartpole-swingup", "--reps", "50", "--all-frames",
+                                      "--beside", f"robotrl TD-MPC2={tmp_path / 'tdmpc2' / 'seed*'}"])
+    table_mod.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| robotrl TD-MPC2 IQM [95% CI], 2 seeds |")
+    row = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    assert row["20,000"][6] == "100.0 (1 of 2 seeds)" and row["0"][6] == "7.0 (1 of 2 seeds)"
