@@ -133,11 +133,17 @@ def fmt(values: list[float] | np.ndarray, reps: int, of: int | None = None) -> s
     """IQM [95% CI] of ``values`` (the value alone for one), naming how many of ``of`` seeds when fewer."""
     point, lo, hi = iqm_ci(np.asarray(values), reps=reps)
     text = f"{point:.1f} [{lo:.1f}, {hi:.1f}]" if len(values) > 1 else f"{point:.1f}"
-    return text + (f" ({len(values)} of {of} seeds)" if of and len(values) < of else "")
+    return text + (fewer(len(values), of) if of else "")
 
 
-def seeds(count: int) -> str:
-    return f"{count} seed{'s' if count != 1 else ''}"
+def seeds(*counts: int) -> str:
+    """``3 seeds``, ``1 seed``; ``3/2 seeds`` for a curve whose frames have different counts."""
+    return f"{'/'.join(map(str, counts))} seed{'' if counts == (1,) else 's'}"
+
+
+def fewer(count: int, of: int) -> str:
+    """`` (2 of 3 seeds)`` where a frame has fewer runs than its curve, else nothing."""
+    return f" ({count} of {seeds(of)})" if count < of else ""
 
 
 def table(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.ndarray, action_repeat: int,
@@ -160,8 +166,8 @@ def table(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.nd
         ref_s = (fmt(ref, reps), f"{ref.min():.1f}-{ref.max():.1f}") if ref is not None else ("-", "-")
         beside = "".join(f" {fmt(c[frame], reps, counts[label]) if frame in c else '-'} |"
                          for label, c in others.items())
-        fewer = f" ({len(values)} of {n} seeds)" if len(values) < n else ""
-        lines.append(f"| {frame:,} | {step:,} | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)}{fewer} | "
+        per_seed = ", ".join(f"{v:.1f}" for v in values) + fewer(len(values), n)
+        lines.append(f"| {frame:,} | {step:,} | {fmt(values, reps)} | {per_seed} | "
                      f"{ref_s[0]} | {ref_s[1]} |{beside}")
     for name, values in (baselines or {}).items():
         lines.append(f"| {name}, same eval seeds | | {fmt(values, reps)} | {', '.join(f'{v:.1f}' for v in values)} "
@@ -187,8 +193,7 @@ def plot(ours: dict[int, list[float]], ref_steps: np.ndarray, ref_scores: np.nda
     for label, xs, scores in curves:
         stats = np.array([iqm_ci(np.asarray(s), reps=500) for s in scores])
         counts = sorted({len(s) for s in scores}, reverse=True)
-        plural = "s" if counts != [1] else ""
-        line, = ax.plot(xs, stats[:, 0], label=f"{label}, {'/'.join(map(str, counts))} seed{plural}")
+        line, = ax.plot(xs, stats[:, 0], label=f"{label}, {seeds(*counts)}")
         ax.fill_between(xs, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
     for (name, values), style in zip((baselines or {}).items(), (":", "--"), strict=False):
         ax.axhline(float(np.mean(values)), color="gray", linestyle=style, label=name)
