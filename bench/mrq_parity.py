@@ -34,16 +34,17 @@ from robotrl.agents.mrq import MRQAgent
 from robotrl.priority import LapPriority
 
 
-def load_reference(ref: Path, into: Path):
-    """Import the reference's MRQ module from ``ref`` (git dir or checkout) via a temp copy in ``into``."""
-    for name in ("MRQ.py", "models.py", "buffer.py", "utils.py"):
+def load_reference(ref: Path, into: Path, module: str = "MRQ"):
+    """Import the reference's ``module`` (MRQ, env_preprocessing) from ``ref`` (git dir or checkout) via a temp copy
+    in ``into``."""
+    for name in ("MRQ.py", "models.py", "buffer.py", "utils.py", "env_preprocessing.py"):
         path = ref / "MRQ" / name
         text = path.read_text() if path.exists() else subprocess.run(
             ["git", f"--git-dir={ref}", "show", f"HEAD:MRQ/{name}"], check=True, capture_output=True, text=True).stdout
         (into / name).write_text(text)
     sys.path.insert(0, str(into))
     torch.cuda.mem_get_info = lambda *a: (0, 0)  # the reference's buffer asks CUDA for free memory; keep it on CPU
-    return importlib.import_module("MRQ")
+    return importlib.import_module(module)
 
 
 def copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
