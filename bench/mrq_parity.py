@@ -35,9 +35,9 @@ from robotrl.priority import LapPriority
 
 
 def load_reference(ref: Path, into: Path, module: str = "MRQ"):
-    """Import the reference's ``module`` (MRQ, env_preprocessing) from ``ref`` (git dir or checkout) via a temp copy
-    in ``into``."""
-    for name in ("MRQ.py", "models.py", "buffer.py", "utils.py", "env_preprocessing.py"):
+    """Import the reference's ``module`` (MRQ, env_preprocessing, main) from ``ref`` (git dir or checkout) via a temp
+    copy in ``into``."""
+    for name in ("MRQ.py", "models.py", "buffer.py", "utils.py", "env_preprocessing.py", "main.py"):
         path = ref / "MRQ" / name
         text = path.read_text() if path.exists() else subprocess.run(
             ["git", f"--git-dir={ref}", "show", f"HEAD:MRQ/{name}"], check=True, capture_output=True, text=True).stdout

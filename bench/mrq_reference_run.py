@@ -1,0 +1,55 @@
+"""Run facebookresearch/MRQ's own training script on this machine's CPU, beside robotrl's MR.Q on the same task.
+
+    OMP_NUM_THREADS=1 MUJOCO_GL=egl python bench/mrq_reference_run.py --ref /work/.mirror/facebookresearch+MRQ/repo \\
+        --out runs/mrq_reference/walker_walk_state -- --env Dmc-walker-walk --seed 1 --total_timesteps 20000
+
+Everything after ``--`` goes to the reference's ``main.py`` unchanged (``--env``, ``--seed``, ``--total_timesteps`` in
+agent steps, ``--eval_freq``...). Its ``MRQ/*.py`` are read from the git dir into a temporary directory and run from
+there (nothing of it is copied into robotrl); its evals land in ``<out>/evals/MRQ+<env>+<seed>.txt`` (one mean return
+per line, every ``eval_freq`` agent steps from 0) and its log in ``<out>/logs/``. Two things are set for this machine
+and change nothing of the algorithm: ``--device cpu`` and torch's thread count (``--threads``), and the replay's
+``torch.cuda.mem_get_info`` probe answers "no GPU memory" so that it keeps its storage on the CPU (a CUDA build of
+torch raises there without a GPU). The reference seeds numpy and torch itself from ``--seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mrq_parity import load_reference  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ref", type=Path, required=True, help="facebookresearch/MRQ git dir or checkout")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the reference's evals/ and logs/")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per process on a shared CPU)")
+    parser.add_argument("main_args", nargs=argparse.REMAINDER, help="-- then the reference main.py's arguments")
+    args = parser.parse_args()
+    main_args = args.main_args[1:] if args.main_args[:1] == ["--"] else args.main_args
+    if any(a.startswith("--device") or a.endswith("_folder") for a in main_args):
+        raise SystemExit(f"--device and the *_folder arguments are set by this script, got {main_args}")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from robotrl.envs.rendering import ensure_gl
+
+    ensure_gl()  # robotrl's GL set-up order (triton before Mesa), also for the reference's pixel envs
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.argv = ["main.py", *main_args, "--device", "cpu", "--eval_folder", str(out / "evals"),
+                    "--log_folder", str(out / "logs"), "--save_folder", str(out / "checkpoint")]
+        print("reference:", " ".join(sys.argv), flush=True)
+        # the reference's MRQ/*.py on sys.path, its replay's cuda probe patched
+        load_reference(args.ref, Path(tmp), module="main").main()
+
+
+if __name__ == "__main__":
+    main()
