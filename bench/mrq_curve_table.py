@@ -11,7 +11,8 @@ trivial policies of every run (uniform random and the best constant action, on t
 from its ``summary.json``, or played from its ``run.json`` for a run stopped before its end). Other agents go
 beside it at the same frames, one column each: DrQ-v2's published per-seed curve (``--drqv2``:
 facebookresearch/drqv2's git dir or its ``curves/dmc_<task>.csv``) and robotrl runs of any agent
-(``--beside "robotrl TD-MPC2=runs/tdmpc2/seed*"``).
+(``--beside "robotrl TD-MPC2=runs/tdmpc2/seed*"``), or the reference itself run on this machine
+(``--beside "reference MR.Q run here=runs/mrq_reference/<task>/evals/*.txt"``, from bench/mrq_reference_run.py).
 """
 
 from __future__ import annotations
@@ -92,13 +93,34 @@ def read_drqv2(ref: Path, task: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def beside_runs(spec: str, all_frames: bool = False) -> tuple[str, dict[int, list[float]], int]:
-    """``LABEL=GLOB`` -> (label, frame -> eval returns of the run directories GLOB matches (frames as
-    :func:`our_returns`), how many runs it matched)."""
+def reference_run_returns(files: list[Path], frames_per_eval: int, all_frames: bool = False) -> dict[int, list[float]]:
+    """The reference's own eval files (``main.py``'s ``evals/<project>.txt``, as bench/mrq_reference_run.py leaves
+    them: one mean return per line, every ``frames_per_eval`` frames from 0) -> frame -> returns, as
+    :func:`our_returns`."""
+    per_run = []
+    for path in files:
+        try:
+            returns = [float(line) for line in path.read_text().split()]
+        except ValueError as exc:
+            raise ValueError(f"{path}: expected one mean return per line ({exc})") from None
+        if not returns:
+            raise ValueError(f"{path}: no evaluations")
+        per_run.append({i * frames_per_eval: r for i, r in enumerate(returns)})
+    frames = sorted((set.union if all_frames else set.intersection)(*(set(p) for p in per_run)))
+    return {f: [p[f] for p in per_run if f in p] for f in frames}
+
+
+def beside_runs(spec: str, all_frames: bool = False,
+                frames_per_ref_eval: int = 10000) -> tuple[str, dict[int, list[float]], int]:
+    """``LABEL=GLOB`` -> (label, frame -> eval returns, how many runs it matched). GLOB matches robotrl run
+    directories (frames as :func:`our_returns`) or the reference's own eval files (:func:`reference_run_returns`)."""
     label, sep, pattern = spec.partition("=")
     runs = sorted(Path(p) for p in glob.glob(pattern))
     if not sep or not label or not runs:
-        raise ValueError(f"--beside {spec!r}: expected LABEL=GLOB matching run directories")
+        raise ValueError(f"--beside {spec!r}: expected LABEL=GLOB matching run directories or the reference's eval "
+                         f"files")
+    if all(run.is_file() for run in runs):
+        return label, reference_run_returns(runs, frames_per_ref_eval, all_frames), len(runs)
     return label, our_returns(runs, all_frames), len(runs)
 
 
@@ -219,7 +241,11 @@ def main() -> None:
     parser.add_argument("--drqv2", type=Path, help="DrQ-v2's git dir (or a curves csv): its published curve beside")
     parser.add_argument("--drqv2-task", help="with --drqv2 as a git dir: curves/dmc_<task>.csv, e.g. walker_walk")
     parser.add_argument("--beside", action="append", default=[], metavar="LABEL=GLOB",
-                        help="robotrl runs of another agent beside MR.Q, e.g. 'robotrl TD-MPC2=runs/tdmpc2/seed*'")
+                        help="robotrl runs of another agent beside MR.Q, e.g. 'robotrl TD-MPC2=runs/tdmpc2/seed*', "
+                             "or the reference's own eval files from bench/mrq_reference_run.py")
+    parser.add_argument("--ref-eval-freq", type=int, default=5000,
+                        help="agent steps between the evals in the reference's own eval files (default: %(default)s, "
+                             "its Dmc_eval_freq)")
     args = parser.parse_args()
     results = parse_results(read_reference(args.ref, args.results_file))
     if args.ref_env not in results:
@@ -230,7 +256,8 @@ def main() -> None:
         raise SystemExit("--drqv2 is a git dir: name its curve with --drqv2-task, e.g. walker_walk")
     try:
         ours = our_returns(args.runs, args.all_frames)
-        beside = [beside_runs(spec, args.all_frames) for spec in args.beside]
+        beside = [beside_runs(spec, args.all_frames, args.ref_eval_freq * args.action_repeat)
+                  for spec in args.beside]
         others = {label: curve for label, curve, _ in beside}
         others_seeds = {label: count for label, _, count in beside}
         if args.drqv2:

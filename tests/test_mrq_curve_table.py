@@ -199,3 +199,31 @@ def test_beside_runs_stopped_at_different_frames_say_how_many_seeds_each_cell_ha
     assert lines[0].endswith("| robotrl TD-MPC2 IQM [95% CI], 2 seeds |")
     row = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
     assert row["20,000"][6] == "100.0 (1 of 2 seeds)" and row["0"][6] == "7.0 (1 of 2 seeds)"
+
+
+def test_the_reference_run_here_goes_beside_from_its_eval_files(table_mod, tmp_path, monkeypatch, capsys):
+    """bench/mrq_reference_run.py leaves the reference's own eval files: one mean return per line, every 5,000 agent
+    steps from 0 (= 10,000 frames at action repeat 2); a glob of them is a column like robotrl runs."""
+    ref = tmp_path / "dmc_results.txt"
+    ref.write_text(REF)
+    mrq = [make_run(tmp_path / "mrq" / f"seed{i}", {0: 1.0, 10000: 2.0, 20000: 3.0}) for i in (1, 2)]
+    evals = tmp_path / "reference_here" / "evals"
+    evals.mkdir(parents=True)
+    (evals / "MRQ+Dmc-cartpole-swingup+1.txt").write_text("5.0\n10.0\n300.0\n")
+    (evals / "MRQ+Dmc-cartpole-swingup+2.txt").write_text("7.0\n20.0\n")  # stopped before 20k frames
+    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", *map(str, mrq), "--ref", str(ref), "--ref-env",
+                                      "Dmc-cartpole-swingup", "--reps", "50", "--all-frames",
+                                      "--beside", f"reference MR.Q run here={evals / 'MRQ+*.txt'}"])
+    table_mod.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| reference MR.Q run here IQM [95% CI], 2 seeds |")
+    row = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    assert row["0"][6].startswith("6.0 [") and row["10,000"][6].startswith("15.0 [")
+    assert row["20,000"][6] == "300.0 (1 of 2 seeds)"
+    # an empty eval file, or one with a non-number, is one clear error naming it
+    (evals / "MRQ+Dmc-cartpole-swingup+2.txt").write_text("7.0\nfell over\n")
+    with pytest.raises(SystemExit, match=r"MRQ\+Dmc-cartpole-swingup\+2.txt"):
+        table_mod.main()
+    (evals / "MRQ+Dmc-cartpole-swingup+2.txt").write_text("")
+    with pytest.raises(SystemExit, match=r"MRQ\+Dmc-cartpole-swingup\+2.txt: no evaluations"):
+        table_mod.main()
