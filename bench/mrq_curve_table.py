@@ -67,8 +67,13 @@ def read_reference(ref: Path, results_file: str) -> str:
 def our_returns(runs: list[Path], all_frames: bool = False) -> dict[int, list[float]]:
     """Frame -> eval return of every run, for the frames every run reached; with ``all_frames``, every frame any run
     reached, over the runs that reached it (runs stopped at different frames: the rows name how many)."""
-    per_run = [dict(zip(frames.astype(int).tolist(), returns.tolist(), strict=True))
-               for frames, returns, _ in map(read_eval, runs)]
+    return merge_runs([dict(zip(frames.astype(int).tolist(), returns.tolist(), strict=True))
+                       for frames, returns, _ in map(read_eval, runs)], all_frames)
+
+
+def merge_runs(per_run: list[dict[int, float]], all_frames: bool) -> dict[int, list[float]]:
+    """Per-run frame -> return maps -> frame -> every run's return, over the frames every run reached (or, with
+    ``all_frames``, any run reached)."""
     frames = sorted((set.union if all_frames else set.intersection)(*(set(p) for p in per_run)))
     return {f: [p[f] for p in per_run if f in p] for f in frames}
 
@@ -106,8 +111,7 @@ def reference_run_returns(files: list[Path], frames_per_eval: int, all_frames: b
         if not returns:
             raise ValueError(f"{path}: no evaluations")
         per_run.append({i * frames_per_eval: r for i, r in enumerate(returns)})
-    frames = sorted((set.union if all_frames else set.intersection)(*(set(p) for p in per_run)))
-    return {f: [p[f] for p in per_run if f in p] for f in frames}
+    return merge_runs(per_run, all_frames)
 
 
 def beside_runs(spec: str, all_frames: bool = False,

@@ -42,6 +42,16 @@ def make_run(root: Path, returns: dict[int, float], random: float | None = None,
     return root
 
 
+def run_main(table_mod, monkeypatch, capsys, *args: str) -> tuple[str, dict[str, list[str]]]:
+    """``mrq_curve_table.py *args`` -> (header line, first cell -> the cells of its row)."""
+    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", *args])
+    table_mod.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].count("|") == lines[0].count("|")
+    return lines[0], {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")]
+                      for line in lines[2:]}
+
+
 def test_parse_results_reads_the_reference_layout(table_mod):
     results = table_mod.parse_results(REF)
     steps, scores = results["Dmc-cartpole-swingup"]
@@ -161,15 +171,11 @@ def test_other_agents_get_a_column_each_at_the_same_frames(table_mod, tmp_path, 
     mrq = [make_run(tmp_path / "mrq" / f"seed{i}", {0: 1.0, 20000: 2.0, 40000: 3.0}) for i in (1, 2)]
     for i in (1, 2, 3):
         make_run(tmp_path / "tdmpc2" / f"seed{i}", {0: 5.0, 20000: 100.0 * i})
-    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", *map(str, mrq), "--ref", str(ref), "--ref-env",
-                                      "Dmc-cartpole-swingup", "--reps", "50", "--drqv2", str(tmp_path / "drqv2.csv"),
-                                      "--beside", f"robotrl TD-MPC2={tmp_path / 'tdmpc2' / 'seed*'}"])
-    table_mod.main()
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("| robotrl TD-MPC2 IQM [95% CI], 3 seeds | DrQ-v2 published (its curves/, pixels) "
-                             "IQM [95% CI], 2 seeds |")
-    assert lines[1].count("|") == lines[0].count("|")
-    row = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    header, row = run_main(table_mod, monkeypatch, capsys, *map(str, mrq), "--ref", str(ref), "--ref-env",
+                           "Dmc-cartpole-swingup", "--reps", "50", "--drqv2", str(tmp_path / "drqv2.csv"),
+                           "--beside", f"robotrl TD-MPC2={tmp_path / 'tdmpc2' / 'seed*'}")
+    assert header.endswith("| robotrl TD-MPC2 IQM [95% CI], 3 seeds | DrQ-v2 published (its curves/, pixels) "
+                           "IQM [95% CI], 2 seeds |")
     assert row["20,000"][6].startswith("200.0 [") and row["20,000"][7].startswith("40.0 [")
     assert row["40,000"][6:] == ["-", "-"]  # neither has 40k frames: no number, not a neighbour's
 
@@ -191,13 +197,10 @@ def test_beside_runs_stopped_at_different_frames_say_how_many_seeds_each_cell_ha
     mrq = [make_run(tmp_path / "mrq" / f"seed{i}", {0: 1.0, 20000: 2.0}) for i in (1, 2)]
     make_run(tmp_path / "tdmpc2" / "seed1", {20000: 100.0})
     make_run(tmp_path / "tdmpc2" / "seed2", {0: 7.0})
-    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", *map(str, mrq), "--ref", str(ref), "--ref-env",
-                                      "Dmc-cartpole-swingup", "--reps", "50", "--all-frames",
-                                      "--beside", f"robotrl TD-MPC2={tmp_path / 'tdmpc2' / 'seed*'}"])
-    table_mod.main()
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("| robotrl TD-MPC2 IQM [95% CI], 2 seeds |")
-    row = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    header, row = run_main(table_mod, monkeypatch, capsys, *map(str, mrq), "--ref", str(ref), "--ref-env",
+                           "Dmc-cartpole-swingup", "--reps", "50", "--all-frames",
+                           "--beside", f"robotrl TD-MPC2={tmp_path / 'tdmpc2' / 'seed*'}")
+    assert header.endswith("| robotrl TD-MPC2 IQM [95% CI], 2 seeds |")
     assert row["20,000"][6] == "100.0 (1 of 2 seeds)" and row["0"][6] == "7.0 (1 of 2 seeds)"
 
 
@@ -211,13 +214,10 @@ def test_the_reference_run_here_goes_beside_from_its_eval_files(table_mod, tmp_p
     evals.mkdir(parents=True)
     (evals / "MRQ+Dmc-cartpole-swingup+1.txt").write_text("5.0\n10.0\n300.0\n")
     (evals / "MRQ+Dmc-cartpole-swingup+2.txt").write_text("7.0\n20.0\n")  # stopped before 20k frames
-    monkeypatch.setattr(sys, "argv", ["mrq_curve_table.py", *map(str, mrq), "--ref", str(ref), "--ref-env",
-                                      "Dmc-cartpole-swingup", "--reps", "50", "--all-frames",
-                                      "--beside", f"reference MR.Q run here={evals / 'MRQ+*.txt'}"])
-    table_mod.main()
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("| reference MR.Q run here IQM [95% CI], 2 seeds |")
-    row = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    header, row = run_main(table_mod, monkeypatch, capsys, *map(str, mrq), "--ref", str(ref), "--ref-env",
+                           "Dmc-cartpole-swingup", "--reps", "50", "--all-frames",
+                           "--beside", f"reference MR.Q run here={evals / 'MRQ+*.txt'}")
+    assert header.endswith("| reference MR.Q run here IQM [95% CI], 2 seeds |")
     assert row["0"][6].startswith("6.0 [") and row["10,000"][6].startswith("15.0 [")
     assert row["20,000"][6] == "300.0 (1 of 2 seeds)"
     # an empty eval file, or one with a non-number, is one clear error naming it
