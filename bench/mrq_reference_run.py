@@ -15,13 +15,15 @@ torch raises there without a GPU). The reference seeds numpy and torch itself fr
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mrq_parity import load_reference  # noqa: E402
+from robotrl.envs.rendering import ensure_gl  # noqa: E402
 
 
 def main() -> None:
@@ -34,12 +36,7 @@ def main() -> None:
     main_args = args.main_args[1:] if args.main_args[:1] == ["--"] else args.main_args
     if any(a.startswith("--device") or a.endswith("_folder") for a in main_args):
         raise SystemExit(f"--device and the *_folder arguments are set by this script, got {main_args}")
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    from robotrl.envs.rendering import ensure_gl
-
-    ensure_gl()  # robotrl's GL set-up order (triton before Mesa), also for the reference's pixel envs
-    import torch
-
+    ensure_gl()  # MUJOCO_GL defaults to egl; robotrl's GL set-up order (triton before Mesa), also for pixel envs
     torch.set_num_threads(args.threads)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
