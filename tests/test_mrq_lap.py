@@ -80,6 +80,19 @@ def test_replay_samples_high_priority_transitions_more_often():
     assert batch.obs["state"].shape == (64, 3)
 
 
+def test_encoder_sub_trajectories_are_drawn_by_priority_too():
+    # the reference's buffer draws the encoder's enc_horizon segments through the same LAP priorities as the value's
+    replay = _replay()  # 2 episodes of 20 steps: 17 valid 4-step starts each
+    replay.enable_priority(alpha=1.0, min_priority=1.0)
+    replay._priority.update(np.array([2]), np.array([99.0]))  # slot 2: episode 0, step 2
+    hot = 0
+    for _ in range(50):
+        traj = replay.sample_trajectories(64, horizon=4)
+        hot += int((traj.obs["state"][0, :, 0] == 2.0).sum())
+    share = hot / (50 * 64)
+    assert 0.68 < share < 0.82, share  # 99 / (99 + 33) = 0.75; uniform would be 1/34
+
+
 def test_priority_sampling_never_returns_an_invalid_start():
     replay = _replay(episodes=3, steps=6)
     replay.enable_priority()
