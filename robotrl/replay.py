@@ -374,9 +374,8 @@ class ReplayBuffer(PrioritizedSamplingMixin, ReplayStateMixin):
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int) -> Batch:
-        """n-step transitions drawn uniformly, or by LAP priority once ``enable_priority`` is on: pixels uint8
-        (B, 3k, H, W), reward/discount float32 (B, 1); never one that starts at a flagged (``reward_invalid``)
-        reward."""
+        """n-step transitions, uniform or by LAP priority once enabled: pixels uint8 (B, 3k, H, W), reward/discount
+        float32 (B, 1); never one that starts at a flagged (``reward_invalid``) reward."""
         start = self._sample_starts(batch_size, horizon=1, valid_reward=True)
         ret, disc, m = self._nstep(start)
         action = _take(self._arrays["action"], start % self.capacity, self._empty)
@@ -389,10 +388,9 @@ class ReplayBuffer(PrioritizedSamplingMixin, ReplayStateMixin):
         )
 
     def sample_trajectories(self, batch_size: int, horizon: int) -> Trajectories:
-        """Contiguous segments of ``horizon`` steps within one episode, their starts drawn as in :meth:`sample`;
-        time-major: obs (H+1, B, ...), action (H, B, A), reward (H, B, 1), terminated (H, B, 1) float32 (1.0 where
-        the MDP ended); ``reward_valid`` (H, B, 1) float32 is 0.0 at flagged rewards (None when the batch has none:
-        nothing to mask)."""
+        """``horizon``-step segments in one episode, starts drawn as in :meth:`sample`; time-major: obs (H+1, B, ...),
+        action (H, B, A), reward (H, B, 1), terminated (H, B, 1) float32 (1.0 where the MDP ended); ``reward_valid``
+        (H, B, 1) float32 is 0.0 at flagged rewards (None when the batch has none: nothing to mask)."""
         if horizon < 1:
             raise ValueError(f"horizon={horizon}, expected >= 1")
         start = self._sample_starts(batch_size, horizon)
