@@ -1,0 +1,130 @@
+"""robotrl's MR.Q update inside facebookresearch/MRQ's own training loop, replay buffer and env (from state).
+
+    OMP_NUM_THREADS=1 MUJOCO_GL=egl python bench/mrq_hybrid_run.py --ref /work/.mirror/facebookresearch+MRQ/repo \\
+        --out runs/mrq_hybrid/walker_walk_state -- --env Dmc-walker-walk --seed 1 --total_timesteps 20000
+
+This splits a learning difference between robotrl's MR.Q and the reference in two: it runs the reference's
+``main.py`` (its env, loop, random phase, evaluation and LAP buffer with its sampling mask) exactly as
+``bench/mrq_reference_run.py`` does, but the agent's networks, acting and updates are robotrl's ``MRQAgent`` with its
+default settings. If this learns like the reference, a difference lies in robotrl's replay or training loop; if it
+learns like robotrl, in the agent. The glue is :class:`ReferenceReplay`: robotrl's replay interface over the
+reference's buffer (its value batches summed with its own ``multi_step_reward``, its reward scale, its priorities
+``max(|TD|, min_priority) ** alpha``). State observations only (a pixel run costs ~15 h per seed here).
+Evals and logs land where the reference writes them (``<out>/evals``, ``<out>/logs``), named ``MRQ+<env>+<seed>``.
+``--learning-starts N`` replaces the reference's 10,000 random steps before the first update (smoke tests only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mrq_parity import load_reference  # noqa: E402
+from robotrl.agents.mrq import MRQAgent  # noqa: E402
+from robotrl.envs.rendering import ensure_gl  # noqa: E402
+
+from robotrl.types import Batch, Trajectories  # noqa: E402
+
+_ALWAYS_TRAINING = 10**12  # robotrl's step counter: past num_expl_steps (the reference's buffer decides when to start)
+
+
+class ReferenceReplay:
+    """The part of robotrl's replay interface MRQAgent.update uses, served by the reference's ReplayBuffer."""
+
+    def __init__(self, buffer, mrq_module, alpha: float, min_priority: float, q_horizon: int, discount: float):
+        self.buffer, self.mrq = buffer, mrq_module
+        self.alpha, self.min_priority, self.q_horizon = alpha, min_priority, q_horizon
+        self.gammas = discount ** torch.arange(q_horizon, dtype=torch.float32).reshape(1, -1, 1)
+        self.discount_n = discount**q_horizon
+
+    def enable_priority(self, alpha: float, min_priority: float) -> None:
+        """The reference's buffer is prioritised from the start."""
+
+    def mean_abs_reward(self) -> float:
+        return self.buffer.reward_scale()
+
+    def has_terminations(self) -> bool:
+        return bool(self.buffer.env_terminates)
+
+    def sample_trajectories(self, batch_size: int, horizon: int) -> Trajectories:
+        state, action, next_state, reward, not_done = self.buffer.sample(horizon, include_intermediate=True)
+        obs = torch.cat([state[:, :1], next_state], dim=1)  # (B, H+1, S)
+        return Trajectories(obs={"state": obs.transpose(0, 1).contiguous()}, action=action.transpose(0, 1),
+                            reward=reward.transpose(0, 1), terminated=1.0 - not_done.transpose(0, 1))
+
+    def sample(self, batch_size: int) -> Batch:
+        state, action, next_state, reward, not_done = self.buffer.sample(self.q_horizon, include_intermediate=False)
+        reward, not_done = self.mrq.multi_step_reward(reward, not_done, self.gammas)
+        return Batch(obs={"state": state}, action=action, reward=reward, discount=not_done * self.discount_n,
+                     next_obs={"state": next_state})
+
+    def update_priority(self, td_error: torch.Tensor) -> None:
+        self.buffer.update_priority(td_error.clamp(min=self.min_priority).pow(self.alpha))
+
+
+def hybrid_agent_class(mrq_module, hp_overrides: dict[str, int]):
+    """A subclass of the reference's Agent: its buffer and training schedule, robotrl's nets, acting and update."""
+
+    class HybridAgent(mrq_module.Agent):
+        def __init__(self, obs_shape, action_dim, max_action, pixel_obs, discrete, device, history=1, hp=None):
+            if pixel_obs or discrete or history != 1:
+                raise SystemExit("the hybrid run supports continuous actions from state only")
+            super().__init__(obs_shape, action_dim, max_action, pixel_obs, discrete, device, history,
+                             {**(hp or {}), **hp_overrides})
+            self.name = "MR.Q (robotrl update in the reference's loop)"
+            space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, tuple(obs_shape), np.float32)})
+            self.mine = MRQAgent(space, gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32), str(device),
+                                 seed=int(torch.randint(2**31, ()).item()))  # drawn from the reference's seeded torch
+            self.replay = ReferenceReplay(self.replay_buffer, mrq_module, self.hp.alpha, self.hp.min_priority,
+                                          self.hp.Q_horizon, self.hp.discount)
+
+        def select_action(self, state: np.ndarray, use_exploration: bool = True):
+            if self.replay_buffer.size < self.buffer_size_before_training and use_exploration:
+                return None  # the reference's random phase: the env samples the action
+            obs = {"state": np.asarray(state, np.float32)}
+            return self.mine.act(obs, _ALWAYS_TRAINING, eval_mode=not use_exploration) * self.max_action
+
+        def train(self):
+            if self.replay_buffer.size <= self.buffer_size_before_training:
+                return
+            self.training_steps += 1
+            self.mine.update(self.replay, _ALWAYS_TRAINING)
+
+    return HybridAgent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ref", type=Path, required=True, help="facebookresearch/MRQ git dir or checkout")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the evals/ and logs/")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per process on a shared CPU)")
+    parser.add_argument("--learning-starts", type=int, default=None,
+                        help="random steps before the first update instead of the reference's 10,000 (smoke tests)")
+    parser.add_argument("main_args", nargs=argparse.REMAINDER, help="-- then the reference main.py's arguments")
+    args = parser.parse_args()
+    main_args = args.main_args[1:] if args.main_args[:1] == ["--"] else args.main_args
+    if any(a.startswith("--device") or a.endswith("_folder") for a in main_args):
+        raise SystemExit(f"--device and the *_folder arguments are set by this script, got {main_args}")
+    overrides = {} if args.learning_starts is None else {"buffer_size_before_training": args.learning_starts}
+    ensure_gl()
+    torch.set_num_threads(args.threads)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.argv = ["main.py", *main_args, "--device", "cpu", "--eval_folder", str(out / "evals"),
+                    "--log_folder", str(out / "logs"), "--save_folder", str(out / "checkpoint")]
+        print("hybrid:", " ".join(sys.argv), overrides, flush=True)
+        main_module = load_reference(args.ref, Path(tmp), module="main")
+        main_module.MRQ.Agent = hybrid_agent_class(main_module.MRQ, overrides)
+        main_module.main()
+
+
+if __name__ == "__main__":
+    main()
