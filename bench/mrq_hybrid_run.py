@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -26,9 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mrq_parity import load_reference  # noqa: E402
+from mrq_reference_run import add_arguments, run  # noqa: E402
 from robotrl.agents.mrq import MRQAgent  # noqa: E402
-from robotrl.envs.rendering import ensure_gl  # noqa: E402
 
 from robotrl.types import Batch, Trajectories  # noqa: E402
 
@@ -102,28 +100,12 @@ def hybrid_agent_class(mrq_module, hp_overrides: dict[str, int]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ref", type=Path, required=True, help="facebookresearch/MRQ git dir or checkout")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the evals/ and logs/")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per process on a shared CPU)")
+    add_arguments(parser)
     parser.add_argument("--learning-starts", type=int, default=None,
                         help="random steps before the first update instead of the reference's 10,000 (smoke tests)")
-    parser.add_argument("main_args", nargs=argparse.REMAINDER, help="-- then the reference main.py's arguments")
     args = parser.parse_args()
-    main_args = args.main_args[1:] if args.main_args[:1] == ["--"] else args.main_args
-    if any(a.startswith("--device") or a.endswith("_folder") for a in main_args):
-        raise SystemExit(f"--device and the *_folder arguments are set by this script, got {main_args}")
     overrides = {} if args.learning_starts is None else {"buffer_size_before_training": args.learning_starts}
-    ensure_gl()
-    torch.set_num_threads(args.threads)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        sys.argv = ["main.py", *main_args, "--device", "cpu", "--eval_folder", str(out / "evals"),
-                    "--log_folder", str(out / "logs"), "--save_folder", str(out / "checkpoint")]
-        print("hybrid:", " ".join(sys.argv), overrides, flush=True)
-        main_module = load_reference(args.ref, Path(tmp), module="main")
-        main_module.MRQ.Agent = hybrid_agent_class(main_module.MRQ, overrides)
-        main_module.main()
+    run(args, "hybrid", patch=lambda module: setattr(module.MRQ, "Agent", hybrid_agent_class(module.MRQ, overrides)))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -26,13 +28,17 @@ from mrq_parity import load_reference  # noqa: E402
 from robotrl.envs.rendering import ensure_gl  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--ref, --out, --threads and the reference main.py's own arguments after ``--``."""
     parser.add_argument("--ref", type=Path, required=True, help="facebookresearch/MRQ git dir or checkout")
     parser.add_argument("--out", type=Path, required=True, help="folder for the reference's evals/ and logs/")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 per process on a shared CPU)")
     parser.add_argument("main_args", nargs=argparse.REMAINDER, help="-- then the reference main.py's arguments")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace, label: str, patch: Callable[[ModuleType], None] | None = None) -> None:
+    """The reference's main.py from a temp copy, on the CPU, writing into ``args.out``; ``patch`` sees its module
+    before it runs (``bench/mrq_hybrid_run.py`` swaps the agent there)."""
     main_args = args.main_args[1:] if args.main_args[:1] == ["--"] else args.main_args
     if any(a.startswith("--device") or a.endswith("_folder") for a in main_args):
         raise SystemExit(f"--device and the *_folder arguments are set by this script, got {main_args}")
@@ -43,9 +49,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sys.argv = ["main.py", *main_args, "--device", "cpu", "--eval_folder", str(out / "evals"),
                     "--log_folder", str(out / "logs"), "--save_folder", str(out / "checkpoint")]
-        print("reference:", " ".join(sys.argv), flush=True)
+        print(f"{label}:", " ".join(sys.argv), flush=True)
         # the reference's MRQ/*.py on sys.path, its replay's cuda probe patched
-        load_reference(args.ref, Path(tmp), module="main").main()
+        main_module = load_reference(args.ref, Path(tmp), module="main")
+        if patch is not None:
+            patch(main_module)
+        main_module.main()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    run(parser.parse_args(), "reference")
 
 
 if __name__ == "__main__":
