@@ -36,11 +36,13 @@ _ALWAYS_TRAINING = 10**12  # robotrl's step counter: past num_expl_steps (the re
 class ReferenceReplay:
     """The part of robotrl's replay interface MRQAgent.update uses, served by the reference's ReplayBuffer."""
 
-    def __init__(self, buffer, mrq_module, alpha: float, min_priority: float, q_horizon: int, discount: float):
-        self.buffer, self.mrq = buffer, mrq_module
-        self.alpha, self.min_priority, self.q_horizon = alpha, min_priority, q_horizon
-        self.gammas = discount ** torch.arange(q_horizon, dtype=torch.float32).reshape(1, -1, 1)
-        self.discount_n = discount**q_horizon
+    def __init__(self, buffer, multi_step_reward, gammas: torch.Tensor, discount_n: float, alpha: float,
+                 min_priority: float):
+        """``multi_step_reward``, ``gammas`` (1, Q_horizon, 1) and ``discount_n`` (discount ** Q_horizon) are the
+        reference agent's own, so the n-step batch is summed exactly as it sums it."""
+        self.buffer, self.multi_step_reward = buffer, multi_step_reward
+        self.gammas, self.discount_n = gammas, float(discount_n)
+        self.alpha, self.min_priority = alpha, min_priority
 
     def enable_priority(self, alpha: float, min_priority: float) -> None:
         """The reference's buffer is prioritised from the start."""
@@ -58,8 +60,9 @@ class ReferenceReplay:
                             reward=reward.transpose(0, 1), terminated=1.0 - not_done.transpose(0, 1))
 
     def sample(self, batch_size: int) -> Batch:
-        state, action, next_state, reward, not_done = self.buffer.sample(self.q_horizon, include_intermediate=False)
-        reward, not_done = self.mrq.multi_step_reward(reward, not_done, self.gammas)
+        state, action, next_state, reward, not_done = self.buffer.sample(self.gammas.shape[1],
+                                                                         include_intermediate=False)
+        reward, not_done = self.multi_step_reward(reward, not_done, self.gammas)
         return Batch(obs={"state": state}, action=action, reward=reward, discount=not_done * self.discount_n,
                      next_obs={"state": next_state})
 
@@ -80,8 +83,9 @@ def hybrid_agent_class(mrq_module, hp_overrides: dict[str, int]):
             space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, tuple(obs_shape), np.float32)})
             self.mine = MRQAgent(space, gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32), str(device),
                                  seed=int(torch.randint(2**31, ()).item()))  # drawn from the reference's seeded torch
-            self.replay = ReferenceReplay(self.replay_buffer, mrq_module, self.hp.alpha, self.hp.min_priority,
-                                          self.hp.Q_horizon, self.hp.discount)
+            # the reference's __init__ has made self.gammas and self.discount (= discount ** Q_horizon)
+            self.replay = ReferenceReplay(self.replay_buffer, mrq_module.multi_step_reward, self.gammas, self.discount,
+                                          self.alpha, self.min_priority)
 
         def select_action(self, state: np.ndarray, use_exploration: bool = True):
             if self.replay_buffer.size < self.buffer_size_before_training and use_exploration:
@@ -92,7 +96,6 @@ def hybrid_agent_class(mrq_module, hp_overrides: dict[str, int]):
         def train(self):
             if self.replay_buffer.size <= self.buffer_size_before_training:
                 return
-            self.training_steps += 1
             self.mine.update(self.replay, _ALWAYS_TRAINING)
 
     return HybridAgent

@@ -7,8 +7,9 @@ steps of an episode (its sampling mask); robotrl's replay samples every step wit
 horizon at the end of an episode (the last ``nstep - 1`` = 2 steps). For each saved replay (a run's checkpoint,
 LAP priorities included) this prints the share of the value batch's sampling probability (priority / total, as both
 buffers draw it) on those last-5 starts and on the shortened ones, and the ratio of robotrl's reward scale (mean
-|reward| over steps) to the reference's (which also counts each episode's reward-less final slot). Only finished
-episodes are counted (checkpoints are taken between episodes).
+|reward| over steps) to the reference's (which also counts each episode's reward-less final slot). An episode in
+progress counts as if it ended at its last stored step; a run's checkpoints are taken between episodes, where there
+is none.
 """
 
 from __future__ import annotations
