@@ -62,6 +62,10 @@ class DriverThread:
         try:
             finished = done.acquire(timeout=timeout)
         except KeyboardInterrupt:
+            # The signal can land after acquire took the lock (its handler runs at the next bytecode): the reply is
+            # then already here, and waiting on our own lock would mark a driver that answered as stuck.
+            if reply:
+                raise
             if on_interrupt is not None:
                 on_interrupt()
             if not done.acquire(timeout=grace_s):

@@ -443,8 +443,9 @@ def test_estop_signal_mid_motion_holds_until_rearmed():
 
 
 def test_ctrl_c_mid_motion_stops_then_disconnects():
-    # A send that outlives the stop time after Ctrl-C is a stuck driver: FAULT, no hold (the hung-driver tests). On a
-    # loaded 2-core machine a sim send once took over the sim's 500 ms, so this test of a responsive driver gives 10x.
+    # A send that outlives the stop time after Ctrl-C is a stuck driver: FAULT, no hold (the hung-driver tests). This
+    # test once failed that way with a responsive driver: SIGINT landed just after the reply came (fixed in
+    # driver_thread.py, pinned by tests/test_driver_thread.py); the 10x stop time stays for a loaded 2-core machine.
     layer = make_robot(sim_cfg(stop_timeout_ms=5000))
     calls = record(layer)
     # Python's own Ctrl-C handler, whatever an earlier test or plug-in left installed
