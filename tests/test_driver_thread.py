@@ -68,6 +68,7 @@ def test_ctrl_c_during_a_running_call_asks_it_to_stop_and_waits_for_it(monkeypat
     with pytest.raises(KeyboardInterrupt):
         thread.call(stop_request.acquire, (), timeout=5.0, on_interrupt=request_stop, grace_s=2.0)
     assert stops == ["stop"] and not thread.stuck  # the motion honoured the stop within the grace
+    thread.close(wait=True)
 
 
 def test_ctrl_c_during_a_call_that_ignores_the_stop_marks_the_thread_stuck(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,4 +49,3 @@ def test_priorities_weigh_the_shares(mask_mod):
     assert shares["masked"] == pytest.approx((4 + 91) / (9 + 91))
     assert shares["shortened"] == pytest.approx((1 + 91) / (9 + 91))
     assert shares["max_priority"] == 91.0
-
