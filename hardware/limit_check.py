@@ -178,7 +178,8 @@ def bad_action(action: Action, modes: tuple[ActionMode, ...], joint_names: tuple
 
 def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np.ndarray | None,
                        joint_names: tuple[str, ...], fk: Kinematics | None, ee_mode: bool = False,
-                       joint_acc: np.ndarray | None = None) -> tuple[str, str, dict[str, Any]] | None:
+                       joint_acc: np.ndarray | None = None, horizon_s: float | None = None,
+                       ) -> tuple[str, str, dict[str, Any]] | None:
     """Why a measured state must hold the arm, as ``(kind, detail, extra)``, or None. ``commanded_ee``: the
     end-effector position of the current commanded target (None when unknown: the box is then not watched). With a
     kinematic model the measured hand is the forward kinematics of the measured joints (as libfranka computes
@@ -186,10 +187,12 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
 
     In end-effector mode (``ee_mode``) the joints are not commanded, so nothing keeps them on a braking curve: on an
     arm with a kinematic model (its measured joints are the arm's own) a joint that would pass its limit before it
-    can stop holds the arm: one control period at its measured velocity, sped up by its measured acceleration
-    (``joint_acc``, from the last readings; near a singularity joints accelerate under a steady hand), then braking at
+    can stop holds the arm: ``horizon_s`` (until the next check; default the longest period that is not an overrun,
+    ``overrun_factor / control_hz``) at its measured velocity, sped up by its measured acceleration (``joint_acc``,
+    from the last readings; near a singularity joints accelerate under a steady hand), then braking at
     ``joint_max_acceleration``. There a joint moves fast for a slow hand (fr3_joint4 at 1.8 rad/s for 0.28 m/s on
-    franky-sim), and a hold once it was past its limit let the Cartesian stop carry it 0.2 rad further."""
+    franky-sim), and a hold once it was past its limit let the Cartesian stop carry it 0.2 rad further; a horizon of
+    one nominal period let a loop at 95 ms per 50 ms period (no overrun) carry it 0.06 rad past."""
     age_ms = (monotonic() - state.timestamp) * 1e3
     if not age_ms <= limits.max_state_age_ms:  # (NaN timestamps included)
         return E.STALE_STATE, (f"robot state reading is {age_ms:.0f} ms old (max_state_age_ms="
@@ -202,7 +205,9 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
                                                                                 "value": float(q[i])}
     if ee_mode and fk is not None and limits.joint_max_acceleration is not None:
         dq = np.asarray(state.joint_vel, np.float64)
-        found = _joint_cannot_stop(q, dq, np.zeros_like(dq) if joint_acc is None else joint_acc, limits, joint_names)
+        horizon = limits.overrun_factor / limits.control_hz if horizon_s is None else horizon_s
+        found = _joint_cannot_stop(q, dq, np.zeros_like(dq) if joint_acc is None else joint_acc, horizon, limits,
+                                   joint_names)
         if found is not None:
             return found
     measured = state.ee_pos if fk is None else fk(q)
@@ -220,11 +225,10 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
     return None
 
 
-def _joint_cannot_stop(q: np.ndarray, dq: np.ndarray, ddq: np.ndarray, limits: SafetyLimits,
+def _joint_cannot_stop(q: np.ndarray, dq: np.ndarray, ddq: np.ndarray, period: float, limits: SafetyLimits,
                        joint_names: tuple[str, ...]) -> tuple[str, str, dict[str, Any]] | None:
-    """A joint whose stop point (one control period from ``dq``, sped up by ``ddq`` where it speeds the joint up,
+    """A joint whose stop point (``period`` seconds from ``dq``, sped up by ``ddq`` where it speeds the joint up,
     then braking at ``joint_max_acceleration``) is past a limit, as ``(kind, detail, extra)``."""
-    period = 1.0 / limits.control_hz
     speeding = np.where(ddq * dq > 0, ddq, 0.0)
     v = dq + speeding * period
     stop = q + dq * period + 0.5 * speeding * period**2 + v * np.abs(v) / (2 * limits.joint_max_acceleration)

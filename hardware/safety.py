@@ -296,12 +296,22 @@ class SafetyLayer(StopControls, Robot):
         self._last_reading = (t, dq)
         return None if dt is None or dt > 2 * period else (dq - last[1]) / dt
 
+    def _check_horizon(self) -> float:
+        """How far ahead a measured joint's stop point is predicted: the longest period that is not an overrun, or the
+        loop's last period if it was longer (a loop slowed by load stays slow: at 95 ms per 50 ms period the default
+        let fr3_joint4 pass its limit on franky-sim), at most the watchdog's timeout (then the arm is stopped)."""
+        horizon = self.limits.overrun_factor / self.limits.control_hz
+        if self._last_cmd_t is not None and self.periods:
+            horizon = max(horizon, min(self.periods[-1], self.limits.watchdog_ms / 1e3))
+        return horizon
+
     def _check_measured(self, state: JointState) -> JointState:
         """Hold on a measured joint past its limits, an end-effector excursion past the box, or a stale reading."""
         ee = self._target_ee if self._last_mode is not ActionMode.JOINT_DELTA else (
             None if self._fk is None else self._fk(self._target_q))
         found = measured_violation(state, self.limits, ee, self.joint_names, self._fk,
-                                   ee_mode=self._last_mode is ActionMode.EE_DELTA, joint_acc=self._joint_acc(state))
+                                   ee_mode=self._last_mode is ActionMode.EE_DELTA, joint_acc=self._joint_acc(state),
+                                   horizon_s=self._check_horizon())
         if found is not None and self.inner.state in COMMANDABLE:
             kind, detail, extra = found
             self._hold_now(kind, detail, **extra)

@@ -87,19 +87,23 @@ def test_joint4_deltas_stop_at_the_ceiling_on_franky_sim(sim):
     assert any(e["kind"] == "workspace" and e["axis"] == "z" for e in safe.events)
 
 
-def test_send_only_ee_loop_holds_at_fr3_joint4s_limit(sim):
+@pytest.mark.parametrize("period_s", [1 / HZ, 0.095])
+def test_send_only_ee_loop_holds_at_fr3_joint4s_limit(sim, period_s):
     """Issue 23 item 4 as found: a loop that only sends end-effector deltas took fr3_joint4 past its limit. Here the
     limit is set 0.15 rad above the start and the hand is pushed up and forward (which straightens the elbow: near
     that singularity fr3_joint4 reached 1.8 rad/s for a 0.28 m/s hand). Holding only once the measured joint was past
-    its limit let franky's Cartesian stop carry it on to 0.2 rad past it; the arm must stop inside its limit."""
+    its limit let franky's Cartesian stop carry it on to 0.2 rad past it; the arm must stop inside its limit. At
+    0.095 s per period (the slowest loop that is not an overrun at 20 Hz; CI failed at the nominal rate on a loaded
+    machine) a stop point one nominal period ahead held too late: the arm stopped 0.06 rad past the limit."""
     limit = -1.42
     safe, log = connect(sim.host, watchdog_ms=2000, joint_upper=[2.6, 1.6, 2.8, limit, 2.7, 4.4, 2.9], **FOLLOWABLE)
     safe.reset_to_home()
     try:
         with pytest.raises(RobotStateError, match="fr3_joint4"):
             for _ in range(200):
+                start = time.monotonic()
                 safe.send_action(Action.ee([0.01, 0.0, 0.01], gripper=0.5))
-                time.sleep(1 / HZ)
+                time.sleep(max(0.0, period_s - (time.monotonic() - start)))
         assert safe.state is RobotState.HOLD and safe.events[-1]["kind"] == "joint_limit_braking"
         at_hold = safe.events[-1]["value"]
         n = len(log)
@@ -112,5 +116,7 @@ def test_send_only_ee_loop_holds_at_fr3_joint4s_limit(sim):
     print(f"fr3_joint4 held at {at_hold - limit:+.4f} rad from its limit, then at {max(after) - limit:+.4f}")
     assert at_hold < limit  # held before the joint reached its limit, on its braking curve
     assert max(after) <= limit, after  # and the arm stopped inside it
-    assert max(after) - min(after) < 0.01, after
+    # the arm stays there: franky-sim's joints lag its Cartesian stop, so they may still close up to ~0.02 rad in the
+    # first 0.25 s after the hold returned (seen at 0.095 s per period), then they rest
+    assert max(after[2:]) - min(after[2:]) < 0.002, after
     assert [kind for kind, _ in log[n:] if kind in ("joint", "ee")] == []  # nothing sent after the hold

@@ -373,7 +373,8 @@ def _moving_state(q: np.ndarray, dq: np.ndarray) -> JointState:
 
 def test_ee_mode_holds_a_joint_that_cannot_stop_before_its_limit():
     """End-effector mode commands no joint, so a joint rushing at its limit (near a singularity) is caught on its
-    measured braking curve: one period at its velocity, sped up by its acceleration, then joint_max_acceleration."""
+    measured braking curve: the horizon (default overrun_factor periods) at its velocity, sped up by its acceleration,
+    then joint_max_acceleration."""
     from robotrl.hardware.limit_check import measured_violation
     from robotrl.hardware.limits import parse_limits
 
@@ -384,9 +385,9 @@ def test_ee_mode_holds_a_joint_that_cannot_stop_before_its_limit():
     upper = limits.joint_upper[3]
     q[3] = upper - 0.12
     fast, slow = np.zeros(7), np.zeros(7)
-    fast[3], slow[3] = 0.8, 0.3  # stop points: +0.04 + 0.107 (past), +0.015 + 0.015 (inside)
-    check = lambda dq, ee_mode=True, fk=franka_fk, acc=None: measured_violation(  # noqa: E731
-        _moving_state(q, dq), limits, None, names, fk, ee_mode=ee_mode, joint_acc=acc)
+    fast[3], slow[3] = 0.8, 0.3  # stop points over 2 periods: +0.08 + 0.107 (past), +0.03 + 0.015 (inside)
+    check = lambda dq, ee_mode=True, fk=franka_fk, acc=None, horizon=None: measured_violation(  # noqa: E731
+        _moving_state(q, dq), limits, None, names, fk, ee_mode=ee_mode, joint_acc=acc, horizon_s=horizon)
     found = check(fast)
     assert found is not None and found[0] == "joint_limit_braking" and found[2]["joint"] == "fr3_joint4", found
     assert f"cannot stop before its limit {upper:g}" in found[1]
@@ -397,6 +398,10 @@ def test_ee_mode_holds_a_joint_that_cannot_stop_before_its_limit():
     assert check(slow, acc=-acc) is None  # slowing down: the period at its velocity, no extra
     assert check(fast, ee_mode=False) is None  # joint mode: the commanded targets are on the braking curve already
     assert check(fast, fk=None) is None  # no kinematic model (the sim's mocap-driven joints): not watched
+    medium = np.zeros(7)
+    medium[3] = 0.55  # stop point +0.055 + 0.050 over the default horizon (2 periods at 20 Hz): inside
+    assert check(medium) is None
+    assert check(medium, horizon=0.15)[0] == "joint_limit_braking"  # a loop at 150 ms: +0.083 + 0.050, past
 
 
 @pytest.mark.parametrize("mode", [ActionMode.EE_DELTA, ActionMode.JOINT_DELTA])
