@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 Kinematics = Callable[[np.ndarray], np.ndarray]  # joint positions (n,) rad -> end-effector position (3,) m
+Pose = Callable[[np.ndarray], np.ndarray]  # joint positions (n,) rad -> end-effector pose (4, 4) in the base frame
 
 # (a, d, alpha) per joint, Craig's modified DH: T_i = RotX(alpha) TransX(a) RotZ(q_i) TransZ(d).
 FRANKA_DH = (
@@ -47,31 +48,88 @@ def _dh(a: float, d: float, alpha: float, theta: float) -> np.ndarray:
     ])
 
 
-def franka_fk(q: Any, tool_m: float = FRANKA_HAND_M) -> np.ndarray:
-    """End-effector position (3,) m in the base frame of an FR3/Panda at joint positions ``q`` (7,) rad;
-    ``tool_m``: flange to end-effector distance along the flange's z (0 without a hand)."""
+def franka_pose(q: Any, tool_m: float = FRANKA_HAND_M) -> np.ndarray:
+    """End-effector pose (4, 4) in the base frame of an FR3/Panda at joint positions ``q`` (7,) rad; ``tool_m``:
+    flange to end-effector distance along the flange's z (0 without a hand)."""
     q = np.asarray(q, dtype=np.float64)
     if q.shape != (7,):
         raise ValueError(f"franka_fk needs 7 joint positions, got shape {q.shape}")
     pose = np.eye(4)
     for (a, d, alpha), theta in zip(FRANKA_DH, q, strict=True):
         pose = pose @ _dh(a, d, alpha, theta)
-    return pose[:3, 3] + pose[:3, 2] * (FRANKA_FLANGE_M + tool_m)
+    pose[:3, 3] += pose[:3, 2] * (FRANKA_FLANGE_M + tool_m)
+    return pose
 
 
-def _franka(driver: Any) -> Kinematics:
+def franka_fk(q: Any, tool_m: float = FRANKA_HAND_M) -> np.ndarray:
+    """End-effector position (3,) m of :func:`franka_pose`."""
+    return franka_pose(q, tool_m)[:3, 3]
+
+
+def _franka(driver: Any) -> Pose:
     tool = FRANKA_HAND_M if getattr(driver, "use_gripper", True) else 0.0
-    return lambda q: franka_fk(q, tool)
+    return lambda q: franka_pose(q, tool)
 
 
-MODELS: dict[str, Callable[[Any], Kinematics]] = {"franka": _franka}
+MODELS: dict[str, Callable[[Any], Pose]] = {"franka": _franka}
 
 
-def forward_kinematics_for(driver: Any) -> Kinematics | None:
-    """The end-effector position function for ``driver`` (its own ``forward_kinematics`` first, else a model
-    from :data:`MODELS` by ``driver.name``), or None when none is known (the box cannot be checked in joint mode)."""
-    own = getattr(driver, "forward_kinematics", None)
+def pose_kinematics_for(driver: Any) -> Pose | None:
+    """The end-effector pose function for ``driver`` (its own ``forward_pose`` first, else a model from
+    :data:`MODELS` by ``driver.name``), or None when none is known."""
+    own = getattr(driver, "forward_pose", None)
     if callable(own):
         return own
     model = MODELS.get(getattr(driver, "name", ""))
     return None if model is None else model(driver)
+
+
+def forward_kinematics_for(driver: Any) -> Kinematics | None:
+    """The end-effector position function for ``driver`` (its own ``forward_kinematics`` first, else its pose
+    model's position), or None when none is known (the box cannot be checked in joint mode)."""
+    own = getattr(driver, "forward_kinematics", None)
+    if callable(own):
+        return own
+    pose = pose_kinematics_for(driver)
+    return None if pose is None else lambda q: pose(q)[:3, 3]
+
+
+def _rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The rotation vector (3,) that turns ``current`` (3, 3) into ``target`` (3, 3), in the base frame."""
+    r = target @ current.T
+    axis_sin = 0.5 * np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    s, c = np.linalg.norm(axis_sin), np.clip((np.trace(r) - 1) / 2, -1.0, 1.0)
+    return axis_sin if s < 1e-12 else axis_sin * (np.arctan2(s, c) / s)
+
+
+def _jacobian(pose: Pose, q: np.ndarray, at: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """The (6, n) geometric Jacobian (linear over angular) of ``pose`` at ``q`` (whose pose is ``at``), by forward
+    differences."""
+    jac = np.empty((6, q.size))
+    for i in range(q.size):
+        moved = q.copy()
+        moved[i] += eps
+        p = pose(moved)
+        jac[:3, i] = (p[:3, 3] - at[:3, 3]) / eps
+        jac[3:, i] = _rotation_error(p[:3, :3], at[:3, :3]) / eps
+    return jac
+
+
+def joints_at_hand_target(pose: Pose, q: np.ndarray, position: np.ndarray, iterations: int = 10,
+                          damping: float = 1e-4, tolerance: float = 1e-5) -> tuple[np.ndarray, float]:
+    """Where the joints come to rest when the hand is moved from ``q`` to ``position`` (3,) m at its orientation at
+    ``q``: damped least-squares steps from ``q`` (what franky-sim's Cartesian control does, and the redundant
+    joints of a real arm's own solver may differ; the elbow of a 7-joint arm is set by the hand's position).
+    Returns (joints, the hand's remaining error in m and rad)."""
+    q = np.asarray(q, np.float64).copy()
+    orientation = pose(q)[:3, :3]
+    for _ in range(iterations):
+        at = pose(q)
+        err = np.concatenate([position - at[:3, 3], _rotation_error(orientation, at[:3, :3])])
+        if np.linalg.norm(err) < tolerance:
+            break
+        jac = _jacobian(pose, q, at)
+        q += jac.T @ np.linalg.solve(jac @ jac.T + damping * np.eye(6), err)
+    at = pose(q)
+    err = np.concatenate([position - at[:3, 3], _rotation_error(orientation, at[:3, :3])])
+    return q, float(np.linalg.norm(err))

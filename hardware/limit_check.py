@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from robotrl.hardware.kinematics import Kinematics
+from robotrl.hardware.kinematics import Kinematics, Pose, joints_at_hand_target
 from robotrl.hardware.limits import SafetyLimits
 from robotrl.hardware.robot import Action, ActionMode, JointState, monotonic
 
@@ -38,6 +38,11 @@ from robotrl.safety_events import E
 
 AXES = ("x", "y", "z")
 BISECTION_STEPS = 20  # the joint-mode box scale is found to 2^-20 of the requested delta
+IK_BISECTION_STEPS = 10  # an end-effector step's joint-limit scale, to 2^-10 (each try solves the arm's IK, ~1 ms)
+IK_TOLERANCE = 1e-4  # a hand target the joints cannot reach within this (m and rad) counts as past a limit
+# an end-effector target's joints stay this far inside their limits: an arm resting right at a limit would hold on
+# the measured braking check at its first tremor (franky-sim: 0.00025 rad/s at rest)
+IK_JOINT_MARGIN_RAD = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,9 @@ def braking_speed(distance: np.ndarray, accel: np.ndarray, tau: float) -> np.nda
 class MotionLimiter:
     """Command limits with the history they need (arrival time, last commanded velocity per mode)."""
 
-    def __init__(self, limits: SafetyLimits, joint_names: tuple[str, ...], fk: Kinematics | None) -> None:
-        self.limits, self.joint_names, self.fk = limits, joint_names, fk
+    def __init__(self, limits: SafetyLimits, joint_names: tuple[str, ...], fk: Kinematics | None,
+                 pose: Pose | None = None) -> None:
+        self.limits, self.joint_names, self.fk, self.pose = limits, joint_names, fk, pose
         self.period = 1.0 / limits.control_hz
         self.last_arrival: float | None = None
         self._velocity: dict[ActionMode, np.ndarray] = {}
@@ -108,8 +114,9 @@ class MotionLimiter:
         return np.zeros_like(current) if resynced or moved else self._velocity[mode]
 
     def plan(self, mode: ActionMode, current: np.ndarray, requested: np.ndarray, now: float,
-             resynced: bool) -> Plan:
-        """The limited delta for a command requested at ``now`` from the commanded target ``current``."""
+             resynced: bool, measured_q: np.ndarray | None = None) -> Plan:
+        """The limited delta for a command requested at ``now`` from the commanded target ``current``
+        (``measured_q``: the joints just read, for an end-effector step's joint limits)."""
         self._planned_from = np.array(current, np.float64)
         dt = self.period if self.last_arrival is None else max(now - self.last_arrival, 0.0)
         tau = max(min(dt, self.period), 1e-9)
@@ -128,7 +135,44 @@ class MotionLimiter:
         plan.stages.append(Stage(kinds[2], names, current + accelerated, current + plan.delta, "target"))
         if joint and self.fk is not None:
             self._box_by_fk(plan, current, accel)
+        if not joint and self.pose is not None and measured_q is not None and np.all(np.isfinite(measured_q)):
+            self._joints_by_ik(plan, current, np.asarray(measured_q, np.float64))
         return plan
+
+    def _joints_by_ik(self, plan: Plan, current: np.ndarray, measured_q: np.ndarray) -> None:
+        """Scale the hand's delta down until the joints where the arm comes to rest at the new target (its inverse
+        kinematics from the measured joints) are ``IK_JOINT_MARGIN_RAD`` inside their limits; a joint already
+        outside them at the current target may not move further out. In end-effector mode the joints are not
+        commanded: near a singularity a 1 cm hand step moves the elbow by a tenth of a radian, and an arm that reaches
+        each target between slow commands shows no velocity that would warn the measured checks."""
+        lower, upper = self.limits.joint_lower + IK_JOINT_MARGIN_RAD, self.limits.joint_upper - IK_JOINT_MARGIN_RAD
+
+        def outside(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+            q, error = joints_at_hand_target(self.pose, measured_q, target)
+            return np.maximum(np.maximum(lower - q, q - upper), 0.0), q, error
+
+        wanted_out, wanted_q, wanted_error = outside(current + plan.delta)
+        if wanted_error <= IK_TOLERANCE and not np.any(wanted_out):
+            return
+        already, _, _ = outside(current)
+
+        def inside(scale: float) -> bool:
+            out, _, error = outside(current + scale * plan.delta)
+            return error <= IK_TOLERANCE and bool(np.all(out <= already + 1e-9))
+
+        if wanted_error <= IK_TOLERANCE and np.all(wanted_out <= already + 1e-9):
+            return  # moving back towards the limits, or no further out
+        ok, bad = 0.0, 1.0
+        for _ in range(IK_BISECTION_STEPS):
+            mid = (ok + bad) / 2
+            ok, bad = (mid, bad) if inside(mid) else (ok, mid)
+        wanted = current + plan.delta
+        plan.delta = plan.delta * ok
+        if np.any(wanted_out > already + 1e-9):
+            plan.stages.append(Stage(E.JOINT_LIMIT, self.joint_names, wanted_q,
+                                     np.clip(wanted_q, lower - already, upper + already), "joint target of the hand"))
+        else:  # the joints could not reach the hand's target (a singularity, out of reach)
+            plan.stages.append(Stage(E.JOINT_LIMIT, AXES, wanted, current + plan.delta, "unreachable hand target"))
 
     def _box_by_fk(self, plan: Plan, current: np.ndarray, accel: np.ndarray) -> None:
         """Scale the joint delta down until the end effector of the target, and of where the joints would stop
@@ -178,8 +222,7 @@ def bad_action(action: Action, modes: tuple[ActionMode, ...], joint_names: tuple
 
 def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np.ndarray | None,
                        joint_names: tuple[str, ...], fk: Kinematics | None, ee_mode: bool = False,
-                       joint_acc: np.ndarray | None = None, horizon_s: float | None = None,
-                       ) -> tuple[str, str, dict[str, Any]] | None:
+                       joint_acc: np.ndarray | None = None) -> tuple[str, str, dict[str, Any]] | None:
     """Why a measured state must hold the arm, as ``(kind, detail, extra)``, or None. ``commanded_ee``: the
     end-effector position of the current commanded target (None when unknown: the box is then not watched). With a
     kinematic model the measured hand is the forward kinematics of the measured joints (as libfranka computes
@@ -187,12 +230,11 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
 
     In end-effector mode (``ee_mode``) the joints are not commanded, so nothing keeps them on a braking curve: on an
     arm with a kinematic model (its measured joints are the arm's own) a joint that would pass its limit before it
-    can stop holds the arm: ``horizon_s`` (until the next check; default the longest period that is not an overrun,
-    ``overrun_factor / control_hz``) at its measured velocity, sped up by its measured acceleration (``joint_acc``,
-    from the last readings; near a singularity joints accelerate under a steady hand), then braking at
+    can stop holds the arm: one control period at its measured velocity, sped up by its measured acceleration
+    (``joint_acc``, from the last readings; near a singularity joints accelerate under a steady hand), then braking at
     ``joint_max_acceleration``. There a joint moves fast for a slow hand (fr3_joint4 at 1.8 rad/s for 0.28 m/s on
-    franky-sim), and a hold once it was past its limit let the Cartesian stop carry it 0.2 rad further; a horizon of
-    one nominal period let a loop at 95 ms per 50 ms period (no overrun) carry it 0.06 rad past."""
+    franky-sim), and a hold once it was past its limit let the Cartesian stop carry it 0.2 rad further. (Where the
+    arm comes to rest at each hand target is limited before the send: ``MotionLimiter._joints_by_ik``.)"""
     age_ms = (monotonic() - state.timestamp) * 1e3
     if not age_ms <= limits.max_state_age_ms:  # (NaN timestamps included)
         return E.STALE_STATE, (f"robot state reading is {age_ms:.0f} ms old (max_state_age_ms="
@@ -205,9 +247,7 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
                                                                                 "value": float(q[i])}
     if ee_mode and fk is not None and limits.joint_max_acceleration is not None:
         dq = np.asarray(state.joint_vel, np.float64)
-        horizon = limits.overrun_factor / limits.control_hz if horizon_s is None else horizon_s
-        found = _joint_cannot_stop(q, dq, np.zeros_like(dq) if joint_acc is None else joint_acc, horizon, limits,
-                                   joint_names)
+        found = _joint_cannot_stop(q, dq, np.zeros_like(dq) if joint_acc is None else joint_acc, limits, joint_names)
         if found is not None:
             return found
     measured = state.ee_pos if fk is None else fk(q)
@@ -225,10 +265,11 @@ def measured_violation(state: JointState, limits: SafetyLimits, commanded_ee: np
     return None
 
 
-def _joint_cannot_stop(q: np.ndarray, dq: np.ndarray, ddq: np.ndarray, period: float, limits: SafetyLimits,
+def _joint_cannot_stop(q: np.ndarray, dq: np.ndarray, ddq: np.ndarray, limits: SafetyLimits,
                        joint_names: tuple[str, ...]) -> tuple[str, str, dict[str, Any]] | None:
-    """A joint whose stop point (``period`` seconds from ``dq``, sped up by ``ddq`` where it speeds the joint up,
+    """A joint whose stop point (one control period from ``dq``, sped up by ``ddq`` where it speeds the joint up,
     then braking at ``joint_max_acceleration``) is past a limit, as ``(kind, detail, extra)``."""
+    period = 1.0 / limits.control_hz
     speeding = np.where(ddq * dq > 0, ddq, 0.0)
     v = dq + speeding * period
     stop = q + dq * period + 0.5 * speeding * period**2 + v * np.abs(v) / (2 * limits.joint_max_acceleration)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from robotrl.hardware.driver_thread import ArrivalRate, DriverCallTimeout, DriverThread, run_with_timeout
 from robotrl.hardware.frame_map import IDENTITY, FrameMap
-from robotrl.hardware.kinematics import forward_kinematics_for
+from robotrl.hardware.kinematics import forward_kinematics_for, pose_kinematics_for
 from robotrl.hardware.limit_check import MotionLimiter, bad_action, measured_violation
 from robotrl.hardware.limits import SafetyLimits
 from robotrl.hardware.obs_checks import CameraError, read_observation
@@ -115,7 +115,8 @@ class SafetyLayer(StopControls, Robot):
         self._target_ee = np.zeros(3)
         self._frame_times: dict[str, float] = {}
         self._fk = forward_kinematics_for(robot)  # joint target -> end-effector position, None if unknown
-        self._limiter = MotionLimiter(limits, robot.joint_names, self._fk)
+        # hand target -> joints (inverse kinematics of the pose model), for end-effector steps' joint limits
+        self._limiter = MotionLimiter(limits, robot.joint_names, self._fk, pose_kinematics_for(robot))
         self.steps = 0
 
     # ------------------------------------------------------------------------------------------ bookkeeping
@@ -296,22 +297,12 @@ class SafetyLayer(StopControls, Robot):
         self._last_reading = (t, dq)
         return None if dt is None or dt > 2 * period else (dq - last[1]) / dt
 
-    def _check_horizon(self) -> float:
-        """How far ahead a measured joint's stop point is predicted: the longest period that is not an overrun, or the
-        loop's last period if it was longer (a loop slowed by load stays slow: at 95 ms per 50 ms period the default
-        let fr3_joint4 pass its limit on franky-sim), at most the watchdog's timeout (then the arm is stopped)."""
-        horizon = self.limits.overrun_factor / self.limits.control_hz
-        if self._last_cmd_t is not None and self.periods:
-            horizon = max(horizon, min(self.periods[-1], self.limits.watchdog_ms / 1e3))
-        return horizon
-
     def _check_measured(self, state: JointState) -> JointState:
         """Hold on a measured joint past its limits, an end-effector excursion past the box, or a stale reading."""
         ee = self._target_ee if self._last_mode is not ActionMode.JOINT_DELTA else (
             None if self._fk is None else self._fk(self._target_q))
         found = measured_violation(state, self.limits, ee, self.joint_names, self._fk,
-                                   ee_mode=self._last_mode is ActionMode.EE_DELTA, joint_acc=self._joint_acc(state),
-                                   horizon_s=self._check_horizon())
+                                   ee_mode=self._last_mode is ActionMode.EE_DELTA, joint_acc=self._joint_acc(state))
         if found is not None and self.inner.state in COMMANDABLE:
             kind, detail, extra = found
             self._hold_now(kind, detail, **extra)
@@ -327,11 +318,11 @@ class SafetyLayer(StopControls, Robot):
             now = self._clock()
             self._monitor_rate(now)
             self._check_shape_and_finite(action)
-            self._check_measured(self._call("read state", self.inner.get_state))  # a send-only loop is watched too
+            state = self._check_measured(self._call("read state", self.inner.get_state))  # send-only loops too
             self._check_commandable()  # again: that reading (or an e-stop meanwhile) may have held the arm
             if self._last_mode is not None and action.mode is not self._last_mode:
                 self._read_targets()  # the new mode's target moved with the old mode's commands
-            safe, tau = self._limit(action, self._clock())
+            safe, tau = self._limit(action, self._clock(), state.joint_pos)
             # a mode switch makes a driver stop the running motion first (franky): a send plus a stop
             switch = self._last_mode is not None and safe.mode is not self._last_mode
             timeout = self.limits.driver_timeout_ms / 1000 + (self.stop_timeout_s if switch else 0.0)
@@ -387,11 +378,12 @@ class SafetyLayer(StopControls, Robot):
         if found is not None:
             raise self._reject(*found[:2], **found[2])
 
-    def _limit(self, action: Action, now: float) -> tuple[Action, float]:
+    def _limit(self, action: Action, now: float, measured_q: np.ndarray) -> tuple[Action, float]:
         """Gripper range, then ``hardware/limit_check.py``'s limits; clip or reject per ``on_limit``."""
         joint = action.mode is ActionMode.JOINT_DELTA
         plan = self._limiter.plan(action.mode, self._target_q if joint else self._target_ee,
-                                  np.asarray(action.delta, dtype=np.float64), now, resynced=self._last_cmd_t is None)
+                                  np.asarray(action.delta, dtype=np.float64), now, resynced=self._last_cmd_t is None,
+                                  measured_q=measured_q)
         for stage in plan.stages:
             self._report(*stage)
         gripper = float(np.clip(action.gripper, 0.0, 1.0))

@@ -13,9 +13,17 @@ import numpy as np
 import pytest
 from robotrl.hardware import make_robot
 from robotrl.hardware.franka import FrankaRobot
-from robotrl.hardware.kinematics import franka_fk
+from robotrl.hardware.kinematics import franka_fk, franka_pose, joints_at_hand_target
 from robotrl.hardware.mock import MockRobot
-from robotrl.hardware.robot import Action, ActionMode, JointState, RobotState, RobotStateError, monotonic
+from robotrl.hardware.robot import (
+    Action,
+    ActionMode,
+    JointState,
+    RobotState,
+    RobotStateError,
+    UnsafeActionError,
+    monotonic,
+)
 from robotrl.hardware.safety import SafetyLayer
 
 from robotrl.errors import ConfigError
@@ -97,6 +105,22 @@ def test_franka_forward_kinematics_matches_the_ready_pose():
     np.testing.assert_allclose(franka_fk(FR3_START), [0.5544, 0.0, 0.5214], atol=5e-4)
 
 
+def test_joints_at_a_hand_target_put_the_hand_there_at_the_same_orientation():
+    """The inverse kinematics behind end-effector steps' joint limits: from 20 random FR3 poses, a hand target
+    2-5 cm away is reached to 1e-5 with the orientation unchanged; an unreachable one reports its error."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        q = FR3_START + rng.normal(0.0, 0.3, 7)
+        start = franka_pose(q)
+        target = start[:3, 3] + rng.uniform(0.02, 0.05) * (v := rng.normal(size=3)) / np.linalg.norm(v)
+        rest, error = joints_at_hand_target(franka_pose, q, target)
+        assert error < 1e-5
+        np.testing.assert_allclose(franka_pose(rest)[:3, 3], target, atol=1e-5)
+        np.testing.assert_allclose(franka_pose(rest)[:3, :3], start[:3, :3], atol=1e-5)
+    _, error = joints_at_hand_target(franka_pose, FR3_START, np.array([2.0, 0.0, 0.5]))  # 2 m away: out of reach
+    assert error > 1.0
+
+
 # ------------------------------------------------------------------------------------------ 4: joints in ee mode
 class CoupledMock(MockRobot):
     """A mock whose joint3 follows the hand's z (1 rad per m), as an arm's joints follow end-effector commands."""
@@ -127,6 +151,62 @@ def test_send_only_loop_in_ee_mode_holds_at_a_joint_limit():
     # one command past the limit at most: 0.02 m x 50 rad/m
     assert upper < q3 <= upper + 1.0 + 1e-9
     assert after_last_send(calls)[0] == "hold"
+
+
+class Fr3Hand(MockRobot):
+    """An in-memory FR3 in end-effector mode that reaches each hand target before the next command (a slow loop, or
+    a fast arm): its joints move to the target's inverse kinematics from where they were (franky-sim's damped least
+    squares), so no joint is ever measured moving. It offers ``forward_pose``."""
+
+    name = "fr3-hand"
+    joint_names: ClassVar[tuple[str, ...]] = FrankaRobot.joint_names
+    action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.EE_DELTA,)
+    vendor_limits = FrankaRobot.vendor_limits
+    home_joints = FR3_START
+    home_ee = franka_fk(FR3_START)
+
+    def forward_pose(self, q: Any) -> np.ndarray:
+        return franka_pose(q)
+
+    def _send(self, action: Action) -> Action:
+        sent = super()._send(action)
+        self.q, _ = joints_at_hand_target(franka_pose, self.q, self.ee)
+        return sent
+
+    def _read_state(self) -> JointState:
+        return JointState(self.q.copy(), np.zeros(7), franka_fk(self.q), np.array([1.0, 0, 0, 0]), 0.0, monotonic())
+
+
+@pytest.mark.parametrize("on_limit", ["clip", "reject"])
+def test_ee_steps_stop_where_the_joints_would_pass_their_limit(on_limit):
+    """Gap 24's loop of overruns: an arm that reaches each hand target between commands shows no joint velocity, so
+    the measured braking curve never warns, and one 1 cm step near the elbow's singularity moved fr3_joint4 past its
+    limit (held only after it was measured there: joint_limit_measured). The joints at each hand target (its
+    inverse kinematics) must stay inside their limits: the step is shortened (clip) or the arm holds (reject)."""
+    from robotrl.hardware.limits import parse_limits
+
+    limit = -1.42  # 0.15 rad above the start; the hand up and forward straightens the elbow
+    cfg = {**robot_cfg("franka")["limits"], "driver_timeout_ms": 30_000, "on_limit": on_limit,
+           "joint_upper": [2.6, 1.6, 2.8, limit, 2.7, 4.4, 2.9]}
+    layer = SafetyLayer(Fr3Hand(cameras=()), parse_limits(cfg, Fr3Hand.vendor_limits), clock=(clock := FakeClock()))
+    highest = -np.inf
+    with layer:
+        try:
+            for _ in range(60):
+                clock.advance(1 / HZ)
+                layer.send_action(Action.ee([0.01, 0.0, 0.01]))
+                highest = max(highest, layer.get_state().joint_pos[3])
+        except UnsafeActionError as exc:
+            assert on_limit == "reject" and "joint target of the hand on fr3_joint4" in str(exc), exc
+            assert layer.state is RobotState.HOLD
+        else:
+            assert on_limit == "clip"
+        q4 = layer.inner.q[3]
+    print(f"fr3_joint4 ended {q4 - limit:+.5f} rad from its limit (highest {highest - limit:+.5f})")
+    assert highest <= limit + 1e-4 and q4 <= limit + 1e-4  # the IK's tolerance
+    assert "joint_limit_measured" not in kinds(layer) and "joint_limit" in kinds(layer)
+    if on_limit == "clip":
+        assert q4 > limit - 0.02  # the hand went on until the elbow was at its limit, not stopped short
 
 
 # ------------------------------------------------------------------------------------------ 5: measured overshoot
@@ -373,8 +453,7 @@ def _moving_state(q: np.ndarray, dq: np.ndarray) -> JointState:
 
 def test_ee_mode_holds_a_joint_that_cannot_stop_before_its_limit():
     """End-effector mode commands no joint, so a joint rushing at its limit (near a singularity) is caught on its
-    measured braking curve: the horizon (default overrun_factor periods) at its velocity, sped up by its acceleration,
-    then joint_max_acceleration."""
+    measured braking curve: one period at its velocity, sped up by its acceleration, then joint_max_acceleration."""
     from robotrl.hardware.limit_check import measured_violation
     from robotrl.hardware.limits import parse_limits
 
@@ -385,9 +464,9 @@ def test_ee_mode_holds_a_joint_that_cannot_stop_before_its_limit():
     upper = limits.joint_upper[3]
     q[3] = upper - 0.12
     fast, slow = np.zeros(7), np.zeros(7)
-    fast[3], slow[3] = 0.8, 0.3  # stop points over 2 periods: +0.08 + 0.107 (past), +0.03 + 0.015 (inside)
-    check = lambda dq, ee_mode=True, fk=franka_fk, acc=None, horizon=None: measured_violation(  # noqa: E731
-        _moving_state(q, dq), limits, None, names, fk, ee_mode=ee_mode, joint_acc=acc, horizon_s=horizon)
+    fast[3], slow[3] = 0.8, 0.3  # stop points: +0.04 + 0.107 (past), +0.015 + 0.015 (inside)
+    check = lambda dq, ee_mode=True, fk=franka_fk, acc=None: measured_violation(  # noqa: E731
+        _moving_state(q, dq), limits, None, names, fk, ee_mode=ee_mode, joint_acc=acc)
     found = check(fast)
     assert found is not None and found[0] == "joint_limit_braking" and found[2]["joint"] == "fr3_joint4", found
     assert f"cannot stop before its limit {upper:g}" in found[1]
@@ -398,10 +477,7 @@ def test_ee_mode_holds_a_joint_that_cannot_stop_before_its_limit():
     assert check(slow, acc=-acc) is None  # slowing down: the period at its velocity, no extra
     assert check(fast, ee_mode=False) is None  # joint mode: the commanded targets are on the braking curve already
     assert check(fast, fk=None) is None  # no kinematic model (the sim's mocap-driven joints): not watched
-    medium = np.zeros(7)
-    medium[3] = 0.55  # stop point +0.055 + 0.050 over the default horizon (2 periods at 20 Hz): inside
-    assert check(medium) is None
-    assert check(medium, horizon=0.15)[0] == "joint_limit_braking"  # a loop at 150 ms: +0.083 + 0.050, past
+
 
 
 @pytest.mark.parametrize("mode", [ActionMode.EE_DELTA, ActionMode.JOINT_DELTA])
