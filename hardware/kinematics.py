@@ -1,8 +1,10 @@
-"""Forward kinematics for the safety layer's workspace check in joint-delta mode.
+"""Kinematics for the safety layer: the workspace box in joint-delta mode, joint limits in end-effector mode.
 
 A joint-space command moves the end effector too, so the layer checks the workspace box on the end-effector position
 of the joint *target* (:func:`forward_kinematics_for`): the driver's own ``forward_kinematics(q) -> (3,)`` if it
-offers one, else a model from :data:`MODELS` by robot name. Models:
+offers one, else a model from :data:`MODELS` by robot name. An end-effector command moves the joints, so where a pose
+model is known (the driver's ``forward_pose(q) -> (4, 4)``, else :data:`MODELS`) the layer limits the joints at the
+hand's target (:func:`joints_at_hand_target`, inverse kinematics). Models:
 
 - ``franka`` (FR3 and Panda share the table): Franka's Denavit-Hartenberg parameters (Craig's convention) from
   "Robot and interface specifications" (frankaemika.github.io/docs/control_parameters.html), flange 0.107 m after
@@ -53,7 +55,7 @@ def franka_pose(q: Any, tool_m: float = FRANKA_HAND_M) -> np.ndarray:
     flange to end-effector distance along the flange's z (0 without a hand)."""
     q = np.asarray(q, dtype=np.float64)
     if q.shape != (7,):
-        raise ValueError(f"franka_fk needs 7 joint positions, got shape {q.shape}")
+        raise ValueError(f"franka_pose needs 7 joint positions, got shape {q.shape}")
     pose = np.eye(4)
     for (a, d, alpha), theta in zip(FRANKA_DH, q, strict=True):
         pose = pose @ _dh(a, d, alpha, theta)
