@@ -49,8 +49,22 @@ class StopControls:
         """Hold the arm from any thread, even while another thread's long motion (homing) holds the lock: the
         motion is asked to stop (it ends within one control period), then the arm is held. If the lock is still
         taken after a driver timeout plus a stop time (a driver call that ignores the request), the robot is marked
-        FAULT (``hold_failed``): nothing more is written. Never raises for a failed hold."""
+        FAULT (``hold_failed``): nothing more is written. Never raises for a failed hold.
+
+        The lock is taken on a helper thread that the caller waits for: on the main thread, a Ctrl-C landing as a
+        timed ``acquire`` returned (before any ``try``) left the lock held for ever, so the watchdog blocked on it and
+        an e-stop from another thread FAULTed the robot. A Ctrl-C now only ends the caller's wait; the hold goes on.
+        (A signal handler on the thread that holds the lock re-enters it instead: that cannot block.)"""
         self.inner.request_stop()
+        if self._lock._is_owned():
+            with self._lock:  # (a C-level enter: no bytecode between taking the lock and the block's cleanup)
+                self._hold_locked(kind, detail)
+            return
+        helper = threading.Thread(target=self._hold_when_free, args=(kind, detail), name="robot-stop", daemon=True)
+        helper.start()
+        helper.join()
+
+    def _hold_when_free(self, kind: SafetyEvent | str, detail: str) -> None:
         wait_s = self.limits.driver_timeout_ms / 1000 + self.stop_timeout_s
         if not self._lock.acquire(timeout=wait_s):
             self.inner.mark_fault()
@@ -58,14 +72,18 @@ class StopControls:
                         "robot is in FAULT")
             return
         try:
+            self._hold_locked(kind, detail)
+        finally:
+            self._lock.release()
+
+    def _hold_locked(self, kind: SafetyEvent | str, detail: str) -> None:
+        try:
             if self.inner.state in CONNECTED:
                 self._hold_now(kind, detail)
             else:
                 self._event(kind, detail=detail, state=self.inner.state.value)
         except RobotError as exc:
             self._event(E.HOLD_FAILED, logging.ERROR, error=str(exc))
-        finally:
-            self._lock.release()
 
     def _estop_message(self) -> str:
         return (f"{self.name}: e-stop engaged ({self._estop_reason}); the arm holds and takes no commands; "

@@ -8,6 +8,7 @@ stopped short of home, nothing moved after the stop returned)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from robotrl.hardware import make_robot
-from robotrl.hardware.robot import DriverError, EStopError, RobotError, RobotState
+from robotrl.hardware.robot import Action, DriverError, EStopError, RobotError, RobotState
 
 from tests.test_hardware import robot_cfg, sim_cfg
 
@@ -330,3 +331,86 @@ def test_a_hung_driver_during_reset_ends_in_fault_not_a_hang():
     finally:
         stuck.set()
         env.close()
+
+
+class CtrlCAfterTimedAcquire:
+    """The layer's lock, where a timed acquire on the main thread raises KeyboardInterrupt just after it took the
+    lock: what CPython does when SIGINT lands as ``acquire(timeout=...)`` returns (the handler runs at the next
+    bytecode, before the caller's ``try``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner, self.fired = inner, False
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._inner.acquire(blocking, timeout)
+        if got and timeout >= 0 and not self.fired and threading.current_thread() is threading.main_thread():
+            self.fired = True
+            raise KeyboardInterrupt
+        return got
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> bool:
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._inner.__exit__(*exc)
+
+
+def lock_is_free(layer: Any) -> bool:
+    """Whether another thread can take the layer's lock within 1 s (the watchdog's and an e-stop key's view)."""
+    result: list[bool] = []
+
+    def take() -> None:
+        got = layer._lock.acquire(timeout=1.0)
+        result.append(got)
+        if got:
+            layer._lock.release()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    return result == [True]
+
+
+def test_ctrl_c_as_an_estop_takes_the_lock_leaves_it_free_and_the_arm_held():
+    """A Ctrl-C landing just as ``stop_motion``'s timed acquire returned (on the main thread) left the layer's lock
+    held for ever: the watchdog then blocked on it (an arm with no watchdog) and an e-stop from another thread waited
+    out its timeout and FAULTed the robot. The lock must be free after the interrupt, and the arm held."""
+    layer = make_robot(robot_cfg("mock"))
+    with layer:
+        layer.send_action(Action.ee([0.0, 0.0, 0.001]))
+        layer._lock = CtrlCAfterTimedAcquire(layer._lock)
+        with contextlib.suppress(KeyboardInterrupt):  # (raised on the old code; the new one takes no lock here)
+            layer.estop("test button")
+        assert lock_is_free(layer)
+        assert wait_until(lambda: layer.state is RobotState.HOLD, 2.0), layer.state
+        assert layer.estopped and "estop" in [e["kind"] for e in layer.events]
+
+
+def test_ctrl_c_while_an_estop_waits_for_the_lock_still_holds_the_arm():
+    """A real Ctrl-C while ``estop()`` waits for a motion that has the lock (here a thread holding it for 0.5 s):
+    the interrupt reaches the caller at once, and the hold still happens once the lock is free."""
+    layer = make_robot(robot_cfg("mock"))
+    with layer:
+        layer.send_action(Action.ee([0.0, 0.0, 0.001]))
+        taken, release = threading.Event(), threading.Event()
+
+        def long_motion() -> None:
+            with layer._lock:
+                taken.set()
+                release.wait(0.5)
+
+        motion = threading.Thread(target=long_motion)
+        motion.start()
+        assert taken.wait(2.0)
+        main = threading.main_thread().ident  # (the main thread's own SIGINT, as a terminal's Ctrl-C wakes it)
+        threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT)).start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            layer.estop("test button")
+        assert time.monotonic() - t0 < 0.4  # not after the motion released the lock
+        motion.join()
+        assert wait_until(lambda: layer.state is RobotState.HOLD, 2.0), layer.state
+        assert lock_is_free(layer) and layer.estopped and "estop" in [e["kind"] for e in layer.events]
