@@ -15,6 +15,9 @@
 4. joint mode with forward kinematics (``hardware/kinematics.py``): the end-effector position of the joint target,
    and of the point where the joints would stop braking at ``a_max`` from the target's velocity, must lie in the
    same shrunk box; the joint delta is scaled down until they do (bisection).
+5. end-effector mode with a pose model (``hardware/kinematics.py``): the joints where the arm would rest at the
+   hand's target (inverse kinematics from the measured joints) must be ``IK_JOINT_MARGIN_RAD`` inside their limits;
+   the hand's delta is scaled down until they are (bisection).
 
 A target already outside a limit (synced from a measured pose) may stay or move back, never further out.
 Position limits win over acceleration where both cannot hold.
