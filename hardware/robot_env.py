@@ -102,6 +102,8 @@ class EpisodeSafety:
     interventions: int = 0  # safety-layer events that changed or stopped a command
     overruns: int = 0  # agent steps whose first send came later than overrun_factor periods
     stop: str | None = None  # why the safety layer ended the episode, if it did
+    achieved_hz: float | None = None  # commands per second as they reached the driver (1 / median period)
+    period_ms_p99: float | None = None  # the 99th percentile of those periods
     events: list[dict[str, Any]] = field(default_factory=list)  # the intervention events themselves
 
 
@@ -192,6 +194,14 @@ class RobotEnv(gym.Env):
         self._events_seen = len(events)
         self.stats.events.extend(new)
         return len(new)
+
+    def _report_rate(self, info: dict[str, Any]) -> None:
+        """The episode's achieved control rate, measured where its commands reached the driver (the layer's window
+        restarts at each homing), into ``info`` and :attr:`stats`; nothing in a dry run (no command was sent)."""
+        rate = self.robot.control_rate()
+        if rate["achieved_hz"] is not None:
+            self.stats.achieved_hz = info["achieved_hz"] = rate["achieved_hz"]
+            self.stats.period_ms_p99 = info["period_ms_p99"] = rate["period_ms_p99"]
 
     def _end_episode(self) -> None:
         """Hold the arm deliberately (the learner may now take a while) and close the episode's counts."""
@@ -333,6 +343,7 @@ class RobotEnv(gym.Env):
             info["success"] = bool(success)
         truncated = "safety_stop" in info or self._steps >= self.max_agent_steps
         if truncated:
+            self._report_rate(info)  # (before the hold, which restarts the layer's rate window)
             self._phase = "end of episode hold"
             self._end_episode()
         self._log_live(observation, policy_action, info["sent_actions"], float(reward), info)

@@ -112,6 +112,10 @@ def test_episode_ends_at_its_step_limit_and_holds(env):
         steps += 1
     assert steps == 10 and "safety_stop" not in info, info  # 20 env steps / action_repeat 2
     assert env.robot.state.value == "hold" and env.robot.hold_reason == "hold: requested"
+    # the episode's achieved rate, as the driver saw its commands: at most the requested one (sends are one period
+    # apart at least), and the slowest 1% of periods no faster than that
+    assert 0 < info["achieved_hz"] <= env.robot.limits.control_hz * 1.01, info["achieved_hz"]
+    assert info["period_ms_p99"] >= 0.99e3 * env.period and env.last_episode.achieved_hz == info["achieved_hz"]
 
 
 def test_safety_intervention_ends_the_episode_with_its_reason(caplog):
@@ -230,6 +234,8 @@ def test_modem_v2_trains_online_on_the_sim_arm_and_resumes_exactly(compose_cfg, 
     header = rows[0].split(",")
     assert {"interventions", "overruns", "safety_stop", "value_loss"} <= set(header) and len(rows) == 4
     assert [float(r.split(",")[header.index("operator_steps")]) for r in rows[1:]] == [3.0, 3.0, 3.0]
+    achieved = [float(r.split(",")[header.index("achieved_hz")]) for r in rows[1:]]
+    assert all(0 < hz <= 1.01 * full.env.unwrapped.robot.limits.control_hz for hz in achieved), achieved
     # what the arm executed is what the replay holds; the operator's segments are demos, on disk and in the agent
     segments = load_demos(tmp_path / "full" / "interventions")
     assert len(segments) == 3 and all(np.array_equal(s.action, np.tile(PUSH, (3, 1))) for s in segments)

@@ -11,7 +11,9 @@ from robotrl.errors import DivergenceError
 
 REWARD_INFO_KEYS = ("model_reward", "gt_reward", "reward_invalid")  # from RewardWrapper; flagged steps are counted
 ROBOT_INFO_KEYS = ("interventions",)  # from RobotEnv: safety-layer interventions per step, summed per episode
-ROBOT_COLUMNS = {"interventions": 0.0, "overruns": 0.0, "safety_stop": 0.0, "operator_steps": 0.0}
+ROBOT_RATE_KEYS = ("achieved_hz", "period_ms_p99")  # from RobotEnv at an episode's last step: the achieved rate
+ROBOT_COLUMNS = {"interventions": 0.0, "overruns": 0.0, "safety_stop": 0.0, "operator_steps": 0.0,
+                 **dict.fromkeys(ROBOT_RATE_KEYS, float("nan"))}
 
 
 @dataclass
@@ -43,6 +45,9 @@ class EpisodeStats:
             self.robot["overruns"] = self.robot.get("overruns", 0.0) + 1.0
         if "safety_stop" in info:
             self.robot["safety_stop"] = 1.0
+        for key in ROBOT_RATE_KEYS:
+            if key in info:
+                self.robot[key] = float(info[key])
 
 
 def train_row(stats: EpisodeStats, base: dict[str, Any], discards: dict[str, float] | None,
