@@ -41,7 +41,8 @@ from robotrl.safety_events import E
 
 AXES = ("x", "y", "z")
 BISECTION_STEPS = 20  # the joint-mode box scale is found to 2^-20 of the requested delta
-IK_BISECTION_STEPS = 10  # an end-effector step's joint-limit scale, to 2^-10 (each try solves the arm's IK, ~1 ms)
+IK_BISECTION_STEPS = 10  # an end-effector step's joint-limit scale, to 2^-10 (each try solves the arm's IK: 3.8 ms
+# a command at a limit, 0.2-0.5 ms in free motion; bench/ee_joint_limits.py)
 IK_TOLERANCE = 1e-4  # a hand target the joints cannot reach within this (m and rad) counts as past a limit
 # an end-effector target's joints stay this far inside their limits: an arm resting right at a limit would hold on
 # the measured braking check at its first tremor (franky-sim: 0.00025 rad/s at rest)
