@@ -1,12 +1,12 @@
 """The cost of end-effector steps' joint limits on an FR3 (the IK rest-point stage of ``hardware/limit_check.py``):
 ``SafetyLayer.send_action`` per command with the stage and without it (no pose model), in the same run.
 
-An in-memory FR3 that reaches each hand target at once (its joints solved by the same inverse kinematics) stands in
-for the arm, so only the layer's own work is timed. Two cases: ``free`` (1 mm steps that stay far from every limit:
-one IK solve per command) and ``at_limit`` (steps that straighten the elbow against a limit set just above it:
-every command is shortened by bisection, ~11 solves; the layer without the stage keeps FR3's default limits, which
-it would otherwise hold at). Blocks alternate (with, without, with, ...) so load hits both
-alike; per-command medians over the blocks are printed, with the difference and the ratio.
+An in-memory FR3 that reaches each hand target at once (``hardware/mock.py``'s ``Fr3HandMock``: its joints solved by
+the same inverse kinematics) stands in for the arm, so only the layer's own work is timed. Two cases: ``free`` (1 mm
+steps that stay far from every limit: one IK solve per command) and ``at_limit`` (steps that straighten the elbow
+against a limit set just above it: every command is shortened by bisection, ~11 solves; the layer without the stage
+keeps FR3's default limits, which it would otherwise hold at). Blocks alternate (with, without, with, ...) so load
+hits both alike; per-command medians over the blocks are printed, with the difference and the ratio.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/ee_joint_limits.py [--blocks 5] [--commands 200]``; one JSON line
 per case.
@@ -18,41 +18,13 @@ import argparse
 import json
 import statistics
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-from robotrl.hardware.franka import FrankaRobot
-from robotrl.hardware.kinematics import franka_fk, franka_pose, joints_at_hand_target
 from robotrl.hardware.limits import parse_limits
-from robotrl.hardware.mock import MockRobot
-from robotrl.hardware.robot import Action, ActionMode, JointState, monotonic
+from robotrl.hardware.mock import Fr3HandMock
+from robotrl.hardware.robot import Action
 from robotrl.hardware.safety import SafetyLayer
-
-FR3_START = np.array([0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])  # franky-sim's initial pose
-
-
-class Fr3Hand(MockRobot):
-    """An in-memory FR3 in end-effector mode whose joints move to each hand target's inverse kinematics."""
-
-    name = "fr3-hand"
-    joint_names: ClassVar[tuple[str, ...]] = FrankaRobot.joint_names
-    action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.EE_DELTA,)
-    vendor_limits = FrankaRobot.vendor_limits
-    home_joints = FR3_START
-    home_ee = franka_fk(FR3_START)
-
-    def __init__(self, with_pose: bool) -> None:
-        super().__init__(cameras=())
-        if with_pose:
-            self.forward_pose = franka_pose  # what the layer looks for; without it the stage is skipped
-
-    def _send(self, action: Action) -> Action:
-        sent = super()._send(action)
-        self.q, _ = joints_at_hand_target(franka_pose, self.q, self.ee)
-        return sent
-
-    def _read_state(self) -> JointState:
-        return JointState(self.q.copy(), np.zeros(7), franka_fk(self.q), np.array([1.0, 0, 0, 0]), 0.0, monotonic())
 
 
 def layer_for(case: str, with_pose: bool) -> SafetyLayer:
@@ -63,7 +35,7 @@ def layer_for(case: str, with_pose: bool) -> SafetyLayer:
     if case == "at_limit" and with_pose:  # fr3_joint4 0.011 rad above the start: every step is cut short (the
         # layer without the stage would hold at that limit once measured past it, so it keeps the default limits)
         limits["joint_upper"] = [2.6, 1.6, 2.8, -1.559, 2.7, 4.4, 2.9]
-    return SafetyLayer(Fr3Hand(with_pose), parse_limits(limits, Fr3Hand.vendor_limits))
+    return SafetyLayer(Fr3HandMock(pose_model=with_pose), parse_limits(limits, Fr3HandMock.vendor_limits))
 
 
 def time_block(layer: SafetyLayer, case: str, commands: int) -> list[float]:

@@ -13,7 +13,8 @@ hand's target (:func:`joints_at_hand_target`, inverse kinematics). Models:
 - ``sim`` takes end-effector deltas only, so its box is checked on the target itself; no model is needed.
 - ``so101`` reports no end-effector pose and has no model here: in joint mode only joint limits hold for it
   (documented in README's safety section).
-- ``mock`` has no kinematics (its joints and end effector are independent); tests attach a model to it.
+- ``mock`` has no kinematics (its joints and end effector are independent); tests attach a model to it, and
+  ``mock.Fr3HandMock`` (an in-memory FR3 for the end-effector joint-limit stage) offers Franka's pose model.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 from robotrl.hardware.faults import FaultInjector, Faults
+from robotrl.hardware.franka import FrankaRobot
+from robotrl.hardware.kinematics import franka_fk, franka_pose, joints_at_hand_target
 from robotrl.hardware.robot import (
     Action,
     ActionMode,
@@ -136,3 +138,30 @@ class MockRobot(Robot):
     def _disconnect(self) -> None:
         for cam in self.cameras:
             cam.disconnect()
+
+
+class Fr3HandMock(MockRobot):
+    """An in-memory FR3 in end-effector mode that reaches each hand target before the next command (a slow loop, or
+    a fast arm): its joints move to the target's inverse kinematics from where they were (franky-sim's damped least
+    squares), so no joint is ever measured moving. With ``pose_model`` it offers ``forward_pose`` (Franka's DH
+    model), which gives the safety layer its end-effector joint-limit stage; without it the layer has none."""
+
+    name = "fr3-hand"
+    joint_names: ClassVar[tuple[str, ...]] = FrankaRobot.joint_names
+    action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.EE_DELTA,)
+    vendor_limits = FrankaRobot.vendor_limits
+    home_joints = np.array([0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785])  # franky-sim's initial pose
+    home_ee = franka_fk(home_joints)
+
+    def __init__(self, cameras: tuple[str, ...] = (), pose_model: bool = True) -> None:
+        super().__init__(cameras)
+        if pose_model:
+            self.forward_pose = franka_pose
+
+    def _send(self, action: Action) -> Action:
+        sent = super()._send(action)
+        self.q, _ = joints_at_hand_target(franka_pose, self.q, self.ee)
+        return sent
+
+    def _read_state(self) -> JointState:
+        return JointState(self.q.copy(), np.zeros(7), franka_fk(self.q), np.array([1.0, 0, 0, 0]), 0.0, monotonic())

@@ -14,7 +14,7 @@ import pytest
 from robotrl.hardware import make_robot
 from robotrl.hardware.franka import FrankaRobot
 from robotrl.hardware.kinematics import franka_fk, franka_pose, joints_at_hand_target
-from robotrl.hardware.mock import MockRobot
+from robotrl.hardware.mock import Fr3HandMock, MockRobot
 from robotrl.hardware.robot import (
     Action,
     ActionMode,
@@ -153,30 +153,6 @@ def test_send_only_loop_in_ee_mode_holds_at_a_joint_limit():
     assert after_last_send(calls)[0] == "hold"
 
 
-class Fr3Hand(MockRobot):
-    """An in-memory FR3 in end-effector mode that reaches each hand target before the next command (a slow loop, or
-    a fast arm): its joints move to the target's inverse kinematics from where they were (franky-sim's damped least
-    squares), so no joint is ever measured moving. It offers ``forward_pose``."""
-
-    name = "fr3-hand"
-    joint_names: ClassVar[tuple[str, ...]] = FrankaRobot.joint_names
-    action_modes: ClassVar[tuple[ActionMode, ...]] = (ActionMode.EE_DELTA,)
-    vendor_limits = FrankaRobot.vendor_limits
-    home_joints = FR3_START
-    home_ee = franka_fk(FR3_START)
-
-    def forward_pose(self, q: Any) -> np.ndarray:
-        return franka_pose(q)
-
-    def _send(self, action: Action) -> Action:
-        sent = super()._send(action)
-        self.q, _ = joints_at_hand_target(franka_pose, self.q, self.ee)
-        return sent
-
-    def _read_state(self) -> JointState:
-        return JointState(self.q.copy(), np.zeros(7), franka_fk(self.q), np.array([1.0, 0, 0, 0]), 0.0, monotonic())
-
-
 @pytest.mark.parametrize("on_limit", ["clip", "reject"])
 def test_ee_steps_stop_where_the_joints_would_pass_their_limit(on_limit):
     """Gap 24's loop of overruns: an arm that reaches each hand target between commands shows no joint velocity, so
@@ -188,7 +164,7 @@ def test_ee_steps_stop_where_the_joints_would_pass_their_limit(on_limit):
     limit = -1.42  # 0.15 rad above the start; the hand up and forward straightens the elbow
     cfg = {**robot_cfg("franka")["limits"], "driver_timeout_ms": 30_000, "on_limit": on_limit,
            "joint_upper": [2.6, 1.6, 2.8, limit, 2.7, 4.4, 2.9]}
-    layer = SafetyLayer(Fr3Hand(cameras=()), parse_limits(cfg, Fr3Hand.vendor_limits), clock=(clock := FakeClock()))
+    layer = SafetyLayer(Fr3HandMock(), parse_limits(cfg, Fr3HandMock.vendor_limits), clock=(clock := FakeClock()))
     highest = -np.inf
     with layer:
         try:
