@@ -126,13 +126,11 @@ def joints_at_hand_target(pose: Pose, q: np.ndarray, position: np.ndarray, itera
     Returns (joints, the hand's remaining error in m and rad)."""
     q = np.asarray(q, np.float64).copy()
     orientation = pose(q)[:3, :3]
-    for _ in range(iterations):
+    for step in range(iterations + 1):  # the last pass only measures the error of the last step
         at = pose(q)
         err = np.concatenate([position - at[:3, 3], _rotation_error(orientation, at[:3, :3])])
-        if np.linalg.norm(err) < tolerance:
+        if np.linalg.norm(err) < tolerance or step == iterations:
             break
         jac = _jacobian(pose, q, at)
         q += jac.T @ np.linalg.solve(jac @ jac.T + damping * np.eye(6), err)
-    at = pose(q)
-    err = np.concatenate([position - at[:3, 3], _rotation_error(orientation, at[:3, :3])])
     return q, float(np.linalg.norm(err))
