@@ -11,28 +11,25 @@ from robotrl.errors import ConfigError
 from robotrl.malloc import reuse_freed_memory
 
 # An "update" allocates two 64 MB tensors and frees them (above glibc's largest mmap threshold, 32 MB, so by default
-# each is mmapped and unmapped every time). Prints, over the last 10 of 20 updates, the median of each update's minor
-# page faults per 4 KB page allocated, and the growth of the resident size in MB. The median, not the total: the
-# kernel's own work can fault pages that stay mapped (CI once counted exactly one 64 MB block's pages again in one
-# update, as automatic NUMA balancing's hinting faults do), and that is not malloc. (torch, not numpy: numpy asks
-# for transparent huge pages, which hide the faults this is about.)
+# each is mmapped and unmapped every time). Prints, over the last 10 of 50 updates, the minor page faults per 4 KB page
+# allocated and the growth of the resident size in MB. 40 updates of warm-up: with the blocks in the heap, small
+# allocations (each tensor's C++ objects) land in freed gaps, so the heap grows in 64-128 MB steps until it has room
+# for every placement; the last step came at update 1-16 in ~80 runs here, and CI once saw one after a 10-update
+# warm-up. (torch, not numpy: numpy asks for transparent huge pages, which hide the faults this is about.)
 PROBE = """
-import resource, statistics, sys
+import resource, sys
 import torch
 from robotrl.malloc import reuse_freed_memory
 print(reuse_freed_memory(sys.argv[1] == "on"), file=sys.stderr)
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 resident_mb = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-per_update = []
-for i in range(20):
-    if i == 10:
-        rss = resident_mb()
-    before = faults()
+for i in range(50):
+    if i == 40:
+        before, rss = faults(), resident_mb()
     a = torch.ones(64 << 20, dtype=torch.uint8)
     b = a * 2
     del a, b
-    per_update.append((faults() - before) / (2 * (64 << 20) // 4096))
-print(statistics.median(per_update[10:]), resident_mb() - rss)
+print((faults() - before) / (10 * 2 * (64 << 20) // 4096), resident_mb() - rss)
 """
 
 
