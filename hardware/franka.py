@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import functools
+import logging
 import threading
 from typing import Any, ClassVar
 
@@ -30,6 +32,7 @@ from robotrl.hardware.robot import Action, ActionMode, JointState, Robot, Vendor
 
 from robotrl.errors import ConfigError
 
+_log = logging.getLogger(__name__)
 JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 # Franka's "Robot and interface specifications" for FR3 (frankaemika.github.io/docs/control_parameters.html):
 # joint position limits q_min/q_max in rad, joint velocity limits dq_max in rad/s, end-effector translation velocity
@@ -301,19 +304,27 @@ class FrankaRobot(Robot):
             # franky closes the connection when the objects are freed, which took 3-10 s on franky-sim after a
             # gripper move (0.1 s without), and a gripper freed while a move is running segfaults (a move to a
             # fully open or closed hand takes 5-7 s there): free them on a thread of their own; connect() waits.
-            closing = threading.Thread(target=_release, args=([future, gripper, arm],), name="franka-release",
-                                       daemon=True)
+            closing = threading.Thread(target=_release, args=([future, gripper, arm], self.hostname),
+                                       name="franka-release", daemon=True)
             _CLOSING[self.hostname] = closing
             closing.start()
 
 
-def _release(objects: list[Any]) -> None:
+def _release(objects: list[Any], hostname: str) -> None:
     """Wait for a running gripper move and a running arm motion, then drop franky's objects in order (the future
     before its gripper). The arm motion: after a hold timed out (FAULT), the abandoned driver thread is still in
     franky's blocking stop; freeing the Robot then (at process exit at the latest) destroyed its running control
     thread: 'terminate called without an active exception', exit status 134 (issue 23)."""
-    if objects[0] is not None:
-        objects[0].wait(GRIPPER_WAIT_S)
+    if objects[0] is not None and not objects[0].wait(GRIPPER_WAIT_S):
+        # libfranka's gripper move does not notice a closed connection: it polls the dead socket (one core busy) until
+        # it gives up (~62 s after franky-sim was killed). Freeing the gripper meanwhile either freed what that thread
+        # still uses (SIGSEGV at exit) or joined it with the GIL held (every Python thread of the process, watchdogs
+        # and cameras included, stopped for 30.6 s): docs/safety.md gap 26. So neither is ever freed.
+        _log.warning("franka %s: the gripper move did not end within %.0f s (its connection is lost?); its "
+                     "connection is left open until the process exits", hostname, GRIPPER_WAIT_S)
+        for stuck in objects[:2]:
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(stuck))  # not even interpreter shutdown frees it
+        objects[0] = objects[1] = None
     if objects[2] is not None:
         with contextlib.suppress(Exception):  # the motion's own error was already reported, or the link is gone
             objects[2].join_motion(MOTION_WAIT_S)

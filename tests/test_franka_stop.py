@@ -194,3 +194,61 @@ def test_a_stop_that_timed_out_still_exits_cleanly(sim):
                           text=True, timeout=120, env={**os.environ, "MUJOCO_GL": "egl"})
     assert "state fault" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert proc.returncode == 0 and "terminate called" not in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+
+
+GRIPPER_LOST = """
+import sys, threading, time
+import numpy as np
+sys.path.insert(0, {root!r})
+import robotrl.hardware.franka as franka
+franka.GRIPPER_WAIT_S = 2.0  # (30 s in use) how long the release waits for the running gripper move
+from robotrl.hardware import make_robot
+from robotrl.hardware.robot import Action
+from tests.franky_helpers import FrankySim
+from tests.test_franka import franka_cfg, stream
+gaps = [0.0]
+def tick():  # a Python thread that wants the GIL every 10 ms: what a watchdog or a camera reader does
+    last = time.monotonic()
+    while True:
+        time.sleep(0.01)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+threading.Thread(target=tick, daemon=True).start()
+server = FrankySim()
+layer = make_robot(franka_cfg(server.host))
+layer.connect()
+stream(layer, [Action.joints(np.zeros(7), gripper=1.0)] * 2)  # close the hand: a 5-7 s move on franky-sim
+server.kill()  # the gripper's server goes away mid-move (a crash, a network loss)
+try:
+    layer.disconnect()
+except Exception as exc:
+    print("disconnect raised", type(exc).__name__)
+closing = franka._CLOSING[server.host]
+t0 = time.monotonic()
+closing.join(30.0)
+print("release ended", not closing.is_alive(), round(time.monotonic() - t0, 2))
+time.sleep(1.0)
+print("longest gap", round(max(gaps), 2))
+"""
+
+
+def test_a_gripper_lost_mid_move_never_freezes_the_process():
+    """libfranka's gripper move does not notice a closed connection (it polls the dead socket until it gives up, ~60 s
+    on franky-sim); freeing franky's Gripper then joins that move's thread with the GIL held: every Python thread of
+    the process (watchdogs, cameras, another arm's safety layer) stopped for 30 s, which a later test's servo bus
+    timed out on in CI. The release gives up on such a gripper after its wait and never frees it."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", GRIPPER_LOST.format(root=root)], capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "MUJOCO_GL": "egl"})
+    out = proc.stdout + proc.stderr[-3000:]
+    print(f"{time.monotonic() - t0:.1f} s", out)
+    assert proc.returncode == 0 and "terminate called" not in proc.stderr, (proc.returncode, out)  # -11: SIGSEGV
+    assert "release ended True" in proc.stdout, out
+    gap = float(proc.stdout.split("longest gap")[1].split()[0])
+    assert gap < 1.0, out  # 30.6 s in record's case before the fix (the move ~2 s old)
+    assert "gripper move did not end" in proc.stderr, out  # logged, not silent
