@@ -63,7 +63,7 @@ class FrankySim:
     def __exit__(self, *exc: object) -> None:
         # robot=franka frees franky's objects on a thread of their own after a disconnect (hardware/franka.py
         # `_release`): let that finish first, as a real arm's server outlives the program. Killed under a running
-        # gripper move, libfranka polls the dead socket for ~60 s, one core busy under whatever test runs next.
+        # gripper move, libfranka polls the dead socket for ~62 s, one core busy under whatever test runs next.
         from robotrl.hardware import franka
 
         closing = franka._CLOSING.get(self.host)
